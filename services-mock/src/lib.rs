@@ -1,0 +1,258 @@
+//! The downstream services a BFF fans out to, with deterministic data and fault injection.
+//!
+//! Each service listens on its own address. Besides its business routes, every listener answers
+//! `GET|DELETE /_stats` and `GET|PUT|DELETE /_faults` (formats fixed in `design.md`). Tests start
+//! the whole set in-process on ephemeral ports with [`start`] and [`MockConfig::ephemeral`].
+
+pub mod data;
+pub mod faults;
+mod server;
+pub mod services;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use faults::{FaultState, Faults};
+pub use services::auth::Keys;
+pub use stats::{Stats, StatsSnapshot};
+
+/// One of the mock services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// Issues JWTs and publishes the JWKS.
+    Auth,
+    /// User profiles.
+    Users,
+    /// Orders per user.
+    Orders,
+    /// Notifications and unread counts.
+    Notifications,
+    /// Products.
+    Catalog,
+    /// Stock levels.
+    Inventory,
+    /// Product reviews.
+    Reviews,
+}
+
+impl Service {
+    /// Every service, in port order.
+    pub const ALL: [Service; 7] = [
+        Service::Auth,
+        Service::Users,
+        Service::Orders,
+        Service::Notifications,
+        Service::Catalog,
+        Service::Inventory,
+        Service::Reviews,
+    ];
+
+    /// The service's name, as used in flags, config and upstream names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Auth => "auth",
+            Service::Users => "users",
+            Service::Orders => "orders",
+            Service::Notifications => "notifications",
+            Service::Catalog => "catalog",
+            Service::Inventory => "inventory",
+            Service::Reviews => "reviews",
+        }
+    }
+
+    /// The fixed default port (design.md): auth 7000 through reviews 7006.
+    pub fn default_port(self) -> u16 {
+        7000 + Service::ALL.iter().position(|s| *s == self).unwrap_or(0) as u16
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Service {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Service::ALL.into_iter().find(|svc| svc.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Service::ALL.iter().map(|s| s.name()).collect();
+            format!("unknown service `{s}` (expected one of {})", names.join(", "))
+        })
+    }
+}
+
+/// Where the services listen and which faults they start with.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// The IP every service binds to.
+    pub listen: IpAddr,
+    /// The port of each service; a missing entry means the default port, 0 means any free port.
+    pub ports: BTreeMap<Service, u16>,
+    /// Faults in force from the start.
+    pub faults: BTreeMap<Service, Faults>,
+    /// The services to start; empty means all.
+    pub only: Vec<Service>,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: BTreeMap::new(),
+            faults: BTreeMap::new(),
+            only: Vec::new(),
+        }
+    }
+}
+
+impl MockConfig {
+    /// Every service on 127.0.0.1 with an ephemeral port: what tests and `--demo` use.
+    pub fn ephemeral() -> Self {
+        Self { ports: Service::ALL.iter().map(|s| (*s, 0)).collect(), ..Self::default() }
+    }
+
+    fn port(&self, service: Service) -> u16 {
+        self.ports.get(&service).copied().unwrap_or_else(|| service.default_port())
+    }
+}
+
+/// One running service.
+#[derive(Debug)]
+pub struct RunningService {
+    /// The address it is bound to.
+    pub addr: SocketAddr,
+    /// Its faults, to change at run time.
+    pub faults: FaultState,
+    /// Its counters.
+    pub stats: Stats,
+    task: JoinHandle<()>,
+}
+
+/// The running mock services; dropping this stops them.
+#[derive(Debug)]
+pub struct MockServices {
+    services: BTreeMap<Service, RunningService>,
+    keys: Arc<Keys>,
+}
+
+impl MockServices {
+    /// The running service, if it was started.
+    pub fn get(&self, service: Service) -> Option<&RunningService> {
+        self.services.get(&service)
+    }
+
+    /// The base URL of a service (`http://127.0.0.1:port`); panics if it was not started.
+    pub fn url(&self, service: Service) -> String {
+        format!("http://{}", self.service(service).addr)
+    }
+
+    /// A started service; panics if `service` was left out with `only` (a test setup bug).
+    pub fn service(&self, service: Service) -> &RunningService {
+        self.services.get(&service).unwrap_or_else(|| panic!("mock service {service} was not started"))
+    }
+
+    /// Every started service.
+    pub fn iter(&self) -> impl Iterator<Item = (Service, &RunningService)> {
+        self.services.iter().map(|(s, r)| (*s, r))
+    }
+
+    /// Signs a token as `POST /token` would, without a round trip.
+    pub fn token(&self, sub: &str, scope: &str, ttl_s: i64) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let claims = serde_json::json!({
+            "iss": services::auth::ISSUER,
+            "aud": services::auth::AUDIENCE,
+            "sub": sub,
+            "scope": scope,
+            "iat": now,
+            "exp": now + ttl_s,
+        });
+        self.keys.sign(jsonwebtoken::Algorithm::RS256, &claims).unwrap_or_else(|e| panic!("demo key cannot sign: {e}"))
+    }
+}
+
+impl Drop for MockServices {
+    fn drop(&mut self) {
+        for running in self.services.values() {
+            running.task.abort();
+        }
+    }
+}
+
+/// Errors starting the mock services.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot bind {service} on {addr}: {source}")]
+    Bind {
+        /// The service.
+        service: Service,
+        /// The address tried.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The demo keys could not be loaded.
+    #[error("cannot load the demo signing keys: {0}")]
+    Keys(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Binds every configured service and serves it in the background.
+pub async fn start(config: &MockConfig) -> Result<MockServices, StartError> {
+    let keys = Arc::new(Keys::demo()?);
+    let mut services = BTreeMap::new();
+    for service in Service::ALL {
+        if !config.only.is_empty() && !config.only.contains(&service) {
+            continue;
+        }
+        let addr = SocketAddr::new(config.listen, config.port(service));
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { service, addr, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { service, addr, source })?;
+        let faults = FaultState::new(config.faults.get(&service).cloned().unwrap_or_default());
+        let stats = Stats::default();
+        let router = service_router(service, &keys, faults.clone(), stats.clone());
+        let task = tokio::spawn(server::serve(listener, router));
+        tracing::info!(%service, %addr, "mock service listening");
+        services.insert(service, RunningService { addr, faults, stats, task });
+    }
+    Ok(MockServices { services, keys })
+}
+
+/// The full router of one service: its business routes behind stats and faults, plus the admin routes.
+pub fn service_router(service: Service, keys: &Arc<Keys>, faults: FaultState, stats: Stats) -> Router {
+    let business = match service {
+        Service::Auth => services::auth::router(keys.clone()),
+        Service::Users => services::users(),
+        Service::Orders => services::orders(),
+        Service::Notifications => services::notifications(),
+        Service::Catalog => services::catalog(),
+        Service::Inventory => services::inventory(),
+        Service::Reviews => services::reviews(),
+    };
+    let business = business
+        .layer(from_fn_with_state(faults.clone(), faults::inject))
+        .layer(from_fn_with_state(stats.clone(), stats::track));
+    let admin = Router::new()
+        .route("/_stats", get(stats::stats_get).delete(stats::stats_delete))
+        .with_state(stats)
+        .merge(
+            Router::new()
+                .route("/_faults", get(faults::faults_get).put(faults::faults_put).delete(faults::faults_delete))
+                .with_state(faults),
+        );
+    business.merge(admin)
+}

@@ -1,0 +1,58 @@
+//! The accept loop: HTTP/1.1 per connection, with a way for a handler to reset its own connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+/// Lets a handler tear down the connection it is answering on (the `reset` fault).
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionKill(Arc<Notify>);
+
+impl ConnectionKill {
+    pub(crate) fn kill(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Serves `router` on `listener` until the task is aborted.
+///
+/// Sockets are set to linger zero so that dropping one sends a TCP RST: a killed connection looks to
+/// the client exactly like a peer that reset it.
+pub(crate) async fn serve(listener: TcpListener, router: Router) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        let kill = Arc::new(Notify::new());
+        let router = router.clone();
+        let conn_kill = ConnectionKill(kill.clone());
+        let service = tower::service_fn(move |mut request: http::Request<Incoming>| {
+            request.extensions_mut().insert(conn_kill.clone());
+            router.clone().oneshot(request.map(Body::new))
+        });
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            tokio::select! {
+                _ = conn => {}
+                _ = kill.notified() => {}
+            }
+        });
+    }
+}

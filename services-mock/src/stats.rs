@@ -1,0 +1,82 @@
+//! Request statistics: how many requests a service served, how many at once, and the last headers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use serde::Serialize;
+
+/// A snapshot of one service's counters, as `GET /_stats` returns it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct StatsSnapshot {
+    /// Business requests received since start or the last reset.
+    pub requests: u64,
+    /// Requests being served right now.
+    pub in_flight: u64,
+    /// The highest `in_flight` seen since start or the last reset.
+    pub max_in_flight: u64,
+    /// The headers of the last business request, names lower-case.
+    pub last_headers: BTreeMap<String, String>,
+}
+
+/// The live counters of one service.
+#[derive(Debug, Clone, Default)]
+pub struct Stats(Arc<Mutex<StatsSnapshot>>);
+
+impl Stats {
+    fn with<R>(&self, f: impl FnOnce(&mut StatsSnapshot) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.with(|s| s.clone())
+    }
+
+    /// Zeroes the counters; requests still in flight stay counted as in flight.
+    pub fn reset(&self) {
+        self.with(|s| {
+            s.requests = 0;
+            s.max_in_flight = s.in_flight;
+            s.last_headers.clear();
+        });
+    }
+}
+
+/// Decrements `in_flight` when the request ends, including when the client goes away mid-request.
+struct InFlight(Stats);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.with(|s| s.in_flight = s.in_flight.saturating_sub(1));
+    }
+}
+
+pub(crate) async fn track(State(stats): State<Stats>, request: Request, next: Next) -> Response {
+    let headers = request
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .collect();
+    stats.with(|s| {
+        s.requests += 1;
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        s.last_headers = headers;
+    });
+    let _guard = InFlight(stats);
+    next.run(request).await
+}
+
+pub(crate) async fn stats_get(State(stats): State<Stats>) -> Json<StatsSnapshot> {
+    Json(stats.snapshot())
+}
+
+pub(crate) async fn stats_delete(State(stats): State<Stats>) -> StatusCode {
+    stats.reset();
+    StatusCode::NO_CONTENT
+}
