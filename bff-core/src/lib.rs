@@ -1,1 +1,58 @@
-//! placeholder
+//! `bff-core`: the Backend-for-Frontend framework.
+//!
+//! A BFF crate writes endpoints and DTOs; everything cross-cutting comes from here and is switched
+//! on by configuration: named [`Upstream`]s, a parallel fan-out under one request deadline with
+//! required and optional parts ([`Ctx::fanout`]), JWT identity ([`Identity`]), request ids, access
+//! logs, health endpoints and RFC 9457 errors ([`BffError`]).
+//!
+//! ```no_run
+//! use axum::{Json, Router, extract::State, routing::get};
+//! use bff_core::{BffError, ConfigError, Ctx, Gateway, Identity, Upstream, encode};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone)]
+//! struct Upstreams { users: Upstream }
+//! #[derive(Deserialize)] #[serde(rename_all = "camelCase")]
+//! struct Profile { display_name: String }
+//! #[derive(Serialize)]
+//! struct Me { name: String }
+//!
+//! async fn me(ctx: Ctx, user: Identity, State(u): State<Upstreams>) -> Result<Json<Me>, BffError> {
+//!     let profile = ctx.fetch(u.users.get::<Profile>(format!("/users/{}", encode(&user.subject)))).await?;
+//!     Ok(Json(Me { name: profile.display_name }))
+//! }
+//!
+//! pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
+//!     let state = Upstreams { users: gateway.upstream("users")? };
+//!     Ok(gateway.router(Router::new().route("/me", get(me)).with_state(state)))
+//! }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod fanout;
+pub mod observe;
+pub mod policy;
+pub mod request;
+#[cfg(feature = "test-util")]
+pub mod testing;
+pub mod upstream;
+
+pub use app::{Gateway, serve, shutdown_signal};
+pub use config::{Config, ConfigError};
+pub use error::{BffError, Problem};
+pub use fanout::{Fanout, Optional, Part, Required};
+pub use policy::auth::{AuthError, Identity};
+pub use request::Ctx;
+pub use upstream::{Call, Upstream, UpstreamError, encode};
+
+/// Installs rustls' `ring` provider as the process default; call once before any client is built.
+///
+/// Idempotent: a second call (or a provider installed by someone else) is fine.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,196 @@
+//! Loading: TOML text, then `BFF_*` environment overrides, then flag overrides, then validation.
+
+use std::fmt;
+
+use toml::{Table, Value};
+
+use super::Config;
+
+/// Where a configuration came from, for error messages.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// A name for people: the file path, or `built-in config/mobile.toml`.
+    pub name: String,
+    /// The TOML text.
+    pub text: String,
+}
+
+/// Key/value overrides applied over the file: environment variables and flags.
+///
+/// Keys are dotted paths (`upstreams.users.url`); values are parsed as TOML where they can be
+/// (`8`, `true`) and taken as strings otherwise (`2s`, `127.0.0.1:8081`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    entries: Vec<(String, String, String)>,
+}
+
+impl Overrides {
+    /// Collects `BFF_*` variables from an environment given as pairs (pass `std::env::vars()`).
+    ///
+    /// `BFF_UPSTREAMS__USERS__URL=http://…` sets `upstreams.users.url`.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut overrides = Self::default();
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("BFF_") else { continue };
+            if rest.is_empty() || rest == "CONFIG" || rest.starts_with("MOCK_") {
+                continue;
+            }
+            let key = rest.split("__").map(str::to_lowercase).collect::<Vec<_>>().join(".");
+            overrides.entries.push((key, value, format!("environment variable {name}")));
+        }
+        overrides
+    }
+
+    /// Sets one key, `origin` naming where it came from (`--listen`).
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>, origin: impl Into<String>) -> &mut Self {
+        self.entries.push((key.into(), value.into(), origin.into()));
+        self
+    }
+
+    /// Adds all of `other` after these.
+    pub fn extend(&mut self, other: Overrides) {
+        self.entries.extend(other.entries);
+    }
+
+    fn origin_of(&self, key: &str) -> Option<&str> {
+        self.entries.iter().rev().find(|(k, _, _)| key == k || key.starts_with(&format!("{k}."))).map(|(_, _, o)| o.as_str())
+    }
+}
+
+/// A configuration that cannot be used, with the key and the file or variable at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or other source) the error is in.
+    pub source: String,
+    /// The dotted key at fault, when one is.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about one key of a source.
+    pub fn key(source: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { source: source.into(), key: Some(key.into()), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "invalid configuration in {}: `{key}`: {}", self.source, self.message),
+            None => write!(f, "invalid configuration in {}: {}", self.source, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses, overrides and validates a configuration.
+pub fn load(source: &ConfigSource, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let mut table: Table = toml::from_str(&source.text)
+        .map_err(|e| ConfigError { source: source.name.clone(), key: None, message: e.to_string() })?;
+    for (key, raw, origin) in &overrides.entries {
+        set_path(&mut table, key, parse_value(raw))
+            .map_err(|message| ConfigError::key(origin.clone(), key.clone(), message))?;
+    }
+    let blame = |key: &str| match overrides.origin_of(key) {
+        Some(origin) => origin.to_owned(),
+        None => source.name.clone(),
+    };
+    let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        let message = e.inner().to_string();
+        ConfigError { source: blame(&key), key: (key != ".").then_some(key), message }
+    })?;
+    config.validate().map_err(|(key, message)| ConfigError::key(blame(&key), key, message))?;
+    Ok(config)
+}
+
+fn parse_value(raw: &str) -> Value {
+    toml::from_str::<Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().filter(|l| !l.is_empty()).ok_or("empty key")?;
+    let mut current = table;
+    for part in parts {
+        let entry = current.entry(part.to_owned()).or_insert_with(|| Value::Table(Table::new()));
+        current = entry.as_table_mut().ok_or_else(|| format!("`{part}` is not a table"))?;
+    }
+    current.insert(last.to_owned(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+listen = "127.0.0.1:8081"
+[defaults]
+timeout = "500ms"
+[upstreams.users]
+url = "http://127.0.0.1:7001"
+"#;
+
+    fn source(text: &str) -> ConfigSource {
+        ConfigSource { name: "config/test.toml".into(), text: text.into() }
+    }
+
+    #[test]
+    fn loads_durations_and_defaults() {
+        let config = load(&source(BASE), &Overrides::default()).unwrap();
+        assert_eq!(config.defaults.timeout.as_millis(), 500);
+        assert_eq!(config.defaults.deadline.as_secs(), 2);
+        assert_eq!(config.upstreams["users"].url.as_str(), "http://127.0.0.1:7001/");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = Overrides::from_env([
+            ("BFF_UPSTREAMS__USERS__URL".to_owned(), "http://127.0.0.1:9001".to_owned()),
+            ("BFF_DEFAULTS__CONCURRENCY".to_owned(), "3".to_owned()),
+            ("BFF_LISTEN".to_owned(), "127.0.0.1:9999".to_owned()),
+            ("HOME".to_owned(), "/root".to_owned()),
+        ]);
+        let config = load(&source(BASE), &env).unwrap();
+        assert_eq!(config.upstreams["users"].url.port(), Some(9001));
+        assert_eq!(config.defaults.concurrency.get(), 3);
+        assert_eq!(config.listen.port(), 9999);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let err = load(&source(&format!("{BASE}timeuot = \"1s\"\n")), &Overrides::default()).unwrap_err();
+        assert_eq!(err.source, "config/test.toml");
+        assert!(err.to_string().contains("timeuot"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key_and_the_variable() {
+        let env = Overrides::from_env([("BFF_UPSTREAMS__USERS__TIMEOUT".to_owned(), "fast".to_owned())]);
+        let err = load(&source(BASE), &env).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("upstreams.users.timeout"));
+        assert_eq!(err.source, "environment variable BFF_UPSTREAMS__USERS__TIMEOUT");
+    }
+
+    #[test]
+    fn zero_deadline_and_bad_url_are_refused() {
+        let err = load(&source(&BASE.replace("timeout = \"500ms\"", "deadline = \"0s\"")), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("defaults.deadline"));
+        let err = load(&source(&BASE.replace("http://127.0.0.1:7001", "ftp://x")), &Overrides::default()).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("upstreams.users.url"));
+    }
+
+    #[test]
+    fn flag_overrides_win_over_environment() {
+        let mut overrides = Overrides::from_env([("BFF_LISTEN".to_owned(), "127.0.0.1:1".to_owned())]);
+        overrides.set("listen", "127.0.0.1:2", "--listen");
+        assert_eq!(load(&source(BASE), &overrides).unwrap().listen.port(), 2);
+    }
+}

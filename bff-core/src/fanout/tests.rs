@@ -1,0 +1,186 @@
+//! Fan-out semantics on the paused clock, with in-memory upstreams.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::error::BffError;
+use crate::request::Ctx;
+use crate::upstream::{OutboundRequest, Upstream, UpstreamError, UpstreamErrorKind};
+
+#[derive(Clone, Copy)]
+enum Behaviour {
+    Answer(u64),
+    Fail(u64),
+    Hang,
+}
+
+/// An upstream that waits `ms` then answers `{"path": ...}`, or fails, or never answers.
+fn fake(name: &'static str, behaviour: Behaviour, dropped: Arc<AtomicUsize>) -> Upstream {
+    let service = tower::service_fn(move |request: OutboundRequest| {
+        let dropped = dropped.clone();
+        async move {
+            struct Guard(Arc<AtomicUsize>, bool);
+            impl Drop for Guard {
+                fn drop(&mut self) {
+                    if !self.1 {
+                        self.0.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+            let mut guard = Guard(dropped, false);
+            let result = match behaviour {
+                Behaviour::Answer(ms) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Ok(Bytes::from(format!(r#"{{"path":"{}"}}"#, request.path)))
+                }
+                Behaviour::Fail(ms) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Err(UpstreamError::new(Arc::from(name), UpstreamErrorKind::Status(StatusCode::INTERNAL_SERVER_ERROR)))
+                }
+                Behaviour::Hang => std::future::pending().await,
+            };
+            guard.1 = true;
+            result
+        }
+    });
+    Upstream::from_service(name, Duration::from_secs(60), service)
+}
+
+fn counter() -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(0))
+}
+
+#[tokio::test(start_paused = true)]
+async fn parts_run_in_parallel() {
+    let ctx = Ctx::detached(Duration::from_secs(2), 8);
+    let d = counter();
+    let (a, b, c) = (
+        fake("a", Behaviour::Answer(100), d.clone()),
+        fake("b", Behaviour::Answer(100), d.clone()),
+        fake("c", Behaviour::Answer(100), d.clone()),
+    );
+    let start = Instant::now();
+    let (x, y, z) = ctx
+        .fanout((a.get::<Value>("/a").required(), b.get::<Value>("/b").required(), c.get::<Value>("/c").optional()))
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert_eq!((x["path"].as_str(), y["path"].as_str()), (Some("/a"), Some("/b")));
+    assert_eq!(z.unwrap()["path"], "/c");
+    assert!(ctx.degraded().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_optional_part_degrades() {
+    let ctx = Ctx::detached(Duration::from_secs(2), 8);
+    let d = counter();
+    let (users, notes) = (fake("users", Behaviour::Answer(10), d.clone()), fake("notifications", Behaviour::Fail(5), d));
+    let (user, badge) =
+        ctx.fanout((users.get::<Value>("/u").required(), notes.get::<Value>("/n").optional())).await.unwrap();
+    assert_eq!(user["path"], "/u");
+    assert!(badge.is_none());
+    assert_eq!(ctx.degraded(), vec!["notifications".to_owned()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_required_part_fails_fast_and_cancels_the_rest() {
+    let ctx = Ctx::detached(Duration::from_secs(2), 8);
+    let dropped = counter();
+    let users = fake("users", Behaviour::Fail(10), dropped.clone());
+    let orders = fake("orders", Behaviour::Answer(1_000), dropped.clone());
+    let start = Instant::now();
+    let err = ctx.fanout((users.get::<Value>("/u").required(), orders.get::<Value>("/o").required())).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(10));
+    assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(err.problem().service.as_deref(), Some("users"));
+    // users completed (with an error); orders was dropped mid-call.
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hanging_optional_part_costs_at_most_the_deadline() {
+    let ctx = Ctx::detached(Duration::from_millis(300), 8);
+    let d = counter();
+    let (users, notes) = (fake("users", Behaviour::Answer(10), d.clone()), fake("notifications", Behaviour::Hang, d));
+    let start = Instant::now();
+    let (_, badge) =
+        ctx.fanout((users.get::<Value>("/u").required(), notes.get::<Value>("/n").optional())).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    assert!(badge.is_none());
+    assert_eq!(ctx.degraded(), vec!["notifications".to_owned()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hanging_required_part_is_a_504_at_the_deadline() {
+    let ctx = Ctx::detached(Duration::from_millis(300), 8);
+    let users = fake("users", Behaviour::Hang, counter());
+    let start = Instant::now();
+    let err = ctx.fetch(users.get::<Value>("/u")).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(err.code(), "UPSTREAM_TIMEOUT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_upstream_timeout_applies_inside_the_deadline() {
+    let ctx = Ctx::detached(Duration::from_secs(2), 8);
+    let slow = tower::service_fn(|_: OutboundRequest| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, UpstreamError>(Bytes::from_static(b"{}"))
+    });
+    let upstream = Upstream::from_service("slow", Duration::from_millis(250), slow);
+    let start = Instant::now();
+    let err = ctx.fetch(upstream.get::<Value>("/")).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(250));
+    assert!(matches!(err, BffError::Upstream(ref e) if e.is_timeout()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependent_fanout_gets_only_what_is_left() {
+    let ctx = Ctx::detached(Duration::from_millis(500), 8);
+    let d = counter();
+    let first = fake("orders", Behaviour::Answer(400), d.clone());
+    let second = fake("catalog", Behaviour::Answer(400), d);
+    let start = Instant::now();
+    ctx.fetch(first.get::<Value>("/o")).await.unwrap();
+    let products = ctx.fanout((second.get::<Value>("/p").optional(),)).await.unwrap().0;
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+    assert!(products.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn fanout_all_respects_the_cap_and_the_order() {
+    let ctx = Ctx::detached(Duration::from_secs(5), 3);
+    let (now, max) = (counter(), counter());
+    let service = {
+        let (now, max) = (now.clone(), max.clone());
+        tower::service_fn(move |request: OutboundRequest| {
+            let (now, max) = (now.clone(), max.clone());
+            async move {
+                let current = now.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(current, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                if request.path == "/5" {
+                    return Err(UpstreamError::new(Arc::from("catalog"), UpstreamErrorKind::Transport));
+                }
+                Ok(Bytes::from(request.path.trim_start_matches('/').to_owned()))
+            }
+        })
+    };
+    let catalog = Upstream::from_service("catalog", Duration::from_secs(1), service);
+    let parts = (0..10).map(|i| catalog.get::<u32>(format!("/{i}")).optional_as(format!("catalog:{i}")));
+    let start = Instant::now();
+    let results = ctx.fanout_all(parts).await.unwrap();
+    assert_eq!(max.load(Ordering::SeqCst), 3);
+    assert_eq!(start.elapsed(), Duration::from_millis(40));
+    let expected: Vec<Option<u32>> = (0..10).map(|i| (i != 5).then_some(i)).collect();
+    assert_eq!(results, expected);
+    assert_eq!(ctx.degraded(), vec!["catalog:5".to_owned()]);
+}

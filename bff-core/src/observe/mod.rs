@@ -1,0 +1,4 @@
+//! Observability: log set-up and the health endpoints.
+
+pub mod health;
+pub mod logging;

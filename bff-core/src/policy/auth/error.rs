@@ -1,0 +1,70 @@
+//! Why a caller could not be authenticated.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::BffError;
+
+/// An authentication failure. All but [`AuthError::KeysUnavailable`] are the client's (401).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("a bearer token is required")]
+    MissingToken,
+    /// The token is not a well-formed JWT, or uses an algorithm we do not accept.
+    #[error("the bearer token is malformed: {0}")]
+    Malformed(String),
+    /// The token names a key the issuer does not publish.
+    #[error("the bearer token is signed with an unknown key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("the bearer token's signature is invalid")]
+    InvalidSignature,
+    /// The token has expired.
+    #[error("the bearer token has expired")]
+    Expired,
+    /// A claim is missing or wrong (issuer, audience, not-before).
+    #[error("the bearer token is not valid here: {0}")]
+    InvalidClaims(String),
+    /// The issuer's keys could not be fetched, so no token can be checked.
+    #[error("the identity provider's keys are unavailable")]
+    KeysUnavailable,
+}
+
+impl AuthError {
+    /// 401, or 503 when the keys are unavailable.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The stable problem code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "AUTH_REQUIRED",
+            Self::Malformed(_) => "AUTH_MALFORMED",
+            Self::UnknownKey => "AUTH_UNKNOWN_KEY",
+            Self::InvalidSignature => "AUTH_INVALID_SIGNATURE",
+            Self::Expired => "AUTH_EXPIRED",
+            Self::InvalidClaims(_) => "AUTH_INVALID_CLAIMS",
+            Self::KeysUnavailable => "AUTH_UNAVAILABLE",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge for a 401 (RFC 6750).
+    pub fn challenge(&self) -> Option<HeaderValue> {
+        match self {
+            Self::KeysUnavailable => None,
+            Self::MissingToken => Some(HeaderValue::from_static("Bearer")),
+            _ => Some(HeaderValue::from_static("Bearer error=\"invalid_token\"")),
+        }
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        BffError::from(self).into_response()
+    }
+}

@@ -1,0 +1,58 @@
+//! Bearer JWT authentication against a JWKS, and the verified [`Identity`] as an extractor.
+//!
+//! The identity is established once, by the layer in front of the BFF's routes; handlers take
+//! [`Identity`] as an argument. No identity header sent by a client is ever trusted.
+
+mod error;
+mod jwks;
+pub(crate) mod layer;
+
+use std::collections::HashSet;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use jsonwebtoken::Algorithm;
+
+pub use error::AuthError;
+pub use jwks::JwtVerifier;
+
+/// The verified caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The `sub` claim: the user id.
+    pub subject: String,
+    /// The scopes granted (`scope` claim, space-separated).
+    pub scopes: HashSet<String>,
+}
+
+impl Identity {
+    /// Whether the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Identity {
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // Only the auth layer inserts an Identity; without it there is no identity to give.
+        parts.extensions.get::<Identity>().cloned().ok_or(AuthError::MissingToken)
+    }
+}
+
+/// The asymmetric algorithms a BFF accepts; `HS*` and `none` never are.
+pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}

@@ -1,0 +1,3 @@
+//! Inbound gateway policies, one folder each.
+
+pub mod auth;

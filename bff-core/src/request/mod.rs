@@ -1,0 +1,120 @@
+//! The request context: id, deadline and degradations, established once at the edge.
+//!
+//! [`Ctx`] is the extractor a handler takes to run its fan-out; the [`layer`] middleware creates
+//! what it reads, answers with `X-Request-Id` and `X-Bff-Degraded`, and writes the access log.
+
+pub(crate) mod layer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, MatchedPath};
+use axum::http::HeaderValue;
+use axum::http::request::Parts;
+use tokio::time::Instant;
+
+use crate::error::BffError;
+
+/// The header carrying the request id, in and out.
+pub const REQUEST_ID: &str = "x-request-id";
+/// The header listing the optional parts that failed and were left out.
+pub const DEGRADED: &str = "x-bff-degraded";
+
+tokio::task_local! {
+    static CURRENT_REQUEST_ID: HeaderValue;
+}
+
+/// The request id of the request being handled on this task, if any.
+pub(crate) fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(|id| id.to_str().ok().map(str::to_owned)).ok().flatten()
+}
+
+/// What the edge knows about one request, shared with the handler and the fan-out.
+#[derive(Debug)]
+pub(crate) struct RequestMeta {
+    pub(crate) id: HeaderValue,
+    pub(crate) start: Instant,
+    pub(crate) degraded: Mutex<Vec<String>>,
+}
+
+/// Per-route settings the edge hands to every request.
+#[derive(Debug, Clone)]
+pub(crate) struct RoutePolicies {
+    pub(crate) default_deadline: Duration,
+    pub(crate) deadlines: Arc<HashMap<String, Duration>>,
+    pub(crate) concurrency: usize,
+}
+
+/// The context of one request: its id, its deadline, and where degradations are recorded.
+///
+/// Take it as a handler argument, then run the fan-out with [`Ctx::fanout`].
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    meta: Arc<RequestMeta>,
+    deadline: Instant,
+    concurrency: usize,
+}
+
+impl Ctx {
+    /// The request id, sent on every upstream call.
+    pub fn request_id(&self) -> &HeaderValue {
+        &self.meta.id
+    }
+
+    /// When the whole request must be answered by.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// What is left of the deadline.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The concurrency cap of homogeneous fan-outs.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Records that an optional part (`label`) failed and was left out of the answer.
+    pub fn degrade(&self, label: impl Into<String>) {
+        let label = label.into();
+        let mut degraded = self.meta.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        if !degraded.contains(&label) {
+            degraded.push(label);
+        }
+    }
+
+    /// The labels recorded by [`Ctx::degrade`] so far.
+    pub fn degraded(&self) -> Vec<String> {
+        self.meta.degraded.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A context outside any server, for tests and benchmarks of handlers and fan-outs.
+    pub fn detached(deadline: Duration, concurrency: usize) -> Self {
+        let meta = RequestMeta {
+            id: HeaderValue::from_static("detached"),
+            start: Instant::now(),
+            degraded: Mutex::new(Vec::new()),
+        };
+        Self { meta: Arc::new(meta), deadline: Instant::now() + deadline, concurrency: concurrency.max(1) }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = BffError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let missing = || BffError::Internal("Ctx used on a router not built by Gateway::router".into());
+        let meta = parts.extensions.get::<Arc<RequestMeta>>().ok_or_else(missing)?.clone();
+        let policies = parts.extensions.get::<RoutePolicies>().ok_or_else(missing)?;
+        let budget = parts
+            .extensions
+            .get::<MatchedPath>()
+            .and_then(|path| policies.deadlines.get(path.as_str()))
+            .copied()
+            .unwrap_or(policies.default_deadline);
+        Ok(Self { deadline: meta.start + budget, meta, concurrency: policies.concurrency })
+    }
+}

@@ -1,0 +1,105 @@
+//! The one error type of an upstream call, naming the service and what went wrong.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+
+/// What went wrong with an upstream call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// No connection could be made (refused, unreachable, connect timeout).
+    Connect,
+    /// No answer within the call's timeout or what was left of the request deadline.
+    Timeout(Duration),
+    /// The upstream answered with a non-2xx status.
+    Status(StatusCode),
+    /// The connection failed mid-exchange (reset, closed early).
+    Transport,
+    /// The body was not the JSON we expected.
+    Decode,
+}
+
+/// An upstream call that failed, with the service's name.
+///
+/// `Display` is safe to show a client: it never contains upstream bodies. [`UpstreamError::cause`]
+/// holds the underlying error text for logs.
+#[derive(Debug, Clone)]
+pub struct UpstreamError {
+    service: Arc<str>,
+    kind: UpstreamErrorKind,
+    cause: Option<String>,
+}
+
+impl UpstreamError {
+    /// A new error of `kind` for `service`.
+    pub fn new(service: Arc<str>, kind: UpstreamErrorKind) -> Self {
+        Self { service, kind, cause: None }
+    }
+
+    /// Attaches the underlying error text, for logs only.
+    pub fn with_cause(mut self, cause: impl fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
+    }
+
+    /// The upstream's name.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &UpstreamErrorKind {
+        &self.kind
+    }
+
+    /// The underlying error text, if any (may quote upstream data: logs only).
+    pub fn cause(&self) -> Option<&str> {
+        self.cause.as_deref()
+    }
+
+    /// Whether the upstream said the resource does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.kind == UpstreamErrorKind::Status(StatusCode::NOT_FOUND)
+    }
+
+    /// Whether the call ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, UpstreamErrorKind::Timeout(_))
+    }
+
+    /// 504 for a timeout, 502 for everything else.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            UpstreamErrorKind::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The stable problem code.
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            UpstreamErrorKind::Connect => "UPSTREAM_UNAVAILABLE",
+            UpstreamErrorKind::Timeout(_) => "UPSTREAM_TIMEOUT",
+            UpstreamErrorKind::Status(_) => "UPSTREAM_BAD_STATUS",
+            UpstreamErrorKind::Transport => "UPSTREAM_FAILED",
+            UpstreamErrorKind::Decode => "UPSTREAM_BAD_RESPONSE",
+        }
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let service = &self.service;
+        match &self.kind {
+            UpstreamErrorKind::Connect => write!(f, "upstream `{service}` is unreachable"),
+            UpstreamErrorKind::Timeout(after) => write!(f, "upstream `{service}` did not answer within {after:?}"),
+            UpstreamErrorKind::Status(status) => write!(f, "upstream `{service}` answered {}", status.as_u16()),
+            UpstreamErrorKind::Transport => write!(f, "the connection to upstream `{service}` failed"),
+            UpstreamErrorKind::Decode => write!(f, "upstream `{service}` sent a response that could not be decoded"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {}
