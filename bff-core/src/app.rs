@@ -29,7 +29,11 @@ impl Gateway {
     pub fn new(config: Config, source: &str) -> Self {
         let upstreams = Upstreams::from_config(&config, source);
         let verifier = config.auth.as_ref().map(JwtVerifier::new);
-        Self { config: Arc::new(config), upstreams, verifier }
+        Self {
+            config: Arc::new(config),
+            upstreams,
+            verifier,
+        }
     }
 
     /// The configuration in force.
@@ -49,20 +53,31 @@ impl Gateway {
             Some(verifier) => routes.route_layer(from_fn_with_state(verifier.clone(), require_jwt)),
             None => routes,
         };
-        let mut deps: Vec<(String, url::Url)> = self.upstreams.urls().map(|(n, u)| (n.to_owned(), u.clone())).collect();
+        let mut deps: Vec<(String, url::Url)> = self
+            .upstreams
+            .urls()
+            .map(|(n, u)| (n.to_owned(), u.clone()))
+            .collect();
         if let Some(verifier) = &self.verifier {
             deps.push(("auth".to_owned(), verifier.jwks_url().clone()));
         }
         let policies = RoutePolicies {
             default_deadline: self.config.defaults.deadline,
             deadlines: Arc::new(
-                self.config.routes.iter().filter_map(|(p, r)| r.deadline.map(|d| (p.clone(), d))).collect::<HashMap<_, _>>(),
+                self.config
+                    .routes
+                    .iter()
+                    .filter_map(|(p, r)| r.deadline.map(|d| (p.clone(), d)))
+                    .collect::<HashMap<_, _>>(),
             ),
             concurrency: self.config.defaults.concurrency.get(),
         };
         Router::new()
             .route("/healthz", get(health::healthz))
-            .route("/readyz", get(health::readyz).with_state(Dependencies(deps)))
+            .route(
+                "/readyz",
+                get(health::readyz).with_state(Dependencies(deps)),
+            )
             .merge(routes)
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) })
             .layer(from_fn(method_not_allowed))
@@ -71,14 +86,24 @@ impl Gateway {
 }
 
 /// axum answers an unsupported method with an empty 405; give it the problem+json body.
-async fn method_not_allowed(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn method_not_allowed(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let response = next.run(request).await;
-    if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED && response.extensions().get::<crate::error::ErrorReport>().is_none() {
+    if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED
+        && response
+            .extensions()
+            .get::<crate::error::ErrorReport>()
+            .is_none()
+    {
         let allow = response.headers().get(axum::http::header::ALLOW).cloned();
         let mut problem = BffError::MethodNotAllowed.into_response();
         if let Some(allow) = allow {
-            problem.headers_mut().insert(axum::http::header::ALLOW, allow);
+            problem
+                .headers_mut()
+                .insert(axum::http::header::ALLOW, allow);
         }
         return problem;
     }
@@ -91,7 +116,9 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Completes on Ctrl-C or SIGTERM.

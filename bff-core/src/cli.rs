@@ -69,7 +69,10 @@ pub fn load_config(
             })?;
             ConfigSource { name, text }
         }
-        None => ConfigSource { name: format!("built-in {}", spec.default_config_name), text: spec.default_config.to_owned() },
+        None => ConfigSource {
+            name: format!("built-in {}", spec.default_config_name),
+            text: spec.default_config.to_owned(),
+        },
     };
     let mut overrides = Overrides::default();
     for (key, value) in extra {
@@ -80,7 +83,11 @@ pub fn load_config(
         overrides.set("listen", listen.to_string(), "--listen");
     }
     if let Some(format) = args.log_format {
-        let name = if format == LogFormat::Json { "json" } else { "pretty" };
+        let name = if format == LogFormat::Json {
+            "json"
+        } else {
+            "pretty"
+        };
         overrides.set("log.format", name, "--log-format");
     }
     let config = load(&source, &overrides)?;
@@ -88,8 +95,16 @@ pub fn load_config(
 }
 
 /// Loads the config, builds the app, serves it until Ctrl-C or SIGTERM.
-pub async fn run(spec: Spec, args: Args, demo: Option<Demo>, app: fn(&Gateway) -> Result<Router, ConfigError>) -> ExitCode {
-    let extra = demo.as_ref().map(|d| d.overrides.clone()).unwrap_or_default();
+pub async fn run(
+    spec: Spec,
+    args: Args,
+    demo: Option<Demo>,
+    app: fn(&Gateway) -> Result<Router, ConfigError>,
+) -> ExitCode {
+    let extra = demo
+        .as_ref()
+        .map(|d| d.overrides.clone())
+        .unwrap_or_default();
     let (config, source) = match load_config(&spec, &args, std::env::vars(), extra) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -97,7 +112,11 @@ pub async fn run(spec: Spec, args: Args, demo: Option<Demo>, app: fn(&Gateway) -
             return ExitCode::from(2);
         }
     };
-    logging::init(config.log.format, &config.log.filter, std::env::var("RUST_LOG").ok().as_deref());
+    logging::init(
+        config.log.format,
+        &config.log.filter,
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
     let gateway = Gateway::new(config, &source);
     let router = match app(&gateway) {
         Ok(router) => router,
@@ -110,7 +129,10 @@ pub async fn run(spec: Spec, args: Args, demo: Option<Demo>, app: fn(&Gateway) -
     let listener = match TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("{}: cannot listen on {listen} (`listen` in {source}, or --listen): {e}", spec.name);
+            eprintln!(
+                "{}: cannot listen on {listen} (`listen` in {source}, or --listen): {e}",
+                spec.name
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -118,7 +140,10 @@ pub async fn run(spec: Spec, args: Args, demo: Option<Demo>, app: fn(&Gateway) -
     tracing::info!(name = spec.name, %addr, config = %source, "listening");
     if let Some(demo) = &demo {
         println!("\n{} is running with demo upstreams. Try:\n", spec.name);
-        println!("  curl -s -H '{}' http://{addr}{}\n", demo.credential, spec.demo_path);
+        println!(
+            "  curl -s -H '{}' http://{addr}{}\n",
+            demo.credential, spec.demo_path
+        );
     }
     let result = serve(listener, router, shutdown_signal()).await;
     drop(demo);

@@ -1,1 +1,1 @@
-//! placeholder
+//! `bff-partner`: work in progress.

@@ -1,1 +1,1 @@
-//! placeholder
+//! `bff-web`: work in progress.

@@ -36,7 +36,12 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<Service>,
     /// Log format.
-    #[arg(long, value_enum, default_value = "pretty", env = "BFF_MOCK_LOG_FORMAT")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "pretty",
+        env = "BFF_MOCK_LOG_FORMAT"
+    )]
     log_format: LogFormat,
 }
 
@@ -58,7 +63,11 @@ struct FileConfig {
 
 fn parse_port(s: &str) -> Result<(Service, u16), String> {
     let (service, port) = s.split_once('=').ok_or("expected SERVICE=PORT")?;
-    Ok((service.parse()?, port.parse().map_err(|e| format!("invalid port `{port}`: {e}"))?))
+    Ok((
+        service.parse()?,
+        port.parse()
+            .map_err(|e| format!("invalid port `{port}`: {e}"))?,
+    ))
 }
 
 fn parse_fault(s: &str) -> Result<(Service, Faults), String> {
@@ -79,11 +88,16 @@ async fn main() -> anyhow::Result<()> {
 
     let mut config = MockConfig::default();
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --config {}", path.display()))?;
-        let file: FileConfig = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --config {}", path.display()))?;
+        let file: FileConfig = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
         for (service, faults) in &file.faults {
             if let Err(e) = faults.validate() {
-                bail!("invalid config file {}: faults.{service}: {e}", path.display());
+                bail!(
+                    "invalid config file {}: faults.{service}: {e}",
+                    path.display()
+                );
             }
         }
         config.listen = file.listen.unwrap_or(config.listen);
@@ -101,7 +115,9 @@ async fn main() -> anyhow::Result<()> {
     for (service, running) in mocks.iter() {
         println!("{service:<14} http://{}", running.addr);
     }
-    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
     drop(mocks);
     Ok(())
 }

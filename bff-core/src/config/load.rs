@@ -31,18 +31,31 @@ impl Overrides {
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut overrides = Self::default();
         for (name, value) in vars {
-            let Some(rest) = name.strip_prefix("BFF_") else { continue };
+            let Some(rest) = name.strip_prefix("BFF_") else {
+                continue;
+            };
             if rest.is_empty() || rest == "CONFIG" || rest.starts_with("MOCK_") {
                 continue;
             }
-            let key = rest.split("__").map(str::to_lowercase).collect::<Vec<_>>().join(".");
-            overrides.entries.push((key, value, format!("environment variable {name}")));
+            let key = rest
+                .split("__")
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+                .join(".");
+            overrides
+                .entries
+                .push((key, value, format!("environment variable {name}")));
         }
         overrides
     }
 
     /// Sets one key, `origin` naming where it came from (`--listen`).
-    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>, origin: impl Into<String>) -> &mut Self {
+    pub fn set(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        origin: impl Into<String>,
+    ) -> &mut Self {
         self.entries.push((key.into(), value.into(), origin.into()));
         self
     }
@@ -53,7 +66,11 @@ impl Overrides {
     }
 
     fn origin_of(&self, key: &str) -> Option<&str> {
-        self.entries.iter().rev().find(|(k, _, _)| key == k || key.starts_with(&format!("{k}."))).map(|(_, _, o)| o.as_str())
+        self.entries
+            .iter()
+            .rev()
+            .find(|(k, _, _)| key == k || key.starts_with(&format!("{k}.")))
+            .map(|(_, _, o)| o.as_str())
     }
 }
 
@@ -70,16 +87,32 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// An error about one key of a source.
-    pub fn key(source: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { source: source.into(), key: Some(key.into()), message: message.into() }
+    pub fn key(
+        source: impl Into<String>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            source: source.into(),
+            key: Some(key.into()),
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.key {
-            Some(key) => write!(f, "invalid configuration in {}: `{key}`: {}", self.source, self.message),
-            None => write!(f, "invalid configuration in {}: {}", self.source, self.message),
+            Some(key) => write!(
+                f,
+                "invalid configuration in {}: `{key}`: {}",
+                self.source, self.message
+            ),
+            None => write!(
+                f,
+                "invalid configuration in {}: {}",
+                self.source, self.message
+            ),
         }
     }
 }
@@ -88,8 +121,11 @@ impl std::error::Error for ConfigError {}
 
 /// Parses, overrides and validates a configuration.
 pub fn load(source: &ConfigSource, overrides: &Overrides) -> Result<Config, ConfigError> {
-    let mut table: Table = toml::from_str(&source.text)
-        .map_err(|e| ConfigError { source: source.name.clone(), key: None, message: e.to_string() })?;
+    let mut table: Table = toml::from_str(&source.text).map_err(|e| ConfigError {
+        source: source.name.clone(),
+        key: None,
+        message: e.to_string(),
+    })?;
     for (key, raw, origin) in &overrides.entries {
         set_path(&mut table, key, parse_value(raw))
             .map_err(|message| ConfigError::key(origin.clone(), key.clone(), message))?;
@@ -101,9 +137,15 @@ pub fn load(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Conf
     let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
         let key = e.path().to_string();
         let message = e.inner().to_string();
-        ConfigError { source: blame(&key), key: (key != ".").then_some(key), message }
+        ConfigError {
+            source: blame(&key),
+            key: (key != ".").then_some(key),
+            message,
+        }
     })?;
-    config.validate().map_err(|(key, message)| ConfigError::key(blame(&key), key, message))?;
+    config
+        .validate()
+        .map_err(|(key, message)| ConfigError::key(blame(&key), key, message))?;
     Ok(config)
 }
 
@@ -119,8 +161,12 @@ fn set_path(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
     let last = parts.pop().filter(|l| !l.is_empty()).ok_or("empty key")?;
     let mut current = table;
     for part in parts {
-        let entry = current.entry(part.to_owned()).or_insert_with(|| Value::Table(Table::new()));
-        current = entry.as_table_mut().ok_or_else(|| format!("`{part}` is not a table"))?;
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| Value::Table(Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is not a table"))?;
     }
     current.insert(last.to_owned(), value);
     Ok(())
@@ -139,7 +185,10 @@ url = "http://127.0.0.1:7001"
 "#;
 
     fn source(text: &str) -> ConfigSource {
-        ConfigSource { name: "config/test.toml".into(), text: text.into() }
+        ConfigSource {
+            name: "config/test.toml".into(),
+            text: text.into(),
+        }
     }
 
     #[test]
@@ -147,13 +196,19 @@ url = "http://127.0.0.1:7001"
         let config = load(&source(BASE), &Overrides::default()).unwrap();
         assert_eq!(config.defaults.timeout.as_millis(), 500);
         assert_eq!(config.defaults.deadline.as_secs(), 2);
-        assert_eq!(config.upstreams["users"].url.as_str(), "http://127.0.0.1:7001/");
+        assert_eq!(
+            config.upstreams["users"].url.as_str(),
+            "http://127.0.0.1:7001/"
+        );
     }
 
     #[test]
     fn environment_overrides_the_file() {
         let env = Overrides::from_env([
-            ("BFF_UPSTREAMS__USERS__URL".to_owned(), "http://127.0.0.1:9001".to_owned()),
+            (
+                "BFF_UPSTREAMS__USERS__URL".to_owned(),
+                "http://127.0.0.1:9001".to_owned(),
+            ),
             ("BFF_DEFAULTS__CONCURRENCY".to_owned(), "3".to_owned()),
             ("BFF_LISTEN".to_owned(), "127.0.0.1:9999".to_owned()),
             ("HOME".to_owned(), "/root".to_owned()),
@@ -166,30 +221,49 @@ url = "http://127.0.0.1:7001"
 
     #[test]
     fn unknown_key_is_named_with_the_file() {
-        let err = load(&source(&format!("{BASE}timeuot = \"1s\"\n")), &Overrides::default()).unwrap_err();
+        let err = load(
+            &source(&format!("{BASE}timeuot = \"1s\"\n")),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.source, "config/test.toml");
         assert!(err.to_string().contains("timeuot"), "{err}");
     }
 
     #[test]
     fn bad_duration_names_the_key_and_the_variable() {
-        let env = Overrides::from_env([("BFF_UPSTREAMS__USERS__TIMEOUT".to_owned(), "fast".to_owned())]);
+        let env = Overrides::from_env([(
+            "BFF_UPSTREAMS__USERS__TIMEOUT".to_owned(),
+            "fast".to_owned(),
+        )]);
         let err = load(&source(BASE), &env).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("upstreams.users.timeout"));
-        assert_eq!(err.source, "environment variable BFF_UPSTREAMS__USERS__TIMEOUT");
+        assert_eq!(
+            err.source,
+            "environment variable BFF_UPSTREAMS__USERS__TIMEOUT"
+        );
     }
 
     #[test]
     fn zero_deadline_and_bad_url_are_refused() {
-        let err = load(&source(&BASE.replace("timeout = \"500ms\"", "deadline = \"0s\"")), &Overrides::default()).unwrap_err();
+        let err = load(
+            &source(&BASE.replace("timeout = \"500ms\"", "deadline = \"0s\"")),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("defaults.deadline"));
-        let err = load(&source(&BASE.replace("http://127.0.0.1:7001", "ftp://x")), &Overrides::default()).unwrap_err();
+        let err = load(
+            &source(&BASE.replace("http://127.0.0.1:7001", "ftp://x")),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("upstreams.users.url"));
     }
 
     #[test]
     fn flag_overrides_win_over_environment() {
-        let mut overrides = Overrides::from_env([("BFF_LISTEN".to_owned(), "127.0.0.1:1".to_owned())]);
+        let mut overrides =
+            Overrides::from_env([("BFF_LISTEN".to_owned(), "127.0.0.1:1".to_owned())]);
         overrides.set("listen", "127.0.0.1:2", "--listen");
         assert_eq!(load(&source(BASE), &overrides).unwrap().listen.port(), 2);
     }

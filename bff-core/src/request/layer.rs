@@ -19,37 +19,62 @@ fn accepted_request_id(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= MAX_REQUEST_ID_LEN
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='))
+        && bytes.iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
+        })
 }
 
-pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn edge(
+    State(policies): State<RoutePolicies>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let id = match request.headers().get(REQUEST_ID) {
         Some(value) if accepted_request_id(value) => value.clone(),
-        _ => HeaderValue::try_from(uuid::Uuid::new_v4().to_string()).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+        _ => HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
     };
-    let meta = Arc::new(RequestMeta { id: id.clone(), start, degraded: Mutex::new(Vec::new()) });
+    let meta = Arc::new(RequestMeta {
+        id: id.clone(),
+        start,
+        degraded: Mutex::new(Vec::new()),
+    });
     request.extensions_mut().insert(meta.clone());
     request.extensions_mut().insert(policies);
 
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let span = tracing::info_span!("request", id = %String::from_utf8_lossy(id.as_bytes()), %method, %path);
-    let mut response = CURRENT_REQUEST_ID.scope(id.clone(), next.run(request)).instrument(span.clone()).await;
+    let mut response = CURRENT_REQUEST_ID
+        .scope(id.clone(), next.run(request))
+        .instrument(span.clone())
+        .await;
 
     let headers = response.headers_mut();
     headers.insert(HeaderName::from_static(REQUEST_ID), id);
-    let degraded = meta.degraded.lock().unwrap_or_else(|e| e.into_inner()).join(", ");
-    if !degraded.is_empty() {
-        if let Ok(value) = HeaderValue::try_from(degraded.as_str()) {
-            headers.insert(HeaderName::from_static(DEGRADED), value);
-        }
+    let degraded = meta
+        .degraded
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .join(", ");
+    if !degraded.is_empty()
+        && let Ok(value) = HeaderValue::try_from(degraded.as_str())
+    {
+        headers.insert(HeaderName::from_static(DEGRADED), value);
     }
     log_access(&span, &method, &path, &response, start, &degraded);
     response
 }
 
-fn log_access(span: &tracing::Span, method: &Method, path: &str, response: &Response, start: Instant, degraded: &str) {
+fn log_access(
+    span: &tracing::Span,
+    method: &Method,
+    path: &str,
+    response: &Response,
+    start: Instant,
+    degraded: &str,
+) {
     let _enter = span.enter();
     let status = response.status().as_u16();
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;

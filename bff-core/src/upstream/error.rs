@@ -35,7 +35,11 @@ pub struct UpstreamError {
 impl UpstreamError {
     /// A new error of `kind` for `service`.
     pub fn new(service: Arc<str>, kind: UpstreamErrorKind) -> Self {
-        Self { service, kind, cause: None }
+        Self {
+            service,
+            kind,
+            cause: None,
+        }
     }
 
     /// Attaches the underlying error text, for logs only.
@@ -94,10 +98,19 @@ impl fmt::Display for UpstreamError {
         let service = &self.service;
         match &self.kind {
             UpstreamErrorKind::Connect => write!(f, "upstream `{service}` is unreachable"),
-            UpstreamErrorKind::Timeout(after) => write!(f, "upstream `{service}` did not answer within {after:?}"),
-            UpstreamErrorKind::Status(status) => write!(f, "upstream `{service}` answered {}", status.as_u16()),
-            UpstreamErrorKind::Transport => write!(f, "the connection to upstream `{service}` failed"),
-            UpstreamErrorKind::Decode => write!(f, "upstream `{service}` sent a response that could not be decoded"),
+            UpstreamErrorKind::Timeout(after) => {
+                write!(f, "upstream `{service}` did not answer within {after:?}")
+            }
+            UpstreamErrorKind::Status(status) => {
+                write!(f, "upstream `{service}` answered {}", status.as_u16())
+            }
+            UpstreamErrorKind::Transport => {
+                write!(f, "the connection to upstream `{service}` failed")
+            }
+            UpstreamErrorKind::Decode => write!(
+                f,
+                "upstream `{service}` sent a response that could not be decoded"
+            ),
         }
     }
 }

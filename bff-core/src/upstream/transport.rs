@@ -30,9 +30,14 @@ impl tower::Service<OutboundRequest> for HttpTransport {
     fn call(&mut self, request: OutboundRequest) -> Self::Future {
         let name = self.name.clone();
         let url = format!("{}{}", self.base, request.path);
-        let builder = self.client.request(request.method, url).header(REQUEST_ID, request.request_id);
+        let builder = self
+            .client
+            .request(request.method, url)
+            .header(REQUEST_ID, request.request_id);
         Box::pin(async move {
-            let fail = |kind, cause: reqwest::Error| UpstreamError::new(name.clone(), kind).with_cause(cause);
+            let fail = |kind, cause: reqwest::Error| {
+                UpstreamError::new(name.clone(), kind).with_cause(cause)
+            };
             let response = builder.send().await.map_err(|e| {
                 let kind = if e.is_connect() {
                     UpstreamErrorKind::Connect
@@ -43,9 +48,15 @@ impl tower::Service<OutboundRequest> for HttpTransport {
             })?;
             let status = response.status();
             if !status.is_success() {
-                return Err(UpstreamError::new(name.clone(), UpstreamErrorKind::Status(status)));
+                return Err(UpstreamError::new(
+                    name.clone(),
+                    UpstreamErrorKind::Status(status),
+                ));
             }
-            response.bytes().await.map_err(|e| fail(UpstreamErrorKind::Transport, e))
+            response
+                .bytes()
+                .await
+                .map_err(|e| fail(UpstreamErrorKind::Transport, e))
         })
     }
 }

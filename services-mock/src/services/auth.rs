@@ -49,7 +49,11 @@ impl Keys {
             jwk.common.key_algorithm = Some(key_alg);
             keys.push(jwk);
         }
-        Ok(Self { rs256, es256, jwks: JwkSet { keys } })
+        Ok(Self {
+            rs256,
+            es256,
+            jwks: JwkSet { keys },
+        })
     }
 
     /// Signs `claims` with the key for `alg` (RS256 or ES256).
@@ -109,7 +113,12 @@ pub(crate) fn router(keys: Arc<Keys>) -> Router {
 async fn token_create(State(keys): State<Arc<Keys>>, body: axum::body::Bytes) -> Response {
     let request: TokenRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return super::error(StatusCode::BAD_REQUEST, format!("invalid token request: {e}")),
+        Err(e) => {
+            return super::error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid token request: {e}"),
+            );
+        }
     };
     if request.sub.is_empty() {
         return super::error(StatusCode::BAD_REQUEST, "`sub` must not be empty");
@@ -117,9 +126,16 @@ async fn token_create(State(keys): State<Arc<Keys>>, body: axum::body::Bytes) ->
     let alg = match request.alg.as_deref().unwrap_or("RS256") {
         "RS256" => Algorithm::RS256,
         "ES256" => Algorithm::ES256,
-        other => return super::error(StatusCode::BAD_REQUEST, format!("unsupported alg `{other}`; use RS256 or ES256")),
+        other => {
+            return super::error(
+                StatusCode::BAD_REQUEST,
+                format!("unsupported alg `{other}`; use RS256 or ES256"),
+            );
+        }
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let claims = Claims {
         iss: ISSUER,
         aud: request.aud.as_deref().unwrap_or(AUDIENCE),
@@ -129,7 +145,10 @@ async fn token_create(State(keys): State<Arc<Keys>>, body: axum::body::Bytes) ->
         exp: now.saturating_add(request.ttl_s),
     };
     match keys.sign(alg, &claims) {
-        Ok(token) => Json(json!({ "access_token": token, "token_type": "Bearer", "expires_in": request.ttl_s })).into_response(),
+        Ok(token) => Json(
+            json!({ "access_token": token, "token_type": "Bearer", "expires_in": request.ttl_s }),
+        )
+        .into_response(),
         Err(e) => super::error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

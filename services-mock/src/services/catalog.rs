@@ -1,7 +1,7 @@
 //! catalog: `GET /products/{sku}` and the batch `GET /products?skus=a,b,c` (unknown skus are left out).
 
-use axum::extract::{Path, Query};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -37,8 +37,15 @@ async fn products_batch(query: Result<Query<BatchQuery>, QueryRejection>) -> Res
     };
     let skus: Vec<&str> = skus.split(',').filter(|s| !s.is_empty()).collect();
     if skus.len() > MAX_BATCH {
-        return super::error(StatusCode::BAD_REQUEST, format!("at most {MAX_BATCH} skus per call"));
+        return super::error(
+            StatusCode::BAD_REQUEST,
+            format!("at most {MAX_BATCH} skus per call"),
+        );
     }
-    let products: Vec<_> = skus.iter().filter_map(|s| data::sku_index(s)).map(data::product).collect();
+    let products: Vec<_> = skus
+        .iter()
+        .filter_map(|s| data::sku_index(s))
+        .map(data::product)
+        .collect();
     Json(products).into_response()
 }

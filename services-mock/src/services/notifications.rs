@@ -1,7 +1,7 @@
 //! notifications: `GET /unread-count/{userId}` and `GET /notifications?user={id}&limit={n}`.
 
-use axum::extract::{Path, Query};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,7 +31,11 @@ struct ListQuery {
 }
 
 async fn notifications_list(query: Result<Query<ListQuery>, QueryRejection>) -> Response {
-    let Ok(Query(ListQuery { user: Some(raw), limit })) = query else {
+    let Ok(Query(ListQuery {
+        user: Some(raw),
+        limit,
+    })) = query
+    else {
         return super::error(StatusCode::BAD_REQUEST, "missing `user` query parameter");
     };
     match data::user_id(&raw) {

@@ -1,7 +1,7 @@
 //! orders: `GET /orders?user={id}&limit={n}` (newest first) and `GET /orders/{id}`.
 
-use axum::extract::{Path, Query};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;

@@ -1,0 +1,148 @@
+//! Shared set-up: mock services and a BFF in-process on ephemeral ports.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use bff_core::config::{ConfigSource, Overrides, load};
+use bff_core::testing::TestServer;
+use bff_core::{ConfigError, Gateway};
+use services_mock::{Faults, MockConfig, MockServices, Service, StatsSnapshot};
+
+/// The mocks and one BFF in front of them.
+pub struct Stack {
+    pub mocks: MockServices,
+    pub bff: TestServer,
+    pub http: reqwest::Client,
+}
+
+/// How a test wants its stack.
+pub struct StackBuilder {
+    config: &'static str,
+    app: fn(&Gateway) -> Result<Router, ConfigError>,
+    overrides: Vec<(String, String)>,
+}
+
+impl StackBuilder {
+    pub fn new(config: &'static str, app: fn(&Gateway) -> Result<Router, ConfigError>) -> Self {
+        Self {
+            config,
+            app,
+            overrides: Vec::new(),
+        }
+    }
+
+    /// Sets a config key (dotted path) after the mocks' addresses are filled in.
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.overrides.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub async fn start(self) -> Stack {
+        bff_core::install_crypto_provider();
+        let mocks = services_mock::start(&MockConfig::ephemeral())
+            .await
+            .expect("start mocks");
+        let mut overrides = Overrides::default();
+        for (key, value) in mocks.config_overrides().into_iter().chain(self.overrides) {
+            overrides.set(key, value, "test");
+        }
+        let source = ConfigSource {
+            name: "test config".into(),
+            text: self.config.to_owned(),
+        };
+        let config = load(&source, &overrides).expect("valid test config");
+        let gateway = Gateway::new(config, "test config");
+        let bff = TestServer::start((self.app)(&gateway).expect("app builds")).await;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        Stack { mocks, bff, http }
+    }
+}
+
+impl Stack {
+    pub fn token(&self) -> String {
+        self.mocks.token("42", "profile orders", 3600)
+    }
+
+    /// `GET path` on the BFF with the demo user's token.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.bff.url(path))
+            .bearer_auth(self.token())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn set_faults(&self, service: Service, faults: Faults) {
+        self.mocks.service(service).faults.set(faults);
+    }
+
+    pub fn stats(&self, service: Service) -> StatsSnapshot {
+        self.mocks.service(service).stats.snapshot()
+    }
+
+    pub fn reset_stats(&self) {
+        for (_, running) in self.mocks.iter() {
+            running.stats.reset();
+        }
+    }
+}
+
+pub fn latency(ms: u64) -> Faults {
+    Faults {
+        latency_ms: ms,
+        ..Faults::default()
+    }
+}
+
+/// Polls `check` until it holds or `within` passes; returns whether it held.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let give_up = tokio::time::Instant::now() + within;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            return false;
+        }
+        tick.tick().await;
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub async fn closed_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// Asserts a problem+json response and returns its body.
+pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["request_id"], request_id.as_str());
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body
+}
