@@ -5,15 +5,22 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::config::{Config, ConfigError};
-use crate::error::BffError;
+use crate::config::{Config, ConfigError, CorsConfig};
+use crate::error::{BffError, ErrorReport};
 use crate::observe::health::{self, Dependencies};
+use crate::policy::api_key::{ApiKeys, layer::require_api_key};
 use crate::policy::auth::{JwtVerifier, layer::require_jwt};
-use crate::request::{RoutePolicies, layer::edge};
+use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, layer::edge};
+use crate::shape;
 use crate::upstream::{Upstream, Upstreams};
 
 /// A configured gateway: its upstream clients and policies, ready to wrap a BFF's routes.
@@ -22,6 +29,7 @@ pub struct Gateway {
     config: Arc<Config>,
     upstreams: Upstreams,
     verifier: Option<JwtVerifier>,
+    api_keys: Option<ApiKeys>,
 }
 
 impl Gateway {
@@ -29,10 +37,12 @@ impl Gateway {
     pub fn new(config: Config, source: &str) -> Self {
         let upstreams = Upstreams::from_config(&config, source);
         let verifier = config.auth.as_ref().map(JwtVerifier::new);
+        let api_keys = config.api_keys.as_ref().map(ApiKeys::new);
         Self {
             config: Arc::new(config),
             upstreams,
             verifier,
+            api_keys,
         }
     }
 
@@ -46,13 +56,43 @@ impl Gateway {
         self.upstreams.get(name)
     }
 
-    /// Wraps a BFF's routes with the gateway: auth on every one of them, the request context,
-    /// `/healthz` and `/readyz`, and problem+json for unknown paths and methods.
+    /// Wraps a BFF's routes with the gateway: authentication (JWT or API key) and the configured
+    /// shaping on every one of them; the request context, CORS, `/healthz` and `/readyz` around
+    /// all; problem+json for unknown paths and methods.
     pub fn router(&self, routes: Router) -> Router {
-        let routes = match &self.verifier {
-            Some(verifier) => routes.route_layer(from_fn_with_state(verifier.clone(), require_jwt)),
-            None => routes,
+        self.wrap(self.authenticated(routes), Router::new())
+    }
+
+    /// Like [`Gateway::router`], plus `public` routes that need no credentials (API documents).
+    pub fn router_with_public(&self, routes: Router, public: Router) -> Router {
+        self.wrap(self.authenticated(routes), public)
+    }
+
+    fn authenticated(&self, routes: Router) -> Router {
+        let routes = match (&self.verifier, &self.api_keys) {
+            (Some(verifier), _) => {
+                routes.route_layer(from_fn_with_state(verifier.clone(), require_jwt))
+            }
+            (None, Some(keys)) => {
+                routes.route_layer(from_fn_with_state(keys.clone(), require_api_key))
+            }
+            (None, None) => routes,
         };
+        let shaping = self.config.shaping;
+        let mut routes = routes;
+        if shaping.fields {
+            routes = routes.layer(from_fn(shape::fields::sparse_fields));
+        }
+        if shaping.etag {
+            routes = routes.layer(from_fn(shape::etag::etags));
+        }
+        if shaping.compression {
+            routes = routes.layer(CompressionLayer::new().gzip(true).br(true));
+        }
+        routes
+    }
+
+    fn wrap(&self, routes: Router, public: Router) -> Router {
         let mut deps: Vec<(String, url::Url)> = self
             .upstreams
             .urls()
@@ -61,53 +101,77 @@ impl Gateway {
         if let Some(verifier) = &self.verifier {
             deps.push(("auth".to_owned(), verifier.jwks_url().clone()));
         }
+        let deadlines = self
+            .config
+            .routes
+            .iter()
+            .filter_map(|(p, r)| r.deadline.map(|d| (p.clone(), d)));
         let policies = RoutePolicies {
             default_deadline: self.config.defaults.deadline,
-            deadlines: Arc::new(
-                self.config
-                    .routes
-                    .iter()
-                    .filter_map(|(p, r)| r.deadline.map(|d| (p.clone(), d)))
-                    .collect::<HashMap<_, _>>(),
-            ),
+            deadlines: Arc::new(deadlines.collect::<HashMap<_, _>>()),
             concurrency: self.config.defaults.concurrency.get(),
         };
-        Router::new()
+        let mut router = Router::new()
             .route("/healthz", get(health::healthz))
             .route(
                 "/readyz",
                 get(health::readyz).with_state(Dependencies(deps)),
             )
+            .merge(public)
             .merge(routes)
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) })
-            .layer(from_fn(method_not_allowed))
-            .layer(from_fn_with_state(policies, edge))
+            .layer(from_fn(method_not_allowed));
+        if let Some(cors) = &self.config.cors {
+            router = router.layer(cors_layer(cors));
+        }
+        router.layer(from_fn_with_state(policies, edge))
     }
 }
 
+fn cors_layer(config: &CorsConfig) -> CorsLayer {
+    let origins: Vec<HeaderValue> = config
+        .allow_origins
+        .iter()
+        .filter_map(|o| HeaderValue::try_from(o.as_str()).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(config.allow_credentials)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static(REQUEST_ID),
+        ])
+        .expose_headers([
+            header::ETAG,
+            HeaderName::from_static(REQUEST_ID),
+            HeaderName::from_static(DEGRADED),
+        ])
+        .max_age(config.max_age)
+}
+
 /// axum answers an unsupported method with an empty 405; give it the problem+json body.
-async fn method_not_allowed(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
+async fn method_not_allowed(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED
-        && response
-            .extensions()
-            .get::<crate::error::ErrorReport>()
-            .is_none()
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response.extensions().get::<ErrorReport>().is_some()
     {
-        let allow = response.headers().get(axum::http::header::ALLOW).cloned();
-        let mut problem = BffError::MethodNotAllowed.into_response();
-        if let Some(allow) = allow {
-            problem
-                .headers_mut()
-                .insert(axum::http::header::ALLOW, allow);
-        }
-        return problem;
+        return response;
     }
-    response
+    let mut problem = BffError::MethodNotAllowed.into_response();
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        problem.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    problem
 }
 
 /// Serves `router` until `shutdown` completes, then lets in-flight requests finish.

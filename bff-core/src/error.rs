@@ -63,6 +63,17 @@ impl BffError {
         }
     }
 
+    /// Turns an upstream 404 into a client 404 with `detail`; other errors stay as they are.
+    ///
+    /// For resource endpoints whose id comes from the client: `GET /orders/{id}` of an unknown id
+    /// is the client's mistake, not an upstream failure.
+    pub fn when_not_found(self, detail: impl Into<String>) -> Self {
+        match self {
+            Self::Upstream(e) if e.is_not_found() => Self::NotFound(detail.into()),
+            other => other,
+        }
+    }
+
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -1,12 +1,18 @@
 //! `bff-mobile`: the mobile app's BFF. Small, flat payloads; one round trip per screen.
 
+mod feed;
 mod home;
+mod order;
+mod product;
 
 use axum::Router;
 use axum::routing::get;
 use bff_core::{ConfigError, Gateway, Upstream};
 
+pub use feed::{Card, Feed, MAX_SKUS};
 pub use home::{Home, OrderCard};
+pub use order::OrderSummary;
+pub use product::ProductView;
 
 /// The shipped configuration (`config/mobile.toml`), built in as the default.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/mobile.toml");
@@ -17,6 +23,9 @@ pub struct Upstreams {
     users: Upstream,
     orders: Upstream,
     notifications: Upstream,
+    catalog: Upstream,
+    inventory: Upstream,
+    reviews: Upstream,
 }
 
 impl Upstreams {
@@ -26,6 +35,9 @@ impl Upstreams {
             users: gateway.upstream("users")?,
             orders: gateway.upstream("orders")?,
             notifications: gateway.upstream("notifications")?,
+            catalog: gateway.upstream("catalog")?,
+            inventory: gateway.upstream("inventory")?,
+            reviews: gateway.upstream("reviews")?,
         })
     }
 }
@@ -34,6 +46,9 @@ impl Upstreams {
 pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
     let routes = Router::new()
         .route("/mobile/home", get(home::home))
+        .route("/mobile/orders/{id}", get(order::order_detail))
+        .route("/mobile/products/{sku}", get(product::product_detail))
+        .route("/mobile/feed", get(feed::feed))
         .with_state(Upstreams::from_gateway(gateway)?);
     Ok(gateway.router(routes))
 }

@@ -36,6 +36,76 @@ pub struct Config {
     /// Bearer JWT verification; absent means no route can see an identity.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// API-key authentication (partners); exclusive with `auth`.
+    #[serde(default)]
+    pub api_keys: Option<ApiKeysConfig>,
+    /// Response shaping layers.
+    #[serde(default)]
+    pub shaping: ShapingConfig,
+    /// Cross-origin access for browsers; absent means no CORS headers.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+}
+
+/// Which response shaping layers are on (all off by default).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapingConfig {
+    /// `?fields=a,b.c` sparse fieldsets on JSON responses.
+    #[serde(default)]
+    pub fields: bool,
+    /// Weak ETags and `304 Not Modified` on `GET`.
+    #[serde(default)]
+    pub etag: bool,
+    /// gzip and brotli, as the client's `Accept-Encoding` asks.
+    #[serde(default)]
+    pub compression: bool,
+}
+
+/// CORS for the origins a browser app is served from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins allowed, e.g. `https://app.example.com` (no wildcard: credentials are allowed).
+    pub allow_origins: Vec<String>,
+    /// Whether cookies and `Authorization` may be sent.
+    #[serde(default = "default_true")]
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight answer.
+    #[serde(with = "humantime_serde", default = "default_cors_max_age")]
+    pub max_age: Duration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_cors_max_age() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// API keys, one per client, stored as SHA-256 hashes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysConfig {
+    /// The request header carrying the key.
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    /// The clients, by name.
+    pub clients: BTreeMap<String, ApiClientConfig>,
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".to_owned()
+}
+
+/// One API client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiClientConfig {
+    /// Its tier (`free`, `pro`, …), for quotas.
+    pub tier: String,
+    /// Lower-case hex SHA-256 of the key (`printf %s KEY | sha256sum`); never the key itself.
+    pub key_sha256: String,
 }
 
 /// Log output.
@@ -238,6 +308,45 @@ impl Config {
             }
             if let Some(d) = route.deadline {
                 positive(format!("routes.\"{pattern}\".deadline"), d)?;
+            }
+        }
+        if self.auth.is_some() && self.api_keys.is_some() {
+            return Err((
+                "api_keys".into(),
+                "a BFF authenticates with `auth` (JWT) or `api_keys`, not both".into(),
+            ));
+        }
+        if let Some(keys) = &self.api_keys {
+            if axum::http::HeaderName::try_from(keys.header.as_str()).is_err() {
+                return Err((
+                    "api_keys.header".into(),
+                    format!("`{}` is not a header name", keys.header),
+                ));
+            }
+            for (name, client) in &keys.clients {
+                let hex = &client.key_sha256;
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err((
+                        format!("api_keys.clients.{name}.key_sha256"),
+                        "must be 64 hex digits (a SHA-256)".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(cors) = &self.cors {
+            for origin in &cors.allow_origins {
+                let ok = url::Url::parse(origin).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.path() == "/"
+                        && !origin.ends_with('/')
+                        && u.query().is_none()
+                });
+                if !ok {
+                    return Err((
+                        "cors.allow_origins".into(),
+                        format!("`{origin}` is not an origin (scheme://host[:port])"),
+                    ));
+                }
             }
         }
         if let Some(auth) = &self.auth {

@@ -135,6 +135,28 @@ tuple_fanout!(A, B, C, D, E, F);
 tuple_fanout!(A, B, C, D, E, F, G);
 tuple_fanout!(A, B, C, D, E, F, G, H);
 
+/// Many parts of one kind as one part: see [`each`].
+#[derive(Debug)]
+pub struct Each<P>(Vec<P>);
+
+/// Runs many parts of one kind as one part of a larger fan-out, at most [`Ctx::concurrency`] at
+/// once, keeping their order: `ctx.fanout((batch.required(), each(per_item_parts)))`.
+pub fn each<P: Part>(parts: impl IntoIterator<Item = P>) -> Each<P> {
+    Each(parts.into_iter().collect())
+}
+
+impl<P: Part> Part for Each<P> {
+    type Output = Vec<P::Output>;
+
+    async fn run(self, ctx: &Ctx) -> Result<Vec<P::Output>, BffError> {
+        stream::iter(self.0)
+            .map(|part| part.run(ctx))
+            .buffered(ctx.concurrency())
+            .try_collect()
+            .await
+    }
+}
+
 // === impl Ctx ===
 
 impl Ctx {

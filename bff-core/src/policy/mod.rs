@@ -1,3 +1,4 @@
 //! Inbound gateway policies, one folder each.
 
+pub mod api_key;
 pub mod auth;

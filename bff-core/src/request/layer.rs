@@ -51,14 +51,17 @@ pub(crate) async fn edge(
         .instrument(span.clone())
         .await;
 
-    let headers = response.headers_mut();
-    headers.insert(HeaderName::from_static(REQUEST_ID), id);
     let degraded = meta
         .degraded
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .join(", ");
+    // A degradation describes an answer's content; an error response has none.
+    let failed = response.extensions().get::<ErrorReport>().is_some();
+    let headers = response.headers_mut();
+    headers.insert(HeaderName::from_static(REQUEST_ID), id);
     if !degraded.is_empty()
+        && !failed
         && let Ok(value) = HeaderValue::try_from(degraded.as_str())
     {
         headers.insert(HeaderName::from_static(DEGRADED), value);

@@ -26,6 +26,12 @@ pub enum AuthError {
     /// A claim is missing or wrong (issuer, audience, not-before).
     #[error("the bearer token is not valid here: {0}")]
     InvalidClaims(String),
+    /// No API key header.
+    #[error("an API key is required")]
+    MissingApiKey,
+    /// The API key is not one we know.
+    #[error("the API key is not valid")]
+    InvalidApiKey,
     /// The issuer's keys could not be fetched, so no token can be checked.
     #[error("the identity provider's keys are unavailable")]
     KeysUnavailable,
@@ -49,6 +55,8 @@ impl AuthError {
             Self::InvalidSignature => "AUTH_INVALID_SIGNATURE",
             Self::Expired => "AUTH_EXPIRED",
             Self::InvalidClaims(_) => "AUTH_INVALID_CLAIMS",
+            Self::MissingApiKey => "API_KEY_REQUIRED",
+            Self::InvalidApiKey => "API_KEY_INVALID",
             Self::KeysUnavailable => "AUTH_UNAVAILABLE",
         }
     }
@@ -56,7 +64,7 @@ impl AuthError {
     /// The `WWW-Authenticate` challenge for a 401 (RFC 6750).
     pub fn challenge(&self) -> Option<HeaderValue> {
         match self {
-            Self::KeysUnavailable => None,
+            Self::KeysUnavailable | Self::MissingApiKey | Self::InvalidApiKey => None,
             Self::MissingToken => Some(HeaderValue::from_static("Bearer")),
             _ => Some(HeaderValue::from_static("Bearer error=\"invalid_token\"")),
         }

@@ -1,0 +1,117 @@
+//! `GET /mobile/feed?skus=a,b,c`: one card per sku, from one catalog batch call plus a capped
+//! per-sku stock fan-out. Skus the catalog does not return are left out and reported as degraded.
+
+use axum::Json;
+use axum::extract::State;
+use bff_core::extract::Query;
+use bff_core::{BffError, Ctx, each, encode};
+use serde::{Deserialize, Serialize};
+
+use crate::Upstreams;
+use crate::product::{Product, Stock};
+
+/// The most skus one feed request may ask for.
+pub const MAX_SKUS: usize = 50;
+
+#[derive(Deserialize)]
+pub(crate) struct FeedQuery {
+    skus: Option<String>,
+}
+
+/// The feed screen.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Feed {
+    /// One card per sku found, in the order asked for.
+    pub cards: Vec<Card>,
+}
+
+/// One product card.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Card {
+    /// The sku.
+    pub sku: String,
+    /// Its name.
+    pub name: String,
+    /// Its price.
+    pub price: f64,
+    /// `null` when its stock could not be fetched.
+    pub in_stock: Option<bool>,
+}
+
+fn parse_skus(raw: Option<&str>) -> Result<Vec<&str>, BffError> {
+    let raw = raw
+        .ok_or_else(|| BffError::bad_request("INVALID_QUERY", "`skus` is required: ?skus=a,b,c"))?;
+    let mut skus: Vec<&str> = Vec::new();
+    for sku in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !skus.contains(&sku) {
+            skus.push(sku);
+        }
+    }
+    match skus.len() {
+        0 => Err(BffError::bad_request(
+            "INVALID_QUERY",
+            "`skus` names no sku",
+        )),
+        n if n > MAX_SKUS => Err(BffError::bad_request(
+            "INVALID_QUERY",
+            format!("`skus` names {n} skus; at most {MAX_SKUS}"),
+        )),
+        _ => Ok(skus),
+    }
+}
+
+pub(crate) async fn feed(
+    ctx: Ctx,
+    State(up): State<Upstreams>,
+    Query(query): Query<FeedQuery>,
+) -> Result<Json<Feed>, BffError> {
+    let skus = parse_skus(query.skus.as_deref())?;
+    let batch = skus
+        .iter()
+        .map(|s| encode(s).to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (products, stock) = ctx
+        .fanout((
+            up.catalog
+                .get::<Vec<Product>>(format!("/products?skus={batch}"))
+                .required(),
+            each(skus.iter().map(|s| {
+                up.inventory
+                    .get::<Stock>(format!("/stock/{}", encode(s)))
+                    .optional_as(format!("inventory:{s}"))
+            })),
+        ))
+        .await?;
+    let mut cards = Vec::with_capacity(skus.len());
+    for (sku, stock) in skus.iter().zip(stock) {
+        match products.iter().find(|p| p.sku == *sku) {
+            Some(product) => cards.push(Card {
+                sku: product.sku.clone(),
+                name: product.name.clone(),
+                price: product.price,
+                in_stock: stock.map(|s| s.in_stock),
+            }),
+            None => ctx.degrade(format!("catalog:{sku}")),
+        }
+    }
+    Ok(Json(Feed { cards }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skus_are_trimmed_deduplicated_and_bounded() {
+        assert_eq!(parse_skus(Some("a, b,,a")).unwrap(), vec!["a", "b"]);
+        assert_eq!(parse_skus(None).unwrap_err().code(), "INVALID_QUERY");
+        assert_eq!(parse_skus(Some(",")).unwrap_err().code(), "INVALID_QUERY");
+        let many = (0..=MAX_SKUS)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(parse_skus(Some(&many)).unwrap_err().code(), "INVALID_QUERY");
+    }
+}
