@@ -44,7 +44,8 @@ pub struct Spec {
 
 /// The in-process mock services of `--demo`, as the command line needs them.
 pub struct Demo {
-    /// Config overrides pointing upstreams (and the JWKS) at the mocks.
+    /// Config overrides pointing upstreams (and the JWKS) at the mocks; each applies only where
+    /// the config has that section.
     pub overrides: Vec<(String, String)>,
     /// The credential header for the printed `curl` line (`Authorization: Bearer …`).
     pub credential: String,
@@ -76,7 +77,7 @@ pub fn load_config(
     };
     let mut overrides = Overrides::default();
     for (key, value) in extra {
-        overrides.set(key, value, "--demo");
+        overrides.set_existing(key, value, "--demo");
     }
     overrides.extend(Overrides::from_env(env));
     if let Some(listen) = args.listen {

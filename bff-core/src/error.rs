@@ -138,6 +138,7 @@ impl BffError {
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// `about:blank`: the status and `code` say what happened.
     #[serde(rename = "type")]

@@ -1,1 +1,95 @@
-//! `bff-partner`: work in progress.
+//! `bff-partner`: the public partner API. Versioned (`/v1`, `/v2`), API keys, frozen OpenAPI.
+//!
+//! `/v1` keeps working unchanged and announces its retirement with `Deprecation`, `Sunset` and a
+//! `Link` to its successor on every response.
+
+mod records;
+pub mod v1;
+pub mod v2;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::routing::get;
+use bff_core::{ConfigError, Gateway, Upstream};
+use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The shipped configuration (`config/partner.toml`), built in as the default.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/partner.toml");
+
+/// When `/v1` was deprecated (RFC 9745 `Deprecation`: `@` + Unix seconds; 2026-12-01T00:00:00Z).
+pub const V1_DEPRECATION: &str = "@1795996800";
+/// When `/v1` stops answering (RFC 8594 `Sunset`).
+pub const V1_SUNSET: &str = "Wed, 30 Jun 2027 23:59:59 GMT";
+/// Where `/v1` callers should go.
+pub const V1_SUCCESSOR: &str =
+    "</v2/openapi.json>; rel=\"successor-version\"; type=\"application/openapi+json\"";
+
+/// The upstreams this BFF calls, resolved once at start-up.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    orders: Upstream,
+    catalog: Upstream,
+    inventory: Upstream,
+}
+
+/// Declares the `X-Api-Key` security scheme the paths refer to.
+pub struct ApiKeyScheme;
+
+impl Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "api_key",
+                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
+            );
+        }
+    }
+}
+
+/// The OpenAPI document of a version, as served and as committed under `openapi/`.
+pub fn openapi_json(version: u8) -> Option<String> {
+    let doc = match version {
+        1 => v1::ApiV1::openapi(),
+        2 => v2::ApiV2::openapi(),
+        _ => return None,
+    };
+    doc.to_pretty_json().ok().map(|mut s| {
+        s.push('\n');
+        s
+    })
+}
+
+fn document(version: u8) -> Router {
+    let body = openapi_json(version).unwrap_or_default();
+    Router::new().route(
+        &format!("/v{version}/openapi.json"),
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], body) }),
+    )
+}
+
+/// The partner BFF's routes, wrapped by the gateway's layers.
+pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
+    let upstreams = Upstreams {
+        orders: gateway.upstream("orders")?,
+        catalog: gateway.upstream("catalog")?,
+        inventory: gateway.upstream("inventory")?,
+    };
+    let v1 = v1::routes()
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("deprecation"),
+            HeaderValue::from_static(V1_DEPRECATION),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("sunset"),
+            HeaderValue::from_static(V1_SUNSET),
+        ))
+        .layer(SetResponseHeaderLayer::appending(
+            header::LINK,
+            HeaderValue::from_static(V1_SUCCESSOR),
+        ));
+    let routes = v1.merge(v2::routes()).with_state(upstreams);
+    let public = document(1).merge(document(2));
+    Ok(gateway.router_with_public(routes, public))
+}

@@ -21,7 +21,17 @@ pub struct ConfigSource {
 /// (`8`, `true`) and taken as strings otherwise (`2s`, `127.0.0.1:8081`).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    entries: Vec<(String, String, String)>,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: String,
+    value: String,
+    origin: String,
+    /// Applied only where the key's parent section exists in the file (`--demo` retargets the
+    /// upstreams a BFF has, without adding the ones it does not call).
+    only_existing: bool,
 }
 
 impl Overrides {
@@ -42,9 +52,7 @@ impl Overrides {
                 .map(str::to_lowercase)
                 .collect::<Vec<_>>()
                 .join(".");
-            overrides
-                .entries
-                .push((key, value, format!("environment variable {name}")));
+            overrides.set(key, value, format!("environment variable {name}"));
         }
         overrides
     }
@@ -56,7 +64,29 @@ impl Overrides {
         value: impl Into<String>,
         origin: impl Into<String>,
     ) -> &mut Self {
-        self.entries.push((key.into(), value.into(), origin.into()));
+        self.entries.push(Entry {
+            key: key.into(),
+            value: value.into(),
+            origin: origin.into(),
+            only_existing: false,
+        });
+        self
+    }
+
+    /// Sets one key only if its parent section (`upstreams.users` for `upstreams.users.url`)
+    /// is in the file.
+    pub fn set_existing(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        origin: impl Into<String>,
+    ) -> &mut Self {
+        self.entries.push(Entry {
+            key: key.into(),
+            value: value.into(),
+            origin: origin.into(),
+            only_existing: true,
+        });
         self
     }
 
@@ -69,8 +99,8 @@ impl Overrides {
         self.entries
             .iter()
             .rev()
-            .find(|(k, _, _)| key == k || key.starts_with(&format!("{k}.")))
-            .map(|(_, _, o)| o.as_str())
+            .find(|e| key == e.key || key.starts_with(&format!("{}.", e.key)))
+            .map(|e| e.origin.as_str())
     }
 }
 
@@ -126,9 +156,13 @@ pub fn load(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Conf
         key: None,
         message: e.to_string(),
     })?;
-    for (key, raw, origin) in &overrides.entries {
-        set_path(&mut table, key, parse_value(raw))
-            .map_err(|message| ConfigError::key(origin.clone(), key.clone(), message))?;
+    for entry in &overrides.entries {
+        if entry.only_existing && !has_parent(&table, &entry.key) {
+            continue;
+        }
+        set_path(&mut table, &entry.key, parse_value(&entry.value)).map_err(|message| {
+            ConfigError::key(entry.origin.clone(), entry.key.clone(), message)
+        })?;
     }
     let blame = |key: &str| match overrides.origin_of(key) {
         Some(origin) => origin.to_owned(),
@@ -154,6 +188,18 @@ fn parse_value(raw: &str) -> Value {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| Value::String(raw.to_owned()))
+}
+
+fn has_parent(table: &Table, key: &str) -> bool {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut current = table;
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        match current.get(*part).and_then(Value::as_table) {
+            Some(next) => current = next,
+            None => return false,
+        }
+    }
+    true
 }
 
 fn set_path(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
@@ -258,6 +304,18 @@ url = "http://127.0.0.1:7001"
         )
         .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("upstreams.users.url"));
+    }
+
+    #[test]
+    fn existing_only_overrides_skip_absent_sections() {
+        let mut overrides = Overrides::default();
+        overrides.set_existing("upstreams.users.url", "http://127.0.0.1:1", "--demo");
+        overrides.set_existing("upstreams.reviews.url", "http://127.0.0.1:2", "--demo");
+        overrides.set_existing("auth.jwks_url", "http://127.0.0.1:3/jwks", "--demo");
+        let config = load(&source(BASE), &overrides).unwrap();
+        assert_eq!(config.upstreams["users"].url.port(), Some(1));
+        assert!(!config.upstreams.contains_key("reviews"));
+        assert!(config.auth.is_none());
     }
 
     #[test]

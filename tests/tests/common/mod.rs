@@ -46,7 +46,10 @@ impl StackBuilder {
             .await
             .expect("start mocks");
         let mut overrides = Overrides::default();
-        for (key, value) in mocks.config_overrides().into_iter().chain(self.overrides) {
+        for (key, value) in mocks.config_overrides() {
+            overrides.set_existing(key, value, "mocks");
+        }
+        for (key, value) in self.overrides {
             overrides.set(key, value, "test");
         }
         let source = ConfigSource {

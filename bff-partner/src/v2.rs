@@ -1,0 +1,284 @@
+//! `/v2`: money as `{amount, currency}`, cursor pagination, RFC 3339 times, stock on products.
+//! Frozen: `openapi/v2.json` is its committed snapshot.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bff_core::extract::{Path, Query};
+use bff_core::{BffError, Ctx, Problem, encode};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::records::{self, MAX_ORDERS};
+use crate::{ApiKeyScheme, Upstreams};
+
+/// Orders per page when `limit` is not given, and the most one page may hold.
+pub const DEFAULT_LIMIT: usize = 3;
+
+/// An amount of money; `amount` is a decimal string so no precision is lost.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Money {
+    /// Decimal amount, e.g. `"975.91"`.
+    pub amount: String,
+    /// ISO 4217 code.
+    pub currency: String,
+}
+
+impl Money {
+    fn new(amount: f64, currency: &str) -> Self {
+        Self {
+            amount: format!("{amount:.2}"),
+            currency: currency.to_owned(),
+        }
+    }
+}
+
+/// An order.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderV2 {
+    /// Order id.
+    pub id: u64,
+    /// The customer's user id.
+    pub user_id: u64,
+    /// `processing`, `shipped` or `delivered`.
+    pub status: String,
+    /// The total.
+    pub total: Money,
+    /// When it was placed (RFC 3339).
+    pub placed_at: String,
+    /// Its lines.
+    pub items: Vec<ItemV2>,
+}
+
+/// One line of an order.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemV2 {
+    /// The product.
+    pub sku: String,
+    /// How many.
+    pub quantity: u64,
+    /// Price of one.
+    pub unit_price: Money,
+}
+
+/// A page of a user's orders, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPageV2 {
+    /// The orders on this page.
+    pub data: Vec<OrderV2>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Stock of a product.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Availability {
+    /// Whether it can be ordered now.
+    pub in_stock: bool,
+    /// Units available.
+    pub available: u64,
+}
+
+/// A product.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ProductV2 {
+    /// Stock-keeping unit.
+    pub sku: String,
+    /// Display name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Price.
+    pub price: Money,
+    /// Category.
+    pub category: String,
+    /// Stock; `null` when inventory is unavailable (see the `X-Bff-Degraded` header).
+    pub availability: Option<Availability>,
+}
+
+/// Query of the order listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrderListQuery {
+    /// The user whose orders to list.
+    pub user: String,
+    /// The `nextCursor` of the previous page; absent for the first page.
+    pub cursor: Option<String>,
+    /// Orders per page, 1 to 50 (default 3).
+    pub limit: Option<usize>,
+}
+
+fn order(o: records::Order) -> OrderV2 {
+    OrderV2 {
+        id: o.id,
+        user_id: o.user_id,
+        status: o.status,
+        total: Money::new(o.total, &o.currency),
+        placed_at: o.placed_at,
+        items: o
+            .items
+            .into_iter()
+            .map(|i| ItemV2 {
+                sku: i.sku,
+                quantity: i.quantity,
+                unit_price: Money::new(i.unit_price, &o.currency),
+            })
+            .collect(),
+    }
+}
+
+/// Cursors are opaque to partners: an encoded offset.
+fn encode_cursor(offset: usize) -> String {
+    URL_SAFE_NO_PAD.encode(format!("o:{offset}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<usize, BffError> {
+    let invalid =
+        || BffError::bad_request("INVALID_CURSOR", "`cursor` is not one this API returned");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| invalid())?;
+    text.strip_prefix("o:")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(invalid)
+}
+
+/// Get one order.
+#[utoipa::path(get, path = "/v2/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "Order id")),
+    responses((status = 200, body = OrderV2), (status = 401, body = Problem), (status = 404, body = Problem), (status = 502, body = Problem), (status = 504, body = Problem)),
+    security(("api_key" = [])))]
+pub(crate) async fn order_get(
+    ctx: Ctx,
+    State(up): State<Upstreams>,
+    Path(id): Path<String>,
+) -> Result<Json<OrderV2>, BffError> {
+    let record = ctx
+        .fetch(
+            up.orders
+                .get::<records::Order>(format!("/orders/{}", encode(&id))),
+        )
+        .await
+        .map_err(|e| e.when_not_found(format!("no order `{id}`")))?;
+    Ok(Json(order(record)))
+}
+
+/// List a user's orders, newest first, following cursors.
+#[utoipa::path(get, path = "/v2/orders", tag = "orders", params(OrderListQuery),
+    responses((status = 200, body = OrderPageV2), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("api_key" = [])))]
+pub(crate) async fn orders_list(
+    ctx: Ctx,
+    State(up): State<Upstreams>,
+    Query(query): Query<OrderListQuery>,
+) -> Result<Json<OrderPageV2>, BffError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_ORDERS).contains(&limit) {
+        return Err(BffError::bad_request(
+            "INVALID_QUERY",
+            format!("`limit` must be between 1 and {MAX_ORDERS}"),
+        ));
+    }
+    let offset = query
+        .cursor
+        .as_deref()
+        .map(decode_cursor)
+        .transpose()?
+        .unwrap_or(0);
+    let all = ctx
+        .fetch(up.orders.get::<Vec<records::Order>>(format!(
+            "/orders?user={}&limit={MAX_ORDERS}",
+            encode(&query.user)
+        )))
+        .await
+        .map_err(|e| e.when_not_found(format!("no user `{}`", query.user)))?;
+    let next = offset + limit;
+    let next_cursor = (next < all.len()).then(|| encode_cursor(next));
+    let data = all
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(order)
+        .collect();
+    Ok(Json(OrderPageV2 { data, next_cursor }))
+}
+
+/// Get one product with its availability.
+#[utoipa::path(get, path = "/v2/products/{sku}", tag = "products",
+    params(("sku" = String, Path, description = "Stock-keeping unit, e.g. SKU-0001")),
+    responses((status = 200, body = ProductV2), (status = 401, body = Problem), (status = 404, body = Problem), (status = 502, body = Problem)),
+    security(("api_key" = [])))]
+pub(crate) async fn product_get(
+    ctx: Ctx,
+    State(up): State<Upstreams>,
+    Path(sku): Path<String>,
+) -> Result<Json<ProductV2>, BffError> {
+    let key = encode(&sku);
+    let (p, stock) = ctx
+        .fanout((
+            up.catalog
+                .get::<records::Product>(format!("/products/{key}"))
+                .required(),
+            up.inventory
+                .get::<records::Stock>(format!("/stock/{key}"))
+                .optional(),
+        ))
+        .await
+        .map_err(|e| e.when_not_found(format!("no product `{sku}`")))?;
+    Ok(Json(ProductV2 {
+        price: Money::new(p.price, &p.currency),
+        sku: p.sku,
+        name: p.name,
+        description: p.description,
+        category: p.category,
+        availability: stock.map(|s| Availability {
+            in_stock: s.in_stock,
+            available: s.available,
+        }),
+    }))
+}
+
+/// The v2 OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Partner API", version = "2.0.0"),
+    paths(order_get, orders_list, product_get),
+    components(schemas(OrderV2, ItemV2, Money, OrderPageV2, ProductV2, Availability, Problem)),
+    modifiers(&ApiKeyScheme)
+)]
+pub struct ApiV2;
+
+pub(crate) fn routes() -> Router<Upstreams> {
+    Router::new()
+        .route("/v2/orders", get(orders_list))
+        .route("/v2/orders/{id}", get(order_get))
+        .route("/v2/products/{sku}", get(product_get))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(decode_cursor(&encode_cursor(6)).unwrap(), 6);
+        for bad in ["", "!!", "bzo", &URL_SAFE_NO_PAD.encode("x:1")] {
+            assert_eq!(
+                decode_cursor(bad).unwrap_err().code(),
+                "INVALID_CURSOR",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn money_has_two_decimals() {
+        assert_eq!(Money::new(975.91, "EUR").amount, "975.91");
+        assert_eq!(Money::new(3.0, "EUR").amount, "3.00");
+    }
+}
