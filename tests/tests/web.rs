@@ -1,0 +1,170 @@
+//! The web BFF: rich pages, the dependent fan-out under one deadline, and CORS.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{StackBuilder, latency, problem};
+use serde_json::{Value, json};
+use services_mock::{Service, data};
+
+fn web() -> StackBuilder {
+    StackBuilder::new(bff_web::DEFAULT_CONFIG, bff_web::app)
+}
+
+fn card(sku: &str) -> Value {
+    let p = data::product(data::sku_index(sku).unwrap());
+    json!({ "sku": p["sku"], "name": p["name"], "price": p["price"], "currency": p["currency"], "imageUrl": p["imageUrl"] })
+}
+
+#[tokio::test]
+async fn home_carries_full_objects() {
+    let stack = web().start().await;
+    let response = stack.get("/web/home").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-bff-degraded").is_none());
+    let body: Value = response.json().await.unwrap();
+
+    let orders = data::orders(42, bff_web::LATEST);
+    let mut skus: Vec<String> = Vec::new();
+    for item in orders.iter().flat_map(|o| o["items"].as_array().unwrap()) {
+        let sku = item["sku"].as_str().unwrap().to_owned();
+        if !skus.contains(&sku) {
+            skus.push(sku);
+        }
+    }
+    let expected = json!({
+        "profile": data::user(42),
+        "orders": orders,
+        "notifications": data::notifications(42, bff_web::LATEST),
+        "products": skus.iter().map(|s| card(s)).collect::<Vec<_>>(),
+    });
+    assert_eq!(body, expected);
+    // Rich: the address and every order's items are there.
+    assert!(body["profile"]["address"]["city"].is_string());
+    assert!(
+        body["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| !o["items"].as_array().unwrap().is_empty())
+    );
+    assert_eq!(
+        stack.stats(Service::Catalog).requests,
+        1,
+        "one batch call for all products"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_catalog_degrades_products_inside_the_deadline() {
+    let stack = web()
+        .set("routes./web/home.deadline", "600ms")
+        .start()
+        .await;
+    assert_eq!(stack.get("/web/home").await.status(), 200);
+    stack.set_faults(Service::Orders, latency(200)).await;
+    stack.set_faults(Service::Catalog, latency(5_000)).await;
+    let start = Instant::now();
+    let response = stack.get("/web/home").await;
+    let elapsed = start.elapsed();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-bff-degraded"], "catalog");
+    assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(1_600),
+        "the deadline was not kept: {elapsed:?}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["products"], Value::Null);
+    assert_eq!(body["orders"], json!(data::orders(42, bff_web::LATEST)));
+    assert_eq!(body["profile"], data::user(42));
+}
+
+#[tokio::test]
+async fn product_page_with_related_products() {
+    let stack = web().start().await;
+    let body: Value = stack
+        .get("/web/products/SKU-0007")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let product = data::product(7);
+    let related: Vec<Value> = product["related"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| card(s.as_str().unwrap()))
+        .collect();
+    let expected = json!({
+        "product": product,
+        "stock": data::stock(7).as_object().unwrap().iter().filter(|(k, _)| *k != "sku").map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<_, _>>(),
+        "reviews": { "averageRating": data::reviews(7, 5)["averageRating"], "count": data::reviews(7, 5)["count"], "reviews": data::reviews(7, bff_web::REVIEWS_PAGE)["reviews"] },
+        "related": related,
+    });
+    assert_eq!(body, expected);
+    assert_eq!(
+        stack.stats(Service::Catalog).requests,
+        2,
+        "the product, then one batch for the related ones"
+    );
+    problem(stack.get("/web/products/SKU-0404").await, 404, "NOT_FOUND").await;
+}
+
+#[tokio::test]
+async fn cors_preflight_for_allowed_and_other_origins() {
+    let stack = web().start().await;
+    let url = stack.bff.url("/web/home");
+    let preflight = |origin: &'static str| {
+        stack
+            .http
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("http://localhost:3000").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let h = allowed.headers();
+    assert_eq!(h["access-control-allow-origin"], "http://localhost:3000");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(h["access-control-max-age"], "600");
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("GET")
+    );
+
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // The actual request from the allowed origin can read the response and its headers.
+    let response = stack
+        .http
+        .get(&url)
+        .bearer_auth(stack.token())
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    assert!(
+        response.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-request-id")
+    );
+}
