@@ -29,11 +29,21 @@ pub struct Args {
     pub demo: bool,
 }
 
+/// The command line of a BFF binary: the shared [`Args`], named and described per binary.
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    args: Args,
+}
+
 /// What a BFF binary tells the shared command line about itself.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
     /// The binary's name, for messages.
     pub name: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
     /// The shipped config's path, for messages.
     pub default_config_name: &'static str,
     /// The shipped config's text (`include_str!`).
@@ -51,6 +61,54 @@ pub struct Demo {
     pub credential: String,
     /// Keeps the mocks running for as long as the BFF does.
     pub keep_alive: Box<dyn Any + Send>,
+}
+
+impl Demo {
+    /// Bundles what `--demo` needs; `keep_alive` (the running mocks) lives as long as the server.
+    pub fn new(
+        overrides: Vec<(String, String)>,
+        credential: String,
+        keep_alive: impl Any + Send,
+    ) -> Self {
+        Self {
+            overrides,
+            credential,
+            keep_alive: Box::new(keep_alive),
+        }
+    }
+}
+
+/// A BFF binary's whole `main`: parses flags, starts the demo services when `--demo` is given
+/// (`demo` is only called then), and runs the app until Ctrl-C or SIGTERM.
+pub async fn main<F>(
+    spec: Spec,
+    app: fn(&Gateway) -> Result<Router, ConfigError>,
+    demo: F,
+) -> ExitCode
+where
+    F: AsyncFnOnce() -> Result<Demo, String>,
+{
+    crate::install_crypto_provider();
+    let matches = <Cli as clap::CommandFactory>::command()
+        .name(spec.name)
+        .about(spec.about)
+        .get_matches();
+    let args = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli.args,
+        Err(e) => e.exit(),
+    };
+    let demo = if args.demo {
+        match demo().await {
+            Ok(demo) => Some(demo),
+            Err(e) => {
+                eprintln!("{}: cannot start the demo services: {e}", spec.name);
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    run(spec, args, demo, app).await
 }
 
 /// Reads the config named by `args` (or the built-in one) and applies environment and flags.
@@ -142,7 +200,7 @@ pub async fn run(
     if let Some(demo) = &demo {
         println!("\n{} is running with demo upstreams. Try:\n", spec.name);
         println!(
-            "  curl -s -H '{}' http://{addr}{}\n",
+            "  curl -s -H '{}' 'http://{addr}{}'\n",
             demo.credential, spec.demo_path
         );
     }

@@ -2,19 +2,11 @@
 
 use std::process::ExitCode;
 
-use bff_core::cli::{Args, Demo, Spec, run};
-use clap::Parser;
-
-/// The mobile app's Backend-for-Frontend: small, flat payloads, one round trip per screen.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(flatten)]
-    args: Args,
-}
+use bff_core::cli::{Demo, Spec};
 
 const SPEC: Spec = Spec {
     name: "bff-mobile",
+    about: "The mobile app's Backend-for-Frontend: small, flat payloads, one round trip per screen.",
     default_config_name: "config/mobile.toml",
     default_config: bff_mobile::DEFAULT_CONFIG,
     demo_path: "/mobile/home",
@@ -22,25 +14,15 @@ const SPEC: Spec = Spec {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    bff_core::install_crypto_provider();
-    let Cli { args } = Cli::parse();
-    let demo = if args.demo {
-        match services_mock::start(&services_mock::MockConfig::ephemeral()).await {
-            Ok(mocks) => Some(Demo {
-                overrides: mocks.config_overrides(),
-                credential: format!(
-                    "Authorization: Bearer {}",
-                    mocks.token("42", "profile orders", 3600)
-                ),
-                keep_alive: Box::new(mocks),
-            }),
-            Err(e) => {
-                eprintln!("bff-mobile: cannot start the demo services: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        None
-    };
-    run(SPEC, args, demo, bff_mobile::app).await
+    bff_core::cli::main(SPEC, bff_mobile::app, async || {
+        let mocks = services_mock::start(&services_mock::MockConfig::ephemeral())
+            .await
+            .map_err(|e| e.to_string())?;
+        let credential = format!(
+            "Authorization: Bearer {}",
+            mocks.token("42", "profile orders", 3600)
+        );
+        Ok(Demo::new(mocks.config_overrides(), credential, mocks))
+    })
+    .await
 }

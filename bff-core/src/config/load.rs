@@ -170,7 +170,13 @@ pub fn load(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Conf
     };
     let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
         let key = e.path().to_string();
-        let message = e.inner().to_string();
+        let message = e
+            .inner()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         ConfigError {
             source: blame(&key),
             key: (key != ".").then_some(key),
