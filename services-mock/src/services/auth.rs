@@ -56,6 +56,11 @@ impl Keys {
         })
     }
 
+    /// The public keys, as `GET /.well-known/jwks.json` serves them.
+    pub fn jwks(&self) -> &JwkSet {
+        &self.jwks
+    }
+
     /// Signs `claims` with the key for `alg` (RS256 or ES256).
     pub fn sign(&self, alg: Algorithm, claims: &impl Serialize) -> Result<String, String> {
         let (key, kid) = match alg {

@@ -77,6 +77,13 @@ impl JwtVerifier {
         }
     }
 
+    /// A verifier that starts with `keys` already known (it still fetches on an unknown `kid`).
+    pub fn with_keys(config: &AuthConfig, keys: &JwkSet) -> Self {
+        let verifier = Self::new(config);
+        *verifier.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = decoding_keys(keys);
+        verifier
+    }
+
     /// The JWKS URL, for readiness checks.
     pub fn jwks_url(&self) -> &url::Url {
         &self.inner.jwks_url
@@ -207,21 +214,23 @@ impl JwtVerifier {
         }
         let body = response.bytes().await.map_err(|e| e.to_string())?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            let (Some(kid), Some(alg)) = (&jwk.common.key_id, jwk.common.key_algorithm) else {
-                continue;
-            };
-            let Some(alg) = parse_algorithm(&alg.to_string()) else {
-                continue;
-            };
-            match DecodingKey::from_jwk(jwk) {
-                Ok(key) => {
-                    keys.insert(kid.clone(), (key, alg));
-                }
-                Err(e) => tracing::warn!(kid, error = %e, "skipping an unusable JWK"),
-            }
-        }
-        Ok(keys)
+        Ok(decoding_keys(&set))
     }
+}
+
+/// The usable keys of a set, by `kid`; keys without a `kid`, an accepted `alg`, or valid
+/// parameters are skipped.
+fn decoding_keys(set: &JwkSet) -> HashMap<String, (DecodingKey, Algorithm)> {
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let (Some(kid), Some(alg)) = (&jwk.common.key_id, jwk.common.key_algorithm) else { continue };
+        let Some(alg) = parse_algorithm(&alg.to_string()) else { continue };
+        match DecodingKey::from_jwk(jwk) {
+            Ok(key) => {
+                keys.insert(kid.clone(), (key, alg));
+            }
+            Err(e) => tracing::warn!(kid, error = %e, "skipping an unusable JWK"),
+        }
+    }
+    keys
 }
