@@ -31,8 +31,11 @@ fn jwt(c: &mut Criterion) {
         algorithms: vec!["RS256".into(), "ES256".into()],
         leeway: Duration::from_secs(30),
         jwks_min_refresh: Duration::from_secs(10),
+        token_cache_size: 0,
+        token_cache_ttl: Duration::from_secs(300),
     };
     let verifier = JwtVerifier::with_keys(&config, keys.jwks());
+    let cached = JwtVerifier::with_keys(&AuthConfig { token_cache_size: 1_000, ..config.clone() }, keys.jwks());
     let rt = runtime();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     let claims = json!({"iss": "services-mock", "aud": "bff", "sub": "42", "scope": "profile orders", "iat": now, "exp": now + 3600});
@@ -40,6 +43,9 @@ fn jwt(c: &mut Criterion) {
         let token = keys.sign(alg, &claims).expect("sign");
         assert!(rt.block_on(verifier.verify(&token)).is_ok());
         c.bench_function(name, |b| b.to_async(&rt).iter(|| async { black_box(verifier.verify(black_box(&token)).await) }));
+        c.bench_function(&format!("{name}_cached"), |b| {
+            b.to_async(&rt).iter(|| async { black_box(cached.verify(black_box(&token)).await) })
+        });
     }
 }
 

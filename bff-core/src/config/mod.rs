@@ -249,6 +249,21 @@ pub struct AuthConfig {
     /// The shortest interval between two JWKS fetches caused by an unknown `kid`.
     #[serde(with = "humantime_serde", default = "default_jwks_min_refresh")]
     pub jwks_min_refresh: Duration,
+    /// How many verified tokens to remember (0 turns the cache off). A client sends the same
+    /// token for its whole lifetime; re-checking its signature on every request is the largest
+    /// per-request cost of a BFF.
+    #[serde(default = "default_token_cache_size")]
+    pub token_cache_size: u64,
+    /// The longest a verified token is remembered (never past its `exp`).
+    #[serde(with = "humantime_serde", default = "default_token_cache_ttl")]
+    pub token_cache_ttl: Duration,
+}
+
+fn default_token_cache_size() -> u64 {
+    10_000
+}
+fn default_token_cache_ttl() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_algorithms() -> Vec<String> {

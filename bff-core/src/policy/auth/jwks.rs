@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
@@ -31,6 +31,8 @@ struct Inner {
     leeway: Duration,
     min_refresh: Duration,
     keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
+    /// Tokens already verified, with their `exp`; keyed by the whole token, never a hash of it.
+    verified: Option<moka::sync::Cache<Arc<str>, (Identity, SystemTime)>>,
     /// Serialises refreshes and remembers when the last one happened.
     refresh: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -46,6 +48,7 @@ impl std::fmt::Debug for JwtVerifier {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
     #[serde(default)]
     scope: String,
 }
@@ -72,6 +75,12 @@ impl JwtVerifier {
                 leeway: config.leeway,
                 min_refresh: config.jwks_min_refresh,
                 keys: RwLock::new(HashMap::new()),
+                verified: (config.token_cache_size > 0).then(|| {
+                    moka::sync::Cache::builder()
+                        .max_capacity(config.token_cache_size)
+                        .time_to_live(config.token_cache_ttl)
+                        .build()
+                }),
                 refresh: tokio::sync::Mutex::new(None),
             }),
         }
@@ -90,7 +99,24 @@ impl JwtVerifier {
     }
 
     /// Verifies a compact JWT and returns the identity it carries.
+    ///
+    /// A token verified before is answered from the cache until its `exp` (or the cache's TTL).
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let Some(cache) = &self.inner.verified else {
+            return self.verify_signature(token).await.map(|(identity, _)| identity);
+        };
+        if let Some((identity, expires)) = cache.get(token) {
+            if SystemTime::now() < expires {
+                return Ok(identity);
+            }
+            cache.invalidate(token);
+        }
+        let (identity, expires) = self.verify_signature(token).await?;
+        cache.insert(Arc::from(token), (identity.clone(), expires));
+        Ok(identity)
+    }
+
+    async fn verify_signature(&self, token: &str) -> Result<(Identity, SystemTime), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
         if !self.inner.algorithms.contains(&header.alg) {
@@ -141,10 +167,8 @@ impl JwtVerifier {
             .split_whitespace()
             .map(str::to_owned)
             .collect();
-        Ok(Identity {
-            subject: data.claims.sub,
-            scopes,
-        })
+        let expires = UNIX_EPOCH + Duration::from_secs(data.claims.exp);
+        Ok((Identity { subject: data.claims.sub, scopes }, expires))
     }
 
     fn cached(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
