@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""The load harness: builds in release mode, starts services-mock, the BFFs and the baselines on
+free ports of 127.0.0.1, drives each case with wrk, stops everything it started, and prints one
+markdown table (req/s, p50, p99, CPU µs per request and peak RSS of the process under test,
+errors, ratios against the baselines measured in the same run). Raw results go to
+bench/results/<utc>.json.
+
+Adding a case is one entry in CASES; adding a target (a process to measure) is one entry in
+TARGETS.
+
+    python3 bench/run.py            # the full run (about 10 minutes on 2 cores)
+    python3 bench/run.py --quick    # a few seconds per case, a subset (CI)
+    python3 bench/run.py --only mobile-home   # cases whose name starts with this
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE = os.path.join(ROOT, "target", "release")
+NODE_DIR = os.path.join(ROOT, "bench", "baselines", "node")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MOCK_SERVICES = ["auth", "users", "orders", "notifications", "catalog", "inventory", "reviews"]
+
+
+@dataclass
+class Case:
+    """One measurement: a target, a path, a credential, upstream latency and connections."""
+
+    name: str
+    target: str
+    path: str
+    latency_ms: int = 0
+    connections: int = 64
+    credential: str = "bearer"  # bearer | apikey | none
+    env: dict = field(default_factory=dict)  # extra environment for the target (BFF_* config)
+    baselines: tuple = ()  # names of cases this one is compared against (ratio of req/s)
+    quick: bool = False  # part of --quick
+
+
+NO_SHAPING = {"BFF_SHAPING__FIELDS": "false", "BFF_SHAPING__ETAG": "false", "BFF_SHAPING__COMPRESSION": "false"}
+
+
+def mobile_home_cases():
+    cases = []
+    for latency in (0, 20):
+        for conns in (64, 256):
+            tag = f"{latency}ms-c{conns}"
+            quick = latency == 0 and conns == 64
+            base = (f"node-seed-{tag}", f"node-tuned-{tag}", f"minimal-{tag}")
+            cases += [
+                Case(f"node-seed-{tag}", "node-seed", "/mobile/home", latency, conns, "none", quick=quick),
+                Case(f"node-tuned-{tag}", "node-tuned", "/mobile/home", latency, conns, "none", quick=quick),
+                Case(f"minimal-{tag}", "minimal", "/mobile/home", latency, conns, "none", quick=quick),
+                Case(f"mobile-home-{tag}", "bff-mobile", "/mobile/home", latency, conns, baselines=base, quick=quick),
+                Case(f"mobile-home-noshape-{tag}", "bff-mobile", "/mobile/home", latency, conns, env=NO_SHAPING, baselines=base),
+            ]
+    # Latency added by the BFF at low load: compare p50 with one direct call at the same latency.
+    cases += [
+        Case("direct-users-20ms-c8", "direct", "/users/42", 20, 8, "none"),
+        Case("mobile-home-20ms-c8", "bff-mobile", "/mobile/home", 20, 8, baselines=("direct-users-20ms-c8", "minimal-20ms-c8")),
+        Case("minimal-20ms-c8", "minimal", "/mobile/home", 20, 8, "none"),
+    ]
+    return cases
+
+
+CASES = mobile_home_cases() + [
+    Case("mobile-home-fields", "bff-mobile", "/mobile/home?fields=name,badge", baselines=("mobile-home-0ms-c64",)),
+    Case("mobile-home-gzip", "bff-mobile", "/mobile/home", env={}, baselines=("mobile-home-0ms-c64",)),
+    Case("mobile-feed-20", "bff-mobile", "/mobile/feed?skus=" + ",".join(f"SKU-{i:04}" for i in range(1, 21)), quick=False),
+    Case("web-home", "bff-web", "/web/home", quick=True),
+    Case("web-product", "bff-web", "/web/products/SKU-0007"),
+    Case("partner-v2-order", "bff-partner", "/v2/orders/4205", credential="apikey", quick=True),
+    Case("partner-v1-orders", "bff-partner", "/v1/orders?user=42", credential="apikey"),
+    # Passthrough baselines, ready for the passthrough routes of a later issue.
+    Case("direct-users", "direct", "/users/42", credential="none", quick=True),
+    Case("nginx-users", "nginx", "/users/42", credential="none", baselines=("direct-users",), quick=True),
+]
+HEADERS_FOR = {"mobile-home-gzip": ["Accept-Encoding: gzip"]}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode} before listening; see its log")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {port} within {timeout}s")
+
+
+def http(method, url, body=None, headers=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("content-type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, r.read()
+
+
+def pids_of(pid):
+    """The process and its children (nginx workers)."""
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def peak_rss_mb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def rss_mb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except OSError:
+            pass
+    return total / (1024 * 1024)
+
+
+def to_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def parse_wrk(out):
+    result = {"requests": 0, "rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0}
+    for line in out.splitlines():
+        line = line.strip()
+        if m := re.match(r"(\d+) requests in", line):
+            result["requests"] = int(m.group(1))
+        elif m := re.match(r"Requests/sec:\s+([\d.]+)", line):
+            result["rps"] = float(m.group(1))
+        elif m := re.match(r"50%\s+(\S+)", line):
+            result["p50_ms"] = to_ms(m.group(1))
+        elif m := re.match(r"99%\s+(\S+)", line):
+            result["p99_ms"] = to_ms(m.group(1))
+        elif m := re.match(r"Non-2xx or 3xx responses:\s+(\d+)", line):
+            result["errors"] += int(m.group(1))
+        elif m := re.match(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", line):
+            result["errors"] += sum(int(x) for x in m.groups())
+    return result
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.procs = []
+        self.logs = tempfile.mkdtemp(prefix="bff-bench-")
+        self.mock = {}
+        self.targets = {}
+
+    def spawn(self, name, cmd, env=None, cwd=None):
+        log = open(os.path.join(self.logs, f"{name}.log"), "w")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("BFF_") and k != "RUST_LOG"}
+        full_env.update(env or {})
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def stop_all(self):
+        for proc in reversed(self.procs):
+            self.stop(proc)
+
+    # === the mock ===
+
+    def start_mock(self):
+        ports = {s: free_port() for s in MOCK_SERVICES}
+        cmd = [os.path.join(RELEASE, "services-mock")] + [f"--port={s}={p}" for s, p in ports.items()]
+        proc = self.spawn("services-mock", cmd, env={"RUST_LOG": "warn"})
+        for port in ports.values():
+            wait_port(port, proc, "services-mock")
+        self.mock = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
+        self.mock_proc = proc
+        _, body = http("POST", self.mock["auth"] + "/token", {"sub": "42", "scope": "profile orders", "ttl_s": 86400})
+        self.token = json.loads(body)["access_token"]
+
+    def set_latency(self, ms):
+        for service in MOCK_SERVICES:
+            if service != "auth":
+                http("PUT", self.mock[service] + "/_faults", {"latency_ms": ms})
+
+    # === targets: each returns (process, port) ===
+
+    def start_target(self, name, env):
+        port = free_port()
+        m = self.mock
+        if name in ("bff-mobile", "bff-web", "bff-partner"):
+            # Every policy on, access logs included, as the shipped config has it.
+            cfg = {"BFF_LISTEN": f"127.0.0.1:{port}", "BFF_LOG__FORMAT": "json"}
+            for service in MOCK_SERVICES:
+                if service == "auth":
+                    if name != "bff-partner":
+                        cfg["BFF_AUTH__JWKS_URL"] = m["auth"] + "/.well-known/jwks.json"
+                elif (name, service) not in {("bff-partner", "users"), ("bff-partner", "notifications"), ("bff-partner", "reviews")}:
+                    cfg[f"BFF_UPSTREAMS__{service.upper()}__URL"] = m[service]
+            cfg.update(env)
+            proc = self.spawn(name, [os.path.join(RELEASE, name)], env=cfg)
+        elif name == "minimal":
+            cmd = [os.path.join(RELEASE, "minimal-bff"), f"127.0.0.1:{port}", m["users"], m["orders"], m["notifications"]]
+            proc = self.spawn(name, cmd)
+        elif name in ("node-seed", "node-tuned"):
+            script = "seed.js" if name == "node-seed" else "tuned.js"
+            node_env = {"USERS": m["users"], "ORDERS": m["orders"], "NOTIFS": m["notifications"], "PORT": str(port)}
+            proc = self.spawn(name, ["node", script], env=node_env, cwd=NODE_DIR)
+        elif name == "nginx":
+            prefix = tempfile.mkdtemp(prefix="nginx-", dir=self.logs)
+            with open(os.path.join(ROOT, "bench", "baselines", "nginx.conf.template")) as f:
+                conf = f.read()
+            upstream = m["users"].removeprefix("http://")
+            conf = conf.replace("{port}", str(port)).replace("{upstream}", upstream)
+            conf = conf.replace("{workers}", str(os.cpu_count() or 1)).replace("{prefix}", prefix)
+            path = os.path.join(prefix, "nginx.conf")
+            with open(path, "w") as f:
+                f.write(conf)
+            proc = self.spawn(name, [shutil.which("nginx") or "/usr/sbin/nginx", "-c", path, "-p", prefix])
+        elif name == "direct":
+            return self.mock_proc, int(m["users"].rsplit(":", 1)[1])
+        else:
+            raise SystemExit(f"unknown target {name}")
+        wait_port(port, proc, name)
+        return proc, port
+
+    # === one case ===
+
+    def run_case(self, case):
+        self.set_latency(case.latency_ms)
+        proc, port = self.start_target(case.target, case.env)
+        headers = list(HEADERS_FOR.get(case.name, []))
+        if case.credential == "bearer":
+            headers.append(f"Authorization: Bearer {self.token}")
+        elif case.credential == "apikey":
+            headers.append("X-Api-Key: demo-pro-key")
+        url = f"http://127.0.0.1:{port}{case.path}"
+        req_headers = dict(h.split(": ", 1) for h in headers)
+        status, body = http("GET", url, headers=req_headers)
+        if status != 200:
+            raise SystemExit(f"{case.name}: GET {url} answered {status}")
+        wrk = ["wrk", "-t1", f"-c{case.connections}", "--latency"]
+        for h in headers:
+            wrk += ["-H", h]
+        # Warm up (connections, pools, JIT for Node), then measure.
+        subprocess.run(wrk + [f"-d{self.args.warmup}s", url], capture_output=True, text=True, check=True)
+        pids = pids_of(proc.pid)
+        idle_rss = rss_mb(pids)
+        cpu_before = cpu_seconds(pids)
+        out = subprocess.run(wrk + [f"-d{self.args.duration}s", url], capture_output=True, text=True, check=True).stdout
+        cpu = cpu_seconds(pids) - cpu_before
+        result = parse_wrk(out)
+        result.update(
+            case=case.name,
+            target=case.target,
+            path=case.path,
+            latency_ms=case.latency_ms,
+            connections=case.connections,
+            cpu_us_per_req=(cpu / result["requests"] * 1e6) if result["requests"] else None,
+            peak_rss_mb=peak_rss_mb(pids),
+            idle_rss_mb=idle_rss,
+            baselines=list(case.baselines),
+        )
+        if proc is not self.mock_proc:
+            self.stop(proc)
+            self.procs.remove(proc)
+        return result
+
+
+def build():
+    cmd = ["cargo", "build", "--release", "-p", "services-mock", "-p", "bff-mobile", "-p", "bff-web", "-p", "bff-partner",
+           "-p", "bff-bench", "--bin", "services-mock", "--bin", "bff-mobile", "--bin", "bff-web", "--bin", "bff-partner",
+           "--bin", "minimal-bff"]
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def fmt(value, digits=1):
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def table(results):
+    by_name = {r["case"]: r for r in results}
+    lines = [
+        "| case | target | conns | upstream latency | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MB | errors | req/s vs baselines |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ratios = []
+        for b in r["baselines"]:
+            if b in by_name and by_name[b]["rps"]:
+                ratio = r["rps"] / by_name[b]["rps"]
+                ratios.append(f"{ratio:.2f}× {b}")
+        lines.append(
+            f"| {r['case']} | {r['target']} | {r['connections']} | {r['latency_ms']} ms | {fmt(r['rps'], 0)} | "
+            f"{fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['cpu_us_per_req'])} | {fmt(r['peak_rss_mb'])} | "
+            f"{r['errors']} | {'; '.join(ratios)} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few seconds per case, a subset of cases (CI)")
+    parser.add_argument("--only", help="run the cases whose name starts with this")
+    parser.add_argument("--duration", type=int, help="seconds of measurement per case (default 10, quick 2)")
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up per case (default 3, quick 1)")
+    parser.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    parser.add_argument("--out", help="where to write the JSON results (default bench/results/<utc>.json)")
+    args = parser.parse_args()
+    args.duration = args.duration or (2 if args.quick else 10)
+    args.warmup = args.warmup or (1 if args.quick else 3)
+
+    for tool in ("wrk", "node"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is not installed (apt-get install wrk nodejs); see bench/README.md")
+    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules")):
+        raise SystemExit(f"the Node baselines' packages are missing: run `npm ci` in {NODE_DIR}")
+    cases = [c for c in CASES if (c.quick or not args.quick) and (not args.only or c.name.startswith(args.only))]
+    if any(c.target == "nginx" for c in cases) and not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
+        raise SystemExit("nginx is not installed (apt-get install nginx-light)")
+    if not args.no_build:
+        build()
+
+    harness = Harness(args)
+    results = []
+    try:
+        harness.start_mock()
+        for case in cases:
+            print(f"… {case.name}", file=sys.stderr, flush=True)
+            results.append(harness.run_case(case))
+    finally:
+        harness.stop_all()
+
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or os.path.join(ROOT, "bench", "results", f"{started}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    machine = {"cores": os.cpu_count(), "kernel": os.uname().release, "quick": args.quick, "duration_s": args.duration}
+    with open(out, "w") as f:
+        json.dump({"machine": machine, "results": results}, f, indent=2)
+    print(table(results))
+    print(f"\nraw results: {out}; logs: {harness.logs}")
+    failed = [r["case"] for r in results if r["errors"] or not r["requests"]]
+    if failed:
+        raise SystemExit(f"cases with errors or no requests: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
