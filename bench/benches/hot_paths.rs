@@ -39,10 +39,14 @@ fn jwt(c: &mut Criterion) {
     let rt = runtime();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     let claims = json!({"iss": "services-mock", "aud": "bff", "sub": "42", "scope": "profile orders", "iat": now, "exp": now + 3600});
-    for (name, alg) in [("jwt_verify_rs256", jsonwebtoken::Algorithm::RS256), ("jwt_verify_es256", jsonwebtoken::Algorithm::ES256)] {
+    for (name, alg) in
+        [("jwt_verify_rs256", jsonwebtoken::Algorithm::RS256), ("jwt_verify_es256", jsonwebtoken::Algorithm::ES256)]
+    {
         let token = keys.sign(alg, &claims).expect("sign");
         assert!(rt.block_on(verifier.verify(&token)).is_ok());
-        c.bench_function(name, |b| b.to_async(&rt).iter(|| async { black_box(verifier.verify(black_box(&token)).await) }));
+        c.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async { black_box(verifier.verify(black_box(&token)).await) })
+        });
         c.bench_function(&format!("{name}_cached"), |b| {
             b.to_async(&rt).iter(|| async { black_box(cached.verify(black_box(&token)).await) })
         });
@@ -67,10 +71,16 @@ fn shaping(c: &mut Criterion) {
 fn fanout(c: &mut Criterion) {
     let rt = runtime();
     let answer = |body: &'static str| {
-        tower::service_fn(move |_: OutboundRequest| async move { Ok::<_, UpstreamError>(Bytes::from_static(body.as_bytes())) })
+        tower::service_fn(move |_: OutboundRequest| async move {
+            Ok::<_, UpstreamError>(Bytes::from_static(body.as_bytes()))
+        })
     };
     let users = Upstream::from_service("users", Duration::from_secs(1), answer(r#"{"displayName":"Ada"}"#));
-    let orders = Upstream::from_service("orders", Duration::from_secs(1), answer(r#"[{"id":1,"total":2.5},{"id":2,"total":3.5}]"#));
+    let orders = Upstream::from_service(
+        "orders",
+        Duration::from_secs(1),
+        answer(r#"[{"id":1,"total":2.5},{"id":2,"total":3.5}]"#),
+    );
     let notes = Upstream::from_service("notifications", Duration::from_secs(1), answer(r#"{"count":4}"#));
     c.bench_function("fanout_3_in_memory", |b| {
         b.to_async(&rt).iter(|| async {
@@ -90,7 +100,10 @@ fn fanout(c: &mut Criterion) {
 fn problem(c: &mut Criterion) {
     c.bench_function("problem_render_502", |b| {
         b.iter(|| {
-            let error = BffError::from(UpstreamError::new(Arc::from("users"), UpstreamErrorKind::Status(StatusCode::INTERNAL_SERVER_ERROR)));
+            let error = BffError::from(UpstreamError::new(
+                Arc::from("users"),
+                UpstreamErrorKind::Status(StatusCode::INTERNAL_SERVER_ERROR),
+            ));
             black_box(error.into_response())
         })
     });

@@ -5,17 +5,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{Config, ConfigError, CorsConfig};
-use crate::error::{BffError, ErrorReport};
+use crate::error::BffError;
 use crate::observe::health::{self, Dependencies};
 use crate::policy::api_key::{ApiKeys, layer::require_api_key};
 use crate::policy::auth::{JwtVerifier, layer::require_jwt};
@@ -38,12 +35,7 @@ impl Gateway {
         let upstreams = Upstreams::from_config(&config, source);
         let verifier = config.auth.as_ref().map(JwtVerifier::new);
         let api_keys = config.api_keys.as_ref().map(ApiKeys::new);
-        Self {
-            config: Arc::new(config),
-            upstreams,
-            verifier,
-            api_keys,
-        }
+        Self { config: Arc::new(config), upstreams, verifier, api_keys }
     }
 
     /// The configuration in force.
@@ -70,42 +62,27 @@ impl Gateway {
 
     fn authenticated(&self, routes: Router) -> Router {
         let routes = match (&self.verifier, &self.api_keys) {
-            (Some(verifier), _) => {
-                routes.route_layer(from_fn_with_state(verifier.clone(), require_jwt))
-            }
-            (None, Some(keys)) => {
-                routes.route_layer(from_fn_with_state(keys.clone(), require_api_key))
-            }
+            (Some(verifier), _) => routes.route_layer(from_fn_with_state(verifier.clone(), require_jwt)),
+            (None, Some(keys)) => routes.route_layer(from_fn_with_state(keys.clone(), require_api_key)),
             (None, None) => routes,
         };
         let shaping = self.config.shaping;
         let mut routes = routes;
-        if shaping.fields {
-            routes = routes.layer(from_fn(shape::fields::sparse_fields));
-        }
-        if shaping.etag {
-            routes = routes.layer(from_fn(shape::etag::etags));
+        if shaping.fields || shaping.etag {
+            routes = routes.layer(from_fn_with_state(shaping, shape::shape));
         }
         if shaping.compression {
-            routes = routes.layer(CompressionLayer::new().gzip(true).br(true));
+            routes = routes.layer(from_fn(shape::compress));
         }
         routes
     }
 
     fn wrap(&self, routes: Router, public: Router) -> Router {
-        let mut deps: Vec<(String, url::Url)> = self
-            .upstreams
-            .urls()
-            .map(|(n, u)| (n.to_owned(), u.clone()))
-            .collect();
+        let mut deps: Vec<(String, url::Url)> = self.upstreams.urls().map(|(n, u)| (n.to_owned(), u.clone())).collect();
         if let Some(verifier) = &self.verifier {
             deps.push(("auth".to_owned(), verifier.jwks_url().clone()));
         }
-        let deadlines = self
-            .config
-            .routes
-            .iter()
-            .filter_map(|(p, r)| r.deadline.map(|d| (p.clone(), d)));
+        let deadlines = self.config.routes.iter().filter_map(|(p, r)| r.deadline.map(|d| (p.clone(), d)));
         let policies = RoutePolicies {
             default_deadline: self.config.defaults.deadline,
             deadlines: Arc::new(deadlines.collect::<HashMap<_, _>>()),
@@ -113,14 +90,10 @@ impl Gateway {
         };
         let mut router = Router::new()
             .route("/healthz", get(health::healthz))
-            .route(
-                "/readyz",
-                get(health::readyz).with_state(Dependencies(deps)),
-            )
+            .route("/readyz", get(health::readyz).with_state(Dependencies(deps)))
             .merge(public)
             .merge(routes)
-            .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) })
-            .layer(from_fn(method_not_allowed));
+            .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         if let Some(cors) = &self.config.cors {
             router = router.layer(cors_layer(cors));
         }
@@ -129,49 +102,20 @@ impl Gateway {
 }
 
 fn cors_layer(config: &CorsConfig) -> CorsLayer {
-    let origins: Vec<HeaderValue> = config
-        .allow_origins
-        .iter()
-        .filter_map(|o| HeaderValue::try_from(o.as_str()).ok())
-        .collect();
+    let origins: Vec<HeaderValue> =
+        config.allow_origins.iter().filter_map(|o| HeaderValue::try_from(o.as_str()).ok()).collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_credentials(config.allow_credentials)
-        .allow_methods([
-            Method::GET,
-            Method::HEAD,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
             HeaderName::from_static(REQUEST_ID),
         ])
-        .expose_headers([
-            header::ETAG,
-            HeaderName::from_static(REQUEST_ID),
-            HeaderName::from_static(DEGRADED),
-        ])
+        .expose_headers([header::ETAG, HeaderName::from_static(REQUEST_ID), HeaderName::from_static(DEGRADED)])
         .max_age(config.max_age)
-}
-
-/// axum answers an unsupported method with an empty 405; give it the problem+json body.
-async fn method_not_allowed(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED
-        || response.extensions().get::<ErrorReport>().is_some()
-    {
-        return response;
-    }
-    let mut problem = BffError::MethodNotAllowed.into_response();
-    if let Some(allow) = response.headers().get(header::ALLOW) {
-        problem.headers_mut().insert(header::ALLOW, allow.clone());
-    }
-    problem
 }
 
 /// Serves `router` until `shutdown` completes, then lets in-flight requests finish.
@@ -180,9 +124,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
 /// Completes on Ctrl-C or SIGTERM.

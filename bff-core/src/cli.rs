@@ -65,34 +65,19 @@ pub struct Demo {
 
 impl Demo {
     /// Bundles what `--demo` needs; `keep_alive` (the running mocks) lives as long as the server.
-    pub fn new(
-        overrides: Vec<(String, String)>,
-        credential: String,
-        keep_alive: impl Any + Send,
-    ) -> Self {
-        Self {
-            overrides,
-            credential,
-            keep_alive: Box::new(keep_alive),
-        }
+    pub fn new(overrides: Vec<(String, String)>, credential: String, keep_alive: impl Any + Send) -> Self {
+        Self { overrides, credential, keep_alive: Box::new(keep_alive) }
     }
 }
 
 /// A BFF binary's whole `main`: parses flags, starts the demo services when `--demo` is given
 /// (`demo` is only called then), and runs the app until Ctrl-C or SIGTERM.
-pub async fn main<F>(
-    spec: Spec,
-    app: fn(&Gateway) -> Result<Router, ConfigError>,
-    demo: F,
-) -> ExitCode
+pub async fn main<F>(spec: Spec, app: fn(&Gateway) -> Result<Router, ConfigError>, demo: F) -> ExitCode
 where
     F: AsyncFnOnce() -> Result<Demo, String>,
 {
     crate::install_crypto_provider();
-    let matches = <Cli as clap::CommandFactory>::command()
-        .name(spec.name)
-        .about(spec.about)
-        .get_matches();
+    let matches = <Cli as clap::CommandFactory>::command().name(spec.name).about(spec.about).get_matches();
     let args = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(cli) => cli.args,
         Err(e) => e.exit(),
@@ -142,11 +127,7 @@ pub fn load_config(
         overrides.set("listen", listen.to_string(), "--listen");
     }
     if let Some(format) = args.log_format {
-        let name = if format == LogFormat::Json {
-            "json"
-        } else {
-            "pretty"
-        };
+        let name = if format == LogFormat::Json { "json" } else { "pretty" };
         overrides.set("log.format", name, "--log-format");
     }
     let config = load(&source, &overrides)?;
@@ -160,10 +141,7 @@ pub async fn run(
     demo: Option<Demo>,
     app: fn(&Gateway) -> Result<Router, ConfigError>,
 ) -> ExitCode {
-    let extra = demo
-        .as_ref()
-        .map(|d| d.overrides.clone())
-        .unwrap_or_default();
+    let extra = demo.as_ref().map(|d| d.overrides.clone()).unwrap_or_default();
     let (config, source) = match load_config(&spec, &args, std::env::vars(), extra) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -171,11 +149,7 @@ pub async fn run(
             return ExitCode::from(2);
         }
     };
-    logging::init(
-        config.log.format,
-        &config.log.filter,
-        std::env::var("RUST_LOG").ok().as_deref(),
-    );
+    let _log_guard = logging::init(config.log.format, &config.log.filter, std::env::var("RUST_LOG").ok().as_deref());
     let gateway = Gateway::new(config, &source);
     let router = match app(&gateway) {
         Ok(router) => router,
@@ -188,10 +162,7 @@ pub async fn run(
     let listener = match TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!(
-                "{}: cannot listen on {listen} (`listen` in {source}, or --listen): {e}",
-                spec.name
-            );
+            eprintln!("{}: cannot listen on {listen} (`listen` in {source}, or --listen): {e}", spec.name);
             return ExitCode::FAILURE;
         }
     };
@@ -199,10 +170,7 @@ pub async fn run(
     tracing::info!(name = spec.name, %addr, config = %source, "listening");
     if let Some(demo) = &demo {
         println!("\n{} is running with demo upstreams. Try:\n", spec.name);
-        println!(
-            "  curl -s -H '{}' 'http://{addr}{}'\n",
-            demo.credential, spec.demo_path
-        );
+        println!("  curl -s -H '{}' 'http://{addr}{}'\n", demo.credential, spec.demo_path);
     }
     let result = serve(listener, router, shutdown_signal()).await;
     drop(demo);

@@ -57,10 +57,7 @@ pub enum BffError {
 impl BffError {
     /// A 400 with a code and a detail.
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::BadRequest {
-            code,
-            detail: detail.into(),
-        }
+        Self::BadRequest { code, detail: detail.into() }
     }
 
     /// Turns an upstream 404 into a client 404 with `detail`; other errors stay as they are.
@@ -105,10 +102,9 @@ impl BffError {
         match self {
             Self::Upstream(_) | Self::DeadlineExceeded => ErrorSource::Upstream,
             Self::Auth(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => ErrorSource::Upstream,
-            Self::Auth(_)
-            | Self::BadRequest { .. }
-            | Self::NotFound(_)
-            | Self::MethodNotAllowed => ErrorSource::Downstream,
+            Self::Auth(_) | Self::BadRequest { .. } | Self::NotFound(_) | Self::MethodNotAllowed => {
+                ErrorSource::Downstream
+            }
             Self::Internal(_) => ErrorSource::Internal,
         }
     }
@@ -176,10 +172,7 @@ impl IntoResponse for BffError {
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Self::Auth(e) = &self
             && let Some(challenge) = e.challenge()
         {

@@ -16,10 +16,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Query<T
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(rejection) => Err(BffError::bad_request(
-                "INVALID_QUERY",
-                rejection.body_text(),
-            )),
+            Err(rejection) => Err(BffError::bad_request("INVALID_QUERY", rejection.body_text())),
         }
     }
 }

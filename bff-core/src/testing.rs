@@ -19,19 +19,13 @@ pub struct TestServer {
 impl TestServer {
     /// Binds `127.0.0.1:0` first (so it is ready when this returns), then serves `router`.
     pub async fn start(router: Router) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(crate::app::serve(listener, router, async {
             let _ = rx.await;
         }));
-        Self {
-            addr,
-            shutdown: Some(tx),
-            task,
-        }
+        Self { addr, shutdown: Some(tx), task }
     }
 
     /// `http://127.0.0.1:port` + `path`.
@@ -44,9 +38,7 @@ impl TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        (&mut self.task)
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        (&mut self.task).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 
     /// Starts a graceful shutdown without waiting for it.
@@ -58,9 +50,7 @@ impl TestServer {
 
     /// Waits for the server task to end (after [`TestServer::begin_shutdown`]).
     pub async fn stopped(mut self) -> std::io::Result<()> {
-        (&mut self.task)
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        (&mut self.task).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 }
 

@@ -40,8 +40,7 @@ pub struct Card {
 }
 
 fn parse_skus(raw: Option<&str>) -> Result<Vec<&str>, BffError> {
-    let raw = raw
-        .ok_or_else(|| BffError::bad_request("INVALID_QUERY", "`skus` is required: ?skus=a,b,c"))?;
+    let raw = raw.ok_or_else(|| BffError::bad_request("INVALID_QUERY", "`skus` is required: ?skus=a,b,c"))?;
     let mut skus: Vec<&str> = Vec::new();
     for sku in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if !skus.contains(&sku) {
@@ -49,14 +48,10 @@ fn parse_skus(raw: Option<&str>) -> Result<Vec<&str>, BffError> {
         }
     }
     match skus.len() {
-        0 => Err(BffError::bad_request(
-            "INVALID_QUERY",
-            "`skus` names no sku",
-        )),
-        n if n > MAX_SKUS => Err(BffError::bad_request(
-            "INVALID_QUERY",
-            format!("`skus` names {n} skus; at most {MAX_SKUS}"),
-        )),
+        0 => Err(BffError::bad_request("INVALID_QUERY", "`skus` names no sku")),
+        n if n > MAX_SKUS => {
+            Err(BffError::bad_request("INVALID_QUERY", format!("`skus` names {n} skus; at most {MAX_SKUS}")))
+        }
         _ => Ok(skus),
     }
 }
@@ -67,20 +62,12 @@ pub(crate) async fn feed(
     Query(query): Query<FeedQuery>,
 ) -> Result<Json<Feed>, BffError> {
     let skus = parse_skus(query.skus.as_deref())?;
-    let batch = skus
-        .iter()
-        .map(|s| encode(s).to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let batch = skus.iter().map(|s| encode(s).to_string()).collect::<Vec<_>>().join(",");
     let (products, stock) = ctx
         .fanout((
-            up.catalog
-                .get::<Vec<Product>>(format!("/products?skus={batch}"))
-                .required(),
+            up.catalog.get::<Vec<Product>>(format!("/products?skus={batch}")).required(),
             each(skus.iter().map(|s| {
-                up.inventory
-                    .get::<Stock>(format!("/stock/{}", encode(s)))
-                    .optional_as(format!("inventory:{s}"))
+                up.inventory.get::<Stock>(format!("/stock/{}", encode(s))).optional_as(format!("inventory:{s}"))
             })),
         ))
         .await?;
@@ -108,10 +95,7 @@ mod tests {
         assert_eq!(parse_skus(Some("a, b,,a")).unwrap(), vec!["a", "b"]);
         assert_eq!(parse_skus(None).unwrap_err().code(), "INVALID_QUERY");
         assert_eq!(parse_skus(Some(",")).unwrap_err().code(), "INVALID_QUERY");
-        let many = (0..=MAX_SKUS)
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
+        let many = (0..=MAX_SKUS).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
         assert_eq!(parse_skus(Some(&many)).unwrap_err().code(), "INVALID_QUERY");
     }
 }

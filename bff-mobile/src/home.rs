@@ -45,32 +45,18 @@ pub struct OrderCard {
     pub total: f64,
 }
 
-pub(crate) async fn home(
-    ctx: Ctx,
-    user: Identity,
-    State(up): State<Upstreams>,
-) -> Result<Json<Home>, BffError> {
+pub(crate) async fn home(ctx: Ctx, user: Identity, State(up): State<Upstreams>) -> Result<Json<Home>, BffError> {
     let id = encode(&user.subject);
     let (profile, orders, unread) = ctx
         .fanout((
             up.users.get::<Profile>(format!("/users/{id}")).required(),
-            up.orders
-                .get::<Vec<Order>>(format!("/orders?user={id}&limit=3"))
-                .required(),
-            up.notifications
-                .get::<Unread>(format!("/unread-count/{id}"))
-                .optional(),
+            up.orders.get::<Vec<Order>>(format!("/orders?user={id}&limit=3")).required(),
+            up.notifications.get::<Unread>(format!("/unread-count/{id}")).optional(),
         ))
         .await?;
     Ok(Json(Home {
         name: profile.display_name,
-        recent_orders: orders
-            .into_iter()
-            .map(|o| OrderCard {
-                id: o.id,
-                total: o.total,
-            })
-            .collect(),
+        recent_orders: orders.into_iter().map(|o| OrderCard { id: o.id, total: o.total }).collect(),
         badge: unread.map(|u| u.count),
     }))
 }

@@ -51,15 +51,9 @@ pub(crate) async fn product_detail(
     let key = encode(&sku);
     let (product, stock, reviews) = ctx
         .fanout((
-            up.catalog
-                .get::<Product>(format!("/products/{key}"))
-                .required(),
-            up.inventory
-                .get::<Stock>(format!("/stock/{key}"))
-                .optional(),
-            up.reviews
-                .get::<Reviews>(format!("/reviews?sku={key}&limit=1"))
-                .optional(),
+            up.catalog.get::<Product>(format!("/products/{key}")).required(),
+            up.inventory.get::<Stock>(format!("/stock/{key}")).optional(),
+            up.reviews.get::<Reviews>(format!("/reviews?sku={key}&limit=1")).optional(),
         ))
         .await
         .map_err(|e| e.when_not_found(format!("no product `{sku}`")))?;

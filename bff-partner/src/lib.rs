@@ -23,8 +23,7 @@ pub const V1_DEPRECATION: &str = "@1795996800";
 /// When `/v1` stops answering (RFC 8594 `Sunset`).
 pub const V1_SUNSET: &str = "Wed, 30 Jun 2027 23:59:59 GMT";
 /// Where `/v1` callers should go.
-pub const V1_SUCCESSOR: &str =
-    "</v2/openapi.json>; rel=\"successor-version\"; type=\"application/openapi+json\"";
+pub const V1_SUCCESSOR: &str = "</v2/openapi.json>; rel=\"successor-version\"; type=\"application/openapi+json\"";
 
 /// The upstreams this BFF calls, resolved once at start-up.
 #[derive(Debug, Clone)]
@@ -40,10 +39,8 @@ pub struct ApiKeyScheme;
 impl Modify for ApiKeyScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         if let Some(components) = openapi.components.as_mut() {
-            components.add_security_scheme(
-                "api_key",
-                SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
-            );
+            components
+                .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))));
         }
     }
 }
@@ -85,10 +82,7 @@ pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
             HeaderName::from_static("sunset"),
             HeaderValue::from_static(V1_SUNSET),
         ))
-        .layer(SetResponseHeaderLayer::appending(
-            header::LINK,
-            HeaderValue::from_static(V1_SUCCESSOR),
-        ));
+        .layer(SetResponseHeaderLayer::appending(header::LINK, HeaderValue::from_static(V1_SUCCESSOR)));
     let routes = v1.merge(v2::routes()).with_state(upstreams);
     let public = document(1).merge(document(2));
     Ok(gateway.router_with_public(routes, public))

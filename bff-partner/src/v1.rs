@@ -89,13 +89,9 @@ pub struct OrderListQuery {
 }
 
 fn order(o: records::Order) -> Result<OrderV1, BffError> {
-    let placed = humantime::parse_rfc3339(&o.placed_at).map_err(|_| {
-        BffError::Internal(format!("order {} has an unreadable placedAt", o.id).into())
-    })?;
-    let placed_at = placed
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let placed = humantime::parse_rfc3339(&o.placed_at)
+        .map_err(|_| BffError::Internal(format!("order {} has an unreadable placedAt", o.id).into()))?;
+    let placed_at = placed.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     Ok(OrderV1 {
         id: o.id,
         user_id: o.user_id,
@@ -106,11 +102,7 @@ fn order(o: records::Order) -> Result<OrderV1, BffError> {
         items: o
             .items
             .into_iter()
-            .map(|i| ItemV1 {
-                sku: i.sku,
-                quantity: i.quantity,
-                unit_price: i.unit_price,
-            })
+            .map(|i| ItemV1 { sku: i.sku, quantity: i.quantity, unit_price: i.unit_price })
             .collect(),
     })
 }
@@ -126,10 +118,7 @@ pub(crate) async fn order_get(
     Path(id): Path<String>,
 ) -> Result<Json<OrderV1>, BffError> {
     let record = ctx
-        .fetch(
-            up.orders
-                .get::<records::Order>(format!("/orders/{}", encode(&id))),
-        )
+        .fetch(up.orders.get::<records::Order>(format!("/orders/{}", encode(&id))))
         .await
         .map_err(|e| e.when_not_found(format!("no order `{id}`")))?;
     Ok(Json(order(record)?))
@@ -149,25 +138,12 @@ pub(crate) async fn orders_list(
         return Err(BffError::bad_request("INVALID_QUERY", "`page` starts at 1"));
     }
     let all = ctx
-        .fetch(up.orders.get::<Vec<records::Order>>(format!(
-            "/orders?user={}&limit={MAX_ORDERS}",
-            encode(&query.user)
-        )))
+        .fetch(up.orders.get::<Vec<records::Order>>(format!("/orders?user={}&limit={MAX_ORDERS}", encode(&query.user))))
         .await
         .map_err(|e| e.when_not_found(format!("no user `{}`", query.user)))?;
     let total_pages = all.len().div_ceil(PAGE_SIZE);
-    let orders = all
-        .into_iter()
-        .skip((page - 1) * PAGE_SIZE)
-        .take(PAGE_SIZE)
-        .map(order)
-        .collect::<Result<_, _>>()?;
-    Ok(Json(OrderPageV1 {
-        orders,
-        page,
-        page_size: PAGE_SIZE,
-        total_pages,
-    }))
+    let orders = all.into_iter().skip((page - 1) * PAGE_SIZE).take(PAGE_SIZE).map(order).collect::<Result<_, _>>()?;
+    Ok(Json(OrderPageV1 { orders, page, page_size: PAGE_SIZE, total_pages }))
 }
 
 /// Get one product.
@@ -181,10 +157,7 @@ pub(crate) async fn product_get(
     Path(sku): Path<String>,
 ) -> Result<Json<ProductV1>, BffError> {
     let p = ctx
-        .fetch(
-            up.catalog
-                .get::<records::Product>(format!("/products/{}", encode(&sku))),
-        )
+        .fetch(up.catalog.get::<records::Product>(format!("/products/{}", encode(&sku))))
         .await
         .map_err(|e| e.when_not_found(format!("no product `{sku}`")))?;
     Ok(Json(ProductV1 {

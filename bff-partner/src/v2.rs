@@ -28,10 +28,7 @@ pub struct Money {
 
 impl Money {
     fn new(amount: f64, currency: &str) -> Self {
-        Self {
-            amount: format!("{amount:.2}"),
-            currency: currency.to_owned(),
-        }
+        Self { amount: format!("{amount:.2}"), currency: currency.to_owned() }
     }
 }
 
@@ -124,11 +121,7 @@ fn order(o: records::Order) -> OrderV2 {
         items: o
             .items
             .into_iter()
-            .map(|i| ItemV2 {
-                sku: i.sku,
-                quantity: i.quantity,
-                unit_price: Money::new(i.unit_price, &o.currency),
-            })
+            .map(|i| ItemV2 { sku: i.sku, quantity: i.quantity, unit_price: Money::new(i.unit_price, &o.currency) })
             .collect(),
     }
 }
@@ -139,13 +132,10 @@ fn encode_cursor(offset: usize) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<usize, BffError> {
-    let invalid =
-        || BffError::bad_request("INVALID_CURSOR", "`cursor` is not one this API returned");
+    let invalid = || BffError::bad_request("INVALID_CURSOR", "`cursor` is not one this API returned");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = std::str::from_utf8(&bytes).map_err(|_| invalid())?;
-    text.strip_prefix("o:")
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(invalid)
+    text.strip_prefix("o:").and_then(|n| n.parse().ok()).ok_or_else(invalid)
 }
 
 /// Get one order.
@@ -159,10 +149,7 @@ pub(crate) async fn order_get(
     Path(id): Path<String>,
 ) -> Result<Json<OrderV2>, BffError> {
     let record = ctx
-        .fetch(
-            up.orders
-                .get::<records::Order>(format!("/orders/{}", encode(&id))),
-        )
+        .fetch(up.orders.get::<records::Order>(format!("/orders/{}", encode(&id))))
         .await
         .map_err(|e| e.when_not_found(format!("no order `{id}`")))?;
     Ok(Json(order(record)))
@@ -179,32 +166,16 @@ pub(crate) async fn orders_list(
 ) -> Result<Json<OrderPageV2>, BffError> {
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_ORDERS).contains(&limit) {
-        return Err(BffError::bad_request(
-            "INVALID_QUERY",
-            format!("`limit` must be between 1 and {MAX_ORDERS}"),
-        ));
+        return Err(BffError::bad_request("INVALID_QUERY", format!("`limit` must be between 1 and {MAX_ORDERS}")));
     }
-    let offset = query
-        .cursor
-        .as_deref()
-        .map(decode_cursor)
-        .transpose()?
-        .unwrap_or(0);
+    let offset = query.cursor.as_deref().map(decode_cursor).transpose()?.unwrap_or(0);
     let all = ctx
-        .fetch(up.orders.get::<Vec<records::Order>>(format!(
-            "/orders?user={}&limit={MAX_ORDERS}",
-            encode(&query.user)
-        )))
+        .fetch(up.orders.get::<Vec<records::Order>>(format!("/orders?user={}&limit={MAX_ORDERS}", encode(&query.user))))
         .await
         .map_err(|e| e.when_not_found(format!("no user `{}`", query.user)))?;
     let next = offset + limit;
     let next_cursor = (next < all.len()).then(|| encode_cursor(next));
-    let data = all
-        .into_iter()
-        .skip(offset)
-        .take(limit)
-        .map(order)
-        .collect();
+    let data = all.into_iter().skip(offset).take(limit).map(order).collect();
     Ok(Json(OrderPageV2 { data, next_cursor }))
 }
 
@@ -221,12 +192,8 @@ pub(crate) async fn product_get(
     let key = encode(&sku);
     let (p, stock) = ctx
         .fanout((
-            up.catalog
-                .get::<records::Product>(format!("/products/{key}"))
-                .required(),
-            up.inventory
-                .get::<records::Stock>(format!("/stock/{key}"))
-                .optional(),
+            up.catalog.get::<records::Product>(format!("/products/{key}")).required(),
+            up.inventory.get::<records::Stock>(format!("/stock/{key}")).optional(),
         ))
         .await
         .map_err(|e| e.when_not_found(format!("no product `{sku}`")))?;
@@ -236,10 +203,7 @@ pub(crate) async fn product_get(
         name: p.name,
         description: p.description,
         category: p.category,
-        availability: stock.map(|s| Availability {
-            in_stock: s.in_stock,
-            available: s.available,
-        }),
+        availability: stock.map(|s| Availability { in_stock: s.in_stock, available: s.available }),
     }))
 }
 
@@ -268,11 +232,7 @@ mod tests {
     fn cursors_round_trip_and_reject_garbage() {
         assert_eq!(decode_cursor(&encode_cursor(6)).unwrap(), 6);
         for bad in ["", "!!", "bzo", &URL_SAFE_NO_PAD.encode("x:1")] {
-            assert_eq!(
-                decode_cursor(bad).unwrap_err().code(),
-                "INVALID_CURSOR",
-                "{bad}"
-            );
+            assert_eq!(decode_cursor(bad).unwrap_err().code(), "INVALID_CURSOR", "{bad}");
         }
     }
 

@@ -26,21 +26,13 @@ pub struct Home {
     pub products: Option<Vec<ProductCard>>,
 }
 
-pub(crate) async fn home(
-    ctx: Ctx,
-    user: Identity,
-    State(up): State<Upstreams>,
-) -> Result<Json<Home>, BffError> {
+pub(crate) async fn home(ctx: Ctx, user: Identity, State(up): State<Upstreams>) -> Result<Json<Home>, BffError> {
     let id = encode(&user.subject);
     let (profile, orders, notifications) = ctx
         .fanout((
             up.users.get::<Profile>(format!("/users/{id}")).required(),
-            up.orders
-                .get::<Vec<Order>>(format!("/orders?user={id}&limit={LATEST}"))
-                .required(),
-            up.notifications
-                .get::<Vec<Notification>>(format!("/notifications?user={id}&limit={LATEST}"))
-                .optional(),
+            up.orders.get::<Vec<Order>>(format!("/orders?user={id}&limit={LATEST}")).required(),
+            up.notifications.get::<Vec<Notification>>(format!("/notifications?user={id}&limit={LATEST}")).optional(),
         ))
         .await?;
 
@@ -53,23 +45,10 @@ pub(crate) async fn home(
     let products = if skus.is_empty() {
         Some(Vec::new())
     } else {
-        let batch = skus
-            .iter()
-            .map(|s| encode(s).to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        let (products,) = ctx
-            .fanout((up
-                .catalog
-                .get::<Vec<Product>>(format!("/products?skus={batch}"))
-                .optional(),))
-            .await?;
+        let batch = skus.iter().map(|s| encode(s).to_string()).collect::<Vec<_>>().join(",");
+        let (products,) =
+            ctx.fanout((up.catalog.get::<Vec<Product>>(format!("/products?skus={batch}")).optional(),)).await?;
         products.map(|p| p.into_iter().map(ProductCard::from).collect())
     };
-    Ok(Json(Home {
-        profile,
-        orders,
-        notifications,
-        products,
-    }))
+    Ok(Json(Home { profile, orders, notifications, products }))
 }

@@ -34,38 +34,19 @@ pub(crate) async fn product_page(
     let key = encode(&sku);
     let (product, stock, reviews) = ctx
         .fanout((
-            up.catalog
-                .get::<Product>(format!("/products/{key}"))
-                .required(),
-            up.inventory
-                .get::<Stock>(format!("/stock/{key}"))
-                .optional(),
-            up.reviews
-                .get::<Reviews>(format!("/reviews?sku={key}&limit={REVIEWS_PAGE}"))
-                .optional(),
+            up.catalog.get::<Product>(format!("/products/{key}")).required(),
+            up.inventory.get::<Stock>(format!("/stock/{key}")).optional(),
+            up.reviews.get::<Reviews>(format!("/reviews?sku={key}&limit={REVIEWS_PAGE}")).optional(),
         ))
         .await
         .map_err(|e| e.when_not_found(format!("no product `{sku}`")))?;
     let related = if product.related.is_empty() {
         Some(Vec::new())
     } else {
-        let batch = product
-            .related
-            .iter()
-            .map(|s| encode(s).to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        let call = up
-            .catalog
-            .get::<Vec<Product>>(format!("/products?skus={batch}"))
-            .optional_as("catalog:related");
+        let batch = product.related.iter().map(|s| encode(s).to_string()).collect::<Vec<_>>().join(",");
+        let call = up.catalog.get::<Vec<Product>>(format!("/products?skus={batch}")).optional_as("catalog:related");
         let (related,) = ctx.fanout((call,)).await?;
         related.map(|r| r.into_iter().map(ProductCard::from).collect())
     };
-    Ok(Json(ProductPage {
-        product,
-        stock,
-        reviews,
-        related,
-    }))
+    Ok(Json(ProductPage { product, stock, reviews, related }))
 }

@@ -139,13 +139,7 @@ pub struct ProductCard {
 
 impl From<Product> for ProductCard {
     fn from(p: Product) -> Self {
-        Self {
-            sku: p.sku,
-            name: p.name,
-            price: p.price,
-            currency: p.currency,
-            image_url: p.image_url,
-        }
+        Self { sku: p.sku, name: p.name, price: p.price, currency: p.currency, image_url: p.image_url }
     }
 }
 

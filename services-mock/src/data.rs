@@ -7,36 +7,17 @@ pub const MAX_USER: u64 = 10_000;
 /// Products exist for `SKU-0001..=SKU-{MAX_SKU}`.
 pub const MAX_SKU: u64 = 100;
 
-const FIRST: [&str; 10] = [
-    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Dennis", "Frances", "Ken",
-];
-const LAST: [&str; 10] = [
-    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Hamilton", "Ritchie", "Allen",
-    "Thompson",
-];
-const CITIES: [(&str, &str); 5] = [
-    ("Berlin", "DE"),
-    ("Lisbon", "PT"),
-    ("Utrecht", "NL"),
-    ("Lyon", "FR"),
-    ("Turin", "IT"),
-];
+const FIRST: [&str; 10] =
+    ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Margaret", "Dennis", "Frances", "Ken"];
+const LAST: [&str; 10] =
+    ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Hamilton", "Ritchie", "Allen", "Thompson"];
+const CITIES: [(&str, &str); 5] =
+    [("Berlin", "DE"), ("Lisbon", "PT"), ("Utrecht", "NL"), ("Lyon", "FR"), ("Turin", "IT")];
 const TIERS: [&str; 3] = ["standard", "silver", "gold"];
-const ADJECTIVES: [&str; 10] = [
-    "Compact", "Classic", "Rugged", "Silent", "Smart", "Bright", "Swift", "Solid", "Urban", "Tiny",
-];
-const NOUNS: [&str; 10] = [
-    "Kettle",
-    "Lamp",
-    "Backpack",
-    "Headphones",
-    "Mug",
-    "Charger",
-    "Notebook",
-    "Speaker",
-    "Bottle",
-    "Watch",
-];
+const ADJECTIVES: [&str; 10] =
+    ["Compact", "Classic", "Rugged", "Silent", "Smart", "Bright", "Swift", "Solid", "Urban", "Tiny"];
+const NOUNS: [&str; 10] =
+    ["Kettle", "Lamp", "Backpack", "Headphones", "Mug", "Charger", "Notebook", "Speaker", "Bottle", "Watch"];
 const CATEGORIES: [&str; 4] = ["home", "travel", "audio", "office"];
 
 fn pick<T: Copy>(items: &[T], n: u64) -> T {
@@ -87,8 +68,7 @@ pub fn order_count(user: u64) -> u64 {
 pub fn order_id(raw: &str) -> Option<(u64, u64)> {
     let id: u64 = raw.parse().ok()?;
     let (user, n) = (id / 100, id % 100);
-    (user_id(&user.to_string()).is_some() && (1..=order_count(user)).contains(&n))
-        .then_some((user, n))
+    (user_id(&user.to_string()).is_some() && (1..=order_count(user)).contains(&n)).then_some((user, n))
 }
 
 /// The sku string for a product index.
@@ -98,10 +78,7 @@ pub fn sku(index: u64) -> String {
 
 /// Parses a sku, `None` if it is not in the catalog.
 pub fn sku_index(raw: &str) -> Option<u64> {
-    raw.strip_prefix("SKU-")?
-        .parse()
-        .ok()
-        .filter(|i| (1..=MAX_SKU).contains(i))
+    raw.strip_prefix("SKU-")?.parse().ok().filter(|i| (1..=MAX_SKU).contains(i))
 }
 
 fn price_cents(index: u64) -> u64 {
@@ -140,11 +117,7 @@ pub fn order(user: u64, n: u64) -> Value {
 
 /// A user's orders, newest first.
 pub fn orders(user: u64, limit: usize) -> Vec<Value> {
-    (1..=order_count(user))
-        .rev()
-        .take(limit)
-        .map(|n| order(user, n))
-        .collect()
+    (1..=order_count(user)).rev().take(limit).map(|n| order(user, n)).collect()
 }
 
 /// The unread notification count of a user.
@@ -204,10 +177,7 @@ pub fn stock(index: u64) -> Value {
 /// The reviews of a product: a summary and the first `limit` reviews.
 pub fn reviews(index: u64, limit: usize) -> Value {
     let count = 2 + index % 9;
-    let ratings: Vec<u64> = (0..count)
-        .map(|i| 1 + (index * 3 + i * 5) % 5)
-        .map(|r| r.max(3))
-        .collect();
+    let ratings: Vec<u64> = (0..count).map(|i| 1 + (index * 3 + i * 5) % 5).map(|r| r.max(3)).collect();
     let average = (ratings.iter().sum::<u64>() as f64 / count as f64 * 10.0).round() / 10.0;
     json!({
         "sku": sku(index),
@@ -238,10 +208,7 @@ mod tests {
     fn orders_are_newest_first_and_resolvable() {
         let list = orders(42, 10);
         assert_eq!(list.len() as u64, order_count(42));
-        let dates: Vec<&str> = list
-            .iter()
-            .map(|o| o["placedAt"].as_str().unwrap())
-            .collect();
+        let dates: Vec<&str> = list.iter().map(|o| o["placedAt"].as_str().unwrap()).collect();
         let mut sorted = dates.clone();
         sorted.sort_by(|a, b| b.cmp(a));
         assert_eq!(dates, sorted);

@@ -37,10 +37,7 @@ impl Faults {
     /// Checks the values a client sent, naming the field that is out of range.
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.error_rate) || self.error_rate.is_nan() {
-            return Err(format!(
-                "error_rate must be between 0.0 and 1.0, got {}",
-                self.error_rate
-            ));
+            return Err(format!("error_rate must be between 0.0 and 1.0, got {}", self.error_rate));
         }
         Ok(())
     }
@@ -50,8 +47,7 @@ impl Faults {
         let mut faults = Faults::default();
         for pair in spec.split(',').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
-            let bad =
-                |e: &dyn std::fmt::Display| format!("invalid value `{value}` for `{key}`: {e}");
+            let bad = |e: &dyn std::fmt::Display| format!("invalid value `{value}` for `{key}`: {e}");
             match key.trim() {
                 "latency_ms" => faults.latency_ms = value.parse().map_err(|e| bad(&e))?,
                 "jitter_ms" => faults.jitter_ms = value.parse().map_err(|e| bad(&e))?,
@@ -98,10 +94,7 @@ pub(crate) async fn faults_get(State(state): State<FaultState>) -> Json<Faults> 
     Json(state.get())
 }
 
-pub(crate) async fn faults_put(
-    State(state): State<FaultState>,
-    body: axum::body::Bytes,
-) -> Response {
+pub(crate) async fn faults_put(State(state): State<FaultState>, body: axum::body::Bytes) -> Response {
     let faults: Faults = match serde_json::from_slice(&body) {
         Ok(f) => f,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid faults: {e}")).into_response(),
@@ -121,11 +114,7 @@ pub(crate) async fn faults_delete(State(state): State<FaultState>) -> StatusCode
 // === middleware ===
 
 /// Applies the service's faults to one business request.
-pub(crate) async fn inject(
-    State(state): State<FaultState>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn inject(State(state): State<FaultState>, request: Request, next: Next) -> Response {
     let faults = state.get();
     let mut delay = faults.latency_ms;
     if faults.jitter_ms > 0 {
@@ -176,33 +165,15 @@ mod tests {
 
     #[test]
     fn rejects_unknown_and_out_of_range() {
-        assert!(
-            Faults::parse_assignments("latency=1")
-                .unwrap_err()
-                .contains("unknown fault `latency`")
-        );
-        assert!(
-            Faults::parse_assignments("error_rate=2")
-                .unwrap_err()
-                .contains("error_rate")
-        );
-        assert!(
-            Faults::parse_assignments("latency_ms=x")
-                .unwrap_err()
-                .contains("latency_ms")
-        );
+        assert!(Faults::parse_assignments("latency=1").unwrap_err().contains("unknown fault `latency`"));
+        assert!(Faults::parse_assignments("error_rate=2").unwrap_err().contains("error_rate"));
+        assert!(Faults::parse_assignments("latency_ms=x").unwrap_err().contains("latency_ms"));
     }
 
     #[test]
     fn json_fields_are_optional() {
         let f: Faults = serde_json::from_str(r#"{"latency_ms": 5}"#).unwrap();
-        assert_eq!(
-            f,
-            Faults {
-                latency_ms: 5,
-                ..Faults::default()
-            }
-        );
+        assert_eq!(f, Faults { latency_ms: 5, ..Faults::default() });
         assert!(serde_json::from_str::<Faults>(r#"{"latncy_ms": 5}"#).is_err());
     }
 }

@@ -88,16 +88,10 @@ impl FromStr for Service {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Service::ALL
-            .into_iter()
-            .find(|svc| svc.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = Service::ALL.iter().map(|s| s.name()).collect();
-                format!(
-                    "unknown service `{s}` (expected one of {})",
-                    names.join(", ")
-                )
-            })
+        Service::ALL.into_iter().find(|svc| svc.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Service::ALL.iter().map(|s| s.name()).collect();
+            format!("unknown service `{s}` (expected one of {})", names.join(", "))
+        })
     }
 }
 
@@ -128,17 +122,11 @@ impl Default for MockConfig {
 impl MockConfig {
     /// Every service on 127.0.0.1 with an ephemeral port: what tests and `--demo` use.
     pub fn ephemeral() -> Self {
-        Self {
-            ports: Service::ALL.iter().map(|s| (*s, 0)).collect(),
-            ..Self::default()
-        }
+        Self { ports: Service::ALL.iter().map(|s| (*s, 0)).collect(), ..Self::default() }
     }
 
     fn port(&self, service: Service) -> u16 {
-        self.ports
-            .get(&service)
-            .copied()
-            .unwrap_or_else(|| service.default_port())
+        self.ports.get(&service).copied().unwrap_or_else(|| service.default_port())
     }
 }
 
@@ -174,9 +162,7 @@ impl MockServices {
 
     /// A started service; panics if `service` was left out with `only` (a test setup bug).
     pub fn service(&self, service: Service) -> &RunningService {
-        self.services
-            .get(&service)
-            .unwrap_or_else(|| panic!("mock service {service} was not started"))
+        self.services.get(&service).unwrap_or_else(|| panic!("mock service {service} was not started"))
     }
 
     /// Every started service.
@@ -186,9 +172,7 @@ impl MockServices {
 
     /// Signs a token as `POST /token` would, without a round trip.
     pub fn token(&self, sub: &str, scope: &str, ttl_s: i64) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let claims = serde_json::json!({
             "iss": services::auth::ISSUER,
             "aud": services::auth::AUDIENCE,
@@ -197,9 +181,7 @@ impl MockServices {
             "iat": now,
             "exp": now + ttl_s,
         });
-        self.keys
-            .sign(jsonwebtoken::Algorithm::RS256, &claims)
-            .unwrap_or_else(|e| panic!("demo key cannot sign: {e}"))
+        self.keys.sign(jsonwebtoken::Algorithm::RS256, &claims).unwrap_or_else(|e| panic!("demo key cannot sign: {e}"))
     }
 }
 
@@ -238,43 +220,20 @@ pub async fn start(config: &MockConfig) -> Result<MockServices, StartError> {
             continue;
         }
         let addr = SocketAddr::new(config.listen, config.port(service));
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                service,
-                addr,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            service,
-            addr,
-            source,
-        })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { service, addr, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { service, addr, source })?;
         let faults = FaultState::new(config.faults.get(&service).cloned().unwrap_or_default());
         let stats = Stats::default();
         let router = service_router(service, &keys, faults.clone(), stats.clone());
         let task = tokio::spawn(server::serve(listener, router));
         tracing::info!(%service, %addr, "mock service listening");
-        services.insert(
-            service,
-            RunningService {
-                addr,
-                faults,
-                stats,
-                task,
-            },
-        );
+        services.insert(service, RunningService { addr, faults, stats, task });
     }
     Ok(MockServices { services, keys })
 }
 
 /// The full router of one service: its business routes behind stats and faults, plus the admin routes.
-pub fn service_router(
-    service: Service,
-    keys: &Arc<Keys>,
-    faults: FaultState,
-    stats: Stats,
-) -> Router {
+pub fn service_router(service: Service, keys: &Arc<Keys>, faults: FaultState, stats: Stats) -> Router {
     let business = match service {
         Service::Auth => services::auth::router(keys.clone()),
         Service::Users => services::users(),
@@ -287,17 +246,10 @@ pub fn service_router(
     let business = business
         .layer(from_fn_with_state(faults.clone(), faults::inject))
         .layer(from_fn_with_state(stats.clone(), stats::track));
-    let admin = Router::new()
-        .route("/_stats", get(stats::stats_get).delete(stats::stats_delete))
-        .with_state(stats)
-        .merge(
+    let admin =
+        Router::new().route("/_stats", get(stats::stats_get).delete(stats::stats_delete)).with_state(stats).merge(
             Router::new()
-                .route(
-                    "/_faults",
-                    get(faults::faults_get)
-                        .put(faults::faults_put)
-                        .delete(faults::faults_delete),
-                )
+                .route("/_faults", get(faults::faults_get).put(faults::faults_put).delete(faults::faults_delete))
                 .with_state(faults),
         );
     business.merge(admin)
@@ -310,14 +262,8 @@ impl MockServices {
     pub fn config_overrides(&self) -> Vec<(String, String)> {
         self.iter()
             .map(|(service, running)| match service {
-                Service::Auth => (
-                    "auth.jwks_url".to_owned(),
-                    format!("http://{}/.well-known/jwks.json", running.addr),
-                ),
-                other => (
-                    format!("upstreams.{other}.url"),
-                    format!("http://{}", running.addr),
-                ),
+                Service::Auth => ("auth.jwks_url".to_owned(), format!("http://{}/.well-known/jwks.json", running.addr)),
+                other => (format!("upstreams.{other}.url"), format!("http://{}", running.addr)),
             })
             .collect()
     }

@@ -36,12 +36,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<Service>,
     /// Log format.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "pretty",
-        env = "BFF_MOCK_LOG_FORMAT"
-    )]
+    #[arg(long, value_enum, default_value = "pretty", env = "BFF_MOCK_LOG_FORMAT")]
     log_format: LogFormat,
 }
 
@@ -63,11 +58,7 @@ struct FileConfig {
 
 fn parse_port(s: &str) -> Result<(Service, u16), String> {
     let (service, port) = s.split_once('=').ok_or("expected SERVICE=PORT")?;
-    Ok((
-        service.parse()?,
-        port.parse()
-            .map_err(|e| format!("invalid port `{port}`: {e}"))?,
-    ))
+    Ok((service.parse()?, port.parse().map_err(|e| format!("invalid port `{port}`: {e}"))?))
 }
 
 fn parse_fault(s: &str) -> Result<(Service, Faults), String> {
@@ -78,9 +69,8 @@ fn parse_fault(s: &str) -> Result<(Service, Faults), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let subscriber = tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-    );
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()));
     match args.log_format {
         LogFormat::Pretty => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
@@ -88,16 +78,12 @@ async fn main() -> anyhow::Result<()> {
 
     let mut config = MockConfig::default();
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --config {}", path.display()))?;
-        let file: FileConfig = toml::from_str(&text)
-            .with_context(|| format!("invalid config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --config {}", path.display()))?;
+        let file: FileConfig =
+            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
         for (service, faults) in &file.faults {
             if let Err(e) = faults.validate() {
-                bail!(
-                    "invalid config file {}: faults.{service}: {e}",
-                    path.display()
-                );
+                bail!("invalid config file {}: faults.{service}: {e}", path.display());
             }
         }
         config.listen = file.listen.unwrap_or(config.listen);
@@ -115,9 +101,7 @@ async fn main() -> anyhow::Result<()> {
     for (service, running) in mocks.iter() {
         println!("{service:<14} http://{}", running.addr);
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
+    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
     drop(mocks);
     Ok(())
 }

@@ -60,12 +60,7 @@ pub(crate) async fn track(State(stats): State<Stats>, request: Request, next: Ne
     let headers = request
         .headers()
         .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
         .collect();
     stats.with(|s| {
         s.requests += 1;

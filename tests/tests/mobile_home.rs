@@ -65,162 +65,78 @@ async fn assert_degraded(stack: &Stack) {
 async fn failing_notifications_degrade_the_badge() {
     let stack = mobile().start().await;
     for faults in [
-        Faults {
-            error_rate: 1.0,
-            ..Faults::default()
-        },
-        Faults {
-            malformed: true,
-            ..Faults::default()
-        },
-        Faults {
-            reset: true,
-            ..Faults::default()
-        },
-        Faults {
-            hang: true,
-            ..Faults::default()
-        },
+        Faults { error_rate: 1.0, ..Faults::default() },
+        Faults { malformed: true, ..Faults::default() },
+        Faults { reset: true, ..Faults::default() },
+        Faults { hang: true, ..Faults::default() },
     ] {
-        stack
-            .set_faults(Service::Notifications, faults.clone())
-            .await;
+        stack.set_faults(Service::Notifications, faults.clone()).await;
         assert_degraded(&stack).await;
     }
 }
 
 #[tokio::test]
 async fn hanging_notifications_cost_at_most_their_timeout() {
-    let stack = mobile()
-        .set("upstreams.notifications.timeout", "300ms")
-        .start()
-        .await;
+    let stack = mobile().set("upstreams.notifications.timeout", "300ms").start().await;
     warm(&stack).await;
-    stack
-        .set_faults(
-            Service::Notifications,
-            Faults {
-                hang: true,
-                ..Faults::default()
-            },
-        )
-        .await;
+    stack.set_faults(Service::Notifications, Faults { hang: true, ..Faults::default() }).await;
     let start = Instant::now();
     assert_degraded(&stack).await;
     let elapsed = start.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1_500),
-        "{elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1_500), "{elapsed:?}");
 }
 
 #[tokio::test]
 async fn closed_notifications_port_degrades_the_badge() {
     let port = closed_port().await;
-    let stack = mobile()
-        .set(
-            "upstreams.notifications.url",
-            &format!("http://127.0.0.1:{port}"),
-        )
-        .start()
-        .await;
+    let stack = mobile().set("upstreams.notifications.url", &format!("http://127.0.0.1:{port}")).start().await;
     assert_degraded(&stack).await;
 }
 
 #[tokio::test]
 async fn failing_users_is_a_502_naming_users() {
     let stack = mobile().start().await;
-    stack
-        .set_faults(
-            Service::Users,
-            Faults {
-                error_rate: 1.0,
-                ..Faults::default()
-            },
-        )
-        .await;
+    stack.set_faults(Service::Users, Faults { error_rate: 1.0, ..Faults::default() }).await;
     let body = problem(stack.get("/mobile/home").await, 502, "UPSTREAM_BAD_STATUS").await;
     assert_eq!(body["service"], "users");
     assert!(body["detail"].as_str().unwrap().contains("users"));
-    assert!(
-        !body.to_string().contains("injected failure"),
-        "upstream body leaked: {body}"
-    );
+    assert!(!body.to_string().contains("injected failure"), "upstream body leaked: {body}");
 }
 
 #[tokio::test]
 async fn a_failed_required_part_cancels_the_other_calls() {
     let stack = mobile().start().await;
     warm(&stack).await;
-    stack
-        .set_faults(
-            Service::Users,
-            Faults {
-                latency_ms: 50,
-                error_rate: 1.0,
-                ..Faults::default()
-            },
-        )
-        .await;
+    stack.set_faults(Service::Users, Faults { latency_ms: 50, error_rate: 1.0, ..Faults::default() }).await;
     stack.set_faults(Service::Orders, latency(10_000)).await;
     let start = Instant::now();
     problem(stack.get("/mobile/home").await, 502, "UPSTREAM_BAD_STATUS").await;
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
     assert_eq!(stack.stats(Service::Orders).requests, 1);
-    let cancelled = eventually(Duration::from_secs(3), || async {
-        stack.stats(Service::Orders).in_flight == 0
-    })
-    .await;
+    let cancelled = eventually(Duration::from_secs(3), || async { stack.stats(Service::Orders).in_flight == 0 }).await;
     assert!(cancelled, "the orders call was not cancelled");
 }
 
 #[tokio::test]
 async fn hanging_users_is_a_504_at_the_deadline_and_orders_is_cancelled() {
-    let stack = mobile()
-        .set("routes./mobile/home.deadline", "500ms")
-        .start()
-        .await;
+    let stack = mobile().set("routes./mobile/home.deadline", "500ms").start().await;
     warm(&stack).await;
-    stack
-        .set_faults(
-            Service::Users,
-            Faults {
-                hang: true,
-                ..Faults::default()
-            },
-        )
-        .await;
+    stack.set_faults(Service::Users, Faults { hang: true, ..Faults::default() }).await;
     stack.set_faults(Service::Orders, latency(10_000)).await;
     let start = Instant::now();
     let body = problem(stack.get("/mobile/home").await, 504, "UPSTREAM_TIMEOUT").await;
     let elapsed = start.elapsed();
     assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
-    assert!(
-        elapsed < Duration::from_millis(1_500),
-        "deadline plus margin exceeded: {elapsed:?}"
-    );
-    assert!(
-        body["service"] == "users" || body["service"] == "orders",
-        "{body}"
-    );
-    let cancelled = eventually(Duration::from_secs(3), || async {
-        stack.stats(Service::Orders).in_flight == 0
-    })
-    .await;
+    assert!(elapsed < Duration::from_millis(1_500), "deadline plus margin exceeded: {elapsed:?}");
+    assert!(body["service"] == "users" || body["service"] == "orders", "{body}");
+    let cancelled = eventually(Duration::from_secs(3), || async { stack.stats(Service::Orders).in_flight == 0 }).await;
     assert!(cancelled, "the orders call was not cancelled");
 }
 
 async fn assert_refused(stack: &Stack, request: reqwest::RequestBuilder, code: &str) {
     let response = request.send().await.unwrap();
     assert_eq!(
-        response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap().starts_with("Bearer")),
+        response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().starts_with("Bearer")),
         Some(true)
     );
     problem(response, 401, code).await;
@@ -236,21 +152,8 @@ async fn bad_credentials_are_401_and_call_no_upstream() {
     let url = stack.bff.url("/mobile/home");
 
     assert_refused(&stack, stack.http.get(&url), "AUTH_REQUIRED").await;
-    assert_refused(
-        &stack,
-        stack
-            .http
-            .get(&url)
-            .header("authorization", "Basic Zm9vOmJhcg=="),
-        "AUTH_REQUIRED",
-    )
-    .await;
-    assert_refused(
-        &stack,
-        stack.http.get(&url).bearer_auth("not-a-jwt"),
-        "AUTH_MALFORMED",
-    )
-    .await;
+    assert_refused(&stack, stack.http.get(&url).header("authorization", "Basic Zm9vOmJhcg=="), "AUTH_REQUIRED").await;
+    assert_refused(&stack, stack.http.get(&url).bearer_auth("not-a-jwt"), "AUTH_MALFORMED").await;
 
     // Flip one character of the signature.
     let token = stack.token();
@@ -258,33 +161,15 @@ async fn bad_credentials_are_401_and_call_no_upstream() {
     let mut sig: Vec<u8> = signature.bytes().collect();
     sig[10] = if sig[10] == b'A' { b'B' } else { b'A' };
     let forged = format!("{rest}.{}", String::from_utf8(sig).unwrap());
-    assert_refused(
-        &stack,
-        stack.http.get(&url).bearer_auth(forged),
-        "AUTH_INVALID_SIGNATURE",
-    )
-    .await;
+    assert_refused(&stack, stack.http.get(&url).bearer_auth(forged), "AUTH_INVALID_SIGNATURE").await;
 
     let expired = stack.mocks.token("42", "profile", -3600);
-    assert_refused(
-        &stack,
-        stack.http.get(&url).bearer_auth(expired),
-        "AUTH_EXPIRED",
-    )
-    .await;
+    assert_refused(&stack, stack.http.get(&url).bearer_auth(expired), "AUTH_EXPIRED").await;
 
     // A token with `"alg": "none"` is never accepted.
     let header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
     let payload = token.split('.').nth(1).unwrap();
-    assert_refused(
-        &stack,
-        stack
-            .http
-            .get(&url)
-            .bearer_auth(format!("{header}.{payload}.")),
-        "AUTH_MALFORMED",
-    )
-    .await;
+    assert_refused(&stack, stack.http.get(&url).bearer_auth(format!("{header}.{payload}.")), "AUTH_MALFORMED").await;
 }
 
 #[tokio::test]
@@ -349,26 +234,16 @@ async fn the_request_id_reaches_every_upstream() {
     assert_eq!(response.headers()["x-request-id"], "req-abc-123");
     for service in [Service::Users, Service::Orders, Service::Notifications] {
         assert_eq!(
-            stack
-                .stats(service)
-                .last_headers
-                .get("x-request-id")
-                .map(String::as_str),
+            stack.stats(service).last_headers.get("x-request-id").map(String::as_str),
             Some("req-abc-123"),
             "{service}"
         );
     }
     // Without one, the BFF makes one up and still propagates it.
     let response = stack.get("/mobile/home").await;
-    let generated = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let generated = response.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(generated.len(), 36);
-    assert_eq!(
-        stack.stats(Service::Users).last_headers["x-request-id"],
-        generated
-    );
+    assert_eq!(stack.stats(Service::Users).last_headers["x-request-id"], generated);
 }
 
 #[tokio::test]
@@ -376,56 +251,29 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     let mut stack = mobile().start().await;
     warm(&stack).await;
     stack.set_faults(Service::Users, latency(400)).await;
-    let request = stack
-        .http
-        .get(stack.bff.url("/mobile/home"))
-        .bearer_auth(stack.token())
-        .send();
+    let request = stack.http.get(stack.bff.url("/mobile/home")).bearer_auth(stack.token()).send();
     let in_flight = tokio::spawn(request);
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            stack.stats(Service::Users).in_flight == 1
-        })
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), || async { stack.stats(Service::Users).in_flight == 1 }).await);
 
     stack.bff.begin_shutdown();
-    let response = in_flight
-        .await
-        .unwrap()
-        .expect("the in-flight request completes");
+    let response = in_flight.await.unwrap().expect("the in-flight request completes");
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["name"], data::user(42)["displayName"]);
     let Stack { bff, .. } = stack;
-    tokio::time::timeout(Duration::from_secs(5), bff.stopped())
-        .await
-        .expect("server stops")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), bff.stopped()).await.expect("server stops").unwrap();
 }
 
 #[tokio::test]
 async fn unknown_paths_and_health() {
     let stack = mobile().start().await;
-    problem(
-        stack.http.get(stack.bff.url("/nope")).send().await.unwrap(),
-        404,
-        "NOT_FOUND",
-    )
-    .await;
-    let health = stack
-        .http
-        .get(stack.bff.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    problem(stack.http.get(stack.bff.url("/nope")).send().await.unwrap(), 404, "NOT_FOUND").await;
+    let response = stack.http.post(stack.bff.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.headers()["allow"], "GET,HEAD");
+    problem(response, 405, "METHOD_NOT_ALLOWED").await;
+    let health = stack.http.get(stack.bff.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let ready = stack
-        .http
-        .get(stack.bff.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = stack.http.get(stack.bff.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["upstreams"]["users"], "up");
@@ -434,16 +282,8 @@ async fn unknown_paths_and_health() {
 #[tokio::test]
 async fn readyz_reports_a_down_upstream() {
     let port = closed_port().await;
-    let stack = mobile()
-        .set("upstreams.orders.url", &format!("http://127.0.0.1:{port}"))
-        .start()
-        .await;
-    let ready = stack
-        .http
-        .get(stack.bff.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let stack = mobile().set("upstreams.orders.url", &format!("http://127.0.0.1:{port}")).start().await;
+    let ready = stack.http.get(stack.bff.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["upstreams"]["orders"], "down");

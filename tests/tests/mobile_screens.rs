@@ -19,12 +19,7 @@ async fn order_detail_is_flat_and_owned_by_the_caller() {
     let response = stack.get(&format!("/mobile/orders/{}", newest["id"])).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let item_count: u64 = newest["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["quantity"].as_u64().unwrap())
-        .sum();
+    let item_count: u64 = newest["items"].as_array().unwrap().iter().map(|i| i["quantity"].as_u64().unwrap()).sum();
     assert_eq!(
         body,
         json!({
@@ -35,23 +30,13 @@ async fn order_detail_is_flat_and_owned_by_the_caller() {
     // Another user's order and an unknown id are both simply not found.
     problem(stack.get("/mobile/orders/4301").await, 404, "NOT_FOUND").await;
     problem(stack.get("/mobile/orders/999999").await, 404, "NOT_FOUND").await;
-    problem(
-        stack.get("/mobile/orders/..%2F..%2Fusers%2F42").await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
+    problem(stack.get("/mobile/orders/..%2F..%2Fusers%2F42").await, 404, "NOT_FOUND").await;
 }
 
 #[tokio::test]
 async fn product_detail_joins_three_services() {
     let stack = mobile().start().await;
-    let body: Value = stack
-        .get("/mobile/products/SKU-0007")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = stack.get("/mobile/products/SKU-0007").await.json().await.unwrap();
     let product = data::product(7);
     assert_eq!(
         body,
@@ -60,57 +45,25 @@ async fn product_detail_joins_three_services() {
             "inStock": data::stock(7)["inStock"], "rating": data::reviews(7, 1)["averageRating"],
         })
     );
-    problem(
-        stack.get("/mobile/products/SKU-9999").await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
+    problem(stack.get("/mobile/products/SKU-9999").await, 404, "NOT_FOUND").await;
 
-    stack
-        .set_faults(
-            Service::Inventory,
-            Faults {
-                error_rate: 1.0,
-                ..Faults::default()
-            },
-        )
-        .await;
-    stack
-        .set_faults(
-            Service::Reviews,
-            Faults {
-                hang: true,
-                ..Faults::default()
-            },
-        )
-        .await;
+    stack.set_faults(Service::Inventory, Faults { error_rate: 1.0, ..Faults::default() }).await;
+    stack.set_faults(Service::Reviews, Faults { hang: true, ..Faults::default() }).await;
     let response = stack.get("/mobile/products/SKU-0007").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-bff-degraded"], "inventory, reviews");
     let body: Value = response.json().await.unwrap();
-    assert_eq!(
-        (body["inStock"].clone(), body["rating"].clone()),
-        (Value::Null, Value::Null)
-    );
+    assert_eq!((body["inStock"].clone(), body["rating"].clone()), (Value::Null, Value::Null));
     assert_eq!(body["name"], product["name"]);
 }
 
 #[tokio::test]
 async fn feed_uses_one_batch_call_and_leaves_out_unknown_skus() {
     let stack = mobile().start().await;
-    let response = stack
-        .get("/mobile/feed?skus=SKU-0003,SKU-9999,SKU-0001")
-        .await;
+    let response = stack.get("/mobile/feed?skus=SKU-0003,SKU-9999,SKU-0001").await;
     assert_eq!(response.status(), 200);
-    let degraded = response.headers()["x-bff-degraded"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        degraded.split(", ").any(|l| l == "catalog:SKU-9999"),
-        "{degraded}"
-    );
+    let degraded = response.headers()["x-bff-degraded"].to_str().unwrap().to_owned();
+    assert!(degraded.split(", ").any(|l| l == "catalog:SKU-9999"), "{degraded}");
     let body: Value = response.json().await.unwrap();
     let card = |i: u64| {
         let p = data::product(i);
@@ -126,18 +79,13 @@ async fn feed_respects_the_concurrency_cap() {
     let stack = mobile().set("defaults.concurrency", "4").start().await;
     stack.set_faults(Service::Inventory, latency(30)).await;
     let skus: Vec<String> = (1..=20).map(data::sku).collect();
-    let response = stack
-        .get(&format!("/mobile/feed?skus={}", skus.join(",")))
-        .await;
+    let response = stack.get(&format!("/mobile/feed?skus={}", skus.join(","))).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["cards"].as_array().unwrap().len(), 20);
     let stats = stack.stats(Service::Inventory);
     assert_eq!(stats.requests, 20);
-    assert_eq!(
-        stats.max_in_flight, 4,
-        "the cap is both reached and respected"
-    );
+    assert_eq!(stats.max_in_flight, 4, "the cap is both reached and respected");
 }
 
 #[tokio::test]
@@ -150,66 +98,21 @@ async fn home_fits_the_mobile_budget() {
 #[tokio::test]
 async fn sparse_fieldsets() {
     let stack = mobile().start().await;
-    let body: Value = stack
-        .get("/mobile/home?fields=name,badge")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        body,
-        json!({ "name": data::user(42)["displayName"], "badge": data::unread_count(42) })
-    );
+    let body: Value = stack.get("/mobile/home?fields=name,badge").await.json().await.unwrap();
+    assert_eq!(body, json!({ "name": data::user(42)["displayName"], "badge": data::unread_count(42) }));
 
-    let body: Value = stack
-        .get("/mobile/home?fields=recentOrders.id")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<Value> = data::orders(42, 3)
-        .iter()
-        .map(|o| json!({ "id": o["id"] }))
-        .collect();
+    let body: Value = stack.get("/mobile/home?fields=recentOrders.id").await.json().await.unwrap();
+    let ids: Vec<Value> = data::orders(42, 3).iter().map(|o| json!({ "id": o["id"] })).collect();
     assert_eq!(body, json!({ "recentOrders": ids }));
 
-    let body: Value = stack
-        .get("/mobile/feed?skus=SKU-0001&fields=cards.sku")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = stack.get("/mobile/feed?skus=SKU-0001&fields=cards.sku").await.json().await.unwrap();
     assert_eq!(body, json!({ "cards": [{ "sku": "SKU-0001" }] }));
 
-    let err = problem(
-        stack.get("/mobile/home?fields=name,nickname").await,
-        400,
-        "UNKNOWN_FIELD",
-    )
-    .await;
-    assert!(
-        err["detail"].as_str().unwrap().contains("`nickname`"),
-        "{err}"
-    );
-    let err = problem(
-        stack.get("/mobile/home?fields=recentOrders.sku").await,
-        400,
-        "UNKNOWN_FIELD",
-    )
-    .await;
-    assert!(
-        err["detail"]
-            .as_str()
-            .unwrap()
-            .contains("`recentOrders.sku`"),
-        "{err}"
-    );
-    problem(
-        stack.get("/mobile/home?fields=name,,badge").await,
-        400,
-        "INVALID_FIELDS",
-    )
-    .await;
+    let err = problem(stack.get("/mobile/home?fields=name,nickname").await, 400, "UNKNOWN_FIELD").await;
+    assert!(err["detail"].as_str().unwrap().contains("`nickname`"), "{err}");
+    let err = problem(stack.get("/mobile/home?fields=recentOrders.sku").await, 400, "UNKNOWN_FIELD").await;
+    assert!(err["detail"].as_str().unwrap().contains("`recentOrders.sku`"), "{err}");
+    problem(stack.get("/mobile/home?fields=name,,badge").await, 400, "INVALID_FIELDS").await;
 }
 
 #[tokio::test]
@@ -219,26 +122,13 @@ async fn etag_and_not_modified() {
     let tag = first.headers()["etag"].to_str().unwrap().to_owned();
     assert!(tag.starts_with("W/\""), "{tag}");
     let url = stack.bff.url("/mobile/home");
-    let again = stack
-        .http
-        .get(&url)
-        .bearer_auth(stack.token())
-        .header("if-none-match", &tag)
-        .send()
-        .await
-        .unwrap();
+    let again = stack.http.get(&url).bearer_auth(stack.token()).header("if-none-match", &tag).send().await.unwrap();
     assert_eq!(again.status(), 304);
     assert_eq!(again.headers()["etag"], tag.as_str());
     assert!(again.bytes().await.unwrap().is_empty());
 
-    let other = stack
-        .http
-        .get(&url)
-        .bearer_auth(stack.token())
-        .header("if-none-match", "W/\"0000\"")
-        .send()
-        .await
-        .unwrap();
+    let other =
+        stack.http.get(&url).bearer_auth(stack.token()).header("if-none-match", "W/\"0000\"").send().await.unwrap();
     assert_eq!(other.status(), 200);
     // A different representation has a different tag.
     let projected = stack.get("/mobile/home?fields=name").await;
@@ -267,30 +157,18 @@ async fn gzip_and_brotli_when_asked() {
     let plain: Value = plain.json().await.unwrap();
 
     let mut text = String::new();
-    flate2::read::GzDecoder::new(&encoded(&stack, "gzip").await[..])
-        .read_to_string(&mut text)
-        .unwrap();
+    flate2::read::GzDecoder::new(&encoded(&stack, "gzip").await[..]).read_to_string(&mut text).unwrap();
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), plain);
 
     let mut text = String::new();
-    brotli::Decompressor::new(&encoded(&stack, "br").await[..], 4096)
-        .read_to_string(&mut text)
-        .unwrap();
+    brotli::Decompressor::new(&encoded(&stack, "br").await[..], 4096).read_to_string(&mut text).unwrap();
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), plain);
 }
 
 #[tokio::test]
 async fn degraded_header_is_not_set_on_errors() {
     let stack = mobile().start().await;
-    stack
-        .set_faults(
-            Service::Inventory,
-            Faults {
-                error_rate: 1.0,
-                ..Faults::default()
-            },
-        )
-        .await;
+    stack.set_faults(Service::Inventory, Faults { error_rate: 1.0, ..Faults::default() }).await;
     let response = stack.get("/mobile/products/SKU-9999").await;
     assert!(response.headers().get("x-bff-degraded").is_none());
     problem(response, 404, "NOT_FOUND").await;

@@ -11,13 +11,7 @@ fn partner() -> StackBuilder {
 }
 
 async fn get(stack: &Stack, path: &str) -> reqwest::Response {
-    stack
-        .http
-        .get(stack.bff.url(path))
-        .header("x-api-key", "demo-pro-key")
-        .send()
-        .await
-        .unwrap()
+    stack.http.get(stack.bff.url(path)).header("x-api-key", "demo-pro-key").send().await.unwrap()
 }
 
 fn epoch(rfc3339: &Value) -> u64 {
@@ -59,63 +53,15 @@ fn v2_order(o: &Value) -> Value {
 async fn keys_are_required_and_checked() {
     let stack = partner().start().await;
     let url = stack.bff.url("/v2/orders/4205");
-    problem(
-        stack.http.get(&url).send().await.unwrap(),
-        401,
-        "API_KEY_REQUIRED",
-    )
-    .await;
-    problem(
-        stack
-            .http
-            .get(&url)
-            .header("x-api-key", "demo-pro-kez")
-            .send()
-            .await
-            .unwrap(),
-        401,
-        "API_KEY_INVALID",
-    )
-    .await;
-    problem(
-        stack
-            .http
-            .get(&url)
-            .header("x-api-key", "")
-            .send()
-            .await
-            .unwrap(),
-        401,
-        "API_KEY_INVALID",
-    )
-    .await;
+    problem(stack.http.get(&url).send().await.unwrap(), 401, "API_KEY_REQUIRED").await;
+    problem(stack.http.get(&url).header("x-api-key", "demo-pro-kez").send().await.unwrap(), 401, "API_KEY_INVALID")
+        .await;
+    problem(stack.http.get(&url).header("x-api-key", "").send().await.unwrap(), 401, "API_KEY_INVALID").await;
     // A JWT is not an API key.
-    problem(
-        stack
-            .http
-            .get(&url)
-            .bearer_auth(stack.token())
-            .send()
-            .await
-            .unwrap(),
-        401,
-        "API_KEY_REQUIRED",
-    )
-    .await;
+    problem(stack.http.get(&url).bearer_auth(stack.token()).send().await.unwrap(), 401, "API_KEY_REQUIRED").await;
     assert_eq!(stack.stats(Service::Orders).requests, 0);
     for key in ["demo-free-key", "demo-pro-key"] {
-        assert_eq!(
-            stack
-                .http
-                .get(&url)
-                .header("x-api-key", key)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200,
-            "{key}"
-        );
+        assert_eq!(stack.http.get(&url).header("x-api-key", key).send().await.unwrap().status(), 200, "{key}");
     }
 }
 
@@ -124,30 +70,14 @@ async fn v1_orders_and_products() {
     let stack = partner().start().await;
     let newest = data::order(42, data::order_count(42));
     let response = get(&stack, "/v1/orders/4205").await;
-    assert_eq!(
-        response.headers()["deprecation"],
-        bff_partner::V1_DEPRECATION
-    );
+    assert_eq!(response.headers()["deprecation"], bff_partner::V1_DEPRECATION);
     assert_eq!(response.headers()["sunset"], bff_partner::V1_SUNSET);
-    assert!(
-        response.headers()["link"]
-            .to_str()
-            .unwrap()
-            .contains("</v2/openapi.json>; rel=\"successor-version\"")
-    );
+    assert!(response.headers()["link"].to_str().unwrap().contains("</v2/openapi.json>; rel=\"successor-version\""));
     assert_eq!(response.json::<Value>().await.unwrap(), v1_order(&newest));
 
     let all = data::orders(42, 50);
-    let page1: Value = get(&stack, "/v1/orders?user=42")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let page2: Value = get(&stack, "/v1/orders?user=42&page=2")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page1: Value = get(&stack, "/v1/orders?user=42").await.json().await.unwrap();
+    let page2: Value = get(&stack, "/v1/orders?user=42&page=2").await.json().await.unwrap();
     assert_eq!(
         page1,
         json!({ "orders": all[..3].iter().map(v1_order).collect::<Vec<_>>(), "page": 1, "pageSize": 3, "totalPages": 2 })
@@ -156,32 +86,13 @@ async fn v1_orders_and_products() {
         page2,
         json!({ "orders": all[3..].iter().map(v1_order).collect::<Vec<_>>(), "page": 2, "pageSize": 3, "totalPages": 2 })
     );
-    problem(
-        get(&stack, "/v1/orders?user=42&page=0").await,
-        400,
-        "INVALID_QUERY",
-    )
-    .await;
-    problem(
-        get(&stack, "/v1/orders?user=42&page=x").await,
-        400,
-        "INVALID_QUERY",
-    )
-    .await;
+    problem(get(&stack, "/v1/orders?user=42&page=0").await, 400, "INVALID_QUERY").await;
+    problem(get(&stack, "/v1/orders?user=42&page=x").await, 400, "INVALID_QUERY").await;
     problem(get(&stack, "/v1/orders").await, 400, "INVALID_QUERY").await;
-    problem(
-        get(&stack, "/v1/orders?user=999999").await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
+    problem(get(&stack, "/v1/orders?user=999999").await, 404, "NOT_FOUND").await;
 
     let p = data::product(1);
-    let body: Value = get(&stack, "/v1/products/SKU-0001")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get(&stack, "/v1/products/SKU-0001").await.json().await.unwrap();
     assert_eq!(
         body,
         json!({ "sku": "SKU-0001", "name": p["name"], "description": p["description"], "price": p["price"], "currency": "EUR", "category": p["category"] })
@@ -193,14 +104,8 @@ async fn v1_orders_and_products() {
 async fn v2_orders_with_cursors() {
     let stack = partner().start().await;
     let response = get(&stack, "/v2/orders/4205").await;
-    assert!(
-        response.headers().get("deprecation").is_none()
-            && response.headers().get("sunset").is_none()
-    );
-    assert_eq!(
-        response.json::<Value>().await.unwrap(),
-        v2_order(&data::order(42, data::order_count(42)))
-    );
+    assert!(response.headers().get("deprecation").is_none() && response.headers().get("sunset").is_none());
+    assert_eq!(response.json::<Value>().await.unwrap(), v2_order(&data::order(42, data::order_count(42))));
 
     let mut seen = Vec::new();
     let mut path = "/v2/orders?user=42&limit=2".to_owned();
@@ -212,25 +117,9 @@ async fn v2_orders_with_cursors() {
             None => break,
         }
     }
-    assert_eq!(
-        seen,
-        data::orders(42, 50)
-            .iter()
-            .map(v2_order)
-            .collect::<Vec<_>>()
-    );
-    problem(
-        get(&stack, "/v2/orders?user=42&cursor=bm9wZQ").await,
-        400,
-        "INVALID_CURSOR",
-    )
-    .await;
-    problem(
-        get(&stack, "/v2/orders?user=42&limit=0").await,
-        400,
-        "INVALID_QUERY",
-    )
-    .await;
+    assert_eq!(seen, data::orders(42, 50).iter().map(v2_order).collect::<Vec<_>>());
+    problem(get(&stack, "/v2/orders?user=42&cursor=bm9wZQ").await, 400, "INVALID_CURSOR").await;
+    problem(get(&stack, "/v2/orders?user=42&limit=0").await, 400, "INVALID_QUERY").await;
 }
 
 #[tokio::test]
@@ -242,35 +131,16 @@ async fn v2_products_with_availability() {
         "sku": "SKU-0007", "name": p["name"], "description": p["description"], "price": money(&p["price"]),
         "category": p["category"], "availability": { "inStock": stock["inStock"], "available": stock["available"] },
     });
-    assert_eq!(
-        get(&stack, "/v2/products/SKU-0007")
-            .await
-            .json::<Value>()
-            .await
-            .unwrap(),
-        expected
-    );
+    assert_eq!(get(&stack, "/v2/products/SKU-0007").await.json::<Value>().await.unwrap(), expected);
 
-    stack
-        .set_faults(
-            Service::Inventory,
-            Faults {
-                error_rate: 1.0,
-                ..Faults::default()
-            },
-        )
-        .await;
+    stack.set_faults(Service::Inventory, Faults { error_rate: 1.0, ..Faults::default() }).await;
     let response = get(&stack, "/v2/products/SKU-0007").await;
     assert_eq!(response.headers()["x-bff-degraded"], "inventory");
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["availability"],
-        Value::Null
-    );
+    assert_eq!(response.json::<Value>().await.unwrap()["availability"], Value::Null);
 }
 
 fn snapshot_path(version: u8) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("../bff-partner/openapi/v{version}.json"))
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../bff-partner/openapi/v{version}.json"))
 }
 
 /// The contract is frozen: a change to either document must be made on purpose, by rerunning this
@@ -299,24 +169,13 @@ fn openapi_documents_match_the_committed_snapshots() {
 async fn openapi_documents_are_served_without_a_key() {
     let stack = partner().start().await;
     for version in [1u8, 2] {
-        let response = stack
-            .http
-            .get(stack.bff.url(&format!("/v{version}/openapi.json")))
-            .send()
-            .await
-            .unwrap();
+        let response = stack.http.get(stack.bff.url(&format!("/v{version}/openapi.json"))).send().await.unwrap();
         assert_eq!(response.status(), 200);
         let served: Value = response.json().await.unwrap();
-        let committed: Value =
-            serde_json::from_str(&std::fs::read_to_string(snapshot_path(version)).unwrap())
-                .unwrap();
+        let committed: Value = serde_json::from_str(&std::fs::read_to_string(snapshot_path(version)).unwrap()).unwrap();
         assert_eq!(served, committed);
         let paths: Vec<&String> = served["paths"].as_object().unwrap().keys().collect();
         assert_eq!(paths.len(), 3, "{paths:?}");
-        assert!(
-            paths
-                .iter()
-                .all(|p| p.starts_with(&format!("/v{version}/")))
-        );
+        assert!(paths.iter().all(|p| p.starts_with(&format!("/v{version}/"))));
     }
 }

@@ -42,26 +42,13 @@ async fn home_carries_full_objects() {
     assert_eq!(body, expected);
     // Rich: the address and every order's items are there.
     assert!(body["profile"]["address"]["city"].is_string());
-    assert!(
-        body["orders"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|o| !o["items"].as_array().unwrap().is_empty())
-    );
-    assert_eq!(
-        stack.stats(Service::Catalog).requests,
-        1,
-        "one batch call for all products"
-    );
+    assert!(body["orders"].as_array().unwrap().iter().all(|o| !o["items"].as_array().unwrap().is_empty()));
+    assert_eq!(stack.stats(Service::Catalog).requests, 1, "one batch call for all products");
 }
 
 #[tokio::test]
 async fn a_slow_catalog_degrades_products_inside_the_deadline() {
-    let stack = web()
-        .set("routes./web/home.deadline", "600ms")
-        .start()
-        .await;
+    let stack = web().set("routes./web/home.deadline", "600ms").start().await;
     assert_eq!(stack.get("/web/home").await.status(), 200);
     stack.set_faults(Service::Orders, latency(200)).await;
     stack.set_faults(Service::Catalog, latency(5_000)).await;
@@ -71,10 +58,7 @@ async fn a_slow_catalog_degrades_products_inside_the_deadline() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-bff-degraded"], "catalog");
     assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
-    assert!(
-        elapsed < Duration::from_millis(1_600),
-        "the deadline was not kept: {elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_millis(1_600), "the deadline was not kept: {elapsed:?}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["products"], Value::Null);
     assert_eq!(body["orders"], json!(data::orders(42, bff_web::LATEST)));
@@ -84,19 +68,10 @@ async fn a_slow_catalog_degrades_products_inside_the_deadline() {
 #[tokio::test]
 async fn product_page_with_related_products() {
     let stack = web().start().await;
-    let body: Value = stack
-        .get("/web/products/SKU-0007")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = stack.get("/web/products/SKU-0007").await.json().await.unwrap();
     let product = data::product(7);
-    let related: Vec<Value> = product["related"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| card(s.as_str().unwrap()))
-        .collect();
+    let related: Vec<Value> =
+        product["related"].as_array().unwrap().iter().map(|s| card(s.as_str().unwrap())).collect();
     let expected = json!({
         "product": product,
         "stock": data::stock(7).as_object().unwrap().iter().filter(|(k, _)| *k != "sku").map(|(k, v)| (k.clone(), v.clone())).collect::<serde_json::Map<_, _>>(),
@@ -104,11 +79,7 @@ async fn product_page_with_related_products() {
         "related": related,
     });
     assert_eq!(body, expected);
-    assert_eq!(
-        stack.stats(Service::Catalog).requests,
-        2,
-        "the product, then one batch for the related ones"
-    );
+    assert_eq!(stack.stats(Service::Catalog).requests, 2, "the product, then one batch for the related ones");
     problem(stack.get("/web/products/SKU-0404").await, 404, "NOT_FOUND").await;
 }
 
@@ -131,40 +102,16 @@ async fn cors_preflight_for_allowed_and_other_origins() {
     assert_eq!(h["access-control-allow-origin"], "http://localhost:3000");
     assert_eq!(h["access-control-allow-credentials"], "true");
     assert_eq!(h["access-control-max-age"], "600");
-    assert!(
-        h["access-control-allow-headers"]
-            .to_str()
-            .unwrap()
-            .contains("authorization")
-    );
-    assert!(
-        h["access-control-allow-methods"]
-            .to_str()
-            .unwrap()
-            .contains("GET")
-    );
+    assert!(h["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
+    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("GET"));
 
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
     // The actual request from the allowed origin can read the response and its headers.
-    let response = stack
-        .http
-        .get(&url)
-        .bearer_auth(stack.token())
-        .header("origin", "http://localhost:3000")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        stack.http.get(&url).bearer_auth(stack.token()).header("origin", "http://localhost:3000").send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers()["access-control-allow-origin"],
-        "http://localhost:3000"
-    );
-    assert!(
-        response.headers()["access-control-expose-headers"]
-            .to_str()
-            .unwrap()
-            .contains("x-request-id")
-    );
+    assert_eq!(response.headers()["access-control-allow-origin"], "http://localhost:3000");
+    assert!(response.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-request-id"));
 }

@@ -65,9 +65,8 @@ async fn home(State(up): State<Arc<Upstreams>>) -> Result<Json<Home>, StatusCode
 async fn main() -> std::io::Result<()> {
     bff_core::install_crypto_provider();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, users, orders, notifications] = <[String; 4]>::try_from(args).map_err(|_| {
-        std::io::Error::other("usage: minimal-bff LISTEN USERS_URL ORDERS_URL NOTIFICATIONS_URL")
-    })?;
+    let [listen, users, orders, notifications] = <[String; 4]>::try_from(args)
+        .map_err(|_| std::io::Error::other("usage: minimal-bff LISTEN USERS_URL ORDERS_URL NOTIFICATIONS_URL"))?;
     let client = reqwest::Client::builder().no_proxy().tcp_nodelay(true).build().map_err(std::io::Error::other)?;
     let state = Arc::new(Upstreams { client, users, orders, notifications });
     let app = Router::new().route("/mobile/home", get(home)).with_state(state);

@@ -47,29 +47,15 @@ impl Overrides {
             if rest.is_empty() || rest == "CONFIG" || rest.starts_with("MOCK_") {
                 continue;
             }
-            let key = rest
-                .split("__")
-                .map(str::to_lowercase)
-                .collect::<Vec<_>>()
-                .join(".");
+            let key = rest.split("__").map(str::to_lowercase).collect::<Vec<_>>().join(".");
             overrides.set(key, value, format!("environment variable {name}"));
         }
         overrides
     }
 
     /// Sets one key, `origin` naming where it came from (`--listen`).
-    pub fn set(
-        &mut self,
-        key: impl Into<String>,
-        value: impl Into<String>,
-        origin: impl Into<String>,
-    ) -> &mut Self {
-        self.entries.push(Entry {
-            key: key.into(),
-            value: value.into(),
-            origin: origin.into(),
-            only_existing: false,
-        });
+    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>, origin: impl Into<String>) -> &mut Self {
+        self.entries.push(Entry { key: key.into(), value: value.into(), origin: origin.into(), only_existing: false });
         self
     }
 
@@ -81,12 +67,7 @@ impl Overrides {
         value: impl Into<String>,
         origin: impl Into<String>,
     ) -> &mut Self {
-        self.entries.push(Entry {
-            key: key.into(),
-            value: value.into(),
-            origin: origin.into(),
-            only_existing: true,
-        });
+        self.entries.push(Entry { key: key.into(), value: value.into(), origin: origin.into(), only_existing: true });
         self
     }
 
@@ -117,32 +98,16 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// An error about one key of a source.
-    pub fn key(
-        source: impl Into<String>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            source: source.into(),
-            key: Some(key.into()),
-            message: message.into(),
-        }
+    pub fn key(source: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { source: source.into(), key: Some(key.into()), message: message.into() }
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.key {
-            Some(key) => write!(
-                f,
-                "invalid configuration in {}: `{key}`: {}",
-                self.source, self.message
-            ),
-            None => write!(
-                f,
-                "invalid configuration in {}: {}",
-                self.source, self.message
-            ),
+            Some(key) => write!(f, "invalid configuration in {}: `{key}`: {}", self.source, self.message),
+            None => write!(f, "invalid configuration in {}: {}", self.source, self.message),
         }
     }
 }
@@ -160,9 +125,8 @@ pub fn load(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Conf
         if entry.only_existing && !has_parent(&table, &entry.key) {
             continue;
         }
-        set_path(&mut table, &entry.key, parse_value(&entry.value)).map_err(|message| {
-            ConfigError::key(entry.origin.clone(), entry.key.clone(), message)
-        })?;
+        set_path(&mut table, &entry.key, parse_value(&entry.value))
+            .map_err(|message| ConfigError::key(entry.origin.clone(), entry.key.clone(), message))?;
     }
     let blame = |key: &str| match overrides.origin_of(key) {
         Some(origin) => origin.to_owned(),
@@ -170,22 +134,10 @@ pub fn load(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Conf
     };
     let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
         let key = e.path().to_string();
-        let message = e
-            .inner()
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        ConfigError {
-            source: blame(&key),
-            key: (key != ".").then_some(key),
-            message,
-        }
+        let message = e.inner().to_string().lines().next().unwrap_or_default().to_owned();
+        ConfigError { source: blame(&key), key: (key != ".").then_some(key), message }
     })?;
-    config
-        .validate()
-        .map_err(|(key, message)| ConfigError::key(blame(&key), key, message))?;
+    config.validate().map_err(|(key, message)| ConfigError::key(blame(&key), key, message))?;
     Ok(config)
 }
 
@@ -213,12 +165,8 @@ fn set_path(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
     let last = parts.pop().filter(|l| !l.is_empty()).ok_or("empty key")?;
     let mut current = table;
     for part in parts {
-        let entry = current
-            .entry(part.to_owned())
-            .or_insert_with(|| Value::Table(Table::new()));
-        current = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("`{part}` is not a table"))?;
+        let entry = current.entry(part.to_owned()).or_insert_with(|| Value::Table(Table::new()));
+        current = entry.as_table_mut().ok_or_else(|| format!("`{part}` is not a table"))?;
     }
     current.insert(last.to_owned(), value);
     Ok(())
@@ -237,10 +185,7 @@ url = "http://127.0.0.1:7001"
 "#;
 
     fn source(text: &str) -> ConfigSource {
-        ConfigSource {
-            name: "config/test.toml".into(),
-            text: text.into(),
-        }
+        ConfigSource { name: "config/test.toml".into(), text: text.into() }
     }
 
     #[test]
@@ -248,19 +193,13 @@ url = "http://127.0.0.1:7001"
         let config = load(&source(BASE), &Overrides::default()).unwrap();
         assert_eq!(config.defaults.timeout.as_millis(), 500);
         assert_eq!(config.defaults.deadline.as_secs(), 2);
-        assert_eq!(
-            config.upstreams["users"].url.as_str(),
-            "http://127.0.0.1:7001/"
-        );
+        assert_eq!(config.upstreams["users"].url.as_str(), "http://127.0.0.1:7001/");
     }
 
     #[test]
     fn environment_overrides_the_file() {
         let env = Overrides::from_env([
-            (
-                "BFF_UPSTREAMS__USERS__URL".to_owned(),
-                "http://127.0.0.1:9001".to_owned(),
-            ),
+            ("BFF_UPSTREAMS__USERS__URL".to_owned(), "http://127.0.0.1:9001".to_owned()),
             ("BFF_DEFAULTS__CONCURRENCY".to_owned(), "3".to_owned()),
             ("BFF_LISTEN".to_owned(), "127.0.0.1:9999".to_owned()),
             ("HOME".to_owned(), "/root".to_owned()),
@@ -273,42 +212,25 @@ url = "http://127.0.0.1:7001"
 
     #[test]
     fn unknown_key_is_named_with_the_file() {
-        let err = load(
-            &source(&format!("{BASE}timeuot = \"1s\"\n")),
-            &Overrides::default(),
-        )
-        .unwrap_err();
+        let err = load(&source(&format!("{BASE}timeuot = \"1s\"\n")), &Overrides::default()).unwrap_err();
         assert_eq!(err.source, "config/test.toml");
         assert!(err.to_string().contains("timeuot"), "{err}");
     }
 
     #[test]
     fn bad_duration_names_the_key_and_the_variable() {
-        let env = Overrides::from_env([(
-            "BFF_UPSTREAMS__USERS__TIMEOUT".to_owned(),
-            "fast".to_owned(),
-        )]);
+        let env = Overrides::from_env([("BFF_UPSTREAMS__USERS__TIMEOUT".to_owned(), "fast".to_owned())]);
         let err = load(&source(BASE), &env).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("upstreams.users.timeout"));
-        assert_eq!(
-            err.source,
-            "environment variable BFF_UPSTREAMS__USERS__TIMEOUT"
-        );
+        assert_eq!(err.source, "environment variable BFF_UPSTREAMS__USERS__TIMEOUT");
     }
 
     #[test]
     fn zero_deadline_and_bad_url_are_refused() {
-        let err = load(
-            &source(&BASE.replace("timeout = \"500ms\"", "deadline = \"0s\"")),
-            &Overrides::default(),
-        )
-        .unwrap_err();
+        let err = load(&source(&BASE.replace("timeout = \"500ms\"", "deadline = \"0s\"")), &Overrides::default())
+            .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("defaults.deadline"));
-        let err = load(
-            &source(&BASE.replace("http://127.0.0.1:7001", "ftp://x")),
-            &Overrides::default(),
-        )
-        .unwrap_err();
+        let err = load(&source(&BASE.replace("http://127.0.0.1:7001", "ftp://x")), &Overrides::default()).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("upstreams.users.url"));
     }
 
@@ -326,8 +248,7 @@ url = "http://127.0.0.1:7001"
 
     #[test]
     fn flag_overrides_win_over_environment() {
-        let mut overrides =
-            Overrides::from_env([("BFF_LISTEN".to_owned(), "127.0.0.1:1".to_owned())]);
+        let mut overrides = Overrides::from_env([("BFF_LISTEN".to_owned(), "127.0.0.1:1".to_owned())]);
         overrides.set("listen", "127.0.0.1:2", "--listen");
         assert_eq!(load(&source(BASE), &overrides).unwrap().listen.port(), 2);
     }

@@ -122,10 +122,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::default(),
-            filter: default_log_filter(),
-        }
+        Self { format: LogFormat::default(), filter: default_log_filter() }
     }
 }
 
@@ -200,18 +197,10 @@ pub struct UpstreamConfig {
     /// Base URL, e.g. `http://127.0.0.1:7001`.
     pub url: Url,
     /// Overrides `defaults.timeout`.
-    #[serde(
-        with = "humantime_serde",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "humantime_serde", default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     /// Overrides `defaults.connect_timeout`.
-    #[serde(
-        with = "humantime_serde",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "humantime_serde", default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<Duration>,
 }
 
@@ -220,11 +209,7 @@ pub struct UpstreamConfig {
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Overrides `defaults.deadline` for this route.
-    #[serde(
-        with = "humantime_serde",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "humantime_serde", default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Duration>,
 }
 
@@ -279,33 +264,20 @@ fn default_jwks_min_refresh() -> Duration {
 impl Config {
     /// The deadline of a route (by its path pattern), or the default one.
     pub fn route_deadline(&self, pattern: &str) -> Duration {
-        self.routes
-            .get(pattern)
-            .and_then(|r| r.deadline)
-            .unwrap_or(self.defaults.deadline)
+        self.routes.get(pattern).and_then(|r| r.deadline).unwrap_or(self.defaults.deadline)
     }
 
     /// Checks what types alone cannot, naming the key at fault.
     pub(crate) fn validate(&self) -> Result<(), (String, String)> {
         let positive = |key: String, d: Duration| {
-            if d.is_zero() {
-                Err((key, "must be greater than zero".to_owned()))
-            } else {
-                Ok(())
-            }
+            if d.is_zero() { Err((key, "must be greater than zero".to_owned())) } else { Ok(()) }
         };
         positive("defaults.timeout".into(), self.defaults.timeout)?;
-        positive(
-            "defaults.connect_timeout".into(),
-            self.defaults.connect_timeout,
-        )?;
+        positive("defaults.connect_timeout".into(), self.defaults.connect_timeout)?;
         positive("defaults.deadline".into(), self.defaults.deadline)?;
         for (name, upstream) in &self.upstreams {
             if !matches!(upstream.url.scheme(), "http" | "https") || upstream.url.host().is_none() {
-                return Err((
-                    format!("upstreams.{name}.url"),
-                    format!("`{}` is not an http(s) URL", upstream.url),
-                ));
+                return Err((format!("upstreams.{name}.url"), format!("`{}` is not an http(s) URL", upstream.url)));
             }
             if let Some(t) = upstream.timeout {
                 positive(format!("upstreams.{name}.timeout"), t)?;
@@ -316,27 +288,18 @@ impl Config {
         }
         for (pattern, route) in &self.routes {
             if !pattern.starts_with('/') {
-                return Err((
-                    format!("routes.\"{pattern}\""),
-                    "a route pattern starts with `/`".to_owned(),
-                ));
+                return Err((format!("routes.\"{pattern}\""), "a route pattern starts with `/`".to_owned()));
             }
             if let Some(d) = route.deadline {
                 positive(format!("routes.\"{pattern}\".deadline"), d)?;
             }
         }
         if self.auth.is_some() && self.api_keys.is_some() {
-            return Err((
-                "api_keys".into(),
-                "a BFF authenticates with `auth` (JWT) or `api_keys`, not both".into(),
-            ));
+            return Err(("api_keys".into(), "a BFF authenticates with `auth` (JWT) or `api_keys`, not both".into()));
         }
         if let Some(keys) = &self.api_keys {
             if axum::http::HeaderName::try_from(keys.header.as_str()).is_err() {
-                return Err((
-                    "api_keys.header".into(),
-                    format!("`{}` is not a header name", keys.header),
-                ));
+                return Err(("api_keys.header".into(), format!("`{}` is not a header name", keys.header)));
             }
             for (name, client) in &keys.clients {
                 let hex = &client.key_sha256;
@@ -366,10 +329,7 @@ impl Config {
         }
         if let Some(auth) = &self.auth {
             if auth.algorithms.is_empty() {
-                return Err((
-                    "auth.algorithms".into(),
-                    "name at least one algorithm".into(),
-                ));
+                return Err(("auth.algorithms".into(), "name at least one algorithm".into()));
             }
             for alg in &auth.algorithms {
                 if crate::policy::auth::parse_algorithm(alg).is_none() {

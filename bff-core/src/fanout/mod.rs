@@ -58,18 +58,12 @@ impl<T: DeserializeOwned> Call<T> {
 
     /// This call may fail; it then yields `None` and is reported under the upstream's name.
     pub fn optional(self) -> Optional<T> {
-        Optional {
-            call: self,
-            label: None,
-        }
+        Optional { call: self, label: None }
     }
 
     /// Like [`Call::optional`], reported under `label` (e.g. `catalog:SKU-0001`).
     pub fn optional_as(self, label: impl Into<String>) -> Optional<T> {
-        Optional {
-            call: self,
-            label: Some(label.into()),
-        }
+        Optional { call: self, label: Some(label.into()) }
     }
 }
 
@@ -149,11 +143,7 @@ impl<P: Part> Part for Each<P> {
     type Output = Vec<P::Output>;
 
     async fn run(self, ctx: &Ctx) -> Result<Vec<P::Output>, BffError> {
-        stream::iter(self.0)
-            .map(|part| part.run(ctx))
-            .buffered(ctx.concurrency())
-            .try_collect()
-            .await
+        stream::iter(self.0).map(|part| part.run(ctx)).buffered(ctx.concurrency()).try_collect().await
     }
 }
 
@@ -173,15 +163,8 @@ impl Ctx {
     /// Runs many parts of one kind, at most [`Ctx::concurrency`] at once, keeping their order.
     ///
     /// With optional parts, the failed ones come back as `None` and are each reported.
-    pub async fn fanout_all<P: Part>(
-        &self,
-        parts: impl IntoIterator<Item = P>,
-    ) -> Result<Vec<P::Output>, BffError> {
-        stream::iter(parts)
-            .map(|part| part.run(self))
-            .buffered(self.concurrency())
-            .try_collect()
-            .await
+    pub async fn fanout_all<P: Part>(&self, parts: impl IntoIterator<Item = P>) -> Result<Vec<P::Output>, BffError> {
+        stream::iter(parts).map(|part| part.run(self)).buffered(self.concurrency()).try_collect().await
     }
 }
 

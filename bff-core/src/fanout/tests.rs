@@ -70,18 +70,11 @@ async fn parts_run_in_parallel() {
     );
     let start = Instant::now();
     let (x, y, z) = ctx
-        .fanout((
-            a.get::<Value>("/a").required(),
-            b.get::<Value>("/b").required(),
-            c.get::<Value>("/c").optional(),
-        ))
+        .fanout((a.get::<Value>("/a").required(), b.get::<Value>("/b").required(), c.get::<Value>("/c").optional()))
         .await
         .unwrap();
     assert_eq!(start.elapsed(), Duration::from_millis(100));
-    assert_eq!(
-        (x["path"].as_str(), y["path"].as_str()),
-        (Some("/a"), Some("/b"))
-    );
+    assert_eq!((x["path"].as_str(), y["path"].as_str()), (Some("/a"), Some("/b")));
     assert_eq!(z.unwrap()["path"], "/c");
     assert!(ctx.degraded().is_empty());
 }
@@ -90,17 +83,10 @@ async fn parts_run_in_parallel() {
 async fn failed_optional_part_degrades() {
     let ctx = Ctx::detached(Duration::from_secs(2), 8);
     let d = counter();
-    let (users, notes) = (
-        fake("users", Behaviour::Answer(10), d.clone()),
-        fake("notifications", Behaviour::Fail(5), d),
-    );
-    let (user, badge) = ctx
-        .fanout((
-            users.get::<Value>("/u").required(),
-            notes.get::<Value>("/n").optional(),
-        ))
-        .await
-        .unwrap();
+    let (users, notes) =
+        (fake("users", Behaviour::Answer(10), d.clone()), fake("notifications", Behaviour::Fail(5), d));
+    let (user, badge) =
+        ctx.fanout((users.get::<Value>("/u").required(), notes.get::<Value>("/n").optional())).await.unwrap();
     assert_eq!(user["path"], "/u");
     assert!(badge.is_none());
     assert_eq!(ctx.degraded(), vec!["notifications".to_owned()]);
@@ -113,13 +99,8 @@ async fn failed_required_part_fails_fast_and_cancels_the_rest() {
     let users = fake("users", Behaviour::Fail(10), dropped.clone());
     let orders = fake("orders", Behaviour::Answer(1_000), dropped.clone());
     let start = Instant::now();
-    let err = ctx
-        .fanout((
-            users.get::<Value>("/u").required(),
-            orders.get::<Value>("/o").required(),
-        ))
-        .await
-        .unwrap_err();
+    let err =
+        ctx.fanout((users.get::<Value>("/u").required(), orders.get::<Value>("/o").required())).await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::from_millis(10));
     assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(err.problem().service.as_deref(), Some("users"));
@@ -131,18 +112,10 @@ async fn failed_required_part_fails_fast_and_cancels_the_rest() {
 async fn hanging_optional_part_costs_at_most_the_deadline() {
     let ctx = Ctx::detached(Duration::from_millis(300), 8);
     let d = counter();
-    let (users, notes) = (
-        fake("users", Behaviour::Answer(10), d.clone()),
-        fake("notifications", Behaviour::Hang, d),
-    );
+    let (users, notes) = (fake("users", Behaviour::Answer(10), d.clone()), fake("notifications", Behaviour::Hang, d));
     let start = Instant::now();
-    let (_, badge) = ctx
-        .fanout((
-            users.get::<Value>("/u").required(),
-            notes.get::<Value>("/n").optional(),
-        ))
-        .await
-        .unwrap();
+    let (_, badge) =
+        ctx.fanout((users.get::<Value>("/u").required(), notes.get::<Value>("/n").optional())).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_millis(300));
     assert!(badge.is_none());
     assert_eq!(ctx.degraded(), vec!["notifications".to_owned()]);
@@ -181,11 +154,7 @@ async fn a_dependent_fanout_gets_only_what_is_left() {
     let second = fake("catalog", Behaviour::Answer(400), d);
     let start = Instant::now();
     ctx.fetch(first.get::<Value>("/o")).await.unwrap();
-    let products = ctx
-        .fanout((second.get::<Value>("/p").optional(),))
-        .await
-        .unwrap()
-        .0;
+    let products = ctx.fanout((second.get::<Value>("/p").optional(),)).await.unwrap().0;
     assert_eq!(start.elapsed(), Duration::from_millis(500));
     assert!(products.is_none());
 }
@@ -204,21 +173,14 @@ async fn fanout_all_respects_the_cap_and_the_order() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 now.fetch_sub(1, Ordering::SeqCst);
                 if request.path == "/5" {
-                    return Err(UpstreamError::new(
-                        Arc::from("catalog"),
-                        UpstreamErrorKind::Transport,
-                    ));
+                    return Err(UpstreamError::new(Arc::from("catalog"), UpstreamErrorKind::Transport));
                 }
                 Ok(Bytes::from(request.path.trim_start_matches('/').to_owned()))
             }
         })
     };
     let catalog = Upstream::from_service("catalog", Duration::from_secs(1), service);
-    let parts = (0..10).map(|i| {
-        catalog
-            .get::<u32>(format!("/{i}"))
-            .optional_as(format!("catalog:{i}"))
-    });
+    let parts = (0..10).map(|i| catalog.get::<u32>(format!("/{i}")).optional_as(format!("catalog:{i}")));
     let start = Instant::now();
     let results = ctx.fanout_all(parts).await.unwrap();
     assert_eq!(max.load(Ordering::SeqCst), 3);

@@ -32,33 +32,14 @@ async fn reachable(url: &url::Url) -> bool {
         return false;
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect((host, port))).await,
-        Ok(Ok(_))
-    )
+    matches!(tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect((host, port))).await, Ok(Ok(_)))
 }
 
 pub(crate) async fn readyz(State(deps): State<Dependencies>) -> (StatusCode, Json<impl Serialize>) {
-    let probes = deps
-        .0
-        .iter()
-        .map(|(name, url)| async move { (name.clone(), reachable(url).await) });
+    let probes = deps.0.iter().map(|(name, url)| async move { (name.clone(), reachable(url).await) });
     let results = futures::future::join_all(probes).await;
     let ready = results.iter().all(|(_, up)| *up);
-    let upstreams = results
-        .into_iter()
-        .map(|(name, up)| (name, if up { "up" } else { "down" }))
-        .collect();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(Readiness {
-            status: if ready { "ready" } else { "not_ready" },
-            upstreams,
-        }),
-    )
+    let upstreams = results.into_iter().map(|(name, up)| (name, if up { "up" } else { "down" })).collect();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Readiness { status: if ready { "ready" } else { "not_ready" }, upstreams }))
 }

@@ -1,22 +1,34 @@
 //! `tracing` set-up for `--log-format pretty|json`.
+//!
+//! Log lines are handed to a writer thread and written to stdout in batches: a request never
+//! waits on a `write` system call, and under load one call carries many lines. If the writer
+//! falls far behind (128k lines queued), new lines are dropped rather than slowing requests.
 
+use std::io::BufWriter;
+
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Keeps the log writer thread alive; dropping it flushes what is queued.
+#[derive(Debug)]
+pub struct LogGuard(#[allow(dead_code)] Option<WorkerGuard>);
+
 /// Installs the global subscriber; `RUST_LOG`, when given, wins over `filter`.
 ///
 /// Calling it twice is harmless (the second call changes nothing), so tests may call it freely.
-pub fn init(format: LogFormat, filter: &str, rust_log: Option<&str>) {
-    let filter =
-        EnvFilter::try_new(rust_log.unwrap_or(filter)).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
+/// Keep the returned guard until the process exits.
+pub fn init(format: LogFormat, filter: &str, rust_log: Option<&str>) -> LogGuard {
+    let filter = EnvFilter::try_new(rust_log.unwrap_or(filter)).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("bff-log-writer")
+        .finish(BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let installed = match format {
         LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
     };
+    LogGuard(installed.ok().map(|()| guard))
 }

@@ -3,14 +3,14 @@
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{CURRENT_REQUEST_ID, DEGRADED, REQUEST_ID, RequestMeta, RoutePolicies};
-use crate::error::{ErrorReport, ErrorSource};
+use crate::error::{BffError, ErrorReport, ErrorSource};
 
 /// The longest request id we accept from a client; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -19,43 +19,29 @@ fn accepted_request_id(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= MAX_REQUEST_ID_LEN
-        && bytes.iter().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
-        })
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='))
 }
 
-pub(crate) async fn edge(
-    State(policies): State<RoutePolicies>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Request, next: Next) -> Response {
     let start = Instant::now();
     let id = match request.headers().get(REQUEST_ID) {
         Some(value) if accepted_request_id(value) => value.clone(),
         _ => HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
     };
-    let meta = Arc::new(RequestMeta {
-        id: id.clone(),
-        start,
-        degraded: Mutex::new(Vec::new()),
-    });
+    let meta = Arc::new(RequestMeta { id: id.clone(), start, degraded: Mutex::new(Vec::new()) });
     request.extensions_mut().insert(meta.clone());
     request.extensions_mut().insert(policies);
 
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let span = tracing::info_span!("request", id = %String::from_utf8_lossy(id.as_bytes()), %method, %path);
-    let mut response = CURRENT_REQUEST_ID
-        .scope(id.clone(), next.run(request))
-        .instrument(span.clone())
-        .await;
+    let handled = async move { problem_for_bare_405(next.run(request).await) };
+    let mut response = CURRENT_REQUEST_ID.scope(id.clone(), handled).instrument(span.clone()).await;
 
-    let degraded = meta
-        .degraded
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .join(", ");
+    let degraded = meta.degraded.lock().unwrap_or_else(|e| e.into_inner()).join(", ");
     // A degradation describes an answer's content; an error response has none.
     let failed = response.extensions().get::<ErrorReport>().is_some();
     let headers = response.headers_mut();
@@ -70,14 +56,19 @@ pub(crate) async fn edge(
     response
 }
 
-fn log_access(
-    span: &tracing::Span,
-    method: &Method,
-    path: &str,
-    response: &Response,
-    start: Instant,
-    degraded: &str,
-) {
+/// axum answers an unsupported method with an empty 405; give it the problem+json body.
+fn problem_for_bare_405(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED || response.extensions().get::<ErrorReport>().is_some() {
+        return response;
+    }
+    let mut problem = BffError::MethodNotAllowed.into_response();
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        problem.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    problem
+}
+
+fn log_access(span: &tracing::Span, method: &Method, path: &str, response: &Response, start: Instant, degraded: &str) {
     let _enter = span.enter();
     let status = response.status().as_u16();
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;

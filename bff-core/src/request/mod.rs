@@ -27,10 +27,7 @@ tokio::task_local! {
 
 /// The request id of the request being handled on this task, if any.
 pub(crate) fn current_request_id() -> Option<String> {
-    CURRENT_REQUEST_ID
-        .try_with(|id| id.to_str().ok().map(str::to_owned))
-        .ok()
-        .flatten()
+    CURRENT_REQUEST_ID.try_with(|id| id.to_str().ok().map(str::to_owned)).ok().flatten()
 }
 
 /// What the edge knows about one request, shared with the handler and the fan-out.
@@ -91,11 +88,7 @@ impl Ctx {
 
     /// The labels recorded by [`Ctx::degrade`] so far.
     pub fn degraded(&self) -> Vec<String> {
-        self.meta
-            .degraded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.meta.degraded.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A context outside any server, for tests and benchmarks of handlers and fan-outs.
@@ -105,11 +98,7 @@ impl Ctx {
             start: Instant::now(),
             degraded: Mutex::new(Vec::new()),
         };
-        Self {
-            meta: Arc::new(meta),
-            deadline: Instant::now() + deadline,
-            concurrency: concurrency.max(1),
-        }
+        Self { meta: Arc::new(meta), deadline: Instant::now() + deadline, concurrency: concurrency.max(1) }
     }
 }
 
@@ -117,27 +106,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     type Rejection = BffError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let missing =
-            || BffError::Internal("Ctx used on a router not built by Gateway::router".into());
-        let meta = parts
-            .extensions
-            .get::<Arc<RequestMeta>>()
-            .ok_or_else(missing)?
-            .clone();
-        let policies = parts
-            .extensions
-            .get::<RoutePolicies>()
-            .ok_or_else(missing)?;
+        let missing = || BffError::Internal("Ctx used on a router not built by Gateway::router".into());
+        let meta = parts.extensions.get::<Arc<RequestMeta>>().ok_or_else(missing)?.clone();
+        let policies = parts.extensions.get::<RoutePolicies>().ok_or_else(missing)?;
         let budget = parts
             .extensions
             .get::<MatchedPath>()
             .and_then(|path| policies.deadlines.get(path.as_str()))
             .copied()
             .unwrap_or(policies.default_deadline);
-        Ok(Self {
-            deadline: meta.start + budget,
-            meta,
-            concurrency: policies.concurrency,
-        })
+        Ok(Self { deadline: meta.start + budget, meta, concurrency: policies.concurrency })
     }
 }

@@ -3,64 +3,24 @@
 //! The tag is a hash of the uncompressed representation, so every replica computes the same one;
 //! it is weak because compression may change the bytes on the wire.
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, header};
 
 /// The weak ETag of a body.
 pub fn etag(body: &[u8]) -> HeaderValue {
     let hash = xxhash_rust::xxh3::xxh3_64(body);
-    HeaderValue::try_from(format!("W/\"{hash:016x}\""))
-        .unwrap_or_else(|_| HeaderValue::from_static("W/\"0\""))
+    HeaderValue::try_from(format!("W/\"{hash:016x}\"")).unwrap_or_else(|_| HeaderValue::from_static("W/\"0\""))
 }
 
 /// Whether `If-None-Match` matches `tag` by weak comparison (RFC 9110 §13.1.2).
 pub fn matches(headers: &HeaderMap, tag: &HeaderValue) -> bool {
     let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
     let ours = opaque(tag.to_str().unwrap_or_default());
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|candidate| {
+    headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |candidate| {
             let candidate = candidate.trim();
             candidate == "*" || opaque(candidate) == ours
-        })
-}
-
-/// The middleware.
-pub(crate) async fn etags(request: Request, next: Next) -> Response {
-    if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        return next.run(request).await;
-    }
-    let conditional = request.headers().clone();
-    let response = next.run(request).await;
-    let (mut parts, body) = match super::json_body(response).await {
-        Ok(split) => split,
-        Err(untouched) => return untouched,
-    };
-    let tag = etag(&body);
-    if matches(&conditional, &tag) {
-        let mut not_modified = Response::new(Body::empty());
-        *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
-        not_modified.headers_mut().insert(header::ETAG, tag);
-        for name in [
-            header::CACHE_CONTROL,
-            header::VARY,
-            header::EXPIRES,
-            header::CONTENT_LOCATION,
-        ] {
-            if let Some(value) = parts.headers.get(&name) {
-                not_modified.headers_mut().insert(name, value.clone());
-            }
-        }
-        return not_modified;
-    }
-    parts.headers.insert(header::ETAG, tag);
-    Response::from_parts(parts, Body::from(body))
+        },
+    )
 }
 
 #[cfg(test)]
@@ -81,10 +41,7 @@ mod tests {
             ("\"other\"".to_owned(), false),
         ] {
             let mut headers = HeaderMap::new();
-            headers.insert(
-                header::IF_NONE_MATCH,
-                HeaderValue::try_from(value.clone()).unwrap(),
-            );
+            headers.insert(header::IF_NONE_MATCH, HeaderValue::try_from(value.clone()).unwrap());
             assert_eq!(matches(&headers, &tag), expected, "{value}");
         }
         assert!(!matches(&HeaderMap::new(), &tag));

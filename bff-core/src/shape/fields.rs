@@ -2,14 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
-
-use crate::error::BffError;
 
 /// The most fields one `fields=` may name.
 const MAX_FIELDS: usize = 64;
@@ -55,19 +49,13 @@ fn project_at(value: Value, fields: &FieldSet, at: &str) -> Result<Value, String
         return Ok(value);
     }
     match value {
-        Value::Array(items) => items
-            .into_iter()
-            .map(|item| project_at(item, fields, at))
-            .collect::<Result<_, _>>()
-            .map(Value::Array),
+        Value::Array(items) => {
+            items.into_iter().map(|item| project_at(item, fields, at)).collect::<Result<_, _>>().map(Value::Array)
+        }
         Value::Object(mut object) => {
             let mut kept = Map::with_capacity(fields.0.len());
             for (name, sub) in &fields.0 {
-                let path = if at.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{at}.{name}")
-                };
+                let path = if at.is_empty() { name.clone() } else { format!("{at}.{name}") };
                 let value = object.remove(name).ok_or_else(|| path.clone())?;
                 kept.insert(name.clone(), project_at(value, sub, &path)?);
             }
@@ -79,54 +67,16 @@ fn project_at(value: Value, fields: &FieldSet, at: &str) -> Result<Value, String
             .0
             .keys()
             .next()
-            .map(|k| {
-                if at.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{at}.{k}")
-                }
-            })
+            .map(|k| if at.is_empty() { k.clone() } else { format!("{at}.{k}") })
             .unwrap_or_default()),
     }
 }
 
-fn requested(request: &Request) -> Option<String> {
+/// The `fields` query parameter of a request, parsed; `None` when absent.
+pub(crate) fn requested(request: &Request) -> Option<Result<FieldSet, String>> {
     let query = request.uri().query()?;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "fields")
-        .map(|(_, v)| v.into_owned())
-}
-
-/// The middleware: projects successful JSON responses when the request has `fields=`.
-pub(crate) async fn sparse_fields(request: Request, next: Next) -> Response {
-    let Some(spec) = requested(&request) else {
-        return next.run(request).await;
-    };
-    let fields = match FieldSet::parse(&spec) {
-        Ok(fields) => fields,
-        Err(e) => return BffError::bad_request("INVALID_FIELDS", e).into_response(),
-    };
-    let response = next.run(request).await;
-    let (mut parts, body) = match super::json_body(response).await {
-        Ok(split) => split,
-        Err(untouched) => return untouched,
-    };
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(value) => value,
-        Err(_) => return Response::from_parts(parts, Body::from(body)),
-    };
-    match project(value, &fields) {
-        Ok(projected) => {
-            let body = serde_json::to_vec(&projected).unwrap_or_default();
-            parts.headers.remove(header::CONTENT_LENGTH);
-            Response::from_parts(parts, Body::from(body))
-        }
-        Err(path) => BffError::bad_request(
-            "UNKNOWN_FIELD",
-            format!("`fields` names `{path}`, which this resource does not have"),
-        )
-        .into_response(),
-    }
+    let (_, spec) = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "fields")?;
+    Some(FieldSet::parse(&spec))
 }
 
 #[cfg(test)]
@@ -144,19 +94,11 @@ mod tests {
         let cases: &[(&str, Result<Value, &str>)] = &[
             ("name", Ok(json!({"name": "Ada"}))),
             ("name,badge", Ok(json!({"name": "Ada", "badge": null}))),
-            (
-                "recentOrders.id",
-                Ok(json!({"recentOrders": [{"id": 1}, {"id": 2}]})),
-            ),
-            (
-                "recentOrders",
-                Ok(json!({"recentOrders": [{"id": 1, "total": 2.5}, {"id": 2, "total": 3.0}]})),
-            ),
+            ("recentOrders.id", Ok(json!({"recentOrders": [{"id": 1}, {"id": 2}]}))),
+            ("recentOrders", Ok(json!({"recentOrders": [{"id": 1, "total": 2.5}, {"id": 2, "total": 3.0}]}))),
             (
                 "recentOrders.id,recentOrders.total,name",
-                Ok(
-                    json!({"name": "Ada", "recentOrders": [{"id": 1, "total": 2.5}, {"id": 2, "total": 3.0}]}),
-                ),
+                Ok(json!({"name": "Ada", "recentOrders": [{"id": 1, "total": 2.5}, {"id": 2, "total": 3.0}]})),
             ),
             ("nope", Err("nope")),
             ("recentOrders.nope", Err("recentOrders.nope")),

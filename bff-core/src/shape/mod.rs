@@ -8,24 +8,101 @@ pub mod etag;
 pub mod fields;
 
 use axum::body::{Body, Bytes};
-use axum::http::{StatusCode, header};
-use axum::response::Response;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tower::{Layer, ServiceExt};
+use tower_http::compression::CompressionLayer;
+
+use crate::config::ShapingConfig;
+use crate::error::BffError;
 
 /// The largest response body the shaping layers buffer; larger ones pass through unshaped.
 pub const MAX_SHAPED_BODY: usize = 4 * 1024 * 1024;
 
+/// gzip or brotli when the client accepts one of them.
+///
+/// A client that accepts neither gets the handler's response untouched: wrapping it for identity
+/// would still hide its length and turn it into a chunked response.
+pub(crate) async fn compress(request: Request, next: Next) -> Response {
+    let accepts = request.headers().get_all(header::ACCEPT_ENCODING).iter().any(|value| {
+        value
+            .to_str()
+            .is_ok_and(|v| v.split(',').any(|c| matches!(c.split(';').next().map(str::trim), Some("gzip" | "br"))))
+    });
+    if !accepts {
+        return next.run(request).await;
+    }
+    match CompressionLayer::new().gzip(true).br(true).layer(next).oneshot(request).await {
+        Ok(response) => response.into_response(),
+        Err(never) => match never {},
+    }
+}
+
+/// `fields=` and ETags in one pass over the handler's response: the body is buffered once,
+/// projected, hashed, and answered as `304` when the client already has it.
+pub(crate) async fn shape(State(config): State<ShapingConfig>, request: Request, next: Next) -> Response {
+    let fields = match config.fields.then(|| fields::requested(&request)).flatten() {
+        Some(Ok(fields)) => Some(fields),
+        Some(Err(e)) => return BffError::bad_request("INVALID_FIELDS", e).into_response(),
+        None => None,
+    };
+    let conditional = (config.etag && matches!(*request.method(), Method::GET | Method::HEAD)).then(|| {
+        let mut headers = HeaderMap::new();
+        for value in request.headers().get_all(header::IF_NONE_MATCH) {
+            headers.append(header::IF_NONE_MATCH, value.clone());
+        }
+        headers
+    });
+    let response = next.run(request).await;
+    if fields.is_none() && conditional.is_none() {
+        return response;
+    }
+    let (mut parts, mut body) = match json_body(response).await {
+        Ok(split) => split,
+        Err(untouched) => return untouched,
+    };
+    if let Some(fields) = &fields {
+        let Ok(value) = serde_json::from_slice::<Value>(&body) else {
+            return Response::from_parts(parts, Body::from(body));
+        };
+        match fields::project(value, fields) {
+            Ok(projected) => body = Bytes::from(serde_json::to_vec(&projected).unwrap_or_default()),
+            Err(path) => {
+                let detail = format!("`fields` names `{path}`, which this resource does not have");
+                return BffError::bad_request("UNKNOWN_FIELD", detail).into_response();
+            }
+        }
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    if let Some(conditional) = conditional {
+        let tag = etag::etag(&body);
+        if etag::matches(&conditional, &tag) {
+            let mut not_modified = Response::new(Body::empty());
+            *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
+            for name in [header::CACHE_CONTROL, header::VARY, header::EXPIRES, header::CONTENT_LOCATION] {
+                if let Some(value) = parts.headers.get(&name) {
+                    not_modified.headers_mut().insert(name, value.clone());
+                }
+            }
+            not_modified.headers_mut().insert(header::ETAG, tag);
+            return not_modified;
+        }
+        parts.headers.insert(header::ETAG, tag);
+    }
+    Response::from_parts(parts, Body::from(body))
+}
+
 /// Splits off a successful JSON response's body, or hands the response back untouched.
-pub(crate) async fn json_body(
-    response: Response,
-) -> Result<(axum::http::response::Parts, Bytes), Response> {
+async fn json_body(response: Response) -> Result<(axum::http::response::Parts, Bytes), Response> {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
-    let small = http_body::Body::size_hint(response.body())
-        .upper()
-        .is_some_and(|n| n <= MAX_SHAPED_BODY as u64);
+    let small = http_body::Body::size_hint(response.body()).upper().is_some_and(|n| n <= MAX_SHAPED_BODY as u64);
     if !(response.status() == StatusCode::OK && is_json && small) {
         return Err(response);
     }

@@ -35,11 +35,7 @@ pub struct UpstreamError {
 impl UpstreamError {
     /// A new error of `kind` for `service`.
     pub fn new(service: Arc<str>, kind: UpstreamErrorKind) -> Self {
-        Self {
-            service,
-            kind,
-            cause: None,
-        }
+        Self { service, kind, cause: None }
     }
 
     /// Attaches the underlying error text, for logs only.
@@ -107,10 +103,7 @@ impl fmt::Display for UpstreamError {
             UpstreamErrorKind::Transport => {
                 write!(f, "the connection to upstream `{service}` failed")
             }
-            UpstreamErrorKind::Decode => write!(
-                f,
-                "upstream `{service}` sent a response that could not be decoded"
-            ),
+            UpstreamErrorKind::Decode => write!(f, "upstream `{service}` sent a response that could not be decoded"),
         }
     }
 }

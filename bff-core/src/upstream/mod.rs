@@ -1,7 +1,8 @@
 //! Named downstream services and typed calls to them.
 //!
 //! An [`Upstream`] owns a pooled HTTP client and the stack of outbound policies that wraps every
-//! call to it (today: deadline-bounded timeout → HTTP; retries and breakers slot in here).
+//! call to it (today: deadline-bounded timeout → HTTP; retries and breakers slot in here, each an
+//! [`Outbound`] wrapping the next).
 //! A [`Call`] describes one request; it runs inside a fan-out (`Ctx::fanout`), which supplies the
 //! deadline and the request id.
 
@@ -17,11 +18,11 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, Method};
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tower::ServiceExt;
-use tower::util::BoxCloneSyncService;
 
 pub use error::{UpstreamError, UpstreamErrorKind};
 
@@ -41,30 +42,44 @@ pub struct OutboundRequest {
     pub deadline: Instant,
 }
 
+/// One step of an upstream's outbound policy stack: takes a request, yields the 2xx body.
+///
+/// Steps are shared by every call (`&self`), so the stack is built once per upstream and never
+/// cloned on the request path.
+pub trait Outbound: Send + Sync + 'static {
+    /// Sends `request` through this step and the ones inside it.
+    fn call(&self, request: OutboundRequest) -> BoxFuture<'static, Result<Bytes, UpstreamError>>;
+}
+
+/// Any tower service as the innermost step (an in-memory fake in tests and benchmarks).
+struct TowerOutbound<S>(S);
+
+impl<S> Outbound for TowerOutbound<S>
+where
+    S: tower::Service<OutboundRequest, Response = Bytes, Error = UpstreamError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    fn call(&self, request: OutboundRequest) -> BoxFuture<'static, Result<Bytes, UpstreamError>> {
+        Box::pin(self.0.clone().oneshot(request))
+    }
+}
+
 /// A named downstream service. Cheap to clone; clones share the connection pool.
 #[derive(Clone)]
 pub struct Upstream {
     name: Arc<str>,
-    service: BoxCloneSyncService<OutboundRequest, Bytes, UpstreamError>,
+    stack: Arc<dyn Outbound>,
 }
 
 impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Upstream")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Upstream").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
 impl Upstream {
     /// Builds an upstream with its own connection pool.
-    pub fn new(
-        name: &str,
-        base: &url::Url,
-        timeout: Duration,
-        connect_timeout: Duration,
-        max_idle: usize,
-    ) -> Self {
+    pub fn new(name: &str, base: &url::Url, timeout: Duration, connect_timeout: Duration, max_idle: usize) -> Self {
         let name: Arc<str> = Arc::from(name);
         let client = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
@@ -73,43 +88,21 @@ impl Upstream {
             .no_proxy()
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        let transport = transport::HttpTransport {
-            name: name.clone(),
-            base: Arc::from(base.as_str().trim_end_matches('/')),
-            client,
-        };
-        let stack = timeout::CallTimeout {
-            inner: transport,
-            name: name.clone(),
-            timeout,
-        };
-        Self {
-            name,
-            service: BoxCloneSyncService::new(stack),
-        }
+        let transport = transport::HttpTransport::new(name.clone(), base, client);
+        let stack = timeout::CallTimeout { inner: transport, name: name.clone(), timeout };
+        Self { name, stack: Arc::new(stack) }
     }
 
     /// An upstream over any service (an in-memory fake in tests and benchmarks), with the same
     /// deadline-bounded timeout as a real one.
     pub fn from_service<S>(name: &str, timeout: Duration, service: S) -> Self
     where
-        S: tower::Service<OutboundRequest, Response = Bytes, Error = UpstreamError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
+        S: tower::Service<OutboundRequest, Response = Bytes, Error = UpstreamError> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
     {
         let name: Arc<str> = Arc::from(name);
-        let stack = timeout::CallTimeout {
-            inner: service,
-            name: name.clone(),
-            timeout,
-        };
-        Self {
-            name,
-            service: BoxCloneSyncService::new(stack),
-        }
+        let stack = timeout::CallTimeout { inner: TowerOutbound(service), name: name.clone(), timeout };
+        Self { name, stack: Arc::new(stack) }
     }
 
     /// The upstream's name, as in config and in errors.
@@ -119,17 +112,12 @@ impl Upstream {
 
     /// A `GET` of `path` (with query; encode caller input with [`encode`]) decoded as `T`.
     pub fn get<T: DeserializeOwned>(&self, path: impl Into<String>) -> Call<T> {
-        Call {
-            upstream: self.clone(),
-            method: Method::GET,
-            path: path.into(),
-            _output: PhantomData,
-        }
+        Call { upstream: self.clone(), method: Method::GET, path: path.into(), _output: PhantomData }
     }
 
     /// Sends one request through the policy stack and returns the 2xx body.
     pub async fn send(&self, request: OutboundRequest) -> Result<Bytes, UpstreamError> {
-        self.service.clone().oneshot(request).await
+        self.stack.call(request).await
     }
 }
 
@@ -167,9 +155,8 @@ impl<T: DeserializeOwned> Call<T> {
             deadline: ctx.deadline(),
         };
         let body = self.upstream.send(request).await?;
-        serde_json::from_slice(&body).map_err(|e| {
-            UpstreamError::new(self.upstream.name.clone(), UpstreamErrorKind::Decode).with_cause(e)
-        })
+        serde_json::from_slice(&body)
+            .map_err(|e| UpstreamError::new(self.upstream.name.clone(), UpstreamErrorKind::Decode).with_cause(e))
     }
 }
 
@@ -198,40 +185,24 @@ impl Upstreams {
                 (name.clone(), (upstream, u.url.clone()))
             })
             .collect();
-        Self {
-            source: Arc::from(source),
-            by_name: Arc::new(by_name),
-        }
+        Self { source: Arc::from(source), by_name: Arc::new(by_name) }
     }
 
     /// The upstream called `name`; an error naming the missing config section otherwise.
     pub fn get(&self, name: &str) -> Result<Upstream, ConfigError> {
-        self.by_name
-            .get(name)
-            .map(|(u, _)| u.clone())
-            .ok_or_else(|| {
-                ConfigError::key(
-                    &*self.source,
-                    format!("upstreams.{name}"),
-                    "this BFF calls it, but it is not configured",
-                )
-            })
+        self.by_name.get(name).map(|(u, _)| u.clone()).ok_or_else(|| {
+            ConfigError::key(&*self.source, format!("upstreams.{name}"), "this BFF calls it, but it is not configured")
+        })
     }
 
     /// Each upstream's name and base URL.
     pub fn urls(&self) -> impl Iterator<Item = (&str, &url::Url)> {
-        self.by_name
-            .iter()
-            .map(|(name, (_, url))| (name.as_str(), url))
+        self.by_name.iter().map(|(name, (_, url))| (name.as_str(), url))
     }
 }
 
 /// Characters left as they are in a path segment or query value: RFC 3986 unreserved.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Percent-encodes caller input for use as one path segment or query value.
 ///
@@ -247,10 +218,7 @@ mod tests {
     #[test]
     fn encode_keeps_unreserved_and_escapes_the_rest() {
         assert_eq!(encode("SKU-0001").to_string(), "SKU-0001");
-        assert_eq!(
-            encode("../admin?x=1&y").to_string(),
-            "..%2Fadmin%3Fx%3D1%26y"
-        );
+        assert_eq!(encode("../admin?x=1&y").to_string(), "..%2Fadmin%3Fx%3D1%26y");
         assert_eq!(encode("a b").to_string(), "a%20b");
     }
 }

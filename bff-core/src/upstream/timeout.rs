@@ -1,38 +1,23 @@
 //! Bounds each call by its upstream's timeout and by what is left of the request deadline.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::{OutboundRequest, UpstreamError, UpstreamErrorKind};
+use super::{Outbound, OutboundRequest, UpstreamError, UpstreamErrorKind};
 
-/// Wraps a service so that a call ends at `min(now + timeout, request deadline)`.
-#[derive(Debug, Clone)]
+/// Wraps a stack so that a call ends at `min(now + timeout, request deadline)`.
 pub(crate) struct CallTimeout<S> {
     pub(crate) inner: S,
     pub(crate) name: Arc<str>,
     pub(crate) timeout: Duration,
 }
 
-impl<S> tower::Service<OutboundRequest> for CallTimeout<S>
-where
-    S: tower::Service<OutboundRequest, Error = UpstreamError>,
-    S::Future: Send + 'static,
-    S::Response: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = UpstreamError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, UpstreamError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: OutboundRequest) -> Self::Future {
+impl<S: Outbound> Outbound for CallTimeout<S> {
+    fn call(&self, request: OutboundRequest) -> BoxFuture<'static, Result<Bytes, UpstreamError>> {
         let now = Instant::now();
         let until = request.deadline.min(now + self.timeout);
         let budget = until.saturating_duration_since(now);

@@ -49,11 +49,7 @@ impl Keys {
             jwk.common.key_algorithm = Some(key_alg);
             keys.push(jwk);
         }
-        Ok(Self {
-            rs256,
-            es256,
-            jwks: JwkSet { keys },
-        })
+        Ok(Self { rs256, es256, jwks: JwkSet { keys } })
     }
 
     /// The public keys, as `GET /.well-known/jwks.json` serves them.
@@ -109,20 +105,14 @@ struct Claims<'a> {
 }
 
 pub(crate) fn router(keys: Arc<Keys>) -> Router {
-    Router::new()
-        .route("/token", post(token_create))
-        .route("/.well-known/jwks.json", get(jwks_get))
-        .with_state(keys)
+    Router::new().route("/token", post(token_create)).route("/.well-known/jwks.json", get(jwks_get)).with_state(keys)
 }
 
 async fn token_create(State(keys): State<Arc<Keys>>, body: axum::body::Bytes) -> Response {
     let request: TokenRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return super::error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid token request: {e}"),
-            );
+            return super::error(StatusCode::BAD_REQUEST, format!("invalid token request: {e}"));
         }
     };
     if request.sub.is_empty() {
@@ -132,15 +122,10 @@ async fn token_create(State(keys): State<Arc<Keys>>, body: axum::body::Bytes) ->
         "RS256" => Algorithm::RS256,
         "ES256" => Algorithm::ES256,
         other => {
-            return super::error(
-                StatusCode::BAD_REQUEST,
-                format!("unsupported alg `{other}`; use RS256 or ES256"),
-            );
+            return super::error(StatusCode::BAD_REQUEST, format!("unsupported alg `{other}`; use RS256 or ES256"));
         }
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let claims = Claims {
         iss: ISSUER,
         aud: request.aud.as_deref().unwrap_or(AUDIENCE),
@@ -150,10 +135,9 @@ async fn token_create(State(keys): State<Arc<Keys>>, body: axum::body::Bytes) ->
         exp: now.saturating_add(request.ttl_s),
     };
     match keys.sign(alg, &claims) {
-        Ok(token) => Json(
-            json!({ "access_token": token, "token_type": "Bearer", "expires_in": request.ttl_s }),
-        )
-        .into_response(),
+        Ok(token) => {
+            Json(json!({ "access_token": token, "token_type": "Bearer", "expires_in": request.ttl_s })).into_response()
+        }
         Err(e) => super::error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

@@ -14,9 +14,7 @@ use crate::data;
 const MAX_BATCH: usize = 100;
 
 pub(crate) fn router() -> Router {
-    Router::new()
-        .route("/products", get(products_batch))
-        .route("/products/{sku}", get(product_get))
+    Router::new().route("/products", get(products_batch)).route("/products/{sku}", get(product_get))
 }
 
 async fn product_get(Path(sku): Path<String>) -> Response {
@@ -37,15 +35,8 @@ async fn products_batch(query: Result<Query<BatchQuery>, QueryRejection>) -> Res
     };
     let skus: Vec<&str> = skus.split(',').filter(|s| !s.is_empty()).collect();
     if skus.len() > MAX_BATCH {
-        return super::error(
-            StatusCode::BAD_REQUEST,
-            format!("at most {MAX_BATCH} skus per call"),
-        );
+        return super::error(StatusCode::BAD_REQUEST, format!("at most {MAX_BATCH} skus per call"));
     }
-    let products: Vec<_> = skus
-        .iter()
-        .filter_map(|s| data::sku_index(s))
-        .map(data::product)
-        .collect();
+    let products: Vec<_> = skus.iter().filter_map(|s| data::sku_index(s)).map(data::product).collect();
     Json(products).into_response()
 }

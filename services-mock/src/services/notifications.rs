@@ -12,9 +12,7 @@ use serde_json::json;
 use crate::data;
 
 pub(crate) fn router() -> Router {
-    Router::new()
-        .route("/unread-count/{user}", get(unread_count_get))
-        .route("/notifications", get(notifications_list))
+    Router::new().route("/unread-count/{user}", get(unread_count_get)).route("/notifications", get(notifications_list))
 }
 
 async fn unread_count_get(Path(raw): Path<String>) -> Response {
@@ -31,11 +29,7 @@ struct ListQuery {
 }
 
 async fn notifications_list(query: Result<Query<ListQuery>, QueryRejection>) -> Response {
-    let Ok(Query(ListQuery {
-        user: Some(raw),
-        limit,
-    })) = query
-    else {
+    let Ok(Query(ListQuery { user: Some(raw), limit })) = query else {
         return super::error(StatusCode::BAD_REQUEST, "missing `user` query parameter");
     };
     match data::user_id(&raw) {

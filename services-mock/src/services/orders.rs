@@ -11,9 +11,7 @@ use serde::Deserialize;
 use crate::data;
 
 pub(crate) fn router() -> Router {
-    Router::new()
-        .route("/orders", get(orders_list))
-        .route("/orders/{id}", get(order_get))
+    Router::new().route("/orders", get(orders_list)).route("/orders/{id}", get(order_get))
 }
 
 #[derive(Deserialize)]

@@ -21,11 +21,7 @@ struct ListQuery {
 }
 
 async fn reviews_list(query: Result<Query<ListQuery>, QueryRejection>) -> Response {
-    let Ok(Query(ListQuery {
-        sku: Some(sku),
-        limit,
-    })) = query
-    else {
+    let Ok(Query(ListQuery { sku: Some(sku), limit })) = query else {
         return super::error(StatusCode::BAD_REQUEST, "missing `sku` query parameter");
     };
     match data::sku_index(&sku) {

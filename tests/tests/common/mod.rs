@@ -27,11 +27,7 @@ pub struct StackBuilder {
 
 impl StackBuilder {
     pub fn new(config: &'static str, app: fn(&Gateway) -> Result<Router, ConfigError>) -> Self {
-        Self {
-            config,
-            app,
-            overrides: Vec::new(),
-        }
+        Self { config, app, overrides: Vec::new() }
     }
 
     /// Sets a config key (dotted path) after the mocks' addresses are filled in.
@@ -42,9 +38,7 @@ impl StackBuilder {
 
     pub async fn start(self) -> Stack {
         bff_core::install_crypto_provider();
-        let mocks = services_mock::start(&MockConfig::ephemeral())
-            .await
-            .expect("start mocks");
+        let mocks = services_mock::start(&MockConfig::ephemeral()).await.expect("start mocks");
         let mut overrides = Overrides::default();
         for (key, value) in mocks.config_overrides() {
             overrides.set_existing(key, value, "mocks");
@@ -52,17 +46,11 @@ impl StackBuilder {
         for (key, value) in self.overrides {
             overrides.set(key, value, "test");
         }
-        let source = ConfigSource {
-            name: "test config".into(),
-            text: self.config.to_owned(),
-        };
+        let source = ConfigSource { name: "test config".into(), text: self.config.to_owned() };
         let config = load(&source, &overrides).expect("valid test config");
         let gateway = Gateway::new(config, "test config");
         let bff = TestServer::start((self.app)(&gateway).expect("app builds")).await;
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
+        let http = reqwest::Client::builder().no_proxy().build().expect("client");
         Stack { mocks, bff, http }
     }
 }
@@ -74,12 +62,7 @@ impl Stack {
 
     /// `GET path` on the BFF with the demo user's token.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(self.bff.url(path))
-            .bearer_auth(self.token())
-            .send()
-            .await
-            .expect("request")
+        self.http.get(self.bff.url(path)).bearer_auth(self.token()).send().await.expect("request")
     }
 
     pub async fn set_faults(&self, service: Service, faults: Faults) {
@@ -98,10 +81,7 @@ impl Stack {
 }
 
 pub fn latency(ms: u64) -> Faults {
-    Faults {
-        latency_ms: ms,
-        ..Faults::default()
-    }
+    Faults { latency_ms: ms, ..Faults::default() }
 }
 
 /// Polls `check` until it holds or `within` passes; returns whether it held.
@@ -125,23 +105,15 @@ where
 
 /// A port on 127.0.0.1 that nothing listens on (bound, then released).
 pub async fn closed_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     listener.local_addr().expect("addr").port()
 }
 
 /// Asserts a problem+json response and returns its body.
 pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
     assert_eq!(response.status().as_u16(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body: serde_json::Value = response.json().await.expect("problem body");
     assert_eq!(body["status"], status);
     assert_eq!(body["code"], code, "{body}");

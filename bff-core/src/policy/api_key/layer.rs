@@ -7,11 +7,7 @@ use axum::response::{IntoResponse, Response};
 use super::ApiKeys;
 use crate::policy::auth::AuthError;
 
-pub(crate) async fn require_api_key(
-    State(keys): State<ApiKeys>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn require_api_key(State(keys): State<ApiKeys>, mut request: Request, next: Next) -> Response {
     let Some(key) = request.headers().get(keys.header()) else {
         return AuthError::MissingApiKey.into_response();
     };

@@ -28,11 +28,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiClient {
     type Rejection = AuthError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<ApiClient>()
-            .cloned()
-            .ok_or(AuthError::MissingApiKey)
+        parts.extensions.get::<ApiClient>().cloned().ok_or(AuthError::MissingApiKey)
     }
 }
 
@@ -57,20 +53,13 @@ fn decode_hex(hex: &str) -> Option<[u8; 32]> {
 impl ApiKeys {
     /// From validated config.
     pub fn new(config: &ApiKeysConfig) -> Self {
-        let header = HeaderName::try_from(config.header.as_str())
-            .unwrap_or(HeaderName::from_static("x-api-key"));
+        let header = HeaderName::try_from(config.header.as_str()).unwrap_or(HeaderName::from_static("x-api-key"));
         let clients = config
             .clients
             .iter()
             .filter_map(|(name, c)| {
                 let digest = decode_hex(&c.key_sha256.to_ascii_lowercase())?;
-                Some((
-                    digest,
-                    ApiClient {
-                        name: Arc::from(name.as_str()),
-                        tier: Arc::from(c.tier.as_str()),
-                    },
-                ))
+                Some((digest, ApiClient { name: Arc::from(name.as_str()), tier: Arc::from(c.tier.as_str()) }))
             })
             .collect();
         Self { header, clients }
@@ -96,10 +85,7 @@ impl ApiKeys {
 
 /// The lower-case hex SHA-256 of a key, as `key_sha256` stores it.
 pub fn hash_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -113,15 +99,9 @@ mod tests {
     fn verifies_by_hash() {
         let clients = BTreeMap::from([(
             "acme".to_owned(),
-            ApiClientConfig {
-                tier: "pro".into(),
-                key_sha256: hash_key("s3cret"),
-            },
+            ApiClientConfig { tier: "pro".into(), key_sha256: hash_key("s3cret") },
         )]);
-        let keys = ApiKeys::new(&ApiKeysConfig {
-            header: "x-api-key".into(),
-            clients,
-        });
+        let keys = ApiKeys::new(&ApiKeysConfig { header: "x-api-key".into(), clients });
         let client = keys.verify(b"s3cret").unwrap();
         assert_eq!((&*client.name, &*client.tier), ("acme", "pro"));
         assert!(keys.verify(b"s3cret ").is_none());
@@ -130,9 +110,6 @@ mod tests {
 
     #[test]
     fn known_hash() {
-        assert_eq!(
-            hash_key("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -39,9 +39,7 @@ struct Inner {
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtVerifier")
-            .field("jwks_url", &self.inner.jwks_url.as_str())
-            .finish_non_exhaustive()
+        f.debug_struct("JwtVerifier").field("jwks_url", &self.inner.jwks_url.as_str()).finish_non_exhaustive()
     }
 }
 
@@ -56,20 +54,12 @@ struct Claims {
 impl JwtVerifier {
     /// A verifier for `config`; keys are fetched on first use.
     pub fn new(config: &AuthConfig) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(JWKS_FETCH_TIMEOUT)
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
+        let client = reqwest::Client::builder().timeout(JWKS_FETCH_TIMEOUT).no_proxy().build().unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
                 jwks_url: config.jwks_url.clone(),
                 client,
-                algorithms: config
-                    .algorithms
-                    .iter()
-                    .filter_map(|a| parse_algorithm(a))
-                    .collect(),
+                algorithms: config.algorithms.iter().filter_map(|a| parse_algorithm(a)).collect(),
                 issuer: config.issuer.clone(),
                 audience: config.audience.clone(),
                 leeway: config.leeway,
@@ -117,23 +107,14 @@ impl JwtVerifier {
     }
 
     async fn verify_signature(&self, token: &str) -> Result<(Identity, SystemTime), AuthError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
         if !self.inner.algorithms.contains(&header.alg) {
-            return Err(AuthError::Malformed(format!(
-                "algorithm {:?} is not accepted",
-                header.alg
-            )));
+            return Err(AuthError::Malformed(format!("algorithm {:?} is not accepted", header.alg)));
         }
-        let kid = header
-            .kid
-            .ok_or_else(|| AuthError::Malformed("the token has no `kid`".to_owned()))?;
+        let kid = header.kid.ok_or_else(|| AuthError::Malformed("the token has no `kid`".to_owned()))?;
         let (key, key_alg) = self.key(&kid).await?;
         if key_alg != header.alg {
-            return Err(AuthError::Malformed(format!(
-                "key `{kid}` is not for {:?}",
-                header.alg
-            )));
+            return Err(AuthError::Malformed(format!("key `{kid}` is not for {:?}", header.alg)));
         }
 
         let mut validation = Validation::new(key_alg);
@@ -148,36 +129,22 @@ impl JwtVerifier {
         } else {
             validation.set_audience(&self.inner.audience);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e
-            .kind()
-        {
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::InvalidSignature => AuthError::InvalidSignature,
             ErrorKind::InvalidIssuer => AuthError::InvalidClaims("wrong issuer".to_owned()),
             ErrorKind::InvalidAudience => AuthError::InvalidClaims("wrong audience".to_owned()),
             ErrorKind::ImmatureSignature => AuthError::InvalidClaims("not valid yet".to_owned()),
-            ErrorKind::MissingRequiredClaim(claim) => {
-                AuthError::InvalidClaims(format!("missing `{claim}`"))
-            }
+            ErrorKind::MissingRequiredClaim(claim) => AuthError::InvalidClaims(format!("missing `{claim}`")),
             _ => AuthError::Malformed(e.to_string()),
         })?;
-        let scopes: HashSet<String> = data
-            .claims
-            .scope
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
+        let scopes: HashSet<String> = data.claims.scope.split_whitespace().map(str::to_owned).collect();
         let expires = UNIX_EPOCH + Duration::from_secs(data.claims.exp);
         Ok((Identity { subject: data.claims.sub, scopes }, expires))
     }
 
     fn cached(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
-        self.inner
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(kid)
-            .cloned()
+        self.inner.keys.read().unwrap_or_else(|e| e.into_inner()).get(kid).cloned()
     }
 
     async fn key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
@@ -191,11 +158,7 @@ impl JwtVerifier {
         }
         // An unknown kid must not let clients make us hammer the issuer.
         if last.is_some_and(|at| at.elapsed() < self.inner.min_refresh) {
-            return Err(if self.has_keys() {
-                AuthError::UnknownKey
-            } else {
-                AuthError::KeysUnavailable
-            });
+            return Err(if self.has_keys() { AuthError::UnknownKey } else { AuthError::KeysUnavailable });
         }
         *last = Some(Instant::now());
         let fetched = self.fetch().await;
@@ -207,32 +170,17 @@ impl JwtVerifier {
             }
             Err(e) => {
                 tracing::warn!(url = %self.inner.jwks_url, error = %e, "cannot fetch the JWKS");
-                Err(if self.has_keys() {
-                    AuthError::UnknownKey
-                } else {
-                    AuthError::KeysUnavailable
-                })
+                Err(if self.has_keys() { AuthError::UnknownKey } else { AuthError::KeysUnavailable })
             }
         }
     }
 
     fn has_keys(&self) -> bool {
-        !self
-            .inner
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        !self.inner.keys.read().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
     async fn fetch(&self) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
-        let response = self
-            .inner
-            .client
-            .get(self.inner.jwks_url.clone())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let response = self.inner.client.get(self.inner.jwks_url.clone()).send().await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("status {}", response.status()));
         }

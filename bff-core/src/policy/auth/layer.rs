@@ -8,13 +8,8 @@ use axum::response::{IntoResponse, Response};
 use super::{AuthError, JwtVerifier};
 
 fn bearer(request: &Request) -> Result<&str, AuthError> {
-    let value = request
-        .headers()
-        .get(AUTHORIZATION)
-        .ok_or(AuthError::MissingToken)?;
-    let value = value
-        .to_str()
-        .map_err(|_| AuthError::Malformed("the Authorization header is not ASCII".to_owned()))?;
+    let value = request.headers().get(AUTHORIZATION).ok_or(AuthError::MissingToken)?;
+    let value = value.to_str().map_err(|_| AuthError::Malformed("the Authorization header is not ASCII".to_owned()))?;
     let (scheme, token) = value.split_once(' ').ok_or(AuthError::MissingToken)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(AuthError::MissingToken);
@@ -22,11 +17,7 @@ fn bearer(request: &Request) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
-pub(crate) async fn require_jwt(
-    State(verifier): State<JwtVerifier>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn require_jwt(State(verifier): State<JwtVerifier>, mut request: Request, next: Next) -> Response {
     let identity = match bearer(&request) {
         Ok(token) => verifier.verify(token).await,
         Err(e) => Err(e),

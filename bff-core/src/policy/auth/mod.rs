@@ -37,11 +37,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         // Only the auth layer inserts an Identity; without it there is no identity to give.
-        parts
-            .extensions
-            .get::<Identity>()
-            .cloned()
-            .ok_or(AuthError::MissingToken)
+        parts.extensions.get::<Identity>().cloned().ok_or(AuthError::MissingToken)
     }
 }
 
