@@ -28,7 +28,7 @@ pub fn init(format: LogFormat, filter: &str, rust_log: Option<&str>) -> LogGuard
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let installed = match format {
         LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
     };
     LogGuard(installed.ok().map(|()| guard))
 }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
@@ -35,9 +35,12 @@ pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Req
     request.extensions_mut().insert(meta.clone());
     request.extensions_mut().insert(policies);
 
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let span = tracing::info_span!("request", id = %String::from_utf8_lossy(id.as_bytes()), %method, %path);
+    let span = tracing::info_span!(
+        "request",
+        id = %String::from_utf8_lossy(id.as_bytes()),
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
     let handled = async move { problem_for_bare_405(next.run(request).await) };
     let mut response = CURRENT_REQUEST_ID.scope(id.clone(), handled).instrument(span.clone()).await;
 
@@ -52,7 +55,7 @@ pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Req
     {
         headers.insert(HeaderName::from_static(DEGRADED), value);
     }
-    log_access(&span, &method, &path, &response, start, &degraded);
+    log_access(&span, &response, start, &degraded);
     response
 }
 
@@ -68,21 +71,22 @@ fn problem_for_bare_405(response: Response) -> Response {
     problem
 }
 
-fn log_access(span: &tracing::Span, method: &Method, path: &str, response: &Response, start: Instant, degraded: &str) {
+/// The access log line; the request span around it carries the id, method and path.
+fn log_access(span: &tracing::Span, response: &Response, start: Instant, degraded: &str) {
     let _enter = span.enter();
     let status = response.status().as_u16();
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     match response.extensions().get::<ErrorReport>() {
         Some(report) if report.source == ErrorSource::Internal => {
-            tracing::error!(%method, path, status, latency_ms, code = report.code, error = %report.message, "request failed")
+            tracing::error!(status, latency_ms, code = report.code, error = %report.message, "request failed")
         }
         Some(report) => {
-            tracing::warn!(%method, path, status, latency_ms, code = report.code, error = %report.message, "request refused")
+            tracing::warn!(status, latency_ms, code = report.code, error = %report.message, "request refused")
         }
         None if !degraded.is_empty() => {
-            tracing::warn!(%method, path, status, latency_ms, degraded, "request served degraded")
+            tracing::warn!(status, latency_ms, degraded, "request served degraded")
         }
-        None => tracing::info!(%method, path, status, latency_ms, "request served"),
+        None => tracing::info!(status, latency_ms, "request served"),
     }
 }
 
