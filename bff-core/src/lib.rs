@@ -53,9 +53,11 @@ pub use policy::auth::{AuthError, Identity};
 pub use request::Ctx;
 pub use upstream::{Call, Upstream, UpstreamError, encode};
 
-/// Installs rustls' `ring` provider as the process default; call once before any client is built.
+/// Installs rustls' `ring` provider as the process default.
 ///
-/// Idempotent: a second call (or a provider installed by someone else) is fine.
+/// `bff-core` calls it before it builds any client, so a BFF need not; call it yourself before
+/// building your own `reqwest` clients. Idempotent: a second call (or a provider installed by
+/// someone else) is fine.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

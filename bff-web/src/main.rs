@@ -4,11 +4,6 @@ use std::process::ExitCode;
 
 use bff_core::cli::{Demo, Spec};
 
-/// Fewer CPU cycles per request than the system allocator under a gateway's allocation pattern
-/// (measured with bench/run.py; see bench/README.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const SPEC: Spec = Spec {
     name: "bff-web",
     about: "The web app's Backend-for-Frontend: rich payloads, CORS for the app's origins.",

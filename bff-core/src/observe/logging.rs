@@ -2,7 +2,7 @@
 //!
 //! Log lines are handed to a writer thread and written to stdout in batches: a request never
 //! waits on a `write` system call, and under load one call carries many lines. If the writer
-//! falls far behind (128k lines queued), new lines are dropped rather than slowing requests.
+//! falls far behind (16k lines queued), new lines are dropped rather than slowing requests.
 
 use std::io::BufWriter;
 
@@ -10,6 +10,10 @@ use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+
+/// Lines queued for the writer before new ones are dropped. The queue is allocated up front, so
+/// this is also its memory: about 32 bytes a line.
+const MAX_QUEUED_LINES: usize = 16 * 1024;
 
 /// Keeps the log writer thread alive; dropping it flushes what is queued.
 #[derive(Debug)]
@@ -23,6 +27,7 @@ pub fn init(format: LogFormat, filter: &str, rust_log: Option<&str>) -> LogGuard
     let filter = EnvFilter::try_new(rust_log.unwrap_or(filter)).unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
+        .buffered_lines_limit(MAX_QUEUED_LINES)
         .thread_name("bff-log-writer")
         .finish(BufWriter::with_capacity(64 * 1024, std::io::stdout()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);

@@ -80,6 +80,7 @@ impl fmt::Debug for Upstream {
 impl Upstream {
     /// Builds an upstream with its own connection pool.
     pub fn new(name: &str, base: &url::Url, timeout: Duration, connect_timeout: Duration, max_idle: usize) -> Self {
+        crate::install_crypto_provider();
         let name: Arc<str> = Arc::from(name);
         let client = reqwest::Client::builder()
             .connect_timeout(connect_timeout)

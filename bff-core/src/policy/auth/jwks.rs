@@ -54,6 +54,7 @@ struct Claims {
 impl JwtVerifier {
     /// A verifier for `config`; keys are fetched on first use.
     pub fn new(config: &AuthConfig) -> Self {
+        crate::install_crypto_provider();
         let client = reqwest::Client::builder().timeout(JWKS_FETCH_TIMEOUT).no_proxy().build().unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
