@@ -9,14 +9,16 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tower::util::MapRequestLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{Config, ConfigError, CorsConfig};
 use crate::error::BffError;
 use crate::observe::health::{self, Dependencies};
+use crate::observe::metrics;
 use crate::policy::api_key::{ApiKeys, layer::require_api_key};
 use crate::policy::auth::{JwtVerifier, layer::require_jwt};
-use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, layer::edge};
+use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, layer::edge, mark_route};
 use crate::shape;
 use crate::upstream::{Upstream, Upstreams};
 
@@ -35,6 +37,7 @@ impl Gateway {
         let upstreams = Upstreams::from_config(&config, source);
         let verifier = config.auth.as_ref().map(JwtVerifier::new);
         let api_keys = config.api_keys.as_ref().map(ApiKeys::new);
+        metrics::handle();
         Self { config: Arc::new(config), upstreams, verifier, api_keys }
     }
 
@@ -91,9 +94,11 @@ impl Gateway {
         let mut router = Router::new()
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz).with_state(Dependencies(deps)))
+            .route("/metrics", get(metrics::metrics_get))
             .merge(public)
             .merge(routes)
-            .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
+            .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) })
+            .layer(MapRequestLayer::new(mark_route));
         if let Some(cors) = &self.config.cors {
             router = router.layer(cors_layer(cors));
         }

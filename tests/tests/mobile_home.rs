@@ -280,6 +280,42 @@ async fn unknown_paths_and_health() {
 }
 
 #[tokio::test]
+async fn metrics_count_requests_and_upstream_calls() {
+    let stack = mobile().start().await;
+    stack.set_faults(Service::Notifications, Faults { error_rate: 1.0, ..Faults::default() }).await;
+    for _ in 0..3 {
+        assert_eq!(stack.get("/mobile/home").await.status(), 200);
+    }
+    let response = stack.http.get(stack.bff.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    // The recorder is process-wide and tests run in parallel: assert lower bounds on our series.
+    let value = |prefix: &str, labels: &[&str]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        value("bff_http_requests_total", &["route=\"/mobile/home\"", "status=\"200\"", "method=\"GET\""]) >= 3.0,
+        "{text}"
+    );
+    assert!(value("bff_upstream_requests_total", &["upstream=\"users\"", "outcome=\"ok\""]) >= 3.0, "{text}");
+    assert!(
+        value("bff_upstream_requests_total", &["upstream=\"notifications\"", "outcome=\"status\""]) >= 3.0,
+        "{text}"
+    );
+    assert!(value("bff_degraded_total", &["upstream=\"notifications\""]) >= 3.0, "{text}");
+    assert!(
+        value("bff_http_request_duration_seconds_bucket", &["route=\"/mobile/home\"", "le=\"+Inf\""]) >= 3.0,
+        "{text}"
+    );
+    // Ids never become labels.
+    assert!(!text.contains("/mobile/orders/4"), "{text}");
+}
+
+#[tokio::test]
 async fn readyz_reports_a_down_upstream() {
     let port = closed_port().await;
     let stack = mobile().set("upstreams.orders.url", &format!("http://127.0.0.1:{port}")).start().await;

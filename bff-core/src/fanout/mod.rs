@@ -90,6 +90,7 @@ impl<T: DeserializeOwned + Send> Part for Optional<T> {
                     cause = error.cause().unwrap_or(""),
                     "optional part degraded"
                 );
+                crate::observe::metrics::degraded(&service);
                 ctx.degrade(self.label.unwrap_or(service));
                 Ok(None)
             }

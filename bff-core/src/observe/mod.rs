@@ -1,4 +1,5 @@
-//! Observability: log set-up and the health endpoints.
+//! Observability: log set-up, Prometheus metrics and the health endpoints.
 
 pub mod health;
 pub mod logging;
+pub mod metrics;

@@ -1,6 +1,6 @@
 //! The edge middleware: request id in and out, request context, degraded header, access log.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::{CURRENT_REQUEST_ID, DEGRADED, REQUEST_ID, RequestMeta, RoutePolicies};
 use crate::error::{BffError, ErrorReport, ErrorSource};
+use crate::observe::metrics;
 
 /// The longest request id we accept from a client; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -31,7 +32,9 @@ pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Req
         _ => HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
     };
-    let meta = Arc::new(RequestMeta { id: id.clone(), start, degraded: Mutex::new(Vec::new()) });
+    let meta =
+        Arc::new(RequestMeta { id: id.clone(), route: OnceLock::new(), start, degraded: Mutex::new(Vec::new()) });
+    let method = request.method().clone();
     request.extensions_mut().insert(meta.clone());
     request.extensions_mut().insert(policies);
 
@@ -56,6 +59,8 @@ pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Req
         headers.insert(HeaderName::from_static(DEGRADED), value);
     }
     log_access(&span, &response, start, &degraded);
+    let route = meta.route.get().map_or("unmatched", |path| path.as_str());
+    metrics::request(route, method.as_str(), response.status().as_u16(), start.elapsed());
     response
 }
 

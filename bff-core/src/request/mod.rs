@@ -6,7 +6,7 @@
 pub(crate) mod layer;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, MatchedPath};
@@ -34,8 +34,20 @@ pub(crate) fn current_request_id() -> Option<String> {
 #[derive(Debug)]
 pub(crate) struct RequestMeta {
     pub(crate) id: HeaderValue,
+    /// The matched route pattern, set on the way in by [`mark_route`] (the edge runs before routing).
+    pub(crate) route: OnceLock<MatchedPath>,
     pub(crate) start: Instant,
     pub(crate) degraded: Mutex<Vec<String>>,
+}
+
+/// Records the matched route pattern for the edge's metrics and logs; a layer inside the router.
+pub(crate) fn mark_route(request: axum::extract::Request) -> axum::extract::Request {
+    if let (Some(path), Some(meta)) =
+        (request.extensions().get::<MatchedPath>(), request.extensions().get::<Arc<RequestMeta>>())
+    {
+        let _ = meta.route.set(path.clone());
+    }
+    request
 }
 
 /// Per-route settings the edge hands to every request.
@@ -95,6 +107,7 @@ impl Ctx {
     pub fn detached(deadline: Duration, concurrency: usize) -> Self {
         let meta = RequestMeta {
             id: HeaderValue::from_static("detached"),
+            route: OnceLock::new(),
             start: Instant::now(),
             degraded: Mutex::new(Vec::new()),
         };

@@ -27,6 +27,7 @@ use tower::ServiceExt;
 pub use error::{UpstreamError, UpstreamErrorKind};
 
 use crate::config::{Config, ConfigError};
+use crate::observe::metrics;
 use crate::request::Ctx;
 
 /// One request to an upstream, as the outbound policy stack sees it.
@@ -155,9 +156,13 @@ impl<T: DeserializeOwned> Call<T> {
             request_id: ctx.request_id().clone(),
             deadline: ctx.deadline(),
         };
-        let body = self.upstream.send(request).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| UpstreamError::new(self.upstream.name.clone(), UpstreamErrorKind::Decode).with_cause(e))
+        let start = Instant::now();
+        let result = self.upstream.send(request).await.and_then(|body| {
+            serde_json::from_slice(&body)
+                .map_err(|e| UpstreamError::new(self.upstream.name.clone(), UpstreamErrorKind::Decode).with_cause(e))
+        });
+        metrics::upstream(&self.upstream.name, result.as_ref().map(|_| ()), start.elapsed());
+        result
     }
 }
 
