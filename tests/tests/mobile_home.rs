@@ -172,50 +172,27 @@ async fn bad_credentials_are_401_and_call_no_upstream() {
     assert_refused(&stack, stack.http.get(&url).bearer_auth(format!("{header}.{payload}.")), "AUTH_MALFORMED").await;
 }
 
+/// `GET /mobile/home` with a token the auth service issues for `claims`.
+async fn home_with_issued_token(stack: &Stack, claims: Value) -> reqwest::Response {
+    let auth = stack.mocks.url(Service::Auth);
+    let issued = stack.http.post(format!("{auth}/token")).json(&claims).send().await.unwrap();
+    let token: Value = issued.json().await.unwrap();
+    let bearer = token["access_token"].as_str().unwrap();
+    stack.http.get(stack.bff.url("/mobile/home")).bearer_auth(bearer).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn tokens_from_the_auth_service_work_with_rs256_and_es256() {
     let stack = mobile().start().await;
-    let auth = stack.mocks.url(Service::Auth);
     for alg in ["RS256", "ES256"] {
-        let token: Value = stack
-            .http
-            .post(format!("{auth}/token"))
-            .json(&json!({ "sub": "7", "scope": "profile", "ttl_s": 60, "alg": alg }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let response = stack
-            .http
-            .get(stack.bff.url("/mobile/home"))
-            .bearer_auth(token["access_token"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap();
+        let response =
+            home_with_issued_token(&stack, json!({ "sub": "7", "scope": "profile", "ttl_s": 60, "alg": alg })).await;
         assert_eq!(response.status(), 200, "{alg}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["name"], data::user(7)["displayName"], "{alg}");
     }
     // The wrong audience is refused.
-    let token: Value = stack
-        .http
-        .post(format!("{auth}/token"))
-        .json(&json!({ "sub": "7", "aud": "other" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let response = stack
-        .http
-        .get(stack.bff.url("/mobile/home"))
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let response = home_with_issued_token(&stack, json!({ "sub": "7", "aud": "other" })).await;
     problem(response, 401, "AUTH_INVALID_CLAIMS").await;
 }
 
