@@ -129,7 +129,12 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    let upkeep = metrics::spawn_upkeep();
+    let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+    if let Some(upkeep) = upkeep {
+        upkeep.abort();
+    }
+    served
 }
 
 /// Completes on Ctrl-C or SIGTERM.

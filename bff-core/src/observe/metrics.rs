@@ -36,6 +36,22 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Folds histogram samples into buckets every few seconds, so memory stays bounded between scrapes.
+/// Runs until the returned task is aborted.
+pub(crate) fn spawn_upkeep() -> Option<tokio::task::JoinHandle<()>> {
+    let handle = handle()?;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    }))
+}
+
 /// `GET /metrics`: the Prometheus text format.
 pub(crate) async fn metrics_get() -> Response {
     let body = handle().map(PrometheusHandle::render).unwrap_or_default();
