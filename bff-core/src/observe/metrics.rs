@@ -65,19 +65,45 @@ pub(crate) fn request(route: &str, method: &str, status: u16, elapsed: Duration)
     metrics::histogram!("bff_http_request_duration_seconds", "route" => route.to_owned()).record(elapsed.as_secs_f64());
 }
 
-/// Records one upstream call.
-pub(crate) fn upstream(name: &str, result: Result<(), &UpstreamError>, elapsed: Duration) {
-    let outcome = match result.map_err(UpstreamError::kind) {
-        Ok(()) => "ok",
-        Err(UpstreamErrorKind::Timeout(_)) => "timeout",
-        Err(UpstreamErrorKind::Connect) => "connect",
-        Err(UpstreamErrorKind::Status(_)) => "status",
-        Err(UpstreamErrorKind::Transport) => "transport",
-        Err(UpstreamErrorKind::Decode) => "decode",
-    };
-    metrics::counter!("bff_upstream_requests_total", "upstream" => name.to_owned(), "outcome" => outcome).increment(1);
-    metrics::histogram!("bff_upstream_request_duration_seconds", "upstream" => name.to_owned())
-        .record(elapsed.as_secs_f64());
+/// One upstream's series, registered once so that a call only touches atomics.
+pub(crate) struct UpstreamMetrics {
+    ok: metrics::Counter,
+    timeout: metrics::Counter,
+    connect: metrics::Counter,
+    status: metrics::Counter,
+    transport: metrics::Counter,
+    decode: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl UpstreamMetrics {
+    pub(crate) fn new(name: &str) -> Self {
+        handle();
+        let counter = |outcome: &'static str| metrics::counter!("bff_upstream_requests_total", "upstream" => name.to_owned(), "outcome" => outcome);
+        Self {
+            ok: counter("ok"),
+            timeout: counter("timeout"),
+            connect: counter("connect"),
+            status: counter("status"),
+            transport: counter("transport"),
+            decode: counter("decode"),
+            duration: metrics::histogram!("bff_upstream_request_duration_seconds", "upstream" => name.to_owned()),
+        }
+    }
+
+    /// Records one call.
+    pub(crate) fn record(&self, result: Result<(), &UpstreamError>, elapsed: Duration) {
+        let counter = match result.map_err(UpstreamError::kind) {
+            Ok(()) => &self.ok,
+            Err(UpstreamErrorKind::Timeout(_)) => &self.timeout,
+            Err(UpstreamErrorKind::Connect) => &self.connect,
+            Err(UpstreamErrorKind::Status(_)) => &self.status,
+            Err(UpstreamErrorKind::Transport) => &self.transport,
+            Err(UpstreamErrorKind::Decode) => &self.decode,
+        };
+        counter.increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+    }
 }
 
 /// Records an optional part left out of an answer.

@@ -70,6 +70,7 @@ where
 pub struct Upstream {
     name: Arc<str>,
     stack: Arc<dyn Outbound>,
+    metrics: Arc<metrics::UpstreamMetrics>,
 }
 
 impl fmt::Debug for Upstream {
@@ -92,7 +93,7 @@ impl Upstream {
             .unwrap_or_else(|_| reqwest::Client::new());
         let transport = transport::HttpTransport::new(name.clone(), base, client);
         let stack = timeout::CallTimeout { inner: transport, name: name.clone(), timeout };
-        Self { name, stack: Arc::new(stack) }
+        Self { metrics: Arc::new(metrics::UpstreamMetrics::new(&name)), name, stack: Arc::new(stack) }
     }
 
     /// An upstream over any service (an in-memory fake in tests and benchmarks), with the same
@@ -104,7 +105,7 @@ impl Upstream {
     {
         let name: Arc<str> = Arc::from(name);
         let stack = timeout::CallTimeout { inner: TowerOutbound(service), name: name.clone(), timeout };
-        Self { name, stack: Arc::new(stack) }
+        Self { metrics: Arc::new(metrics::UpstreamMetrics::new(&name)), name, stack: Arc::new(stack) }
     }
 
     /// The upstream's name, as in config and in errors.
@@ -161,7 +162,7 @@ impl<T: DeserializeOwned> Call<T> {
             serde_json::from_slice(&body)
                 .map_err(|e| UpstreamError::new(self.upstream.name.clone(), UpstreamErrorKind::Decode).with_cause(e))
         });
-        metrics::upstream(&self.upstream.name, result.as_ref().map(|_| ()), start.elapsed());
+        self.upstream.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
         result
     }
 }
