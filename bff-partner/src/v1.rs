@@ -142,7 +142,12 @@ pub(crate) async fn orders_list(
         .await
         .map_err(|e| e.when_not_found(format!("no user `{}`", query.user)))?;
     let total_pages = all.len().div_ceil(PAGE_SIZE);
-    let orders = all.into_iter().skip((page - 1) * PAGE_SIZE).take(PAGE_SIZE).map(order).collect::<Result<_, _>>()?;
+    let orders = all
+        .into_iter()
+        .skip((page - 1).saturating_mul(PAGE_SIZE))
+        .take(PAGE_SIZE)
+        .map(order)
+        .collect::<Result<_, _>>()?;
     Ok(Json(OrderPageV1 { orders, page, page_size: PAGE_SIZE, total_pages }))
 }
 

@@ -173,7 +173,7 @@ pub(crate) async fn orders_list(
         .fetch(up.orders.get::<Vec<records::Order>>(format!("/orders?user={}&limit={MAX_ORDERS}", encode(&query.user))))
         .await
         .map_err(|e| e.when_not_found(format!("no user `{}`", query.user)))?;
-    let next = offset + limit;
+    let next = offset.saturating_add(limit);
     let next_cursor = (next < all.len()).then(|| encode_cursor(next));
     let data = all.into_iter().skip(offset).take(limit).map(order).collect();
     Ok(Json(OrderPageV2 { data, next_cursor }))

@@ -14,6 +14,12 @@ async fn get(stack: &Stack, path: &str) -> reqwest::Response {
     stack.http.get(stack.bff.url(path)).header("x-api-key", "demo-pro-key").send().await.unwrap()
 }
 
+/// Unpadded base64url, as the API encodes cursors.
+fn base64_url(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
 fn epoch(rfc3339: &Value) -> u64 {
     let t = humantime::parse_rfc3339(rfc3339.as_str().unwrap()).unwrap();
     t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
@@ -87,6 +93,8 @@ async fn v1_orders_and_products() {
         json!({ "orders": all[3..].iter().map(v1_order).collect::<Vec<_>>(), "page": 2, "pageSize": 3, "totalPages": 2 })
     );
     problem(get(&stack, "/v1/orders?user=42&page=0").await, 400, "INVALID_QUERY").await;
+    let beyond: Value = get(&stack, &format!("/v1/orders?user=42&page={}", usize::MAX)).await.json().await.unwrap();
+    assert_eq!(beyond["orders"], json!([]));
     problem(get(&stack, "/v1/orders?user=42&page=x").await, 400, "INVALID_QUERY").await;
     problem(get(&stack, "/v1/orders").await, 400, "INVALID_QUERY").await;
     problem(get(&stack, "/v1/orders?user=999999").await, 404, "NOT_FOUND").await;
@@ -120,6 +128,10 @@ async fn v2_orders_with_cursors() {
     assert_eq!(seen, data::orders(42, 50).iter().map(v2_order).collect::<Vec<_>>());
     problem(get(&stack, "/v2/orders?user=42&cursor=bm9wZQ").await, 400, "INVALID_CURSOR").await;
     problem(get(&stack, "/v2/orders?user=42&limit=0").await, 400, "INVALID_QUERY").await;
+    // Offsets near the top of the integer range are an empty page, not an overflow.
+    let huge = base64_url(&format!("o:{}", usize::MAX));
+    let page: Value = get(&stack, &format!("/v2/orders?user=42&cursor={huge}")).await.json().await.unwrap();
+    assert_eq!(page, json!({ "data": [], "nextCursor": null }));
 }
 
 #[tokio::test]

@@ -17,7 +17,9 @@ const MAX_QUEUED_LINES: usize = 16 * 1024;
 
 /// Keeps the log writer thread alive; dropping it flushes what is queued.
 #[derive(Debug)]
-pub struct LogGuard(#[allow(dead_code)] Option<WorkerGuard>);
+pub struct LogGuard {
+    _writer: Option<WorkerGuard>,
+}
 
 /// Installs the global subscriber; `RUST_LOG`, when given, wins over `filter`.
 ///
@@ -35,5 +37,5 @@ pub fn init(format: LogFormat, filter: &str, rust_log: Option<&str>) -> LogGuard
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
     };
-    LogGuard(installed.ok().map(|()| guard))
+    LogGuard { _writer: installed.ok().map(|()| guard) }
 }
