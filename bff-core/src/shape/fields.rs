@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 
 /// The most fields one `fields=` may name.
 const MAX_FIELDS: usize = 64;
+/// The deepest a field path may go (`a.b.c` is 3).
+const MAX_DEPTH: usize = 8;
 
 /// A parsed `fields=` value: each key keeps the whole value or a nested selection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +25,9 @@ impl FieldSet {
         for path in paths {
             if path.is_empty() || path.split('.').any(str::is_empty) {
                 return Err(format!("`{spec}` has an empty field name"));
+            }
+            if path.split('.').count() > MAX_DEPTH {
+                return Err(format!("`{path}` is nested deeper than {MAX_DEPTH} levels"));
             }
             let mut node = &mut root;
             for segment in path.split('.') {
@@ -120,5 +125,7 @@ mod tests {
             assert!(FieldSet::parse(spec).is_err(), "{spec}");
         }
         assert!(FieldSet::parse(&vec!["a"; MAX_FIELDS + 1].join(",")).is_err());
+        assert!(FieldSet::parse(&vec!["a"; MAX_DEPTH + 1].join(".")).is_err());
+        assert!(FieldSet::parse(&vec!["a"; MAX_DEPTH].join(".")).is_ok());
     }
 }
