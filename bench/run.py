@@ -204,7 +204,14 @@ class Harness:
         self.mock = {}
         self.targets = {}
 
-    def spawn(self, name, cmd, env=None, cwd=None):
+    def pinned(self, cmd, role):
+        """With --pin, the process under test gets core 1 to itself; the mock and wrk share core 0."""
+        if not self.args.pin:
+            return cmd
+        return ["taskset", "-c", "1" if role == "target" else "0"] + cmd
+
+    def spawn(self, name, cmd, env=None, cwd=None, role="target"):
+        cmd = self.pinned(cmd, role)
         log = open(os.path.join(self.logs, f"{name}.log"), "w")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("BFF_") and k != "RUST_LOG"}
         full_env.update(env or {})
@@ -230,7 +237,7 @@ class Harness:
     def start_mock(self):
         ports = {s: free_port() for s in MOCK_SERVICES}
         cmd = [os.path.join(RELEASE, "services-mock")] + [f"--port={s}={p}" for s, p in ports.items()]
-        proc = self.spawn("services-mock", cmd, env={"RUST_LOG": "warn"})
+        proc = self.spawn("services-mock", cmd, env={"RUST_LOG": "warn"}, role="load")
         for port in ports.values():
             wait_port(port, proc, "services-mock")
         self.mock = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
@@ -300,7 +307,7 @@ class Harness:
         status, body = http("GET", url, headers=req_headers)
         if status != 200:
             raise SystemExit(f"{case.name}: GET {url} answered {status}")
-        wrk = ["wrk", "-t1", f"-c{case.connections}", "--latency"]
+        wrk = self.pinned(["wrk", "-t1"], "load") + [f"-c{case.connections}", "--latency"]
         for h in headers:
             wrk += ["-H", h]
         # Warm up (connections, pools, JIT for Node), then measure.
@@ -365,6 +372,7 @@ def main():
     parser.add_argument("--duration", type=int, help="seconds of measurement per case (default 10, quick 2)")
     parser.add_argument("--warmup", type=int, help="seconds of warm-up per case (default 3, quick 1)")
     parser.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    parser.add_argument("--pin", action="store_true", help="process under test on core 1, mock and wrk on core 0 (steadier CPU figures)")
     parser.add_argument("--out", help="where to write the JSON results (default bench/results/<utc>.json)")
     args = parser.parse_args()
     args.duration = args.duration or (2 if args.quick else 10)
