@@ -42,13 +42,18 @@ async fn upstream_calls_run_in_parallel() {
     for service in [Service::Users, Service::Orders, Service::Notifications] {
         stack.set_faults(service, latency(100)).await;
     }
-    let start = Instant::now();
-    let response = stack.get("/mobile/home").await;
-    let elapsed = start.elapsed();
-    assert_eq!(response.status(), 200);
-    assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
-    // Sequential calls would take 300 ms.
-    assert!(elapsed < Duration::from_millis(200), "took {elapsed:?}");
+    // Sequential calls take at least 300 ms, so one answer under 200 ms proves parallelism; the
+    // fastest of three keeps a loaded CI machine's scheduling hiccups out of the verdict.
+    let mut fastest = Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let response = stack.get("/mobile/home").await;
+        let elapsed = start.elapsed();
+        assert_eq!(response.status(), 200);
+        assert!(elapsed >= Duration::from_millis(100), "{elapsed:?}");
+        fastest = fastest.min(elapsed);
+    }
+    assert!(fastest < Duration::from_millis(200), "fastest of three took {fastest:?}");
 }
 
 async fn assert_degraded(stack: &Stack) {
