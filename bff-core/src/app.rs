@@ -10,6 +10,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tower::util::MapRequestLayer;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{Config, ConfigError, CorsConfig};
@@ -102,8 +103,20 @@ impl Gateway {
         if let Some(cors) = &self.config.cors {
             router = router.layer(cors_layer(cors));
         }
-        router.layer(from_fn_with_state(policies, edge))
+        // Inside the edge, so a panicking handler still gets a request id, a log line and a 500.
+        router.layer(CatchPanicLayer::custom(panic_response)).layer(from_fn_with_state(policies, edge))
     }
+}
+
+/// Our bug: the detail goes to the log (via the error report), the client gets a plain 500.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a handler panicked".to_owned());
+    BffError::Internal(format!("handler panicked: {message}").into()).into_response()
 }
 
 fn cors_layer(config: &CorsConfig) -> CorsLayer {
