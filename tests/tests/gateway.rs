@@ -7,18 +7,23 @@ use bff_core::config::{ConfigSource, Overrides, load};
 use bff_core::testing::TestServer;
 use serde_json::Value;
 
+/// `routes` behind a gateway with the smallest config: no upstreams, no auth, no shaping.
+async fn serve(routes: Router) -> (TestServer, reqwest::Client) {
+    bff_core::install_crypto_provider();
+    let source = ConfigSource { name: "test".into(), text: "listen = \"127.0.0.1:0\"\n".into() };
+    let gateway = Gateway::new(load(&source, &Overrides::default()).unwrap(), "test");
+    let server = TestServer::start(gateway.router(routes)).await;
+    (server, reqwest::Client::builder().no_proxy().build().unwrap())
+}
+
 async fn panics() -> &'static str {
     panic!("a bug in a handler")
 }
 
 #[tokio::test]
 async fn a_panicking_handler_is_a_500_problem_and_the_server_lives_on() {
-    bff_core::install_crypto_provider();
-    let source = ConfigSource { name: "test".into(), text: "listen = \"127.0.0.1:0\"\n".into() };
-    let gateway = Gateway::new(load(&source, &Overrides::default()).unwrap(), "test");
     let routes = Router::new().route("/boom", get(panics)).route("/fine", get(|| async { "fine" }));
-    let server = TestServer::start(gateway.router(routes)).await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (server, http) = serve(routes).await;
 
     let response = http.get(server.url("/boom")).header("x-request-id", "boom-1").send().await.unwrap();
     assert_eq!(response.status(), 500);
@@ -35,12 +40,8 @@ async fn a_panicking_handler_is_a_500_problem_and_the_server_lives_on() {
 
 #[tokio::test]
 async fn without_an_auth_section_no_route_sees_an_identity() {
-    bff_core::install_crypto_provider();
-    let source = ConfigSource { name: "test".into(), text: "listen = \"127.0.0.1:0\"\n".into() };
-    let gateway = Gateway::new(load(&source, &Overrides::default()).unwrap(), "test");
     let routes = Router::new().route("/me", get(|user: bff_core::Identity| async move { user.subject }));
-    let server = TestServer::start(gateway.router(routes)).await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (server, http) = serve(routes).await;
     // A client-supplied identity header is never trusted.
     let response = http.get(server.url("/me")).header("x-user-id", "42").send().await.unwrap();
     assert_eq!(response.status(), 401);
