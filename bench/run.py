@@ -368,10 +368,11 @@ def table(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few seconds per case, a subset of cases (CI)")
-    parser.add_argument("--only", help="run the cases whose name starts with this")
+    parser.add_argument("--only", help="run the cases whose name starts with one of these (comma-separated)")
     parser.add_argument("--duration", type=int, help="seconds of measurement per case (default 10, quick 2)")
     parser.add_argument("--warmup", type=int, help="seconds of warm-up per case (default 3, quick 1)")
     parser.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per case; the median (by req/s) is reported")
     parser.add_argument("--pin", action="store_true", help="process under test on core 1, mock and wrk on core 0 (steadier CPU figures)")
     parser.add_argument("--out", help="where to write the JSON results (default bench/results/<utc>.json)")
     args = parser.parse_args()
@@ -383,7 +384,8 @@ def main():
             raise SystemExit(f"{tool} is not installed (apt-get install wrk nodejs); see bench/README.md")
     if not os.path.isdir(os.path.join(NODE_DIR, "node_modules")):
         raise SystemExit(f"the Node baselines' packages are missing: run `npm ci` in {NODE_DIR}")
-    cases = [c for c in CASES if (c.quick or not args.quick) and (not args.only or c.name.startswith(args.only))]
+    prefixes = tuple(args.only.split(",")) if args.only else ("",)
+    cases = [c for c in CASES if (c.quick or not args.quick) and c.name.startswith(prefixes)]
     if any(c.target == "nginx" for c in cases) and not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
         raise SystemExit("nginx is not installed (apt-get install nginx-light)")
     if not args.no_build:
@@ -395,7 +397,12 @@ def main():
         harness.start_mock()
         for case in cases:
             print(f"… {case.name}", file=sys.stderr, flush=True)
-            results.append(harness.run_case(case))
+            runs = [harness.run_case(case) for _ in range(args.repeat)]
+            # The run with the median req/s stands for the case; all runs stay in the JSON.
+            runs.sort(key=lambda r: r["rps"])
+            median = dict(runs[len(runs) // 2])
+            median["runs"] = [{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "errors")} for r in runs]
+            results.append(median)
     finally:
         harness.stop_all()
 
