@@ -53,11 +53,12 @@ pub use policy::auth::{AuthError, Identity};
 pub use request::Ctx;
 pub use upstream::{Call, Upstream, UpstreamError, encode};
 
-/// Installs rustls' `ring` provider as the process default.
+/// Installs `ring` as the process's TLS provider (rustls) and JWT signature verifier.
 ///
 /// `bff-core` calls it before it builds any client, so a BFF need not; call it yourself before
 /// building your own `reqwest` clients. Idempotent: a second call (or a provider installed by
 /// someone else) is fine.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    policy::auth::install_jwt_crypto();
 }

@@ -6,6 +6,7 @@
 mod error;
 mod jwks;
 pub(crate) mod layer;
+mod ring_crypto;
 
 use std::collections::HashSet;
 
@@ -39,6 +40,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
         // Only the auth layer inserts an Identity; without it there is no identity to give.
         parts.extensions.get::<Identity>().cloned().ok_or(AuthError::MissingToken)
     }
+}
+
+/// Makes `ring` verify JWT signatures in this process (see `ring_crypto`); idempotent.
+pub(crate) fn install_jwt_crypto() {
+    ring_crypto::install();
 }
 
 /// The asymmetric algorithms a BFF accepts; `HS*` and `none` never are.
