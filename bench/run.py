@@ -79,7 +79,7 @@ def mobile_home_cases():
 
 CASES = mobile_home_cases() + [
     Case("mobile-home-fields", "bff-mobile", "/mobile/home?fields=name,badge", baselines=("mobile-home-0ms-c64",)),
-    Case("mobile-home-gzip", "bff-mobile", "/mobile/home", env={}, baselines=("mobile-home-0ms-c64",)),
+    Case("mobile-home-gzip", "bff-mobile", "/mobile/home", baselines=("mobile-home-0ms-c64",)),
     Case("mobile-feed-20", "bff-mobile", "/mobile/feed?skus=" + ",".join(f"SKU-{i:04}" for i in range(1, 21)), quick=False),
     Case("web-home", "bff-web", "/web/home", quick=True),
     Case("web-product", "bff-web", "/web/products/SKU-0007"),

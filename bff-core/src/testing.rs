@@ -35,10 +35,8 @@ impl TestServer {
 
     /// Starts a graceful shutdown and waits until the server has stopped.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        (&mut self.task).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        self.begin_shutdown();
+        self.stopped().await
     }
 
     /// Starts a graceful shutdown without waiting for it.

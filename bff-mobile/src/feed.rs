@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use bff_core::extract::Query;
-use bff_core::{BffError, Ctx, each, encode};
+use bff_core::{BffError, Ctx, each, encode, encode_list};
 use serde::{Deserialize, Serialize};
 
 use crate::Upstreams;
@@ -62,7 +62,7 @@ pub(crate) async fn feed(
     Query(query): Query<FeedQuery>,
 ) -> Result<Json<Feed>, BffError> {
     let skus = parse_skus(query.skus.as_deref())?;
-    let batch = skus.iter().map(|s| encode(s).to_string()).collect::<Vec<_>>().join(",");
+    let batch = encode_list(skus.iter().copied());
     let (products, stock) = ctx
         .fanout((
             up.catalog.get::<Vec<Product>>(format!("/products?skus={batch}")).required(),

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use bff_core::{BffError, Ctx, Identity, encode};
+use bff_core::{BffError, Ctx, Identity, encode, encode_list};
 use serde::{Deserialize, Serialize};
 
 use crate::Upstreams;
@@ -45,7 +45,7 @@ pub(crate) async fn home(ctx: Ctx, user: Identity, State(up): State<Upstreams>) 
     let products = if skus.is_empty() {
         Some(Vec::new())
     } else {
-        let batch = skus.iter().map(|s| encode(s).to_string()).collect::<Vec<_>>().join(",");
+        let batch = encode_list(skus.iter().copied());
         let (products,) =
             ctx.fanout((up.catalog.get::<Vec<Product>>(format!("/products?skus={batch}")).optional(),)).await?;
         products.map(|p| p.into_iter().map(ProductCard::from).collect())

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use bff_core::extract::Path;
-use bff_core::{BffError, Ctx, encode};
+use bff_core::{BffError, Ctx, encode, encode_list};
 use serde::{Deserialize, Serialize};
 
 use crate::Upstreams;
@@ -43,7 +43,7 @@ pub(crate) async fn product_page(
     let related = if product.related.is_empty() {
         Some(Vec::new())
     } else {
-        let batch = product.related.iter().map(|s| encode(s).to_string()).collect::<Vec<_>>().join(",");
+        let batch = encode_list(product.related.iter().map(String::as_str));
         let call = up.catalog.get::<Vec<Product>>(format!("/products?skus={batch}")).optional_as("catalog:related");
         let (related,) = ctx.fanout((call,)).await?;
         related.map(|r| r.into_iter().map(ProductCard::from).collect())

@@ -262,11 +262,6 @@ fn default_jwks_min_refresh() -> Duration {
 }
 
 impl Config {
-    /// The deadline of a route (by its path pattern), or the default one.
-    pub fn route_deadline(&self, pattern: &str) -> Duration {
-        self.routes.get(pattern).and_then(|r| r.deadline).unwrap_or(self.defaults.deadline)
-    }
-
     /// Checks what types alone cannot, naming the key at fault.
     pub(crate) fn validate(&self) -> Result<(), (String, String)> {
         let positive = |key: String, d: Duration| {

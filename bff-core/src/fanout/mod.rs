@@ -79,19 +79,18 @@ impl<T: DeserializeOwned + Send> Part for Optional<T> {
     type Output = Option<T>;
 
     async fn run(self, ctx: &Ctx) -> Result<Option<T>, BffError> {
-        let service = self.call.upstream().name().to_owned();
         match self.call.send(ctx).await {
             Ok(value) => Ok(Some(value)),
             Err(error) => {
                 tracing::warn!(
-                    upstream = %service,
+                    upstream = error.service(),
                     code = error.code(),
                     error = %error,
                     cause = error.cause().unwrap_or(""),
                     "optional part degraded"
                 );
-                crate::observe::metrics::degraded(&service);
-                ctx.degrade(self.label.unwrap_or(service));
+                crate::observe::metrics::degraded(error.service());
+                ctx.degrade(self.label.unwrap_or_else(|| error.service().to_owned()));
                 Ok(None)
             }
         }

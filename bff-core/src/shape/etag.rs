@@ -11,9 +11,13 @@ pub fn etag(body: &[u8]) -> HeaderValue {
     HeaderValue::try_from(format!("W/\"{hash:016x}\"")).unwrap_or_else(|_| HeaderValue::from_static("W/\"0\""))
 }
 
+/// The opaque part of an entity tag: weak comparison ignores the `W/` prefix.
+fn opaque(tag: &str) -> &str {
+    tag.trim().trim_start_matches("W/")
+}
+
 /// Whether `If-None-Match` matches `tag` by weak comparison (RFC 9110 §13.1.2).
 pub fn matches(headers: &HeaderMap, tag: &HeaderValue) -> bool {
-    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
     let ours = opaque(tag.to_str().unwrap_or_default());
     headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
         |candidate| {

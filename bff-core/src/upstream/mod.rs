@@ -218,6 +218,19 @@ pub fn encode(input: &str) -> impl fmt::Display + '_ {
     utf8_percent_encode(input, UNRESERVED)
 }
 
+/// Percent-encodes each item and joins them with `,`: the value of a batch query such as
+/// `/products?skus=a,b,c`.
+pub fn encode_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for item in items {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.extend(utf8_percent_encode(item, UNRESERVED));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +240,7 @@ mod tests {
         assert_eq!(encode("SKU-0001").to_string(), "SKU-0001");
         assert_eq!(encode("../admin?x=1&y").to_string(), "..%2Fadmin%3Fx%3D1%26y");
         assert_eq!(encode("a b").to_string(), "a%20b");
+        assert_eq!(encode_list(["SKU-1", "a,b", "c"]), "SKU-1,a%2Cb,c");
+        assert_eq!(encode_list([]), "");
     }
 }
