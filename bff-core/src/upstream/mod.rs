@@ -82,16 +82,9 @@ impl fmt::Debug for Upstream {
 impl Upstream {
     /// Builds an upstream with its own connection pool.
     pub fn new(name: &str, base: &url::Url, timeout: Duration, connect_timeout: Duration, max_idle: usize) -> Self {
-        crate::install_crypto_provider();
         let name: Arc<str> = Arc::from(name);
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .pool_max_idle_per_host(max_idle)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        let transport = transport::HttpTransport::new(name.clone(), base, client);
+        let pool = transport::PoolSettings { connect_timeout, max_idle_per_host: max_idle };
+        let transport = transport::HttpTransport::new(name.clone(), base, pool);
         let stack = timeout::CallTimeout { inner: transport, name: name.clone(), timeout };
         Self { metrics: Arc::new(metrics::UpstreamMetrics::new(&name)), name, stack: Arc::new(stack) }
     }
