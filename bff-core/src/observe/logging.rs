@@ -1,24 +1,22 @@
 //! `tracing` set-up for `--log-format pretty|json`.
 //!
-//! Log lines are handed to a writer thread and written to stdout in batches: a request never
-//! waits on a `write` system call, and under load one call carries many lines. If the writer
-//! falls far behind (16k lines queued), new lines are dropped rather than slowing requests.
+//! Log lines are batched in memory and written to stdout by one thread every 100 ms (sooner under
+//! load): a request never waits on a `write` system call or wakes a thread, and under load one call
+//! carries many lines. If stdout stalls, lines past 4 MiB waiting are dropped and counted rather
+//! than slowing requests (see `log_buffer`).
 
 use std::io::BufWriter;
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
+use super::log_buffer::{self, FlushGuard};
 use crate::config::LogFormat;
 
-/// Lines queued for the writer before new ones are dropped. The queue is allocated up front, so
-/// this is also its memory: about 32 bytes a line.
-const MAX_QUEUED_LINES: usize = 16 * 1024;
-
-/// Keeps the log writer thread alive; dropping it flushes what is queued.
+/// Keeps the log writer thread alive; dropping it writes what is waiting.
 #[derive(Debug)]
 pub struct LogGuard {
-    _writer: Option<WorkerGuard>,
+    _writer: Option<FlushGuard>,
 }
 
 /// Installs the global subscriber; `RUST_LOG`, when given, wins over `filter`.
@@ -27,15 +25,30 @@ pub struct LogGuard {
 /// Keep the returned guard until the process exits.
 pub fn init(format: LogFormat, filter: &str, rust_log: Option<&str>) -> LogGuard {
     let filter = EnvFilter::try_new(rust_log.unwrap_or(filter)).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(MAX_QUEUED_LINES)
-        .thread_name("bff-log-writer")
-        .finish(BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let stdout = BufWriter::with_capacity(log_buffer::FLUSH_AT, std::io::stdout());
+    match log_buffer::spawn(stdout, log_buffer::FLUSH_INTERVAL, report_dropped) {
+        Ok((writer, guard)) => LogGuard { _writer: install(format, filter, move || writer.clone()).then_some(guard) },
+        // No thread for the writer: log synchronously rather than not at all.
+        Err(_) => {
+            install(format, filter, std::io::stdout);
+            LogGuard { _writer: None }
+        }
+    }
+}
+
+/// Installs the global subscriber writing to `writer`; false if one was already installed.
+fn install<W>(format: LogFormat, filter: EnvFilter, writer: W) -> bool
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let installed = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
     };
-    LogGuard { _writer: installed.ok().map(|()| guard) }
+    installed.is_ok()
+}
+
+fn report_dropped(dropped: u64) {
+    tracing::warn!(dropped, "log lines dropped: stdout was not keeping up");
 }
