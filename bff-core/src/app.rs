@@ -9,8 +9,8 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower::util::MapRequestLayer;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{Config, ConfigError, CorsConfig};
@@ -64,21 +64,21 @@ impl Gateway {
         self.wrap(self.authenticated(routes), public)
     }
 
+    /// The BFF's own routes behind, outermost first: compression, shaping, authentication.
+    ///
+    /// One `route_layer` with the whole stack, not one per concern: axum boxes each layer applied
+    /// to a router separately, and clones every box inside a route on every request (a stack of
+    /// seven per-route layers cost ~35 allocations a request).
     fn authenticated(&self, routes: Router) -> Router {
-        let routes = match (&self.verifier, &self.api_keys) {
-            (Some(verifier), _) => routes.route_layer(from_fn_with_state(verifier.clone(), require_jwt)),
-            (None, Some(keys)) => routes.route_layer(from_fn_with_state(keys.clone(), require_api_key)),
-            (None, None) => routes,
-        };
         let shaping = self.config.shaping;
-        let mut routes = routes;
-        if shaping.fields || shaping.etag {
-            routes = routes.layer(from_fn_with_state(shaping, shape::shape));
-        }
-        if shaping.compression {
-            routes = routes.layer(from_fn(shape::compress));
-        }
-        routes
+        let api_keys = if self.verifier.is_none() { self.api_keys.clone() } else { None };
+        let stack = ServiceBuilder::new()
+            .layer(MapRequestLayer::new(mark_route))
+            .option_layer(shaping.compression.then(|| from_fn(shape::compress)))
+            .option_layer((shaping.fields || shaping.etag).then(|| from_fn_with_state(shaping, shape::shape)))
+            .option_layer(self.verifier.clone().map(|verifier| from_fn_with_state(verifier, require_jwt)))
+            .option_layer(api_keys.map(|keys| from_fn_with_state(keys, require_api_key)));
+        routes.route_layer(stack)
     }
 
     fn wrap(&self, routes: Router, public: Router) -> Router {
@@ -92,31 +92,21 @@ impl Gateway {
             deadlines: Arc::new(deadlines.collect::<HashMap<_, _>>()),
             concurrency: self.config.defaults.concurrency.get(),
         };
-        let mut router = Router::new()
+        let routed = Router::new()
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz).with_state(Dependencies(deps)))
             .route("/metrics", get(metrics::metrics_get))
             .merge(public)
+            .route_layer(MapRequestLayer::new(mark_route))
             .merge(routes)
-            .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) })
-            .layer(MapRequestLayer::new(mark_route));
-        if let Some(cors) = &self.config.cors {
-            router = router.layer(cors_layer(cors));
-        }
-        // Inside the edge, so a panicking handler still gets a request id, a log line and a 500.
-        router.layer(CatchPanicLayer::custom(panic_response)).layer(from_fn_with_state(policies, edge))
+            .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
+        // The edge and CORS wrap the routed router once, rather than each route (see `authenticated`).
+        let edge = ServiceBuilder::new()
+            .layer(from_fn_with_state(policies, edge))
+            .option_layer(self.config.cors.as_ref().map(cors_layer))
+            .service(routed);
+        Router::new().fallback_service(edge)
     }
-}
-
-/// Our bug: the detail goes to the log (via the error report), the client gets a plain 500.
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a handler panicked".to_owned());
-    BffError::Internal(format!("handler panicked: {message}").into()).into_response()
 }
 
 fn cors_layer(config: &CorsConfig) -> CorsLayer {

@@ -1,11 +1,13 @@
 //! The edge middleware: request id in and out, request context, degraded header, access log.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -44,7 +46,14 @@ pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Req
         method = %request.method(),
         path = %request.uri().path(),
     );
-    let handled = async move { problem_for_bare_405(next.run(request).await) };
+    // A panicking handler is our bug: it still gets a request id, a log line and a 500 problem,
+    // and the connection and server live on.
+    let handled = async move {
+        match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+            Ok(response) => problem_for_bare_405(response),
+            Err(panic) => panic_response(panic),
+        }
+    };
     let mut response = CURRENT_REQUEST_ID.scope(id.clone(), handled).instrument(span.clone()).await;
 
     let degraded = meta.degraded.lock().unwrap_or_else(|e| e.into_inner()).join(", ");
@@ -60,8 +69,18 @@ pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Req
     }
     log_access(&span, &response, start, &degraded);
     let route = meta.route.get().map_or("unmatched", |path| path.as_str());
-    metrics::request(route, method.as_str(), response.status().as_u16(), start.elapsed());
+    metrics::request(route, &method, response.status().as_u16(), start.elapsed());
     response
+}
+
+/// The detail goes to the log (via the error report), the client gets a plain 500.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a handler panicked".to_owned());
+    BffError::Internal(format!("handler panicked: {message}").into()).into_response()
 }
 
 /// axum answers an unsupported method with an empty 405; give it the problem+json body.
