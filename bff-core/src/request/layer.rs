@@ -34,11 +34,15 @@ pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Req
         _ => HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
     };
-    let meta =
-        Arc::new(RequestMeta { id: id.clone(), route: OnceLock::new(), start, degraded: Mutex::new(Vec::new()) });
+    let meta = Arc::new(RequestMeta {
+        id: id.clone(),
+        route: OnceLock::new(),
+        start,
+        policies,
+        degraded: Mutex::new(Vec::new()),
+    });
     let method = request.method().clone();
     request.extensions_mut().insert(meta.clone());
-    request.extensions_mut().insert(policies);
 
     let span = tracing::info_span!(
         "request",

@@ -37,6 +37,7 @@ pub(crate) struct RequestMeta {
     /// The matched route pattern, set on the way in by [`mark_route`] (the edge runs before routing).
     pub(crate) route: OnceLock<MatchedPath>,
     pub(crate) start: Instant,
+    pub(crate) policies: RoutePolicies,
     pub(crate) degraded: Mutex<Vec<String>>,
 }
 
@@ -109,6 +110,11 @@ impl Ctx {
             id: HeaderValue::from_static("detached"),
             route: OnceLock::new(),
             start: Instant::now(),
+            policies: RoutePolicies {
+                default_deadline: deadline,
+                deadlines: Arc::default(),
+                concurrency: concurrency.max(1),
+            },
             degraded: Mutex::new(Vec::new()),
         };
         Self { meta: Arc::new(meta), deadline: Instant::now() + deadline, concurrency: concurrency.max(1) }
@@ -121,13 +127,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let missing = || BffError::Internal("Ctx used on a router not built by Gateway::router".into());
         let meta = parts.extensions.get::<Arc<RequestMeta>>().ok_or_else(missing)?.clone();
-        let policies = parts.extensions.get::<RoutePolicies>().ok_or_else(missing)?;
+        let policies = &meta.policies;
         let budget = parts
             .extensions
             .get::<MatchedPath>()
             .and_then(|path| policies.deadlines.get(path.as_str()))
             .copied()
             .unwrap_or(policies.default_deadline);
-        Ok(Self { deadline: meta.start + budget, meta, concurrency: policies.concurrency })
+        let concurrency = policies.concurrency;
+        Ok(Self { deadline: meta.start + budget, meta, concurrency })
     }
 }

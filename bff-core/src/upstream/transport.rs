@@ -6,14 +6,20 @@
 //! reqwest's general-purpose path (A/B, three runs each: bff-mobile pinned to one core, wrk at 64
 //! connections).
 
+mod connect;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use bytes::BytesMut;
 use futures::future::BoxFuture;
+use http::HeaderValue;
+use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -28,7 +34,7 @@ pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type HttpClient = Client<HttpsConnector<connect::Quiet>, Empty<Bytes>>;
 
 /// Connection settings of one upstream's pool.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +51,8 @@ pub(crate) struct HttpTransport {
     authority: Authority,
     /// The base URL's path without a trailing `/`, prefixed to every call's path.
     base_path: Arc<str>,
+    /// `Host`, built once (the client would format it on every request).
+    host: Option<HeaderValue>,
     client: HttpClient,
 }
 
@@ -56,6 +64,10 @@ impl HttpTransport {
         let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
         let authority = uri.authority().cloned().unwrap_or_else(|| Authority::from_static("invalid"));
         let base_path = Arc::from(base.path().trim_end_matches('/'));
+        let host = base.host_str().and_then(|host| match base.port() {
+            Some(port) => HeaderValue::try_from(format!("{host}:{port}")).ok(),
+            None => HeaderValue::try_from(host).ok(),
+        });
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(pool.connect_timeout));
@@ -64,13 +76,13 @@ impl HttpTransport {
             .with_tls_config(tls_config().clone())
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(connect::Quiet(http));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(pool.max_idle_per_host)
             .build(https);
-        Self { name, scheme, authority, base_path, client }
+        Self { name, scheme, authority, base_path, host, client }
     }
 
     /// The full URI of a call: the base's scheme, authority and path, then the call's path and query.
@@ -93,7 +105,11 @@ impl Outbound for HttpTransport {
         let name = self.name.clone();
         let fail = move |kind, cause: &dyn std::fmt::Display| UpstreamError::new(name.clone(), kind).with_cause(cause);
         let built = self.uri(request.path).and_then(|uri| {
-            Request::builder().method(request.method).uri(uri).header(REQUEST_ID, request.request_id).body(Empty::new())
+            let mut builder = Request::builder().method(request.method).uri(uri).header(REQUEST_ID, request.request_id);
+            if let Some(host) = &self.host {
+                builder = builder.header(HOST, host.clone());
+            }
+            builder.body(Empty::new())
         });
         let client = self.client.clone();
         Box::pin(async move {
@@ -106,10 +122,41 @@ impl Outbound for HttpTransport {
             if !status.is_success() {
                 return Err(fail(UpstreamErrorKind::Status(status), &status));
             }
-            let body = Limited::new(response.into_body(), MAX_BODY_BYTES).collect().await;
-            body.map(|collected| collected.to_bytes()).map_err(|e| fail(UpstreamErrorKind::Transport, &e))
+            read_body(response.into_body(), MAX_BODY_BYTES).await.map_err(|e| fail(UpstreamErrorKind::Transport, &e))
         })
     }
+}
+
+/// Reads a whole body, failing past `limit` bytes. A body that arrives as one frame (the usual
+/// case for a small JSON answer with a length) is returned as is, without a copy.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else { continue };
+        let so_far = first.as_ref().map_or(0, Bytes::len) + joined.len();
+        if so_far + data.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            None => joined.extend_from_slice(&data),
+            Some(head) => {
+                joined.reserve(head.len() + data.len());
+                joined.extend_from_slice(&head);
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("reading the body: {}", ErrorChain(.0))]
+    Read(hyper::Error),
+    #[error("body over the length limit of {0} bytes")]
+    TooLarge(usize),
 }
 
 /// The process-wide TLS client settings: the platform's trust store, built once.
@@ -168,6 +215,55 @@ mod tests {
         assert!(t.uri("/users/a b".to_owned()).is_err());
     }
 
+    /// A one-connection HTTP/1.1 server that answers `chunks` as a chunked body, each chunk its own
+    /// write, and hands back the request head it read.
+    async fn chunked_server(chunks: &'static [&'static str]) -> (url::Url, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let served = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0; 1];
+                socket.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            socket.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await.unwrap();
+            for chunk in chunks {
+                socket.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes()).await.unwrap();
+                socket.flush().await.unwrap();
+            }
+            socket.write_all(b"0\r\n\r\n").await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        (base, served)
+    }
+
+    fn request(path: &str) -> OutboundRequest {
+        OutboundRequest {
+            method: http::Method::GET,
+            path: path.to_owned(),
+            request_id: http::HeaderValue::from_static("req-1"),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(30),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_in_many_frames_is_joined_and_the_request_carries_host_and_id() {
+        crate::install_crypto_provider();
+        let (base, served) = chunked_server(&["{\"a\":", "[1,2,", "3]}"]).await;
+        let pool = PoolSettings { connect_timeout: Duration::from_secs(5), max_idle_per_host: 1 };
+        let transport = HttpTransport::new(Arc::from("chunky"), &base, pool);
+        let body = transport.call(request("/things?x=1")).await.unwrap();
+        assert_eq!(&body[..], b"{\"a\":[1,2,3]}");
+        let head = served.await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /things?x=1 http/1.1\r\n"), "{head}");
+        let port = base.port().unwrap();
+        assert!(head.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")), "{head}");
+        assert!(head.contains("\r\nx-request-id: req-1\r\n"), "{head}");
+    }
+
     #[tokio::test]
     async fn a_body_over_the_limit_fails_the_call_instead_of_filling_memory() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -193,13 +289,7 @@ mod tests {
         });
         let pool = PoolSettings { connect_timeout: Duration::from_secs(5), max_idle_per_host: 1 };
         let transport = HttpTransport::new(Arc::from("big"), &base, pool);
-        let request = OutboundRequest {
-            method: http::Method::GET,
-            path: "/".to_owned(),
-            request_id: http::HeaderValue::from_static("r"),
-            deadline: tokio::time::Instant::now() + Duration::from_secs(30),
-        };
-        let error = transport.call(request).await.unwrap_err();
+        let error = transport.call(request("/")).await.unwrap_err();
         assert_eq!(error.kind(), &UpstreamErrorKind::Transport);
         assert!(error.cause().unwrap().contains("length limit"), "{error:?}");
     }
