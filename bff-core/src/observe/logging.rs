@@ -10,6 +10,7 @@ use std::io::BufWriter;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
+use super::json_lines::{JsonLines, JsonSpanFields};
 use super::log_buffer::{self, FlushGuard};
 use crate::config::LogFormat;
 
@@ -44,7 +45,7 @@ where
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let installed = match format {
         LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Json => builder.fmt_fields(JsonSpanFields).event_format(JsonLines).try_init(),
     };
     installed.is_ok()
 }
