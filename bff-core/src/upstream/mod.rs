@@ -65,17 +65,22 @@ where
     }
 }
 
-/// A named downstream service. Cheap to clone; clones share the connection pool.
+/// A named downstream service. Cheap to clone (one reference count); clones share the
+/// connection pool.
 #[derive(Clone)]
 pub struct Upstream {
+    inner: Arc<UpstreamInner>,
+}
+
+struct UpstreamInner {
     name: Arc<str>,
-    stack: Arc<dyn Outbound>,
-    metrics: Arc<metrics::UpstreamMetrics>,
+    stack: Box<dyn Outbound>,
+    metrics: metrics::UpstreamMetrics,
 }
 
 impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Upstream").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Upstream").field("name", &self.name()).finish_non_exhaustive()
     }
 }
 
@@ -86,7 +91,7 @@ impl Upstream {
         let pool = transport::PoolSettings { connect_timeout, max_idle_per_host: max_idle };
         let transport = transport::HttpTransport::new(name.clone(), base, pool);
         let stack = timeout::CallTimeout { inner: transport, name: name.clone(), timeout };
-        Self { metrics: Arc::new(metrics::UpstreamMetrics::new(&name)), name, stack: Arc::new(stack) }
+        Self::with_stack(name, Box::new(stack))
     }
 
     /// An upstream over any service (an in-memory fake in tests and benchmarks), with the same
@@ -98,12 +103,17 @@ impl Upstream {
     {
         let name: Arc<str> = Arc::from(name);
         let stack = timeout::CallTimeout { inner: TowerOutbound(service), name: name.clone(), timeout };
-        Self { metrics: Arc::new(metrics::UpstreamMetrics::new(&name)), name, stack: Arc::new(stack) }
+        Self::with_stack(name, Box::new(stack))
+    }
+
+    fn with_stack(name: Arc<str>, stack: Box<dyn Outbound>) -> Self {
+        let metrics = metrics::UpstreamMetrics::new(&name);
+        Self { inner: Arc::new(UpstreamInner { name, stack, metrics }) }
     }
 
     /// The upstream's name, as in config and in errors.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.inner.name
     }
 
     /// A `GET` of `path` (with query; encode caller input with [`encode`]) decoded as `T`.
@@ -113,7 +123,7 @@ impl Upstream {
 
     /// Sends one request through the policy stack and returns the 2xx body.
     pub async fn send(&self, request: OutboundRequest) -> Result<Bytes, UpstreamError> {
-        self.stack.call(request).await
+        self.inner.stack.call(request).await
     }
 }
 
@@ -129,7 +139,7 @@ pub struct Call<T> {
 impl<T> fmt::Debug for Call<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Call")
-            .field("upstream", &self.upstream.name)
+            .field("upstream", &self.upstream.inner.name)
             .field("method", &self.method)
             .field("path", &self.path)
             .finish()
@@ -152,10 +162,11 @@ impl<T: DeserializeOwned> Call<T> {
         };
         let start = Instant::now();
         let result = self.upstream.send(request).await.and_then(|body| {
-            serde_json::from_slice(&body)
-                .map_err(|e| UpstreamError::new(self.upstream.name.clone(), UpstreamErrorKind::Decode).with_cause(e))
+            serde_json::from_slice(&body).map_err(|e| {
+                UpstreamError::new(self.upstream.inner.name.clone(), UpstreamErrorKind::Decode).with_cause(e)
+            })
         });
-        self.upstream.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
+        self.upstream.inner.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
         result
     }
 }

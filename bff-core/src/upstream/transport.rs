@@ -111,10 +111,11 @@ impl Outbound for HttpTransport {
             }
             builder.body(Empty::new())
         });
-        let client = self.client.clone();
+        // The client's future owns what it needs: no clone of the client for the call.
+        let sent = built.map(|request| self.client.request(request));
         Box::pin(async move {
-            let request = built.map_err(|e| fail(UpstreamErrorKind::Transport, &e))?;
-            let response = client.request(request).await.map_err(|e| {
+            let sent = sent.map_err(|e| fail(UpstreamErrorKind::Transport, &e))?;
+            let response = sent.await.map_err(|e| {
                 let kind = if e.is_connect() { UpstreamErrorKind::Connect } else { UpstreamErrorKind::Transport };
                 fail(kind, &ErrorChain(&e))
             })?;
