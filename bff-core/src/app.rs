@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -64,7 +64,8 @@ impl Gateway {
         self.wrap(self.authenticated(routes), public)
     }
 
-    /// The BFF's own routes behind, outermost first: compression, shaping, authentication.
+    /// The BFF's own routes behind, outermost first: shaping (compression, `fields=`, ETag), then
+    /// authentication.
     ///
     /// One `route_layer` with the whole stack, not one per concern: axum boxes each layer applied
     /// to a router separately, and clones every box inside a route on every request (a stack of
@@ -74,8 +75,7 @@ impl Gateway {
         let api_keys = if self.verifier.is_none() { self.api_keys.clone() } else { None };
         let stack = ServiceBuilder::new()
             .layer(MapRequestLayer::new(mark_route))
-            .option_layer(shaping.compression.then(|| from_fn(shape::compress)))
-            .option_layer((shaping.fields || shaping.etag).then(|| from_fn_with_state(shaping, shape::shape)))
+            .option_layer(shaping.any().then(|| from_fn_with_state(shaping, shape::shape)))
             .option_layer(self.verifier.clone().map(|verifier| from_fn_with_state(verifier, require_jwt)))
             .option_layer(api_keys.map(|keys| from_fn_with_state(keys, require_api_key)));
         routes.route_layer(stack)

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+mod body;
 pub mod cli;
 pub mod config;
 pub mod error;

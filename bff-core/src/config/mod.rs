@@ -62,6 +62,13 @@ pub struct ShapingConfig {
     pub compression: bool,
 }
 
+impl ShapingConfig {
+    /// Whether any shaping is on.
+    pub fn any(&self) -> bool {
+        self.fields || self.etag || self.compression
+    }
+}
+
 /// CORS for the origins a browser app is served from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,7 +9,9 @@ pub mod fields;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use std::convert::Infallible;
+
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -22,40 +24,56 @@ use crate::error::BffError;
 /// The largest response body the shaping layers buffer; larger ones pass through unshaped.
 pub const MAX_SHAPED_BODY: usize = 4 * 1024 * 1024;
 
-/// gzip or brotli when the client accepts one of them.
+/// The shaping middleware: `fields=`, ETags and compression, as `config` switches them on.
 ///
-/// A client that accepts neither gets the handler's response untouched: wrapping it for identity
-/// would still hide its length and turn it into a chunked response.
-pub(crate) async fn compress(request: Request, next: Next) -> Response {
-    let accepts = request.headers().get_all(header::ACCEPT_ENCODING).iter().any(|value| {
-        value
-            .to_str()
-            .is_ok_and(|v| v.split(',').any(|c| matches!(c.split(';').next().map(str::trim), Some("gzip" | "br"))))
-    });
-    if !accepts {
-        return next.run(request).await;
+/// One middleware rather than one per concern: each axum middleware costs a few allocations a
+/// request whether or not it has work to do. Compression wraps the rest, so the ETag is that of the
+/// uncompressed representation.
+pub(crate) async fn shape(State(config): State<ShapingConfig>, request: Request, next: Next) -> Response {
+    if !(config.compression && accepts_compression(request.headers())) {
+        return fields_and_etag(config, request, next).await;
     }
-    match CompressionLayer::new().gzip(true).br(true).layer(next).oneshot(request).await {
+    let mut next = Some(next);
+    let inner = tower::service_fn(move |request: Request| {
+        let next = next.take();
+        async move {
+            Ok::<_, Infallible>(match next {
+                Some(next) => fields_and_etag(config, request, next).await,
+                // `oneshot` calls the service once; a second call would be our bug.
+                None => BffError::Internal("the shaping service was called twice".into()).into_response(),
+            })
+        }
+    });
+    match CompressionLayer::new().gzip(true).br(true).layer(inner).oneshot(request).await {
         Ok(response) => response.into_response(),
         Err(never) => match never {},
     }
 }
 
+/// Whether the client accepts gzip or brotli. A client that accepts neither gets the response
+/// untouched: wrapping it for identity would still hide its length and make it chunked.
+fn accepts_compression(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().any(|value| {
+        value
+            .to_str()
+            .is_ok_and(|v| v.split(',').any(|c| matches!(c.split(';').next().map(str::trim), Some("gzip" | "br"))))
+    })
+}
+
 /// `fields=` and ETags in one pass over the handler's response: the body is buffered once,
 /// projected, hashed, and answered as `304` when the client already has it.
-pub(crate) async fn shape(State(config): State<ShapingConfig>, request: Request, next: Next) -> Response {
+async fn fields_and_etag(config: ShapingConfig, request: Request, next: Next) -> Response {
+    if !(config.fields || config.etag) {
+        return next.run(request).await;
+    }
     let fields = match config.fields.then(|| fields::requested(&request)).flatten() {
         Some(Ok(fields)) => Some(fields),
         Some(Err(e)) => return BffError::bad_request("INVALID_FIELDS", e).into_response(),
         None => None,
     };
-    let conditional = (config.etag && matches!(*request.method(), Method::GET | Method::HEAD)).then(|| {
-        let mut headers = HeaderMap::new();
-        for value in request.headers().get_all(header::IF_NONE_MATCH) {
-            headers.append(header::IF_NONE_MATCH, value.clone());
-        }
-        headers
-    });
+    let conditional: Option<Vec<HeaderValue>> = (config.etag
+        && matches!(*request.method(), Method::GET | Method::HEAD))
+    .then(|| request.headers().get_all(header::IF_NONE_MATCH).iter().cloned().collect());
     let response = next.run(request).await;
     if fields.is_none() && conditional.is_none() {
         return response;
@@ -107,7 +125,7 @@ async fn json_body(response: Response) -> Result<(axum::http::response::Parts, B
         return Err(response);
     }
     let (parts, body) = response.into_parts();
-    match axum::body::to_bytes(body, MAX_SHAPED_BODY).await {
+    match crate::body::collect(body, MAX_SHAPED_BODY).await {
         Ok(bytes) => Ok((parts, bytes)),
         // The size hint promised a small body; a body that errors mid-way cannot be answered anyway.
         Err(_) => Err(Response::from_parts(parts, Body::empty())),

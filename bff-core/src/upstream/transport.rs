@@ -12,20 +12,19 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use bytes::BytesMut;
 use futures::future::BoxFuture;
 use http::HeaderValue;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Uri};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
+use http_body_util::Empty;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::{Outbound, OutboundRequest, UpstreamError, UpstreamErrorKind};
+use crate::body::{self, CollectError};
 use crate::request::REQUEST_ID;
 
 /// The largest upstream body read into memory; a larger one fails the call as a transport error.
@@ -123,41 +122,12 @@ impl Outbound for HttpTransport {
             if !status.is_success() {
                 return Err(fail(UpstreamErrorKind::Status(status), &status));
             }
-            read_body(response.into_body(), MAX_BODY_BYTES).await.map_err(|e| fail(UpstreamErrorKind::Transport, &e))
+            body::collect(response.into_body(), MAX_BODY_BYTES).await.map_err(|e| match e {
+                CollectError::Read(e) => fail(UpstreamErrorKind::Transport, &ErrorChain(&e)),
+                too_large => fail(UpstreamErrorKind::Transport, &too_large),
+            })
         })
     }
-}
-
-/// Reads a whole body, failing past `limit` bytes. A body that arrives as one frame (the usual
-/// case for a small JSON answer with a length) is returned as is, without a copy.
-async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
-    let mut first: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else { continue };
-        let so_far = first.as_ref().map_or(0, Bytes::len) + joined.len();
-        if so_far + data.len() > limit {
-            return Err(BodyError::TooLarge(limit));
-        }
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            None => joined.extend_from_slice(&data),
-            Some(head) => {
-                joined.reserve(head.len() + data.len());
-                joined.extend_from_slice(&head);
-                joined.extend_from_slice(&data);
-            }
-        }
-    }
-    Ok(first.unwrap_or_else(|| joined.freeze()))
-}
-
-#[derive(Debug, thiserror::Error)]
-enum BodyError {
-    #[error("reading the body: {}", ErrorChain(.0))]
-    Read(hyper::Error),
-    #[error("body over the length limit of {0} bytes")]
-    TooLarge(usize),
 }
 
 /// The process-wide TLS client settings: the platform's trust store, built once.
