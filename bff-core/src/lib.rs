@@ -18,7 +18,7 @@
 //! struct Me { name: String }
 //!
 //! async fn me(ctx: Ctx, user: Identity, State(u): State<Upstreams>) -> Result<Json<Me>, BffError> {
-//!     let profile = ctx.fetch(u.users.get::<Profile>(format!("/users/{}", encode(&user.subject)))).await?;
+//!     let profile = ctx.fetch(u.users.get::<Profile>(format!("/users/{}", encode(user.subject())))).await?;
 //!     Ok(Json(Me { name: profile.display_name }))
 //! }
 //!

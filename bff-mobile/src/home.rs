@@ -46,7 +46,7 @@ pub struct OrderCard {
 }
 
 pub(crate) async fn home(ctx: Ctx, user: Identity, State(up): State<Upstreams>) -> Result<Json<Home>, BffError> {
-    let id = encode(&user.subject);
+    let id = encode(user.subject());
     let (profile, orders, unread) = ctx
         .fanout((
             up.users.get::<Profile>(format!("/users/{id}")).required(),

@@ -52,7 +52,7 @@ pub(crate) async fn order_detail(
         .await
         .map_err(|e| e.when_not_found(not_found()))?;
     // Another user's order does not exist, as far as this caller can tell.
-    if order.user_id.to_string() != user.subject {
+    if order.user_id.to_string() != user.subject() {
         return Err(BffError::NotFound(not_found()));
     }
     Ok(Json(OrderSummary {

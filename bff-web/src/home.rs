@@ -27,7 +27,7 @@ pub struct Home {
 }
 
 pub(crate) async fn home(ctx: Ctx, user: Identity, State(up): State<Upstreams>) -> Result<Json<Home>, BffError> {
-    let id = encode(&user.subject);
+    let id = encode(user.subject());
     let (profile, orders, notifications) = ctx
         .fanout((
             up.users.get::<Profile>(format!("/users/{id}")).required(),

@@ -31,8 +31,7 @@ pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Req
     let start = Instant::now();
     let id = match request.headers().get(REQUEST_ID) {
         Some(value) if accepted_request_id(value) => value.clone(),
-        _ => HeaderValue::try_from(uuid::Uuid::new_v4().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+        _ => new_request_id(),
     };
     let meta = Arc::new(RequestMeta {
         id: id.clone(),
@@ -75,6 +74,13 @@ pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Req
     let route = meta.route.get().map_or("unmatched", |path| path.as_str());
     metrics::request(route, &method, response.status().as_u16(), start.elapsed());
     response
+}
+
+/// A fresh UUID v4 as a header value, formatted on the stack.
+fn new_request_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// The detail goes to the log (via the error report), the client gets a plain 500.
@@ -129,5 +135,15 @@ mod tests {
         assert!(!accepted_request_id(&HeaderValue::from_static("has space")));
         let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
         assert!(!accepted_request_id(&HeaderValue::try_from(long).unwrap()));
+    }
+
+    #[test]
+    fn generated_request_ids_are_fresh_uuids_we_would_accept() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        let parsed = uuid::Uuid::parse_str(a.to_str().unwrap()).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(a.len(), 36);
+        assert!(accepted_request_id(&a));
     }
 }

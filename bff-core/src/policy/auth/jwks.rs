@@ -1,6 +1,6 @@
 //! Verifies JWTs with keys from a JWKS URL, fetched lazily and refreshed on an unknown `kid`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -139,9 +139,8 @@ impl JwtVerifier {
             ErrorKind::MissingRequiredClaim(claim) => AuthError::InvalidClaims(format!("missing `{claim}`")),
             _ => AuthError::Malformed(e.to_string()),
         })?;
-        let scopes: HashSet<String> = data.claims.scope.split_whitespace().map(str::to_owned).collect();
         let expires = UNIX_EPOCH + Duration::from_secs(data.claims.exp);
-        Ok((Identity { subject: data.claims.sub, scopes }, expires))
+        Ok((Identity::new(data.claims.sub, data.claims.scope.split_whitespace()), expires))
     }
 
     fn cached(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {

@@ -9,6 +9,7 @@ pub(crate) mod layer;
 mod ring_crypto;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -17,19 +18,37 @@ use jsonwebtoken::Algorithm;
 pub use error::AuthError;
 pub use jwks::JwtVerifier;
 
-/// The verified caller of a request.
+/// The verified caller of a request. Cheap to clone: the verified claims are shared, so taking it
+/// in a handler (or serving it from the token cache) copies nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The `sub` claim: the user id.
-    pub subject: String,
-    /// The scopes granted (`scope` claim, space-separated).
-    pub scopes: HashSet<String>,
+pub struct Identity(Arc<VerifiedClaims>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct VerifiedClaims {
+    subject: String,
+    scopes: HashSet<String>,
 }
 
 impl Identity {
+    /// An identity with `subject` and `scopes`, as a verified token would give.
+    pub fn new(subject: impl Into<String>, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let scopes = scopes.into_iter().map(Into::into).collect();
+        Self(Arc::new(VerifiedClaims { subject: subject.into(), scopes }))
+    }
+
+    /// The `sub` claim: the user id.
+    pub fn subject(&self) -> &str {
+        &self.0.subject
+    }
+
+    /// The scopes granted (`scope` claim, space-separated), in no particular order.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.0.scopes.iter().map(String::as_str)
+    }
+
     /// Whether the token grants `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.contains(scope)
+        self.0.scopes.contains(scope)
     }
 }
 
