@@ -268,6 +268,8 @@ async fn metrics_count_requests_and_upstream_calls() {
     for _ in 0..3 {
         assert_eq!(stack.get("/mobile/home").await.status(), 200);
     }
+    assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(stack.http.get(stack.bff.url("/no/such/route")).send().await.unwrap().status(), 404);
     let response = stack.http.get(stack.bff.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
@@ -293,8 +295,12 @@ async fn metrics_count_requests_and_upstream_calls() {
         value("bff_http_request_duration_seconds_bucket", &["route=\"/mobile/home\"", "le=\"+Inf\""]) >= 3.0,
         "{text}"
     );
+    // The gateway's own routes are labelled by pattern too; a path no route matches is `unmatched`.
+    assert!(value("bff_http_requests_total", &["route=\"/healthz\"", "status=\"200\""]) >= 1.0, "{text}");
+    assert!(value("bff_http_requests_total", &["route=\"unmatched\"", "status=\"404\""]) >= 1.0, "{text}");
     // Ids never become labels.
     assert!(!text.contains("/mobile/orders/4"), "{text}");
+    assert!(!text.contains("/no/such/route"), "{text}");
 }
 
 #[tokio::test]
