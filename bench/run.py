@@ -317,6 +317,8 @@ class Harness:
         out = subprocess.run(wrk + [f"-d{self.args.duration}s", url], capture_output=True, text=True, check=True).stdout
         cpu = cpu_seconds(pids) - cpu_before
         result = parse_wrk(out)
+        if self.args.counts:
+            result.update(count_per_request(pids, wrk, url))
         result.update(
             case=case.name,
             target=case.target,
@@ -332,6 +334,54 @@ class Harness:
             self.stop(proc)
             self.procs.remove(proc)
         return result
+
+
+COUNT_SECONDS = 3
+
+
+def malloc_probe():
+    """Adds a perf uprobe on this machine's libc `malloc` (once), so `perf stat` can count calls."""
+    if not shutil.which("perf"):
+        raise SystemExit("--counts needs perf (apt-get install linux-perf) and root")
+    listed = subprocess.run(["perf", "probe", "-l"], capture_output=True, text=True).stdout
+    if "probe_libc:malloc" in listed:
+        return
+    with open("/proc/self/maps") as f:
+        libc = next((line.split()[-1] for line in f if re.search(r"/libc[.-][^/]*so", line)), None)
+    if not libc:
+        raise SystemExit("--counts: cannot find libc in /proc/self/maps")
+    added = subprocess.run(["perf", "probe", "-x", libc, "malloc"], capture_output=True, text=True)
+    if added.returncode != 0:
+        raise SystemExit(f"--counts: `perf probe -x {libc} malloc` failed (root needed?): {added.stderr.strip()}")
+
+
+def count_per_request(pids, wrk, url):
+    """mallocs and system calls per request of `pids`, over a separate short load run.
+
+    Counts do not depend on how busy the machine is, so they show a change that timing on a shared
+    VM would hide. perf attaches a few ms after wrk starts: the ratio is low by well under 1%.
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".perf-stat") as stat:
+        perf = subprocess.Popen(
+            ["perf", "stat", "-x", ",", "-o", stat.name, "-e", "probe_libc:malloc,raw_syscalls:sys_enter",
+             "-p", ",".join(map(str, pids))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        out = subprocess.run(wrk + [f"-d{COUNT_SECONDS}s", url], capture_output=True, text=True, check=True).stdout
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=30)
+        counts = {}
+        for line in stat.read().splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[0].replace(".", "").isdigit():
+                counts[fields[2]] = float(fields[0])
+    requests = parse_wrk(out)["requests"]
+    if not requests or "probe_libc:malloc" not in counts:
+        raise SystemExit(f"--counts: no requests or no counts for {url}")
+    return {
+        "mallocs_per_req": counts["probe_libc:malloc"] / requests,
+        "syscalls_per_req": counts.get("raw_syscalls:sys_enter", 0) / requests,
+    }
 
 
 def build():
@@ -351,6 +401,10 @@ def table(results):
         "| case | target | conns | upstream latency | req/s | p50 ms | p99 ms | CPU µs/req | idle / peak RSS MB | errors | req/s vs baselines |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    counted = any("mallocs_per_req" in r for r in results)
+    if counted:
+        lines[0] = lines[0].replace(" errors |", " errors | mallocs / syscalls per req |")
+        lines[1] += "---|"
     for r in results:
         ratios = []
         for b in r["baselines"]:
@@ -360,7 +414,9 @@ def table(results):
         lines.append(
             f"| {r['case']} | {r['target']} | {r['connections']} | {r['latency_ms']} ms | {fmt(r['rps'], 0)} | "
             f"{fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['cpu_us_per_req'])} | {fmt(r['idle_rss_mb'])} / {fmt(r['peak_rss_mb'])} | "
-            f"{r['errors']} | {'; '.join(ratios)} |"
+            f"{r['errors']} | "
+            + (f"{fmt(r.get('mallocs_per_req'))} / {fmt(r.get('syscalls_per_req'))} | " if counted else "")
+            + f"{'; '.join(ratios)} |"
         )
     return "\n".join(lines)
 
@@ -374,6 +430,8 @@ def main():
     parser.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
     parser.add_argument("--repeat", type=int, default=1, help="runs per case; the median (by req/s) is reported")
     parser.add_argument("--pin", action="store_true", help="process under test on core 1, mock and wrk on core 0 (steadier CPU figures)")
+    parser.add_argument("--counts", action="store_true",
+                        help="also count mallocs and system calls per request (perf uprobe; needs perf and root)")
     parser.add_argument("--out", help="where to write the JSON results (default bench/results/<utc>.json)")
     args = parser.parse_args()
     args.duration = args.duration or (2 if args.quick else 10)
@@ -388,6 +446,8 @@ def main():
     cases = [c for c in CASES if (c.quick or not args.quick) and c.name.startswith(prefixes)]
     if any(c.target == "nginx" for c in cases) and not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
         raise SystemExit("nginx is not installed (apt-get install nginx-light)")
+    if args.counts:
+        malloc_probe()
     if not args.no_build:
         build()
 
