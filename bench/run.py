@@ -5,12 +5,13 @@ markdown table (req/s, p50, p99, CPU µs per request and peak RSS of the process
 errors, ratios against the baselines measured in the same run). Raw results go to
 bench/results/<utc>.json.
 
-Adding a case is one entry in CASES; adding a target (a process to measure) is one entry in
-TARGETS.
+Adding a case is one entry in CASES; adding a target (a process to measure) is one branch in
+Harness.start_target.
 
     python3 bench/run.py            # the full run (about 10 minutes on 2 cores)
     python3 bench/run.py --quick    # a few seconds per case, a subset (CI)
     python3 bench/run.py --only mobile-home   # cases whose name starts with this
+    python3 bench/run.py --counts   # plus mallocs and system calls per request (perf + root)
 """
 
 import argparse
