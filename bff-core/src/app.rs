@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -15,12 +14,13 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{Config, ConfigError, CorsConfig};
 use crate::error::BffError;
+use crate::middleware::MiddlewareLayer;
 use crate::observe::health::{self, Dependencies};
 use crate::observe::metrics;
-use crate::policy::api_key::{ApiKeys, layer::require_api_key};
-use crate::policy::auth::{JwtVerifier, layer::require_jwt};
-use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, layer::edge, mark_route};
-use crate::shape;
+use crate::policy::api_key::{ApiKeys, layer::RequireApiKey};
+use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
+use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, layer::Edge, mark_route};
+use crate::shape::Shape;
 use crate::upstream::{Upstream, Upstreams};
 
 /// A configured gateway: its upstream clients and policies, ready to wrap a BFF's routes.
@@ -75,9 +75,9 @@ impl Gateway {
         let api_keys = if self.verifier.is_none() { self.api_keys.clone() } else { None };
         let stack = ServiceBuilder::new()
             .layer(MapRequestLayer::new(mark_route))
-            .option_layer(shaping.any().then(|| from_fn_with_state(shaping, shape::shape)))
-            .option_layer(self.verifier.clone().map(|verifier| from_fn_with_state(verifier, require_jwt)))
-            .option_layer(api_keys.map(|keys| from_fn_with_state(keys, require_api_key)));
+            .option_layer(shaping.any().then_some(MiddlewareLayer(Shape(shaping))))
+            .option_layer(self.verifier.clone().map(|verifier| MiddlewareLayer(RequireJwt(verifier))))
+            .option_layer(api_keys.map(|keys| MiddlewareLayer(RequireApiKey(keys))));
         routes.route_layer(stack)
     }
 
@@ -102,7 +102,7 @@ impl Gateway {
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         // The edge and CORS wrap the routed router once, rather than each route (see `authenticated`).
         let edge = ServiceBuilder::new()
-            .layer(from_fn_with_state(policies, edge))
+            .layer(MiddlewareLayer(Edge(policies)))
             .option_layer(self.config.cors.as_ref().map(cors_layer))
             .service(routed);
         Router::new().fallback_service(edge)

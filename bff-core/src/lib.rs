@@ -37,6 +37,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+mod middleware;
 pub mod observe;
 pub mod policy;
 pub mod request;

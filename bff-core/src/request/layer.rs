@@ -1,11 +1,11 @@
 //! The edge middleware: request id in and out, request context, degraded header, access log.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use tokio::time::Instant;
@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::{CURRENT_REQUEST_ID, DEGRADED, REQUEST_ID, RequestMeta, RoutePolicies};
 use crate::error::{BffError, ErrorReport, ErrorSource};
+use crate::middleware::{Inner, Middleware, run};
 use crate::observe::metrics;
 
 /// The longest request id we accept from a client; longer ones are replaced.
@@ -27,7 +28,17 @@ fn accepted_request_id(value: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='))
 }
 
-pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Request, next: Next) -> Response {
+/// The edge: request id, request context, span, access log, metrics, panics and bare 405s.
+#[derive(Clone)]
+pub(crate) struct Edge(pub(crate) RoutePolicies);
+
+impl Middleware for Edge {
+    fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
+        edge(self.0.clone(), request, inner)
+    }
+}
+
+async fn edge<S: Inner>(policies: RoutePolicies, mut request: Request, next: S) -> Response {
     let start = Instant::now();
     let id = match request.headers().get(REQUEST_ID) {
         Some(value) if accepted_request_id(value) => value.clone(),
@@ -52,7 +63,7 @@ pub(crate) async fn edge(State(policies): State<RoutePolicies>, mut request: Req
     // A panicking handler is our bug: it still gets a request id, a log line and a 500 problem,
     // and the connection and server live on.
     let handled = async move {
-        match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        match AssertUnwindSafe(run(next, request)).catch_unwind().await {
             Ok(response) => problem_for_bare_405(response),
             Err(panic) => panic_response(panic),
         }

@@ -8,11 +8,11 @@ pub mod etag;
 pub mod fields;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use std::convert::Infallible;
+use std::future::Future;
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tower::{Layer, ServiceExt};
@@ -20,6 +20,7 @@ use tower_http::compression::CompressionLayer;
 
 use crate::config::ShapingConfig;
 use crate::error::BffError;
+use crate::middleware::{Inner, Middleware, run};
 
 /// The largest response body the shaping layers buffer; larger ones pass through unshaped.
 pub const MAX_SHAPED_BODY: usize = 4 * 1024 * 1024;
@@ -29,7 +30,16 @@ pub const MAX_SHAPED_BODY: usize = 4 * 1024 * 1024;
 /// One middleware rather than one per concern: each axum middleware costs a few allocations a
 /// request whether or not it has work to do. Compression wraps the rest, so the ETag is that of the
 /// uncompressed representation.
-pub(crate) async fn shape(State(config): State<ShapingConfig>, request: Request, next: Next) -> Response {
+#[derive(Clone)]
+pub(crate) struct Shape(pub(crate) ShapingConfig);
+
+impl Middleware for Shape {
+    fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
+        shape(self.0, request, inner)
+    }
+}
+
+async fn shape<S: Inner>(config: ShapingConfig, request: Request, next: S) -> Response {
     if !(config.compression && accepts_compression(request.headers())) {
         return fields_and_etag(config, request, next).await;
     }
@@ -62,9 +72,9 @@ fn accepts_compression(headers: &HeaderMap) -> bool {
 
 /// `fields=` and ETags in one pass over the handler's response: the body is buffered once,
 /// projected, hashed, and answered as `304` when the client already has it.
-async fn fields_and_etag(config: ShapingConfig, request: Request, next: Next) -> Response {
+async fn fields_and_etag<S: Inner>(config: ShapingConfig, request: Request, next: S) -> Response {
     if !(config.fields || config.etag) {
-        return next.run(request).await;
+        return run(next, request).await;
     }
     let fields = match config.fields.then(|| fields::requested(&request)).flatten() {
         Some(Ok(fields)) => Some(fields),
@@ -74,7 +84,7 @@ async fn fields_and_etag(config: ShapingConfig, request: Request, next: Next) ->
     let conditional: Option<Vec<HeaderValue>> = (config.etag
         && matches!(*request.method(), Method::GET | Method::HEAD))
     .then(|| request.headers().get_all(header::IF_NONE_MATCH).iter().cloned().collect());
-    let response = next.run(request).await;
+    let response = run(next, request).await;
     if fields.is_none() && conditional.is_none() {
         return response;
     }

@@ -1,20 +1,32 @@
 //! The middleware that requires a known API key and inserts the [`ApiClient`](super::ApiClient).
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use std::future::Future;
+
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiKeys;
+use crate::middleware::{Inner, Middleware, run};
 use crate::policy::auth::AuthError;
 
-pub(crate) async fn require_api_key(State(keys): State<ApiKeys>, mut request: Request, next: Next) -> Response {
+/// Requires a known API key; the handler gets its [`ApiClient`](super::ApiClient).
+#[derive(Clone)]
+pub(crate) struct RequireApiKey(pub(crate) ApiKeys);
+
+impl Middleware for RequireApiKey {
+    fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
+        require_api_key(self.0.clone(), request, inner)
+    }
+}
+
+async fn require_api_key<S: Inner>(keys: ApiKeys, mut request: Request, inner: S) -> Response {
     let Some(key) = request.headers().get(keys.header()) else {
         return AuthError::MissingApiKey.into_response();
     };
     match keys.verify(key.as_bytes()) {
         Some(client) => {
             request.extensions_mut().insert(client);
-            next.run(request).await
+            run(inner, request).await
         }
         None => AuthError::InvalidApiKey.into_response(),
     }

@@ -1,11 +1,13 @@
 //! The middleware that requires a valid bearer token and inserts the [`Identity`].
 
-use axum::extract::{Request, State};
+use std::future::Future;
+
+use axum::extract::Request;
 use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{AuthError, JwtVerifier};
+use crate::middleware::{Inner, Middleware, run};
 
 fn bearer(request: &Request) -> Result<&str, AuthError> {
     let value = request.headers().get(AUTHORIZATION).ok_or(AuthError::MissingToken)?;
@@ -17,7 +19,17 @@ fn bearer(request: &Request) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
-pub(crate) async fn require_jwt(State(verifier): State<JwtVerifier>, mut request: Request, next: Next) -> Response {
+/// Requires a valid bearer token; the handler gets its [`Identity`](super::Identity).
+#[derive(Clone)]
+pub(crate) struct RequireJwt(pub(crate) JwtVerifier);
+
+impl Middleware for RequireJwt {
+    fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
+        require_jwt(self.0.clone(), request, inner)
+    }
+}
+
+async fn require_jwt<S: Inner>(verifier: JwtVerifier, mut request: Request, inner: S) -> Response {
     let identity = match bearer(&request) {
         Ok(token) => verifier.verify(token).await,
         Err(e) => Err(e),
@@ -25,7 +37,7 @@ pub(crate) async fn require_jwt(State(verifier): State<JwtVerifier>, mut request
     match identity {
         Ok(identity) => {
             request.extensions_mut().insert(identity);
-            next.run(request).await
+            run(inner, request).await
         }
         Err(e) => e.into_response(),
     }
