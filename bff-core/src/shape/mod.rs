@@ -7,11 +7,11 @@
 pub mod etag;
 pub mod fields;
 
-use axum::body::{Body, Bytes};
-use axum::extract::Request;
 use std::convert::Infallible;
 use std::future::Future;
 
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
