@@ -10,6 +10,7 @@
 //! If the sink stalls (stdout piped to a reader that stopped), lines past [`MAX_BUFFERED`] bytes
 //! are dropped and counted rather than slowing requests or growing memory, and a line saying how
 //! many were lost is written once the sink moves again.
+//! Shutdown writes what is waiting, but waits at most 2 s for a stalled sink.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -22,6 +23,9 @@ pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub(crate) const FLUSH_AT: usize = 64 * 1024;
 /// Waiting bytes past which new lines are dropped.
 pub(crate) const MAX_BUFFERED: usize = 4 * 1024 * 1024;
+/// How long shutting down waits for the last lines to be written. A stdout nobody reads must not
+/// keep the process from exiting.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reports lines that were dropped (the real one logs a warning, which lands in the next batch).
 pub(crate) type DroppedNotice = fn(u64);
@@ -30,12 +34,24 @@ pub(crate) type DroppedNotice = fn(u64);
 struct Pending {
     bytes: Vec<u8>,
     dropped: u64,
+    /// Set by the guard: write what is left, then stop.
     closed: bool,
+    /// Set by the writer thread as it stops.
+    finished: bool,
 }
 
 struct Shared {
     pending: Mutex<Pending>,
+    /// Wakes the writer thread.
     wake: Condvar,
+    /// Tells the guard the writer thread has stopped.
+    done: Condvar,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self { pending: Mutex::new(Pending::default()), wake: Condvar::new(), done: Condvar::new() }
+    }
 }
 
 impl Shared {
@@ -77,6 +93,7 @@ impl Write for BufferedWriter {
 pub(crate) struct FlushGuard {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    drain_timeout: Duration,
 }
 
 impl std::fmt::Debug for FlushGuard {
@@ -87,9 +104,19 @@ impl std::fmt::Debug for FlushGuard {
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
+        let mut pending = self.shared.lock();
+        pending.closed = true;
         self.shared.wake.notify_one();
-        if let Some(thread) = self.thread.take() {
+        let (pending, waited) = self
+            .shared
+            .done
+            .wait_timeout_while(pending, self.drain_timeout, |p| !p.finished)
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(pending);
+        // Joined only once it has finished; a writer stuck in `write` is left to the process exit.
+        if !waited.timed_out()
+            && let Some(thread) = self.thread.take()
+        {
             let _ = thread.join();
         }
     }
@@ -101,12 +128,17 @@ pub(crate) fn spawn(
     interval: Duration,
     notice: DroppedNotice,
 ) -> io::Result<(BufferedWriter, FlushGuard)> {
-    let shared = Arc::new(Shared { pending: Mutex::new(Pending::default()), wake: Condvar::new() });
+    let shared = Arc::new(Shared::default());
     let thread = std::thread::Builder::new().name("bff-log-writer".into()).spawn({
         let shared = shared.clone();
-        move || run(&shared, sink, interval, notice)
+        move || {
+            run(&shared, sink, interval, notice);
+            shared.lock().finished = true;
+            shared.done.notify_all();
+        }
     })?;
-    Ok((BufferedWriter { shared: shared.clone() }, FlushGuard { shared, thread: Some(thread) }))
+    let guard = FlushGuard { shared: shared.clone(), thread: Some(thread), drain_timeout: DRAIN_TIMEOUT };
+    Ok((BufferedWriter { shared }, guard))
 }
 
 fn run(shared: &Shared, mut sink: impl Write, interval: Duration, notice: DroppedNotice) {
@@ -203,10 +235,39 @@ mod tests {
         drop(guard);
     }
 
+    /// A sink whose `write` never returns, like a full pipe nobody reads.
+    struct Stuck;
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            let never = Mutex::new(());
+            let guard = never.lock().unwrap();
+            let _unreachable = Condvar::new().wait_while(guard, |()| true);
+            Ok(0)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_sink_does_not_hold_up_shutdown() {
+        let (mut writer, mut guard) = spawn(Stuck, Duration::from_secs(3600), notice).unwrap();
+        guard.drain_timeout = Duration::from_millis(50);
+        writer.write_all(b"a line that will never be written\n").unwrap();
+        // Dropped on another thread so that a regression fails the test instead of hanging it.
+        let (dropped, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(guard);
+            let _ = dropped.send(());
+        });
+        assert!(done.recv_timeout(Duration::from_secs(30)).is_ok(), "dropping the guard hung on a stuck sink");
+    }
+
     #[test]
     fn lines_past_the_cap_are_dropped_and_counted() {
         let sink = Captured::default();
-        let shared = Arc::new(Shared { pending: Mutex::new(Pending::default()), wake: Condvar::new() });
+        let shared = Arc::new(Shared::default());
         let mut writer = BufferedWriter { shared: shared.clone() };
         let line = vec![b'y'; 1024];
         let fits = MAX_BUFFERED / line.len();
