@@ -1,8 +1,8 @@
 //! The gateway's own middleware, as tower layers without axum `from_fn`'s per-request boxing.
 //!
 //! `from_fn` re-boxes the inner service into a `BoxCloneSyncService` on every request and boxes
-//! the inner call's future again: three allocations per layer per request, for three layers. A
-//! [`Middleware`] gets the inner service itself, so each layer costs one boxed future.
+//! the inner call's future again: three allocations per layer per request. A [`Middleware`] gets
+//! the inner service itself, so each layer costs one boxed future.
 
 use std::convert::Infallible;
 use std::future::Future;

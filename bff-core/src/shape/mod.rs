@@ -27,9 +27,9 @@ pub const MAX_SHAPED_BODY: usize = 4 * 1024 * 1024;
 
 /// The shaping middleware: `fields=`, ETags and compression, as `config` switches them on.
 ///
-/// One middleware rather than one per concern: each axum middleware costs a few allocations a
-/// request whether or not it has work to do. Compression wraps the rest, so the ETag is that of the
-/// uncompressed representation.
+/// One middleware rather than one per concern: each layer costs at least a boxed future per
+/// request, whether or not it has work to do. Compression wraps the rest, so the ETag is that of
+/// the uncompressed representation.
 #[derive(Clone)]
 pub(crate) struct Shape(pub(crate) ShapingConfig);
 
