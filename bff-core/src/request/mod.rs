@@ -30,6 +30,11 @@ pub(crate) fn current_request_id() -> Option<String> {
     CURRENT_REQUEST_ID.try_with(|id| id.to_str().ok().map(str::to_owned)).ok().flatten()
 }
 
+/// The request id of the request being handled on this task, as a header value.
+pub(crate) fn current_request_id_header() -> Option<HeaderValue> {
+    CURRENT_REQUEST_ID.try_with(HeaderValue::clone).ok()
+}
+
 /// What the edge knows about one request, shared with the handler and the fan-out.
 #[derive(Debug)]
 pub(crate) struct RequestMeta {

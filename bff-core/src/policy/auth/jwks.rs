@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::http::{HeaderValue, Method};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -12,6 +13,8 @@ use tokio::time::Instant;
 
 use super::{AuthError, Identity, parse_algorithm};
 use crate::config::AuthConfig;
+use crate::request::current_request_id_header;
+use crate::upstream::{OutboundRequest, Upstream};
 
 /// How long one JWKS fetch may take.
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,7 +27,11 @@ pub struct JwtVerifier {
 
 struct Inner {
     jwks_url: url::Url,
-    client: reqwest::Client,
+    /// The issuer's host, called through the same client stack as every upstream (`auth` in the
+    /// upstream metrics).
+    issuer_host: Upstream,
+    /// The JWKS URL's path and query.
+    jwks_path: String,
     algorithms: Vec<Algorithm>,
     issuer: Option<String>,
     audience: Vec<String>,
@@ -54,12 +61,17 @@ struct Claims {
 impl JwtVerifier {
     /// A verifier for `config`; keys are fetched on first use.
     pub fn new(config: &AuthConfig) -> Self {
-        crate::install_crypto_provider();
-        let client = reqwest::Client::builder().timeout(JWKS_FETCH_TIMEOUT).no_proxy().build().unwrap_or_default();
+        let mut origin = config.jwks_url.clone();
+        origin.set_path("/");
+        origin.set_query(None);
+        origin.set_fragment(None);
+        let issuer_host = Upstream::new("auth", &origin, JWKS_FETCH_TIMEOUT, JWKS_FETCH_TIMEOUT, 1);
+        let jwks_path = config.jwks_url[url::Position::BeforePath..url::Position::AfterQuery].to_owned();
         Self {
             inner: Arc::new(Inner {
                 jwks_url: config.jwks_url.clone(),
-                client,
+                issuer_host,
+                jwks_path,
                 algorithms: config.algorithms.iter().filter_map(|a| parse_algorithm(a)).collect(),
                 issuer: config.issuer.clone(),
                 audience: config.audience.clone(),
@@ -180,11 +192,17 @@ impl JwtVerifier {
     }
 
     async fn fetch(&self) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
-        let response = self.inner.client.get(self.inner.jwks_url.clone()).send().await.map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("status {}", response.status()));
-        }
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        let request = OutboundRequest {
+            method: Method::GET,
+            path: self.inner.jwks_path.clone(),
+            // The request that found the unknown key, when there is one, so the issuer's logs match ours.
+            request_id: current_request_id_header().unwrap_or_else(|| HeaderValue::from_static("jwks-refresh")),
+            deadline: Instant::now() + JWKS_FETCH_TIMEOUT,
+        };
+        let body = self.inner.issuer_host.send(request).await.map_err(|e| match e.cause() {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        })?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
         Ok(decoding_keys(&set))
     }
@@ -205,4 +223,36 @@ fn decoding_keys(set: &JwkSet) -> HashMap<String, (DecodingKey, Algorithm)> {
         }
     }
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use services_mock::{MockConfig, Service};
+
+    use super::*;
+
+    fn config(jwks_url: &str) -> AuthConfig {
+        toml::from_str(&format!("jwks_url = \"{jwks_url}\"")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_are_fetched_from_the_jwks_url_with_its_path_and_query() {
+        crate::install_crypto_provider();
+        let mock = services_mock::start(&MockConfig::ephemeral()).await.unwrap();
+        let verifier = JwtVerifier::new(&config(&format!("{}/.well-known/jwks.json?v=1", mock.url(Service::Auth))));
+        let identity = verifier.verify(&mock.token("42", "profile orders", 60)).await.unwrap();
+        assert_eq!(identity.subject(), "42");
+        assert!(identity.has_scope("orders") && !identity.has_scope("admin"));
+        assert_eq!(mock.service(Service::Auth).stats.snapshot().requests, 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_issuer_leaves_no_keys() {
+        crate::install_crypto_provider();
+        let mock = services_mock::start(&MockConfig::ephemeral()).await.unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let verifier = JwtVerifier::new(&config(&format!("http://127.0.0.1:{closed}/.well-known/jwks.json")));
+        let error = verifier.verify(&mock.token("42", "profile", 60)).await.unwrap_err();
+        assert!(matches!(error, AuthError::KeysUnavailable), "{error:?}");
+    }
 }
