@@ -53,6 +53,8 @@ class Case:
 
 
 NO_SHAPING = {"BFF_SHAPING__FIELDS": "false", "BFF_SHAPING__ETAG": "false", "BFF_SHAPING__COMPRESSION": "false"}
+# Upstream calls over HTTP/2 without TLS (the mock speaks h2c); the baselines stay on HTTP/1.1.
+H2C = {"BFF_DEFAULTS__PROTOCOL": "http2"}
 
 
 def mobile_home_cases():
@@ -68,12 +70,14 @@ def mobile_home_cases():
                 Case(f"minimal-{tag}", "minimal", "/mobile/home", latency, conns, "none", quick=quick),
                 Case(f"mobile-home-{tag}", "bff-mobile", "/mobile/home", latency, conns, baselines=base, quick=quick),
                 Case(f"mobile-home-noshape-{tag}", "bff-mobile", "/mobile/home", latency, conns, env=NO_SHAPING, baselines=base),
+                Case(f"mobile-home-h2c-{tag}", "bff-mobile", "/mobile/home", latency, conns, env=H2C, baselines=base, quick=quick),
             ]
     # Latency added by the BFF at low load: compare p50 with one direct call at the same latency.
     cases += [
         Case("direct-users-20ms-c8", "direct", "/users/42", 20, 8, "none"),
         Case("mobile-home-20ms-c8", "bff-mobile", "/mobile/home", 20, 8, baselines=("direct-users-20ms-c8", "minimal-20ms-c8")),
         Case("minimal-20ms-c8", "minimal", "/mobile/home", 20, 8, "none"),
+        Case("mobile-home-h2c-20ms-c8", "bff-mobile", "/mobile/home", 20, 8, env=H2C, baselines=("direct-users-20ms-c8", "minimal-20ms-c8")),
     ]
     return cases
 
@@ -83,6 +87,7 @@ CASES = mobile_home_cases() + [
     Case("mobile-home-gzip", "bff-mobile", "/mobile/home", baselines=("mobile-home-0ms-c64",)),
     Case("mobile-feed-20", "bff-mobile", "/mobile/feed?skus=" + ",".join(f"SKU-{i:04}" for i in range(1, 21)), quick=False),
     Case("web-home", "bff-web", "/web/home", quick=True),
+    Case("web-home-h2c", "bff-web", "/web/home", env=H2C, baselines=("web-home",)),
     Case("web-product", "bff-web", "/web/products/SKU-0007"),
     Case("partner-v2-order", "bff-partner", "/v2/orders/4205", credential="apikey", quick=True),
     Case("partner-v1-orders", "bff-partner", "/v1/orders?user=42", credential="apikey"),

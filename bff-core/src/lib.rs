@@ -53,7 +53,7 @@ pub use fanout::{Each, Fanout, Optional, Part, Required, each};
 pub use policy::api_key::ApiClient;
 pub use policy::auth::{AuthError, Identity};
 pub use request::Ctx;
-pub use upstream::{Call, Upstream, UpstreamError, encode, encode_list};
+pub use upstream::{Call, Upstream, UpstreamError, UpstreamSettings, encode, encode_list};
 
 /// Installs `ring` as the process's TLS provider (rustls) and JWT signature verifier.
 ///

@@ -1,4 +1,5 @@
-//! The accept loop: HTTP/1.1 per connection, with a way for a handler to reset its own connection.
+//! The accept loop: HTTP/1.1, or HTTP/2 without TLS (h2c, prior knowledge) when a connection opens
+//! with the HTTP/2 preface; with a way for a handler to reset its own connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,13 +7,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower::ServiceExt;
 
-/// Lets a handler tear down the connection it is answering on (the `reset` fault).
+/// Lets a handler tear down the connection it is answering on (the `reset` fault). Over HTTP/2
+/// that fails every call on the connection, as a crashing server would.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectionKill(Arc<Notify>);
 
@@ -46,9 +49,8 @@ pub(crate) async fn serve(listener: TcpListener, router: Router) {
             router.clone().oneshot(request.map(Body::new))
         });
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             tokio::select! {
                 _ = conn => {}
                 _ = kill.notified() => {}

@@ -1,4 +1,5 @@
-//! Request statistics: how many requests a service served, how many at once, and the last headers.
+//! Request statistics: how many requests a service served, how many at once, and the last request's
+//! headers and HTTP version.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,8 @@ pub struct StatsSnapshot {
     pub max_in_flight: u64,
     /// The headers of the last business request, names lower-case.
     pub last_headers: BTreeMap<String, String>,
+    /// The HTTP version of the last business request (`HTTP/1.1`, `HTTP/2.0`); empty before one.
+    pub last_version: String,
 }
 
 /// The live counters of one service.
@@ -43,6 +46,7 @@ impl Stats {
             s.requests = 0;
             s.max_in_flight = s.in_flight;
             s.last_headers.clear();
+            s.last_version.clear();
         });
     }
 }
@@ -62,11 +66,13 @@ pub(crate) async fn track(State(stats): State<Stats>, request: Request, next: Ne
         .iter()
         .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
         .collect();
+    let version = format!("{:?}", request.version());
     stats.with(|s| {
         s.requests += 1;
         s.in_flight += 1;
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
         s.last_headers = headers;
+        s.last_version = version;
     });
     let _guard = InFlight(stats);
     next.run(request).await

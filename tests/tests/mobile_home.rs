@@ -229,6 +229,31 @@ async fn the_request_id_reaches_every_upstream() {
 }
 
 #[tokio::test]
+async fn upstream_calls_use_the_configured_http_version() {
+    // Default HTTP/1.1; `defaults.protocol` switches every upstream, a section overrides it.
+    let stack = mobile().set("defaults.protocol", "http2").set("upstreams.orders.protocol", "http1").start().await;
+    let response = stack
+        .http
+        .get(stack.bff.url("/mobile/home"))
+        .bearer_auth(stack.token())
+        .header("x-request-id", "req-h2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for (service, version) in
+        [(Service::Users, "HTTP/2.0"), (Service::Notifications, "HTTP/2.0"), (Service::Orders, "HTTP/1.1")]
+    {
+        let stats = stack.stats(service);
+        assert_eq!(stats.last_version, version, "{service}");
+        assert_eq!(stats.last_headers.get("x-request-id").map(String::as_str), Some("req-h2"), "{service}");
+    }
+    let default = mobile().start().await;
+    assert_eq!(default.get("/mobile/home").await.status(), 200);
+    assert_eq!(default.stats(Service::Users).last_version, "HTTP/1.1");
+}
+
+#[tokio::test]
 async fn shutdown_lets_an_in_flight_request_finish() {
     let mut stack = mobile().start().await;
     warm(&stack).await;

@@ -175,6 +175,7 @@ fn set_path(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::UpstreamProtocol;
 
     const BASE: &str = r#"
 listen = "127.0.0.1:8081"
@@ -223,6 +224,21 @@ url = "http://127.0.0.1:7001"
         let err = load(&source(BASE), &env).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("upstreams.users.timeout"));
         assert_eq!(err.source, "environment variable BFF_UPSTREAMS__USERS__TIMEOUT");
+    }
+
+    #[test]
+    fn the_upstream_protocol_is_a_default_with_per_upstream_overrides() {
+        let env = Overrides::from_env([
+            ("BFF_DEFAULTS__PROTOCOL".to_owned(), "http2".to_owned()),
+            ("BFF_UPSTREAMS__USERS__PROTOCOL".to_owned(), "auto".to_owned()),
+        ]);
+        let config = load(&source(BASE), &env).unwrap();
+        assert_eq!(config.defaults.protocol, UpstreamProtocol::Http2);
+        assert_eq!(config.upstreams["users"].protocol, Some(UpstreamProtocol::Auto));
+        let env = Overrides::from_env([("BFF_UPSTREAMS__USERS__PROTOCOL".to_owned(), "h3".to_owned())]);
+        let err = load(&source(BASE), &env).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("upstreams.users.protocol"));
+        assert!(err.to_string().contains("http1"), "the error lists what is accepted: {err}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tower::ServiceExt;
 
 pub use error::{UpstreamError, UpstreamErrorKind};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Defaults, UpstreamConfig, UpstreamProtocol};
 use crate::observe::metrics;
 use crate::request::Ctx;
 
@@ -65,6 +65,46 @@ where
     }
 }
 
+/// How an [`Upstream`] connects, and how long one call to it may take.
+///
+/// Start from [`UpstreamSettings::default`] (the config defaults) and set what differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpstreamSettings {
+    /// The longest one call may take (also bounded by what is left of the request deadline).
+    pub timeout: Duration,
+    /// The longest establishing a connection may take.
+    pub connect_timeout: Duration,
+    /// Idle HTTP/1.1 connections kept.
+    pub pool_max_idle: usize,
+    /// The HTTP version of calls.
+    pub protocol: UpstreamProtocol,
+}
+
+impl UpstreamSettings {
+    /// One upstream's section with `defaults` filled in where it is silent.
+    pub fn from_config(defaults: &Defaults, upstream: &UpstreamConfig) -> Self {
+        Self {
+            timeout: upstream.timeout.unwrap_or(defaults.timeout),
+            connect_timeout: upstream.connect_timeout.unwrap_or(defaults.connect_timeout),
+            pool_max_idle: defaults.pool_max_idle_per_host,
+            protocol: upstream.protocol.unwrap_or(defaults.protocol),
+        }
+    }
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        let d = Defaults::default();
+        Self {
+            timeout: d.timeout,
+            connect_timeout: d.connect_timeout,
+            pool_max_idle: d.pool_max_idle_per_host,
+            protocol: d.protocol,
+        }
+    }
+}
+
 /// A named downstream service. Cheap to clone (one reference count); clones share the
 /// connection pool.
 #[derive(Clone)]
@@ -85,12 +125,11 @@ impl fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds an upstream with its own connection pool.
-    pub fn new(name: &str, base: &url::Url, timeout: Duration, connect_timeout: Duration, max_idle: usize) -> Self {
+    /// Builds an upstream at `base` (an `http` or `https` URL) with its own connection pool.
+    pub fn new(name: &str, base: &url::Url, settings: UpstreamSettings) -> Self {
         let name: Arc<str> = Arc::from(name);
-        let pool = transport::PoolSettings { connect_timeout, max_idle_per_host: max_idle };
-        let transport = transport::HttpTransport::new(name.clone(), base, pool);
-        let stack = timeout::CallTimeout { inner: transport, name: name.clone(), timeout };
+        let transport = transport::HttpTransport::new(name.clone(), base, &settings);
+        let stack = timeout::CallTimeout { inner: transport, name: name.clone(), timeout: settings.timeout };
         Self::with_stack(name, Box::new(stack))
     }
 
@@ -181,18 +220,11 @@ pub struct Upstreams {
 impl Upstreams {
     /// Builds a client per upstream section, merging `defaults` explicitly.
     pub fn from_config(config: &Config, source: &str) -> Self {
-        let d = &config.defaults;
         let by_name = config
             .upstreams
             .iter()
             .map(|(name, u)| {
-                let upstream = Upstream::new(
-                    name,
-                    &u.url,
-                    u.timeout.unwrap_or(d.timeout),
-                    u.connect_timeout.unwrap_or(d.connect_timeout),
-                    d.pool_max_idle_per_host,
-                );
+                let upstream = Upstream::new(name, &u.url, UpstreamSettings::from_config(&config.defaults, u));
                 (name.clone(), (upstream, u.url.clone()))
             })
             .collect();

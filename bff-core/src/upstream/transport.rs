@@ -23,8 +23,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::{Outbound, OutboundRequest, UpstreamError, UpstreamErrorKind};
+use super::{Outbound, OutboundRequest, UpstreamError, UpstreamErrorKind, UpstreamSettings};
 use crate::body::{self, CollectError};
+use crate::config::UpstreamProtocol;
 use crate::request::REQUEST_ID;
 
 /// The largest upstream body read into memory; a larger one fails the call as a transport error.
@@ -33,14 +34,13 @@ pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-type HttpClient = Client<HttpsConnector<connect::Quiet>, Empty<Bytes>>;
+/// How often an HTTP/2 connection with calls in flight is pinged, and how long the answer may
+/// take before the connection (and every call on it) fails: one dead connection must not hold
+/// every call to an upstream until each one's timeout.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connection settings of one upstream's pool.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PoolSettings {
-    pub(crate) connect_timeout: Duration,
-    pub(crate) max_idle_per_host: usize,
-}
+type HttpClient = Client<HttpsConnector<connect::Quiet>, Empty<Bytes>>;
 
 /// Sends an [`OutboundRequest`] and returns the body of a 2xx answer.
 #[derive(Clone)]
@@ -58,7 +58,7 @@ pub(crate) struct HttpTransport {
 impl HttpTransport {
     /// A transport to `base` with its own connection pool. `base` must be an `http` or `https` URL
     /// with a host (config loading checks this).
-    pub(crate) fn new(name: Arc<str>, base: &url::Url, pool: PoolSettings) -> Self {
+    pub(crate) fn new(name: Arc<str>, base: &url::Url, settings: &UpstreamSettings) -> Self {
         let uri: Uri = base.as_str().parse().unwrap_or_default();
         let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
         let authority = uri.authority().cloned().unwrap_or_else(|| Authority::from_static("invalid"));
@@ -69,17 +69,24 @@ impl HttpTransport {
         });
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
-        http.set_connect_timeout(Some(pool.connect_timeout));
+        http.set_connect_timeout(Some(settings.connect_timeout));
         http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config().clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connect::Quiet(http));
+        let tcp = connect::Quiet(http);
+        // ALPN offers what the protocol allows; over plain TCP the client's own setting decides.
+        let tls = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config().clone()).https_or_http();
+        let https = match settings.protocol {
+            UpstreamProtocol::Http1 => tls.enable_http1().wrap_connector(tcp),
+            UpstreamProtocol::Http2 => tls.enable_http2().wrap_connector(tcp),
+            UpstreamProtocol::Auto => tls.enable_all_versions().wrap_connector(tcp),
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(pool.max_idle_per_host)
+            .pool_max_idle_per_host(settings.pool_max_idle)
+            .http2_only(settings.protocol == UpstreamProtocol::Http2)
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(H2_PING_INTERVAL)
+            .http2_keep_alive_timeout(H2_PING_TIMEOUT)
             .build(https);
         Self { name, scheme, authority, base_path, host, client }
     }
@@ -169,9 +176,12 @@ mod tests {
 
     #[test]
     fn paths_and_queries_join_the_base() {
-        let pool = PoolSettings { connect_timeout: Duration::from_secs(1), max_idle_per_host: 1 };
+        let settings = UpstreamSettings::default();
         let t = |base: &str, path: &str| {
-            HttpTransport::new(Arc::from("x"), &base.parse().unwrap(), pool).uri(path.to_owned()).unwrap().to_string()
+            HttpTransport::new(Arc::from("x"), &base.parse().unwrap(), &settings)
+                .uri(path.to_owned())
+                .unwrap()
+                .to_string()
         };
         assert_eq!(t("http://127.0.0.1:7001", "/users/42"), "http://127.0.0.1:7001/users/42");
         assert_eq!(t("http://h:1/", "/orders?user=42&limit=3"), "http://h:1/orders?user=42&limit=3");
@@ -181,8 +191,7 @@ mod tests {
 
     #[test]
     fn a_path_that_is_not_a_uri_is_an_error_not_a_panic() {
-        let pool = PoolSettings { connect_timeout: Duration::from_secs(1), max_idle_per_host: 1 };
-        let t = HttpTransport::new(Arc::from("x"), &"http://h:1".parse().unwrap(), pool);
+        let t = HttpTransport::new(Arc::from("x"), &"http://h:1".parse().unwrap(), &UpstreamSettings::default());
         assert!(t.uri("/users/a b".to_owned()).is_err());
     }
 
@@ -224,8 +233,7 @@ mod tests {
     async fn a_body_in_many_frames_is_joined_and_the_request_carries_host_and_id() {
         crate::install_crypto_provider();
         let (base, served) = chunked_server(&["{\"a\":", "[1,2,", "3]}"]).await;
-        let pool = PoolSettings { connect_timeout: Duration::from_secs(5), max_idle_per_host: 1 };
-        let transport = HttpTransport::new(Arc::from("chunky"), &base, pool);
+        let transport = HttpTransport::new(Arc::from("chunky"), &base, &UpstreamSettings::default());
         let body = transport.call(request("/things?x=1")).await.unwrap();
         assert_eq!(&body[..], b"{\"a\":[1,2,3]}");
         let head = served.await.unwrap().to_ascii_lowercase();
@@ -258,10 +266,94 @@ mod tests {
                 left -= n;
             }
         });
-        let pool = PoolSettings { connect_timeout: Duration::from_secs(5), max_idle_per_host: 1 };
-        let transport = HttpTransport::new(Arc::from("big"), &base, pool);
+        let transport = HttpTransport::new(Arc::from("big"), &base, &UpstreamSettings::default());
         let error = transport.call(request("/")).await.unwrap_err();
         assert_eq!(error.kind(), &UpstreamErrorKind::Transport);
         assert!(error.cause().unwrap().contains("length limit"), "{error:?}");
+    }
+
+    /// What a version-recording server saw: one entry per request, and the connections accepted.
+    #[derive(Default)]
+    struct Seen {
+        requests: std::sync::Mutex<Vec<(http::Version, Option<HeaderValue>)>>,
+        connections: std::sync::atomic::AtomicUsize,
+    }
+
+    /// A server speaking HTTP/1.1 and HTTP/2 without TLS (h2c by prior knowledge), answering `{}`
+    /// after `delay` and recording each request's version and request id.
+    async fn recording_server(delay: Duration) -> (url::Url, Arc<Seen>) {
+        use hyper_util::rt::TokioIo;
+        use hyper_util::server::conn::auto;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let seen = Arc::new(Seen::default());
+        let recorded = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                recorded.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let recorded = recorded.clone();
+                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let entry = (request.version(), request.headers().get(REQUEST_ID).cloned());
+                    recorded.requests.lock().unwrap().push(entry);
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                            Bytes::from_static(b"{}"),
+                        )))
+                    }
+                });
+                tokio::spawn(async move {
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    builder.serve_connection(TokioIo::new(socket), service).await
+                });
+            }
+        });
+        (base, seen)
+    }
+
+    fn settings(protocol: UpstreamProtocol) -> UpstreamSettings {
+        UpstreamSettings { protocol, ..UpstreamSettings::default() }
+    }
+
+    #[tokio::test]
+    async fn http2_multiplexes_concurrent_calls_over_one_connection() {
+        crate::install_crypto_provider();
+        let (base, seen) = recording_server(Duration::from_millis(50)).await;
+        let transport = HttpTransport::new(Arc::from("h2"), &base, &settings(UpstreamProtocol::Http2));
+        let calls = (0..20).map(|_| transport.call(request("/x")));
+        for body in futures::future::join_all(calls).await {
+            assert_eq!(&body.unwrap()[..], b"{}");
+        }
+        let requests = seen.requests.lock().unwrap().clone();
+        assert_eq!(requests.len(), 20);
+        assert!(
+            requests.iter().all(|(version, id)| *version == http::Version::HTTP_2 && id.as_ref().unwrap() == "req-1")
+        );
+        assert_eq!(seen.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "all calls share one connection");
+    }
+
+    #[tokio::test]
+    async fn http1_and_auto_over_plain_http_open_a_connection_per_concurrent_call() {
+        crate::install_crypto_provider();
+        for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Auto] {
+            let (base, seen) = recording_server(Duration::from_millis(50)).await;
+            let transport = HttpTransport::new(Arc::from("h1"), &base, &settings(protocol));
+            let calls = (0..5).map(|_| transport.call(request("/x")));
+            assert!(futures::future::join_all(calls).await.iter().all(Result::is_ok));
+            let requests = seen.requests.lock().unwrap().clone();
+            assert!(requests.iter().all(|(version, _)| *version == http::Version::HTTP_11), "{protocol:?}");
+            assert_eq!(seen.connections.load(std::sync::atomic::Ordering::SeqCst), 5, "{protocol:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn http2_against_a_server_that_speaks_only_http1_fails_as_transport() {
+        crate::install_crypto_provider();
+        let (base, served) = chunked_server(&["{}"]).await;
+        let transport = HttpTransport::new(Arc::from("old"), &base, &settings(UpstreamProtocol::Http2));
+        let error = transport.call(request("/")).await.unwrap_err();
+        assert_eq!(error.kind(), &UpstreamErrorKind::Transport, "{error:?}");
+        served.abort();
     }
 }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::{AuthError, Identity, parse_algorithm};
 use crate::config::AuthConfig;
 use crate::request::current_request_id_header;
-use crate::upstream::{OutboundRequest, Upstream};
+use crate::upstream::{OutboundRequest, Upstream, UpstreamSettings};
 
 /// How long one JWKS fetch may take.
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -65,7 +65,13 @@ impl JwtVerifier {
         origin.set_path("/");
         origin.set_query(None);
         origin.set_fragment(None);
-        let issuer_host = Upstream::new("auth", &origin, JWKS_FETCH_TIMEOUT, JWKS_FETCH_TIMEOUT, 1);
+        let settings = UpstreamSettings {
+            timeout: JWKS_FETCH_TIMEOUT,
+            connect_timeout: JWKS_FETCH_TIMEOUT,
+            pool_max_idle: 1,
+            ..UpstreamSettings::default()
+        };
+        let issuer_host = Upstream::new("auth", &origin, settings);
         let jwks_path = config.jwks_url[url::Position::BeforePath..url::Position::AfterQuery].to_owned();
         Self {
             inner: Arc::new(Inner {
