@@ -68,15 +68,22 @@ async fn assert_degraded(stack: &Stack) {
 
 #[tokio::test]
 async fn failing_notifications_degrade_the_badge() {
-    let stack = mobile().start().await;
-    for faults in [
-        Faults { error_rate: 1.0, ..Faults::default() },
-        Faults { malformed: true, ..Faults::default() },
-        Faults { reset: true, ..Faults::default() },
-        Faults { hang: true, ..Faults::default() },
-    ] {
-        stack.set_faults(Service::Notifications, faults.clone()).await;
-        assert_degraded(&stack).await;
+    // Over HTTP/2 a reset tears down the one connection every call shares: the next call after
+    // the fault clears must open a new one.
+    for protocol in ["http1", "http2"] {
+        let stack = mobile().set("defaults.protocol", protocol).start().await;
+        for faults in [
+            Faults { error_rate: 1.0, ..Faults::default() },
+            Faults { malformed: true, ..Faults::default() },
+            Faults { reset: true, ..Faults::default() },
+            Faults { hang: true, ..Faults::default() },
+        ] {
+            stack.set_faults(Service::Notifications, faults.clone()).await;
+            assert_degraded(&stack).await;
+            stack.set_faults(Service::Notifications, Faults::default()).await;
+            let healthy = stack.get("/mobile/home").await;
+            assert!(healthy.headers().get("x-bff-degraded").is_none(), "{protocol} after {faults:?}");
+        }
     }
 }
 
@@ -110,16 +117,20 @@ async fn failing_users_is_a_502_naming_users() {
 
 #[tokio::test]
 async fn a_failed_required_part_cancels_the_other_calls() {
-    let stack = mobile().start().await;
-    warm(&stack).await;
-    stack.set_faults(Service::Users, Faults { latency_ms: 50, error_rate: 1.0, ..Faults::default() }).await;
-    stack.set_faults(Service::Orders, latency(10_000)).await;
-    let start = Instant::now();
-    problem(stack.get("/mobile/home").await, 502, "UPSTREAM_BAD_STATUS").await;
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
-    assert_eq!(stack.stats(Service::Orders).requests, 1);
-    let cancelled = eventually(Duration::from_secs(3), || async { stack.stats(Service::Orders).in_flight == 0 }).await;
-    assert!(cancelled, "the orders call was not cancelled");
+    // HTTP/1.1 cancels by closing the connection, HTTP/2 by resetting the stream.
+    for protocol in ["http1", "http2"] {
+        let stack = mobile().set("defaults.protocol", protocol).start().await;
+        warm(&stack).await;
+        stack.set_faults(Service::Users, Faults { latency_ms: 50, error_rate: 1.0, ..Faults::default() }).await;
+        stack.set_faults(Service::Orders, latency(10_000)).await;
+        let start = Instant::now();
+        problem(stack.get("/mobile/home").await, 502, "UPSTREAM_BAD_STATUS").await;
+        assert!(start.elapsed() < Duration::from_secs(2), "{protocol}: {:?}", start.elapsed());
+        assert_eq!(stack.stats(Service::Orders).requests, 1);
+        let cancelled =
+            eventually(Duration::from_secs(3), || async { stack.stats(Service::Orders).in_flight == 0 }).await;
+        assert!(cancelled, "{protocol}: the orders call was not cancelled");
+    }
 }
 
 #[tokio::test]
