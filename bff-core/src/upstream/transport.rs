@@ -1,4 +1,5 @@
-//! The innermost outbound step: one HTTP/1.1 exchange over a pooled hyper client.
+//! The innermost outbound step: one HTTP exchange over a pooled hyper client (HTTP/1.1, or HTTP/2
+//! per the upstream's `protocol`).
 //!
 //! hyper-util's pooled client directly, not reqwest: a call builds one `Uri` from parts parsed at
 //! start-up and one two-header request, and reads the body into one buffer. On `/mobile/home`
