@@ -427,6 +427,104 @@ def table(results):
     return "\n".join(lines)
 
 
+# The targets of the benchmark issue, checked against whatever cases ran. A check yields
+# (measure, case, value, met) rows; the table gives each measure's range over its cases and how
+# many met it. A target whose cases did not run is reported as not measured.
+OURS = ("bff-mobile", "bff-web", "bff-partner")
+HOME = re.compile(r"mobile-home(-h2c)?-(\d+ms-c\d+)")
+
+
+def _home_vs_node(by_name):
+    for name, r in by_name.items():
+        m = HOME.fullmatch(name)
+        if not m or m.group(2) == "20ms-c8":
+            continue
+        for node, floor in (("node-seed", 12.0), ("node-tuned", 4.5)):
+            base = by_name.get(f"{node}-{m.group(2)}")
+            if base and base["rps"]:
+                yield f"req/s ÷ {node} ≥ {floor}×", name, r["rps"] / base["rps"], r["rps"] / base["rps"] >= floor
+                yield f"p99 ÷ {node}'s p99 < 1", name, r["p99_ms"] / base["p99_ms"], r["p99_ms"] < base["p99_ms"]
+
+
+def _home_cpu(by_name):
+    for name, r in by_name.items():
+        if HOME.fullmatch(name) and name.endswith("-0ms-c64") and r["cpu_us_per_req"]:
+            yield "CPU µs/req ≤ 60", name, r["cpu_us_per_req"], r["cpu_us_per_req"] <= 60
+
+
+def _added_latency(by_name):
+    direct = by_name.get("direct-users-20ms-c8")
+    for name in ("mobile-home-20ms-c8", "mobile-home-h2c-20ms-c8"):
+        if direct and name in by_name:
+            added = by_name[name]["p50_ms"] - direct["p50_ms"]
+            yield "p50 − direct p50 ≤ 0.5 ms", name, added, added <= 0.5
+
+
+def _passthrough(by_name):
+    nginx = by_name.get("nginx-users")
+    for name, r in by_name.items():
+        if name.startswith("passthrough-") and nginx:
+            yield "req/s ÷ nginx ≥ 1", name, r["rps"] / nginx["rps"], r["rps"] >= nginx["rps"]
+            cpu = r["cpu_us_per_req"] / nginx["cpu_us_per_req"]
+            yield "CPU ÷ nginx CPU ≤ 1", name, cpu, cpu <= 1
+
+
+def _policy_cost(by_name):
+    for name, r in by_name.items():
+        m = HOME.fullmatch(name)
+        base = m and by_name.get(f"minimal-{m.group(2)}")
+        if base and base["rps"]:
+            ratio = r["rps"] / base["rps"]
+            yield "req/s ÷ minimal BFF (no policies) ≥ 0.85", name, ratio, ratio >= 0.85
+
+
+def _memory(by_name):
+    for name, r in by_name.items():
+        if r["target"] in OURS and r["connections"] == 64 and r["peak_rss_mb"]:
+            yield "peak RSS MB < 24 (64 conns)", name, r["peak_rss_mb"], r["peak_rss_mb"] < 24
+        if r["target"] in OURS and r["idle_rss_mb"]:
+            yield "idle RSS MB < 16", name, r["idle_rss_mb"], r["idle_rss_mb"] < 16
+
+
+TARGETS = [
+    ("`/mobile/home` ≥ 12× seed Node, ≥ 4.5× tuned Node, lower p99", _home_vs_node),
+    ("`/mobile/home` ≤ 60 µs CPU per request", _home_cpu),
+    ("20 ms upstreams, 8 conns: p50 within 0.5 ms of a direct call", _added_latency),
+    ("passthrough ≥ nginx req/s at ≤ nginx CPU", _passthrough),
+    ("every policy together costs ≤ 15% of req/s", _policy_cost),
+    ("BFF memory", _memory),
+]
+
+
+def check_targets(results):
+    """Per target, per measure: every case's value and whether it met the target."""
+    by_name = {r["case"]: r for r in results}
+    checked = []
+    for title, check in TARGETS:
+        measures = {}
+        for measure, case, value, met in check(by_name):
+            measures.setdefault(measure, []).append({"case": case, "value": round(value, 3), "met": met})
+        checked.append({"target": title, "measures": measures})
+    return checked
+
+
+def targets_table(checked):
+    lines = ["| target | measure | range over cases (lowest … highest) | met |", "|---|---|---|---|"]
+    for t in checked:
+        if not t["measures"]:
+            lines.append(f"| {t['target']} | – | not measured: its cases did not run | – |")
+        for measure, rows in t["measures"].items():
+            rows = sorted(rows, key=lambda row: row["value"])
+            low, high = rows[0], rows[-1]
+            spread = f"{low['value']:,.2f} ({low['case']})"
+            if len(rows) > 1:
+                spread += f" … {high['value']:,.2f} ({high['case']})"
+            met = sum(row["met"] for row in rows)
+            verdict = "yes" if met == len(rows) else f"**{met} of {len(rows)}**"
+            lines.append(f"| {t['target']} | {measure} | {spread} | {verdict} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few seconds per case, a subset of cases (CI)")
@@ -476,9 +574,12 @@ def main():
     out = args.out or os.path.join(ROOT, "bench", "results", f"{started}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     machine = {"cores": os.cpu_count(), "kernel": os.uname().release, "quick": args.quick, "duration_s": args.duration}
+    checked = check_targets(results)
     with open(out, "w") as f:
-        json.dump({"machine": machine, "results": results}, f, indent=2)
+        json.dump({"machine": machine, "results": results, "targets": checked}, f, indent=2)
     print(table(results))
+    print()
+    print(targets_table(checked))
     print(f"\nraw results: {out}; logs: {harness.logs}")
     # A baseline that errors under load is a finding; one of ours that does is a failure.
     ours = ("bff-mobile", "bff-web", "bff-partner", "minimal")
