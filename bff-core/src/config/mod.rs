@@ -231,7 +231,9 @@ pub enum UpstreamProtocol {
     /// speaks it.
     #[default]
     Http1,
-    /// HTTP/2 only: h2c with prior knowledge for `http://`, ALPN `h2` for `https://`.
+    /// HTTP/2 only: h2c with prior knowledge for `http://`, ALPN `h2` for `https://`. A call the
+    /// server turns away unprocessed (`REFUSED_STREAM`, or past a `GOAWAY`) is sent again, twice
+    /// at most; calls past the server's stream limit wait for a stream.
     Http2,
     /// `https://`: offer `h2` and `http/1.1` by ALPN and use the server's pick; `http://`: HTTP/1.1.
     Auto,

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use http::HeaderValue;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Uri};
+use http::{Method, Request, Uri};
 use http_body_util::Empty;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -43,9 +43,18 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 type HttpClient = Client<HttpsConnector<connect::Quiet>, Empty<Bytes>>;
 
+/// How many times a call the server refused without processing it (HTTP/2 `REFUSED_STREAM`, or a
+/// stream past a `GOAWAY`'s last id) is sent again. Such a call did nothing upstream, so this is
+/// safe for any method; it happens when a burst of calls opens a connection before the server's
+/// stream limit is known, and when an upstream shuts down gracefully.
+const REFUSED_RETRIES: usize = 2;
+
 /// Sends an [`OutboundRequest`] and returns the body of a 2xx answer.
 #[derive(Clone)]
-pub(crate) struct HttpTransport {
+pub(crate) struct HttpTransport(Arc<Transport>);
+
+struct Transport {
+    protocol: UpstreamProtocol,
     name: Arc<str>,
     scheme: Scheme,
     authority: Authority,
@@ -89,7 +98,60 @@ impl HttpTransport {
             .http2_keep_alive_interval(H2_PING_INTERVAL)
             .http2_keep_alive_timeout(H2_PING_TIMEOUT)
             .build(https);
-        Self { name, scheme, authority, base_path, host, client }
+        Self(Arc::new(Transport { protocol: settings.protocol, name, scheme, authority, base_path, host, client }))
+    }
+
+    #[cfg(test)]
+    fn uri(&self, path_and_query: String) -> Result<Uri, http::Error> {
+        self.0.uri(path_and_query)
+    }
+}
+
+impl Transport {
+    fn fail(&self, kind: UpstreamErrorKind, cause: &dyn std::fmt::Display) -> UpstreamError {
+        UpstreamError::new(self.name.clone(), kind).with_cause(cause)
+    }
+
+    fn request(&self, method: Method, uri: Uri, request_id: HeaderValue) -> Result<Request<Empty<Bytes>>, http::Error> {
+        let mut builder = Request::builder().method(method).uri(uri).header(REQUEST_ID, request_id);
+        if let Some(host) = &self.host {
+            builder = builder.header(HOST, host.clone());
+        }
+        builder.body(Empty::new())
+    }
+
+    async fn send(&self, request: OutboundRequest) -> Result<Bytes, UpstreamError> {
+        let uri = self.uri(request.path).map_err(|e| self.fail(UpstreamErrorKind::Transport, &e))?;
+        // Over HTTP/1.1 a call is never refused unprocessed in a way worth resending (the client
+        // already resends one that never left on a closed pooled connection): nothing to keep.
+        let again = (self.protocol != UpstreamProtocol::Http1)
+            .then(|| (request.method.clone(), uri.clone(), request.request_id.clone()));
+        let first = self.request(request.method, uri, request.request_id);
+        let mut response = self.client.request(first.map_err(|e| self.fail(UpstreamErrorKind::Transport, &e))?).await;
+        if let Some((method, uri, request_id)) = again {
+            for _ in 0..REFUSED_RETRIES {
+                match &response {
+                    Err(e) if refused_unprocessed(e) => {
+                        let retry = self.request(method.clone(), uri.clone(), request_id.clone());
+                        response =
+                            self.client.request(retry.map_err(|e| self.fail(UpstreamErrorKind::Transport, &e))?).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let response = response.map_err(|e| {
+            let kind = if e.is_connect() { UpstreamErrorKind::Connect } else { UpstreamErrorKind::Transport };
+            self.fail(kind, &ErrorChain(&e))
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(self.fail(UpstreamErrorKind::Status(status), &status));
+        }
+        body::collect(response.into_body(), MAX_BODY_BYTES).await.map_err(|e| match e {
+            CollectError::Read(e) => self.fail(UpstreamErrorKind::Transport, &ErrorChain(&e)),
+            too_large => self.fail(UpstreamErrorKind::Transport, &too_large),
+        })
     }
 
     /// The full URI of a call: the base's scheme, authority and path, then the call's path and query.
@@ -109,33 +171,23 @@ impl HttpTransport {
 
 impl Outbound for HttpTransport {
     fn call(&self, request: OutboundRequest) -> BoxFuture<'static, Result<Bytes, UpstreamError>> {
-        let name = self.name.clone();
-        let fail = move |kind, cause: &dyn std::fmt::Display| UpstreamError::new(name.clone(), kind).with_cause(cause);
-        let built = self.uri(request.path).and_then(|uri| {
-            let mut builder = Request::builder().method(request.method).uri(uri).header(REQUEST_ID, request.request_id);
-            if let Some(host) = &self.host {
-                builder = builder.header(HOST, host.clone());
-            }
-            builder.body(Empty::new())
-        });
-        // The client's future owns what it needs: no clone of the client for the call.
-        let sent = built.map(|request| self.client.request(request));
-        Box::pin(async move {
-            let sent = sent.map_err(|e| fail(UpstreamErrorKind::Transport, &e))?;
-            let response = sent.await.map_err(|e| {
-                let kind = if e.is_connect() { UpstreamErrorKind::Connect } else { UpstreamErrorKind::Transport };
-                fail(kind, &ErrorChain(&e))
-            })?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(fail(UpstreamErrorKind::Status(status), &status));
-            }
-            body::collect(response.into_body(), MAX_BODY_BYTES).await.map_err(|e| match e {
-                CollectError::Read(e) => fail(UpstreamErrorKind::Transport, &ErrorChain(&e)),
-                too_large => fail(UpstreamErrorKind::Transport, &too_large),
-            })
-        })
+        let transport = self.0.clone();
+        Box::pin(async move { transport.send(request).await })
     }
+}
+
+/// Whether the server turned the call away without processing it: an HTTP/2 stream it reset with
+/// `REFUSED_STREAM`, or one past the last id of its `GOAWAY` (RFC 9113 §8.7).
+fn refused_unprocessed(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && (h2.is_go_away() || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)));
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The process-wide TLS client settings: the platform's trust store, built once.
@@ -332,6 +384,83 @@ mod tests {
             requests.iter().all(|(version, id)| *version == http::Version::HTTP_2 && id.as_ref().unwrap() == "req-1")
         );
         assert_eq!(seen.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "all calls share one connection");
+    }
+
+    #[tokio::test]
+    async fn http2_calls_past_the_servers_stream_limit_wait_for_a_stream_instead_of_failing() {
+        use hyper_util::rt::TokioIo;
+        crate::install_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (counted, seen_most) = (in_flight.clone(), most.clone());
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |_: Request<hyper::body::Incoming>| {
+                let (in_flight, most) = (counted.clone(), seen_most.clone());
+                async move {
+                    let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        Bytes::from_static(b"{}"),
+                    )))
+                }
+            });
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .max_concurrent_streams(2)
+                .serve_connection(TokioIo::new(socket), service)
+                .await
+        });
+        let transport = HttpTransport::new(Arc::from("narrow"), &base, &settings(UpstreamProtocol::Http2));
+        let calls = (0..8).map(|_| transport.call(request("/x")));
+        for body in futures::future::join_all(calls).await {
+            assert_eq!(&body.unwrap()[..], b"{}");
+        }
+        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2, "the server's limit was respected");
+    }
+
+    #[tokio::test]
+    async fn http2_calls_turned_away_by_goaway_before_processing_are_sent_again() {
+        use hyper_util::rt::TokioIo;
+        crate::install_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+        tokio::spawn(async move {
+            // The first connection reads up to the call's HEADERS frame, then says GOAWAY having
+            // processed nothing (last stream id 0), as a server shutting down does. Raw frames:
+            // h2's own server counts a stream as processed as soon as its HEADERS arrive.
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut preface = [0; 24];
+            socket.read_exact(&mut preface).await.unwrap();
+            loop {
+                let mut head = [0; 9];
+                socket.read_exact(&mut head).await.unwrap();
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                socket.read_exact(&mut vec![0; len]).await.unwrap();
+                if head[3] == 0x1 {
+                    break; // HEADERS: the call is on the wire
+                }
+            }
+            let settings = [0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+            let goaway = [0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            socket.write_all(&[&settings[..], &goaway[..]].concat()).await.unwrap();
+            // The second one answers.
+            let (socket, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(|_: Request<hyper::body::Incoming>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(Bytes::from_static(
+                    b"{}",
+                ))))
+            });
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(socket), service)
+                .await
+        });
+        let transport = HttpTransport::new(Arc::from("leaving"), &base, &settings(UpstreamProtocol::Http2));
+        assert_eq!(&transport.call(request("/x")).await.unwrap()[..], b"{}");
     }
 
     #[tokio::test]
