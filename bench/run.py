@@ -82,10 +82,15 @@ def mobile_home_cases():
     return cases
 
 
+FEED_20 = "/mobile/feed?skus=" + ",".join(f"SKU-{i:04}" for i in range(1, 21))
 CASES = mobile_home_cases() + [
     Case("mobile-home-fields", "bff-mobile", "/mobile/home?fields=name,badge", baselines=("mobile-home-0ms-c64",)),
+    # Asked for gzip: the 129-byte home stays plain under compression_min_bytes, unless forced.
     Case("mobile-home-gzip", "bff-mobile", "/mobile/home", baselines=("mobile-home-0ms-c64",)),
-    Case("mobile-feed-20", "bff-mobile", "/mobile/feed?skus=" + ",".join(f"SKU-{i:04}" for i in range(1, 21)), quick=False),
+    Case("mobile-home-gzip-forced", "bff-mobile", "/mobile/home", env={"BFF_SHAPING__COMPRESSION_MIN_BYTES": "0"},
+         baselines=("mobile-home-0ms-c64",)),
+    Case("mobile-feed-20", "bff-mobile", FEED_20, quick=False),
+    Case("mobile-feed-20-gzip", "bff-mobile", FEED_20, baselines=("mobile-feed-20",)),
     Case("web-home", "bff-web", "/web/home", quick=True),
     Case("web-home-h2c", "bff-web", "/web/home", env=H2C, baselines=("web-home",)),
     Case("web-product", "bff-web", "/web/products/SKU-0007"),
@@ -95,7 +100,7 @@ CASES = mobile_home_cases() + [
     Case("direct-users", "direct", "/users/42", credential="none", quick=True),
     Case("nginx-users", "nginx", "/users/42", credential="none", baselines=("direct-users",), quick=True),
 ]
-HEADERS_FOR = {"mobile-home-gzip": ["Accept-Encoding: gzip"]}
+HEADERS_FOR = {name: ["Accept-Encoding: gzip"] for name in ("mobile-home-gzip", "mobile-home-gzip-forced", "mobile-feed-20-gzip")}
 
 
 def free_port():

@@ -135,23 +135,23 @@ async fn etag_and_not_modified() {
     assert_ne!(projected.headers()["etag"], tag.as_str());
 }
 
-async fn encoded(stack: &common::Stack, encoding: &str) -> Vec<u8> {
-    let response = stack
-        .http
-        .get(stack.bff.url("/mobile/home"))
-        .bearer_auth(stack.token())
-        .header("accept-encoding", encoding)
-        .send()
-        .await
-        .unwrap();
+async fn asking_for(stack: &common::Stack, path: &str, encoding: &str) -> reqwest::Response {
+    let response =
+        stack.http.get(stack.bff.url(path)).bearer_auth(stack.token()).header("accept-encoding", encoding).send().await;
+    let response = response.unwrap();
     assert_eq!(response.status(), 200);
+    response
+}
+
+async fn encoded(stack: &common::Stack, encoding: &str) -> Vec<u8> {
+    let response = asking_for(stack, "/mobile/home", encoding).await;
     assert_eq!(response.headers()["content-encoding"], encoding);
     response.bytes().await.unwrap().to_vec()
 }
 
 #[tokio::test]
 async fn gzip_and_brotli_when_asked() {
-    let stack = mobile().start().await;
+    let stack = mobile().set("shaping.compression_min_bytes", "0").start().await;
     let plain = stack.get("/mobile/home").await;
     assert!(plain.headers().get("content-encoding").is_none());
     let plain: Value = plain.json().await.unwrap();
@@ -163,6 +163,26 @@ async fn gzip_and_brotli_when_asked() {
     let mut text = String::new();
     brotli::Decompressor::new(&encoded(&stack, "br").await[..], 4096).read_to_string(&mut text).unwrap();
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), plain);
+}
+
+#[tokio::test]
+async fn bodies_under_the_minimum_size_are_not_compressed() {
+    let stack = mobile().start().await; // the shipped config: compression_min_bytes = 1024
+    let small = asking_for(&stack, "/mobile/home", "gzip").await;
+    assert!(small.headers().get("content-encoding").is_none());
+    let small = small.bytes().await.unwrap();
+    assert!(small.len() < 1024, "{}", small.len());
+    serde_json::from_slice::<Value>(&small).expect("plain JSON");
+
+    let skus: Vec<String> = (1..=20).map(|i| format!("SKU-{i:04}")).collect();
+    let path = format!("/mobile/feed?skus={}", skus.join(","));
+    let plain = stack.get(&path).await.bytes().await.unwrap();
+    assert!(plain.len() >= 1024, "the feed is big enough to be compressed: {}", plain.len());
+    let large = asking_for(&stack, &path, "gzip").await;
+    assert_eq!(large.headers()["content-encoding"], "gzip");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&large.bytes().await.unwrap()[..]).read_to_string(&mut text).unwrap();
+    assert_eq!(text.as_bytes(), &plain[..]);
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tower::{Layer, ServiceExt};
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate};
 
 use crate::config::ShapingConfig;
 use crate::error::BffError;
@@ -40,24 +41,49 @@ impl Middleware for Shape {
 }
 
 async fn shape<S: Inner>(config: ShapingConfig, request: Request, next: S) -> Response {
-    if !(config.compression && accepts_compression(request.headers())) {
-        return fields_and_etag(config, request, next).await;
+    let accepted = config.compression.then(|| accepted_encodings(request.headers())).flatten();
+    let response = fields_and_etag(config, request, next).await;
+    match accepted {
+        Some(accepted) if !smaller_than(&response, config.compression_min_bytes) => compress(accepted, response).await,
+        _ => response,
     }
-    let mut next = Some(next);
-    let inner = tower::service_fn(move |request: Request| {
-        let next = next.take();
-        async move {
-            Ok::<_, Infallible>(match next {
-                Some(next) => fields_and_etag(config, request, next).await,
-                // `oneshot` calls the service once; a second call would be our bug.
-                None => BffError::Internal("the shaping service was called twice".into()).into_response(),
-            })
-        }
+}
+
+/// Compresses a finished response with tower-http's compression, as the request's
+/// `Accept-Encoding` (`accepted`) asks. Applied after the rest of shaping, so a body too small to
+/// be worth it never enters the compression layer at all.
+async fn compress(accepted: HeaderMap, response: Response) -> Response {
+    let mut request = Request::new(Body::empty());
+    *request.headers_mut() = accepted;
+    let mut response = Some(response);
+    // `oneshot` calls the service exactly once, so the response is always there to take.
+    let answer = tower::service_fn(move |_: Request| {
+        std::future::ready(Ok::<_, Infallible>(response.take().unwrap_or_default()))
     });
-    match CompressionLayer::new().gzip(true).br(true).layer(inner).oneshot(request).await {
+    let worth_it = NotForContentType::GRPC.and(NotForContentType::IMAGES).and(NotForContentType::SSE);
+    match CompressionLayer::new().gzip(true).br(true).compress_when(worth_it).layer(answer).oneshot(request).await {
         Ok(response) => response.into_response(),
         Err(never) => match never {},
     }
+}
+
+/// Whether the body's size is known and below `min` (a streamed body of unknown size is not).
+fn smaller_than(response: &Response, min: u64) -> bool {
+    let size = http_body::Body::size_hint(response.body()).exact().or_else(|| {
+        response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+    });
+    size.is_some_and(|size| size < min)
+}
+
+/// The request's `Accept-Encoding` values when they name gzip or brotli.
+fn accepted_encodings(headers: &HeaderMap) -> Option<HeaderMap> {
+    accepts_compression(headers).then(|| {
+        let mut accepted = HeaderMap::new();
+        for value in headers.get_all(header::ACCEPT_ENCODING) {
+            accepted.append(header::ACCEPT_ENCODING, value.clone());
+        }
+        accepted
+    })
 }
 
 /// Whether the client accepts gzip or brotli. A client that accepts neither gets the response
