@@ -265,6 +265,28 @@ async fn upstream_calls_use_the_configured_http_version() {
 }
 
 #[tokio::test]
+async fn clients_may_speak_http2_without_tls() {
+    // A load balancer or mesh in front of the BFF often speaks h2c to it (prior knowledge).
+    let stack = mobile().start().await;
+    let h2c = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let response = h2c
+        .get(stack.bff.url("/mobile/home"))
+        .bearer_auth(stack.token())
+        .header("x-request-id", "req-h2c-in")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "req-h2c-in");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["name"], data::user(42)["displayName"]);
+    assert_eq!(stack.stats(Service::Users).last_headers["x-request-id"], "req-h2c-in");
+    let unauthenticated = h2c.get(stack.bff.url("/mobile/home")).send().await.unwrap();
+    problem(unauthenticated, 401, "AUTH_REQUIRED").await;
+}
+
+#[tokio::test]
 async fn shutdown_lets_an_in_flight_request_finish() {
     let mut stack = mobile().start().await;
     warm(&stack).await;
