@@ -1,0 +1,255 @@
+//! The transport against real sockets: URIs, bodies, limits, and HTTP/1.1 vs HTTP/2 behaviour.
+
+use super::*;
+
+#[test]
+fn paths_and_queries_join_the_base() {
+    let settings = UpstreamSettings::default();
+    let t = |base: &str, path: &str| {
+        HttpTransport::new(Arc::from("x"), &base.parse().unwrap(), &settings).uri(path.to_owned()).unwrap().to_string()
+    };
+    assert_eq!(t("http://127.0.0.1:7001", "/users/42"), "http://127.0.0.1:7001/users/42");
+    assert_eq!(t("http://h:1/", "/orders?user=42&limit=3"), "http://h:1/orders?user=42&limit=3");
+    assert_eq!(t("http://h:1/api/", "/users/%2F"), "http://h:1/api/users/%2F");
+    assert_eq!(t("https://h.example", "/x"), "https://h.example/x");
+}
+
+#[test]
+fn a_path_that_is_not_a_uri_is_an_error_not_a_panic() {
+    let t = HttpTransport::new(Arc::from("x"), &"http://h:1".parse().unwrap(), &UpstreamSettings::default());
+    assert!(t.uri("/users/a b".to_owned()).is_err());
+}
+
+/// A one-connection HTTP/1.1 server that answers `chunks` as a chunked body, each chunk its own
+/// write, and hands back the request head it read.
+async fn chunked_server(chunks: &'static [&'static str]) -> (url::Url, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    let served = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0; 1];
+            socket.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        socket.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await.unwrap();
+        for chunk in chunks {
+            socket.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes()).await.unwrap();
+            socket.flush().await.unwrap();
+        }
+        socket.write_all(b"0\r\n\r\n").await.unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    (base, served)
+}
+
+fn request(path: &str) -> OutboundRequest {
+    OutboundRequest {
+        method: http::Method::GET,
+        path: path.to_owned(),
+        request_id: http::HeaderValue::from_static("req-1"),
+        deadline: tokio::time::Instant::now() + Duration::from_secs(30),
+    }
+}
+
+#[tokio::test]
+async fn a_body_in_many_frames_is_joined_and_the_request_carries_host_and_id() {
+    crate::install_crypto_provider();
+    let (base, served) = chunked_server(&["{\"a\":", "[1,2,", "3]}"]).await;
+    let transport = HttpTransport::new(Arc::from("chunky"), &base, &UpstreamSettings::default());
+    let body = transport.call(request("/things?x=1")).await.unwrap();
+    assert_eq!(&body[..], b"{\"a\":[1,2,3]}");
+    let head = served.await.unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("get /things?x=1 http/1.1\r\n"), "{head}");
+    let port = base.port().unwrap();
+    assert!(head.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")), "{head}");
+    assert!(head.contains("\r\nx-request-id: req-1\r\n"), "{head}");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_fails_the_call_instead_of_filling_memory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    crate::install_crypto_provider();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0; 1024];
+        let _ = socket.read(&mut request).await.unwrap();
+        let len = MAX_BODY_BYTES + 1;
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b' '; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if socket.write_all(&chunk[..n]).await.is_err() {
+                return; // the client gave up reading, as it should
+            }
+            left -= n;
+        }
+    });
+    let transport = HttpTransport::new(Arc::from("big"), &base, &UpstreamSettings::default());
+    let error = transport.call(request("/")).await.unwrap_err();
+    assert_eq!(error.kind(), &UpstreamErrorKind::Transport);
+    assert!(error.cause().unwrap().contains("length limit"), "{error:?}");
+}
+
+/// A `200` with `{}`, as the test servers' service answers.
+fn empty_json() -> Result<http::Response<http_body_util::Full<Bytes>>, std::convert::Infallible> {
+    Ok(http::Response::new(http_body_util::Full::new(Bytes::from_static(b"{}"))))
+}
+
+/// What a version-recording server saw: one entry per request, and the connections accepted.
+#[derive(Default)]
+struct Seen {
+    requests: std::sync::Mutex<Vec<(http::Version, Option<HeaderValue>)>>,
+    connections: std::sync::atomic::AtomicUsize,
+}
+
+/// A server speaking HTTP/1.1 and HTTP/2 without TLS (h2c by prior knowledge), answering `{}`
+/// after `delay` and recording each request's version and request id.
+async fn recording_server(delay: Duration) -> (url::Url, Arc<Seen>) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::server::conn::auto;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    let seen = Arc::new(Seen::default());
+    let recorded = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            recorded.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let recorded = recorded.clone();
+            let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                let entry = (request.version(), request.headers().get(REQUEST_ID).cloned());
+                recorded.requests.lock().unwrap().push(entry);
+                async move {
+                    tokio::time::sleep(delay).await;
+                    empty_json()
+                }
+            });
+            tokio::spawn(async move {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                builder.serve_connection(TokioIo::new(socket), service).await
+            });
+        }
+    });
+    (base, seen)
+}
+
+fn settings(protocol: UpstreamProtocol) -> UpstreamSettings {
+    UpstreamSettings { protocol, ..UpstreamSettings::default() }
+}
+
+#[tokio::test]
+async fn http2_multiplexes_concurrent_calls_over_one_connection() {
+    crate::install_crypto_provider();
+    let (base, seen) = recording_server(Duration::from_millis(50)).await;
+    let transport = HttpTransport::new(Arc::from("h2"), &base, &settings(UpstreamProtocol::Http2));
+    let calls = (0..20).map(|_| transport.call(request("/x")));
+    for body in futures::future::join_all(calls).await {
+        assert_eq!(&body.unwrap()[..], b"{}");
+    }
+    let requests = seen.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 20);
+    assert!(requests.iter().all(|(version, id)| *version == http::Version::HTTP_2 && id.as_ref().unwrap() == "req-1"));
+    assert_eq!(seen.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "all calls share one connection");
+}
+
+#[tokio::test]
+async fn http2_calls_past_the_servers_stream_limit_wait_for_a_stream_instead_of_failing() {
+    use hyper_util::rt::TokioIo;
+    crate::install_crypto_provider();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (counted, seen_most) = (in_flight.clone(), most.clone());
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(move |_: Request<hyper::body::Incoming>| {
+            let (in_flight, most) = (counted.clone(), seen_most.clone());
+            async move {
+                let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                empty_json()
+            }
+        });
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .max_concurrent_streams(2)
+            .serve_connection(TokioIo::new(socket), service)
+            .await
+    });
+    let transport = HttpTransport::new(Arc::from("narrow"), &base, &settings(UpstreamProtocol::Http2));
+    let calls = (0..8).map(|_| transport.call(request("/x")));
+    for body in futures::future::join_all(calls).await {
+        assert_eq!(&body.unwrap()[..], b"{}");
+    }
+    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2, "the server's limit was respected");
+}
+
+#[tokio::test]
+async fn http2_calls_turned_away_by_goaway_before_processing_are_sent_again() {
+    use hyper_util::rt::TokioIo;
+    crate::install_crypto_provider();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    tokio::spawn(async move {
+        // The first connection reads up to the call's HEADERS frame, then says GOAWAY having
+        // processed nothing (last stream id 0), as a server shutting down does. Raw frames:
+        // h2's own server counts a stream as processed as soon as its HEADERS arrive.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut preface = [0; 24];
+        socket.read_exact(&mut preface).await.unwrap();
+        loop {
+            let mut head = [0; 9];
+            socket.read_exact(&mut head).await.unwrap();
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            socket.read_exact(&mut vec![0; len]).await.unwrap();
+            if head[3] == 0x1 {
+                break; // HEADERS: the call is on the wire
+            }
+        }
+        let settings = [0, 0, 0, 0x4, 0, 0, 0, 0, 0];
+        let goaway = [0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        socket.write_all(&[&settings[..], &goaway[..]].concat()).await.unwrap();
+        // The second one answers.
+        let (socket, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(|_: Request<hyper::body::Incoming>| async { empty_json() });
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(socket), service)
+            .await
+    });
+    let transport = HttpTransport::new(Arc::from("leaving"), &base, &settings(UpstreamProtocol::Http2));
+    assert_eq!(&transport.call(request("/x")).await.unwrap()[..], b"{}");
+}
+
+#[tokio::test]
+async fn http1_and_auto_over_plain_http_open_a_connection_per_concurrent_call() {
+    crate::install_crypto_provider();
+    for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Auto] {
+        let (base, seen) = recording_server(Duration::from_millis(50)).await;
+        let transport = HttpTransport::new(Arc::from("h1"), &base, &settings(protocol));
+        let calls = (0..5).map(|_| transport.call(request("/x")));
+        assert!(futures::future::join_all(calls).await.iter().all(Result::is_ok));
+        let requests = seen.requests.lock().unwrap().clone();
+        assert!(requests.iter().all(|(version, _)| *version == http::Version::HTTP_11), "{protocol:?}");
+        assert_eq!(seen.connections.load(std::sync::atomic::Ordering::SeqCst), 5, "{protocol:?}");
+    }
+}
+
+#[tokio::test]
+async fn http2_against_a_server_that_speaks_only_http1_fails_as_transport() {
+    crate::install_crypto_provider();
+    let (base, served) = chunked_server(&["{}"]).await;
+    let transport = HttpTransport::new(Arc::from("old"), &base, &settings(UpstreamProtocol::Http2));
+    let error = transport.call(request("/")).await.unwrap_err();
+    assert_eq!(error.kind(), &UpstreamErrorKind::Transport, "{error:?}");
+    served.abort();
+}
