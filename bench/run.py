@@ -537,7 +537,7 @@ def main():
     parser.add_argument("--duration", type=int, help="seconds of measurement per case (default 10, quick 2)")
     parser.add_argument("--warmup", type=int, help="seconds of warm-up per case (default 3, quick 1)")
     parser.add_argument("--no-build", action="store_true", help="use the release binaries as they are")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per case; the median (by req/s) is reported")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over all cases; each case's median run (by req/s) is reported")
     parser.add_argument("--pin", action="store_true", help="process under test on core 1, mock and wrk on core 0 (steadier CPU figures)")
     parser.add_argument("--counts", action="store_true",
                         help="also count mallocs and system calls per request (perf uprobe; needs perf and root)")
@@ -564,13 +564,22 @@ def main():
     results = []
     try:
         harness.start_mock()
+        # Repeats go in rounds over all cases, not back to back: a disturbance on a shared machine
+        # (a noisy neighbour for a minute) then hits one run of many cases, which the median
+        # drops, instead of every run of one case and none of its baselines.
+        runs = {case.name: [] for case in cases}
+        for round_ in range(args.repeat):
+            for case in cases:
+                suffix = f" (round {round_ + 1} of {args.repeat})" if args.repeat > 1 else ""
+                print(f"… {case.name}{suffix}", file=sys.stderr, flush=True)
+                runs[case.name].append(harness.run_case(case))
         for case in cases:
-            print(f"… {case.name}", file=sys.stderr, flush=True)
-            runs = [harness.run_case(case) for _ in range(args.repeat)]
             # The run with the median req/s stands for the case; all runs stay in the JSON.
-            runs.sort(key=lambda r: r["rps"])
-            median = dict(runs[len(runs) // 2])
-            median["runs"] = [{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "errors")} for r in runs]
+            case_runs = sorted(runs[case.name], key=lambda r: r["rps"])
+            median = dict(case_runs[len(case_runs) // 2])
+            median["runs"] = [
+                {k: r[k] for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "errors")} for r in case_runs
+            ]
             results.append(median)
     finally:
         harness.stop_all()
