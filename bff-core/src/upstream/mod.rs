@@ -126,6 +126,18 @@ impl fmt::Debug for Upstream {
 
 impl Upstream {
     /// Builds an upstream at `base` (an `http` or `https` URL) with its own connection pool.
+    /// BFFs get theirs from config ([`Upstreams::from_config`]); this is for code that needs one
+    /// of its own.
+    ///
+    /// ```
+    /// use bff_core::config::UpstreamProtocol;
+    /// use bff_core::{Upstream, UpstreamSettings};
+    ///
+    /// let mut settings = UpstreamSettings::default();
+    /// settings.protocol = UpstreamProtocol::Http2;
+    /// let users = Upstream::new("users", &"http://127.0.0.1:7001".parse().unwrap(), settings);
+    /// assert_eq!(users.name(), "users");
+    /// ```
     pub fn new(name: &str, base: &url::Url, settings: UpstreamSettings) -> Self {
         let name: Arc<str> = Arc::from(name);
         let transport = transport::HttpTransport::new(name.clone(), base, &settings);
