@@ -96,6 +96,10 @@ CASES = mobile_home_cases() + [
     Case("web-product", "bff-web", "/web/products/SKU-0007"),
     Case("partner-v2-order", "bff-partner", "/v2/orders/4205", credential="apikey", quick=True),
     Case("partner-v1-orders", "bff-partner", "/v1/orders?user=42", credential="apikey"),
+    Case("partner-v2-orders", "bff-partner", "/v2/orders?user=42", credential="apikey"),
+    Case("partner-v2-product", "bff-partner", "/v2/products/SKU-0007", credential="apikey"),
+    Case("mobile-order", "bff-mobile", "/mobile/orders/4205"),
+    Case("mobile-product", "bff-mobile", "/mobile/products/SKU-0007"),
     # Passthrough baselines, ready for the passthrough routes of a later issue.
     Case("direct-users", "direct", "/users/42", credential="none", quick=True),
     Case("nginx-users", "nginx", "/users/42", credential="none", baselines=("direct-users",), quick=True),
