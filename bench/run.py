@@ -8,7 +8,7 @@ bench/results/<utc>.json.
 Adding a case is one entry in CASES; adding a target (a process to measure) is one branch in
 Harness.start_target.
 
-    python3 bench/run.py            # the full run (about 10 minutes on 2 cores)
+    python3 bench/run.py            # the full run (about 14 minutes on 2 cores)
     python3 bench/run.py --quick    # a few seconds per case, a subset (CI)
     python3 bench/run.py --only mobile-home   # cases whose name starts with this
     python3 bench/run.py --counts   # plus mallocs and system calls per request (perf + root)
