@@ -147,7 +147,7 @@ fn settings(protocol: UpstreamProtocol) -> UpstreamSettings {
 #[tokio::test]
 async fn http2_multiplexes_concurrent_calls_over_one_connection() {
     crate::install_crypto_provider();
-    let (base, seen) = recording_server(Duration::from_millis(50)).await;
+    let (base, seen) = recording_server(Duration::from_millis(200)).await;
     let transport = HttpTransport::new(Arc::from("h2"), &base, &settings(UpstreamProtocol::Http2));
     let calls = (0..20).map(|_| transport.call(request("/x")));
     for body in futures::future::join_all(calls).await {
@@ -175,7 +175,7 @@ async fn http2_calls_past_the_servers_stream_limit_wait_for_a_stream_instead_of_
             async move {
                 let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                 most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 empty_json()
             }
@@ -232,9 +232,11 @@ async fn http2_calls_turned_away_by_goaway_before_processing_are_sent_again() {
 
 #[tokio::test]
 async fn http1_and_auto_over_plain_http_open_a_connection_per_concurrent_call() {
+    // Each answer takes 200 ms, far longer than opening five loopback connections, so no call can
+    // find another's connection idle even on a loaded machine.
     crate::install_crypto_provider();
     for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Auto] {
-        let (base, seen) = recording_server(Duration::from_millis(50)).await;
+        let (base, seen) = recording_server(Duration::from_millis(200)).await;
         let transport = HttpTransport::new(Arc::from("h1"), &base, &settings(protocol));
         let calls = (0..5).map(|_| transport.call(request("/x")));
         assert!(futures::future::join_all(calls).await.iter().all(Result::is_ok));
