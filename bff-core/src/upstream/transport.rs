@@ -69,6 +69,11 @@ impl HttpTransport {
     /// A transport to `base` with its own connection pool. `base` must be an `http` or `https` URL
     /// with a host (config loading checks this).
     pub(crate) fn new(name: Arc<str>, base: &url::Url, settings: &UpstreamSettings) -> Self {
+        Self::with_tls(name, base, settings, tls_config().clone())
+    }
+
+    /// As [`HttpTransport::new`], trusting what `tls` trusts (tests use their own CA).
+    fn with_tls(name: Arc<str>, base: &url::Url, settings: &UpstreamSettings, tls: rustls::ClientConfig) -> Self {
         let uri: Uri = base.as_str().parse().unwrap_or_default();
         let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
         let authority = uri.authority().cloned().unwrap_or_else(|| Authority::from_static("invalid"));
@@ -83,7 +88,7 @@ impl HttpTransport {
         http.enforce_http(false);
         let tcp = connect::Quiet(http);
         // ALPN offers what the protocol allows; over plain TCP the client's own setting decides.
-        let tls = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config().clone()).https_or_http();
+        let tls = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
         let https = match settings.protocol {
             UpstreamProtocol::Http1 => tls.enable_http1().wrap_connector(tcp),
             UpstreamProtocol::Http2 => tls.enable_http2().wrap_connector(tcp),

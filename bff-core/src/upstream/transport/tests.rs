@@ -255,3 +255,68 @@ async fn http2_against_a_server_that_speaks_only_http1_fails_as_transport() {
     assert_eq!(error.kind(), &UpstreamErrorKind::Transport, "{error:?}");
     served.abort();
 }
+
+/// A TLS server (certificate for 127.0.0.1 from `testdata/tls`) offering `alpn`, recording each
+/// request's HTTP version; and a client TLS config that trusts its CA.
+async fn tls_server(alpn: &[&[u8]]) -> (url::Url, Arc<Seen>, rustls::ClientConfig) {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::server::conn::auto;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    crate::install_crypto_provider();
+    let cert = CertificateDer::from_pem_slice(include_bytes!("../../../testdata/tls/localhost.pem")).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(include_bytes!("../../../testdata/tls/localhost.key")).unwrap();
+    let mut server = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert], key).unwrap();
+    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(include_bytes!("../../../testdata/tls/ca.pem")).unwrap()).unwrap();
+    let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base: url::Url = format!("https://{}", listener.local_addr().unwrap()).parse().unwrap();
+    let seen = Arc::new(Seen::default());
+    let recorded = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let Ok(tls) = acceptor.accept(socket).await else { continue };
+            recorded.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let recorded = recorded.clone();
+            let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                recorded.requests.lock().unwrap().push((request.version(), None));
+                async { empty_json() }
+            });
+            tokio::spawn(async move {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                builder.serve_connection(TokioIo::new(tls), service).await
+            });
+        }
+    });
+    (base, seen, client)
+}
+
+#[tokio::test]
+async fn over_tls_the_protocol_is_negotiated_by_alpn() {
+    // (what the client may speak, what the server offers, what they must agree on)
+    let both: &[&[u8]] = &[b"h2", b"http/1.1"];
+    let h1_only: &[&[u8]] = &[b"http/1.1"];
+    let cases = [
+        (UpstreamProtocol::Http1, both, http::Version::HTTP_11),
+        (UpstreamProtocol::Auto, both, http::Version::HTTP_2),
+        (UpstreamProtocol::Auto, h1_only, http::Version::HTTP_11),
+        (UpstreamProtocol::Http2, both, http::Version::HTTP_2),
+    ];
+    for (protocol, offered, expected) in cases {
+        let (base, seen, tls) = tls_server(offered).await;
+        let transport = HttpTransport::with_tls(Arc::from("tls"), &base, &settings(protocol), tls);
+        assert_eq!(&transport.call(request("/x")).await.unwrap()[..], b"{}", "{protocol:?}");
+        let versions: Vec<_> = seen.requests.lock().unwrap().iter().map(|(v, _)| *v).collect();
+        assert_eq!(versions, [expected], "{protocol:?} against {offered:?}");
+    }
+    // HTTP/2 only, against a server that cannot agree to it: the handshake fails, no call is made.
+    let (base, seen, tls) = tls_server(h1_only).await;
+    let transport = HttpTransport::with_tls(Arc::from("tls"), &base, &settings(UpstreamProtocol::Http2), tls);
+    assert!(transport.call(request("/x")).await.is_err());
+    assert!(seen.requests.lock().unwrap().is_empty());
+}
