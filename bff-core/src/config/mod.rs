@@ -248,7 +248,8 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 only: h2c with prior knowledge for `http://`, ALPN `h2` for `https://`. A call the
     /// server turns away unprocessed (`REFUSED_STREAM`, or past a `GOAWAY`) is sent again, twice
-    /// at most; calls past the server's stream limit wait for a stream.
+    /// at most; calls past the server's stream limit wait for a stream. The connection is pinged
+    /// every 10 s, busy or idle; one that does not answer within 5 s is replaced.
     Http2,
     /// `https://`: offer `h2` and `http/1.1` by ALPN and use the server's pick; `http://`: HTTP/1.1.
     Auto,

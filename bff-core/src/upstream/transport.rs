@@ -35,11 +35,13 @@ pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// How often an HTTP/2 connection with calls in flight is pinged, and how long the answer may
-/// take before the connection (and every call on it) fails: one dead connection must not hold
-/// every call to an upstream until each one's timeout.
-const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an HTTP/2 connection is pinged, busy or idle, and how long the answer may take before
+/// the connection fails and the next call opens a new one. Every call to an upstream shares that
+/// one connection: a dead one (a peer gone without a FIN, a NAT that dropped the flow) would
+/// otherwise take every call down to its timeout, for as long as the pool keeps it. Pinging while
+/// idle also keeps NATs and load balancers from dropping a quiet connection.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 type HttpClient = Client<HttpsConnector<connect::Quiet>, Empty<Bytes>>;
 
@@ -102,6 +104,7 @@ impl HttpTransport {
             .timer(TokioTimer::new())
             .http2_keep_alive_interval(H2_PING_INTERVAL)
             .http2_keep_alive_timeout(H2_PING_TIMEOUT)
+            .http2_keep_alive_while_idle(true)
             .build(https);
         Self(Arc::new(Transport { protocol: settings.protocol, name, scheme, authority, base_path, host, client }))
     }

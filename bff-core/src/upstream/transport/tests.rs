@@ -320,3 +320,32 @@ async fn over_tls_the_protocol_is_negotiated_by_alpn() {
     assert!(transport.call(request("/x")).await.is_err());
     assert!(seen.requests.lock().unwrap().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_http2_connection_is_found_by_ping_and_replaced() {
+    use hyper_util::rt::TokioIo;
+    crate::install_crypto_provider();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    tokio::spawn(async move {
+        // The first connection completes the handshake, then goes silent: no answers, no pings
+        // answered, as behind a NAT that dropped the flow.
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut silent = h2::server::handshake(socket).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_millis(10), silent.accept()).await;
+        let (socket, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(|_: Request<hyper::body::Incoming>| async { empty_json() });
+        let answered = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(socket), service)
+            .await;
+        drop(silent);
+        answered
+    });
+    let transport = HttpTransport::new(Arc::from("silent"), &base, &settings(UpstreamProtocol::Http2));
+    // The first call hangs on the silent connection until its own timeout gives up on it.
+    assert!(tokio::time::timeout(Duration::from_secs(1), transport.call(request("/x"))).await.is_err());
+    // Within a ping interval and a ping timeout the client notices, and the next call reconnects.
+    tokio::time::sleep(H2_PING_INTERVAL + H2_PING_TIMEOUT + Duration::from_secs(1)).await;
+    let answered = tokio::time::timeout(Duration::from_secs(1), transport.call(request("/x"))).await;
+    assert_eq!(&answered.expect("a new connection answers").unwrap()[..], b"{}");
+}
