@@ -174,7 +174,29 @@ impl Upstream {
 
     /// Sends one request through the policy stack and returns the 2xx body.
     pub async fn send(&self, request: OutboundRequest) -> Result<Bytes, UpstreamError> {
-        self.inner.stack.call(request).await
+        self.exchange(request, Ok).await
+    }
+
+    /// Sends one request and decodes its 2xx JSON body as `T`.
+    pub(crate) async fn send_json<T: DeserializeOwned>(&self, request: OutboundRequest) -> Result<T, UpstreamError> {
+        self.exchange(request, |body| {
+            serde_json::from_slice(&body)
+                .map_err(|e| UpstreamError::new(self.inner.name.clone(), UpstreamErrorKind::Decode).with_cause(e))
+        })
+        .await
+    }
+
+    /// Every call goes through here, so every call is counted in the upstream metrics, its
+    /// decoding included.
+    async fn exchange<T>(
+        &self,
+        request: OutboundRequest,
+        decode: impl FnOnce(Bytes) -> Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
+        let start = Instant::now();
+        let result = self.inner.stack.call(request).await.and_then(decode);
+        self.inner.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
+        result
     }
 }
 
@@ -211,14 +233,7 @@ impl<T: DeserializeOwned> Call<T> {
             request_id: ctx.request_id().clone(),
             deadline: ctx.deadline(),
         };
-        let start = Instant::now();
-        let result = self.upstream.send(request).await.and_then(|body| {
-            serde_json::from_slice(&body).map_err(|e| {
-                UpstreamError::new(self.upstream.inner.name.clone(), UpstreamErrorKind::Decode).with_cause(e)
-            })
-        });
-        self.upstream.inner.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
-        result
+        self.upstream.send_json(request).await
     }
 }
 

@@ -205,11 +205,10 @@ impl JwtVerifier {
             request_id: current_request_id_header().unwrap_or_else(|| HeaderValue::from_static("jwks-refresh")),
             deadline: Instant::now() + JWKS_FETCH_TIMEOUT,
         };
-        let body = self.inner.issuer_host.send(request).await.map_err(|e| match e.cause() {
+        let set: JwkSet = self.inner.issuer_host.send_json(request).await.map_err(|e| match e.cause() {
             Some(cause) => format!("{e}: {cause}"),
             None => e.to_string(),
         })?;
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
         Ok(decoding_keys(&set))
     }
 }
@@ -250,6 +249,13 @@ mod tests {
         assert_eq!(identity.subject(), "42");
         assert!(identity.has_scope("orders") && !identity.has_scope("admin"));
         assert_eq!(mock.service(Service::Auth).stats.snapshot().requests, 1);
+        // The fetch is counted as a call to the upstream `auth`.
+        let text = crate::observe::metrics::handle().unwrap().render();
+        let fetches = text
+            .lines()
+            .find_map(|line| line.strip_prefix(r#"bff_upstream_requests_total{upstream="auth",outcome="ok"} "#))
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(fetches.is_some_and(|n| n >= 1), "{text}");
     }
 
     #[tokio::test]
