@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http::HeaderValue;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::Empty;
 use hyper_rustls::HttpsConnector;
@@ -120,12 +120,17 @@ impl Transport {
         UpstreamError::new(self.name.clone(), kind).with_cause(cause)
     }
 
-    fn request(&self, method: Method, uri: Uri, request_id: HeaderValue) -> Result<Request<Empty<Bytes>>, http::Error> {
-        let mut builder = Request::builder().method(method).uri(uri).header(REQUEST_ID, request_id);
+    /// One attempt's request: built from parts already checked, so it cannot fail.
+    fn request(&self, method: Method, uri: Uri, request_id: HeaderValue) -> Request<Empty<Bytes>> {
+        let mut request = Request::new(Empty::new());
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.insert(HeaderName::from_static(REQUEST_ID), request_id);
         if let Some(host) = &self.host {
-            builder = builder.header(HOST, host.clone());
+            headers.insert(HOST, host.clone());
         }
-        builder.body(Empty::new())
+        request
     }
 
     async fn send(&self, request: OutboundRequest) -> Result<Bytes, UpstreamError> {
@@ -134,18 +139,13 @@ impl Transport {
         // already resends one that never left on a closed pooled connection): nothing to keep.
         let again = (self.protocol != UpstreamProtocol::Http1)
             .then(|| (request.method.clone(), uri.clone(), request.request_id.clone()));
-        let first = self.request(request.method, uri, request.request_id);
-        let mut response = self.client.request(first.map_err(|e| self.fail(UpstreamErrorKind::Transport, &e))?).await;
+        let mut response = self.client.request(self.request(request.method, uri, request.request_id)).await;
         if let Some((method, uri, request_id)) = again {
             for _ in 0..REFUSED_RETRIES {
-                match &response {
-                    Err(e) if refused_unprocessed(e) => {
-                        let retry = self.request(method.clone(), uri.clone(), request_id.clone());
-                        response =
-                            self.client.request(retry.map_err(|e| self.fail(UpstreamErrorKind::Transport, &e))?).await;
-                    }
-                    _ => break,
+                if !matches!(&response, Err(e) if refused_unprocessed(e)) {
+                    break;
                 }
+                response = self.client.request(self.request(method.clone(), uri.clone(), request_id.clone())).await;
             }
         }
         let response = response.map_err(|e| {
