@@ -20,7 +20,7 @@ use std::time::Duration;
 /// How long a line may wait before it is written.
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Waiting bytes that wake the writer before the interval ends.
-pub(crate) const FLUSH_AT: usize = 64 * 1024;
+const FLUSH_AT: usize = 64 * 1024;
 /// Waiting bytes past which new lines are dropped.
 pub(crate) const MAX_BUFFERED: usize = 4 * 1024 * 1024;
 /// How long shutting down waits for the last lines to be written. A stdout nobody reads must not

@@ -5,8 +5,6 @@
 //! carries many lines. If stdout stalls, lines past 4 MiB waiting are dropped and counted rather
 //! than slowing requests (see `log_buffer`).
 
-use std::io::BufWriter;
-
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -26,8 +24,8 @@ pub struct LogGuard {
 /// Keep the returned guard until the process exits.
 pub fn init(format: LogFormat, filter: &str, rust_log: Option<&str>) -> LogGuard {
     let filter = EnvFilter::try_new(rust_log.unwrap_or(filter)).unwrap_or_else(|_| EnvFilter::new("info"));
-    let stdout = BufWriter::with_capacity(log_buffer::FLUSH_AT, std::io::stdout());
-    match log_buffer::spawn(stdout, log_buffer::FLUSH_INTERVAL, report_dropped) {
+    // The buffer hands over whole batches; a `BufWriter` in between would only copy them again.
+    match log_buffer::spawn(std::io::stdout(), log_buffer::FLUSH_INTERVAL, report_dropped) {
         Ok((writer, guard)) => LogGuard { _writer: install(format, filter, move || writer.clone()).then_some(guard) },
         // No thread for the writer: log synchronously rather than not at all.
         Err(_) => {
