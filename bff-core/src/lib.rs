@@ -58,8 +58,8 @@ pub use upstream::{Call, Upstream, UpstreamError, UpstreamSettings, encode, enco
 /// Installs `ring` as the process's TLS provider (rustls) and JWT signature verifier.
 ///
 /// `bff-core` calls it before it builds any client, so a BFF need not; call it yourself before
-/// building your own rustls-based clients (reqwest with `rustls-no-provider`, for one). Idempotent: a second call (or a provider installed by
-/// someone else) is fine.
+/// building your own rustls-based clients (reqwest with `rustls-no-provider`, for one).
+/// Idempotent: a second call (or a provider installed by someone else) is fine.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     policy::auth::install_jwt_crypto();

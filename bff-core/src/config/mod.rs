@@ -237,8 +237,9 @@ pub struct UpstreamConfig {
 ///
 /// HTTP/2 carries every concurrent call to an upstream over one connection, so one socket read
 /// brings in the answers of many calls: on `/mobile/home` at 64 connections it took the BFF from
-/// 8.1 to 2.6 system calls and 211 to 147 µs of CPU per request (`bench/README.md`). It needs an upstream that speaks
-/// it: over `http://` without negotiation ("prior knowledge", h2c), over `https://` by ALPN.
+/// 8.1 to 2.6 system calls and 196–211 to 147–169 µs of CPU per request (`bench/README.md`).
+/// It needs an upstream that speaks it: over `http://` without negotiation ("prior knowledge",
+/// h2c), over `https://` by ALPN.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
