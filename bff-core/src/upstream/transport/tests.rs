@@ -109,25 +109,28 @@ struct Seen {
     connections: std::sync::atomic::AtomicUsize,
 }
 
-/// A server speaking HTTP/1.1 and HTTP/2 without TLS (h2c by prior knowledge), answering `{}`
-/// after `delay` and recording each request's version and request id.
-async fn recording_server(delay: Duration) -> (url::Url, Arc<Seen>) {
+/// A server speaking HTTP/1.1 and HTTP/2 without TLS (h2c by prior knowledge), recording each
+/// request's version and request id, and answering `{}` once `together` requests are in at once:
+/// the calls a test makes are then all in flight together, with no timing involved.
+async fn recording_server(together: usize) -> (url::Url, Arc<Seen>) {
     use hyper_util::rt::TokioIo;
     use hyper_util::server::conn::auto;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
     let seen = Arc::new(Seen::default());
     let recorded = seen.clone();
+    let all_in = Arc::new(tokio::sync::Barrier::new(together));
     tokio::spawn(async move {
         loop {
             let (socket, _) = listener.accept().await.unwrap();
             recorded.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let recorded = recorded.clone();
+            let (recorded, all_in) = (recorded.clone(), all_in.clone());
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                 let entry = (request.version(), request.headers().get(REQUEST_ID).cloned());
                 recorded.requests.lock().unwrap().push(entry);
+                let all_in = all_in.clone();
                 async move {
-                    tokio::time::sleep(delay).await;
+                    all_in.wait().await;
                     empty_json()
                 }
             });
@@ -147,7 +150,7 @@ fn settings(protocol: UpstreamProtocol) -> UpstreamSettings {
 #[tokio::test]
 async fn http2_multiplexes_concurrent_calls_over_one_connection() {
     crate::install_crypto_provider();
-    let (base, seen) = recording_server(Duration::from_millis(200)).await;
+    let (base, seen) = recording_server(20).await;
     let transport = HttpTransport::new(Arc::from("h2"), &base, &settings(UpstreamProtocol::Http2));
     let calls = (0..20).map(|_| transport.call(request("/x")));
     for body in futures::future::join_all(calls).await {
@@ -168,14 +171,16 @@ async fn http2_calls_past_the_servers_stream_limit_wait_for_a_stream_instead_of_
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (counted, seen_most) = (in_flight.clone(), most.clone());
+    // Calls are answered in pairs, so the server always holds as many streams as it allows.
+    let pair = Arc::new(tokio::sync::Barrier::new(2));
     tokio::spawn(async move {
         let (socket, _) = listener.accept().await.unwrap();
         let service = hyper::service::service_fn(move |_: Request<hyper::body::Incoming>| {
-            let (in_flight, most) = (counted.clone(), seen_most.clone());
+            let (in_flight, most, pair) = (counted.clone(), seen_most.clone(), pair.clone());
             async move {
                 let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                 most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                pair.wait().await;
                 in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 empty_json()
             }
@@ -232,11 +237,10 @@ async fn http2_calls_turned_away_by_goaway_before_processing_are_sent_again() {
 
 #[tokio::test]
 async fn http1_and_auto_over_plain_http_open_a_connection_per_concurrent_call() {
-    // Each answer takes 200 ms, far longer than opening five loopback connections, so no call can
-    // find another's connection idle even on a loaded machine.
+    // No answer comes before all five calls are in, so no call can find another's connection idle.
     crate::install_crypto_provider();
     for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Auto] {
-        let (base, seen) = recording_server(Duration::from_millis(200)).await;
+        let (base, seen) = recording_server(5).await;
         let transport = HttpTransport::new(Arc::from("h1"), &base, &settings(protocol));
         let calls = (0..5).map(|_| transport.call(request("/x")));
         assert!(futures::future::join_all(calls).await.iter().all(Result::is_ok));
