@@ -215,14 +215,7 @@ async fn tokens_from_the_auth_service_work_with_rs256_and_es256() {
 #[tokio::test]
 async fn the_request_id_reaches_every_upstream() {
     let stack = mobile().start().await;
-    let response = stack
-        .http
-        .get(stack.bff.url("/mobile/home"))
-        .bearer_auth(stack.token())
-        .header("x-request-id", "req-abc-123")
-        .send()
-        .await
-        .unwrap();
+    let response = stack.get_with_id("/mobile/home", "req-abc-123").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"], "req-abc-123");
     for service in [Service::Users, Service::Orders, Service::Notifications] {
@@ -243,14 +236,7 @@ async fn the_request_id_reaches_every_upstream() {
 async fn upstream_calls_use_the_configured_http_version() {
     // Default HTTP/1.1; `defaults.protocol` switches every upstream, a section overrides it.
     let stack = mobile().set("defaults.protocol", "http2").set("upstreams.orders.protocol", "http1").start().await;
-    let response = stack
-        .http
-        .get(stack.bff.url("/mobile/home"))
-        .bearer_auth(stack.token())
-        .header("x-request-id", "req-h2")
-        .send()
-        .await
-        .unwrap();
+    let response = stack.get_with_id("/mobile/home", "req-h2").await;
     assert_eq!(response.status(), 200);
     for (service, version) in
         [(Service::Users, "HTTP/2.0"), (Service::Notifications, "HTTP/2.0"), (Service::Orders, "HTTP/1.1")]

@@ -65,6 +65,12 @@ impl Stack {
         self.http.get(self.bff.url(path)).bearer_auth(self.token()).send().await.expect("request")
     }
 
+    /// `GET path` on the BFF with the demo user's token and `x-request-id: request_id`.
+    pub async fn get_with_id(&self, path: &str, request_id: &str) -> reqwest::Response {
+        let request = self.http.get(self.bff.url(path)).bearer_auth(self.token()).header("x-request-id", request_id);
+        request.send().await.expect("request")
+    }
+
     pub async fn set_faults(&self, service: Service, faults: Faults) {
         self.mocks.service(service).faults.set(faults);
     }
