@@ -50,6 +50,7 @@ class Case:
     env: dict = field(default_factory=dict)  # extra environment for the target (BFF_* config)
     baselines: tuple = ()  # names of cases this one is compared against (ratio of req/s)
     quick: bool = False  # part of --quick
+    headers: tuple = ()  # extra request headers, "Name: value"
 
 
 NO_SHAPING = {"BFF_SHAPING__FIELDS": "false", "BFF_SHAPING__ETAG": "false", "BFF_SHAPING__COMPRESSION": "false"}
@@ -83,14 +84,15 @@ def mobile_home_cases():
 
 
 FEED_20 = "/mobile/feed?skus=" + ",".join(f"SKU-{i:04}" for i in range(1, 21))
+GZIP = ("Accept-Encoding: gzip",)
 CASES = mobile_home_cases() + [
     Case("mobile-home-fields", "bff-mobile", "/mobile/home?fields=name,badge", baselines=("mobile-home-0ms-c64",)),
     # Asked for gzip: the 129-byte home stays plain under compression_min_bytes, unless forced.
-    Case("mobile-home-gzip", "bff-mobile", "/mobile/home", baselines=("mobile-home-0ms-c64",)),
+    Case("mobile-home-gzip", "bff-mobile", "/mobile/home", baselines=("mobile-home-0ms-c64",), headers=GZIP),
     Case("mobile-home-gzip-forced", "bff-mobile", "/mobile/home", env={"BFF_SHAPING__COMPRESSION_MIN_BYTES": "0"},
-         baselines=("mobile-home-0ms-c64",)),
+         baselines=("mobile-home-0ms-c64",), headers=GZIP),
     Case("mobile-feed-20", "bff-mobile", FEED_20, quick=False),
-    Case("mobile-feed-20-gzip", "bff-mobile", FEED_20, baselines=("mobile-feed-20",)),
+    Case("mobile-feed-20-gzip", "bff-mobile", FEED_20, baselines=("mobile-feed-20",), headers=GZIP),
     Case("web-home", "bff-web", "/web/home", quick=True),
     Case("web-home-h2c", "bff-web", "/web/home", env=H2C, baselines=("web-home",)),
     Case("web-product", "bff-web", "/web/products/SKU-0007"),
@@ -104,7 +106,6 @@ CASES = mobile_home_cases() + [
     Case("direct-users", "direct", "/users/42", credential="none", quick=True),
     Case("nginx-users", "nginx", "/users/42", credential="none", baselines=("direct-users",), quick=True),
 ]
-HEADERS_FOR = {name: ["Accept-Encoding: gzip"] for name in ("mobile-home-gzip", "mobile-home-gzip-forced", "mobile-feed-20-gzip")}
 
 
 def free_port():
@@ -312,7 +313,7 @@ class Harness:
         self.set_latency(case.latency_ms)
         proc, port = self.start_target(case.target, case.env)
         idle_rss = rss_mb(pids_of(proc.pid))
-        headers = list(HEADERS_FOR.get(case.name, []))
+        headers = list(case.headers)
         if case.credential == "bearer":
             headers.append(f"Authorization: Bearer {self.token}")
         elif case.credential == "apikey":
