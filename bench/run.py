@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ class Case:
     baselines: tuple = ()  # names of cases this one is compared against (ratio of req/s)
     quick: bool = False  # part of --quick
     headers: tuple = ()  # extra request headers, "Name: value"
+    revalidate: bool = False  # send If-None-Match with the ETag of a first GET: the 304 path
 
 
 NO_SHAPING = {"BFF_SHAPING__FIELDS": "false", "BFF_SHAPING__ETAG": "false", "BFF_SHAPING__COMPRESSION": "false"}
@@ -86,6 +88,11 @@ def mobile_home_cases():
 FEED_20 = "/mobile/feed?skus=" + ",".join(f"SKU-{i:04}" for i in range(1, 21))
 GZIP = ("Accept-Encoding: gzip",)
 CASES = mobile_home_cases() + [
+    # The signature checked on every request (the verified-token cache off): what JWT verification costs.
+    Case("mobile-home-verify-each", "bff-mobile", "/mobile/home", env={"BFF_AUTH__TOKEN_CACHE_SIZE": "0"},
+         baselines=("mobile-home-0ms-c64",)),
+    # A client revalidating what it has: the upstream calls are made, the body is not sent.
+    Case("mobile-home-304", "bff-mobile", "/mobile/home", baselines=("mobile-home-0ms-c64",), revalidate=True),
     Case("mobile-home-fields", "bff-mobile", "/mobile/home?fields=name,badge", baselines=("mobile-home-0ms-c64",)),
     # Asked for gzip: the 129-byte home stays plain under compression_min_bytes, unless forced.
     Case("mobile-home-gzip", "bff-mobile", "/mobile/home", baselines=("mobile-home-0ms-c64",), headers=GZIP),
@@ -134,6 +141,15 @@ def http(method, url, body=None, headers=None):
         req.add_header("content-type", "application/json")
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.status, r.read()
+
+
+def etag_of(url, headers):
+    req = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        etag = r.headers.get("ETag")
+    if not etag:
+        raise SystemExit(f"GET {url} sent no ETag to revalidate")
+    return etag
 
 
 def pids_of(pid):
@@ -319,10 +335,16 @@ class Harness:
         elif case.credential == "apikey":
             headers.append("X-Api-Key: demo-pro-key")
         url = f"http://127.0.0.1:{port}{case.path}"
+        if case.revalidate:
+            headers.append(f"If-None-Match: {etag_of(url, dict(h.split(': ', 1) for h in headers))}")
         req_headers = dict(h.split(": ", 1) for h in headers)
-        status, body = http("GET", url, headers=req_headers)
-        if status != 200:
-            raise SystemExit(f"{case.name}: GET {url} answered {status}")
+        expected = 304 if case.revalidate else 200
+        try:
+            status, _ = http("GET", url, headers=req_headers)
+        except urllib.error.HTTPError as e:  # urllib raises on 304 as on 4xx
+            status = e.code
+        if status != expected:
+            raise SystemExit(f"{case.name}: GET {url} answered {status}, not {expected}")
         wrk = self.pinned(["wrk", "-t1"], "load") + [f"-c{case.connections}", "--latency"]
         for h in headers:
             wrk += ["-H", h]
