@@ -242,10 +242,11 @@ pub struct UpstreamConfig {
 /// h2c), over `https://` by ALPN.
 ///
 /// It pays off when the BFF is busy on CPU, not when it mostly waits: at 20 ms upstreams and 64
-/// connections HTTP/2 gave a 1–3 ms higher p50 than HTTP/1.1 and up to 30% fewer requests/s,
-/// because hyper's HTTP/2 client hands each call between more tasks (caller, client task,
-/// connection task, a task per stream), and each hand-off between the two runtime workers is a
-/// thread wake-up. With one worker (`TOKIO_WORKER_THREADS=1`) the two protocols were level.
+/// connections HTTP/2 gave up to an 8.7 ms higher p50 than HTTP/1.1 and up to 32% fewer
+/// requests/s (four runs; in one the two were level), because hyper's HTTP/2 client hands each
+/// call between more tasks (caller, client task, connection task, a task per stream), and each
+/// hand-off between the two runtime workers is a thread wake-up. With one worker
+/// (`TOKIO_WORKER_THREADS=1`) the two were level.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
