@@ -144,21 +144,16 @@ def wait_port(port, proc, what, timeout=60):
 
 
 def http(method, url, body=None, headers=None):
+    """(status, headers, body); a non-2xx status is returned, not raised (urllib raises even on 304)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         req.add_header("content-type", "application/json")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status, r.read()
-
-
-def etag_of(url, headers):
-    req = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(req, timeout=10) as r:
-        etag = r.headers.get("ETag")
-    if not etag:
-        raise SystemExit(f"GET {url} sent no ETag to revalidate")
-    return etag
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
 
 
 def pids_of(pid):
@@ -283,13 +278,17 @@ class Harness:
             wait_port(port, proc, "services-mock")
         self.mock = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
         self.mock_proc = proc
-        _, body = http("POST", self.mock["auth"] + "/token", {"sub": "42", "scope": "profile orders", "ttl_s": 86400})
+        status, _, body = http("POST", self.mock["auth"] + "/token", {"sub": "42", "scope": "profile orders", "ttl_s": 86400})
+        if status != 200:
+            raise SystemExit(f"services-mock: POST /token answered {status}: {body[:200]!r}")
         self.token = json.loads(body)["access_token"]
 
     def set_latency(self, ms):
         for service in MOCK_SERVICES:
             if service != "auth":
-                http("PUT", self.mock[service] + "/_faults", {"latency_ms": ms})
+                status, _, _ = http("PUT", self.mock[service] + "/_faults", {"latency_ms": ms})
+                if status != 200:
+                    raise SystemExit(f"services-mock: PUT /_faults on {service} answered {status}")
 
     # === targets: each returns (process, port) ===
 
@@ -344,16 +343,16 @@ class Harness:
         elif case.credential == "apikey":
             headers.append("X-Api-Key: demo-pro-key")
         url = f"http://127.0.0.1:{port}{case.path}"
+        status, answer_headers, _ = http("GET", url, headers=dict(h.split(": ", 1) for h in headers))
+        if status != 200:
+            raise SystemExit(f"{case.name}: GET {url} answered {status}")
         if case.revalidate:
-            headers.append(f"If-None-Match: {etag_of(url, dict(h.split(': ', 1) for h in headers))}")
-        req_headers = dict(h.split(": ", 1) for h in headers)
-        expected = 304 if case.revalidate else 200
-        try:
-            status, _ = http("GET", url, headers=req_headers)
-        except urllib.error.HTTPError as e:  # urllib raises on 304 as on 4xx
-            status = e.code
-        if status != expected:
-            raise SystemExit(f"{case.name}: GET {url} answered {status}, not {expected}")
+            if "ETag" not in answer_headers:
+                raise SystemExit(f"{case.name}: GET {url} sent no ETag to revalidate")
+            headers.append(f"If-None-Match: {answer_headers['ETag']}")
+            status, _, _ = http("GET", url, headers=dict(h.split(": ", 1) for h in headers))
+            if status != 304:
+                raise SystemExit(f"{case.name}: GET {url} with If-None-Match answered {status}, not 304")
         wrk = self.pinned(["wrk", "-t1"], "load") + [f"-c{case.connections}", "--latency"]
         for h in headers:
             wrk += ["-H", h]
