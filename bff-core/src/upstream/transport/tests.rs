@@ -1,5 +1,8 @@
 //! The transport against real sockets: URIs, bodies, limits, and HTTP/1.1 vs HTTP/2 behaviour.
 
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
+
 use super::*;
 
 #[test]
@@ -20,12 +23,18 @@ fn a_path_that_is_not_a_uri_is_an_error_not_a_panic() {
     assert!(t.uri("/users/a b".to_owned()).is_err());
 }
 
+/// A listener on a free port of 127.0.0.1, and its base URL with `scheme`.
+async fn listen(scheme: &str) -> (tokio::net::TcpListener, url::Url) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("{scheme}://{}", listener.local_addr().unwrap()).parse().unwrap();
+    (listener, base)
+}
+
 /// A one-connection HTTP/1.1 server that answers `chunks` as a chunked body, each chunk its own
 /// write, and hands back the request head it read.
 async fn chunked_server(chunks: &'static [&'static str]) -> (url::Url, tokio::task::JoinHandle<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    let (listener, base) = listen("http").await;
     let served = tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
         let mut head = Vec::new();
@@ -72,8 +81,7 @@ async fn a_body_in_many_frames_is_joined_and_the_request_carries_host_and_id() {
 async fn a_body_over_the_limit_fails_the_call_instead_of_filling_memory() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     crate::install_crypto_provider();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    let (listener, base) = listen("http").await;
     tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
         let mut request = [0; 1024];
@@ -106,7 +114,7 @@ fn empty_json() -> Result<http::Response<http_body_util::Full<Bytes>>, std::conv
 #[derive(Default)]
 struct Seen {
     requests: std::sync::Mutex<Vec<(http::Version, Option<HeaderValue>)>>,
-    connections: std::sync::atomic::AtomicUsize,
+    connections: AtomicUsize,
 }
 
 /// A server speaking HTTP/1.1 and HTTP/2 without TLS (h2c by prior knowledge), recording each
@@ -115,15 +123,14 @@ struct Seen {
 async fn recording_server(together: usize) -> (url::Url, Arc<Seen>) {
     use hyper_util::rt::TokioIo;
     use hyper_util::server::conn::auto;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    let (listener, base) = listen("http").await;
     let seen = Arc::new(Seen::default());
     let recorded = seen.clone();
     let all_in = Arc::new(tokio::sync::Barrier::new(together));
     tokio::spawn(async move {
         loop {
             let (socket, _) = listener.accept().await.unwrap();
-            recorded.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            recorded.connections.fetch_add(1, SeqCst);
             let (recorded, all_in) = (recorded.clone(), all_in.clone());
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                 let entry = (request.version(), request.headers().get(REQUEST_ID).cloned());
@@ -159,17 +166,16 @@ async fn http2_multiplexes_concurrent_calls_over_one_connection() {
     let requests = seen.requests.lock().unwrap().clone();
     assert_eq!(requests.len(), 20);
     assert!(requests.iter().all(|(version, id)| *version == http::Version::HTTP_2 && id.as_ref().unwrap() == "req-1"));
-    assert_eq!(seen.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "all calls share one connection");
+    assert_eq!(seen.connections.load(SeqCst), 1, "all calls share one connection");
 }
 
 #[tokio::test]
 async fn http2_calls_past_the_servers_stream_limit_wait_for_a_stream_instead_of_failing() {
     use hyper_util::rt::TokioIo;
     crate::install_crypto_provider();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
-    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (listener, base) = listen("http").await;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
     let (counted, seen_most) = (in_flight.clone(), most.clone());
     // Calls are answered in pairs, so the server always holds as many streams as it allows.
     let pair = Arc::new(tokio::sync::Barrier::new(2));
@@ -178,10 +184,10 @@ async fn http2_calls_past_the_servers_stream_limit_wait_for_a_stream_instead_of_
         let service = hyper::service::service_fn(move |_: Request<hyper::body::Incoming>| {
             let (in_flight, most, pair) = (counted.clone(), seen_most.clone(), pair.clone());
             async move {
-                let now = in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                let now = in_flight.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
                 pair.wait().await;
-                in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                in_flight.fetch_sub(1, SeqCst);
                 empty_json()
             }
         });
@@ -195,15 +201,14 @@ async fn http2_calls_past_the_servers_stream_limit_wait_for_a_stream_instead_of_
     for body in futures::future::join_all(calls).await {
         assert_eq!(&body.unwrap()[..], b"{}");
     }
-    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2, "the server's limit was respected");
+    assert_eq!(most.load(SeqCst), 2, "the server's limit was respected");
 }
 
 #[tokio::test]
 async fn http2_calls_turned_away_by_goaway_before_processing_are_sent_again() {
     use hyper_util::rt::TokioIo;
     crate::install_crypto_provider();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    let (listener, base) = listen("http").await;
     tokio::spawn(async move {
         // The first connection reads up to the call's HEADERS frame, then says GOAWAY having
         // processed nothing (last stream id 0), as a server shutting down does. Raw frames:
@@ -246,7 +251,7 @@ async fn http1_and_auto_over_plain_http_open_a_connection_per_concurrent_call() 
         assert!(futures::future::join_all(calls).await.iter().all(Result::is_ok));
         let requests = seen.requests.lock().unwrap().clone();
         assert!(requests.iter().all(|(version, _)| *version == http::Version::HTTP_11), "{protocol:?}");
-        assert_eq!(seen.connections.load(std::sync::atomic::Ordering::SeqCst), 5, "{protocol:?}");
+        assert_eq!(seen.connections.load(SeqCst), 5, "{protocol:?}");
     }
 }
 
@@ -277,15 +282,14 @@ async fn tls_server(alpn: &[&[u8]]) -> (url::Url, Arc<Seen>, rustls::ClientConfi
     roots.add(CertificateDer::from_pem_slice(include_bytes!("../../../testdata/tls/ca.pem")).unwrap()).unwrap();
     let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base: url::Url = format!("https://{}", listener.local_addr().unwrap()).parse().unwrap();
+    let (listener, base) = listen("https").await;
     let seen = Arc::new(Seen::default());
     let recorded = seen.clone();
     tokio::spawn(async move {
         loop {
             let (socket, _) = listener.accept().await.unwrap();
             let Ok(tls) = acceptor.accept(socket).await else { continue };
-            recorded.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            recorded.connections.fetch_add(1, SeqCst);
             let recorded = recorded.clone();
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                 recorded.requests.lock().unwrap().push((request.version(), None));
@@ -329,8 +333,7 @@ async fn over_tls_the_protocol_is_negotiated_by_alpn() {
 async fn a_dead_http2_connection_is_found_by_ping_and_replaced() {
     use hyper_util::rt::TokioIo;
     crate::install_crypto_provider();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base: url::Url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    let (listener, base) = listen("http").await;
     tokio::spawn(async move {
         // The first connection completes the handshake, then goes silent: no answers, no pings
         // answered, as behind a NAT that dropped the flow.
