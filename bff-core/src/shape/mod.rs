@@ -60,6 +60,7 @@ async fn compress(accepted: HeaderMap, response: Response) -> Response {
     let answer = tower::service_fn(move |_: Request| {
         std::future::ready(Ok::<_, Infallible>(response.take().unwrap_or_default()))
     });
+    // tower-http's default predicate less its own 32-byte floor: `compression_min_bytes` decides size.
     let worth_it = NotForContentType::GRPC.and(NotForContentType::IMAGES).and(NotForContentType::SSE);
     match CompressionLayer::new().gzip(true).br(true).compress_when(worth_it).layer(answer).oneshot(request).await {
         Ok(response) => response.into_response(),
