@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -447,11 +448,7 @@ def paired(case, base, f):
     A slow minute on a shared machine then moves both sides of a comparison, not one: comparing
     each side's own median run could set a fast run against a slow one.
     """
-    values = sorted(f(a, b) for a, b in zip(case["runs"], base["runs"]))
-    if not values:
-        return None
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    return statistics.median(f(a, b) for a, b in zip(case["runs"], base["runs"]))
 
 
 def rps_ratio(case, base):
