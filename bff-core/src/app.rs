@@ -13,33 +13,79 @@ use tower::util::MapRequestLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{Config, ConfigError, CorsConfig};
+use crate::edge::Edge;
 use crate::error::BffError;
 use crate::middleware::MiddlewareLayer;
 use crate::observe::health::{self, Dependencies};
-use crate::observe::metrics;
+use crate::observe::metrics::{self, Metrics};
 use crate::policy::api_key::{ApiKeys, layer::RequireApiKey};
 use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
-use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, layer::Edge, mark_route};
+use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, mark_route};
 use crate::shape::Shape;
 use crate::upstream::{Upstream, Upstreams};
 
-/// A configured gateway: its upstream clients and policies, ready to wrap a BFF's routes.
+/// A configured gateway: its upstream clients, policies and metrics, ready to wrap a BFF's routes.
+///
+/// Made by [`Gateway::builder`]; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     config: Arc<Config>,
+    source: Arc<str>,
     upstreams: Upstreams,
     verifier: Option<JwtVerifier>,
     api_keys: Option<ApiKeys>,
+    metrics: Metrics,
+}
+
+/// Why a gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Builds a [`Gateway`]: `Gateway::builder(config).source("config/mobile.toml").build().await?`.
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is awaited"]
+pub struct GatewayBuilder {
+    config: Config,
+    source: String,
+    metrics: Option<Metrics>,
+}
+
+impl GatewayBuilder {
+    /// Names where the configuration came from, for error messages (a file path).
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// Records into `metrics` instead of a registry of the gateway's own.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Checks the configuration and builds the upstream clients and policies. Must be called
+    /// inside a Tokio runtime (the metrics upkeep runs on it).
+    pub async fn build(self) -> Result<Gateway, BuildError> {
+        let Self { config, source, metrics } = self;
+        config.validate().map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
+        let metrics = metrics.unwrap_or_default();
+        metrics.spawn_upkeep();
+        let upstreams = Upstreams::from_config(&config, &metrics);
+        let verifier = config.auth.as_ref().map(|auth| JwtVerifier::new(auth, &metrics));
+        let api_keys = config.api_keys.as_ref().map(ApiKeys::new);
+        Ok(Gateway { config: Arc::new(config), source: Arc::from(source), upstreams, verifier, api_keys, metrics })
+    }
 }
 
 impl Gateway {
-    /// Builds the upstream clients and policies of `config`; `source` names the config for errors.
-    pub fn new(config: Config, source: &str) -> Self {
-        let upstreams = Upstreams::from_config(&config, source);
-        let verifier = config.auth.as_ref().map(JwtVerifier::new);
-        let api_keys = config.api_keys.as_ref().map(ApiKeys::new);
-        metrics::handle();
-        Self { config: Arc::new(config), upstreams, verifier, api_keys }
+    /// Starts building a gateway from `config`.
+    pub fn builder(config: Config) -> GatewayBuilder {
+        GatewayBuilder { config, source: "the configuration".to_owned(), metrics: None }
     }
 
     /// The configuration in force.
@@ -47,9 +93,16 @@ impl Gateway {
         &self.config
     }
 
+    /// The gateway's metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The upstream called `name`, or an error naming the missing `upstreams.<name>` section.
     pub fn upstream(&self, name: &str) -> Result<Upstream, ConfigError> {
-        self.upstreams.get(name)
+        self.upstreams.get(name).ok_or_else(|| {
+            ConfigError::key(&*self.source, format!("upstreams.{name}"), "this BFF calls it, but it is not configured")
+        })
     }
 
     /// Wraps a BFF's routes with the gateway: authentication (JWT or API key) and the configured
@@ -95,14 +148,14 @@ impl Gateway {
         let routed = Router::new()
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz).with_state(Dependencies(deps)))
-            .route("/metrics", get(metrics::metrics_get))
+            .route("/metrics", get(metrics::metrics_get).with_state(self.metrics.clone()))
             .merge(public)
             .route_layer(MapRequestLayer::new(mark_route))
             .merge(routes)
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         // The edge and CORS wrap the routed router once, rather than each route (see `authenticated`).
         let edge = ServiceBuilder::new()
-            .layer(MiddlewareLayer(Edge(policies)))
+            .layer(MiddlewareLayer(Edge { policies, metrics: self.metrics.clone() }))
             .option_layer(self.config.cors.as_ref().map(cors_layer))
             .service(routed);
         Router::new().fallback_service(edge)
@@ -132,12 +185,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let upkeep = metrics::spawn_upkeep();
-    let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
-    if let Some(upkeep) = upkeep {
-        upkeep.abort();
-    }
-    served
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
 /// Completes on Ctrl-C or SIGTERM.

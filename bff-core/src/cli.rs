@@ -150,7 +150,13 @@ pub async fn run(
         }
     };
     let _log_guard = logging::init(config.log.format, &config.log.filter, std::env::var("RUST_LOG").ok().as_deref());
-    let gateway = Gateway::new(config, &source);
+    let gateway = match Gateway::builder(config).source(source.clone()).build().await {
+        Ok(gateway) => gateway,
+        Err(e) => {
+            eprintln!("{}: {e}", spec.name);
+            return ExitCode::from(2);
+        }
+    };
     let router = match app(&gateway) {
         Ok(router) => router,
         Err(e) => {

@@ -1,27 +1,16 @@
-//! One error type for every handler and layer, rendered as RFC 9457 `application/problem+json`.
+//! One error type for every handler, rendered as RFC 9457 `application/problem+json`.
 //!
 //! Errors are classified by where they come from (as pingora does): the client, an upstream, or
 //! ourselves. The body never carries an upstream body or a stack trace.
 
 use std::borrow::Cow;
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::policy::auth::AuthError;
+pub use crate::problem::{ErrorReport, ErrorSource, Problem};
 use crate::upstream::UpstreamError;
-
-/// Who caused an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorSource {
-    /// The client sent something we refuse (4xx).
-    Downstream,
-    /// A downstream service failed or was too slow (502, 503, 504).
-    Upstream,
-    /// Our own bug or misconfiguration (500).
-    Internal,
-}
 
 /// Every error a BFF request can end with.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +89,7 @@ impl BffError {
     /// Who caused it.
     pub fn source_kind(&self) -> ErrorSource {
         match self {
+            Self::Upstream(e) if e.kind() == &crate::upstream::UpstreamErrorKind::Request => ErrorSource::Internal,
             Self::Upstream(_) | Self::DeadlineExceeded => ErrorSource::Upstream,
             Self::Auth(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => ErrorSource::Upstream,
             Self::Auth(_) | Self::BadRequest { .. } | Self::NotFound(_) | Self::MethodNotAllowed => {
@@ -111,78 +101,26 @@ impl BffError {
 
     /// The problem document for this error.
     pub fn problem(&self) -> Problem {
-        let status = self.status();
         let detail = match self {
             // Internal details stay in the log.
             Self::Internal(_) => "the gateway failed to handle this request".to_owned(),
             other => other.to_string(),
         };
-        Problem {
-            kind: "about:blank",
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail,
-            code: self.code(),
-            request_id: crate::request::current_request_id(),
-            service: match self {
-                Self::Upstream(e) => Some(e.service().to_owned()),
-                _ => None,
-            },
+        let problem = Problem::new(self.status(), self.code(), detail);
+        match self {
+            Self::Upstream(e) => problem.with_service(e.service()),
+            _ => problem,
         }
     }
 }
 
-/// An RFC 9457 problem document.
-#[derive(Debug, Clone, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Problem {
-    /// `about:blank`: the status and `code` say what happened.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// The status's reason phrase.
-    pub title: &'static str,
-    /// The HTTP status.
-    pub status: u16,
-    /// What happened, for people.
-    pub detail: String,
-    /// A stable SCREAMING_SNAKE code, for machines.
-    pub code: &'static str,
-    /// The request id, to quote when reporting a problem.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    /// The upstream at fault, for upstream errors.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-}
-
-/// What the access log needs to know about an error response, carried as a response extension.
-#[derive(Debug, Clone)]
-pub struct ErrorReport {
-    /// The problem's code.
-    pub code: &'static str,
-    /// The full error text, internal details included.
-    pub message: String,
-    /// Who caused it.
-    pub source: ErrorSource,
-}
-
 impl IntoResponse for BffError {
     fn into_response(self) -> Response {
-        let problem = self.problem();
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut response = (self.status(), body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if let Self::Auth(e) = &self
-            && let Some(challenge) = e.challenge()
-        {
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        if let Self::Auth(e) = self {
+            return e.into_response();
         }
-        response.extensions_mut().insert(ErrorReport {
-            code: problem.code,
-            message: self.to_string(),
-            source: self.source_kind(),
-        });
-        response
+        let problem = self.problem();
+        let report = ErrorReport { code: problem.code, message: self.to_string(), source: self.source_kind() };
+        problem.into_response_with(report)
     }
 }

@@ -34,26 +34,28 @@ pub mod app;
 mod body;
 pub mod cli;
 pub mod config;
+mod edge;
 pub mod error;
 pub mod extract;
 pub mod fanout;
 mod middleware;
 pub mod observe;
 pub mod policy;
+pub mod problem;
 pub mod request;
 pub mod shape;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod upstream;
 
-pub use app::{Gateway, serve, shutdown_signal};
+pub use app::{BuildError, Gateway, GatewayBuilder, serve, shutdown_signal};
 pub use config::{Config, ConfigError};
 pub use error::{BffError, Problem};
 pub use fanout::{Each, Fanout, Optional, Part, Required, each};
 pub use policy::api_key::ApiClient;
 pub use policy::auth::{AuthError, Identity};
 pub use request::Ctx;
-pub use upstream::{Call, Upstream, UpstreamError, UpstreamSettings, encode, encode_list};
+pub use upstream::{Call, Reply, Streamed, Upstream, UpstreamError, UpstreamSettings, encode, encode_list};
 
 /// Installs `ring` as the process's TLS provider (rustls) and JWT signature verifier.
 ///

@@ -24,11 +24,10 @@
 use std::future::Future;
 
 use futures::{StreamExt, TryStreamExt, stream};
-use serde::de::DeserializeOwned;
 
 use crate::error::BffError;
 use crate::request::Ctx;
-use crate::upstream::Call;
+use crate::upstream::{Call, Decode};
 
 /// One part of a fan-out.
 pub trait Part: Send {
@@ -50,7 +49,7 @@ pub struct Optional<T> {
     label: Option<String>,
 }
 
-impl<T: DeserializeOwned> Call<T> {
+impl<T: Decode> Call<T> {
     /// This call must succeed for the request to succeed.
     pub fn required(self) -> Required<T> {
         Required(self)
@@ -67,7 +66,7 @@ impl<T: DeserializeOwned> Call<T> {
     }
 }
 
-impl<T: DeserializeOwned + Send> Part for Required<T> {
+impl<T: Decode> Part for Required<T> {
     type Output = T;
 
     async fn run(self, ctx: &Ctx) -> Result<T, BffError> {
@@ -75,10 +74,11 @@ impl<T: DeserializeOwned + Send> Part for Required<T> {
     }
 }
 
-impl<T: DeserializeOwned + Send> Part for Optional<T> {
+impl<T: Decode> Part for Optional<T> {
     type Output = Option<T>;
 
     async fn run(self, ctx: &Ctx) -> Result<Option<T>, BffError> {
+        let upstream = self.call.upstream().clone();
         match self.call.send(ctx).await {
             Ok(value) => Ok(Some(value)),
             Err(error) => {
@@ -89,7 +89,7 @@ impl<T: DeserializeOwned + Send> Part for Optional<T> {
                     cause = error.cause().unwrap_or(""),
                     "optional part degraded"
                 );
-                crate::observe::metrics::degraded(error.service());
+                upstream.count_degraded();
                 ctx.degrade(self.label.unwrap_or_else(|| error.service().to_owned()));
                 Ok(None)
             }
@@ -156,7 +156,7 @@ impl Ctx {
     }
 
     /// Runs one required call.
-    pub async fn fetch<T: DeserializeOwned + Send>(&self, call: Call<T>) -> Result<T, BffError> {
+    pub async fn fetch<T: Decode>(&self, call: Call<T>) -> Result<T, BffError> {
         call.required().run(self).await
     }
 

@@ -1,5 +1,6 @@
 //! Fan-out semantics on the paused clock, with in-memory upstreams.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,8 +11,26 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::error::BffError;
+use crate::observe::metrics::Metrics;
 use crate::request::Ctx;
-use crate::upstream::{OutboundRequest, Upstream, UpstreamError, UpstreamErrorKind};
+use crate::upstream::{Body, Upstream, UpstreamError, UpstreamErrorKind, UpstreamSettings};
+
+type Request = http::Request<Body>;
+
+/// A `200` with `body`.
+fn ok(body: impl Into<Bytes>) -> http::Response<Body> {
+    http::Response::new(Body::from(body.into()))
+}
+
+/// An upstream over `service` whose attempts time out after `timeout`.
+fn upstream<S, F>(name: &str, timeout: Duration, service: S) -> Upstream
+where
+    S: FnMut(Request) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<http::Response<Body>, UpstreamError>> + Send + 'static,
+{
+    let settings = UpstreamSettings { timeout, ..UpstreamSettings::default() };
+    Upstream::from_service(name, settings, tower::service_fn(service), &Metrics::new())
+}
 
 #[derive(Clone, Copy)]
 enum Behaviour {
@@ -22,7 +41,7 @@ enum Behaviour {
 
 /// An upstream that waits `ms` then answers `{"path": ...}`, or fails, or never answers.
 fn fake(name: &'static str, behaviour: Behaviour, dropped: Arc<AtomicUsize>) -> Upstream {
-    let service = tower::service_fn(move |request: OutboundRequest| {
+    let service = move |request: Request| {
         let dropped = dropped.clone();
         async move {
             struct Guard(Arc<AtomicUsize>, bool);
@@ -37,22 +56,21 @@ fn fake(name: &'static str, behaviour: Behaviour, dropped: Arc<AtomicUsize>) -> 
             let result = match behaviour {
                 Behaviour::Answer(ms) => {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    Ok(Bytes::from(format!(r#"{{"path":"{}"}}"#, request.path)))
+                    Ok(ok(format!(r#"{{"path":"{}"}}"#, request.uri())))
                 }
                 Behaviour::Fail(ms) => {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    Err(UpstreamError::new(
-                        Arc::from(name),
-                        UpstreamErrorKind::Status(StatusCode::INTERNAL_SERVER_ERROR),
-                    ))
+                    let mut failed = ok("{}");
+                    *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    Ok(failed)
                 }
                 Behaviour::Hang => std::future::pending().await,
             };
             guard.1 = true;
             result
         }
-    });
-    Upstream::from_service(name, Duration::from_secs(60), service)
+    };
+    upstream(name, Duration::from_secs(60), service)
 }
 
 fn counter() -> Arc<AtomicUsize> {
@@ -135,11 +153,11 @@ async fn hanging_required_part_is_a_504_at_the_deadline() {
 #[tokio::test(start_paused = true)]
 async fn the_upstream_timeout_applies_inside_the_deadline() {
     let ctx = Ctx::detached(Duration::from_secs(2), 8);
-    let slow = tower::service_fn(|_: OutboundRequest| async {
+    let slow = |_: Request| async {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        Ok::<_, UpstreamError>(Bytes::from_static(b"{}"))
-    });
-    let upstream = Upstream::from_service("slow", Duration::from_millis(250), slow);
+        Ok(ok("{}"))
+    };
+    let upstream = upstream("slow", Duration::from_millis(250), slow);
     let start = Instant::now();
     let err = ctx.fetch(upstream.get::<Value>("/")).await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::from_millis(250));
@@ -165,21 +183,21 @@ async fn fanout_all_respects_the_cap_and_the_order() {
     let (now, max) = (counter(), counter());
     let service = {
         let (now, max) = (now.clone(), max.clone());
-        tower::service_fn(move |request: OutboundRequest| {
+        move |request: Request| {
             let (now, max) = (now.clone(), max.clone());
             async move {
                 let current = now.fetch_add(1, Ordering::SeqCst) + 1;
                 max.fetch_max(current, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 now.fetch_sub(1, Ordering::SeqCst);
-                if request.path == "/5" {
+                if request.uri().path() == "/5" {
                     return Err(UpstreamError::new(Arc::from("catalog"), UpstreamErrorKind::Transport));
                 }
-                Ok(Bytes::from(request.path.trim_start_matches('/').to_owned()))
+                Ok(ok(request.uri().path().trim_start_matches('/').to_owned()))
             }
-        })
+        }
     };
-    let catalog = Upstream::from_service("catalog", Duration::from_secs(1), service);
+    let catalog = upstream("catalog", Duration::from_secs(1), service);
     let parts = (0..10).map(|i| catalog.get::<u32>(format!("/{i}")).optional_as(format!("catalog:{i}")));
     let start = Instant::now();
     let results = ctx.fanout_all(parts).await.unwrap();

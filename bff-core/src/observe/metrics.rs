@@ -1,103 +1,156 @@
-//! Prometheus metrics: `GET /metrics`, and what every request and upstream call records.
+//! Prometheus metrics: a registry each gateway owns, and what every request records.
 //!
 //! | metric | labels |
 //! |---|---|
 //! | `bff_http_requests_total` | `route` (the pattern, `unmatched` otherwise), `method`, `status` |
 //! | `bff_http_request_duration_seconds` (histogram) | `route` |
-//! | `bff_upstream_requests_total` | `upstream`, `outcome` (`ok`, `timeout`, `connect`, `status`, `transport`, `decode`) |
+//! | `bff_upstream_requests_total` | `upstream`, `outcome` (`ok`, `timeout`, `connect`, `status`, `transport`, `decode`, `request`) |
 //! | `bff_upstream_request_duration_seconds` (histogram) | `upstream` |
 //! | `bff_degraded_total` | `upstream`: optional parts left out of an answer |
 //!
-//! The recorder is process-wide (the `metrics` facade has one), installed on first use.
+//! Nothing is installed process-wide: two gateways in one process keep their series apart, and
+//! an application embedding bff-core keeps its own `metrics` recorder.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, OnceLock, PoisonError, RwLock};
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::upstream::{UpstreamError, UpstreamErrorKind};
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-
-static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-
-/// The process's Prometheus recorder; `None` if another recorder was installed first.
-pub fn handle() -> Option<&'static PrometheusHandle> {
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("duration_seconds".to_owned()), BUCKETS)
-                .ok()?
-                .install_recorder()
-                .ok()
-        })
-        .as_ref()
-}
 
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Folds histogram samples into buckets every few seconds, so memory stays bounded between scrapes.
-/// Runs until the returned task is aborted.
-pub(crate) fn spawn_upkeep() -> Option<tokio::task::JoinHandle<()>> {
-    let handle = handle()?;
-    Some(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
-        loop {
-            tick.tick().await;
-            handle.run_upkeep();
-        }
-    }))
+const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// A gateway's metrics registry, rendered by `GET /metrics`. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    /// By route pattern (or `unmatched`): bounded by the routes a BFF defines.
+    routes: RwLock<HashMap<Box<str>, RouteSeries>>,
+    upkeep: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
 }
 
-/// `GET /metrics`: the Prometheus text format.
-pub(crate) async fn metrics_get() -> Response {
-    let body = handle().map(PrometheusHandle::render).unwrap_or_default();
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], body).into_response()
-}
-
-/// Records one served request.
-///
-/// The series of each (route, method, status) are registered on first use and kept here, so a
-/// request touches two atomics under a read lock instead of building labels and hashing them into
-/// the registry (that was 16 allocations a request).
-pub(crate) fn request(route: &str, method: &Method, status: u16, elapsed: Duration) {
-    let method = method_label(method);
-    let elapsed = elapsed.as_secs_f64();
-    {
-        let routes = ROUTES.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(series) = routes.get(route)
-            && let Some(requests) = series.requests.get(&(method, status))
-        {
-            requests.increment(1);
-            series.duration.record(elapsed);
-            return;
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(upkeep) = self.upkeep.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+            upkeep.abort();
         }
     }
-    let mut routes = ROUTES.write().unwrap_or_else(PoisonError::into_inner);
-    let series = routes.entry(Box::from(route)).or_insert_with(|| RouteSeries {
-        duration: metrics::histogram!("bff_http_request_duration_seconds", "route" => route.to_owned()),
-        requests: HashMap::new(),
-    });
-    let requests = series.requests.entry((method, status)).or_insert_with(|| {
-        let labels = [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
-        metrics::counter!("bff_http_requests_total", &labels)
-    });
-    requests.increment(1);
-    series.duration.record(elapsed);
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// An empty registry.
+    pub fn new() -> Self {
+        let builder = PrometheusBuilder::new();
+        // Setting buckets fails only for an empty bucket list.
+        let builder = match builder.set_buckets_for_metric(Matcher::Suffix("duration_seconds".to_owned()), BUCKETS) {
+            Ok(with_buckets) => with_buckets,
+            Err(_) => PrometheusBuilder::new(),
+        };
+        Self(Arc::new(Inner {
+            recorder: builder.build_recorder(),
+            routes: RwLock::default(),
+            upkeep: std::sync::Mutex::new(None),
+        }))
+    }
+
+    /// The Prometheus text format of every series.
+    pub fn render(&self) -> String {
+        self.0.recorder.handle().render()
+    }
+
+    /// A counter of this registry (register once, keep the handle: incrementing is an atomic).
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, String)]) -> Counter {
+        self.0.recorder.register_counter(&key(name, labels), &METADATA)
+    }
+
+    /// A histogram of this registry.
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, String)]) -> Histogram {
+        self.0.recorder.register_histogram(&key(name, labels), &METADATA)
+    }
+
+    /// Folds histogram samples into buckets every few seconds, so memory stays bounded between
+    /// scrapes, for as long as this registry lives. Needs a Tokio runtime; once is enough.
+    pub fn spawn_upkeep(&self) {
+        let mut upkeep = self.0.upkeep.lock().unwrap_or_else(PoisonError::into_inner);
+        if upkeep.is_some() {
+            return;
+        }
+        let registry: Weak<Inner> = Arc::downgrade(&self.0);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(registry) = registry.upgrade() else { return };
+                registry.recorder.handle().run_upkeep();
+            }
+        });
+        *upkeep = Some(task.abort_handle());
+    }
+
+    /// Records one served request.
+    ///
+    /// The series of each (route, method, status) are registered on first use and kept, so a
+    /// request touches two atomics under a read lock instead of building labels and hashing them
+    /// into the registry.
+    pub(crate) fn request(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
+        let method = method_label(method);
+        let elapsed = elapsed.as_secs_f64();
+        {
+            let routes = self.0.routes.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(series) = routes.get(route)
+                && let Some(requests) = series.requests.get(&(method, status))
+            {
+                requests.increment(1);
+                series.duration.record(elapsed);
+                return;
+            }
+        }
+        let mut routes = self.0.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let series = routes.entry(Box::from(route)).or_insert_with(|| RouteSeries {
+            duration: self.histogram("bff_http_request_duration_seconds", &[("route", route.to_owned())]),
+            requests: HashMap::new(),
+        });
+        let requests = series.requests.entry((method, status)).or_insert_with(|| {
+            let labels = [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
+            self.counter("bff_http_requests_total", &labels)
+        });
+        requests.increment(1);
+        series.duration.record(elapsed);
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, String)]) -> Key {
+    Key::from_parts(name, labels.iter().map(|(k, v)| Label::new(*k, v.clone())).collect::<Vec<_>>())
 }
 
 /// The registered series of one route pattern.
 struct RouteSeries {
-    duration: metrics::Histogram,
-    requests: HashMap<(&'static str, u16), metrics::Counter>,
+    duration: Histogram,
+    requests: HashMap<(&'static str, u16), Counter>,
 }
-
-/// By route pattern (or `unmatched`): bounded by the routes a BFF defines.
-static ROUTES: LazyLock<RwLock<HashMap<Box<str>, RouteSeries>>> = LazyLock::new(Default::default);
 
 /// The `method` label: the standard methods by name, anything else as `other`, so a client
 /// sending made-up methods cannot grow the number of series.
@@ -116,50 +169,9 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// One upstream's series, registered once so that a call only touches atomics.
-pub(crate) struct UpstreamMetrics {
-    ok: metrics::Counter,
-    timeout: metrics::Counter,
-    connect: metrics::Counter,
-    status: metrics::Counter,
-    transport: metrics::Counter,
-    decode: metrics::Counter,
-    duration: metrics::Histogram,
-}
-
-impl UpstreamMetrics {
-    pub(crate) fn new(name: &str) -> Self {
-        handle();
-        let counter = |outcome: &'static str| metrics::counter!("bff_upstream_requests_total", "upstream" => name.to_owned(), "outcome" => outcome);
-        Self {
-            ok: counter("ok"),
-            timeout: counter("timeout"),
-            connect: counter("connect"),
-            status: counter("status"),
-            transport: counter("transport"),
-            decode: counter("decode"),
-            duration: metrics::histogram!("bff_upstream_request_duration_seconds", "upstream" => name.to_owned()),
-        }
-    }
-
-    /// Records one call.
-    pub(crate) fn record(&self, result: Result<(), &UpstreamError>, elapsed: Duration) {
-        let counter = match result.map_err(UpstreamError::kind) {
-            Ok(()) => &self.ok,
-            Err(UpstreamErrorKind::Timeout(_)) => &self.timeout,
-            Err(UpstreamErrorKind::Connect) => &self.connect,
-            Err(UpstreamErrorKind::Status(_)) => &self.status,
-            Err(UpstreamErrorKind::Transport) => &self.transport,
-            Err(UpstreamErrorKind::Decode) => &self.decode,
-        };
-        counter.increment(1);
-        self.duration.record(elapsed.as_secs_f64());
-    }
-}
-
-/// Records an optional part left out of an answer.
-pub(crate) fn degraded(upstream: &str) {
-    metrics::counter!("bff_degraded_total", "upstream" => upstream.to_owned()).increment(1);
+/// `GET /metrics`: the Prometheus text format.
+pub(crate) async fn metrics_get(State(metrics): State<Metrics>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], metrics.render()).into_response()
 }
 
 #[cfg(test)]
@@ -168,15 +180,15 @@ mod tests {
 
     #[test]
     fn requests_are_counted_per_route_method_and_status() {
-        let handle = handle().expect("this test process installs the recorder");
+        let metrics = Metrics::new();
         let route = "/test/metrics/{id}";
         let ms = Duration::from_millis(1);
-        request(route, &Method::GET, 200, ms);
-        request(route, &Method::GET, 200, ms);
-        request(route, &Method::GET, 404, ms);
-        request(route, &Method::from_bytes(b"BREW").unwrap(), 405, ms);
-        request(route, &Method::from_bytes(b"PROPFIND").unwrap(), 405, ms);
-        let text = handle.render();
+        metrics.request(route, &Method::GET, 200, ms);
+        metrics.request(route, &Method::GET, 200, ms);
+        metrics.request(route, &Method::GET, 404, ms);
+        metrics.request(route, &Method::from_bytes(b"BREW").unwrap(), 405, ms);
+        metrics.request(route, &Method::from_bytes(b"PROPFIND").unwrap(), 405, ms);
+        let text = metrics.render();
         let count = |labels: &str| {
             let prefix = format!("bff_http_requests_total{{{labels}}} ");
             text.lines().find_map(|line| line.strip_prefix(prefix.as_str())).map(str::to_owned)
@@ -186,5 +198,13 @@ mod tests {
         // Made-up methods share one series.
         assert_eq!(count(r#"route="/test/metrics/{id}",method="other",status="405""#).as_deref(), Some("2"));
         assert!(text.contains(r#"bff_http_request_duration_seconds_count{route="/test/metrics/{id}"} 5"#), "{text}");
+    }
+
+    #[test]
+    fn two_registries_do_not_share_series() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.request("/a", &Method::GET, 200, Duration::from_millis(1));
+        assert!(a.render().contains("route=\"/a\""));
+        assert!(!b.render().contains("route=\"/a\""), "{}", b.render());
     }
 }

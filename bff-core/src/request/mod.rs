@@ -1,9 +1,6 @@
 //! The request context: id, deadline and degradations, established once at the edge.
 //!
-//! [`Ctx`] is the extractor a handler takes to run its fan-out; the edge middleware creates
-//! what it reads, answers with `X-Request-Id` and `X-Bff-Degraded`, and writes the access log.
-
-pub(crate) mod layer;
+//! [`Ctx`] is the extractor a handler takes to run its fan-out; the edge creates what it reads.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,26 +11,12 @@ use axum::http::HeaderValue;
 use axum::http::request::Parts;
 use tokio::time::Instant;
 
-use crate::error::BffError;
+use crate::problem::Problem;
 
 /// The header carrying the request id, in and out.
 pub const REQUEST_ID: &str = "x-request-id";
 /// The header listing the optional parts that failed and were left out.
 pub const DEGRADED: &str = "x-bff-degraded";
-
-tokio::task_local! {
-    static CURRENT_REQUEST_ID: HeaderValue;
-}
-
-/// The request id of the request being handled on this task, if any.
-pub(crate) fn current_request_id() -> Option<String> {
-    CURRENT_REQUEST_ID.try_with(|id| id.to_str().ok().map(str::to_owned)).ok().flatten()
-}
-
-/// The request id of the request being handled on this task, as a header value.
-pub(crate) fn current_request_id_header() -> Option<HeaderValue> {
-    CURRENT_REQUEST_ID.try_with(HeaderValue::clone).ok()
-}
 
 /// What the edge knows about one request, shared with the handler and the fan-out.
 #[derive(Debug)]
@@ -127,10 +110,13 @@ impl Ctx {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Ctx {
-    type Rejection = BffError;
+    type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let missing = || BffError::Internal("Ctx used on a router not built by Gateway::router".into());
+        let missing = || {
+            let detail = "the gateway failed to handle this request (Ctx on a router not built by Gateway::router)";
+            Problem::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", detail)
+        };
         let meta = parts.extensions.get::<Arc<RequestMeta>>().ok_or_else(missing)?.clone();
         let policies = &meta.policies;
         let budget = parts

@@ -19,6 +19,8 @@ pub enum UpstreamErrorKind {
     Transport,
     /// The body was not the JSON we expected.
     Decode,
+    /// The call could not be built (a path, header or body the BFF made is invalid): our bug.
+    Request,
 }
 
 /// An upstream call that failed, with the service's name.
@@ -30,12 +32,35 @@ pub struct UpstreamError {
     service: Arc<str>,
     kind: UpstreamErrorKind,
     cause: Option<String>,
+    /// The upstream turned the call away before processing it (safe to send again, any method).
+    unprocessed: bool,
 }
 
 impl UpstreamError {
     /// A new error of `kind` for `service`.
     pub fn new(service: Arc<str>, kind: UpstreamErrorKind) -> Self {
-        Self { service, kind, cause: None }
+        Self { service, kind, cause: None, unprocessed: false }
+    }
+
+    /// Classifies an error that came out of an outbound stack: ours as they are, anything else
+    /// (a tower layer's own error) as a transport failure with its text as the cause.
+    pub fn from_stack(service: &Arc<str>, error: super::BoxError) -> Self {
+        match error.downcast::<Self>() {
+            Ok(error) => *error,
+            Err(other) => Self::new(service.clone(), UpstreamErrorKind::Transport).with_cause(other),
+        }
+    }
+
+    /// Marks the call as turned away unprocessed (HTTP/2 `REFUSED_STREAM`, or past a `GOAWAY`).
+    pub(crate) fn unprocessed(mut self) -> Self {
+        self.unprocessed = true;
+        self
+    }
+
+    /// Whether the upstream turned the call away before processing it, so that sending it again
+    /// is safe whatever its method.
+    pub fn is_unprocessed(&self) -> bool {
+        self.unprocessed
     }
 
     /// Attaches the underlying error text, for logs only.
@@ -69,10 +94,11 @@ impl UpstreamError {
         matches!(self.kind, UpstreamErrorKind::Timeout(_))
     }
 
-    /// 504 for a timeout, 502 for everything else.
+    /// 504 for a timeout, 500 for a call we could not build, 502 for everything else.
     pub fn status(&self) -> StatusCode {
         match self.kind {
             UpstreamErrorKind::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamErrorKind::Request => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -85,6 +111,7 @@ impl UpstreamError {
             UpstreamErrorKind::Status(_) => "UPSTREAM_BAD_STATUS",
             UpstreamErrorKind::Transport => "UPSTREAM_FAILED",
             UpstreamErrorKind::Decode => "UPSTREAM_BAD_RESPONSE",
+            UpstreamErrorKind::Request => "INTERNAL_ERROR",
         }
     }
 }
@@ -104,6 +131,7 @@ impl fmt::Display for UpstreamError {
                 write!(f, "the connection to upstream `{service}` failed")
             }
             UpstreamErrorKind::Decode => write!(f, "upstream `{service}` sent a response that could not be decoded"),
+            UpstreamErrorKind::Request => write!(f, "the call to upstream `{service}` could not be built"),
         }
     }
 }

@@ -1,77 +1,49 @@
 //! Named downstream services and typed calls to them.
 //!
-//! An [`Upstream`] owns a pooled HTTP client and the stack of outbound policies that wraps every
-//! call to it (today: deadline-bounded timeout → HTTP; retries and breakers slot in here, each an
-//! [`Outbound`] wrapping the next).
-//! A [`Call`] describes one request; it runs inside a fan-out (`Ctx::fanout`), which supplies the
-//! deadline and the request id.
+//! An [`Upstream`] owns a pooled HTTP client under a stack of outbound layers, built once from
+//! config; [`stack`] lists them in order. A [`Call`] describes one request of any method; it runs
+//! inside a fan-out (`Ctx::fanout`), which supplies the deadline and the request id, and its
+//! output type says what it yields ([`Decode`]): JSON, a [`Reply`] of any status, or a
+//! [`Streamed`] response.
 
+mod body;
+mod call;
+mod deadline;
 mod error;
+mod headers;
+mod metrics;
+pub mod stack;
 mod timeout;
 mod transport;
+mod unprocessed;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, Method};
-use bytes::Bytes;
-use futures::future::BoxFuture;
+use http::{Method, Request, Response};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde::de::DeserializeOwned;
-use tokio::time::Instant;
-use tower::ServiceExt;
 
+pub use body::Body;
+pub use call::{Call, Decode, Reply, Streamed};
 pub use error::{UpstreamError, UpstreamErrorKind};
+pub use stack::{CallContext, Outbound};
 
-use crate::config::{Config, ConfigError, Defaults, UpstreamConfig, UpstreamProtocol};
-use crate::observe::metrics;
-use crate::request::Ctx;
+use crate::config::{Config, Defaults, UpstreamConfig, UpstreamProtocol};
+use crate::observe::metrics::Metrics;
 
-/// One request to an upstream, as the outbound policy stack sees it.
-#[derive(Debug, Clone)]
-pub struct OutboundRequest {
-    /// The HTTP method.
-    pub method: Method,
-    /// Path and query, starting with `/`.
-    pub path: String,
-    /// Propagated as `X-Request-Id`.
-    pub request_id: HeaderValue,
-    /// The request deadline; no call outlives it.
-    pub deadline: Instant,
-}
+/// The error type inside the outbound stack (tower's convention); calls classify it into an
+/// [`UpstreamError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One step of an upstream's outbound policy stack: takes a request, yields the 2xx body.
-///
-/// Steps are shared by every call (`&self`), so the stack is built once per upstream and never
-/// cloned on the request path.
-pub trait Outbound: Send + Sync + 'static {
-    /// Sends `request` through this step and the ones inside it.
-    fn call(&self, request: OutboundRequest) -> BoxFuture<'static, Result<Bytes, UpstreamError>>;
-}
-
-/// Any tower service as the innermost step (an in-memory fake in tests and benchmarks).
-struct TowerOutbound<S>(S);
-
-impl<S> Outbound for TowerOutbound<S>
-where
-    S: tower::Service<OutboundRequest, Response = Bytes, Error = UpstreamError> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-{
-    fn call(&self, request: OutboundRequest) -> BoxFuture<'static, Result<Bytes, UpstreamError>> {
-        Box::pin(self.0.clone().oneshot(request))
-    }
-}
-
-/// How an [`Upstream`] connects, and how long one call to it may take.
+/// How an [`Upstream`] connects, and how long one attempt may take.
 ///
 /// Start from [`UpstreamSettings::default`] (the config defaults) and set what differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UpstreamSettings {
-    /// The longest one call may take (also bounded by what is left of the request deadline).
+    /// The longest one attempt may take (the request deadline bounds the whole call).
     pub timeout: Duration,
     /// The longest establishing a connection may take.
     pub connect_timeout: Duration,
@@ -114,7 +86,7 @@ pub struct Upstream {
 
 struct UpstreamInner {
     name: Arc<str>,
-    stack: Box<dyn Outbound>,
+    stack: Outbound,
     metrics: metrics::UpstreamMetrics,
 }
 
@@ -125,40 +97,43 @@ impl fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds an upstream at `base` (an `http` or `https` URL) with its own connection pool.
-    /// BFFs get theirs from config ([`Upstreams::from_config`]); this is for code that needs one
-    /// of its own.
+    /// Builds an upstream at `base` (an `http` or `https` URL) with its own connection pool,
+    /// recording into `metrics`. BFFs get theirs from the gateway ([`Gateway::upstream`]); this
+    /// is for code that needs one of its own.
+    ///
+    /// [`Gateway::upstream`]: crate::Gateway::upstream
     ///
     /// ```
     /// use bff_core::config::UpstreamProtocol;
+    /// use bff_core::observe::metrics::Metrics;
     /// use bff_core::{Upstream, UpstreamSettings};
     ///
     /// let mut settings = UpstreamSettings::default();
     /// settings.protocol = UpstreamProtocol::Http2;
-    /// let users = Upstream::new("users", &"http://127.0.0.1:7001".parse().unwrap(), settings);
+    /// let users = Upstream::new("users", &"http://127.0.0.1:7001".parse().unwrap(), settings, &Metrics::new());
     /// assert_eq!(users.name(), "users");
     /// ```
-    pub fn new(name: &str, base: &url::Url, settings: UpstreamSettings) -> Self {
+    pub fn new(name: &str, base: &url::Url, settings: UpstreamSettings, metrics: &Metrics) -> Self {
         let name: Arc<str> = Arc::from(name);
-        let transport = transport::HttpTransport::new(name.clone(), base, &settings);
-        let stack = timeout::CallTimeout { inner: transport, name: name.clone(), timeout: settings.timeout };
-        Self::with_stack(name, Box::new(stack))
+        let client = transport::HttpTransport::new(name.clone(), base, &settings);
+        Self::with_stack(name.clone(), stack::build(&name, &settings, client), metrics)
     }
 
-    /// An upstream over any service (an in-memory fake in tests and benchmarks), with the same
-    /// deadline-bounded timeout as a real one.
-    pub fn from_service<S>(name: &str, timeout: Duration, service: S) -> Self
+    /// An upstream whose innermost step is `service` instead of an HTTP client (an in-memory
+    /// fake in tests and benchmarks), under the same stack as a real one.
+    pub fn from_service<S, E>(name: &str, settings: UpstreamSettings, service: S, metrics: &Metrics) -> Self
     where
-        S: tower::Service<OutboundRequest, Response = Bytes, Error = UpstreamError> + Clone + Send + Sync + 'static,
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = E> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
+        E: Into<BoxError> + 'static,
     {
         let name: Arc<str> = Arc::from(name);
-        let stack = timeout::CallTimeout { inner: TowerOutbound(service), name: name.clone(), timeout };
-        Self::with_stack(name, Box::new(stack))
+        let client = tower::ServiceExt::map_err(service, Into::into);
+        Self::with_stack(name.clone(), stack::build(&name, &settings, client), metrics)
     }
 
-    fn with_stack(name: Arc<str>, stack: Box<dyn Outbound>) -> Self {
-        let metrics = metrics::UpstreamMetrics::new(&name);
+    fn with_stack(name: Arc<str>, stack: Outbound, registry: &Metrics) -> Self {
+        let metrics = metrics::UpstreamMetrics::new(&name, registry);
         Self { inner: Arc::new(UpstreamInner { name, stack, metrics }) }
     }
 
@@ -168,101 +143,64 @@ impl Upstream {
     }
 
     /// A `GET` of `path` (with query; encode caller input with [`encode`]) decoded as `T`.
-    pub fn get<T: DeserializeOwned>(&self, path: impl Into<String>) -> Call<T> {
-        Call { upstream: self.clone(), method: Method::GET, path: path.into(), _output: PhantomData }
+    pub fn get<T>(&self, path: impl Into<String>) -> Call<T> {
+        self.request(Method::GET, path)
     }
 
-    /// Sends one request through the policy stack and returns the 2xx body.
-    pub async fn send(&self, request: OutboundRequest) -> Result<Bytes, UpstreamError> {
-        self.exchange(request, Ok).await
+    /// A `POST` of `path`; add a body with [`Call::json`].
+    pub fn post<T>(&self, path: impl Into<String>) -> Call<T> {
+        self.request(Method::POST, path)
     }
 
-    /// Sends one request and decodes its 2xx JSON body as `T`.
-    pub(crate) async fn send_json<T: DeserializeOwned>(&self, request: OutboundRequest) -> Result<T, UpstreamError> {
-        self.exchange(request, |body| {
-            serde_json::from_slice(&body)
-                .map_err(|e| UpstreamError::new(self.inner.name.clone(), UpstreamErrorKind::Decode).with_cause(e))
-        })
-        .await
+    /// A `PUT` of `path`.
+    pub fn put<T>(&self, path: impl Into<String>) -> Call<T> {
+        self.request(Method::PUT, path)
     }
 
-    /// Every call goes through here, so every call is counted in the upstream metrics, its
-    /// decoding included.
-    async fn exchange<T>(
-        &self,
-        request: OutboundRequest,
-        decode: impl FnOnce(Bytes) -> Result<T, UpstreamError>,
-    ) -> Result<T, UpstreamError> {
-        let start = Instant::now();
-        let result = self.inner.stack.call(request).await.and_then(decode);
-        self.inner.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
-        result
-    }
-}
-
-/// A described but not yet sent upstream call whose 2xx JSON body decodes as `T`.
-#[must_use = "a Call does nothing until it runs in a fan-out"]
-pub struct Call<T> {
-    upstream: Upstream,
-    method: Method,
-    path: String,
-    _output: PhantomData<fn() -> T>,
-}
-
-impl<T> fmt::Debug for Call<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Call")
-            .field("upstream", &self.upstream.inner.name)
-            .field("method", &self.method)
-            .field("path", &self.path)
-            .finish()
-    }
-}
-
-impl<T: DeserializeOwned> Call<T> {
-    /// The upstream this call goes to.
-    pub fn upstream(&self) -> &Upstream {
-        &self.upstream
+    /// A `PATCH` of `path`.
+    pub fn patch<T>(&self, path: impl Into<String>) -> Call<T> {
+        self.request(Method::PATCH, path)
     }
 
-    /// Sends the call under `ctx`'s deadline and request id, and decodes the body.
-    pub async fn send(self, ctx: &Ctx) -> Result<T, UpstreamError> {
-        let request = OutboundRequest {
-            method: self.method,
-            path: self.path,
-            request_id: ctx.request_id().clone(),
-            deadline: ctx.deadline(),
-        };
-        self.upstream.send_json(request).await
+    /// A `DELETE` of `path`.
+    pub fn delete<T>(&self, path: impl Into<String>) -> Call<T> {
+        self.request(Method::DELETE, path)
+    }
+
+    /// A call of any `method` to `path`.
+    pub fn request<T>(&self, method: Method, path: impl Into<String>) -> Call<T> {
+        Call::new(self.clone(), method, path.into())
+    }
+
+    /// Counts an optional part of this upstream left out of an answer.
+    pub(crate) fn count_degraded(&self) {
+        self.inner.metrics.degraded.increment(1);
     }
 }
 
 /// Every upstream named in the configuration, by name.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Upstreams {
-    source: Arc<str>,
     by_name: Arc<BTreeMap<String, (Upstream, url::Url)>>,
 }
 
 impl Upstreams {
     /// Builds a client per upstream section, merging `defaults` explicitly.
-    pub fn from_config(config: &Config, source: &str) -> Self {
+    pub fn from_config(config: &Config, metrics: &Metrics) -> Self {
         let by_name = config
             .upstreams
             .iter()
             .map(|(name, u)| {
-                let upstream = Upstream::new(name, &u.url, UpstreamSettings::from_config(&config.defaults, u));
-                (name.clone(), (upstream, u.url.clone()))
+                let settings = UpstreamSettings::from_config(&config.defaults, u);
+                (name.clone(), (Upstream::new(name, &u.url, settings, metrics), u.url.clone()))
             })
             .collect();
-        Self { source: Arc::from(source), by_name: Arc::new(by_name) }
+        Self { by_name: Arc::new(by_name) }
     }
 
-    /// The upstream called `name`; an error naming the missing config section otherwise.
-    pub fn get(&self, name: &str) -> Result<Upstream, ConfigError> {
-        self.by_name.get(name).map(|(u, _)| u.clone()).ok_or_else(|| {
-            ConfigError::key(&*self.source, format!("upstreams.{name}"), "this BFF calls it, but it is not configured")
-        })
+    /// The upstream called `name`, if configured.
+    pub fn get(&self, name: &str) -> Option<Upstream> {
+        self.by_name.get(name).map(|(u, _)| u.clone())
     }
 
     /// Each upstream's name and base URL.

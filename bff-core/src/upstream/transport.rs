@@ -1,33 +1,29 @@
 //! The innermost outbound step: one HTTP exchange over a pooled hyper client (HTTP/1.1, or HTTP/2
 //! per the upstream's `protocol`).
 //!
-//! hyper-util's pooled client directly, not reqwest: a call builds one `Uri` from parts parsed at
-//! start-up and one two-header request, and reads the body into one buffer. On `/mobile/home`
-//! (three calls) it took CPU per request from 300 to 214 µs and req/s from 3,100 to 4,550 against
-//! reqwest's general-purpose path (A/B, three runs each: bff-mobile pinned to one core, wrk at 64
-//! connections).
+//! hyper-util's pooled client directly, not reqwest: a call's origin-form URI gets the scheme and
+//! authority parsed at start-up, and `Host` is built once; reqwest's general-purpose path costs
+//! more per call (`bench/README.md`).
 
 mod connect;
 
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderName, HeaderValue};
-use http::{Method, Request, Uri};
-use http_body_util::Empty;
+use http::{HeaderValue, Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::{Outbound, OutboundRequest, UpstreamError, UpstreamErrorKind, UpstreamSettings};
+use super::stack::CallContext;
+use super::{Body, BoxError, UpstreamError, UpstreamErrorKind, UpstreamSettings};
 use crate::body::{self, CollectError};
 use crate::config::UpstreamProtocol;
-use crate::request::REQUEST_ID;
 
 /// The largest upstream body read into memory; a larger one fails the call as a transport error.
 pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -43,20 +39,15 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
 
-type HttpClient = Client<HttpsConnector<connect::Quiet>, Empty<Bytes>>;
+type HttpClient = Client<HttpsConnector<connect::Quiet>, Body>;
 
-/// How many times a call the server refused without processing it (HTTP/2 `REFUSED_STREAM`, or a
-/// stream past a `GOAWAY`'s last id) is sent again. Such a call did nothing upstream, so this is
-/// safe for any method; it happens when a burst of calls opens a connection before the server's
-/// stream limit is known, and when an upstream shuts down gracefully.
-const REFUSED_RETRIES: usize = 2;
-
-/// Sends an [`OutboundRequest`] and returns the body of a 2xx answer.
+/// Sends a request to one base URL and answers its response, the body read whole unless the
+/// call's [`CallContext`] asks for a stream. Any status is an answer; deciding on it is the
+/// caller's business.
 #[derive(Clone)]
 pub(crate) struct HttpTransport(Arc<Transport>);
 
 struct Transport {
-    protocol: UpstreamProtocol,
     name: Arc<str>,
     scheme: Scheme,
     authority: Authority,
@@ -106,12 +97,7 @@ impl HttpTransport {
             .http2_keep_alive_timeout(H2_PING_TIMEOUT)
             .http2_keep_alive_while_idle(true)
             .build(https);
-        Self(Arc::new(Transport { protocol: settings.protocol, name, scheme, authority, base_path, host, client }))
-    }
-
-    #[cfg(test)]
-    fn uri(&self, path_and_query: String) -> Result<Uri, http::Error> {
-        self.0.uri(path_and_query)
+        Self(Arc::new(Transport { name, scheme, authority, base_path, host, client }))
     }
 }
 
@@ -120,54 +106,37 @@ impl Transport {
         UpstreamError::new(self.name.clone(), kind).with_cause(cause)
     }
 
-    /// One attempt's request: built from parts already checked, so it cannot fail.
-    fn request(&self, method: Method, uri: Uri, request_id: HeaderValue) -> Request<Empty<Bytes>> {
-        let mut request = Request::new(Empty::new());
-        *request.method_mut() = method;
+    async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+        let uri = self.uri(request.uri()).map_err(|e| self.fail(UpstreamErrorKind::Request, &e))?;
         *request.uri_mut() = uri;
-        let headers = request.headers_mut();
-        headers.insert(HeaderName::from_static(REQUEST_ID), request_id);
         if let Some(host) = &self.host {
-            headers.insert(HOST, host.clone());
+            request.headers_mut().insert(HOST, host.clone());
         }
-        request
-    }
-
-    async fn send(&self, request: OutboundRequest) -> Result<Bytes, UpstreamError> {
-        let uri = self.uri(request.path).map_err(|e| self.fail(UpstreamErrorKind::Transport, &e))?;
-        // Over HTTP/1.1 a call is never refused unprocessed in a way worth resending (the client
-        // already resends one that never left on a closed pooled connection): nothing to keep.
-        let again = (self.protocol != UpstreamProtocol::Http1)
-            .then(|| (request.method.clone(), uri.clone(), request.request_id.clone()));
-        let mut response = self.client.request(self.request(request.method, uri, request.request_id)).await;
-        if let Some((method, uri, request_id)) = again {
-            for _ in 0..REFUSED_RETRIES {
-                if !matches!(&response, Err(e) if refused_unprocessed(e)) {
-                    break;
-                }
-                response = self.client.request(self.request(method.clone(), uri.clone(), request_id.clone())).await;
-            }
-        }
-        let response = response.map_err(|e| {
+        let streamed = request.extensions().get::<CallContext>().is_some_and(|c| c.streamed);
+        let response = self.client.request(request).await.map_err(|e| {
             let kind = if e.is_connect() { UpstreamErrorKind::Connect } else { UpstreamErrorKind::Transport };
-            self.fail(kind, &ErrorChain(&e))
+            let error = self.fail(kind, &ErrorChain(&e));
+            if refused_unprocessed(&e) { error.unprocessed() } else { error }
         })?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(self.fail(UpstreamErrorKind::Status(status), &status));
+        let (parts, incoming) = response.into_parts();
+        if streamed {
+            return Ok(Response::from_parts(parts, Body::from(incoming)));
         }
-        body::collect(response.into_body(), MAX_BODY_BYTES).await.map_err(|e| match e {
+        let bytes = body::collect(incoming, MAX_BODY_BYTES).await.map_err(|e| match e {
             CollectError::Read(e) => self.fail(UpstreamErrorKind::Transport, &ErrorChain(&e)),
             too_large => self.fail(UpstreamErrorKind::Transport, &too_large),
-        })
+        })?;
+        Ok(Response::from_parts(parts, Body::from(bytes)))
     }
 
-    /// The full URI of a call: the base's scheme, authority and path, then the call's path and query.
-    fn uri(&self, path_and_query: String) -> Result<Uri, http::Error> {
+    /// The full URI of a call: the base's scheme, authority and path, then the call's path and
+    /// query (its `uri` is origin-form, `/users/42?x=1`).
+    fn uri(&self, call: &Uri) -> Result<Uri, http::Error> {
+        let path = call.path_and_query().map_or("/", PathAndQuery::as_str);
         let path_and_query = if self.base_path.is_empty() {
-            PathAndQuery::try_from(path_and_query)?
+            call.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
         } else {
-            PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))?
+            PathAndQuery::try_from(format!("{}{path}", self.base_path))?
         };
         Uri::builder()
             .scheme(self.scheme.clone())
@@ -177,10 +146,19 @@ impl Transport {
     }
 }
 
-impl Outbound for HttpTransport {
-    fn call(&self, request: OutboundRequest) -> BoxFuture<'static, Result<Bytes, UpstreamError>> {
+impl tower::Service<Request<Body>> for HttpTransport {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The pooled client queues nothing of its own: it is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
         let transport = self.0.clone();
-        Box::pin(async move { transport.send(request).await })
+        Box::pin(async move { transport.send(request).await.map_err(BoxError::from) })
     }
 }
 

@@ -1,9 +1,9 @@
 //! Why a caller could not be authenticated.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::BffError;
+use crate::problem::{ErrorReport, ErrorSource, Problem};
 
 /// An authentication failure. All but [`AuthError::KeysUnavailable`] are the client's (401).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -73,6 +73,14 @@ impl AuthError {
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        BffError::from(self).into_response()
+        let status = self.status();
+        let problem = Problem::new(status, self.code(), self.to_string());
+        let source = if status == StatusCode::SERVICE_UNAVAILABLE { ErrorSource::Upstream } else { ErrorSource::Downstream };
+        let report = ErrorReport { code: self.code(), message: self.to_string(), source };
+        let mut response = problem.into_response_with(report);
+        if let Some(challenge) = self.challenge() {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
     }
 }

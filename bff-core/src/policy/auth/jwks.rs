@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderValue, Method};
+use axum::http::HeaderValue;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use super::{AuthError, Identity, parse_algorithm};
 use crate::config::AuthConfig;
-use crate::request::current_request_id_header;
-use crate::upstream::{OutboundRequest, Upstream, UpstreamSettings};
+use crate::observe::metrics::Metrics;
+use crate::upstream::{Upstream, UpstreamSettings};
 
 /// How long one JWKS fetch may take.
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,8 +59,9 @@ struct Claims {
 }
 
 impl JwtVerifier {
-    /// A verifier for `config`; keys are fetched on first use.
-    pub fn new(config: &AuthConfig) -> Self {
+    /// A verifier for `config`; keys are fetched on first use, and the fetches recorded in
+    /// `metrics` (as upstream `auth`).
+    pub fn new(config: &AuthConfig, metrics: &Metrics) -> Self {
         let mut origin = config.jwks_url.clone();
         origin.set_path("/");
         origin.set_query(None);
@@ -71,7 +72,7 @@ impl JwtVerifier {
             pool_max_idle: 1,
             ..UpstreamSettings::default()
         };
-        let issuer_host = Upstream::new("auth", &origin, settings);
+        let issuer_host = Upstream::new("auth", &origin, settings, metrics);
         let jwks_path = config.jwks_url[url::Position::BeforePath..url::Position::AfterQuery].to_owned();
         Self {
             inner: Arc::new(Inner {
@@ -97,7 +98,7 @@ impl JwtVerifier {
 
     /// A verifier that starts with `keys` already known (it still fetches on an unknown `kid`).
     pub fn with_keys(config: &AuthConfig, keys: &JwkSet) -> Self {
-        let verifier = Self::new(config);
+        let verifier = Self::new(config, &Metrics::new());
         *verifier.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = decoding_keys(keys);
         verifier
     }
@@ -111,8 +112,14 @@ impl JwtVerifier {
     ///
     /// A token verified before is answered from the cache until its `exp` (or the cache's TTL).
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify_for(token, None).await
+    }
+
+    /// Like [`JwtVerifier::verify`]; a JWKS fetch it causes carries `request_id`, so the
+    /// issuer's logs match ours.
+    pub async fn verify_for(&self, token: &str, request_id: Option<&HeaderValue>) -> Result<Identity, AuthError> {
         let Some(cache) = &self.inner.verified else {
-            return self.verify_signature(token).await.map(|(identity, _)| identity);
+            return self.verify_signature(token, request_id).await.map(|(identity, _)| identity);
         };
         if let Some((identity, expires)) = cache.get(token) {
             if SystemTime::now() < expires {
@@ -120,18 +127,22 @@ impl JwtVerifier {
             }
             cache.invalidate(token);
         }
-        let (identity, expires) = self.verify_signature(token).await?;
+        let (identity, expires) = self.verify_signature(token, request_id).await?;
         cache.insert(Arc::from(token), (identity.clone(), expires));
         Ok(identity)
     }
 
-    async fn verify_signature(&self, token: &str) -> Result<(Identity, SystemTime), AuthError> {
+    async fn verify_signature(
+        &self,
+        token: &str,
+        request_id: Option<&HeaderValue>,
+    ) -> Result<(Identity, SystemTime), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
         if !self.inner.algorithms.contains(&header.alg) {
             return Err(AuthError::Malformed(format!("algorithm {:?} is not accepted", header.alg)));
         }
         let kid = header.kid.ok_or_else(|| AuthError::Malformed("the token has no `kid`".to_owned()))?;
-        let (key, key_alg) = self.key(&kid).await?;
+        let (key, key_alg) = self.key(&kid, request_id).await?;
         if key_alg != header.alg {
             return Err(AuthError::Malformed(format!("key `{kid}` is not for {:?}", header.alg)));
         }
@@ -165,7 +176,7 @@ impl JwtVerifier {
         self.inner.keys.read().unwrap_or_else(|e| e.into_inner()).get(kid).cloned()
     }
 
-    async fn key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
+    async fn key(&self, kid: &str, request_id: Option<&HeaderValue>) -> Result<(DecodingKey, Algorithm), AuthError> {
         if let Some(key) = self.cached(kid) {
             return Ok(key);
         }
@@ -179,7 +190,7 @@ impl JwtVerifier {
             return Err(if self.has_keys() { AuthError::UnknownKey } else { AuthError::KeysUnavailable });
         }
         *last = Some(Instant::now());
-        let fetched = self.fetch().await;
+        let fetched = self.fetch(request_id).await;
         drop(last);
         match fetched {
             Ok(keys) => {
@@ -197,15 +208,11 @@ impl JwtVerifier {
         !self.inner.keys.read().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
-    async fn fetch(&self) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
-        let request = OutboundRequest {
-            method: Method::GET,
-            path: self.inner.jwks_path.clone(),
-            // The request that found the unknown key, when there is one, so the issuer's logs match ours.
-            request_id: current_request_id_header().unwrap_or_else(|| HeaderValue::from_static("jwks-refresh")),
-            deadline: Instant::now() + JWKS_FETCH_TIMEOUT,
-        };
-        let set: JwkSet = self.inner.issuer_host.send_json(request).await.map_err(|e| match e.cause() {
+    async fn fetch(&self, request_id: Option<&HeaderValue>) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
+        // The request that found the unknown key, when there is one, so the issuer's logs match ours.
+        let request_id = request_id.cloned().unwrap_or_else(|| HeaderValue::from_static("jwks-refresh"));
+        let call = self.inner.issuer_host.get::<JwkSet>(self.inner.jwks_path.clone());
+        let set = call.send_within(request_id, Instant::now() + JWKS_FETCH_TIMEOUT).await.map_err(|e| match e.cause() {
             Some(cause) => format!("{e}: {cause}"),
             None => e.to_string(),
         })?;
@@ -244,18 +251,15 @@ mod tests {
     async fn keys_are_fetched_from_the_jwks_url_with_its_path_and_query() {
         crate::install_crypto_provider();
         let mock = services_mock::start(&MockConfig::ephemeral()).await.unwrap();
-        let verifier = JwtVerifier::new(&config(&format!("{}/.well-known/jwks.json?v=1", mock.url(Service::Auth))));
+        let metrics = Metrics::new();
+        let verifier = JwtVerifier::new(&config(&format!("{}/.well-known/jwks.json?v=1", mock.url(Service::Auth))), &metrics);
         let identity = verifier.verify(&mock.token("42", "profile orders", 60)).await.unwrap();
         assert_eq!(identity.subject(), "42");
         assert!(identity.has_scope("orders") && !identity.has_scope("admin"));
         assert_eq!(mock.service(Service::Auth).stats.snapshot().requests, 1);
         // The fetch is counted as a call to the upstream `auth`.
-        let text = crate::observe::metrics::handle().unwrap().render();
-        let fetches = text
-            .lines()
-            .find_map(|line| line.strip_prefix(r#"bff_upstream_requests_total{upstream="auth",outcome="ok"} "#))
-            .and_then(|n| n.parse::<u64>().ok());
-        assert!(fetches.is_some_and(|n| n >= 1), "{text}");
+        let text = metrics.render();
+        assert!(text.contains(r#"bff_upstream_requests_total{upstream="auth",outcome="ok"} 1"#), "{text}");
     }
 
     #[tokio::test]
@@ -263,7 +267,7 @@ mod tests {
         crate::install_crypto_provider();
         let mock = services_mock::start(&MockConfig::ephemeral()).await.unwrap();
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let verifier = JwtVerifier::new(&config(&format!("http://127.0.0.1:{closed}/.well-known/jwks.json")));
+        let verifier = JwtVerifier::new(&config(&format!("http://127.0.0.1:{closed}/.well-known/jwks.json")), &Metrics::new());
         let error = verifier.verify(&mock.token("42", "profile", 60)).await.unwrap_err();
         assert!(matches!(error, AuthError::KeysUnavailable), "{error:?}");
     }

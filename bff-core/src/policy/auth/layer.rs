@@ -1,6 +1,7 @@
 //! The middleware that requires a valid bearer token and inserts the [`Identity`].
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::header::AUTHORIZATION;
@@ -8,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{AuthError, JwtVerifier};
 use crate::middleware::{Inner, Middleware, run};
+use crate::request::RequestMeta;
 
 fn bearer(request: &Request) -> Result<&str, AuthError> {
     let value = request.headers().get(AUTHORIZATION).ok_or(AuthError::MissingToken)?;
@@ -30,8 +32,9 @@ impl Middleware for RequireJwt {
 }
 
 async fn require_jwt<S: Inner>(verifier: JwtVerifier, mut request: Request, inner: S) -> Response {
+    let request_id = request.extensions().get::<Arc<RequestMeta>>().map(|meta| meta.id.clone());
     let identity = match bearer(&request) {
-        Ok(token) => verifier.verify(token).await,
+        Ok(token) => verifier.verify_for(token, request_id.as_ref()).await,
         Err(e) => Err(e),
     };
     match identity {

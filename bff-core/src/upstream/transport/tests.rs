@@ -1,15 +1,21 @@
 //! The transport against real sockets: URIs, bodies, limits, and HTTP/1.1 vs HTTP/2 behaviour.
 
 use std::sync::atomic::AtomicUsize;
+
+use bytes::Bytes;
 use std::sync::atomic::Ordering::SeqCst;
 
+use tower::ServiceExt;
+
 use super::*;
+use crate::request::REQUEST_ID;
 
 #[test]
 fn paths_and_queries_join_the_base() {
     let settings = UpstreamSettings::default();
     let t = |base: &str, path: &str| {
-        HttpTransport::new(Arc::from("x"), &base.parse().unwrap(), &settings).uri(path.to_owned()).unwrap().to_string()
+        let transport = HttpTransport::new(Arc::from("x"), &base.parse().unwrap(), &settings);
+        transport.0.uri(&path.parse().unwrap()).unwrap().to_string()
     };
     assert_eq!(t("http://127.0.0.1:7001", "/users/42"), "http://127.0.0.1:7001/users/42");
     assert_eq!(t("http://h:1/", "/orders?user=42&limit=3"), "http://h:1/orders?user=42&limit=3");
@@ -17,10 +23,15 @@ fn paths_and_queries_join_the_base() {
     assert_eq!(t("https://h.example", "/x"), "https://h.example/x");
 }
 
-#[test]
-fn a_path_that_is_not_a_uri_is_an_error_not_a_panic() {
-    let t = HttpTransport::new(Arc::from("x"), &"http://h:1".parse().unwrap(), &UpstreamSettings::default());
-    assert!(t.uri("/users/a b".to_owned()).is_err());
+/// An upstream at `base` with the whole outbound stack.
+fn through_stack(name: &str, base: &url::Url, protocol: UpstreamProtocol) -> super::super::Upstream {
+    super::super::Upstream::new(name, base, settings(protocol), &crate::observe::metrics::Metrics::new())
+}
+
+/// A JSON `GET` through the whole stack.
+async fn get(upstream: &super::super::Upstream, path: &str) -> Result<serde_json::Value, UpstreamError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    upstream.get(path).send_within(HeaderValue::from_static("req-1"), deadline).await
 }
 
 /// A listener on a free port of 127.0.0.1, and its base URL with `scheme`.
@@ -54,13 +65,13 @@ async fn chunked_server(chunks: &'static [&'static str]) -> (url::Url, tokio::ta
     (base, served)
 }
 
-fn request(path: &str) -> OutboundRequest {
-    OutboundRequest {
-        method: http::Method::GET,
-        path: path.to_owned(),
-        request_id: http::HeaderValue::from_static("req-1"),
-        deadline: tokio::time::Instant::now() + Duration::from_secs(30),
-    }
+/// One exchange through `transport` alone (no stack): the buffered body of any status.
+async fn call(transport: &HttpTransport, path: &str) -> Result<Bytes, UpstreamError> {
+    let mut request = Request::new(Body::empty());
+    *request.uri_mut() = path.parse().unwrap();
+    request.headers_mut().insert(crate::request::REQUEST_ID, HeaderValue::from_static("req-1"));
+    let response = transport.clone().oneshot(request).await.map_err(|e| UpstreamError::from_stack(&Arc::from("t"), e))?;
+    Ok(response.into_body().as_buffered().expect("the transport buffers bodies"))
 }
 
 #[tokio::test]
@@ -68,7 +79,7 @@ async fn a_body_in_many_frames_is_joined_and_the_request_carries_host_and_id() {
     crate::install_crypto_provider();
     let (base, served) = chunked_server(&["{\"a\":", "[1,2,", "3]}"]).await;
     let transport = HttpTransport::new(Arc::from("chunky"), &base, &UpstreamSettings::default());
-    let body = transport.call(request("/things?x=1")).await.unwrap();
+    let body = call(&transport, "/things?x=1").await.unwrap();
     assert_eq!(&body[..], b"{\"a\":[1,2,3]}");
     let head = served.await.unwrap().to_ascii_lowercase();
     assert!(head.starts_with("get /things?x=1 http/1.1\r\n"), "{head}");
@@ -100,7 +111,7 @@ async fn a_body_over_the_limit_fails_the_call_instead_of_filling_memory() {
         }
     });
     let transport = HttpTransport::new(Arc::from("big"), &base, &UpstreamSettings::default());
-    let error = transport.call(request("/")).await.unwrap_err();
+    let error = call(&transport, "/").await.unwrap_err();
     assert_eq!(error.kind(), &UpstreamErrorKind::Transport);
     assert!(error.cause().unwrap().contains("length limit"), "{error:?}");
 }
@@ -159,7 +170,7 @@ async fn http2_multiplexes_concurrent_calls_over_one_connection() {
     crate::install_crypto_provider();
     let (base, seen) = recording_server(20).await;
     let transport = HttpTransport::new(Arc::from("h2"), &base, &settings(UpstreamProtocol::Http2));
-    let calls = (0..20).map(|_| transport.call(request("/x")));
+    let calls = (0..20).map(|_| call(&transport, "/x"));
     for body in futures::future::join_all(calls).await {
         assert_eq!(&body.unwrap()[..], b"{}");
     }
@@ -196,10 +207,11 @@ async fn http2_calls_past_the_servers_stream_limit_wait_for_a_stream_instead_of_
             .serve_connection(TokioIo::new(socket), service)
             .await
     });
-    let transport = HttpTransport::new(Arc::from("narrow"), &base, &settings(UpstreamProtocol::Http2));
-    let calls = (0..8).map(|_| transport.call(request("/x")));
+    // Through the whole stack: a stream refused before the server's limit was known is resent.
+    let narrow = through_stack("narrow", &base, UpstreamProtocol::Http2);
+    let calls = (0..8).map(|_| get(&narrow, "/x"));
     for body in futures::future::join_all(calls).await {
-        assert_eq!(&body.unwrap()[..], b"{}");
+        assert_eq!(body.unwrap(), serde_json::json!({}));
     }
     assert_eq!(most.load(SeqCst), 2, "the server's limit was respected");
 }
@@ -236,8 +248,9 @@ async fn http2_calls_turned_away_by_goaway_before_processing_are_sent_again() {
             .serve_connection(TokioIo::new(socket), service)
             .await
     });
-    let transport = HttpTransport::new(Arc::from("leaving"), &base, &settings(UpstreamProtocol::Http2));
-    assert_eq!(&transport.call(request("/x")).await.unwrap()[..], b"{}");
+    // Through the whole stack: the resend is its retry policy, not the transport's.
+    let leaving = through_stack("leaving", &base, UpstreamProtocol::Http2);
+    assert_eq!(get(&leaving, "/x").await.unwrap(), serde_json::json!({}));
 }
 
 #[tokio::test]
@@ -247,7 +260,7 @@ async fn http1_and_auto_over_plain_http_open_a_connection_per_concurrent_call() 
     for protocol in [UpstreamProtocol::Http1, UpstreamProtocol::Auto] {
         let (base, seen) = recording_server(5).await;
         let transport = HttpTransport::new(Arc::from("h1"), &base, &settings(protocol));
-        let calls = (0..5).map(|_| transport.call(request("/x")));
+        let calls = (0..5).map(|_| call(&transport, "/x"));
         assert!(futures::future::join_all(calls).await.iter().all(Result::is_ok));
         let requests = seen.requests.lock().unwrap().clone();
         assert!(requests.iter().all(|(version, _)| *version == http::Version::HTTP_11), "{protocol:?}");
@@ -260,7 +273,7 @@ async fn http2_against_a_server_that_speaks_only_http1_fails_as_transport() {
     crate::install_crypto_provider();
     let (base, served) = chunked_server(&["{}"]).await;
     let transport = HttpTransport::new(Arc::from("old"), &base, &settings(UpstreamProtocol::Http2));
-    let error = transport.call(request("/")).await.unwrap_err();
+    let error = call(&transport, "/").await.unwrap_err();
     assert_eq!(error.kind(), &UpstreamErrorKind::Transport, "{error:?}");
     served.abort();
 }
@@ -318,14 +331,14 @@ async fn over_tls_the_protocol_is_negotiated_by_alpn() {
     for (protocol, offered, expected) in cases {
         let (base, seen, tls) = tls_server(offered).await;
         let transport = HttpTransport::with_tls(Arc::from("tls"), &base, &settings(protocol), tls);
-        assert_eq!(&transport.call(request("/x")).await.unwrap()[..], b"{}", "{protocol:?}");
+        assert_eq!(&call(&transport, "/x").await.unwrap()[..], b"{}", "{protocol:?}");
         let versions: Vec<_> = seen.requests.lock().unwrap().iter().map(|(v, _)| *v).collect();
         assert_eq!(versions, [expected], "{protocol:?} against {offered:?}");
     }
     // HTTP/2 only, against a server that cannot agree to it: the handshake fails, no call is made.
     let (base, seen, tls) = tls_server(h1_only).await;
     let transport = HttpTransport::with_tls(Arc::from("tls"), &base, &settings(UpstreamProtocol::Http2), tls);
-    assert!(transport.call(request("/x")).await.is_err());
+    assert!(call(&transport, "/x").await.is_err());
     assert!(seen.requests.lock().unwrap().is_empty());
 }
 
@@ -350,9 +363,9 @@ async fn a_dead_http2_connection_is_found_by_ping_and_replaced() {
     });
     let transport = HttpTransport::new(Arc::from("silent"), &base, &settings(UpstreamProtocol::Http2));
     // The first call hangs on the silent connection until its own timeout gives up on it.
-    assert!(tokio::time::timeout(Duration::from_secs(1), transport.call(request("/x"))).await.is_err());
+    assert!(tokio::time::timeout(Duration::from_secs(1), call(&transport, "/x")).await.is_err());
     // Within a ping interval and a ping timeout the client notices, and the next call reconnects.
     tokio::time::sleep(H2_PING_INTERVAL + H2_PING_TIMEOUT + Duration::from_secs(1)).await;
-    let answered = tokio::time::timeout(Duration::from_secs(1), transport.call(request("/x"))).await;
+    let answered = tokio::time::timeout(Duration::from_secs(1), call(&transport, "/x")).await;
     assert_eq!(&answered.expect("a new connection answers").unwrap()[..], b"{}");
 }

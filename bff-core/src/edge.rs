@@ -11,10 +11,11 @@ use futures::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{CURRENT_REQUEST_ID, DEGRADED, REQUEST_ID, RequestMeta, RoutePolicies};
-use crate::error::{BffError, ErrorReport, ErrorSource};
+use crate::error::BffError;
 use crate::middleware::{Inner, Middleware, run};
-use crate::observe::metrics;
+use crate::observe::metrics::Metrics;
+use crate::problem::{ErrorReport, ErrorSource, Problem};
+use crate::request::{DEGRADED, REQUEST_ID, RequestMeta, RoutePolicies};
 
 /// The longest request id we accept from a client; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -30,15 +31,18 @@ fn accepted_request_id(value: &HeaderValue) -> bool {
 
 /// The edge: request id, request context, span, access log, metrics, panics and bare 405s.
 #[derive(Clone)]
-pub(crate) struct Edge(pub(crate) RoutePolicies);
+pub(crate) struct Edge {
+    pub(crate) policies: RoutePolicies,
+    pub(crate) metrics: Metrics,
+}
 
 impl Middleware for Edge {
     fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
-        edge(self.0.clone(), request, inner)
+        edge(self.clone(), request, inner)
     }
 }
 
-async fn edge<S: Inner>(policies: RoutePolicies, mut request: Request, next: S) -> Response {
+async fn edge<S: Inner>(Edge { policies, metrics }: Edge, mut request: Request, next: S) -> Response {
     let start = Instant::now();
     let id = match request.headers().get(REQUEST_ID) {
         Some(value) if accepted_request_id(value) => value.clone(),
@@ -68,7 +72,8 @@ async fn edge<S: Inner>(policies: RoutePolicies, mut request: Request, next: S) 
             Err(panic) => panic_response(panic),
         }
     };
-    let mut response = CURRENT_REQUEST_ID.scope(id.clone(), handled).instrument(span.clone()).await;
+    let mut response = handled.instrument(span.clone()).await;
+    with_request_id(&mut response, &id);
 
     let degraded = meta.degraded.lock().unwrap_or_else(|e| e.into_inner()).join(", ");
     // A degradation describes an answer's content; an error response has none.
@@ -83,8 +88,20 @@ async fn edge<S: Inner>(policies: RoutePolicies, mut request: Request, next: S) 
     }
     log_access(&span, &response, start, &degraded);
     let route = meta.route.get().map_or("unmatched", |path| path.as_str());
-    metrics::request(route, &method, response.status().as_u16(), start.elapsed());
+    metrics.request(route, &method, response.status().as_u16(), start.elapsed());
     response
+}
+
+/// Renders a problem body again with the request id in it (errors are made without it).
+fn with_request_id(response: &mut Response, id: &HeaderValue) {
+    let Some(problem) = response.extensions_mut().get_mut::<Problem>() else { return };
+    if problem.request_id.is_some() {
+        return;
+    }
+    problem.request_id = id.to_str().ok().map(str::to_owned);
+    let body = problem.body();
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    *response.body_mut() = axum::body::Body::from(body);
 }
 
 /// A fresh UUID v4 as a header value, formatted on the stack.

@@ -1,0 +1,110 @@
+//! The one error body, RFC 9457 `application/problem+json`, at the bottom of the module graph:
+//! every error type converts into a [`Problem`], and the edge adds the request id when it answers.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Who caused an error (as pingora classifies them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client sent something we refuse (4xx).
+    Downstream,
+    /// A downstream service failed or was too slow (502, 503, 504).
+    Upstream,
+    /// Our own bug or misconfiguration (500).
+    Internal,
+}
+
+impl ErrorSource {
+    /// The usual source of a status: 4xx the client, 502–504 an upstream, the rest us.
+    pub fn of(status: StatusCode) -> Self {
+        match status.as_u16() {
+            400..=499 => Self::Downstream,
+            502..=504 => Self::Upstream,
+            _ => Self::Internal,
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Problem {
+    /// `about:blank`: the status and `code` say what happened.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The status's reason phrase.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened, for people.
+    pub detail: String,
+    /// A stable SCREAMING_SNAKE code, for machines.
+    pub code: &'static str,
+    /// The request id, to quote when reporting a problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The upstream at fault, for upstream errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+impl Problem {
+    /// A problem with `status`, a stable `code` and a `detail` for people.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code,
+            request_id: None,
+            service: None,
+        }
+    }
+
+    /// Names the upstream at fault.
+    pub fn with_service(mut self, service: impl Into<String>) -> Self {
+        self.service = Some(service.into());
+        self
+    }
+
+    /// The response: the JSON body, and the problem and `report` as extensions for the layers
+    /// outside (the edge renders it again with the request id; the access log reads the report).
+    pub fn into_response_with(self, report: ErrorReport) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, self.body()).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response.extensions_mut().insert(self);
+        response.extensions_mut().insert(report);
+        response
+    }
+
+    /// The serialized document.
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let report = ErrorReport {
+            code: self.code,
+            message: self.detail.clone(),
+            source: ErrorSource::of(StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)),
+        };
+        self.into_response_with(report)
+    }
+}
+
+/// What the access log needs to know about an error response, carried as a response extension.
+#[derive(Debug, Clone)]
+pub struct ErrorReport {
+    /// The problem's code.
+    pub code: &'static str,
+    /// The full error text, internal details included.
+    pub message: String,
+    /// Who caused it.
+    pub source: ErrorSource,
+}

@@ -1,0 +1,136 @@
+//! The body of an upstream request or response: empty, one buffer, or a stream.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+
+use super::BoxError;
+
+/// A request or response body of the outbound stack.
+///
+/// An enum rather than a boxed trait object: the common cases (no body, a JSON buffer, hyper's
+/// own response body) cost no allocation, and a buffered body can be cloned for a retry.
+#[derive(Debug, Default)]
+pub struct Body(Kind);
+
+#[derive(Debug, Default)]
+enum Kind {
+    #[default]
+    Empty,
+    Full(Option<Bytes>),
+    Incoming(hyper::body::Incoming),
+    Stream(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl Body {
+    /// No body.
+    pub fn empty() -> Self {
+        Self(Kind::Empty)
+    }
+
+    /// Any streaming body (a proxied request, a test's chunked answer).
+    pub fn stream<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self(Kind::Stream(body.map_err(Into::into).boxed_unsync()))
+    }
+
+    /// A copy for another attempt, when the body is buffered (a stream cannot be sent twice).
+    pub fn try_clone(&self) -> Option<Self> {
+        match &self.0 {
+            Kind::Empty => Some(Self(Kind::Empty)),
+            Kind::Full(bytes) => Some(Self(Kind::Full(bytes.clone()))),
+            Kind::Incoming(_) | Kind::Stream(_) => None,
+        }
+    }
+
+    /// The bytes, if the body is one buffer (or empty) and has not been read.
+    pub(crate) fn as_buffered(&self) -> Option<Bytes> {
+        match &self.0 {
+            Kind::Empty => Some(Bytes::new()),
+            Kind::Full(bytes) => bytes.clone(),
+            Kind::Incoming(_) | Kind::Stream(_) => None,
+        }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        if bytes.is_empty() { Self(Kind::Empty) } else { Self(Kind::Full(Some(bytes))) }
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::from(Bytes::from(bytes))
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(text: &'static str) -> Self {
+        Self::from(Bytes::from_static(text.as_bytes()))
+    }
+}
+
+impl From<hyper::body::Incoming> for Body {
+    fn from(body: hyper::body::Incoming) -> Self {
+        Self(Kind::Incoming(body))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().0 {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::Stream(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Empty => true,
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Incoming(body) => body.is_end_stream(),
+            Kind::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Incoming(body) => body.size_hint(),
+            Kind::Stream(body) => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body::Body as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn buffered_bodies_clone_and_streams_do_not() {
+        let full = Body::from(Bytes::from_static(b"{}"));
+        assert_eq!(full.size_hint().exact(), Some(2));
+        let copy = full.try_clone().expect("a buffer clones");
+        assert_eq!(copy.collect().await.unwrap().to_bytes(), "{}");
+        assert!(Body::empty().try_clone().is_some());
+        let stream = Body::stream(http_body_util::Full::new(Bytes::from_static(b"x")));
+        assert!(stream.try_clone().is_none());
+        assert_eq!(stream.collect().await.unwrap().to_bytes(), "x");
+    }
+}

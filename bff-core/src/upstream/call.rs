@@ -1,0 +1,243 @@
+//! Typed calls: [`Call`] describes one request (any method, headers, a JSON body); what it yields
+//! is chosen by its output type through [`Decode`]: a JSON `T` from a 2xx answer, a [`Reply`]
+//! of any status with its headers, or a [`Streamed`] response whose body is not read.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::stack::CallContext;
+use super::transport::MAX_BODY_BYTES;
+use super::{Body, Upstream, UpstreamError, UpstreamErrorKind};
+use crate::request::Ctx;
+
+/// A described but not yet sent upstream call; it yields a `T` (see [`Decode`]).
+///
+/// Built by [`Upstream::get`] and its siblings, refined with [`Call::header`] and [`Call::json`],
+/// sent inside a fan-out (`ctx.fanout((call.required(), …))`) or alone with [`Call::send`].
+/// A header or body that cannot be used fails the call when it is sent, as a 500 (our bug).
+#[must_use = "a Call does nothing until it is sent or runs in a fan-out"]
+pub struct Call<T> {
+    upstream: Upstream,
+    request: Result<Request<Body>, String>,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Call<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Call");
+        debug.field("upstream", &self.upstream.name());
+        match &self.request {
+            Ok(request) => debug.field("method", request.method()).field("uri", request.uri()),
+            Err(error) => debug.field("error", error),
+        };
+        debug.finish()
+    }
+}
+
+impl<T> Call<T> {
+    pub(crate) fn new(upstream: Upstream, method: Method, path: String) -> Self {
+        let request = Uri::try_from(path).map_err(|e| format!("invalid path: {e}")).and_then(|uri| {
+            if uri.scheme().is_some() || !uri.path().starts_with('/') {
+                return Err(format!("`{uri}` is not a path starting with `/`"));
+            }
+            let mut request = Request::new(Body::empty());
+            *request.method_mut() = method;
+            *request.uri_mut() = uri;
+            Ok(request)
+        });
+        Self { upstream, request, _output: PhantomData }
+    }
+
+    /// The upstream this call goes to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Adds a request header (`Idempotency-Key`, `If-None-Match`, …).
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: fmt::Display,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: fmt::Display,
+    {
+        if let Ok(request) = &mut self.request {
+            match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+                (Ok(name), Ok(value)) => {
+                    request.headers_mut().append(name, value);
+                }
+                (Err(e), _) => self.request = Err(format!("invalid header name: {e}")),
+                (_, Err(e)) => self.request = Err(format!("invalid header value: {e}")),
+            }
+        }
+        self
+    }
+
+    /// Sends `body` as JSON (`Content-Type: application/json`).
+    pub fn json(self, body: &impl Serialize) -> Self {
+        match serde_json::to_vec(body) {
+            Ok(bytes) => self.body(HeaderValue::from_static("application/json"), bytes),
+            Err(e) => Self { request: Err(format!("the JSON body cannot be serialized: {e}")), ..self },
+        }
+    }
+
+    /// Sends `bytes` with `content_type`.
+    pub fn body(mut self, content_type: HeaderValue, bytes: impl Into<Bytes>) -> Self {
+        if let Ok(request) = &mut self.request {
+            *request.body_mut() = Body::from(bytes.into());
+            request.headers_mut().insert(CONTENT_TYPE, content_type);
+        }
+        self
+    }
+
+    /// Yields the answer of any status with its headers, for a handler that decides per status.
+    pub fn reply(self) -> Call<Reply> {
+        Call { upstream: self.upstream, request: self.request, _output: PhantomData }
+    }
+
+    /// Yields the response as it arrives, its body unread (proxying). The deadline and the
+    /// per-try timeout bound the wait for the response head, not the reading of the body.
+    pub fn streamed(self) -> Call<Streamed> {
+        Call { upstream: self.upstream, request: self.request, _output: PhantomData }
+    }
+}
+
+impl<T: Decode> Call<T> {
+    /// Sends the call under `ctx`'s deadline and request id, and decodes the answer.
+    pub async fn send(self, ctx: &Ctx) -> Result<T, UpstreamError> {
+        self.send_within(ctx.request_id().clone(), ctx.deadline()).await
+    }
+
+    /// Sends the call with `request_id`, ending it at `deadline` whatever happens inside.
+    pub async fn send_within(self, request_id: HeaderValue, deadline: Instant) -> Result<T, UpstreamError> {
+        let upstream = self.upstream.inner;
+        let start = Instant::now();
+        let result = async {
+            let mut request =
+                self.request.map_err(|e| UpstreamError::new(upstream.name.clone(), UpstreamErrorKind::Request).with_cause(e))?;
+            let context = CallContext { request_id, deadline, streamed: T::STREAMED };
+            request.extensions_mut().insert(context);
+            let response = upstream
+                .stack
+                .clone()
+                .oneshot(request)
+                .await
+                .map_err(|e| UpstreamError::from_stack(&upstream.name, e))?;
+            T::decode(response, &upstream.name).await
+        }
+        .await;
+        upstream.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
+        result
+    }
+}
+
+/// What a call yields, made from the upstream's response.
+///
+/// Implemented for every `T: DeserializeOwned` (a 2xx JSON body; an empty one reads as `null`,
+/// so `()` and `Option<T>` fit a `204`), for [`Reply`] and for [`Streamed`].
+pub trait Decode: Sized + Send + 'static {
+    /// Whether the body is left unread for the caller ([`Streamed`]).
+    const STREAMED: bool = false;
+
+    /// Makes the output from `response`; `upstream` names the service in errors.
+    fn decode(response: Response<Body>, upstream: &Arc<str>) -> impl Future<Output = Result<Self, UpstreamError>> + Send;
+}
+
+impl<T: DeserializeOwned + Send + 'static> Decode for T {
+    async fn decode(response: Response<Body>, upstream: &Arc<str>) -> Result<Self, UpstreamError> {
+        let status = response.status();
+        if !status.is_success() {
+            return Err(UpstreamError::new(upstream.clone(), UpstreamErrorKind::Status(status)).with_cause(status));
+        }
+        let body = buffered(response.into_body(), upstream).await?;
+        let json: &[u8] = if body.is_empty() { b"null" } else { &body };
+        serde_json::from_slice(json)
+            .map_err(|e| UpstreamError::new(upstream.clone(), UpstreamErrorKind::Decode).with_cause(e))
+    }
+}
+
+/// The body's bytes: already buffered by the client, or read here under the same limit.
+async fn buffered(body: Body, upstream: &Arc<str>) -> Result<Bytes, UpstreamError> {
+    if let Some(bytes) = body.as_buffered() {
+        return Ok(bytes);
+    }
+    crate::body::collect(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| UpstreamError::new(upstream.clone(), UpstreamErrorKind::Transport).with_cause(e))
+}
+
+/// An answer of any status, its headers and its whole body (under the body limit).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    upstream: Arc<str>,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The response headers (`ETag`, `Cache-Control`, `Location`, …).
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The body decoded as JSON (empty reads as `null`), whatever the status.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, UpstreamError> {
+        let json: &[u8] = if self.body.is_empty() { b"null" } else { &self.body };
+        serde_json::from_slice(json)
+            .map_err(|e| UpstreamError::new(self.upstream.clone(), UpstreamErrorKind::Decode).with_cause(e))
+    }
+
+    /// The error a JSON call would have failed with on this status (`UPSTREAM_BAD_STATUS`), for
+    /// the statuses a handler does not handle itself.
+    pub fn error(&self) -> UpstreamError {
+        UpstreamError::new(self.upstream.clone(), UpstreamErrorKind::Status(self.status)).with_cause(self.status)
+    }
+}
+
+impl Decode for Reply {
+    async fn decode(response: Response<Body>, upstream: &Arc<str>) -> Result<Self, UpstreamError> {
+        let (parts, body) = response.into_parts();
+        let body = buffered(body, upstream).await?;
+        Ok(Self { upstream: upstream.clone(), status: parts.status, headers: parts.headers, body })
+    }
+}
+
+/// A response of any status whose body is read by the caller, as it arrives.
+#[derive(Debug)]
+pub struct Streamed(pub Response<Body>);
+
+impl Streamed {
+    /// The response.
+    pub fn into_inner(self) -> Response<Body> {
+        self.0
+    }
+}
+
+impl Decode for Streamed {
+    const STREAMED: bool = true;
+
+    async fn decode(response: Response<Body>, _upstream: &Arc<str>) -> Result<Self, UpstreamError> {
+        Ok(Self(response))
+    }
+}

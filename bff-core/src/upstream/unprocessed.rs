@@ -1,0 +1,113 @@
+//! A retry policy: a call the upstream turned away without processing it is sent again.
+//!
+//! An HTTP/2 server refuses a stream (`REFUSED_STREAM`) when a burst of calls opens a connection
+//! before its stream limit is known, and a server shutting down gracefully (`GOAWAY`) leaves the
+//! streams past its last id unprocessed (RFC 9113 §8.7). Such a call did nothing upstream, so
+//! sending it again is safe for any method.
+
+use std::future::{Ready, ready};
+
+use http::{Request, Response};
+use tower::retry::{Policy, RetryLayer};
+
+use super::{Body, BoxError, UpstreamError};
+
+/// How many times such a call is sent again.
+const RESENDS: usize = 2;
+
+/// The retry layer of this policy.
+pub(crate) fn layer() -> RetryLayer<Unprocessed> {
+    RetryLayer::new(Unprocessed { left: RESENDS })
+}
+
+/// Resends a call turned away unprocessed, [`RESENDS`] times at most.
+#[derive(Debug, Clone)]
+pub(crate) struct Unprocessed {
+    left: usize,
+}
+
+impl Policy<Request<Body>, Response<Body>, BoxError> for Unprocessed {
+    type Future = Ready<()>;
+
+    fn retry(
+        &mut self,
+        _request: &mut Request<Body>,
+        result: &mut Result<Response<Body>, BoxError>,
+    ) -> Option<Self::Future> {
+        let unprocessed = matches!(result, Err(e) if e.downcast_ref::<UpstreamError>().is_some_and(UpstreamError::is_unprocessed));
+        (unprocessed && self.left > 0).then(|| {
+            self.left -= 1;
+            ready(())
+        })
+    }
+
+    fn clone_request(&mut self, request: &Request<Body>) -> Option<Request<Body>> {
+        clone_request(request)
+    }
+}
+
+/// A copy of `request` for another attempt; `None` when its body is a stream.
+pub(crate) fn clone_request(request: &Request<Body>) -> Option<Request<Body>> {
+    let mut copy = Request::new(request.body().try_clone()?);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    Some(copy)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use http::HeaderValue;
+    use tokio::time::Instant;
+
+    use super::super::{Upstream, UpstreamErrorKind, UpstreamSettings};
+    use super::*;
+    use crate::config::UpstreamProtocol;
+    use crate::observe::metrics::Metrics;
+
+    /// An HTTP/2 upstream whose first `failures` attempts fail (unprocessed or not), counting attempts.
+    fn flaky(failures: usize, unprocessed: bool) -> (Upstream, Arc<AtomicUsize>) {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let counted = attempts.clone();
+        let service = tower::service_fn(move |_: Request<Body>| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < failures {
+                    let error = UpstreamError::new(Arc::from("flaky"), UpstreamErrorKind::Transport);
+                    return Err(if unprocessed { error.unprocessed() } else { error });
+                }
+                Ok(Response::new(Body::from("{}")))
+            }
+        });
+        let settings = UpstreamSettings { protocol: UpstreamProtocol::Http2, ..UpstreamSettings::default() };
+        (Upstream::from_service("flaky", settings, service, &Metrics::new()), attempts)
+    }
+
+    async fn post(upstream: &Upstream) -> Result<serde_json::Value, UpstreamError> {
+        let call = upstream.post::<serde_json::Value>("/orders").json(&serde_json::json!({"user": 1}));
+        call.send_within(HeaderValue::from_static("r"), Instant::now() + Duration::from_secs(5)).await
+    }
+
+    #[tokio::test]
+    async fn calls_turned_away_unprocessed_are_resent_twice_at_most_whatever_the_method() {
+        let (upstream, attempts) = flaky(2, true);
+        assert!(post(&upstream).await.is_ok());
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+        let (upstream, attempts) = flaky(3, true);
+        assert!(post(&upstream).await.unwrap_err().is_unprocessed());
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_call_the_upstream_may_have_processed_is_not_resent() {
+        let (upstream, attempts) = flaky(1, false);
+        assert_eq!(post(&upstream).await.unwrap_err().kind(), &UpstreamErrorKind::Transport);
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    }
+}
