@@ -10,8 +10,9 @@ use axum::response::IntoResponse;
 use bff_core::config::AuthConfig;
 use bff_core::policy::auth::JwtVerifier;
 use bff_core::shape::{etag, fields};
-use bff_core::upstream::{OutboundRequest, UpstreamErrorKind};
-use bff_core::{BffError, Ctx, Upstream, UpstreamError};
+use bff_core::observe::metrics::Metrics;
+use bff_core::upstream::{Body, UpstreamErrorKind};
+use bff_core::{BffError, Ctx, Upstream, UpstreamError, UpstreamSettings};
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
@@ -70,18 +71,16 @@ fn shaping(c: &mut Criterion) {
 
 fn fanout(c: &mut Criterion) {
     let rt = runtime();
-    let answer = |body: &'static str| {
-        tower::service_fn(move |_: OutboundRequest| async move {
-            Ok::<_, UpstreamError>(Bytes::from_static(body.as_bytes()))
-        })
+    let metrics = Metrics::new();
+    let answer = |name: &str, body: &'static str| {
+        let service = tower::service_fn(move |_: http::Request<Body>| async move {
+            Ok::<_, UpstreamError>(http::Response::new(Body::from(Bytes::from_static(body.as_bytes()))))
+        });
+        Upstream::from_service(name, UpstreamSettings::default(), service, &metrics)
     };
-    let users = Upstream::from_service("users", Duration::from_secs(1), answer(r#"{"displayName":"Ada"}"#));
-    let orders = Upstream::from_service(
-        "orders",
-        Duration::from_secs(1),
-        answer(r#"[{"id":1,"total":2.5},{"id":2,"total":3.5}]"#),
-    );
-    let notes = Upstream::from_service("notifications", Duration::from_secs(1), answer(r#"{"count":4}"#));
+    let users = answer("users", r#"{"displayName":"Ada"}"#);
+    let orders = answer("orders", r#"[{"id":1,"total":2.5},{"id":2,"total":3.5}]"#);
+    let notes = answer("notifications", r#"{"count":4}"#);
     c.bench_function("fanout_3_in_memory", |b| {
         b.to_async(&rt).iter(|| async {
             let ctx = Ctx::detached(Duration::from_secs(2), 8);

@@ -11,7 +11,7 @@ use serde_json::Value;
 async fn serve(routes: Router) -> (TestServer, reqwest::Client) {
     bff_core::install_crypto_provider();
     let source = ConfigSource { name: "test".into(), text: "listen = \"127.0.0.1:0\"\n".into() };
-    let gateway = Gateway::new(load(&source, &Overrides::default()).unwrap(), "test");
+    let gateway = Gateway::builder(load(&source, &Overrides::default()).unwrap()).build().await.unwrap();
     let server = TestServer::start(gateway.router(routes)).await;
     (server, reqwest::Client::builder().no_proxy().build().unwrap())
 }

@@ -48,7 +48,7 @@ impl StackBuilder {
         }
         let source = ConfigSource { name: "test config".into(), text: self.config.to_owned() };
         let config = load(&source, &overrides).expect("valid test config");
-        let gateway = Gateway::new(config, "test config");
+        let gateway = Gateway::builder(config).source("test config").build().await.expect("gateway builds");
         let bff = TestServer::start((self.app)(&gateway).expect("app builds")).await;
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
         Stack { mocks, bff, http }
