@@ -29,6 +29,16 @@ pub enum BffError {
         /// What is wrong, for people.
         detail: String,
     },
+    /// The client's request is refused with another 4xx status (409, 413, 415, 422, …).
+    #[error("{detail}")]
+    Rejected {
+        /// A 4xx status.
+        status: StatusCode,
+        /// A stable SCREAMING_SNAKE code.
+        code: &'static str,
+        /// What is wrong, for people.
+        detail: String,
+    },
     /// The resource does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -49,6 +59,17 @@ impl BffError {
         Self::BadRequest { code, detail: detail.into() }
     }
 
+    /// A refusal with a 4xx `status` (anything else is taken as 400).
+    pub fn rejected(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        let status = if status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
+        Self::Rejected { status, code, detail: detail.into() }
+    }
+
+    /// A 409: the request conflicts with the state of a resource (out of stock, already done).
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::rejected(StatusCode::CONFLICT, code, detail)
+    }
+
     /// Turns an upstream 404 into a client 404 with `detail`; other errors stay as they are.
     ///
     /// For resource endpoints whose id comes from the client: `GET /orders/{id}` of an unknown id
@@ -66,6 +87,7 @@ impl BffError {
             Self::Upstream(e) => e.status(),
             Self::Auth(e) => e.status(),
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Rejected { status, .. } => *status,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
@@ -78,7 +100,7 @@ impl BffError {
         match self {
             Self::Upstream(e) => e.code(),
             Self::Auth(e) => e.code(),
-            Self::BadRequest { code, .. } => code,
+            Self::BadRequest { code, .. } | Self::Rejected { code, .. } => code,
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
@@ -92,7 +114,11 @@ impl BffError {
             Self::Upstream(e) if e.kind() == &crate::upstream::UpstreamErrorKind::Request => ErrorSource::Internal,
             Self::Upstream(_) | Self::DeadlineExceeded => ErrorSource::Upstream,
             Self::Auth(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => ErrorSource::Upstream,
-            Self::Auth(_) | Self::BadRequest { .. } | Self::NotFound(_) | Self::MethodNotAllowed => {
+            Self::Auth(_)
+            | Self::BadRequest { .. }
+            | Self::Rejected { .. }
+            | Self::NotFound(_)
+            | Self::MethodNotAllowed => {
                 ErrorSource::Downstream
             }
             Self::Internal(_) => ErrorSource::Internal,

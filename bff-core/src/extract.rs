@@ -1,10 +1,67 @@
-//! axum's `Path` and `Query` extractors, rejecting bad input as problem+json.
+//! axum's `Path`, `Query` and `Json` extractors, rejecting bad input as problem+json.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use crate::body::{CollectError, collect};
 use crate::error::BffError;
+pub use crate::request::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
+
+/// The largest JSON request body [`Json`] reads.
+pub const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// The longest error detail quoted from a JSON parser (its messages can quote client input).
+const MAX_DETAIL: usize = 200;
+
+/// A JSON request body decoded as `T`, read under [`MAX_JSON_BODY`] bytes.
+///
+/// Refuses a body that is not declared JSON (`Content-Type: application/json` or
+/// `application/*+json`) with 415 `UNSUPPORTED_MEDIA_TYPE`, one over the limit with 413
+/// `BODY_TOO_LARGE` (before reading it, when its `Content-Length` says so), and one that is not
+/// a `T` with 400 `INVALID_BODY`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = BffError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let headers = request.headers();
+        if !headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json) {
+            let detail = "the body must be JSON (Content-Type: application/json)";
+            return Err(BffError::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", detail));
+        }
+        let too_large = || {
+            let detail = format!("the body is larger than {MAX_JSON_BODY} bytes");
+            BffError::rejected(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", detail)
+        };
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_JSON_BODY as u64) {
+            return Err(too_large());
+        }
+        let bytes = collect(request.into_body(), MAX_JSON_BODY).await.map_err(|e| match e {
+            CollectError::TooLarge(_) => too_large(),
+            CollectError::Read(_) => BffError::bad_request("INVALID_BODY", "the body could not be read"),
+        })?;
+        serde_json::from_slice(&bytes).map(Json).map_err(|e| {
+            let mut detail = format!("the body is not valid here: {e}");
+            if detail.len() > MAX_DETAIL {
+                let cut = (0..=MAX_DETAIL).rev().find(|i| detail.is_char_boundary(*i)).unwrap_or(0);
+                detail.truncate(cut);
+                detail.push('…');
+            }
+            BffError::bad_request("INVALID_BODY", detail)
+        })
+    }
+}
+
+/// `application/json` or `application/<anything>+json`, parameters allowed.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 /// Like [`axum::extract::Query`]; a bad query string is a 400 `INVALID_QUERY`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,5 +90,47 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
             Err(rejection) => Err(BffError::bad_request("INVALID_PATH", rejection.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Order {
+        items: Vec<u32>,
+    }
+
+    async fn extract(content_type: Option<&str>, body: impl Into<Body>) -> Result<Json<Order>, BffError> {
+        let mut request = Request::builder().method("POST").uri("/");
+        if let Some(ct) = content_type {
+            request = request.header(header::CONTENT_TYPE, ct);
+        }
+        Json::<Order>::from_request(request.body(body.into()).unwrap(), &()).await
+    }
+
+    #[tokio::test]
+    async fn json_bodies_are_typed_bounded_and_declared() {
+        assert_eq!(extract(Some("application/json"), r#"{"items":[1,2]}"#).await.unwrap().0.items, [1, 2]);
+        assert!(extract(Some("application/merge-patch+json; charset=utf-8"), r#"{"items":[]}"#).await.is_ok());
+        let code = |r: Result<Json<Order>, BffError>| {
+            let e = r.unwrap_err();
+            (e.status().as_u16(), e.code())
+        };
+        assert_eq!(code(extract(None, "{}").await), (415, "UNSUPPORTED_MEDIA_TYPE"));
+        assert_eq!(code(extract(Some("text/plain"), "{}").await), (415, "UNSUPPORTED_MEDIA_TYPE"));
+        assert_eq!(code(extract(Some("application/json"), "{").await), (400, "INVALID_BODY"));
+        assert_eq!(code(extract(Some("application/json"), r#"{"items":"x"}"#).await), (400, "INVALID_BODY"));
+        let huge = format!(r#"{{"items":[{}1]}}"#, "1,".repeat(MAX_JSON_BODY));
+        assert_eq!(code(extract(Some("application/json"), huge).await), (413, "BODY_TOO_LARGE"));
+        // A client quoting a long string gets a bounded echo.
+        let long = format!(r#"{{"items":"{}"}}"#, "x".repeat(10_000));
+        let e = extract(Some("application/json"), long).await.unwrap_err();
+        assert!(e.to_string().len() <= MAX_DETAIL + 4, "{e}");
     }
 }

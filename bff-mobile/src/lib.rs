@@ -1,14 +1,16 @@
 //! `bff-mobile`: the mobile app's BFF. Small, flat payloads; one round trip per screen.
 
+mod checkout;
 mod feed;
 mod home;
 mod order;
 mod product;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use bff_core::{ConfigError, Gateway, Upstream};
 
+pub use checkout::{Line, MAX_LINES, MAX_QTY, NewOrder};
 pub use feed::{Card, Feed, MAX_SKUS};
 pub use home::{Home, OrderCard};
 pub use order::OrderSummary;
@@ -46,6 +48,7 @@ impl Upstreams {
 pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
     let routes = Router::new()
         .route("/mobile/home", get(home::home))
+        .route("/mobile/orders", post(checkout::order_create))
         .route("/mobile/orders/{id}", get(order::order_detail))
         .route("/mobile/products/{sku}", get(product::product_detail))
         .route("/mobile/feed", get(feed::feed))

@@ -10,7 +10,7 @@ use crate::Upstreams;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Order {
+pub(crate) struct Order {
     id: u64,
     user_id: u64,
     status: String,
@@ -55,11 +55,17 @@ pub(crate) async fn order_detail(
     if order.user_id.to_string() != user.subject() {
         return Err(BffError::NotFound(not_found()));
     }
-    Ok(Json(OrderSummary {
-        id: order.id,
-        status: order.status,
-        total: order.total,
-        item_count: order.items.iter().map(|i| i.quantity).sum(),
-        placed_at: order.placed_at,
-    }))
+    Ok(Json(OrderSummary::from(order)))
+}
+
+impl From<Order> for OrderSummary {
+    fn from(order: Order) -> Self {
+        Self {
+            id: order.id,
+            status: order.status,
+            total: order.total,
+            item_count: order.items.iter().map(|i| i.quantity).sum(),
+            placed_at: order.placed_at,
+        }
+    }
 }

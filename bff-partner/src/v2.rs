@@ -2,12 +2,13 @@
 //! Frozen: `openapi/v2.json` is its committed snapshot.
 
 use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bff_core::extract::{Path, Query};
-use bff_core::{BffError, Ctx, Problem, encode};
+use bff_core::extract::{IdempotencyKey, Json as Body, Path, Query};
+use bff_core::{BffError, Ctx, Problem, Reply, encode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -99,6 +100,29 @@ pub struct ProductV2 {
     pub availability: Option<Availability>,
 }
 
+/// An order to place.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrderV2 {
+    /// The customer's user id.
+    pub user: String,
+    /// 1 to 50 lines; a sku named twice is one line with the quantities added.
+    pub items: Vec<NewLineV2>,
+}
+
+/// One line of an order to place.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NewLineV2 {
+    /// The product.
+    pub sku: String,
+    /// How many, 1 to 99.
+    pub qty: u64,
+}
+
+/// The most lines of an order placed through this API.
+pub const MAX_LINES: usize = 50;
+
 /// Query of the order listing.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -179,6 +203,81 @@ pub(crate) async fn orders_list(
     Ok(Json(OrderPageV2 { data, next_cursor }))
 }
 
+/// The lines with repeated skus merged, or a 422 naming what is wrong.
+fn lines(items: Vec<NewLineV2>) -> Result<Vec<NewLineV2>, BffError> {
+    let invalid = |detail: String| BffError::rejected(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_ORDER", detail);
+    if items.is_empty() || items.len() > MAX_LINES {
+        return Err(invalid(format!("an order has 1 to {MAX_LINES} lines")));
+    }
+    let mut merged: Vec<NewLineV2> = Vec::with_capacity(items.len());
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(items.len());
+    for line in items {
+        if line.sku.is_empty() || line.sku.len() > 32 {
+            return Err(invalid("a sku has 1 to 32 characters".to_owned()));
+        }
+        match at.get(&line.sku) {
+            Some(&i) => merged[i].qty = line.qty.saturating_add(merged[i].qty),
+            None => {
+                at.insert(line.sku.clone(), merged.len());
+                merged.push(line);
+            }
+        }
+    }
+    match merged.iter().find(|l| !(1..=99).contains(&l.qty)) {
+        Some(line) => Err(invalid(format!("`{}`: qty must be 1 to 99", line.sku))),
+        None => Ok(merged),
+    }
+}
+
+/// Place an order for a user. Requires an `Idempotency-Key`: a repeat with the same key and body
+/// answers the order placed the first time instead of placing another.
+#[utoipa::path(post, path = "/v2/orders", tag = "orders", request_body = NewOrderV2,
+    params(("Idempotency-Key" = String, Header, description = "The client's unique name for this order, 1 to 255 visible ASCII characters")),
+    responses((status = 201, body = OrderV2, headers(("Location" = String, description = "The new order"))), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem), (status = 502, body = Problem), (status = 504, body = Problem)),
+    security(("api_key" = [])))]
+pub(crate) async fn order_create(
+    ctx: Ctx,
+    State(up): State<Upstreams>,
+    key: IdempotencyKey,
+    Body(new): Body<NewOrderV2>,
+) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<OrderV2>), BffError> {
+    let lines = lines(new.items)?;
+    let checks: Vec<_> =
+        lines.iter().map(|l| up.inventory.get::<Reply>(format!("/stock/{}", encode(&l.sku))).required()).collect();
+    let stock = ctx.fanout_all(checks).await?;
+    for (line, reply) in lines.iter().zip(stock) {
+        match reply.status() {
+            StatusCode::NOT_FOUND => {
+                let detail = format!("no product `{}`", line.sku);
+                return Err(BffError::rejected(StatusCode::UNPROCESSABLE_ENTITY, "UNKNOWN_SKU", detail));
+            }
+            status if status.is_success() => {
+                let stock: records::Stock = reply.json()?;
+                if stock.available < line.qty {
+                    let detail = format!("`{}`: {} asked, {} in stock", line.sku, line.qty, stock.available);
+                    return Err(BffError::conflict("OUT_OF_STOCK", detail));
+                }
+            }
+            _ => return Err(reply.error().into()),
+        }
+    }
+    let body = serde_json::json!({ "user": new.user, "items": lines });
+    let placed = ctx.fetch(up.orders.post::<Reply>("/orders").json(&body).idempotency_key(Some(&key))).await?;
+    match placed.status() {
+        StatusCode::NOT_FOUND => Err(BffError::NotFound(format!("no user `{}`", new.user))),
+        StatusCode::UNPROCESSABLE_ENTITY => Err(BffError::rejected(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "IDEMPOTENCY_KEY_REUSED",
+            "this Idempotency-Key was used for a different order",
+        )),
+        status if status.is_success() => {
+            let order = order(placed.json::<records::Order>()?);
+            Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v2/orders/{}", order.id))], Json(order)))
+        }
+        _ => Err(placed.error().into()),
+    }
+}
+
 /// Get one product with its availability.
 #[utoipa::path(get, path = "/v2/products/{sku}", tag = "products",
     params(("sku" = String, Path, description = "Stock-keeping unit, e.g. SKU-0001")),
@@ -211,15 +310,15 @@ pub(crate) async fn product_get(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Partner API", version = "2.0.0"),
-    paths(order_get, orders_list, product_get),
-    components(schemas(OrderV2, ItemV2, Money, OrderPageV2, ProductV2, Availability, Problem)),
+    paths(order_get, orders_list, order_create, product_get),
+    components(schemas(OrderV2, ItemV2, Money, OrderPageV2, NewOrderV2, NewLineV2, ProductV2, Availability, Problem)),
     modifiers(&ApiKeyScheme)
 )]
 pub struct ApiV2;
 
 pub(crate) fn routes() -> Router<Upstreams> {
     Router::new()
-        .route("/v2/orders", get(orders_list))
+        .route("/v2/orders", get(orders_list).post(order_create))
         .route("/v2/orders/{id}", get(order_get))
         .route("/v2/products/{sku}", get(product_get))
 }

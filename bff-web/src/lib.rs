@@ -1,14 +1,16 @@
 //! `bff-web`: the web app's BFF. Rich payloads for desktop pages, CORS for the app's origins.
 
 mod home;
+mod notifications;
 mod product;
 pub mod records;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use bff_core::{ConfigError, Gateway, Upstream};
 
 pub use home::{Home, LATEST};
+pub use notifications::Unread;
 pub use product::{ProductPage, REVIEWS_PAGE};
 
 /// The shipped configuration (`config/web.toml`), built in as the default.
@@ -38,6 +40,7 @@ pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
     let routes = Router::new()
         .route("/web/home", get(home::home))
         .route("/web/products/{sku}", get(product::product_page))
+        .route("/web/notifications/read", post(notifications::notifications_read))
         .with_state(upstreams);
     Ok(gateway.router(routes))
 }

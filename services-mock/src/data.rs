@@ -66,9 +66,14 @@ pub fn order_count(user: u64) -> u64 {
 
 /// Parses an order id (`user * 100 + n`, `n` in `1..=order_count(user)`).
 pub fn order_id(raw: &str) -> Option<(u64, u64)> {
+    parse_order_id(raw).filter(|(user, n)| *n <= order_count(*user))
+}
+
+/// Splits any well-formed order id of a known user into `(user, n)`, placed orders included.
+pub fn parse_order_id(raw: &str) -> Option<(u64, u64)> {
     let id: u64 = raw.parse().ok()?;
     let (user, n) = (id / 100, id % 100);
-    (user_id(&user.to_string()).is_some() && (1..=order_count(user)).contains(&n)).then_some((user, n))
+    (user_id(&user.to_string()).is_some() && n >= 1).then_some((user, n))
 }
 
 /// The sku string for a product index.
@@ -88,29 +93,43 @@ fn price_cents(index: u64) -> u64 {
 /// One order of a user, `n` counting from 1 (oldest) to `order_count(user)` (newest).
 pub fn order(user: u64, n: u64) -> Value {
     let count = order_count(user);
-    let items: Vec<(String, u64, u64)> = (0..1 + (user + n) % 3)
-        .map(|i| {
-            let index = 1 + (user * 31 + n * 17 + i * 7) % MAX_SKU;
-            (sku(index), 1 + (user + n + i) % 3, price_cents(index))
-        })
+    let items: Vec<(u64, u64)> = (0..1 + (user + n) % 3)
+        .map(|i| (1 + (user * 31 + n * 17 + i * 7) % MAX_SKU, 1 + (user + n + i) % 3))
         .collect();
-    let total: u64 = items.iter().map(|(_, qty, price)| qty * price).sum();
     let status = match count - n {
         0 => "processing",
         1 => "shipped",
         _ => "delivered",
     };
+    let placed_at =
+        format!("2026-{:02}-{:02}T{:02}:{:02}:00Z", 3 + n, 1 + (user * 7 + n * 3) % 28, (user + n) % 24, (n * 13) % 60);
+    order_record(user, n, status, &placed_at, &items)
+}
+
+/// An order placed through `POST /orders`: the `n`th order of `user`, of `(product index,
+/// quantity)` lines, placed after every generated one.
+pub fn placed_order(user: u64, n: u64, items: &[(u64, u64)]) -> Value {
+    let minutes = n - order_count(user);
+    let placed_at = format!("2026-12-01T{:02}:{:02}:00Z", minutes / 60, minutes % 60);
+    order_record(user, n, "processing", &placed_at, items)
+}
+
+/// The most orders a user can have: ids are `user * 100 + n`.
+pub const MAX_ORDERS_PER_USER: u64 = 99;
+
+fn order_record(user: u64, n: u64, status: &str, placed_at: &str, items: &[(u64, u64)]) -> Value {
+    let total: u64 = items.iter().map(|(index, qty)| qty * price_cents(*index)).sum();
     json!({
         "id": user * 100 + n,
         "userId": user,
         "status": status,
         "total": money(total),
         "currency": "EUR",
-        "placedAt": format!("2026-{:02}-{:02}T{:02}:{:02}:00Z", 3 + n, 1 + (user * 7 + n * 3) % 28, (user + n) % 24, (n * 13) % 60),
-        "items": items.iter().map(|(sku, qty, price)| json!({
-            "sku": sku,
+        "placedAt": placed_at,
+        "items": items.iter().map(|(index, qty)| json!({
+            "sku": sku(*index),
             "quantity": qty,
-            "unitPrice": money(*price),
+            "unitPrice": money(price_cents(*index)),
         })).collect::<Vec<_>>(),
     })
 }

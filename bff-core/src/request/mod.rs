@@ -2,6 +2,8 @@
 //!
 //! [`Ctx`] is the extractor a handler takes to run its fan-out; the edge creates what it reads.
 
+pub mod idempotency;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;

@@ -83,6 +83,14 @@ impl<T> Call<T> {
         self
     }
 
+    /// Forwards a client's `Idempotency-Key`, when there is one, so a repeated write is one write.
+    pub fn idempotency_key(self, key: Option<&crate::request::idempotency::IdempotencyKey>) -> Self {
+        match key {
+            Some(key) => self.header(crate::request::idempotency::IDEMPOTENCY_KEY, key.0.clone()),
+            None => self,
+        }
+    }
+
     /// Sends `body` as JSON (`Content-Type: application/json`).
     pub fn json(self, body: &impl Serialize) -> Self {
         match serde_json::to_vec(body) {
