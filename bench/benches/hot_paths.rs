@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use bff_core::config::AuthConfig;
+use bff_core::config::{AuthConfig, JwtAlgorithm};
 use bff_core::policy::auth::JwtVerifier;
 use bff_core::shape::{etag, fields};
 use bff_core::observe::metrics::Metrics;
@@ -29,7 +29,7 @@ fn jwt(c: &mut Criterion) {
         jwks_url: "http://127.0.0.1:9/jwks.json".parse().expect("url"),
         issuer: Some(services_mock::services::auth::ISSUER.to_owned()),
         audience: vec![services_mock::services::auth::AUDIENCE.to_owned()],
-        algorithms: vec!["RS256".into(), "ES256".into()],
+        algorithms: vec![JwtAlgorithm::RS256, JwtAlgorithm::ES256],
         leeway: Duration::from_secs(30),
         jwks_min_refresh: Duration::from_secs(10),
         token_cache_size: 0,

@@ -135,9 +135,10 @@ impl Gateway {
     }
 
     fn wrap(&self, routes: Router, public: Router) -> Router {
-        let mut deps: Vec<(String, url::Url)> = self.upstreams.urls().map(|(n, u)| (n.to_owned(), u.clone())).collect();
+        let mut deps: Vec<(String, url::Url)> =
+            self.upstreams.urls().map(|(n, u)| (n.to_owned(), (**u).clone())).collect();
         if let Some(verifier) = &self.verifier {
-            deps.push(("auth".to_owned(), verifier.jwks_url().clone()));
+            deps.push(("auth".to_owned(), (**verifier.jwks_url()).clone()));
         }
         let deadlines = self.config.routes.iter().filter_map(|(p, r)| r.deadline.map(|d| (p.clone(), d)));
         let policies = RoutePolicies {
@@ -163,8 +164,7 @@ impl Gateway {
 }
 
 fn cors_layer(config: &CorsConfig) -> CorsLayer {
-    let origins: Vec<HeaderValue> =
-        config.allow_origins.iter().filter_map(|o| HeaderValue::try_from(o.as_str()).ok()).collect();
+    let origins: Vec<HeaderValue> = config.allow_origins.iter().map(|o| o.header_value().clone()).collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_credentials(config.allow_credentials)

@@ -59,10 +59,10 @@ pub use upstream::{Call, Reply, Streamed, Upstream, UpstreamError, UpstreamSetti
 
 /// Installs `ring` as the process's TLS provider (rustls) and JWT signature verifier.
 ///
-/// `bff-core` calls it before it builds any client, so a BFF need not; call it yourself before
-/// building your own rustls-based clients (reqwest with `rustls-no-provider`, for one).
-/// Idempotent: a second call (or a provider installed by someone else) is fine.
+/// For applications (the BFF binaries call it first thing): the library itself installs nothing
+/// process-wide; its own TLS clients use `ring` explicitly. Idempotent: a second call (or a
+/// provider installed by someone else) is fine.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    policy::auth::install_jwt_crypto();
+    policy::auth::install_ring_jwt_verifier();
 }

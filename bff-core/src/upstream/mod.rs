@@ -30,7 +30,7 @@ pub use call::{Call, Decode, Reply, Streamed};
 pub use error::{UpstreamError, UpstreamErrorKind};
 pub use stack::{CallContext, Outbound};
 
-use crate::config::{Config, Defaults, UpstreamConfig, UpstreamProtocol};
+use crate::config::{Config, Defaults, HttpUrl, UpstreamConfig, UpstreamProtocol};
 use crate::observe::metrics::Metrics;
 
 /// The error type inside the outbound stack (tower's convention); calls classify it into an
@@ -113,7 +113,7 @@ impl Upstream {
     /// let users = Upstream::new("users", &"http://127.0.0.1:7001".parse().unwrap(), settings, &Metrics::new());
     /// assert_eq!(users.name(), "users");
     /// ```
-    pub fn new(name: &str, base: &url::Url, settings: UpstreamSettings, metrics: &Metrics) -> Self {
+    pub fn new(name: &str, base: &HttpUrl, settings: UpstreamSettings, metrics: &Metrics) -> Self {
         let name: Arc<str> = Arc::from(name);
         let client = transport::HttpTransport::new(name.clone(), base, &settings);
         Self::with_stack(name.clone(), stack::build(&name, &settings, client), metrics)
@@ -181,7 +181,7 @@ impl Upstream {
 /// Every upstream named in the configuration, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Upstreams {
-    by_name: Arc<BTreeMap<String, (Upstream, url::Url)>>,
+    by_name: Arc<BTreeMap<String, (Upstream, HttpUrl)>>,
 }
 
 impl Upstreams {
@@ -204,7 +204,7 @@ impl Upstreams {
     }
 
     /// Each upstream's name and base URL.
-    pub fn urls(&self) -> impl Iterator<Item = (&str, &url::Url)> {
+    pub fn urls(&self) -> impl Iterator<Item = (&str, &HttpUrl)> {
         self.by_name.iter().map(|(name, (_, url))| (name.as_str(), url))
     }
 }

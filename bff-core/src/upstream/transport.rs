@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::stack::CallContext;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind, UpstreamSettings};
 use crate::body::{self, CollectError};
-use crate::config::UpstreamProtocol;
+use crate::config::{HttpUrl, UpstreamProtocol};
 
 /// The largest upstream body read into memory; a larger one fails the call as a transport error.
 pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -61,15 +61,13 @@ struct Transport {
 impl HttpTransport {
     /// A transport to `base` with its own connection pool. `base` must be an `http` or `https` URL
     /// with a host (config loading checks this).
-    pub(crate) fn new(name: Arc<str>, base: &url::Url, settings: &UpstreamSettings) -> Self {
+    pub(crate) fn new(name: Arc<str>, base: &HttpUrl, settings: &UpstreamSettings) -> Self {
         Self::with_tls(name, base, settings, tls_config().clone())
     }
 
     /// As [`HttpTransport::new`], trusting what `tls` trusts (tests use their own CA).
-    fn with_tls(name: Arc<str>, base: &url::Url, settings: &UpstreamSettings, tls: rustls::ClientConfig) -> Self {
-        let uri: Uri = base.as_str().parse().unwrap_or_default();
-        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
-        let authority = uri.authority().cloned().unwrap_or_else(|| Authority::from_static("invalid"));
+    fn with_tls(name: Arc<str>, base: &HttpUrl, settings: &UpstreamSettings, tls: rustls::ClientConfig) -> Self {
+        let (scheme, authority) = (base.scheme().clone(), base.authority().clone());
         let base_path = Arc::from(base.path().trim_end_matches('/'));
         let host = base.host_str().and_then(|host| match base.port() {
             Some(port) => HeaderValue::try_from(format!("{host}:{port}")).ok(),
@@ -176,19 +174,22 @@ fn refused_unprocessed(error: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-/// The process-wide TLS client settings: the platform's trust store, built once.
+/// The TLS client settings of every upstream: `ring` chosen here, not installed process-wide
+/// (the application decides that), and the platform's trust store; built once.
 fn tls_config() -> &'static rustls::ClientConfig {
     static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
     CONFIG.get_or_init(|| {
         use rustls_platform_verifier::BuilderVerifierExt;
-        crate::install_crypto_provider();
-        match rustls::ClientConfig::builder().with_platform_verifier() {
+        let ring = Arc::new(rustls::crypto::ring::default_provider());
+        // ring offers every default protocol version, so this cannot fail.
+        let versions = rustls::ClientConfig::builder_with_provider(ring)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions");
+        match versions.clone().with_platform_verifier() {
             Ok(builder) => builder.with_no_client_auth(),
             Err(e) => {
                 tracing::error!(error = %e, "no platform trust store: calls to https upstreams will fail");
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
+                versions.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth()
             }
         }
     })

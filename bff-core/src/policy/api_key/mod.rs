@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::auth::AuthError;
-use crate::config::ApiKeysConfig;
+use crate::config::{ApiKeysConfig, KeyHash};
 
 /// The verified API client of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,30 +39,17 @@ pub struct ApiKeys {
     clients: Arc<[([u8; 32], ApiClient)]>,
 }
 
-fn decode_hex(hex: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if hex.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 impl ApiKeys {
     /// From validated config.
     pub fn new(config: &ApiKeysConfig) -> Self {
-        let header = HeaderName::try_from(config.header.as_str()).unwrap_or(HeaderName::from_static("x-api-key"));
         let clients = config
             .clients
             .iter()
-            .filter_map(|(name, c)| {
-                let digest = decode_hex(&c.key_sha256.to_ascii_lowercase())?;
-                Some((digest, ApiClient { name: Arc::from(name.as_str()), tier: Arc::from(c.tier.as_str()) }))
+            .map(|(name, c)| {
+                (c.key_sha256.0, ApiClient { name: Arc::from(name.as_str()), tier: Arc::from(c.tier.as_str()) })
             })
             .collect();
-        Self { header, clients }
+        Self { header: config.header.0.clone(), clients }
     }
 
     /// The header the key is read from.
@@ -83,9 +70,9 @@ impl ApiKeys {
     }
 }
 
-/// The lower-case hex SHA-256 of a key, as `key_sha256` stores it.
-pub fn hash_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+/// The SHA-256 of a key, as `key_sha256` stores it.
+pub fn hash_key(key: &str) -> KeyHash {
+    KeyHash(Sha256::digest(key.as_bytes()).into())
 }
 
 #[cfg(test)]
@@ -101,7 +88,7 @@ mod tests {
             "acme".to_owned(),
             ApiClientConfig { tier: "pro".into(), key_sha256: hash_key("s3cret") },
         )]);
-        let keys = ApiKeys::new(&ApiKeysConfig { header: "x-api-key".into(), clients });
+        let keys = ApiKeys::new(&ApiKeysConfig { header: "x-api-key".parse().unwrap(), clients });
         let client = keys.verify(b"s3cret").unwrap();
         assert_eq!((&*client.name, &*client.tier), ("acme", "pro"));
         assert!(keys.verify(b"s3cret ").is_none());
@@ -110,6 +97,6 @@ mod tests {
 
     #[test]
     fn known_hash() {
-        assert_eq!(hash_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(hash_key("abc").to_string(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{AuthError, Identity, parse_algorithm};
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, HttpUrl};
 use crate::observe::metrics::Metrics;
 use crate::upstream::{Upstream, UpstreamSettings};
 
@@ -26,7 +26,7 @@ pub struct JwtVerifier {
 }
 
 struct Inner {
-    jwks_url: url::Url,
+    jwks_url: HttpUrl,
     /// The issuer's host, called through the same client stack as every upstream (`auth` in the
     /// upstream metrics).
     issuer_host: Upstream,
@@ -62,10 +62,7 @@ impl JwtVerifier {
     /// A verifier for `config`; keys are fetched on first use, and the fetches recorded in
     /// `metrics` (as upstream `auth`).
     pub fn new(config: &AuthConfig, metrics: &Metrics) -> Self {
-        let mut origin = config.jwks_url.clone();
-        origin.set_path("/");
-        origin.set_query(None);
-        origin.set_fragment(None);
+        let origin = config.jwks_url.origin();
         let settings = UpstreamSettings {
             timeout: JWKS_FETCH_TIMEOUT,
             connect_timeout: JWKS_FETCH_TIMEOUT,
@@ -79,7 +76,7 @@ impl JwtVerifier {
                 jwks_url: config.jwks_url.clone(),
                 issuer_host,
                 jwks_path,
-                algorithms: config.algorithms.iter().filter_map(|a| parse_algorithm(a)).collect(),
+                algorithms: config.algorithms.iter().copied().map(super::algorithm).collect(),
                 issuer: config.issuer.clone(),
                 audience: config.audience.clone(),
                 leeway: config.leeway,
@@ -104,7 +101,7 @@ impl JwtVerifier {
     }
 
     /// The JWKS URL, for readiness checks.
-    pub fn jwks_url(&self) -> &url::Url {
+    pub fn jwks_url(&self) -> &HttpUrl {
         &self.inner.jwks_url
     }
 

@@ -15,6 +15,8 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use jsonwebtoken::Algorithm;
 
+use crate::config::JwtAlgorithm;
+
 pub use error::AuthError;
 pub use jwks::JwtVerifier;
 
@@ -61,13 +63,30 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
     }
 }
 
-/// Makes `ring` verify JWT signatures in this process (see `ring_crypto`); idempotent.
-pub(crate) fn install_jwt_crypto() {
+/// Makes `ring` verify JWT signatures in this process (see `ring_crypto`) unless a provider was
+/// chosen already; idempotent. For the application to call: `jsonwebtoken` keeps one provider per
+/// process, and without this call it uses its RustCrypto one (correct, several times slower).
+pub fn install_ring_jwt_verifier() {
     ring_crypto::install();
 }
 
-/// The asymmetric algorithms a BFF accepts; `HS*` and `none` never are.
-pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
+/// The `jsonwebtoken` form of a configured algorithm.
+pub(crate) fn algorithm(algorithm: JwtAlgorithm) -> Algorithm {
+    match algorithm {
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::RS384 => Algorithm::RS384,
+        JwtAlgorithm::RS512 => Algorithm::RS512,
+        JwtAlgorithm::PS256 => Algorithm::PS256,
+        JwtAlgorithm::PS384 => Algorithm::PS384,
+        JwtAlgorithm::PS512 => Algorithm::PS512,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+        JwtAlgorithm::ES384 => Algorithm::ES384,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+/// The asymmetric algorithms a key in a JWKS may name; `HS*` and `none` never are.
+pub(crate) fn parse_algorithm(name: &str) -> Option<Algorithm> {
     Some(match name {
         "RS256" => Algorithm::RS256,
         "RS384" => Algorithm::RS384,

@@ -24,7 +24,7 @@ fn paths_and_queries_join_the_base() {
 }
 
 /// An upstream at `base` with the whole outbound stack.
-fn through_stack(name: &str, base: &url::Url, protocol: UpstreamProtocol) -> super::super::Upstream {
+fn through_stack(name: &str, base: &HttpUrl, protocol: UpstreamProtocol) -> super::super::Upstream {
     super::super::Upstream::new(name, base, settings(protocol), &crate::observe::metrics::Metrics::new())
 }
 
@@ -35,7 +35,7 @@ async fn get(upstream: &super::super::Upstream, path: &str) -> Result<serde_json
 }
 
 /// A listener on a free port of 127.0.0.1, and its base URL with `scheme`.
-async fn listen(scheme: &str) -> (tokio::net::TcpListener, url::Url) {
+async fn listen(scheme: &str) -> (tokio::net::TcpListener, HttpUrl) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("{scheme}://{}", listener.local_addr().unwrap()).parse().unwrap();
     (listener, base)
@@ -43,7 +43,7 @@ async fn listen(scheme: &str) -> (tokio::net::TcpListener, url::Url) {
 
 /// A one-connection HTTP/1.1 server that answers `chunks` as a chunked body, each chunk its own
 /// write, and hands back the request head it read.
-async fn chunked_server(chunks: &'static [&'static str]) -> (url::Url, tokio::task::JoinHandle<String>) {
+async fn chunked_server(chunks: &'static [&'static str]) -> (HttpUrl, tokio::task::JoinHandle<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (listener, base) = listen("http").await;
     let served = tokio::spawn(async move {
@@ -131,7 +131,7 @@ struct Seen {
 /// A server speaking HTTP/1.1 and HTTP/2 without TLS (h2c by prior knowledge), recording each
 /// request's version and request id, and answering `{}` once `together` requests are in at once:
 /// the calls a test makes are then all in flight together, with no timing involved.
-async fn recording_server(together: usize) -> (url::Url, Arc<Seen>) {
+async fn recording_server(together: usize) -> (HttpUrl, Arc<Seen>) {
     use hyper_util::rt::TokioIo;
     use hyper_util::server::conn::auto;
     let (listener, base) = listen("http").await;
@@ -280,7 +280,7 @@ async fn http2_against_a_server_that_speaks_only_http1_fails_as_transport() {
 
 /// A TLS server (certificate for 127.0.0.1 from `testdata/tls`) offering `alpn`, recording each
 /// request's HTTP version; and a client TLS config that trusts its CA.
-async fn tls_server(alpn: &[&[u8]]) -> (url::Url, Arc<Seen>, rustls::ClientConfig) {
+async fn tls_server(alpn: &[&[u8]]) -> (HttpUrl, Arc<Seen>, rustls::ClientConfig) {
     use hyper_util::rt::TokioIo;
     use hyper_util::server::conn::auto;
     use rustls::pki_types::pem::PemObject;

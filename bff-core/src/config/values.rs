@@ -1,0 +1,237 @@
+//! Typed configuration values: each checks its text once, as it is read, so nothing downstream
+//! parses or falls back again.
+
+use std::fmt;
+use std::ops::Deref;
+use std::str::FromStr;
+
+use axum::http::uri::{Authority, Scheme};
+use axum::http::{HeaderName, HeaderValue, Uri};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+use url::Url;
+
+/// Implements `Deserialize` through `FromStr` and `Serialize` through `Display`.
+macro_rules! via_str {
+    ($type:ty) => {
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                text.parse().map_err(de::Error::custom)
+            }
+        }
+
+        impl Serialize for $type {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+    };
+}
+
+/// An `http` or `https` URL with a host: where an upstream or a JWKS lives. Its scheme and
+/// authority are parsed for requests once, here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    url: Url,
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl HttpUrl {
+    /// The scheme, as requests carry it.
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    /// `host[:port]`, as requests carry it.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// `scheme://authority/`: the same server, at its root.
+    pub fn origin(&self) -> Self {
+        let mut url = self.url.clone();
+        url.set_path("/");
+        url.set_query(None);
+        url.set_fragment(None);
+        Self { url, scheme: self.scheme.clone(), authority: self.authority.clone() }
+    }
+}
+
+impl FromStr for HttpUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!("`{text}` is not an http(s) URL with a host"));
+        }
+        let uri: Uri = url.as_str().parse().map_err(|e| format!("`{text}` cannot be requested: {e}"))?;
+        match (uri.scheme(), uri.authority()) {
+            (Some(scheme), Some(authority)) => {
+                Ok(Self { scheme: scheme.clone(), authority: authority.clone(), url })
+            }
+            _ => Err(format!("`{text}` is not an http(s) URL with a host")),
+        }
+    }
+}
+
+impl Deref for HttpUrl {
+    type Target = Url;
+
+    fn deref(&self) -> &Url {
+        &self.url
+    }
+}
+
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.url.fmt(f)
+    }
+}
+
+via_str!(HttpUrl);
+
+/// A JWT signature algorithm a BFF accepts: asymmetric only (`HS*` and `none` never are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum JwtAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// ECDSA on P-384 with SHA-384.
+    ES384,
+    /// Ed25519.
+    EdDSA,
+}
+
+/// The SHA-256 of an API key, written as 64 hex digits (`printf %s KEY | sha256sum`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({self})")
+    }
+}
+
+impl fmt::Display for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl FromStr for KeyHash {
+    type Err = String;
+
+    fn from_str(hex: &str) -> Result<Self, String> {
+        let invalid = || "must be 64 hex digits (a SHA-256)".to_owned();
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(invalid());
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
+        }
+        Ok(Self(out))
+    }
+}
+
+via_str!(KeyHash);
+
+/// A browser origin, `scheme://host[:port]`, as CORS compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(HeaderValue);
+
+impl Origin {
+    /// The origin as a header value.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl FromStr for Origin {
+    type Err = String;
+
+    fn from_str(origin: &str) -> Result<Self, String> {
+        let ok = Url::parse(origin).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.path() == "/"
+                && !origin.ends_with('/')
+                && u.query().is_none()
+                && u.fragment().is_none()
+                && u.username().is_empty()
+        });
+        let invalid = || format!("`{origin}` is not an origin (scheme://host[:port])");
+        if !ok {
+            return Err(invalid());
+        }
+        HeaderValue::try_from(origin).map(Self).map_err(|_| invalid())
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.to_str().unwrap_or_default())
+    }
+}
+
+via_str!(Origin);
+
+/// A request header's name (lower-cased as HTTP/2 and HTTP/1.1 compare them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header(pub HeaderName);
+
+impl FromStr for Header {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        HeaderName::try_from(name).map(Self).map_err(|_| format!("`{name}` is not a header name"))
+    }
+}
+
+impl fmt::Display for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+via_str!(Header);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_checked_as_they_are_read() {
+        assert!("http://127.0.0.1:7001".parse::<HttpUrl>().is_ok());
+        assert!("ftp://x".parse::<HttpUrl>().is_err());
+        assert!("mailto:ops@example.com".parse::<HttpUrl>().is_err());
+        assert!("http://".parse::<HttpUrl>().is_err());
+        let hash = "A".repeat(64).parse::<KeyHash>().unwrap();
+        assert_eq!(hash.to_string(), "a".repeat(64));
+        assert!("ab".parse::<KeyHash>().is_err());
+        assert!("é".repeat(32).parse::<KeyHash>().is_err(), "non-ASCII must not panic on slicing");
+        assert!("https://app.example.com".parse::<Origin>().is_ok());
+        for bad in ["https://app.example.com/", "https://a.example/x", "*", "https://u@a.example"] {
+            assert!(bad.parse::<Origin>().is_err(), "{bad}");
+        }
+        assert!("x-api-key".parse::<Header>().is_ok());
+        assert!("bad header".parse::<Header>().is_err());
+        let alg: JwtAlgorithm = serde_json::from_str("\"EdDSA\"").unwrap();
+        assert_eq!(alg, JwtAlgorithm::EdDSA);
+        assert!(serde_json::from_str::<JwtAlgorithm>("\"HS256\"").is_err());
+    }
+}
