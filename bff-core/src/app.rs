@@ -21,6 +21,7 @@ use crate::observe::metrics::{self, Metrics};
 use crate::policy::api_key::{ApiKeys, layer::RequireApiKey};
 use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
 use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, mark_route};
+use crate::route_keys;
 use crate::shape::Shape;
 use crate::upstream::{Upstream, Upstreams};
 
@@ -108,13 +109,29 @@ impl Gateway {
     /// Wraps a BFF's routes with the gateway: authentication (JWT or API key) and the configured
     /// shaping on every one of them; the request context, CORS, `/healthz` and `/readyz` around
     /// all; problem+json for unknown paths and methods.
-    pub fn router(&self, routes: Router) -> Router {
-        self.wrap(self.authenticated(routes), Router::new())
+    ///
+    /// Fails, naming the key, when a `routes."<pattern>"` section of the config is not the
+    /// pattern of one of these routes.
+    pub fn router(&self, routes: Router) -> Result<Router, ConfigError> {
+        self.router_with_public(routes, Router::new())
     }
 
     /// Like [`Gateway::router`], plus `public` routes that need no credentials (API documents).
-    pub fn router_with_public(&self, routes: Router, public: Router) -> Router {
-        self.wrap(self.authenticated(routes), public)
+    pub fn router_with_public(&self, routes: Router, public: Router) -> Result<Router, ConfigError> {
+        self.check_route_keys(&routes.clone().merge(public.clone()))?;
+        Ok(self.wrap(self.authenticated(routes), public))
+    }
+
+    fn check_route_keys(&self, routes: &Router) -> Result<(), ConfigError> {
+        for pattern in self.config.routes.keys() {
+            let matched = route_keys::matched_pattern(routes, pattern);
+            if matched.as_deref() != Some(pattern.as_str()) {
+                let hint = matched.map(|m| format!("; it matches the route `{m}`: use that pattern")).unwrap_or_default();
+                let message = format!("this BFF has no route with this pattern{hint}");
+                return Err(ConfigError::key(&*self.source, format!("routes.\"{pattern}\""), message));
+            }
+        }
+        Ok(())
     }
 
     /// The BFF's own routes behind, outermost first: shaping (compression, `fields=`, ETag), then

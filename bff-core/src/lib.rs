@@ -24,7 +24,7 @@
 //!
 //! pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
 //!     let state = Upstreams { users: gateway.upstream("users")? };
-//!     Ok(gateway.router(Router::new().route("/me", get(me)).with_state(state)))
+//!     gateway.router(Router::new().route("/me", get(me)).with_state(state))
 //! }
 //! ```
 
@@ -43,6 +43,7 @@ pub mod observe;
 pub mod policy;
 pub mod problem;
 pub mod request;
+mod route_keys;
 pub mod shape;
 #[cfg(feature = "test-util")]
 pub mod testing;

@@ -53,5 +53,5 @@ pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
         .route("/mobile/products/{sku}", get(product::product_detail))
         .route("/mobile/feed", get(feed::feed))
         .with_state(Upstreams::from_gateway(gateway)?);
-    Ok(gateway.router(routes))
+    gateway.router(routes)
 }

@@ -85,5 +85,5 @@ pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
         .layer(SetResponseHeaderLayer::appending(header::LINK, HeaderValue::from_static(V1_SUCCESSOR)));
     let routes = v1.merge(v2::routes()).with_state(upstreams);
     let public = document(1).merge(document(2));
-    Ok(gateway.router_with_public(routes, public))
+    gateway.router_with_public(routes, public)
 }

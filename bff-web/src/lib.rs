@@ -42,5 +42,5 @@ pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
         .route("/web/products/{sku}", get(product::product_page))
         .route("/web/notifications/read", post(notifications::notifications_read))
         .with_state(upstreams);
-    Ok(gateway.router(routes))
+    gateway.router(routes)
 }

@@ -12,7 +12,7 @@ async fn serve(routes: Router) -> (TestServer, reqwest::Client) {
     bff_core::install_crypto_provider();
     let source = ConfigSource { name: "test".into(), text: "listen = \"127.0.0.1:0\"\n".into() };
     let gateway = Gateway::builder(load(&source, &Overrides::default()).unwrap()).build().await.unwrap();
-    let server = TestServer::start(gateway.router(routes)).await;
+    let server = TestServer::start(gateway.router(routes).unwrap()).await;
     (server, reqwest::Client::builder().no_proxy().build().unwrap())
 }
 
@@ -47,4 +47,45 @@ async fn without_an_auth_section_no_route_sees_an_identity() {
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "AUTH_REQUIRED");
+}
+
+#[tokio::test]
+async fn two_gateways_in_one_process_keep_their_metrics_apart() {
+    let (a, http) = serve(Router::new().route("/a", get(|| async { "a" }))).await;
+    let (b, _) = serve(Router::new().route("/b", get(|| async { "b" }))).await;
+    assert_eq!(http.get(a.url("/a")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(b.url("/b")).send().await.unwrap().status(), 200);
+    let metrics = |server: &TestServer| {
+        let url = server.url("/metrics");
+        let http = http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let (text_a, text_b) = (metrics(&a).await, metrics(&b).await);
+    assert!(text_a.contains(r#"bff_http_requests_total{route="/a",method="GET",status="200"} 1"#), "{text_a}");
+    assert!(!text_a.contains(r#"route="/b""#), "gateway a shows b's series: {text_a}");
+    assert!(text_b.contains(r#"bff_http_requests_total{route="/b",method="GET",status="200"} 1"#), "{text_b}");
+    assert!(!text_b.contains(r#"route="/a""#), "gateway b shows a's series: {text_b}");
+}
+
+#[tokio::test]
+async fn a_route_key_that_names_no_route_stops_the_bff_naming_it() {
+    let load_with = |key: &str| {
+        let mut overrides = Overrides::default();
+        overrides.set(format!("routes.{key}.deadline"), "1s", "test");
+        let source = ConfigSource { name: "config/mobile.toml".into(), text: bff_mobile::DEFAULT_CONFIG.into() };
+        load(&source, &overrides).unwrap()
+    };
+    let build = |config| async move { Gateway::builder(config).source("config/mobile.toml").build().await.unwrap() };
+
+    let gateway = build(load_with("/mobile/hom")).await;
+    let error = bff_mobile::app(&gateway).unwrap_err();
+    assert_eq!(error.key.as_deref(), Some(r#"routes."/mobile/hom""#));
+    assert_eq!(error.source, "config/mobile.toml");
+    let gateway = build(load_with("/mobile/orders/{order}")).await;
+    let error = bff_mobile::app(&gateway).unwrap_err();
+    assert!(error.to_string().contains("/mobile/orders/{id}"), "the message names the route it matched: {error}");
+    // The right patterns, a POST-only one included, are accepted.
+    for key in ["/mobile/home", "/mobile/orders/{id}", "/mobile/orders"] {
+        assert!(bff_mobile::app(&build(load_with(key)).await).is_ok(), "{key}");
+    }
 }

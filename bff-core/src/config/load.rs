@@ -76,11 +76,15 @@ impl Overrides {
         self.entries.extend(other.entries);
     }
 
+    /// Where the value at `key` came from: the last override that set it, a section above it
+    /// (`upstreams.users` set whole), or something inside it (an unknown `redis` section set
+    /// through `BFF_REDIS__URL`).
     fn origin_of(&self, key: &str) -> Option<&str> {
+        let within = |inner: &str, outer: &str| inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('.'));
         self.entries
             .iter()
             .rev()
-            .find(|e| key == e.key || key.starts_with(&format!("{}.", e.key)))
+            .find(|e| key == e.key || within(key, &e.key) || within(&e.key, key))
             .map(|e| e.origin.as_str())
     }
 }
@@ -216,6 +220,19 @@ url = "http://127.0.0.1:7001"
         let err = load(&source(&format!("{BASE}timeuot = \"1s\"\n")), &Overrides::default()).unwrap_err();
         assert_eq!(err.source, "config/test.toml");
         assert!(err.to_string().contains("timeuot"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_set_through_the_environment_names_the_variable() {
+        let env = Overrides::from_env([("BFF_REDIS__URL".to_owned(), "redis://127.0.0.1:6379".to_owned())]);
+        let err = load(&source(BASE), &env).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("redis"));
+        assert_eq!(err.source, "environment variable BFF_REDIS__URL");
+        let env = Overrides::from_env([("BFF_UPSTREAMS__USERS__TIMEUOT".to_owned(), "1s".to_owned())]);
+        let err = load(&source(BASE), &env).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("upstreams.users.timeuot"));
+        assert_eq!(err.source, "environment variable BFF_UPSTREAMS__USERS__TIMEUOT");
+        assert!(err.to_string().contains("BFF_UPSTREAMS__USERS__TIMEUOT"), "{err}");
     }
 
     #[test]
