@@ -1,6 +1,7 @@
 //! The shared command line of every BFF binary: flags, config loading, logging, serving.
 
 use std::any::Any;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,17 +25,45 @@ pub struct Args {
     /// Log format (overrides `log.format`).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Start the mock services in-process on free ports and point every upstream at them.
-    #[arg(long)]
-    pub demo: bool,
 }
 
-/// The command line of a BFF binary: the shared [`Args`], named and described per binary.
+/// The command line of a BFF binary: the shared [`Args`] plus the binary's own [`Extension`]
+/// flags, named and described per binary.
 #[derive(Debug, clap::Parser)]
 #[command(version)]
-struct Cli {
+struct Cli<E: Extension> {
     #[command(flatten)]
     args: Args,
+    #[command(flatten)]
+    extension: E,
+}
+
+/// How a binary shows itself to a new user: the endpoint to try, and as whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Example {
+    /// The path the printed `curl` line calls.
+    pub path: &'static str,
+    /// The credential it sends.
+    pub credential: ExampleCredential,
+}
+
+/// The credential of an [`Example`].
+#[derive(Debug, Clone, Copy)]
+pub enum ExampleCredential {
+    /// A bearer token for `subject` with `scope`, signed by whatever issuer the extension runs.
+    Bearer {
+        /// The `sub` claim.
+        subject: &'static str,
+        /// The `scope` claim.
+        scope: &'static str,
+    },
+    /// An API key in a header.
+    ApiKey {
+        /// The header.
+        header: &'static str,
+        /// The key.
+        key: &'static str,
+    },
 }
 
 /// What a BFF binary tells the shared command line about itself.
@@ -48,53 +77,58 @@ pub struct Spec {
     pub default_config_name: &'static str,
     /// The shipped config's text (`include_str!`).
     pub default_config: &'static str,
-    /// The endpoint the demo's `curl` line calls.
-    pub demo_path: &'static str,
+    /// The request a new user can try.
+    pub example: Example,
 }
 
-/// The in-process mock services of `--demo`, as the command line needs them.
-pub struct Demo {
-    /// Config overrides pointing upstreams (and the JWKS) at the mocks; each applies only where
-    /// the config has that section.
+/// Something a binary starts in-process before the BFF (embedded upstreams, say).
+pub struct Startup {
+    /// Config overrides pointing the BFF at what was started; each applies only where the
+    /// config has that section.
     pub overrides: Vec<(String, String)>,
-    /// The credential header for the printed `curl` line (`Authorization: Bearer …`).
-    pub credential: String,
-    /// Keeps the mocks running for as long as the BFF does.
+    /// Printed once the BFF listens, given its address (a ready-to-paste `curl` line).
+    pub banner: Box<dyn FnOnce(SocketAddr) -> String + Send>,
+    /// Keeps what was started running for as long as the BFF does.
     pub keep_alive: Box<dyn Any + Send>,
 }
 
-impl Demo {
-    /// Bundles what `--demo` needs; `keep_alive` (the running mocks) lives as long as the server.
-    pub fn new(overrides: Vec<(String, String)>, credential: String, keep_alive: impl Any + Send) -> Self {
-        Self { overrides, credential, keep_alive: Box::new(keep_alive) }
+/// Flags of a binary's own, and what they start before the BFF.
+pub trait Extension: clap::Args + Send + 'static {
+    /// Starts what the flags ask for, if anything; an error stops the process with its text.
+    fn start(&self, spec: &Spec) -> impl Future<Output = Result<Option<Startup>, String>> + Send;
+}
+
+/// No flags of the binary's own.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct NoExtension;
+
+impl Extension for NoExtension {
+    async fn start(&self, _spec: &Spec) -> Result<Option<Startup>, String> {
+        Ok(None)
     }
 }
 
-/// A BFF binary's whole `main`: parses flags, starts the demo services when `--demo` is given
-/// (`demo` is only called then), and runs the app until Ctrl-C or SIGTERM.
-pub async fn main<F>(spec: Spec, app: fn(&Gateway) -> Result<Router, ConfigError>, demo: F) -> ExitCode
-where
-    F: AsyncFnOnce() -> Result<Demo, String>,
-{
+/// A BFF binary's whole `main`: installs `ring` as the process's crypto provider, parses flags,
+/// starts the extension's services, and runs the app until Ctrl-C or SIGTERM.
+pub async fn main<E: Extension>(spec: Spec, app: App) -> ExitCode {
     crate::install_crypto_provider();
-    let matches = <Cli as clap::CommandFactory>::command().name(spec.name).about(spec.about).get_matches();
-    let args = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
-        Ok(cli) => cli.args,
+    let matches = <Cli<E> as clap::CommandFactory>::command().name(spec.name).about(spec.about).get_matches();
+    let cli = match <Cli<E> as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let demo = if args.demo {
-        match demo().await {
-            Ok(demo) => Some(demo),
-            Err(e) => {
-                eprintln!("{}: cannot start the demo services: {e}", spec.name);
-                return ExitCode::FAILURE;
-            }
+    let startup = match cli.extension.start(&spec).await {
+        Ok(startup) => startup,
+        Err(e) => {
+            eprintln!("{}: {e}", spec.name);
+            return ExitCode::FAILURE;
         }
-    } else {
-        None
     };
-    run(spec, args, demo, app).await
+    run(spec, cli.args, startup, app).await
 }
+
+/// A BFF crate's `app`: its routes, wrapped by the gateway.
+pub type App = fn(&Gateway) -> Result<Router, ConfigError>;
 
 /// Reads the config named by `args` (or the built-in one) and applies environment and flags.
 pub fn load_config(
@@ -120,7 +154,7 @@ pub fn load_config(
     };
     let mut overrides = Overrides::default();
     for (key, value) in extra {
-        overrides.set_existing(key, value, "--demo");
+        overrides.set_existing(key, value, format!("{}'s start-up", spec.name));
     }
     overrides.extend(Overrides::from_env(env));
     if let Some(listen) = args.listen {
@@ -135,13 +169,8 @@ pub fn load_config(
 }
 
 /// Loads the config, builds the app, serves it until Ctrl-C or SIGTERM.
-pub async fn run(
-    spec: Spec,
-    args: Args,
-    demo: Option<Demo>,
-    app: fn(&Gateway) -> Result<Router, ConfigError>,
-) -> ExitCode {
-    let extra = demo.as_ref().map(|d| d.overrides.clone()).unwrap_or_default();
+pub async fn run(spec: Spec, args: Args, startup: Option<Startup>, app: App) -> ExitCode {
+    let extra = startup.as_ref().map(|s| s.overrides.clone()).unwrap_or_default();
     let (config, source) = match load_config(&spec, &args, std::env::vars(), extra) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -174,12 +203,12 @@ pub async fn run(
     };
     let addr = listener.local_addr().unwrap_or(listen);
     tracing::info!(name = spec.name, %addr, config = %source, "listening");
-    if let Some(demo) = &demo {
-        println!("\n{} is running with demo upstreams. Try:\n", spec.name);
-        println!("  curl -s -H '{}' 'http://{addr}{}'\n", demo.credential, spec.demo_path);
-    }
+    let keep_alive = startup.map(|startup| {
+        println!("{}", (startup.banner)(addr));
+        startup.keep_alive
+    });
     let result = serve(listener, router, shutdown_signal()).await;
-    drop(demo);
+    drop(keep_alive);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
