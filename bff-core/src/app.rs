@@ -229,3 +229,33 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
 }
+
+/// Declares the upstreams a BFF calls, as a struct resolved from the gateway in one go: each
+/// field is the upstream of that name, and a missing one is a config error naming it.
+///
+/// ```no_run
+/// bff_core::upstreams! {
+///     /// What the home screen calls.
+///     pub struct Upstreams { users, orders, notifications }
+/// }
+/// # fn app(gateway: &bff_core::Gateway) -> Result<(), bff_core::ConfigError> {
+/// let upstreams = Upstreams::from_gateway(gateway)?;
+/// # Ok(()) }
+/// ```
+#[macro_export]
+macro_rules! upstreams {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($field:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        $vis struct $name {
+            $(pub(crate) $field: $crate::Upstream,)+
+        }
+
+        impl $name {
+            /// Resolves every upstream, failing on the first one missing from the config.
+            $vis fn from_gateway(gateway: &$crate::Gateway) -> ::std::result::Result<Self, $crate::ConfigError> {
+                Ok(Self { $($field: gateway.upstream(stringify!($field))?,)+ })
+            }
+        }
+    };
+}

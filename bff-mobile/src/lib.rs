@@ -8,7 +8,7 @@ mod product;
 
 use axum::Router;
 use axum::routing::{get, post};
-use bff_core::{ConfigError, Gateway, Upstream};
+use bff_core::{ConfigError, Gateway};
 
 pub use checkout::{Line, MAX_LINES, MAX_QTY, NewOrder};
 pub use feed::{Card, Feed, MAX_SKUS};
@@ -19,29 +19,9 @@ pub use product::ProductView;
 /// The shipped configuration (`config/mobile.toml`), built in as the default.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/mobile.toml");
 
-/// The upstreams this BFF calls, resolved once at start-up.
-#[derive(Debug, Clone)]
-pub struct Upstreams {
-    users: Upstream,
-    orders: Upstream,
-    notifications: Upstream,
-    catalog: Upstream,
-    inventory: Upstream,
-    reviews: Upstream,
-}
-
-impl Upstreams {
-    /// Resolves every upstream this BFF needs, failing on the first one missing from config.
-    pub fn from_gateway(gateway: &Gateway) -> Result<Self, ConfigError> {
-        Ok(Self {
-            users: gateway.upstream("users")?,
-            orders: gateway.upstream("orders")?,
-            notifications: gateway.upstream("notifications")?,
-            catalog: gateway.upstream("catalog")?,
-            inventory: gateway.upstream("inventory")?,
-            reviews: gateway.upstream("reviews")?,
-        })
-    }
+bff_core::upstreams! {
+    /// The upstreams this BFF calls, resolved once at start-up.
+    pub struct Upstreams { users, orders, notifications, catalog, inventory, reviews }
 }
 
 /// The mobile BFF's routes, wrapped by the gateway's layers.

@@ -10,7 +10,7 @@ pub mod v2;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::get;
-use bff_core::{ConfigError, Gateway, Upstream};
+use bff_core::{ConfigError, Gateway};
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -25,12 +25,9 @@ pub const V1_SUNSET: &str = "Wed, 30 Jun 2027 23:59:59 GMT";
 /// Where `/v1` callers should go.
 pub const V1_SUCCESSOR: &str = "</v2/openapi.json>; rel=\"successor-version\"; type=\"application/openapi+json\"";
 
-/// The upstreams this BFF calls, resolved once at start-up.
-#[derive(Debug, Clone)]
-pub struct Upstreams {
-    orders: Upstream,
-    catalog: Upstream,
-    inventory: Upstream,
+bff_core::upstreams! {
+    /// The upstreams this BFF calls, resolved once at start-up.
+    pub struct Upstreams { orders, catalog, inventory }
 }
 
 /// Declares the `X-Api-Key` security scheme the paths refer to.
@@ -68,11 +65,6 @@ fn document(version: u8) -> Router {
 
 /// The partner BFF's routes, wrapped by the gateway's layers.
 pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
-    let upstreams = Upstreams {
-        orders: gateway.upstream("orders")?,
-        catalog: gateway.upstream("catalog")?,
-        inventory: gateway.upstream("inventory")?,
-    };
     let v1 = v1::routes()
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("deprecation"),
@@ -83,7 +75,7 @@ pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
             HeaderValue::from_static(V1_SUNSET),
         ))
         .layer(SetResponseHeaderLayer::appending(header::LINK, HeaderValue::from_static(V1_SUCCESSOR)));
-    let routes = v1.merge(v2::routes()).with_state(upstreams);
+    let routes = v1.merge(v2::routes()).with_state(Upstreams::from_gateway(gateway)?);
     let public = document(1).merge(document(2));
     gateway.router_with_public(routes, public)
 }

@@ -7,7 +7,7 @@ pub mod records;
 
 use axum::Router;
 use axum::routing::{get, post};
-use bff_core::{ConfigError, Gateway, Upstream};
+use bff_core::{ConfigError, Gateway};
 
 pub use home::{Home, LATEST};
 pub use notifications::Unread;
@@ -16,31 +16,17 @@ pub use product::{ProductPage, REVIEWS_PAGE};
 /// The shipped configuration (`config/web.toml`), built in as the default.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/web.toml");
 
-/// The upstreams this BFF calls, resolved once at start-up.
-#[derive(Debug, Clone)]
-pub struct Upstreams {
-    users: Upstream,
-    orders: Upstream,
-    notifications: Upstream,
-    catalog: Upstream,
-    inventory: Upstream,
-    reviews: Upstream,
+bff_core::upstreams! {
+    /// The upstreams this BFF calls, resolved once at start-up.
+    pub struct Upstreams { users, orders, notifications, catalog, inventory, reviews }
 }
 
 /// The web BFF's routes, wrapped by the gateway's layers.
 pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
-    let upstreams = Upstreams {
-        users: gateway.upstream("users")?,
-        orders: gateway.upstream("orders")?,
-        notifications: gateway.upstream("notifications")?,
-        catalog: gateway.upstream("catalog")?,
-        inventory: gateway.upstream("inventory")?,
-        reviews: gateway.upstream("reviews")?,
-    };
     let routes = Router::new()
         .route("/web/home", get(home::home))
         .route("/web/products/{sku}", get(product::product_page))
         .route("/web/notifications/read", post(notifications::notifications_read))
-        .with_state(upstreams);
+        .with_state(Upstreams::from_gateway(gateway)?);
     gateway.router(routes)
 }
