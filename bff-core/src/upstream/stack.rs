@@ -2,17 +2,17 @@
 //!
 //! Outermost first, every call passes through:
 //!
-//! 1. **deadline** ([`deadline`](super::deadline)): no call outlives its request's deadline,
+//! 1. **deadline** (`upstream/deadline.rs`): no call outlives its request's deadline,
 //!    retries and waits included.
 //! 2. *(resilience slots, outermost first: coalescing, cache, circuit breaker, retry with a
 //!    budget, balance over instances with ejection, bulkhead.)* Today one retry policy sits
 //!    here: a call an HTTP/2 upstream turned away unprocessed is sent again
-//!    ([`unprocessed`](super::unprocessed)).
-//! 3. **call headers** ([`headers`](super::headers)): the request id (later identity and trace
+//!    (`upstream/unprocessed.rs`).
+//! 3. **call headers** (`upstream/headers.rs`): the request id (later identity and trace
 //!    context) from the call's context.
-//! 4. **per-try timeout** ([`timeout`](super::timeout)): one attempt, its body included, takes at
+//! 4. **per-try timeout** (`upstream/timeout.rs`): one attempt, its body included, takes at
 //!    most the upstream's `timeout`.
-//! 5. **HTTP client** ([`transport`](super::transport)): hyper-util's pooled client; reads the
+//! 5. **HTTP client** (`upstream/transport.rs`): hyper-util's pooled client; reads the
 //!    body whole under a limit unless the call asked for a stream.
 //!
 //! Each layer is a tower [`Layer`](tower::Layer) over `http::Request<Body>` /
