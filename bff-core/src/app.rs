@@ -13,14 +13,14 @@ use tower::util::MapRequestLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{Config, ConfigError, CorsConfig};
-use crate::edge::Edge;
+use crate::edge::{self, access_log::mark_route};
 use crate::error::BffError;
 use crate::middleware::MiddlewareLayer;
 use crate::observe::health::{self, Dependencies};
 use crate::observe::metrics::{self, Metrics};
 use crate::policy::api_key::{ApiKeys, layer::RequireApiKey};
 use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
-use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, mark_route};
+use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies};
 use crate::route_keys;
 use crate::shape::Shape;
 use crate::upstream::{Upstream, Upstreams};
@@ -172,11 +172,7 @@ impl Gateway {
             .merge(routes)
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         // The edge and CORS wrap the routed router once, rather than each route (see `authenticated`).
-        let edge = ServiceBuilder::new()
-            .layer(MiddlewareLayer(Edge { policies, metrics: self.metrics.clone() }))
-            .option_layer(self.config.cors.as_ref().map(cors_layer))
-            .service(routed);
-        Router::new().fallback_service(edge)
+        edge::wrap(routed, policies, self.metrics.clone(), self.config.cors.as_ref().map(cors_layer))
     }
 }
 

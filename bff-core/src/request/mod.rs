@@ -5,7 +5,7 @@
 pub mod idempotency;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, MatchedPath};
@@ -24,21 +24,9 @@ pub const DEGRADED: &str = "x-bff-degraded";
 #[derive(Debug)]
 pub(crate) struct RequestMeta {
     pub(crate) id: HeaderValue,
-    /// The matched route pattern, set on the way in by [`mark_route`] (the edge runs before routing).
-    pub(crate) route: OnceLock<MatchedPath>,
     pub(crate) start: Instant,
     pub(crate) policies: RoutePolicies,
     pub(crate) degraded: Mutex<Vec<String>>,
-}
-
-/// Records the matched route pattern for the edge's metrics and logs; a layer inside the router.
-pub(crate) fn mark_route(request: axum::extract::Request) -> axum::extract::Request {
-    if let (Some(path), Some(meta)) =
-        (request.extensions().get::<MatchedPath>(), request.extensions().get::<Arc<RequestMeta>>())
-    {
-        let _ = meta.route.set(path.clone());
-    }
-    request
 }
 
 /// Per-route settings the edge hands to every request.
@@ -98,7 +86,6 @@ impl Ctx {
     pub fn detached(deadline: Duration, concurrency: usize) -> Self {
         let meta = RequestMeta {
             id: HeaderValue::from_static("detached"),
-            route: OnceLock::new(),
             start: Instant::now(),
             policies: RoutePolicies {
                 default_deadline: deadline,

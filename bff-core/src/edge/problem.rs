@@ -1,0 +1,54 @@
+//! Problem details as the client sees them: the request id in every problem+json body, and
+//! axum's bare `405` turned into one.
+
+use std::future::Future;
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::BffError;
+use crate::middleware::{Inner, Middleware, run};
+use crate::problem::{ErrorReport, Problem};
+use crate::request::REQUEST_ID;
+
+/// Errors are made without the request id (no task-local state); it is added here.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ProblemDetails;
+
+impl Middleware for ProblemDetails {
+    fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
+        let id = request.headers().get(REQUEST_ID).cloned();
+        async move {
+            let mut response = problem_for_bare_405(run(inner, request).await);
+            if let Some(id) = id {
+                with_request_id(&mut response, &id);
+            }
+            response
+        }
+    }
+}
+
+/// Renders a problem body again with the request id in it.
+fn with_request_id(response: &mut Response, id: &HeaderValue) {
+    let Some(problem) = response.extensions_mut().get_mut::<Problem>() else { return };
+    if problem.request_id.is_some() {
+        return;
+    }
+    problem.request_id = id.to_str().ok().map(str::to_owned);
+    let body = problem.body();
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    *response.body_mut() = axum::body::Body::from(body);
+}
+
+/// axum answers an unsupported method with an empty 405; give it the problem+json body.
+fn problem_for_bare_405(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED || response.extensions().get::<ErrorReport>().is_some() {
+        return response;
+    }
+    let mut problem = BffError::MethodNotAllowed.into_response();
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        problem.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    problem
+}
