@@ -12,6 +12,7 @@ Harness.start_target.
     python3 bench/run.py --quick    # a few seconds per case, a subset (CI)
     python3 bench/run.py --only mobile-home   # cases whose name starts with this
     python3 bench/run.py --counts   # plus mallocs and system calls per request (perf + root)
+    python3 bench/run.py --before ../old/target/release   # A/B against an earlier build
 """
 
 import argparse
@@ -29,6 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import dataclasses
 from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -296,6 +298,9 @@ class Harness:
     def start_target(self, name, env):
         port = free_port()
         m = self.mock
+        # `bff-mobile@before`: the same BFF from the --before build.
+        name, _, before = name.partition("@")
+        binaries = self.args.before if before else RELEASE
         if name in ("bff-mobile", "bff-web", "bff-partner"):
             # Every policy on, access logs included, as the shipped config has it.
             cfg = {"BFF_LISTEN": f"127.0.0.1:{port}", "BFF_LOG__FORMAT": "json"}
@@ -306,7 +311,7 @@ class Harness:
                 elif (name, service) not in {("bff-partner", "users"), ("bff-partner", "notifications"), ("bff-partner", "reviews")}:
                     cfg[f"BFF_UPSTREAMS__{service.upper()}__URL"] = m[service]
             cfg.update(env)
-            proc = self.spawn(name, [os.path.join(RELEASE, name)], env=cfg)
+            proc = self.spawn(name, [os.path.join(binaries, name)], env=cfg)
         elif name == "minimal":
             cmd = [os.path.join(RELEASE, "minimal-bff"), f"127.0.0.1:{port}", m["users"], m["orders"], m["notifications"]]
             proc = self.spawn(name, cmd)
@@ -581,6 +586,22 @@ def targets_table(checked):
     return "\n".join(lines)
 
 
+def with_before(cases, before):
+    """Each BFF case preceded by its twin on the `before` build, which becomes one of its baselines."""
+    bffs = ("bff-mobile", "bff-web", "bff-partner")
+    missing = [b for b in bffs if any(c.target == b for c in cases) and not os.path.exists(os.path.join(before, b))]
+    if missing:
+        raise SystemExit(f"--before {before}: no {', '.join(missing)} there (cargo build --release in that tree)")
+    out = []
+    for case in cases:
+        if case.target in bffs:
+            twin = dataclasses.replace(case, name=f"{case.name}@before", target=f"{case.target}@before", baselines=())
+            out.append(twin)
+            case = dataclasses.replace(case, baselines=case.baselines + (twin.name,))
+        out.append(case)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few seconds per case, a subset of cases (CI)")
@@ -593,6 +614,9 @@ def main():
     parser.add_argument("--counts", action="store_true",
                         help="also count mallocs and system calls per request (perf uprobe; needs perf and root)")
     parser.add_argument("--out", help="where to write the JSON results (default bench/results/<utc>.json)")
+    parser.add_argument("--before", metavar="DIR",
+                        help="release binaries of an earlier build: each BFF case also runs on them, just before, "
+                             "as `<case>@before`, and is compared with that run (an A/B in one run)")
     args = parser.parse_args()
     args.duration = args.duration or (2 if args.quick else 10)
     args.warmup = args.warmup or (1 if args.quick else 3)
@@ -604,6 +628,8 @@ def main():
         raise SystemExit(f"the Node baselines' packages are missing: run `npm ci` in {NODE_DIR}")
     prefixes = tuple(args.only.split(",")) if args.only else ("",)
     cases = [c for c in CASES if (c.quick or not args.quick) and c.name.startswith(prefixes)]
+    if args.before:
+        cases = with_before(cases, args.before)
     if any(c.target == "nginx" for c in cases) and not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
         raise SystemExit("nginx is not installed (apt-get install nginx-light)")
     if args.counts:

@@ -63,7 +63,7 @@ pub struct ShapingConfig {
     pub compression: bool,
     /// Bodies smaller than this many bytes are sent uncompressed (nginx `gzip_min_length`, Envoy
     /// `min_content_length`): one that fits in a TCP segment either way saves the client nothing,
-    /// and compressing it costs the BFF about 14% of its throughput on `/mobile/home` (129 bytes).
+    /// while compressing it still costs CPU on every request (the bench's `mobile-home-gzip-forced`).
     #[serde(default = "default_compression_min_bytes")]
     pub compression_min_bytes: u64,
 }
@@ -237,17 +237,14 @@ pub struct UpstreamConfig {
 /// The HTTP version calls to an upstream use.
 ///
 /// HTTP/2 carries every concurrent call to an upstream over one connection, so one socket read
-/// brings in the answers of many calls: on `/mobile/home` at 64 connections it took the BFF from
-/// 8.1 to 2.6 system calls and 196–211 to 147–169 µs of CPU per request (`bench/README.md`).
-/// It needs an upstream that speaks it: over `http://` without negotiation ("prior knowledge",
-/// h2c), over `https://` by ALPN.
+/// brings in the answers of many calls: fewer system calls and less CPU per request. It needs an
+/// upstream that speaks it: over `http://` without negotiation ("prior knowledge", h2c), over
+/// `https://` by ALPN.
 ///
-/// It pays off when the BFF is busy on CPU, not when it mostly waits: at 20 ms upstreams and 64
-/// connections HTTP/2 gave up to an 8.7 ms higher p50 than HTTP/1.1 and up to 32% fewer
-/// requests/s (four runs; in one the two were level), because hyper's HTTP/2 client hands each
-/// call between more tasks (caller, client task, connection task, a task per stream), and each
-/// hand-off between the two runtime workers is a thread wake-up. With one worker
-/// (`TOKIO_WORKER_THREADS=1`) the two were level.
+/// It pays off when the BFF is busy on CPU, not when it mostly waits: hyper's HTTP/2 client hands
+/// each call between more tasks (caller, client task, connection task, a task per stream), and
+/// each hand-off between runtime workers is a thread wake-up, which shows as a higher p50 at
+/// latency-bound load. The README's Performance section has the measurements.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {

@@ -3,7 +3,7 @@
 //! The shape is tracing-subscriber's flattened JSON (`timestamp`, `level`, the event's fields,
 //! `target`, and the current `span` with its fields and `name`), but made without its detours:
 //! tracing-subscriber keeps span fields as JSON text and parses them back into a
-//! `serde_json::Value` for every event, about 20 allocations per access-log line. Here span fields
+//! `serde_json::Value` for every event, a tree of allocations per access-log line. Here span fields
 //! are kept as the inside of a JSON object and copied in as they are.
 
 use std::fmt::{self, Write as _};
