@@ -126,7 +126,8 @@ impl Gateway {
         for pattern in self.config.routes.keys() {
             let matched = route_keys::matched_pattern(routes, pattern);
             if matched.as_deref() != Some(pattern.as_str()) {
-                let hint = matched.map(|m| format!("; it matches the route `{m}`: use that pattern")).unwrap_or_default();
+                let hint =
+                    matched.map(|m| format!("; it matches the route `{m}`: use that pattern")).unwrap_or_default();
                 let message = format!("this BFF has no route with this pattern{hint}");
                 return Err(ConfigError::key(&*self.source, format!("routes.\"{pattern}\""), message));
             }

@@ -118,9 +118,7 @@ impl BffError {
             | Self::BadRequest { .. }
             | Self::Rejected { .. }
             | Self::NotFound(_)
-            | Self::MethodNotAllowed => {
-                ErrorSource::Downstream
-            }
+            | Self::MethodNotAllowed => ErrorSource::Downstream,
             Self::Internal(_) => ErrorSource::Internal,
         }
     }

@@ -34,7 +34,8 @@ pub(crate) fn matched_pattern(routes: &Router, key: &str) -> Option<String> {
         })
     }));
     METHODS.iter().find_map(|method| {
-        let request = Request::builder().method(method.clone()).uri(path.as_str()).body(axum::body::Body::empty()).ok()?;
+        let request =
+            Request::builder().method(method.clone()).uri(path.as_str()).body(axum::body::Body::empty()).ok()?;
         // Routing is synchronous and the probe answers at once: the future is ready on first poll.
         let response = probe.clone().oneshot(request).now_or_never()?.ok()?;
         response.headers().get(MATCHED)?.to_str().ok().map(str::to_owned)

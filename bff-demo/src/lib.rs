@@ -40,7 +40,9 @@ async fn start(spec: &Spec) -> Result<Startup, String> {
     Ok(Startup {
         overrides: mocks.config_overrides(),
         banner: Box::new(move |addr| {
-            format!("\n{name} is running with demo upstreams. Try:\n\n  curl -s -H '{credential}' 'http://{addr}{path}'\n")
+            format!(
+                "\n{name} is running with demo upstreams. Try:\n\n  curl -s -H '{credential}' 'http://{addr}{path}'\n"
+            )
         }),
         keep_alive: Box::new(mocks),
     })

@@ -9,7 +9,10 @@ const SPEC: Spec = Spec {
     about: "The mobile app's Backend-for-Frontend: small, flat payloads, one round trip per screen.",
     default_config_name: "config/mobile.toml",
     default_config: bff_mobile::DEFAULT_CONFIG,
-    example: Example { path: "/mobile/home", credential: ExampleCredential::Bearer { subject: "42", scope: "profile orders" } },
+    example: Example {
+        path: "/mobile/home",
+        credential: ExampleCredential::Bearer { subject: "42", scope: "profile orders" },
+    },
 };
 
 #[tokio::main]

@@ -9,7 +9,10 @@ const SPEC: Spec = Spec {
     about: "The partner API's Backend-for-Frontend: versioned, API keys, a frozen OpenAPI contract.",
     default_config_name: "config/partner.toml",
     default_config: bff_partner::DEFAULT_CONFIG,
-    example: Example { path: "/v2/orders?user=42", credential: ExampleCredential::ApiKey { header: "X-Api-Key", key: "demo-pro-key" } },
+    example: Example {
+        path: "/v2/orders?user=42",
+        credential: ExampleCredential::ApiKey { header: "X-Api-Key", key: "demo-pro-key" },
+    },
 };
 
 #[tokio::main]

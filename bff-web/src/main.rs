@@ -9,7 +9,10 @@ const SPEC: Spec = Spec {
     about: "The web app's Backend-for-Frontend: rich payloads, CORS for the app's origins.",
     default_config_name: "config/web.toml",
     default_config: bff_web::DEFAULT_CONFIG,
-    example: Example { path: "/web/home", credential: ExampleCredential::Bearer { subject: "42", scope: "profile orders" } },
+    example: Example {
+        path: "/web/home",
+        credential: ExampleCredential::Bearer { subject: "42", scope: "profile orders" },
+    },
 };
 
 #[tokio::main]

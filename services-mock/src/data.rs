@@ -93,9 +93,8 @@ fn price_cents(index: u64) -> u64 {
 /// One order of a user, `n` counting from 1 (oldest) to `order_count(user)` (newest).
 pub fn order(user: u64, n: u64) -> Value {
     let count = order_count(user);
-    let items: Vec<(u64, u64)> = (0..1 + (user + n) % 3)
-        .map(|i| (1 + (user * 31 + n * 17 + i * 7) % MAX_SKU, 1 + (user + n + i) % 3))
-        .collect();
+    let items: Vec<(u64, u64)> =
+        (0..1 + (user + n) % 3).map(|i| (1 + (user * 31 + n * 17 + i * 7) % MAX_SKU, 1 + (user + n + i) % 3)).collect();
     let status = match count - n {
         0 => "processing",
         1 => "shipped",

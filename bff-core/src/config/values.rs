@@ -68,9 +68,7 @@ impl FromStr for HttpUrl {
         }
         let uri: Uri = url.as_str().parse().map_err(|e| format!("`{text}` cannot be requested: {e}"))?;
         match (uri.scheme(), uri.authority()) {
-            (Some(scheme), Some(authority)) => {
-                Ok(Self { scheme: scheme.clone(), authority: authority.clone(), url })
-            }
+            (Some(scheme), Some(authority)) => Ok(Self { scheme: scheme.clone(), authority: authority.clone(), url }),
             _ => Err(format!("`{text}` is not an http(s) URL with a host")),
         }
     }

@@ -22,7 +22,8 @@ pub(crate) struct RouteSlot(Arc<OnceLock<MatchedPath>>);
 
 /// Records the matched route pattern for the access log; a route layer inside the router.
 pub(crate) fn mark_route(request: Request) -> Request {
-    if let (Some(path), Some(slot)) = (request.extensions().get::<MatchedPath>(), request.extensions().get::<RouteSlot>())
+    if let (Some(path), Some(slot)) =
+        (request.extensions().get::<MatchedPath>(), request.extensions().get::<RouteSlot>())
     {
         let _ = slot.0.set(path.clone());
     }

@@ -131,8 +131,9 @@ impl<T: Decode> Call<T> {
         let upstream = self.upstream.inner;
         let start = Instant::now();
         let result = async {
-            let mut request =
-                self.request.map_err(|e| UpstreamError::new(upstream.name.clone(), UpstreamErrorKind::Request).with_cause(e))?;
+            let mut request = self
+                .request
+                .map_err(|e| UpstreamError::new(upstream.name.clone(), UpstreamErrorKind::Request).with_cause(e))?;
             let context = CallContext { request_id, deadline, streamed: T::STREAMED };
             request.extensions_mut().insert(context);
             let response = upstream
@@ -158,7 +159,10 @@ pub trait Decode: Sized + Send + 'static {
     const STREAMED: bool = false;
 
     /// Makes the output from `response`; `upstream` names the service in errors.
-    fn decode(response: Response<Body>, upstream: &Arc<str>) -> impl Future<Output = Result<Self, UpstreamError>> + Send;
+    fn decode(
+        response: Response<Body>,
+        upstream: &Arc<str>,
+    ) -> impl Future<Output = Result<Self, UpstreamError>> + Send;
 }
 
 impl<T: DeserializeOwned + Send + 'static> Decode for T {
@@ -247,5 +251,112 @@ impl Decode for Streamed {
 
     async fn decode(response: Response<Body>, _upstream: &Arc<str>) -> Result<Self, UpstreamError> {
         Ok(Self(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::observe::metrics::Metrics;
+    use crate::upstream::UpstreamSettings;
+
+    type Seen = Arc<Mutex<Vec<(Method, String, HeaderMap, Bytes)>>>;
+
+    /// An upstream that records each request and answers `status` with `body` and an ETag.
+    fn recording(status: StatusCode, answer: &'static str) -> (Upstream, Seen) {
+        let seen = Seen::default();
+        let recorded = seen.clone();
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let recorded = recorded.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect().await?.to_bytes();
+                recorded.lock().unwrap().push((parts.method, parts.uri.to_string(), parts.headers, bytes));
+                let mut response = Response::new(Body::from(Bytes::from_static(answer.as_bytes())));
+                *response.status_mut() = status;
+                response.headers_mut().insert("etag", HeaderValue::from_static("\"v1\""));
+                Ok::<_, super::super::BoxError>(response)
+            }
+        });
+        (Upstream::from_service("orders", UpstreamSettings::default(), service, &Metrics::new()), seen)
+    }
+
+    async fn send<T: Decode>(call: Call<T>) -> Result<T, UpstreamError> {
+        call.send_within(HeaderValue::from_static("req-7"), Instant::now() + Duration::from_secs(5)).await
+    }
+
+    #[tokio::test]
+    async fn writes_carry_their_method_headers_and_json_body() {
+        let (orders, seen) = recording(StatusCode::CREATED, r#"{"id":4208}"#);
+        let call = orders
+            .post::<Value>("/orders")
+            .header("idempotency-key", "k-1")
+            .json(&json!({"user": "42", "items": [{"sku": "SKU-0001", "qty": 1}]}));
+        assert_eq!(send(call).await.unwrap(), json!({"id": 4208}));
+        for (method, call) in [
+            (Method::PUT, orders.put::<Value>("/orders/1")),
+            (Method::PATCH, orders.patch::<Value>("/orders/1")),
+            (Method::DELETE, orders.delete::<Value>("/orders/1")),
+        ] {
+            send(call).await.unwrap();
+            assert_eq!(seen.lock().unwrap().last().unwrap().0, method);
+        }
+        let seen = seen.lock().unwrap();
+        let (method, uri, headers, body) = &seen[0];
+        assert_eq!((method, uri.as_str()), (&Method::POST, "/orders"));
+        assert_eq!(headers["idempotency-key"], "k-1");
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["x-request-id"], "req-7", "set by the call-headers layer");
+        assert_eq!(serde_json::from_slice::<Value>(body).unwrap()["items"][0]["qty"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_reply_keeps_any_status_its_headers_and_body() {
+        let (orders, _) = recording(StatusCode::CONFLICT, r#"{"error":"taken"}"#);
+        let reply = send(orders.post::<Reply>("/orders")).await.unwrap();
+        assert_eq!(reply.status(), StatusCode::CONFLICT);
+        assert_eq!(reply.headers()["etag"], "\"v1\"");
+        assert_eq!(reply.json::<Value>().unwrap(), json!({"error": "taken"}));
+        assert_eq!(reply.error().kind(), &UpstreamErrorKind::Status(StatusCode::CONFLICT));
+        // The same answer as JSON is an error that names the status.
+        let error = send(orders.post::<Value>("/orders")).await.unwrap_err();
+        assert_eq!(error.kind(), &UpstreamErrorKind::Status(StatusCode::CONFLICT));
+    }
+
+    #[tokio::test]
+    async fn an_empty_2xx_body_decodes_as_null() {
+        let (orders, _) = recording(StatusCode::NO_CONTENT, "");
+        send(orders.delete::<()>("/orders/1")).await.unwrap();
+        assert_eq!(send(orders.delete::<Option<Value>>("/orders/1")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_response_is_handed_over_unread() {
+        let (orders, _) = recording(StatusCode::OK, "chunk");
+        let streamed = send(orders.get::<Streamed>("/orders/export")).await.unwrap().into_inner();
+        assert_eq!(streamed.headers()["etag"], "\"v1\"");
+        assert_eq!(streamed.into_body().collect().await.unwrap().to_bytes(), "chunk");
+    }
+
+    #[tokio::test]
+    async fn a_call_we_cannot_build_is_our_bug_and_sends_nothing() {
+        let (orders, seen) = recording(StatusCode::OK, "{}");
+        for call in [
+            orders.get::<Value>("/users/a b"),
+            orders.get::<Value>("http://elsewhere.example/x"),
+            orders.get::<Value>("/x").header("bad header", "v"),
+            orders.get::<Value>("/x").header("x-ok", "line\nbreak"),
+        ] {
+            let error = send(call).await.unwrap_err();
+            assert_eq!(error.kind(), &UpstreamErrorKind::Request, "{error:?}");
+            assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        assert!(seen.lock().unwrap().is_empty());
     }
 }

@@ -34,7 +34,8 @@ impl Policy<Request<Body>, Response<Body>, BoxError> for Unprocessed {
         _request: &mut Request<Body>,
         result: &mut Result<Response<Body>, BoxError>,
     ) -> Option<Self::Future> {
-        let unprocessed = matches!(result, Err(e) if e.downcast_ref::<UpstreamError>().is_some_and(UpstreamError::is_unprocessed));
+        let unprocessed =
+            matches!(result, Err(e) if e.downcast_ref::<UpstreamError>().is_some_and(UpstreamError::is_unprocessed));
         (unprocessed && self.left > 0).then(|| {
             self.left -= 1;
             ready(())
@@ -109,5 +110,43 @@ mod tests {
         let (upstream, attempts) = flaky(1, false);
         assert_eq!(post(&upstream).await.unwrap_err().kind(), &UpstreamErrorKind::Transport);
         assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_ends_the_call_whatever_its_retries_and_the_per_try_timeout_each_attempt() {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let counted = attempts.clone();
+        // Each attempt is turned away unprocessed after 300 ms.
+        let service = tower::service_fn(move |_: Request<Body>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Err::<Response<Body>, _>(
+                    UpstreamError::new(Arc::from("slow"), UpstreamErrorKind::Transport).unprocessed(),
+                )
+            }
+        });
+        let settings = UpstreamSettings { protocol: UpstreamProtocol::Http2, ..UpstreamSettings::default() };
+        let upstream = Upstream::from_service("slow", settings, service, &Metrics::new());
+        let start = Instant::now();
+        let call = upstream.get::<serde_json::Value>("/x");
+        let error =
+            call.send_within(HeaderValue::from_static("r"), start + Duration::from_millis(500)).await.unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+        assert_eq!(error.kind(), &UpstreamErrorKind::Timeout(Duration::from_millis(500)));
+        assert_eq!(attempts.load(Ordering::SeqCst), 2, "the second attempt was cut off by the deadline");
+
+        // With room, each attempt is bounded by the per-try timeout instead.
+        let hang =
+            tower::service_fn(|_: Request<Body>| std::future::pending::<Result<Response<Body>, UpstreamError>>());
+        let settings = UpstreamSettings { timeout: Duration::from_millis(200), ..UpstreamSettings::default() };
+        let upstream = Upstream::from_service("hang", settings, hang, &Metrics::new());
+        let start = Instant::now();
+        let call = upstream.get::<serde_json::Value>("/x");
+        let error = call.send_within(HeaderValue::from_static("r"), start + Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(
+            (start.elapsed(), error.kind()),
+            (Duration::from_millis(200), &UpstreamErrorKind::Timeout(Duration::from_millis(200)))
+        );
     }
 }

@@ -164,7 +164,13 @@ mod tests {
 
     use super::*;
 
-    async fn send(app: &Router, method: &str, uri: &str, key: Option<&str>, body: Option<Value>) -> (StatusCode, HeaderMap, Value) {
+    async fn send(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, HeaderMap, Value) {
         let mut request = Request::builder().method(method).uri(uri).header("content-type", "application/json");
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
@@ -191,7 +197,14 @@ mod tests {
         let (status, headers, again) = send(&app, "POST", "/orders", Some("k-1"), Some(order.clone())).await;
         assert_eq!((status, &again), (StatusCode::CREATED, &first));
         assert_eq!(headers["idempotent-replayed"], "true");
-        let (status, _, _) = send(&app, "POST", "/orders", Some("k-1"), Some(json!({"user": 42, "items": [{"sku": "SKU-0004", "qty": 1}]}))).await;
+        let (status, _, _) = send(
+            &app,
+            "POST",
+            "/orders",
+            Some("k-1"),
+            Some(json!({"user": 42, "items": [{"sku": "SKU-0004", "qty": 1}]})),
+        )
+        .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a key reused for another order");
 
         let (_, _, list) = send(&app, "GET", "/orders?user=42&limit=50", None, None).await;

@@ -75,7 +75,8 @@ impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let status = self.status();
         let problem = Problem::new(status, self.code(), self.to_string());
-        let source = if status == StatusCode::SERVICE_UNAVAILABLE { ErrorSource::Upstream } else { ErrorSource::Downstream };
+        let source =
+            if status == StatusCode::SERVICE_UNAVAILABLE { ErrorSource::Upstream } else { ErrorSource::Downstream };
         let report = ErrorReport { code: self.code(), message: self.to_string(), source };
         let mut response = problem.into_response_with(report);
         if let Some(challenge) = self.challenge() {

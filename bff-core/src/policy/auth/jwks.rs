@@ -205,14 +205,18 @@ impl JwtVerifier {
         !self.inner.keys.read().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
-    async fn fetch(&self, request_id: Option<&HeaderValue>) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
+    async fn fetch(
+        &self,
+        request_id: Option<&HeaderValue>,
+    ) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
         // The request that found the unknown key, when there is one, so the issuer's logs match ours.
         let request_id = request_id.cloned().unwrap_or_else(|| HeaderValue::from_static("jwks-refresh"));
         let call = self.inner.issuer_host.get::<JwkSet>(self.inner.jwks_path.clone());
-        let set = call.send_within(request_id, Instant::now() + JWKS_FETCH_TIMEOUT).await.map_err(|e| match e.cause() {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        })?;
+        let set =
+            call.send_within(request_id, Instant::now() + JWKS_FETCH_TIMEOUT).await.map_err(|e| match e.cause() {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            })?;
         Ok(decoding_keys(&set))
     }
 }
@@ -249,7 +253,8 @@ mod tests {
         crate::install_crypto_provider();
         let mock = services_mock::start(&MockConfig::ephemeral()).await.unwrap();
         let metrics = Metrics::new();
-        let verifier = JwtVerifier::new(&config(&format!("{}/.well-known/jwks.json?v=1", mock.url(Service::Auth))), &metrics);
+        let verifier =
+            JwtVerifier::new(&config(&format!("{}/.well-known/jwks.json?v=1", mock.url(Service::Auth))), &metrics);
         let identity = verifier.verify(&mock.token("42", "profile orders", 60)).await.unwrap();
         assert_eq!(identity.subject(), "42");
         assert!(identity.has_scope("orders") && !identity.has_scope("admin"));
@@ -264,7 +269,8 @@ mod tests {
         crate::install_crypto_provider();
         let mock = services_mock::start(&MockConfig::ephemeral()).await.unwrap();
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let verifier = JwtVerifier::new(&config(&format!("http://127.0.0.1:{closed}/.well-known/jwks.json")), &Metrics::new());
+        let verifier =
+            JwtVerifier::new(&config(&format!("http://127.0.0.1:{closed}/.well-known/jwks.json")), &Metrics::new());
         let error = verifier.verify(&mock.token("42", "profile", 60)).await.unwrap_err();
         assert!(matches!(error, AuthError::KeysUnavailable), "{error:?}");
     }
