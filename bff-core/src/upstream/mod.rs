@@ -8,7 +8,6 @@
 
 mod body;
 mod call;
-mod deadline;
 mod error;
 mod headers;
 mod metrics;

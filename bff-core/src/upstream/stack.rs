@@ -2,7 +2,7 @@
 //!
 //! Outermost first, every call passes through:
 //!
-//! 1. **deadline** (`upstream/deadline.rs`): no call outlives its request's deadline,
+//! 1. **deadline** (`upstream/timeout.rs`): no call outlives its request's deadline,
 //!    retries and waits included.
 //! 2. *(resilience slots, outermost first: coalescing, cache, circuit breaker, retry with a
 //!    budget, balance over instances with ejection, bulkhead.)* Today one retry policy sits
@@ -27,7 +27,8 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder};
 
 use super::headers::set_call_headers;
-use super::{Body, BoxError, UpstreamSettings, deadline, timeout, unprocessed};
+use super::timeout::{Deadline, PerTry, TimeBoundLayer};
+use super::{Body, BoxError, UpstreamSettings, unprocessed};
 use crate::config::UpstreamProtocol;
 
 /// An upstream's whole outbound stack, type-erased: cheap to clone, one clone per call.
@@ -56,10 +57,10 @@ where
     // request copy it needs are left out there.
     let resend = (settings.protocol != UpstreamProtocol::Http1).then(unprocessed::layer);
     let stack = ServiceBuilder::new()
-        .layer(deadline::DeadlineLayer::new(name.clone()))
+        .layer(TimeBoundLayer::new(name.clone(), Deadline))
         .option_layer(resend)
         .map_request(set_call_headers)
-        .layer(timeout::PerTryTimeoutLayer::new(name.clone(), settings.timeout))
+        .layer(TimeBoundLayer::new(name.clone(), PerTry(settings.timeout)))
         .service(client);
     BoxCloneSyncService::new(stack)
 }

@@ -1,4 +1,5 @@
-//! Time bounds: the per-try timeout layer, and the future both it and the deadline use.
+//! Time bounds on calls: one service, [`TimeBound`], with two policies for when a call must end:
+//! the request's [`Deadline`] (outermost) and the upstream's [`PerTry`] timeout (per attempt).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,40 +12,73 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use super::stack::CallContext;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 
-/// Bounds each attempt (its body included, unless streamed) by the upstream's `timeout`.
-#[derive(Debug, Clone)]
-pub(crate) struct PerTryTimeoutLayer {
-    name: Arc<str>,
-    timeout: Duration,
+/// When a call must end, and the budget its timeout error reports.
+pub(crate) trait Until: Clone {
+    fn until(&self, request: &Request<Body>) -> (Instant, Duration);
 }
 
-impl PerTryTimeoutLayer {
-    pub(crate) fn new(name: Arc<str>, timeout: Duration) -> Self {
-        Self { name, timeout }
+/// The request's deadline, from the call's [`CallContext`]: no call outlives it, retries and
+/// waits included.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline;
+
+/// How long a call without a [`CallContext`] may take here (its per-try timeout still applies).
+const NO_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl Until for Deadline {
+    fn until(&self, request: &Request<Body>) -> (Instant, Duration) {
+        let now = Instant::now();
+        let until = request.extensions().get::<CallContext>().map_or(now + NO_DEADLINE, |c| c.deadline);
+        (until, until.saturating_duration_since(now))
     }
 }
 
-impl<S> Layer<S> for PerTryTimeoutLayer {
-    type Service = PerTryTimeout<S>;
+/// The upstream's `timeout`, for each attempt (its body included, unless streamed).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PerTry(pub(crate) Duration);
+
+impl Until for PerTry {
+    fn until(&self, _request: &Request<Body>) -> (Instant, Duration) {
+        (Instant::now() + self.0, self.0)
+    }
+}
+
+/// Bounds the calls through it by `U`, failing them as upstream timeouts.
+#[derive(Debug, Clone)]
+pub(crate) struct TimeBoundLayer<U> {
+    name: Arc<str>,
+    until: U,
+}
+
+impl<U> TimeBoundLayer<U> {
+    pub(crate) fn new(name: Arc<str>, until: U) -> Self {
+        Self { name, until }
+    }
+}
+
+impl<S, U: Clone> Layer<S> for TimeBoundLayer<U> {
+    type Service = TimeBound<S, U>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PerTryTimeout { inner, name: self.name.clone(), timeout: self.timeout }
+        TimeBound { inner, name: self.name.clone(), until: self.until.clone() }
     }
 }
 
-/// The service of [`PerTryTimeoutLayer`].
+/// The service of [`TimeBoundLayer`].
 #[derive(Debug, Clone)]
-pub(crate) struct PerTryTimeout<S> {
+pub(crate) struct TimeBound<S, U> {
     inner: S,
     name: Arc<str>,
-    timeout: Duration,
+    until: U,
 }
 
-impl<S> Service<Request<Body>> for PerTryTimeout<S>
+impl<S, U> Service<Request<Body>> for TimeBound<S, U>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+    U: Until,
 {
     type Response = Response<Body>;
     type Error = BoxError;
@@ -55,23 +89,18 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        Bounded::new(self.inner.call(request), Instant::now() + self.timeout, self.timeout, self.name.clone())
+        let (until, budget) = self.until.until(&request);
+        Bounded { inner: tokio::time::timeout_at(until, self.inner.call(request)), budget, name: self.name.clone() }
     }
 }
 
 pin_project! {
-    /// `inner`, failing as an upstream timeout of `budget` at `until`.
+    /// `inner`, failing as an upstream timeout of `budget` when its time is up.
     pub(crate) struct Bounded<F> {
         #[pin]
         inner: tokio::time::Timeout<F>,
         budget: Duration,
         name: Arc<str>,
-    }
-}
-
-impl<F: std::future::Future> Bounded<F> {
-    pub(crate) fn new(inner: F, until: Instant, budget: Duration, name: Arc<str>) -> Self {
-        Self { inner: tokio::time::timeout_at(until, inner), budget, name }
     }
 }
 
