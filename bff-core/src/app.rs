@@ -187,6 +187,7 @@ fn cors_layer(config: &CorsConfig) -> CorsLayer {
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
             HeaderName::from_static(REQUEST_ID),
+            HeaderName::from_static(crate::request::idempotency::IDEMPOTENCY_KEY),
         ])
         .expose_headers([header::ETAG, HeaderName::from_static(REQUEST_ID), HeaderName::from_static(DEGRADED)])
         .max_age(config.max_age)

@@ -1,12 +1,18 @@
 //! axum's `Path`, `Query` and `Json` extractors, rejecting bad input as problem+json.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::body::{CollectError, collect};
+use tokio::time::Instant;
+
 use crate::error::BffError;
+use crate::request::RequestMeta;
 pub use crate::request::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 
 /// The largest JSON request body [`Json`] reads.
@@ -15,12 +21,17 @@ pub const MAX_JSON_BODY: usize = 64 * 1024;
 /// The longest error detail quoted from a JSON parser (its messages can quote client input).
 const MAX_DETAIL: usize = 200;
 
-/// A JSON request body decoded as `T`, read under [`MAX_JSON_BODY`] bytes.
+/// How long reading a body may take on a router not built by the gateway (no request deadline).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A JSON request body decoded as `T`, read under [`MAX_JSON_BODY`] bytes and the request's
+/// deadline.
 ///
 /// Refuses a body that is not declared JSON (`Content-Type: application/json` or
 /// `application/*+json`) with 415 `UNSUPPORTED_MEDIA_TYPE`, one over the limit with 413
-/// `BODY_TOO_LARGE` (before reading it, when its `Content-Length` says so), and one that is not
-/// a `T` with 400 `INVALID_BODY`.
+/// `BODY_TOO_LARGE` (before reading it, when its `Content-Length` says so), one still arriving at
+/// the deadline with 408 `BODY_TIMEOUT` (a client trickling a body cannot hold a handler), and one
+/// that is not a `T` with 400 `INVALID_BODY`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -41,10 +52,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         if declared.is_some_and(|n| n > MAX_JSON_BODY as u64) {
             return Err(too_large());
         }
-        let bytes = collect(request.into_body(), MAX_JSON_BODY).await.map_err(|e| match e {
-            CollectError::TooLarge(_) => too_large(),
-            CollectError::Read(_) => BffError::bad_request("INVALID_BODY", "the body could not be read"),
-        })?;
+        let deadline = match request.extensions().get::<Arc<RequestMeta>>() {
+            Some(meta) => meta.deadline(request.extensions().get::<MatchedPath>()),
+            None => Instant::now() + BODY_READ_TIMEOUT,
+        };
+        let read = tokio::time::timeout_at(deadline, collect(request.into_body(), MAX_JSON_BODY)).await;
+        let bytes = read
+            .map_err(|_| {
+                let detail = "the body did not arrive within the request's deadline";
+                BffError::rejected(StatusCode::REQUEST_TIMEOUT, "BODY_TIMEOUT", detail)
+            })?
+            .map_err(|e| match e {
+                CollectError::TooLarge(_) => too_large(),
+                CollectError::Read(_) => BffError::bad_request("INVALID_BODY", "the body could not be read"),
+            })?;
         serde_json::from_slice(&bytes).map(Json).map_err(|e| {
             let mut detail = format!("the body is not valid here: {e}");
             if detail.len() > MAX_DETAIL {
@@ -132,5 +153,25 @@ mod tests {
         let long = format!(r#"{{"items":"{}"}}"#, "x".repeat(10_000));
         let e = extract(Some("application/json"), long).await.unwrap_err();
         assert!(e.to_string().len() <= MAX_DETAIL + 4, "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_still_arriving_at_the_deadline_is_a_408() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
+        tx.send(Ok(axum::body::Bytes::from_static(b"{\"items\":["))).await.unwrap();
+        let trickle = Body::from_stream(tokio_stream_of(rx));
+        let start = Instant::now();
+        let result = extract(Some("application/json"), trickle).await;
+        let e = result.unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (408, "BODY_TIMEOUT"));
+        assert_eq!(start.elapsed(), BODY_READ_TIMEOUT);
+        drop(tx);
+    }
+
+    /// A stream of what arrives on `rx` (a body the test feeds by hand).
+    fn tokio_stream_of<T: Send + 'static>(
+        rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures::Stream<Item = T> + Send + 'static {
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
     }
 }

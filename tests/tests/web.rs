@@ -108,6 +108,23 @@ async fn cors_preflight_for_allowed_and_other_origins() {
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
+    // A browser write may send its JSON body and an Idempotency-Key.
+    let write = stack
+        .http
+        .request(reqwest::Method::OPTIONS, stack.bff.url("/web/notifications/read"))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization,content-type,idempotency-key")
+        .send()
+        .await
+        .unwrap();
+    let allowed_headers = write.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
+    assert!(
+        allowed_headers.contains("idempotency-key") && allowed_headers.contains("content-type"),
+        "{allowed_headers}"
+    );
+    assert!(write.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+
     // The actual request from the allowed origin can read the response and its headers.
     let response =
         stack.http.get(&url).bearer_auth(stack.token()).header("origin", "http://localhost:3000").send().await.unwrap();

@@ -29,6 +29,15 @@ pub(crate) struct RequestMeta {
     pub(crate) degraded: Mutex<Vec<String>>,
 }
 
+impl RequestMeta {
+    /// When the request must be answered by: its route's deadline, or the default one.
+    pub(crate) fn deadline(&self, route: Option<&MatchedPath>) -> Instant {
+        let policies = &self.policies;
+        let budget = route.and_then(|path| policies.deadlines.get(path.as_str())).copied();
+        self.start + budget.unwrap_or(policies.default_deadline)
+    }
+}
+
 /// Per-route settings the edge hands to every request.
 #[derive(Debug, Clone)]
 pub(crate) struct RoutePolicies {
@@ -107,14 +116,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             Problem::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", detail)
         };
         let meta = parts.extensions.get::<Arc<RequestMeta>>().ok_or_else(missing)?.clone();
-        let policies = &meta.policies;
-        let budget = parts
-            .extensions
-            .get::<MatchedPath>()
-            .and_then(|path| policies.deadlines.get(path.as_str()))
-            .copied()
-            .unwrap_or(policies.default_deadline);
-        let concurrency = policies.concurrency;
-        Ok(Self { deadline: meta.start + budget, meta, concurrency })
+        let deadline = meta.deadline(parts.extensions.get::<MatchedPath>());
+        let concurrency = meta.policies.concurrency;
+        Ok(Self { deadline, meta, concurrency })
     }
 }
