@@ -29,7 +29,7 @@ struct Entry {
     key: String,
     value: String,
     origin: String,
-    /// Applied only where the key's parent section exists in the file (`--demo` retargets the
+    /// Applied only where the key's parent section exists in the file (embedded upstreams retarget the
     /// upstreams a BFF has, without adding the ones it does not call).
     only_existing: bool,
 }
@@ -270,9 +270,9 @@ url = "http://127.0.0.1:7001"
     #[test]
     fn existing_only_overrides_skip_absent_sections() {
         let mut overrides = Overrides::default();
-        overrides.set_existing("upstreams.users.url", "http://127.0.0.1:1", "--demo");
-        overrides.set_existing("upstreams.reviews.url", "http://127.0.0.1:2", "--demo");
-        overrides.set_existing("auth.jwks_url", "http://127.0.0.1:3/jwks", "--demo");
+        overrides.set_existing("upstreams.users.url", "http://127.0.0.1:1", "start-up");
+        overrides.set_existing("upstreams.reviews.url", "http://127.0.0.1:2", "start-up");
+        overrides.set_existing("auth.jwks_url", "http://127.0.0.1:3/jwks", "start-up");
         let config = load(&source(BASE), &overrides).unwrap();
         assert_eq!(config.upstreams["users"].url.port(), Some(1));
         assert!(!config.upstreams.contains_key("reviews"));
