@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::middleware::{Inner, Middleware, run};
 use crate::problem::ErrorReport;
-use crate::request::{DEGRADED, REQUEST_ID, RequestMeta, RoutePolicies};
+use crate::request::{DEGRADED, REQUEST_ID_HEADER, RequestMeta, RoutePolicies};
 
 /// Creates the [`RequestMeta`] of each request.
 #[derive(Debug, Clone)]
@@ -19,7 +19,7 @@ pub(super) struct Context(pub(super) RoutePolicies);
 
 impl Middleware for Context {
     fn call<S: Inner>(&self, mut request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
-        let id = request.headers().get(REQUEST_ID).cloned().unwrap_or_else(|| HeaderValue::from_static("none"));
+        let id = request.headers().get(&REQUEST_ID_HEADER).cloned().unwrap_or_else(|| HeaderValue::from_static("none"));
         let meta = Arc::new(RequestMeta {
             id,
             start: Instant::now(),

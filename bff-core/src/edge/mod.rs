@@ -23,7 +23,6 @@ mod request_id;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::HeaderName;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::CorsLayer;
@@ -32,11 +31,11 @@ use tower_http::trace::TraceLayer;
 
 use crate::middleware::MiddlewareLayer;
 use crate::observe::metrics::Metrics;
-use crate::request::{REQUEST_ID, RoutePolicies};
+use crate::request::{REQUEST_ID_HEADER, RoutePolicies};
 
 /// Wraps the routed router `routed` in the inbound stack of the module docs.
 pub(crate) fn wrap(routed: Router, policies: RoutePolicies, metrics: Metrics, cors: Option<CorsLayer>) -> Router {
-    let request_id = HeaderName::from_static(REQUEST_ID);
+    let request_id = REQUEST_ID_HEADER;
     let inner = ServiceBuilder::new()
         .layer(MiddlewareLayer(problem::ProblemDetails))
         .layer(MiddlewareLayer(context::Context(policies)))
@@ -57,7 +56,7 @@ pub(crate) fn wrap(routed: Router, policies: RoutePolicies, metrics: Metrics, co
 
 /// The `request` span: the id (set by the layer outside), the method and the path.
 fn span(request: &Request) -> tracing::Span {
-    let id = request.headers().get(REQUEST_ID).map(|id| String::from_utf8_lossy(id.as_bytes()));
+    let id = request.headers().get(&REQUEST_ID_HEADER).map(|id| String::from_utf8_lossy(id.as_bytes()));
     tracing::info_span!(
         "request",
         id = %id.unwrap_or_default(),

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use crate::error::BffError;
 use crate::middleware::{Inner, Middleware, run};
 use crate::problem::{ErrorReport, Problem};
-use crate::request::REQUEST_ID;
+use crate::request::REQUEST_ID_HEADER;
 
 /// Errors are made without the request id (no task-local state); it is added here.
 #[derive(Debug, Clone, Copy)]
@@ -18,7 +18,7 @@ pub(super) struct ProblemDetails;
 
 impl Middleware for ProblemDetails {
     fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
-        let id = request.headers().get(REQUEST_ID).cloned();
+        let id = request.headers().get(&REQUEST_ID_HEADER).cloned();
         async move {
             let mut response = problem_for_bare_405(run(inner, request).await);
             if let Some(id) = id {

@@ -4,7 +4,7 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use tower_http::request_id::{MakeRequestId, RequestId};
 
-use crate::request::REQUEST_ID;
+use crate::request::REQUEST_ID_HEADER;
 
 /// The longest request id we accept from a client; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -21,8 +21,8 @@ fn accepted(value: &HeaderValue) -> bool {
 
 /// Removes a request id the client sent that we do not accept, so a fresh one replaces it.
 pub(super) fn drop_unacceptable(mut request: Request) -> Request {
-    if request.headers().get(REQUEST_ID).is_some_and(|id| !accepted(id)) {
-        request.headers_mut().remove(REQUEST_ID);
+    if request.headers().get(&REQUEST_ID_HEADER).is_some_and(|id| !accepted(id)) {
+        request.headers_mut().remove(&REQUEST_ID_HEADER);
     }
     request
 }
@@ -55,8 +55,8 @@ mod tests {
         let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
         assert!(!accepted(&HeaderValue::try_from(long).unwrap()));
         let mut request = Request::new(axum::body::Body::empty());
-        request.headers_mut().insert(REQUEST_ID, HeaderValue::from_static("has space"));
-        assert!(drop_unacceptable(request).headers().get(REQUEST_ID).is_none());
+        request.headers_mut().insert(REQUEST_ID_HEADER, HeaderValue::from_static("has space"));
+        assert!(drop_unacceptable(request).headers().get(&REQUEST_ID_HEADER).is_none());
     }
 
     #[test]

@@ -17,6 +17,8 @@ use crate::problem::Problem;
 
 /// The header carrying the request id, in and out.
 pub const REQUEST_ID: &str = "x-request-id";
+/// [`REQUEST_ID`] as a header name: a lookup by it does not parse the name again.
+pub(crate) const REQUEST_ID_HEADER: axum::http::HeaderName = axum::http::HeaderName::from_static(REQUEST_ID);
 /// The header listing the optional parts that failed and were left out.
 pub const DEGRADED: &str = "x-bff-degraded";
 

@@ -1,6 +1,12 @@
 //! Typed calls: [`Call`] describes one request (any method, headers, a JSON body); what it yields
 //! is chosen by its output type through [`Decode`]: a JSON `T` from a 2xx answer, a [`Reply`]
 //! of any status with its headers, or a [`Streamed`] response whose body is not read.
+//!
+//! A call stays a light description (method, path, and headers and body only when it has them)
+//! until it is sent: its future is then small, and so is every fan-out and handler future that
+//! holds it (a future's whole size is copied whenever it is moved or boxed). The `http::Request`
+//! is built just before it goes into the stack, and the answer, already read by the client, is
+//! decoded without another await.
 
 use std::fmt;
 use std::future::Future;
@@ -13,7 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
-use tower::ServiceExt;
+use tower::Service;
 
 use super::stack::CallContext;
 use super::transport::MAX_BODY_BYTES;
@@ -24,43 +30,52 @@ use crate::request::Ctx;
 ///
 /// Built by [`Upstream::get`] and its siblings, refined with [`Call::header`] and [`Call::json`],
 /// sent inside a fan-out (`ctx.fanout((call.required(), …))`) or alone with [`Call::send`].
-/// A header or body that cannot be used fails the call when it is sent, as a 500 (our bug).
+/// A path, header or body that cannot be used fails the call when it is sent, as a 500 (our bug).
 #[must_use = "a Call does nothing until it is sent or runs in a fan-out"]
 pub struct Call<T> {
     upstream: Upstream,
-    request: Result<Request<Body>, String>,
+    method: Method,
+    path: String,
+    /// Headers and body, for the calls that have them (a GET usually has neither).
+    extra: Option<Box<Extra>>,
     _output: PhantomData<fn() -> T>,
+}
+
+#[derive(Default)]
+struct Extra {
+    headers: HeaderMap,
+    body: Body,
+    /// Why the call cannot be built, found while it was described.
+    invalid: Option<String>,
 }
 
 impl<T> fmt::Debug for Call<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut debug = f.debug_struct("Call");
-        debug.field("upstream", &self.upstream.name());
-        match &self.request {
-            Ok(request) => debug.field("method", request.method()).field("uri", request.uri()),
-            Err(error) => debug.field("error", error),
-        };
-        debug.finish()
+        f.debug_struct("Call")
+            .field("upstream", &self.upstream.name())
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
 impl<T> Call<T> {
     pub(crate) fn new(upstream: Upstream, method: Method, path: String) -> Self {
-        let request = Uri::try_from(path).map_err(|e| format!("invalid path: {e}")).and_then(|uri| {
-            if uri.scheme().is_some() || !uri.path().starts_with('/') {
-                return Err(format!("`{uri}` is not a path starting with `/`"));
-            }
-            let mut request = Request::new(Body::empty());
-            *request.method_mut() = method;
-            *request.uri_mut() = uri;
-            Ok(request)
-        });
-        Self { upstream, request, _output: PhantomData }
+        Self { upstream, method, path, extra: None, _output: PhantomData }
     }
 
     /// The upstream this call goes to.
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    fn invalid(mut self, why: String) -> Self {
+        self.extra().invalid.get_or_insert(why);
+        self
     }
 
     /// Adds a request header (`Idempotency-Key`, `If-None-Match`, …).
@@ -71,16 +86,14 @@ impl<T> Call<T> {
         HeaderValue: TryFrom<V>,
         <HeaderValue as TryFrom<V>>::Error: fmt::Display,
     {
-        if let Ok(request) = &mut self.request {
-            match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-                (Ok(name), Ok(value)) => {
-                    request.headers_mut().append(name, value);
-                }
-                (Err(e), _) => self.request = Err(format!("invalid header name: {e}")),
-                (_, Err(e)) => self.request = Err(format!("invalid header value: {e}")),
+        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            (Ok(name), Ok(value)) => {
+                self.extra().headers.append(name, value);
+                self
             }
+            (Err(e), _) => self.invalid(format!("invalid header name: {e}")),
+            (_, Err(e)) => self.invalid(format!("invalid header value: {e}")),
         }
-        self
     }
 
     /// Forwards a client's `Idempotency-Key`, when there is one, so a repeated write is one write.
@@ -95,97 +108,128 @@ impl<T> Call<T> {
     pub fn json(self, body: &impl Serialize) -> Self {
         match serde_json::to_vec(body) {
             Ok(bytes) => self.body(HeaderValue::from_static("application/json"), bytes),
-            Err(e) => Self { request: Err(format!("the JSON body cannot be serialized: {e}")), ..self },
+            Err(e) => self.invalid(format!("the JSON body cannot be serialized: {e}")),
         }
     }
 
     /// Sends `bytes` with `content_type`.
     pub fn body(mut self, content_type: HeaderValue, bytes: impl Into<Bytes>) -> Self {
-        if let Ok(request) = &mut self.request {
-            *request.body_mut() = Body::from(bytes.into());
-            request.headers_mut().insert(CONTENT_TYPE, content_type);
-        }
+        let extra = self.extra();
+        extra.body = Body::from(bytes.into());
+        extra.headers.insert(CONTENT_TYPE, content_type);
         self
     }
 
     /// Yields the answer of any status with its headers, for a handler that decides per status.
     pub fn reply(self) -> Call<Reply> {
-        Call { upstream: self.upstream, request: self.request, _output: PhantomData }
+        Call { upstream: self.upstream, method: self.method, path: self.path, extra: self.extra, _output: PhantomData }
     }
 
     /// Yields the response as it arrives, its body unread (proxying). The deadline and the
     /// per-try timeout bound the wait for the response head, not the reading of the body.
     pub fn streamed(self) -> Call<Streamed> {
-        Call { upstream: self.upstream, request: self.request, _output: PhantomData }
+        Call { upstream: self.upstream, method: self.method, path: self.path, extra: self.extra, _output: PhantomData }
+    }
+
+    /// The request this call describes, with its context; the error says why it cannot be built.
+    fn into_request(self, context: CallContext) -> Result<Request<Body>, String> {
+        let uri = Uri::try_from(self.path).map_err(|e| format!("invalid path: {e}"))?;
+        if uri.scheme().is_some() || !uri.path().starts_with('/') {
+            return Err(format!("`{uri}` is not a path starting with `/`"));
+        }
+        let mut request = Request::new(Body::empty());
+        if let Some(extra) = self.extra {
+            let Extra { headers, body, invalid } = *extra;
+            if let Some(why) = invalid {
+                return Err(why);
+            }
+            *request.headers_mut() = headers;
+            *request.body_mut() = body;
+        }
+        *request.method_mut() = self.method;
+        *request.uri_mut() = uri;
+        request.extensions_mut().insert(context);
+        Ok(request)
     }
 }
 
 impl<T: Decode> Call<T> {
     /// Sends the call under `ctx`'s deadline and request id, and decodes the answer.
-    pub async fn send(self, ctx: &Ctx) -> Result<T, UpstreamError> {
-        self.send_within(ctx.request_id().clone(), ctx.deadline()).await
+    pub fn send(self, ctx: &Ctx) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
+        self.send_within(ctx.request_id().clone(), ctx.deadline())
     }
 
     /// Sends the call with `request_id`, ending it at `deadline` whatever happens inside.
-    pub async fn send_within(self, request_id: HeaderValue, deadline: Instant) -> Result<T, UpstreamError> {
-        let upstream = self.upstream.inner;
+    ///
+    /// The future is one heap allocation, made before it first runs (so only the call's
+    /// description is copied into it): a fan-out or handler holding calls stays small.
+    pub fn send_within(
+        self,
+        request_id: HeaderValue,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
+        Box::pin(self.exchange(request_id, deadline))
+    }
+
+    async fn exchange(self, request_id: HeaderValue, deadline: Instant) -> Result<T, UpstreamError> {
         let start = Instant::now();
-        let result = async {
-            let mut request = self
-                .request
-                .map_err(|e| UpstreamError::new(upstream.name.clone(), UpstreamErrorKind::Request).with_cause(e))?;
-            let context = CallContext { request_id, deadline, streamed: T::STREAMED };
-            request.extensions_mut().insert(context);
-            let response = upstream
-                .stack
-                .clone()
-                .oneshot(request)
-                .await
-                .map_err(|e| UpstreamError::from_stack(&upstream.name, e))?;
-            T::decode(response, &upstream.name).await
-        }
-        .await;
-        upstream.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
+        let upstream = self.upstream.clone();
+        let inner = &upstream.inner;
+        let fail = |kind, cause: &dyn fmt::Display| UpstreamError::new(inner.name.clone(), kind).with_cause(cause);
+        let mut stack = inner.stack.clone();
+        let result = match std::future::poll_fn(|cx| stack.poll_ready(cx)).await {
+            Err(e) => Err(UpstreamError::from_stack(&inner.name, e)),
+            Ok(()) => match self.into_request(CallContext { request_id, deadline, streamed: T::STREAMED }) {
+                Err(why) => Err(fail(UpstreamErrorKind::Request, &why)),
+                Ok(request) => match stack.call(request).await {
+                    Err(e) => Err(UpstreamError::from_stack(&inner.name, e)),
+                    Ok(response) if T::STREAMED || response.body().as_buffered().is_some() => {
+                        T::decode(response, &inner.name)
+                    }
+                    // An innermost service of one's own (a test's) may answer a stream: read it in a
+                    // future of its own, so this rare path adds nothing to every call's size.
+                    Ok(response) => Box::pin(read_whole(response, &inner.name)).await.and_then(|r| T::decode(r, &inner.name)),
+                },
+            },
+        };
+        inner.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
         result
+    }
+}
+
+/// `response` with its body read whole, under the body limit.
+async fn read_whole(response: Response<Body>, upstream: &Arc<str>) -> Result<Response<Body>, UpstreamError> {
+    let (parts, body) = response.into_parts();
+    match crate::body::collect(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => Ok(Response::from_parts(parts, Body::from(bytes))),
+        Err(e) => Err(UpstreamError::new(upstream.clone(), UpstreamErrorKind::Transport).with_cause(e)),
     }
 }
 
 /// What a call yields, made from the upstream's response.
 ///
 /// Implemented for every `T: DeserializeOwned` (a 2xx JSON body; an empty one reads as `null`,
-/// so `()` and `Option<T>` fit a `204`), for [`Reply`] and for [`Streamed`].
+/// so `()` and `Option<T>` fit a `204`), for [`Reply`] and for [`Streamed`]. The body is already
+/// read whole when `decode` runs, unless [`Decode::STREAMED`].
 pub trait Decode: Sized + Send + 'static {
     /// Whether the body is left unread for the caller ([`Streamed`]).
     const STREAMED: bool = false;
 
     /// Makes the output from `response`; `upstream` names the service in errors.
-    fn decode(
-        response: Response<Body>,
-        upstream: &Arc<str>,
-    ) -> impl Future<Output = Result<Self, UpstreamError>> + Send;
+    fn decode(response: Response<Body>, upstream: &Arc<str>) -> Result<Self, UpstreamError>;
 }
 
 impl<T: DeserializeOwned + Send + 'static> Decode for T {
-    async fn decode(response: Response<Body>, upstream: &Arc<str>) -> Result<Self, UpstreamError> {
+    fn decode(response: Response<Body>, upstream: &Arc<str>) -> Result<Self, UpstreamError> {
         let status = response.status();
         if !status.is_success() {
             return Err(UpstreamError::new(upstream.clone(), UpstreamErrorKind::Status(status)).with_cause(status));
         }
-        let body = buffered(response.into_body(), upstream).await?;
+        let body = response.body().as_buffered().unwrap_or_default();
         let json: &[u8] = if body.is_empty() { b"null" } else { &body };
         serde_json::from_slice(json)
             .map_err(|e| UpstreamError::new(upstream.clone(), UpstreamErrorKind::Decode).with_cause(e))
     }
-}
-
-/// The body's bytes: already buffered by the client, or read here under the same limit.
-async fn buffered(body: Body, upstream: &Arc<str>) -> Result<Bytes, UpstreamError> {
-    if let Some(bytes) = body.as_buffered() {
-        return Ok(bytes);
-    }
-    crate::body::collect(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|e| UpstreamError::new(upstream.clone(), UpstreamErrorKind::Transport).with_cause(e))
 }
 
 /// An answer of any status, its headers and its whole body (under the body limit).
@@ -228,9 +272,9 @@ impl Reply {
 }
 
 impl Decode for Reply {
-    async fn decode(response: Response<Body>, upstream: &Arc<str>) -> Result<Self, UpstreamError> {
+    fn decode(response: Response<Body>, upstream: &Arc<str>) -> Result<Self, UpstreamError> {
         let (parts, body) = response.into_parts();
-        let body = buffered(body, upstream).await?;
+        let body = body.as_buffered().unwrap_or_default();
         Ok(Self { upstream: upstream.clone(), status: parts.status, headers: parts.headers, body })
     }
 }
@@ -249,7 +293,7 @@ impl Streamed {
 impl Decode for Streamed {
     const STREAMED: bool = true;
 
-    async fn decode(response: Response<Body>, _upstream: &Arc<str>) -> Result<Self, UpstreamError> {
+    fn decode(response: Response<Body>, _upstream: &Arc<str>) -> Result<Self, UpstreamError> {
         Ok(Self(response))
     }
 }

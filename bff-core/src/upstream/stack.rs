@@ -24,7 +24,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder};
 
 use super::headers::set_call_headers;
 use super::timeout::{Deadline, PerTry, TimeBoundLayer};
@@ -52,15 +52,44 @@ where
     S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    // Over HTTP/1.1 nothing is turned away unprocessed in a way worth resending (hyper already
-    // resends a call that never left on a closed pooled connection), so the retry and the
-    // request copy it needs are left out there.
-    let resend = (settings.protocol != UpstreamProtocol::Http1).then(unprocessed::layer);
-    let stack = ServiceBuilder::new()
-        .layer(TimeBoundLayer::new(name.clone(), Deadline))
-        .option_layer(resend)
+    let attempt = ServiceBuilder::new()
         .map_request(set_call_headers)
         .layer(TimeBoundLayer::new(name.clone(), PerTry(settings.timeout)))
         .service(client);
-    BoxCloneSyncService::new(stack)
+    let deadline = TimeBoundLayer::new(name.clone(), Deadline);
+    // Over HTTP/1.1 nothing is turned away unprocessed in a way worth resending (hyper already
+    // resends a call that never left on a closed pooled connection). Left out there, the retry is
+    // not in the stack's type either: every call's future is that much smaller.
+    if settings.protocol == UpstreamProtocol::Http1 {
+        BoxCloneSyncService::new(deadline.layer(attempt))
+    } else {
+        BoxCloneSyncService::new(deadline.layer(unprocessed::layer().layer(attempt)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of_val;
+    use std::time::Duration;
+
+    use crate::Ctx;
+    use crate::observe::metrics::Metrics;
+    use crate::upstream::{Body, BoxError, Upstream, UpstreamSettings};
+
+    /// Every move of a future copies all of it, and handler futures are moved and boxed on every
+    /// request: a call's future is one pointer, and a fan-out of three stays under 1 KiB.
+    #[tokio::test]
+    async fn call_and_fanout_futures_stay_small() {
+        let answer = |_: http::Request<Body>| async { Ok::<_, BoxError>(http::Response::new(Body::from("{}"))) };
+        let up = Upstream::from_service("x", UpstreamSettings::default(), tower::service_fn(answer), &Metrics::new());
+        let ctx = Ctx::detached(Duration::from_secs(1), 4);
+        let call = up.get::<serde_json::Value>("/x").send(&ctx);
+        assert!(size_of_val(&call) <= 16, "a call's future is {} bytes", size_of_val(&call));
+        let three = ctx.fanout((
+            up.get::<serde_json::Value>("/a").required(),
+            up.get::<serde_json::Value>("/b").required(),
+            up.get::<serde_json::Value>("/c").optional(),
+        ));
+        assert!(size_of_val(&three) < 1024, "a fan-out of three is {} bytes", size_of_val(&three));
+    }
 }
