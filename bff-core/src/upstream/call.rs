@@ -19,7 +19,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
-use tower::Service;
 
 use super::stack::CallContext;
 use super::transport::MAX_BODY_BYTES;
@@ -175,21 +174,18 @@ impl<T: Decode> Call<T> {
         let start = Instant::now();
         let upstream = self.upstream.clone();
         let inner = &upstream.inner;
-        let fail = |kind, cause: &dyn fmt::Display| UpstreamError::new(inner.name.clone(), kind).with_cause(cause);
-        let mut stack = inner.stack.clone();
-        let result = match std::future::poll_fn(|cx| stack.poll_ready(cx)).await {
-            Err(e) => Err(UpstreamError::from_stack(&inner.name, e)),
-            Ok(()) => match self.into_request(CallContext { request_id, deadline, streamed: T::STREAMED }) {
-                Err(why) => Err(fail(UpstreamErrorKind::Request, &why)),
-                Ok(request) => match stack.call(request).await {
-                    Err(e) => Err(UpstreamError::from_stack(&inner.name, e)),
-                    Ok(response) if T::STREAMED || response.body().as_buffered().is_some() => {
-                        T::decode(response, &inner.name)
-                    }
-                    // An innermost service of one's own (a test's) may answer a stream: read it in a
-                    // future of its own, so this rare path adds nothing to every call's size.
-                    Ok(response) => Box::pin(read_whole(response, &inner.name)).await.and_then(|r| T::decode(r, &inner.name)),
-                },
+        let result = match self.into_request(CallContext { request_id, deadline, streamed: T::STREAMED }) {
+            Err(why) => Err(UpstreamError::new(inner.name.clone(), UpstreamErrorKind::Request).with_cause(why)),
+            Ok(request) => match inner.stack.send(request).await {
+                Err(e) => Err(UpstreamError::from_stack(&inner.name, e)),
+                Ok(response) if T::STREAMED || response.body().as_buffered().is_some() => {
+                    T::decode(response, &inner.name)
+                }
+                // An innermost service of one's own (a test's) may answer a stream: read it in a
+                // future of its own, so this rare path adds nothing to every call's size.
+                Ok(response) => {
+                    Box::pin(read_whole(response, &inner.name)).await.and_then(|r| T::decode(r, &inner.name))
+                }
             },
         };
         inner.metrics.record(result.as_ref().map(|_| ()), start.elapsed());

@@ -17,13 +17,13 @@
 //!
 //! Each layer is a tower [`Layer`](tower::Layer) over `http::Request<Body>` /
 //! `http::Response<Body>` with [`BoxError`] errors, so tower's own (`retry`, `limit`,
-//! `load_shed`, `balance`) stack in the slots as they are.
+//! `load_shed`, `balance`) stack in the slots as they are; [`Outbound`] erases the result.
 
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
-use tower::util::BoxCloneSyncService;
+use futures::future::BoxFuture;
 use tower::{Layer, Service, ServiceBuilder};
 
 use super::headers::set_call_headers;
@@ -31,8 +31,68 @@ use super::timeout::{Deadline, PerTry, TimeBoundLayer};
 use super::{Body, BoxError, UpstreamSettings, unprocessed};
 use crate::config::UpstreamProtocol;
 
-/// An upstream's whole outbound stack, type-erased: cheap to clone, one clone per call.
-pub type Outbound = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+/// An upstream's whole outbound stack, type-erased; a tower [`Service`] itself.
+///
+/// Rather than tower's `BoxCloneSyncService` (a boxed clone of the stack, then a boxed future:
+/// two allocations a call), the stack sits behind an `Arc`, and a call clones the concrete stack
+/// (reference counts only) into its one boxed future.
+#[derive(Clone)]
+pub struct Outbound(Arc<dyn Erased>);
+
+trait Erased: Send + Sync {
+    fn call(&self, request: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>>;
+}
+
+impl<S> Erased for S
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    fn call(&self, request: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
+        let mut stack = self.clone();
+        Box::pin(async move {
+            std::future::poll_fn(|cx| Service::poll_ready(&mut stack, cx)).await?;
+            Service::call(&mut stack, request).await
+        })
+    }
+}
+
+impl Outbound {
+    /// Erases `stack`.
+    pub fn new<S>(stack: S) -> Self
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        Self(Arc::new(stack))
+    }
+
+    /// Sends `request` through the stack (readiness included).
+    pub fn send(&self, request: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
+        Erased::call(&*self.0, request)
+    }
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound").finish_non_exhaustive()
+    }
+}
+
+impl Service<Request<Body>> for Outbound {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        // Readiness is awaited inside each call's future, on its own clone of the stack.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        self.send(request)
+    }
+}
 
 /// What a call carries through the stack as a request extension: set by the call, read by the
 /// layers that need it.
@@ -61,9 +121,9 @@ where
     // resends a call that never left on a closed pooled connection). Left out there, the retry is
     // not in the stack's type either: every call's future is that much smaller.
     if settings.protocol == UpstreamProtocol::Http1 {
-        BoxCloneSyncService::new(deadline.layer(attempt))
+        Outbound::new(deadline.layer(attempt))
     } else {
-        BoxCloneSyncService::new(deadline.layer(unprocessed::layer().layer(attempt)))
+        Outbound::new(deadline.layer(unprocessed::layer().layer(attempt)))
     }
 }
 
