@@ -1,13 +1,13 @@
 //! One access log line and the request metrics per request, with the route pattern it matched.
 
-use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::response::Response;
 use tokio::time::Instant;
 
-use crate::middleware::{Inner, Middleware, run};
+use super::around::Around;
 use crate::observe::metrics::Metrics;
 use crate::problem::{ErrorReport, ErrorSource};
 use crate::request::DEGRADED;
@@ -30,18 +30,27 @@ pub(crate) fn mark_route(request: Request) -> Request {
     request
 }
 
-impl Middleware for AccessLog {
-    fn call<S: Inner>(&self, mut request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
-        let (start, metrics, slot) = (Instant::now(), self.0.clone(), RouteSlot::default());
-        let method = request.method().clone();
+/// What the way out needs of the way in.
+pub(super) struct Seen {
+    start: Instant,
+    method: Method,
+    slot: RouteSlot,
+    metrics: Metrics,
+}
+
+impl Around for AccessLog {
+    type State = Seen;
+
+    fn before(&self, request: &mut Request) -> Seen {
+        let slot = RouteSlot::default();
         request.extensions_mut().insert(slot.clone());
-        async move {
-            let response = run(inner, request).await;
-            log(&response, start);
-            let route = slot.0.get().map_or("unmatched", MatchedPath::as_str);
-            metrics.request(route, &method, response.status().as_u16(), start.elapsed());
-            response
-        }
+        Seen { start: Instant::now(), method: request.method().clone(), slot, metrics: self.0.clone() }
+    }
+
+    fn after(seen: Seen, response: &mut Response) {
+        log(response, seen.start);
+        let route = seen.slot.0.get().map_or("unmatched", MatchedPath::as_str);
+        seen.metrics.request(route, &seen.method, response.status().as_u16(), seen.start.elapsed());
     }
 }
 

@@ -15,6 +15,7 @@
 //! 7. CORS (tower-http), when configured; then routing, and per route: authentication, shaping.
 
 pub(crate) mod access_log;
+mod around;
 mod context;
 mod panic;
 mod problem;
@@ -29,7 +30,7 @@ use tower_http::cors::CorsLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::middleware::MiddlewareLayer;
+use self::around::AroundLayer;
 use crate::observe::metrics::Metrics;
 use crate::request::{REQUEST_ID_HEADER, RoutePolicies};
 
@@ -37,8 +38,8 @@ use crate::request::{REQUEST_ID_HEADER, RoutePolicies};
 pub(crate) fn wrap(routed: Router, policies: RoutePolicies, metrics: Metrics, cors: Option<CorsLayer>) -> Router {
     let request_id = REQUEST_ID_HEADER;
     let inner = ServiceBuilder::new()
-        .layer(MiddlewareLayer(problem::ProblemDetails))
-        .layer(MiddlewareLayer(context::Context(policies)))
+        .layer(AroundLayer(problem::ProblemDetails))
+        .layer(AroundLayer(context::Context(policies)))
         .map_response(|response: axum::http::Response<_>| response.map(Body::new))
         .layer(CatchPanicLayer::custom(panic::internal_error))
         .option_layer(cors)
@@ -49,7 +50,7 @@ pub(crate) fn wrap(routed: Router, policies: RoutePolicies, metrics: Metrics, co
         .layer(PropagateRequestIdLayer::new(request_id))
         .layer(TraceLayer::new_for_http().make_span_with(span).on_request(()).on_response(()).on_failure(()))
         .map_response(|response: axum::http::Response<_>| response.map(Body::new))
-        .layer(MiddlewareLayer(access_log::AccessLog(metrics)))
+        .layer(AroundLayer(access_log::AccessLog(metrics)))
         .service(inner);
     Router::new().fallback_service(stack)
 }

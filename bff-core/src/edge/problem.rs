@@ -1,14 +1,12 @@
 //! Problem details as the client sees them: the request id in every problem+json body, and
 //! axum's bare `405` turned into one.
 
-use std::future::Future;
-
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::around::Around;
 use crate::error::BffError;
-use crate::middleware::{Inner, Middleware, run};
 use crate::problem::{ErrorReport, Problem};
 use crate::request::REQUEST_ID_HEADER;
 
@@ -16,15 +14,17 @@ use crate::request::REQUEST_ID_HEADER;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ProblemDetails;
 
-impl Middleware for ProblemDetails {
-    fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
-        let id = request.headers().get(&REQUEST_ID_HEADER).cloned();
-        async move {
-            let mut response = problem_for_bare_405(run(inner, request).await);
-            if let Some(id) = id {
-                with_request_id(&mut response, &id);
-            }
-            response
+impl Around for ProblemDetails {
+    type State = Option<HeaderValue>;
+
+    fn before(&self, request: &mut Request) -> Option<HeaderValue> {
+        request.headers().get(&REQUEST_ID_HEADER).cloned()
+    }
+
+    fn after(id: Option<HeaderValue>, response: &mut Response) {
+        problem_for_bare_405(response);
+        if let Some(id) = id {
+            with_request_id(response, &id);
         }
     }
 }
@@ -42,13 +42,13 @@ fn with_request_id(response: &mut Response, id: &HeaderValue) {
 }
 
 /// axum answers an unsupported method with an empty 405; give it the problem+json body.
-fn problem_for_bare_405(response: Response) -> Response {
+fn problem_for_bare_405(response: &mut Response) {
     if response.status() != StatusCode::METHOD_NOT_ALLOWED || response.extensions().get::<ErrorReport>().is_some() {
-        return response;
+        return;
     }
     let mut problem = BffError::MethodNotAllowed.into_response();
     if let Some(allow) = response.headers().get(header::ALLOW) {
         problem.headers_mut().insert(header::ALLOW, allow.clone());
     }
-    problem
+    *response = problem;
 }

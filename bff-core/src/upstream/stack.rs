@@ -21,9 +21,9 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
-use futures::future::BoxFuture;
 use tower::{Layer, Service, ServiceBuilder};
 
 use super::headers::set_call_headers;
