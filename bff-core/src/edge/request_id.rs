@@ -1,9 +1,11 @@
-//! Which request ids a client may choose, and fresh ones for the rest.
+//! Every request has an `X-Request-Id`: the client's when it is short and plain, a fresh UUID
+//! otherwise; the response carries it back.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use tower_http::request_id::{MakeRequestId, RequestId};
+use axum::response::Response;
 
+use super::around::Around;
 use crate::request::REQUEST_ID_HEADER;
 
 /// The longest request id we accept from a client; longer ones are replaced.
@@ -19,24 +21,31 @@ fn accepted(value: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='))
 }
 
-/// Removes a request id the client sent that we do not accept, so a fresh one replaces it.
-pub(super) fn drop_unacceptable(mut request: Request) -> Request {
-    if request.headers().get(&REQUEST_ID_HEADER).is_some_and(|id| !accepted(id)) {
-        request.headers_mut().remove(&REQUEST_ID_HEADER);
-    }
-    request
-}
-
-/// Makes a UUID v4 request id, formatted on the stack.
+/// Sets the request id on the request (for the layers, handlers and upstream calls inside) and
+/// on the response.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct NewUuid;
+pub(super) struct RequestIds;
 
-impl MakeRequestId for NewUuid {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        Some(RequestId::new(new_request_id()))
+impl Around for RequestIds {
+    type State = HeaderValue;
+
+    fn before(&self, request: &mut Request) -> HeaderValue {
+        match request.headers().get(&REQUEST_ID_HEADER) {
+            Some(id) if accepted(id) => id.clone(),
+            _ => {
+                let id = new_request_id();
+                request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+                id
+            }
+        }
+    }
+
+    fn after(id: HeaderValue, response: &mut Response) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, id);
     }
 }
 
+/// A UUID v4, formatted on the stack.
 fn new_request_id() -> HeaderValue {
     let mut buf = uuid::Uuid::encode_buffer();
     let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
@@ -56,7 +65,9 @@ mod tests {
         assert!(!accepted(&HeaderValue::try_from(long).unwrap()));
         let mut request = Request::new(axum::body::Body::empty());
         request.headers_mut().insert(REQUEST_ID_HEADER, HeaderValue::from_static("has space"));
-        assert!(drop_unacceptable(request).headers().get(&REQUEST_ID_HEADER).is_none());
+        let id = RequestIds.before(&mut request);
+        assert_ne!(id, "has space");
+        assert_eq!(request.headers()[&REQUEST_ID_HEADER], id, "the replacement is what the inside sees");
     }
 
     #[test]
