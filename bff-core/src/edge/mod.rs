@@ -4,12 +4,13 @@
 //!    when it is short and plain), echoed on the response.
 //! 2. **span** (`span.rs`): one `request` span with the id, method and path, around everything
 //!    inside.
-//! 3. **access log + metrics** (`access_log.rs`): one log line and the request series per
-//!    request, with the matched route, status, latency, error code and degradations.
-//! 4. **problem details** (`problem.rs`): problem+json bodies get the request id; axum's bare 405
+//! 3. **request context** (`context.rs`): the deadline clock, the matched route and the
+//!    degradations list a handler's [`Ctx`](crate::Ctx) reads; `X-Bff-Degraded` on the way out.
+//! 4. **access log + metrics** (`access_log.rs`): one log line and the request series per
+//!    request, with the matched route, status, latency, error code and degradations (read from
+//!    the request context).
+//! 5. **problem details** (`problem.rs`): problem+json bodies get the request id; axum's bare 405
 //!    becomes one.
-//! 5. **request context** (`context.rs`): the deadline clock and the degradations list a handler's
-//!    [`Ctx`](crate::Ctx) reads; `X-Bff-Degraded` on the way out.
 //! 6. **catch panic** (`panic.rs`): a panicking handler is a 500 problem, and the connection and
 //!    server live on.
 //! 7. CORS (tower-http), when configured; then routing, and per route: authentication, shaping.
@@ -40,9 +41,9 @@ pub(crate) fn wrap(routed: Router, policies: RoutePolicies, metrics: Metrics, co
     let stack = ServiceBuilder::new()
         .layer(AroundLayer(request_id::RequestIds))
         .layer(span::SpanLayer)
+        .layer(AroundLayer(context::Context(policies)))
         .layer(AroundLayer(access_log::AccessLog(metrics)))
         .layer(AroundLayer(problem::ProblemDetails))
-        .layer(AroundLayer(context::Context(policies)))
         .layer(panic::CatchPanicLayer)
         .option_layer(cors)
         .service(routed);

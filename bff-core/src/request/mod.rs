@@ -26,6 +26,8 @@ pub const DEGRADED: &str = "x-bff-degraded";
 #[derive(Debug)]
 pub(crate) struct RequestMeta {
     pub(crate) id: HeaderValue,
+    /// The matched route pattern, set by a route layer (the edge runs before routing).
+    pub(crate) route: std::sync::OnceLock<MatchedPath>,
     pub(crate) start: Instant,
     pub(crate) policies: RoutePolicies,
     pub(crate) degraded: Mutex<Vec<String>>,
@@ -97,6 +99,7 @@ impl Ctx {
     pub fn detached(deadline: Duration, concurrency: usize) -> Self {
         let meta = RequestMeta {
             id: HeaderValue::from_static("detached"),
+            route: std::sync::OnceLock::new(),
             start: Instant::now(),
             policies: RoutePolicies {
                 default_deadline: deadline,

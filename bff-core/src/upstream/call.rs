@@ -173,23 +173,29 @@ impl<T: Decode> Call<T> {
     async fn exchange(self, request_id: HeaderValue, deadline: Instant) -> Result<T, UpstreamError> {
         let start = Instant::now();
         let upstream = self.upstream.clone();
-        let inner = &upstream.inner;
-        let result = match self.into_request(CallContext { request_id, deadline, streamed: T::STREAMED }) {
-            Err(why) => Err(UpstreamError::new(inner.name.clone(), UpstreamErrorKind::Request).with_cause(why)),
-            Ok(request) => match inner.stack.send(request).await {
-                Err(e) => Err(UpstreamError::from_stack(&inner.name, e)),
-                Ok(response) if T::STREAMED || response.body().as_buffered().is_some() => {
-                    T::decode(response, &inner.name)
-                }
-                // An innermost service of one's own (a test's) may answer a stream: read it in a
-                // future of its own, so this rare path adds nothing to every call's size.
-                Ok(response) => {
-                    Box::pin(read_whole(response, &inner.name)).await.and_then(|r| T::decode(r, &inner.name))
-                }
-            },
-        };
-        inner.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
+        let result = self.outcome(request_id, deadline).await;
+        upstream.inner.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
         result
+    }
+
+    /// The call's outcome. Written so that nothing large lives across an await: the request is
+    /// built and handed to the stack in one statement, and only the stack's boxed future waits.
+    async fn outcome(self, request_id: HeaderValue, deadline: Instant) -> Result<T, UpstreamError> {
+        let name = self.upstream.inner.name.clone();
+        let stack = self.upstream.inner.stack.clone();
+        let context = CallContext { request_id, deadline, streamed: T::STREAMED };
+        let sent = match self.into_request(context) {
+            Ok(request) => stack.send(request),
+            Err(why) => return Err(UpstreamError::new(name, UpstreamErrorKind::Request).with_cause(why)),
+        };
+        let response = sent.await.map_err(|e| UpstreamError::from_stack(&name, e))?;
+        if T::STREAMED || response.body().as_buffered().is_some() {
+            return T::decode(response, &name);
+        }
+        // An innermost service of one's own (a test's) may answer a stream: read it in a future
+        // of its own, so this rare path adds nothing to every call's size.
+        let response = Box::pin(read_whole(response, &name)).await?;
+        T::decode(response, &name)
     }
 }
 
