@@ -3,7 +3,9 @@
 //! Outermost first, every call passes through:
 //!
 //! 1. **deadline** (`upstream/timeout.rs`): no call outlives its request's deadline,
-//!    retries and waits included.
+//!    retries and waits included. Present when something sits between it and the per-try
+//!    timeout (today the HTTP/2 resend); otherwise the per-try timeout, which never runs past the
+//!    deadline, bounds the call alone, and each call arms one timer instead of two.
 //! 2. *(resilience slots, outermost first: coalescing, cache, circuit breaker, retry with a
 //!    budget, balance over instances with ejection, bulkhead.)* Today one retry policy sits
 //!    here: a call an HTTP/2 upstream turned away unprocessed is sent again
@@ -116,14 +118,15 @@ where
         .map_request(set_call_headers)
         .layer(TimeBoundLayer::new(name.clone(), PerTry(settings.timeout)))
         .service(client);
-    let deadline = TimeBoundLayer::new(name.clone(), Deadline);
     // Over HTTP/1.1 nothing is turned away unprocessed in a way worth resending (hyper already
     // resends a call that never left on a closed pooled connection). Left out there, the retry is
-    // not in the stack's type either: every call's future is that much smaller.
+    // not in the stack's type either, and with nothing between them the per-try timeout (capped
+    // at the deadline) does the deadline's job: one timer a call, where two doubled the timer
+    // wheel's locking (`bench/README.md`).
     if settings.protocol == UpstreamProtocol::Http1 {
-        Outbound::new(deadline.layer(attempt))
+        Outbound::new(attempt)
     } else {
-        Outbound::new(deadline.layer(unprocessed::layer().layer(attempt)))
+        Outbound::new(TimeBoundLayer::new(name.clone(), Deadline).layer(unprocessed::layer().layer(attempt)))
     }
 }
 

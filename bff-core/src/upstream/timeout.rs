@@ -36,13 +36,19 @@ impl Until for Deadline {
     }
 }
 
-/// The upstream's `timeout`, for each attempt (its body included, unless streamed).
+/// The upstream's `timeout`, for each attempt (its body included, unless streamed); never past
+/// the request's deadline.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PerTry(pub(crate) Duration);
 
 impl Until for PerTry {
-    fn until(&self, _request: &Request<Body>) -> (Instant, Duration) {
-        (Instant::now() + self.0, self.0)
+    fn until(&self, request: &Request<Body>) -> (Instant, Duration) {
+        let now = Instant::now();
+        let until = match request.extensions().get::<CallContext>() {
+            Some(context) => context.deadline.min(now + self.0),
+            None => now + self.0,
+        };
+        (until, until.saturating_duration_since(now))
     }
 }
 
