@@ -50,11 +50,16 @@ impl Body {
         }
     }
 
+    /// Whether the body is one buffer (or empty): read whole already.
+    pub(crate) fn is_buffered(&self) -> bool {
+        matches!(self.0, Kind::Empty | Kind::Full(_))
+    }
+
     /// The bytes, if the body is one buffer (or empty) and has not been read.
-    pub(crate) fn as_buffered(&self) -> Option<Bytes> {
-        match &self.0 {
+    pub(crate) fn into_buffered(self) -> Option<Bytes> {
+        match self.0 {
             Kind::Empty => Some(Bytes::new()),
-            Kind::Full(bytes) => bytes.clone(),
+            Kind::Full(bytes) => Some(bytes.unwrap_or_default()),
             Kind::Incoming(_) | Kind::Stream(_) => None,
         }
     }

@@ -189,7 +189,7 @@ impl<T: Decode> Call<T> {
             Err(why) => return Err(UpstreamError::new(name, UpstreamErrorKind::Request).with_cause(why)),
         };
         let response = sent.await.map_err(|e| UpstreamError::from_stack(&name, e))?;
-        if T::STREAMED || response.body().as_buffered().is_some() {
+        if T::STREAMED || response.body().is_buffered() {
             return T::decode(response, &name);
         }
         // An innermost service of one's own (a test's) may answer a stream: read it in a future
@@ -225,13 +225,22 @@ impl<T: DeserializeOwned + Send + 'static> Decode for T {
     fn decode(response: Response<Body>, upstream: &Arc<str>) -> Result<Self, UpstreamError> {
         let status = response.status();
         if !status.is_success() {
-            return Err(UpstreamError::new(upstream.clone(), UpstreamErrorKind::Status(status)).with_cause(status));
+            return Err(status_error(upstream, status));
         }
-        let body = response.body().as_buffered().unwrap_or_default();
-        let json: &[u8] = if body.is_empty() { b"null" } else { &body };
-        serde_json::from_slice(json)
-            .map_err(|e| UpstreamError::new(upstream.clone(), UpstreamErrorKind::Decode).with_cause(e))
+        json(&response.into_body().into_buffered().unwrap_or_default(), upstream)
     }
+}
+
+/// A JSON body decoded as `T`; an empty one reads as `null`, so `()` and `Option<T>` fit a `204`.
+fn json<T: DeserializeOwned>(body: &[u8], upstream: &Arc<str>) -> Result<T, UpstreamError> {
+    let json: &[u8] = if body.is_empty() { b"null" } else { body };
+    serde_json::from_slice(json)
+        .map_err(|e| UpstreamError::new(upstream.clone(), UpstreamErrorKind::Decode).with_cause(e))
+}
+
+/// The error of an answer whose status the caller does not take (`UPSTREAM_BAD_STATUS`).
+fn status_error(upstream: &Arc<str>, status: StatusCode) -> UpstreamError {
+    UpstreamError::new(upstream.clone(), UpstreamErrorKind::Status(status)).with_cause(status)
 }
 
 /// An answer of any status, its headers and its whole body (under the body limit).
@@ -261,22 +270,20 @@ impl Reply {
 
     /// The body decoded as JSON (empty reads as `null`), whatever the status.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, UpstreamError> {
-        let json: &[u8] = if self.body.is_empty() { b"null" } else { &self.body };
-        serde_json::from_slice(json)
-            .map_err(|e| UpstreamError::new(self.upstream.clone(), UpstreamErrorKind::Decode).with_cause(e))
+        json(&self.body, &self.upstream)
     }
 
     /// The error a JSON call would have failed with on this status (`UPSTREAM_BAD_STATUS`), for
     /// the statuses a handler does not handle itself.
     pub fn error(&self) -> UpstreamError {
-        UpstreamError::new(self.upstream.clone(), UpstreamErrorKind::Status(self.status)).with_cause(self.status)
+        status_error(&self.upstream, self.status)
     }
 }
 
 impl Decode for Reply {
     fn decode(response: Response<Body>, upstream: &Arc<str>) -> Result<Self, UpstreamError> {
         let (parts, body) = response.into_parts();
-        let body = body.as_buffered().unwrap_or_default();
+        let body = body.into_buffered().unwrap_or_default();
         Ok(Self { upstream: upstream.clone(), status: parts.status, headers: parts.headers, body })
     }
 }

@@ -72,7 +72,7 @@ async fn call(transport: &HttpTransport, path: &str) -> Result<Bytes, UpstreamEr
     request.headers_mut().insert(crate::request::REQUEST_ID, HeaderValue::from_static("req-1"));
     let response =
         transport.clone().oneshot(request).await.map_err(|e| UpstreamError::from_stack(&Arc::from("t"), e))?;
-    Ok(response.into_body().as_buffered().expect("the transport buffers bodies"))
+    Ok(response.into_body().into_buffered().expect("the transport buffers bodies"))
 }
 
 #[tokio::test]
