@@ -1,8 +1,11 @@
 //! Reading a whole body into one buffer, under a size limit.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::{Bytes, BytesMut};
 use http_body::Body;
-use http_body_util::BodyExt;
 
 /// Why a body could not be read whole.
 #[derive(Debug, thiserror::Error)]
@@ -18,29 +21,50 @@ pub(crate) enum CollectError<E> {
 /// Reads `body` whole, failing past `limit` bytes. A body that arrives as one frame (a small JSON
 /// answer with a length, or a handler's buffered response) is returned as is: no copy and no
 /// allocation, where `http_body_util`'s `collect` queues frames and joins them.
-pub(crate) async fn collect<B>(mut body: B, limit: usize) -> Result<Bytes, CollectError<B::Error>>
+///
+/// The future is a named type, so a service can hold it in its own future without boxing.
+pub(crate) fn collect<B>(body: B, limit: usize) -> Collect<B>
 where
     B: Body<Data = Bytes> + Unpin,
 {
-    let mut first: Option<Bytes> = None;
-    let mut joined = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(CollectError::Read)?.into_data() else { continue };
-        let so_far = first.as_ref().map_or(0, Bytes::len) + joined.len();
-        if so_far + data.len() > limit {
-            return Err(CollectError::TooLarge(limit));
-        }
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            None => joined.extend_from_slice(&data),
-            Some(head) => {
-                joined.reserve(head.len() + data.len());
-                joined.extend_from_slice(&head);
-                joined.extend_from_slice(&data);
+    Collect { body, limit, first: None, joined: BytesMut::new() }
+}
+
+/// The future of [`collect`].
+#[derive(Debug)]
+pub(crate) struct Collect<B> {
+    body: B,
+    limit: usize,
+    first: Option<Bytes>,
+    joined: BytesMut,
+}
+
+impl<B> Future for Collect<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Output = Result<Bytes, CollectError<B::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        while let Some(frame) = ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+            let Ok(data) = frame.map_err(CollectError::Read)?.into_data() else { continue };
+            let so_far = this.first.as_ref().map_or(0, Bytes::len) + this.joined.len();
+            if so_far + data.len() > this.limit {
+                return Poll::Ready(Err(CollectError::TooLarge(this.limit)));
+            }
+            match this.first.take() {
+                None if this.joined.is_empty() => this.first = Some(data),
+                None => this.joined.extend_from_slice(&data),
+                Some(head) => {
+                    this.joined.reserve(head.len() + data.len());
+                    this.joined.extend_from_slice(&head);
+                    this.joined.extend_from_slice(&data);
+                }
             }
         }
+        Poll::Ready(Ok(this.first.take().unwrap_or_else(|| std::mem::take(&mut this.joined).freeze())))
     }
-    Ok(first.unwrap_or_else(|| joined.freeze()))
 }
 
 #[cfg(test)]

@@ -11,9 +11,12 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use serde::Serialize;
@@ -22,7 +25,7 @@ use tokio::time::Instant;
 
 use super::stack::CallContext;
 use super::transport::MAX_BODY_BYTES;
-use super::{Body, Upstream, UpstreamError, UpstreamErrorKind};
+use super::{Body, BoxError, Upstream, UpstreamError, UpstreamErrorKind};
 use crate::request::Ctx;
 
 /// A described but not yet sent upstream call; it yields a `T` (see [`Decode`]).
@@ -160,51 +163,62 @@ impl<T: Decode> Call<T> {
 
     /// Sends the call with `request_id`, ending it at `deadline` whatever happens inside.
     ///
-    /// The future is one heap allocation, made before it first runs (so only the call's
-    /// description is copied into it): a fan-out or handler holding calls stays small.
+    /// The request is built and handed to the stack here, before the future first runs: the
+    /// future holds only the stack's (one boxed) future, so a fan-out or handler holding calls
+    /// stays small, and nothing else is allocated for it.
     pub fn send_within(
         self,
         request_id: HeaderValue,
         deadline: Instant,
     ) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
-        Box::pin(self.exchange(request_id, deadline))
-    }
-
-    async fn exchange(self, request_id: HeaderValue, deadline: Instant) -> Result<T, UpstreamError> {
-        let start = Instant::now();
         let upstream = self.upstream.clone();
-        let result = self.outcome(request_id, deadline).await;
-        upstream.inner.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
-        result
-    }
-
-    /// The call's outcome. Written so that nothing large lives across an await: the request is
-    /// built and handed to the stack in one statement, and only the stack's boxed future waits.
-    async fn outcome(self, request_id: HeaderValue, deadline: Instant) -> Result<T, UpstreamError> {
-        let name = self.upstream.inner.name.clone();
-        let stack = self.upstream.inner.stack.clone();
         let context = CallContext { request_id, deadline, streamed: T::STREAMED };
         let sent = match self.into_request(context) {
-            Ok(request) => stack.send(request),
-            Err(why) => return Err(UpstreamError::new(name, UpstreamErrorKind::Request).with_cause(why)),
+            Ok(request) => upstream.inner.stack.send(request),
+            Err(why) => {
+                let error = UpstreamError::new(upstream.inner.name.clone(), UpstreamErrorKind::Request).with_cause(why);
+                Box::pin(std::future::ready(Err(error.into())))
+            }
         };
-        let response = sent.await.map_err(|e| UpstreamError::from_stack(&name, e))?;
-        if T::STREAMED || response.body().is_buffered() {
-            return T::decode(response, &name);
-        }
-        // An innermost service of one's own (a test's) may answer a stream: read it in a future
-        // of its own, so this rare path adds nothing to every call's size.
-        let response = Box::pin(read_whole(response, &name)).await?;
-        T::decode(response, &name)
+        Sending { upstream, start: Instant::now(), sent, _output: PhantomData }
+    }
+}
+
+/// The future of a sent call: the stack's answer, decoded, and the call recorded in the
+/// upstream's metrics.
+struct Sending<T> {
+    upstream: Upstream,
+    start: Instant,
+    /// The stack's future; replaced, when the stack answered a stream the call did not ask for
+    /// (an innermost service of one's own, such as a test's), by one reading it whole.
+    sent: BoxFuture<'static, Result<Response<Body>, BoxError>>,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T: Decode> Future for Sending<T> {
+    type Output = Result<T, UpstreamError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let name = &this.upstream.inner.name;
+        let result = loop {
+            match ready!(this.sent.as_mut().poll(cx)) {
+                Err(e) => break Err(UpstreamError::from_stack(name, e)),
+                Ok(response) if T::STREAMED || response.body().is_buffered() => break T::decode(response, name),
+                Ok(response) => this.sent = Box::pin(read_whole(response, name.clone())),
+            }
+        };
+        this.upstream.inner.metrics.record(result.as_ref().map(|_| ()), this.start.elapsed());
+        Poll::Ready(result)
     }
 }
 
 /// `response` with its body read whole, under the body limit.
-async fn read_whole(response: Response<Body>, upstream: &Arc<str>) -> Result<Response<Body>, UpstreamError> {
+async fn read_whole(response: Response<Body>, upstream: Arc<str>) -> Result<Response<Body>, BoxError> {
     let (parts, body) = response.into_parts();
     match crate::body::collect(body, MAX_BODY_BYTES).await {
         Ok(bytes) => Ok(Response::from_parts(parts, Body::from(bytes))),
-        Err(e) => Err(UpstreamError::new(upstream.clone(), UpstreamErrorKind::Transport).with_cause(e)),
+        Err(e) => Err(UpstreamError::new(upstream, UpstreamErrorKind::Transport).with_cause(e).into()),
     }
 }
 

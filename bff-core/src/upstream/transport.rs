@@ -7,22 +7,24 @@
 
 mod connect;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::stack::CallContext;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind, UpstreamSettings};
-use crate::body::{self, CollectError};
+use crate::body::{self, Collect, CollectError};
 use crate::config::{HttpUrl, UpstreamProtocol};
 
 /// The largest upstream body read into memory; a larger one fails the call as a transport error.
@@ -104,37 +106,41 @@ impl Transport {
         UpstreamError::new(self.name.clone(), kind).with_cause(cause)
     }
 
-    async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>, UpstreamError> {
-        let uri = self.uri(request.uri()).map_err(|e| self.fail(UpstreamErrorKind::Request, &e))?;
+    /// Starts the exchange: the URI and `Host` completed, the request handed to the pool.
+    fn start(self: &Arc<Self>, mut request: Request<Body>) -> Exchange {
+        let uri = match self.uri(std::mem::take(request.uri_mut())) {
+            Ok(uri) => uri,
+            Err(e) => return Exchange::failed(self.fail(UpstreamErrorKind::Request, &e)),
+        };
         *request.uri_mut() = uri;
         if let Some(host) = &self.host {
             request.headers_mut().insert(HOST, host.clone());
         }
         let streamed = request.extensions().get::<CallContext>().is_some_and(|c| c.streamed);
-        let response = self.client.request(request).await.map_err(|e| {
-            let kind = if e.is_connect() { UpstreamErrorKind::Connect } else { UpstreamErrorKind::Transport };
-            let error = self.fail(kind, &ErrorChain(&e));
-            if refused_unprocessed(&e) { error.unprocessed() } else { error }
-        })?;
-        let (parts, incoming) = response.into_parts();
-        if streamed {
-            return Ok(Response::from_parts(parts, Body::from(incoming)));
-        }
-        let bytes = body::collect(incoming, MAX_BODY_BYTES).await.map_err(|e| match e {
+        Exchange(State::Sending { response: self.client.request(request), streamed, transport: self.clone() })
+    }
+
+    fn failed_request(&self, e: &hyper_util::client::legacy::Error) -> UpstreamError {
+        let kind = if e.is_connect() { UpstreamErrorKind::Connect } else { UpstreamErrorKind::Transport };
+        let error = self.fail(kind, &ErrorChain(e));
+        if refused_unprocessed(e) { error.unprocessed() } else { error }
+    }
+
+    fn failed_body(&self, e: CollectError<hyper::Error>) -> UpstreamError {
+        match e {
             CollectError::Read(e) => self.fail(UpstreamErrorKind::Transport, &ErrorChain(&e)),
             too_large => self.fail(UpstreamErrorKind::Transport, &too_large),
-        })?;
-        Ok(Response::from_parts(parts, Body::from(bytes)))
+        }
     }
 
     /// The full URI of a call: the base's scheme, authority and path, then the call's path and
     /// query (its `uri` is origin-form, `/users/42?x=1`).
-    fn uri(&self, call: &Uri) -> Result<Uri, http::Error> {
-        let path = call.path_and_query().map_or("/", PathAndQuery::as_str);
+    fn uri(&self, call: Uri) -> Result<Uri, http::Error> {
+        let path_and_query = call.into_parts().path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/"));
         let path_and_query = if self.base_path.is_empty() {
-            call.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
+            path_and_query
         } else {
-            PathAndQuery::try_from(format!("{}{path}", self.base_path))?
+            PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))?
         };
         Uri::builder()
             .scheme(self.scheme.clone())
@@ -147,16 +153,64 @@ impl Transport {
 impl tower::Service<Request<Body>> for HttpTransport {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
+    type Future = Exchange;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // The pooled client queues nothing of its own: it is always ready.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let transport = self.0.clone();
-        Box::pin(async move { transport.send(request).await.map_err(BoxError::from) })
+    fn call(&mut self, request: Request<Body>) -> Exchange {
+        self.0.start(request)
+    }
+}
+
+/// The future of one exchange: the response head from the pool, then (unless the call streams)
+/// its body read whole. A named type, so a call boxes nothing here.
+pub(crate) struct Exchange(State);
+
+enum State {
+    Sending { response: ResponseFuture, streamed: bool, transport: Arc<Transport> },
+    Reading { parts: Option<http::response::Parts>, body: Collect<Incoming>, transport: Arc<Transport> },
+    Failed(Option<UpstreamError>),
+}
+
+impl Exchange {
+    fn failed(error: UpstreamError) -> Self {
+        Self(State::Failed(Some(error)))
+    }
+}
+
+impl Future for Exchange {
+    type Output = Result<Response<Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let state = &mut self.get_mut().0;
+        loop {
+            match state {
+                State::Sending { response, streamed, transport } => {
+                    let response = match ready!(Pin::new(response).poll(cx)) {
+                        Ok(response) => response,
+                        Err(e) => return Poll::Ready(Err(transport.failed_request(&e).into())),
+                    };
+                    let (parts, incoming) = response.into_parts();
+                    if *streamed {
+                        return Poll::Ready(Ok(Response::from_parts(parts, Body::from(incoming))));
+                    }
+                    let body = body::collect(incoming, MAX_BODY_BYTES);
+                    *state = State::Reading { parts: Some(parts), body, transport: transport.clone() };
+                }
+                State::Reading { parts, body, transport } => {
+                    let bytes = ready!(Pin::new(body).poll(cx)).map_err(|e| transport.failed_body(e))?;
+                    let parts = parts.take().expect("an exchange is not polled after it is done");
+                    return Poll::Ready(Ok(Response::from_parts(parts, Body::from(bytes))));
+                }
+                State::Failed(error) => {
+                    let error = error.take().expect("an exchange is not polled after it is done");
+                    return Poll::Ready(Err(error.into()));
+                }
+            }
+        }
     }
 }
 

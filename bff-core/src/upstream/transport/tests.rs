@@ -15,7 +15,7 @@ fn paths_and_queries_join_the_base() {
     let settings = UpstreamSettings::default();
     let t = |base: &str, path: &str| {
         let transport = HttpTransport::new(Arc::from("x"), &base.parse().unwrap(), &settings);
-        transport.0.uri(&path.parse().unwrap()).unwrap().to_string()
+        transport.0.uri(path.parse().unwrap()).unwrap().to_string()
     };
     assert_eq!(t("http://127.0.0.1:7001", "/users/42"), "http://127.0.0.1:7001/users/42");
     assert_eq!(t("http://h:1/", "/orders?user=42&limit=3"), "http://h:1/orders?user=42&limit=3");
