@@ -32,11 +32,13 @@ fn jwt(c: &mut Criterion) {
         algorithms: vec![JwtAlgorithm::RS256, JwtAlgorithm::ES256],
         leeway: Duration::from_secs(30),
         jwks_min_refresh: Duration::from_secs(10),
-        token_cache_size: 0,
+        token_cache_bytes: 0,
         token_cache_ttl: Duration::from_secs(300),
+        max_token_bytes: 8 * 1024,
+        typ: None,
     };
     let verifier = JwtVerifier::with_keys(&config, keys.jwks());
-    let cached = JwtVerifier::with_keys(&AuthConfig { token_cache_size: 1_000, ..config.clone() }, keys.jwks());
+    let cached = JwtVerifier::with_keys(&AuthConfig { token_cache_bytes: 1 << 20, ..config.clone() }, keys.jwks());
     let rt = runtime();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     let claims = json!({"iss": "services-mock", "aud": "bff", "sub": "42", "scope": "profile orders", "iat": now, "exp": now + 3600});

@@ -10,18 +10,22 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower::util::MapRequestLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::{Config, ConfigError, CorsConfig};
 use crate::edge::{self, access_log::mark_route};
 use crate::error::BffError;
 use crate::middleware::MiddlewareLayer;
-use crate::observe::health::{self, Dependencies};
+use crate::observe::health::{self, Readiness};
 use crate::observe::metrics::{self, Metrics};
+use crate::policy::access::{Access, AccessLayer, AccessTable};
 use crate::policy::api_key::{ApiKeys, layer::RequireApiKey};
 use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
-use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies};
+use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, RoutePolicy};
 use crate::route_keys;
+use crate::routes::Routes;
+use crate::serve::{Server, Signal};
 use crate::shape::Shape;
 use crate::upstream::{Upstream, Upstreams};
 
@@ -36,7 +40,11 @@ pub struct Gateway {
     verifier: Option<JwtVerifier>,
     api_keys: Option<ApiKeys>,
     metrics: Metrics,
+    readiness: Readiness,
 }
+
+/// The `Cache-Control` of a protected route's answers, unless its handler set one.
+const PRIVATE: HeaderValue = HeaderValue::from_static("private, no-cache");
 
 /// Why a gateway could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +87,14 @@ impl GatewayBuilder {
         let upstreams = Upstreams::from_config(&config, &metrics);
         let verifier = config.auth.as_ref().map(|auth| JwtVerifier::new(auth, &metrics));
         let api_keys = config.api_keys.as_ref().map(ApiKeys::new);
-        Ok(Gateway { config: Arc::new(config), source: Arc::from(source), upstreams, verifier, api_keys, metrics })
+        let mut dependencies: Vec<(String, url::Url)> =
+            upstreams.urls().map(|(n, u)| (n.to_owned(), (**u).clone())).collect();
+        if let Some(verifier) = &verifier {
+            dependencies.push(("auth".to_owned(), (**verifier.jwks_url()).clone()));
+        }
+        let readiness = Readiness::new(dependencies);
+        let config = Arc::new(config);
+        Ok(Gateway { config, source: Arc::from(source), upstreams, verifier, api_keys, metrics, readiness })
     }
 }
 
@@ -106,20 +121,42 @@ impl Gateway {
         })
     }
 
-    /// Wraps a BFF's routes with the gateway: authentication (JWT or API key) and the configured
-    /// shaping on every one of them; the request context, CORS, `/healthz` and `/readyz` around
-    /// all; problem+json for unknown paths and methods.
+    /// Wraps a BFF's routes with the gateway: on every protected route, the caller's
+    /// credentials (JWT or API key), then its [`Access`](crate::Access), then the configured
+    /// shaping; the request context, CORS and `/healthz` around all; problem+json for unknown
+    /// paths and methods.
     ///
-    /// Fails, naming the key, when a `routes."<pattern>"` section of the config is not the
-    /// pattern of one of these routes.
-    pub fn router(&self, routes: Router) -> Result<Router, ConfigError> {
-        self.router_with_public(routes, Router::new())
-    }
-
-    /// Like [`Gateway::router`], plus `public` routes that need no credentials (API documents).
-    pub fn router_with_public(&self, routes: Router, public: Router) -> Result<Router, ConfigError> {
-        self.check_route_keys(&routes.clone().merge(public.clone()))?;
-        Ok(self.wrap(self.authenticated(routes), public))
+    /// Fails, naming the key or the route, when a `routes."<pattern>"` section of the config is
+    /// not the pattern of one of these routes, when a path is given two different accesses, or
+    /// when a route needs credentials and the config has neither `auth` nor `api_keys`.
+    pub fn router(&self, routes: Routes) -> Result<Router, ConfigError> {
+        let Routes { protected, public, access } = routes;
+        self.check_route_keys(&protected.clone().merge(public.clone()))?;
+        let mut table: HashMap<String, Access> = HashMap::new();
+        for (pattern, access) in access {
+            match table.get(&pattern) {
+                Some(declared) if *declared != access => {
+                    let message = format!("the route `{pattern}` is declared twice with different access");
+                    return Err(ConfigError { source: self.source.to_string(), key: None, message });
+                }
+                _ => {
+                    table.insert(pattern, access);
+                }
+            }
+        }
+        if let Some(pattern) = table.iter().find(|(_, a)| !a.is_public()).map(|(p, _)| p)
+            && self.verifier.is_none()
+            && self.api_keys.is_none()
+        {
+            let message = format!(
+                "the route `{pattern}` needs an authenticated caller, but neither `auth` nor `api_keys` is configured"
+            );
+            return Err(ConfigError { source: self.source.to_string(), key: None, message });
+        }
+        table.retain(|_, access| !access.is_public());
+        // axum refuses a route layer on no routes.
+        let protected = if table.is_empty() { protected } else { self.authenticated(protected, Arc::new(table)) };
+        Ok(self.wrap(protected, public))
     }
 
     fn check_route_keys(&self, routes: &Router) -> Result<(), ConfigError> {
@@ -135,52 +172,120 @@ impl Gateway {
         Ok(())
     }
 
-    /// The BFF's own routes behind, outermost first: shaping (compression, `fields=`, ETag), then
-    /// authentication.
+    /// The BFF's protected routes behind, outermost first: credentials (JWT or API key), access
+    /// (scopes), then shaping (compression, `fields=`, ETag). Shaping runs after the caller is
+    /// known: a request without credentials is a 401 before its query is looked at.
     ///
     /// One `route_layer` with the whole stack, not one per concern: axum boxes each layer applied
     /// to a router separately, and clones every box inside a route on every request.
-    fn authenticated(&self, routes: Router) -> Router {
+    fn authenticated(&self, routes: Router, access: AccessTable) -> Router {
         let shaping = self.config.shaping;
         let api_keys = if self.verifier.is_none() { self.api_keys.clone() } else { None };
+        // An answer for one caller: no shared cache may keep it (a browser may, revalidating with
+        // the ETag), and caches that do must key it by the credential.
+        let credential = match &api_keys {
+            Some(keys) => {
+                HeaderValue::from_str(keys.header().as_str()).unwrap_or(HeaderValue::from_static("x-api-key"))
+            }
+            None => HeaderValue::from_static("authorization"),
+        };
         let stack = ServiceBuilder::new()
             .layer(MapRequestLayer::new(mark_route))
-            .option_layer(shaping.any().then_some(MiddlewareLayer(Shape(shaping))))
+            .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, PRIVATE))
+            .layer(SetResponseHeaderLayer::appending(header::VARY, credential))
             .option_layer(self.verifier.clone().map(|verifier| MiddlewareLayer(RequireJwt(verifier))))
-            .option_layer(api_keys.map(|keys| MiddlewareLayer(RequireApiKey(keys))));
+            .option_layer(api_keys.map(|keys| MiddlewareLayer(RequireApiKey(keys))))
+            .layer(AccessLayer(access))
+            .option_layer(shaping.any().then_some(MiddlewareLayer(Shape(shaping))));
         routes.route_layer(stack)
     }
 
     fn wrap(&self, routes: Router, public: Router) -> Router {
-        let mut deps: Vec<(String, url::Url)> =
-            self.upstreams.urls().map(|(n, u)| (n.to_owned(), (**u).clone())).collect();
-        if let Some(verifier) = &self.verifier {
-            deps.push(("auth".to_owned(), (**verifier.jwks_url()).clone()));
-        }
-        let deadlines = self.config.routes.iter().filter_map(|(p, r)| r.deadline.map(|d| (p.clone(), d)));
-        let policies = RoutePolicies {
-            default_deadline: self.config.defaults.deadline,
-            deadlines: Arc::new(deadlines.collect::<HashMap<_, _>>()),
-            concurrency: self.config.defaults.concurrency.get(),
-        };
         let routed = Router::new()
             .route("/healthz", get(health::healthz))
-            .route("/readyz", get(health::readyz).with_state(Dependencies(deps)))
-            .route("/metrics", get(metrics::metrics_get).with_state(self.metrics.clone()))
             .merge(public)
             .route_layer(MapRequestLayer::new(mark_route))
             .merge(routes)
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
+        let cors = self.config.cors.as_ref().map(cors_layer);
         // The edge and CORS wrap the routed router once, rather than each route (see `authenticated`).
-        edge::wrap(routed, policies, self.metrics.clone(), self.config.cors.as_ref().map(cors_layer))
+        edge::wrap(routed, self.route_policies(), self.metrics.clone(), cors, self.config.server.max_uri_bytes)
+    }
+
+    fn route_policies(&self) -> RoutePolicies {
+        let routes = self.config.routes.iter().map(|(pattern, route)| {
+            (pattern.clone(), RoutePolicy { deadline: route.deadline, max_body_bytes: route.max_body_bytes })
+        });
+        RoutePolicies {
+            default_deadline: self.config.defaults.deadline,
+            default_max_body_bytes: self.config.server.max_body_bytes,
+            routes: Arc::new(routes.collect::<HashMap<_, _>>()),
+            concurrency: self.config.defaults.concurrency.get(),
+        }
+    }
+
+    /// The admin endpoints, for the admin listener (`admin.listen`): `GET /metrics`,
+    /// `GET /readyz` and `GET /healthz`. Nothing here needs credentials, so it belongs on an
+    /// address only operators reach.
+    pub fn admin_router(&self) -> Router {
+        let routed = Router::new()
+            .route("/healthz", get(health::healthz))
+            .route("/readyz", get(health::readyz).with_state(self.readiness.clone()))
+            .route("/metrics", get(metrics::metrics_get).with_state(self.metrics.clone()))
+            .route_layer(MapRequestLayer::new(mark_route))
+            .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
+        edge::wrap(routed, self.route_policies(), self.metrics.clone(), None, self.config.server.max_uri_bytes)
+    }
+
+    /// Serves `router` on `public` and the [admin router](Gateway::admin_router) on `admin`,
+    /// under `server`'s limits, until `shutdown` completes. Then `/readyz` answers 503; on
+    /// [`Signal::Terminate`] requests are still served for `server.drain_delay` (load balancers
+    /// see the 503 and stop sending traffic); then the listeners close and in-flight requests
+    /// get `server.shutdown_grace` to finish.
+    pub async fn serve(
+        &self,
+        public: TcpListener,
+        admin: Option<TcpListener>,
+        router: Router,
+        shutdown: impl Future<Output = Signal> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let readiness = self.readiness.clone();
+        let drain_delay = self.config.server.drain_delay;
+        let stop = async move {
+            let signal = shutdown.await;
+            readiness.drain();
+            if signal == Signal::Terminate && !drain_delay.is_zero() {
+                tracing::info!(delay = ?drain_delay, "draining: /readyz answers 503; serving until the delay is over");
+                tokio::time::sleep(drain_delay).await;
+            }
+        };
+        let stop = futures::FutureExt::shared(Box::pin(stop) as futures::future::BoxFuture<'static, ()>);
+        let server = || Server::new(&self.config.server).metrics(self.metrics.clone());
+        let public = server().serve(public, router, stop.clone());
+        let admin = async {
+            match admin {
+                Some(listener) => server().serve(listener, self.admin_router(), stop).await,
+                None => Ok(()),
+            }
+        };
+        let (public, admin) = tokio::join!(public, admin);
+        public.and(admin)
     }
 }
 
 fn cors_layer(config: &CorsConfig) -> CorsLayer {
     let origins: Vec<HeaderValue> = config.allow_origins.iter().map(|o| o.header_value().clone()).collect();
+    // Credentials are allowed for the listed origins only: a response to any other origin does
+    // not say `Access-Control-Allow-Credentials: true`.
+    let allowed = origins.clone();
+    let credentials = if config.allow_credentials {
+        AllowCredentials::predicate(move |origin, _| allowed.contains(origin))
+    } else {
+        AllowCredentials::default()
+    };
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_credentials(config.allow_credentials)
+        .allow_credentials(credentials)
         .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
         .allow_headers([
             header::AUTHORIZATION,
@@ -191,40 +296,6 @@ fn cors_layer(config: &CorsConfig) -> CorsLayer {
         ])
         .expose_headers([header::ETAG, HeaderName::from_static(REQUEST_ID), HeaderName::from_static(DEGRADED)])
         .max_age(config.max_age)
-}
-
-/// Serves `router` until `shutdown` completes, then lets in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutting down: no new connections, finishing in-flight requests");
 }
 
 /// Declares the upstreams a BFF calls, as a struct resolved from the gateway in one go: each

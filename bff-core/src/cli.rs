@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::app::{Gateway, serve, shutdown_signal};
+use crate::app::Gateway;
 use crate::config::{Config, ConfigError, ConfigSource, LogFormat, Overrides, load};
 use crate::observe::logging;
+use crate::serve::shutdown_signal;
 
 /// Flags every BFF binary takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -201,13 +202,27 @@ pub async fn run(spec: Spec, args: Args, startup: Option<Startup>, app: App) -> 
             return ExitCode::FAILURE;
         }
     };
+    let admin = match &gateway.config().admin {
+        Some(admin) => match TcpListener::bind(admin.listen).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                eprintln!("{}: cannot listen on {} (`admin.listen` in {source}): {e}", spec.name, admin.listen);
+                return ExitCode::FAILURE;
+            }
+        },
+        None => {
+            tracing::warn!("no `admin.listen`: /metrics and /readyz are not served");
+            None
+        }
+    };
     let addr = listener.local_addr().unwrap_or(listen);
-    tracing::info!(name = spec.name, %addr, config = %source, "listening");
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    tracing::info!(name = spec.name, %addr, admin = ?admin_addr, config = %source, "listening");
     let keep_alive = startup.map(|startup| {
         println!("{}", (startup.banner)(addr));
         startup.keep_alive
     });
-    let result = serve(listener, router, shutdown_signal()).await;
+    let result = gateway.serve(listener, admin, router, shutdown_signal()).await;
     drop(keep_alive);
     match result {
         Ok(()) => ExitCode::SUCCESS,

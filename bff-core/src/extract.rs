@@ -15,7 +15,8 @@ use crate::error::BffError;
 use crate::request::RequestMeta;
 pub use crate::request::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 
-/// The largest JSON request body [`Json`] reads.
+/// The largest JSON request body [`Json`] reads on a router not built by the gateway (the
+/// gateway's limit is `server.max_body_bytes`, or the route's `max_body_bytes`).
 pub const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// The longest error detail quoted from a JSON parser (its messages can quote client input).
@@ -24,7 +25,7 @@ const MAX_DETAIL: usize = 200;
 /// How long reading a body may take on a router not built by the gateway (no request deadline).
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A JSON request body decoded as `T`, read under [`MAX_JSON_BODY`] bytes and the request's
+/// A JSON request body decoded as `T`, read under its route's body limit and the request's
 /// deadline.
 ///
 /// Refuses a body that is not declared JSON (`Content-Type: application/json` or
@@ -44,19 +45,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             let detail = "the body must be JSON (Content-Type: application/json)";
             return Err(BffError::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", detail));
         }
+        let route = request.extensions().get::<MatchedPath>();
+        let (deadline, limit) = match request.extensions().get::<Arc<RequestMeta>>() {
+            Some(meta) => (meta.deadline(route), meta.max_body_bytes(route)),
+            None => (Instant::now() + BODY_READ_TIMEOUT, MAX_JSON_BODY),
+        };
         let too_large = || {
-            let detail = format!("the body is larger than {MAX_JSON_BODY} bytes");
+            let detail = format!("the body is larger than {limit} bytes");
             BffError::rejected(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", detail)
         };
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_JSON_BODY as u64) {
+        if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
-        let deadline = match request.extensions().get::<Arc<RequestMeta>>() {
-            Some(meta) => meta.deadline(request.extensions().get::<MatchedPath>()),
-            None => Instant::now() + BODY_READ_TIMEOUT,
-        };
-        let read = tokio::time::timeout_at(deadline, collect(request.into_body(), MAX_JSON_BODY)).await;
+        let read = tokio::time::timeout_at(deadline, collect(request.into_body(), limit)).await;
         let bytes = read
             .map_err(|_| {
                 let detail = "the body did not arrive within the request's deadline";

@@ -2,12 +2,13 @@
 //!
 //! A BFF crate writes endpoints and DTOs; everything cross-cutting comes from here and is switched
 //! on by configuration: named [`Upstream`]s, a parallel fan-out under one request deadline with
-//! required and optional parts ([`Ctx::fanout`]), JWT identity ([`Identity`]), request ids, access
-//! logs, health endpoints and RFC 9457 errors ([`BffError`]).
+//! required and optional parts ([`Ctx::fanout`]), JWT identity ([`Identity`]) and the
+//! [`Access`] each route declares, request ids, access logs, health endpoints, RFC 9457 errors
+//! ([`BffError`]), and a server that bounds what each client may hold ([`serve`]).
 //!
 //! ```no_run
 //! use axum::{Json, Router, extract::State, routing::get};
-//! use bff_core::{BffError, ConfigError, Ctx, Gateway, Identity, Upstream, encode};
+//! use bff_core::{Access, BffError, ConfigError, Ctx, Gateway, Identity, Routes, Upstream, encode};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Clone)]
@@ -24,7 +25,7 @@
 //!
 //! pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
 //!     let state = Upstreams { users: gateway.upstream("users")? };
-//!     gateway.router(Router::new().route("/me", get(me)).with_state(state))
+//!     gateway.router(Routes::new().route("/me", get(me), Access::scope("profile")).with_state(state))
 //! }
 //! ```
 
@@ -44,18 +45,23 @@ pub mod policy;
 pub mod problem;
 pub mod request;
 mod route_keys;
+mod routes;
+pub mod serve;
 pub mod shape;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod upstream;
 
-pub use app::{BuildError, Gateway, GatewayBuilder, serve, shutdown_signal};
+pub use app::{BuildError, Gateway, GatewayBuilder};
 pub use config::{Config, ConfigError};
 pub use error::{BffError, Problem};
 pub use fanout::{Each, Fanout, Optional, Part, Required, each};
+pub use policy::access::Access;
 pub use policy::api_key::ApiClient;
 pub use policy::auth::{AuthError, Identity};
 pub use request::Ctx;
+pub use routes::Routes;
+pub use serve::{Signal, shutdown_signal};
 pub use upstream::{Call, Reply, Streamed, Upstream, UpstreamError, UpstreamSettings, encode, encode_list};
 
 /// Installs `ring` as the process's TLS provider (rustls) and JWT signature verifier.

@@ -50,14 +50,40 @@ pub struct Problem {
     pub service: Option<String>,
 }
 
+/// The longest `detail` a problem carries: details quote client input (an id, a parser's
+/// message), and an answer must not echo input of any size.
+pub const MAX_DETAIL_BYTES: usize = 256;
+
+/// `text` fit to echo to a client or into a header: at most `max` bytes (cut at a character,
+/// marked with `…`), every control character (line breaks included) replaced by `?`.
+pub fn bounded(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max + 3));
+    for c in text.chars() {
+        let c = if c.is_control() { '?' } else { c };
+        if out.len() + c.len_utf8() > max {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl Problem {
-    /// A problem with `status`, a stable `code` and a `detail` for people.
+    /// A problem with `status`, a stable `code` and a `detail` for people (bounded: see
+    /// [`bounded`] and [`MAX_DETAIL_BYTES`]).
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        let detail = if detail.len() <= MAX_DETAIL_BYTES && !detail.chars().any(char::is_control) {
+            detail
+        } else {
+            bounded(&detail, MAX_DETAIL_BYTES)
+        };
         Self {
             kind: "about:blank",
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
-            detail: detail.into(),
+            detail,
             code,
             request_id: None,
             service: None,
@@ -107,4 +133,20 @@ pub struct ErrorReport {
     pub message: String,
     /// Who caused it.
     pub source: ErrorSource,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_are_bounded_and_free_of_control_characters() {
+        let problem =
+            Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no order `{}\nFORGED`", "x".repeat(10_000)));
+        assert!(problem.detail.len() <= MAX_DETAIL_BYTES + '…'.len_utf8(), "{}", problem.detail.len());
+        assert!(problem.detail.ends_with('…'));
+        assert_eq!(bounded("a\r\nb\u{7f}é", 64), "a??b?é");
+        assert_eq!(bounded("ééé", 4), "éé…");
+        assert_eq!(Problem::new(StatusCode::NOT_FOUND, "X", "plain").detail, "plain");
+    }
 }

@@ -7,6 +7,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::config::ServerConfig;
+use crate::serve::Server;
+
 /// A router served in the background on an ephemeral port.
 #[derive(Debug)]
 pub struct TestServer {
@@ -17,14 +20,18 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Binds `127.0.0.1:0` first (so it is ready when this returns), then serves `router`.
+    /// Binds `127.0.0.1:0` first (so it is ready when this returns), then serves `router` with
+    /// the default server limits.
     pub async fn start(router: Router) -> Self {
+        Self::start_with(router, &ServerConfig::default()).await
+    }
+
+    /// Like [`TestServer::start`], under `config`'s limits.
+    pub async fn start_with(router: Router, config: &ServerConfig) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(crate::app::serve(listener, router, async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(Server::new(config).serve(listener, router, rx));
         Self { addr, shutdown: Some(tx), task }
     }
 

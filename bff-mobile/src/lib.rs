@@ -8,7 +8,7 @@ mod product;
 
 use axum::Router;
 use axum::routing::{get, post};
-use bff_core::{ConfigError, Gateway};
+use bff_core::{Access, ConfigError, Gateway, Routes};
 
 pub use checkout::{Line, MAX_LINES, MAX_QTY, NewOrder};
 pub use feed::{Card, Feed, MAX_SKUS};
@@ -26,12 +26,12 @@ bff_core::upstreams! {
 
 /// The mobile BFF's routes, wrapped by the gateway's layers.
 pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
-    let routes = Router::new()
-        .route("/mobile/home", get(home::home))
-        .route("/mobile/orders", post(checkout::order_create))
-        .route("/mobile/orders/{id}", get(order::order_detail))
-        .route("/mobile/products/{sku}", get(product::product_detail))
-        .route("/mobile/feed", get(feed::feed))
+    let routes = Routes::new()
+        .route("/mobile/home", get(home::home), Access::scope("profile"))
+        .route("/mobile/orders", post(checkout::order_create), Access::scope("orders"))
+        .route("/mobile/orders/{id}", get(order::order_detail), Access::scope("orders"))
+        .route("/mobile/products/{sku}", get(product::product_detail), Access::authenticated())
+        .route("/mobile/feed", get(feed::feed), Access::authenticated())
         .with_state(Upstreams::from_gateway(gateway)?);
     gateway.router(routes)
 }

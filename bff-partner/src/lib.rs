@@ -3,6 +3,7 @@
 //! `/v1` keeps working unchanged and announces its retirement with `Deprecation`, `Sunset` and a
 //! `Link` to its successor on every response.
 
+mod account;
 mod records;
 pub mod v1;
 pub mod v2;
@@ -10,7 +11,7 @@ pub mod v2;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::get;
-use bff_core::{ConfigError, Gateway};
+use bff_core::{Access, ConfigError, Gateway, Routes};
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -27,7 +28,7 @@ pub const V1_SUCCESSOR: &str = "</v2/openapi.json>; rel=\"successor-version\"; t
 
 bff_core::upstreams! {
     /// The upstreams this BFF calls, resolved once at start-up.
-    pub struct Upstreams { orders, catalog, inventory }
+    pub struct Upstreams { users, orders, catalog, inventory }
 }
 
 /// Declares the `X-Api-Key` security scheme the paths refer to.
@@ -55,11 +56,12 @@ pub fn openapi_json(version: u8) -> Option<String> {
     })
 }
 
-fn document(version: u8) -> Router {
+fn document(version: u8) -> Routes {
     let body = openapi_json(version).unwrap_or_default();
-    Router::new().route(
+    Routes::new().route(
         &format!("/v{version}/openapi.json"),
         get(move || async move { ([(header::CONTENT_TYPE, "application/json")], body) }),
+        Access::public(),
     )
 }
 
@@ -76,6 +78,5 @@ pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
         ))
         .layer(SetResponseHeaderLayer::appending(header::LINK, HeaderValue::from_static(V1_SUCCESSOR)));
     let routes = v1.merge(v2::routes()).with_state(Upstreams::from_gateway(gateway)?);
-    let public = document(1).merge(document(2));
-    gateway.router_with_public(routes, public)
+    gateway.router(routes.merge(document(1)).merge(document(2)))
 }

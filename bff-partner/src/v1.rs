@@ -1,16 +1,16 @@
 //! `/v1`: the original partner contract (money as numbers, page numbers, Unix-second times).
 //! Frozen: `openapi/v1.json` is its committed snapshot. Deprecated in favour of `/v2`.
 
+use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
 use bff_core::extract::{Path, Query};
-use bff_core::{BffError, Ctx, Problem, encode};
+use bff_core::{Access, ApiClient, BffError, Ctx, Problem, Routes, encode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::records::{self, MAX_ORDERS};
-use crate::{ApiKeyScheme, Upstreams};
+use crate::{ApiKeyScheme, Upstreams, account};
 
 /// Orders per page.
 pub const PAGE_SIZE: usize = 3;
@@ -114,6 +114,7 @@ fn order(o: records::Order) -> Result<OrderV1, BffError> {
     security(("api_key" = [])))]
 pub(crate) async fn order_get(
     ctx: Ctx,
+    client: ApiClient,
     State(up): State<Upstreams>,
     Path(id): Path<String>,
 ) -> Result<Json<OrderV1>, BffError> {
@@ -121,6 +122,11 @@ pub(crate) async fn order_get(
         .fetch(up.orders.get::<records::Order>(format!("/orders/{}", encode(&id))))
         .await
         .map_err(|e| e.when_not_found(format!("no order `{id}`")))?;
+    let owner = ctx
+        .fetch(account::of_user(&up, &record.user_id.to_string()))
+        .await
+        .map_err(|e| e.when_not_found(format!("no order `{id}`")))?;
+    account::ensure(&client, &owner, || format!("no order `{id}`"))?;
     Ok(Json(order(record)?))
 }
 
@@ -130,6 +136,7 @@ pub(crate) async fn order_get(
     security(("api_key" = [])))]
 pub(crate) async fn orders_list(
     ctx: Ctx,
+    client: ApiClient,
     State(up): State<Upstreams>,
     Query(query): Query<OrderListQuery>,
 ) -> Result<Json<OrderPageV1>, BffError> {
@@ -137,10 +144,13 @@ pub(crate) async fn orders_list(
     if page == 0 {
         return Err(BffError::bad_request("INVALID_QUERY", "`page` starts at 1"));
     }
-    let all = ctx
-        .fetch(up.orders.get::<Vec<records::Order>>(format!("/orders?user={}&limit={MAX_ORDERS}", encode(&query.user))))
+    let orders =
+        up.orders.get::<Vec<records::Order>>(format!("/orders?user={}&limit={MAX_ORDERS}", encode(&query.user)));
+    let (owner, all) = ctx
+        .fanout((account::of_user(&up, &query.user).required(), orders.required()))
         .await
         .map_err(|e| e.when_not_found(format!("no user `{}`", query.user)))?;
+    account::ensure(&client, &owner, || format!("no user `{}`", query.user))?;
     let total_pages = all.len().div_ceil(PAGE_SIZE);
     let orders = all
         .into_iter()
@@ -185,9 +195,9 @@ pub(crate) async fn product_get(
 )]
 pub struct ApiV1;
 
-pub(crate) fn routes() -> Router<Upstreams> {
-    Router::new()
-        .route("/v1/orders", get(orders_list))
-        .route("/v1/orders/{id}", get(order_get))
-        .route("/v1/products/{sku}", get(product_get))
+pub(crate) fn routes() -> Routes<Upstreams> {
+    Routes::new()
+        .route("/v1/orders", get(orders_list), Access::scope("orders"))
+        .route("/v1/orders/{id}", get(order_get), Access::scope("orders"))
+        .route("/v1/products/{sku}", get(product_get), Access::authenticated())
 }

@@ -1,19 +1,19 @@
 //! `/v2`: money as `{amount, currency}`, cursor pagination, RFC 3339 times, stock on products.
 //! Frozen: `openapi/v2.json` is its committed snapshot.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::routing::get;
-use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bff_core::extract::{IdempotencyKey, Json as Body, Path, Query};
-use bff_core::{BffError, Ctx, Problem, Reply, encode};
+use bff_core::{Access, ApiClient, BffError, Ctx, Problem, Reply, Routes, encode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::records::{self, MAX_ORDERS};
-use crate::{ApiKeyScheme, Upstreams};
+use crate::{ApiKeyScheme, Upstreams, account};
 
 /// Orders per page when `limit` is not given, and the most one page may hold.
 pub const DEFAULT_LIMIT: usize = 3;
@@ -169,6 +169,7 @@ fn decode_cursor(cursor: &str) -> Result<usize, BffError> {
     security(("api_key" = [])))]
 pub(crate) async fn order_get(
     ctx: Ctx,
+    client: ApiClient,
     State(up): State<Upstreams>,
     Path(id): Path<String>,
 ) -> Result<Json<OrderV2>, BffError> {
@@ -176,6 +177,11 @@ pub(crate) async fn order_get(
         .fetch(up.orders.get::<records::Order>(format!("/orders/{}", encode(&id))))
         .await
         .map_err(|e| e.when_not_found(format!("no order `{id}`")))?;
+    let owner = ctx
+        .fetch(account::of_user(&up, &record.user_id.to_string()))
+        .await
+        .map_err(|e| e.when_not_found(format!("no order `{id}`")))?;
+    account::ensure(&client, &owner, || format!("no order `{id}`"))?;
     Ok(Json(order(record)))
 }
 
@@ -185,6 +191,7 @@ pub(crate) async fn order_get(
     security(("api_key" = [])))]
 pub(crate) async fn orders_list(
     ctx: Ctx,
+    client: ApiClient,
     State(up): State<Upstreams>,
     Query(query): Query<OrderListQuery>,
 ) -> Result<Json<OrderPageV2>, BffError> {
@@ -193,10 +200,13 @@ pub(crate) async fn orders_list(
         return Err(BffError::bad_request("INVALID_QUERY", format!("`limit` must be between 1 and {MAX_ORDERS}")));
     }
     let offset = query.cursor.as_deref().map(decode_cursor).transpose()?.unwrap_or(0);
-    let all = ctx
-        .fetch(up.orders.get::<Vec<records::Order>>(format!("/orders?user={}&limit={MAX_ORDERS}", encode(&query.user))))
+    let orders =
+        up.orders.get::<Vec<records::Order>>(format!("/orders?user={}&limit={MAX_ORDERS}", encode(&query.user)));
+    let (owner, all) = ctx
+        .fanout((account::of_user(&up, &query.user).required(), orders.required()))
         .await
         .map_err(|e| e.when_not_found(format!("no user `{}`", query.user)))?;
+    account::ensure(&client, &owner, || format!("no user `{}`", query.user))?;
     let next = offset.saturating_add(limit);
     let next_cursor = (next < all.len()).then(|| encode_cursor(next));
     let data = all.into_iter().skip(offset).take(limit).map(order).collect();
@@ -237,11 +247,17 @@ fn lines(items: Vec<NewLineV2>) -> Result<Vec<NewLineV2>, BffError> {
     security(("api_key" = [])))]
 pub(crate) async fn order_create(
     ctx: Ctx,
+    client: ApiClient,
     State(up): State<Upstreams>,
     key: IdempotencyKey,
     Body(new): Body<NewOrderV2>,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<OrderV2>), BffError> {
     let lines = lines(new.items)?;
+    let owner = ctx
+        .fetch(account::of_user(&up, &new.user))
+        .await
+        .map_err(|e| e.when_not_found(format!("no user `{}`", new.user)))?;
+    account::ensure(&client, &owner, || format!("no user `{}`", new.user))?;
     let checks: Vec<_> =
         lines.iter().map(|l| up.inventory.get::<Reply>(format!("/stock/{}", encode(&l.sku))).required()).collect();
     let stock = ctx.fanout_all(checks).await?;
@@ -316,11 +332,11 @@ pub(crate) async fn product_get(
 )]
 pub struct ApiV2;
 
-pub(crate) fn routes() -> Router<Upstreams> {
-    Router::new()
-        .route("/v2/orders", get(orders_list).post(order_create))
-        .route("/v2/orders/{id}", get(order_get))
-        .route("/v2/products/{sku}", get(product_get))
+pub(crate) fn routes() -> Routes<Upstreams> {
+    Routes::new()
+        .route("/v2/orders", get(orders_list).post(order_create), Access::scope("orders"))
+        .route("/v2/orders/{id}", get(order_get), Access::scope("orders"))
+        .route("/v2/products/{sku}", get(product_get), Access::authenticated())
 }
 
 #[cfg(test)]

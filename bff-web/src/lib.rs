@@ -7,7 +7,7 @@ pub mod records;
 
 use axum::Router;
 use axum::routing::{get, post};
-use bff_core::{ConfigError, Gateway};
+use bff_core::{Access, ConfigError, Gateway, Routes};
 
 pub use home::{Home, LATEST};
 pub use notifications::Unread;
@@ -23,10 +23,10 @@ bff_core::upstreams! {
 
 /// The web BFF's routes, wrapped by the gateway's layers.
 pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
-    let routes = Router::new()
-        .route("/web/home", get(home::home))
-        .route("/web/products/{sku}", get(product::product_page))
-        .route("/web/notifications/read", post(notifications::notifications_read))
+    let routes = Routes::new()
+        .route("/web/home", get(home::home), Access::scope("profile"))
+        .route("/web/products/{sku}", get(product::product_page), Access::authenticated())
+        .route("/web/notifications/read", post(notifications::notifications_read), Access::scope("profile"))
         .with_state(Upstreams::from_gateway(gateway)?);
     gateway.router(routes)
 }

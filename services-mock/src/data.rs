@@ -34,11 +34,21 @@ pub fn user_id(raw: &str) -> Option<u64> {
     raw.parse().ok().filter(|id| (1..=MAX_USER).contains(id))
 }
 
+/// The partner account a user belongs to: users 1–100 are the demo account's (the shipped
+/// partner keys'), then each block of 100 is another account (`acct-2` holds 101–200, …).
+pub fn account_of(user: u64) -> String {
+    match user {
+        ..=100 => "demo".to_owned(),
+        _ => format!("acct-{}", (user - 1) / 100 + 1),
+    }
+}
+
 /// A full user profile (a few hundred bytes on purpose: mobile trims it).
 pub fn user(id: u64) -> Value {
     let (city, country) = pick(&CITIES, id);
     json!({
         "id": id,
+        "account": account_of(id),
         "displayName": format!("{} {}", pick(&FIRST, id), pick(&LAST, id / 10)),
         "email": format!("{}.{}@example.com", pick(&FIRST, id).to_lowercase(), id),
         "avatarUrl": format!("https://cdn.example.com/avatars/{id}.png"),

@@ -299,7 +299,7 @@ async fn unknown_paths_and_health() {
     problem(response, 405, "METHOD_NOT_ALLOWED").await;
     let health = stack.http.get(stack.bff.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let ready = stack.http.get(stack.bff.url("/readyz")).send().await.unwrap();
+    let ready = stack.http.get(stack.admin.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["upstreams"]["users"], "up");
@@ -314,7 +314,7 @@ async fn metrics_count_requests_and_upstream_calls() {
     }
     assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(stack.http.get(stack.bff.url("/no/such/route")).send().await.unwrap().status(), 404);
-    let response = stack.http.get(stack.bff.url("/metrics")).send().await.unwrap();
+    let response = stack.http.get(stack.admin.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = response.text().await.unwrap();
@@ -351,7 +351,7 @@ async fn metrics_count_requests_and_upstream_calls() {
 async fn readyz_reports_a_down_upstream() {
     let port = closed_port().await;
     let stack = mobile().set("upstreams.orders.url", &format!("http://127.0.0.1:{port}")).start().await;
-    let ready = stack.http.get(stack.bff.url("/readyz")).send().await.unwrap();
+    let ready = stack.http.get(stack.admin.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["upstreams"]["orders"], "down");

@@ -25,6 +25,12 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Connection and request limits, and shutdown.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The admin listener (`/metrics`, `/readyz`); absent means they are not served.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// Values every upstream and route gets unless its own section says otherwise.
     #[serde(default)]
     pub defaults: Defaults,
@@ -46,6 +52,114 @@ pub struct Config {
     /// Cross-origin access for browsers; absent means no CORS headers.
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+}
+
+/// The admin listener: operators' endpoints, apart from client traffic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The address to listen on; keep it where only operators and scrapers reach
+    /// (`127.0.0.1:9081`, or a cluster-internal address).
+    pub listen: SocketAddr,
+}
+
+/// How clients are served: what one client may hold or send, and how the process stops.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The longest a client may take to send a request's head; an HTTP/1.1 connection waiting
+    /// for its next request is closed after this long too.
+    #[serde(with = "humantime_serde", default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// A connection that moves no byte either way for this long is closed (between one and two
+    /// such periods after its last byte). Must be longer than every route's deadline.
+    #[serde(with = "humantime_serde", default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// The most client connections open at once; over it, new ones are closed at once. Kept
+    /// below three quarters of the process's open-file limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The largest request head (request line and headers), in bytes; larger is a 431. At
+    /// least 8 KiB is used. Also the HTTP/2 header list limit.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// The most headers in one HTTP/1.1 request; more is a 431.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// The longest request URI (path and query), in bytes; longer is a 414.
+    #[serde(default = "default_max_uri_bytes")]
+    pub max_uri_bytes: usize,
+    /// The largest request body, in bytes, unless the route's `max_body_bytes` says otherwise;
+    /// larger is a 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// The most concurrent streams one HTTP/2 connection may open.
+    #[serde(default = "default_h2_max_concurrent_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, so load
+    /// balancers stop sending traffic before the listener closes (Ctrl-C skips it).
+    #[serde(with = "humantime_serde", default = "default_drain_delay")]
+    pub drain_delay: Duration,
+    /// Once the listener is closed, how long in-flight requests get to finish.
+    #[serde(with = "humantime_serde", default = "default_shutdown_grace")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            max_uri_bytes: default_max_uri_bytes(),
+            max_body_bytes: default_max_body_bytes(),
+            h2_max_concurrent_streams: default_h2_max_concurrent_streams(),
+            drain_delay: default_drain_delay(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+
+fn default_max_headers() -> usize {
+    100
+}
+
+fn default_max_uri_bytes() -> usize {
+    8 * 1024
+}
+
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_h2_max_concurrent_streams() -> u32 {
+    100
+}
+
+fn default_drain_delay() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Which response shaping layers are on (all off by default).
@@ -129,6 +243,11 @@ pub struct ApiClientConfig {
     pub tier: String,
     /// Hex SHA-256 of the key (`printf %s KEY | sha256sum`); never the key itself.
     pub key_sha256: KeyHash,
+    /// The account whose data the client may read.
+    pub account: String,
+    /// The scopes it is granted (`profile`, `orders`, …).
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// Log output.
@@ -268,6 +387,9 @@ pub struct RouteConfig {
     /// Overrides `defaults.deadline` for this route.
     #[serde(with = "humantime_serde", default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Duration>,
+    /// Overrides `server.max_body_bytes` for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
 }
 
 /// Bearer JWT verification against a JWKS.
@@ -291,18 +413,29 @@ pub struct AuthConfig {
     /// The shortest interval between two JWKS fetches caused by an unknown `kid`.
     #[serde(with = "humantime_serde", default = "default_jwks_min_refresh")]
     pub jwks_min_refresh: Duration,
-    /// How many verified tokens to remember (0 turns the cache off). A client sends the same
-    /// token for its whole lifetime; re-checking its signature on every request is the largest
-    /// per-request cost of a BFF.
-    #[serde(default = "default_token_cache_size")]
-    pub token_cache_size: u64,
+    /// How many bytes of verified tokens to remember (0 turns the cache off), each weighed by
+    /// its length and its claims. A client sends the same token for its whole lifetime;
+    /// re-checking its signature on every request is the largest per-request cost of a BFF.
+    #[serde(default = "default_token_cache_bytes")]
+    pub token_cache_bytes: u64,
+    /// The longest bearer token accepted, in bytes; a longer one is refused unread.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    /// The JOSE `typ` a token must carry, if set: `at+jwt` for RFC 9068 access tokens, so an ID
+    /// token of the same issuer is not taken for one.
+    #[serde(default)]
+    pub typ: Option<String>,
     /// The longest a verified token is remembered (never past its `exp`).
     #[serde(with = "humantime_serde", default = "default_token_cache_ttl")]
     pub token_cache_ttl: Duration,
 }
 
-fn default_token_cache_size() -> u64 {
-    10_000
+fn default_token_cache_bytes() -> u64 {
+    32 * 1024 * 1024
+}
+
+fn default_max_token_bytes() -> usize {
+    8 * 1024
 }
 fn default_token_cache_ttl() -> Duration {
     Duration::from_secs(300)
@@ -343,11 +476,37 @@ impl Config {
                 positive(format!("routes.\"{pattern}\".deadline"), d)?;
             }
         }
+        self.validate_server()?;
         if self.auth.is_some() && self.api_keys.is_some() {
             return Err(("api_keys".into(), "a BFF authenticates with `auth` (JWT) or `api_keys`, not both".into()));
         }
         if self.auth.as_ref().is_some_and(|auth| auth.algorithms.is_empty()) {
             return Err(("auth.algorithms".into(), "name at least one algorithm".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_server(&self) -> Result<(), (String, String)> {
+        let server = &self.server;
+        let nonzero = |key: &str, zero: bool| {
+            if zero { Err((format!("server.{key}"), "must be greater than zero".to_owned())) } else { Ok(()) }
+        };
+        nonzero("header_read_timeout", server.header_read_timeout.is_zero())?;
+        nonzero("idle_timeout", server.idle_timeout.is_zero())?;
+        nonzero("shutdown_grace", server.shutdown_grace.is_zero())?;
+        nonzero("max_connections", server.max_connections == 0)?;
+        nonzero("max_header_bytes", server.max_header_bytes == 0)?;
+        nonzero("max_headers", server.max_headers == 0)?;
+        nonzero("max_uri_bytes", server.max_uri_bytes == 0)?;
+        nonzero("h2_max_concurrent_streams", server.h2_max_concurrent_streams == 0)?;
+        // A request may go quiet while its handler waits on upstreams; the idle timer must not
+        // close its connection first.
+        let longest = self.routes.values().filter_map(|r| r.deadline).chain([self.defaults.deadline]).max();
+        if let Some(longest) = longest
+            && server.idle_timeout <= longest
+        {
+            let message = format!("must be longer than the longest deadline ({})", humantime::format_duration(longest));
+            return Err(("server.idle_timeout".to_owned(), message));
         }
         Ok(())
     }

@@ -45,8 +45,8 @@ impl Around for AccessLog {
 
     fn after(seen: Seen, response: &mut Response) {
         let meta = seen.meta.as_deref();
-        let degraded = meta.map(|m| m.degraded.lock().unwrap_or_else(|e| e.into_inner()).join(", "));
-        log(response, seen.start, degraded.as_deref().filter(|d| !d.is_empty()));
+        let degraded = meta.and_then(|m| m.degraded.lock().unwrap_or_else(|e| e.into_inner()).header_value());
+        log(response, seen.start, degraded.as_deref());
         let route = meta.and_then(|m| m.route.get()).map_or("unmatched", MatchedPath::as_str);
         seen.metrics.request(route, &seen.method, response.status().as_u16(), seen.start.elapsed());
     }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::around::Around;
 use crate::problem::ErrorReport;
-use crate::request::{DEGRADED, REQUEST_ID_HEADER, RequestMeta, RoutePolicies};
+use crate::request::{DEGRADED, Degraded, REQUEST_ID_HEADER, RequestMeta, RoutePolicies};
 
 /// Creates the [`RequestMeta`] of each request.
 #[derive(Debug, Clone)]
@@ -26,16 +26,16 @@ impl Around for Context {
             route: std::sync::OnceLock::new(),
             start: Instant::now(),
             policies: self.0.clone(),
-            degraded: Mutex::new(Vec::new()),
+            degraded: Mutex::new(Degraded::default()),
         });
         request.extensions_mut().insert(meta.clone());
         meta
     }
 
     fn after(meta: Arc<RequestMeta>, response: &mut Response) {
-        let degraded = meta.degraded.lock().unwrap_or_else(|e| e.into_inner()).join(", ");
+        let degraded = meta.degraded.lock().unwrap_or_else(|e| e.into_inner()).header_value();
         // A degradation describes an answer's content; an error response has none.
-        if !degraded.is_empty()
+        if let Some(degraded) = degraded
             && response.extensions().get::<ErrorReport>().is_none()
             && let Ok(value) = HeaderValue::try_from(degraded)
         {

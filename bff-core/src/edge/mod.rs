@@ -11,9 +11,15 @@
 //!    the request context).
 //! 5. **problem details** (`problem.rs`): problem+json bodies get the request id; axum's bare 405
 //!    becomes one.
-//! 6. **catch panic** (`panic.rs`): a panicking handler is a 500 problem, and the connection and
+//! 6. **limits** (`limits.rs`): a URI over `server.max_uri_bytes` is a 414, before anything
+//!    parses it.
+//! 7. **catch panic** (`panic.rs`): a panicking handler is a 500 problem, and the connection and
 //!    server live on.
-//! 7. CORS (tower-http), when configured; then routing, and per route: authentication, shaping.
+//! 8. CORS (tower-http), when configured; then routing, and per protected route:
+//!    `Cache-Control: private, no-cache` and `Vary` by the credential, then credentials, access
+//!    and shaping.
+//!
+//! Around them all, `X-Content-Type-Options: nosniff` on every answer (tower-http).
 //!
 //! Each is a tower layer with a concrete future (no box, the inner service called in place).
 //! tower-http has request-id, trace and catch-panic layers; they were used here first, and cost
@@ -23,27 +29,39 @@
 pub(crate) mod access_log;
 mod around;
 mod context;
+mod limits;
 mod panic;
 mod problem;
 mod request_id;
 mod span;
 
 use axum::Router;
+use axum::http::HeaderValue;
+use axum::http::header::X_CONTENT_TYPE_OPTIONS;
 use tower::ServiceBuilder;
 use tower_http::cors::CorsLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use self::around::AroundLayer;
 use crate::observe::metrics::Metrics;
 use crate::request::RoutePolicies;
 
 /// Wraps the routed router `routed` in the inbound stack of the module docs.
-pub(crate) fn wrap(routed: Router, policies: RoutePolicies, metrics: Metrics, cors: Option<CorsLayer>) -> Router {
+pub(crate) fn wrap(
+    routed: Router,
+    policies: RoutePolicies,
+    metrics: Metrics,
+    cors: Option<CorsLayer>,
+    max_uri_bytes: usize,
+) -> Router {
     let stack = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::overriding(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(AroundLayer(request_id::RequestIds))
         .layer(span::SpanLayer)
         .layer(AroundLayer(context::Context(policies)))
         .layer(AroundLayer(access_log::AccessLog(metrics)))
         .layer(AroundLayer(problem::ProblemDetails))
+        .layer(limits::LimitsLayer { max_uri_bytes })
         .layer(panic::CatchPanicLayer)
         .option_layer(cors)
         .service(routed);

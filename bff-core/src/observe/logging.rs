@@ -5,8 +5,12 @@
 //! carries many lines. If stdout stalls, lines past 4 MiB waiting are dropped and counted rather
 //! than slowing requests (see `log_buffer`).
 
+use std::fmt::{self, Write as _};
+
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{self, FormatFields};
 
 use super::json_lines::{JsonLines, JsonSpanFields};
 use super::log_buffer::{self, FlushGuard};
@@ -42,12 +46,58 @@ where
 {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let installed = match format {
-        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Pretty => builder.fmt_fields(escaped_fields()).try_init(),
         LogFormat::Json => builder.fmt_fields(JsonSpanFields).event_format(JsonLines).try_init(),
     };
     installed.is_ok()
 }
 
+/// The `pretty` format's fields, each value written with its control characters escaped
+/// (`\n` as `\\n`): request-derived text (a decoded `%0a` in a path parameter, quoted in an
+/// error) cannot start a log line of its own. The `json` format escapes them as JSON does.
+pub(crate) fn escaped_fields() -> impl for<'w> FormatFields<'w> + Send + Sync + 'static {
+    format::debug_fn(|writer, field, value| {
+        if field.name() != "message" {
+            write!(writer, "{field}=")?;
+        }
+        write!(Escaping(writer), "{value:?}")
+    })
+    .delimited(" ")
+}
+
+/// Writes through, escaping control characters.
+struct Escaping<W>(W);
+
+impl<W: fmt::Write> fmt::Write for Escaping<W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut rest = text;
+        while let Some(at) = rest.find(char::is_control) {
+            self.0.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                other => write!(self.0, "\\u{{{:x}}}", u32::from(other))?,
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
 fn report_dropped(dropped: u64) {
     tracing::warn!(dropped, "log lines dropped: stdout was not keeping up");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut out = String::new();
+        write!(Escaping(&mut out), "a\nb\r\u{1b}[31mc").unwrap();
+        assert_eq!(out, "a\\nb\\r\\u{1b}[31mc");
+    }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -84,6 +84,11 @@ impl Metrics {
     /// A counter of this registry (register once, keep the handle: incrementing is an atomic).
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, String)]) -> Counter {
         self.0.recorder.register_counter(&key(name, labels), &METADATA)
+    }
+
+    /// A gauge of this registry.
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, String)]) -> Gauge {
+        self.0.recorder.register_gauge(&key(name, labels), &METADATA)
     }
 
     /// A histogram of this registry.

@@ -1,4 +1,5 @@
 //! Inbound gateway policies, one folder each.
 
+pub mod access;
 pub mod api_key;
 pub mod auth;

@@ -2,6 +2,7 @@
 //!
 //! [`Ctx`] is the extractor a handler takes to run its fan-out; the edge creates what it reads.
 
+pub mod caller;
 pub mod idempotency;
 
 use std::collections::HashMap;
@@ -13,6 +14,9 @@ use axum::http::HeaderValue;
 use axum::http::request::Parts;
 use tokio::time::Instant;
 
+use self::caller::CallerHeaders;
+use crate::policy::api_key::ApiClient;
+use crate::policy::auth::Identity;
 use crate::problem::Problem;
 
 /// The header carrying the request id, in and out.
@@ -30,15 +34,52 @@ pub(crate) struct RequestMeta {
     pub(crate) route: std::sync::OnceLock<MatchedPath>,
     pub(crate) start: Instant,
     pub(crate) policies: RoutePolicies,
-    pub(crate) degraded: Mutex<Vec<String>>,
+    pub(crate) degraded: Mutex<Degraded>,
+}
+
+/// The longest label [`Ctx::degrade`] keeps.
+pub const MAX_DEGRADED_LABEL: usize = 64;
+
+/// The most labels listed in `X-Bff-Degraded`; more are counted (`+N more`).
+pub const MAX_DEGRADED_LABELS: usize = 16;
+
+/// The optional parts left out of an answer.
+#[derive(Debug, Default)]
+pub(crate) struct Degraded {
+    pub(crate) labels: Vec<String>,
+    /// Distinct labels past [`MAX_DEGRADED_LABELS`].
+    pub(crate) more: usize,
+}
+
+impl Degraded {
+    /// The `X-Bff-Degraded` value: the labels, comma-separated, and how many more; `None` if empty.
+    pub(crate) fn header_value(&self) -> Option<String> {
+        if self.labels.is_empty() {
+            return None;
+        }
+        let mut value = self.labels.join(", ");
+        if self.more > 0 {
+            value.push_str(&format!(", +{} more", self.more));
+        }
+        Some(value)
+    }
 }
 
 impl RequestMeta {
     /// When the request must be answered by: its route's deadline, or the default one.
     pub(crate) fn deadline(&self, route: Option<&MatchedPath>) -> Instant {
         let policies = &self.policies;
-        let budget = route.and_then(|path| policies.deadlines.get(path.as_str())).copied();
+        let budget = self.route_policy(route).and_then(|p| p.deadline);
         self.start + budget.unwrap_or(policies.default_deadline)
+    }
+
+    /// The largest request body its route accepts.
+    pub(crate) fn max_body_bytes(&self, route: Option<&MatchedPath>) -> usize {
+        self.route_policy(route).and_then(|p| p.max_body_bytes).unwrap_or(self.policies.default_max_body_bytes)
+    }
+
+    fn route_policy(&self, route: Option<&MatchedPath>) -> Option<&RoutePolicy> {
+        route.and_then(|path| self.policies.routes.get(path.as_str()))
     }
 }
 
@@ -46,8 +87,17 @@ impl RequestMeta {
 #[derive(Debug, Clone)]
 pub(crate) struct RoutePolicies {
     pub(crate) default_deadline: Duration,
-    pub(crate) deadlines: Arc<HashMap<String, Duration>>,
+    pub(crate) default_max_body_bytes: usize,
+    /// By route pattern; only routes with a setting of their own.
+    pub(crate) routes: Arc<HashMap<String, RoutePolicy>>,
     pub(crate) concurrency: usize,
+}
+
+/// What one route's config section overrides.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RoutePolicy {
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) max_body_bytes: Option<usize>,
 }
 
 /// The context of one request: its id, its deadline, and where degradations are recorded.
@@ -58,12 +108,18 @@ pub struct Ctx {
     meta: Arc<RequestMeta>,
     deadline: Instant,
     concurrency: usize,
+    caller: Option<CallerHeaders>,
 }
 
 impl Ctx {
     /// The request id, sent on every upstream call.
     pub fn request_id(&self) -> &HeaderValue {
         &self.meta.id
+    }
+
+    /// The verified caller's identity headers, sent on every upstream call.
+    pub fn caller(&self) -> Option<&CallerHeaders> {
+        self.caller.as_ref()
     }
 
     /// When the whole request must be answered by.
@@ -82,17 +138,34 @@ impl Ctx {
     }
 
     /// Records that an optional part (`label`) failed and was left out of the answer.
+    ///
+    /// Labels can quote client input (`inventory:<sku>`), and all of them go out in one header:
+    /// each is cut to [`MAX_DEGRADED_LABEL`] bytes without control characters, and past
+    /// [`MAX_DEGRADED_LABELS`] distinct labels the rest are counted, not listed.
     pub fn degrade(&self, label: impl Into<String>) {
         let label = label.into();
+        let label = if label.len() <= MAX_DEGRADED_LABEL && label.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            label
+        } else {
+            crate::problem::bounded(&label, MAX_DEGRADED_LABEL)
+                .chars()
+                .map(|c| if c.is_ascii() { c } else { '?' })
+                .collect()
+        };
         let mut degraded = self.meta.degraded.lock().unwrap_or_else(|e| e.into_inner());
-        if !degraded.contains(&label) {
-            degraded.push(label);
+        if degraded.labels.contains(&label) {
+            return;
+        }
+        if degraded.labels.len() < MAX_DEGRADED_LABELS {
+            degraded.labels.push(label);
+        } else {
+            degraded.more += 1;
         }
     }
 
-    /// The labels recorded by [`Ctx::degrade`] so far.
+    /// The labels recorded by [`Ctx::degrade`] so far (at most [`MAX_DEGRADED_LABELS`]).
     pub fn degraded(&self) -> Vec<String> {
-        self.meta.degraded.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.meta.degraded.lock().unwrap_or_else(|e| e.into_inner()).labels.clone()
     }
 
     /// A context outside any server, for tests and benchmarks of handlers and fan-outs.
@@ -103,12 +176,18 @@ impl Ctx {
             start: Instant::now(),
             policies: RoutePolicies {
                 default_deadline: deadline,
-                deadlines: Arc::default(),
+                default_max_body_bytes: crate::extract::MAX_JSON_BODY,
+                routes: Arc::default(),
                 concurrency: concurrency.max(1),
             },
-            degraded: Mutex::new(Vec::new()),
+            degraded: Mutex::new(Degraded::default()),
         };
-        Self { meta: Arc::new(meta), deadline: Instant::now() + deadline, concurrency: concurrency.max(1) }
+        Self {
+            meta: Arc::new(meta),
+            deadline: Instant::now() + deadline,
+            concurrency: concurrency.max(1),
+            caller: None,
+        }
     }
 }
 
@@ -123,6 +202,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
         let meta = parts.extensions.get::<Arc<RequestMeta>>().ok_or_else(missing)?.clone();
         let deadline = meta.deadline(parts.extensions.get::<MatchedPath>());
         let concurrency = meta.policies.concurrency;
-        Ok(Self { deadline, meta, concurrency })
+        let caller = match parts.extensions.get::<Identity>() {
+            Some(identity) => identity.caller_headers().cloned(),
+            None => parts.extensions.get::<ApiClient>().and_then(|client| client.caller_headers().cloned()),
+        };
+        Ok(Self { deadline, meta, concurrency, caller })
     }
 }

@@ -156,23 +156,33 @@ impl<T> Call<T> {
 }
 
 impl<T: Decode> Call<T> {
-    /// Sends the call under `ctx`'s deadline and request id, and decodes the answer.
+    /// Sends the call under `ctx`'s deadline, request id and caller identity, and decodes the answer.
     pub fn send(self, ctx: &Ctx) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
-        self.send_within(ctx.request_id().clone(), ctx.deadline())
+        let context = CallContext {
+            request_id: ctx.request_id().clone(),
+            deadline: ctx.deadline(),
+            streamed: T::STREAMED,
+            caller: ctx.caller().cloned(),
+        };
+        self.send_with(context)
     }
 
-    /// Sends the call with `request_id`, ending it at `deadline` whatever happens inside.
-    ///
-    /// The request is built and handed to the stack here, before the future first runs: the
-    /// future holds only the stack's (one boxed) future, so a fan-out or handler holding calls
-    /// stays small, and nothing else is allocated for it.
+    /// Sends the call with `request_id`, ending it at `deadline` whatever happens inside, on
+    /// no caller's behalf (no identity headers): for the gateway's own calls, such as a JWKS
+    /// fetch.
     pub fn send_within(
         self,
         request_id: HeaderValue,
         deadline: Instant,
     ) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
+        self.send_with(CallContext { request_id, deadline, streamed: T::STREAMED, caller: None })
+    }
+
+    /// The request is built and handed to the stack here, before the future first runs: the
+    /// future holds only the stack's (one boxed) future, so a fan-out or handler holding calls
+    /// stays small, and nothing else is allocated for it.
+    fn send_with(self, context: CallContext) -> Sending<T> {
         let upstream = self.upstream.clone();
-        let context = CallContext { request_id, deadline, streamed: T::STREAMED };
         let sent = match self.into_request(context) {
             Ok(request) => upstream.inner.stack.send(request),
             Err(why) => {

@@ -10,8 +10,9 @@
 //!    budget, balance over instances with ejection, bulkhead.)* Today one retry policy sits
 //!    here: a call an HTTP/2 upstream turned away unprocessed is sent again
 //!    (`upstream/unprocessed.rs`).
-//! 3. **call headers** (`upstream/headers.rs`): the request id (later identity and trace
-//!    context) from the call's context.
+//! 3. **call headers** (`upstream/headers.rs`): the request id and the verified caller's identity
+//!    (`X-User-Id`, `X-User-Scopes`, `X-Partner-Account`; later trace context) from the call's
+//!    context.
 //! 4. **per-try timeout** (`upstream/timeout.rs`): one attempt, its body included, takes at
 //!    most the upstream's `timeout`.
 //! 5. **HTTP client** (`upstream/transport.rs`): hyper-util's pooled client; reads the
@@ -32,6 +33,7 @@ use super::headers::set_call_headers;
 use super::timeout::{Deadline, PerTry, TimeBoundLayer};
 use super::{Body, BoxError, UpstreamSettings, unprocessed};
 use crate::config::UpstreamProtocol;
+use crate::request::caller::CallerHeaders;
 
 /// An upstream's whole outbound stack, type-erased; a tower [`Service`] itself.
 ///
@@ -106,6 +108,8 @@ pub struct CallContext {
     pub deadline: Instant,
     /// Whether the caller reads the body as a stream (else the client reads it whole).
     pub streamed: bool,
+    /// The verified caller's identity headers; none for a call on no one's behalf.
+    pub caller: Option<CallerHeaders>,
 }
 
 /// Builds the stack of [the module docs](self) over `client`, the innermost service.
@@ -154,6 +158,7 @@ mod tests {
             up.get::<serde_json::Value>("/b").required(),
             up.get::<serde_json::Value>("/c").optional(),
         ));
-        eprintln!("sizes call={} three={}", size_of_val(&call), size_of_val(&three)); assert!(size_of_val(&three) < 1024, "a fan-out of three is {} bytes", size_of_val(&three));
+        eprintln!("sizes call={} three={}", size_of_val(&call), size_of_val(&three));
+        assert!(size_of_val(&three) < 1024, "a fan-out of three is {} bytes", size_of_val(&three));
     }
 }

@@ -16,10 +16,10 @@ use std::time::Duration;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
-use hyper_rustls::HttpsConnector;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::stack::CallContext;

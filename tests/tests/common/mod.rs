@@ -15,6 +15,8 @@ use services_mock::{Faults, MockConfig, MockServices, Service, StatsSnapshot};
 pub struct Stack {
     pub mocks: MockServices,
     pub bff: TestServer,
+    /// The admin router (`/metrics`, `/readyz`).
+    pub admin: TestServer,
     pub http: reqwest::Client,
 }
 
@@ -49,9 +51,10 @@ impl StackBuilder {
         let source = ConfigSource { name: "test config".into(), text: self.config.to_owned() };
         let config = load(&source, &overrides).expect("valid test config");
         let gateway = Gateway::builder(config).source("test config").build().await.expect("gateway builds");
-        let bff = TestServer::start((self.app)(&gateway).expect("app builds")).await;
+        let bff = TestServer::start_with((self.app)(&gateway).expect("app builds"), &gateway.config().server).await;
+        let admin = TestServer::start(gateway.admin_router()).await;
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
-        Stack { mocks, bff, http }
+        Stack { mocks, bff, admin, http }
     }
 }
 

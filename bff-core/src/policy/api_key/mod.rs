@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::auth::AuthError;
 use crate::config::{ApiKeysConfig, KeyHash};
+use crate::request::caller::CallerHeaders;
 
 /// The verified API client of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,24 @@ pub struct ApiClient {
     pub name: Arc<str>,
     /// Its tier.
     pub tier: Arc<str>,
+    /// The account whose data it may read; another account's users and orders do not exist for it.
+    pub account: Arc<str>,
+    /// The scopes it is granted.
+    pub scopes: Arc<[Box<str>]>,
+    /// What upstream calls carry for it (`X-Partner-Account`, `X-User-Scopes`).
+    headers: Option<CallerHeaders>,
+}
+
+impl ApiClient {
+    /// The identity headers upstream calls carry.
+    pub fn caller_headers(&self) -> Option<&CallerHeaders> {
+        self.headers.as_ref()
+    }
+
+    /// Whether the client is granted `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| &**s == scope)
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ApiClient {
@@ -46,7 +65,14 @@ impl ApiKeys {
             .clients
             .iter()
             .map(|(name, c)| {
-                (c.key_sha256.0, ApiClient { name: Arc::from(name.as_str()), tier: Arc::from(c.tier.as_str()) })
+                let client = ApiClient {
+                    name: Arc::from(name.as_str()),
+                    tier: Arc::from(c.tier.as_str()),
+                    account: Arc::from(c.account.as_str()),
+                    scopes: c.scopes.iter().map(|s| Box::from(s.as_str())).collect(),
+                    headers: CallerHeaders::partner(&c.account, c.scopes.iter().map(String::as_str)),
+                };
+                (c.key_sha256.0, client)
             })
             .collect();
         Self { header: config.header.0.clone(), clients }
@@ -86,11 +112,17 @@ mod tests {
     fn verifies_by_hash() {
         let clients = BTreeMap::from([(
             "acme".to_owned(),
-            ApiClientConfig { tier: "pro".into(), key_sha256: hash_key("s3cret") },
+            ApiClientConfig {
+                tier: "pro".into(),
+                key_sha256: hash_key("s3cret"),
+                account: "acme".into(),
+                scopes: vec!["orders".into()],
+            },
         )]);
         let keys = ApiKeys::new(&ApiKeysConfig { header: "x-api-key".parse().unwrap(), clients });
         let client = keys.verify(b"s3cret").unwrap();
-        assert_eq!((&*client.name, &*client.tier), ("acme", "pro"));
+        assert_eq!((&*client.name, &*client.tier, &*client.account), ("acme", "pro", "acme"));
+        assert!(client.has_scope("orders") && !client.has_scope("profile"));
         assert!(keys.verify(b"s3cret ").is_none());
         assert!(keys.verify(b"").is_none());
     }

@@ -35,13 +35,17 @@ pub enum AuthError {
     /// The issuer's keys could not be fetched, so no token can be checked.
     #[error("the identity provider's keys are unavailable")]
     KeysUnavailable,
+    /// The caller is authenticated but not granted a scope the route requires.
+    #[error("this route requires the scope `{0}`")]
+    InsufficientScope(String),
 }
 
 impl AuthError {
-    /// 401, or 503 when the keys are unavailable.
+    /// 401; 403 for a missing scope; 503 when the keys are unavailable.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::UNAUTHORIZED,
         }
     }
@@ -58,14 +62,22 @@ impl AuthError {
             Self::MissingApiKey => "API_KEY_REQUIRED",
             Self::InvalidApiKey => "API_KEY_INVALID",
             Self::KeysUnavailable => "AUTH_UNAVAILABLE",
+            Self::InsufficientScope(_) => "AUTH_INSUFFICIENT_SCOPE",
         }
     }
 
-    /// The `WWW-Authenticate` challenge for a 401 (RFC 6750).
+    /// The `WWW-Authenticate` challenge of a bearer-token failure (RFC 6750 §3).
     pub fn challenge(&self) -> Option<HeaderValue> {
         match self {
             Self::KeysUnavailable | Self::MissingApiKey | Self::InvalidApiKey => None,
             Self::MissingToken => Some(HeaderValue::from_static("Bearer")),
+            Self::InsufficientScope(scope) => {
+                let challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");
+                Some(
+                    HeaderValue::try_from(challenge)
+                        .unwrap_or(HeaderValue::from_static("Bearer error=\"insufficient_scope\"")),
+                )
+            }
             _ => Some(HeaderValue::from_static("Bearer error=\"invalid_token\"")),
         }
     }

@@ -42,6 +42,10 @@ struct Inner {
     verified: Option<moka::sync::Cache<Arc<str>, (Identity, SystemTime)>>,
     /// Serialises refreshes and remembers when the last one happened.
     refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// The `typ` header a token must have, if set (`at+jwt`, RFC 9068).
+    typ: Option<String>,
+    /// The longest token looked at.
+    max_token_bytes: usize,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -82,12 +86,17 @@ impl JwtVerifier {
                 leeway: config.leeway,
                 min_refresh: config.jwks_min_refresh,
                 keys: RwLock::new(HashMap::new()),
-                verified: (config.token_cache_size > 0).then(|| {
+                verified: (config.token_cache_bytes > 0).then(|| {
                     moka::sync::Cache::builder()
-                        .max_capacity(config.token_cache_size)
+                        .max_capacity(config.token_cache_bytes)
+                        .weigher(|token: &Arc<str>, (identity, _): &(Identity, SystemTime)| {
+                            u32::try_from(token.len() + identity.weight()).unwrap_or(u32::MAX)
+                        })
                         .time_to_live(config.token_cache_ttl)
                         .build()
                 }),
+                typ: config.typ.clone(),
+                max_token_bytes: config.max_token_bytes,
                 refresh: tokio::sync::Mutex::new(None),
             }),
         }
@@ -115,6 +124,10 @@ impl JwtVerifier {
     /// Like [`JwtVerifier::verify`]; a JWKS fetch it causes carries `request_id`, so the
     /// issuer's logs match ours.
     pub async fn verify_for(&self, token: &str, request_id: Option<&HeaderValue>) -> Result<Identity, AuthError> {
+        if token.len() > self.inner.max_token_bytes {
+            let limit = self.inner.max_token_bytes;
+            return Err(AuthError::Malformed(format!("the token is longer than {limit} bytes")));
+        }
         let Some(cache) = &self.inner.verified else {
             return self.verify_signature(token, request_id).await.map(|(identity, _)| identity);
         };
@@ -146,16 +159,21 @@ impl JwtVerifier {
 
         let mut validation = Validation::new(key_alg);
         validation.leeway = self.inner.leeway.as_secs();
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience is required, not only checked when present: a token
+        // without `iss` or `aud` was not issued for us.
+        let mut required = vec!["exp", "sub"];
         validation.validate_nbf = true;
         if let Some(issuer) = &self.inner.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
         if self.inner.audience.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&self.inner.audience);
+            required.push("aud");
         }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::InvalidSignature => AuthError::InvalidSignature,
@@ -165,7 +183,17 @@ impl JwtVerifier {
             ErrorKind::MissingRequiredClaim(claim) => AuthError::InvalidClaims(format!("missing `{claim}`")),
             _ => AuthError::Malformed(e.to_string()),
         })?;
-        let expires = UNIX_EPOCH + Duration::from_secs(data.claims.exp);
+        if let Some(typ) = &self.inner.typ
+            && !header.typ.as_deref().is_some_and(|t| media_type_matches(t, typ))
+        {
+            return Err(AuthError::Malformed(format!("the token's `typ` is not `{typ}`")));
+        }
+        if HeaderValue::from_str(&data.claims.sub).is_err() {
+            return Err(AuthError::Malformed("the `sub` claim has characters a header cannot carry".to_owned()));
+        }
+        // A signed `exp` far in the future is valid; it must not overflow the clock (the cache's
+        // TTL bounds how long it is remembered anyway).
+        let expires = UNIX_EPOCH.checked_add(Duration::from_secs(data.claims.exp)).unwrap_or(far_future());
         Ok((Identity::new(data.claims.sub, data.claims.scope.split_whitespace()), expires))
     }
 
@@ -190,6 +218,12 @@ impl JwtVerifier {
         let fetched = self.fetch(request_id).await;
         drop(last);
         match fetched {
+            Ok(keys) if keys.is_empty() => {
+                // An issuer answering an empty or unusable set is broken, not rotating: keep
+                // verifying with the keys we have.
+                tracing::warn!(url = %self.inner.jwks_url, "the JWKS has no usable key; keeping the previous keys");
+                self.cached(kid).ok_or(if self.has_keys() { AuthError::UnknownKey } else { AuthError::KeysUnavailable })
+            }
             Ok(keys) => {
                 *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
                 self.cached(kid).ok_or(AuthError::UnknownKey)
@@ -219,6 +253,22 @@ impl JwtVerifier {
             })?;
         Ok(decoding_keys(&set))
     }
+}
+
+/// A time later than any token's: where a signed `exp` would overflow the clock.
+fn far_future() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX))
+}
+
+/// Whether a JOSE `typ` names `expected`: compared without case, `application/` optional
+/// (RFC 7515 §4.1.9: `at+jwt` and `application/at+jwt` are the same type).
+fn media_type_matches(typ: &str, expected: &str) -> bool {
+    let bare = |t: &str| {
+        let t = t.trim();
+        let lower = t.to_ascii_lowercase();
+        lower.strip_prefix("application/").map(str::to_owned).unwrap_or(lower)
+    };
+    bare(typ) == bare(expected)
 }
 
 /// The usable keys of a set, by `kid`; keys without a `kid`, an accepted `alg`, or valid

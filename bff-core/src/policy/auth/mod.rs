@@ -16,6 +16,7 @@ use axum::http::request::Parts;
 use jsonwebtoken::Algorithm;
 
 use crate::config::JwtAlgorithm;
+use crate::request::caller::CallerHeaders;
 
 pub use error::AuthError;
 pub use jwks::JwtVerifier;
@@ -29,13 +30,30 @@ pub struct Identity(Arc<VerifiedClaims>);
 struct VerifiedClaims {
     subject: String,
     scopes: HashSet<String>,
+    /// What upstream calls carry for this caller, built once per token.
+    headers: Option<CallerHeaders>,
 }
 
 impl Identity {
-    /// An identity with `subject` and `scopes`, as a verified token would give.
+    /// An identity with `subject` and `scopes`, as a verified token would give. A subject that
+    /// cannot be a header value is sent to no upstream (the verifier refuses such tokens).
     pub fn new(subject: impl Into<String>, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        let scopes = scopes.into_iter().map(Into::into).collect();
-        Self(Arc::new(VerifiedClaims { subject: subject.into(), scopes }))
+        let subject = subject.into();
+        let scopes: HashSet<String> = scopes.into_iter().map(Into::into).collect();
+        let headers = CallerHeaders::user(&subject, scopes.iter().map(String::as_str));
+        Self(Arc::new(VerifiedClaims { subject, scopes, headers }))
+    }
+
+    /// About how many bytes this identity holds, for the token cache's weigher.
+    pub(crate) fn weight(&self) -> usize {
+        const OVERHEAD: usize = 160;
+        let claims = &self.0;
+        OVERHEAD + claims.subject.len() * 2 + claims.scopes.iter().map(|s| s.len() * 2 + 16).sum::<usize>()
+    }
+
+    /// The identity headers upstream calls carry (`X-User-Id`, `X-User-Scopes`).
+    pub fn caller_headers(&self) -> Option<&CallerHeaders> {
+        self.0.headers.as_ref()
     }
 
     /// The `sub` claim: the user id.

@@ -1,0 +1,89 @@
+//! The verified caller, as the headers every upstream call carries.
+//!
+//! Set by the outbound stack from what the gateway verified (a token's `sub` and `scope`, an API
+//! client's account and scopes), never from what a client sent: a call's own header of the same
+//! name is replaced or removed.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The user id (`sub`) of a verified token.
+pub const USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+/// The scopes granted to the caller, space-separated, sorted.
+pub const USER_SCOPES: HeaderName = HeaderName::from_static("x-user-scopes");
+/// The account of a verified API client.
+pub const PARTNER_ACCOUNT: HeaderName = HeaderName::from_static("x-partner-account");
+
+/// Every identity header, in a fixed order.
+const NAMES: [HeaderName; 3] = [USER_ID, USER_SCOPES, PARTNER_ACCOUNT];
+
+/// The identity headers of one caller, built once (per verified token, per API client) and shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerHeaders(Arc<[Option<HeaderValue>; 3]>);
+
+impl CallerHeaders {
+    /// A user's: `X-User-Id` and `X-User-Scopes`. `None` when the subject cannot be a header value.
+    pub(crate) fn user<'a>(subject: &str, scopes: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let id = HeaderValue::try_from(subject).ok()?;
+        Some(Self(Arc::new([Some(id), scopes_value(scopes), None])))
+    }
+
+    /// An API client's: `X-Partner-Account` and `X-User-Scopes`. `None` when the account cannot
+    /// be a header value.
+    pub(crate) fn partner<'a>(account: &str, scopes: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let account = HeaderValue::try_from(account).ok()?;
+        Some(Self(Arc::new([None, scopes_value(scopes), Some(account)])))
+    }
+
+    /// Sets these headers on `headers`, replacing any of the same names, and removes the
+    /// identity headers this caller does not have. With no caller, removes them all.
+    pub(crate) fn apply(caller: Option<&Self>, headers: &mut HeaderMap) {
+        for (i, name) in NAMES.iter().enumerate() {
+            match caller.and_then(|c| c.0[i].clone()) {
+                Some(value) => {
+                    headers.insert(name.clone(), value);
+                }
+                None => {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+}
+
+/// The scopes, sorted and space-separated; `None` when there are none or they cannot be a
+/// header value.
+fn scopes_value<'a>(scopes: impl IntoIterator<Item = &'a str>) -> Option<HeaderValue> {
+    let mut scopes: Vec<&str> = scopes.into_iter().collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    if scopes.is_empty() {
+        return None;
+    }
+    HeaderValue::try_from(scopes.join(" ")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_callers_headers_replace_and_remove_what_a_call_had() {
+        let mut headers = HeaderMap::new();
+        headers.insert(USER_ID, HeaderValue::from_static("999"));
+        headers.insert(PARTNER_ACCOUNT, HeaderValue::from_static("other"));
+        let user = CallerHeaders::user("42", ["orders", "profile", "orders"]).unwrap();
+        CallerHeaders::apply(Some(&user), &mut headers);
+        assert_eq!(headers[USER_ID], "42");
+        assert_eq!(headers[USER_SCOPES], "orders profile");
+        assert!(!headers.contains_key(PARTNER_ACCOUNT));
+        CallerHeaders::apply(None, &mut headers);
+        assert!(headers.is_empty());
+        assert!(CallerHeaders::user("4\n2", []).is_none());
+        let partner = CallerHeaders::partner("demo", []).unwrap();
+        CallerHeaders::apply(Some(&partner), &mut headers);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[PARTNER_ACCOUNT], "demo");
+    }
+}

@@ -1,0 +1,234 @@
+//! Edge security: bad tokens, scopes, partner accounts, identity headers, request limits,
+//! connection limits and log injection, tried as a client would.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{Stack, StackBuilder, problem};
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use services_mock::Service;
+use services_mock::services::auth::{AUDIENCE, ISSUER, Keys};
+
+fn mobile() -> StackBuilder {
+    StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+}
+
+fn partner() -> StackBuilder {
+    StackBuilder::new(bff_partner::DEFAULT_CONFIG, bff_partner::app)
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Claims the shipped mobile config accepts, with `changes` applied (`null` removes a claim).
+fn claims(changes: Value) -> Value {
+    let mut claims = json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "42", "scope": "profile orders", "iat": now(), "exp": now() + 600,
+    });
+    for (key, value) in changes.as_object().unwrap() {
+        if value.is_null() {
+            claims.as_object_mut().unwrap().remove(key);
+        } else {
+            claims[key] = value.clone();
+        }
+    }
+    claims
+}
+
+fn signed(changes: Value) -> String {
+    Keys::demo().unwrap().sign(Algorithm::RS256, &claims(changes)).unwrap()
+}
+
+fn upstream_calls(stack: &Stack) -> u64 {
+    [Service::Users, Service::Orders, Service::Notifications].iter().map(|s| stack.stats(*s).requests).sum()
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_before_any_upstream_call() {
+    let stack = mobile().start().await;
+    assert_eq!(stack.get("/mobile/home").await.status(), 200);
+    stack.reset_stats();
+    let good = signed(json!({}));
+    let (head, rest) = good.split_once('.').unwrap();
+    let (payload, _) = rest.split_once('.').unwrap();
+    // HS256 keyed with the RSA public key (alg confusion): the header names the RS256 kid.
+    let hs_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT","kid":"demo-rs256"}"#);
+    let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let unknown_kid_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT","kid":"nobody"}"#);
+    let mut tampered = claims(json!({}));
+    tampered["sub"] = json!("1");
+    let tampered_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&tampered).unwrap());
+    let signature = good.rsplit_once('.').unwrap().1;
+    let cases: Vec<(&str, Option<String>, u16, &str)> = vec![
+        ("none", None, 401, "AUTH_REQUIRED"),
+        ("malformed", Some("not.a.jwt".into()), 401, "AUTH_MALFORMED"),
+        ("tampered", Some(format!("{head}.{tampered_payload}.{signature}")), 401, "AUTH_INVALID_SIGNATURE"),
+        ("alg none", Some(format!("{none_header}.{payload}.")), 401, "AUTH_MALFORMED"),
+        ("HS256 with the RSA key", Some(format!("{hs_header}.{payload}.{signature}")), 401, "AUTH_MALFORMED"),
+        ("expired", Some(signed(json!({"exp": now() - 3600}))), 401, "AUTH_EXPIRED"),
+        ("not yet valid", Some(signed(json!({"nbf": now() + 3600}))), 401, "AUTH_INVALID_CLAIMS"),
+        ("no iss", Some(signed(json!({"iss": null}))), 401, "AUTH_INVALID_CLAIMS"),
+        ("wrong iss", Some(signed(json!({"iss": "someone-else"}))), 401, "AUTH_INVALID_CLAIMS"),
+        ("no aud", Some(signed(json!({"aud": null}))), 401, "AUTH_INVALID_CLAIMS"),
+        ("wrong aud", Some(signed(json!({"aud": "other"}))), 401, "AUTH_INVALID_CLAIMS"),
+        ("unknown kid", Some(format!("{unknown_kid_header}.{payload}.{signature}")), 401, "AUTH_UNKNOWN_KEY"),
+        ("oversized", Some(signed(json!({"pad": "x".repeat(9000)}))), 401, "AUTH_MALFORMED"),
+        ("a line break in sub", Some(signed(json!({"sub": "4\n2"}))), 401, "AUTH_MALFORMED"),
+    ];
+    for (name, token, status, code) in cases {
+        let mut request = stack.http.get(stack.bff.url("/mobile/home"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{name}");
+        assert!(response.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"), "{name}");
+        problem(response, status, code).await;
+        assert_eq!(upstream_calls(&stack), 0, "{name} reached an upstream");
+    }
+    // A signed `exp` near the end of time is valid, not a panic.
+    let far = stack.http.get(stack.bff.url("/mobile/home")).bearer_auth(signed(json!({"exp": u64::MAX - 1})));
+    assert_eq!(far.send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_missing_scope_is_403_naming_it() {
+    let stack = mobile().start().await;
+    let profile_only = stack.mocks.token("42", "profile", 600);
+    let response = stack.http.get(stack.bff.url("/mobile/orders/1")).bearer_auth(&profile_only).send().await.unwrap();
+    assert_eq!(response.headers()["www-authenticate"], r#"Bearer error="insufficient_scope", scope="orders""#);
+    let body = problem(response, 403, "AUTH_INSUFFICIENT_SCOPE").await;
+    assert!(body["detail"].as_str().unwrap().contains("`orders`"), "{body}");
+    assert_eq!(upstream_calls(&stack), 0);
+    // The same token reads the home screen, which needs `profile` only.
+    let home = stack.http.get(stack.bff.url("/mobile/home")).bearer_auth(&profile_only).send().await.unwrap();
+    assert_eq!(home.status(), 200);
+    // With no scope at all, even the home screen is refused.
+    let none = stack.mocks.token("42", "", 600);
+    let response = stack.http.get(stack.bff.url("/mobile/home")).bearer_auth(none).send().await.unwrap();
+    problem(response, 403, "AUTH_INSUFFICIENT_SCOPE").await;
+}
+
+#[tokio::test]
+async fn personal_answers_are_private_and_vary_by_credential() {
+    let stack = mobile().start().await;
+    let response = stack.get("/mobile/home").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "private, no-cache");
+    assert!(response.headers()["vary"].to_str().unwrap().to_ascii_lowercase().contains("authorization"));
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert!(response.headers().contains_key("etag"));
+    // Revalidation keeps working.
+    let etag = response.headers()["etag"].clone();
+    let again = stack.http.get(stack.bff.url("/mobile/home")).bearer_auth(stack.token()).header("if-none-match", etag);
+    assert_eq!(again.send().await.unwrap().status(), 304);
+}
+
+#[tokio::test]
+async fn upstreams_get_the_verified_identity_never_the_clients() {
+    let stack = mobile().start().await;
+    let response = stack
+        .http
+        .get(stack.bff.url("/mobile/home"))
+        .bearer_auth(stack.token())
+        .header("x-user-id", "1")
+        .header("x-user-scopes", "admin")
+        .header("x-partner-account", "acct-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for service in [Service::Users, Service::Orders, Service::Notifications] {
+        let headers = stack.stats(service).last_headers;
+        assert_eq!(headers.get("x-user-id").map(String::as_str), Some("42"), "{service}");
+        assert_eq!(headers.get("x-user-scopes").map(String::as_str), Some("orders profile"), "{service}");
+        assert!(!headers.contains_key("x-partner-account"), "{service}");
+    }
+}
+
+async fn partner_get(stack: &Stack, path: &str) -> reqwest::Response {
+    stack.http.get(stack.bff.url(path)).header("x-api-key", "demo-pro-key").send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_partner_sees_only_its_accounts_data() {
+    let stack = partner().start().await;
+    // Users 1-100 are the demo account's.
+    assert_eq!(partner_get(&stack, "/v2/orders?user=42").await.status(), 200);
+    assert_eq!(stack.stats(Service::Orders).last_headers.get("x-partner-account").map(String::as_str), Some("demo"));
+    for path in ["/v2/orders?user=142", "/v1/orders?user=142"] {
+        problem(partner_get(&stack, path).await, 404, "NOT_FOUND").await;
+    }
+    // An order of another account's user is as absent as one that does not exist.
+    let theirs: Value = stack
+        .http
+        .get(format!("{}/orders?user=142&limit=1", stack.mocks.url(Service::Orders)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = theirs[0]["id"].as_u64().unwrap();
+    for version in ["v1", "v2"] {
+        problem(partner_get(&stack, &format!("/{version}/orders/{id}")).await, 404, "NOT_FOUND").await;
+    }
+    let ours: Value = stack
+        .http
+        .get(format!("{}/orders?user=42&limit=1", stack.mocks.url(Service::Orders)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(partner_get(&stack, &format!("/v2/orders/{}", ours[0]["id"])).await.status(), 200);
+    // Writing for another account's user is refused the same way, and nothing is written.
+    let before = stack.stats(Service::Orders).requests;
+    let write = stack
+        .http
+        .post(stack.bff.url("/v2/orders"))
+        .header("x-api-key", "demo-pro-key")
+        .header("idempotency-key", "k-other-account")
+        .json(&json!({"user": "142", "items": [{"sku": "SKU-0001", "qty": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    problem(write, 404, "NOT_FOUND").await;
+    assert_eq!(stack.stats(Service::Orders).requests, before);
+}
+
+#[tokio::test]
+async fn a_partner_without_the_scope_is_403() {
+    let stack = partner().set("api_keys.clients.demo-pro.scopes", "[]").start().await;
+    let response = partner_get(&stack, "/v2/orders?user=42").await;
+    assert!(!response.headers().contains_key("www-authenticate"));
+    problem(response, 403, "AUTH_INSUFFICIENT_SCOPE").await;
+    // Products need no scope, only a key.
+    assert_eq!(partner_get(&stack, "/v2/products/SKU-0001").await.status(), 200);
+}
+
+#[tokio::test]
+async fn over_long_uris_and_echoed_input_are_bounded() {
+    let stack = mobile().start().await;
+    let long = format!("/mobile/orders/{}", "9".repeat(9000));
+    let response = stack.get(&long).await;
+    problem(response, 414, "URI_TOO_LONG").await;
+    // A long id within the URI limit is echoed bounded, without its control characters.
+    let id = format!("{}%0aFORGED", "7".repeat(2000));
+    let body = problem(stack.get(&format!("/mobile/orders/{id}")).await, 404, "NOT_FOUND").await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.len() <= 260 && !detail.contains('\n'), "{detail:?}");
+}
+
+#[tokio::test]
+async fn fields_are_looked_at_only_after_authentication() {
+    let stack = mobile().start().await;
+    let response = stack.http.get(stack.bff.url("/mobile/home?fields=%00nope")).send().await.unwrap();
+    problem(response, 401, "AUTH_REQUIRED").await;
+}
