@@ -232,3 +232,169 @@ async fn fields_are_looked_at_only_after_authentication() {
     let response = stack.http.get(stack.bff.url("/mobile/home?fields=%00nope")).send().await.unwrap();
     problem(response, 401, "AUTH_REQUIRED").await;
 }
+
+/// Test signing keys of our own (not the mock's): a P-256 key and an Ed25519 key.
+const EC_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgVZGtQ95IFV2QNwjQ
+nohMWksrUAdQ5UNl2lavYnqxl3ShRANCAARQqwxZoK8kwTUKGBIkzECqw9L1ADBE
+JtbUDIe121M4zVk2FU7uccopJ+ZXU806cmvmN2UUkn9eaasa71MslE8B
+-----END PRIVATE KEY-----
+";
+const ED_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIDhVBO1bM9aw+k4EO3u5uMBq+R+M2v3Dla0/7SgV/bvx
+-----END PRIVATE KEY-----
+";
+
+struct TestKey {
+    kid: &'static str,
+    alg: Algorithm,
+    key: jsonwebtoken::EncodingKey,
+}
+
+impl TestKey {
+    fn ec() -> Self {
+        Self {
+            kid: "ec-1",
+            alg: Algorithm::ES256,
+            key: jsonwebtoken::EncodingKey::from_ec_pem(EC_KEY.as_bytes()).unwrap(),
+        }
+    }
+
+    fn ed() -> Self {
+        Self {
+            kid: "ed-1",
+            alg: Algorithm::EdDSA,
+            key: jsonwebtoken::EncodingKey::from_ed_pem(ED_KEY.as_bytes()).unwrap(),
+        }
+    }
+
+    fn jwk(&self) -> jsonwebtoken::jwk::Jwk {
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&self.key, self.alg).unwrap();
+        jwk.common.key_id = Some(self.kid.to_owned());
+        jwk.common.key_algorithm = Some(match self.alg {
+            Algorithm::EdDSA => jsonwebtoken::jwk::KeyAlgorithm::EdDSA,
+            _ => jsonwebtoken::jwk::KeyAlgorithm::ES256,
+        });
+        jwk
+    }
+
+    fn sign(&self, typ: &str, changes: Value) -> String {
+        let mut header = jsonwebtoken::Header::new(self.alg);
+        header.kid = Some(self.kid.to_owned());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, &claims(changes), &self.key).unwrap()
+    }
+}
+
+type SharedJwks = std::sync::Arc<std::sync::Mutex<Vec<jsonwebtoken::jwk::Jwk>>>;
+
+/// A JWKS endpoint serving whatever `keys` holds at the time.
+async fn jwks_server(keys: SharedJwks) -> bff_core::testing::TestServer {
+    let route = axum::routing::get(move || {
+        let keys = keys.lock().unwrap().clone();
+        async move { axum::Json(jsonwebtoken::jwk::JwkSet { keys }) }
+    });
+    bff_core::testing::TestServer::start(axum::Router::new().route("/jwks.json", route)).await
+}
+
+async fn home_status(stack: &Stack, token: &str) -> (u16, String) {
+    let response = stack.http.get(stack.bff.url("/mobile/home")).bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (status, body)
+}
+
+#[tokio::test]
+async fn keys_rotate_without_a_restart_and_a_broken_jwks_keeps_the_old_ones() {
+    let (ec, ed) = (TestKey::ec(), TestKey::ed());
+    let published = SharedJwks::default();
+    published.lock().unwrap().push(ec.jwk());
+    let jwks = jwks_server(published.clone()).await;
+    let stack = mobile()
+        .set("auth.jwks_url", &jwks.url("/jwks.json"))
+        .set("auth.algorithms", r#"["ES256", "EdDSA"]"#)
+        .set("auth.jwks_min_refresh", "1ms")
+        .start()
+        .await;
+    assert_eq!(home_status(&stack, &ec.sign("JWT", json!({}))).await.0, 200);
+    // The issuer adds an EdDSA key: tokens signed with it are accepted at once.
+    published.lock().unwrap().push(ed.jwk());
+    let (status, body) = home_status(&stack, &ed.sign("JWT", json!({"sub": "41"}))).await;
+    assert_eq!(status, 200, "{body}");
+    // The issuer breaks and publishes nothing: an unknown kid forces a refresh, which keeps the keys.
+    published.lock().unwrap().clear();
+    let unknown = TestKey { kid: "gone", ..TestKey::ec() };
+    assert_eq!(home_status(&stack, &unknown.sign("JWT", json!({}))).await.0, 401);
+    let (status, body) = home_status(&stack, &ed.sign("JWT", json!({"sub": "43"}))).await;
+    assert_eq!(status, 200, "a fresh token with a kept key: {body}");
+}
+
+#[tokio::test]
+async fn eddsa_is_accepted_only_when_listed_and_typ_is_checked_when_configured() {
+    let (ec, ed) = (TestKey::ec(), TestKey::ed());
+    let published = SharedJwks::default();
+    published.lock().unwrap().extend([ec.jwk(), ed.jwk()]);
+    let jwks = jwks_server(published).await;
+    let stack = mobile()
+        .set("auth.jwks_url", &jwks.url("/jwks.json"))
+        .set("auth.algorithms", r#"["ES256"]"#)
+        .set("auth.typ", "at+jwt")
+        .start()
+        .await;
+    let (status, body) = home_status(&stack, &ed.sign("at+jwt", json!({}))).await;
+    assert_eq!(status, 401, "EdDSA is not listed: {body}");
+    let (status, body) = home_status(&stack, &ec.sign("JWT", json!({}))).await;
+    assert_eq!(status, 401, "an ID-token `typ` is not an access token: {body}");
+    assert!(body.contains("AUTH_MALFORMED"), "{body}");
+    assert_eq!(home_status(&stack, &ec.sign("at+jwt", json!({}))).await.0, 200);
+    assert_eq!(home_status(&stack, &ec.sign("application/at+jwt", json!({"sub": "41"}))).await.0, 200);
+}
+
+/// Log lines written to memory.
+#[derive(Clone, Default)]
+struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = Lines;
+
+    fn make_writer(&'a self) -> Lines {
+        self.clone()
+    }
+}
+
+#[test]
+fn a_line_break_in_a_path_parameter_never_starts_a_log_line() {
+    use bff_core::config::LogFormat;
+    for format in [LogFormat::Pretty, LogFormat::Json] {
+        let lines = Lines::default();
+        let filter = tracing_subscriber::EnvFilter::new("info");
+        let subscriber = bff_core::observe::logging::subscriber(format, filter, lines.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(async {
+                let stack = mobile().start().await;
+                for path in
+                    ["/mobile/orders/1%0aFORGED%20line", "/mobile/orders/2%0d%0aFORGED", "/mobile/products/x%0aFORGED"]
+                {
+                    assert!(stack.get(path).await.status().is_client_error(), "{path}");
+                }
+            });
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("FORGED"), "{format:?}: the ids were not logged at all:\n{text}");
+        for line in text.lines() {
+            assert!(!line.trim_start().starts_with("FORGED"), "{format:?}: a forged line:\n{text}");
+        }
+    }
+}

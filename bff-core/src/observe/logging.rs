@@ -7,10 +7,12 @@
 
 use std::fmt::{self, Write as _};
 
+use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::{self, FormatFields};
+use tracing_subscriber::util::SubscriberInitExt;
 
 use super::json_lines::{JsonLines, JsonSpanFields};
 use super::log_buffer::{self, FlushGuard};
@@ -44,12 +46,21 @@ fn install<W>(format: LogFormat, filter: EnvFilter, writer: W) -> bool
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
+    // `try_init` also routes the `log` crate's records here.
+    subscriber(format, filter, writer).try_init().is_ok()
+}
+
+/// The subscriber `init` installs, writing `format` lines to `writer`: for tests that read the
+/// lines (`tracing::subscriber::with_default`).
+pub fn subscriber<W>(format: LogFormat, filter: EnvFilter, writer: W) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    let installed = match format {
-        LogFormat::Pretty => builder.fmt_fields(escaped_fields()).try_init(),
-        LogFormat::Json => builder.fmt_fields(JsonSpanFields).event_format(JsonLines).try_init(),
-    };
-    installed.is_ok()
+    match format {
+        LogFormat::Pretty => Box::new(builder.fmt_fields(escaped_fields()).finish()),
+        LogFormat::Json => Box::new(builder.fmt_fields(JsonSpanFields).event_format(JsonLines).finish()),
+    }
 }
 
 /// The `pretty` format's fields, each value written with its control characters escaped

@@ -17,6 +17,8 @@ pub struct Stack {
     pub bff: TestServer,
     /// The admin router (`/metrics`, `/readyz`).
     pub admin: TestServer,
+    /// The gateway both are built from.
+    pub gateway: Gateway,
     pub http: reqwest::Client,
 }
 
@@ -54,7 +56,7 @@ impl StackBuilder {
         let bff = TestServer::start_with((self.app)(&gateway).expect("app builds"), &gateway.config().server).await;
         let admin = TestServer::start(gateway.admin_router()).await;
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
-        Stack { mocks, bff, admin, http }
+        Stack { mocks, bff, admin, gateway, http }
     }
 }
 
