@@ -25,7 +25,7 @@ use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
 use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, RoutePolicy};
 use crate::route_keys;
 use crate::routes::Routes;
-use crate::serve::{Server, Signal};
+use crate::serve::{RELOAD_CHECK_INTERVAL, Server, Signal, Tls, TlsError};
 use crate::shape::Shape;
 use crate::upstream::{Upstream, Upstreams};
 
@@ -41,6 +41,7 @@ pub struct Gateway {
     api_keys: Option<ApiKeys>,
     metrics: Metrics,
     readiness: Readiness,
+    tls: Option<Tls>,
 }
 
 /// The `Cache-Control` of a protected route's answers, unless its handler set one.
@@ -53,6 +54,9 @@ pub enum BuildError {
     /// The configuration cannot be used.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The TLS certificate or key cannot be served (`tls.cert`, `tls.key`).
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Builds a [`Gateway`]: `Gateway::builder(config).source("config/mobile.toml").build().await?`.
@@ -93,8 +97,9 @@ impl GatewayBuilder {
             dependencies.push(("auth".to_owned(), (**verifier.jwks_url()).clone()));
         }
         let readiness = Readiness::new(dependencies);
+        let tls = config.tls.as_ref().map(|tls| Tls::from_files(&tls.cert, &tls.key)).transpose()?;
         let config = Arc::new(config);
-        Ok(Gateway { config, source: Arc::from(source), upstreams, verifier, api_keys, metrics, readiness })
+        Ok(Gateway { config, source: Arc::from(source), upstreams, verifier, api_keys, metrics, readiness, tls })
     }
 }
 
@@ -261,7 +266,8 @@ impl Gateway {
         };
         let stop = futures::FutureExt::shared(Box::pin(stop) as futures::future::BoxFuture<'static, ()>);
         let server = || Server::new(&self.config.server).metrics(self.metrics.clone());
-        let public = server().serve(public, router, stop.clone());
+        let reloading = self.tls.as_ref().map(|tls| tls.watch(RELOAD_CHECK_INTERVAL));
+        let public = server().tls(self.tls.clone()).serve(public, router, stop.clone());
         let admin = async {
             match admin {
                 Some(listener) => server().serve(listener, self.admin_router(), stop).await,
@@ -269,6 +275,9 @@ impl Gateway {
             }
         };
         let (public, admin) = tokio::join!(public, admin);
+        if let Some(reloading) = reloading {
+            reloading.abort();
+        }
         public.and(admin)
     }
 }

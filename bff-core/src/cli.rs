@@ -26,6 +26,12 @@ pub struct Args {
     /// Log format (overrides `log.format`).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Serve HTTPS with this PEM certificate chain (overrides `tls.cert`; needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (overrides `tls.key`).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The command line of a BFF binary: the shared [`Args`] plus the binary's own [`Extension`]
@@ -160,6 +166,12 @@ pub fn load_config(
     overrides.extend(Overrides::from_env(env));
     if let Some(listen) = args.listen {
         overrides.set("listen", listen.to_string(), "--listen");
+    }
+    if let Some(cert) = &args.tls_cert {
+        overrides.set("tls.cert", cert.display().to_string(), "--tls-cert");
+    }
+    if let Some(key) = &args.tls_key {
+        overrides.set("tls.key", key.display().to_string(), "--tls-key");
     }
     if let Some(format) = args.log_format {
         let name = if format == LogFormat::Json { "json" } else { "pretty" };

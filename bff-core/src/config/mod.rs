@@ -31,6 +31,9 @@ pub struct Config {
     /// The admin listener (`/metrics`, `/readyz`); absent means they are not served.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// HTTPS on `listen`; absent means plain HTTP (h2c and HTTP/1.1).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Values every upstream and route gets unless its own section says otherwise.
     #[serde(default)]
     pub defaults: Defaults,
@@ -52,6 +55,17 @@ pub struct Config {
     /// Cross-origin access for browsers; absent means no CORS headers.
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+}
+
+/// TLS termination on `listen`: HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and 1.3. The files are read
+/// again on SIGHUP and when they change, without a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, leaf first.
+    pub cert: std::path::PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 /// The admin listener: operators' endpoints, apart from client traffic.

@@ -17,6 +17,7 @@
 //!   `server.shutdown_grace` to finish; connections still open then are dropped.
 
 mod idle;
+mod tls;
 
 use std::future::Future;
 use std::io;
@@ -32,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use self::idle::IdleTimeout;
+pub use self::tls::{RELOAD_CHECK_INTERVAL, Tls, TlsError};
 use crate::config::ServerConfig;
 use crate::observe::metrics::Metrics;
 
@@ -59,12 +61,20 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 pub struct Server {
     config: ServerConfig,
     metrics: Option<Metrics>,
+    tls: Option<Tls>,
 }
 
 impl Server {
     /// A server with `config`'s limits.
     pub fn new(config: &ServerConfig) -> Self {
-        Self { config: config.clone(), metrics: None }
+        Self { config: config.clone(), metrics: None, tls: None }
+    }
+
+    /// Serves HTTPS with `tls` (HTTP/2 or HTTP/1.1 by ALPN); the handshake must finish within
+    /// `server.header_read_timeout`.
+    pub fn tls(mut self, tls: Option<Tls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Counts connections (open, refused) in `metrics`.
@@ -113,11 +123,21 @@ impl Server {
             let watcher = graceful.watcher();
             let service = TowerToHyperService::new(router.clone());
             let open = counters.as_ref().map(|c| c.open.clone());
-            let idle = config.idle_timeout;
+            let (idle, handshake) = (config.idle_timeout, config.header_read_timeout);
+            let tls = self.tls.as_ref().map(|tls| tls.acceptor().clone());
             tokio::spawn(async move {
-                let io = TokioIo::new(IdleTimeout::new(stream, idle));
-                if let Err(e) = watcher.watch(builder.serve_connection(io, service)).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                let served = match tls {
+                    None => Ok(serve_io(&builder, IdleTimeout::new(stream, idle), service, watcher).await),
+                    Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            Ok(serve_io(&builder, IdleTimeout::new(stream, idle), service, watcher).await)
+                        }
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("the TLS handshake took too long".to_owned()),
+                    },
+                };
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "TLS handshake failed");
                 }
                 if let Some(open) = open {
                     open.decrement(1.0);
@@ -133,6 +153,20 @@ impl Server {
             tracing::warn!(connections = open, "grace period over; closing the connections still open");
         }
         Ok(())
+    }
+}
+
+/// Serves one connection's requests until it ends or the server shuts down.
+async fn serve_io<IO>(
+    builder: &Builder<TokioExecutor>,
+    io: IO,
+    service: TowerToHyperService<Router>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(io), service)).await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 

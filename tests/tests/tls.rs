@@ -1,0 +1,167 @@
+//! TLS termination: HTTPS over HTTP/1.1 and HTTP/2 with a test CA, old protocol versions refused,
+//! and a certificate swapped on disk served without a restart.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use bff_core::config::ServerConfig;
+use bff_core::serve::{Server, Tls};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A test CA and a certificate it issues for `localhost` and 127.0.0.1.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self { pem, issuer: Issuer::new(params, key) }
+    }
+
+    /// A leaf certificate and its key, PEM.
+    fn leaf(&self) -> (String, String) {
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A directory of its own under the system's temporary one.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bff-tls-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_pair(dir: &std::path::Path, (cert, key): &(String, String)) -> (PathBuf, PathBuf) {
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    (cert_path, key_path)
+}
+
+async fn serve_https(tls: Tls) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    bff_core::install_crypto_provider();
+    let router = Router::new().route("/hello", get(|| async { "hello" }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(Server::new(&ServerConfig::default()).tls(Some(tls)).serve(listener, router, rx));
+    (addr, tx)
+}
+
+/// A client trusting `ca` only, with no pooled connections (each request a new handshake).
+fn client(ca: &Ca, addr: SocketAddr, http1_only: bool) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
+        .resolve("localhost", addr)
+        .pool_max_idle_per_host(0);
+    if http1_only {
+        builder = builder.http1_only();
+    }
+    builder.build().unwrap()
+}
+
+#[tokio::test]
+async fn https_over_http1_and_http2_by_alpn() {
+    let ca = Ca::new("test ca");
+    let (cert, key) = write_pair(&scratch("alpn"), &ca.leaf());
+    let (addr, _stop) = serve_https(Tls::from_files(&cert, &key).unwrap()).await;
+    let url = format!("https://localhost:{}/hello", addr.port());
+    for (http1_only, version) in [(false, reqwest::Version::HTTP_2), (true, reqwest::Version::HTTP_11)] {
+        let response = client(&ca, addr, http1_only).get(&url).send().await.unwrap();
+        assert_eq!(response.version(), version);
+        assert_eq!(response.text().await.unwrap(), "hello");
+    }
+    // Plain HTTP on the TLS port is not served.
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert!(plain.get(format!("http://127.0.0.1:{}/hello", addr.port())).send().await.is_err());
+}
+
+/// A TLS 1.1 ClientHello: record version 3.1, client version 3.2, one cipher suite, no extensions.
+fn tls11_client_hello() -> Vec<u8> {
+    let mut hello = vec![0x03, 0x02];
+    hello.extend([7u8; 32]); // random
+    hello.push(0); // no session id
+    hello.extend([0x00, 0x02, 0x00, 0x2f]); // TLS_RSA_WITH_AES_128_CBC_SHA
+    hello.extend([0x01, 0x00]); // null compression
+    let mut handshake = vec![0x01, 0x00, 0x00, u8::try_from(hello.len()).unwrap()];
+    handshake.extend(hello);
+    let mut record = vec![0x16, 0x03, 0x01, 0x00, u8::try_from(handshake.len()).unwrap()];
+    record.extend(handshake);
+    record
+}
+
+#[tokio::test]
+async fn a_tls_1_1_client_is_refused() {
+    let ca = Ca::new("test ca");
+    let (cert, key) = write_pair(&scratch("tls11"), &ca.leaf());
+    let (addr, _stop) = serve_https(Tls::from_files(&cert, &key).unwrap()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&tls11_client_hello()).await.unwrap();
+    let mut answer = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer)).await.unwrap().unwrap_or(0);
+    // An alert record (21), or the connection closed: never a ServerHello (22).
+    assert!(n == 0 || answer[0] == 0x15, "answered {:?}", &answer[..n]);
+}
+
+#[tokio::test]
+async fn a_certificate_swapped_on_disk_is_served_without_a_restart() {
+    let (old_ca, new_ca) = (Ca::new("old ca"), Ca::new("new ca"));
+    let dir = scratch("swap");
+    let (cert, key) = write_pair(&dir, &old_ca.leaf());
+    let tls = Tls::from_files(&cert, &key).unwrap();
+    let (addr, _stop) = serve_https(tls.clone()).await;
+    let url = format!("https://localhost:{}/hello", addr.port());
+    assert!(client(&old_ca, addr, false).get(&url).send().await.is_ok());
+    assert!(client(&new_ca, addr, false).get(&url).send().await.is_err());
+
+    // A broken file is refused, naming it, and the old certificate stays in force.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let error = tls.reload().unwrap_err();
+    assert!(error.to_string().contains("cert.pem"), "{error}");
+    assert!(client(&old_ca, addr, false).get(&url).send().await.is_ok());
+
+    // The new pair, noticed by the file watch, is served to the next connections.
+    let watch = tls.watch(Duration::from_millis(50));
+    write_pair(&dir, &new_ca.leaf());
+    let swapped = {
+        let mut served = false;
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while !served && tokio::time::Instant::now() < give_up {
+            tick.tick().await;
+            served = client(&new_ca, addr, false).get(&url).send().await.is_ok();
+        }
+        served
+    };
+    watch.abort();
+    assert!(swapped, "the new certificate was not served");
+    assert!(client(&old_ca, addr, false).get(&url).send().await.is_err());
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_the_certificates_is_refused_at_start() {
+    let ca = Ca::new("test ca");
+    let dir = scratch("mismatch");
+    let (cert, _) = write_pair(&dir, &ca.leaf());
+    let other_key = dir.join("other.pem");
+    std::fs::write(&other_key, ca.leaf().1).unwrap();
+    let error = Tls::from_files(&cert, &other_key).unwrap_err();
+    assert!(error.to_string().contains("other.pem"), "{error}");
+    let error = Tls::from_files(&dir.join("missing.pem"), &other_key).unwrap_err();
+    assert!(error.to_string().contains("missing.pem") && error.to_string().contains("cannot read"), "{error}");
+}
