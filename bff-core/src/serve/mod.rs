@@ -126,18 +126,13 @@ impl Server {
             let (idle, handshake) = (config.idle_timeout, config.header_read_timeout);
             let tls = self.tls.as_ref().map(|tls| tls.acceptor().clone());
             tokio::spawn(async move {
-                let served = match tls {
-                    None => Ok(serve_io(&builder, IdleTimeout::new(stream, idle), service, watcher).await),
+                match tls {
+                    None => serve_io(&builder, IdleTimeout::new(stream, idle), service, watcher).await,
                     Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            Ok(serve_io(&builder, IdleTimeout::new(stream, idle), service, watcher).await)
-                        }
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err("the TLS handshake took too long".to_owned()),
+                        Ok(Ok(stream)) => serve_io(&builder, IdleTimeout::new(stream, idle), service, watcher).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake took too long"),
                     },
-                };
-                if let Err(e) = served {
-                    tracing::debug!(error = %e, "TLS handshake failed");
                 }
                 if let Some(open) = open {
                     open.decrement(1.0);

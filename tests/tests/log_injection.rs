@@ -1,0 +1,62 @@
+//! Log injection: request-derived text never starts a log line, in either format.
+//!
+//! A test binary of its own: `tracing` caches whether each log site is enabled, and a site first
+//! reached by a concurrent test, before this test's scoped subscriber exists, could stay cached
+//! as disabled for it.
+
+mod common;
+
+use common::StackBuilder;
+
+fn mobile() -> StackBuilder {
+    StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+}
+
+/// Log lines written to memory.
+#[derive(Clone, Default)]
+struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = Lines;
+
+    fn make_writer(&'a self) -> Lines {
+        self.clone()
+    }
+}
+
+#[test]
+fn a_line_break_in_a_path_parameter_never_starts_a_log_line() {
+    use bff_core::config::LogFormat;
+    for format in [LogFormat::Pretty, LogFormat::Json] {
+        let lines = Lines::default();
+        let filter = tracing_subscriber::EnvFilter::new("info");
+        let subscriber = bff_core::observe::logging::subscriber(format, filter, lines.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(async {
+                let stack = mobile().start().await;
+                for path in
+                    ["/mobile/orders/1%0aFORGED%20line", "/mobile/orders/2%0d%0aFORGED", "/mobile/products/x%0aFORGED"]
+                {
+                    assert!(stack.get(path).await.status().is_client_error(), "{path}");
+                }
+            });
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("FORGED"), "{format:?}: the ids were not logged at all:\n{text}");
+        for line in text.lines() {
+            assert!(!line.trim_start().starts_with("FORGED"), "{format:?}: a forged line:\n{text}");
+        }
+    }
+}
