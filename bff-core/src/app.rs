@@ -88,7 +88,8 @@ impl GatewayBuilder {
         config.validate().map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
         let metrics = metrics.unwrap_or_default();
         metrics.spawn_upkeep();
-        let upstreams = Upstreams::from_config(&config, &metrics);
+        let upstreams = Upstreams::from_config(&config, &metrics)
+            .map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
         let verifier = config.auth.as_ref().map(|auth| JwtVerifier::new(auth, &metrics));
         let api_keys = config.api_keys.as_ref().map(ApiKeys::new);
         let mut dependencies: Vec<(String, url::Url)> =

@@ -349,3 +349,24 @@ async fn eddsa_is_accepted_only_when_listed_and_typ_is_checked_when_configured()
     assert_eq!(home_status(&stack, &ec.sign("at+jwt", json!({}))).await.0, 200);
     assert_eq!(home_status(&stack, &ec.sign("application/at+jwt", json!({"sub": "41"}))).await.0, 200);
 }
+
+#[tokio::test]
+async fn body_limits_apply_per_route() {
+    let stack = mobile().set("routes./mobile/orders.max_body_bytes", "64").start().await;
+    let order =
+        json!({"items": [{"sku": "SKU-0001", "qty": 1}, {"sku": "SKU-0002", "qty": 1}, {"sku": "SKU-0003", "qty": 1}]});
+    let post = |body: &Value| {
+        stack
+            .http
+            .post(stack.bff.url("/mobile/orders"))
+            .bearer_auth(stack.token())
+            .header("idempotency-key", "k-limits-1")
+            .json(body)
+    };
+    let body = problem(post(&order).send().await.unwrap(), 413, "BODY_TOO_LARGE").await;
+    assert!(body["detail"].as_str().unwrap().contains("64 bytes"), "{body}");
+    assert_eq!(stack.stats(Service::Orders).requests, 0);
+    // Under the route's limit it is taken.
+    let small = json!({"items": [{"sku": "SKU-0001", "qty": 1}]});
+    assert_eq!(post(&small).send().await.unwrap().status(), 201);
+}

@@ -165,3 +165,88 @@ async fn a_key_that_is_not_the_certificates_is_refused_at_start() {
     let error = Tls::from_files(&dir.join("missing.pem"), &other_key).unwrap_err();
     assert!(error.to_string().contains("missing.pem") && error.to_string().contains("cannot read"), "{error}");
 }
+
+/// An HTTPS upstream on 127.0.0.1 that requires a client certificate issued by `client_ca`,
+/// answering `{"hello":"mtls"}` to anything.
+async fn mtls_upstream(server_ca: &Ca, client_ca: &Ca) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    bff_core::install_crypto_provider();
+    let (cert, key) = server_ca.leaf();
+    let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(client_ca.pem.as_bytes()).unwrap()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots)).build().unwrap();
+    let config =
+        rustls::ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(chain, key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut stream) = acceptor.accept(stream).await else { return };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = r#"{"hello":"mtls"}"#;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+async fn gateway_with(config: String) -> Result<bff_core::Gateway, bff_core::BuildError> {
+    let source = bff_core::config::ConfigSource { name: "test".into(), text: config };
+    let config = bff_core::config::load(&source, &bff_core::config::Overrides::default()).unwrap();
+    bff_core::Gateway::builder(config).build().await
+}
+
+#[tokio::test]
+async fn an_upstream_with_its_own_ca_and_a_client_certificate() {
+    let (server_ca, client_ca) = (Ca::new("upstream ca"), Ca::new("client ca"));
+    let addr = mtls_upstream(&server_ca, &client_ca).await;
+    let dir = scratch("mtls");
+    std::fs::write(dir.join("ca.pem"), &server_ca.pem).unwrap();
+    let (client_cert, client_key) = write_pair(&dir, &client_ca.leaf());
+    let section = |tls: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\n[upstreams.secure]\nurl = \"https://127.0.0.1:{}\"\n[upstreams.secure.tls]\n{tls}\n",
+            addr.port()
+        )
+    };
+    let ca_line = format!("ca = {:?}", dir.join("ca.pem"));
+    let call = |gateway: bff_core::Gateway| async move {
+        let up = gateway.upstream("secure").unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        up.get::<serde_json::Value>("/hello").send_within(http::HeaderValue::from_static("mtls-1"), deadline).await
+    };
+    // Its own CA and a client certificate: the call goes through.
+    let full = format!("{ca_line}\ncert = {client_cert:?}\nkey = {client_key:?}");
+    let answer = call(gateway_with(section(&full)).await.unwrap()).await.unwrap();
+    assert_eq!(answer["hello"], "mtls");
+    // Without the client certificate the upstream refuses the handshake.
+    assert!(call(gateway_with(section(&ca_line)).await.unwrap()).await.is_err());
+    // Without its CA the platform's roots do not trust the upstream.
+    let no_ca = format!("cert = {client_cert:?}\nkey = {client_key:?}");
+    assert!(call(gateway_with(section(&no_ca)).await.unwrap()).await.is_err());
+    // A certificate without its key is a config error naming the key.
+    let error = gateway_with(section(&format!("{ca_line}\ncert = {client_cert:?}"))).await.unwrap_err();
+    assert!(error.to_string().contains("upstreams.secure.tls.key"), "{error}");
+    let error = gateway_with(section(&format!("ca = {:?}", dir.join("nope.pem")))).await.unwrap_err();
+    assert!(error.to_string().contains("upstreams.secure.tls.ca") && error.to_string().contains("nope.pem"), "{error}");
+}

@@ -13,6 +13,7 @@ mod headers;
 mod metrics;
 pub mod stack;
 mod timeout;
+mod tls;
 mod transport;
 mod unprocessed;
 
@@ -39,7 +40,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How an [`Upstream`] connects, and how long one attempt may take.
 ///
 /// Start from [`UpstreamSettings::default`] (the config defaults) and set what differs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct UpstreamSettings {
     /// The longest one attempt may take (the request deadline bounds the whole call).
@@ -50,6 +51,9 @@ pub struct UpstreamSettings {
     pub pool_max_idle: usize,
     /// The HTTP version of calls.
     pub protocol: UpstreamProtocol,
+    /// The TLS client settings for `https://`; `None` trusts the platform's roots and presents
+    /// no certificate.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl UpstreamSettings {
@@ -60,6 +64,7 @@ impl UpstreamSettings {
             connect_timeout: upstream.connect_timeout.unwrap_or(defaults.connect_timeout),
             pool_max_idle: defaults.pool_max_idle_per_host,
             protocol: upstream.protocol.unwrap_or(defaults.protocol),
+            tls: None,
         }
     }
 }
@@ -72,6 +77,7 @@ impl Default for UpstreamSettings {
             connect_timeout: d.connect_timeout,
             pool_max_idle: d.pool_max_idle_per_host,
             protocol: d.protocol,
+            tls: None,
         }
     }
 }
@@ -185,16 +191,18 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Builds a client per upstream section, merging `defaults` explicitly.
-    pub fn from_config(config: &Config, metrics: &Metrics) -> Self {
-        let by_name = config
-            .upstreams
-            .iter()
-            .map(|(name, u)| {
-                let settings = UpstreamSettings::from_config(&config.defaults, u);
-                (name.clone(), (Upstream::new(name, &u.url, settings, metrics), u.url.clone()))
-            })
-            .collect();
-        Self { by_name: Arc::new(by_name) }
+    ///
+    /// Fails with the config key at fault and why when an upstream's TLS files cannot be used.
+    pub fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, (String, String)> {
+        let mut by_name = BTreeMap::new();
+        for (name, u) in &config.upstreams {
+            let mut settings = UpstreamSettings::from_config(&config.defaults, u);
+            if let Some(tls) = &u.tls {
+                settings.tls = Some(Arc::new(tls::client_config(name, tls)?));
+            }
+            by_name.insert(name.clone(), (Upstream::new(name, &u.url, settings, metrics), u.url.clone()));
+        }
+        Ok(Self { by_name: Arc::new(by_name) })
     }
 
     /// The upstream called `name`, if configured.

@@ -64,7 +64,8 @@ impl HttpTransport {
     /// A transport to `base` with its own connection pool. `base` must be an `http` or `https` URL
     /// with a host (config loading checks this).
     pub(crate) fn new(name: Arc<str>, base: &HttpUrl, settings: &UpstreamSettings) -> Self {
-        Self::with_tls(name, base, settings, tls_config().clone())
+        let tls = settings.tls.as_deref().unwrap_or_else(|| tls_config()).clone();
+        Self::with_tls(name, base, settings, tls)
     }
 
     /// As [`HttpTransport::new`], trusting what `tls` trusts (tests use their own CA).

@@ -314,6 +314,27 @@ mod tests {
         assert!(text.contains(r#"bff_upstream_requests_total{upstream="auth",outcome="ok"} 1"#), "{text}");
     }
 
+    /// The cache is bounded in bytes: large tokens take their size out of it, not one slot each.
+    #[tokio::test]
+    async fn the_token_cache_is_weighed_in_bytes() {
+        crate::install_crypto_provider();
+        let mock = services_mock::start(&MockConfig::ephemeral()).await.unwrap();
+        let mut config = config(&format!("{}/.well-known/jwks.json", mock.url(Service::Auth)));
+        config.token_cache_bytes = 64 * 1024;
+        let verifier = JwtVerifier::new(&config, &Metrics::new());
+        // Scopes of 3 KB make each token over 4 KB: sixty of them are four times the budget.
+        let scope: String = (0..300).map(|i| format!("scope{i:04} ")).collect();
+        for i in 0..60 {
+            let token = mock.token(&format!("{}", i + 1), &scope, 60);
+            assert!(token.len() > 4_000);
+            verifier.verify(&token).await.unwrap();
+        }
+        let cache = verifier.inner.verified.as_ref().unwrap();
+        cache.run_pending_tasks();
+        assert!(cache.weighted_size() <= 64 * 1024, "{} bytes cached", cache.weighted_size());
+        assert!(cache.entry_count() < 20, "{} tokens cached", cache.entry_count());
+    }
+
     #[tokio::test]
     async fn an_unreachable_issuer_leaves_no_keys() {
         crate::install_crypto_provider();
