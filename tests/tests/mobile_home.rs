@@ -100,7 +100,8 @@ async fn hanging_notifications_cost_at_most_their_timeout() {
 
 #[tokio::test]
 async fn closed_notifications_port_degrades_the_badge() {
-    let port = closed_port().await;
+    let closed = closed_port().await;
+    let port = closed.port;
     let stack = mobile().set("upstreams.notifications.url", &format!("http://127.0.0.1:{port}")).start().await;
     assert_degraded(&stack).await;
 }
@@ -349,7 +350,8 @@ async fn metrics_count_requests_and_upstream_calls() {
 
 #[tokio::test]
 async fn readyz_reports_a_down_upstream() {
-    let port = closed_port().await;
+    let closed = closed_port().await;
+    let port = closed.port;
     let stack = mobile().set("upstreams.orders.url", &format!("http://127.0.0.1:{port}")).start().await;
     let ready = stack.http.get(stack.admin.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);

@@ -114,10 +114,18 @@ where
     }
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-pub async fn closed_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr").port()
+/// A port on 127.0.0.1 that nothing listens on, for as long as the guard lives: bound but never
+/// listening, so connecting is refused and no concurrent test can take the port.
+pub struct ClosedPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub async fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    ClosedPort { port, _socket: socket }
 }
 
 /// Asserts a problem+json response and returns its body.
