@@ -136,7 +136,16 @@ impl Gateway {
     /// not the pattern of one of these routes, when a path is given two different accesses, or
     /// when a route needs credentials and the config has neither `auth` nor `api_keys`.
     pub fn router(&self, routes: Routes) -> Result<Router, ConfigError> {
-        let Routes { protected, public, access } = routes;
+        let Routes { protected, public, access, method_routers } = routes;
+        let mut methods: HashMap<String, Vec<Method>> = HashMap::new();
+        for (pattern, method_router) in &method_routers {
+            let known = methods.entry(pattern.clone()).or_default();
+            for method in route_keys::methods(method_router) {
+                if !known.contains(&method) {
+                    known.push(method);
+                }
+            }
+        }
         self.check_route_keys(&protected.clone().merge(public.clone()))?;
         let mut table: HashMap<String, Access> = HashMap::new();
         for (pattern, access) in access {
@@ -162,7 +171,7 @@ impl Gateway {
         table.retain(|_, access| !access.is_public());
         // axum refuses a route layer on no routes.
         let protected = if table.is_empty() { protected } else { self.authenticated(protected, Arc::new(table)) };
-        Ok(self.wrap(protected, public))
+        Ok(self.wrap(protected, public, methods))
     }
 
     fn check_route_keys(&self, routes: &Router) -> Result<(), ConfigError> {
@@ -206,14 +215,14 @@ impl Gateway {
         routes.route_layer(stack)
     }
 
-    fn wrap(&self, routes: Router, public: Router) -> Router {
+    fn wrap(&self, routes: Router, public: Router, methods: HashMap<String, Vec<Method>>) -> Router {
         let routed = Router::new()
             .route("/healthz", get(health::healthz))
             .merge(public)
             .route_layer(MapRequestLayer::new(mark_route))
             .merge(routes)
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
-        let cors = self.config.cors.as_ref().map(cors_layer);
+        let cors = self.config.cors.as_ref().map(|cors| (cors_layer(cors), methods));
         // The edge and CORS wrap the routed router once, rather than each route (see `authenticated`).
         edge::wrap(routed, self.route_policies(), self.metrics.clone(), cors, self.config.server.max_uri_bytes)
     }

@@ -1,9 +1,11 @@
-//! Checks the `routes."<pattern>"` keys of a config against the routes a BFF actually has, so a
-//! typo stops the process instead of silently leaving a route on the default deadline.
+//! Asks a BFF's router what it has, without running a handler: which route pattern a path takes
+//! (to check the `routes."<pattern>"` keys of a config, so a typo stops the process instead of
+//! silently leaving a route on the default deadline), and which methods a path answers (for CORS
+//! preflights).
 //!
-//! The router itself is asked: each key is sent as a request path (its `{param}`s percent-encoded,
-//! so they match themselves) through a copy of the router whose every route answers with its
-//! matched pattern instead of calling the handler. No handler runs.
+//! The router itself is asked: a path (a key's `{param}`s percent-encoded, so they match
+//! themselves) goes through a copy of the router whose every route answers with its matched
+//! pattern instead of calling the handler.
 
 use std::convert::Infallible;
 
@@ -11,6 +13,7 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use futures::FutureExt;
 use tower::ServiceExt;
 
@@ -19,10 +22,9 @@ const MATCHED: HeaderName = HeaderName::from_static("x-bff-matched-route");
 /// The methods tried on each key: a route may answer only some of them.
 const METHODS: [Method; 6] = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
 
-/// The pattern `key` resolves to in `routes`, if any route takes it.
-pub(crate) fn matched_pattern(routes: &Router, key: &str) -> Option<String> {
-    let path = key.replace('{', "%7B").replace('}', "%7D");
-    let probe = routes.clone().route_layer(tower::layer::layer_fn(|_handler| {
+/// A copy of `routes` whose every route answers at once with its matched pattern.
+pub(crate) fn probe(routes: &Router) -> Router {
+    routes.clone().route_layer(tower::layer::layer_fn(|_handler| {
         tower::service_fn(|request: Request| async move {
             let mut response = ().into_response();
             if let Some(matched) = request.extensions().get::<MatchedPath>()
@@ -32,14 +34,50 @@ pub(crate) fn matched_pattern(routes: &Router, key: &str) -> Option<String> {
             }
             Ok::<Response, Infallible>(response)
         })
+    }))
+}
+
+/// The pattern `method path` takes in `probe`, if any route takes it.
+fn matched(probe: &Router, method: &Method, path: &str) -> Option<String> {
+    let request = Request::builder().method(method.clone()).uri(path).body(axum::body::Body::empty()).ok()?;
+    // Routing is synchronous and the probe answers at once: the future is ready on first poll.
+    let response = probe.clone().oneshot(request).now_or_never()?.ok()?;
+    response.headers().get(MATCHED)?.to_str().ok().map(str::to_owned)
+}
+
+/// The pattern a request `path` takes in `probe`, if any route takes it.
+pub(crate) fn pattern_of(probe: &Router, path: &str) -> Option<String> {
+    METHODS.iter().find_map(|method| matched(probe, method, path))
+}
+
+/// The pattern `key` resolves to in `routes`, if any route takes it.
+pub(crate) fn matched_pattern(routes: &Router, key: &str) -> Option<String> {
+    let path = key.replace('{', "%7B").replace('}', "%7D");
+    let probe = probe(routes);
+    METHODS.iter().find_map(|method| matched(&probe, method, &path))
+}
+
+/// The methods `method_router` answers (`HEAD` with `GET`), asked without running a handler: the
+/// probe wraps its handlers only, not its "405 Method Not Allowed" fallback.
+pub(crate) fn methods(method_router: &MethodRouter) -> Vec<Method> {
+    let probed = method_router.clone().route_layer(tower::layer::layer_fn(|_handler| {
+        tower::service_fn(|_: Request| async move {
+            let mut response = ().into_response();
+            response.headers_mut().insert(MATCHED, HeaderValue::from_static("/"));
+            Ok::<Response, Infallible>(response)
+        })
     }));
-    METHODS.iter().find_map(|method| {
-        let request =
-            Request::builder().method(method.clone()).uri(path.as_str()).body(axum::body::Body::empty()).ok()?;
-        // Routing is synchronous and the probe answers at once: the future is ready on first poll.
-        let response = probe.clone().oneshot(request).now_or_never()?.ok()?;
-        response.headers().get(MATCHED)?.to_str().ok().map(str::to_owned)
-    })
+    let probe = Router::new().route("/", probed);
+    let mut methods: Vec<Method> = Vec::new();
+    for method in METHODS.iter().filter(|m| **m != Method::OPTIONS) {
+        if matched(&probe, method, "/").is_some() {
+            if *method == Method::GET {
+                methods.push(Method::HEAD);
+            }
+            methods.push(method.clone());
+        }
+    }
+    methods
 }
 
 #[cfg(test)]
@@ -64,5 +102,14 @@ mod tests {
         assert_eq!(matched("/mobile/orders/{order}").as_deref(), Some("/mobile/orders/{id}"));
         assert_eq!(matched("/mobile/hom"), None);
         assert_eq!(matched("/"), None);
+    }
+
+    #[test]
+    fn a_method_routers_methods_are_found_without_running_a_handler() {
+        async fn never() -> &'static str {
+            panic!("a handler ran")
+        }
+        assert_eq!(methods(&get(never)), vec![Method::HEAD, Method::GET]);
+        assert_eq!(methods(&post(never).delete(never)), vec![Method::POST, Method::DELETE]);
     }
 }

@@ -30,6 +30,8 @@ pub struct Routes<S = ()> {
     pub(crate) public: Router<S>,
     /// Every route's pattern and access, in declaration order.
     pub(crate) access: Vec<(String, Access)>,
+    /// Every route's pattern and handlers, kept to ask which methods it takes (CORS).
+    pub(crate) method_routers: Vec<(String, MethodRouter<S>)>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
@@ -41,12 +43,13 @@ impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
 impl<S: Clone + Send + Sync + 'static> Routes<S> {
     /// No routes.
     pub fn new() -> Self {
-        Self { protected: Router::new(), public: Router::new(), access: Vec::new() }
+        Self { protected: Router::new(), public: Router::new(), access: Vec::new(), method_routers: Vec::new() }
     }
 
     /// Adds `method_router` at `path`, for callers `access` lets in. A path given twice (for
     /// other methods) must be given the same access: `Gateway::router` refuses it otherwise.
     pub fn route(mut self, path: &str, method_router: MethodRouter<S>, access: Access) -> Self {
+        self.method_routers.push((path.to_owned(), method_router.clone()));
         if access.is_public() {
             self.public = self.public.route(path, method_router);
         } else {
@@ -61,6 +64,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self.protected = self.protected.merge(other.protected);
         self.public = self.public.merge(other.public);
         self.access.extend(other.access);
+        self.method_routers.extend(other.method_routers);
         self
     }
 
@@ -73,15 +77,22 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
         <L::Service as Service<Request>>::Future: Send + 'static,
     {
-        Self { protected: self.protected.layer(layer.clone()), public: self.public.layer(layer), access: self.access }
+        Self {
+            protected: self.protected.layer(layer.clone()),
+            public: self.public.layer(layer),
+            access: self.access,
+            method_routers: self.method_routers,
+        }
     }
 
     /// Provides the routes' state (as [`Router::with_state`]).
     pub fn with_state<S2>(self, state: S) -> Routes<S2> {
+        let method_routers = self.method_routers.into_iter().map(|(p, m)| (p, m.with_state(state.clone()))).collect();
         Routes {
             protected: self.protected.with_state(state.clone()),
             public: self.public.with_state(state),
             access: self.access,
+            method_routers,
         }
     }
 }

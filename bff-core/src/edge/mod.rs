@@ -15,7 +15,8 @@
 //!    parses it.
 //! 7. **catch panic** (`panic.rs`): a panicking handler is a 500 problem, and the connection and
 //!    server live on.
-//! 8. CORS (tower-http), when configured; then routing, and per protected route:
+//! 8. CORS (tower-http), when configured, its preflights answering the methods of the route asked
+//!    about (`cors_methods.rs`); then routing, and per protected route:
 //!    `Cache-Control: private, no-cache` and `Vary` by the credential, then credentials, access
 //!    and shaping.
 //!
@@ -29,14 +30,18 @@
 pub(crate) mod access_log;
 mod around;
 mod context;
+mod cors_methods;
 mod limits;
 mod panic;
 mod problem;
 mod request_id;
 mod span;
 
+use std::collections::HashMap;
+
 use axum::Router;
 use axum::http::HeaderValue;
+use axum::http::Method;
 use axum::http::header::X_CONTENT_TYPE_OPTIONS;
 use tower::ServiceBuilder;
 use tower_http::cors::CorsLayer;
@@ -47,13 +52,18 @@ use crate::observe::metrics::Metrics;
 use crate::request::RoutePolicies;
 
 /// Wraps the routed router `routed` in the inbound stack of the module docs.
+/// With `cors`, the CORS layer and every route pattern's methods.
 pub(crate) fn wrap(
     routed: Router,
     policies: RoutePolicies,
     metrics: Metrics,
-    cors: Option<CorsLayer>,
+    cors: Option<(CorsLayer, HashMap<String, Vec<Method>>)>,
     max_uri_bytes: usize,
 ) -> Router {
+    let (cors, cors_methods) = match cors {
+        Some((layer, methods)) => (Some(layer), Some(AroundLayer(cors_methods::CorsMethods::new(&routed, methods)))),
+        None => (None, None),
+    };
     let stack = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(AroundLayer(request_id::RequestIds))
@@ -63,6 +73,7 @@ pub(crate) fn wrap(
         .layer(AroundLayer(problem::ProblemDetails))
         .layer(limits::LimitsLayer { max_uri_bytes })
         .layer(panic::CatchPanicLayer)
+        .option_layer(cors_methods)
         .option_layer(cors)
         .service(routed);
     Router::new().fallback_service(stack)
