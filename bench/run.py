@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import ssl
 import urllib.error
 import urllib.request
 import dataclasses
@@ -56,12 +57,16 @@ class Case:
     quick: bool = False  # part of --quick
     headers: tuple = ()  # extra request headers, "Name: value"
     revalidate: bool = False  # send If-None-Match with the ETag of a first GET: the 304 path
+    tls: bool = False  # HTTPS to the target (its certificate from bff-core/testdata/tls)
 
 
 NO_SHAPING = {"BFF_SHAPING__FIELDS": "false", "BFF_SHAPING__ETAG": "false", "BFF_SHAPING__COMPRESSION": "false"}
 # Upstream calls over HTTP/2 without TLS (the mock speaks h2c); the baselines stay on HTTP/1.1.
 H2C = {"BFF_DEFAULTS__PROTOCOL": "http2"}
 GZIP = ("Accept-Encoding: gzip",)
+TLS_DIR = os.path.join(ROOT, "bff-core", "testdata", "tls")
+# The BFF under HTTPS, with the test certificate for 127.0.0.1.
+TLS = {"BFF_TLS__CERT": os.path.join(TLS_DIR, "localhost.pem"), "BFF_TLS__KEY": os.path.join(TLS_DIR, "localhost.key")}
 FEED_20 = "/mobile/feed?skus=" + ",".join(f"SKU-{i:04}" for i in range(1, 21))
 
 
@@ -79,6 +84,8 @@ def home_variants():
         Case("mobile-home-gzip", "bff-mobile", "/mobile/home", baselines=base, headers=GZIP),
         Case("mobile-home-gzip-forced", "bff-mobile", "/mobile/home", env={"BFF_SHAPING__COMPRESSION_MIN_BYTES": "0"},
              baselines=base, headers=GZIP),
+        # TLS termination: HTTPS from the load generator (HTTP/1.1, kept-alive connections).
+        Case("mobile-home-tls", "bff-mobile", "/mobile/home", env=TLS, baselines=base, tls=True),
     ]
 
 
@@ -152,8 +159,9 @@ def http(method, url, body=None, headers=None):
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         req.add_header("content-type", "application/json")
+    context = ssl.create_default_context(cafile=os.path.join(TLS_DIR, "ca.pem")) if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=context) as r:
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
@@ -352,7 +360,7 @@ class Harness:
             headers.append(f"Authorization: Bearer {self.token}")
         elif case.credential == "apikey":
             headers.append("X-Api-Key: demo-pro-key")
-        url = f"http://127.0.0.1:{port}{case.path}"
+        url = f"{'https' if case.tls else 'http'}://127.0.0.1:{port}{case.path}"
         status, answer_headers, _ = http("GET", url, headers=dict(h.split(": ", 1) for h in headers))
         if status != 200:
             raise SystemExit(f"{case.name}: GET {url} answered {status}")
