@@ -115,6 +115,7 @@ async fn cors_preflight_for_allowed_and_other_origins() {
 
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
+    assert!(other.headers().get("access-control-allow-credentials").is_none());
 
     // A browser write may send its JSON body and an Idempotency-Key.
     let write = stack

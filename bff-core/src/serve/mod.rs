@@ -274,3 +274,19 @@ pub enum Signal {
     /// SIGTERM: an orchestrator, which first stops sending traffic once `/readyz` says so.
     Terminate,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cap stays under three quarters of the open-file limit, which is raised to the hard one.
+    #[cfg(unix)]
+    #[test]
+    fn the_connection_cap_stays_under_the_open_file_limit() {
+        let cap = connection_cap(usize::MAX);
+        let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+        assert!(soft == hard || hard == rlimit::INFINITY, "the soft limit {soft} was not raised to {hard}");
+        assert!((cap as u64) <= soft - soft / 4, "cap {cap} for a limit of {soft}");
+        assert_eq!(connection_cap(10), 10);
+    }
+}
