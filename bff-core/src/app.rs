@@ -128,7 +128,7 @@ impl Gateway {
     }
 
     /// Wraps a BFF's routes with the gateway: on every protected route, the caller's
-    /// credentials (JWT or API key), then its [`Access`](crate::Access), then the configured
+    /// credentials (JWT or API key), then its [`Access`], then the configured
     /// shaping; the request context, CORS and `/healthz` around all; problem+json for unknown
     /// paths and methods.
     ///

@@ -1,7 +1,7 @@
 //! `GET /healthz` (the process is alive) and `GET /readyz` (it should get traffic: not
 //! shutting down, and every upstream reachable).
 //!
-//! `/readyz` answers from a probe made at most every [`PROBE_INTERVAL`]: however often it is
+//! `/readyz` answers from a probe made at most every 2 s (`PROBE_INTERVAL`): however often it is
 //! asked, the upstreams see at most one TCP connection each per interval.
 
 use std::collections::BTreeMap;
