@@ -16,10 +16,10 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::config::{Config, ConfigError, CorsConfig};
 use crate::edge::{self, access_log::mark_route};
 use crate::error::BffError;
-use crate::middleware::MiddlewareLayer;
+use crate::middleware::{GuardLayer, MiddlewareLayer};
 use crate::observe::health::{self, Readiness};
 use crate::observe::metrics::{self, Metrics};
-use crate::policy::access::{Access, AccessLayer, AccessTable};
+use crate::policy::access::{Access, AccessTable, CheckAccess};
 use crate::policy::api_key::{ApiKeys, layer::RequireApiKey};
 use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
 use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, RoutePolicy};
@@ -210,7 +210,7 @@ impl Gateway {
             .layer(SetResponseHeaderLayer::appending(header::VARY, credential))
             .option_layer(self.verifier.clone().map(|verifier| MiddlewareLayer(RequireJwt(verifier))))
             .option_layer(api_keys.map(|keys| MiddlewareLayer(RequireApiKey(keys))))
-            .layer(AccessLayer(access))
+            .layer(GuardLayer(CheckAccess(access)))
             .option_layer(shaping.any().then_some(MiddlewareLayer(Shape(shaping))));
         routes.route_layer(stack)
     }

@@ -2,15 +2,16 @@
 //!
 //! `from_fn` re-boxes the inner service into a `BoxCloneSyncService` on every request and boxes
 //! the inner call's future again: three allocations per layer per request. A [`Middleware`] gets
-//! the inner service itself, so each layer costs one boxed future.
+//! the inner service itself, so each layer costs one boxed future; a [`Guard`], which only lets a
+//! request through or answers it at once, costs none.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, Ready, ready};
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::response::Response;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Either};
 use tower::{Layer, Service};
 
 /// The inner service a middleware calls: the rest of the stack, down to the handler.
@@ -76,6 +77,53 @@ where
         let ready = std::mem::replace(&mut self.inner, clone);
         let response = self.middleware.call(request, ready);
         Box::pin(async move { Ok(response.await) })
+    }
+}
+
+/// A synchronous check in front of the rest of the stack: a request passes, or is answered at
+/// once with the guard's response. Its future is `Either` of a ready answer and the inner one.
+pub(crate) trait Guard: Clone + Send + Sync + 'static {
+    /// The answer refusing `request`, or `None` to let it through.
+    fn refuse(&self, request: &Request) -> Option<Response>;
+}
+
+/// The [`Layer`] of a [`Guard`].
+#[derive(Debug, Clone)]
+pub(crate) struct GuardLayer<G>(pub(crate) G);
+
+impl<G: Clone, S> Layer<S> for GuardLayer<G> {
+    type Service = Guarded<G, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guarded { guard: self.0.clone(), inner }
+    }
+}
+
+/// A service behind a [`Guard`].
+#[derive(Debug, Clone)]
+pub(crate) struct Guarded<G, S> {
+    guard: G,
+    inner: S,
+}
+
+impl<G, S> Service<Request> for Guarded<G, S>
+where
+    G: Guard,
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self.guard.refuse(&request) {
+            Some(response) => Either::Left(ready(Ok(response))),
+            None => Either::Right(self.inner.call(request)),
+        }
     }
 }
 

@@ -165,29 +165,17 @@ async fn a_partner_sees_only_its_accounts_data() {
         problem(partner_get(&stack, path).await, 404, "NOT_FOUND").await;
     }
     // An order of another account's user is as absent as one that does not exist.
-    let theirs: Value = stack
-        .http
-        .get(format!("{}/orders?user=142&limit=1", stack.mocks.url(Service::Orders)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = theirs[0]["id"].as_u64().unwrap();
+    let first_order = |user: u64| {
+        let url = format!("{}/orders?user={user}&limit=1", stack.mocks.url(Service::Orders));
+        let http = stack.http.clone();
+        async move { http.get(url).send().await.unwrap().json::<Value>().await.unwrap()[0]["id"].as_u64().unwrap() }
+    };
+    let theirs = first_order(142).await;
     for version in ["v1", "v2"] {
-        problem(partner_get(&stack, &format!("/{version}/orders/{id}")).await, 404, "NOT_FOUND").await;
+        problem(partner_get(&stack, &format!("/{version}/orders/{theirs}")).await, 404, "NOT_FOUND").await;
     }
-    let ours: Value = stack
-        .http
-        .get(format!("{}/orders?user=42&limit=1", stack.mocks.url(Service::Orders)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(partner_get(&stack, &format!("/v2/orders/{}", ours[0]["id"])).await.status(), 200);
+    let ours = first_order(42).await;
+    assert_eq!(partner_get(&stack, &format!("/v2/orders/{ours}")).await.status(), 200);
     // Writing for another account's user is refused the same way, and nothing is written.
     let before = stack.stats(Service::Orders).requests;
     let write = stack

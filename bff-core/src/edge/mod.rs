@@ -48,6 +48,7 @@ use tower_http::cors::CorsLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use self::around::AroundLayer;
+use crate::middleware::GuardLayer;
 use crate::observe::metrics::Metrics;
 use crate::request::RoutePolicies;
 
@@ -71,7 +72,7 @@ pub(crate) fn wrap(
         .layer(AroundLayer(context::Context(policies)))
         .layer(AroundLayer(access_log::AccessLog(metrics)))
         .layer(AroundLayer(problem::ProblemDetails))
-        .layer(limits::LimitsLayer { max_uri_bytes })
+        .layer(GuardLayer(limits::Limits { max_uri_bytes }))
         .layer(panic::CatchPanicLayer)
         .option_layer(cors_methods)
         .option_layer(cors)

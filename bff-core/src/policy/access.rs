@@ -2,20 +2,16 @@
 //! the layer that checks it once the caller is authenticated.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::response::{IntoResponse, Response};
-use futures::future::Either;
-use tower::{Layer, Service};
 
 use super::api_key::ApiClient;
 use super::auth::{AuthError, Identity};
 use crate::error::BffError;
+use crate::middleware::Guard;
 
 /// The access a route requires.
 ///
@@ -77,49 +73,13 @@ impl Access {
 pub(crate) type AccessTable = Arc<HashMap<String, Access>>;
 
 /// Checks the authenticated caller (an [`Identity`] or an [`ApiClient`], inserted by the
-/// credentials layer before it) against its route's [`Access`]. A sync check: no future of its
-/// own.
+/// credentials layer before it) against its route's [`Access`]: a [`Guard`], no future of its own.
 #[derive(Debug, Clone)]
-pub(crate) struct AccessLayer(pub(crate) AccessTable);
+pub(crate) struct CheckAccess(pub(crate) AccessTable);
 
-impl<S> Layer<S> for AccessLayer {
-    type Service = CheckAccess<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CheckAccess { table: self.0.clone(), inner }
-    }
-}
-
-/// The service of [`AccessLayer`].
-#[derive(Debug, Clone)]
-pub(crate) struct CheckAccess<S> {
-    table: AccessTable,
-    inner: S,
-}
-
-impl<S> Service<Request> for CheckAccess<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        match self.refusal(&request) {
-            Some(response) => Either::Left(ready(Ok(response))),
-            None => Either::Right(self.inner.call(request)),
-        }
-    }
-}
-
-impl<S> CheckAccess<S> {
-    fn refusal(&self, request: &Request) -> Option<Response> {
-        let Some(access) = request.extensions().get::<MatchedPath>().and_then(|p| self.table.get(p.as_str())) else {
+impl Guard for CheckAccess {
+    fn refuse(&self, request: &Request) -> Option<Response> {
+        let Some(access) = request.extensions().get::<MatchedPath>().and_then(|p| self.0.get(p.as_str())) else {
             // `Routes` declares every route's access; a route without one is refused, not let in.
             return Some(BffError::Internal("a route without a declared access".into()).into_response());
         };
