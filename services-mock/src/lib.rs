@@ -225,7 +225,7 @@ pub async fn start(config: &MockConfig) -> Result<MockServices, StartError> {
         let faults = FaultState::new(config.faults.get(&service).cloned().unwrap_or_default());
         let stats = Stats::default();
         let router = service_router(service, &keys, faults.clone(), stats.clone());
-        let task = tokio::spawn(server::serve(listener, router));
+        let task = tokio::spawn(server::serve(listener, router, stats.clone()));
         tracing::info!(%service, %addr, "mock service listening");
         services.insert(service, RunningService { addr, faults, stats, task });
     }

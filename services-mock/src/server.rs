@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower::ServiceExt;
 
+use crate::stats::Stats;
+
 /// Lets a handler tear down the connection it is answering on (the `reset` fault). Over HTTP/2
 /// that fails every call on the connection, as a crashing server would.
 #[derive(Clone, Debug)]
@@ -29,10 +31,13 @@ impl ConnectionKill {
 ///
 /// Sockets are set to linger zero so that dropping one sends a TCP RST: a killed connection looks to
 /// the client exactly like a peer that reset it.
-pub(crate) async fn serve(listener: TcpListener, router: Router) {
+pub(crate) async fn serve(listener: TcpListener, router: Router, stats: Stats) {
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                stats.connection_accepted();
+                stream
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;

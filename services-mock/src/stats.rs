@@ -24,6 +24,8 @@ pub struct StatsSnapshot {
     pub last_headers: BTreeMap<String, String>,
     /// The HTTP version of the last business request (`HTTP/1.1`, `HTTP/2.0`); empty before one.
     pub last_version: String,
+    /// TCP connections accepted since start or the last reset.
+    pub connections: u64,
 }
 
 /// The live counters of one service.
@@ -47,7 +49,13 @@ impl Stats {
             s.max_in_flight = s.in_flight;
             s.last_headers.clear();
             s.last_version.clear();
+            s.connections = 0;
         });
+    }
+
+    /// Counts an accepted connection.
+    pub(crate) fn connection_accepted(&self) {
+        self.with(|s| s.connections += 1);
     }
 }
 

@@ -220,11 +220,11 @@ async fn the_request_id_reaches_every_upstream() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"], "req-abc-123");
     for service in [Service::Users, Service::Orders, Service::Notifications] {
-        assert_eq!(
-            stack.stats(service).last_headers.get("x-request-id").map(String::as_str),
-            Some("req-abc-123"),
-            "{service}"
-        );
+        let headers = stack.stats(service).last_headers;
+        assert_eq!(headers.get("x-request-id").map(String::as_str), Some("req-abc-123"), "{service}");
+        // What is left of the 2 s deadline when the call left.
+        let left: u64 = headers["x-request-deadline-ms"].parse().unwrap();
+        assert!((1..=2_000).contains(&left), "{service}: {left} ms left");
     }
     // Without one, the BFF makes one up and still propagates it.
     let response = stack.get("/mobile/home").await;
@@ -358,4 +358,26 @@ async fn readyz_reports_a_down_upstream() {
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["upstreams"]["orders"], "down");
     assert_eq!(body["upstreams"]["users"], "up");
+}
+
+/// A required part that fails ends the request at once; the sibling calls it abandons finish in
+/// the background, so their HTTP/1.1 connections go back to the pool instead of being closed.
+#[tokio::test]
+async fn a_failed_required_part_does_not_cost_its_siblings_their_connections() {
+    let stack = mobile().start().await;
+    warm(&stack).await;
+    stack.set_faults(Service::Users, Faults { error_rate: 1.0, ..Faults::default() }).await;
+    stack.set_faults(Service::Orders, latency(150)).await;
+    for round in 1..=8 {
+        problem(stack.get("/mobile/home").await, 502, "UPSTREAM_BAD_STATUS").await;
+        // The abandoned orders call is still running; once it is done its connection is idle.
+        let finished = eventually(Duration::from_secs(10), || async {
+            let orders = stack.stats(Service::Orders);
+            orders.in_flight == 0 && orders.requests == round
+        })
+        .await;
+        assert!(finished, "round {round}: the abandoned call did not finish");
+    }
+    let opened = stack.stats(Service::Orders).connections;
+    assert!(opened <= 1, "{opened} new connections to orders over 8 failed requests");
 }

@@ -28,6 +28,10 @@ use super::transport::MAX_BODY_BYTES;
 use super::{Body, BoxError, Upstream, UpstreamError, UpstreamErrorKind};
 use crate::request::Ctx;
 
+/// The headers the outbound stack sets on a call: request id, deadline, two identity headers,
+/// `Host`.
+const CALL_HEADERS: usize = 5;
+
 /// A described but not yet sent upstream call; it yields a `T` (see [`Decode`]).
 ///
 /// Built by [`Upstream::get`] and its siblings, refined with [`Call::header`] and [`Call::json`],
@@ -140,13 +144,18 @@ impl<T> Call<T> {
             return Err(format!("`{uri}` is not a path starting with `/`"));
         }
         let mut request = Request::new(Body::empty());
-        if let Some(extra) = self.extra {
-            let Extra { headers, body, invalid } = *extra;
-            if let Some(why) = invalid {
-                return Err(why);
+        match self.extra {
+            Some(extra) => {
+                let Extra { headers, body, invalid } = *extra;
+                if let Some(why) = invalid {
+                    return Err(why);
+                }
+                *request.headers_mut() = headers;
+                *request.body_mut() = body;
             }
-            *request.headers_mut() = headers;
-            *request.body_mut() = body;
+            // Room for what the stack sets (request id, deadline, identity, `Host`) in one
+            // allocation, where growing from empty takes two.
+            None => *request.headers_mut() = HeaderMap::with_capacity(CALL_HEADERS),
         }
         *request.method_mut() = self.method;
         *request.uri_mut() = uri;
@@ -190,18 +199,21 @@ impl<T: Decode> Call<T> {
                 Box::pin(std::future::ready(Err(error.into())))
             }
         };
-        Sending { upstream, start: Instant::now(), sent, _output: PhantomData }
+        Sending { upstream, start: None, sent: Some(sent), _output: PhantomData }
     }
 }
 
 /// The future of a sent call: the stack's answer, decoded, and the call recorded in the
-/// upstream's metrics.
+/// upstream's metrics. Dropped while its exchange is in flight, it hands the exchange to the
+/// upstream to finish (`upstream/abandon.rs`).
 struct Sending<T> {
     upstream: Upstream,
-    start: Instant,
+    /// When it was first polled; `None` before (nothing was sent yet).
+    start: Option<Instant>,
     /// The stack's future; replaced, when the stack answered a stream the call did not ask for
-    /// (an innermost service of one's own, such as a test's), by one reading it whole.
-    sent: BoxFuture<'static, Result<Response<Body>, BoxError>>,
+    /// (an innermost service of one's own, such as a test's), by one reading it whole; `None`
+    /// once it is done.
+    sent: Option<BoxFuture<'static, Result<Response<Body>, BoxError>>>,
     _output: PhantomData<fn() -> T>,
 }
 
@@ -210,16 +222,34 @@ impl<T: Decode> Future for Sending<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        let start = *this.start.get_or_insert_with(Instant::now);
         let name = &this.upstream.inner.name;
         let result = loop {
-            match ready!(this.sent.as_mut().poll(cx)) {
+            let Some(sent) = this.sent.as_mut() else {
+                let error = "a finished call was polled again";
+                break Err(UpstreamError::new(name.clone(), UpstreamErrorKind::Request).with_cause(error));
+            };
+            match ready!(sent.as_mut().poll(cx)) {
                 Err(e) => break Err(UpstreamError::from_stack(name, e)),
                 Ok(response) if T::STREAMED || response.body().is_buffered() => break T::decode(response, name),
-                Ok(response) => this.sent = Box::pin(read_whole(response, name.clone())),
+                Ok(response) => this.sent = Some(Box::pin(read_whole(response, name.clone()))),
             }
         };
-        this.upstream.inner.metrics.record(result.as_ref().map(|_| ()), this.start.elapsed());
+        this.sent = None;
+        this.upstream.inner.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
         Poll::Ready(result)
+    }
+}
+
+impl<T> Drop for Sending<T> {
+    fn drop(&mut self) {
+        // Polled but not finished: the request may be on the wire. Never polled: nothing was
+        // sent, and nothing should be.
+        if self.start.is_some()
+            && let Some(sent) = self.sent.take()
+        {
+            self.upstream.inner.abandoned.take(sent);
+        }
     }
 }
 

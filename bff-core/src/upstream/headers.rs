@@ -1,21 +1,31 @@
 //! Headers every call carries, set from its [`CallContext`] rather than by the transport: the
-//! request id, and the caller's identity, which replaces any identity header the call had.
+//! request id, what is left of the request's deadline, and the caller's identity, which replaces
+//! any identity header the call had.
 
-use http::Request;
+use http::{HeaderName, HeaderValue, Request};
+use tokio::time::Instant;
 
 use super::Body;
 use super::stack::CallContext;
 use crate::request::REQUEST_ID_HEADER;
 use crate::request::caller::CallerHeaders;
 
-/// Sets `X-Request-Id` from the call's context (unless the call set its own) and the identity
-/// headers of its caller (always: a call cannot speak for someone else).
+/// The milliseconds left of the request's deadline when an attempt leaves, so the upstream can
+/// give up when nobody will wait for its answer (as gRPC's `grpc-timeout`).
+pub const DEADLINE_MS: HeaderName = HeaderName::from_static("x-request-deadline-ms");
+
+/// Sets `X-Request-Id` from the call's context (unless the call set its own),
+/// `X-Request-Deadline-Ms`, and the identity headers of its caller (always: a call cannot speak
+/// for someone else). It runs for each attempt, so a retry carries what is left then.
 pub(crate) fn set_call_headers(request: Request<Body>) -> Request<Body> {
     let (mut parts, body) = request.into_parts();
     let context = parts.extensions.get::<CallContext>();
     if let Some(context) = context {
         // One lookup, where `contains_key` then `insert` hash the name twice.
         parts.headers.entry(REQUEST_ID_HEADER).or_insert_with(|| context.request_id.clone());
+        let left = context.deadline.saturating_duration_since(Instant::now());
+        let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        parts.headers.insert(DEADLINE_MS, HeaderValue::from(left_ms));
     }
     CallerHeaders::apply(context.and_then(|c| c.caller.as_ref()), &mut parts.headers);
     Request::from_parts(parts, body)

@@ -6,10 +6,12 @@
 //! output type says what it yields ([`Decode`]): JSON, a [`Reply`] of any status, or a
 //! [`Streamed`] response.
 
+mod abandon;
 mod body;
 mod call;
 mod error;
 mod headers;
+pub use headers::DEADLINE_MS;
 mod metrics;
 pub mod stack;
 mod timeout;
@@ -93,6 +95,7 @@ struct UpstreamInner {
     name: Arc<str>,
     stack: Outbound,
     metrics: metrics::UpstreamMetrics,
+    abandoned: abandon::Abandoned,
 }
 
 impl fmt::Debug for Upstream {
@@ -121,7 +124,7 @@ impl Upstream {
     pub fn new(name: &str, base: &HttpUrl, settings: UpstreamSettings, metrics: &Metrics) -> Self {
         let name: Arc<str> = Arc::from(name);
         let client = transport::HttpTransport::new(name.clone(), base, &settings);
-        Self::with_stack(name.clone(), stack::build(&name, &settings, client), metrics)
+        Self::with_stack(name.clone(), &settings, stack::build(&name, &settings, client), metrics)
     }
 
     /// An upstream whose innermost step is `service` instead of an HTTP client (an in-memory
@@ -134,12 +137,13 @@ impl Upstream {
     {
         let name: Arc<str> = Arc::from(name);
         let client = tower::ServiceExt::map_err(service, Into::into);
-        Self::with_stack(name.clone(), stack::build(&name, &settings, client), metrics)
+        Self::with_stack(name.clone(), &settings, stack::build(&name, &settings, client), metrics)
     }
 
-    fn with_stack(name: Arc<str>, stack: Outbound, registry: &Metrics) -> Self {
+    fn with_stack(name: Arc<str>, settings: &UpstreamSettings, stack: Outbound, registry: &Metrics) -> Self {
         let metrics = metrics::UpstreamMetrics::new(&name, registry);
-        Self { inner: Arc::new(UpstreamInner { name, stack, metrics }) }
+        let abandoned = abandon::Abandoned::new(&name, settings.protocol, registry);
+        Self { inner: Arc::new(UpstreamInner { name, stack, metrics, abandoned }) }
     }
 
     /// The upstream's name, as in config and in errors.
