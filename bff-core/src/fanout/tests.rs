@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::config::UpstreamProtocol;
 use crate::error::BffError;
 use crate::observe::metrics::Metrics;
 use crate::request::Ctx;
@@ -28,7 +29,14 @@ where
     S: FnMut(Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<http::Response<Body>, UpstreamError>> + Send + 'static,
 {
-    let settings = UpstreamSettings { timeout, ..UpstreamSettings::default() };
+    upstream_with(name, UpstreamSettings { timeout, ..UpstreamSettings::default() }, service)
+}
+
+fn upstream_with<S, F>(name: &str, settings: UpstreamSettings, service: S) -> Upstream
+where
+    S: FnMut(Request) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<http::Response<Body>, UpstreamError>> + Send + 'static,
+{
     Upstream::from_service(name, settings, tower::service_fn(service), &Metrics::new())
 }
 
@@ -41,6 +49,15 @@ enum Behaviour {
 
 /// An upstream that waits `ms` then answers `{"path": ...}`, or fails, or never answers.
 fn fake(name: &'static str, behaviour: Behaviour, dropped: Arc<AtomicUsize>) -> Upstream {
+    fake_over(name, UpstreamProtocol::Http1, behaviour, dropped)
+}
+
+fn fake_over(
+    name: &'static str,
+    protocol: UpstreamProtocol,
+    behaviour: Behaviour,
+    dropped: Arc<AtomicUsize>,
+) -> Upstream {
     let service = move |request: Request| {
         let dropped = dropped.clone();
         async move {
@@ -70,7 +87,8 @@ fn fake(name: &'static str, behaviour: Behaviour, dropped: Arc<AtomicUsize>) -> 
             result
         }
     };
-    upstream(name, Duration::from_secs(60), service)
+    let settings = UpstreamSettings { timeout: Duration::from_secs(60), protocol, ..UpstreamSettings::default() };
+    upstream_with(name, settings, service)
 }
 
 fn counter() -> Arc<AtomicUsize> {
@@ -111,19 +129,23 @@ async fn failed_optional_part_degrades() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn failed_required_part_fails_fast_and_cancels_the_rest() {
-    let ctx = Ctx::detached(Duration::from_secs(2), 8);
-    let dropped = counter();
-    let users = fake("users", Behaviour::Fail(10), dropped.clone());
-    let orders = fake("orders", Behaviour::Answer(1_000), dropped.clone());
-    let start = Instant::now();
-    let err =
-        ctx.fanout((users.get::<Value>("/u").required(), orders.get::<Value>("/o").required())).await.unwrap_err();
-    assert_eq!(start.elapsed(), Duration::from_millis(10));
-    assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(err.problem().service.as_deref(), Some("users"));
-    // users completed (with an error); orders was dropped mid-call.
-    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+async fn failed_required_part_fails_fast_and_the_rest_finish_or_are_cancelled() {
+    for (protocol, cancelled) in [(UpstreamProtocol::Http1, 0), (UpstreamProtocol::Http2, 1)] {
+        let ctx = Ctx::detached(Duration::from_secs(2), 8);
+        let dropped = counter();
+        let users = fake_over("users", protocol, Behaviour::Fail(10), dropped.clone());
+        let orders = fake_over("orders", protocol, Behaviour::Answer(1_000), dropped.clone());
+        let start = Instant::now();
+        let fanout = ctx.fanout((users.get::<Value>("/u").required(), orders.get::<Value>("/o").required()));
+        let err = fanout.await.unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_millis(10), "{protocol:?}");
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(err.problem().service.as_deref(), Some("users"));
+        // Over HTTP/1.1 the abandoned orders call finishes in the background (its connection
+        // goes back to the pool); over HTTP/2 it is cancelled at once.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(dropped.load(Ordering::SeqCst), cancelled, "{protocol:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
