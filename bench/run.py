@@ -84,6 +84,8 @@ def home_variants():
         Case("mobile-home-gzip", "bff-mobile", "/mobile/home", baselines=base, headers=GZIP),
         Case("mobile-home-gzip-forced", "bff-mobile", "/mobile/home", env={"BFF_SHAPING__COMPRESSION_MIN_BYTES": "0"},
              baselines=base, headers=GZIP),
+        # The bulkhead (on in the shipped config) off: what its semaphore costs per call.
+        Case("mobile-home-no-bulkhead", "bff-mobile", "/mobile/home", env={"BFF_DEFAULTS__MAX_IN_FLIGHT": "0"}, baselines=base),
         # TLS termination: HTTPS from the load generator (HTTP/1.1, kept-alive connections).
         Case("mobile-home-tls", "bff-mobile", "/mobile/home", env=TLS, baselines=base, tls=True),
     ]

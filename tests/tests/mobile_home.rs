@@ -381,3 +381,21 @@ async fn a_failed_required_part_does_not_cost_its_siblings_their_connections() {
     let opened = stack.stats(Service::Orders).connections;
     assert!(opened <= 1, "{opened} new connections to orders over 8 failed requests");
 }
+
+/// The bulkhead: with one call in flight allowed per upstream, a second request's call to the
+/// busy upstream fails at once instead of queueing.
+#[tokio::test]
+async fn over_the_bulkhead_a_required_call_fails_at_once_as_503() {
+    let stack = mobile().set("defaults.max_in_flight", "1").start().await;
+    stack.set_faults(Service::Users, latency(500)).await;
+    let first = tokio::spawn({
+        let request = stack.http.get(stack.bff.url("/mobile/home")).bearer_auth(stack.token());
+        request.send()
+    });
+    assert!(eventually(Duration::from_secs(5), || async { stack.stats(Service::Users).in_flight == 1 }).await);
+    // Refused, not queued: a queued call would have waited for the first and answered 200.
+    let body = problem(stack.get("/mobile/home").await, 503, "UPSTREAM_OVERLOADED").await;
+    assert_eq!(body["service"], "users");
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    assert_eq!(stack.stats(Service::Users).requests, 1);
+}

@@ -319,6 +319,11 @@ pub struct Defaults {
     /// The HTTP version of upstream calls.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// The bulkhead: the most calls in flight to one upstream; a call over it fails at once
+    /// (`503 UPSTREAM_OVERLOADED`, or its optional part degrades) instead of queueing. Absent
+    /// or 0: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
 }
 
 impl Default for Defaults {
@@ -330,6 +335,7 @@ impl Default for Defaults {
             concurrency: default_concurrency(),
             pool_max_idle_per_host: default_pool_max_idle(),
             protocol: UpstreamProtocol::default(),
+            max_in_flight: None,
         }
     }
 }
@@ -365,6 +371,9 @@ pub struct UpstreamConfig {
     /// Overrides `defaults.protocol`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<UpstreamProtocol>,
+    /// Overrides `defaults.max_in_flight` (0: no cap for this upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
     /// TLS to an `https://` upstream: a CA of its own, a client certificate (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTlsConfig>,

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 
 /// What went wrong with an upstream call.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UpstreamErrorKind {
     /// No connection could be made (refused, unreachable, connect timeout).
     Connect,
@@ -21,6 +22,9 @@ pub enum UpstreamErrorKind {
     Decode,
     /// The call could not be built (a path, header or body the BFF made is invalid): our bug.
     Request,
+    /// The upstream's bulkhead was full (`max_in_flight` calls already in flight): the call was
+    /// refused at once, not queued.
+    Overloaded,
 }
 
 /// An upstream call that failed, with the service's name.
@@ -47,6 +51,9 @@ impl UpstreamError {
     pub fn from_stack(service: &Arc<str>, error: super::BoxError) -> Self {
         match error.downcast::<Self>() {
             Ok(error) => *error,
+            Err(other) if other.is::<tower::load_shed::error::Overloaded>() => {
+                Self::new(service.clone(), UpstreamErrorKind::Overloaded)
+            }
             Err(other) => Self::new(service.clone(), UpstreamErrorKind::Transport).with_cause(other),
         }
     }
@@ -94,10 +101,12 @@ impl UpstreamError {
         matches!(self.kind, UpstreamErrorKind::Timeout(_))
     }
 
-    /// 504 for a timeout, 500 for a call we could not build, 502 for everything else.
+    /// 504 for a timeout, 503 for a full bulkhead, 500 for a call we could not build, 502 for
+    /// everything else.
     pub fn status(&self) -> StatusCode {
         match self.kind {
             UpstreamErrorKind::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamErrorKind::Request => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -112,6 +121,7 @@ impl UpstreamError {
             UpstreamErrorKind::Transport => "UPSTREAM_FAILED",
             UpstreamErrorKind::Decode => "UPSTREAM_BAD_RESPONSE",
             UpstreamErrorKind::Request => "INTERNAL_ERROR",
+            UpstreamErrorKind::Overloaded => "UPSTREAM_OVERLOADED",
         }
     }
 }
@@ -132,6 +142,7 @@ impl fmt::Display for UpstreamError {
             }
             UpstreamErrorKind::Decode => write!(f, "upstream `{service}` sent a response that could not be decoded"),
             UpstreamErrorKind::Request => write!(f, "the call to upstream `{service}` could not be built"),
+            UpstreamErrorKind::Overloaded => write!(f, "upstream `{service}` has too many calls in flight"),
         }
     }
 }

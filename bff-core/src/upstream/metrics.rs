@@ -15,6 +15,7 @@ pub(crate) struct UpstreamMetrics {
     transport: Counter,
     decode: Counter,
     request: Counter,
+    overloaded: Counter,
     duration: Histogram,
     pub(crate) degraded: Counter,
 }
@@ -34,6 +35,7 @@ impl UpstreamMetrics {
             transport: counter("transport"),
             decode: counter("decode"),
             request: counter("request"),
+            overloaded: counter("overloaded"),
             duration: registry.histogram("bff_upstream_request_duration_seconds", &upstream),
             degraded: registry.counter("bff_degraded_total", &upstream),
         }
@@ -49,6 +51,7 @@ impl UpstreamMetrics {
             Err(UpstreamErrorKind::Transport) => &self.transport,
             Err(UpstreamErrorKind::Decode) => &self.decode,
             Err(UpstreamErrorKind::Request) => &self.request,
+            Err(UpstreamErrorKind::Overloaded) => &self.overloaded,
         };
         counter.increment(1);
         self.duration.record(elapsed.as_secs_f64());

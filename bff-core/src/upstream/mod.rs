@@ -21,6 +21,7 @@ mod unprocessed;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +57,8 @@ pub struct UpstreamSettings {
     /// The TLS client settings for `https://`; `None` trusts the platform's roots and presents
     /// no certificate.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The bulkhead: the most calls in flight; over it a call fails at once. `None`: no cap.
+    pub max_in_flight: Option<NonZeroUsize>,
 }
 
 impl UpstreamSettings {
@@ -67,6 +70,7 @@ impl UpstreamSettings {
             pool_max_idle: defaults.pool_max_idle_per_host,
             protocol: upstream.protocol.unwrap_or(defaults.protocol),
             tls: None,
+            max_in_flight: upstream.max_in_flight.or(defaults.max_in_flight).and_then(NonZeroUsize::new),
         }
     }
 }
@@ -80,6 +84,7 @@ impl Default for UpstreamSettings {
             pool_max_idle: d.pool_max_idle_per_host,
             protocol: d.protocol,
             tls: None,
+            max_in_flight: None,
         }
     }
 }

@@ -7,9 +7,10 @@
 //!    timeout (today the HTTP/2 resend); otherwise the per-try timeout, which never runs past the
 //!    deadline, bounds the call alone, and each call arms one timer instead of two.
 //! 2. *(resilience slots, outermost first: coalescing, cache, circuit breaker, retry with a
-//!    budget, balance over instances with ejection, bulkhead.)* Today one retry policy sits
-//!    here: a call an HTTP/2 upstream turned away unprocessed is sent again
-//!    (`upstream/unprocessed.rs`).
+//!    budget, balance over instances with ejection, bulkhead.)* Today a retry policy sits here
+//!    (a call an HTTP/2 upstream turned away unprocessed is sent again,
+//!    `upstream/unprocessed.rs`), and the bulkhead when `max_in_flight` is set (a call over the
+//!    cap fails at once as `UPSTREAM_OVERLOADED`).
 //! 3. **call headers** (`upstream/headers.rs`): the request id and the verified caller's identity
 //!    (`X-User-Id`, `X-User-Scopes`, `X-Partner-Account`; later trace context) from the call's
 //!    context.
@@ -27,6 +28,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
+use tower::limit::ConcurrencyLimit;
+use tower::load_shed::LoadShed;
 use tower::{Layer, Service, ServiceBuilder};
 
 use super::headers::set_call_headers;
@@ -122,22 +125,46 @@ where
         .map_request(set_call_headers)
         .layer(TimeBoundLayer::new(name.clone(), PerTry(settings.timeout)))
         .service(client);
+    // The bulkhead, innermost of the slots: a call over the cap is refused at once (tower's
+    // `LoadShed` over `ConcurrencyLimit`; each call's clone of the stack holds no permit until
+    // it is ready, and its future holds one until the exchange ends).
+    match settings.max_in_flight {
+        Some(cap) => around(name, settings, LoadShed::new(ConcurrencyLimit::new(attempt, cap.get()))),
+        None => around(name, settings, attempt),
+    }
+}
+
+/// The outer slots around `inner`, erased.
+fn around<S>(name: &Arc<str>, settings: &UpstreamSettings, inner: S) -> Outbound
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
     // Over HTTP/1.1 nothing is turned away unprocessed in a way worth resending (hyper already
     // resends a call that never left on a closed pooled connection). Left out there, the retry is
     // not in the stack's type either, and with nothing between them the per-try timeout (capped
     // at the deadline) does the deadline's job: one timer a call, where two doubled the timer
     // wheel's locking (`bench/README.md`).
     if settings.protocol == UpstreamProtocol::Http1 {
-        Outbound::new(attempt)
+        Outbound::new(inner)
     } else {
-        Outbound::new(TimeBoundLayer::new(name.clone(), Deadline).layer(unprocessed::layer().layer(attempt)))
+        Outbound::new(TimeBoundLayer::new(name.clone(), Deadline).layer(unprocessed::layer().layer(inner)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::mem::size_of_val;
+    use std::num::NonZeroUsize;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+
+    use http::HeaderValue;
+    use tokio::sync::Semaphore;
+    use tokio::time::Instant;
+
+    use crate::upstream::UpstreamErrorKind;
 
     use crate::Ctx;
     use crate::observe::metrics::Metrics;
@@ -160,5 +187,43 @@ mod tests {
         ));
         eprintln!("sizes call={} three={}", size_of_val(&call), size_of_val(&three));
         assert!(size_of_val(&three) < 1024, "a fan-out of three is {} bytes", size_of_val(&three));
+    }
+
+    /// The bulkhead refuses the call over the cap at once while the others proceed, and lets
+    /// calls in again as those end.
+    #[tokio::test]
+    async fn the_bulkhead_refuses_the_call_over_the_cap_at_once() {
+        let gate = Arc::new(Semaphore::new(0));
+        let entered = Arc::new(AtomicUsize::new(0));
+        let (held, counted) = (gate.clone(), entered.clone());
+        let answer = move |_: http::Request<Body>| {
+            let gate = held.clone();
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let _pass = gate.acquire().await;
+                Ok::<_, BoxError>(http::Response::new(Body::from("{}")))
+            }
+        };
+        let settings = UpstreamSettings { max_in_flight: NonZeroUsize::new(2), ..UpstreamSettings::default() };
+        let metrics = Metrics::new();
+        let up = Upstream::from_service("orders", settings, tower::service_fn(answer), &metrics);
+        let call = |up: &Upstream| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            up.get::<serde_json::Value>("/o").send_within(HeaderValue::from_static("b"), deadline)
+        };
+        let (first, second) = (tokio::spawn(call(&up)), tokio::spawn(call(&up)));
+        // Both in flight, holding the two places.
+        while entered.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        let refused = tokio::time::timeout(Duration::from_secs(1), call(&up)).await.expect("refused at once");
+        assert_eq!(refused.unwrap_err().kind(), &UpstreamErrorKind::Overloaded);
+        gate.add_permits(2);
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+        gate.add_permits(1);
+        call(&up).await.unwrap();
+        let text = metrics.render();
+        assert!(text.contains(r#"bff_upstream_requests_total{upstream="orders",outcome="overloaded"} 1"#), "{text}");
     }
 }
