@@ -84,6 +84,9 @@ def home_variants():
         Case("mobile-home-gzip", "bff-mobile", "/mobile/home", baselines=base, headers=GZIP),
         Case("mobile-home-gzip-forced", "bff-mobile", "/mobile/home", env={"BFF_SHAPING__COMPRESSION_MIN_BYTES": "0"},
              baselines=base, headers=GZIP),
+        # Retries (on in the shipped config) off: what the retry layer and the deadline timer it
+        # needs cost per call when nothing fails.
+        Case("mobile-home-no-retry", "bff-mobile", "/mobile/home", env={"BFF_DEFAULTS__RETRY__ATTEMPTS": "1"}, baselines=base),
         # The bulkhead (on in the shipped config) off: what its semaphore costs per call.
         Case("mobile-home-no-bulkhead", "bff-mobile", "/mobile/home", env={"BFF_DEFAULTS__MAX_IN_FLIGHT": "0"}, baselines=base),
         # TLS termination: HTTPS from the load generator (HTTP/1.1, kept-alive connections).

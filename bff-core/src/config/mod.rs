@@ -319,6 +319,9 @@ pub struct Defaults {
     /// The HTTP version of upstream calls.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// Retries of failed calls (off unless `attempts` is over 1).
+    #[serde(default)]
+    pub retry: RetryConfig,
     /// The bulkhead: the most calls in flight to one upstream; a call over it fails at once
     /// (`503 UPSTREAM_OVERLOADED`, or its optional part degrades) instead of queueing. Absent
     /// or 0: no cap.
@@ -335,6 +338,7 @@ impl Default for Defaults {
             concurrency: default_concurrency(),
             pool_max_idle_per_host: default_pool_max_idle(),
             protocol: UpstreamProtocol::default(),
+            retry: RetryConfig::default(),
             max_in_flight: None,
         }
     }
@@ -371,12 +375,77 @@ pub struct UpstreamConfig {
     /// Overrides `defaults.protocol`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<UpstreamProtocol>,
+    /// Overrides `defaults.retry`, as a whole section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
     /// Overrides `defaults.max_in_flight` (0: no cap for this upstream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<usize>,
     /// TLS to an `https://` upstream: a CA of its own, a client certificate (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// When and how often a failed call is sent again (`upstream/retry.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included; 1 turns retries off.
+    #[serde(default = "default_retry_attempts")]
+    pub attempts: u32,
+    /// The statuses worth another attempt (connect errors and per-try timeouts always are).
+    #[serde(default = "default_retry_statuses")]
+    pub statuses: Vec<u16>,
+    /// The first backoff's ceiling; each next one doubles, up to `backoff_max` (full jitter: the
+    /// wait is uniform between zero and the ceiling).
+    #[serde(with = "humantime_serde", default = "default_backoff_base")]
+    pub backoff_base: Duration,
+    /// The largest backoff ceiling.
+    #[serde(with = "humantime_serde", default = "default_backoff_max")]
+    pub backoff_max: Duration,
+    /// Retries at most this percentage of the calls of the last ten seconds…
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: f32,
+    /// …plus this many per second, so a quiet upstream can still be retried.
+    #[serde(default = "default_budget_min_per_sec")]
+    pub budget_min_per_sec: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: default_retry_attempts(),
+            statuses: default_retry_statuses(),
+            backoff_base: default_backoff_base(),
+            backoff_max: default_backoff_max(),
+            budget_percent: default_budget_percent(),
+            budget_min_per_sec: default_budget_min_per_sec(),
+        }
+    }
+}
+
+fn default_retry_attempts() -> u32 {
+    1
+}
+
+fn default_retry_statuses() -> Vec<u16> {
+    vec![500, 502, 503, 504]
+}
+
+fn default_backoff_base() -> Duration {
+    Duration::from_millis(10)
+}
+
+fn default_backoff_max() -> Duration {
+    Duration::from_millis(200)
+}
+
+fn default_budget_percent() -> f32 {
+    20.0
+}
+
+fn default_budget_min_per_sec() -> u32 {
+    10
 }
 
 /// How calls to one upstream speak TLS.

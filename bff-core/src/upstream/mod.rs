@@ -13,6 +13,7 @@ mod error;
 mod headers;
 pub use headers::DEADLINE_MS;
 mod metrics;
+mod retry;
 pub mod stack;
 mod timeout;
 mod tls;
@@ -33,7 +34,7 @@ pub use call::{Call, Decode, Reply, Streamed};
 pub use error::{UpstreamError, UpstreamErrorKind};
 pub use stack::{CallContext, Outbound};
 
-use crate::config::{Config, Defaults, HttpUrl, UpstreamConfig, UpstreamProtocol};
+use crate::config::{Config, Defaults, HttpUrl, RetryConfig, UpstreamConfig, UpstreamProtocol};
 use crate::observe::metrics::Metrics;
 
 /// The error type inside the outbound stack (tower's convention); calls classify it into an
@@ -59,6 +60,8 @@ pub struct UpstreamSettings {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The bulkhead: the most calls in flight; over it a call fails at once. `None`: no cap.
     pub max_in_flight: Option<NonZeroUsize>,
+    /// Retries of failed calls.
+    pub retry: RetryConfig,
 }
 
 impl UpstreamSettings {
@@ -71,6 +74,7 @@ impl UpstreamSettings {
             protocol: upstream.protocol.unwrap_or(defaults.protocol),
             tls: None,
             max_in_flight: upstream.max_in_flight.or(defaults.max_in_flight).and_then(NonZeroUsize::new),
+            retry: upstream.retry.clone().unwrap_or_else(|| defaults.retry.clone()),
         }
     }
 }
@@ -85,6 +89,7 @@ impl Default for UpstreamSettings {
             protocol: d.protocol,
             tls: None,
             max_in_flight: None,
+            retry: RetryConfig::default(),
         }
     }
 }
@@ -129,7 +134,7 @@ impl Upstream {
     pub fn new(name: &str, base: &HttpUrl, settings: UpstreamSettings, metrics: &Metrics) -> Self {
         let name: Arc<str> = Arc::from(name);
         let client = transport::HttpTransport::new(name.clone(), base, &settings);
-        Self::with_stack(name.clone(), &settings, stack::build(&name, &settings, client), metrics)
+        Self::with_stack(name.clone(), &settings, stack::build(&name, &settings, client, metrics), metrics)
     }
 
     /// An upstream whose innermost step is `service` instead of an HTTP client (an in-memory
@@ -142,7 +147,7 @@ impl Upstream {
     {
         let name: Arc<str> = Arc::from(name);
         let client = tower::ServiceExt::map_err(service, Into::into);
-        Self::with_stack(name.clone(), &settings, stack::build(&name, &settings, client), metrics)
+        Self::with_stack(name.clone(), &settings, stack::build(&name, &settings, client, metrics), metrics)
     }
 
     fn with_stack(name: Arc<str>, settings: &UpstreamSettings, stack: Outbound, registry: &Metrics) -> Self {

@@ -4,13 +4,13 @@
 //!
 //! 1. **deadline** (`upstream/timeout.rs`): no call outlives its request's deadline,
 //!    retries and waits included. Present when something sits between it and the per-try
-//!    timeout (today the HTTP/2 resend); otherwise the per-try timeout, which never runs past the
-//!    deadline, bounds the call alone, and each call arms one timer instead of two.
+//!    timeout (retries, the HTTP/2 resend); otherwise the per-try timeout, which never runs past
+//!    the deadline, bounds the call alone, and each call arms one timer instead of two.
 //! 2. *(resilience slots, outermost first: coalescing, cache, circuit breaker, retry with a
-//!    budget, balance over instances with ejection, bulkhead.)* Today a retry policy sits here
-//!    (a call an HTTP/2 upstream turned away unprocessed is sent again,
-//!    `upstream/unprocessed.rs`), and the bulkhead when `max_in_flight` is set (a call over the
-//!    cap fails at once as `UPSTREAM_OVERLOADED`).
+//!    budget, balance over instances with ejection, bulkhead.)* Today: retries with a budget
+//!    when `retry.attempts` is over 1 (`upstream/retry.rs`); the resend of a call an HTTP/2
+//!    upstream turned away unprocessed (`upstream/unprocessed.rs`); and the bulkhead when
+//!    `max_in_flight` is set (a call over the cap fails at once as `UPSTREAM_OVERLOADED`).
 //! 3. **call headers** (`upstream/headers.rs`): the request id and the verified caller's identity
 //!    (`X-User-Id`, `X-User-Scopes`, `X-Partner-Account`; later trace context) from the call's
 //!    context.
@@ -30,12 +30,15 @@ use http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
 use tower::limit::ConcurrencyLimit;
 use tower::load_shed::LoadShed;
+use tower::retry::RetryLayer;
 use tower::{Layer, Service, ServiceBuilder};
 
 use super::headers::set_call_headers;
+use super::retry::Retries;
 use super::timeout::{Deadline, PerTry, TimeBoundLayer};
 use super::{Body, BoxError, UpstreamSettings, unprocessed};
 use crate::config::UpstreamProtocol;
+use crate::observe::metrics::Metrics;
 use crate::request::caller::CallerHeaders;
 
 /// An upstream's whole outbound stack, type-erased; a tower [`Service`] itself.
@@ -116,7 +119,7 @@ pub struct CallContext {
 }
 
 /// Builds the stack of [the module docs](self) over `client`, the innermost service.
-pub(crate) fn build<S>(name: &Arc<str>, settings: &UpstreamSettings, client: S) -> Outbound
+pub(crate) fn build<S>(name: &Arc<str>, settings: &UpstreamSettings, client: S, registry: &Metrics) -> Outbound
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -128,18 +131,28 @@ where
     // The bulkhead, innermost of the slots: a call over the cap is refused at once (tower's
     // `LoadShed` over `ConcurrencyLimit`; each call's clone of the stack holds no permit until
     // it is ready, and its future holds one until the exchange ends).
+    let retries = Retries::new(name, &settings.retry, registry);
     match settings.max_in_flight {
-        Some(cap) => around(name, settings, LoadShed::new(ConcurrencyLimit::new(attempt, cap.get()))),
-        None => around(name, settings, attempt),
+        Some(cap) => around(name, settings, retries, LoadShed::new(ConcurrencyLimit::new(attempt, cap.get()))),
+        None => around(name, settings, retries, attempt),
     }
 }
 
 /// The outer slots around `inner`, erased.
-fn around<S>(name: &Arc<str>, settings: &UpstreamSettings, inner: S) -> Outbound
+fn around<S>(name: &Arc<str>, settings: &UpstreamSettings, retries: Option<Retries>, inner: S) -> Outbound
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
+    // Retries need the deadline layer outside them: it ends the call, waits included.
+    if let Some(retries) = retries {
+        let deadline = TimeBoundLayer::new(name.clone(), Deadline);
+        return if settings.protocol == UpstreamProtocol::Http1 {
+            Outbound::new(deadline.layer(RetryLayer::new(retries).layer(inner)))
+        } else {
+            Outbound::new(deadline.layer(RetryLayer::new(retries).layer(unprocessed::layer().layer(inner))))
+        };
+    }
     // Over HTTP/1.1 nothing is turned away unprocessed in a way worth resending (hyper already
     // resends a call that never left on a closed pooled connection). Left out there, the retry is
     // not in the stack's type either, and with nothing between them the per-try timeout (capped

@@ -1,0 +1,241 @@
+//! Retries with a budget: a failed attempt is sent again when that is safe and worth it, and
+//! never so often that retries multiply an outage.
+//!
+//! - **Safe**: the method is idempotent (`GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`), or the call
+//!   carries an `Idempotency-Key`; and its body can be sent again (not a stream).
+//! - **Worth it**: the attempt could not connect, ran out of its per-try time, or answered one of
+//!   the configured statuses (500, 502, 503, 504 by default).
+//! - **Bounded**: at most `attempts` in all; exponential backoff with full jitter between them; a
+//!   budget per upstream (tower's `TpsBudget`): retries at most `budget_percent` of the calls of
+//!   the last ten seconds, plus `budget_min_per_sec`; and never a wait that ends past the
+//!   request's deadline (the deadline layer outside ends the whole call in any case).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use metrics::Counter;
+use tokio::time::{Instant, Sleep};
+use tower::retry::Policy;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::util::rng::{HasherRng, Rng};
+
+use super::stack::CallContext;
+use super::unprocessed::clone_request;
+use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
+use crate::config::RetryConfig;
+use crate::observe::metrics::Metrics;
+use crate::request::idempotency::IDEMPOTENCY_KEY;
+
+/// How long the budget remembers calls.
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+/// The retry policy of one upstream; cloned per call, sharing the budget.
+#[derive(Clone)]
+pub(crate) struct Retries {
+    shared: Arc<Shared>,
+    /// Attempts made so far by this call.
+    attempts: u32,
+}
+
+struct Shared {
+    attempts: u32,
+    statuses: Vec<StatusCode>,
+    base: Duration,
+    max: Duration,
+    budget: TpsBudget,
+    rng: Mutex<HasherRng>,
+    retried: Counter,
+    exhausted: Counter,
+}
+
+impl Retries {
+    /// The policy for `config`, or `None` when it allows one attempt only.
+    pub(crate) fn new(name: &str, config: &RetryConfig, registry: &Metrics) -> Option<Self> {
+        if config.attempts <= 1 {
+            return None;
+        }
+        let counter = |outcome: &'static str| {
+            let labels = [("upstream", name.to_owned()), ("outcome", outcome.to_owned())];
+            registry.counter("bff_upstream_retries_total", &labels)
+        };
+        let statuses = config.statuses.iter().filter_map(|s| StatusCode::from_u16(*s).ok()).collect();
+        let budget = TpsBudget::new(BUDGET_WINDOW, config.budget_min_per_sec, config.budget_percent / 100.0);
+        let shared = Shared {
+            attempts: config.attempts,
+            statuses,
+            base: config.backoff_base,
+            max: config.backoff_max,
+            budget,
+            rng: Mutex::new(HasherRng::new()),
+            retried: counter("retried"),
+            exhausted: counter("budget_exhausted"),
+        };
+        Some(Self { shared: Arc::new(shared), attempts: 0 })
+    }
+
+    /// Whether `result` is worth another attempt.
+    fn worth_it(&self, result: &Result<Response<Body>, BoxError>) -> bool {
+        match result {
+            Ok(response) => self.shared.statuses.contains(&response.status()),
+            Err(e) => e
+                .downcast_ref::<UpstreamError>()
+                .is_some_and(|e| matches!(e.kind(), UpstreamErrorKind::Connect | UpstreamErrorKind::Timeout(_))),
+        }
+    }
+
+    /// The wait before the next attempt: full jitter, uniform in `0..=min(max, base·2ⁿ)`.
+    fn backoff(&self) -> Duration {
+        let ceiling = self.shared.base.saturating_mul(1 << self.attempts.min(16)).min(self.shared.max);
+        let fraction = self.shared.rng.lock().unwrap_or_else(|e| e.into_inner()).next_f64();
+        ceiling.mul_f64(fraction)
+    }
+}
+
+/// Whether sending `request` again is safe: an idempotent method, or an `Idempotency-Key`.
+fn safe_to_repeat(request: &Request<Body>) -> bool {
+    matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
+        || request.headers().contains_key(IDEMPOTENCY_KEY)
+}
+
+impl Policy<Request<Body>, Response<Body>, BoxError> for Retries {
+    type Future = Sleep;
+
+    fn retry(&mut self, request: &mut Request<Body>, result: &mut Result<Response<Body>, BoxError>) -> Option<Sleep> {
+        if self.attempts >= self.shared.attempts || !safe_to_repeat(request) || !self.worth_it(result) {
+            return None;
+        }
+        let wait = self.backoff();
+        let deadline = request.extensions().get::<CallContext>().map(|c| c.deadline);
+        if deadline.is_some_and(|deadline| Instant::now() + wait >= deadline) {
+            return None;
+        }
+        if !self.shared.budget.withdraw() {
+            self.shared.exhausted.increment(1);
+            return None;
+        }
+        self.shared.retried.increment(1);
+        Some(tokio::time::sleep(wait))
+    }
+
+    fn clone_request(&mut self, request: &Request<Body>) -> Option<Request<Body>> {
+        // Called before each attempt: the first one is the call the budget counts.
+        if self.attempts == 0 {
+            self.shared.budget.deposit();
+        }
+        self.attempts += 1;
+        if self.attempts >= self.shared.attempts || !safe_to_repeat(request) {
+            return None;
+        }
+        clone_request(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::HeaderValue;
+    use serde_json::Value;
+
+    use super::super::{Upstream, UpstreamSettings};
+    use super::*;
+
+    /// An upstream answering `statuses` in turn (the last one from then on), counting attempts.
+    fn answering(statuses: &'static [u16], retry: RetryConfig) -> (Upstream, Arc<AtomicUsize>) {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let counted = attempts.clone();
+        let service = tower::service_fn(move |_: Request<Body>| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let status = statuses[n.min(statuses.len() - 1)];
+                let mut response = Response::new(Body::from("{}"));
+                *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                Ok::<_, BoxError>(response)
+            }
+        });
+        let settings = UpstreamSettings { retry, ..UpstreamSettings::default() };
+        (Upstream::from_service("flaky", settings, service, &Metrics::new()), attempts)
+    }
+
+    fn three_attempts() -> RetryConfig {
+        RetryConfig { attempts: 3, ..RetryConfig::default() }
+    }
+
+    fn deadline(after: Duration) -> Instant {
+        Instant::now() + after
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flaky_get_is_retried_and_succeeds() {
+        let (up, attempts) = answering(&[503, 200], three_attempts());
+        let call = up.get::<Value>("/x").send_within(HeaderValue::from_static("r"), deadline(Duration::from_secs(2)));
+        call.await.unwrap();
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+        // At most `attempts` in all.
+        let (up, attempts) = answering(&[503], three_attempts());
+        let call = up.get::<Value>("/x").send_within(HeaderValue::from_static("r"), deadline(Duration::from_secs(2)));
+        assert!(call.await.is_err());
+        assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_is_retried_only_with_an_idempotency_key() {
+        let (up, attempts) = answering(&[503, 201], three_attempts());
+        let call = up.post::<Value>("/orders").json(&serde_json::json!({"a": 1}));
+        assert!(call.send_within(HeaderValue::from_static("r"), deadline(Duration::from_secs(2))).await.is_err());
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "a POST without a key is sent once");
+        let (up, attempts) = answering(&[503, 201], three_attempts());
+        let call = up.post::<Value>("/orders").json(&serde_json::json!({"a": 1})).header(IDEMPOTENCY_KEY, "k-1");
+        call.send_within(HeaderValue::from_static("r"), deadline(Duration::from_secs(2))).await.unwrap();
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_a_dead_upstream_retries_stay_within_the_budget() {
+        let retry = RetryConfig { attempts: 3, budget_percent: 20.0, budget_min_per_sec: 1, ..RetryConfig::default() };
+        let (up, attempts) = answering(&[500], retry);
+        let calls = 1_000;
+        for _ in 0..calls {
+            let call =
+                up.get::<Value>("/x").send_within(HeaderValue::from_static("r"), deadline(Duration::from_secs(2)));
+            assert!(call.await.is_err());
+        }
+        let made = attempts.load(Ordering::SeqCst);
+        // 20% of the calls plus the floor (1 a second over the ten-second window).
+        assert!(made <= calls + calls / 5 + 10, "{made} attempts for {calls} calls");
+        assert!(made > calls, "no retry at all");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_retry_outlives_the_deadline() {
+        // The backoff would end past the deadline: no second attempt.
+        let slow_backoff = RetryConfig {
+            attempts: 5,
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(10),
+            ..RetryConfig::default()
+        };
+        let (up, attempts) = answering(&[503], slow_backoff);
+        let start = Instant::now();
+        let call =
+            up.get::<Value>("/x").send_within(HeaderValue::from_static("r"), deadline(Duration::from_millis(300)));
+        assert!(call.await.is_err());
+        assert!(start.elapsed() <= Duration::from_millis(300), "{:?}", start.elapsed());
+        assert!(attempts.load(Ordering::SeqCst) <= 2);
+        // Attempts that each run out of their per-try time end with the deadline.
+        let hanging = tower::service_fn(|_: Request<Body>| std::future::pending::<Result<Response<Body>, BoxError>>());
+        let settings = UpstreamSettings {
+            timeout: Duration::from_millis(100),
+            retry: RetryConfig { attempts: 10, ..RetryConfig::default() },
+            ..UpstreamSettings::default()
+        };
+        let up = Upstream::from_service("hangs", settings, hanging, &Metrics::new());
+        let start = Instant::now();
+        let call =
+            up.get::<Value>("/x").send_within(HeaderValue::from_static("r"), deadline(Duration::from_millis(250)));
+        let error = call.await.unwrap_err();
+        assert!(error.is_timeout(), "{error:?}");
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+    }
+}
