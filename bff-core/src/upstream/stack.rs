@@ -198,7 +198,6 @@ mod tests {
             up.get::<serde_json::Value>("/b").required(),
             up.get::<serde_json::Value>("/c").optional(),
         ));
-        eprintln!("sizes call={} three={}", size_of_val(&call), size_of_val(&three));
         assert!(size_of_val(&three) < 1024, "a fan-out of three is {} bytes", size_of_val(&three));
     }
 
