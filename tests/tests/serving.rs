@@ -136,7 +136,8 @@ async fn on_sigterm_readiness_fails_first_then_in_flight_requests_finish() {
         let request = stack.http.get(format!("http://{addr}/mobile/home")).bearer_auth(stack.token());
         tokio::spawn(request.send())
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // In flight: the slow users call has reached the mock.
+    assert!(common::eventually(Duration::from_secs(10), || async { stack.stats(Service::Users).in_flight == 1 }).await);
     tx.send(Signal::Terminate).unwrap();
     // Readiness fails at once while requests are still served, for the drain delay.
     assert!(

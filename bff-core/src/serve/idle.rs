@@ -46,6 +46,24 @@ fn expired(timer: &mut Pin<Box<Sleep>>, active: &mut bool, idle: Duration, cx: &
     }
 }
 
+/// A write's outcome, noting whether it moved bytes, or the idle error if it is pending too long.
+fn watch_write(
+    written: Poll<io::Result<usize>>,
+    timer: &mut Pin<Box<Sleep>>,
+    active: &mut bool,
+    idle: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    match written {
+        Poll::Ready(result) => {
+            *active |= matches!(result, Ok(n) if n > 0);
+            Poll::Ready(result)
+        }
+        Poll::Pending if expired(timer, active, idle, cx) => Poll::Ready(Err(timed_out())),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long")
 }
@@ -68,14 +86,8 @@ impl<IO: AsyncRead> AsyncRead for IdleTimeout<IO> {
 impl<IO: AsyncWrite> AsyncWrite for IdleTimeout<IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.project();
-        match this.io.poll_write(cx, data) {
-            Poll::Ready(result) => {
-                *this.active |= matches!(result, Ok(n) if n > 0);
-                Poll::Ready(result)
-            }
-            Poll::Pending if expired(this.timer, this.active, *this.idle, cx) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
-        }
+        let written = this.io.poll_write(cx, data);
+        watch_write(written, this.timer, this.active, *this.idle, cx)
     }
 
     fn poll_write_vectored(
@@ -84,14 +96,8 @@ impl<IO: AsyncWrite> AsyncWrite for IdleTimeout<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        match this.io.poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                *this.active |= matches!(result, Ok(n) if n > 0);
-                Poll::Ready(result)
-            }
-            Poll::Pending if expired(this.timer, this.active, *this.idle, cx) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
-        }
+        let written = this.io.poll_write_vectored(cx, bufs);
+        watch_write(written, this.timer, this.active, *this.idle, cx)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -111,14 +111,18 @@ impl Transport {
     fn start(self: &Arc<Self>, mut request: Request<Body>) -> Exchange {
         let uri = match self.uri(std::mem::take(request.uri_mut())) {
             Ok(uri) => uri,
-            Err(e) => return Exchange::failed(self.fail(UpstreamErrorKind::Request, &e)),
+            Err(e) => {
+                let error = self.fail(UpstreamErrorKind::Request, &e);
+                return Exchange { transport: self.clone(), state: State::Failed(Some(error)) };
+            }
         };
         *request.uri_mut() = uri;
         if let Some(host) = &self.host {
             request.headers_mut().insert(HOST, host.clone());
         }
         let streamed = request.extensions().get::<CallContext>().is_some_and(|c| c.streamed);
-        Exchange(State::Sending { response: self.client.request(request), streamed, transport: self.clone() })
+        let state = State::Sending { response: self.client.request(request), streamed };
+        Exchange { transport: self.clone(), state }
     }
 
     fn failed_request(&self, e: &hyper_util::client::legacy::Error) -> UpstreamError {
@@ -168,28 +172,32 @@ impl tower::Service<Request<Body>> for HttpTransport {
 
 /// The future of one exchange: the response head from the pool, then (unless the call streams)
 /// its body read whole. A named type, so a call boxes nothing here.
-pub(crate) struct Exchange(State);
-
-enum State {
-    Sending { response: ResponseFuture, streamed: bool, transport: Arc<Transport> },
-    Reading { parts: Option<http::response::Parts>, body: Collect<Incoming>, transport: Arc<Transport> },
-    Failed(Option<UpstreamError>),
+pub(crate) struct Exchange {
+    transport: Arc<Transport>,
+    state: State,
 }
 
-impl Exchange {
-    fn failed(error: UpstreamError) -> Self {
-        Self(State::Failed(Some(error)))
-    }
+enum State {
+    Sending {
+        response: ResponseFuture,
+        streamed: bool,
+    },
+    Reading {
+        parts: Option<http::response::Parts>,
+        body: Collect<Incoming>,
+    },
+    /// Failed before it was sent; `None` once the error is handed out.
+    Failed(Option<UpstreamError>),
 }
 
 impl Future for Exchange {
     type Output = Result<Response<Body>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let state = &mut self.get_mut().0;
+        let Self { transport, state } = self.get_mut();
         loop {
             match state {
-                State::Sending { response, streamed, transport } => {
+                State::Sending { response, streamed } => {
                     let response = match ready!(Pin::new(response).poll(cx)) {
                         Ok(response) => response,
                         Err(e) => return Poll::Ready(Err(transport.failed_request(&e).into())),
@@ -198,22 +206,25 @@ impl Future for Exchange {
                     if *streamed {
                         return Poll::Ready(Ok(Response::from_parts(parts, Body::from(incoming))));
                     }
-                    let body = body::collect(incoming, MAX_BODY_BYTES);
-                    *state = State::Reading { parts: Some(parts), body, transport: transport.clone() };
+                    *state = State::Reading { parts: Some(parts), body: body::collect(incoming, MAX_BODY_BYTES) };
                 }
-                State::Reading { parts, body, transport } => {
+                State::Reading { parts, body } => {
                     let bytes = ready!(Pin::new(body).poll(cx)).map_err(|e| transport.failed_body(e))?;
-                    let parts = parts.take().expect("an exchange is not polled after it is done");
-                    return Poll::Ready(Ok(Response::from_parts(parts, Body::from(bytes))));
+                    return Poll::Ready(match parts.take() {
+                        Some(parts) => Ok(Response::from_parts(parts, Body::from(bytes))),
+                        None => Err(POLLED_AFTER_END.into()),
+                    });
                 }
                 State::Failed(error) => {
-                    let error = error.take().expect("an exchange is not polled after it is done");
-                    return Poll::Ready(Err(error.into()));
+                    return Poll::Ready(Err(error.take().map_or_else(|| POLLED_AFTER_END.into(), BoxError::from)));
                 }
             }
         }
     }
 }
+
+/// The error of an exchange polled again after it ended (a caller's bug, not a panic).
+const POLLED_AFTER_END: &str = "an upstream exchange was polled after it ended";
 
 /// Whether the server turned the call away without processing it: an HTTP/2 stream it reset with
 /// `REFUSED_STREAM`, or one past the last id of its `GOAWAY` (RFC 9113 §8.7).
