@@ -167,10 +167,19 @@ fn has_parent(table: &Table, key: &str) -> bool {
 fn set_path(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().filter(|l| !l.is_empty()).ok_or("empty key")?;
+    // An upstream's `url` and `urls` are one key spelled two ways: setting one replaces the other.
+    let other_spelling = match (parts.as_slice(), last) {
+        (["upstreams", _], "url") => Some("urls"),
+        (["upstreams", _], "urls") => Some("url"),
+        _ => None,
+    };
     let mut current = table;
     for part in parts {
         let entry = current.entry(part.to_owned()).or_insert_with(|| Value::Table(Table::new()));
         current = entry.as_table_mut().ok_or_else(|| format!("`{part}` is not a table"))?;
+    }
+    if let Some(other) = other_spelling {
+        current.remove(other);
     }
     current.insert(last.to_owned(), value);
     Ok(())
@@ -198,7 +207,7 @@ url = "http://127.0.0.1:7001"
         let config = load(&source(BASE), &Overrides::default()).unwrap();
         assert_eq!(config.defaults.timeout.as_millis(), 500);
         assert_eq!(config.defaults.deadline.as_secs(), 2);
-        assert_eq!(config.upstreams["users"].url.as_str(), "http://127.0.0.1:7001/");
+        assert_eq!(config.upstreams["users"].url.first().as_str(), "http://127.0.0.1:7001/");
     }
 
     #[test]
@@ -210,7 +219,7 @@ url = "http://127.0.0.1:7001"
             ("HOME".to_owned(), "/root".to_owned()),
         ]);
         let config = load(&source(BASE), &env).unwrap();
-        assert_eq!(config.upstreams["users"].url.port(), Some(9001));
+        assert_eq!(config.upstreams["users"].url.first().port(), Some(9001));
         assert_eq!(config.defaults.concurrency.get(), 3);
         assert_eq!(config.listen.port(), 9999);
     }
@@ -274,7 +283,7 @@ url = "http://127.0.0.1:7001"
         overrides.set_existing("upstreams.reviews.url", "http://127.0.0.1:2", "start-up");
         overrides.set_existing("auth.jwks_url", "http://127.0.0.1:3/jwks", "start-up");
         let config = load(&source(BASE), &overrides).unwrap();
-        assert_eq!(config.upstreams["users"].url.port(), Some(1));
+        assert_eq!(config.upstreams["users"].url.first().port(), Some(1));
         assert!(!config.upstreams.contains_key("reviews"));
         assert!(config.auth.is_none());
     }

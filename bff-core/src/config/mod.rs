@@ -4,6 +4,7 @@
 //! keys: `BFF_UPSTREAMS__USERS__URL`), then command-line flags. See [`load`].
 
 mod load;
+mod resilience;
 mod values;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, ConfigSource, Overrides, load};
-pub use values::{Header, HttpUrl, JwtAlgorithm, KeyHash, Origin};
+pub use resilience::{BreakerConfig, OutlierConfig, RetryConfig};
+pub use values::{Header, HttpUrl, JwtAlgorithm, KeyHash, Origin, UpstreamUrls};
 
 /// The whole configuration of one BFF process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -327,6 +329,12 @@ pub struct Defaults {
     /// or 0: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<usize>,
+    /// The circuit breaker of every upstream; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerConfig>,
+    /// Outlier ejection among an upstream's instances (when it has several).
+    #[serde(default)]
+    pub outlier: OutlierConfig,
 }
 
 impl Default for Defaults {
@@ -340,6 +348,8 @@ impl Default for Defaults {
             protocol: UpstreamProtocol::default(),
             retry: RetryConfig::default(),
             max_in_flight: None,
+            breaker: None,
+            outlier: OutlierConfig::default(),
         }
     }
 }
@@ -364,8 +374,11 @@ fn default_pool_max_idle() -> usize {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Base URL, e.g. `http://127.0.0.1:7001`.
-    pub url: HttpUrl,
+    /// Base URL, e.g. `http://127.0.0.1:7001`, or the URLs of identical instances
+    /// (`urls = ["http://10.0.0.1:7001", "http://10.0.0.2:7001"]`), balanced by the fewest
+    /// calls in flight of two picked at random, with outlier ejection.
+    #[serde(alias = "urls")]
+    pub url: UpstreamUrls,
     /// Overrides `defaults.timeout`.
     #[serde(with = "humantime_serde", default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
@@ -381,71 +394,15 @@ pub struct UpstreamConfig {
     /// Overrides `defaults.max_in_flight` (0: no cap for this upstream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<usize>,
+    /// Overrides `defaults.breaker`, as a whole section (`enabled = false`: none here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerConfig>,
+    /// Overrides `defaults.outlier`, as a whole section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierConfig>,
     /// TLS to an `https://` upstream: a CA of its own, a client certificate (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTlsConfig>,
-}
-
-/// When and how often a failed call is sent again (`upstream/retry.rs`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// Attempts in all, the first included; 1 turns retries off.
-    #[serde(default = "default_retry_attempts")]
-    pub attempts: u32,
-    /// The statuses worth another attempt (connect errors and per-try timeouts always are).
-    #[serde(default = "default_retry_statuses")]
-    pub statuses: Vec<u16>,
-    /// The first backoff's ceiling; each next one doubles, up to `backoff_max` (full jitter: the
-    /// wait is uniform between zero and the ceiling).
-    #[serde(with = "humantime_serde", default = "default_backoff_base")]
-    pub backoff_base: Duration,
-    /// The largest backoff ceiling.
-    #[serde(with = "humantime_serde", default = "default_backoff_max")]
-    pub backoff_max: Duration,
-    /// Retries at most this percentage of the calls of the last ten seconds…
-    #[serde(default = "default_budget_percent")]
-    pub budget_percent: f32,
-    /// …plus this many per second, so a quiet upstream can still be retried.
-    #[serde(default = "default_budget_min_per_sec")]
-    pub budget_min_per_sec: u32,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            attempts: default_retry_attempts(),
-            statuses: default_retry_statuses(),
-            backoff_base: default_backoff_base(),
-            backoff_max: default_backoff_max(),
-            budget_percent: default_budget_percent(),
-            budget_min_per_sec: default_budget_min_per_sec(),
-        }
-    }
-}
-
-fn default_retry_attempts() -> u32 {
-    1
-}
-
-fn default_retry_statuses() -> Vec<u16> {
-    vec![500, 502, 503, 504]
-}
-
-fn default_backoff_base() -> Duration {
-    Duration::from_millis(10)
-}
-
-fn default_backoff_max() -> Duration {
-    Duration::from_millis(200)
-}
-
-fn default_budget_percent() -> f32 {
-    20.0
-}
-
-fn default_budget_min_per_sec() -> u32 {
-    10
 }
 
 /// How calls to one upstream speak TLS.
@@ -570,6 +527,7 @@ impl Config {
         positive("defaults.timeout".into(), self.defaults.timeout)?;
         positive("defaults.connect_timeout".into(), self.defaults.connect_timeout)?;
         positive("defaults.deadline".into(), self.defaults.deadline)?;
+        self.validate_resilience()?;
         for (name, upstream) in &self.upstreams {
             if let Some(t) = upstream.timeout {
                 positive(format!("upstreams.{name}.timeout"), t)?;
@@ -592,6 +550,27 @@ impl Config {
         }
         if self.auth.as_ref().is_some_and(|auth| auth.algorithms.is_empty()) {
             return Err(("auth.algorithms".into(), "name at least one algorithm".into()));
+        }
+        Ok(())
+    }
+
+    fn validate_resilience(&self) -> Result<(), (String, String)> {
+        let defaults = &self.defaults;
+        defaults.retry.validate("defaults.retry")?;
+        defaults.outlier.validate("defaults.outlier")?;
+        if let Some(breaker) = &defaults.breaker {
+            breaker.validate("defaults.breaker")?;
+        }
+        for (name, upstream) in &self.upstreams {
+            if let Some(retry) = &upstream.retry {
+                retry.validate(&format!("upstreams.{name}.retry"))?;
+            }
+            if let Some(breaker) = &upstream.breaker {
+                breaker.validate(&format!("upstreams.{name}.breaker"))?;
+            }
+            if let Some(outlier) = &upstream.outlier {
+                outlier.validate(&format!("upstreams.{name}.outlier"))?;
+            }
         }
         Ok(())
     }

@@ -90,6 +90,61 @@ impl fmt::Display for HttpUrl {
 
 via_str!(HttpUrl);
 
+/// The base URLs of an upstream's identical instances: one (`url = "…"`) or several
+/// (`urls = ["…", "…"]`); never none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrls(Vec<HttpUrl>);
+
+/// The most instances one upstream may list.
+pub const MAX_INSTANCES: usize = 64;
+
+impl UpstreamUrls {
+    /// Instances at `urls`; `None` when there are none or more than [`MAX_INSTANCES`].
+    pub fn new(urls: Vec<HttpUrl>) -> Option<Self> {
+        (!urls.is_empty() && urls.len() <= MAX_INSTANCES).then_some(Self(urls))
+    }
+
+    /// The first instance's URL (the only one, mostly).
+    pub fn first(&self) -> &HttpUrl {
+        &self.0[0]
+    }
+}
+
+impl Deref for UpstreamUrls {
+    type Target = [HttpUrl];
+
+    fn deref(&self) -> &[HttpUrl] {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamUrls {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let texts = match OneOrMany::deserialize(deserializer) {
+            Ok(OneOrMany::One(text)) => vec![text],
+            Ok(OneOrMany::Many(texts)) => texts,
+            Err(_) => return Err(de::Error::custom("expected a URL or a list of URLs")),
+        };
+        let urls = texts.iter().map(|t| t.parse()).collect::<Result<Vec<HttpUrl>, _>>().map_err(de::Error::custom)?;
+        Self::new(urls).ok_or_else(|| de::Error::custom(format!("list between 1 and {MAX_INSTANCES} URLs")))
+    }
+}
+
+impl Serialize for UpstreamUrls {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &*self.0 {
+            [one] => one.serialize(serializer),
+            many => many.serialize(serializer),
+        }
+    }
+}
+
 /// A JWT signature algorithm a BFF accepts: asymmetric only (`HS*` and `none` never are).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(clippy::upper_case_acronyms)]

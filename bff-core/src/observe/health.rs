@@ -61,9 +61,13 @@ impl Readiness {
             return probe.clone();
         }
         let probes = self.0.dependencies.iter().map(|(name, url)| async move { (name.clone(), reachable(url).await) });
-        let results = futures::future::join_all(probes).await;
-        let ready = results.iter().all(|(_, up)| *up);
-        let upstreams = results.into_iter().map(|(name, up)| (name, if up { "up" } else { "down" })).collect();
+        // An upstream with several instances is up while any of them is.
+        let mut up_by_name = BTreeMap::<String, bool>::new();
+        for (name, up) in futures::future::join_all(probes).await {
+            *up_by_name.entry(name).or_default() |= up;
+        }
+        let ready = up_by_name.values().all(|up| *up);
+        let upstreams = up_by_name.into_iter().map(|(name, up)| (name, if up { "up" } else { "down" })).collect();
         let probe = Arc::new(Probe { ready, upstreams });
         *last = Some((Instant::now(), probe.clone()));
         probe

@@ -25,6 +25,9 @@ pub enum UpstreamErrorKind {
     /// The upstream's bulkhead was full (`max_in_flight` calls already in flight): the call was
     /// refused at once, not queued.
     Overloaded,
+    /// The upstream's circuit breaker is open (it failed too often lately): the call was
+    /// refused without being sent.
+    CircuitOpen,
 }
 
 /// An upstream call that failed, with the service's name.
@@ -101,12 +104,12 @@ impl UpstreamError {
         matches!(self.kind, UpstreamErrorKind::Timeout(_))
     }
 
-    /// 504 for a timeout, 503 for a full bulkhead, 500 for a call we could not build, 502 for
+    /// 504 for a timeout, 503 for a full bulkhead or an open circuit, 500 for a call we could not build, 502 for
     /// everything else.
     pub fn status(&self) -> StatusCode {
         match self.kind {
             UpstreamErrorKind::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamErrorKind::Overloaded | UpstreamErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamErrorKind::Request => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -122,6 +125,7 @@ impl UpstreamError {
             UpstreamErrorKind::Decode => "UPSTREAM_BAD_RESPONSE",
             UpstreamErrorKind::Request => "INTERNAL_ERROR",
             UpstreamErrorKind::Overloaded => "UPSTREAM_OVERLOADED",
+            UpstreamErrorKind::CircuitOpen => "UPSTREAM_CIRCUIT_OPEN",
         }
     }
 }
@@ -143,6 +147,9 @@ impl fmt::Display for UpstreamError {
             UpstreamErrorKind::Decode => write!(f, "upstream `{service}` sent a response that could not be decoded"),
             UpstreamErrorKind::Request => write!(f, "the call to upstream `{service}` could not be built"),
             UpstreamErrorKind::Overloaded => write!(f, "upstream `{service}` has too many calls in flight"),
+            UpstreamErrorKind::CircuitOpen => {
+                write!(f, "upstream `{service}` is failing: calls to it are paused for a moment")
+            }
         }
     }
 }

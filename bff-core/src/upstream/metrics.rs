@@ -16,6 +16,7 @@ pub(crate) struct UpstreamMetrics {
     decode: Counter,
     request: Counter,
     overloaded: Counter,
+    circuit_open: Counter,
     duration: Histogram,
     pub(crate) degraded: Counter,
 }
@@ -36,6 +37,7 @@ impl UpstreamMetrics {
             decode: counter("decode"),
             request: counter("request"),
             overloaded: counter("overloaded"),
+            circuit_open: counter("circuit_open"),
             duration: registry.histogram("bff_upstream_request_duration_seconds", &upstream),
             degraded: registry.counter("bff_degraded_total", &upstream),
         }
@@ -52,6 +54,7 @@ impl UpstreamMetrics {
             Err(UpstreamErrorKind::Decode) => &self.decode,
             Err(UpstreamErrorKind::Request) => &self.request,
             Err(UpstreamErrorKind::Overloaded) => &self.overloaded,
+            Err(UpstreamErrorKind::CircuitOpen) => &self.circuit_open,
         };
         counter.increment(1);
         self.duration.record(elapsed.as_secs_f64());

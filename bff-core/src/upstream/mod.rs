@@ -7,7 +7,9 @@
 //! [`Streamed`] response.
 
 mod abandon;
+mod balance;
 mod body;
+mod breaker;
 mod call;
 mod error;
 mod headers;
@@ -34,7 +36,10 @@ pub use call::{Call, Decode, Reply, Streamed};
 pub use error::{UpstreamError, UpstreamErrorKind};
 pub use stack::{CallContext, Outbound};
 
-use crate::config::{Config, Defaults, HttpUrl, RetryConfig, UpstreamConfig, UpstreamProtocol};
+use crate::config::{
+    BreakerConfig, Config, Defaults, HttpUrl, OutlierConfig, RetryConfig, UpstreamConfig, UpstreamProtocol,
+    UpstreamUrls,
+};
 use crate::observe::metrics::Metrics;
 
 /// The error type inside the outbound stack (tower's convention); calls classify it into an
@@ -62,6 +67,10 @@ pub struct UpstreamSettings {
     pub max_in_flight: Option<NonZeroUsize>,
     /// Retries of failed calls.
     pub retry: RetryConfig,
+    /// The circuit breaker; `None` (or turned off): none.
+    pub breaker: Option<BreakerConfig>,
+    /// Outlier ejection, when there are several instances.
+    pub outlier: OutlierConfig,
 }
 
 impl UpstreamSettings {
@@ -75,6 +84,8 @@ impl UpstreamSettings {
             tls: None,
             max_in_flight: upstream.max_in_flight.or(defaults.max_in_flight).and_then(NonZeroUsize::new),
             retry: upstream.retry.clone().unwrap_or_else(|| defaults.retry.clone()),
+            breaker: upstream.breaker.as_ref().or(defaults.breaker.as_ref()).filter(|b| b.enabled).cloned(),
+            outlier: upstream.outlier.clone().unwrap_or_else(|| defaults.outlier.clone()),
         }
     }
 }
@@ -90,6 +101,8 @@ impl Default for UpstreamSettings {
             tls: None,
             max_in_flight: None,
             retry: RetryConfig::default(),
+            breaker: None,
+            outlier: OutlierConfig::default(),
         }
     }
 }
@@ -132,9 +145,18 @@ impl Upstream {
     /// assert_eq!(users.name(), "users");
     /// ```
     pub fn new(name: &str, base: &HttpUrl, settings: UpstreamSettings, metrics: &Metrics) -> Self {
+        Self::instances(name, std::slice::from_ref(base), settings, metrics)
+    }
+
+    /// An upstream with several identical instances at `bases` (each with its own connection
+    /// pool), balanced with outlier ejection (`upstream/balance.rs`).
+    pub fn instances(name: &str, bases: &[HttpUrl], settings: UpstreamSettings, metrics: &Metrics) -> Self {
         let name: Arc<str> = Arc::from(name);
-        let client = transport::HttpTransport::new(name.clone(), base, &settings);
-        Self::with_stack(name.clone(), &settings, stack::build(&name, &settings, client, metrics), metrics)
+        let clients = bases
+            .iter()
+            .map(|base| (base.to_string(), transport::HttpTransport::new(name.clone(), base, &settings)))
+            .collect();
+        Self::with_stack(name.clone(), &settings, stack::build(&name, &settings, clients, metrics), metrics)
     }
 
     /// An upstream whose innermost step is `service` instead of an HTTP client (an in-memory
@@ -145,9 +167,23 @@ impl Upstream {
         S::Future: Send + 'static,
         E: Into<BoxError> + 'static,
     {
+        Self::from_services(name, settings, vec![service], metrics)
+    }
+
+    /// As [`Upstream::from_service`], with one service per instance.
+    pub fn from_services<S, E>(name: &str, settings: UpstreamSettings, services: Vec<S>, metrics: &Metrics) -> Self
+    where
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = E> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
         let name: Arc<str> = Arc::from(name);
-        let client = tower::ServiceExt::map_err(service, Into::into);
-        Self::with_stack(name.clone(), &settings, stack::build(&name, &settings, client, metrics), metrics)
+        let clients = services
+            .into_iter()
+            .enumerate()
+            .map(|(i, service)| (format!("instance-{i}"), tower::ServiceExt::map_err(service, Into::into)))
+            .collect();
+        Self::with_stack(name.clone(), &settings, stack::build(&name, &settings, clients, metrics), metrics)
     }
 
     fn with_stack(name: Arc<str>, settings: &UpstreamSettings, stack: Outbound, registry: &Metrics) -> Self {
@@ -200,7 +236,7 @@ impl Upstream {
 /// Every upstream named in the configuration, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Upstreams {
-    by_name: Arc<BTreeMap<String, (Upstream, HttpUrl)>>,
+    by_name: Arc<BTreeMap<String, (Upstream, UpstreamUrls)>>,
 }
 
 impl Upstreams {
@@ -214,7 +250,7 @@ impl Upstreams {
             if let Some(tls) = &u.tls {
                 settings.tls = Some(Arc::new(tls::client_config(name, tls)?));
             }
-            by_name.insert(name.clone(), (Upstream::new(name, &u.url, settings, metrics), u.url.clone()));
+            by_name.insert(name.clone(), (Upstream::instances(name, &u.url, settings, metrics), u.url.clone()));
         }
         Ok(Self { by_name: Arc::new(by_name) })
     }
@@ -224,9 +260,9 @@ impl Upstreams {
         self.by_name.get(name).map(|(u, _)| u.clone())
     }
 
-    /// Each upstream's name and base URL.
+    /// Each upstream's name and base URL, once per instance.
     pub fn urls(&self) -> impl Iterator<Item = (&str, &HttpUrl)> {
-        self.by_name.iter().map(|(name, (_, url))| (name.as_str(), url))
+        self.by_name.iter().flat_map(|(name, (_, urls))| urls.iter().map(move |url| (name.as_str(), url)))
     }
 }
 

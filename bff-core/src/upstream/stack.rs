@@ -6,11 +6,15 @@
 //!    retries and waits included. Present when something sits between it and the per-try
 //!    timeout (retries, the HTTP/2 resend); otherwise the per-try timeout, which never runs past
 //!    the deadline, bounds the call alone, and each call arms one timer instead of two.
-//! 2. *(resilience slots, outermost first: coalescing, cache, circuit breaker, retry with a
-//!    budget, balance over instances with ejection, bulkhead.)* Today: retries with a budget
-//!    when `retry.attempts` is over 1 (`upstream/retry.rs`); the resend of a call an HTTP/2
-//!    upstream turned away unprocessed (`upstream/unprocessed.rs`); and the bulkhead when
-//!    `max_in_flight` is set (a call over the cap fails at once as `UPSTREAM_OVERLOADED`).
+//! 2. **resilience**, outermost first, each present when configured:
+//!    - the **circuit breaker** (`upstream/breaker.rs`): after too many failures, calls fail at
+//!      once as `UPSTREAM_CIRCUIT_OPEN` until probes find the upstream back;
+//!    - **retries** with a budget when `retry.attempts` is over 1 (`upstream/retry.rs`), and the
+//!      resend of a call an HTTP/2 upstream turned away unprocessed (`upstream/unprocessed.rs`);
+//!    - the **bulkhead** when `max_in_flight` is set: a call over the cap fails at once as
+//!      `UPSTREAM_OVERLOADED`;
+//!    - the **balance** over several instances (`upstream/balance.rs`): power of two choices,
+//!      a retry to an instance not yet tried, outlier ejection. From here on, per instance.
 //! 3. **call headers** (`upstream/headers.rs`): the request id and the verified caller's identity
 //!    (`X-User-Id`, `X-User-Scopes`, `X-Partner-Account`; later trace context) from the call's
 //!    context.
@@ -33,6 +37,8 @@ use tower::load_shed::LoadShed;
 use tower::retry::RetryLayer;
 use tower::{Layer, Service, ServiceBuilder};
 
+use super::balance::{Balance, track_tried};
+use super::breaker::BreakerLayer;
 use super::headers::set_call_headers;
 use super::retry::Retries;
 use super::timeout::{Deadline, PerTry, TimeBoundLayer};
@@ -118,50 +124,89 @@ pub struct CallContext {
     pub caller: Option<CallerHeaders>,
 }
 
-/// Builds the stack of [the module docs](self) over `client`, the innermost service.
-pub(crate) fn build<S>(name: &Arc<str>, settings: &UpstreamSettings, client: S, registry: &Metrics) -> Outbound
+/// Builds the stack of [the module docs](self) over `clients`, the innermost services: one per
+/// instance, with its URL.
+pub(crate) fn build<S>(
+    name: &Arc<str>,
+    settings: &UpstreamSettings,
+    clients: Vec<(String, S)>,
+    registry: &Metrics,
+) -> Outbound
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    let attempt = ServiceBuilder::new()
-        .map_request(set_call_headers)
-        .layer(TimeBoundLayer::new(name.clone(), PerTry(settings.timeout)))
-        .service(client);
-    // The bulkhead, innermost of the slots: a call over the cap is refused at once (tower's
-    // `LoadShed` over `ConcurrencyLimit`; each call's clone of the stack holds no permit until
-    // it is ready, and its future holds one until the exchange ends).
-    let retries = Retries::new(name, &settings.retry, registry);
+    let several = clients.len() > 1;
+    let attempts = clients
+        .into_iter()
+        .map(|(url, client)| {
+            let attempt = ServiceBuilder::new()
+                .map_request(set_call_headers)
+                .layer(TimeBoundLayer::new(name.clone(), PerTry(settings.timeout)))
+                .service(client);
+            (url, attempt)
+        })
+        .collect();
+    let balanced = Balance::new(name, &settings.outlier, attempts, registry);
+    // The bulkhead, innermost of the per-upstream slots: a call over the cap is refused at once
+    // (tower's `LoadShed` over `ConcurrencyLimit`; each call's clone of the stack holds no permit
+    // until it is ready, and its future holds one until the exchange ends).
+    let outer = Outer {
+        name,
+        settings,
+        retries: Retries::new(name, &settings.retry, registry),
+        breaker: BreakerLayer::new(name, settings.breaker.as_ref(), registry),
+        several,
+    };
     match settings.max_in_flight {
-        Some(cap) => around(name, settings, retries, LoadShed::new(ConcurrencyLimit::new(attempt, cap.get()))),
-        None => around(name, settings, retries, attempt),
+        Some(cap) => outer.around(LoadShed::new(ConcurrencyLimit::new(balanced, cap.get()))),
+        None => outer.around(balanced),
     }
 }
 
-/// The outer slots around `inner`, erased.
-fn around<S>(name: &Arc<str>, settings: &UpstreamSettings, retries: Option<Retries>, inner: S) -> Outbound
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-{
-    // Retries need the deadline layer outside them: it ends the call, waits included.
-    if let Some(retries) = retries {
-        let deadline = TimeBoundLayer::new(name.clone(), Deadline);
-        return if settings.protocol == UpstreamProtocol::Http1 {
-            Outbound::new(deadline.layer(RetryLayer::new(retries).layer(inner)))
+/// The slots outside the bulkhead.
+struct Outer<'a> {
+    name: &'a Arc<str>,
+    settings: &'a UpstreamSettings,
+    retries: Option<Retries>,
+    breaker: BreakerLayer,
+    several: bool,
+}
+
+impl Outer<'_> {
+    /// The slots around `inner`, erased.
+    fn around<S>(self, inner: S) -> Outbound
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        let Self { name, settings, retries, breaker, several } = self;
+        let http1 = settings.protocol == UpstreamProtocol::Http1;
+        // Retries need the deadline layer outside them: it ends the call, waits included. With
+        // several instances, a call's copies share the set of instances tried, so that a retry
+        // goes to another.
+        if let Some(retries) = retries {
+            let deadline = TimeBoundLayer::new(name.clone(), Deadline);
+            let mark: fn(Request<Body>) -> Request<Body> = if several { track_tried } else { std::convert::identity };
+            let outer =
+                ServiceBuilder::new().layer(deadline).layer(breaker).map_request(mark).layer(RetryLayer::new(retries));
+            return if http1 {
+                Outbound::new(outer.service(inner))
+            } else {
+                Outbound::new(outer.layer(unprocessed::layer()).service(inner))
+            };
+        }
+        // Over HTTP/1.1 nothing is turned away unprocessed in a way worth resending (hyper already
+        // resends a call that never left on a closed pooled connection). Left out there, the retry
+        // is not in the stack's type either, and with nothing between them the per-try timeout
+        // (capped at the deadline) does the deadline's job: one timer a call, where two doubled
+        // the timer wheel's locking (`bench/README.md`). The breaker adds no wait.
+        if http1 {
+            Outbound::new(breaker.layer(inner))
         } else {
-            Outbound::new(deadline.layer(RetryLayer::new(retries).layer(unprocessed::layer().layer(inner))))
-        };
-    }
-    // Over HTTP/1.1 nothing is turned away unprocessed in a way worth resending (hyper already
-    // resends a call that never left on a closed pooled connection). Left out there, the retry is
-    // not in the stack's type either, and with nothing between them the per-try timeout (capped
-    // at the deadline) does the deadline's job: one timer a call, where two doubled the timer
-    // wheel's locking (`bench/README.md`).
-    if settings.protocol == UpstreamProtocol::Http1 {
-        Outbound::new(inner)
-    } else {
-        Outbound::new(TimeBoundLayer::new(name.clone(), Deadline).layer(unprocessed::layer().layer(inner)))
+            let deadline = TimeBoundLayer::new(name.clone(), Deadline);
+            Outbound::new(deadline.layer(breaker.layer(unprocessed::layer().layer(inner))))
+        }
     }
 }
 

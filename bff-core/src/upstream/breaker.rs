@@ -1,0 +1,553 @@
+//! The circuit breaker of one upstream: after enough failures, calls fail at once for a while
+//! instead of waiting on a service that is down, and a few probes find out when it is back.
+//!
+//! - **Closed**: calls go through and their outcomes are counted in a sliding window (ten
+//!   buckets). It opens when at least `failure_percent` of the window's calls failed and there
+//!   were at least `min_calls`, or after `consecutive_failures` failures in a row.
+//! - **Open**: calls fail at once as `503 UPSTREAM_CIRCUIT_OPEN` (an optional part degrades
+//!   without a call) for `open_for`.
+//! - **Half-open**: `half_open_probes` calls are let through, the rest fail at once; one failed
+//!   probe opens it again, all of them succeeding closes it.
+//!
+//! It sits outside the retries: one client call is one outcome, whatever its attempts. A failure
+//! is what says the service is unwell: no connection, no answer in time, a broken exchange, a
+//! 5xx. A 4xx is the caller's business, and a call the bulkhead refused never reached it; a call
+//! dropped unfinished (its request gave up) counts as nothing. Each instance of a
+//! several-instance upstream has its own breaker of a kind: outlier ejection
+//! (`upstream/balance.rs`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::{Request, Response};
+use metrics::{Counter, Gauge};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
+use crate::config::BreakerConfig;
+use crate::observe::metrics::Metrics;
+
+/// Buckets of the sliding window.
+const BUCKETS: usize = 10;
+
+/// Wraps an upstream's stack in its breaker; with `None`, calls pass through untouched.
+#[derive(Clone)]
+pub(crate) struct BreakerLayer(Option<Arc<Shared>>);
+
+impl BreakerLayer {
+    /// The breaker of upstream `name`, or a pass-through when `config` is `None` or turned off.
+    pub(crate) fn new(name: &Arc<str>, config: Option<&BreakerConfig>, registry: &Metrics) -> Self {
+        Self(config.filter(|c| c.enabled).map(|c| Arc::new(Shared::new(name, c, registry))))
+    }
+}
+
+impl<S> Layer<S> for BreakerLayer {
+    type Service = Breaker<S>;
+
+    fn layer(&self, inner: S) -> Breaker<S> {
+        Breaker { inner, shared: self.0.clone() }
+    }
+}
+
+/// See [the module docs](self).
+#[derive(Clone)]
+pub(crate) struct Breaker<S> {
+    inner: S,
+    shared: Option<Arc<Shared>>,
+}
+
+impl<S> Service<Request<Body>> for Breaker<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Guarded<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let Some(shared) = &self.shared else {
+            return Guarded::Pass { future: self.inner.call(request) };
+        };
+        match shared.admit() {
+            Some(probe) => Guarded::Tracked {
+                future: self.inner.call(request),
+                ticket: Ticket { shared: shared.clone(), probe, settled: false },
+            },
+            None => Guarded::Refused {
+                error: Some(UpstreamError::new(shared.name.clone(), UpstreamErrorKind::CircuitOpen)),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// A call through the breaker: passed through, counted, or refused at once.
+    #[project = GuardedProj]
+    pub(crate) enum Guarded<F> {
+        Pass { #[pin] future: F },
+        Tracked { #[pin] future: F, ticket: Ticket },
+        Refused { error: Option<UpstreamError> },
+    }
+}
+
+impl<F> Future for Guarded<F>
+where
+    F: Future<Output = Result<Response<Body>, BoxError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            GuardedProj::Pass { future } => future.poll(cx),
+            GuardedProj::Tracked { future, ticket } => {
+                let result = ready!(future.poll(cx));
+                ticket.settle(is_failure(&result));
+                Poll::Ready(result)
+            }
+            GuardedProj::Refused { error } => {
+                Poll::Ready(Err(error.take().map_or_else(|| "a refused call polled again".into(), Into::into)))
+            }
+        }
+    }
+}
+
+/// Whether an outcome says the service is unwell (see [the module docs](self)).
+pub(crate) fn is_failure(result: &Result<Response<Body>, BoxError>) -> bool {
+    match result {
+        Ok(response) => response.status().is_server_error(),
+        Err(error) => match error.downcast_ref::<UpstreamError>() {
+            Some(error) => matches!(
+                error.kind(),
+                UpstreamErrorKind::Connect | UpstreamErrorKind::Timeout(_) | UpstreamErrorKind::Transport
+            ),
+            None => !error.is::<tower::load_shed::error::Overloaded>(),
+        },
+    }
+}
+
+/// A call let through: reports its outcome once, or, dropped unfinished, gives back its probe.
+pub(crate) struct Ticket {
+    shared: Arc<Shared>,
+    probe: bool,
+    settled: bool,
+}
+
+impl Ticket {
+    fn settle(&mut self, failed: bool) {
+        if !self.settled {
+            self.settled = true;
+            self.shared.record(self.probe, failed);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.settled && self.probe {
+            self.shared.lock().release_probe();
+        }
+    }
+}
+
+struct Shared {
+    name: Arc<str>,
+    failure_ratio: f64,
+    min_calls: u32,
+    consecutive_failures: u32,
+    open_for: Duration,
+    probes: u32,
+    /// Whether the phase is `Closed`: the one thing most calls read, without the lock.
+    closed: AtomicBool,
+    state: Mutex<State>,
+    gauge: Gauge,
+    opened: Counter,
+    half_opened: Counter,
+    closed_again: Counter,
+}
+
+struct State {
+    phase: Phase,
+    window: Window,
+    in_a_row: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { probing: u32, passed: u32 },
+}
+
+impl Shared {
+    fn new(name: &Arc<str>, config: &BreakerConfig, registry: &Metrics) -> Self {
+        let transitions = |to: &'static str| {
+            registry.counter(
+                "bff_upstream_circuit_transitions_total",
+                &[("upstream", name.to_string()), ("to", to.to_owned())],
+            )
+        };
+        Self {
+            name: name.clone(),
+            failure_ratio: f64::from(config.failure_percent) / 100.0,
+            min_calls: config.min_calls,
+            consecutive_failures: config.consecutive_failures,
+            open_for: config.open_for,
+            probes: config.half_open_probes,
+            closed: AtomicBool::new(true),
+            state: Mutex::new(State { phase: Phase::Closed, window: Window::new(config.window), in_a_row: 0 }),
+            gauge: registry.gauge("bff_upstream_circuit_state", &[("upstream", name.to_string())]),
+            opened: transitions("open"),
+            half_opened: transitions("half_open"),
+            closed_again: transitions("closed"),
+        }
+    }
+
+    fn lock(&self) -> StateGuard<'_> {
+        StateGuard { shared: self, state: self.state.lock().unwrap_or_else(|e| e.into_inner()) }
+    }
+
+    /// Whether a call may go: `Some(true)` as a half-open probe, `Some(false)` as a plain call,
+    /// `None` when the circuit is open.
+    fn admit(&self) -> Option<bool> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Some(false);
+        }
+        let mut guard = self.lock();
+        match guard.state.phase {
+            Phase::Closed => Some(false),
+            Phase::Open { until } if Instant::now() >= until => {
+                guard.enter(Phase::HalfOpen { probing: 1, passed: 0 });
+                Some(true)
+            }
+            Phase::Open { .. } => None,
+            Phase::HalfOpen { probing, passed } if probing + passed < self.probes => {
+                guard.state.phase = Phase::HalfOpen { probing: probing + 1, passed };
+                Some(true)
+            }
+            Phase::HalfOpen { .. } => None,
+        }
+    }
+
+    fn record(&self, probe: bool, failed: bool) {
+        let mut guard = self.lock();
+        match guard.state.phase {
+            Phase::Closed => {
+                let state = &mut *guard.state;
+                state.window.add(Instant::now(), failed);
+                state.in_a_row = if failed { state.in_a_row + 1 } else { 0 };
+                let (calls, failures) = state.window.totals(Instant::now());
+                let by_rate = calls >= self.min_calls && f64::from(failures) >= self.failure_ratio * f64::from(calls);
+                let in_a_row = self.consecutive_failures > 0 && state.in_a_row >= self.consecutive_failures;
+                if by_rate || in_a_row {
+                    tracing::warn!(upstream = %self.name, calls, failures, in_a_row = state.in_a_row, "circuit opened");
+                    guard.open();
+                }
+            }
+            // A call let through before the circuit opened, ending now: already accounted for.
+            Phase::Open { .. } => {}
+            Phase::HalfOpen { .. } if !probe => {}
+            Phase::HalfOpen { .. } if failed => {
+                tracing::warn!(upstream = %self.name, "a probe failed: circuit open again");
+                guard.open();
+            }
+            Phase::HalfOpen { probing, passed } => {
+                if passed + 1 >= self.probes {
+                    tracing::info!(upstream = %self.name, "probes succeeded: circuit closed");
+                    guard.state.window.clear();
+                    guard.state.in_a_row = 0;
+                    guard.enter(Phase::Closed);
+                } else {
+                    guard.state.phase = Phase::HalfOpen { probing: probing.saturating_sub(1), passed: passed + 1 };
+                }
+            }
+        }
+    }
+}
+
+/// The locked state, with the transitions that also update the metrics and the fast-path flag.
+struct StateGuard<'a> {
+    shared: &'a Shared,
+    state: MutexGuard<'a, State>,
+}
+
+impl StateGuard<'_> {
+    fn open(&mut self) {
+        self.enter(Phase::Open { until: Instant::now() + self.shared.open_for });
+    }
+
+    fn enter(&mut self, phase: Phase) {
+        let shared = self.shared;
+        let (counter, value) = match phase {
+            Phase::Closed => (&shared.closed_again, 0.0),
+            Phase::HalfOpen { .. } => {
+                tracing::info!(upstream = %shared.name, "circuit half-open: letting probes through");
+                (&shared.half_opened, 1.0)
+            }
+            Phase::Open { .. } => (&shared.opened, 2.0),
+        };
+        counter.increment(1);
+        shared.gauge.set(value);
+        shared.closed.store(phase == Phase::Closed, Ordering::Relaxed);
+        self.state.phase = phase;
+    }
+
+    /// A probe ended without an outcome (its request gave up): its place goes to the next call.
+    fn release_probe(&mut self) {
+        if let Phase::HalfOpen { probing, passed } = self.state.phase {
+            self.state.phase = Phase::HalfOpen { probing: probing.saturating_sub(1), passed };
+        }
+    }
+}
+
+/// Calls and failures over the last `BUCKETS` bucket lengths.
+struct Window {
+    origin: Instant,
+    bucket: Duration,
+    /// Per bucket: the bucket number it holds (time since `origin` in buckets), calls, failures.
+    buckets: [(u64, u32, u32); BUCKETS],
+}
+
+impl Window {
+    fn new(length: Duration) -> Self {
+        Self { origin: Instant::now(), bucket: length / BUCKETS as u32, buckets: [(u64::MAX, 0, 0); BUCKETS] }
+    }
+
+    fn number(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.origin).as_nanos() / self.bucket.as_nanos().max(1)) as u64
+    }
+
+    fn add(&mut self, now: Instant, failed: bool) {
+        let number = self.number(now);
+        let slot = &mut self.buckets[(number % BUCKETS as u64) as usize];
+        if slot.0 != number {
+            *slot = (number, 0, 0);
+        }
+        slot.1 += 1;
+        slot.2 += u32::from(failed);
+    }
+
+    fn totals(&self, now: Instant) -> (u32, u32) {
+        let current = self.number(now);
+        self.buckets
+            .iter()
+            .filter(|(number, ..)| *number != u64::MAX && current - number < BUCKETS as u64)
+            .fold((0, 0), |(calls, failures), (_, c, f)| (calls + c, failures + f))
+    }
+
+    fn clear(&mut self) {
+        self.buckets = [(u64::MAX, 0, 0); BUCKETS];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    use http::{HeaderValue, StatusCode};
+    use serde_json::Value;
+
+    use super::super::{Upstream, UpstreamSettings};
+    use super::*;
+
+    /// An upstream that answers 500 while `failing` is set, else 200, counting the calls that
+    /// reach it.
+    fn switchable(breaker: BreakerConfig, metrics: &Metrics) -> (Upstream, Arc<AtomicBool>, Arc<AtomicUsize>) {
+        let failing = Arc::new(AtomicBool::new(true));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (fails, counted) = (failing.clone(), calls.clone());
+        let service = tower::service_fn(move |_: Request<Body>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let status = if fails.load(Ordering::SeqCst) { StatusCode::INTERNAL_SERVER_ERROR } else { StatusCode::OK };
+            async move {
+                let mut response = Response::new(Body::from("{}"));
+                *response.status_mut() = status;
+                Ok::<_, BoxError>(response)
+            }
+        });
+        let settings = UpstreamSettings { breaker: Some(breaker), ..UpstreamSettings::default() };
+        (Upstream::from_service("users", settings, service, metrics), failing, calls)
+    }
+
+    async fn call(up: &Upstream) -> Result<Value, UpstreamError> {
+        up.get::<Value>("/u").send_within(HeaderValue::from_static("r"), Instant::now() + Duration::from_secs(1)).await
+    }
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            failure_percent: 50.0,
+            min_calls: 10,
+            window: Duration::from_secs(10),
+            consecutive_failures: 0,
+            open_for: Duration::from_secs(5),
+            half_open_probes: 2,
+            ..BreakerConfig::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_fails_fast_half_opens_and_closes_on_recovery() {
+        let metrics = Metrics::new();
+        let (up, failing, calls) = switchable(config(), &metrics);
+        // Under the minimum of calls, failures do not open it.
+        for _ in 0..9 {
+            assert_eq!(
+                call(&up).await.unwrap_err().kind(),
+                &UpstreamErrorKind::Status(StatusCode::INTERNAL_SERVER_ERROR)
+            );
+        }
+        // The tenth failure in the window does.
+        assert!(call(&up).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 10);
+        // Open: calls fail at once, without reaching the upstream.
+        for _ in 0..20 {
+            let error = call(&up).await.unwrap_err();
+            assert_eq!(error.kind(), &UpstreamErrorKind::CircuitOpen);
+            assert_eq!((error.status().as_u16(), error.code()), (503, "UPSTREAM_CIRCUIT_OPEN"));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 10, "no call while open");
+        // After the cool-down, a failing probe opens it again.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::Status(StatusCode::INTERNAL_SERVER_ERROR));
+        assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::CircuitOpen);
+        assert_eq!(calls.load(Ordering::SeqCst), 11);
+        // The service recovers: after the next cool-down, two probes succeed and it closes.
+        failing.store(false, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        call(&up).await.unwrap();
+        call(&up).await.unwrap();
+        for _ in 0..10 {
+            call(&up).await.unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 23);
+        let text = metrics.render();
+        for line in [
+            r#"bff_upstream_circuit_transitions_total{upstream="users",to="open"} 2"#,
+            r#"bff_upstream_circuit_transitions_total{upstream="users",to="half_open"} 2"#,
+            r#"bff_upstream_circuit_transitions_total{upstream="users",to="closed"} 1"#,
+            r#"bff_upstream_circuit_state{upstream="users"} 0"#,
+            r#"bff_upstream_requests_total{upstream="users",outcome="circuit_open"} 21"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_lets_only_the_probes_through() {
+        // Three failures, then answers held until the gate opens.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (held, counted) = (gate.clone(), calls.clone());
+        let service = tower::service_fn(move |_: Request<Body>| {
+            let (n, gate) = (counted.fetch_add(1, Ordering::SeqCst), held.clone());
+            async move {
+                let mut response = Response::new(Body::from("{}"));
+                if n < 3 {
+                    *response.status_mut() = StatusCode::BAD_GATEWAY;
+                } else {
+                    let _pass = gate.acquire().await;
+                }
+                Ok::<_, BoxError>(response)
+            }
+        });
+        let settings = UpstreamSettings {
+            breaker: Some(BreakerConfig { consecutive_failures: 3, ..config() }),
+            ..UpstreamSettings::default()
+        };
+        let up = Upstream::from_service("users", settings, service, &Metrics::new());
+        for _ in 0..3 {
+            assert!(call(&up).await.is_err());
+        }
+        assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::CircuitOpen, "3 in a row open it");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // Two probes in flight hold both places: a third call fails at once.
+        let probes = [tokio::spawn(call_owned(up.clone())), tokio::spawn(call_owned(up.clone()))];
+        while calls.load(Ordering::SeqCst) < 5 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::CircuitOpen);
+        gate.add_permits(100);
+        for probe in probes {
+            probe.await.unwrap().unwrap();
+        }
+        // Both succeeded: closed.
+        call(&up).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+    }
+
+    async fn call_owned(up: Upstream) -> Result<Value, UpstreamError> {
+        call(&up).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_failures_leave_the_window_and_client_errors_do_not_count() {
+        let (up, failing, calls) = switchable(config(), &Metrics::new());
+        for _ in 0..9 {
+            assert!(call(&up).await.is_err());
+        }
+        // Ten seconds on, those nine have left the window.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        for _ in 0..9 {
+            assert!(call(&up).await.is_err());
+        }
+        failing.store(false, Ordering::SeqCst);
+        call(&up).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 19, "never opened");
+        // 404s are answers, not failures.
+        let not_found = tower::service_fn(|_: Request<Body>| async {
+            let mut response = Response::new(Body::from("{}"));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            Ok::<_, BoxError>(response)
+        });
+        let settings = UpstreamSettings { breaker: Some(config()), ..UpstreamSettings::default() };
+        let up = Upstream::from_service("users", settings, not_found, &Metrics::new());
+        for _ in 0..30 {
+            assert!(call(&up).await.unwrap_err().is_not_found());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_dropped_unfinished_gives_its_place_back() {
+        let hang = Arc::new(AtomicBool::new(false));
+        let hanging = hang.clone();
+        let service = tower::service_fn(move |_: Request<Body>| {
+            let hang = hanging.load(Ordering::SeqCst);
+            async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                Err::<Response<Body>, BoxError>("down".into())
+            }
+        });
+        let breaker = BreakerConfig { consecutive_failures: 1, half_open_probes: 1, ..config() };
+        // Over HTTP/2 an abandoned call is dropped (over HTTP/1.1 it would finish in the
+        // background, and its timeout would count).
+        let settings = UpstreamSettings {
+            breaker: Some(breaker),
+            protocol: crate::config::UpstreamProtocol::Http2,
+            ..UpstreamSettings::default()
+        };
+        let up = Upstream::from_service("users", settings, service, &Metrics::new());
+        assert!(call(&up).await.is_err());
+        assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::CircuitOpen);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        hang.store(true, Ordering::SeqCst);
+        // The probe hangs and is dropped unfinished (its client went away): the next call is the
+        // probe instead.
+        let probe =
+            up.get::<Value>("/u").send_within(HeaderValue::from_static("r"), Instant::now() + Duration::from_secs(10));
+        assert!(tokio::time::timeout(Duration::from_millis(50), probe).await.is_err());
+        hang.store(false, Ordering::SeqCst);
+        let probe = call(&up).await.unwrap_err();
+        assert_eq!(probe.kind(), &UpstreamErrorKind::Transport, "a probe went through: {probe:?}");
+    }
+}
