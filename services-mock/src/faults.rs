@@ -1,7 +1,10 @@
 //! Fault injection: latency, jitter, errors, hangs, malformed bodies and connection resets.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::Json;
 use axum::body::Body;
@@ -31,6 +34,15 @@ pub struct Faults {
     pub malformed: bool,
     /// Reset the TCP connection instead of answering.
     pub reset: bool,
+    /// Flapping, by count: the first of every N business requests (the 1st, the N+1-th, …)
+    /// answers HTTP 500 *after* it was handled: the work is done and its answer lost, the case
+    /// idempotency keys exist for (0: off; 1: every request).
+    pub fail_every: u64,
+    /// Flapping, by time: fail (HTTP 500) for this many milliseconds, then recover for `up_ms`,
+    /// and again, from when the faults were set (0: off).
+    pub down_ms: u64,
+    /// The healthy part of the `down_ms` cycle.
+    pub up_ms: u64,
 }
 
 impl Faults {
@@ -55,9 +67,13 @@ impl Faults {
                 "hang" => faults.hang = value.parse().map_err(|e| bad(&e))?,
                 "malformed" => faults.malformed = value.parse().map_err(|e| bad(&e))?,
                 "reset" => faults.reset = value.parse().map_err(|e| bad(&e))?,
+                "fail_every" => faults.fail_every = value.parse().map_err(|e| bad(&e))?,
+                "down_ms" => faults.down_ms = value.parse().map_err(|e| bad(&e))?,
+                "up_ms" => faults.up_ms = value.parse().map_err(|e| bad(&e))?,
                 other => {
                     return Err(format!(
-                        "unknown fault `{other}` (expected latency_ms, jitter_ms, error_rate, hang, malformed, reset)"
+                        "unknown fault `{other}` (expected latency_ms, jitter_ms, error_rate, hang, malformed, \
+                         reset, fail_every, down_ms, up_ms)"
                     ));
                 }
             }
@@ -69,22 +85,53 @@ impl Faults {
 
 /// The current faults of one service, shared by its handlers and its admin endpoints.
 #[derive(Debug, Clone, Default)]
-pub struct FaultState(Arc<RwLock<Faults>>);
+pub struct FaultState(Arc<RwLock<InForce>>);
+
+#[derive(Debug)]
+struct InForce {
+    faults: Faults,
+    /// When they were set: the origin of the `down_ms` / `up_ms` cycle.
+    since: Instant,
+    /// Business requests since they were set: for `fail_every`.
+    requests: Arc<AtomicU64>,
+}
+
+impl Default for InForce {
+    fn default() -> Self {
+        Self { faults: Faults::default(), since: Instant::now(), requests: Arc::default() }
+    }
+}
 
 impl FaultState {
     /// Starts with the given faults.
     pub fn new(faults: Faults) -> Self {
-        Self(Arc::new(RwLock::new(faults)))
+        let state = Self::default();
+        state.set(faults);
+        state
     }
 
     /// The faults in force now.
     pub fn get(&self) -> Faults {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.read().unwrap_or_else(|e| e.into_inner()).faults.clone()
     }
 
-    /// Replaces the faults in force.
+    /// Replaces the faults in force (and restarts the flapping cycle and count).
     pub fn set(&self, faults: Faults) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = faults;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) =
+            InForce { faults, since: Instant::now(), requests: Arc::default() };
+    }
+
+    /// The faults for one business request, and whether flapping fails it: (before it is
+    /// handled, after).
+    fn for_request(&self) -> (Faults, bool, bool) {
+        let state = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let faults = &state.faults;
+        let n = state.requests.fetch_add(1, Ordering::Relaxed);
+        let by_count = faults.fail_every > 0 && n.is_multiple_of(faults.fail_every);
+        let cycle = faults.down_ms + faults.up_ms;
+        let by_time = faults.down_ms > 0
+            && (faults.up_ms == 0 || (state.since.elapsed().as_millis() as u64) % cycle < faults.down_ms);
+        (faults.clone(), by_time, by_count)
     }
 }
 
@@ -115,7 +162,7 @@ pub(crate) async fn faults_delete(State(state): State<FaultState>) -> StatusCode
 
 /// Applies the service's faults to one business request.
 pub(crate) async fn inject(State(state): State<FaultState>, request: Request, next: Next) -> Response {
-    let faults = state.get();
+    let (faults, down, answer_lost) = state.for_request();
     let mut delay = faults.latency_ms;
     if faults.jitter_ms > 0 {
         delay += fastrand::u64(0..=faults.jitter_ms);
@@ -133,13 +180,8 @@ pub(crate) async fn inject(State(state): State<FaultState>, request: Request, ne
         // The connection is torn down by the server; this future is dropped with it.
         std::future::pending::<()>().await;
     }
-    if faults.error_rate > 0.0 && fastrand::f64() < faults.error_rate {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "application/json")],
-            r#"{"error":"injected failure"}"#,
-        )
-            .into_response();
+    if down || (faults.error_rate > 0.0 && fastrand::f64() < faults.error_rate) {
+        return injected_failure();
     }
     if faults.malformed {
         return Response::builder()
@@ -147,7 +189,16 @@ pub(crate) async fn inject(State(state): State<FaultState>, request: Request, ne
             .body(Body::from(r#"{"truncated": [1, 2,"#))
             .unwrap_or_default();
     }
-    next.run(request).await
+    let answer = next.run(request).await;
+    if answer_lost {
+        return injected_failure();
+    }
+    answer
+}
+
+fn injected_failure() -> Response {
+    let body = r#"{"error":"injected failure"}"#;
+    (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[cfg(test)]
@@ -161,6 +212,21 @@ mod tests {
         assert_eq!(f.error_rate, 0.5);
         assert!(f.hang);
         assert!(!f.reset);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flapping_fails_every_nth_request_or_for_a_period() {
+        let state = FaultState::new(Faults::parse_assignments("fail_every=3").unwrap());
+        let failed: Vec<bool> = (0..6).map(|_| state.for_request().2).collect();
+        assert_eq!(failed, [true, false, false, true, false, false]);
+        state.set(Faults::parse_assignments("down_ms=100,up_ms=300").unwrap());
+        assert!(state.for_request().1, "down first");
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(!state.for_request().1, "then up");
+        tokio::time::advance(Duration::from_millis(299)).await;
+        assert!(!state.for_request().1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(state.for_request().1, "and down again");
     }
 
     #[test]

@@ -106,6 +106,10 @@ pub struct MockConfig {
     pub faults: BTreeMap<Service, Faults>,
     /// The services to start; empty means all.
     pub only: Vec<Service>,
+    /// How many identical listeners a service has (1 when absent): each with its own faults and
+    /// stats. The k-th extra one listens on the service's port + 100·k (or a free port when the
+    /// service's port is 0).
+    pub instances: BTreeMap<Service, usize>,
 }
 
 impl Default for MockConfig {
@@ -115,6 +119,7 @@ impl Default for MockConfig {
             ports: BTreeMap::new(),
             faults: BTreeMap::new(),
             only: Vec::new(),
+            instances: BTreeMap::new(),
         }
     }
 }
@@ -125,9 +130,16 @@ impl MockConfig {
         Self { ports: Service::ALL.iter().map(|s| (*s, 0)).collect(), ..Self::default() }
     }
 
-    fn port(&self, service: Service) -> u16 {
-        self.ports.get(&service).copied().unwrap_or_else(|| service.default_port())
+    /// The port of `service`'s instance number `k` (0 for the first).
+    fn port(&self, service: Service, k: usize) -> u16 {
+        match self.ports.get(&service).copied().unwrap_or_else(|| service.default_port()) {
+            0 => 0,
+            port => port.saturating_add(100 * k as u16),
+        }
     }
+
+    /// The most listeners one service may have.
+    pub const MAX_INSTANCES: usize = 16;
 }
 
 /// One running service.
@@ -145,29 +157,37 @@ pub struct RunningService {
 /// The running mock services; dropping this stops them.
 #[derive(Debug)]
 pub struct MockServices {
-    services: BTreeMap<Service, RunningService>,
+    /// Each started service's listeners (one unless `instances` asked for more).
+    services: BTreeMap<Service, Vec<RunningService>>,
     keys: Arc<Keys>,
 }
 
 impl MockServices {
-    /// The running service, if it was started.
+    /// The running service (its first instance), if it was started.
     pub fn get(&self, service: Service) -> Option<&RunningService> {
-        self.services.get(&service)
+        self.services.get(&service).and_then(|all| all.first())
     }
 
-    /// The base URL of a service (`http://127.0.0.1:port`); panics if it was not started.
+    /// The base URL of a service (`http://127.0.0.1:port`, its first instance); panics if it was
+    /// not started.
     pub fn url(&self, service: Service) -> String {
         format!("http://{}", self.service(service).addr)
     }
 
-    /// A started service; panics if `service` was left out with `only` (a test setup bug).
+    /// A started service (its first instance); panics if `service` was left out with `only` (a
+    /// test setup bug).
     pub fn service(&self, service: Service) -> &RunningService {
-        self.services.get(&service).unwrap_or_else(|| panic!("mock service {service} was not started"))
+        self.get(service).unwrap_or_else(|| panic!("mock service {service} was not started"))
     }
 
-    /// Every started service.
+    /// Every instance of a started service; empty if it was not started.
+    pub fn instances(&self, service: Service) -> &[RunningService] {
+        self.services.get(&service).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every started service, with its first instance.
     pub fn iter(&self) -> impl Iterator<Item = (Service, &RunningService)> {
-        self.services.iter().map(|(s, r)| (*s, r))
+        self.services.iter().filter_map(|(s, all)| Some((*s, all.first()?)))
     }
 
     /// Signs a token as `POST /token` would, without a round trip.
@@ -187,7 +207,7 @@ impl MockServices {
 
 impl Drop for MockServices {
     fn drop(&mut self) {
-        for running in self.services.values() {
+        for running in self.services.values().flatten() {
             running.task.abort();
         }
     }
@@ -219,15 +239,21 @@ pub async fn start(config: &MockConfig) -> Result<MockServices, StartError> {
         if !config.only.is_empty() && !config.only.contains(&service) {
             continue;
         }
-        let addr = SocketAddr::new(config.listen, config.port(service));
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { service, addr, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { service, addr, source })?;
-        let faults = FaultState::new(config.faults.get(&service).cloned().unwrap_or_default());
-        let stats = Stats::default();
-        let router = service_router(service, &keys, faults.clone(), stats.clone());
-        let task = tokio::spawn(server::serve(listener, router, stats.clone()));
-        tracing::info!(%service, %addr, "mock service listening");
-        services.insert(service, RunningService { addr, faults, stats, task });
+        let count = config.instances.get(&service).copied().unwrap_or(1).clamp(1, MockConfig::MAX_INSTANCES);
+        let mut instances = Vec::with_capacity(count);
+        for k in 0..count {
+            let addr = SocketAddr::new(config.listen, config.port(service, k));
+            let listener =
+                TcpListener::bind(addr).await.map_err(|source| StartError::Bind { service, addr, source })?;
+            let addr = listener.local_addr().map_err(|source| StartError::Bind { service, addr, source })?;
+            let faults = FaultState::new(config.faults.get(&service).cloned().unwrap_or_default());
+            let stats = Stats::default();
+            let router = service_router(service, &keys, faults.clone(), stats.clone());
+            let task = tokio::spawn(server::serve(listener, router, stats.clone()));
+            tracing::info!(%service, %addr, "mock service listening");
+            instances.push(RunningService { addr, faults, stats, task });
+        }
+        services.insert(service, instances);
     }
     Ok(MockServices { services, keys })
 }
@@ -258,12 +284,23 @@ pub fn service_router(service: Service, keys: &Arc<Keys>, faults: FaultState, st
 // === demo ===
 
 impl MockServices {
-    /// Config overrides (dotted keys) that point a BFF's upstreams and JWKS at these services.
+    /// Config overrides (dotted keys) that point a BFF's upstreams and JWKS at these services: a
+    /// service with several instances as a list of URLs.
     pub fn config_overrides(&self) -> Vec<(String, String)> {
-        self.iter()
-            .map(|(service, running)| match service {
-                Service::Auth => ("auth.jwks_url".to_owned(), format!("http://{}/.well-known/jwks.json", running.addr)),
-                other => (format!("upstreams.{other}.url"), format!("http://{}", running.addr)),
+        self.services
+            .iter()
+            .filter_map(|(service, all)| {
+                let first = all.first()?;
+                Some(match (service, all.len()) {
+                    (Service::Auth, _) => {
+                        ("auth.jwks_url".to_owned(), format!("http://{}/.well-known/jwks.json", first.addr))
+                    }
+                    (other, 1) => (format!("upstreams.{other}.url"), format!("http://{}", first.addr)),
+                    (other, _) => {
+                        let urls: Vec<String> = all.iter().map(|r| format!("\"http://{}\"", r.addr)).collect();
+                        (format!("upstreams.{other}.url"), format!("[{}]", urls.join(", ")))
+                    }
+                })
             })
             .collect()
     }

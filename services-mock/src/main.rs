@@ -14,7 +14,9 @@ use services_mock::{Faults, MockConfig, Service};
 ///
 /// Every listener also answers `GET|DELETE /_stats` and `GET|PUT|DELETE /_faults`, where faults are
 /// `{"latency_ms": 100, "jitter_ms": 0, "error_rate": 0.0, "hang": false, "malformed": false,
-/// "reset": false}` (every field optional).
+/// "reset": false, "fail_every": 0, "down_ms": 0, "up_ms": 0}` (every field optional; the last
+/// three flap: the first of every N requests answers 500 after it was handled, or the service
+/// fails for `down_ms` then recovers for `up_ms`, in a cycle).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
@@ -29,9 +31,14 @@ struct Args {
     ports: Vec<(Service, u16)>,
     /// Inject faults into one service, e.g. `--fault notifications:latency_ms=100,jitter_ms=20`,
     /// `--fault users:error_rate=0.5`, `--fault orders:hang`, `--fault catalog:malformed`,
-    /// `--fault reviews:reset`. Repeatable.
+    /// `--fault reviews:reset`, `--fault users:down_ms=2000,up_ms=8000`. Repeatable.
     #[arg(long = "fault", value_name = "SERVICE:KEY=VALUE,...", value_parser = parse_fault)]
     faults: Vec<(Service, Faults)>,
+    /// Run several identical listeners of one service, e.g. `--instances catalog=3`, each with its
+    /// own `/_faults` and `/_stats`; the k-th extra one listens on the service's port + 100·k.
+    /// Repeatable.
+    #[arg(long = "instances", value_name = "SERVICE=N", value_parser = parse_instances)]
+    instances: Vec<(Service, usize)>,
     /// Start only these services (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     only: Vec<Service>,
@@ -54,11 +61,22 @@ struct FileConfig {
     ports: BTreeMap<Service, u16>,
     #[serde(default)]
     faults: BTreeMap<Service, Faults>,
+    #[serde(default)]
+    instances: BTreeMap<Service, usize>,
 }
 
 fn parse_port(s: &str) -> Result<(Service, u16), String> {
     let (service, port) = s.split_once('=').ok_or("expected SERVICE=PORT")?;
     Ok((service.parse()?, port.parse().map_err(|e| format!("invalid port `{port}`: {e}"))?))
+}
+
+fn parse_instances(s: &str) -> Result<(Service, usize), String> {
+    let (service, count) = s.split_once('=').ok_or("expected SERVICE=N")?;
+    let count: usize = count.parse().map_err(|e| format!("invalid count `{count}`: {e}"))?;
+    if !(1..=MockConfig::MAX_INSTANCES).contains(&count) {
+        return Err(format!("the count must be between 1 and {}, got {count}", MockConfig::MAX_INSTANCES));
+    }
+    Ok((service.parse()?, count))
 }
 
 fn parse_fault(s: &str) -> Result<(Service, Faults), String> {
@@ -89,6 +107,16 @@ async fn main() -> anyhow::Result<()> {
         config.listen = file.listen.unwrap_or(config.listen);
         config.ports = file.ports;
         config.faults = file.faults;
+        for (service, count) in file.instances {
+            if !(1..=MockConfig::MAX_INSTANCES).contains(&count) {
+                bail!(
+                    "invalid config file {}: instances.{service}: between 1 and {}",
+                    path.display(),
+                    MockConfig::MAX_INSTANCES
+                );
+            }
+            config.instances.insert(service, count);
+        }
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -96,10 +124,13 @@ async fn main() -> anyhow::Result<()> {
     config.ports.extend(args.ports);
     config.faults.extend(args.faults);
     config.only = args.only;
+    config.instances.extend(args.instances);
 
     let mocks = services_mock::start(&config).await?;
-    for (service, running) in mocks.iter() {
-        println!("{service:<14} http://{}", running.addr);
+    for (service, _) in mocks.iter() {
+        for running in mocks.instances(service) {
+            println!("{service:<14} http://{}", running.addr);
+        }
     }
     tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
     drop(mocks);

@@ -289,6 +289,42 @@ url = "http://127.0.0.1:7001"
     }
 
     #[test]
+    fn an_upstream_lists_its_instances_and_an_override_of_either_spelling_replaces_them() {
+        let text =
+            BASE.replace(r#"url = "http://127.0.0.1:7001""#, r#"urls = ["http://127.0.0.1:1", "http://127.0.0.1:2"]"#);
+        let config = load(&source(&text), &Overrides::default()).unwrap();
+        let ports: Vec<_> = config.upstreams["users"].url.iter().map(|u| u.port()).collect();
+        assert_eq!(ports, [Some(1), Some(2)]);
+        let mut overrides = Overrides::default();
+        overrides.set_existing("upstreams.users.url", "http://127.0.0.1:3", "start-up");
+        let config = load(&source(&text), &overrides).unwrap();
+        assert_eq!(config.upstreams["users"].url.len(), 1);
+        overrides.set("upstreams.users.urls", r#"["http://127.0.0.1:4", "http://127.0.0.1:5"]"#, "test");
+        assert_eq!(load(&source(BASE), &overrides).unwrap().upstreams["users"].url.len(), 2);
+        for bad in [r#"urls = []"#, r#"urls = ["http://127.0.0.1:1", "ftp://x"]"#, "urls = 7"] {
+            let text = BASE.replace(r#"url = "http://127.0.0.1:7001""#, bad);
+            let err = load(&source(&text), &Overrides::default()).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some("upstreams.users.urls"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn resilience_sections_are_checked_naming_the_key() {
+        for (section, key) in [
+            ("[defaults.breaker]\nfailure_percent = 0", "defaults.breaker.failure_percent"),
+            ("[defaults.breaker]\nhalf_open_probes = 0", "defaults.breaker.half_open_probes"),
+            ("[upstreams.users.breaker]\nopen_for = \"0s\"", "upstreams.users.breaker.open_for"),
+            ("[defaults.outlier]\nmax_ejection = \"1s\"", "defaults.outlier.max_ejection"),
+            ("[upstreams.users.retry]\nattempts = 0", "upstreams.users.retry.attempts"),
+        ] {
+            let err = load(&source(&format!("{BASE}{section}\n")), &Overrides::default()).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{section}: {err}");
+        }
+        let on = load(&source(&format!("{BASE}[defaults.breaker]\n")), &Overrides::default()).unwrap();
+        assert_eq!(on.defaults.breaker, Some(crate::config::BreakerConfig::default()));
+    }
+
+    #[test]
     fn flag_overrides_win_over_environment() {
         let mut overrides = Overrides::from_env([("BFF_LISTEN".to_owned(), "127.0.0.1:1".to_owned())]);
         overrides.set("listen", "127.0.0.1:2", "--listen");

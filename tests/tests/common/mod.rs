@@ -27,11 +27,18 @@ pub struct StackBuilder {
     config: &'static str,
     app: fn(&Gateway) -> Result<Router, ConfigError>,
     overrides: Vec<(String, String)>,
+    mocks: MockConfig,
 }
 
 impl StackBuilder {
     pub fn new(config: &'static str, app: fn(&Gateway) -> Result<Router, ConfigError>) -> Self {
-        Self { config, app, overrides: Vec::new() }
+        Self { config, app, overrides: Vec::new(), mocks: MockConfig::ephemeral() }
+    }
+
+    /// Runs `count` instances of `service`, listed as the upstream's URLs.
+    pub fn instances(mut self, service: Service, count: usize) -> Self {
+        self.mocks.instances.insert(service, count);
+        self
     }
 
     /// Sets a config key (dotted path) after the mocks' addresses are filled in.
@@ -42,7 +49,7 @@ impl StackBuilder {
 
     pub async fn start(self) -> Stack {
         bff_core::install_crypto_provider();
-        let mocks = services_mock::start(&MockConfig::ephemeral()).await.expect("start mocks");
+        let mocks = services_mock::start(&self.mocks).await.expect("start mocks");
         let mut overrides = Overrides::default();
         for (key, value) in mocks.config_overrides() {
             overrides.set_existing(key, value, "mocks");
