@@ -58,6 +58,7 @@ class Case:
     headers: tuple = ()  # extra request headers, "Name: value"
     revalidate: bool = False  # send If-None-Match with the ETag of a first GET: the 304 path
     tls: bool = False  # HTTPS to the target (its certificate from bff-core/testdata/tls)
+    instances: int = 1  # each upstream listed this many times (`urls`): balanced, own pools
 
 
 NO_SHAPING = {"BFF_SHAPING__FIELDS": "false", "BFF_SHAPING__ETAG": "false", "BFF_SHAPING__COMPRESSION": "false"}
@@ -89,6 +90,12 @@ def home_variants():
         Case("mobile-home-no-retry", "bff-mobile", "/mobile/home", env={"BFF_DEFAULTS__RETRY__ATTEMPTS": "1"}, baselines=base),
         # The bulkhead (on in the shipped config) off: what its semaphore costs per call.
         Case("mobile-home-no-bulkhead", "bff-mobile", "/mobile/home", env={"BFF_DEFAULTS__MAX_IN_FLIGHT": "0"}, baselines=base),
+        # The circuit breaker (on in the shipped config) off: what counting outcomes costs per call.
+        Case("mobile-home-no-breaker", "bff-mobile", "/mobile/home", env={"BFF_DEFAULTS__BREAKER__ENABLED": "false"},
+             baselines=base),
+        # Each upstream as three instances (the same mock three times, three pools): what the
+        # power-of-two-choices pick and outlier tracking cost per call.
+        Case("mobile-home-3-instances", "bff-mobile", "/mobile/home", baselines=base, instances=3),
         # TLS termination: HTTPS from the load generator (HTTP/1.1, kept-alive connections).
         Case("mobile-home-tls", "bff-mobile", "/mobile/home", env=TLS, baselines=base, tls=True),
     ]
@@ -308,7 +315,7 @@ class Harness:
 
     # === targets: each returns (process, port) ===
 
-    def start_target(self, name, env):
+    def start_target(self, name, env, instances=1):
         port = free_port()
         m = self.mock
         # `bff-mobile@before`: the same BFF from the --before build.
@@ -326,7 +333,10 @@ class Harness:
                     if name != "bff-partner":
                         cfg["BFF_AUTH__JWKS_URL"] = m["auth"] + "/.well-known/jwks.json"
                 elif (name, service) not in {("bff-partner", "notifications"), ("bff-partner", "reviews")}:
-                    cfg[f"BFF_UPSTREAMS__{service.upper()}__URL"] = m[service]
+                    url = m[service]
+                    if instances > 1:
+                        url = "[" + ", ".join([f'"{m[service]}"'] * instances) + "]"
+                    cfg[f"BFF_UPSTREAMS__{service.upper()}__URL"] = url
             cfg.update(env)
             proc = self.spawn(name, [os.path.join(binaries, name)], env=cfg)
         elif name == "minimal":
@@ -358,7 +368,7 @@ class Harness:
 
     def run_case(self, case):
         self.set_latency(case.latency_ms)
-        proc, port = self.start_target(case.target, case.env)
+        proc, port = self.start_target(case.target, case.env, case.instances)
         idle_rss = rss_mb(pids_of(proc.pid))
         headers = list(case.headers)
         if case.credential == "bearer":
@@ -611,8 +621,10 @@ def with_before(cases, before):
         raise SystemExit(f"--before {before}: no {', '.join(missing)} there (cargo build --release in that tree)")
     out = []
     for case in cases:
-        # A TLS case has no twin: a build from before TLS termination cannot run it.
-        if case.target in bffs and not case.tls:
+        # A TLS, several-instance or breaker case has no twin: a build from before those
+        # features cannot run it.
+        newer = case.tls or case.instances > 1 or any("BREAKER" in key for key in case.env)
+        if case.target in bffs and not newer:
             twin = dataclasses.replace(case, name=f"{case.name}@before", target=f"{case.target}@before", baselines=())
             out.append(twin)
             case = dataclasses.replace(case, baselines=case.baselines + (twin.name,))
