@@ -632,6 +632,121 @@ def with_before(cases, before):
     return out
 
 
+# === the fault matrix (--fault-matrix) ===
+
+# Each fault on one upstream at a time, under load on /mobile/home: users is required, orders
+# required, notifications optional. `down` points the BFF at a port nothing listens on.
+MATRIX_PATH = "/mobile/home"
+MATRIX_UPSTREAMS = ("users", "orders", "notifications")
+MATRIX_FAULTS = (
+    ("down", None),
+    ("500s", {"error_rate": 1.0}),
+    ("50% 500s", {"error_rate": 0.5}),
+    ("10% 500s", {"error_rate": 0.1}),
+    ("300 ms", {"latency_ms": 300}),
+    ("hang", {"hang": True}),
+    ("malformed", {"malformed": True}),
+    ("reset", {"reset": True}),
+    ("flapping", {"down_ms": 500, "up_ms": 1500}),
+)
+# Resilience off: one attempt, no breaker, no bulkhead. On: the shipped config.
+RESILIENCE = (("off", {"BFF_DEFAULTS__RETRY__ATTEMPTS": "1", "BFF_DEFAULTS__BREAKER__ENABLED": "false",
+                       "BFF_DEFAULTS__MAX_IN_FLIGHT": "0"}), ("on", {}))
+STATUSES_LUA = os.path.join(ROOT, "bench", "baselines", "statuses.lua")
+ATTEMPTS = re.compile(r'bff_upstream_(?:requests_total\{upstream="(\w+)",outcome="(\w+)"\}|retries_total\{upstream="(\w+)",outcome="retried"\}) (\d+)')
+
+
+def upstream_attempts(metrics_text, upstream):
+    """Attempts the BFF made to `upstream`: its calls that were sent (not refused by the breaker or
+    the bulkhead) plus their retries."""
+    total = 0
+    for m in ATTEMPTS.finditer(metrics_text):
+        name, outcome, retried, n = m.groups()
+        if (name == upstream and outcome not in ("circuit_open", "overloaded")) or retried == upstream:
+            total += int(n)
+    return total
+
+
+def run_fault(harness, upstream, fault, faults, mode, env):
+    m = harness.mock
+    for service in MATRIX_UPSTREAMS:
+        http("DELETE", m[service] + "/_faults")
+    if faults:
+        http("PUT", m[upstream] + "/_faults", faults)
+    admin = free_port()
+    env = dict(env, BFF_SERVER__DRAIN_DELAY="0s", BFF_ADMIN__LISTEN=f"127.0.0.1:{admin}")
+    if faults is None:
+        env[f"BFF_UPSTREAMS__{upstream.upper()}__URL"] = f"http://127.0.0.1:{free_port()}"
+    proc, port = harness.start_target("bff-mobile", env)
+    wait_port(admin, proc, "bff-mobile admin")
+    url = f"http://127.0.0.1:{port}{MATRIX_PATH}"
+    wrk = harness.pinned(["wrk", "-t1"], "load") + ["-c64", "--latency", "-H", f"Authorization: Bearer {harness.token}"]
+    subprocess.run(wrk + [f"-d{harness.args.warmup}s", url], capture_output=True, text=True, check=True)
+    for service in MATRIX_UPSTREAMS:
+        http("DELETE", m[service] + "/_stats")
+    before = http("GET", f"http://127.0.0.1:{admin}/metrics")[2].decode()
+    out = subprocess.run(wrk + ["-s", STATUSES_LUA, f"-d{harness.args.duration}s", url],
+                         capture_output=True, text=True, check=True).stdout
+    after = http("GET", f"http://127.0.0.1:{admin}/metrics")[2].decode()
+    stats = {s: json.loads(http("GET", m[s] + "/_stats")[2]) for s in MATRIX_UPSTREAMS}
+    harness.stop(proc)
+    harness.procs.remove(proc)
+    result = parse_wrk(out)
+    statuses = dict(map(int, kv.split("=")) for line in out.splitlines() if line.startswith("STATUSES")
+                    for kv in line.split()[1:])
+    degraded = next((int(line.split()[1]) for line in out.splitlines() if line.startswith("DEGRADED")), 0)
+    max_ms = next((float(line.split()[1]) for line in out.splitlines() if line.startswith("MAX_MS")), None)
+    requests = result["requests"] or 1
+    if faults is None:
+        calls = upstream_attempts(after, upstream) - upstream_attempts(before, upstream)
+    else:
+        calls = stats[upstream]["requests"]
+    healthy = [s for s in MATRIX_UPSTREAMS if s != upstream]
+    return {
+        "upstream": upstream, "fault": fault, "resilience": mode, "rps": result["rps"],
+        "p99_ms": result["p99_ms"], "max_ms": max_ms, "statuses": statuses, "degraded": degraded,
+        "ok_share": statuses.get(200, 0) / requests,
+        "calls_per_req": calls / requests,
+        "new_conns_per_req": sum(stats[s]["connections"] for s in healthy) / requests,
+    }
+
+
+def matrix_table(rows):
+    lines = ["| upstream | fault | resilience | req/s | 200 (degraded) | errors by status | p99 ms | max ms | "
+             "upstream calls / req | new conns / req (healthy siblings) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ok = r["statuses"].get(200, 0)
+        total = sum(r["statuses"].values()) or 1
+        errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()) if k != 200) or "–"
+        lines.append(
+            f"| {r['upstream']} | {r['fault']} | {r['resilience']} | {fmt(r['rps'], 0)} | "
+            f"{100 * ok / total:.2f}% ({r['degraded']}) | {errors} | {fmt(r['p99_ms'], 1)} | {fmt(r['max_ms'], 0)} | "
+            f"{r['calls_per_req']:.3f} | {r['new_conns_per_req']:.4f} |")
+    return "\n".join(lines)
+
+
+def fault_matrix(args):
+    harness = Harness(args)
+    rows = []
+    try:
+        harness.start_mock()
+        for upstream in MATRIX_UPSTREAMS:
+            for fault, faults in MATRIX_FAULTS:
+                for mode, env in RESILIENCE:
+                    print(f"… {upstream} {fault} resilience {mode}", file=sys.stderr, flush=True)
+                    rows.append(run_fault(harness, upstream, fault, faults, mode, env))
+    finally:
+        harness.stop_all()
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or os.path.join(ROOT, "bench", "results", f"{started}-fault-matrix.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"machine": {"cores": os.cpu_count(), "duration_s": args.duration}, "rows": rows}, f, indent=2)
+    print(matrix_table(rows))
+    print(f"\nraw results: {out}; logs: {harness.logs}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few seconds per case, a subset of cases (CI)")
@@ -647,7 +762,17 @@ def main():
     parser.add_argument("--before", metavar="DIR",
                         help="release binaries of an earlier build: each BFF case also runs on them, just before, "
                              "as `<case>@before`, and is compared with that run (an A/B in one run)")
+    parser.add_argument("--fault-matrix", action="store_true",
+                        help="instead of the cases: each fault on users, orders and notifications under load on "
+                             "/mobile/home, with resilience off and on (bench/README.md)")
     args = parser.parse_args()
+    if args.fault_matrix:
+        args.duration = args.duration or 5
+        args.warmup = args.warmup or 2
+        if not args.no_build:
+            build()
+        fault_matrix(args)
+        return
     args.duration = args.duration or (2 if args.quick else 10)
     args.warmup = args.warmup or (1 if args.quick else 3)
 

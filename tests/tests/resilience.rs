@@ -117,8 +117,9 @@ async fn with_three_instances_and_one_failing_requests_keep_succeeding() {
     let instances = stack.mocks.instances(Service::Catalog);
     assert_eq!(instances.len(), 3);
     instances[1].faults.set(failing());
-    for _ in 0..90 {
-        let response = stack.get("/mobile/products/SKU-0001").await;
+    // A different product each time: the catalog's answers are cached.
+    for sku in 1..=90 {
+        let response = stack.get(&format!("/mobile/products/SKU-{sku:04}")).await;
         assert_eq!(response.status(), 200);
     }
     let served: Vec<u64> = instances.iter().map(|i| i.stats.snapshot().requests).collect();
@@ -128,4 +129,40 @@ async fn with_three_instances_and_one_failing_requests_keep_succeeding() {
     let text = metrics(&stack).await;
     assert!(text.contains(r#"bff_upstream_ejections_total{upstream="catalog"} 1"#), "{text}");
     assert!(text.contains(r#"bff_upstream_instances_ejected{upstream="catalog"} 1"#), "{text}");
+}
+
+/// The shipped mobile config caches catalog answers as the catalog's `Cache-Control` allows:
+/// within `max-age` a product is served without a call, even while the catalog fails.
+#[tokio::test]
+async fn catalog_answers_are_cached_as_the_catalog_allows() {
+    let stack = mobile().start().await;
+    let first: Value = stack.get("/mobile/products/SKU-0003").await.json().await.unwrap();
+    assert_eq!(stack.stats(Service::Catalog).requests, 1);
+    stack.set_faults(Service::Catalog, failing()).await;
+    for _ in 0..3 {
+        let again = stack.get("/mobile/products/SKU-0003").await;
+        assert_eq!(again.status(), 200);
+        assert_eq!(again.json::<Value>().await.unwrap(), first);
+    }
+    assert_eq!(stack.stats(Service::Catalog).requests, 1, "served from the cache");
+    // Another product is not cached: the failure shows.
+    let other = stack.get("/mobile/products/SKU-0004").await;
+    assert_eq!(other.status(), 502);
+    let text = metrics(&stack).await;
+    assert!(text.contains(r#"bff_upstream_cache_total{upstream="catalog",result="hit"} 3"#), "{text}");
+}
+
+/// Concurrent identical product pages make one catalog call (coalescing, on for catalog in the
+/// shipped config, with the cache emptied by asking for a product nobody asked for yet).
+#[tokio::test]
+async fn concurrent_identical_product_pages_make_one_catalog_call() {
+    let stack = mobile().start().await;
+    stack.set_faults(Service::Catalog, common::latency(600)).await;
+    let pages = (0..20).map(|_| stack.get("/mobile/products/SKU-0009"));
+    for page in futures::future::join_all(pages).await {
+        assert_eq!(page.status(), 200);
+    }
+    assert_eq!(stack.stats(Service::Catalog).requests, 1);
+    let text = metrics(&stack).await;
+    assert!(text.contains(r#"bff_upstream_coalesced_total{upstream="catalog"} 19"#), "{text}");
 }

@@ -335,6 +335,9 @@ pub struct Defaults {
     /// Outlier ejection among an upstream's instances (when it has several).
     #[serde(default)]
     pub outlier: OutlierConfig,
+    /// Identical GETs in flight at once (same path, headers and caller) share one call.
+    #[serde(default)]
+    pub coalesce: bool,
 }
 
 impl Default for Defaults {
@@ -350,6 +353,7 @@ impl Default for Defaults {
             max_in_flight: None,
             breaker: None,
             outlier: OutlierConfig::default(),
+            coalesce: false,
         }
     }
 }
@@ -400,6 +404,17 @@ pub struct UpstreamConfig {
     /// Overrides `defaults.outlier`, as a whole section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierConfig>,
+    /// Overrides `defaults.coalesce`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce: Option<bool>,
+    /// A response cache of at most this many bytes for this upstream's GETs, honouring its
+    /// `Cache-Control` (absent or 0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_bytes: Option<u64>,
+    /// Hedging: a GET not answered after this is sent a second time (to another instance when
+    /// there are several), paid from the retry budget; the first good answer wins.
+    #[serde(with = "humantime_serde", default, skip_serializing_if = "Option::is_none")]
+    pub hedge_after: Option<Duration>,
     /// TLS to an `https://` upstream: a CA of its own, a client certificate (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTlsConfig>,
@@ -534,6 +549,9 @@ impl Config {
             }
             if let Some(t) = upstream.connect_timeout {
                 positive(format!("upstreams.{name}.connect_timeout"), t)?;
+            }
+            if let Some(t) = upstream.hedge_after {
+                positive(format!("upstreams.{name}.hedge_after"), t)?;
             }
         }
         for (pattern, route) in &self.routes {

@@ -19,7 +19,7 @@ pub const PARTNER_ACCOUNT: HeaderName = HeaderName::from_static("x-partner-accou
 const NAMES: [HeaderName; 3] = [USER_ID, USER_SCOPES, PARTNER_ACCOUNT];
 
 /// The identity headers of one caller, built once (per verified token, per API client) and shared.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CallerHeaders(Arc<[Option<HeaderValue>; 3]>);
 
 impl CallerHeaders {

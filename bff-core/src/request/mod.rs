@@ -189,6 +189,13 @@ impl Ctx {
             caller: None,
         }
     }
+
+    /// This context on behalf of `caller` (tests of what the identity changes).
+    #[cfg(test)]
+    pub(crate) fn on_behalf_of(mut self, caller: Option<CallerHeaders>) -> Self {
+        self.caller = caller;
+        self
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Ctx {

@@ -72,6 +72,9 @@ struct Instance<S> {
     in_flight: AtomicUsize,
     /// Whether it is ejected now (read on every pick; the lock is only taken for ejected ones).
     out: AtomicBool,
+    /// Whether its last outcome succeeded and it is not on probation: a success then changes
+    /// nothing, and is recorded without the lock.
+    clean: AtomicBool,
     health: Mutex<Health>,
 }
 
@@ -111,6 +114,7 @@ impl<S> Balance<S> {
                 url,
                 in_flight: AtomicUsize::new(0),
                 out: AtomicBool::new(false),
+                clean: AtomicBool::new(true),
                 health: Mutex::new(Health::default()),
             })
             .collect();
@@ -158,6 +162,7 @@ impl<S> Instances<S> {
                 health.returned = Some(now);
                 health.probation = true;
                 health.in_a_row = 0;
+                instance.clean.store(false, Ordering::Relaxed);
                 instance.out.store(false, Ordering::Relaxed);
                 let left = self.ejected.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
                 self.ejected_gauge.set(left as f64);
@@ -195,12 +200,17 @@ impl<S> Instances<S> {
     /// Records one outcome of instance `index`, ejecting it when that is due.
     fn record(&self, index: usize, failed: bool) {
         let instance = &self.list[index];
+        if !failed && instance.clean.load(Ordering::Relaxed) {
+            return;
+        }
         let mut health = instance.health.lock().unwrap_or_else(|e| e.into_inner());
         if !failed {
             health.in_a_row = 0;
             health.probation = false;
+            instance.clean.store(true, Ordering::Relaxed);
             return;
         }
+        instance.clean.store(false, Ordering::Relaxed);
         health.in_a_row += 1;
         let threshold = self.outlier.consecutive_failures;
         let due = health.probation || (threshold > 0 && health.in_a_row >= threshold);

@@ -10,12 +10,16 @@ mod abandon;
 mod balance;
 mod body;
 mod breaker;
+mod cache;
 mod call;
+mod coalesce;
 mod error;
 mod headers;
+mod hedge;
 pub use headers::DEADLINE_MS;
 mod metrics;
 mod retry;
+mod snapshot;
 pub mod stack;
 mod timeout;
 mod tls;
@@ -71,6 +75,12 @@ pub struct UpstreamSettings {
     pub breaker: Option<BreakerConfig>,
     /// Outlier ejection, when there are several instances.
     pub outlier: OutlierConfig,
+    /// Whether identical GETs in flight at once share one call.
+    pub coalesce: bool,
+    /// The response cache's size in bytes; `None`: no cache.
+    pub cache_bytes: Option<u64>,
+    /// Hedging: a GET not answered after this is sent again; `None`: never.
+    pub hedge_after: Option<Duration>,
 }
 
 impl UpstreamSettings {
@@ -86,6 +96,9 @@ impl UpstreamSettings {
             retry: upstream.retry.clone().unwrap_or_else(|| defaults.retry.clone()),
             breaker: upstream.breaker.as_ref().or(defaults.breaker.as_ref()).filter(|b| b.enabled).cloned(),
             outlier: upstream.outlier.clone().unwrap_or_else(|| defaults.outlier.clone()),
+            coalesce: upstream.coalesce.unwrap_or(defaults.coalesce),
+            cache_bytes: upstream.cache_bytes.filter(|bytes| *bytes > 0),
+            hedge_after: upstream.hedge_after,
         }
     }
 }
@@ -103,6 +116,9 @@ impl Default for UpstreamSettings {
             retry: RetryConfig::default(),
             breaker: None,
             outlier: OutlierConfig::default(),
+            coalesce: false,
+            cache_bytes: None,
+            hedge_after: None,
         }
     }
 }

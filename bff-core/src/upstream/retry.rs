@@ -30,6 +30,11 @@ use crate::request::idempotency::IDEMPOTENCY_KEY;
 /// How long the budget remembers calls.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
+/// The retry budget of one upstream, per `config`: what its retries and hedges are paid from.
+pub(crate) fn budget(config: &RetryConfig) -> Arc<TpsBudget> {
+    Arc::new(TpsBudget::new(BUDGET_WINDOW, config.budget_min_per_sec, config.budget_percent / 100.0))
+}
+
 /// The retry policy of one upstream; cloned per call, sharing the budget.
 #[derive(Clone)]
 pub(crate) struct Retries {
@@ -43,15 +48,16 @@ struct Shared {
     statuses: Vec<StatusCode>,
     base: Duration,
     max: Duration,
-    budget: TpsBudget,
+    budget: Arc<TpsBudget>,
     rng: Mutex<HasherRng>,
     retried: Counter,
     exhausted: Counter,
 }
 
 impl Retries {
-    /// The policy for `config`, or `None` when it allows one attempt only.
-    pub(crate) fn new(name: &str, config: &RetryConfig, registry: &Metrics) -> Option<Self> {
+    /// The policy for `config`, paid from `budget` (see [`budget`]), or `None` when it allows one
+    /// attempt only.
+    pub(crate) fn new(name: &str, config: &RetryConfig, budget: Arc<TpsBudget>, registry: &Metrics) -> Option<Self> {
         if config.attempts <= 1 {
             return None;
         }
@@ -60,7 +66,6 @@ impl Retries {
             registry.counter("bff_upstream_retries_total", &labels)
         };
         let statuses = config.statuses.iter().filter_map(|s| StatusCode::from_u16(*s).ok()).collect();
-        let budget = TpsBudget::new(BUDGET_WINDOW, config.budget_min_per_sec, config.budget_percent / 100.0);
         let shared = Shared {
             attempts: config.attempts,
             statuses,

@@ -2,25 +2,32 @@
 //!
 //! Outermost first, every call passes through:
 //!
-//! 1. **deadline** (`upstream/timeout.rs`): no call outlives its request's deadline,
+//! 1. **cache** (`upstream/cache.rs`), when `cache_bytes` is set: GETs answered from memory
+//!    while the upstream's `Cache-Control` says they are fresh, revalidated once stale, served
+//!    stale on failure within `stale-if-error`. Then **coalescing** (`upstream/coalesce.rs`),
+//!    when `coalesce` is on: identical GETs in flight at once share one call. Both outside the
+//!    deadline (a follower keeps its own).
+//! 2. **deadline** (`upstream/timeout.rs`): no call outlives its request's deadline,
 //!    retries and waits included. Present when something sits between it and the per-try
 //!    timeout (retries, the HTTP/2 resend); otherwise the per-try timeout, which never runs past
 //!    the deadline, bounds the call alone, and each call arms one timer instead of two.
-//! 2. **resilience**, outermost first, each present when configured:
+//! 3. **resilience**, outermost first, each present when configured:
 //!    - the **circuit breaker** (`upstream/breaker.rs`): after too many failures, calls fail at
 //!      once as `UPSTREAM_CIRCUIT_OPEN` until probes find the upstream back;
 //!    - **retries** with a budget when `retry.attempts` is over 1 (`upstream/retry.rs`), and the
 //!      resend of a call an HTTP/2 upstream turned away unprocessed (`upstream/unprocessed.rs`);
+//!    - **hedging** when `hedge_after` is set (`upstream/hedge.rs`): a GET not answered by then
+//!      is sent again, paid from the retry budget;
 //!    - the **bulkhead** when `max_in_flight` is set: a call over the cap fails at once as
 //!      `UPSTREAM_OVERLOADED`;
 //!    - the **balance** over several instances (`upstream/balance.rs`): power of two choices,
 //!      a retry to an instance not yet tried, outlier ejection. From here on, per instance.
-//! 3. **call headers** (`upstream/headers.rs`): the request id and the verified caller's identity
+//! 4. **call headers** (`upstream/headers.rs`): the request id and the verified caller's identity
 //!    (`X-User-Id`, `X-User-Scopes`, `X-Partner-Account`; later trace context) from the call's
 //!    context.
-//! 4. **per-try timeout** (`upstream/timeout.rs`): one attempt, its body included, takes at
+//! 5. **per-try timeout** (`upstream/timeout.rs`): one attempt, its body included, takes at
 //!    most the upstream's `timeout`.
-//! 5. **HTTP client** (`upstream/transport.rs`): hyper-util's pooled client; reads the
+//! 6. **HTTP client** (`upstream/transport.rs`): hyper-util's pooled client; reads the
 //!    body whole under a limit unless the call asked for a stream.
 //!
 //! Each layer is a tower [`Layer`] over `http::Request<Body>` /
@@ -39,8 +46,11 @@ use tower::{Layer, Service, ServiceBuilder};
 
 use super::balance::{Balance, track_tried};
 use super::breaker::BreakerLayer;
+use super::cache::CacheLayer;
+use super::coalesce::CoalesceLayer;
 use super::headers::set_call_headers;
-use super::retry::Retries;
+use super::hedge::HedgeLayer;
+use super::retry::{self, Retries};
 use super::timeout::{Deadline, PerTry, TimeBoundLayer};
 use super::{Body, BoxError, UpstreamSettings, unprocessed};
 use crate::config::UpstreamProtocol;
@@ -151,11 +161,17 @@ where
     // The bulkhead, innermost of the per-upstream slots: a call over the cap is refused at once
     // (tower's `LoadShed` over `ConcurrencyLimit`; each call's clone of the stack holds no permit
     // until it is ready, and its future holds one until the exchange ends).
+    let budget = retry::budget(&settings.retry);
+    let retries = Retries::new(name, &settings.retry, budget.clone(), registry);
+    let hedge = HedgeLayer::new(name, settings.hedge_after, budget, retries.is_none(), registry);
     let outer = Outer {
         name,
         settings,
-        retries: Retries::new(name, &settings.retry, registry),
+        retries,
+        hedge,
         breaker: BreakerLayer::new(name, settings.breaker.as_ref(), registry),
+        coalesce: CoalesceLayer::new(name, settings.coalesce, registry),
+        cache: CacheLayer::new(name, settings.cache_bytes, registry),
         several,
     };
     match settings.max_in_flight {
@@ -169,7 +185,10 @@ struct Outer<'a> {
     name: &'a Arc<str>,
     settings: &'a UpstreamSettings,
     retries: Option<Retries>,
+    hedge: HedgeLayer,
     breaker: BreakerLayer,
+    coalesce: CoalesceLayer,
+    cache: CacheLayer,
     several: bool,
 }
 
@@ -180,16 +199,22 @@ impl Outer<'_> {
         S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
     {
-        let Self { name, settings, retries, breaker, several } = self;
+        let Self { name, settings, retries, hedge, breaker, coalesce, cache, several } = self;
         let http1 = settings.protocol == UpstreamProtocol::Http1;
-        // Retries need the deadline layer outside them: it ends the call, waits included. With
-        // several instances, a call's copies share the set of instances tried, so that a retry
-        // goes to another.
-        if let Some(retries) = retries {
+        // Retries and hedges need the deadline layer outside them: it ends the call, waits
+        // included. With several instances, a call's copies share the set of instances tried, so
+        // that a retry or a hedge goes to another.
+        if retries.is_some() || hedge.is_on() {
             let deadline = TimeBoundLayer::new(name.clone(), Deadline);
             let mark: fn(Request<Body>) -> Request<Body> = if several { track_tried } else { std::convert::identity };
-            let outer =
-                ServiceBuilder::new().layer(deadline).layer(breaker).map_request(mark).layer(RetryLayer::new(retries));
+            let outer = ServiceBuilder::new()
+                .layer(cache)
+                .layer(coalesce)
+                .layer(deadline)
+                .layer(breaker)
+                .map_request(mark)
+                .option_layer(retries.map(RetryLayer::new))
+                .layer(hedge);
             return if http1 {
                 Outbound::new(outer.service(inner))
             } else {
@@ -202,10 +227,11 @@ impl Outer<'_> {
         // (capped at the deadline) does the deadline's job: one timer a call, where two doubled
         // the timer wheel's locking (`bench/README.md`). The breaker adds no wait.
         if http1 {
-            Outbound::new(breaker.layer(inner))
+            Outbound::new(cache.layer(coalesce.layer(breaker.layer(inner))))
         } else {
             let deadline = TimeBoundLayer::new(name.clone(), Deadline);
-            Outbound::new(deadline.layer(breaker.layer(unprocessed::layer().layer(inner))))
+            let resilient = deadline.layer(breaker.layer(unprocessed::layer().layer(inner)));
+            Outbound::new(cache.layer(coalesce.layer(resilient)))
         }
     }
 }

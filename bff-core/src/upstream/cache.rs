@@ -1,0 +1,457 @@
+//! An upstream's response cache (optional, per upstream): GETs answered from memory while the
+//! upstream's `Cache-Control` says they are fresh, revalidated with `If-None-Match` once stale,
+//! and served stale when the upstream fails within `stale-if-error`.
+//!
+//! What is stored, and for whom (RFC 9111, as a shared cache in front of calls that carry the
+//! caller's identity):
+//! - a `200` with `max-age` (or `s-maxage`) and without `no-store`;
+//! - for every caller when it says `public`; otherwise (`private` included) for the caller it
+//!   was fetched for only: the key is then the caller's identity headers, so one user's answer
+//!   never reaches another;
+//! - not when it says `Vary: *`; every header the call sets is part of the key anyway.
+//!
+//! The cache is bounded in bytes (moka, each entry weighed by its body and headers; an entry
+//! larger than an eighth of the cache is not stored), and keeps an entry past its freshness only
+//! for as long as it may still serve: its `stale-if-error` window, or to be revalidated.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Either};
+use http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH, VARY};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use metrics::Counter;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::snapshot::Snapshot;
+use super::stack::CallContext;
+use super::{Body, BoxError};
+use crate::observe::metrics::Metrics;
+use crate::request::caller::CallerHeaders;
+
+/// The longest freshness or stale window believed, whatever the upstream says.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The longest `Cache-Control` value read; a longer one is not understood, so not cached.
+const MAX_DIRECTIVES_BYTES: usize = 1024;
+
+/// How long a stale entry with a validator is kept for revalidation, beyond `stale-if-error`.
+const REVALIDATE_FOR: Duration = Duration::from_secs(60);
+
+/// Caches an upstream's GETs; with `None`, calls pass through untouched.
+#[derive(Clone)]
+pub(crate) struct CacheLayer(Option<Arc<Store>>);
+
+impl CacheLayer {
+    /// A cache of at most `max_bytes` for upstream `name`, or a pass-through.
+    pub(crate) fn new(name: &Arc<str>, max_bytes: Option<u64>, registry: &Metrics) -> Self {
+        Self(max_bytes.map(|max_bytes| {
+            let entries = moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_: &Key, entry: &Arc<Entry>| u32::try_from(entry.snapshot.weight()).unwrap_or(u32::MAX))
+                .expire_after(Lifetime)
+                .build();
+            let counter = |result: &'static str| {
+                registry.counter(
+                    "bff_upstream_cache_total",
+                    &[("upstream", name.to_string()), ("result", result.to_owned())],
+                )
+            };
+            Arc::new(Store {
+                entries,
+                max_entry_bytes: usize::try_from(max_bytes / 8).unwrap_or(usize::MAX),
+                hit: counter("hit"),
+                miss: counter("miss"),
+                revalidated: counter("revalidated"),
+                stale: counter("stale"),
+            })
+        }))
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = Cached<S>;
+
+    fn layer(&self, inner: S) -> Cached<S> {
+        Cached { inner, store: self.0.clone() }
+    }
+}
+
+/// See [the module docs](self).
+#[derive(Clone)]
+pub(crate) struct Cached<S> {
+    inner: S,
+    store: Option<Arc<Store>>,
+}
+
+pub(crate) struct Store {
+    entries: moka::sync::Cache<Key, Arc<Entry>>,
+    max_entry_bytes: usize,
+    hit: Counter,
+    miss: Counter,
+    revalidated: Counter,
+    stale: Counter,
+}
+
+/// A call's identity in the cache: the URI, the headers the call set, and whose it is.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    uri: Uri,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// `None` for an answer every caller may share; the caller (or `Some(None)`, no one in
+    /// particular) for one kept per identity.
+    owner: Option<Option<CallerHeaders>>,
+}
+
+struct Entry {
+    snapshot: Snapshot,
+    stored: Instant,
+    fresh_for: Duration,
+    stale_if_error: Duration,
+    etag: Option<HeaderValue>,
+}
+
+impl Entry {
+    fn fresh(&self, now: Instant) -> bool {
+        now < self.stored + self.fresh_for
+    }
+
+    fn may_serve_stale(&self, now: Instant) -> bool {
+        now < self.stored + self.fresh_for + self.stale_if_error
+    }
+}
+
+/// How long moka keeps an entry: while fresh, then while it may serve stale or be revalidated.
+struct Lifetime;
+
+impl moka::Expiry<Key, Arc<Entry>> for Lifetime {
+    fn expire_after_create(&self, _: &Key, entry: &Arc<Entry>, _: std::time::Instant) -> Option<Duration> {
+        let keep_stale =
+            if entry.etag.is_some() { entry.stale_if_error.max(REVALIDATE_FOR) } else { entry.stale_if_error };
+        Some(entry.fresh_for + keep_stale)
+    }
+}
+
+/// What `Cache-Control` (and `Vary`) say about storing a response.
+#[derive(Debug, Default, PartialEq)]
+struct Directives {
+    fresh_for: Option<Duration>,
+    shared_fresh_for: Option<Duration>,
+    stale_if_error: Duration,
+    public: bool,
+    no_store: bool,
+    no_cache: bool,
+}
+
+impl Directives {
+    fn parse(headers: &HeaderMap) -> Option<Self> {
+        let mut out = Self::default();
+        for value in headers.get_all(CACHE_CONTROL) {
+            let text = value.to_str().ok().filter(|t| t.len() <= MAX_DIRECTIVES_BYTES)?;
+            for directive in text.split(',') {
+                let (name, argument) = directive.split_once('=').unwrap_or((directive, ""));
+                let seconds = || {
+                    let n: u64 = argument.trim().trim_matches('"').parse().ok()?;
+                    Some(Duration::from_secs(n).min(MAX_LIFETIME))
+                };
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "max-age" => out.fresh_for = seconds(),
+                    "s-maxage" => out.shared_fresh_for = seconds(),
+                    "stale-if-error" => out.stale_if_error = seconds().unwrap_or_default(),
+                    "public" => out.public = true,
+                    "no-store" => out.no_store = true,
+                    "no-cache" => out.no_cache = true,
+                    _ => {}
+                }
+            }
+        }
+        if headers.get_all(VARY).iter().any(|v| v.as_bytes().split(|b| *b == b',').any(|p| p.trim_ascii() == b"*")) {
+            out.no_store = true;
+        }
+        Some(out)
+    }
+}
+
+/// The key and the caller of a call that may use the cache: a buffered GET with a context.
+fn key_of(request: &Request<Body>) -> Option<(Key, Option<CallerHeaders>)> {
+    let context = request.extensions().get::<CallContext>()?;
+    if request.method() != Method::GET || context.streamed || !request.body().is_buffered() {
+        return None;
+    }
+    let headers = request.headers().iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    Some((Key { uri: request.uri().clone(), headers, owner: None }, context.caller.clone()))
+}
+
+impl Store {
+    /// The entry for `shared` (the key with no owner), or else the caller's own.
+    fn lookup(&self, shared: &Key, caller: &Option<CallerHeaders>) -> Option<(Key, Arc<Entry>)> {
+        if let Some(entry) = self.entries.get(shared) {
+            return Some((shared.clone(), entry));
+        }
+        let own = Key { owner: Some(caller.clone()), ..shared.clone() };
+        self.entries.get(&own).map(|entry| (own, entry))
+    }
+
+    /// Stores `response` when its directives allow, under the shared key or the caller's.
+    fn store(&self, shared: Key, caller: Option<CallerHeaders>, snapshot: &Snapshot) {
+        if snapshot.status != StatusCode::OK || snapshot.weight() > self.max_entry_bytes {
+            return;
+        }
+        let Some(directives) = Directives::parse(&snapshot.headers) else { return };
+        let public = directives.public;
+        let fresh_for =
+            if public { directives.shared_fresh_for.or(directives.fresh_for) } else { directives.fresh_for };
+        let Some(fresh_for) = fresh_for else { return };
+        if directives.no_store {
+            return;
+        }
+        let fresh_for = if directives.no_cache { Duration::ZERO } else { fresh_for };
+        let entry = Entry {
+            snapshot: snapshot.clone(),
+            stored: Instant::now(),
+            fresh_for,
+            stale_if_error: directives.stale_if_error,
+            etag: snapshot.headers.get(ETAG).cloned(),
+        };
+        let key = if public { shared } else { Key { owner: Some(caller), ..shared } };
+        self.entries.insert(key, Arc::new(entry));
+    }
+}
+
+impl<S> Service<Request<Body>> for Cached<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response<Body>, BoxError>>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let Some(store) = &self.store else { return Either::Left(self.inner.call(request)) };
+        let Some((shared, caller)) = key_of(&request) else { return Either::Left(self.inner.call(request)) };
+        let now = Instant::now();
+        let found = store.lookup(&shared, &caller);
+        if let Some((_, entry)) = &found
+            && entry.fresh(now)
+        {
+            store.hit.increment(1);
+            return Either::Right(futures::future::ready(Ok(entry.snapshot.to_response())).boxed());
+        }
+        let stale = found.map(|(_, entry)| entry);
+        if let Some(etag) = stale.as_ref().and_then(|entry| entry.etag.clone()) {
+            request.headers_mut().insert(IF_NONE_MATCH, etag);
+        }
+        let call = self.inner.call(request);
+        let store = store.clone();
+        Either::Right(
+            async move {
+                let result = call.await;
+                settle(&store, shared, caller, stale, result)
+            }
+            .boxed(),
+        )
+    }
+}
+
+/// The answer to a call the cache could not answer alone: stored, refreshed, or replaced by the
+/// stale entry when the upstream failed within its `stale-if-error`.
+fn settle(
+    store: &Store,
+    shared: Key,
+    caller: Option<CallerHeaders>,
+    stale: Option<Arc<Entry>>,
+    result: Result<Response<Body>, BoxError>,
+) -> Result<Response<Body>, BoxError> {
+    if let Some(entry) = &stale {
+        if matches!(&result, Ok(response) if response.status() == StatusCode::NOT_MODIFIED) {
+            // Still good: the stored body, with the fresh answer's caching headers.
+            store.revalidated.increment(1);
+            let mut snapshot = entry.snapshot.clone();
+            if let Ok(response) = &result {
+                for name in [CACHE_CONTROL, ETAG] {
+                    if let Some(value) = response.headers().get(&name) {
+                        snapshot.headers.insert(name, value.clone());
+                    }
+                }
+            }
+            let response = snapshot.to_response();
+            store.store(shared, caller, &snapshot);
+            return Ok(response);
+        }
+        // Any error (the breaker open, the deadline, no connection) or a 5xx.
+        let failed = result.as_ref().map_or(true, |response| response.status().is_server_error());
+        if failed && entry.may_serve_stale(Instant::now()) {
+            store.stale.increment(1);
+            return Ok(entry.snapshot.to_response());
+        }
+    }
+    store.miss.increment(1);
+    let response = result?;
+    if response.status() != StatusCode::OK {
+        return Ok(response);
+    }
+    match Snapshot::of(response) {
+        Ok(snapshot) => {
+            store.store(shared, caller, &snapshot);
+            Ok(snapshot.to_response())
+        }
+        Err(response) => Ok(*response),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::Value;
+
+    use super::super::{Upstream, UpstreamErrorKind, UpstreamSettings};
+    use super::*;
+    use crate::Ctx;
+
+    #[test]
+    fn directives_are_read_case_blind_and_bounded() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("Public, MAX-AGE=60, stale-if-error=\"300\", x-other"));
+        let d = Directives::parse(&headers).unwrap();
+        assert_eq!(
+            (d.public, d.fresh_for, d.stale_if_error),
+            (true, Some(Duration::from_secs(60)), Duration::from_secs(300))
+        );
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=99999999999"));
+        assert_eq!(Directives::parse(&headers).unwrap().fresh_for, Some(MAX_LIFETIME));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=-1"));
+        assert_eq!(Directives::parse(&headers).unwrap().fresh_for, None);
+        headers.insert(VARY, HeaderValue::from_static("accept, *"));
+        assert!(Directives::parse(&headers).unwrap().no_store);
+        headers.insert(CACHE_CONTROL, HeaderValue::try_from("max-age=1,".repeat(200)).unwrap());
+        assert_eq!(Directives::parse(&headers), None, "too long to be believed");
+    }
+
+    /// What the fake upstream answers next, and what it saw.
+    struct Script {
+        status: StatusCode,
+        cache_control: &'static str,
+        body: String,
+        seen_if_none_match: Vec<Option<String>>,
+    }
+
+    fn scripted(cache_control: &'static str) -> (Upstream, Arc<Mutex<Script>>, Arc<AtomicUsize>, Metrics) {
+        let script = Arc::new(Mutex::new(Script {
+            status: StatusCode::OK,
+            cache_control,
+            body: r#"{"v":1}"#.to_owned(),
+            seen_if_none_match: Vec::new(),
+        }));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (played, counted) = (script.clone(), calls.clone());
+        let service = tower::service_fn(move |request: Request<Body>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut script = played.lock().unwrap();
+            let tag = request.headers().get(IF_NONE_MATCH).map(|v| v.to_str().unwrap().to_owned());
+            script.seen_if_none_match.push(tag.clone());
+            let etag = format!("\"{}\"", script.body.len());
+            let status = if tag.as_deref() == Some(etag.as_str()) && script.status == StatusCode::OK {
+                StatusCode::NOT_MODIFIED
+            } else {
+                script.status
+            };
+            let user = request.headers().get("x-user-id").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            let body = script.body.replace("}", &format!(r#","user":"{user}"}}"#));
+            let response = Response::builder()
+                .status(status)
+                .header(CACHE_CONTROL, script.cache_control)
+                .header(ETAG, etag)
+                .body(if status == StatusCode::OK { Body::from(body.into_bytes()) } else { Body::empty() })
+                .unwrap();
+            async move { Ok::<_, BoxError>(response) }
+        });
+        let metrics = Metrics::new();
+        let settings = UpstreamSettings { cache_bytes: Some(1 << 20), ..UpstreamSettings::default() };
+        (Upstream::from_service("catalog", settings, service, &metrics), script, calls, metrics)
+    }
+
+    fn as_user(user: &str) -> Ctx {
+        Ctx::detached(Duration::from_secs(5), 4).on_behalf_of(CallerHeaders::user(user, ["profile"]))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fresh_from_memory_stale_on_error_then_refetched() {
+        let (up, script, calls, metrics) = scripted("public, max-age=60, stale-if-error=300");
+        let ana = as_user("ana");
+        let first = up.get::<Value>("/p/1").send(&ana).await.unwrap();
+        // Within max-age: no call, whoever asks (public).
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(up.get::<Value>("/p/1").send(&as_user("bo")).await.unwrap(), first);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Stale, and the upstream fails: the stale answer is served.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        script.lock().unwrap().status = StatusCode::SERVICE_UNAVAILABLE;
+        assert_eq!(up.get::<Value>("/p/1").send(&ana).await.unwrap(), first);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Past stale-if-error, the failure shows.
+        tokio::time::advance(Duration::from_secs(300)).await;
+        let error = up.get::<Value>("/p/1").send(&ana).await.unwrap_err();
+        assert_eq!(error.kind(), &UpstreamErrorKind::Status(StatusCode::SERVICE_UNAVAILABLE));
+        // Back, with new content: refetched and stored again.
+        {
+            let mut script = script.lock().unwrap();
+            script.status = StatusCode::OK;
+            script.body = r#"{"v":22}"#.to_owned();
+        }
+        let fresh = up.get::<Value>("/p/1").send(&ana).await.unwrap();
+        assert_eq!(fresh["v"], 22);
+        assert_eq!(up.get::<Value>("/p/1").send(&ana).await.unwrap(), fresh);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        let text = metrics.render();
+        for line in [
+            r#"bff_upstream_cache_total{upstream="catalog",result="hit"} 2"#,
+            r#"bff_upstream_cache_total{upstream="catalog",result="stale"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_entries_are_revalidated_with_their_etag() {
+        let (up, script, calls, metrics) = scripted("public, max-age=10");
+        let ana = as_user("ana");
+        let first = up.get::<Value>("/p/1").send(&ana).await.unwrap();
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(up.get::<Value>("/p/1").send(&ana).await.unwrap(), first, "a 304 answers with the stored body");
+        assert_eq!(script.lock().unwrap().seen_if_none_match, [None, Some("\"7\"".to_owned())]);
+        // Fresh again for max-age after the 304.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        up.get::<Value>("/p/1").send(&ana).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(metrics.render().contains(r#"bff_upstream_cache_total{upstream="catalog",result="revalidated"} 1"#));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn private_answers_are_kept_per_caller_and_no_store_not_at_all() {
+        let (up, _, calls, _) = scripted("private, max-age=60");
+        let (ana, bo) = (as_user("ana"), as_user("bo"));
+        assert_eq!(up.get::<Value>("/me").send(&ana).await.unwrap()["user"], "ana");
+        assert_eq!(up.get::<Value>("/me").send(&bo).await.unwrap()["user"], "bo");
+        assert_eq!(up.get::<Value>("/me").send(&ana).await.unwrap()["user"], "ana");
+        assert_eq!(up.get::<Value>("/me").send(&bo).await.unwrap()["user"], "bo");
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "one call per caller");
+        // Not marked public: kept per caller too.
+        let (up, _, calls, _) = scripted("max-age=60");
+        assert_eq!(up.get::<Value>("/me").send(&ana).await.unwrap()["user"], "ana");
+        assert_eq!(up.get::<Value>("/me").send(&bo).await.unwrap()["user"], "bo");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let (up, _, calls, _) = scripted("no-store, max-age=60");
+        up.get::<Value>("/me").send(&ana).await.unwrap();
+        up.get::<Value>("/me").send(&ana).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+}
