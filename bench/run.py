@@ -731,8 +731,11 @@ def fault_matrix(args):
     rows = []
     try:
         harness.start_mock()
+        prefixes = tuple(args.only.split(",")) if args.only else ("",)
         for upstream in MATRIX_UPSTREAMS:
             for fault, faults in MATRIX_FAULTS:
+                if not f"{upstream} {fault}".startswith(prefixes):
+                    continue
                 for mode, env in RESILIENCE:
                     print(f"… {upstream} {fault} resilience {mode}", file=sys.stderr, flush=True)
                     rows.append(run_fault(harness, upstream, fault, faults, mode, env))
@@ -764,7 +767,8 @@ def main():
                              "as `<case>@before`, and is compared with that run (an A/B in one run)")
     parser.add_argument("--fault-matrix", action="store_true",
                         help="instead of the cases: each fault on users, orders and notifications under load on "
-                             "/mobile/home, with resilience off and on (bench/README.md)")
+                             "/mobile/home, with resilience off and on (bench/README.md); --only \"users flap\" "
+                             "picks rows by `<upstream> <fault>` prefix")
     args = parser.parse_args()
     if args.fault_matrix:
         args.duration = args.duration or 5

@@ -102,14 +102,16 @@ pub struct BreakerConfig {
     /// The sliding window the failure rate is measured over.
     #[serde(with = "humantime_serde", default = "default_window")]
     pub window: Duration,
-    /// Also opens after this many failures in a row, whatever the rate (0: never on this).
+    /// While the window holds fewer than `min_calls` calls (low traffic, where the rate says
+    /// little), it also opens after this many failures in a row (0: never on this). With more,
+    /// the rate alone decides: a burst in a busy stream is not an outage.
     #[serde(default = "default_consecutive_failures")]
     pub consecutive_failures: u32,
     /// How long it stays open (calls fail at once) before letting probes through.
     #[serde(with = "humantime_serde", default = "default_open_for")]
     pub open_for: Duration,
-    /// Calls let through while half-open; it closes when they all succeed, opens again when one
-    /// fails.
+    /// Calls let through while half-open; it closes when, all of them answered, their failures
+    /// are under `failure_percent`, and opens again as soon as they cannot be.
     #[serde(default = "default_half_open_probes")]
     pub half_open_probes: u32,
 }

@@ -184,7 +184,7 @@ impl<S> Instances<S> {
         }
         if candidates == 0 {
             // Never reached (one instance always stays in); any is better than none.
-            candidates = (1u64 << self.list.len()) - 1;
+            candidates = u64::MAX >> (64 - self.list.len());
         }
         let count = candidates.count_ones() as u64;
         let random = self.random();

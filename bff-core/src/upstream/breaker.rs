@@ -3,11 +3,13 @@
 //!
 //! - **Closed**: calls go through and their outcomes are counted in a sliding window (ten
 //!   buckets). It opens when at least `failure_percent` of the window's calls failed and there
-//!   were at least `min_calls`, or after `consecutive_failures` failures in a row.
+//!   were at least `min_calls`; with fewer calls than that (low traffic), after
+//!   `consecutive_failures` failures in a row. A busy upstream's short burst of failures (one
+//!   flapping for half a second in two) does not open it while its rate stays under the line.
 //! - **Open**: calls fail at once as `503 UPSTREAM_CIRCUIT_OPEN` (an optional part degrades
 //!   without a call) for `open_for`.
-//! - **Half-open**: `half_open_probes` calls are let through, the rest fail at once; one failed
-//!   probe opens it again, all of them succeeding closes it.
+//! - **Half-open**: `half_open_probes` calls are let through, the rest fail at once; it closes
+//!   when their failures are under `failure_percent`, and opens again as soon as they cannot be.
 //!
 //! It sits outside the retries: one client call is one outcome, whatever its attempts. A failure
 //! is what says the service is unwell: no connection, no answer in time, a broken exchange, a
@@ -185,7 +187,7 @@ struct State {
 enum Phase {
     Closed,
     Open { until: Instant },
-    HalfOpen { probing: u32, passed: u32 },
+    HalfOpen { probing: u32, passed: u32, failed: u32 },
 }
 
 impl Shared {
@@ -226,12 +228,12 @@ impl Shared {
         match guard.state.phase {
             Phase::Closed => Some(false),
             Phase::Open { until } if Instant::now() >= until => {
-                guard.enter(Phase::HalfOpen { probing: 1, passed: 0 });
+                guard.enter(Phase::HalfOpen { probing: 1, passed: 0, failed: 0 });
                 Some(true)
             }
             Phase::Open { .. } => None,
-            Phase::HalfOpen { probing, passed } if probing + passed < self.probes => {
-                guard.state.phase = Phase::HalfOpen { probing: probing + 1, passed };
+            Phase::HalfOpen { probing, passed, failed } if probing + passed + failed < self.probes => {
+                guard.state.phase = Phase::HalfOpen { probing: probing + 1, passed, failed };
                 Some(true)
             }
             Phase::HalfOpen { .. } => None,
@@ -247,7 +249,9 @@ impl Shared {
                 state.in_a_row = if failed { state.in_a_row + 1 } else { 0 };
                 let (calls, failures) = state.window.totals(Instant::now());
                 let by_rate = calls >= self.min_calls && f64::from(failures) >= self.failure_ratio * f64::from(calls);
-                let in_a_row = self.consecutive_failures > 0 && state.in_a_row >= self.consecutive_failures;
+                let in_a_row = calls < self.min_calls
+                    && self.consecutive_failures > 0
+                    && state.in_a_row >= self.consecutive_failures;
                 if by_rate || in_a_row {
                     tracing::warn!(upstream = %self.name, calls, failures, in_a_row = state.in_a_row, "circuit opened");
                     guard.open();
@@ -256,18 +260,19 @@ impl Shared {
             // A call let through before the circuit opened, ending now: already accounted for.
             Phase::Open { .. } => {}
             Phase::HalfOpen { .. } if !probe => {}
-            Phase::HalfOpen { .. } if failed => {
-                tracing::warn!(upstream = %self.name, "a probe failed: circuit open again");
-                guard.open();
-            }
-            Phase::HalfOpen { probing, passed } => {
-                if passed + 1 >= self.probes {
-                    tracing::info!(upstream = %self.name, "probes succeeded: circuit closed");
+            Phase::HalfOpen { probing, passed, failed: so_far } => {
+                let (passed, failed) = if failed { (passed, so_far + 1) } else { (passed + 1, so_far) };
+                let probes = f64::from(self.probes);
+                if f64::from(failed) >= self.failure_ratio * probes {
+                    tracing::warn!(upstream = %self.name, failed, "probes failed: circuit open again");
+                    guard.open();
+                } else if passed + failed >= self.probes {
+                    tracing::info!(upstream = %self.name, passed, failed, "probes succeeded: circuit closed");
                     guard.state.window.clear();
                     guard.state.in_a_row = 0;
                     guard.enter(Phase::Closed);
                 } else {
-                    guard.state.phase = Phase::HalfOpen { probing: probing.saturating_sub(1), passed: passed + 1 };
+                    guard.state.phase = Phase::HalfOpen { probing: probing.saturating_sub(1), passed, failed };
                 }
             }
         }
@@ -303,8 +308,8 @@ impl StateGuard<'_> {
 
     /// A probe ended without an outcome (its request gave up): its place goes to the next call.
     fn release_probe(&mut self) {
-        if let Phase::HalfOpen { probing, passed } = self.state.phase {
-            self.state.phase = Phase::HalfOpen { probing: probing.saturating_sub(1), passed };
+        if let Phase::HalfOpen { probing, passed, failed } = self.state.phase {
+            self.state.phase = Phase::HalfOpen { probing: probing.saturating_sub(1), passed, failed };
         }
     }
 }
@@ -488,6 +493,40 @@ mod tests {
         call(&up).await
     }
 
+    /// A busy upstream's burst of failures in a row does not open it while the rate stays under
+    /// the line; half-open, one failed probe of three (under 50%) still closes it.
+    #[tokio::test(start_paused = true)]
+    async fn in_a_row_counts_only_at_low_traffic_and_probes_close_on_their_rate() {
+        let breaker = BreakerConfig { consecutive_failures: 3, half_open_probes: 3, ..config() };
+        let (up, failing, calls) = switchable(breaker, &Metrics::new());
+        failing.store(false, Ordering::SeqCst);
+        for _ in 0..20 {
+            call(&up).await.unwrap();
+        }
+        failing.store(true, Ordering::SeqCst);
+        for _ in 0..5 {
+            assert_eq!(
+                call(&up).await.unwrap_err().kind(),
+                &UpstreamErrorKind::Status(StatusCode::INTERNAL_SERVER_ERROR)
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 25, "5 in a row among 25 calls (20%): still closed");
+        // Enough failures to cross 50%: open.
+        for _ in 0..15 {
+            let _ = call(&up).await;
+        }
+        assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::CircuitOpen);
+        // Half-open: a failure, then two successes: 1 of 3 is under 50%, so it closes.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(call(&up).await.is_err());
+        failing.store(false, Ordering::SeqCst);
+        call(&up).await.unwrap();
+        call(&up).await.unwrap();
+        for _ in 0..5 {
+            call(&up).await.unwrap();
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn old_failures_leave_the_window_and_client_errors_do_not_count() {
         let (up, failing, calls) = switchable(config(), &Metrics::new());
@@ -549,5 +588,15 @@ mod tests {
         hang.store(false, Ordering::SeqCst);
         let probe = call(&up).await.unwrap_err();
         assert_eq!(probe.kind(), &UpstreamErrorKind::Transport, "a probe went through: {probe:?}");
+        // No probe outlives its request's deadline: a hanging one ends with it (and, a failure,
+        // opens the circuit again).
+        tokio::time::advance(Duration::from_secs(5)).await;
+        hang.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        let probe =
+            up.get::<Value>("/u").send_within(HeaderValue::from_static("r"), start + Duration::from_millis(100));
+        assert!(probe.await.unwrap_err().is_timeout());
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::CircuitOpen);
     }
 }

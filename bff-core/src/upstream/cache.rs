@@ -23,7 +23,7 @@ use http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH, VARY};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use metrics::Counter;
 use tokio::time::Instant;
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceExt};
 
 use super::snapshot::Snapshot;
 use super::stack::CallContext;
@@ -222,7 +222,7 @@ impl Store {
 
 impl<S> Service<Request<Body>> for Cached<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
@@ -230,12 +230,16 @@ where
     type Future = Either<S::Future, BoxFuture<'static, Result<Response<Body>, BoxError>>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+        // On, a call readies the rest of the stack only when it goes on: a hit must not hold a
+        // place in the bulkhead.
+        if self.store.is_some() { std::task::Poll::Ready(Ok(())) } else { self.inner.poll_ready(cx) }
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let Some(store) = &self.store else { return Either::Left(self.inner.call(request)) };
-        let Some((shared, caller)) = key_of(&request) else { return Either::Left(self.inner.call(request)) };
+        let Some((shared, caller)) = key_of(&request) else {
+            return Either::Right(self.inner.clone().oneshot(request).boxed());
+        };
         let now = Instant::now();
         let found = store.lookup(&shared, &caller);
         if let Some((_, entry)) = &found
@@ -248,7 +252,7 @@ where
         if let Some(etag) = stale.as_ref().and_then(|entry| entry.etag.clone()) {
             request.headers_mut().insert(IF_NONE_MATCH, etag);
         }
-        let call = self.inner.call(request);
+        let call = self.inner.clone().oneshot(request);
         let store = store.clone();
         Either::Right(
             async move {
@@ -372,10 +376,20 @@ mod tests {
                 .header(ETAG, etag)
                 .body(if status == StatusCode::OK { Body::from(body.into_bytes()) } else { Body::empty() })
                 .unwrap();
-            async move { Ok::<_, BoxError>(response) }
+            let hang = request.uri().path() == "/hang";
+            async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, BoxError>(response)
+            }
         });
         let metrics = Metrics::new();
-        let settings = UpstreamSettings { cache_bytes: Some(1 << 20), ..UpstreamSettings::default() };
+        let settings = UpstreamSettings {
+            cache_bytes: Some(1 << 20),
+            max_in_flight: std::num::NonZeroUsize::new(1),
+            ..UpstreamSettings::default()
+        };
         (Upstream::from_service("catalog", settings, service, &metrics), script, calls, metrics)
     }
 
@@ -433,6 +447,21 @@ mod tests {
         up.get::<Value>("/p/1").send(&ana).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert!(metrics.render().contains(r#"bff_upstream_cache_total{upstream="catalog",result="revalidated"} 1"#));
+    }
+
+    /// With a bulkhead of one held by a hanging call, a hit is still served: it takes no place.
+    #[tokio::test(start_paused = true)]
+    async fn a_hit_takes_no_place_in_the_bulkhead() {
+        let (up, _, _, _) = scripted("public, max-age=60");
+        let ana = as_user("ana");
+        let first = up.get::<Value>("/p/1").send(&ana).await.unwrap();
+        let (hanging_up, hanging_ctx) = (up.clone(), ana.clone());
+        let hanging = tokio::spawn(async move { hanging_up.get::<Value>("/hang").send(&hanging_ctx).await });
+        tokio::task::yield_now().await;
+        let full = up.get::<Value>("/p/2").send(&ana).await.unwrap_err();
+        assert_eq!(full.kind(), &UpstreamErrorKind::Overloaded, "the bulkhead is full");
+        assert_eq!(up.get::<Value>("/p/1").send(&ana).await.unwrap(), first);
+        hanging.abort();
     }
 
     #[tokio::test(start_paused = true)]

@@ -20,7 +20,7 @@ use futures::future::{BoxFuture, Shared, WeakShared};
 use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
 use metrics::Counter;
 use tokio::time::Instant;
-use tower::{Layer, Service};
+use tower::{Layer, Service, ServiceExt};
 
 use super::snapshot::Snapshot;
 use super::stack::CallContext;
@@ -108,7 +108,7 @@ impl Flights {
 
 impl<S> Service<Request<Body>> for Coalesce<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
@@ -116,13 +116,17 @@ where
     type Future = futures::future::Either<S::Future, BoxFuture<'static, Result<Response<Body>, BoxError>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+        // On, a call readies the rest of the stack only when it leads: a follower must not hold
+        // a place in the bulkhead.
+        if self.flights.is_some() { Poll::Ready(Ok(())) } else { self.inner.poll_ready(cx) }
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         use futures::future::Either;
         let Some(flights) = &self.flights else { return Either::Left(self.inner.call(request)) };
-        let Some((key, deadline)) = key_of(&request) else { return Either::Left(self.inner.call(request)) };
+        let Some((key, deadline)) = key_of(&request) else {
+            return Either::Right(self.inner.clone().oneshot(request).boxed());
+        };
         let mut table = flights.table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(joined) = table.get(&key).and_then(|f| Some((f.flight.upgrade()?, f.deadline))) {
             drop(table);
@@ -133,7 +137,7 @@ where
             return Either::Right(wait(flight, until, flights.name.clone()).boxed());
         }
         let id = flights.next_id.fetch_add(1, Ordering::Relaxed);
-        let call = self.inner.call(request);
+        let call = self.inner.clone().oneshot(request);
         let (landing, name, key_back) = (flights.clone(), flights.name.clone(), key.clone());
         let flight = async move {
             let result = call.await;
@@ -182,6 +186,7 @@ async fn wait(
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroUsize;
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
@@ -206,7 +211,9 @@ mod tests {
             }
         });
         let metrics = Metrics::new();
-        let settings = UpstreamSettings { coalesce, ..UpstreamSettings::default() };
+        // A bulkhead of two: followers wait without holding a place in it.
+        let settings =
+            UpstreamSettings { coalesce, max_in_flight: NonZeroUsize::new(2), ..UpstreamSettings::default() };
         (Upstream::from_service("catalog", settings, service, &metrics), gate, calls, metrics)
     }
 
