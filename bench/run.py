@@ -737,6 +737,8 @@ def fault_matrix(args):
                 if not f"{upstream} {fault}".startswith(prefixes):
                     continue
                 for mode, env in RESILIENCE:
+                    if mode == "on":
+                        env = dict(env, **dict(kv.split("=", 1) for kv in args.set or []))
                     print(f"… {upstream} {fault} resilience {mode}", file=sys.stderr, flush=True)
                     rows.append(run_fault(harness, upstream, fault, faults, mode, env))
     finally:
@@ -769,6 +771,9 @@ def main():
                         help="instead of the cases: each fault on users, orders and notifications under load on "
                              "/mobile/home, with resilience off and on (bench/README.md); --only \"users flap\" "
                              "picks rows by `<upstream> <fault>` prefix")
+    parser.add_argument("--set", action="append", metavar="BFF_KEY=VALUE",
+                        help="with --fault-matrix: config for the resilience-on runs, e.g. "
+                             "BFF_DEFAULTS__BREAKER__OPEN_FOR=1s (repeatable)")
     args = parser.parse_args()
     if args.fault_matrix:
         args.duration = args.duration or 5

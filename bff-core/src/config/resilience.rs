@@ -169,7 +169,7 @@ fn default_consecutive_failures() -> u32 {
     10
 }
 fn default_open_for() -> Duration {
-    Duration::from_secs(5)
+    Duration::from_secs(1)
 }
 fn default_half_open_probes() -> u32 {
     3

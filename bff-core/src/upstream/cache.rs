@@ -20,13 +20,12 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Either};
 use http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH, VARY};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use metrics::Counter;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::snapshot::Snapshot;
-use super::stack::CallContext;
+use super::snapshot::{CallKey, Shareable, Snapshot};
 use super::{Body, BoxError};
 use crate::observe::metrics::Metrics;
 use crate::request::caller::CallerHeaders;
@@ -95,11 +94,10 @@ pub(crate) struct Store {
     stale: Counter,
 }
 
-/// A call's identity in the cache: the URI, the headers the call set, and whose it is.
+/// A call's identity in the cache: the call, and whose answer it is.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
-    uri: Uri,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    call: CallKey,
     /// `None` for an answer every caller may share; the caller (or `Some(None)`, no one in
     /// particular) for one kept per identity.
     owner: Option<Option<CallerHeaders>>,
@@ -174,16 +172,6 @@ impl Directives {
     }
 }
 
-/// The key and the caller of a call that may use the cache: a buffered GET with a context.
-fn key_of(request: &Request<Body>) -> Option<(Key, Option<CallerHeaders>)> {
-    let context = request.extensions().get::<CallContext>()?;
-    if request.method() != Method::GET || context.streamed || !request.body().is_buffered() {
-        return None;
-    }
-    let headers = request.headers().iter().map(|(n, v)| (n.clone(), v.clone())).collect();
-    Some((Key { uri: request.uri().clone(), headers, owner: None }, context.caller.clone()))
-}
-
 impl Store {
     /// The entry for `shared` (the key with no owner), or else the caller's own.
     fn lookup(&self, shared: &Key, caller: &Option<CallerHeaders>) -> Option<(Key, Arc<Entry>)> {
@@ -237,9 +225,10 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let Some(store) = &self.store else { return Either::Left(self.inner.call(request)) };
-        let Some((shared, caller)) = key_of(&request) else {
+        let Some(Shareable { key, caller, .. }) = Shareable::of(&request) else {
             return Either::Right(self.inner.clone().oneshot(request).boxed());
         };
+        let shared = Key { call: key, owner: None };
         let now = Instant::now();
         let found = store.lookup(&shared, &caller);
         if let Some((_, entry)) = &found

@@ -17,13 +17,12 @@ use std::task::{Context, Poll};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, WeakShared};
-use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
+use http::{Request, Response};
 use metrics::Counter;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::snapshot::Snapshot;
-use super::stack::CallContext;
+use super::snapshot::{CallKey, Shareable, Snapshot};
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::observe::metrics::Metrics;
 use crate::request::caller::CallerHeaders;
@@ -78,23 +77,8 @@ struct InFlight {
     flight: WeakShared<BoxFuture<'static, Outcome>>,
 }
 
-/// What makes two calls the same call.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct Key {
-    uri: Uri,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    caller: Option<CallerHeaders>,
-}
-
-/// The key and deadline of a call that may be coalesced.
-fn key_of(request: &Request<Body>) -> Option<(Key, Instant)> {
-    let context = request.extensions().get::<CallContext>()?;
-    if request.method() != Method::GET || context.streamed || !request.body().is_buffered() {
-        return None;
-    }
-    let headers = request.headers().iter().map(|(n, v)| (n.clone(), v.clone())).collect();
-    Some((Key { uri: request.uri().clone(), headers, caller: context.caller.clone() }, context.deadline))
-}
+/// The same call on behalf of the same caller.
+type Key = (CallKey, Option<CallerHeaders>);
 
 impl Flights {
     /// Takes a finished flight off the table (unless a newer one has its key by now).
@@ -124,9 +108,10 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         use futures::future::Either;
         let Some(flights) = &self.flights else { return Either::Left(self.inner.call(request)) };
-        let Some((key, deadline)) = key_of(&request) else {
+        let Some(Shareable { key, caller, deadline }) = Shareable::of(&request) else {
             return Either::Right(self.inner.clone().oneshot(request).boxed());
         };
+        let key = (key, caller);
         let mut table = flights.table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(joined) = table.get(&key).and_then(|f| Some((f.flight.upgrade()?, f.deadline))) {
             drop(table);

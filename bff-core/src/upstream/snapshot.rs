@@ -1,10 +1,40 @@
-//! A whole upstream response held in memory, to answer more than one caller: the followers of a
-//! coalesced call, the hits of a cached one.
+//! A whole upstream response held in memory, to answer more than one caller (the followers of a
+//! coalesced call, the hits of a cached one), and what makes two calls the same call.
 
 use bytes::Bytes;
-use http::{HeaderMap, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use tokio::time::Instant;
 
 use super::Body;
+use super::stack::CallContext;
+use crate::request::caller::CallerHeaders;
+
+/// What makes two GETs the same call, whoever makes it: the URI and every header the call set.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CallKey {
+    uri: Uri,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A call whose answer may serve others: a GET with a [`CallContext`] whose answer is read whole
+/// (not a stream), with its caller and deadline.
+pub(crate) struct Shareable {
+    pub(crate) key: CallKey,
+    pub(crate) caller: Option<CallerHeaders>,
+    pub(crate) deadline: Instant,
+}
+
+impl Shareable {
+    pub(crate) fn of(request: &Request<Body>) -> Option<Self> {
+        let context = request.extensions().get::<CallContext>()?;
+        if request.method() != Method::GET || context.streamed || !request.body().is_buffered() {
+            return None;
+        }
+        let headers = request.headers().iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        let key = CallKey { uri: request.uri().clone(), headers };
+        Some(Self { key, caller: context.caller.clone(), deadline: context.deadline })
+    }
+}
 
 /// A response read whole: status, version, headers and body.
 #[derive(Debug, Clone)]
