@@ -96,6 +96,13 @@ def home_variants():
         # Each upstream as three instances (the same mock three times, three pools): what the
         # power-of-two-choices pick and outlier tracking cost per call.
         Case("mobile-home-3-instances", "bff-mobile", "/mobile/home", baselines=base, instances=3),
+        # Hedging users after 50 ms (never reached at 0 ms latency): what a hedged call costs when
+        # no hedge is sent (a request copy, a timer, a boxed future).
+        Case("mobile-home-hedged", "bff-mobile", "/mobile/home", env={"BFF_UPSTREAMS__USERS__HEDGE_AFTER": "50ms"},
+             baselines=base),
+        # Coalescing on for every upstream: wrk's 64 connections are one user, so identical calls
+        # in flight at once merge (what it costs, and what it saves).
+        Case("mobile-home-coalesced", "bff-mobile", "/mobile/home", env={"BFF_DEFAULTS__COALESCE": "true"}, baselines=base),
         # TLS termination: HTTPS from the load generator (HTTP/1.1, kept-alive connections).
         Case("mobile-home-tls", "bff-mobile", "/mobile/home", env=TLS, baselines=base, tls=True),
     ]
@@ -140,6 +147,10 @@ CASES = mobile_home_cases() + [
     Case("partner-v2-product", "bff-partner", "/v2/products/SKU-0007", credential="apikey"),
     Case("mobile-order", "bff-mobile", "/mobile/orders/4205"),
     Case("mobile-product", "bff-mobile", "/mobile/products/SKU-0007"),
+    # The catalog cache and coalescing (on in the shipped config) off: every product page calls
+    # the catalog.
+    Case("mobile-product-no-cache", "bff-mobile", "/mobile/products/SKU-0007", baselines=("mobile-product",),
+         env={"BFF_UPSTREAMS__CATALOG__CACHE_BYTES": "0", "BFF_UPSTREAMS__CATALOG__COALESCE": "false"}),
     # Passthrough baselines, ready for the passthrough routes of a later issue.
     Case("direct-users", "direct", "/users/42", credential="none", quick=True),
     Case("nginx-users", "nginx", "/users/42", credential="none", baselines=("direct-users",), quick=True),
@@ -623,7 +634,8 @@ def with_before(cases, before):
     for case in cases:
         # A TLS, several-instance or breaker case has no twin: a build from before those
         # features cannot run it.
-        newer = case.tls or case.instances > 1 or any("BREAKER" in key for key in case.env)
+        newer = case.tls or case.instances > 1 or any(
+            word in key for key in case.env for word in ("BREAKER", "HEDGE", "COALESCE", "CACHE"))
         if case.target in bffs and not newer:
             twin = dataclasses.replace(case, name=f"{case.name}@before", target=f"{case.target}@before", baselines=())
             out.append(twin)
