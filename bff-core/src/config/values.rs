@@ -99,7 +99,7 @@ pub struct UpstreamUrls(Vec<HttpUrl>);
 pub const MAX_INSTANCES: usize = 64;
 
 impl UpstreamUrls {
-    /// Instances at `urls`; `None` when there are none or more than [`MAX_INSTANCES`].
+    /// Instances at `urls`; `None` when there are none or more than 64.
     pub fn new(urls: Vec<HttpUrl>) -> Option<Self> {
         (!urls.is_empty() && urls.len() <= MAX_INSTANCES).then_some(Self(urls))
     }
