@@ -96,6 +96,10 @@ def home_variants():
         # Each upstream as three instances (the same mock three times, three pools): what the
         # power-of-two-choices pick and outlier tracking cost per call.
         Case("mobile-home-3-instances", "bff-mobile", "/mobile/home", baselines=base, instances=3),
+        # Load shedding (on in the shipped config, 4096 in flight) off: what its semaphore costs
+        # per request.
+        Case("mobile-home-no-shed", "bff-mobile", "/mobile/home", env={"BFF_SERVER__MAX_IN_FLIGHT_REQUESTS": "0"},
+             baselines=base),
         # Hedging users after 50 ms (never reached at 0 ms latency): what a hedged call costs when
         # no hedge is sent (a request copy, a timer, a boxed future).
         Case("mobile-home-hedged", "bff-mobile", "/mobile/home", env={"BFF_UPSTREAMS__USERS__HEDGE_AFTER": "50ms"},
@@ -635,7 +639,7 @@ def with_before(cases, before):
         # A TLS, several-instance or breaker case has no twin: a build from before those
         # features cannot run it.
         newer = case.tls or case.instances > 1 or any(
-            word in key for key in case.env for word in ("BREAKER", "HEDGE", "COALESCE", "CACHE"))
+            word in key for key in case.env for word in ("BREAKER", "HEDGE", "COALESCE", "CACHE", "MAX_IN_FLIGHT_REQ"))
         if case.target in bffs and not newer:
             twin = dataclasses.replace(case, name=f"{case.name}@before", target=f"{case.target}@before", baselines=())
             out.append(twin)

@@ -14,6 +14,7 @@ use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::{Config, ConfigError, CorsConfig};
+use crate::edge::shed::ShedLayer;
 use crate::edge::{self, access_log::mark_route};
 use crate::error::BffError;
 use crate::middleware::{GuardLayer, MiddlewareLayer};
@@ -224,7 +225,8 @@ impl Gateway {
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         let cors = self.config.cors.as_ref().map(|cors| (cors_layer(cors), methods));
         // The edge and CORS wrap the routed router once, rather than each route (see `authenticated`).
-        edge::wrap(routed, self.route_policies(), self.metrics.clone(), cors, self.config.server.max_uri_bytes)
+        let shed = ShedLayer::new(self.config.server.max_in_flight_requests, &self.metrics);
+        edge::wrap(routed, self.route_policies(), self.metrics.clone(), cors, self.config.server.max_uri_bytes, shed)
     }
 
     fn route_policies(&self) -> RoutePolicies {
@@ -249,7 +251,8 @@ impl Gateway {
             .route("/metrics", get(metrics::metrics_get).with_state(self.metrics.clone()))
             .route_layer(MapRequestLayer::new(mark_route))
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
-        edge::wrap(routed, self.route_policies(), self.metrics.clone(), None, self.config.server.max_uri_bytes)
+        // Never shed: operators must see the process when it is busiest.
+        edge::wrap(routed, self.route_policies(), self.metrics.clone(), None, self.config.server.max_uri_bytes, None)
     }
 
     /// Serves `router` on `public` and the [admin router](Gateway::admin_router) on `admin`,

@@ -112,6 +112,10 @@ pub struct ServerConfig {
     /// The most concurrent streams one HTTP/2 connection may open.
     #[serde(default = "default_h2_max_concurrent_streams")]
     pub h2_max_concurrent_streams: u32,
+    /// Load shedding: the most requests handled at once; one more is a `503 OVERLOADED` with
+    /// `Retry-After`, at once (`/healthz` and the admin listener are never shed). 0: no cap.
+    #[serde(default)]
+    pub max_in_flight_requests: usize,
     /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, so load
     /// balancers stop sending traffic before the listener closes (Ctrl-C skips it).
     #[serde(with = "humantime_serde", default = "default_drain_delay")]
@@ -132,6 +136,7 @@ impl Default for ServerConfig {
             max_uri_bytes: default_max_uri_bytes(),
             max_body_bytes: default_max_body_bytes(),
             h2_max_concurrent_streams: default_h2_max_concurrent_streams(),
+            max_in_flight_requests: 0,
             drain_delay: default_drain_delay(),
             shutdown_grace: default_shutdown_grace(),
         }

@@ -11,11 +11,13 @@
 //!    the request context).
 //! 5. **problem details** (`problem.rs`): problem+json bodies get the request id; axum's bare 405
 //!    becomes one.
-//! 6. **limits** (`limits.rs`): a URI over `server.max_uri_bytes` is a 414, before anything
+//! 6. **load shedding** (`shed.rs`), when `server.max_in_flight_requests` is set: a request over
+//!    the cap is a `503 OVERLOADED` with `Retry-After`, at once; `/healthz` is never shed.
+//! 7. **limits** (`limits.rs`): a URI over `server.max_uri_bytes` is a 414, before anything
 //!    parses it.
-//! 7. **catch panic** (`panic.rs`): a panicking handler is a 500 problem, and the connection and
+//! 8. **catch panic** (`panic.rs`): a panicking handler is a 500 problem, and the connection and
 //!    server live on.
-//! 8. CORS (tower-http), when configured, its preflights answering the methods of the route asked
+//! 9. CORS (tower-http), when configured, its preflights answering the methods of the route asked
 //!    about (`cors_methods.rs`); then routing, and per protected route:
 //!    `Cache-Control: private, no-cache` and `Vary` by the credential, then credentials, access
 //!    and shaping.
@@ -35,6 +37,7 @@ mod limits;
 mod panic;
 mod problem;
 mod request_id;
+pub(crate) mod shed;
 mod span;
 
 use std::collections::HashMap;
@@ -60,6 +63,7 @@ pub(crate) fn wrap(
     metrics: Metrics,
     cors: Option<(CorsLayer, HashMap<String, Vec<Method>>)>,
     max_uri_bytes: usize,
+    shed: Option<shed::ShedLayer>,
 ) -> Router {
     let (cors, cors_methods) = match cors {
         Some((layer, methods)) => (Some(layer), Some(AroundLayer(cors_methods::CorsMethods::new(&routed, methods)))),
@@ -72,6 +76,7 @@ pub(crate) fn wrap(
         .layer(AroundLayer(context::Context(policies)))
         .layer(AroundLayer(access_log::AccessLog(metrics)))
         .layer(AroundLayer(problem::ProblemDetails))
+        .option_layer(shed)
         .layer(GuardLayer(limits::Limits { max_uri_bytes }))
         .layer(panic::CatchPanicLayer)
         .option_layer(cors_methods)
