@@ -32,6 +32,9 @@ use tower::util::Oneshot;
 use super::breaker::is_failure;
 use super::{Body, BoxError};
 use crate::config::OutlierConfig;
+
+/// The most instances one upstream balances over.
+const MAX_INSTANCES: usize = 64;
 use crate::observe::metrics::Metrics;
 
 /// The instances a call (and its copies: retries, hedges) was sent to, by index: a request
@@ -98,6 +101,12 @@ impl<S> Balance<S> {
         registry: &Metrics,
     ) -> Self {
         let mut instances = instances;
+        // Sets of instances are bits of a `u64` (config allows no more; code that builds an
+        // upstream by hand gets the first 64).
+        if instances.len() > MAX_INSTANCES {
+            tracing::warn!(upstream = %name, given = instances.len(), kept = MAX_INSTANCES, "too many instances");
+            instances.truncate(MAX_INSTANCES);
+        }
         if instances.len() == 1
             && let Some((_, one)) = instances.pop()
         {
@@ -435,6 +444,26 @@ mod tests {
             assert!(call(&up).await.is_err());
         }
         assert_eq!(failing.load(Ordering::SeqCst), 100, "every call still reaches an instance");
+    }
+
+    /// Built by hand with more instances than a set can hold, it keeps the first 64 and works.
+    #[tokio::test]
+    async fn more_than_64_instances_are_cut_to_64() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let instances = (0..70)
+            .map(|_| {
+                let calls = calls.clone();
+                tower::service_fn(move |_: Request<Body>| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async { Ok::<_, BoxError>(Response::new(Body::from("{}"))) }
+                })
+            })
+            .collect();
+        let up = Upstream::from_services("wide", UpstreamSettings::default(), instances, &Metrics::new());
+        for _ in 0..200 {
+            call(&up).await.unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 200);
     }
 
     #[tokio::test(start_paused = true)]
