@@ -30,7 +30,7 @@ use tower::Service;
 use tower::util::Oneshot;
 
 use super::breaker::is_failure;
-use super::{Body, BoxError};
+use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::config::OutlierConfig;
 
 /// The most instances one upstream balances over.
@@ -55,6 +55,8 @@ pub(crate) enum Balance<S> {
     One(S),
     /// Several.
     Many(Arc<Instances<S>>),
+    /// None (an upstream built by hand from an empty list): every call fails, naming it.
+    Empty(Arc<str>),
 }
 
 pub(crate) struct Instances<S> {
@@ -106,6 +108,9 @@ impl<S> Balance<S> {
         if instances.len() > MAX_INSTANCES {
             tracing::warn!(upstream = %name, given = instances.len(), kept = MAX_INSTANCES, "too many instances");
             instances.truncate(MAX_INSTANCES);
+        }
+        if instances.is_empty() {
+            return Self::Empty(name.clone());
         }
         if instances.len() == 1
             && let Some((_, one)) = instances.pop()
@@ -275,7 +280,7 @@ where
         match self {
             Self::One(service) => service.poll_ready(cx),
             // Each call readies its own instance's clone.
-            Self::Many(_) => Poll::Ready(Ok(())),
+            Self::Many(_) | Self::Empty(_) => Poll::Ready(Ok(())),
         }
     }
 
@@ -292,6 +297,10 @@ where
                 instance.in_flight.fetch_add(1, Ordering::Relaxed);
                 let future = Oneshot::new(instance.service.clone(), request);
                 Balanced::Many { future, slot: Slot { instances: instances.clone(), index } }
+            }
+            Self::Empty(name) => {
+                let error = UpstreamError::new(name.clone(), UpstreamErrorKind::Connect).with_cause("no instances");
+                Balanced::Empty { error: Some(error) }
             }
         }
     }
@@ -315,6 +324,7 @@ pin_project! {
     pub(crate) enum Balanced<S: Service<Request<Body>>> {
         One { #[pin] future: S::Future },
         Many { #[pin] future: Oneshot<S, Request<Body>>, slot: Slot<S> },
+        Empty { error: Option<UpstreamError> },
     }
 }
 
@@ -331,6 +341,9 @@ where
                 let result = ready!(future.poll(cx));
                 slot.instances.record(slot.index, is_failure(&result));
                 Poll::Ready(result)
+            }
+            BalancedProj::Empty { error } => {
+                Poll::Ready(Err(error.take().map_or_else(|| "a refused call polled again".into(), Into::into)))
             }
         }
     }
@@ -444,6 +457,16 @@ mod tests {
             assert!(call(&up).await.is_err());
         }
         assert_eq!(failing.load(Ordering::SeqCst), 100, "every call still reaches an instance");
+    }
+
+    /// Built by hand from no instances, every call fails as unreachable (no panic).
+    #[tokio::test]
+    async fn no_instances_fail_every_call() {
+        type Answer = std::future::Ready<Result<Response<Body>, BoxError>>;
+        type Fake = tower::util::ServiceFn<fn(Request<Body>) -> Answer>;
+        let none: Vec<Fake> = Vec::new();
+        let up = Upstream::from_services("nowhere", UpstreamSettings::default(), none, &Metrics::new());
+        assert_eq!(call(&up).await.unwrap_err().kind(), &super::super::UpstreamErrorKind::Connect);
     }
 
     /// Built by hand with more instances than a set can hold, it keeps the first 64 and works.

@@ -38,14 +38,15 @@ use crate::observe::metrics::Metrics;
 /// Buckets of the sliding window.
 const BUCKETS: usize = 10;
 
-/// Wraps an upstream's stack in its breaker; with `None`, calls pass through untouched.
+/// Wraps an upstream's stack in its breaker.
 #[derive(Clone)]
-pub(crate) struct BreakerLayer(Option<Arc<Shared>>);
+pub(crate) struct BreakerLayer(Arc<Shared>);
 
 impl BreakerLayer {
-    /// The breaker of upstream `name`, or a pass-through when `config` is `None` or turned off.
-    pub(crate) fn new(name: &Arc<str>, config: Option<&BreakerConfig>, registry: &Metrics) -> Self {
-        Self(config.filter(|c| c.enabled).map(|c| Arc::new(Shared::new(name, c, registry))))
+    /// The breaker of upstream `name`; `None` when `config` is `None` or turned off (the stack
+    /// leaves it out with tower's `option_layer`).
+    pub(crate) fn new(name: &Arc<str>, config: Option<&BreakerConfig>, registry: &Metrics) -> Option<Self> {
+        config.filter(|c| c.enabled).map(|c| Self(Arc::new(Shared::new(name, c, registry))))
     }
 }
 
@@ -61,7 +62,7 @@ impl<S> Layer<S> for BreakerLayer {
 #[derive(Clone)]
 pub(crate) struct Breaker<S> {
     inner: S,
-    shared: Option<Arc<Shared>>,
+    shared: Arc<Shared>,
 }
 
 impl<S> Service<Request<Body>> for Breaker<S>
@@ -77,9 +78,7 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let Some(shared) = &self.shared else {
-            return Guarded::Pass { future: self.inner.call(request) };
-        };
+        let shared = &self.shared;
         match shared.admit() {
             Some(probe) => Guarded::Tracked {
                 future: self.inner.call(request),
@@ -93,10 +92,9 @@ where
 }
 
 pin_project! {
-    /// A call through the breaker: passed through, counted, or refused at once.
+    /// A call through the breaker: counted, or refused at once.
     #[project = GuardedProj]
     pub(crate) enum Guarded<F> {
-        Pass { #[pin] future: F },
         Tracked { #[pin] future: F, ticket: Ticket },
         Refused { error: Option<UpstreamError> },
     }
@@ -110,7 +108,6 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         match self.project() {
-            GuardedProj::Pass { future } => future.poll(cx),
             GuardedProj::Tracked { future, ticket } => {
                 let result = ready!(future.poll(cx));
                 ticket.settle(is_failure(&result));

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use futures::future::{BoxFuture, Either};
+use futures::future::BoxFuture;
 use http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH, VARY};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use metrics::Counter;
@@ -39,14 +39,15 @@ const MAX_DIRECTIVES_BYTES: usize = 1024;
 /// How long a stale entry with a validator is kept for revalidation, beyond `stale-if-error`.
 const REVALIDATE_FOR: Duration = Duration::from_secs(60);
 
-/// Caches an upstream's GETs; with `None`, calls pass through untouched.
+/// Caches an upstream's GETs.
 #[derive(Clone)]
-pub(crate) struct CacheLayer(Option<Arc<Store>>);
+pub(crate) struct CacheLayer(Arc<Store>);
 
 impl CacheLayer {
-    /// A cache of at most `max_bytes` for upstream `name`, or a pass-through.
-    pub(crate) fn new(name: &Arc<str>, max_bytes: Option<u64>, registry: &Metrics) -> Self {
-        Self(max_bytes.map(|max_bytes| {
+    /// A cache of at most `max_bytes` for upstream `name`; `None` without `max_bytes` (the
+    /// stack leaves it out with tower's `option_layer`).
+    pub(crate) fn new(name: &Arc<str>, max_bytes: Option<u64>, registry: &Metrics) -> Option<Self> {
+        max_bytes.map(|max_bytes| {
             let entries = moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|_: &Key, entry: &Arc<Entry>| u32::try_from(entry.snapshot.weight()).unwrap_or(u32::MAX))
@@ -58,15 +59,15 @@ impl CacheLayer {
                     &[("upstream", name.to_string()), ("result", result.to_owned())],
                 )
             };
-            Arc::new(Store {
+            Self(Arc::new(Store {
                 entries,
                 max_entry_bytes: usize::try_from(max_bytes / 8).unwrap_or(usize::MAX),
                 hit: counter("hit"),
                 miss: counter("miss"),
                 revalidated: counter("revalidated"),
                 stale: counter("stale"),
-            })
-        }))
+            }))
+        })
     }
 }
 
@@ -82,7 +83,7 @@ impl<S> Layer<S> for CacheLayer {
 #[derive(Clone)]
 pub(crate) struct Cached<S> {
     inner: S,
-    store: Option<Arc<Store>>,
+    store: Arc<Store>,
 }
 
 pub(crate) struct Store {
@@ -215,18 +216,18 @@ where
 {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = Either<S::Future, BoxFuture<'static, Result<Response<Body>, BoxError>>>;
+    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
-        // On, a call readies the rest of the stack only when it goes on: a hit must not hold a
-        // place in the bulkhead.
-        if self.store.is_some() { std::task::Poll::Ready(Ok(())) } else { self.inner.poll_ready(cx) }
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        // A call readies the rest of the stack only when it goes on: a hit must not hold a place
+        // in the bulkhead.
+        std::task::Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let Some(store) = &self.store else { return Either::Left(self.inner.call(request)) };
+        let store = &self.store;
         let Some(Shareable { key, caller, .. }) = Shareable::of(&request) else {
-            return Either::Right(self.inner.clone().oneshot(request).boxed());
+            return self.inner.clone().oneshot(request).boxed();
         };
         let shared = Key { call: key, owner: None };
         let now = Instant::now();
@@ -235,7 +236,7 @@ where
             && entry.fresh(now)
         {
             store.hit.increment(1);
-            return Either::Right(futures::future::ready(Ok(entry.snapshot.to_response())).boxed());
+            return futures::future::ready(Ok(entry.snapshot.to_response())).boxed();
         }
         let stale = found.map(|(_, entry)| entry);
         if let Some(etag) = stale.as_ref().and_then(|entry| entry.etag.clone()) {
@@ -243,13 +244,11 @@ where
         }
         let call = self.inner.clone().oneshot(request);
         let store = store.clone();
-        Either::Right(
-            async move {
-                let result = call.await;
-                settle(&store, shared, caller, stale, result)
-            }
-            .boxed(),
-        )
+        async move {
+            let result = call.await;
+            settle(&store, shared, caller, stale, result)
+        }
+        .boxed()
     }
 }
 

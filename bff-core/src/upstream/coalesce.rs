@@ -30,20 +30,22 @@ use crate::request::caller::CallerHeaders;
 /// Past this many flights in the table, finished ones abandoned by all their callers are swept.
 const SWEEP_ABOVE: usize = 4096;
 
-/// Coalesces an upstream's calls; with `None`, calls pass through untouched.
+/// Coalesces an upstream's calls.
 #[derive(Clone)]
-pub(crate) struct CoalesceLayer(Option<Arc<Flights>>);
+pub(crate) struct CoalesceLayer(Arc<Flights>);
 
 impl CoalesceLayer {
-    pub(crate) fn new(name: &Arc<str>, on: bool, registry: &Metrics) -> Self {
-        Self(on.then(|| {
-            Arc::new(Flights {
+    /// Coalescing for upstream `name`; `None` when off (the stack leaves it out with tower's
+    /// `option_layer`).
+    pub(crate) fn new(name: &Arc<str>, on: bool, registry: &Metrics) -> Option<Self> {
+        on.then(|| {
+            Self(Arc::new(Flights {
                 name: name.clone(),
                 table: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
                 coalesced: registry.counter("bff_upstream_coalesced_total", &[("upstream", name.to_string())]),
-            })
-        }))
+            }))
+        })
     }
 }
 
@@ -59,7 +61,7 @@ impl<S> Layer<S> for CoalesceLayer {
 #[derive(Clone)]
 pub(crate) struct Coalesce<S> {
     inner: S,
-    flights: Option<Arc<Flights>>,
+    flights: Arc<Flights>,
 }
 
 pub(crate) struct Flights {
@@ -97,19 +99,18 @@ where
 {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = futures::future::Either<S::Future, BoxFuture<'static, Result<Response<Body>, BoxError>>>;
+    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // On, a call readies the rest of the stack only when it leads: a follower must not hold
-        // a place in the bulkhead.
-        if self.flights.is_some() { Poll::Ready(Ok(())) } else { self.inner.poll_ready(cx) }
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // A call readies the rest of the stack only when it leads: a follower must not hold a
+        // place in the bulkhead.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        use futures::future::Either;
-        let Some(flights) = &self.flights else { return Either::Left(self.inner.call(request)) };
+        let flights = &self.flights;
         let Some(Shareable { key, caller, deadline }) = Shareable::of(&request) else {
-            return Either::Right(self.inner.clone().oneshot(request).boxed());
+            return self.inner.clone().oneshot(request).boxed();
         };
         let key = (key, caller);
         let mut table = flights.table.lock().unwrap_or_else(|e| e.into_inner());
@@ -119,7 +120,7 @@ where
             let (flight, flight_deadline) = joined;
             // A flight that may outlive this call's deadline is only waited for until then.
             let until = (flight_deadline > deadline).then_some(deadline);
-            return Either::Right(wait(flight, until, flights.name.clone()).boxed());
+            return wait(flight, until, flights.name.clone()).boxed();
         }
         let id = flights.next_id.fetch_add(1, Ordering::Relaxed);
         let call = self.inner.clone().oneshot(request);
@@ -143,7 +144,7 @@ where
             table.insert(key, InFlight { id, deadline, flight: weak });
         }
         drop(table);
-        Either::Right(wait(flight, None, flights.name.clone()).boxed())
+        wait(flight, None, flights.name.clone()).boxed()
     }
 }
 

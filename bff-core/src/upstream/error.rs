@@ -104,8 +104,8 @@ impl UpstreamError {
         matches!(self.kind, UpstreamErrorKind::Timeout(_))
     }
 
-    /// 504 for a timeout, 503 for a full bulkhead or an open circuit, 500 for a call we could not build, 502 for
-    /// everything else.
+    /// 504 for a timeout, 503 for a full bulkhead or an open circuit, 500 for a call we could
+    /// not build, 502 for everything else.
     pub fn status(&self) -> StatusCode {
         match self.kind {
             UpstreamErrorKind::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,

@@ -21,9 +21,9 @@ use super::unprocessed::clone_request;
 use super::{Body, BoxError};
 use crate::observe::metrics::Metrics;
 
-/// Hedges an upstream's GETs; with `None`, calls pass through untouched.
+/// Hedges an upstream's GETs.
 #[derive(Clone)]
-pub(crate) struct HedgeLayer(Option<Arc<Shared>>);
+pub(crate) struct HedgeLayer(Arc<Shared>);
 
 struct Shared {
     after: Duration,
@@ -36,26 +36,22 @@ struct Shared {
 
 impl HedgeLayer {
     /// Hedging after `after`, paid from `budget` (into which this layer counts each call when
-    /// `deposits`), or a pass-through when `after` is `None`.
+    /// `deposits`); `None` when `after` is (the stack leaves it out with tower's `option_layer`).
     pub(crate) fn new(
         name: &str,
         after: Option<Duration>,
         budget: Arc<TpsBudget>,
         deposits: bool,
         registry: &Metrics,
-    ) -> Self {
-        Self(after.map(|after| {
+    ) -> Option<Self> {
+        after.map(|after| {
             let counter = |outcome: &'static str| {
                 let labels = [("upstream", name.to_owned()), ("outcome", outcome.to_owned())];
                 registry.counter("bff_upstream_hedges_total", &labels)
             };
-            Arc::new(Shared { after, budget, deposits, hedged: counter("sent"), refused: counter("budget_exhausted") })
-        }))
-    }
-
-    /// Whether it hedges (and so needs the deadline outside it).
-    pub(crate) fn is_on(&self) -> bool {
-        self.0.is_some()
+            let (hedged, refused) = (counter("sent"), counter("budget_exhausted"));
+            Self(Arc::new(Shared { after, budget, deposits, hedged, refused }))
+        })
     }
 }
 
@@ -71,7 +67,7 @@ impl<S> Layer<S> for HedgeLayer {
 #[derive(Clone)]
 pub(crate) struct Hedge<S> {
     inner: S,
-    shared: Option<Arc<Shared>>,
+    shared: Arc<Shared>,
 }
 
 /// Whether an outcome is worth waiting past for the other attempt.
@@ -93,7 +89,7 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let Some(shared) = &self.shared else { return Either::Left(self.inner.call(request)) };
+        let shared = &self.shared;
         if shared.deposits {
             shared.budget.deposit();
         }

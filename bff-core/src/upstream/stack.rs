@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use tower::limit::ConcurrencyLimit;
 use tower::load_shed::LoadShed;
 use tower::retry::RetryLayer;
-use tower::{Layer, Service, ServiceBuilder};
+use tower::{Service, ServiceBuilder};
 
 use super::balance::{Balance, track_tried};
 use super::breaker::BreakerLayer;
@@ -158,9 +158,7 @@ where
         })
         .collect();
     let balanced = Balance::new(name, &settings.outlier, attempts, registry);
-    // The bulkhead, innermost of the per-upstream slots: a call over the cap is refused at once
-    // (tower's `LoadShed` over `ConcurrencyLimit`; each call's clone of the stack holds no permit
-    // until it is ready, and its future holds one until the exchange ends).
+    // Retries and hedges share the upstream's budget.
     let budget = retry::budget(&settings.retry);
     let retries = Retries::new(name, &settings.retry, budget.clone(), registry);
     let hedge = HedgeLayer::new(name, settings.hedge_after, budget, retries.is_none(), registry);
@@ -174,6 +172,9 @@ where
         cache: CacheLayer::new(name, settings.cache_bytes, registry),
         several,
     };
+    // The bulkhead, innermost of the per-upstream slots: a call over the cap is refused at once
+    // (tower's `LoadShed` over `ConcurrencyLimit`; each call's clone of the stack holds no permit
+    // until it is ready, and its future holds one until the exchange ends).
     match settings.max_in_flight {
         Some(cap) => outer.around(LoadShed::new(ConcurrencyLimit::new(balanced, cap.get()))),
         None => outer.around(balanced),
@@ -184,11 +185,12 @@ where
 struct Outer<'a> {
     name: &'a Arc<str>,
     settings: &'a UpstreamSettings,
+    // Each `None` when off: left out of the stack by tower's `option_layer`.
     retries: Option<Retries>,
-    hedge: HedgeLayer,
-    breaker: BreakerLayer,
-    coalesce: CoalesceLayer,
-    cache: CacheLayer,
+    hedge: Option<HedgeLayer>,
+    breaker: Option<BreakerLayer>,
+    coalesce: Option<CoalesceLayer>,
+    cache: Option<CacheLayer>,
     several: bool,
 }
 
@@ -204,17 +206,17 @@ impl Outer<'_> {
         // Retries and hedges need the deadline layer outside them: it ends the call, waits
         // included. With several instances, a call's copies share the set of instances tried, so
         // that a retry or a hedge goes to another.
-        if retries.is_some() || hedge.is_on() {
+        if retries.is_some() || hedge.is_some() {
             let deadline = TimeBoundLayer::new(name.clone(), Deadline);
             let mark: fn(Request<Body>) -> Request<Body> = if several { track_tried } else { std::convert::identity };
             let outer = ServiceBuilder::new()
-                .layer(cache)
-                .layer(coalesce)
+                .option_layer(cache)
+                .option_layer(coalesce)
                 .layer(deadline)
-                .layer(breaker)
+                .option_layer(breaker)
                 .map_request(mark)
                 .option_layer(retries.map(RetryLayer::new))
-                .layer(hedge);
+                .option_layer(hedge);
             return if http1 {
                 Outbound::new(outer.service(inner))
             } else {
@@ -226,12 +228,12 @@ impl Outer<'_> {
         // is not in the stack's type either, and with nothing between them the per-try timeout
         // (capped at the deadline) does the deadline's job: one timer a call, where two doubled
         // the timer wheel's locking (`bench/README.md`). The breaker adds no wait.
+        let outer = ServiceBuilder::new().option_layer(cache).option_layer(coalesce);
         if http1 {
-            Outbound::new(cache.layer(coalesce.layer(breaker.layer(inner))))
+            Outbound::new(outer.option_layer(breaker).service(inner))
         } else {
             let deadline = TimeBoundLayer::new(name.clone(), Deadline);
-            let resilient = deadline.layer(breaker.layer(unprocessed::layer().layer(inner)));
-            Outbound::new(cache.layer(coalesce.layer(resilient)))
+            Outbound::new(outer.layer(deadline).option_layer(breaker).layer(unprocessed::layer()).service(inner))
         }
     }
 }
