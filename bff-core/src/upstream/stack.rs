@@ -30,7 +30,7 @@
 //! 6. **HTTP client** (`upstream/transport.rs`): hyper-util's pooled client; reads the
 //!    body whole under a limit unless the call asked for a stream.
 //!
-//! Each layer is a tower [`Layer`] over `http::Request<Body>` /
+//! Each layer is a tower [`Layer`](tower::Layer) over `http::Request<Body>` /
 //! `http::Response<Body>` with [`BoxError`] errors, so tower's own (`retry`, `limit`,
 //! `load_shed`, `balance`) stack in the slots as they are; [`Outbound`] erases the result.
 
