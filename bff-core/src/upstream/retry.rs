@@ -228,13 +228,18 @@ mod tests {
         assert!(call.await.is_err());
         assert!(start.elapsed() <= Duration::from_millis(300), "{:?}", start.elapsed());
         assert!(attempts.load(Ordering::SeqCst) <= 2);
-        // Attempts that each run out of their per-try time end with the deadline.
+        // Attempts that each run out of their per-try time end with the deadline. (No backoff:
+        // a random one could stop the retries early, when the next wait would cross the
+        // deadline, which makes the end time random.)
         let hanging = tower::service_fn(|_: Request<Body>| std::future::pending::<Result<Response<Body>, BoxError>>());
-        let settings = UpstreamSettings {
-            timeout: Duration::from_millis(100),
-            retry: RetryConfig { attempts: 10, ..RetryConfig::default() },
-            ..UpstreamSettings::default()
+        let no_backoff = RetryConfig {
+            attempts: 10,
+            backoff_base: Duration::ZERO,
+            backoff_max: Duration::ZERO,
+            ..RetryConfig::default()
         };
+        let settings =
+            UpstreamSettings { timeout: Duration::from_millis(100), retry: no_backoff, ..UpstreamSettings::default() };
         let up = Upstream::from_service("hangs", settings, hanging, &Metrics::new());
         let start = Instant::now();
         let call =
