@@ -13,10 +13,12 @@ use tower::util::MapRequestLayer;
 use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::config::{Config, ConfigError, CorsConfig};
+use crate::config::{Config, ConfigError, CorsConfig, LimitKeyKind};
 use crate::edge::shed::ShedLayer;
 use crate::edge::{self, access_log::mark_route};
 use crate::error::BffError;
+use crate::limit::Limits;
+use crate::limit::layer::{Enforce, Stage};
 use crate::middleware::{GuardLayer, MiddlewareLayer};
 use crate::observe::health::{self, Readiness};
 use crate::observe::metrics::{self, Metrics};
@@ -43,6 +45,7 @@ pub struct Gateway {
     metrics: Metrics,
     readiness: Readiness,
     tls: Option<Tls>,
+    limits: Option<Limits>,
 }
 
 /// The `Cache-Control` of a protected route's answers, unless its handler set one.
@@ -91,7 +94,15 @@ impl GatewayBuilder {
         metrics.spawn_upkeep();
         let upstreams = Upstreams::from_config(&config, &metrics)
             .map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
-        let verifier = config.auth.as_ref().map(|auth| JwtVerifier::new(auth, &metrics));
+        let claims: Vec<String> = config
+            .rate_limits
+            .values()
+            .filter_map(|limit| match &limit.key {
+                LimitKeyKind::Claim(claim) => Some(claim.clone()),
+                _ => None,
+            })
+            .collect();
+        let verifier = config.auth.as_ref().map(|auth| JwtVerifier::new(auth, &metrics).keep_claims(claims));
         let api_keys = config.api_keys.as_ref().map(ApiKeys::new);
         let mut dependencies: Vec<(String, url::Url)> =
             upstreams.urls().map(|(n, u)| (n.to_owned(), (**u).clone())).collect();
@@ -100,8 +111,12 @@ impl GatewayBuilder {
         }
         let readiness = Readiness::new(dependencies);
         let tls = config.tls.as_ref().map(|tls| Tls::from_files(&tls.cert, &tls.key)).transpose()?;
+        let limits = Limits::new(&config, &metrics)
+            .await
+            .map_err(|message| ConfigError::key(source.clone(), "redis.url", message))?;
         let config = Arc::new(config);
-        Ok(Gateway { config, source: Arc::from(source), upstreams, verifier, api_keys, metrics, readiness, tls })
+        let source = Arc::from(source);
+        Ok(Gateway { config, source, upstreams, verifier, api_keys, metrics, readiness, tls, limits })
     }
 }
 
@@ -169,10 +184,43 @@ impl Gateway {
             );
             return Err(ConfigError { source: self.source.to_string(), key: None, message });
         }
+        self.check_limit_routes(&methods, &table)?;
+        let public_patterns: Vec<String> =
+            table.iter().filter(|(_, access)| access.is_public()).map(|(p, _)| p.clone()).collect();
         table.retain(|_, access| !access.is_public());
         // axum refuses a route layer on no routes.
         let protected = if table.is_empty() { protected } else { self.authenticated(protected, Arc::new(table)) };
+        let public = match self.enforce(Stage::Anonymous, public_patterns.iter().map(String::as_str)) {
+            Some(enforce) if !public_patterns.is_empty() => public.route_layer(MiddlewareLayer(enforce)),
+            _ => public,
+        };
         Ok(self.wrap(protected, public, methods))
+    }
+
+    /// Every route a rate limit lists is one of this BFF's, and one its key can be known on.
+    fn check_limit_routes(
+        &self,
+        methods: &HashMap<String, Vec<Method>>,
+        access: &HashMap<String, Access>,
+    ) -> Result<(), ConfigError> {
+        for (name, limit) in &self.config.rate_limits {
+            for pattern in limit.routes.iter().flatten() {
+                let message = if !methods.contains_key(pattern) {
+                    format!("this BFF has no route `{pattern}`")
+                } else if !limit.key.is_anonymous() && access.get(pattern).is_none_or(Access::is_public) {
+                    format!("the route `{pattern}` is public: there is no caller to key `{}` by", limit.key)
+                } else {
+                    continue;
+                };
+                return Err(ConfigError::key(&*self.source, format!("rate_limits.{name}.routes"), message));
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits layer of `stage` for the routes `patterns`, if any of them is limited.
+    fn enforce<'a>(&self, stage: Stage, patterns: impl IntoIterator<Item = &'a str>) -> Option<Enforce> {
+        Enforce::new(self.limits.as_ref()?, stage, patterns, &self.metrics)
     }
 
     fn check_route_keys(&self, routes: &Router) -> Result<(), ConfigError> {
@@ -205,13 +253,18 @@ impl Gateway {
             }
             None => HeaderValue::from_static("authorization"),
         };
+        let patterns = || access.keys().map(String::as_str);
+        let by_address = self.enforce(Stage::Anonymous, patterns()).map(MiddlewareLayer);
+        let by_caller = self.enforce(Stage::Caller, patterns()).map(MiddlewareLayer);
         let stack = ServiceBuilder::new()
             .layer(MapRequestLayer::new(mark_route))
             .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, PRIVATE))
             .layer(SetResponseHeaderLayer::appending(header::VARY, credential))
+            .option_layer(by_address)
             .option_layer(self.verifier.clone().map(|verifier| MiddlewareLayer(RequireJwt(verifier))))
             .option_layer(api_keys.map(|keys| MiddlewareLayer(RequireApiKey(keys))))
-            .layer(GuardLayer(CheckAccess(access)))
+            .layer(GuardLayer(CheckAccess(access.clone())))
+            .option_layer(by_caller)
             .option_layer(shaping.any().then_some(MiddlewareLayer(Shape(shaping))));
         routes.route_layer(stack)
     }
@@ -316,7 +369,14 @@ fn cors_layer(config: &CorsConfig) -> CorsLayer {
             HeaderName::from_static(REQUEST_ID),
             HeaderName::from_static(crate::request::idempotency::IDEMPOTENCY_KEY),
         ])
-        .expose_headers([header::ETAG, HeaderName::from_static(REQUEST_ID), HeaderName::from_static(DEGRADED)])
+        .expose_headers([
+            header::ETAG,
+            header::RETRY_AFTER,
+            HeaderName::from_static(REQUEST_ID),
+            HeaderName::from_static(DEGRADED),
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+        ])
         .max_age(config.max_age)
 }
 

@@ -39,6 +39,7 @@ mod edge;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+mod limit;
 mod middleware;
 pub mod observe;
 pub mod policy;

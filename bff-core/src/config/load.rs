@@ -77,8 +77,8 @@ impl Overrides {
     }
 
     /// Where the value at `key` came from: the last override that set it, a section above it
-    /// (`upstreams.users` set whole), or something inside it (an unknown `redis` section set
-    /// through `BFF_REDIS__URL`).
+    /// (`upstreams.users` set whole), or something inside it (an unknown `memcached` section
+    /// set through `BFF_MEMCACHED__URL`).
     fn origin_of(&self, key: &str) -> Option<&str> {
         let within = |inner: &str, outer: &str| inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('.'));
         self.entries
@@ -233,10 +233,17 @@ url = "http://127.0.0.1:7001"
 
     #[test]
     fn an_unknown_key_set_through_the_environment_names_the_variable() {
-        let env = Overrides::from_env([("BFF_REDIS__URL".to_owned(), "redis://127.0.0.1:6379".to_owned())]);
+        let env = Overrides::from_env([("BFF_MEMCACHED__URL".to_owned(), "tcp://127.0.0.1:11211".to_owned())]);
         let err = load(&source(BASE), &env).unwrap_err();
-        assert_eq!(err.key.as_deref(), Some("redis"));
-        assert_eq!(err.source, "environment variable BFF_REDIS__URL");
+        assert_eq!(err.key.as_deref(), Some("memcached"));
+        assert_eq!(err.source, "environment variable BFF_MEMCACHED__URL");
+        // A known section set whole through the environment: `redis.url` turns sharing on.
+        let env = Overrides::from_env([("BFF_REDIS__URL".to_owned(), "redis://127.0.0.1:6379".to_owned())]);
+        let config = load(&source(BASE), &env).unwrap();
+        assert_eq!(config.redis.map(|r| r.url.to_string()).as_deref(), Some("redis://127.0.0.1:6379"));
+        let env = Overrides::from_env([("BFF_REDIS__URL".to_owned(), "127.0.0.1:6379".to_owned())]);
+        let err = load(&source(BASE), &env).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("redis.url"), "{err}");
         let env = Overrides::from_env([("BFF_UPSTREAMS__USERS__TIMEUOT".to_owned(), "1s".to_owned())]);
         let err = load(&source(BASE), &env).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("upstreams.users.timeuot"));

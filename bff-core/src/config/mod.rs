@@ -3,6 +3,7 @@
 //! Sources, later ones winning: the TOML file, then `BFF_*` environment variables (`__` separates
 //! keys: `BFF_UPSTREAMS__USERS__URL`), then command-line flags. See [`load`].
 
+mod limits;
 mod load;
 mod resilience;
 mod values;
@@ -14,9 +15,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use limits::QUOTA_POLICY;
+pub use limits::{LimitKeyKind, OnRedisError, QuotaConfig, RateLimitConfig, RedisConfig, RedisUrl};
 pub use load::{ConfigError, ConfigSource, Overrides, load};
 pub use resilience::{BreakerConfig, OutlierConfig, RetryConfig};
-pub use values::{Header, HttpUrl, JwtAlgorithm, KeyHash, Origin, UpstreamUrls};
+pub use values::{Header, HttpUrl, IpNet, JwtAlgorithm, KeyHash, Origin, UpstreamUrls};
 
 /// The whole configuration of one BFF process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +60,15 @@ pub struct Config {
     /// Cross-origin access for browsers; absent means no CORS headers.
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+    /// Rate limits by name (`[rate_limits.per-user]`); see [`RateLimitConfig`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    /// Quotas per API-client tier (`[quotas.free]`): every client of `api_keys` needs its tier's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quotas: BTreeMap<String, QuotaConfig>,
+    /// Shared counting of limits and quotas across replicas; absent: each process counts alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConfig>,
 }
 
 /// TLS termination on `listen`: HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and 1.3. The files are read
@@ -116,6 +128,11 @@ pub struct ServerConfig {
     /// `Retry-After`, at once (`/healthz` and the admin listener are never shed). 0: no cap.
     #[serde(default)]
     pub max_in_flight_requests: usize,
+    /// The peers (load balancers, CDNs) whose `X-Forwarded-For` is believed, as networks
+    /// (`10.0.0.0/8`) or addresses; from any other peer the header is ignored and the
+    /// connection's address is the client's.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
     /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, so load
     /// balancers stop sending traffic before the listener closes (Ctrl-C skips it).
     #[serde(with = "humantime_serde", default = "default_drain_delay")]
@@ -137,6 +154,7 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body_bytes(),
             h2_max_concurrent_streams: default_h2_max_concurrent_streams(),
             max_in_flight_requests: 0,
+            trusted_proxies: Vec::new(),
             drain_delay: default_drain_delay(),
             shutdown_grace: default_shutdown_grace(),
         }
@@ -568,6 +586,7 @@ impl Config {
             }
         }
         self.validate_server()?;
+        self.validate_limits()?;
         if self.auth.is_some() && self.api_keys.is_some() {
             return Err(("api_keys".into(), "a BFF authenticates with `auth` (JWT) or `api_keys`, not both".into()));
         }
@@ -594,6 +613,38 @@ impl Config {
             if let Some(outlier) = &upstream.outlier {
                 outlier.validate(&format!("upstreams.{name}.outlier"))?;
             }
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), (String, String)> {
+        for (name, limit) in &self.rate_limits {
+            let key = format!("rate_limits.{name}");
+            limits::check_limit_name(name).map_err(|message| (key.clone(), message))?;
+            limit.validate(&key)?;
+            let needs = match &limit.key {
+                LimitKeyKind::User | LimitKeyKind::Claim(_) if self.auth.is_none() => "`auth` (JWT)",
+                LimitKeyKind::Client | LimitKeyKind::Account if self.api_keys.is_none() => "`api_keys`",
+                _ => continue,
+            };
+            return Err((format!("{key}.key"), format!("`{}` needs {needs}, which this BFF does not have", limit.key)));
+        }
+        for (tier, quota) in &self.quotas {
+            quota.validate(&format!("quotas.{tier}"))?;
+        }
+        if !self.quotas.is_empty() {
+            let Some(keys) = &self.api_keys else {
+                return Err(("quotas".into(), "quotas are per API-client tier, and `api_keys` is not configured".into()));
+            };
+            for (name, client) in &keys.clients {
+                if !self.quotas.contains_key(&client.tier) {
+                    let message = format!("the tier `{}` has no quota: add `[quotas.{}]`", client.tier, client.tier);
+                    return Err((format!("api_keys.clients.{name}.tier"), message));
+                }
+            }
+        }
+        if let Some(redis) = &self.redis {
+            redis.validate()?;
         }
         Ok(())
     }

@@ -25,12 +25,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower_http::add_extension::AddExtension;
 
 use self::idle::IdleTimeout;
 pub use self::tls::{RELOAD_CHECK_INTERVAL, Tls, TlsError};
@@ -47,6 +49,9 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// How long the accept loop pauses after an error that is not one connection's (out of file
 /// descriptors, say), so it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// The router as one connection serves it: with the peer's address.
+type Served = AddExtension<Router, ConnectInfo<std::net::SocketAddr>>;
 
 /// Serves a router on a listener under [`ServerConfig`]'s limits.
 ///
@@ -94,7 +99,7 @@ impl Server {
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let (stream, _peer) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
@@ -121,7 +126,8 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let builder = builder.clone();
             let watcher = graceful.watcher();
-            let service = TowerToHyperService::new(router.clone());
+            // Handlers and limits read the client's address as axum's `ConnectInfo`.
+            let service = TowerToHyperService::new(AddExtension::new(router.clone(), ConnectInfo(peer)));
             let open = counters.as_ref().map(|c| c.open.clone());
             let (idle, handshake) = (config.idle_timeout, config.header_read_timeout);
             let tls = self.tls.as_ref().map(|tls| tls.acceptor().clone());
@@ -155,7 +161,7 @@ impl Server {
 async fn serve_io<IO>(
     builder: &Builder<TokioExecutor>,
     io: IO,
-    service: TowerToHyperService<Router>,
+    service: TowerToHyperService<Served>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

@@ -32,6 +32,18 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    /// A client named `name` of `tier`, its own account, without scopes.
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, tier: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            tier: Arc::from(tier),
+            account: Arc::from(name),
+            scopes: Arc::from([]),
+            headers: None,
+        }
+    }
+
     /// The identity headers upstream calls carry.
     pub fn caller_headers(&self) -> Option<&CallerHeaders> {
         self.headers.as_ref()

@@ -46,6 +46,8 @@ struct Inner {
     typ: Option<String>,
     /// The longest token looked at.
     max_token_bytes: usize,
+    /// The claims an [`Identity`] keeps besides `sub` and `scope` (those rate limits key by).
+    keep_claims: Vec<String>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -60,6 +62,8 @@ struct Claims {
     exp: u64,
     #[serde(default)]
     scope: String,
+    #[serde(flatten)]
+    other: HashMap<String, serde_json::Value>,
 }
 
 impl JwtVerifier {
@@ -98,8 +102,18 @@ impl JwtVerifier {
                 typ: config.typ.clone(),
                 max_token_bytes: config.max_token_bytes,
                 refresh: tokio::sync::Mutex::new(None),
+                keep_claims: Vec::new(),
             }),
         }
+    }
+
+    /// Keeps the claims `names` of verified tokens in their [`Identity`] ([`Identity::claim`]).
+    /// Call it on a new verifier, before it is cloned.
+    pub fn keep_claims(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.keep_claims = names.into_iter().collect();
+        }
+        self
     }
 
     /// A verifier that starts with `keys` already known (it still fetches on an unknown `kid`).
@@ -194,7 +208,16 @@ impl JwtVerifier {
         // A signed `exp` far in the future is valid; it must not overflow the clock (the cache's
         // TTL bounds how long it is remembered anyway).
         let expires = UNIX_EPOCH.checked_add(Duration::from_secs(data.claims.exp)).unwrap_or(far_future());
-        Ok((Identity::new(data.claims.sub, data.claims.scope.split_whitespace()), expires))
+        let mut identity = Identity::new(data.claims.sub, data.claims.scope.split_whitespace());
+        for name in &self.inner.keep_claims {
+            let value = match data.claims.other.get(name) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(value @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => value.to_string(),
+                _ => continue,
+            };
+            identity = identity.with_claim(name, value);
+        }
+        Ok((identity, expires))
     }
 
     fn cached(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {

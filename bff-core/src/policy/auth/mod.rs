@@ -26,10 +26,12 @@ pub use jwks::JwtVerifier;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity(Arc<VerifiedClaims>);
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct VerifiedClaims {
     subject: String,
     scopes: HashSet<String>,
+    /// The other claims kept ([`JwtVerifier::keep_claims`]), as text.
+    claims: Vec<(Box<str>, Arc<str>)>,
     /// What upstream calls carry for this caller, built once per token.
     headers: Option<CallerHeaders>,
 }
@@ -41,14 +43,29 @@ impl Identity {
         let subject = subject.into();
         let scopes: HashSet<String> = scopes.into_iter().map(Into::into).collect();
         let headers = CallerHeaders::user(&subject, scopes.iter().map(String::as_str));
-        Self(Arc::new(VerifiedClaims { subject, scopes, headers }))
+        Self(Arc::new(VerifiedClaims { subject, scopes, claims: Vec::new(), headers }))
+    }
+
+    /// This identity with the claim `name` set to `value` (a string, or a number or boolean as
+    /// JSON writes it).
+    pub fn with_claim(mut self, name: &str, value: impl Into<String>) -> Self {
+        let claims = Arc::make_mut(&mut self.0);
+        claims.claims.retain(|(n, _)| &**n != name);
+        claims.claims.push((Box::from(name), Arc::from(value.into())));
+        self
+    }
+
+    /// The claim `name`, when the verifier keeps it and the token has it.
+    pub fn claim(&self, name: &str) -> Option<&Arc<str>> {
+        self.0.claims.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
     }
 
     /// About how many bytes this identity holds, for the token cache's weigher.
     pub(crate) fn weight(&self) -> usize {
         const OVERHEAD: usize = 160;
         let claims = &self.0;
-        OVERHEAD + claims.subject.len() * 2 + claims.scopes.iter().map(|s| s.len() * 2 + 16).sum::<usize>()
+        let kept = claims.claims.iter().map(|(n, v)| n.len() + v.len() + 48).sum::<usize>();
+        OVERHEAD + claims.subject.len() * 2 + claims.scopes.iter().map(|s| s.len() * 2 + 16).sum::<usize>() + kept
     }
 
     /// The identity headers upstream calls carry (`X-User-Id`, `X-User-Scopes`).

@@ -1,0 +1,258 @@
+//! The layer that checks a request's limits: before the credentials for the ones keyed by
+//! address (or by no one), after them for the ones keyed by the caller, and the caller's quota.
+//!
+//! Every response of a limited route says where the caller stands, in the `RateLimit-Policy` and
+//! `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers (`"per-user";q=20;w=12` and
+//! `"per-user";r=19;t=1`: a limit's burst and the seconds it takes to come back whole; what is
+//! left and the seconds until it is whole). A refused request is a `429` problem with
+//! `Retry-After`: `RATE_LIMITED`, or `QUOTA_EXCEEDED` with the time the quota resets.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::client_ip::{client_ip, limit_address};
+use super::{Check, LimitKey, Limits, Outcomes, Status, Target};
+use crate::config::LimitKeyKind;
+use crate::error::BffError;
+use crate::middleware::{Inner, Middleware, run};
+use crate::observe::metrics::Metrics;
+use crate::policy::api_key::ApiClient;
+use crate::policy::auth::Identity;
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Which limits a layer checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Keyed by address or by no one: before the credentials are checked.
+    Anonymous,
+    /// Keyed by the caller, and its quota: after.
+    Caller,
+}
+
+/// Checks the limits of its stage on the routes it wraps.
+#[derive(Debug, Clone)]
+pub(crate) struct Enforce(Arc<Table>);
+
+#[derive(Debug)]
+struct Table {
+    limits: Limits,
+    routes: HashMap<String, RouteLimits>,
+    /// By tier.
+    quotas: HashMap<String, Outcomes>,
+}
+
+#[derive(Debug)]
+struct RouteLimits {
+    rules: Vec<(usize, Outcomes)>,
+    quota: bool,
+}
+
+impl Enforce {
+    /// The layer of `stage` for `patterns`, or `None` when none of them has a limit of it.
+    pub(crate) fn new<'a>(
+        limits: &Limits,
+        stage: Stage,
+        patterns: impl IntoIterator<Item = &'a str>,
+        metrics: &Metrics,
+    ) -> Option<Self> {
+        let mut routes = HashMap::new();
+        for pattern in patterns {
+            let rules: Vec<(usize, Outcomes)> = limits
+                .rules()
+                .iter()
+                .enumerate()
+                .filter(|(_, rule)| rule.key.is_anonymous() == (stage == Stage::Anonymous) && rule.covers(pattern))
+                .map(|(index, rule)| {
+                    let outcome = |outcome: &str| {
+                        let labels = [
+                            ("route", pattern.to_owned()),
+                            ("limit", rule.name.to_string()),
+                            ("outcome", outcome.to_owned()),
+                        ];
+                        metrics.counter("bff_rate_limit_requests_total", &labels)
+                    };
+                    (index, Outcomes { allowed: outcome("allowed"), limited: outcome("limited") })
+                })
+                .collect();
+            let quota = stage == Stage::Caller && limits.has_quotas();
+            if !rules.is_empty() || quota {
+                routes.insert(pattern.to_owned(), RouteLimits { rules, quota });
+            }
+        }
+        if routes.is_empty() {
+            return None;
+        }
+        let quotas = limits
+            .0
+            .quotas
+            .keys()
+            .map(|tier| {
+                let outcome = |outcome: &str| {
+                    metrics.counter("bff_quota_requests_total", &[("tier", tier.clone()), ("outcome", outcome.to_owned())])
+                };
+                (tier.clone(), Outcomes { allowed: outcome("allowed"), limited: outcome("exceeded") })
+            })
+            .collect();
+        Some(Self(Arc::new(Table { limits: limits.clone(), routes, quotas })))
+    }
+}
+
+impl Middleware for Enforce {
+    fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
+        let table = self.0.clone();
+        async move {
+            let route = request.extensions().get::<MatchedPath>().and_then(|p| table.routes.get(p.as_str()));
+            let Some(route) = route else { return run(inner, request).await };
+            let (checks, tier) = table.checks(route, &request);
+            if checks.is_empty() {
+                return run(inner, request).await;
+            }
+            let statuses = match table.limits.check(&checks).await {
+                Ok(statuses) => statuses,
+                Err(_) => return unavailable(),
+            };
+            let refused = statuses.iter().position(|s| s.retry_after.is_some());
+            table.count(route, &checks, tier.as_deref(), refused);
+            let headers = table.headers(&checks, &statuses);
+            let mut response = match refused {
+                Some(index) => table.refusal(&checks[index], &statuses[index], tier.as_deref()),
+                None => run(inner, request).await,
+            };
+            if let Some((policy, state)) = headers {
+                response.headers_mut().append(RATELIMIT_POLICY, policy);
+                response.headers_mut().append(RATELIMIT, state);
+            }
+            response
+        }
+    }
+}
+
+impl Table {
+    /// What `request` is counted against on `route` (keys it has no value for are skipped),
+    /// and its caller's tier when a quota applies.
+    fn checks(&self, route: &RouteLimits, request: &Request) -> (Vec<Check>, Option<Arc<str>>) {
+        let extensions = request.extensions();
+        let identity = extensions.get::<Identity>();
+        let client = extensions.get::<ApiClient>();
+        let mut checks = Vec::with_capacity(route.rules.len() + 1);
+        for (index, _) in &route.rules {
+            let Some(rule) = self.limits.rules().get(*index) else { continue };
+            let key = match &rule.key {
+                LimitKeyKind::Ip => {
+                    // Every request served has its peer; one without (a test calling the router
+                    // directly) is counted as the unspecified address.
+                    let peer = extensions
+                        .get::<ConnectInfo<SocketAddr>>()
+                        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+                    let ip = client_ip(peer, request.headers(), self.limits.trusted_proxies());
+                    Some(LimitKey::Ip(limit_address(ip)))
+                }
+                LimitKeyKind::Global => Some(LimitKey::Global),
+                LimitKeyKind::User => identity.map(|i| LimitKey::Name(Arc::from(i.subject()))),
+                LimitKeyKind::Claim(claim) => identity.and_then(|i| i.claim(claim)).map(|v| LimitKey::Name(v.clone())),
+                LimitKeyKind::Client => client.map(|c| LimitKey::Name(c.name.clone())),
+                LimitKeyKind::Account => client.map(|c| LimitKey::Name(c.account.clone())),
+            };
+            if let Some(key) = key {
+                checks.push(Check { target: super::Target::Rule(*index), key });
+            }
+        }
+        let mut tier = None;
+        if route.quota
+            && let Some(client) = client
+            && let Some(quota) = self.limits.quota(&client.tier)
+        {
+            let target = Target::Quota { client: client.name.clone(), requests: quota.requests.get(), per: quota.per };
+            checks.push(Check { target, key: LimitKey::Name(client.name.clone()) });
+            tier = Some(client.tier.clone());
+        }
+        (checks, tier)
+    }
+
+    fn count(&self, route: &RouteLimits, checks: &[Check], tier: Option<&str>, refused: Option<usize>) {
+        for (position, check) in checks.iter().enumerate() {
+            let outcomes = match &check.target {
+                Target::Rule(index) => route.rules.iter().find(|(i, _)| i == index).map(|(_, o)| o),
+                Target::Quota { .. } => tier.and_then(|t| self.quotas.get(t)),
+            };
+            let Some(outcomes) = outcomes else { continue };
+            match refused {
+                Some(r) if r == position => outcomes.limited.increment(1),
+                // Checked after the refusal (in Redis, where all are checked): not counted.
+                Some(r) if position > r => {}
+                _ => outcomes.allowed.increment(1),
+            }
+        }
+    }
+
+    /// The `RateLimit-Policy` and `RateLimit` values of the checks answered.
+    fn headers(&self, checks: &[Check], statuses: &[Status]) -> Option<(HeaderValue, HeaderValue)> {
+        let mut policy = String::new();
+        let mut state = String::new();
+        for (check, status) in checks.iter().zip(statuses) {
+            let (name, quota, window): (&str, u64, u64) = match &check.target {
+                Target::Rule(index) => {
+                    let rule = self.limits.rules().get(*index)?;
+                    let burst = rule.burst.get();
+                    (&rule.name, u64::from(burst), whole_seconds(rule.interval * burst))
+                }
+                Target::Quota { requests, per, .. } => (crate::config::QUOTA_POLICY, *requests, per.as_secs()),
+            };
+            let separator = if policy.is_empty() { "" } else { ", " };
+            policy.push_str(&format!("{separator}\"{name}\";q={quota};w={window}"));
+            let remaining = status.remaining.min(quota);
+            state.push_str(&format!("{separator}\"{name}\";r={remaining};t={}", whole_seconds(status.reset)));
+        }
+        Some((HeaderValue::from_str(&policy).ok()?, HeaderValue::from_str(&state).ok()?))
+    }
+
+    fn refusal(&self, check: &Check, status: &Status, tier: Option<&str>) -> Response {
+        let wait = status.retry_after.unwrap_or_default();
+        let seconds = whole_seconds(wait);
+        let (code, detail) = match &check.target {
+            Target::Rule(index) => {
+                let Some(rule) = self.limits.rules().get(*index) else { return unavailable() };
+                let per = humantime::format_duration(rule.per);
+                let detail = format!(
+                    "the limit `{}` of {} requests per {per} (bursts of {}) is reached; retry in {seconds} s",
+                    rule.name, rule.rate, rule.burst
+                );
+                ("RATE_LIMITED", detail)
+            }
+            Target::Quota { requests, per, .. } => {
+                let resets = UNIX_EPOCH + self.limits.unix_now() + status.reset;
+                let resets = humantime::format_rfc3339_seconds(resets);
+                let per = humantime::format_duration(*per);
+                let tier = tier.unwrap_or("?");
+                let detail = format!("the `{tier}` tier's quota of {requests} requests per {per} is spent; it resets at {resets}");
+                ("QUOTA_EXCEEDED", detail)
+            }
+        };
+        let mut response = BffError::Rejected { status: StatusCode::TOO_MANY_REQUESTS, code, detail }.into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response
+    }
+}
+
+/// `503 RATE_LIMIT_UNAVAILABLE`: limits cannot be counted and `redis.on_error` is `deny`.
+fn unavailable() -> Response {
+    let detail = "rate limits cannot be checked right now".to_owned();
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    let mut response = BffError::Rejected { status, code: "RATE_LIMIT_UNAVAILABLE", detail }.into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Seconds, rounded up: a client waiting this long is never early.
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
