@@ -123,7 +123,7 @@ async fn several_limits_apply_and_the_tightest_refuses() {
         assert_eq!(response.status(), StatusCode::OK);
         // One field line per layer: the caller's limits, then the address's.
         assert_eq!(field(&response, "ratelimit-policy"), r#""per-user";q=10;w=6, "everyone";q=3;w=3600"#);
-        assert_eq!(field(&response, "ratelimit").split(", ").next(), Some(r#""per-user";r=9;t=6"#));
+        assert_eq!(field(&response, "ratelimit").split(", ").next(), Some(r#""per-user";r=9;t=1"#));
     }
     // The global limit is spent: refused before the caller's own limit is counted.
     let refused = get_as(&router, "x-user", "d").await;
