@@ -64,3 +64,104 @@ impl Drop for TestServer {
         self.task.abort();
     }
 }
+
+/// A private `redis-server` on a free port of 127.0.0.1 for one test, killed when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+/// How to get `redis-server`, printed by tests that skip without it.
+pub const REDIS_MISSING: &str = "redis-server is not installed: `apt-get install redis-server` \
+(Debian/Ubuntu) or `brew install redis`, then run the tests again; CI installs it (.ci/run)";
+
+impl RedisServer {
+    /// Starts one, waiting until it accepts connections. Without `redis-server` on the `PATH`:
+    /// `None` after printing how to install it, or a panic when `CI=true` (CI must run these
+    /// tests for real).
+    pub async fn start() -> Option<Self> {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+            let mut server = Self { port, child: None };
+            match server.spawn().await {
+                Ok(()) => return Some(server),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                        panic!("{REDIS_MISSING}");
+                    }
+                    eprintln!("skipped: {REDIS_MISSING}");
+                    return None;
+                }
+                // The port was taken meanwhile: another one.
+                Err(e) => eprintln!("redis-server on port {port}: {e}; trying another port"),
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it and waits until it is gone.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Freezes it (`SIGSTOP`): connections stay open and nothing is answered, as a hung Redis.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws it (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().and_then(tokio::process::Child::id).expect("redis-server is running");
+        let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// Starts it again on the same port, empty.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.spawn().await.unwrap_or_else(|e| panic!("redis-server did not start again on {}: {e}", self.port));
+    }
+
+    async fn spawn(&mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncBufReadExt;
+
+        let mut child = tokio::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains("Ready to accept connections") {
+                    return Ok(());
+                }
+            }
+            Err(std::io::Error::other("redis-server exited before it was ready"))
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(20), ready).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::Error::other("redis-server was not ready within 20 s")),
+        }
+        // Its log goes on to stdout: keep reading it, so a full pipe never blocks it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+        Ok(())
+    }
+}

@@ -83,6 +83,11 @@ impl Stack {
         request.send().await.expect("request")
     }
 
+    /// The body of `GET path` on the admin listener (`/metrics`).
+    pub async fn admin_text(&self, path: &str) -> String {
+        self.http.get(self.admin.url(path)).send().await.expect("admin request").text().await.expect("admin body")
+    }
+
     pub async fn set_faults(&self, service: Service, faults: Faults) {
         self.mocks.service(service).faults.set(faults);
     }
