@@ -59,6 +59,7 @@ class Case:
     revalidate: bool = False  # send If-None-Match with the ETag of a first GET: the 304 path
     tls: bool = False  # HTTPS to the target (its certificate from bff-core/testdata/tls)
     instances: int = 1  # each upstream listed this many times (`urls`): balanced, own pools
+    redis: bool = False  # a private redis-server for the target, named in BFF_REDIS__URL
 
 
 NO_SHAPING = {"BFF_SHAPING__FIELDS": "false", "BFF_SHAPING__ETAG": "false", "BFF_SHAPING__COMPRESSION": "false"}
@@ -68,6 +69,9 @@ GZIP = ("Accept-Encoding: gzip",)
 TLS_DIR = os.path.join(ROOT, "bff-core", "testdata", "tls")
 # The BFF under HTTPS, with the test certificate for 127.0.0.1.
 TLS = {"BFF_TLS__CERT": os.path.join(TLS_DIR, "localhost.pem"), "BFF_TLS__KEY": os.path.join(TLS_DIR, "localhost.key")}
+# A per-user limit that never triggers at bench rates.
+PER_USER = {"BFF_RATE_LIMITS__PER_USER__KEY": "user", "BFF_RATE_LIMITS__PER_USER__RATE": "1000000",
+            "BFF_RATE_LIMITS__PER_USER__PER": "1s"}
 FEED_20 = "/mobile/feed?skus=" + ",".join(f"SKU-{i:04}" for i in range(1, 21))
 
 
@@ -107,6 +111,11 @@ def home_variants():
         # Coalescing on for every upstream: wrk's 64 connections are one user, so identical calls
         # in flight at once merge (what it costs, and what it saves).
         Case("mobile-home-coalesced", "bff-mobile", "/mobile/home", env={"BFF_DEFAULTS__COALESCE": "true"}, baselines=base),
+        # A per-user rate limit too high to trigger (a million a second): what checking it
+        # costs, counted in the process (governor) and in a Redis beside it (one script call).
+        Case("mobile-home-rate-limited", "bff-mobile", "/mobile/home", env=PER_USER, baselines=base, quick=True),
+        Case("mobile-home-rate-limited-redis", "bff-mobile", "/mobile/home", env=PER_USER, baselines=base, redis=True,
+             quick=True),
         # TLS termination: HTTPS from the load generator (HTTP/1.1, kept-alive connections).
         Case("mobile-home-tls", "bff-mobile", "/mobile/home", env=TLS, baselines=base, tls=True),
     ]
@@ -330,9 +339,23 @@ class Harness:
 
     # === targets: each returns (process, port) ===
 
-    def start_target(self, name, env, instances=1):
+    def start_redis(self):
+        """A private redis-server on a free port, for the cases that count limits in Redis."""
+        port = free_port()
+        server = shutil.which("redis-server")
+        if not server:
+            raise SystemExit("redis-server is not installed: apt-get install redis-server")
+        cmd = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        proc = self.spawn(f"redis-{port}", cmd, role="load")
+        wait_port(port, proc, "redis-server")
+        return proc, f"redis://127.0.0.1:{port}"
+
+    def start_target(self, name, env, instances=1, redis=False):
         port = free_port()
         m = self.mock
+        if redis:
+            self.redis_proc, url = self.start_redis()
+            env = {**env, "BFF_REDIS__URL": url}
         # `bff-mobile@before`: the same BFF from the --before build.
         name, _, before = name.partition("@")
         binaries = self.args.before if before else RELEASE
@@ -383,7 +406,7 @@ class Harness:
 
     def run_case(self, case):
         self.set_latency(case.latency_ms)
-        proc, port = self.start_target(case.target, case.env, case.instances)
+        proc, port = self.start_target(case.target, case.env, case.instances, case.redis)
         idle_rss = rss_mb(pids_of(proc.pid))
         headers = list(case.headers)
         if case.credential == "bearer":
@@ -424,9 +447,11 @@ class Harness:
             idle_rss_mb=idle_rss,
             baselines=list(case.baselines),
         )
-        if proc is not self.mock_proc:
-            self.stop(proc)
-            self.procs.remove(proc)
+        for stopping in (proc, getattr(self, "redis_proc", None)):
+            if stopping is not None and stopping is not self.mock_proc:
+                self.stop(stopping)
+                self.procs.remove(stopping)
+        self.redis_proc = None
         return result
 
 
@@ -639,7 +664,7 @@ def with_before(cases, before):
         # A TLS, several-instance or breaker case has no twin: a build from before those
         # features cannot run it.
         newer = case.tls or case.instances > 1 or any(
-            word in key for key in case.env for word in ("BREAKER", "HEDGE", "COALESCE", "CACHE", "MAX_IN_FLIGHT_REQ"))
+            word in key for key in case.env for word in ("BREAKER", "HEDGE", "COALESCE", "CACHE", "MAX_IN_FLIGHT_REQ", "RATE_LIMITS"))
         if case.target in bffs and not newer:
             twin = dataclasses.replace(case, name=f"{case.name}@before", target=f"{case.target}@before", baselines=())
             out.append(twin)

@@ -73,10 +73,7 @@ async fn a_user_over_its_limit_gets_429_and_another_user_does_not() {
 }
 
 fn per_ip(builder: StackBuilder) -> StackBuilder {
-    builder
-        .set("rate_limits.per-ip.key", "ip")
-        .set("rate_limits.per-ip.rate", "2")
-        .set("rate_limits.per-ip.per", "1h")
+    builder.set("rate_limits.per-ip.key", "ip").set("rate_limits.per-ip.rate", "2").set("rate_limits.per-ip.per", "1h")
 }
 
 #[tokio::test]
@@ -189,10 +186,9 @@ async fn with_on_error_deny_a_stopped_redis_refuses_limited_requests_until_it_is
     assert_eq!(document.status(), 200);
 
     redis.restart().await;
-    let back = eventually(Duration::from_secs(10), || async {
-        as_partner(&stack, "demo-pro-key").await.status() == 200
-    })
-    .await;
+    let back =
+        eventually(Duration::from_secs(10), || async { as_partner(&stack, "demo-pro-key").await.status() == 200 })
+            .await;
     assert!(back, "requests were still refused after Redis came back");
     assert!(redis_count(&redis, "demo-pro").await.is_some_and(|n| n >= 1));
 }

@@ -85,9 +85,7 @@ impl FromStr for LimitKeyKind {
             _ => match s.strip_prefix("claim:") {
                 Some(claim) if !claim.is_empty() => Self::Claim(claim.to_owned()),
                 _ => {
-                    return Err(format!(
-                        "`{s}` is not a limit key: ip, user, client, account, claim:<name> or global"
-                    ));
+                    return Err(format!("`{s}` is not a limit key: ip, user, client, account, claim:<name> or global"));
                 }
             },
         })

@@ -634,7 +634,10 @@ impl Config {
         }
         if !self.quotas.is_empty() {
             let Some(keys) = &self.api_keys else {
-                return Err(("quotas".into(), "quotas are per API-client tier, and `api_keys` is not configured".into()));
+                return Err((
+                    "quotas".into(),
+                    "quotas are per API-client tier, and `api_keys` is not configured".into(),
+                ));
             };
             for (name, client) in &keys.clients {
                 if !self.quotas.contains_key(&client.tier) {

@@ -299,9 +299,11 @@ impl FromStr for IpNet {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
-                format!("`{s}`: the prefix length after `/` must be a number from 0 to {max}")
-            })?,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}`: the prefix length after `/` must be a number from 0 to {max}"))?,
         };
         Ok(Self { addr, prefix })
     }

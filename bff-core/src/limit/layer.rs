@@ -97,7 +97,8 @@ impl Enforce {
             .keys()
             .map(|tier| {
                 let outcome = |outcome: &str| {
-                    metrics.counter("bff_quota_requests_total", &[("tier", tier.clone()), ("outcome", outcome.to_owned())])
+                    metrics
+                        .counter("bff_quota_requests_total", &[("tier", tier.clone()), ("outcome", outcome.to_owned())])
                 };
                 (tier.clone(), Outcomes { allowed: outcome("allowed"), limited: outcome("exceeded") })
             })
@@ -233,7 +234,9 @@ impl Table {
                 let resets = humantime::format_rfc3339_seconds(resets);
                 let per = humantime::format_duration(*per);
                 let tier = tier.unwrap_or("?");
-                let detail = format!("the `{tier}` tier's quota of {requests} requests per {per} is spent; it resets at {resets}");
+                let detail = format!(
+                    "the `{tier}` tier's quota of {requests} requests per {per} is spent; it resets at {resets}"
+                );
                 ("QUOTA_EXCEEDED", detail)
             }
         };

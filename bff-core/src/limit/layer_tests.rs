@@ -93,9 +93,7 @@ async fn a_user_over_the_limit_is_told_when_to_come_back() {
 
     let text = metrics.render();
     let count = |outcome: &str| {
-        let prefix = format!(
-            "bff_rate_limit_requests_total{{route=\"/r\",limit=\"per-user\",outcome=\"{outcome}\"}} "
-        );
+        let prefix = format!("bff_rate_limit_requests_total{{route=\"/r\",limit=\"per-user\",outcome=\"{outcome}\"}} ");
         text.lines().find_map(|l| l.strip_prefix(&prefix)).map(str::to_owned)
     };
     assert_eq!(count("allowed").as_deref(), Some("4"), "{text}");

@@ -67,7 +67,8 @@ impl Local {
         let gcra = rules
             .into_iter()
             .map(|(interval, burst)| {
-                let quota = Quota::with_period(interval).unwrap_or(Quota::per_second(NonZeroU32::MAX)).allow_burst(burst);
+                let quota =
+                    Quota::with_period(interval).unwrap_or(Quota::per_second(NonZeroU32::MAX)).allow_burst(burst);
                 let limiter: Keyed = RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock.clone());
                 Gcra { limiter, interval, burst: burst.get() }
             })

@@ -117,7 +117,11 @@ impl Shared {
             Ok(Ok(values)) if values.len() == checks.len() * 4 => values,
             Ok(Ok(values)) => {
                 self.errors.increment(1);
-                return self.failed(&format!("the script answered {} values for {} checks", values.len(), checks.len()));
+                return self.failed(&format!(
+                    "the script answered {} values for {} checks",
+                    values.len(),
+                    checks.len()
+                ));
             }
             Ok(Err(e)) => {
                 self.errors.increment(1);
