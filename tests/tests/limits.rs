@@ -204,3 +204,37 @@ async fn a_bad_redis_url_is_reported_at_start_up() {
     let message = error.to_string();
     assert!(message.contains("redis.url") && message.contains("cannot connect"), "{message}");
 }
+
+#[tokio::test]
+async fn limits_on_routes_they_cannot_apply_to_are_refused_at_start_up() {
+    let cases = [
+        ("rate_limits.x.routes", r#"["/mobile/nowhere"]"#, "user", "no route `/mobile/nowhere`"),
+        // bff-partner's OpenAPI documents are public: there is no client to count them by.
+        ("rate_limits.x.routes", r#"["/v2/openapi.json"]"#, "client", "is public"),
+    ];
+    for (key, routes, kind, expected) in cases {
+        let (config, app): (&str, fn(&bff_core::Gateway) -> Result<axum::Router, bff_core::ConfigError>) =
+            if kind == "client" {
+                (bff_partner::DEFAULT_CONFIG, bff_partner::app)
+            } else {
+                (bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+            };
+        let mut overrides = bff_core::config::Overrides::default();
+        overrides.set("rate_limits.x.key", kind, "test").set("rate_limits.x.rate", "1", "test");
+        overrides.set("rate_limits.x.per", "1s", "test").set(key, routes, "test");
+        let source = bff_core::config::ConfigSource { name: "test config".into(), text: config.into() };
+        let config = bff_core::config::load(&source, &overrides).expect("loads");
+        let gateway = bff_core::Gateway::builder(config).build().await.expect("builds");
+        let error = app(&gateway).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some(key));
+        assert!(error.message.contains(expected), "{error}");
+    }
+    // A key the BFF's credentials cannot give: named at load time.
+    let mut overrides = bff_core::config::Overrides::default();
+    overrides.set("rate_limits.x.key", "client", "test").set("rate_limits.x.rate", "1", "test");
+    overrides.set("rate_limits.x.per", "1s", "test");
+    let source = bff_core::config::ConfigSource { name: "mobile.toml".into(), text: bff_mobile::DEFAULT_CONFIG.into() };
+    let error = bff_core::config::load(&source, &overrides).unwrap_err();
+    assert_eq!(error.key.as_deref(), Some("rate_limits.x.key"));
+    assert!(error.message.contains("api_keys"), "{error}");
+}
