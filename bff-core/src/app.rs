@@ -114,6 +114,9 @@ impl GatewayBuilder {
         let limits = Limits::new(&config, &metrics)
             .await
             .map_err(|message| ConfigError::key(source.clone(), "redis.url", message))?;
+        if limits.is_none() && config.redis.is_some() {
+            tracing::warn!("`redis.url` is set, but there are no `rate_limits` or `quotas` to share: Redis is not used");
+        }
         let config = Arc::new(config);
         let source = Arc::from(source);
         Ok(Gateway { config, source, upstreams, verifier, api_keys, metrics, readiness, tls, limits })

@@ -43,6 +43,9 @@ impl RateLimitConfig {
         if self.interval() < Duration::from_micros(1) {
             return Err((format!("{key}.per"), "allows more than one request a microsecond: raise `per`".into()));
         }
+        if self.routes.as_ref().is_some_and(Vec::is_empty) {
+            return Err((format!("{key}.routes"), "lists no route: list some, or leave it out for all".into()));
+        }
         Ok(())
     }
 }
