@@ -115,7 +115,9 @@ impl GatewayBuilder {
             .await
             .map_err(|message| ConfigError::key(source.clone(), "redis.url", message))?;
         if limits.is_none() && config.redis.is_some() {
-            tracing::warn!("`redis.url` is set, but there are no `rate_limits` or `quotas` to share: Redis is not used");
+            tracing::warn!(
+                "`redis.url` is set, but there are no `rate_limits` or `quotas` to share: Redis is not used"
+            );
         }
         let config = Arc::new(config);
         let source = Arc::from(source);

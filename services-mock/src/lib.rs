@@ -191,6 +191,11 @@ impl MockServices {
     }
 
     /// Signs a token as `POST /token` would, without a round trip.
+    /// `claims` signed with the demo RS256 key, as the auth service signs its tokens.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        self.keys.sign(jsonwebtoken::Algorithm::RS256, claims).unwrap_or_else(|e| panic!("demo key cannot sign: {e}"))
+    }
+
     pub fn token(&self, sub: &str, scope: &str, ttl_s: i64) -> String {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let claims = serde_json::json!({

@@ -33,7 +33,11 @@ async fn router(config: &str) -> (Router, Metrics) {
                 request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
             };
             if let Some(user) = header(&request, "x-user") {
-                request.extensions_mut().insert(Identity::new(user, ["profile"]));
+                let mut identity = Identity::new(user, ["profile"]);
+                if let Some(tenant) = header(&request, "x-tenant") {
+                    identity = identity.with_claim("tenant", tenant);
+                }
+                request.extensions_mut().insert(identity);
             }
             if let Some(name) = header(&request, "x-client") {
                 let client = ApiClient::for_tests(&name, &name);
@@ -171,4 +175,31 @@ async fn a_spent_quota_is_refused_until_its_window_ends() {
     tokio::time::advance(Duration::from_secs(wait)).await;
     assert_eq!(get_as(&router, "x-client", "free").await.status(), StatusCode::OK);
     assert!(metrics.render().contains("bff_quota_requests_total{tier=\"free\",outcome=\"exceeded\"} 1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_claim_key_counts_every_user_of_a_tenant_together() {
+    let (router, _) = router(
+        r#"
+        [rate_limits.per-tenant]
+        key = "claim:tenant"
+        rate = 2
+        per = "1m"
+        "#,
+    )
+    .await;
+    let as_tenant = |user: &'static str, tenant: &'static str| {
+        let request = Request::builder().uri("/r").header("x-user", user).header("x-tenant", tenant);
+        router.clone().oneshot(request.body(Body::empty()).unwrap())
+    };
+    assert_eq!(as_tenant("alice", "acme").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(as_tenant("bob", "acme").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(as_tenant("carol", "acme").await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(as_tenant("carol", "globex").await.unwrap().status(), StatusCode::OK);
+    // A token without the claim is not counted by this limit, and is not told about it.
+    for _ in 0..3 {
+        let response = get_as(&router, "x-user", "dave").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("ratelimit").is_none());
+    }
 }

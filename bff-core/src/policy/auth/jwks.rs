@@ -359,6 +359,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_claims_asked_for_are_kept_as_text() {
+        crate::install_crypto_provider();
+        let mock = services_mock::start(&MockConfig::ephemeral()).await.unwrap();
+        let url = format!("{}/.well-known/jwks.json", mock.url(Service::Auth));
+        let keep = ["tenant", "org", "admin", "groups", "absent"].map(String::from);
+        let verifier = JwtVerifier::new(&config(&url), &Metrics::new()).keep_claims(keep);
+        let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 60;
+        let token = mock.sign(&serde_json::json!({
+            "sub": "42", "exp": exp, "tenant": "acme", "org": 7, "admin": true, "groups": ["a"], "other": "x",
+        }));
+        let identity = verifier.verify(&token).await.unwrap();
+        assert_eq!(identity.claim("tenant").map(|c| &**c), Some("acme"));
+        assert_eq!(identity.claim("org").map(|c| &**c), Some("7"));
+        assert_eq!(identity.claim("admin").map(|c| &**c), Some("true"));
+        // Not text, not asked for, or not there: none.
+        for name in ["groups", "other", "absent"] {
+            assert_eq!(identity.claim(name), None, "{name}");
+        }
+    }
+
+    #[tokio::test]
     async fn an_unreachable_issuer_leaves_no_keys() {
         crate::install_crypto_provider();
         let mock = services_mock::start(&MockConfig::ephemeral()).await.unwrap();
