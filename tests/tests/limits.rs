@@ -205,6 +205,9 @@ async fn a_bad_redis_url_is_reported_at_start_up() {
     assert!(message.contains("redis.url") && message.contains("cannot connect"), "{message}");
 }
 
+/// A BFF's routes, wrapped by a gateway.
+type App = fn(&bff_core::Gateway) -> Result<axum::Router, bff_core::ConfigError>;
+
 #[tokio::test]
 async fn limits_on_routes_they_cannot_apply_to_are_refused_at_start_up() {
     let cases = [
@@ -213,12 +216,11 @@ async fn limits_on_routes_they_cannot_apply_to_are_refused_at_start_up() {
         ("rate_limits.x.routes", r#"["/v2/openapi.json"]"#, "client", "is public"),
     ];
     for (key, routes, kind, expected) in cases {
-        let (config, app): (&str, fn(&bff_core::Gateway) -> Result<axum::Router, bff_core::ConfigError>) =
-            if kind == "client" {
-                (bff_partner::DEFAULT_CONFIG, bff_partner::app)
-            } else {
-                (bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
-            };
+        let (config, app): (&str, App) = if kind == "client" {
+            (bff_partner::DEFAULT_CONFIG, bff_partner::app)
+        } else {
+            (bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+        };
         let mut overrides = bff_core::config::Overrides::default();
         overrides.set("rate_limits.x.key", kind, "test").set("rate_limits.x.rate", "1", "test");
         overrides.set("rate_limits.x.per", "1s", "test").set(key, routes, "test");
