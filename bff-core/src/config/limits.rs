@@ -108,17 +108,7 @@ impl fmt::Display for LimitKeyKind {
     }
 }
 
-impl<'de> Deserialize<'de> for LimitKeyKind {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?.parse().map_err(de::Error::custom)
-    }
-}
-
-impl Serialize for LimitKeyKind {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
+via_str!(LimitKeyKind);
 
 /// The quota of one API-client tier (`[quotas.<tier>]`): `requests` per `per`, in fixed windows
 /// aligned on the Unix epoch (a `1d` quota resets at 00:00 UTC).
@@ -233,17 +223,7 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
-impl<'de> Deserialize<'de> for RedisUrl {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?.parse().map_err(de::Error::custom)
-    }
-}
-
-impl Serialize for RedisUrl {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
+via_str!(RedisUrl);
 
 /// A rate limit's name: it is a header token, a metric label and part of a Redis key.
 pub(crate) fn check_limit_name(name: &str) -> Result<(), String> {

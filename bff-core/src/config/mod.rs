@@ -3,10 +3,13 @@
 //! Sources, later ones winning: the TOML file, then `BFF_*` environment variables (`__` separates
 //! keys: `BFF_UPSTREAMS__USERS__URL`), then command-line flags. See [`load`].
 
+// First: its `via_str!` serves the modules after it.
+#[macro_use]
+mod values;
+
 mod limits;
 mod load;
 mod resilience;
-mod values;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
