@@ -70,6 +70,8 @@ impl Drop for TestServer {
 pub struct RedisServer {
     /// Its port.
     pub port: u16,
+    /// Its certificate and key, when it speaks TLS.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     child: Option<tokio::process::Child>,
 }
 
@@ -82,9 +84,19 @@ impl RedisServer {
     /// `None` after printing how to install it, or a panic when `CI=true` (CI must run these
     /// tests for real).
     pub async fn start() -> Option<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Like [`RedisServer::start`], speaking TLS only (`rediss://`) with `cert` and `key` (PEM
+    /// files), not asking clients for certificates.
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Option<Self> {
+        Self::start_with(Some((cert.to_owned(), key.to_owned()))).await
+    }
+
+    async fn start_with(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> Option<Self> {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-            let mut server = Self { port, child: None };
+            let mut server = Self { port, tls: tls.clone(), child: None };
             match server.spawn().await {
                 Ok(()) => return Some(server),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -101,9 +113,10 @@ impl RedisServer {
         panic!("redis-server did not start on any of 5 free ports");
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills it and waits until it is gone.
@@ -138,8 +151,19 @@ impl RedisServer {
     async fn spawn(&mut self) -> std::io::Result<()> {
         use tokio::io::AsyncBufReadExt;
 
+        let port = self.port.to_string();
+        let mut args = vec!["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        let (cert, key);
+        match &self.tls {
+            None => args.extend(["--port", &port]),
+            Some((c, k)) => {
+                (cert, key) = (c.to_string_lossy(), k.to_string_lossy());
+                args.extend(["--port", "0", "--tls-port", &port, "--tls-cert-file", &cert, "--tls-key-file", &key]);
+                args.extend(["--tls-auth-clients", "no"]);
+            }
+        }
         let mut child = tokio::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)

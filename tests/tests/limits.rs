@@ -240,3 +240,38 @@ async fn limits_on_routes_they_cannot_apply_to_are_refused_at_start_up() {
     assert_eq!(error.key.as_deref(), Some("rate_limits.x.key"));
     assert!(error.message.contains("api_keys"), "{error}");
 }
+
+#[tokio::test]
+async fn limits_are_shared_over_tls_with_the_ca_configured() {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bff-core/testdata/tls");
+    let Some(redis) = RedisServer::start_tls(&tls.join("localhost.pem"), &tls.join("localhost.key")).await else {
+        return;
+    };
+    assert!(redis.url().starts_with("rediss://"));
+    let ca = tls.join("ca.pem");
+
+    // The test CA is not in the platform's store: refused at start-up, naming the key.
+    let mut overrides = bff_core::config::Overrides::default();
+    overrides.set("redis.url", redis.url(), "test");
+    let source =
+        bff_core::config::ConfigSource { name: "partner.toml".into(), text: bff_partner::DEFAULT_CONFIG.into() };
+    let config = bff_core::config::load(&source, &overrides).expect("loads");
+    let error = bff_core::Gateway::builder(config).build().await.unwrap_err().to_string();
+    assert!(error.contains("redis.url") && error.contains("cannot connect"), "{error}");
+
+    let stack = partner()
+        .set("redis.url", &redis.url())
+        .set("redis.tls_ca", ca.to_str().unwrap())
+        .set("quotas.free.requests", "2")
+        .start()
+        .await;
+    for _ in 0..2 {
+        assert_eq!(as_partner(&stack, "demo-free-key").await.status(), 200);
+    }
+    problem(as_partner(&stack, "demo-free-key").await, 429, "QUOTA_EXCEEDED").await;
+    // Counted in Redis, not in the process after a failure.
+    let metrics = stack.admin_text("/metrics").await;
+    let failures = metrics.lines().filter(|l| l.starts_with("bff_redis_errors_total") && !l.ends_with(" 0"));
+    assert_eq!(failures.count(), 0, "{metrics}");
+    assert!(metrics.contains("bff_redis_call_seconds"), "{metrics}");
+}

@@ -136,9 +136,12 @@ impl QuotaConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS is not built in: use a
-    /// local TLS proxy); the builder connects at start-up.
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://…` for TLS; the builder
+    /// connects at start-up.
     pub url: RedisUrl,
+    /// PEM CA certificates trusted for `rediss://`, instead of the platform's trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// The longest a request waits on Redis; past it, `on_error` applies.
     #[serde(with = "humantime_serde", default = "default_redis_timeout")]
     pub timeout: Duration,
@@ -163,6 +166,9 @@ impl RedisConfig {
     pub(crate) fn validate(&self) -> Result<(), (String, String)> {
         if self.timeout.is_zero() {
             return Err(("redis.timeout".into(), "must be greater than zero".into()));
+        }
+        if self.tls_ca.is_some() && !self.url.expose().starts_with("rediss://") {
+            return Err(("redis.tls_ca".into(), "is for TLS: the URL must be rediss://".into()));
         }
         if self.prefix.is_empty() || !self.prefix.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(("redis.prefix".into(), "must be printable ASCII without spaces".into()));

@@ -47,7 +47,16 @@ impl Shared {
     /// Connects to `config.url`, failing with a message for people when it cannot.
     pub(crate) async fn connect(config: &RedisConfig, metrics: &Metrics) -> Result<Self, String> {
         let url = config.url.to_string();
-        let client = redis::Client::open(config.url.expose()).map_err(|e| format!("`{url}` is not usable: {e}"))?;
+        let client = match &config.tls_ca {
+            None => redis::Client::open(config.url.expose()),
+            Some(path) => {
+                let ca =
+                    std::fs::read(path).map_err(|e| format!("cannot read `redis.tls_ca` {}: {e}", path.display()))?;
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(ca) };
+                redis::Client::build_with_tls(config.url.expose(), certificates)
+            }
+        };
+        let client = client.map_err(|e| format!("`{url}` is not usable: {e}"))?;
         let settings = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(500))))
             .set_response_timeout(Some(config.timeout))
