@@ -195,9 +195,10 @@ impl Gateway {
         table.retain(|_, access| !access.is_public());
         // axum refuses a route layer on no routes.
         let protected = if table.is_empty() { protected } else { self.authenticated(protected, Arc::new(table)) };
+        // `None` when no public route is limited (axum refuses a route layer on no routes).
         let public = match self.enforce(Stage::Anonymous, public_patterns.iter().map(String::as_str)) {
-            Some(enforce) if !public_patterns.is_empty() => public.route_layer(MiddlewareLayer(enforce)),
-            _ => public,
+            Some(enforce) => public.route_layer(MiddlewareLayer(enforce)),
+            None => public,
         };
         Ok(self.wrap(protected, public, methods))
     }

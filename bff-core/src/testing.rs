@@ -95,7 +95,9 @@ impl RedisServer {
 
     async fn start_with(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> Option<Self> {
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+            let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port on 127.0.0.1");
+            let port = free.local_addr().expect("its address").port();
+            drop(free);
             let mut server = Self { port, tls: tls.clone(), child: None };
             match server.spawn().await {
                 Ok(()) => return Some(server),

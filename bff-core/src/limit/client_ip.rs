@@ -24,9 +24,9 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) ->
         return peer;
     }
     let mut client = peer;
-    // Header lines in order; the entries of each left to right: reversed as a whole.
-    let lines: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-    let entries = lines.iter().rev().flat_map(|line| line.rsplit(',')).take(MAX_HOPS);
+    // The last line first, and each line's entries right to left.
+    let lines = headers.get_all("x-forwarded-for").iter().rev().filter_map(|v| v.to_str().ok());
+    let entries = lines.flat_map(|line| line.rsplit(',')).take(MAX_HOPS);
     for entry in entries {
         let Some(ip) = parse_entry(entry.trim()) else { break };
         client = ip;

@@ -18,7 +18,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::client_ip::{client_ip, limit_address};
-use super::{Check, LimitKey, Limits, Outcomes, Status, Target};
+use super::{Check, LimitKey, Limits, Outcomes, Status};
 use crate::config::LimitKeyKind;
 use crate::error::BffError;
 use crate::middleware::{Inner, Middleware, run};
@@ -92,15 +92,13 @@ impl Enforce {
             return None;
         }
         let quotas = limits
-            .0
-            .quotas
-            .keys()
+            .tiers()
             .map(|tier| {
                 let outcome = |outcome: &str| {
-                    metrics
-                        .counter("bff_quota_requests_total", &[("tier", tier.clone()), ("outcome", outcome.to_owned())])
+                    let labels = [("tier", tier.to_owned()), ("outcome", outcome.to_owned())];
+                    metrics.counter("bff_quota_requests_total", &labels)
                 };
-                (tier.clone(), Outcomes { allowed: outcome("allowed"), limited: outcome("exceeded") })
+                (tier.to_owned(), Outcomes { allowed: outcome("allowed"), limited: outcome("exceeded") })
             })
             .collect();
         Some(Self(Arc::new(Table { limits: limits.clone(), routes, quotas })))
@@ -113,7 +111,7 @@ impl Middleware for Enforce {
         async move {
             let route = request.extensions().get::<MatchedPath>().and_then(|p| table.routes.get(p.as_str()));
             let Some(route) = route else { return run(inner, request).await };
-            let (checks, tier) = table.checks(route, &request);
+            let checks = table.checks(route, &request);
             if checks.is_empty() {
                 return run(inner, request).await;
             }
@@ -122,10 +120,10 @@ impl Middleware for Enforce {
                 Err(_) => return unavailable(),
             };
             let refused = statuses.iter().position(|s| s.retry_after.is_some());
-            table.count(route, &checks, tier.as_deref(), refused);
+            table.count(route, &checks, refused);
             let headers = table.headers(&checks, &statuses);
             let mut response = match refused {
-                Some(index) => table.refusal(&checks[index], &statuses[index], tier.as_deref()),
+                Some(index) => table.refusal(&checks[index], &statuses[index]),
                 None => run(inner, request).await,
             };
             if let Some((policy, state)) = headers {
@@ -138,9 +136,9 @@ impl Middleware for Enforce {
 }
 
 impl Table {
-    /// What `request` is counted against on `route` (keys it has no value for are skipped),
-    /// and its caller's tier when a quota applies.
-    fn checks(&self, route: &RouteLimits, request: &Request) -> (Vec<Check>, Option<Arc<str>>) {
+    /// What `request` is counted against on `route` (keys it has no value for are skipped):
+    /// rate limits first, then the quota.
+    fn checks(&self, route: &RouteLimits, request: &Request) -> Vec<Check> {
         let extensions = request.extensions();
         let identity = extensions.get::<Identity>();
         let client = extensions.get::<ApiClient>();
@@ -164,26 +162,28 @@ impl Table {
                 LimitKeyKind::Account => client.map(|c| LimitKey::Name(c.account.clone())),
             };
             if let Some(key) = key {
-                checks.push(Check { target: super::Target::Rule(*index), key });
+                checks.push(Check::Rule { index: *index, key });
             }
         }
-        let mut tier = None;
         if route.quota
             && let Some(client) = client
             && let Some(quota) = self.limits.quota(&client.tier)
         {
-            let target = Target::Quota { client: client.name.clone(), requests: quota.requests.get(), per: quota.per };
-            checks.push(Check { target, key: LimitKey::Name(client.name.clone()) });
-            tier = Some(client.tier.clone());
+            checks.push(Check::Quota {
+                client: client.name.clone(),
+                tier: client.tier.clone(),
+                requests: quota.requests.get(),
+                per: quota.per,
+            });
         }
-        (checks, tier)
+        checks
     }
 
-    fn count(&self, route: &RouteLimits, checks: &[Check], tier: Option<&str>, refused: Option<usize>) {
+    fn count(&self, route: &RouteLimits, checks: &[Check], refused: Option<usize>) {
         for (position, check) in checks.iter().enumerate() {
-            let outcomes = match &check.target {
-                Target::Rule(index) => route.rules.iter().find(|(i, _)| i == index).map(|(_, o)| o),
-                Target::Quota { .. } => tier.and_then(|t| self.quotas.get(t)),
+            let outcomes = match check {
+                Check::Rule { index, .. } => route.rules.iter().find(|(i, _)| i == index).map(|(_, o)| o),
+                Check::Quota { tier, .. } => self.quotas.get(&**tier),
             };
             let Some(outcomes) = outcomes else { continue };
             match refused {
@@ -195,19 +195,19 @@ impl Table {
         }
     }
 
-    /// The `RateLimit-Policy` and `RateLimit` values of the checks answered. Written by hand:
-    /// `format!` here was a third of what checking a limit costs.
+    /// The `RateLimit-Policy` and `RateLimit` values of the checks answered. Written by hand, not
+    /// with `format!`, which was a large part of a check's cost (bench/README.md has the figures).
     fn headers(&self, checks: &[Check], statuses: &[Status]) -> Option<(HeaderValue, HeaderValue)> {
         let mut policy = String::with_capacity(40 * checks.len());
         let mut state = String::with_capacity(32 * checks.len());
         for (check, status) in checks.iter().zip(statuses) {
-            let (name, quota, window): (&str, u64, u64) = match &check.target {
-                Target::Rule(index) => {
+            let (name, quota, window): (&str, u64, u64) = match check {
+                Check::Rule { index, .. } => {
                     let rule = self.limits.rules().get(*index)?;
                     let burst = rule.burst.get();
                     (&rule.name, u64::from(burst), whole_seconds(rule.interval * burst))
                 }
-                Target::Quota { requests, per, .. } => (crate::config::QUOTA_POLICY, *requests, per.as_secs()),
+                Check::Quota { requests, per, .. } => (crate::config::QUOTA_POLICY, *requests, per.as_secs()),
             };
             if !policy.is_empty() {
                 policy.push_str(", ");
@@ -228,11 +228,11 @@ impl Table {
         Some((HeaderValue::from_str(&policy).ok()?, HeaderValue::from_str(&state).ok()?))
     }
 
-    fn refusal(&self, check: &Check, status: &Status, tier: Option<&str>) -> Response {
+    fn refusal(&self, check: &Check, status: &Status) -> Response {
         let wait = status.retry_after.unwrap_or_default();
         let seconds = whole_seconds(wait);
-        let (code, detail) = match &check.target {
-            Target::Rule(index) => {
+        let (code, detail) = match check {
+            Check::Rule { index, .. } => {
                 let Some(rule) = self.limits.rules().get(*index) else { return unavailable() };
                 let per = humantime::format_duration(rule.per);
                 let detail = format!(
@@ -241,11 +241,10 @@ impl Table {
                 );
                 ("RATE_LIMITED", detail)
             }
-            Target::Quota { requests, per, .. } => {
+            Check::Quota { tier, requests, per, .. } => {
                 let resets = UNIX_EPOCH + self.limits.unix_now() + status.reset;
                 let resets = humantime::format_rfc3339_seconds(resets);
                 let per = humantime::format_duration(*per);
-                let tier = tier.unwrap_or("?");
                 let detail = format!(
                     "the `{tier}` tier's quota of {requests} requests per {per} is spent; it resets at {resets}"
                 );

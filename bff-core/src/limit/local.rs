@@ -12,7 +12,7 @@ use governor::nanos::Nanos;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
-use super::{Check, LimitKey, Status, Target};
+use super::{Check, LimitKey, Status};
 
 /// governor's clock over tokio's: nanoseconds since the limiter was made.
 #[derive(Debug, Clone)]
@@ -87,9 +87,9 @@ impl Local {
     pub(crate) fn check(&self, checks: &[Check]) -> Vec<Status> {
         let mut statuses = Vec::with_capacity(checks.len());
         for check in checks {
-            let status = match &check.target {
-                Target::Rule(index) => self.gcra(*index, &check.key),
-                Target::Quota { client, requests, per } => self.quota(client, *requests, *per),
+            let status = match check {
+                Check::Rule { index, key } => self.gcra(*index, key),
+                Check::Quota { client, requests, per, .. } => self.quota(client, *requests, *per),
             };
             let refused = status.retry_after.is_some();
             statuses.push(status);

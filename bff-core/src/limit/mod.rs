@@ -78,18 +78,11 @@ impl Rule {
     }
 }
 
-/// What one request is counted against.
+/// What one request is counted against: a rate limit (by index) for a key, or a client's quota.
 #[derive(Debug, Clone)]
-pub(crate) struct Check {
-    pub(crate) target: Target,
-    pub(crate) key: LimitKey,
-}
-
-/// A rate limit (by index) or a quota.
-#[derive(Debug, Clone)]
-pub(crate) enum Target {
-    Rule(usize),
-    Quota { client: Arc<str>, requests: u64, per: Duration },
+pub(crate) enum Check {
+    Rule { index: usize, key: LimitKey },
+    Quota { client: Arc<str>, tier: Arc<str>, requests: u64, per: Duration },
 }
 
 /// Whose count a request goes to.
@@ -200,6 +193,11 @@ impl Limits {
 
     pub(crate) fn quota(&self, tier: &str) -> Option<&QuotaConfig> {
         self.0.quotas.get(tier)
+    }
+
+    /// The tiers with a quota.
+    pub(crate) fn tiers(&self) -> impl Iterator<Item = &str> {
+        self.0.quotas.keys().map(String::as_str)
     }
 
     pub(crate) fn has_quotas(&self) -> bool {

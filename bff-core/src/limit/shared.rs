@@ -9,7 +9,7 @@ use std::time::Duration;
 use metrics::{Counter, Histogram};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Check, Rule, Status, Target};
+use super::{Check, Rule, Status};
 use crate::config::{OnRedisError, RedisConfig};
 use crate::observe::metrics::Metrics;
 
@@ -103,17 +103,17 @@ impl Shared {
             return None;
         }
         let mut invocation = self.script.prepare_invoke();
-        invocation.arg(checks.iter().filter(|c| matches!(c.target, Target::Rule(_))).count());
+        invocation.arg(checks.iter().filter(|c| matches!(c, Check::Rule { .. })).count());
         for check in checks {
-            if let Target::Rule(index) = check.target
-                && let Some(rule) = rules.get(index)
+            if let Check::Rule { index, key } = check
+                && let Some(rule) = rules.get(*index)
             {
-                invocation.key(format!("{}:rl:{}:{}", self.prefix, rule.name, check.key.redis_part()));
+                invocation.key(format!("{}:rl:{}:{}", self.prefix, rule.name, key.redis_part()));
                 invocation.arg(rule.interval_micros()).arg(rule.burst.get());
             }
         }
         for check in checks {
-            if let Target::Quota { client, requests, per } = &check.target {
+            if let Check::Quota { client, requests, per, .. } = check {
                 invocation.key(format!("{}:quota:{client}", self.prefix));
                 invocation.arg(*requests).arg(per.as_secs());
             }

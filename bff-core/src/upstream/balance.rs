@@ -31,10 +31,7 @@ use tower::util::Oneshot;
 
 use super::breaker::is_failure;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
-use crate::config::OutlierConfig;
-
-/// The most instances one upstream balances over.
-const MAX_INSTANCES: usize = 64;
+use crate::config::{MAX_INSTANCES, OutlierConfig};
 use crate::observe::metrics::Metrics;
 
 /// The instances a call (and its copies: retries, hedges) was sent to, by index: a request
