@@ -70,6 +70,13 @@ impl BffError {
         Self::rejected(StatusCode::CONFLICT, code, detail)
     }
 
+    /// A 422 `IDEMPOTENCY_KEY_REUSED`: the upstream of a keyed write says the key was used with
+    /// another request body (draft-ietf-httpapi-idempotency-key-header answers that with a 422).
+    pub fn idempotency_key_reused() -> Self {
+        let detail = "this Idempotency-Key was used with a different request body";
+        Self::rejected(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED", detail)
+    }
+
     /// Turns an upstream 404 into a client 404 with `detail`; other errors stay as they are.
     ///
     /// For resource endpoints whose id comes from the client: `GET /orders/{id}` of an unknown id

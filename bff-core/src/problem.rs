@@ -54,17 +54,24 @@ pub struct Problem {
 /// message), and an answer must not echo input of any size.
 pub const MAX_DETAIL_BYTES: usize = 256;
 
-/// `text` fit to echo to a client or into a header: at most `max` bytes (cut at a character,
-/// marked with `…`), every control character (line breaks included) replaced by `?`.
+/// `text` fit to echo to a client or into a header: at most `max` bytes, the `…` that marks a cut
+/// included (cut at a character), every control character (line breaks included) replaced by `?`.
 pub fn bounded(text: &str, max: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max + 3));
-    for c in text.chars() {
-        let c = if c.is_control() { '?' } else { c };
-        if out.len() + c.len_utf8() > max {
-            out.push('…');
+    let clean = |c: char| if c.is_control() { '?' } else { c };
+    let whole: usize = text.chars().map(|c| clean(c).len_utf8()).sum();
+    if whole <= max {
+        return text.chars().map(clean).collect();
+    }
+    let room = max.saturating_sub('…'.len_utf8());
+    let mut out = String::with_capacity(max);
+    for c in text.chars().map(clean) {
+        if out.len() + c.len_utf8() > room {
             break;
         }
         out.push(c);
+    }
+    if max >= '…'.len_utf8() {
+        out.push('…');
     }
     out
 }
@@ -143,10 +150,17 @@ mod tests {
     fn details_are_bounded_and_free_of_control_characters() {
         let problem =
             Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no order `{}\nFORGED`", "x".repeat(10_000)));
-        assert!(problem.detail.len() <= MAX_DETAIL_BYTES + '…'.len_utf8(), "{}", problem.detail.len());
+        assert_eq!(problem.detail.len(), MAX_DETAIL_BYTES, "the cut and its mark fill the bound exactly");
         assert!(problem.detail.ends_with('…'));
         assert_eq!(bounded("a\r\nb\u{7f}é", 64), "a??b?é");
-        assert_eq!(bounded("ééé", 4), "éé…");
+        assert_eq!(bounded("ééé", 6), "ééé", "fits: not cut");
+        assert_eq!(bounded("éééé", 6), "é…");
+        assert_eq!(bounded("ééé", 4), "…");
+        assert_eq!(bounded("abc", 2), "", "no room even for the mark");
+        for max in 0..40 {
+            let text = "aé\u{85}ü€ ".repeat(5);
+            assert!(bounded(&text, max).len() <= max, "{max}");
+        }
         assert_eq!(Problem::new(StatusCode::NOT_FOUND, "X", "plain").detail, "plain");
     }
 }

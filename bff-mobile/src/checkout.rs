@@ -98,8 +98,13 @@ pub(crate) async fn order_create(
         }
     }
     let body = serde_json::json!({ "user": user.subject(), "items": lines });
-    let placed = up.orders.post::<Order>("/orders").json(&body).idempotency_key(key.as_ref());
-    let summary = OrderSummary::from(ctx.fetch(placed).await?);
+    let placed = ctx.fetch(up.orders.post::<Reply>("/orders").json(&body).idempotency_key(key.as_ref())).await?;
+    let order: Order = match placed.status() {
+        StatusCode::UNPROCESSABLE_ENTITY if key.is_some() => return Err(BffError::idempotency_key_reused()),
+        status if status.is_success() => placed.json()?,
+        _ => return Err(placed.error().into()),
+    };
+    let summary = OrderSummary::from(order);
     let location = format!("/mobile/orders/{}", summary.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(summary)))
 }

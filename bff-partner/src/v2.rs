@@ -281,11 +281,7 @@ pub(crate) async fn order_create(
     let placed = ctx.fetch(up.orders.post::<Reply>("/orders").json(&body).idempotency_key(Some(&key))).await?;
     match placed.status() {
         StatusCode::NOT_FOUND => Err(BffError::NotFound(format!("no user `{}`", new.user))),
-        StatusCode::UNPROCESSABLE_ENTITY => Err(BffError::rejected(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "IDEMPOTENCY_KEY_REUSED",
-            "this Idempotency-Key was used for a different order",
-        )),
+        StatusCode::UNPROCESSABLE_ENTITY => Err(BffError::idempotency_key_reused()),
         status if status.is_success() => {
             let order = order(placed.json::<records::Order>()?);
             Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v2/orders/{}", order.id))], Json(order)))

@@ -211,7 +211,7 @@ async fn over_long_uris_and_echoed_input_are_bounded() {
     let id = format!("{}%0aFORGED", "7".repeat(2000));
     let body = problem(stack.get(&format!("/mobile/orders/{id}")).await, 404, "NOT_FOUND").await;
     let detail = body["detail"].as_str().unwrap();
-    assert!(detail.len() <= 260 && !detail.contains('\n'), "{detail:?}");
+    assert!(detail.len() <= bff_core::problem::MAX_DETAIL_BYTES && !detail.contains('\n'), "{detail:?}");
 }
 
 #[tokio::test]

@@ -55,6 +55,8 @@ fn a_line_break_in_a_path_parameter_never_starts_a_log_line() {
         });
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         assert!(text.contains("FORGED"), "{format:?}: the ids were not logged at all:\n{text}");
+        // Not a terminal: no colour codes in the lines (they would litter a log file).
+        assert!(!text.contains('\u{1b}'), "{format:?}: ANSI escapes in lines bound for a file:\n{text}");
         for line in text.lines() {
             assert!(!line.trim_start().starts_with("FORGED"), "{format:?}: a forged line:\n{text}");
         }

@@ -63,15 +63,48 @@ async fn a_mobile_repeat_with_the_same_idempotency_key_places_one_order() {
     let before = orders_of_42(&stack).await.len();
     let basket = json!({ "items": [{ "sku": "SKU-0011", "qty": 1 }] });
     let first: Value = post(&stack, "/mobile/orders", &basket, Some("tap-1")).await.json().await.unwrap();
+    let sent = stack.stats(Service::Orders).last_headers["idempotency-key"].clone();
     let again = post(&stack, "/mobile/orders", &basket, Some("tap-1")).await;
-    assert_eq!(stack.stats(Service::Orders).last_headers["idempotency-key"], "tap-1");
     assert_eq!(again.status(), 201);
+    // The upstream sees the key scoped to the user: not as the client sent it, the same each time.
+    assert_ne!(sent, "tap-1");
+    assert_eq!(stack.stats(Service::Orders).last_headers["idempotency-key"], sent);
     assert_eq!(again.json::<Value>().await.unwrap(), first);
     assert_eq!(orders_of_42(&stack).await.len(), before + 1);
     // Another key is another order.
     let other: Value = post(&stack, "/mobile/orders", &basket, Some("tap-2")).await.json().await.unwrap();
     assert_ne!(other["id"], first["id"]);
     assert_eq!(orders_of_42(&stack).await.len(), before + 2);
+}
+
+/// Places `basket` as `user` with `key`.
+async fn post_as(stack: &Stack, user: &str, basket: &Value, key: &str) -> reqwest::Response {
+    let token = stack.mocks.token(user, "profile orders", 600);
+    let request = stack.http.post(stack.bff.url("/mobile/orders")).bearer_auth(token).json(basket);
+    request.header("idempotency-key", key).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn two_mobile_users_with_the_same_key_place_two_orders_and_a_reuse_is_422() {
+    let stack = mobile().start().await;
+    let basket = json!({ "items": [{ "sku": "SKU-0011", "qty": 1 }] });
+    let other_basket = json!({ "items": [{ "sku": "SKU-0012", "qty": 2 }] });
+    let first = post_as(&stack, "42", &basket, "same-key").await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    // Another user, the same key, another body: their own order, not a 422 about someone else's.
+    let theirs = post_as(&stack, "43", &other_basket, "same-key").await;
+    assert_eq!(theirs.status(), 201);
+    let theirs: Value = theirs.json().await.unwrap();
+    assert_ne!(theirs["id"], first["id"]);
+    assert_eq!(theirs["itemCount"], 2);
+    // Each user's repeat still answers their own first order.
+    let again: Value = post_as(&stack, "42", &basket, "same-key").await.json().await.unwrap();
+    assert_eq!(again, first);
+    // The key reused by its own user with another body: 422, as on the partner API.
+    let reused = post_as(&stack, "42", &other_basket, "same-key").await;
+    let body = problem(reused, 422, "IDEMPOTENCY_KEY_REUSED").await;
+    assert!(body["detail"].as_str().unwrap().contains("Idempotency-Key"), "{body}");
 }
 
 #[tokio::test]
@@ -161,4 +194,32 @@ async fn partners_place_orders_idempotently_and_only_with_a_key() {
     let nobody = json!({ "user": "0", "items": [{ "sku": "SKU-0003", "qty": 1 }] });
     problem(partner_post(&stack, &nobody, Some("po-4")).await, 404, "NOT_FOUND").await;
     assert_eq!(orders_of_42(&stack).await.len(), before + 1);
+}
+
+/// A second partner, of account `acct-2` (users 101-200), with the key `other-tenant-key`.
+const OTHER_TENANT: &str = r#"{ tier = "pro", account = "acct-2", scopes = ["orders"],
+    key_sha256 = "27c05ce3f2f50102dce55afe0f1b96f1a354c6d2b80a6e54bbe4b3bc02b954de" }"#;
+
+#[tokio::test]
+async fn two_partner_accounts_with_the_same_key_neither_see_nor_block_each_other() {
+    let stack = partner().set("api_keys.clients.other", OTHER_TENANT).start().await;
+    let as_other = |body: &Value| {
+        let request = stack.http.post(stack.bff.url("/v2/orders")).header("x-api-key", "other-tenant-key");
+        request.header("idempotency-key", "shared-1").json(body).send()
+    };
+    let ours = json!({ "user": "42", "items": [{ "sku": "SKU-0003", "qty": 1 }] });
+    let theirs = json!({ "user": "142", "items": [{ "sku": "SKU-0003", "qty": 2 }] });
+    // The other tenant uses the key first: our write with it is ours, not a 422 (no oracle).
+    let placed = as_other(&theirs).await.unwrap();
+    assert_eq!(placed.status(), 201);
+    let their_order: Value = placed.json().await.unwrap();
+    let their_key = stack.stats(Service::Orders).last_headers["idempotency-key"].clone();
+    let mine = partner_post(&stack, &ours, Some("shared-1")).await;
+    assert_eq!(mine.status(), 201, "another tenant's use of a key blocked ours");
+    let my_order: Value = mine.json().await.unwrap();
+    assert_eq!(my_order["userId"], 42);
+    assert_ne!(stack.stats(Service::Orders).last_headers["idempotency-key"], their_key);
+    // Each tenant's repeat answers its own order.
+    assert_eq!(partner_post(&stack, &ours, Some("shared-1")).await.json::<Value>().await.unwrap(), my_order);
+    assert_eq!(as_other(&theirs).await.unwrap().json::<Value>().await.unwrap(), their_order);
 }

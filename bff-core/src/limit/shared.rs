@@ -132,6 +132,11 @@ impl Shared {
                     checks.len()
                 ));
             }
+            // The connection's own response timeout (the same `redis.timeout`) usually fires first.
+            Ok(Err(e)) if e.is_timeout() => {
+                self.timeouts.increment(1);
+                return self.failed(&format!("no answer within {:?}", self.timeout));
+            }
             Ok(Err(e)) => {
                 self.errors.increment(1);
                 return self.failed(&e.to_string());

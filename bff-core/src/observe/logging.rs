@@ -6,6 +6,7 @@
 //! than slowing requests (see `log_buffer`).
 
 use std::fmt::{self, Write as _};
+use std::io::IsTerminal;
 
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
@@ -31,34 +32,46 @@ pub struct LogGuard {
 pub fn init(format: LogFormat, filter: &str, rust_log: Option<&str>) -> LogGuard {
     let filter = EnvFilter::try_new(rust_log.unwrap_or(filter)).unwrap_or_else(|_| EnvFilter::new("info"));
     // The buffer hands over whole batches; a `BufWriter` in between would only copy them again.
+    // Colours only for a person at a terminal: a file or a pipe gets plain text (and `NO_COLOR`
+    // turns them off everywhere, https://no-color.org).
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     match log_buffer::spawn(std::io::stdout(), log_buffer::FLUSH_INTERVAL, report_dropped) {
-        Ok((writer, guard)) => LogGuard { _writer: install(format, filter, move || writer.clone()).then_some(guard) },
+        Ok((writer, guard)) => {
+            LogGuard { _writer: install(format, filter, colour, move || writer.clone()).then_some(guard) }
+        }
         // No thread for the writer: log synchronously rather than not at all.
         Err(_) => {
-            install(format, filter, std::io::stdout);
+            install(format, filter, colour, std::io::stdout);
             LogGuard { _writer: None }
         }
     }
 }
 
 /// Installs the global subscriber writing to `writer`; false if one was already installed.
-fn install<W>(format: LogFormat, filter: EnvFilter, writer: W) -> bool
+fn install<W>(format: LogFormat, filter: EnvFilter, colour: bool, writer: W) -> bool
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     // `try_init` also routes the `log` crate's records here.
-    subscriber(format, filter, writer).try_init().is_ok()
+    build(format, filter, colour, writer).try_init().is_ok()
 }
 
-/// The subscriber `init` installs, writing `format` lines to `writer`: for tests that read the
-/// lines (`tracing::subscriber::with_default`).
+/// The subscriber `init` installs, writing `format` lines to `writer`, without colours: for tests
+/// that read the lines (`tracing::subscriber::with_default`).
 pub fn subscriber<W>(format: LogFormat, filter: EnvFilter, writer: W) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    build(format, filter, false, writer)
+}
+
+fn build<W>(format: LogFormat, filter: EnvFilter, colour: bool, writer: W) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
-        LogFormat::Pretty => Box::new(builder.fmt_fields(escaped_fields()).finish()),
+        LogFormat::Pretty => Box::new(builder.with_ansi(colour).fmt_fields(escaped_fields()).finish()),
         LogFormat::Json => Box::new(builder.fmt_fields(JsonSpanFields).event_format(JsonLines).finish()),
     }
 }

@@ -36,6 +36,16 @@ impl CallerHeaders {
         Some(Self(Arc::new([None, scopes_value(scopes), Some(account)])))
     }
 
+    /// Whose writes these are, for scoping idempotency keys: an API client's account (the tenant),
+    /// else a user's id.
+    pub(crate) fn tenant(&self) -> Option<(&'static str, &[u8])> {
+        match &*self.0 {
+            [_, _, Some(account)] => Some(("account", account.as_bytes())),
+            [Some(user), _, None] => Some(("user", user.as_bytes())),
+            [None, _, None] => None,
+        }
+    }
+
     /// Sets these headers on `headers`, replacing any of the same names, and removes the
     /// identity headers this caller does not have. With no caller, removes them all.
     pub(crate) fn apply(caller: Option<&Self>, headers: &mut HeaderMap) {

@@ -1,15 +1,21 @@
-//! The `Idempotency-Key` request header, checked once at the edge of a write.
+//! The `Idempotency-Key` request header, checked once at the edge of a write, and scoped to its
+//! caller before it leaves the BFF.
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use sha2::{Digest, Sha256};
+
 use crate::problem::Problem;
+use crate::request::caller::CallerHeaders;
 
 /// The `Idempotency-Key` request header (draft-ietf-httpapi-idempotency-key-header): a client's
 /// name for one write, so a repeat after a lost answer does not write twice. Forward it to the
-/// upstream that performs the write.
+/// upstream that performs the write ([`Call::idempotency_key`](crate::Call::idempotency_key)):
+/// every call's key is sent scoped to the verified caller (see [`scoped`]), so two tenants or two
+/// users using the same key never meet upstream.
 ///
 /// As an argument it is required (400 `IDEMPOTENCY_KEY_REQUIRED` when absent); as
 /// `Option<IdempotencyKey>` it is optional. Either way a key longer than 255 bytes or with
@@ -59,6 +65,37 @@ impl IntoResponse for IdempotencyKeyRejection {
     }
 }
 
+/// The key an upstream sees for `key` sent on behalf of `caller`: the hex SHA-256 of the caller's
+/// tenant (its API client's account, else its user id) and the key.
+///
+/// A caller's repeat maps to the same upstream key, so idempotency still holds; another tenant's
+/// use of the same key maps elsewhere, so it can neither learn that the key was taken (a `422`)
+/// nor make another's write fail. The hash is not a secret: it partitions, and a client cannot
+/// choose the upstream key, since whatever it sends is scoped again with its own identity.
+pub(crate) fn scoped(caller: Option<&CallerHeaders>, key: &HeaderValue) -> HeaderValue {
+    let mut hash = Sha256::new();
+    hash.update(b"bff-idempotency-key/1\0");
+    // Header values hold no NUL, so the parts cannot run into one another.
+    match caller.and_then(CallerHeaders::tenant) {
+        Some((kind, id)) => {
+            hash.update(kind.as_bytes());
+            hash.update(b"\0");
+            hash.update(id);
+        }
+        None => hash.update(b"anonymous"),
+    }
+    hash.update(b"\0");
+    hash.update(key.as_bytes());
+    let mut hex = [0u8; 64];
+    for (i, byte) in hash.finalize().iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(byte >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = IdempotencyKeyRejection;
 
@@ -72,5 +109,31 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for IdempotencyKey {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
         Self::from_parts(parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_scoped_to_the_tenant_and_stable_for_it() {
+        let key = HeaderValue::from_static("order-1");
+        let user = |id: &str| CallerHeaders::user(id, ["orders"]);
+        let account = |id: &str| CallerHeaders::partner(id, ["orders"]);
+        let of = |caller: Option<CallerHeaders>| scoped(caller.as_ref(), &key);
+        // The same caller and key: the same upstream key, whatever its scopes.
+        assert_eq!(of(user("42")), of(CallerHeaders::user("42", ["profile"])));
+        assert_eq!(of(user("42")).len(), 64);
+        assert!(of(user("42")).as_bytes().iter().all(u8::is_ascii_hexdigit));
+        // Anyone else: another one.
+        let all = [of(user("42")), of(user("43")), of(account("42")), of(account("acct-2")), of(None)];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_ne!(of(user("42")), key, "the client's key never leaves as it came");
+        assert_ne!(scoped(user("42").as_ref(), &HeaderValue::from_static("order-2")), of(user("42")));
     }
 }

@@ -27,6 +27,7 @@ use super::stack::CallContext;
 use super::transport::MAX_BODY_BYTES;
 use super::{Body, BoxError, Upstream, UpstreamError, UpstreamErrorKind};
 use crate::request::Ctx;
+use crate::request::idempotency::{self, IDEMPOTENCY_KEY, IdempotencyKey};
 
 /// The headers the outbound stack sets on a call: request id, deadline, two identity headers,
 /// `Host`.
@@ -103,9 +104,12 @@ impl<T> Call<T> {
     }
 
     /// Forwards a client's `Idempotency-Key`, when there is one, so a repeated write is one write.
-    pub fn idempotency_key(self, key: Option<&crate::request::idempotency::IdempotencyKey>) -> Self {
+    ///
+    /// The upstream sees it scoped to the caller (an `Idempotency-Key` set with [`Call::header`]
+    /// too): the same key from two tenants or two users is two keys there.
+    pub fn idempotency_key(self, key: Option<&IdempotencyKey>) -> Self {
         match key {
-            Some(key) => self.header(crate::request::idempotency::IDEMPOTENCY_KEY, key.0.clone()),
+            Some(key) => self.header(IDEMPOTENCY_KEY, key.0.clone()),
             None => self,
         }
     }
@@ -156,6 +160,9 @@ impl<T> Call<T> {
             // Room for what the stack sets (request id, deadline, identity, `Host`) in one
             // allocation, where growing from empty takes two.
             None => *request.headers_mut() = HeaderMap::with_capacity(CALL_HEADERS),
+        }
+        if let Some(key) = request.headers_mut().get_mut(IDEMPOTENCY_KEY) {
+            *key = idempotency::scoped(context.caller.as_ref(), key);
         }
         *request.method_mut() = self.method;
         *request.uri_mut() = uri;
@@ -417,7 +424,7 @@ mod tests {
         let seen = seen.lock().unwrap();
         let (method, uri, headers, body) = &seen[0];
         assert_eq!((method, uri.as_str()), (&Method::POST, "/orders"));
-        assert_eq!(headers["idempotency-key"], "k-1");
+        assert_eq!(headers["idempotency-key"], idempotency::scoped(None, &HeaderValue::from_static("k-1")));
         assert_eq!(headers["content-type"], "application/json");
         assert_eq!(headers["x-request-id"], "req-7", "set by the call-headers layer");
         assert_eq!(serde_json::from_slice::<Value>(body).unwrap()["items"][0]["qty"], 1);
