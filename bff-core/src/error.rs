@@ -80,10 +80,11 @@ impl BffError {
     /// Turns an upstream 404 into a client 404 with `detail`; other errors stay as they are.
     ///
     /// For resource endpoints whose id comes from the client: `GET /orders/{id}` of an unknown id
-    /// is the client's mistake, not an upstream failure.
+    /// is the client's mistake, not an upstream failure. An id that cannot name a resource at all
+    /// (`..`, refused before any call) is not found either.
     pub fn when_not_found(self, detail: impl Into<String>) -> Self {
         match self {
-            Self::Upstream(e) if e.is_not_found() => Self::NotFound(detail.into()),
+            Self::Upstream(e) if e.is_not_found() || e.is_dot_segment() => Self::NotFound(detail.into()),
             other => other,
         }
     }
@@ -119,6 +120,7 @@ impl BffError {
     pub fn source_kind(&self) -> ErrorSource {
         match self {
             Self::Upstream(e) if e.kind() == &crate::upstream::UpstreamErrorKind::Request => ErrorSource::Internal,
+            Self::Upstream(e) if e.is_dot_segment() => ErrorSource::Downstream,
             Self::Upstream(_) | Self::DeadlineExceeded => ErrorSource::Upstream,
             Self::Auth(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => ErrorSource::Upstream,
             Self::Auth(_)

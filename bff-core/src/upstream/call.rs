@@ -141,18 +141,24 @@ impl<T> Call<T> {
         Call { upstream: self.upstream, method: self.method, path: self.path, extra: self.extra, _output: PhantomData }
     }
 
-    /// The request this call describes, with its context; the error says why it cannot be built.
-    fn into_request(self, context: CallContext) -> Result<Request<Body>, String> {
-        let uri = Uri::try_from(self.path).map_err(|e| format!("invalid path: {e}"))?;
+    /// The request this call describes, with its context, or why it cannot be sent.
+    fn into_request(self, context: CallContext) -> Result<Request<Body>, UpstreamError> {
+        let name = &self.upstream.inner.name;
+        let invalid = |why: String| UpstreamError::new(name.clone(), UpstreamErrorKind::Request).with_cause(why);
+        let uri = Uri::try_from(self.path).map_err(|e| invalid(format!("invalid path: {e}")))?;
         if uri.scheme().is_some() || !uri.path().starts_with('/') {
-            return Err(format!("`{uri}` is not a path starting with `/`"));
+            return Err(invalid(format!("`{uri}` is not a path starting with `/`")));
+        }
+        if let Some(segment) = dot_segment(uri.path()) {
+            let error = UpstreamError::new(name.clone(), UpstreamErrorKind::DotSegment(segment.into_owned()));
+            return Err(error.with_cause(format!("the path `{}` climbs out of its resource", uri.path())));
         }
         let mut request = Request::new(Body::empty());
         match self.extra {
             Some(extra) => {
-                let Extra { headers, body, invalid } = *extra;
-                if let Some(why) = invalid {
-                    return Err(why);
+                let Extra { headers, body, invalid: why } = *extra;
+                if let Some(why) = why {
+                    return Err(invalid(why));
                 }
                 *request.headers_mut() = headers;
                 *request.body_mut() = body;
@@ -169,6 +175,26 @@ impl<T> Call<T> {
         request.extensions_mut().insert(context);
         Ok(request)
     }
+}
+
+/// The first segment of `path` that is `.` or `..` once percent-decoded (`%2e%2e`, `.%2E`), or
+/// whose decoded text holds such a piece between encoded slashes or backslashes (`..%2Fadmin`):
+/// an upstream, or a proxy before it, resolves those to another resource than the one named.
+///
+/// Every call's path is checked here, so no handler can forget it: [`encode`](super::encode)
+/// leaves dots as they are, since `.` is unreserved and an id may contain one.
+fn dot_segment(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let dots = |piece: &str| piece == "." || piece == "..";
+    path.split('/').find_map(|segment| {
+        if dots(segment) || segment.split('\\').any(dots) {
+            return Some(segment.into());
+        }
+        if !segment.contains('%') {
+            return None;
+        }
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        decoded.split(['/', '\\']).any(dots).then_some(decoded)
+    })
 }
 
 impl<T: Decode> Call<T> {
@@ -201,10 +227,7 @@ impl<T: Decode> Call<T> {
         let upstream = self.upstream.clone();
         let sent = match self.into_request(context) {
             Ok(request) => upstream.inner.stack.send(request),
-            Err(why) => {
-                let error = UpstreamError::new(upstream.inner.name.clone(), UpstreamErrorKind::Request).with_cause(why);
-                Box::pin(std::future::ready(Err(error.into())))
-            }
+            Err(error) => Box::pin(std::future::ready(Err(error.into()))),
         };
         Sending { upstream, start: None, sent: Some(sent), _output: PhantomData }
     }
@@ -378,7 +401,7 @@ mod tests {
 
     use super::*;
     use crate::observe::metrics::Metrics;
-    use crate::upstream::UpstreamSettings;
+    use crate::upstream::{UpstreamSettings, encode};
 
     type Seen = Arc<Mutex<Vec<(Method, String, HeaderMap, Bytes)>>>;
 
@@ -472,5 +495,37 @@ mod tests {
             assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
         }
         assert!(seen.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_call_leaves_with_a_dot_segment_in_its_path() {
+        let (orders, seen) = recording(StatusCode::OK, "{}");
+        for (path, value) in [
+            ("/orders/..", ".."),
+            ("/orders/.", "."),
+            ("/orders/%2e%2e", ".."),
+            ("/orders/%2E%2E?x=1", ".."),
+            ("/orders/.%2e/items", ".."),
+            ("/users/../admin", ".."),
+            ("/orders/..%2Fadmin", "../admin"),
+            ("/orders/a%5C..%5Cb", "a\\..\\b"),
+            ("/orders/x\\..", "x\\.."),
+        ] {
+            let call = orders.get::<Value>(path);
+            let error = send(call).await.unwrap_err();
+            assert_eq!(error.kind(), &UpstreamErrorKind::DotSegment(value.to_owned()), "{path}");
+            assert_eq!((error.status(), error.code()), (StatusCode::BAD_REQUEST, "INVALID_ID"), "{path}");
+            let as_lookup = crate::BffError::from(error).when_not_found("no such order");
+            assert_eq!(as_lookup.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+        // A write is refused the same way, by the same builder.
+        let error = send(orders.post::<Value>(format!("/orders/{}/cancel", encode("..")))).await.unwrap_err();
+        assert!(error.is_dot_segment());
+        assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
+        // Dots inside a segment, and dots in the query, are ordinary characters.
+        for path in ["/products/v1.2", "/files/...", "/orders/..x", "/orders?user=..", "/a/.hidden", "/p/%2e%2e%2e"] {
+            send(orders.get::<Value>(path)).await.unwrap();
+        }
+        assert_eq!(seen.lock().unwrap().len(), 6);
     }
 }

@@ -28,6 +28,11 @@ pub enum UpstreamErrorKind {
     /// The upstream's circuit breaker is open (it failed too often lately): the call was
     /// refused without being sent.
     CircuitOpen,
+    /// A segment of the call's path is `.` or `..` once percent-decoded (the value here), which
+    /// the upstream would resolve to another resource: refused without being sent. A client's
+    /// value made it (`/orders/%2e%2e`), so it answers `400 INVALID_ID`, and `404` where the
+    /// handler looks something up ([`BffError::when_not_found`](crate::BffError::when_not_found)).
+    DotSegment(String),
 }
 
 /// An upstream call that failed, with the service's name.
@@ -99,16 +104,23 @@ impl UpstreamError {
         self.kind == UpstreamErrorKind::Status(StatusCode::NOT_FOUND)
     }
 
+    /// Whether a client's value made the call's path climb out of its resource (`..`): the call
+    /// was not sent, and no resource has that id.
+    pub fn is_dot_segment(&self) -> bool {
+        matches!(self.kind, UpstreamErrorKind::DotSegment(_))
+    }
+
     /// Whether the call ran out of time.
     pub fn is_timeout(&self) -> bool {
         matches!(self.kind, UpstreamErrorKind::Timeout(_))
     }
 
     /// 504 for a timeout, 503 for a full bulkhead or an open circuit, 500 for a call we could
-    /// not build, 502 for everything else.
+    /// not build, 400 for a client's value that cannot be a path segment, 502 for everything else.
     pub fn status(&self) -> StatusCode {
         match self.kind {
             UpstreamErrorKind::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamErrorKind::DotSegment(_) => StatusCode::BAD_REQUEST,
             UpstreamErrorKind::Overloaded | UpstreamErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamErrorKind::Request => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
@@ -126,6 +138,7 @@ impl UpstreamError {
             UpstreamErrorKind::Request => "INTERNAL_ERROR",
             UpstreamErrorKind::Overloaded => "UPSTREAM_OVERLOADED",
             UpstreamErrorKind::CircuitOpen => "UPSTREAM_CIRCUIT_OPEN",
+            UpstreamErrorKind::DotSegment(_) => "INVALID_ID",
         }
     }
 }
@@ -150,6 +163,7 @@ impl fmt::Display for UpstreamError {
             UpstreamErrorKind::CircuitOpen => {
                 write!(f, "upstream `{service}` is failing: calls to it are paused for a moment")
             }
+            UpstreamErrorKind::DotSegment(value) => write!(f, "`{value}` cannot be used as an id"),
         }
     }
 }

@@ -17,6 +17,7 @@ pub(crate) struct UpstreamMetrics {
     request: Counter,
     overloaded: Counter,
     circuit_open: Counter,
+    dot_segment: Counter,
     duration: Histogram,
     pub(crate) degraded: Counter,
 }
@@ -38,6 +39,7 @@ impl UpstreamMetrics {
             request: counter("request"),
             overloaded: counter("overloaded"),
             circuit_open: counter("circuit_open"),
+            dot_segment: counter("dot_segment"),
             duration: registry.histogram("bff_upstream_request_duration_seconds", &upstream),
             degraded: registry.counter("bff_degraded_total", &upstream),
         }
@@ -55,6 +57,7 @@ impl UpstreamMetrics {
             Err(UpstreamErrorKind::Request) => &self.request,
             Err(UpstreamErrorKind::Overloaded) => &self.overloaded,
             Err(UpstreamErrorKind::CircuitOpen) => &self.circuit_open,
+            Err(UpstreamErrorKind::DotSegment(_)) => &self.dot_segment,
         };
         counter.increment(1);
         self.duration.record(elapsed.as_secs_f64());

@@ -152,3 +152,18 @@ pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> se
     assert!(body["title"].is_string() && body["detail"].is_string());
     body
 }
+
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close` included) as written, so
+/// the path reaches the server as it is (a client library would resolve `..` and `%2e%2e`
+/// first), and returns the status and body of the answer.
+pub async fn raw_http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
