@@ -358,3 +358,32 @@ async fn body_limits_apply_per_route() {
     let small = json!({"items": [{"sku": "SKU-0001", "qty": 1}]});
     assert_eq!(post(&small).send().await.unwrap().status(), 201);
 }
+
+/// A catalog whose product answers are public for a minute but differ per user, saying so
+/// with `Vary: X-User-Id`.
+async fn per_user_catalog() -> bff_core::testing::TestServer {
+    let route = axum::routing::get(|headers: axum::http::HeaderMap| async move {
+        let user = headers.get("x-user-id").and_then(|v| v.to_str().ok()).unwrap_or("nobody").to_owned();
+        let product = json!({"sku": "SKU-0001", "name": format!("priced for {user}"), "price": 1.0});
+        ([("cache-control", "public, max-age=60"), ("vary", "X-User-Id")], axum::Json(product))
+    });
+    bff_core::testing::TestServer::start(axum::Router::new().route("/products/{sku}", route)).await
+}
+
+#[tokio::test]
+async fn a_cached_answer_that_varies_by_user_reaches_only_its_user() {
+    let catalog = per_user_catalog().await;
+    let stack = mobile().set("upstreams.catalog.url", &catalog.url("")).start().await;
+    let name_for = |user: &'static str| {
+        let request = stack.http.get(stack.bff.url("/mobile/products/SKU-0001"));
+        let request = request.bearer_auth(stack.mocks.token(user, "profile", 600));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap()["name"].clone() }
+    };
+    for _ in 0..2 {
+        assert_eq!(name_for("42").await, "priced for 42");
+        assert_eq!(name_for("43").await, "priced for 43", "user 43 was given user 42's answer");
+    }
+    // Still a cache: each user's second read came from memory.
+    let metrics = stack.admin_text("/metrics").await;
+    assert!(metrics.contains(r#"bff_upstream_cache_total{upstream="catalog",result="hit"} 2"#), "{metrics}");
+}

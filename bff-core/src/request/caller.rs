@@ -16,7 +16,7 @@ pub const USER_SCOPES: HeaderName = HeaderName::from_static("x-user-scopes");
 pub const PARTNER_ACCOUNT: HeaderName = HeaderName::from_static("x-partner-account");
 
 /// Every identity header, in a fixed order.
-const NAMES: [HeaderName; 3] = [USER_ID, USER_SCOPES, PARTNER_ACCOUNT];
+pub(crate) const NAMES: [HeaderName; 3] = [USER_ID, USER_SCOPES, PARTNER_ACCOUNT];
 
 /// The identity headers of one caller, built once (per verified token, per API client) and shared.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

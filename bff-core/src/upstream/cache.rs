@@ -8,7 +8,12 @@
 //! - for every caller when it says `public`; otherwise (`private` included) for the caller it
 //!   was fetched for only: the key is then the caller's identity headers, so one user's answer
 //!   never reaches another;
-//! - not when it says `Vary: *`; every header the call sets is part of the key anyway.
+//! - keyed by the request headers its `Vary` names (RFC 9111 §4.1): every header the call sets
+//!   is part of the key anyway; a `public` answer that varies on an identity header the stack
+//!   sets (`X-User-Id`, `X-User-Scopes`, `X-Partner-Account`) is kept per caller; one that varies
+//!   on a header whose value changes with each attempt (`X-Request-Id`, the deadline, `Host`)
+//!   cannot be reused, and neither can `Vary: *`: those are not stored. Any other header is sent
+//!   by no call, so every call agrees on it.
 //!
 //! The cache is bounded in bytes (moka, each entry weighed by its body and headers; an entry
 //! larger than an eighth of the cache is not stored), and keeps an entry past its freshness only
@@ -20,15 +25,16 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH, VARY};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use metrics::Counter;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
+use super::headers::PER_ATTEMPT;
 use super::snapshot::{CallKey, Shareable, Snapshot};
 use super::{Body, BoxError};
 use crate::observe::metrics::Metrics;
-use crate::request::caller::CallerHeaders;
+use crate::request::caller::{self, CallerHeaders};
 
 /// The longest freshness or stale window believed, whatever the upstream says.
 const MAX_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
@@ -142,6 +148,8 @@ struct Directives {
     public: bool,
     no_store: bool,
     no_cache: bool,
+    /// It varies on a caller's identity: kept per caller even when `public`.
+    per_caller: bool,
 }
 
 impl Directives {
@@ -166,8 +174,16 @@ impl Directives {
                 }
             }
         }
-        if headers.get_all(VARY).iter().any(|v| v.as_bytes().split(|b| *b == b',').any(|p| p.trim_ascii() == b"*")) {
-            out.no_store = true;
+        for value in headers.get_all(VARY) {
+            let text = value.to_str().ok().filter(|t| t.len() <= MAX_DIRECTIVES_BYTES)?;
+            for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                let named = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str());
+                if name == "*" || PER_ATTEMPT.iter().any(named) {
+                    out.no_store = true;
+                } else if caller::NAMES.iter().any(named) {
+                    out.per_caller = true;
+                }
+            }
         }
         Some(out)
     }
@@ -204,7 +220,7 @@ impl Store {
             stale_if_error: directives.stale_if_error,
             etag: snapshot.headers.get(ETAG).cloned(),
         };
-        let key = if public { shared } else { Key { owner: Some(caller), ..shared } };
+        let key = if public && !directives.per_caller { shared } else { Key { owner: Some(caller), ..shared } };
         self.entries.insert(key, Arc::new(entry));
     }
 }
@@ -324,6 +340,19 @@ mod tests {
         assert_eq!(Directives::parse(&headers).unwrap().fresh_for, None);
         headers.insert(VARY, HeaderValue::from_static("accept, *"));
         assert!(Directives::parse(&headers).unwrap().no_store);
+        for (vary, no_store, per_caller) in [
+            ("Accept-Language", false, false),
+            ("accept, X-User-Id", false, true),
+            ("x-partner-account", false, true),
+            ("X-Request-Id", true, false),
+            ("x-request-deadline-ms, accept", true, false),
+            ("host", true, false),
+        ] {
+            headers.insert(VARY, HeaderValue::from_static(vary));
+            let d = Directives::parse(&headers).unwrap();
+            assert_eq!((d.no_store, d.per_caller), (no_store, per_caller), "{vary}");
+        }
+        headers.remove(VARY);
         headers.insert(CACHE_CONTROL, HeaderValue::try_from("max-age=1,".repeat(200)).unwrap());
         assert_eq!(Directives::parse(&headers), None, "too long to be believed");
     }
@@ -332,6 +361,7 @@ mod tests {
     struct Script {
         status: StatusCode,
         cache_control: &'static str,
+        vary: Option<&'static str>,
         body: String,
         seen_if_none_match: Vec<Option<String>>,
     }
@@ -340,6 +370,7 @@ mod tests {
         let script = Arc::new(Mutex::new(Script {
             status: StatusCode::OK,
             cache_control,
+            vary: None,
             body: r#"{"v":1}"#.to_owned(),
             seen_if_none_match: Vec::new(),
         }));
@@ -358,12 +389,15 @@ mod tests {
             };
             let user = request.headers().get("x-user-id").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
             let body = script.body.replace("}", &format!(r#","user":"{user}"}}"#));
-            let response = Response::builder()
+            let mut response = Response::builder()
                 .status(status)
                 .header(CACHE_CONTROL, script.cache_control)
                 .header(ETAG, etag)
                 .body(if status == StatusCode::OK { Body::from(body.into_bytes()) } else { Body::empty() })
                 .unwrap();
+            if let Some(vary) = script.vary {
+                response.headers_mut().insert(VARY, HeaderValue::from_static(vary));
+            }
             let hang = request.uri().path() == "/hang";
             async move {
                 if hang {
@@ -470,5 +504,35 @@ mod tests {
         up.get::<Value>("/me").send(&ana).await.unwrap();
         up.get::<Value>("/me").send(&ana).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_public_answer_is_keyed_by_the_headers_its_vary_names() {
+        let (ana, bo) = (as_user("ana"), as_user("bo"));
+        // Varies on the user the stack names: never one user's answer for another.
+        let (up, script, calls, _) = scripted("public, max-age=60");
+        script.lock().unwrap().vary = Some("Accept, X-User-Id");
+        for _ in 0..2 {
+            assert_eq!(up.get::<Value>("/p/1").send(&ana).await.unwrap()["user"], "ana");
+            assert_eq!(up.get::<Value>("/p/1").send(&bo).await.unwrap()["user"], "bo");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "one call per user, then each from memory");
+        // Varies on what each attempt carries differently: never reused.
+        let (up, script, calls, _) = scripted("public, max-age=60");
+        script.lock().unwrap().vary = Some("x-request-id");
+        up.get::<Value>("/p/1").send(&ana).await.unwrap();
+        up.get::<Value>("/p/1").send(&ana).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Varies on a header the call sets: keyed by it; on one no call sends: shared.
+        let (up, script, calls, _) = scripted("public, max-age=60");
+        script.lock().unwrap().vary = Some("accept-language, accept");
+        let json = || up.get::<Value>("/p/1").header("accept", "application/json");
+        let plain = || up.get::<Value>("/p/1").header("accept", "text/plain");
+        json().send(&ana).await.unwrap();
+        json().send(&bo).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "shared: the same Accept, no Accept-Language");
+        plain().send(&bo).await.unwrap();
+        plain().send(&ana).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "another Accept is another entry");
     }
 }

@@ -14,6 +14,10 @@ use crate::request::caller::CallerHeaders;
 /// give up when nobody will wait for its answer (as gRPC's `grpc-timeout`).
 pub const DEADLINE_MS: HeaderName = HeaderName::from_static("x-request-deadline-ms");
 
+/// The headers the stack sets on each attempt, with values of that attempt (the transport adds
+/// `Host`, the instance's): a response that varies on one of them cannot be reused.
+pub(crate) const PER_ATTEMPT: [HeaderName; 3] = [REQUEST_ID_HEADER, DEADLINE_MS, http::header::HOST];
+
 /// Sets `X-Request-Id` from the call's context (unless the call set its own),
 /// `X-Request-Deadline-Ms`, and the identity headers of its caller (always: a call cannot speak
 /// for someone else). It runs for each attempt, so a retry carries what is left then.
