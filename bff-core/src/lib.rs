@@ -49,7 +49,7 @@ mod route_keys;
 mod routes;
 pub mod serve;
 pub mod shape;
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod upstream;
 

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bff_core::Signal;
+use bff_core::testing::{RawH2, frame};
 use common::{StackBuilder, latency};
 use services_mock::Service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,15 +42,190 @@ async fn a_stalled_request_head_is_closed_after_the_header_timeout() {
     assert!(closed >= Duration::from_millis(900), "closed after {closed:?}, before the timeout");
 }
 
+/// A connection that sends nothing, or only HTTP/2's preface, is closed when its first request
+/// is late (`header_read_timeout`), not after the idle timeout.
 #[tokio::test]
-async fn a_connection_that_moves_no_byte_is_closed_after_the_idle_timeout() {
-    // The header timer is long here, so only the idle timer can close it.
-    // (Longer than the shipped config's longest route deadline, 2 s, as it must be.)
-    let stack = mobile().set("server.header_read_timeout", "60s").set("server.idle_timeout", "3s").start().await;
-    let mut stream = TcpStream::connect(stack.bff.addr).await.unwrap();
-    let closed = closed_within(&mut stream, Duration::from_secs(30)).await;
-    let closed = closed.expect("a silent connection was still open after 30 s");
-    assert!(closed >= Duration::from_millis(2_900), "closed after {closed:?}");
+async fn a_silent_connection_or_a_lone_preface_is_closed_at_the_header_timeout() {
+    let stack = mobile().set("server.header_read_timeout", "1s").set("server.idle_timeout", "30s").start().await;
+    for preface in [false, true] {
+        let mut stream = TcpStream::connect(stack.bff.addr).await.unwrap();
+        if preface {
+            stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+        }
+        // Well under the idle timeout, with room for a loaded machine.
+        let closed = closed_within(&mut stream, Duration::from_secs(20)).await;
+        let closed = closed.unwrap_or_else(|| panic!("preface {preface}: still open after 20 s"));
+        assert!(closed >= Duration::from_millis(900), "preface {preface}: closed after {closed:?}, before the timeout");
+    }
+    let metrics = stack.admin_text("/metrics").await;
+    assert!(metrics.contains(r#"bff_connections_closed_total{reason="no_request"} 2"#), "{metrics}");
+}
+
+/// An HTTP/2 connection asks once, then only pings: PINGs are not requests, so it is closed
+/// after the idle timeout.
+#[tokio::test]
+async fn pings_do_not_keep_a_connection_without_requests_open() {
+    let stack = mobile().set("server.idle_timeout", "3s").start().await;
+    let mut h2 = RawH2::handshake(TcpStream::connect(stack.bff.addr).await.unwrap(), &[]).await.unwrap();
+    h2.get(1, "/healthz", &[]).await.unwrap();
+    loop {
+        let frame = h2.next().await.unwrap().expect("open");
+        if frame.stream == 1 && frame.flags & frame::END_STREAM != 0 {
+            break;
+        }
+    }
+    let answered = Instant::now();
+    let mut pings = 0u64;
+    let gone = loop {
+        match timeout(Duration::from_millis(500), h2.next()).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None) | Err(_)) => break answered.elapsed(),
+            Err(_) => {
+                pings += 1;
+                if h2.ping(pings.to_be_bytes()).await.is_err() {
+                    break answered.elapsed();
+                }
+            }
+        }
+        assert!(answered.elapsed() < Duration::from_secs(30), "still open after 30 s of pings");
+    };
+    assert!(gone >= Duration::from_millis(2_900), "closed after {gone:?}, before the idle timeout");
+    assert!(pings >= 4, "{pings} pings");
+}
+
+/// An HTTP/2 connection whose answer waits for a window that never opens: a request in flight.
+async fn busy_connection(addr: std::net::SocketAddr) -> RawH2<TcpStream> {
+    let mut h2 =
+        RawH2::handshake(TcpStream::connect(addr).await.unwrap(), &[(frame::INITIAL_WINDOW_SIZE, 0)]).await.unwrap();
+    h2.get(1, "/healthz", &[]).await.unwrap();
+    loop {
+        let frame = h2.next().await.unwrap().expect("open");
+        assert_ne!(frame.kind, frame::DATA);
+        if frame.kind == frame::HEADERS {
+            return h2;
+        }
+    }
+}
+
+/// Completes when the server closes `stream` (within 10 s).
+async fn closed_soon(stream: &mut TcpStream) -> bool {
+    closed_within(stream, Duration::from_secs(10)).await.is_some()
+}
+
+async fn healthz_on(stream: &mut TcpStream) -> bool {
+    if stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: bff\r\n\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    matches!(timeout(Duration::from_secs(10), stream.read(&mut buf)).await, Ok(Ok(n)) if buf[..n].starts_with(b"HTTP/1.1 200"))
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_an_idle_connection_makes_room_and_busy_ones_do_not() {
+    let stack = mobile().set("server.max_connections", "4").set("server.max_connections_per_ip", "10").start().await;
+    let mut busy = Vec::new();
+    for _ in 0..4 {
+        busy.push(busy_connection(stack.bff.addr).await);
+    }
+    // All four have a request in flight: the fifth is closed at once, not left hanging.
+    let mut fifth = TcpStream::connect(stack.bff.addr).await.unwrap();
+    let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: bff\r\n\r\n").await;
+    assert!(closed_soon(&mut fifth).await, "the fifth connection was left hanging");
+    // One lets go; its place goes to a client that asks once, then sits idle.
+    drop(busy.pop());
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let mut idle = loop {
+        // The server notices the close on its own time.
+        let mut stream = TcpStream::connect(stack.bff.addr).await.unwrap();
+        if healthz_on(&mut stream).await {
+            break stream;
+        }
+        assert!(Instant::now() < give_up, "no connection was served after one was released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // At the cap again: the idle one is closed to make room, and the new one is served.
+    let mut newcomer = TcpStream::connect(stack.bff.addr).await.unwrap();
+    assert!(healthz_on(&mut newcomer).await, "refused while an idle connection held a place");
+    assert!(closed_soon(&mut idle).await, "the idle connection was not closed");
+    let metrics = stack.admin_text("/metrics").await;
+    for line in [
+        r#"bff_connections_refused_total{reason="max_connections"} 1"#,
+        r#"bff_connections_closed_total{reason="evicted"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    drop(busy);
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let stack = mobile().set("server.max_connections", "100").set("server.max_connections_per_ip", "2").start().await;
+    let busy = [busy_connection(stack.bff.addr).await, busy_connection(stack.bff.addr).await];
+    let mut third = TcpStream::connect(stack.bff.addr).await.unwrap();
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: bff\r\n\r\n").await;
+    assert!(closed_soon(&mut third).await, "a third connection from the address was let in");
+    let metrics = stack.admin_text("/metrics").await;
+    let line = r#"bff_connections_refused_total{reason="max_connections_per_ip"} 1"#;
+    assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    drop(busy);
+}
+
+/// The value of a metric line `series value`, if present.
+fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Connections that open a zero window and ask for a public document a hundred times each
+/// (the flood that pinned 700 MB): each is held to its unsent budget, the rest of its streams
+/// are refused, and the bytes are let go when it closes.
+#[tokio::test]
+async fn a_zero_window_flood_is_held_to_the_unsent_budget() {
+    const CONNECTIONS: usize = 20;
+    const BUDGET: usize = 256 * 1024;
+    let stack = StackBuilder::new(bff_partner::DEFAULT_CONFIG, bff_partner::app)
+        .set("server.h2_max_unsent_bytes", &BUDGET.to_string())
+        .start()
+        .await;
+    let document = bff_partner::openapi_json(2).unwrap().len();
+    let mut floods = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let stream = TcpStream::connect(stack.bff.addr).await.unwrap();
+        let mut h2 = RawH2::handshake(stream, &[(frame::INITIAL_WINDOW_SIZE, 0)]).await.unwrap();
+        for stream in (1..200).step_by(2) {
+            h2.get(stream, "/v2/openapi.json", &[]).await.unwrap();
+        }
+        floods.push(h2);
+    }
+    let (mut answered, mut refused) = (0, 0);
+    for h2 in &mut floods {
+        let mut seen = 0;
+        while seen < 100 {
+            let frame = h2.next().await.unwrap().expect("open");
+            match frame.kind {
+                frame::HEADERS => answered += 1,
+                frame::RST_STREAM if frame.error_code() == Some(frame::REFUSED_STREAM) => refused += 1,
+                frame::DATA => panic!("data into a zero window"),
+                _ => continue,
+            }
+            seen += 1;
+        }
+    }
+    let metrics = stack.admin_text("/metrics").await;
+    let unsent = metric(&metrics, "bff_connection_unsent_bytes").expect("the unsent gauge") as usize;
+    assert!(unsent <= CONNECTIONS * (BUDGET + document), "{unsent} unsent bytes held for {CONNECTIONS} connections");
+    assert!(unsent >= answered * document / 2, "{unsent} bytes for {answered} answers of {document}");
+    assert!(refused >= CONNECTIONS * 50, "{refused} of {} streams refused", CONNECTIONS * 100);
+    assert_eq!(metric(&metrics, "bff_h2_streams_refused_total"), Some(refused as f64));
+    // Gone: what they held is let go.
+    drop(floods);
+    let released = common::eventually(Duration::from_secs(10), || async {
+        metric(&stack.admin_text("/metrics").await, "bff_connection_unsent_bytes") == Some(0.0)
+    })
+    .await;
+    assert!(released, "unsent bytes still counted after the connections closed");
+    // And a well-behaved client is served as ever.
+    let response = stack.http.get(stack.bff.url("/v2/openapi.json")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap().len(), document);
 }
 
 #[tokio::test]
@@ -66,37 +242,18 @@ async fn thousands_of_idle_and_half_open_connections_do_not_stop_a_normal_reques
     let start = Instant::now();
     let response = timeout(Duration::from_secs(10), stack.get("/mobile/home")).await.expect("answered within 10 s");
     assert_eq!(response.status(), 200, "after {:?}", start.elapsed());
-    drop(held);
-}
-
-#[tokio::test]
-async fn over_the_connection_cap_a_new_connection_is_closed_at_once() {
-    let stack = mobile().set("server.max_connections", "4").start().await;
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        let mut stream = TcpStream::connect(stack.bff.addr).await.unwrap();
-        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: bff\r\n\r\n").await.unwrap();
-        let mut buf = [0u8; 256];
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
-        held.push(stream);
-    }
-    let mut fifth = TcpStream::connect(stack.bff.addr).await.unwrap();
-    let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: bff\r\n\r\n").await;
-    let closed = closed_within(&mut fifth, Duration::from_secs(5)).await;
-    assert!(closed.is_some(), "the fifth connection was left hanging");
-    // One let go, a new one is served.
-    drop(held.pop());
-    let served = common::eventually(Duration::from_secs(10), || async {
-        let Ok(mut stream) = TcpStream::connect(stack.bff.addr).await else { return false };
-        if stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: bff\r\n\r\n").await.is_err() {
-            return false;
-        }
-        let mut buf = [0u8; 64];
-        matches!(timeout(Duration::from_secs(2), stream.read(&mut buf)).await, Ok(Ok(n)) if buf[..n].starts_with(b"HTTP/1.1 200"))
+    // One address holds at most its share (a tenth of the cap): past it, its idle connections
+    // made room for its new ones.
+    let held_to_its_share = common::eventually(Duration::from_secs(10), || async {
+        let metrics = stack.admin_text("/metrics").await;
+        let open = metric(&metrics, "bff_connections_open").unwrap_or(f64::MAX);
+        let evicted = metric(&metrics, r#"bff_connections_closed_total{reason="evicted"}"#).unwrap_or(0.0);
+        // Its share, and the test client's own connections.
+        open <= 1_010.0 && evicted >= 990.0
     })
     .await;
-    assert!(served, "no connection was served after one was released");
+    assert!(held_to_its_share, "{}", stack.admin_text("/metrics").await);
+    drop(held);
 }
 
 #[tokio::test]

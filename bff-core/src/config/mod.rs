@@ -99,18 +99,29 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// The longest a client may take to send a request's head; an HTTP/1.1 connection waiting
-    /// for its next request is closed after this long too.
+    /// The longest a client may take to send a request's head: a new connection's first
+    /// request (the TLS handshake, or HTTP/2's preface and first complete HEADERS, included)
+    /// must start within it of the accept, and an HTTP/1.1 connection waits this long for the
+    /// head of its next request.
     #[serde(with = "humantime_serde", default = "default_header_read_timeout")]
     pub header_read_timeout: Duration,
-    /// A connection that moves no byte either way for this long is closed (between one and two
-    /// such periods after its last byte). Must be longer than every route's deadline.
+    /// A connection with no request in flight is closed this long after its last response,
+    /// whatever else it sends (HTTP/2 PINGs and SETTINGS are not requests); one whose requests
+    /// move nothing (a client that reads no answer) is closed after one to two such periods.
+    /// Must be longer than every route's deadline.
     #[serde(with = "humantime_serde", default = "default_idle_timeout")]
     pub idle_timeout: Duration,
-    /// The most client connections open at once; over it, new ones are closed at once. Kept
-    /// below three quarters of the process's open-file limit.
+    /// The most client connections open at once; at it, the connection idle longest is closed
+    /// to make room, and when every one is busy a new one is closed at once. Kept below three
+    /// quarters of the process's open-file limit.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// The most connections from one client address (an IPv6 address by its /64), so one client
+    /// cannot take the whole cap; at it, that address's connection idle longest is closed to make
+    /// room. Peers in `trusted_proxies` are not counted per address. Absent: a tenth of
+    /// `max_connections` (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_ip: Option<usize>,
     /// The largest request head (request line and headers), in bytes; larger is a 431. At
     /// least 8 KiB is used. Also the HTTP/2 header list limit.
     #[serde(default = "default_max_header_bytes")]
@@ -128,6 +139,14 @@ pub struct ServerConfig {
     /// The most concurrent streams one HTTP/2 connection may open.
     #[serde(default = "default_h2_max_concurrent_streams")]
     pub h2_max_concurrent_streams: u32,
+    /// The most response bytes one HTTP/2 connection may leave unread (a client that opens
+    /// streams and never takes their answers); over it, its new streams are refused with
+    /// `REFUSED_STREAM` (safe to send again) until it reads.
+    #[serde(default = "default_h2_max_unsent_bytes")]
+    pub h2_max_unsent_bytes: usize,
+    /// The most bytes of one HTTP/2 stream's response waiting in the connection's send buffer.
+    #[serde(default = "default_h2_max_send_buf_bytes")]
+    pub h2_max_send_buf_bytes: usize,
     /// Load shedding: the most requests handled at once; one more is a `503 OVERLOADED` with
     /// `Retry-After`, at once (`/healthz` and the admin listener are never shed). 0: no cap.
     #[serde(default)]
@@ -152,16 +171,26 @@ impl Default for ServerConfig {
             header_read_timeout: default_header_read_timeout(),
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
+            max_connections_per_ip: None,
             max_header_bytes: default_max_header_bytes(),
             max_headers: default_max_headers(),
             max_uri_bytes: default_max_uri_bytes(),
             max_body_bytes: default_max_body_bytes(),
             h2_max_concurrent_streams: default_h2_max_concurrent_streams(),
+            h2_max_unsent_bytes: default_h2_max_unsent_bytes(),
+            h2_max_send_buf_bytes: default_h2_max_send_buf_bytes(),
             max_in_flight_requests: 0,
             trusted_proxies: Vec::new(),
             drain_delay: default_drain_delay(),
             shutdown_grace: default_shutdown_grace(),
         }
+    }
+}
+
+impl ServerConfig {
+    /// `max_connections_per_ip`, or its default: a tenth of `max_connections`, at least 1.
+    pub fn connections_per_ip(&self) -> usize {
+        self.max_connections_per_ip.unwrap_or(self.max_connections / 10).max(1)
     }
 }
 
@@ -195,6 +224,14 @@ fn default_max_body_bytes() -> usize {
 
 fn default_h2_max_concurrent_streams() -> u32 {
     100
+}
+
+fn default_h2_max_unsent_bytes() -> usize {
+    1024 * 1024
+}
+
+fn default_h2_max_send_buf_bytes() -> usize {
+    64 * 1024
 }
 
 fn default_drain_delay() -> Duration {
@@ -669,6 +706,9 @@ impl Config {
         nonzero("max_headers", server.max_headers == 0)?;
         nonzero("max_uri_bytes", server.max_uri_bytes == 0)?;
         nonzero("h2_max_concurrent_streams", server.h2_max_concurrent_streams == 0)?;
+        nonzero("max_connections_per_ip", server.max_connections_per_ip == Some(0))?;
+        nonzero("h2_max_unsent_bytes", server.h2_max_unsent_bytes == 0)?;
+        nonzero("h2_max_send_buf_bytes", server.h2_max_send_buf_bytes == 0)?;
         // A request may go quiet while its handler waits on upstreams; the idle timer must not
         // close its connection first.
         let longest = self.routes.values().filter_map(|r| r.deadline).chain([self.defaults.deadline]).max();

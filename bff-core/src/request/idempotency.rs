@@ -14,8 +14,8 @@ use crate::request::caller::CallerHeaders;
 /// The `Idempotency-Key` request header (draft-ietf-httpapi-idempotency-key-header): a client's
 /// name for one write, so a repeat after a lost answer does not write twice. Forward it to the
 /// upstream that performs the write ([`Call::idempotency_key`](crate::Call::idempotency_key)):
-/// every call's key is sent scoped to the verified caller (see [`scoped`]), so two tenants or two
-/// users using the same key never meet upstream.
+/// every call's key is sent scoped to the verified caller (the hex SHA-256 of its account, or
+/// user id, and the key), so two tenants or two users using the same key never meet upstream.
 ///
 /// As an argument it is required (400 `IDEMPOTENCY_KEY_REQUIRED` when absent); as
 /// `Option<IdempotencyKey>` it is optional. Either way a key longer than 255 bytes or with

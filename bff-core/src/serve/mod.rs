@@ -1,40 +1,51 @@
 //! Serving clients: one accept loop on hyper-util, HTTP/1.1 and HTTP/2 (h2c) on one port, with a
 //! bound on everything a client could otherwise hold or grow.
 //!
-//! - **Connections**: at most `server.max_connections` open (kept below the process's open-file
-//!   limit, itself raised to its hard limit at start); over it, a new connection is closed at
-//!   once, never queued or left hanging.
-//! - **Time**: the request head must arrive within `server.header_read_timeout` (which also bounds
-//!   how long an HTTP/1.1 connection waits for its next request: hyper's one timer covers both),
-//!   and a connection that moves no byte for `server.idle_timeout` is closed (HTTP/2 included,
-//!   and a client that stops reading its response).
+//! - **Connections** (`admission.rs`): at most `server.max_connections` open (kept below the
+//!   process's open-file limit, itself raised to its hard limit at start), at most
+//!   `server.max_connections_per_ip` from one address; at a cap the connection idle longest is
+//!   closed to make room, and only when all are busy is a new one closed at once, never queued
+//!   or left hanging.
+//! - **Time** (`connection.rs`): the first request must start within
+//!   `server.header_read_timeout` of the accept (TLS handshake included), and an HTTP/1.1
+//!   connection waits that long for its next request's head; a connection with no request in
+//!   flight is closed `server.idle_timeout` after its last response, whatever control frames it
+//!   sends, and one whose requests stop moving (a client that reads nothing) after one to two
+//!   such periods.
+//! - **Memory** (`service.rs`): an HTTP/2 connection may leave `server.h2_max_unsent_bytes` of
+//!   responses unread; past that its new streams are refused. Each stream's share of the
+//!   protocol's send buffer is `server.h2_max_send_buf_bytes`, and at most
+//!   `server.h2_max_concurrent_streams` are open.
 //! - **Size**: the request head is at most `server.max_header_bytes` (431), with at most
-//!   `server.max_headers` headers (431); HTTP/2 gets the same header list limit, a cap on
-//!   concurrent streams, and hyper's limits on reset streams (rapid reset, CVE-2023-44487).
-//!   The URI length (414) and body size (413) are checked per request (`edge/limits.rs`,
-//!   `extract::Json`).
+//!   `server.max_headers` headers (431); HTTP/2 gets the same header list limit and hyper's
+//!   limits on reset streams (rapid reset, CVE-2023-44487). The URI length (414) and body size
+//!   (413) are checked per request (`edge/limits.rs`, `extract::Json`).
 //! - **Shutdown**: when `shutdown` completes, the listener closes, and in-flight requests get
 //!   `server.shutdown_grace` to finish; connections still open then are dropped.
 
-mod idle;
+mod admission;
+mod connection;
+mod service;
 mod tls;
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tower_http::add_extension::AddExtension;
+use metrics::Counter;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
-use self::idle::IdleTimeout;
+use self::admission::{Admission, Refusal};
+use self::connection::{Closed, Phase, Timers};
+use self::service::{ConnService, Shared};
 pub use self::tls::{RELOAD_CHECK_INTERVAL, Tls, TlsError};
 use crate::config::ServerConfig;
 use crate::observe::metrics::Metrics;
@@ -49,9 +60,6 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// How long the accept loop pauses after an error that is not one connection's (out of file
 /// descriptors, say), so it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
-
-/// The router as one connection serves it: with the peer's address.
-type Served = AddExtension<Router, ConnectInfo<std::net::SocketAddr>>;
 
 /// Serves a router on a listener under [`ServerConfig`]'s limits.
 ///
@@ -82,7 +90,7 @@ impl Server {
         self
     }
 
-    /// Counts connections (open, refused) in `metrics`.
+    /// Counts connections (open, refused, closed and why) and unsent response bytes in `metrics`.
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self
@@ -92,11 +100,24 @@ impl Server {
     /// the grace period.
     pub async fn serve(self, listener: TcpListener, router: Router, shutdown: impl Future + Send) -> io::Result<()> {
         let config = self.config;
-        let counters = self.metrics.as_ref().map(ConnectionMetrics::new);
+        let metrics = ConnectionMetrics::new(&self.metrics.unwrap_or_default());
         let cap = connection_cap(config.max_connections);
-        let permits = Arc::new(Semaphore::new(cap));
-        let builder = Arc::new(builder(&config));
-        let graceful = GracefulShutdown::new();
+        let admission = Arc::new(Admission::new(cap, config.connections_per_ip(), &config.trusted_proxies));
+        let shared = Arc::new(Shared {
+            max_unsent: config.h2_max_unsent_bytes,
+            unsent: metrics.unsent.clone(),
+            refused_streams: metrics.refused_streams.clone(),
+        });
+        let accepted = Accepted {
+            builder: Arc::new(builder(&config)),
+            timers: Timers { first_request: config.header_read_timeout, idle: config.idle_timeout },
+            tls: self.tls,
+            admission,
+            shared,
+            metrics: Arc::new(metrics),
+            live: Arc::new(Live::default()),
+        };
+        let (phase, watching) = watch::channel(Phase::Serving);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -112,77 +133,163 @@ impl Server {
                     }
                 },
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                // Closed at once: the client sees the connection end, not a hang.
-                if let Some(counters) = &counters {
-                    counters.refused.increment(1);
-                }
-                drop(stream);
-                continue;
-            };
-            if let Some(counters) = &counters {
-                counters.open.increment(1.0);
-            }
-            let _ = stream.set_nodelay(true);
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            // Handlers and limits read the client's address as axum's `ConnectInfo`.
-            let service = TowerToHyperService::new(AddExtension::new(router.clone(), ConnectInfo(peer)));
-            let open = counters.as_ref().map(|c| c.open.clone());
-            let (idle, handshake) = (config.idle_timeout, config.header_read_timeout);
-            let tls = self.tls.as_ref().map(|tls| tls.acceptor().clone());
-            tokio::spawn(async move {
-                match tls {
-                    None => serve_io(&builder, IdleTimeout::new(stream, idle), service, watcher).await,
-                    Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_io(&builder, IdleTimeout::new(stream, idle), service, watcher).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake took too long"),
-                    },
-                }
-                if let Some(open) = open {
-                    open.decrement(1.0);
-                }
-                drop(permit);
-            });
+            accepted.spawn(stream, peer, router.clone(), watching.clone());
         }
         drop(listener);
-        let open = cap - permits.available_permits();
-        tracing::info!(connections = open, grace = ?config.shutdown_grace, "listener closed; finishing in-flight requests");
-        if tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await.is_err() {
-            let open = cap - permits.available_permits();
-            tracing::warn!(connections = open, "grace period over; closing the connections still open");
+        let live = &accepted.live;
+        tracing::info!(connections = live.count(), grace = ?config.shutdown_grace, "listener closed; finishing in-flight requests");
+        let _ = phase.send(Phase::Draining);
+        if tokio::time::timeout(config.shutdown_grace, live.none()).await.is_err() {
+            tracing::warn!(connections = live.count(), "grace period over; closing the connections still open");
+            let _ = phase.send(Phase::Closing);
         }
         Ok(())
     }
 }
 
-/// Serves one connection's requests until it ends or the server shuts down.
-async fn serve_io<IO>(
-    builder: &Builder<TokioExecutor>,
-    io: IO,
-    service: TowerToHyperService<Served>,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(io), service)).await {
-        tracing::debug!(error = %e, "connection ended with an error");
+/// What the accept loop hands each connection it lets in.
+struct Accepted {
+    builder: Arc<Builder<TokioExecutor>>,
+    timers: Timers,
+    tls: Option<Tls>,
+    admission: Arc<Admission>,
+    shared: Arc<Shared>,
+    metrics: Arc<ConnectionMetrics>,
+    live: Arc<Live>,
+}
+
+impl Accepted {
+    /// Serves `stream` from `peer` on a task of its own, or closes it at once when it may not
+    /// open.
+    fn spawn(&self, stream: TcpStream, peer: SocketAddr, router: Router, mut phase: watch::Receiver<Phase>) {
+        let at = Instant::now();
+        let admitted = match self.admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                // Closed at once: the client sees the connection end, not a hang.
+                self.metrics.refused(refusal).increment(1);
+                drop(stream);
+                return;
+            }
+        };
+        if admitted.evicted.is_some() {
+            tracing::debug!(%peer, "closing an idle connection to make room for a new one");
+        }
+        let _ = stream.set_nodelay(true);
+        let state = admitted.state;
+        let service = ConnService::new(router, peer, state.clone(), self.shared.clone());
+        let (builder, timers, admission, metrics) =
+            (self.builder.clone(), self.timers, self.admission.clone(), self.metrics.clone());
+        let tls = self.tls.as_ref().map(|tls| tls.acceptor().clone());
+        let alive = LiveGuard::new(&self.live, &metrics);
+        tokio::spawn(async move {
+            let closed = match tls {
+                None => connection::serve(&builder, stream, service, &state, timers, at, &mut phase).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout_at(at + timers.first_request, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            connection::serve(&builder, stream, service, &state, timers, at, &mut phase).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake took too long");
+                            Some(Closed::NoRequest)
+                        }
+                    }
+                }
+            };
+            if let Some(reason) = closed {
+                metrics.closed(reason).increment(1);
+            }
+            admission.release(&state);
+            drop(alive);
+        });
+    }
+}
+
+/// The connection tasks still running, to wait for at shutdown.
+#[derive(Default)]
+struct Live {
+    count: AtomicUsize,
+    none_left: Notify,
+}
+
+impl Live {
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Completes once no connection task is left.
+    async fn none(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One connection task, counted from its accept to its end.
+struct LiveGuard {
+    live: Arc<Live>,
+    open: metrics::Gauge,
+}
+
+impl LiveGuard {
+    fn new(live: &Arc<Live>, metrics: &ConnectionMetrics) -> Self {
+        live.count.fetch_add(1, Ordering::AcqRel);
+        metrics.open.increment(1.0);
+        Self { live: live.clone(), open: metrics.open.clone() }
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+        if self.live.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.live.none_left.notify_waiters();
+        }
     }
 }
 
 /// The connection series of a registry.
 struct ConnectionMetrics {
     open: metrics::Gauge,
-    refused: metrics::Counter,
+    refused: [Counter; 2],
+    closed: [Counter; Closed::ALL.len()],
+    unsent: metrics::Gauge,
+    refused_streams: Counter,
 }
 
 impl ConnectionMetrics {
     fn new(metrics: &Metrics) -> Self {
+        let refused = [Refusal::Full, Refusal::PerAddress]
+            .map(|r| metrics.counter("bff_connections_refused_total", &[("reason", r.label().to_owned())]));
+        let closed =
+            Closed::ALL.map(|c| metrics.counter("bff_connections_closed_total", &[("reason", c.label().to_owned())]));
         Self {
             open: metrics.gauge("bff_connections_open", &[]),
-            refused: metrics.counter("bff_connections_refused_total", &[]),
+            refused,
+            closed,
+            unsent: metrics.gauge("bff_connection_unsent_bytes", &[]),
+            refused_streams: metrics.counter("bff_h2_streams_refused_total", &[]),
         }
+    }
+
+    fn refused(&self, refusal: Refusal) -> &Counter {
+        &self.refused[usize::from(refusal == Refusal::PerAddress)]
+    }
+
+    fn closed(&self, reason: Closed) -> &Counter {
+        let at = Closed::ALL.iter().position(|c| *c == reason).unwrap_or(0);
+        &self.closed[at]
     }
 }
 
@@ -201,6 +308,7 @@ fn builder(config: &ServerConfig) -> Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(config.h2_max_concurrent_streams)
+        .max_send_buf_size(config.h2_max_send_buf_bytes)
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use bff_core::config::{ConfigSource, Overrides, load};
+use bff_core::serve::Server;
 use bff_core::testing::TestServer;
 use bff_core::{ConfigError, Gateway};
 use services_mock::{Faults, MockConfig, MockServices, Service, StatsSnapshot};
@@ -60,7 +61,8 @@ impl StackBuilder {
         let source = ConfigSource { name: "test config".into(), text: self.config.to_owned() };
         let config = load(&source, &overrides).expect("valid test config");
         let gateway = Gateway::builder(config).source("test config").build().await.expect("gateway builds");
-        let bff = TestServer::start_with((self.app)(&gateway).expect("app builds"), &gateway.config().server).await;
+        let server = Server::new(&gateway.config().server).metrics(gateway.metrics().clone());
+        let bff = TestServer::serve(server, (self.app)(&gateway).expect("app builds")).await;
         let admin = TestServer::start(gateway.admin_router()).await;
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
         Stack { mocks, bff, admin, gateway, http }

@@ -1,4 +1,9 @@
-//! Helpers for tests: serve a router on `127.0.0.1:0` and stop it on demand.
+//! Helpers for tests: serve a router on `127.0.0.1:0` and stop it on demand, a private
+//! `redis-server`, and an HTTP/2 client that writes frames as they are ([`RawH2`]).
+
+mod raw_h2;
+
+pub use raw_h2::{RawFrame, RawH2, frame, header_block};
 
 use std::net::SocketAddr;
 
@@ -28,10 +33,15 @@ impl TestServer {
 
     /// Like [`TestServer::start`], under `config`'s limits.
     pub async fn start_with(router: Router, config: &ServerConfig) -> Self {
+        Self::serve(Server::new(config), router).await
+    }
+
+    /// Like [`TestServer::start`], served by `server` (its limits, TLS and metrics).
+    pub async fn serve(server: Server, router: Router) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(Server::new(config).serve(listener, router, rx));
+        let task = tokio::spawn(server.serve(listener, router, rx));
         Self { addr, shutdown: Some(tx), task }
     }
 
