@@ -797,6 +797,186 @@ def fault_matrix(args):
     print(f"\nraw results: {out}; logs: {harness.logs}")
 
 
+# === floods (--floods): what a hostile HTTP/2 client can make the BFF hold ===
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def hpack_get(path, headers=()):
+    """A GET's header block as HPACK literals without indexing (RFC 7541 6.2.2), no Huffman."""
+    block = b""
+    for name, value in ((":method", "GET"), (":scheme", "http"), (":path", path), (":authority", "bff"), *headers):
+        name, value = name.encode(), value.encode()
+        block += b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+    return block
+
+
+@dataclass
+class Flood:
+    """Connections that each open HTTP/2, ask `streams` times for `path` and then only read
+    nothing (`zero_window`) or only ping every `ping_every` seconds."""
+
+    name: str
+    target: str
+    path: str
+    connections: int
+    streams: int
+    zero_window: bool = True
+    ping_every: float = 0.0
+    hold_s: int = 10
+    env: dict = field(default_factory=dict)
+    headers: tuple = ()
+    credential: str = "none"
+
+
+FLOODS = [
+    # 400 × 100 streams of a 17 KB public document into a zero window: ~700 MB pinned before.
+    Flood("zero-window-openapi", "bff-partner", "/v2/openapi.json", 400, 100),
+    Flood("zero-window-healthz", "bff-mobile", "/healthz", 400, 100),
+    # One request each, then a PING a second: the idle timeout (5 s here) must close them anyway.
+    Flood("ping-keepalive", "bff-mobile", "/healthz", 1000, 1, zero_window=False, ping_every=1.0, hold_s=15,
+          env={"BFF_SERVER__IDLE_TIMEOUT": "5s", "BFF_SERVER__MAX_CONNECTIONS": "1000"}),
+]
+
+
+def open_flood(port, flood, headers):
+    """Opens one flood connection and sends its requests; the socket, non-blocking."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    settings = (4).to_bytes(2, "big") + (0).to_bytes(4, "big") if flood.zero_window else b""
+    out = H2_PREFACE + h2_frame(4, 0, 0, settings)
+    block = hpack_get(flood.path, headers)
+    for i in range(flood.streams):
+        out += h2_frame(1, 0x5, 2 * i + 1, block)
+    sock.sendall(out)
+    sock.setblocking(False)
+    return sock
+
+
+def read_frames(sock, pending, counts):
+    """Reads what `sock` has, counting the server's HEADERS and refused streams; False once closed."""
+    while True:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            break
+        except OSError:
+            return False
+        if not data:
+            return False
+        pending += data
+    while len(pending) >= 9:
+        length = int.from_bytes(pending[:3], "big")
+        if len(pending) < 9 + length:
+            break
+        kind, payload = pending[3], bytes(pending[9:9 + length])
+        del pending[:9 + length]
+        if kind == 1:
+            counts["answered"] += 1
+        elif kind == 3 and payload[:4] == (7).to_bytes(4, "big"):
+            counts["refused"] += 1
+    return True
+
+
+def run_flood(harness, flood):
+    proc, port = harness.start_target(flood.target, {"BFF_SERVER__DRAIN_DELAY": "0s", **flood.env})
+    pids = pids_of(proc.pid)
+    headers = list(flood.headers)
+    credential = {"bearer": f"Authorization: Bearer {harness.token}", "apikey": "X-Api-Key: demo-pro-key"}.get(flood.credential)
+    url = f"http://127.0.0.1:{port}{flood.path}"
+    # The plain case first: the same path under wrk at 64 connections, for the RSS it needs.
+    wrk = harness.pinned(["wrk", "-t1"], "load") + ["-c64"] + (["-H", credential] if credential else [])
+    subprocess.run(wrk + [f"-d{harness.args.warmup}s", url], capture_output=True, text=True, check=True)
+    plain_peak = peak_rss_mb(pids)
+    time.sleep(1)
+    before = rss_mb(pids)
+    socks, counts, buffers = [], {"answered": 0, "refused": 0}, []
+    refused_connections = 0
+    started = time.time()
+    for _ in range(flood.connections):
+        try:
+            socks.append(open_flood(port, flood, tuple(h.split(": ", 1) for h in headers)))
+            buffers.append(bytearray())
+        except OSError:
+            refused_connections += 1
+    peak, open_at_end, next_ping = before, 0, time.time() + flood.ping_every
+    while time.time() - started < flood.hold_s:
+        alive = []
+        for sock, pending in zip(socks, buffers):
+            if read_frames(sock, pending, counts):
+                alive.append((sock, pending))
+            else:
+                sock.close()
+        socks, buffers = [a for a, _ in alive], [b for _, b in alive]
+        if flood.ping_every and time.time() >= next_ping:
+            next_ping += flood.ping_every
+            for sock in socks:
+                try:
+                    sock.send(h2_frame(6, 0, 0, b"\0" * 8))
+                except OSError:
+                    pass
+        peak = max(peak, rss_mb(pids))
+        time.sleep(0.2)
+    open_at_end = len(socks)
+    # Can a well-behaved client still get in?
+    status, _, _ = http("GET", f"http://127.0.0.1:{port}/healthz")
+    for sock in socks:
+        sock.close()
+    closed = time.time()
+    after = {}
+    while time.time() - closed < 30:
+        time.sleep(1)
+        after[round(time.time() - closed)] = rss_mb(pids)
+    back_within = next((t for t, rss in sorted(after.items()) if rss <= before * 1.25), None)
+    harness.stop(proc)
+    harness.procs.remove(proc)
+    return {
+        "flood": flood.name, "target": flood.target, "path": flood.path, "connections": flood.connections,
+        "streams": flood.streams, "plain_peak_rss_mb": plain_peak, "before_rss_mb": before, "peak_rss_mb": peak,
+        "after_30s_rss_mb": after.get(30, rss_mb(pids)) if after else None, "back_within_25pct_s": back_within,
+        "answered": counts["answered"], "refused_streams": counts["refused"],
+        "connections_refused": refused_connections, "open_at_end": open_at_end, "served_during": status == 200,
+    }
+
+
+def flood_table(rows):
+    lines = ["| flood | target | conns × streams | plain case peak RSS MB | RSS before | peak (Δ) | 30 s after | "
+             "back within 25% | streams answered / refused | conns open at the end | served during |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        back = "–" if r["back_within_25pct_s"] is None else f"{r['back_within_25pct_s']} s"
+        lines.append(
+            f"| {r['flood']} | {r['target']} {r['path']} | {r['connections']} × {r['streams']} | "
+            f"{fmt(r['plain_peak_rss_mb'])} | {fmt(r['before_rss_mb'])} | {fmt(r['peak_rss_mb'])} "
+            f"(+{fmt(r['peak_rss_mb'] - r['before_rss_mb'])}) | {fmt(r['after_30s_rss_mb'])} | {back} | "
+            f"{r['answered']:,} / {r['refused_streams']:,} | {r['open_at_end']} | {'yes' if r['served_during'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def floods(args):
+    harness = Harness(args)
+    rows = []
+    try:
+        harness.start_mock()
+        prefixes = tuple(args.only.split(",")) if args.only else ("",)
+        for flood in FLOODS:
+            if flood.name.startswith(prefixes):
+                print(f"… {flood.name}", file=sys.stderr, flush=True)
+                rows.append(run_flood(harness, flood))
+    finally:
+        harness.stop_all()
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or os.path.join(ROOT, "bench", "results", f"{started}-floods.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"machine": {"cores": os.cpu_count()}, "rows": rows}, f, indent=2)
+    print(flood_table(rows))
+    print(f"\nraw results: {out}; logs: {harness.logs}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few seconds per case, a subset of cases (CI)")
@@ -819,7 +999,16 @@ def main():
     parser.add_argument("--set", action="append", metavar="BFF_KEY=VALUE",
                         help="with --fault-matrix: config for the resilience-on runs, e.g. "
                              "BFF_DEFAULTS__BREAKER__OPEN_FOR=1s (repeatable)")
+    parser.add_argument("--floods", action="store_true",
+                        help="instead of the cases: HTTP/2 floods (zero windows, pings and no requests) against "
+                             "the BFFs, reporting RSS before, at peak and 30 s after (bench/README.md)")
     args = parser.parse_args()
+    if args.floods:
+        args.warmup = args.warmup or 3
+        if not args.no_build:
+            build()
+        floods(args)
+        return
     if args.fault_matrix:
         args.duration = args.duration or 5
         args.warmup = args.warmup or 2

@@ -15,6 +15,13 @@ const SPEC: Spec = Spec {
     },
 };
 
+/// jemalloc, with its background thread: memory freed after a burst (a flood of connections) goes
+/// back to the system within seconds, where glibc's per-thread arenas keep it (bench/README.md,
+/// "Floods").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     bff_core::cli::main::<bff_demo::Demo>(SPEC, bff_partner::app).await

@@ -184,6 +184,8 @@ async fn a_zero_window_flood_is_held_to_the_unsent_budget() {
     const BUDGET: usize = 256 * 1024;
     let stack = StackBuilder::new(bff_partner::DEFAULT_CONFIG, bff_partner::app)
         .set("server.h2_max_unsent_bytes", &BUDGET.to_string())
+        // All hundred streams reach the budget (the default stream limit would refuse some first).
+        .set("server.h2_max_concurrent_streams", "100")
         .start()
         .await;
     let document = bff_partner::openapi_json(2).unwrap().len();

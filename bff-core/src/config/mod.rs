@@ -136,12 +136,14 @@ pub struct ServerConfig {
     /// larger is a 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// The most concurrent streams one HTTP/2 connection may open.
+    /// The most concurrent streams one HTTP/2 connection may open (each holds some state in the
+    /// server whether or not its client reads the answer).
     #[serde(default = "default_h2_max_concurrent_streams")]
     pub h2_max_concurrent_streams: u32,
     /// The most response bytes one HTTP/2 connection may leave unread (a client that opens
-    /// streams and never takes their answers); over it, its new streams are refused with
-    /// `REFUSED_STREAM` (safe to send again) until it reads.
+    /// streams and never takes their answers), each stream counting 16 KiB besides its body
+    /// until its answer is taken; over it, its new streams are refused with `REFUSED_STREAM`
+    /// (safe to send again) until it reads. The default lets 32 answers wait at once.
     #[serde(default = "default_h2_max_unsent_bytes")]
     pub h2_max_unsent_bytes: usize,
     /// The most bytes of one HTTP/2 stream's response waiting in the connection's send buffer.
@@ -223,11 +225,11 @@ fn default_max_body_bytes() -> usize {
 }
 
 fn default_h2_max_concurrent_streams() -> u32 {
-    100
+    64
 }
 
 fn default_h2_max_unsent_bytes() -> usize {
-    1024 * 1024
+    512 * 1024
 }
 
 fn default_h2_max_send_buf_bytes() -> usize {

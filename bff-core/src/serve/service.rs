@@ -7,9 +7,10 @@
 //! frame counts until the connection asks for the next one (which it does only once it handed
 //! the previous one to the protocol) or the body ends. Frames are cut to at most [`MAX_FRAME`],
 //! so what the protocol holds of a stream beyond that is its send buffer
-//! (`server.h2_max_send_buf_bytes`). A stream whose answer is still being made holds
-//! [`MAX_FRAME`] in advance: a client sends many requests in one packet, and they are all taken
-//! before any is answered.
+//! (`server.h2_max_send_buf_bytes`). Each stream also counts [`MAX_FRAME`] from its request to
+//! the end of its response, for its first frame and its own state: a client that opens a zero
+//! window and asks for a tiny answer a hundred times still holds a hundred streams, and a client
+//! that sends many requests in one packet has them all taken before any is answered.
 //!
 //! A new stream that would take a connection's unsent bytes over `server.h2_max_unsent_bytes`
 //! is refused (`RST_STREAM` with `REFUSED_STREAM`, which tells the client it was not processed
@@ -72,14 +73,14 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Future = ResponseFuture;
 
     fn call(&self, request: Request<Incoming>) -> ResponseFuture {
-        let mut reserved = None;
+        let mut charge = None;
         if request.version() == Version::HTTP_2 {
             let unsent = self.state.unsent();
             if unsent > 0 && unsent + MAX_FRAME > self.shared.max_unsent {
                 self.shared.refused_streams.increment(1);
-                return ResponseFuture { inner: None, in_flight: None, reserved, shared: self.shared.clone() };
+                return ResponseFuture { inner: None, in_flight: None, charge, shared: self.shared.clone() };
             }
-            reserved = Some(Reserved::new(&self.state, MAX_FRAME));
+            charge = Some(StreamCharge::new(&self.state, MAX_FRAME));
         }
         self.state.request_started();
         let in_flight = InFlight(self.state.clone());
@@ -89,21 +90,22 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let reports = (!body.is_end_stream()).then(|| self.state.clone());
         let request = Request::from_parts(parts, RequestBody { inner: body, state: reports });
         let inner = tower::Service::call(&mut self.router.clone(), request);
-        ResponseFuture { inner: Some(inner), in_flight: Some(in_flight), reserved, shared: self.shared.clone() }
+        ResponseFuture { inner: Some(inner), in_flight: Some(in_flight), charge, shared: self.shared.clone() }
     }
 }
 
-/// Unsent bytes held for a response still being made.
-struct Reserved(Arc<ConnState>, usize);
+/// What an HTTP/2 stream counts as unsent besides its body's bytes, from its request to the end
+/// of its response.
+struct StreamCharge(Arc<ConnState>, usize);
 
-impl Reserved {
+impl StreamCharge {
     fn new(state: &Arc<ConnState>, bytes: usize) -> Self {
         state.add_unsent(bytes);
         Self(state.clone(), bytes)
     }
 }
 
-impl Drop for Reserved {
+impl Drop for StreamCharge {
     fn drop(&mut self) {
         self.0.sub_unsent(self.1);
     }
@@ -124,7 +126,7 @@ pin_project! {
         #[pin]
         inner: Option<RouteFuture<Infallible>>,
         in_flight: Option<InFlight>,
-        reserved: Option<Reserved>,
+        charge: Option<StreamCharge>,
         shared: Arc<Shared>,
     }
 }
@@ -146,10 +148,8 @@ impl Future for ResponseFuture {
             return Poll::Ready(Err(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
         };
         in_flight.0.moved();
-        // The body counts what it really holds from here.
-        this.reserved.take();
-        let shared = this.shared.clone();
-        Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, in_flight, shared))))
+        let (charge, shared) = (this.charge.take(), this.shared.clone());
+        Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, in_flight, charge, shared))))
     }
 }
 
@@ -196,12 +196,14 @@ pub(crate) struct ResponseBody {
     handed: usize,
     /// Whether its whole length was counted at the start.
     known_length: bool,
+    /// Its stream's own count, let go with the body (HTTP/2 only).
+    _charge: Option<StreamCharge>,
     in_flight: InFlight,
     shared: Arc<Shared>,
 }
 
 impl ResponseBody {
-    fn new(inner: axum::body::Body, in_flight: InFlight, shared: Arc<Shared>) -> Self {
+    fn new(inner: axum::body::Body, in_flight: InFlight, charge: Option<StreamCharge>, shared: Arc<Shared>) -> Self {
         let length = inner.size_hint().exact().and_then(|n| usize::try_from(n).ok());
         let mut body = Self {
             inner,
@@ -209,6 +211,7 @@ impl ResponseBody {
             counted: 0,
             handed: 0,
             known_length: length.is_some(),
+            _charge: charge,
             in_flight,
             shared,
         };
