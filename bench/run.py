@@ -963,9 +963,13 @@ def floods(args):
         harness.start_mock()
         prefixes = tuple(args.only.split(",")) if args.only else ("",)
         for flood in FLOODS:
-            if flood.name.startswith(prefixes):
-                print(f"… {flood.name}", file=sys.stderr, flush=True)
-                rows.append(run_flood(harness, flood))
+            if not flood.name.startswith(prefixes):
+                continue
+            # With --before, the same flood against the earlier build first.
+            twins = [dataclasses.replace(flood, name=f"{flood.name}@before", target=f"{flood.target}@before")] if args.before else []
+            for run in twins + [flood]:
+                print(f"… {run.name}", file=sys.stderr, flush=True)
+                rows.append(run_flood(harness, run))
     finally:
         harness.stop_all()
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -1001,7 +1005,8 @@ def main():
                              "BFF_DEFAULTS__BREAKER__OPEN_FOR=1s (repeatable)")
     parser.add_argument("--floods", action="store_true",
                         help="instead of the cases: HTTP/2 floods (zero windows, pings and no requests) against "
-                             "the BFFs, reporting RSS before, at peak and 30 s after (bench/README.md)")
+                             "the BFFs, reporting RSS before, at peak and 30 s after (bench/README.md); with "
+                             "--before, each also against the earlier build")
     args = parser.parse_args()
     if args.floods:
         args.warmup = args.warmup or 3
