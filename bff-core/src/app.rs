@@ -25,6 +25,7 @@ use crate::observe::metrics::{self, Metrics};
 use crate::policy::access::{Access, AccessTable, CheckAccess};
 use crate::policy::api_key::{ApiKeys, layer::RequireApiKey};
 use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
+use crate::proxy::Proxies;
 use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, RoutePolicy};
 use crate::route_keys;
 use crate::routes::Routes;
@@ -46,7 +47,11 @@ pub struct Gateway {
     readiness: Readiness,
     tls: Option<Tls>,
     limits: Option<Limits>,
+    proxies: Proxies,
 }
+
+/// The liveness route every BFF serves.
+const HEALTHZ: &str = "/healthz";
 
 /// The `Cache-Control` of a protected route's answers, unless its handler set one.
 const PRIVATE: HeaderValue = HeaderValue::from_static("private, no-cache");
@@ -110,6 +115,8 @@ impl GatewayBuilder {
             dependencies.push(("auth".to_owned(), (**verifier.jwks_url()).clone()));
         }
         let readiness = Readiness::new(dependencies);
+        let proxies = Proxies::new(&config, &upstreams)
+            .map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
         let tls = config.tls.as_ref().map(|tls| Tls::from_files(&tls.cert, &tls.key)).transpose()?;
         let limits = Limits::new(&config, &metrics)
             .await
@@ -121,7 +128,7 @@ impl GatewayBuilder {
         }
         let config = Arc::new(config);
         let source = Arc::from(source);
-        Ok(Gateway { config, source, upstreams, verifier, api_keys, metrics, readiness, tls, limits })
+        Ok(Gateway { config, source, upstreams, verifier, api_keys, metrics, readiness, tls, limits, proxies })
     }
 }
 
@@ -157,6 +164,11 @@ impl Gateway {
     /// not the pattern of one of these routes, when a path is given two different accesses, or
     /// when a route needs credentials and the config has neither `auth` nor `api_keys`.
     pub fn router(&self, routes: Routes) -> Result<Router, ConfigError> {
+        let handlers = routes.access.iter().map(|(p, _)| p.as_str()).chain([HEALTHZ]);
+        self.proxies
+            .check_handlers(handlers)
+            .map_err(|(key, message)| ConfigError::key(&*self.source, key, message))?;
+        let routes = self.proxies.add_to(routes);
         let Routes { protected, public, access, method_routers } = routes;
         let mut methods: HashMap<String, Vec<Method>> = HashMap::new();
         for (pattern, method_router) in &method_routers {
@@ -271,13 +283,13 @@ impl Gateway {
             .option_layer(api_keys.map(|keys| MiddlewareLayer(RequireApiKey(keys))))
             .layer(GuardLayer(CheckAccess(access.clone())))
             .option_layer(by_caller)
-            .option_layer(shaping.any().then_some(MiddlewareLayer(Shape(shaping))));
+            .option_layer(shaping.any().then(|| MiddlewareLayer(Shape::new(shaping, self.proxies.patterns()))));
         routes.route_layer(stack)
     }
 
     fn wrap(&self, routes: Router, public: Router, methods: HashMap<String, Vec<Method>>) -> Router {
         let routed = Router::new()
-            .route("/healthz", get(health::healthz))
+            .route(HEALTHZ, get(health::healthz))
             .merge(public)
             .route_layer(MapRequestLayer::new(mark_route))
             .merge(routes)

@@ -44,6 +44,7 @@ mod middleware;
 pub mod observe;
 pub mod policy;
 pub mod problem;
+mod proxy;
 pub mod request;
 mod route_keys;
 mod routes;

@@ -9,6 +9,7 @@ mod values;
 
 mod limits;
 mod load;
+mod proxy;
 mod resilience;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use limits::QUOTA_POLICY;
 pub use limits::{LimitKeyKind, OnRedisError, QuotaConfig, RateLimitConfig, RedisConfig, RedisUrl};
 pub use load::{ConfigError, ConfigSource, Overrides, load};
+pub use proxy::{HeaderEdits, ProxyRouteConfig};
 pub use resilience::{BreakerConfig, OutlierConfig, RetryConfig};
 pub(crate) use values::MAX_INSTANCES;
 pub use values::{Header, HttpUrl, IpNet, JwtAlgorithm, KeyHash, Origin, UpstreamUrls};
@@ -73,6 +75,9 @@ pub struct Config {
     /// Shared counting of limits and quotas across replicas; absent: each process counts alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisConfig>,
+    /// Passthrough routes (`[[proxy]]`), forwarded to an upstream without a handler.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy: Vec<ProxyRouteConfig>,
 }
 
 /// TLS termination on `listen`: HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and 1.3. The files are read
@@ -713,7 +718,9 @@ impl Config {
         nonzero("h2_max_send_buf_bytes", server.h2_max_send_buf_bytes == 0)?;
         // A request may go quiet while its handler waits on upstreams; the idle timer must not
         // close its connection first.
-        let longest = self.routes.values().filter_map(|r| r.deadline).chain([self.defaults.deadline]).max();
+        let deadlines = self.routes.values().filter_map(|r| r.deadline);
+        let timeouts = self.proxy.iter().filter_map(|p| p.timeout);
+        let longest = deadlines.chain(timeouts).chain([self.defaults.deadline]).max();
         if let Some(longest) = longest
             && server.idle_timeout <= longest
         {

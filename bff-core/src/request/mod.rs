@@ -191,6 +191,12 @@ impl Ctx {
     }
 
     /// This context on behalf of `caller` (tests of what the identity changes).
+    /// The same request with a deadline `budget` after it arrived, in place of its route's.
+    pub(crate) fn within(mut self, budget: Duration) -> Self {
+        self.deadline = self.meta.start + budget;
+        self
+    }
+
     #[cfg(test)]
     pub(crate) fn on_behalf_of(mut self, caller: Option<CallerHeaders>) -> Self {
         self.caller = caller;

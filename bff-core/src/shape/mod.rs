@@ -9,9 +9,10 @@ pub mod fields;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -32,11 +33,29 @@ pub const MAX_SHAPED_BODY: usize = 4 * 1024 * 1024;
 /// request, whether or not it has work to do. Compression wraps the rest, so the ETag is that of
 /// the uncompressed representation.
 #[derive(Clone)]
-pub(crate) struct Shape(pub(crate) ShapingConfig);
+pub(crate) struct Shape {
+    config: ShapingConfig,
+    /// Route patterns whose answers pass untouched (passthrough routes).
+    unshaped: Arc<[Box<str>]>,
+}
+
+impl Shape {
+    /// Shaping as `config` says, except on the routes `unshaped`.
+    pub(crate) fn new<'a>(config: ShapingConfig, unshaped: impl IntoIterator<Item = &'a str>) -> Self {
+        Self { config, unshaped: unshaped.into_iter().map(Box::from).collect() }
+    }
+}
 
 impl Middleware for Shape {
     fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
-        shape(self.0, request, inner)
+        let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+        let config = match route {
+            Some(route) if self.unshaped.iter().any(|p| **p == *route) => {
+                ShapingConfig { fields: false, etag: false, compression: false, ..self.config }
+            }
+            _ => self.config,
+        };
+        shape(config, request, inner)
     }
 }
 

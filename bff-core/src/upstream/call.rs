@@ -130,6 +130,15 @@ impl<T> Call<T> {
         self
     }
 
+    /// Sends `headers` as they are and `body` as it streams: a proxied request's. The stack still
+    /// sets what it owns (request id, deadline, identity, `Host`).
+    pub(crate) fn forwarded(mut self, headers: HeaderMap, body: Body) -> Self {
+        let extra = self.extra();
+        extra.headers = headers;
+        extra.body = body;
+        self
+    }
+
     /// Yields the answer of any status with its headers, for a handler that decides per status.
     pub fn reply(self) -> Call<Reply> {
         Call { upstream: self.upstream, method: self.method, path: self.path, extra: self.extra, _output: PhantomData }

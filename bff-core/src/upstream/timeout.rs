@@ -37,7 +37,8 @@ impl Until for Deadline {
 }
 
 /// The upstream's `timeout`, for each attempt (its body included, unless streamed); never past
-/// the request's deadline.
+/// the request's deadline. A call whose request body streams (a proxied upload) has one attempt,
+/// and the time it takes to send grows with the body: only the deadline bounds it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PerTry(pub(crate) Duration);
 
@@ -45,6 +46,7 @@ impl Until for PerTry {
     fn until(&self, request: &Request<Body>) -> (Instant, Duration) {
         let now = Instant::now();
         let until = match request.extensions().get::<CallContext>() {
+            Some(context) if !request.body().is_buffered() => context.deadline,
             Some(context) => context.deadline.min(now + self.0),
             None => now + self.0,
         };

@@ -1,4 +1,5 @@
-//! catalog: `GET /products/{sku}` and the batch `GET /products?skus=a,b,c` (unknown skus are left out).
+//! catalog: `GET /products/{sku}` and the batch `GET /products?skus=a,b,c` (unknown skus are left out);
+//! and the streams of `streams.rs`, `GET /files/{bytes}` and `PUT /uploads`.
 //!
 //! Products change rarely and are the same for every caller, so, as a real catalog would, it
 //! says so: `Cache-Control: public, max-age=60, stale-if-error=300` and a strong `ETag`, with a
@@ -9,7 +10,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use serde::Deserialize;
 
 use crate::data;
@@ -43,7 +44,11 @@ fn cacheable(request: &HeaderMap, body: &impl serde::Serialize) -> Response {
 }
 
 pub(crate) fn router() -> Router {
-    Router::new().route("/products", get(products_batch)).route("/products/{sku}", get(product_get))
+    Router::new()
+        .route("/products", get(products_batch))
+        .route("/products/{sku}", get(product_get))
+        .route("/files/{bytes}", get(super::streams::file_get))
+        .route("/uploads", put(super::streams::upload_put))
 }
 
 async fn product_get(headers: HeaderMap, Path(sku): Path<String>) -> Response {

@@ -6,6 +6,7 @@ mod inventory;
 mod notifications;
 mod orders;
 mod reviews;
+pub mod streams;
 mod users;
 
 use axum::Json;

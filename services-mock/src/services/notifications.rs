@@ -1,5 +1,6 @@
 //! notifications: `GET /unread-count/{userId}`, `GET /notifications?user={id}&limit={n}`, and
-//! `POST /notifications/{userId}/read` (marks every notification read).
+//! `POST /notifications/{userId}/read` (marks every notification read); and `GET /events`, server-sent
+//! events (`streams.rs`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,6 +24,7 @@ pub(crate) fn router() -> Router {
         .route("/unread-count/{user}", get(unread_count_get))
         .route("/notifications", get(notifications_list))
         .route("/notifications/{user}/read", post(notifications_read))
+        .route("/events", get(super::streams::events_get))
         .with_state(ReadAll::default())
 }
 

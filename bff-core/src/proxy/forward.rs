@@ -1,0 +1,198 @@
+//! The service behind the passthrough routes of one path shape: chooses the route, checks the
+//! path, and forwards the request through its upstream's outbound stack, both bodies streaming.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
+use axum::http::header::{ALLOW, CONTENT_LENGTH};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body::{Body as _, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::headers::{self, Forwarding};
+use super::path::unsafe_path;
+use super::route::{Choice, ProxyRoute, choose, request_host};
+use crate::config::IpNet;
+use crate::error::BffError;
+use crate::request::{Ctx, RequestMeta};
+use crate::upstream::{Body, BoxError, Streamed};
+
+/// What every passthrough route of a gateway shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) trusted: Vec<IpNet>,
+    /// `https` when the listener terminates TLS.
+    pub(crate) proto: &'static str,
+    /// The credential header verified on protected routes (`Authorization`, or the API-key
+    /// header): not forwarded from them.
+    pub(crate) credential: Option<HeaderName>,
+}
+
+/// The routes of one path shape as one service.
+#[derive(Debug, Clone)]
+pub(crate) struct Forward {
+    pub(crate) routes: Arc<[Arc<ProxyRoute>]>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl tower::Service<Request> for Forward {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.forward(request).await) })
+    }
+}
+
+impl Forward {
+    async fn forward(self, request: Request) -> Response {
+        if let Some(why) = unsafe_path(request.uri().path()) {
+            return BffError::bad_request("INVALID_PATH", why).into_response();
+        }
+        let host = request_host(&request);
+        let route = match choose(&self.routes, host.as_deref(), request.method()) {
+            Choice::Route(route) => route.clone(),
+            Choice::NotFound => {
+                return BffError::NotFound("no route for this host and path".to_owned()).into_response();
+            }
+            Choice::MethodNotAllowed(allowed) => return method_not_allowed(&allowed),
+        };
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        let Some(captures) = route.pattern.captures(path) else {
+            return BffError::NotFound("no route for this path".to_owned()).into_response();
+        };
+        let mut target = match &route.rewrite {
+            Some(rewrite) => rewrite.render(&captures),
+            None => path.to_owned(),
+        };
+        if let Some(query) = parts.uri.query() {
+            target.push('?');
+            target.push_str(query);
+        }
+        let ctx = match Ctx::from_request_parts(&mut parts, &()).await {
+            Ok(ctx) => match route.timeout {
+                Some(timeout) => ctx.within(timeout),
+                None => ctx,
+            },
+            Err(problem) => return problem.into_response(),
+        };
+        let limit = route.max_body_bytes.unwrap_or_else(|| {
+            let meta = parts.extensions.get::<Arc<RequestMeta>>();
+            meta.map_or(0, |m| m.max_body_bytes(parts.extensions.get::<MatchedPath>())) as u64
+        });
+        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return too_large(limit);
+        }
+        let forwarding = Forwarding {
+            peer: parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0),
+            trusted: &self.shared.trusted,
+            proto: self.shared.proto,
+            host: parts
+                .headers
+                .get(axum::http::header::HOST)
+                .cloned()
+                .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())),
+            version: parts.version,
+            credential: (!route.access.is_public()).then_some(self.shared.credential.as_ref()).flatten(),
+        };
+        let mut forwarded = std::mem::take(&mut parts.headers);
+        headers::request_headers(&mut forwarded, &forwarding);
+        route.request_headers.apply(&mut forwarded);
+        let tripped = Arc::new(AtomicBool::new(false));
+        let body = if body.is_end_stream() {
+            Body::empty()
+        } else {
+            Body::stream(Limited { inner: body, left: limit, limit, tripped: tripped.clone() })
+        };
+        let call = route.upstream.request::<Streamed>(parts.method.clone(), target).forwarded(forwarded, body);
+        match call.send(&ctx).await {
+            Ok(answer) => {
+                let mut response = answer.into_inner().map(axum::body::Body::new);
+                headers::response_headers(response.headers_mut(), parts.version);
+                route.response_headers.apply(response.headers_mut());
+                response
+            }
+            Err(_) if tripped.load(Ordering::Relaxed) => too_large(limit),
+            Err(error) => BffError::from(error).into_response(),
+        }
+    }
+}
+
+fn too_large(limit: u64) -> Response {
+    let detail = format!("the body is larger than {limit} bytes");
+    BffError::rejected(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", detail).into_response()
+}
+
+fn method_not_allowed(allowed: &[axum::http::Method]) -> Response {
+    let mut response = BffError::MethodNotAllowed.into_response();
+    let allow = allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(ALLOW, value);
+    }
+    response
+}
+
+/// The body limit was crossed while the request body streamed.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is over the route's limit of {0} bytes")]
+struct OverLimit(u64);
+
+pin_project! {
+    /// A client's request body, failing (and saying so in `tripped`) once more than the limit
+    /// has arrived.
+    struct Limited {
+        #[pin]
+        inner: axum::body::Body,
+        left: u64,
+        limit: u64,
+        tripped: Arc<AtomicBool>,
+    }
+}
+
+impl http_body::Body for Limited {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > *this.left {
+                        this.tripped.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(OverLimit(*this.limit).into())));
+                    }
+                    *this.left -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,246 @@
+//! The headers of a forwarded request and of its answer: hop-by-hop headers dropped both ways
+//! (RFC 9110 §7.6.1, those a `Connection` header names included), `X-Forwarded-*`, `Forwarded`
+//! and `Via` set, and what belongs to this hop only (the client's `Host`, request id, deadline,
+//! `Expect`) left for the outbound stack to set.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::Version;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::IpNet;
+use crate::request::REQUEST_ID_HEADER;
+use crate::upstream::DEADLINE_MS;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, and the
+/// pre-standard ones proxies still meet).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The `Via` pseudonym of the gateway (RFC 9110 §7.6.3): no host name or version given away.
+const PSEUDONYM: &str = "bff";
+
+/// Removes the hop-by-hop headers of `headers`, those its `Connection` names first; `Upgrade`
+/// too (a WebSocket is not forwarded on these routes).
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// What the forwarded request's headers need from the request and its connection.
+pub(crate) struct Forwarding<'a> {
+    /// The connection's peer; `None` when unknown (an in-process test).
+    pub(crate) peer: Option<SocketAddr>,
+    /// Peers whose `X-Forwarded-*` and `Forwarded` are extended rather than replaced.
+    pub(crate) trusted: &'a [IpNet],
+    /// `https` when the listener terminates TLS.
+    pub(crate) proto: &'static str,
+    /// The host the client asked for (`Host`, or the HTTP/2 authority), as it came.
+    pub(crate) host: Option<HeaderValue>,
+    pub(crate) version: Version,
+    /// The credential header the gateway verified, if the route needed one: not forwarded (the
+    /// upstream gets the verified identity headers instead).
+    pub(crate) credential: Option<&'a HeaderName>,
+}
+
+/// The headers of the request sent upstream, made from the client's `headers`.
+pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
+    // TE: trailers is the one TE a proxy may pass on (gRPC needs it).
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    remove_hop_by_hop(headers);
+    for own in [header::HOST, REQUEST_ID_HEADER, DEADLINE_MS, header::EXPECT] {
+        headers.remove(own);
+    }
+    if let Some(credential) = forwarding.credential {
+        headers.remove(credential);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    let trusted = forwarding.peer.is_some_and(|p| forwarding.trusted.iter().any(|n| n.contains(p.ip().to_canonical())));
+    if !trusted {
+        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, header::FORWARDED] {
+            headers.remove(name);
+        }
+    }
+    if let Some(peer) = forwarding.peer {
+        let ip = peer.ip().to_canonical();
+        append(headers, X_FORWARDED_FOR, &ip.to_string());
+        let mut forwarded = format!("for={}", forwarded_node(ip));
+        if let Some(host) = forwarding.host.as_ref().and_then(|h| h.to_str().ok()) {
+            forwarded.push_str(&format!(";host=\"{}\"", host.replace(['"', '\\'], "")));
+        }
+        forwarded.push_str(&format!(";proto={}", forwarding.proto));
+        append(headers, header::FORWARDED, &forwarded);
+    }
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(forwarding.proto));
+    }
+    if !headers.contains_key(X_FORWARDED_HOST)
+        && let Some(host) = &forwarding.host
+    {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+    append(headers, header::VIA, &via(forwarding.version));
+}
+
+/// The headers of the answer sent to the client, made from the upstream's.
+pub(crate) fn response_headers(headers: &mut HeaderMap, version: Version) {
+    remove_hop_by_hop(headers);
+    append(headers, header::VIA, &via(version));
+}
+
+/// A `Via` entry for a message received in `version`.
+fn via(version: Version) -> String {
+    let protocol = match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    format!("{protocol} {PSEUDONYM}")
+}
+
+/// `value` appended to the last line of `name` (`a, b`), or as its first line.
+fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    let joined = match headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
+        lines if lines.is_empty() => value.to_owned(),
+        lines => format!("{}, {value}", lines.join(", ")),
+    };
+    if let Ok(value) = HeaderValue::try_from(joined) {
+        headers.insert(name, value);
+    }
+}
+
+/// An address as a `Forwarded` node: IPv6 quoted in brackets (RFC 7239 §6).
+fn forwarded_node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn forwarding<'a>(peer: &str, trusted: &'a [IpNet], credential: Option<&'a HeaderName>) -> Forwarding<'a> {
+        Forwarding {
+            peer: Some(peer.parse().unwrap()),
+            trusted,
+            proto: "http",
+            host: Some(HeaderValue::from_static("shop.example")),
+            version: Version::HTTP_11,
+            credential,
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_this_hops_headers_are_not_forwarded() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip, trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("host", "shop.example"),
+            ("x-request-id", "client-chosen"),
+            ("x-request-deadline-ms", "999999"),
+            ("expect", "100-continue"),
+            ("authorization", "Bearer t"),
+            ("accept", "application/json"),
+        ]);
+        let auth = header::AUTHORIZATION;
+        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], Some(&auth)));
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret-hop",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "host",
+            "x-request-id",
+            "x-request-deadline-ms",
+            "expect",
+            "authorization",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} was forwarded");
+        }
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["accept"], "application/json");
+        assert_eq!(h["via"], "1.1 bff");
+    }
+
+    #[test]
+    fn forwarded_headers_are_replaced_unless_the_peer_is_a_trusted_proxy() {
+        let sent = [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=6.6.6.6"),
+        ];
+        let mut h = headers(&sent);
+        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], None));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["forwarded"], "for=203.0.113.9;host=\"shop.example\";proto=http");
+
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let mut h = headers(&sent);
+        request_headers(&mut h, &forwarding("10.1.2.3:5000", &trusted, None));
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "evil.example");
+        assert_eq!(h["forwarded"], "for=6.6.6.6, for=10.1.2.3;host=\"shop.example\";proto=http");
+
+        let mut h = HeaderMap::new();
+        request_headers(&mut h, &forwarding("[2001:db8::1]:443", &[], None));
+        assert!(h["forwarded"].to_str().unwrap().starts_with("for=\"[2001:db8::1]\""));
+    }
+
+    #[test]
+    fn answers_lose_their_hop_by_hop_headers_and_gain_a_via() {
+        let mut h = headers(&[("connection", "close"), ("transfer-encoding", "chunked"), ("via", "1.1 cdn")]);
+        response_headers(&mut h, Version::HTTP_2);
+        assert!(!h.contains_key("connection") && !h.contains_key("transfer-encoding"));
+        assert_eq!(h["via"], "1.1 cdn, 2 bff");
+    }
+}

@@ -1,0 +1,267 @@
+//! One compiled passthrough route, and the choice among the routes of one path shape: by host,
+//! then by method.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderName, HeaderValue, Method};
+
+use super::pattern::{Pattern, Rewrite};
+use crate::policy::access::Access;
+use crate::upstream::Upstream;
+
+/// A `[[proxy]]` entry, checked and ready to serve.
+#[derive(Debug)]
+pub(crate) struct ProxyRoute {
+    /// Its position in `[[proxy]]`, for messages (`proxy[2]`).
+    pub(crate) index: usize,
+    pub(crate) pattern: Pattern,
+    /// Empty: any.
+    pub(crate) methods: Vec<Method>,
+    pub(crate) host: Option<Host>,
+    pub(crate) upstream: Upstream,
+    pub(crate) rewrite: Option<Rewrite>,
+    pub(crate) access: Access,
+    /// The longest wait for the response head; `None`: the route's deadline.
+    pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) max_body_bytes: Option<u64>,
+    pub(crate) request_headers: Edits,
+    pub(crate) response_headers: Edits,
+}
+
+/// Headers set and removed on one side.
+#[derive(Debug, Default)]
+pub(crate) struct Edits {
+    pub(crate) set: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) remove: Vec<HeaderName>,
+}
+
+impl Edits {
+    pub(crate) fn apply(&self, headers: &mut axum::http::HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// The `Host` a route takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Host {
+    /// This name exactly (lowercase).
+    Exact(String),
+    /// Any one label, then this suffix (`.example.com`).
+    Wildcard(String),
+}
+
+impl Host {
+    /// Parses a `host` key: a name, or `*.` and a name.
+    pub(crate) fn parse(host: &str) -> Result<Self, String> {
+        let host = host.to_ascii_lowercase();
+        let (wildcard, name) = match host.strip_prefix("*.") {
+            Some(name) => (true, name),
+            None => (false, host.as_str()),
+        };
+        let label_ok =
+            |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if name.is_empty() || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "`{host}` is not a host name (letters, digits, `-` and dots; `*.` first for any one label)"
+            ));
+        }
+        Ok(if wildcard { Self::Wildcard(format!(".{name}")) } else { Self::Exact(name.to_owned()) })
+    }
+
+    /// Whether `host` (lowercase, without its port) is taken.
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            Self::Exact(name) => host == name,
+            Self::Wildcard(suffix) => {
+                host.strip_suffix(suffix.as_str()).is_some_and(|label| !label.is_empty() && !label.contains('.'))
+            }
+        }
+    }
+
+    /// How specific it is: a name before a wildcard.
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Exact(_) => 2,
+            Self::Wildcard(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(name) => f.write_str(name),
+            Self::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// The host of a request, from `Host` or (HTTP/2) the URI's authority: lowercase, no port.
+pub(crate) fn request_host(request: &axum::extract::Request) -> Option<String> {
+    let raw = match request.headers().get(axum::http::header::HOST) {
+        Some(value) => value.to_str().ok()?,
+        None => request.uri().authority()?.as_str(),
+    };
+    let name = match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => raw.rsplit_once(':').map_or(raw, |(name, _)| name),
+    };
+    Some(name.to_ascii_lowercase())
+}
+
+impl ProxyRoute {
+    fn host_rank(&self, host: Option<&str>) -> Option<u8> {
+        match (&self.host, host) {
+            (None, _) => Some(0),
+            (Some(taken), Some(host)) if taken.matches(host) => Some(taken.rank()),
+            (Some(_), _) => None,
+        }
+    }
+
+    fn takes_method(&self, method: &Method) -> bool {
+        self.methods.is_empty() || self.methods.contains(method)
+    }
+
+    /// How it is named in messages: its path, host and methods, and its place in the config.
+    pub(crate) fn describe(&self) -> String {
+        let host = self.host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default();
+        format!("`{}`{host} (proxy[{}])", self.pattern, self.index)
+    }
+
+    /// Why `self` and `other` (of one path shape) can never be told apart, if they cannot.
+    pub(crate) fn ambiguous_with(&self, other: &ProxyRoute) -> Option<String> {
+        if self.host != other.host {
+            return None;
+        }
+        let shared = if self.methods.is_empty() || other.methods.is_empty() {
+            Some("any method".to_owned())
+        } else {
+            self.methods.iter().find(|m| other.methods.contains(m)).map(|m| m.to_string())
+        }?;
+        Some(format!("{} and {} take the same paths and hosts for {shared}", other.describe(), self.describe()))
+    }
+}
+
+/// What a request gets among the routes of one path shape.
+#[derive(Debug)]
+pub(crate) enum Choice<'a> {
+    Route(&'a Arc<ProxyRoute>),
+    /// No route takes its host.
+    NotFound,
+    /// Routes take its host and path, none its method: these are the methods they take.
+    MethodNotAllowed(Vec<Method>),
+}
+
+/// Chooses among `routes`: the most specific host that takes the request (a name, a wildcard,
+/// then routes without a host), and among those the route that takes its method.
+pub(crate) fn choose<'a>(routes: &'a [Arc<ProxyRoute>], host: Option<&str>, method: &Method) -> Choice<'a> {
+    let mut best: Option<(u8, &Arc<ProxyRoute>)> = None;
+    let mut allowed: Vec<Method> = Vec::new();
+    let mut any_host = false;
+    for route in routes {
+        let Some(rank) = route.host_rank(host) else { continue };
+        any_host = true;
+        if route.takes_method(method) {
+            if best.is_none_or(|(r, _)| rank > r) {
+                best = Some((rank, route));
+            }
+        } else {
+            for m in &route.methods {
+                if !allowed.contains(m) {
+                    allowed.push(m.clone());
+                }
+            }
+        }
+    }
+    match best {
+        Some((_, route)) => Choice::Route(route),
+        None if any_host => Choice::MethodNotAllowed(allowed),
+        None => Choice::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::metrics::Metrics;
+    use crate::upstream::UpstreamSettings;
+
+    fn route(index: usize, host: Option<&str>, methods: &[Method]) -> Arc<ProxyRoute> {
+        let upstream = Upstream::new(
+            "catalog",
+            &"http://127.0.0.1:9".parse().unwrap(),
+            UpstreamSettings::default(),
+            &Metrics::new(),
+        );
+        Arc::new(ProxyRoute {
+            index,
+            pattern: Pattern::parse("/api/{*rest}").unwrap(),
+            methods: methods.to_vec(),
+            host: host.map(|h| Host::parse(h).unwrap()),
+            upstream,
+            rewrite: None,
+            access: Access::public(),
+            timeout: None,
+            max_body_bytes: None,
+            request_headers: Edits::default(),
+            response_headers: Edits::default(),
+        })
+    }
+
+    fn chosen(routes: &[Arc<ProxyRoute>], host: Option<&str>, method: Method) -> Result<usize, Vec<Method>> {
+        match choose(routes, host, &method) {
+            Choice::Route(route) => Ok(route.index),
+            Choice::NotFound => Err(vec![]),
+            Choice::MethodNotAllowed(allowed) => Err(allowed),
+        }
+    }
+
+    #[test]
+    fn the_most_specific_host_then_the_method_chooses() {
+        let routes = [
+            route(0, None, &[Method::GET]),
+            route(1, Some("*.example.com"), &[Method::GET]),
+            route(2, Some("api.example.com"), &[Method::GET]),
+            route(3, Some("api.example.com"), &[Method::PUT]),
+        ];
+        assert_eq!(chosen(&routes, Some("api.example.com"), Method::GET), Ok(2));
+        assert_eq!(chosen(&routes, Some("api.example.com"), Method::PUT), Ok(3));
+        assert_eq!(chosen(&routes, Some("www.example.com"), Method::GET), Ok(1));
+        assert_eq!(chosen(&routes, Some("a.b.example.com"), Method::GET), Ok(0), "a wildcard is one label");
+        assert_eq!(chosen(&routes, Some("example.com"), Method::GET), Ok(0));
+        assert_eq!(chosen(&routes, None, Method::GET), Ok(0));
+        assert_eq!(chosen(&routes, Some("other.test"), Method::DELETE), Err(vec![Method::GET]));
+        let allowed = chosen(&routes, Some("api.example.com"), Method::DELETE).unwrap_err();
+        assert_eq!(allowed, vec![Method::GET, Method::PUT]);
+        let hosted = [route(0, Some("api.example.com"), &[])];
+        assert_eq!(chosen(&hosted, Some("other.test"), Method::GET), Err(vec![]), "no route for that host: 404");
+    }
+
+    #[test]
+    fn routes_told_apart_by_nothing_are_named() {
+        let get = route(0, None, &[Method::GET]);
+        assert!(get.ambiguous_with(&route(1, None, &[Method::PUT])).is_none());
+        assert!(get.ambiguous_with(&route(1, Some("a.test"), &[Method::GET])).is_none());
+        let why = get.ambiguous_with(&route(1, None, &[Method::GET, Method::HEAD])).unwrap();
+        assert!(why.contains("proxy[0]") && why.contains("proxy[1]") && why.contains("GET"), "{why}");
+        assert!(get.ambiguous_with(&route(1, None, &[])).unwrap().contains("any method"));
+    }
+
+    #[test]
+    fn hosts_parse_and_bad_ones_are_named() {
+        assert_eq!(Host::parse("API.Example.com").unwrap(), Host::Exact("api.example.com".into()));
+        assert_eq!(Host::parse("*.example.com").unwrap(), Host::Wildcard(".example.com".into()));
+        for bad in ["", "*.", "a..b", "a b", "*.*.example.com", "a.example.com:8080"] {
+            assert!(Host::parse(bad).is_err(), "{bad}");
+        }
+        let request =
+            |host: &str| axum::http::Request::builder().header("host", host).body(axum::body::Body::empty()).unwrap();
+        assert_eq!(request_host(&request("API.example.com:8443")).as_deref(), Some("api.example.com"));
+        assert_eq!(request_host(&request("[::1]:80")).as_deref(), Some("::1"));
+    }
+}

@@ -1,0 +1,125 @@
+//! Start-up checks of `[[proxy]]`: each refusal names the key and the routes at fault.
+
+use super::*;
+use crate::observe::metrics::Metrics;
+
+const BASE: &str = r#"
+listen = "127.0.0.1:0"
+[upstreams.catalog]
+url = "http://127.0.0.1:9"
+"#;
+
+fn proxies(routes: &str) -> Result<Proxies, KeyError> {
+    let config: Config = toml::from_str(&format!("{BASE}\n{routes}")).expect("the test config parses");
+    let upstreams = Upstreams::from_config(&config, &Metrics::new()).unwrap();
+    Proxies::new(&config, &upstreams)
+}
+
+fn refused(routes: &str) -> (String, String) {
+    proxies(routes).expect_err("refused")
+}
+
+#[test]
+fn good_routes_compile_grouped_by_path_shape() {
+    let proxies = proxies(
+        r#"
+        [[proxy]]
+        path = "/api/catalog/products/{*rest}"
+        methods = ["GET", "HEAD"]
+        upstream = "catalog"
+        rewrite = "/products/{rest}"
+        access = "public"
+        [[proxy]]
+        path = "/api/catalog/products/{*tail}"
+        methods = ["PUT"]
+        upstream = "catalog"
+        access = "public"
+        [[proxy]]
+        path = "/legacy/*"
+        upstream = "catalog"
+        access = "scope:profile"
+        "#,
+    )
+    .unwrap();
+    let patterns: Vec<&str> = proxies.patterns().collect();
+    assert_eq!(patterns, ["/api/catalog/products/{*rest}", "/legacy", "/legacy/{*__proxy_rest}"]);
+}
+
+#[test]
+fn each_bad_key_is_named() {
+    let route = |extra: &str| {
+        format!("[[proxy]]\npath = \"/api/x/{{id}}\"\nupstream = \"catalog\"\naccess = \"public\"\n{extra}")
+    };
+    for (extra, key, says) in [
+        ("rewrite = \"/x/{sku}\"", "proxy[0].rewrite", "`{sku}` is not a parameter of `/api/x/{id}`"),
+        ("methods = [\"get\"]", "proxy[0].methods", "`get` is not one of GET, HEAD"),
+        ("host = \"bad host\"", "proxy[0].host", "is not a host name"),
+        ("timeout = \"0s\"", "proxy[0].timeout", "greater than zero"),
+        (
+            "request_headers = { set = { \"x-user-id\" = \"1\" } }",
+            "proxy[0].request_headers.set.x-user-id",
+            "set by the gateway",
+        ),
+        ("response_headers = { remove = [\"bad header\"] }", "proxy[0].response_headers.remove", "not a header name"),
+    ] {
+        let (k, message) = refused(&route(extra));
+        assert_eq!(k, key, "{extra}: {message}");
+        assert!(message.contains(says), "{extra}: {message}");
+    }
+    let (key, message) = refused("[[proxy]]\npath = \"/x\"\nupstream = \"catalogue\"\naccess = \"public\"");
+    assert_eq!((key.as_str(), message.as_str()), ("proxy[0].upstream", "there is no `[upstreams.catalogue]`"));
+    let (key, message) = refused("[[proxy]]\npath = \"x\"\nupstream = \"catalog\"\naccess = \"public\"");
+    assert_eq!(key, "proxy[0].path", "{message}");
+    let (key, message) = refused("[[proxy]]\npath = \"/x\"\nupstream = \"catalog\"\naccess = \"scopes\"");
+    assert_eq!(key, "proxy[0].access");
+    assert!(message.contains("`public`, `authenticated` or `scope:<name>`"), "{message}");
+}
+
+#[test]
+fn routes_no_request_can_tell_apart_are_refused_naming_both() {
+    let (key, message) = refused(
+        r#"
+        [[proxy]]
+        path = "/files/{id}"
+        upstream = "catalog"
+        access = "public"
+        [[proxy]]
+        path = "/files/{name}"
+        methods = ["GET"]
+        upstream = "catalog"
+        access = "public"
+        "#,
+    );
+    assert_eq!(key, "proxy[1]");
+    assert!(
+        message.contains("`/files/{id}` (proxy[0])") && message.contains("`/files/{name}` (proxy[1])"),
+        "{message}"
+    );
+    // Told apart by host: fine, but they share one router entry, so one access.
+    let (key, message) = refused(
+        r#"
+        [[proxy]]
+        path = "/files/{id}"
+        upstream = "catalog"
+        access = "public"
+        [[proxy]]
+        path = "/files/{id}"
+        host = "admin.example.com"
+        upstream = "catalog"
+        access = "authenticated"
+        "#,
+    );
+    assert_eq!(key, "proxy[1].access");
+    assert!(message.contains("same `access`"), "{message}");
+}
+
+#[test]
+fn a_route_over_a_handlers_paths_is_refused_naming_both() {
+    let proxies = proxies("[[proxy]]\npath = \"/mobile/*\"\nupstream = \"catalog\"\naccess = \"public\"").unwrap();
+    let (key, message) = proxies.check_handlers(["/healthz", "/mobile/orders/{id}"]).unwrap_err();
+    assert_eq!(key, "proxy[0].path");
+    assert!(message.contains("`/mobile/orders/{id}`") && message.contains("`/mobile/orders/x`"), "{message}");
+    assert!(proxies.check_handlers(["/healthz", "/web/home"]).is_ok());
+    let root = self::proxies("[[proxy]]\npath = \"/*\"\nupstream = \"catalog\"\naccess = \"public\"").unwrap();
+    assert!(root.check_handlers(["/healthz"]).unwrap_err().1.contains("`/healthz`"));
+}

@@ -1,0 +1,120 @@
+//! Streaming endpoints, for passthrough routes: on catalog `GET /files/{bytes}` (exactly that
+//! many bytes in 64 KiB chunks, `?chunk_delay_ms=N` between them) and `PUT /uploads` (reads a
+//! body of any size, answers `{"bytes": N, "sha256": "…"}`); on notifications `GET /events`
+//! (server-sent events for the user in `X-User-Id`: `?count=N&interval_ms=M`, one `data:` line
+//! each).
+//!
+//! The file's bytes are a pattern (`i % 251` for byte `i`) a test can check without storing it.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// A file's chunk size.
+pub const CHUNK: usize = 64 * 1024;
+/// The largest file served: 4 GiB.
+const MAX_FILE: u64 = 4 << 30;
+/// The longest pause asked for between chunks or events.
+const MAX_DELAY_MS: u64 = 10_000;
+/// The most events one stream sends.
+const MAX_EVENTS: u64 = 10_000;
+
+/// Byte `i` of every file.
+pub fn file_byte(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+#[derive(Deserialize)]
+pub(crate) struct FileQuery {
+    chunk_delay_ms: Option<u64>,
+}
+
+pub(crate) async fn file_get(Path(raw): Path<String>, query: Result<Query<FileQuery>, QueryRejection>) -> Response {
+    let Ok(Query(query)) = query else {
+        return super::error(StatusCode::BAD_REQUEST, "chunk_delay_ms is a number of milliseconds");
+    };
+    let Some(size) = raw.parse::<u64>().ok().filter(|n| *n <= MAX_FILE) else {
+        return super::error(StatusCode::BAD_REQUEST, format!("a file is 0 to {MAX_FILE} bytes, not `{raw}`"));
+    };
+    let delay = Duration::from_millis(query.chunk_delay_ms.unwrap_or(0).min(MAX_DELAY_MS));
+    // One chunk's worth of the pattern, for every offset modulo 251 (a chunk starts anywhere in it).
+    let pattern: Bytes = (0..(CHUNK as u64 + 251)).map(file_byte).collect::<Vec<u8>>().into();
+    let chunks = futures::stream::unfold(0_u64, move |sent| {
+        let pattern = pattern.clone();
+        async move {
+            if sent >= size {
+                return None;
+            }
+            if sent > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let len = (size - sent).min(CHUNK as u64) as usize;
+            let start = (sent % 251) as usize;
+            Some((Ok::<_, std::io::Error>(pattern.slice(start..start + len)), sent + len as u64))
+        }
+    });
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+        (header::CONTENT_LENGTH, HeaderValue::from(size)),
+    ];
+    (headers, Body::from_stream(chunks)).into_response()
+}
+
+pub(crate) async fn upload_put(body: Body) -> Response {
+    let mut stream = body.into_data_stream();
+    let (mut bytes, mut hash) = (0_u64, Sha256::new());
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                bytes += chunk.len() as u64;
+                hash.update(&chunk);
+            }
+            Err(e) => return super::error(StatusCode::BAD_REQUEST, format!("the body broke off: {e}")),
+        }
+    }
+    let sha256: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    axum::Json(json!({ "bytes": bytes, "sha256": sha256 })).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EventsQuery {
+    count: Option<u64>,
+    interval_ms: Option<u64>,
+}
+
+pub(crate) async fn events_get(headers: HeaderMap, query: Result<Query<EventsQuery>, QueryRejection>) -> Response {
+    let Ok(Query(query)) = query else {
+        return super::error(StatusCode::BAD_REQUEST, "count and interval_ms are numbers");
+    };
+    let Some(user) = headers.get("x-user-id").and_then(|v| v.to_str().ok()).map(str::to_owned) else {
+        return super::error(StatusCode::UNAUTHORIZED, "events are a user's: X-User-Id is missing");
+    };
+    let count = query.count.unwrap_or(10).min(MAX_EVENTS);
+    let interval = Duration::from_millis(query.interval_ms.unwrap_or(100).min(MAX_DELAY_MS));
+    let events = futures::stream::unfold(0_u64, move |seq| {
+        let user = user.clone();
+        async move {
+            if seq >= count {
+                return None;
+            }
+            if seq > 0 {
+                tokio::time::sleep(interval).await;
+            }
+            let event = format!("id: {seq}\ndata: {}\n\n", json!({ "user": user, "seq": seq }));
+            Some((Ok::<_, std::io::Error>(Bytes::from(event)), seq + 1))
+        }
+    });
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    (headers, Body::from_stream(events)).into_response()
+}

@@ -1,0 +1,283 @@
+//! Passthrough routes (`[[proxy]]`) through bff-web's shipped config: products, files, uploads and
+//! events forwarded to the mocks, both bodies streamed, with the edge's checks and the verified
+//! identity, and nothing a client writes in a path reaching the mocks' admin routes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Stack, StackBuilder, raw_http};
+use futures::StreamExt;
+use services_mock::Service;
+use services_mock::services::streams::file_byte;
+use sha2::{Digest, Sha256};
+
+async fn web() -> Stack {
+    StackBuilder::new(bff_web::DEFAULT_CONFIG, bff_web::app).start().await
+}
+
+/// The process's resident memory, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()).expect("a number of kB") * 1024
+}
+
+/// Samples `rss()` until dropped; the highest seen.
+struct RssPeak {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssPeak {
+    fn start() -> Self {
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss()));
+        let sampled = peak.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tick.tick().await;
+                sampled.fetch_max(rss(), std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        Self { peak, task }
+    }
+
+    fn stop(self) -> u64 {
+        self.task.abort();
+        self.peak.load(std::sync::atomic::Ordering::Relaxed).max(rss())
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+/// What a 256 MiB transfer may add to the test process (mocks, BFF and client together).
+const BOUND: u64 = 64 * MIB;
+
+#[tokio::test]
+async fn products_pass_through_unshaped_with_forwarding_headers_and_no_hop_headers() {
+    let stack = web().await;
+    let response = stack
+        .http
+        .get(stack.bff.url("/api/catalog/products/SKU-0001?fields=name"))
+        .header("x-user-id", "7")
+        .header("connection", "x-secret-hop")
+        .header("x-secret-hop", "1")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["via"], "1.1 bff");
+    assert!(headers["etag"].to_str().unwrap().starts_with('"'), "the upstream's ETag is passed on");
+    assert_eq!(
+        headers["cache-control"], "public, max-age=60, stale-if-error=300",
+        "a public route keeps the upstream's"
+    );
+    assert!(!headers.contains_key("content-encoding"), "not compressed: passed through as the upstream sent it");
+    let product: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(product["sku"], "SKU-0001");
+    assert!(product.get("price").is_some(), "`fields=` is the upstream's business: not applied here: {product}");
+    let seen = stack.stats(Service::Catalog).last_headers;
+    assert_eq!(seen.get("x-forwarded-for").map(String::as_str), Some("127.0.0.1"));
+    assert_eq!(seen.get("x-forwarded-proto").map(String::as_str), Some("http"));
+    assert!(seen.get("forwarded").is_some_and(|f| f.starts_with("for=127.0.0.1;host=")), "{seen:?}");
+    assert_eq!(seen.get("via").map(String::as_str), Some("1.1 bff"));
+    assert!(seen.contains_key("x-request-id"));
+    for dropped in ["x-user-id", "x-secret-hop", "connection"] {
+        assert!(!seen.contains_key(dropped), "{dropped} reached the upstream: {seen:?}");
+    }
+    // A method the route does not take: 405 naming the ones it does.
+    let response = stack.http.post(stack.bff.url("/api/catalog/products/SKU-0001")).send().await.unwrap();
+    let allow = response.headers()["allow"].to_str().unwrap().replace(' ', "");
+    assert_eq!(allow, "GET,HEAD");
+    common::problem(response, 405, "METHOD_NOT_ALLOWED").await;
+    // A product the catalog does not have: its 404, as it answered.
+    let response = stack.http.get(stack.bff.url("/api/catalog/products/NOPE")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    // Counted under the route's pattern and the upstream's name.
+    let metrics = stack.admin_text("/metrics").await;
+    assert!(metrics.contains(r#"route="/api/catalog/products/{*rest}""#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_256_mib_download_streams_through_within_the_memory_bound() {
+    let stack = web().await;
+    let size = 256 * MIB;
+    let before = rss();
+    let peak = RssPeak::start();
+    let response = stack.http.get(stack.bff.url(&format!("/api/catalog/files/{size}"))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], size.to_string().as_str());
+    let mut body = response.bytes_stream();
+    let mut offset = 0_u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.expect("the body streams whole");
+        // The pattern, checked at each chunk's ends.
+        assert_eq!(chunk[0], file_byte(offset), "at {offset}");
+        assert_eq!(chunk[chunk.len() - 1], file_byte(offset + chunk.len() as u64 - 1));
+        offset += chunk.len() as u64;
+    }
+    let peak = peak.stop();
+    assert_eq!(offset, size);
+    let grew = peak.saturating_sub(before);
+    assert!(grew < BOUND, "RSS grew by {} MiB moving 256 MiB", grew / MIB);
+}
+
+#[tokio::test]
+async fn a_slow_source_reaches_the_client_before_it_has_produced_the_rest() {
+    let stack = web().await;
+    // Two chunks, a minute apart: the first must arrive long before the second is made.
+    let url = stack.bff.url("/api/catalog/files/131072?chunk_delay_ms=60000");
+    let response = stack.http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(20), body.next()).await;
+    let first = first.expect("the first chunk came before the second was produced").unwrap().unwrap();
+    assert!(!first.is_empty());
+}
+
+#[tokio::test]
+async fn a_256_mib_upload_streams_up_and_a_body_over_the_limit_is_a_413() {
+    let stack = web().await;
+    let size = 256 * MIB;
+    let chunk: Vec<u8> = (0..MIB).map(|i| (i % 7) as u8).collect();
+    let mut expected = Sha256::new();
+    for _ in 0..256 {
+        expected.update(&chunk);
+    }
+    let expected: String = expected.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let before = rss();
+    let peak = RssPeak::start();
+    let chunks = futures::stream::iter((0..256).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let response = stack
+        .http
+        .put(stack.bff.url("/api/uploads"))
+        .bearer_auth(stack.token())
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    let peak = peak.stop();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["bytes"], size);
+    assert_eq!(answer["sha256"], expected.as_str());
+    let grew = peak.saturating_sub(before);
+    assert!(grew < BOUND, "RSS grew by {} MiB moving 256 MiB", grew / MIB);
+
+    // No token: refused before anything is sent.
+    let calls = stack.stats(Service::Catalog).requests;
+    let response = stack.http.put(stack.bff.url("/api/uploads")).body("x").send().await.unwrap();
+    common::problem(response, 401, "AUTH_REQUIRED").await;
+    assert_eq!(stack.stats(Service::Catalog).requests, calls);
+}
+
+/// bff-web with one more route, whose body limit is small.
+async fn web_with_small_uploads() -> Stack {
+    let config = format!(
+        "{}\n[[proxy]]\npath = \"/api/small-uploads\"\nmethods = [\"PUT\"]\nupstream = \"catalog\"\n\
+         rewrite = \"/uploads\"\naccess = \"scope:profile\"\nmax_body_bytes = 1000\n",
+        bff_web::DEFAULT_CONFIG
+    );
+    StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app).start().await
+}
+
+#[tokio::test]
+async fn a_body_over_the_routes_limit_is_a_413_declared_or_streamed() {
+    let stack = web_with_small_uploads().await;
+    let put = || stack.http.put(stack.bff.url("/api/small-uploads")).bearer_auth(stack.token());
+    let response = put().body(vec![1_u8; 1000]).send().await.unwrap();
+    assert_eq!(response.status(), 200, "at the limit");
+    let response = put().body(vec![1_u8; 1001]).send().await.unwrap();
+    common::problem(response, 413, "BODY_TOO_LARGE").await;
+    // No length declared: counted as it streams.
+    let chunks = futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![2_u8; 400])));
+    let response = put().body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    common::problem(response, 413, "BODY_TOO_LARGE").await;
+}
+
+#[tokio::test]
+async fn events_arrive_one_by_one_for_the_verified_user_only() {
+    let stack = web().await;
+    let response = stack
+        .http
+        .get(stack.bff.url("/api/notifications/events?count=3&interval_ms=300"))
+        .bearer_auth(stack.token())
+        .header("x-user-id", "7")
+        .header("x-user-scopes", "admin")
+        .header("x-partner-account", "other")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert!(!response.headers().contains_key("content-encoding"));
+    let mut body = response.bytes_stream();
+    let mut events = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = String::from_utf8(chunk.unwrap().to_vec()).unwrap();
+        // Each event as its own piece, as the service sent it: nothing held back to batch them.
+        assert_eq!(chunk.matches("data: ").count(), 1, "{chunk:?}");
+        events.push(chunk);
+    }
+    assert_eq!(events.len(), 3);
+    for (seq, event) in events.iter().enumerate() {
+        assert!(event.contains(&format!(r#""seq":{seq}"#)) && event.contains(r#""user":"42""#), "{event}");
+    }
+    let seen = stack.stats(Service::Notifications).last_headers;
+    assert_eq!(seen.get("x-user-id").map(String::as_str), Some("42"));
+    assert_eq!(seen.get("x-user-scopes").map(String::as_str), Some("orders profile"));
+    assert!(!seen.contains_key("x-partner-account") && !seen.contains_key("authorization"), "{seen:?}");
+
+    // A token without the route's scope.
+    let token = stack.mocks.token("42", "orders", 600);
+    let response = stack.http.get(stack.bff.url("/api/notifications/events")).bearer_auth(token).send().await.unwrap();
+    common::problem(response, 403, "AUTH_INSUFFICIENT_SCOPE").await;
+}
+
+#[tokio::test]
+async fn no_spelling_of_a_path_reaches_the_mocks_admin_routes() {
+    let stack = web().await;
+    let calls = stack.stats(Service::Catalog).requests;
+    for path in [
+        "/api/catalog/products/../../_faults",
+        "/api/catalog/products/%2e%2e/%2e%2e/_faults",
+        "/api/catalog/products/%2E%2E/_stats",
+        "/api/catalog/products/..%2f..%2f_faults",
+        "/api/catalog/products/..%2F_stats",
+        "/api/catalog/products/%5c..%5c_faults",
+        "/api/catalog/products/..\\..\\_faults",
+        "/api/catalog/products//_faults",
+        "/api/catalog/products/.",
+        "/api/catalog/files/..",
+        "/api/catalog/files/%2e%2e",
+        "/api/catalog/..%2f_faults",
+        "/api/catalog/%2e%2e/_faults",
+        "/api/../_faults",
+        "//_faults",
+        "/_faults",
+        "/_stats",
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: bff\r\nConnection: close\r\n\r\n");
+        let (status, body) = raw_http(stack.bff.addr, &request).await;
+        assert!(matches!(status, 400 | 404), "{path}: {status} {body}");
+        assert!(body.contains(r#""code":"#), "{path}: not the gateway's problem: {body}");
+    }
+    assert_eq!(stack.stats(Service::Catalog).requests, calls, "nothing was forwarded");
+}
+
+#[tokio::test]
+async fn a_route_over_a_handler_route_stops_the_bff_naming_both() {
+    let config = format!(
+        "{}\n[[proxy]]\npath = \"/web/*\"\nupstream = \"catalog\"\naccess = \"public\"\n",
+        bff_web::DEFAULT_CONFIG
+    );
+    let source = bff_core::config::ConfigSource { name: "web.toml".into(), text: config };
+    let config = bff_core::config::load(&source, &Default::default()).unwrap();
+    let gateway = bff_core::Gateway::builder(config).source("web.toml").build().await.unwrap();
+    let error = bff_web::app(&gateway).unwrap_err().to_string();
+    assert!(error.contains("web.toml") && error.contains("proxy[4].path"), "{error}");
+    assert!(error.contains("`/web/*` (proxy[4])") && error.contains("handler route `/web/"), "{error}");
+}
