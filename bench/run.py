@@ -164,9 +164,15 @@ CASES = mobile_home_cases() + [
     # the catalog.
     Case("mobile-product-no-cache", "bff-mobile", "/mobile/products/SKU-0007", baselines=("mobile-product",),
          env={"BFF_UPSTREAMS__CATALOG__CACHE_BYTES": "0", "BFF_UPSTREAMS__CATALOG__COALESCE": "false"}),
-    # Passthrough baselines, ready for the passthrough routes of a later issue.
+    # Passthrough: nginx with keepalive to the same mock, then bff-web's shipped passthrough
+    # routes (public, so no credential), each right after its nginx case.
     Case("direct-users", "direct", "/users/42", credential="none", quick=True),
     Case("nginx-users", "nginx", "/users/42", credential="none", baselines=("direct-users",), quick=True),
+    Case("nginx-product", "nginx", "/api/catalog/products/SKU-0007", credential="none", quick=True),
+    Case("passthrough-product", "bff-web", "/api/catalog/products/SKU-0007", credential="none",
+         baselines=("nginx-product",), quick=True),
+    Case("nginx-file-1k", "nginx", "/api/catalog/files/1024", credential="none"),
+    Case("passthrough-file-1k", "bff-web", "/api/catalog/files/1024", credential="none", baselines=("nginx-file-1k",)),
 ]
 
 
@@ -394,6 +400,7 @@ class Harness:
                 conf = f.read()
             upstream = m["users"].removeprefix("http://")
             conf = conf.replace("{port}", str(port)).replace("{upstream}", upstream)
+            conf = conf.replace("{catalog}", m["catalog"].removeprefix("http://"))
             conf = conf.replace("{workers}", str(os.cpu_count() or 1)).replace("{prefix}", prefix)
             path = os.path.join(prefix, "nginx.conf")
             with open(path, "w") as f:
@@ -592,8 +599,8 @@ def _added_latency(by_name):
 
 
 def _passthrough(by_name):
-    nginx = by_name.get("nginx-users")
     for name, r in by_name.items():
+        nginx = by_name.get("nginx-" + name.removeprefix("passthrough-"))
         if name.startswith("passthrough-") and nginx:
             ratio = rps_ratio(r, nginx)
             yield "req/s ÷ nginx ≥ 1", name, ratio, ratio >= 1

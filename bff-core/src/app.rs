@@ -29,7 +29,7 @@ use crate::proxy::Proxies;
 use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, RoutePolicy};
 use crate::route_keys;
 use crate::routes::Routes;
-use crate::serve::{RELOAD_CHECK_INTERVAL, Server, Signal, Tls, TlsError};
+use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, Server, Signal, Tls, TlsError};
 use crate::shape::Shape;
 use crate::upstream::{Upstream, Upstreams};
 
@@ -335,7 +335,7 @@ impl Gateway {
         &self,
         public: TcpListener,
         admin: Option<TcpListener>,
-        router: Router,
+        router: impl Into<ReloadableRouter>,
         shutdown: impl Future<Output = Signal> + Send + 'static,
     ) -> std::io::Result<()> {
         let readiness = self.readiness.clone();

@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use crate::app::Gateway;
 use crate::config::{Config, ConfigError, ConfigSource, LogFormat, Overrides, load};
 use crate::observe::logging;
-use crate::serve::shutdown_signal;
+use crate::reload::{Load, Reloader};
+use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, shutdown_signal};
 
 /// Flags every BFF binary takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -184,7 +185,7 @@ pub fn load_config(
 /// Loads the config, builds the app, serves it until Ctrl-C or SIGTERM.
 pub async fn run(spec: Spec, args: Args, startup: Option<Startup>, app: App) -> ExitCode {
     let extra = startup.as_ref().map(|s| s.overrides.clone()).unwrap_or_default();
-    let (config, source) = match load_config(&spec, &args, std::env::vars(), extra) {
+    let (config, source) = match load_config(&spec, &args, std::env::vars(), extra.clone()) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("{}: {e}", spec.name);
@@ -234,7 +235,13 @@ pub async fn run(spec: Spec, args: Args, startup: Option<Startup>, app: App) -> 
         println!("{}", (startup.banner)(addr));
         startup.keep_alive
     });
+    let router = ReloadableRouter::new(router);
+    let reload_args = args.clone();
+    let load: Load = Box::new(move || load_config(&spec, &reload_args, std::env::vars(), extra.clone()));
+    let reloading =
+        Reloader::new(&gateway, app, router.clone(), load).watch(args.config.clone(), RELOAD_CHECK_INTERVAL);
     let result = gateway.serve(listener, admin, router, shutdown_signal()).await;
+    reloading.abort();
     drop(keep_alive);
     match result {
         Ok(()) => ExitCode::SUCCESS,

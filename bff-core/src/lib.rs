@@ -45,6 +45,7 @@ pub mod observe;
 pub mod policy;
 pub mod problem;
 mod proxy;
+pub mod reload;
 pub mod request;
 mod route_keys;
 mod routes;

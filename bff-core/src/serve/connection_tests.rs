@@ -48,7 +48,7 @@ impl Served {
             unsent: metrics.gauge("unsent", &[]),
             refused_streams: metrics.counter("refused", &[]),
         });
-        let service = ConnService::new(router(), "127.0.0.1:9".parse().unwrap(), state.clone(), shared);
+        let service = ConnService::new(router().into(), "127.0.0.1:9".parse().unwrap(), state.clone(), shared);
         let builder = super::super::builder(&ServerConfig::default());
         let (phase, mut watching) = watch::channel(Phase::Serving);
         let timers = Timers { first_request: FIRST_REQUEST, idle: IDLE };

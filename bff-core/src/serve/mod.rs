@@ -25,6 +25,7 @@
 
 mod admission;
 mod connection;
+mod reloadable;
 mod service;
 mod tls;
 
@@ -35,7 +36,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use metrics::Counter;
@@ -45,6 +45,7 @@ use tokio::time::Instant;
 
 use self::admission::{Admission, Refusal};
 use self::connection::{Closed, Phase, Timers};
+pub use self::reloadable::ReloadableRouter;
 use self::service::{ConnService, Shared};
 pub use self::tls::{RELOAD_CHECK_INTERVAL, Tls, TlsError};
 use crate::config::ServerConfig;
@@ -97,8 +98,14 @@ impl Server {
     }
 
     /// Serves `router` until `shutdown` completes, then lets in-flight requests finish within
-    /// the grace period.
-    pub async fn serve(self, listener: TcpListener, router: Router, shutdown: impl Future + Send) -> io::Result<()> {
+    /// the grace period. A [`ReloadableRouter`] may be replaced meanwhile.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        router: impl Into<ReloadableRouter>,
+        shutdown: impl Future + Send,
+    ) -> io::Result<()> {
+        let router = router.into();
         let config = self.config;
         let metrics = ConnectionMetrics::new(&self.metrics.unwrap_or_default());
         let cap = connection_cap(config.max_connections);
@@ -161,7 +168,7 @@ struct Accepted {
 impl Accepted {
     /// Serves `stream` from `peer` on a task of its own, or closes it at once when it may not
     /// open.
-    fn spawn(&self, stream: TcpStream, peer: SocketAddr, router: Router, mut phase: watch::Receiver<Phase>) {
+    fn spawn(&self, stream: TcpStream, peer: SocketAddr, router: ReloadableRouter, mut phase: watch::Receiver<Phase>) {
         let at = Instant::now();
         let admitted = match self.admission.admit(peer.ip()) {
             Ok(admitted) => admitted,

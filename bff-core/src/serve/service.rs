@@ -24,7 +24,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::future::RouteFuture;
 use bytes::Bytes;
@@ -34,6 +33,7 @@ use hyper::body::Incoming;
 use metrics::{Counter, Gauge};
 use pin_project_lite::pin_project;
 
+use super::ReloadableRouter;
 use super::connection::ConnState;
 
 /// The largest body frame handed to a connection (HTTP/2's default frame size): a bigger one is
@@ -55,14 +55,14 @@ pub(super) struct Shared {
 /// See [the module docs](self).
 #[derive(Clone)]
 pub(crate) struct ConnService {
-    router: Router,
+    router: ReloadableRouter,
     peer: ConnectInfo<SocketAddr>,
     state: Arc<ConnState>,
     shared: Arc<Shared>,
 }
 
 impl ConnService {
-    pub(super) fn new(router: Router, peer: SocketAddr, state: Arc<ConnState>, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(router: ReloadableRouter, peer: SocketAddr, state: Arc<ConnState>, shared: Arc<Shared>) -> Self {
         Self { router, peer: ConnectInfo(peer), state, shared }
     }
 }
@@ -89,7 +89,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         parts.extensions.insert(self.peer);
         let reports = (!body.is_end_stream()).then(|| self.state.clone());
         let request = Request::from_parts(parts, RequestBody { inner: body, state: reports });
-        let inner = tower::Service::call(&mut self.router.clone(), request);
+        let inner = tower::Service::call(&mut self.router.current(), request);
         ResponseFuture { inner: Some(inner), in_flight: Some(in_flight), charge, shared: self.shared.clone() }
     }
 }

@@ -36,12 +36,13 @@ impl TestServer {
         Self::serve(Server::new(config), router).await
     }
 
-    /// Like [`TestServer::start`], served by `server` (its limits, TLS and metrics).
-    pub async fn serve(server: Server, router: Router) -> Self {
+    /// Like [`TestServer::start`], served by `server` (its limits, TLS and metrics); a
+    /// [`ReloadableRouter`](crate::serve::ReloadableRouter) may be replaced meanwhile.
+    pub async fn serve(server: Server, router: impl Into<crate::serve::ReloadableRouter>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(listener, router, rx));
+        let task = tokio::spawn(server.serve(listener, router.into(), rx));
         Self { addr, shutdown: Some(tx), task }
     }
 

@@ -6,6 +6,7 @@
 //!
 //! The file's bytes are a pattern (`i % 251` for byte `i`) a test can check without storing it.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -32,6 +33,13 @@ pub fn file_byte(i: u64) -> u8 {
     (i % 251) as u8
 }
 
+/// One chunk's worth of the pattern and 251 bytes more, made once: a chunk starting at any
+/// offset (modulo 251) is a slice of it.
+fn pattern() -> &'static Bytes {
+    static PATTERN: OnceLock<Bytes> = OnceLock::new();
+    PATTERN.get_or_init(|| (0..(CHUNK as u64 + 251)).map(file_byte).collect::<Vec<u8>>().into())
+}
+
 #[derive(Deserialize)]
 pub(crate) struct FileQuery {
     chunk_delay_ms: Option<u64>,
@@ -45,8 +53,7 @@ pub(crate) async fn file_get(Path(raw): Path<String>, query: Result<Query<FileQu
         return super::error(StatusCode::BAD_REQUEST, format!("a file is 0 to {MAX_FILE} bytes, not `{raw}`"));
     };
     let delay = Duration::from_millis(query.chunk_delay_ms.unwrap_or(0).min(MAX_DELAY_MS));
-    // One chunk's worth of the pattern, for every offset modulo 251 (a chunk starts anywhere in it).
-    let pattern: Bytes = (0..(CHUNK as u64 + 251)).map(file_byte).collect::<Vec<u8>>().into();
+    let pattern = pattern().clone();
     let chunks = futures::stream::unfold(0_u64, move |sent| {
         let pattern = pattern.clone();
         async move {

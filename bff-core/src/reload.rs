@@ -1,0 +1,128 @@
+//! Reloading a BFF's routes without a restart: on SIGHUP, and when its `--config` file changes,
+//! the configuration is loaded and checked again, a new [`Gateway`] (upstreams, policies,
+//! passthrough routes) and router are built from it, and the served [`ReloadableRouter`] is
+//! replaced. Requests in flight finish on the router they started on. A configuration that
+//! fails is refused with one log line naming the key, and the previous router keeps serving.
+//!
+//! What the listeners were opened with (`listen`, `admin`, `tls`, `server`) is not reloaded: a
+//! change there is logged as needing a restart (TLS certificates reload on their own).
+//!
+//! Counted in `bff_config_reloads_total{result="ok"|"rejected"}`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use metrics::Counter;
+
+use crate::app::{BuildError, Gateway};
+use crate::cli::App;
+use crate::config::{Config, ConfigError};
+use crate::observe::metrics::Metrics;
+use crate::serve::ReloadableRouter;
+
+/// Loads the configuration again: its value and where it came from.
+pub type Load = Box<dyn Fn() -> Result<(Config, String), ConfigError> + Send + Sync>;
+
+/// Rebuilds a BFF's router from its configuration and swaps it in.
+pub struct Reloader {
+    app: App,
+    load: Load,
+    router: ReloadableRouter,
+    metrics: Metrics,
+    /// The configuration the listeners were opened with.
+    fixed: Config,
+    ok: Counter,
+    rejected: Counter,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish_non_exhaustive()
+    }
+}
+
+impl Reloader {
+    /// Reloads `router`, served by `gateway`, with `app` over what `load` gives.
+    pub fn new(gateway: &Gateway, app: App, router: ReloadableRouter, load: Load) -> Self {
+        let metrics = gateway.metrics().clone();
+        let counter = |result: &str| metrics.counter("bff_config_reloads_total", &[("result", result.to_owned())]);
+        let (ok, rejected) = (counter("ok"), counter("rejected"));
+        Self { app, load, router, fixed: gateway.config().clone(), metrics, ok, rejected }
+    }
+
+    /// Loads, checks and builds the configuration again and serves its router; on failure
+    /// (logged, counted) the current router keeps serving.
+    pub async fn reload(&self) -> Result<(), BuildError> {
+        match self.rebuild().await {
+            Ok(source) => {
+                self.ok.increment(1);
+                tracing::info!(config = %source, "configuration reloaded: new requests take the new routes");
+                Ok(())
+            }
+            Err(e) => {
+                self.rejected.increment(1);
+                tracing::error!(error = %e, "configuration reload refused; still serving the previous routes");
+                Err(e)
+            }
+        }
+    }
+
+    async fn rebuild(&self) -> Result<String, BuildError> {
+        let (config, source) = (self.load)()?;
+        self.warn_fixed(&config);
+        let gateway = Gateway::builder(config).source(source.clone()).metrics(self.metrics.clone()).build().await?;
+        let router = (self.app)(&gateway)?;
+        self.router.replace(router);
+        Ok(source)
+    }
+
+    /// Logs each key that changed but takes a restart.
+    fn warn_fixed(&self, config: &Config) {
+        let value = |c: &Config| {
+            let fixed = (&c.listen, &c.admin, &c.tls, &c.server);
+            serde_json::to_value(fixed).unwrap_or_default()
+        };
+        if value(config) != value(&self.fixed) {
+            tracing::warn!("`listen`, `admin`, `tls` or `server` changed: that takes a restart; the rest is reloaded");
+        }
+    }
+
+    /// Reloads on SIGHUP, and when `file` changes (checked every `interval`), for as long as the
+    /// returned task runs.
+    pub fn watch(self, file: Option<PathBuf>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        // Taken now: a change made before the task first runs is a change.
+        let mut seen = file.as_deref().map(stamp);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            #[cfg(unix)]
+            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                #[cfg(unix)]
+                let signalled = async {
+                    match hangup.as_mut() {
+                        Some(signal) => signal.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let signalled = std::future::pending::<Option<()>>();
+                let forced = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = signalled => true,
+                };
+                let now = file.as_deref().map(stamp);
+                if forced || now != seen {
+                    seen = now;
+                    // Refusals are logged and counted by `reload`.
+                    let _ = self.reload().await;
+                }
+            }
+        })
+    }
+}
+
+/// A file's modification time and length, when it can be read.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    std::fs::metadata(path).and_then(|m| Ok((m.modified()?, m.len()))).ok()
+}
