@@ -281,3 +281,39 @@ async fn a_route_over_a_handler_route_stops_the_bff_naming_both() {
     assert!(error.contains("web.toml") && error.contains("proxy[4].path"), "{error}");
     assert!(error.contains("`/web/*` (proxy[4])") && error.contains("handler route `/web/"), "{error}");
 }
+
+#[tokio::test]
+async fn a_weighted_split_shares_requests_and_a_matched_header_picks_one_upstream() {
+    let config = format!(
+        "{}\n[[proxy]]\npath = \"/api/split/{{*rest}}\"\nmethods = [\"GET\"]\nupstream = {{ catalog = 90, inventory = 10 }}\n\
+         rewrite = \"/products/{{rest}}\"\naccess = \"public\"\n\
+         [[proxy]]\npath = \"/api/split/{{*rest}}\"\nmethods = [\"GET\"]\nupstream = \"inventory\"\n\
+         match_header = {{ \"x-canary\" = \"1\" }}\nrewrite = \"/products/{{rest}}\"\naccess = \"public\"\n",
+        bff_web::DEFAULT_CONFIG
+    );
+    let stack = StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app).start().await;
+    // Calls per upstream, as the gateway counts them (the inventory answers these paths 404).
+    let counts = || async {
+        let metrics = stack.admin_text("/metrics").await;
+        let calls = |upstream: &str| -> u64 {
+            let prefix = format!(r#"bff_upstream_requests_total{{upstream="{upstream}","#);
+            let lines = metrics.lines().filter(|l| l.starts_with(&prefix));
+            lines.filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>() as u64
+        };
+        (calls("catalog"), calls("inventory"))
+    };
+    let (catalog, inventory) = counts().await;
+    for _ in 0..200 {
+        stack.http.get(stack.bff.url("/api/split/SKU-0001")).send().await.unwrap();
+    }
+    let (after_catalog, after_inventory) = counts().await;
+    let (to_catalog, to_inventory) = (after_catalog - catalog, after_inventory - inventory);
+    assert_eq!(to_catalog + to_inventory, 200);
+    // 10% of 200 is 20, with a standard deviation of about 4: far from either bound.
+    assert!((1..=50).contains(&to_inventory), "{to_inventory} of 200 to the canary");
+    for _ in 0..20 {
+        let request = stack.http.get(stack.bff.url("/api/split/SKU-0001")).header("x-canary", "1");
+        request.send().await.unwrap();
+    }
+    assert_eq!(counts().await, (after_catalog, after_inventory + 20), "the header sends every request to the canary");
+}

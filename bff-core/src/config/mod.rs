@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use limits::QUOTA_POLICY;
 pub use limits::{LimitKeyKind, OnRedisError, QuotaConfig, RateLimitConfig, RedisConfig, RedisUrl};
 pub use load::{ConfigError, ConfigSource, Overrides, load};
-pub use proxy::{HeaderEdits, ProxyRouteConfig};
+pub use proxy::{HeaderEdits, ProxyRouteConfig, ProxyUpstream};
 pub use resilience::{BreakerConfig, OutlierConfig, RetryConfig};
 pub(crate) use values::MAX_INSTANCES;
 pub use values::{Header, HttpUrl, IpNet, JwtAlgorithm, KeyHash, Origin, UpstreamUrls};

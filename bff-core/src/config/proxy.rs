@@ -31,8 +31,13 @@ pub struct ProxyRouteConfig {
     /// absent: any. A route with a host is chosen before one without.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// The upstream, a name from `[upstreams]`: its instances, breaker, bulkhead apply.
-    pub upstream: String,
+    /// The upstream, a name from `[upstreams]` (its instances, breaker, bulkhead apply), or a
+    /// weighted split for a canary: `{ catalog = 90, catalog-canary = 10 }`.
+    pub upstream: ProxyUpstream,
+    /// Headers the request must carry, each with this value, for the route to take it
+    /// (`{ "x-canary" = "1" }`): a route with them is chosen before one without.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_header: BTreeMap<String, String>,
     /// The upstream path, naming the pattern's parameters (`/products/{rest}`); for a prefix, what
     /// replaces it. Absent: the path as it came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,4 +70,14 @@ pub struct HeaderEdits {
     /// Headers removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
+}
+
+/// Where a passthrough route sends its requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ProxyUpstream {
+    /// One upstream, by name.
+    One(String),
+    /// Upstreams by name and weight: each request goes to one, in those proportions.
+    Split(BTreeMap<String, u32>),
 }

@@ -63,7 +63,7 @@ impl Forward {
             return BffError::bad_request("INVALID_PATH", why).into_response();
         }
         let host = request_host(&request);
-        let route = match choose(&self.routes, host.as_deref(), request.method()) {
+        let route = match choose(&self.routes, host.as_deref(), request.headers(), request.method()) {
             Choice::Route(route) => route.clone(),
             Choice::NotFound => {
                 return BffError::NotFound("no route for this host and path".to_owned()).into_response();
@@ -119,7 +119,7 @@ impl Forward {
         } else {
             Body::stream(Limited { inner: body, left: limit, limit, tripped: tripped.clone() })
         };
-        let call = route.upstream.request::<Streamed>(parts.method.clone(), target).forwarded(forwarded, body);
+        let call = route.target.pick().request::<Streamed>(parts.method.clone(), target).forwarded(forwarded, body);
         match call.send(&ctx).await {
             Ok(answer) => {
                 let mut response = answer.into_inner().map(axum::body::Body::new);

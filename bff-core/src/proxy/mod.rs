@@ -28,8 +28,8 @@ use axum::routing::MethodFilter;
 
 use self::forward::{Forward, Shared};
 use self::pattern::{Pattern, Rewrite};
-use self::route::{Edits, Host, ProxyRoute};
-use crate::config::{Config, HeaderEdits, ProxyRouteConfig};
+use self::route::{Edits, Host, ProxyRoute, Target};
+use crate::config::{Config, HeaderEdits, ProxyRouteConfig, ProxyUpstream};
 use crate::policy::access::Access;
 use crate::request::caller;
 use crate::routes::Routes;
@@ -156,9 +156,29 @@ impl Proxies {
 fn compile(index: usize, entry: &ProxyRouteConfig, upstreams: &Upstreams) -> Result<ProxyRoute, KeyError> {
     let key = |name: &str| format!("proxy[{index}].{name}");
     let pattern = Pattern::parse(&entry.path).map_err(|m| (key("path"), m))?;
-    let upstream = upstreams
-        .get(&entry.upstream)
-        .ok_or_else(|| (key("upstream"), format!("there is no `[upstreams.{}]`", entry.upstream)))?;
+    let named =
+        |name: &str| upstreams.get(name).ok_or_else(|| (key("upstream"), format!("there is no `[upstreams.{name}]`")));
+    let target = match &entry.upstream {
+        ProxyUpstream::One(name) => Target::one(named(name)?),
+        ProxyUpstream::Split(weights) => {
+            let choices = weights
+                .iter()
+                .map(|(name, weight)| Ok::<_, KeyError>((named(name)?, *weight)))
+                .collect::<Result<_, _>>()?;
+            Target::split(choices).ok_or_else(|| {
+                (key("upstream"), "a split needs a weight above zero (and weights that add up within 2^32)".to_owned())
+            })?
+        }
+    };
+    let mut match_headers = Vec::new();
+    for (name, value) in &entry.match_header {
+        let at = format!("{}.{name}", key("match_header"));
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| (at.clone(), format!("`{name}` is not a header name")))?;
+        let value =
+            HeaderValue::try_from(value.as_str()).map_err(|_| (at, format!("`{value}` is not a header value")))?;
+        match_headers.push((header, value));
+    }
     let rewrite =
         entry.rewrite.as_deref().map(|r| Rewrite::parse(r, &pattern)).transpose().map_err(|m| (key("rewrite"), m))?;
     let mut methods = Vec::new();
@@ -180,7 +200,8 @@ fn compile(index: usize, entry: &ProxyRouteConfig, upstreams: &Upstreams) -> Res
         pattern,
         methods,
         host,
-        upstream,
+        match_headers,
+        target,
         rewrite,
         access,
         timeout: entry.timeout,

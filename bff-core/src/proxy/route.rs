@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::pattern::{Pattern, Rewrite};
 use crate::policy::access::Access;
@@ -18,7 +18,9 @@ pub(crate) struct ProxyRoute {
     /// Empty: any.
     pub(crate) methods: Vec<Method>,
     pub(crate) host: Option<Host>,
-    pub(crate) upstream: Upstream,
+    /// Headers the request must carry with these values.
+    pub(crate) match_headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) target: Target,
     pub(crate) rewrite: Option<Rewrite>,
     pub(crate) access: Access,
     /// The longest wait for the response head; `None`: the route's deadline.
@@ -43,6 +45,41 @@ impl Edits {
         for (name, value) in &self.set {
             headers.insert(name.clone(), value.clone());
         }
+    }
+}
+
+/// Where a route sends a request: one upstream, or one of several in proportion to weights.
+#[derive(Debug)]
+pub(crate) struct Target {
+    choices: Vec<(Upstream, u32)>,
+    total: u32,
+}
+
+impl Target {
+    pub(crate) fn one(upstream: Upstream) -> Self {
+        Self { choices: vec![(upstream, 1)], total: 1 }
+    }
+
+    /// Upstreams with their weights; `None` when every weight is zero (or they overflow).
+    pub(crate) fn split(choices: Vec<(Upstream, u32)>) -> Option<Self> {
+        let total = choices.iter().try_fold(0_u32, |sum, (_, w)| sum.checked_add(*w))?;
+        (total > 0).then_some(Self { choices, total })
+    }
+
+    /// The upstream of this request.
+    pub(crate) fn pick(&self) -> &Upstream {
+        self.pick_at(if self.choices.len() == 1 { 0 } else { fastrand::u32(..self.total) })
+    }
+
+    /// The upstream a roll in `0..total` lands on.
+    fn pick_at(&self, mut roll: u32) -> &Upstream {
+        for (upstream, weight) in &self.choices {
+            if roll < *weight {
+                return upstream;
+            }
+            roll -= weight;
+        }
+        &self.choices[self.choices.len() - 1].0
     }
 }
 
@@ -123,6 +160,11 @@ impl ProxyRoute {
         }
     }
 
+    /// Whether `headers` carry every header the route requires.
+    fn takes_headers(&self, headers: &HeaderMap) -> bool {
+        self.match_headers.iter().all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
+    }
+
     fn takes_method(&self, method: &Method) -> bool {
         self.methods.is_empty() || self.methods.contains(method)
     }
@@ -135,7 +177,7 @@ impl ProxyRoute {
 
     /// Why `self` and `other` (of one path shape) can never be told apart, if they cannot.
     pub(crate) fn ambiguous_with(&self, other: &ProxyRoute) -> Option<String> {
-        if self.host != other.host {
+        if self.host != other.host || self.match_headers != other.match_headers {
             return None;
         }
         let shared = if self.methods.is_empty() || other.methods.is_empty() {
@@ -158,13 +200,23 @@ pub(crate) enum Choice<'a> {
 }
 
 /// Chooses among `routes`: the most specific host that takes the request (a name, a wildcard,
-/// then routes without a host), and among those the route that takes its method.
-pub(crate) fn choose<'a>(routes: &'a [Arc<ProxyRoute>], host: Option<&str>, method: &Method) -> Choice<'a> {
+/// then routes without a host), then a route whose `match_header` it carries before one without,
+/// and among those the route that takes its method.
+pub(crate) fn choose<'a>(
+    routes: &'a [Arc<ProxyRoute>],
+    host: Option<&str>,
+    headers: &HeaderMap,
+    method: &Method,
+) -> Choice<'a> {
     let mut best: Option<(u8, &Arc<ProxyRoute>)> = None;
     let mut allowed: Vec<Method> = Vec::new();
     let mut any_host = false;
     for route in routes {
-        let Some(rank) = route.host_rank(host) else { continue };
+        let Some(host_rank) = route.host_rank(host) else { continue };
+        if !route.takes_headers(headers) {
+            continue;
+        }
+        let rank = host_rank * 2 + u8::from(!route.match_headers.is_empty());
         any_host = true;
         if route.takes_method(method) {
             if best.is_none_or(|(r, _)| rank > r) {
@@ -203,7 +255,8 @@ mod tests {
             pattern: Pattern::parse("/api/{*rest}").unwrap(),
             methods: methods.to_vec(),
             host: host.map(|h| Host::parse(h).unwrap()),
-            upstream,
+            match_headers: Vec::new(),
+            target: Target::one(upstream),
             rewrite: None,
             access: Access::public(),
             timeout: None,
@@ -214,7 +267,7 @@ mod tests {
     }
 
     fn chosen(routes: &[Arc<ProxyRoute>], host: Option<&str>, method: Method) -> Result<usize, Vec<Method>> {
-        match choose(routes, host, &method) {
+        match choose(routes, host, &HeaderMap::new(), &method) {
             Choice::Route(route) => Ok(route.index),
             Choice::NotFound => Err(vec![]),
             Choice::MethodNotAllowed(allowed) => Err(allowed),
@@ -240,6 +293,39 @@ mod tests {
         assert_eq!(allowed, vec![Method::GET, Method::PUT]);
         let hosted = [route(0, Some("api.example.com"), &[])];
         assert_eq!(chosen(&hosted, Some("other.test"), Method::GET), Err(vec![]), "no route for that host: 404");
+    }
+
+    #[test]
+    fn a_route_whose_headers_the_request_carries_comes_first() {
+        let mut canary = route(1, None, &[Method::GET]);
+        Arc::get_mut(&mut canary).unwrap().match_headers =
+            vec![(HeaderName::from_static("x-canary"), HeaderValue::from_static("1"))];
+        let routes = [route(0, None, &[Method::GET]), canary];
+        let mut headers = HeaderMap::new();
+        let pick = |headers: &HeaderMap| match choose(&routes, None, headers, &Method::GET) {
+            Choice::Route(route) => route.index,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(pick(&headers), 0);
+        headers.insert("x-canary", HeaderValue::from_static("0"));
+        assert_eq!(pick(&headers), 0);
+        headers.append("x-canary", HeaderValue::from_static("1"));
+        assert_eq!(pick(&headers), 1);
+        assert!(routes[0].ambiguous_with(&routes[1]).is_none(), "told apart by the header");
+    }
+
+    #[test]
+    fn a_split_lands_in_proportion_to_its_weights() {
+        let up = |name: &str| {
+            Upstream::new(name, &"http://127.0.0.1:9".parse().unwrap(), UpstreamSettings::default(), &Metrics::new())
+        };
+        let split = Target::split(vec![(up("stable"), 90), (up("canary"), 10), (up("off"), 0)]).unwrap();
+        let landed: Vec<&str> = (0..100).map(|roll| split.pick_at(roll).name()).collect();
+        assert_eq!(landed.iter().filter(|n| **n == "stable").count(), 90);
+        assert_eq!(landed.iter().filter(|n| **n == "canary").count(), 10);
+        assert!(!landed.contains(&"off"));
+        assert!(Target::split(vec![(up("a"), 0)]).is_none());
+        assert!(Target::split(vec![(up("a"), u32::MAX), (up("b"), 1)]).is_none());
     }
 
     #[test]

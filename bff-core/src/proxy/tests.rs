@@ -68,6 +68,16 @@ fn each_bad_key_is_named() {
     }
     let (key, message) = refused("[[proxy]]\npath = \"/x\"\nupstream = \"catalogue\"\naccess = \"public\"");
     assert_eq!((key.as_str(), message.as_str()), ("proxy[0].upstream", "there is no `[upstreams.catalogue]`"));
+    let (key, message) =
+        refused("[[proxy]]\npath = \"/x\"\nupstream = { catalog = 9, canary = 1 }\naccess = \"public\"");
+    assert_eq!((key.as_str(), message.as_str()), ("proxy[0].upstream", "there is no `[upstreams.canary]`"));
+    let (key, message) = refused("[[proxy]]\npath = \"/x\"\nupstream = { catalog = 0 }\naccess = \"public\"");
+    assert_eq!(key, "proxy[0].upstream");
+    assert!(message.contains("weight above zero"), "{message}");
+    let (key, message) = refused(
+        "[[proxy]]\npath = \"/x\"\nupstream = \"catalog\"\naccess = \"public\"\nmatch_header = { \"a b\" = \"1\" }",
+    );
+    assert_eq!(key, "proxy[0].match_header.a b", "{message}");
     let (key, message) = refused("[[proxy]]\npath = \"x\"\nupstream = \"catalog\"\naccess = \"public\"");
     assert_eq!(key, "proxy[0].path", "{message}");
     let (key, message) = refused("[[proxy]]\npath = \"/x\"\nupstream = \"catalog\"\naccess = \"scopes\"");
