@@ -55,7 +55,7 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, stats: Stats) {
         });
         tokio::spawn(async move {
             let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
             tokio::select! {
                 _ = conn => {}
                 _ = kill.notified() => {}

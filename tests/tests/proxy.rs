@@ -278,8 +278,9 @@ async fn a_route_over_a_handler_route_stops_the_bff_naming_both() {
     let config = bff_core::config::load(&source, &Default::default()).unwrap();
     let gateway = bff_core::Gateway::builder(config).source("web.toml").build().await.unwrap();
     let error = bff_web::app(&gateway).unwrap_err().to_string();
-    assert!(error.contains("web.toml") && error.contains("proxy[4].path"), "{error}");
-    assert!(error.contains("`/web/*` (proxy[4])") && error.contains("handler route `/web/"), "{error}");
+    let added = bff_web::DEFAULT_CONFIG.matches("[[proxy]]").count();
+    assert!(error.contains("web.toml") && error.contains(&format!("proxy[{added}].path")), "{error}");
+    assert!(error.contains(&format!("`/web/*` (proxy[{added}])")) && error.contains("handler route `/web/"), "{error}");
 }
 
 #[tokio::test]
@@ -316,4 +317,48 @@ async fn a_weighted_split_shares_requests_and_a_matched_header_picks_one_upstrea
         request.send().await.unwrap();
     }
     assert_eq!(counts().await, (after_catalog, after_inventory + 20), "the header sends every request to the canary");
+}
+
+#[tokio::test]
+async fn a_websocket_is_tunnelled_for_the_verified_user_and_closed_on_shutdown() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let mut stack =
+        StackBuilder::new(bff_web::DEFAULT_CONFIG, bff_web::app).set("server.shutdown_grace", "1s").start().await;
+    let url = format!("ws://{}/api/notifications/ws", stack.bff.addr);
+    let open = |token: Option<String>| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        if let Some(token) = token {
+            request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        request.headers_mut().insert("x-user-id", "7".parse().unwrap());
+        let addr = stack.bff.addr;
+        async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_tungstenite::client_async(request, stream).await
+        }
+    };
+    // No token: refused before anything reaches the service.
+    match open(None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("opened without a token: {other:?}"),
+    }
+    let (mut socket, response) = open(Some(stack.token())).await.expect("the upgrade");
+    assert_eq!(response.status(), 101);
+    let hello = socket.next().await.unwrap().unwrap();
+    assert_eq!(hello, Message::Text(r#"{"user":"42"}"#.into()), "the service saw the verified user, not x-user-id: 7");
+    socket.send(Message::Text("hi".into())).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::Text("hi".into()));
+    socket.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::Binary(vec![1, 2, 3].into()));
+    let metrics = stack.admin_text("/metrics").await;
+    assert!(metrics.lines().any(|l| l == "bff_connections_open 1"), "the tunnel is an open connection: {metrics}");
+
+    // Shutdown: the tunnel is closed once the grace period (1 s here) is over.
+    stack.bff.begin_shutdown();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(20), async { while let Some(Ok(_)) = socket.next().await {} }).await;
+    assert!(ended.is_ok(), "the tunnel outlived the shutdown");
 }

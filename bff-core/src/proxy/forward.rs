@@ -8,20 +8,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
-use axum::http::header::{ALLOW, CONTENT_LENGTH};
+use axum::http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, UPGRADE};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body::{Body as _, Frame, SizeHint};
+use hyper::upgrade::OnUpgrade;
 use pin_project_lite::pin_project;
 
 use super::headers::{self, Forwarding};
 use super::path::unsafe_path;
 use super::route::{Choice, ProxyRoute, choose, request_host};
+use super::tunnel::tunnel;
 use crate::config::IpNet;
 use crate::error::BffError;
 use crate::request::{Ctx, RequestMeta};
+use crate::serve::Tunnels;
 use crate::upstream::{Body, BoxError, Streamed};
 
 /// What every passthrough route of a gateway shares.
@@ -33,6 +36,8 @@ pub(crate) struct Shared {
     /// The credential header verified on protected routes (`Authorization`, or the API-key
     /// header): not forwarded from them.
     pub(crate) credential: Option<HeaderName>,
+    /// `server.idle_timeout`: how long a WebSocket tunnel may go without a byte either way.
+    pub(crate) idle_timeout: std::time::Duration,
 }
 
 /// The routes of one path shape as one service.
@@ -110,9 +115,22 @@ impl Forward {
             version: parts.version,
             credential: (!route.access.is_public()).then_some(self.shared.credential.as_ref()).flatten(),
         };
+        // A WebSocket on a route that takes them: the client's side of the tunnel, and where the
+        // connection's task will run it.
+        let upgrade = match route.websocket && is_websocket(&parts) {
+            true => match (parts.extensions.remove::<OnUpgrade>(), parts.extensions.get::<Tunnels>().cloned()) {
+                (Some(client), Some(tunnels)) => Some((client, tunnels)),
+                _ => return BffError::bad_request("UPGRADE_UNSUPPORTED", NO_UPGRADE).into_response(),
+            },
+            false => None,
+        };
         let mut forwarded = std::mem::take(&mut parts.headers);
         headers::request_headers(&mut forwarded, &forwarding);
         route.request_headers.apply(&mut forwarded);
+        if upgrade.is_some() {
+            forwarded.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            forwarded.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        }
         let tripped = Arc::new(AtomicBool::new(false));
         let body = if body.is_end_stream() {
             Body::empty()
@@ -123,7 +141,23 @@ impl Forward {
         match call.send(&ctx).await {
             Ok(answer) => {
                 let mut response = answer.into_inner().map(axum::body::Body::new);
+                let switched = match upgrade {
+                    Some((client, tunnels)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                        match response.extensions_mut().remove::<OnUpgrade>() {
+                            Some(upstream) => {
+                                tunnels.run(Box::pin(tunnel(client, upstream, self.shared.idle_timeout)));
+                                true
+                            }
+                            None => return BffError::bad_request("UPGRADE_UNSUPPORTED", NO_UPGRADE).into_response(),
+                        }
+                    }
+                    _ => false,
+                };
                 headers::response_headers(response.headers_mut(), parts.version);
+                if switched {
+                    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                    response.headers_mut().insert(UPGRADE, HeaderValue::from_static("websocket"));
+                }
                 route.response_headers.apply(response.headers_mut());
                 response
             }
@@ -131,6 +165,23 @@ impl Forward {
             Err(error) => BffError::from(error).into_response(),
         }
     }
+}
+
+/// Why a WebSocket cannot be tunnelled.
+const NO_UPGRADE: &str = "a WebSocket is opened over HTTP/1.1 (GET with Connection: Upgrade and Upgrade: websocket)";
+
+/// Whether the request opens a WebSocket: an HTTP/1.1 `GET` with `Connection: upgrade` and
+/// `Upgrade: websocket`.
+fn is_websocket(parts: &axum::http::request::Parts) -> bool {
+    let has = |name, token: &str| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    parts.method == axum::http::Method::GET && has(CONNECTION, "upgrade") && has(UPGRADE, "websocket")
 }
 
 fn too_large(limit: u64) -> Response {

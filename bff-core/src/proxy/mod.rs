@@ -8,7 +8,8 @@
 //!   method (405 with `Allow`);
 //! - `path.rs`: the paths refused before anything is forwarded (dot segments, encoded slashes);
 //! - `headers.rs`: hop-by-hop headers, `X-Forwarded-*`, `Forwarded`, `Via`;
-//! - `forward.rs`: the service that forwards.
+//! - `forward.rs`: the service that forwards;
+//! - `tunnel.rs`: a WebSocket's bytes both ways, once both sides have switched protocols.
 //!
 //! Routes of one path shape (the same pattern up to its parameters' names) share one entry in the
 //! BFF's router, and so one access: they differ by host or method. A route whose paths overlap a
@@ -19,6 +20,7 @@ mod headers;
 mod path;
 mod pattern;
 mod route;
+mod tunnel;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -92,7 +94,12 @@ impl Proxies {
             (None, None) => None,
         };
         let proto = if config.tls.is_some() { "https" } else { "http" };
-        let shared = Arc::new(Shared { trusted: config.server.trusted_proxies.clone(), proto, credential });
+        let shared = Arc::new(Shared {
+            trusted: config.server.trusted_proxies.clone(),
+            proto,
+            credential,
+            idle_timeout: config.server.idle_timeout,
+        });
         let groups = by_shape
             .into_values()
             .map(|routes| Group {
@@ -206,6 +213,7 @@ fn compile(index: usize, entry: &ProxyRouteConfig, upstreams: &Upstreams) -> Res
         access,
         timeout: entry.timeout,
         max_body_bytes: entry.max_body_bytes,
+        websocket: entry.websocket,
         request_headers: edits(&entry.request_headers, &key("request_headers"))?,
         response_headers: edits(&entry.response_headers, &key("response_headers"))?,
     })

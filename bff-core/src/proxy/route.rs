@@ -26,6 +26,8 @@ pub(crate) struct ProxyRoute {
     /// The longest wait for the response head; `None`: the route's deadline.
     pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) max_body_bytes: Option<u64>,
+    /// Whether WebSocket upgrades are tunnelled.
+    pub(crate) websocket: bool,
     pub(crate) request_headers: Edits,
     pub(crate) response_headers: Edits,
 }
@@ -261,6 +263,7 @@ mod tests {
             access: Access::public(),
             timeout: None,
             max_body_bytes: None,
+            websocket: false,
             request_headers: Edits::default(),
             response_headers: Edits::default(),
         })

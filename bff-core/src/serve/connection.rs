@@ -22,6 +22,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use tokio::sync::{Notify, watch};
@@ -95,6 +96,19 @@ pub(crate) struct ConnState {
     /// Response bytes given to this connection and not yet taken by it (`serve/service.rs`).
     unsent: AtomicUsize,
     evict: Notify,
+    /// What the connection becomes once hyper hands its socket over after a `101 Switching
+    /// Protocols` (a WebSocket tunnel), set by the handler that answered it.
+    tunnel: TunnelCell,
+}
+
+/// A connection's tunnel-to-be.
+#[derive(Default)]
+struct TunnelCell(std::sync::Mutex<Option<BoxFuture<'static, ()>>>);
+
+impl std::fmt::Debug for TunnelCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelCell").finish_non_exhaustive()
+    }
 }
 
 impl ConnState {
@@ -109,6 +123,7 @@ impl ConnState {
             idle_since: AtomicU64::new(0),
             unsent: AtomicUsize::new(0),
             evict: Notify::new(),
+            tunnel: TunnelCell::default(),
         };
         state.idle_since.store(state.since_epoch(Instant::now()), Ordering::Relaxed);
         state
@@ -166,6 +181,15 @@ impl ConnState {
         self.unsent.fetch_sub(bytes, Ordering::Relaxed);
     }
 
+    /// Runs `tunnel` once the connection's socket has been handed over.
+    pub(super) fn set_tunnel(&self, tunnel: BoxFuture<'static, ()>) {
+        *self.tunnel.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tunnel);
+    }
+
+    fn take_tunnel(&self) -> Option<BoxFuture<'static, ()>> {
+        self.tunnel.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
     /// Asks the connection's task to close it (gracefully: it had no request in flight).
     pub(super) fn evict(&self) {
         self.evict.notify_one();
@@ -210,7 +234,7 @@ pub(super) async fn serve<IO>(
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     let timer = tokio::time::sleep_until(accepted + timers.first_request);
     let mut timer = std::pin::pin!(timer);
@@ -222,7 +246,10 @@ where
                 if let Err(e) = ended {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
-                return None;
+                return match state.take_tunnel() {
+                    Some(tunnel) => run_tunnel(tunnel, state, phase).await,
+                    None => None,
+                };
             }
             () = &mut timer => match state.check(Instant::now(), timers.idle, &mut seen) {
                 Ok(next) => timer.as_mut().reset(next),
@@ -259,6 +286,30 @@ where
         () = given_up => {}
     }
     Some(reason)
+}
+
+/// Runs a connection's tunnel until it ends, or until the server's grace period is over on
+/// shutdown. It counts as a request in flight meanwhile: a tunnel is never the idle connection
+/// closed to make room.
+async fn run_tunnel(
+    tunnel: BoxFuture<'static, ()>,
+    state: &ConnState,
+    phase: &mut watch::Receiver<Phase>,
+) -> Option<Closed> {
+    state.request_started();
+    let closing = async {
+        while *phase.borrow_and_update() != Phase::Closing {
+            if phase.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let closed = tokio::select! {
+        () = tunnel => None,
+        () = closing => Some(Closed::Shutdown),
+    };
+    state.request_ended();
+    closed
 }
 
 #[cfg(test)]

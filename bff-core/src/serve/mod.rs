@@ -46,6 +46,7 @@ use tokio::time::Instant;
 use self::admission::{Admission, Refusal};
 use self::connection::{Closed, Phase, Timers};
 pub use self::reloadable::ReloadableRouter;
+pub(crate) use self::service::Tunnels;
 use self::service::{ConnService, Shared};
 pub use self::tls::{RELOAD_CHECK_INTERVAL, Tls, TlsError};
 use crate::config::ServerConfig;

@@ -87,10 +87,27 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         // Handlers and limits read the client's address as axum's `ConnectInfo`.
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(self.peer);
+        if parts.version == Version::HTTP_11 && parts.headers.contains_key(http::header::UPGRADE) {
+            parts.extensions.insert(Tunnels(self.state.clone()));
+        }
         let reports = (!body.is_end_stream()).then(|| self.state.clone());
         let request = Request::from_parts(parts, RequestBody { inner: body, state: reports });
         let inner = tower::Service::call(&mut self.router.current(), request);
         ResponseFuture { inner: Some(inner), in_flight: Some(in_flight), charge, shared: self.shared.clone() }
+    }
+}
+
+/// Lets the handler that answers a request `101 Switching Protocols` hand the connection what it
+/// becomes once hyper gives its socket up (a WebSocket tunnel): run by the connection's task, so
+/// it counts as the connection it is (open, closed on shutdown after the grace period). A request
+/// extension, on the HTTP/1.1 requests that ask to upgrade.
+#[derive(Clone)]
+pub(crate) struct Tunnels(Arc<ConnState>);
+
+impl Tunnels {
+    /// Makes `tunnel` what the connection runs after its `101`.
+    pub(crate) fn run(&self, tunnel: futures::future::BoxFuture<'static, ()>) {
+        self.0.set_tunnel(tunnel);
     }
 }
 

@@ -25,6 +25,7 @@ pub(crate) fn router() -> Router {
         .route("/notifications", get(notifications_list))
         .route("/notifications/{user}/read", post(notifications_read))
         .route("/events", get(super::streams::events_get))
+        .route("/ws", get(super::streams::ws_get))
         .with_state(ReadAll::default())
 }
 

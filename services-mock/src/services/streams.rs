@@ -2,7 +2,7 @@
 //! many bytes in 64 KiB chunks, `?chunk_delay_ms=N` between them) and `PUT /uploads` (reads a
 //! body of any size, answers `{"bytes": N, "sha256": "…"}`); on notifications `GET /events`
 //! (server-sent events for the user in `X-User-Id`: `?count=N&interval_ms=M`, one `data:` line
-//! each).
+//! each) and `GET /ws` (a WebSocket echoing every message).
 //!
 //! The file's bytes are a pattern (`i % 251` for byte `i`) a test can check without storing it.
 
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -124,4 +125,27 @@ pub(crate) async fn events_get(headers: HeaderMap, query: Result<Query<EventsQue
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
     ];
     (headers, Body::from_stream(events)).into_response()
+}
+
+/// `GET /ws`: a WebSocket that echoes every text and binary message, for the user in `X-User-Id`
+/// (its first message says who that is).
+pub(crate) async fn ws_get(headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    let user = headers.get("x-user-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    upgrade.on_upgrade(move |mut socket| async move {
+        let hello = json!({ "user": user }).to_string();
+        if socket.send(Message::Text(hello.into())).await.is_err() {
+            return;
+        }
+        while let Some(Ok(message)) = socket.recv().await {
+            match message {
+                Message::Text(_) | Message::Binary(_) => {
+                    if socket.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                Message::Close(_) => return,
+                Message::Ping(_) | Message::Pong(_) => {}
+            }
+        }
+    })
 }
