@@ -50,6 +50,9 @@ pub struct Gateway {
     proxies: Proxies,
 }
 
+/// A BFF crate's `app`: its routes, wrapped by the gateway.
+pub type App = fn(&Gateway) -> Result<Router, ConfigError>;
+
 /// The liveness route every BFF serves.
 const HEALTHZ: &str = "/healthz";
 
@@ -385,7 +388,7 @@ fn cors_layer(config: &CorsConfig) -> CorsLayer {
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
             HeaderName::from_static(REQUEST_ID),
-            HeaderName::from_static(crate::request::idempotency::IDEMPOTENCY_KEY),
+            HeaderName::from_static(crate::idempotency::IDEMPOTENCY_KEY),
         ])
         .expose_headers([
             header::ETAG,

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::app::Gateway;
@@ -135,8 +134,7 @@ pub async fn main<E: Extension>(spec: Spec, app: App) -> ExitCode {
     run(spec, cli.args, startup, app).await
 }
 
-/// A BFF crate's `app`: its routes, wrapped by the gateway.
-pub type App = fn(&Gateway) -> Result<Router, ConfigError>;
+pub use crate::app::App;
 
 /// Reads the config named by `args` (or the built-in one) and applies environment and flags.
 pub fn load_config(

@@ -12,12 +12,9 @@ use crate::body::{CollectError, collect};
 use tokio::time::Instant;
 
 use crate::error::BffError;
+pub use crate::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
+pub use crate::request::MAX_JSON_BODY;
 use crate::request::RequestMeta;
-pub use crate::request::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
-
-/// The largest JSON request body [`Json`] reads on a router not built by the gateway (the
-/// gateway's limit is `server.max_body_bytes`, or the route's `max_body_bytes`).
-pub const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// The longest error detail quoted from a JSON parser (its messages can quote client input).
 const MAX_DETAIL: usize = 200;

@@ -39,6 +39,8 @@ mod edge;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+pub mod idempotency;
+pub mod identity;
 mod limit;
 mod middleware;
 pub mod observe;

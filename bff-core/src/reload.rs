@@ -14,8 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use metrics::Counter;
 
-use crate::app::{BuildError, Gateway};
-use crate::cli::App;
+use crate::app::{App, BuildError, Gateway};
 use crate::config::{Config, ConfigError};
 use crate::observe::metrics::Metrics;
 use crate::serve::ReloadableRouter;

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::around::Around;
 use crate::error::BffError;
+use crate::identity::REQUEST_ID_HEADER;
 use crate::problem::{ErrorReport, Problem};
-use crate::request::REQUEST_ID_HEADER;
 
 /// Errors are made without the request id (no task-local state); it is added here.
 #[derive(Debug, Clone, Copy)]

@@ -6,7 +6,7 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 
 use super::around::Around;
-use crate::request::REQUEST_ID_HEADER;
+use crate::identity::REQUEST_ID_HEADER;
 
 /// The longest request id we accept from a client; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;

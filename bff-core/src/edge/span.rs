@@ -9,7 +9,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
-use crate::request::REQUEST_ID_HEADER;
+use crate::identity::REQUEST_ID_HEADER;
 
 /// Runs the rest of the stack in a `request` span.
 #[derive(Debug, Clone, Copy)]

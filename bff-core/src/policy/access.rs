@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::StatusCode;
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::response::{IntoResponse, Response};
 
 use super::api_key::ApiClient;
 use super::auth::{AuthError, Identity};
-use crate::error::BffError;
 use crate::middleware::Guard;
+use crate::problem::Problem;
 
 /// The access a route requires.
 ///
@@ -81,7 +82,9 @@ impl Guard for CheckAccess {
     fn refuse(&self, request: &Request) -> Option<Response> {
         let Some(access) = request.extensions().get::<MatchedPath>().and_then(|p| self.0.get(p.as_str())) else {
             // `Routes` declares every route's access; a route without one is refused, not let in.
-            return Some(BffError::Internal("a route without a declared access".into()).into_response());
+            tracing::error!("a route without a declared access was reached; refused");
+            let detail = "the gateway failed to handle this request";
+            return Some(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", detail).into_response());
         };
         let extensions = request.extensions();
         if let Some(identity) = extensions.get::<Identity>() {

@@ -9,7 +9,7 @@ use axum::http::Version;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::IpNet;
-use crate::request::REQUEST_ID_HEADER;
+use crate::identity::REQUEST_ID_HEADER;
 use crate::upstream::DEADLINE_MS;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, and the

@@ -32,8 +32,8 @@ use self::forward::{Forward, Shared};
 use self::pattern::{Pattern, Rewrite};
 use self::route::{Edits, Host, ProxyRoute, Target};
 use crate::config::{Config, HeaderEdits, ProxyRouteConfig, ProxyUpstream};
+use crate::identity;
 use crate::policy::access::Access;
-use crate::request::caller;
 use crate::routes::Routes;
 use crate::upstream::Upstreams;
 
@@ -235,7 +235,7 @@ fn edits(config: &HeaderEdits, key: &str) -> Result<Edits, KeyError> {
     let name = |n: &str, at: String| {
         let name =
             HeaderName::from_bytes(n.as_bytes()).map_err(|_| (at.clone(), format!("`{n}` is not a header name")))?;
-        if caller::NAMES.contains(&name) {
+        if identity::NAMES.contains(&name) {
             return Err((at, format!("`{name}` is set by the gateway from the verified caller")));
         }
         Ok(name)

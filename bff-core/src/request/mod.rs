@@ -2,9 +2,6 @@
 //!
 //! [`Ctx`] is the extractor a handler takes to run its fan-out; the edge creates what it reads.
 
-pub mod caller;
-pub mod idempotency;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,15 +11,14 @@ use axum::http::HeaderValue;
 use axum::http::request::Parts;
 use tokio::time::Instant;
 
-use self::caller::CallerHeaders;
-use crate::policy::api_key::ApiClient;
-use crate::policy::auth::Identity;
+use crate::identity::CallerHeaders;
+pub use crate::identity::REQUEST_ID;
+pub(crate) use crate::identity::REQUEST_ID_HEADER;
 use crate::problem::Problem;
+use crate::upstream::CallContext;
 
-/// The header carrying the request id, in and out.
-pub const REQUEST_ID: &str = "x-request-id";
-/// [`REQUEST_ID`] as a header name: a lookup by it does not parse the name again.
-pub(crate) const REQUEST_ID_HEADER: axum::http::HeaderName = axum::http::HeaderName::from_static(REQUEST_ID);
+/// The largest JSON request body by default (`server.max_body_bytes`).
+pub const MAX_JSON_BODY: usize = 64 * 1024;
 /// The header listing the optional parts that failed and were left out.
 pub const DEGRADED: &str = "x-bff-degraded";
 
@@ -176,7 +172,7 @@ impl Ctx {
             start: Instant::now(),
             policies: RoutePolicies {
                 default_deadline: deadline,
-                default_max_body_bytes: crate::extract::MAX_JSON_BODY,
+                default_max_body_bytes: MAX_JSON_BODY,
                 routes: Arc::default(),
                 concurrency: concurrency.max(1),
             },
@@ -215,10 +211,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
         let meta = parts.extensions.get::<Arc<RequestMeta>>().ok_or_else(missing)?.clone();
         let deadline = meta.deadline(parts.extensions.get::<MatchedPath>());
         let concurrency = meta.policies.concurrency;
-        let caller = match parts.extensions.get::<Identity>() {
-            Some(identity) => identity.caller_headers().cloned(),
-            None => parts.extensions.get::<ApiClient>().and_then(|client| client.caller_headers().cloned()),
-        };
+        // Put there by the credentials layer, with the verified `Identity` or `ApiClient`.
+        let caller = parts.extensions.get::<CallerHeaders>().cloned();
         Ok(Self { deadline, meta, concurrency, caller })
+    }
+}
+
+impl From<&Ctx> for CallContext {
+    /// The calls of a request carry its id, its deadline and its verified caller.
+    fn from(ctx: &Ctx) -> Self {
+        CallContext {
+            request_id: ctx.request_id().clone(),
+            deadline: ctx.deadline(),
+            streamed: false,
+            caller: ctx.caller().cloned(),
+        }
     }
 }

@@ -33,8 +33,8 @@ use tower::{Layer, Service, ServiceExt};
 use super::headers::PER_ATTEMPT;
 use super::snapshot::{CallKey, Shareable, Snapshot};
 use super::{Body, BoxError};
+use crate::identity::{self, CallerHeaders};
 use crate::observe::metrics::Metrics;
-use crate::request::caller::{self, CallerHeaders};
 
 /// The longest freshness or stale window believed, whatever the upstream says.
 const MAX_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
@@ -180,7 +180,7 @@ impl Directives {
                 let named = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str());
                 if name == "*" || PER_ATTEMPT.iter().any(named) {
                     out.no_store = true;
-                } else if caller::NAMES.iter().any(named) {
+                } else if identity::NAMES.iter().any(named) {
                     out.per_caller = true;
                 }
             }

@@ -26,8 +26,7 @@ use tokio::time::Instant;
 use super::stack::CallContext;
 use super::transport::MAX_BODY_BYTES;
 use super::{Body, BoxError, Upstream, UpstreamError, UpstreamErrorKind};
-use crate::request::Ctx;
-use crate::request::idempotency::{self, IDEMPOTENCY_KEY, IdempotencyKey};
+use crate::idempotency::{self, IDEMPOTENCY_KEY, IdempotencyKey};
 
 /// The headers the outbound stack sets on a call: request id, deadline, two identity headers,
 /// `Host`.
@@ -207,14 +206,11 @@ fn dot_segment(path: &str) -> Option<std::borrow::Cow<'_, str>> {
 }
 
 impl<T: Decode> Call<T> {
-    /// Sends the call under `ctx`'s deadline, request id and caller identity, and decodes the answer.
-    pub fn send(self, ctx: &Ctx) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
-        let context = CallContext {
-            request_id: ctx.request_id().clone(),
-            deadline: ctx.deadline(),
-            streamed: T::STREAMED,
-            caller: ctx.caller().cloned(),
-        };
+    /// Sends the call under a request's deadline, request id and caller identity (`&ctx`, a
+    /// handler's [`Ctx`](crate::Ctx)), and decodes the answer.
+    pub fn send(self, ctx: impl Into<CallContext>) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
+        let mut context = ctx.into();
+        context.streamed = T::STREAMED;
         self.send_with(context)
     }
 

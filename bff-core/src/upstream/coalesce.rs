@@ -24,8 +24,8 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::snapshot::{CallKey, Shareable, Snapshot};
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
+use crate::identity::CallerHeaders;
 use crate::observe::metrics::Metrics;
-use crate::request::caller::CallerHeaders;
 
 /// Past this many flights in the table, finished ones abandoned by all their callers are swept.
 const SWEEP_ABOVE: usize = 4096;

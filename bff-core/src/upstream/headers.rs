@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use super::Body;
 use super::stack::CallContext;
-use crate::request::REQUEST_ID_HEADER;
-use crate::request::caller::CallerHeaders;
+use crate::identity::CallerHeaders;
+use crate::identity::REQUEST_ID_HEADER;
 
 /// The milliseconds left of the request's deadline when an attempt leaves, so the upstream can
 /// give up when nobody will wait for its answer (as gRPC's `grpc-timeout`).

@@ -24,8 +24,8 @@ use super::stack::CallContext;
 use super::unprocessed::clone_request;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::config::RetryConfig;
+use crate::idempotency::IDEMPOTENCY_KEY;
 use crate::observe::metrics::Metrics;
-use crate::request::idempotency::IDEMPOTENCY_KEY;
 
 /// How long the budget remembers calls.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::Body;
 use super::stack::CallContext;
-use crate::request::caller::CallerHeaders;
+use crate::identity::CallerHeaders;
 
 /// What makes two GETs the same call, whoever makes it: the URI and every header the call set.
 #[derive(Clone, PartialEq, Eq, Hash)]

@@ -54,8 +54,8 @@ use super::retry::{self, Retries};
 use super::timeout::{Deadline, PerTry, TimeBoundLayer};
 use super::{Body, BoxError, UpstreamSettings, unprocessed};
 use crate::config::UpstreamProtocol;
+use crate::identity::CallerHeaders;
 use crate::observe::metrics::Metrics;
-use crate::request::caller::CallerHeaders;
 
 /// An upstream's whole outbound stack, type-erased; a tower [`Service`] itself.
 ///

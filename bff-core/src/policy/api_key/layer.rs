@@ -25,6 +25,9 @@ async fn require_api_key<S: Inner>(keys: ApiKeys, mut request: Request, inner: S
     };
     match keys.verify(key.as_bytes()) {
         Some(client) => {
+            if let Some(caller) = client.caller_headers() {
+                request.extensions_mut().insert(caller.clone());
+            }
             request.extensions_mut().insert(client);
             run(inner, request).await
         }

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::auth::AuthError;
 use crate::config::{ApiKeysConfig, KeyHash};
-use crate::request::caller::CallerHeaders;
+use crate::identity::CallerHeaders;
 
 /// The verified API client of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

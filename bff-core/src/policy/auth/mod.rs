@@ -16,7 +16,7 @@ use axum::http::request::Parts;
 use jsonwebtoken::Algorithm;
 
 use crate::config::JwtAlgorithm;
-use crate::request::caller::CallerHeaders;
+use crate::identity::CallerHeaders;
 
 pub use error::AuthError;
 pub use jwks::JwtVerifier;

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use tower::ServiceExt;
 
 use super::*;
-use crate::request::REQUEST_ID;
+use crate::identity::REQUEST_ID;
 
 #[test]
 fn paths_and_queries_join_the_base() {
@@ -69,7 +69,7 @@ async fn chunked_server(chunks: &'static [&'static str]) -> (HttpUrl, tokio::tas
 async fn call(transport: &HttpTransport, path: &str) -> Result<Bytes, UpstreamError> {
     let mut request = Request::new(Body::empty());
     *request.uri_mut() = path.parse().unwrap();
-    request.headers_mut().insert(crate::request::REQUEST_ID, HeaderValue::from_static("req-1"));
+    request.headers_mut().insert(crate::identity::REQUEST_ID, HeaderValue::from_static("req-1"));
     let response =
         transport.clone().oneshot(request).await.map_err(|e| UpstreamError::from_stack(&Arc::from("t"), e))?;
     Ok(response.into_body().into_buffered().expect("the transport buffers bodies"))

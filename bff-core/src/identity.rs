@@ -1,12 +1,19 @@
-//! The verified caller, as the headers every upstream call carries.
+//! Who a request is from and which request it is, as the headers every upstream call carries: the
+//! verified caller and the request id. A leaf: the edge, the credentials, the request context and
+//! the outbound stack all read it, and it reads none of them.
 //!
-//! Set by the outbound stack from what the gateway verified (a token's `sub` and `scope`, an API
-//! client's account and scopes), never from what a client sent: a call's own header of the same
-//! name is replaced or removed.
+//! The identity headers are set by the outbound stack from what the gateway verified (a token's
+//! `sub` and `scope`, an API client's account and scopes), never from what a client sent: a
+//! call's own header of the same name is replaced or removed.
 
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The header carrying the request id, in and out.
+pub const REQUEST_ID: &str = "x-request-id";
+/// [`REQUEST_ID`] as a header name: a lookup by it does not parse the name again.
+pub(crate) const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// The user id (`sub`) of a verified token.
 pub const USER_ID: HeaderName = HeaderName::from_static("x-user-id");

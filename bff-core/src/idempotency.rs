@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 
 use sha2::{Digest, Sha256};
 
+use crate::identity::CallerHeaders;
 use crate::problem::Problem;
-use crate::request::caller::CallerHeaders;
 
 /// The `Idempotency-Key` request header (draft-ietf-httpapi-idempotency-key-header): a client's
 /// name for one write, so a repeat after a lost answer does not write twice. Forward it to the
