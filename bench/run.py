@@ -1011,6 +1011,73 @@ def floods(args):
     print(f"raw results: {out}; logs: {harness.logs}")
 
 
+# === transfers (--transfers): a large download and upload through the BFF, next to nginx ===
+
+TRANSFER_BYTES = 256 * 1024 * 1024
+
+
+def curl_transfer(args_list):
+    """Runs curl with `args_list`; (bytes per second, seconds)."""
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{speed_download} %{speed_upload} %{time_total} %{http_code}"]
+                         + args_list, capture_output=True, text=True, check=True).stdout.split()
+    down, up, total, code = float(out[0]), float(out[1]), float(out[2]), out[3]
+    if code != "200":
+        raise SystemExit(f"curl {' '.join(args_list)} answered {code}")
+    return max(down, up), total
+
+
+def transfers(args):
+    """256 MiB down and up through bff-web's passthrough routes and through nginx, rounds
+    alternating; each target fresh per transfer, so its VmHWM is that transfer's peak."""
+    harness = Harness(args)
+    rows = []
+    upload = os.path.join(harness.logs, "upload.bin")
+    with open(upload, "wb") as f:
+        block = bytes(range(256)) * 4096
+        for _ in range(TRANSFER_BYTES // len(block)):
+            f.write(block)
+    try:
+        harness.start_mock()
+        for round_ in range(args.repeat):
+            for kind in ("download", "upload"):
+                for target in ("nginx", "bff-web"):
+                    print(f"… {target} {kind} (round {round_ + 1} of {args.repeat})", file=sys.stderr, flush=True)
+                    proc, port = harness.start_target(target, {})
+                    pids = pids_of(proc.pid)
+                    before = rss_mb(pids)
+                    if kind == "download":
+                        rate, seconds = curl_transfer([f"http://127.0.0.1:{port}/api/catalog/files/{TRANSFER_BYTES}"])
+                    else:
+                        auth = ["-H", f"Authorization: Bearer {harness.token}"] if target == "bff-web" else []
+                        rate, seconds = curl_transfer(["-X", "PUT", "-T", upload, "-H", "Expect:"] + auth
+                                                      + [f"http://127.0.0.1:{port}/api/uploads"])
+                    rows.append({"round": round_, "kind": kind, "target": target, "mb_per_s": rate / 1e6,
+                                 "seconds": seconds, "before_rss_mb": before, "peak_rss_mb": peak_rss_mb(pids)})
+                    harness.stop(proc)
+                    harness.procs.remove(proc)
+    finally:
+        harness.stop_all()
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or os.path.join(ROOT, "bench", "results", f"{started}-transfers.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"machine": {"cores": os.cpu_count()}, "rows": rows}, f, indent=2)
+    lines = ["| transfer (256 MiB) | nginx MB/s | bff-web MB/s | bff-web ÷ nginx (median of rounds) | bff-web peak RSS MB (before) | nginx peak RSS MB |",
+             "|---|---|---|---|---|---|"]
+    for kind in ("download", "upload"):
+        pick = lambda target: [r for r in rows if r["kind"] == kind and r["target"] == target]
+        nginx, bff = pick("nginx"), pick("bff-web")
+        ratios = sorted(b["mb_per_s"] / n["mb_per_s"] for n, b in zip(nginx, bff))
+        median = lambda xs: sorted(xs)[len(xs) // 2]
+        lines.append(f"| {kind} | {fmt(median([r['mb_per_s'] for r in nginx]))} | {fmt(median([r['mb_per_s'] for r in bff]))} | "
+                     f"{ratios[len(ratios) // 2]:.2f}× | {fmt(max(r['peak_rss_mb'] for r in bff))} "
+                     f"({fmt(median([r['before_rss_mb'] for r in bff]))}) | {fmt(max(r['peak_rss_mb'] for r in nginx))} |")
+    print("\n".join(lines))
+    met = all(r["peak_rss_mb"] < 64 for r in rows if r["target"] == "bff-web")
+    print(f"\ntargets: throughput ≥ 0.8× nginx's, the BFF's peak RSS < 64 MiB: RSS {'met' if met else 'NOT met'}")
+    print(f"raw results: {out}; logs: {harness.logs}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few seconds per case, a subset of cases (CI)")
@@ -1033,11 +1100,19 @@ def main():
     parser.add_argument("--set", action="append", metavar="BFF_KEY=VALUE",
                         help="with --fault-matrix: config for the resilience-on runs, e.g. "
                              "BFF_DEFAULTS__BREAKER__OPEN_FOR=1s (repeatable)")
+    parser.add_argument("--transfers", action="store_true",
+                        help="instead of the cases: 256 MiB down and up through bff-web's passthrough routes and "
+                             "through nginx, with the BFF's peak RSS (--repeat rounds)")
     parser.add_argument("--floods", action="store_true",
                         help="instead of the cases: HTTP/2 floods (zero windows, pings and no requests) against "
                              "the BFFs, reporting RSS before, at peak and 30 s after (bench/README.md); with "
                              "--before, each also against the earlier build")
     args = parser.parse_args()
+    if args.transfers:
+        if not args.no_build:
+            build()
+        transfers(args)
+        return
     if args.floods:
         args.warmup = args.warmup or 3
         if not args.no_build:

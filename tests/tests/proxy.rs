@@ -362,3 +362,58 @@ async fn a_websocket_is_tunnelled_for_the_verified_user_and_closed_on_shutdown()
         tokio::time::timeout(Duration::from_secs(20), async { while let Some(Ok(_)) = socket.next().await {} }).await;
     assert!(ended.is_ok(), "the tunnel outlived the shutdown");
 }
+
+/// bff-web with a prefix route to the catalog's root, and a per-address limit on the files route.
+async fn web_with_legacy_and_a_limit() -> Stack {
+    let config = format!(
+        "{}\n[[proxy]]\npath = \"/api/legacy/*\"\nupstream = \"catalog\"\nrewrite = \"/\"\naccess = \"public\"\n",
+        bff_web::DEFAULT_CONFIG
+    );
+    StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app)
+        .set("rate_limits.files.key", "ip")
+        .set("rate_limits.files.rate", "2")
+        .set("rate_limits.files.per", "1h")
+        .set("rate_limits.files.routes", r#"["/api/catalog/files/{bytes}"]"#)
+        .set("routes./api/catalog/files/{bytes}.deadline", "1500ms")
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn prefixes_redirects_expect_continue_and_limits_on_passthrough_routes() {
+    let stack = web_with_legacy_and_a_limit().await;
+    // A prefix: the rest of the path appended to the rewrite.
+    let response = stack.http.get(stack.bff.url("/api/legacy/products/SKU-0001")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // A redirect reaches the client as the upstream sent it, not followed.
+    let client = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let response = client.get(stack.bff.url("/api/legacy/moved/SKU-0001")).send().await.unwrap();
+    assert_eq!(response.status(), 301);
+    assert_eq!(response.headers()["location"], "/products/SKU-0001");
+
+    // `Expect: 100-continue`: the BFF says continue, then the body goes up.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
+    let head = format!(
+        "PUT /api/uploads HTTP/1.1\r\nHost: bff\r\nAuthorization: Bearer {}\r\nContent-Length: 5\r\n\
+         Expect: 100-continue\r\nConnection: close\r\n\r\n",
+        stack.token()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = [0_u8; 25];
+    socket.read_exact(&mut interim).await.unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    socket.write_all(b"hello").await.unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""bytes":5"#), "{answer}");
+
+    // A rate limit names a passthrough route by its pattern.
+    for _ in 0..2 {
+        let response = stack.http.get(stack.bff.url("/api/catalog/files/10")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let response = stack.http.get(stack.bff.url("/api/catalog/files/10")).send().await.unwrap();
+    common::problem(response, 429, "RATE_LIMITED").await;
+}

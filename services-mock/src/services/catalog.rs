@@ -1,5 +1,6 @@
 //! catalog: `GET /products/{sku}` and the batch `GET /products?skus=a,b,c` (unknown skus are left out);
-//! and the streams of `streams.rs`, `GET /files/{bytes}` and `PUT /uploads`.
+//! `GET /moved/{sku}`, a `301` to the product; and the streams of `streams.rs`, `GET /files/{bytes}`
+//! and `PUT /uploads`.
 //!
 //! Products change rarely and are the same for every caller, so, as a real catalog would, it
 //! says so: `Cache-Control: public, max-age=60, stale-if-error=300` and a strong `ETag`, with a
@@ -49,6 +50,16 @@ pub(crate) fn router() -> Router {
         .route("/products/{sku}", get(product_get))
         .route("/files/{bytes}", get(super::streams::file_get))
         .route("/uploads", put(super::streams::upload_put))
+        .route("/moved/{sku}", get(moved_get))
+}
+
+/// `GET /moved/{sku}`: a product's old address, `301` to `/products/{sku}`.
+async fn moved_get(Path(sku): Path<String>) -> Response {
+    let location = format!("/products/{}", sku.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', ""));
+    match HeaderValue::from_str(&location) {
+        Ok(location) => (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, location)]).into_response(),
+        Err(_) => super::not_found("product", &sku),
+    }
 }
 
 async fn product_get(headers: HeaderMap, Path(sku): Path<String>) -> Response {
