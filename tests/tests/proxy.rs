@@ -87,6 +87,11 @@ async fn products_pass_through_unshaped_with_forwarding_headers_and_no_hop_heade
     for dropped in ["x-user-id", "x-secret-hop", "connection"] {
         assert!(!seen.contains_key(dropped), "{dropped} reached the upstream: {seen:?}");
     }
+    // Escaped unreserved characters are the same path (RFC 3986 §6.2.2.2).
+    let request = "GET /api/%63atalog/products/SKU%2D0001 HTTP/1.1\r\nHost: bff\r\nConnection: close\r\n\r\n";
+    let (status, body) = raw_http(stack.bff.addr, request).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""sku":"SKU-0001""#), "{body}");
     // A method the route does not take: 405 naming the ones it does.
     let response = stack.http.post(stack.bff.url("/api/catalog/products/SKU-0001")).send().await.unwrap();
     let allow = response.headers()["allow"].to_str().unwrap().replace(' ', "");
