@@ -9,15 +9,15 @@
 //!
 //! Counted in `bff_config_reloads_total{result="ok"|"rejected"}`.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use metrics::Counter;
 
 use crate::app::{App, BuildError, Gateway};
 use crate::config::{Config, ConfigError};
 use crate::observe::metrics::Metrics;
-use crate::serve::ReloadableRouter;
+use crate::serve::{ReloadableRouter, Triggers, stamp};
 
 /// Loads the configuration again: its value and where it came from.
 pub type Load = Box<dyn Fn() -> Result<(Config, String), ConfigError> + Send + Sync>;
@@ -91,25 +91,10 @@ impl Reloader {
     pub fn watch(self, file: Option<PathBuf>, interval: Duration) -> tokio::task::JoinHandle<()> {
         // Taken now: a change made before the task first runs is a change.
         let mut seen = file.as_deref().map(stamp);
+        let mut triggers = Triggers::new(interval);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            #[cfg(unix)]
-            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             loop {
-                #[cfg(unix)]
-                let signalled = async {
-                    match hangup.as_mut() {
-                        Some(signal) => signal.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                #[cfg(not(unix))]
-                let signalled = std::future::pending::<Option<()>>();
-                let forced = tokio::select! {
-                    _ = tick.tick() => false,
-                    _ = signalled => true,
-                };
+                let forced = triggers.next().await;
                 let now = file.as_deref().map(stamp);
                 if forced || now != seen {
                     seen = now;
@@ -119,9 +104,4 @@ impl Reloader {
             }
         })
     }
-}
-
-/// A file's modification time and length, when it can be read.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    std::fs::metadata(path).and_then(|m| Ok((m.modified()?, m.len()))).ok()
 }

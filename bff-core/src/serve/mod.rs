@@ -28,6 +28,7 @@ mod connection;
 mod reloadable;
 mod service;
 mod tls;
+mod triggers;
 
 use std::future::Future;
 use std::io;
@@ -49,6 +50,7 @@ pub use self::reloadable::ReloadableRouter;
 pub(crate) use self::service::Tunnels;
 use self::service::{ConnService, Shared};
 pub use self::tls::{RELOAD_CHECK_INTERVAL, Tls, TlsError};
+pub(crate) use self::triggers::{Triggers, stamp};
 use crate::config::ServerConfig;
 use crate::observe::metrics::Metrics;
 

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -16,6 +16,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
+
+use super::triggers::{Stamp, Triggers, stamp};
 
 /// How often the certificate and key files are checked for a change.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -78,7 +80,7 @@ impl Tls {
             key: key.to_owned(),
             provider: provider.clone(),
             served: RwLock::new(Arc::new(certified)),
-            loaded: RwLock::new((modified(cert), modified(key))),
+            loaded: RwLock::new((stamp(cert), stamp(key))),
         });
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -98,7 +100,7 @@ impl Tls {
     /// current pair stays in force and the error says why.
     pub fn reload(&self) -> Result<(), TlsError> {
         let current = &self.current;
-        let stamps = (modified(&current.cert), modified(&current.key));
+        let stamps = (stamp(&current.cert), stamp(&current.key));
         *current.loaded.write().unwrap_or_else(|e| e.into_inner()) = stamps;
         let certified = load(&current.cert, &current.key, &current.provider)?;
         *current.served.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(certified);
@@ -109,7 +111,7 @@ impl Tls {
     /// Whether either file changed since it was last loaded.
     fn changed(&self) -> bool {
         let current = &self.current;
-        let stamps = (modified(&current.cert), modified(&current.key));
+        let stamps = (stamp(&current.cert), stamp(&current.key));
         *current.loaded.read().unwrap_or_else(|e| e.into_inner()) != stamps
     }
 
@@ -117,25 +119,10 @@ impl Tls {
     /// the returned task runs.
     pub fn watch(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
         let tls = self.clone();
+        let mut triggers = Triggers::new(interval);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            #[cfg(unix)]
-            let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
             loop {
-                #[cfg(unix)]
-                let signalled = async {
-                    match hangup.as_mut() {
-                        Some(signal) => signal.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                #[cfg(not(unix))]
-                let signalled = std::future::pending::<Option<()>>();
-                let forced = tokio::select! {
-                    _ = tick.tick() => false,
-                    _ = signalled => true,
-                };
+                let forced = triggers.next().await;
                 if (forced || tls.changed())
                     && let Err(e) = tls.reload()
                 {
@@ -144,12 +131,6 @@ impl Tls {
             }
         })
     }
-}
-
-type Stamp = Option<(SystemTime, u64)>;
-
-fn modified(path: &Path) -> Stamp {
-    std::fs::metadata(path).and_then(|m| Ok((m.modified()?, m.len()))).ok()
 }
 
 fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
