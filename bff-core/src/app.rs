@@ -27,7 +27,7 @@ use crate::policy::api_key::{ApiKeys, layer::RequireApiKey};
 use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
 use crate::proxy::Proxies;
 use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, RoutePolicy};
-use crate::route_keys;
+use crate::route_keys::{self, Patterns};
 use crate::routes::Routes;
 use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, Server, Signal, Tls, TlsError};
 use crate::shape::Shape;
@@ -182,7 +182,7 @@ impl Gateway {
                 }
             }
         }
-        self.check_route_keys(&protected.clone().merge(public.clone()))?;
+        self.check_route_keys(&Patterns::new(access.iter().map(|(p, _)| p.as_str())))?;
         let mut table: HashMap<String, Access> = HashMap::new();
         for (pattern, access) in access {
             match table.get(&pattern) {
@@ -244,10 +244,10 @@ impl Gateway {
         Enforce::new(self.limits.as_ref()?, stage, patterns, &self.metrics)
     }
 
-    fn check_route_keys(&self, routes: &Router) -> Result<(), ConfigError> {
+    fn check_route_keys(&self, patterns: &Patterns) -> Result<(), ConfigError> {
         for pattern in self.config.routes.keys() {
-            let matched = route_keys::matched_pattern(routes, pattern);
-            if matched.as_deref() != Some(pattern.as_str()) {
+            let matched = patterns.matched(pattern);
+            if matched != Some(pattern.as_str()) {
                 let hint =
                     matched.map(|m| format!("; it matches the route `{m}`: use that pattern")).unwrap_or_default();
                 let message = format!("this BFF has no route with this pattern{hint}");

@@ -1,16 +1,13 @@
-//! Asks a BFF's router what it has, without running a handler: which route pattern a path takes
+//! What a BFF's routes are, asked without running a handler: which route pattern a path takes
 //! (to check the `routes."<pattern>"` keys of a config, so a typo stops the process instead of
-//! silently leaving a route on the default deadline), and which methods a path answers (for CORS
-//! preflights).
-//!
-//! The router itself is asked: a path (a key's `{param}`s percent-encoded, so they match
-//! themselves) goes through a copy of the router whose every route answers with its matched
-//! pattern instead of calling the handler.
+//! silently leaving a route on the default deadline, and to answer CORS preflights), from a table
+//! of the declared patterns matched as the router matches them; and which methods a route
+//! answers, asked of its method router once at start-up.
 
 use std::convert::Infallible;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
@@ -19,42 +16,37 @@ use tower::ServiceExt;
 
 const MATCHED: HeaderName = HeaderName::from_static("x-bff-matched-route");
 
-/// The methods tried on each key: a route may answer only some of them.
+/// The methods tried on each route.
 const METHODS: [Method; 6] = [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
 
-/// A copy of `routes` whose every route answers at once with its matched pattern.
-pub(crate) fn probe(routes: &Router) -> Router {
-    routes.clone().route_layer(tower::layer::layer_fn(|_handler| {
-        tower::service_fn(|request: Request| async move {
-            let mut response = ().into_response();
-            if let Some(matched) = request.extensions().get::<MatchedPath>()
-                && let Ok(value) = HeaderValue::from_str(matched.as_str())
-            {
-                response.headers_mut().insert(MATCHED, value);
-            }
-            Ok::<Response, Infallible>(response)
-        })
-    }))
+/// The declared route patterns, matched as axum's router matches them (both are `matchit`).
+pub(crate) struct Patterns(matchit::Router<String>);
+
+impl Patterns {
+    /// A table of `patterns` (each once).
+    pub(crate) fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut table = matchit::Router::new();
+        for pattern in patterns {
+            // The router took these patterns already: a repeat or a conflict is a route declared
+            // twice, for other methods.
+            let _ = table.insert(pattern, pattern.to_owned());
+        }
+        Self(table)
+    }
+
+    /// The pattern `key` (itself a pattern, its `{param}`s taken literally) resolves to.
+    pub(crate) fn matched(&self, key: &str) -> Option<&str> {
+        let path = key.replace('{', "%7B").replace('}', "%7D");
+        self.0.at(&path).ok().map(|found| found.value.as_str())
+    }
 }
 
-/// The pattern `method path` takes in `probe`, if any route takes it.
+/// Whether `method` `path` reaches a handler of `probe` (a router whose handlers answer at once).
 fn matched(probe: &Router, method: &Method, path: &str) -> Option<String> {
     let request = Request::builder().method(method.clone()).uri(path).body(axum::body::Body::empty()).ok()?;
     // Routing is synchronous and the probe answers at once: the future is ready on first poll.
     let response = probe.clone().oneshot(request).now_or_never()?.ok()?;
     response.headers().get(MATCHED)?.to_str().ok().map(str::to_owned)
-}
-
-/// The pattern a request `path` takes in `probe`, if any route takes it.
-pub(crate) fn pattern_of(probe: &Router, path: &str) -> Option<String> {
-    METHODS.iter().find_map(|method| matched(probe, method, path))
-}
-
-/// The pattern `key` resolves to in `routes`, if any route takes it.
-pub(crate) fn matched_pattern(routes: &Router, key: &str) -> Option<String> {
-    let path = key.replace('{', "%7B").replace('}', "%7D");
-    let probe = probe(routes);
-    METHODS.iter().find_map(|method| matched(&probe, method, &path))
 }
 
 /// The methods `method_router` answers (`HEAD` with `GET`), asked without running a handler: the
@@ -88,18 +80,14 @@ mod tests {
 
     #[test]
     fn keys_resolve_to_their_own_pattern_or_to_nothing() {
-        let routes: Router = Router::new()
-            .route("/mobile/home", get(|| async { "home" }))
-            .route("/mobile/orders/{id}", get(|| async { "order" }))
-            .route("/mobile/orders", post(|| async { "placed" }))
-            .route("/files/{*rest}", get(|| async { "file" }));
-        let matched = |key: &str| matched_pattern(&routes, key);
-        assert_eq!(matched("/mobile/home").as_deref(), Some("/mobile/home"));
-        assert_eq!(matched("/mobile/orders/{id}").as_deref(), Some("/mobile/orders/{id}"));
-        assert_eq!(matched("/mobile/orders").as_deref(), Some("/mobile/orders"), "a POST-only route");
-        assert_eq!(matched("/files/{*rest}").as_deref(), Some("/files/{*rest}"));
+        let patterns = Patterns::new(["/mobile/home", "/mobile/orders/{id}", "/mobile/orders", "/files/{*rest}"]);
+        let matched = |key: &str| patterns.matched(key);
+        assert_eq!(matched("/mobile/home"), Some("/mobile/home"));
+        assert_eq!(matched("/mobile/orders/{id}"), Some("/mobile/orders/{id}"));
+        assert_eq!(matched("/mobile/orders"), Some("/mobile/orders"));
+        assert_eq!(matched("/files/{*rest}"), Some("/files/{*rest}"));
         // A differently named parameter takes the route, but is not its pattern.
-        assert_eq!(matched("/mobile/orders/{order}").as_deref(), Some("/mobile/orders/{id}"));
+        assert_eq!(matched("/mobile/orders/{order}"), Some("/mobile/orders/{id}"));
         assert_eq!(matched("/mobile/hom"), None);
         assert_eq!(matched("/"), None);
     }

@@ -5,34 +5,33 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::Request;
 use axum::http::header::{ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
 use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 
 use super::around::Around;
-use crate::route_keys;
 
-/// Rewrites `Access-Control-Allow-Methods` on preflight answers: the route pattern the path
-/// takes (asked of `probe`, see `route_keys::probe`), then that route's methods.
+/// Rewrites `Access-Control-Allow-Methods` on preflight answers: the route the path takes, found
+/// in a table of the route patterns (matched as the router matches them, built once), then that
+/// route's methods.
 #[derive(Clone)]
 pub(crate) struct CorsMethods {
-    probe: Router,
-    methods: Arc<HashMap<String, HeaderValue>>,
+    table: Arc<matchit::Router<HeaderValue>>,
 }
 
 impl CorsMethods {
-    /// For `routed`, whose routes take `methods` (by pattern).
-    pub(crate) fn new(routed: &Router, methods: HashMap<String, Vec<Method>>) -> Self {
-        let methods = methods
-            .into_iter()
-            .filter_map(|(pattern, methods)| {
-                let listed = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(",");
-                Some((pattern, HeaderValue::try_from(listed).ok()?))
-            })
-            .collect();
-        Self { probe: route_keys::probe(routed), methods: Arc::new(methods) }
+    /// For routes that take `methods` (by pattern).
+    pub(crate) fn new(methods: HashMap<String, Vec<Method>>) -> Self {
+        let mut table = matchit::Router::new();
+        for (pattern, methods) in methods {
+            let listed = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(",");
+            if let Ok(value) = HeaderValue::try_from(listed) {
+                // The router took these patterns already: none conflicts.
+                let _ = table.insert(pattern, value);
+            }
+        }
+        Self { table: Arc::new(table) }
     }
 }
 
@@ -49,8 +48,7 @@ impl Around for CorsMethods {
         if !preflight {
             return None;
         }
-        let pattern = route_keys::pattern_of(&self.probe, request.uri().path());
-        Some(pattern.and_then(|p| self.methods.get(&p).cloned()))
+        Some(self.table.at(request.uri().path()).ok().map(|found| found.value.clone()))
     }
 
     fn after(methods: Self::State, response: &mut Response) {

@@ -68,7 +68,7 @@ pub(crate) fn wrap(
     shed: Option<shed::ShedLayer>,
 ) -> Router {
     let (cors, cors_methods) = match cors {
-        Some((layer, methods)) => (Some(layer), Some(AroundLayer(cors_methods::CorsMethods::new(&routed, methods)))),
+        Some((layer, methods)) => (Some(layer), Some(AroundLayer(cors_methods::CorsMethods::new(methods)))),
         None => (None, None),
     };
     let stack = ServiceBuilder::new()
