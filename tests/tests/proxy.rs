@@ -422,3 +422,24 @@ async fn prefixes_redirects_expect_continue_and_limits_on_passthrough_routes() {
     let response = stack.http.get(stack.bff.url("/api/catalog/files/10")).send().await.unwrap();
     common::problem(response, 429, "RATE_LIMITED").await;
 }
+
+#[tokio::test]
+async fn trailers_reach_an_http2_client() {
+    use http_body_util::BodyExt;
+    let stack = web().await;
+    let stream = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut send, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/api/catalog/files/100000?trailers=true", stack.bff.addr))
+        .header("te", "trailers")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = send.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("the upstream's trailers");
+    assert_eq!(trailers["x-file-bytes"], "100000");
+    assert_eq!(collected.to_bytes().len(), 100_000);
+}

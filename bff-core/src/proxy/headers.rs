@@ -13,15 +13,15 @@ use crate::identity::REQUEST_ID_HEADER;
 use crate::upstream::DEADLINE_MS;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, and the
-/// pre-standard ones proxies still meet).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// pre-standard ones proxies still meet). `Trailer` is not one: it names the trailer fields the
+/// message carries end to end.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 

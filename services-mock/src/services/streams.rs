@@ -16,6 +16,8 @@ use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -44,6 +46,10 @@ fn pattern() -> &'static Bytes {
 #[derive(Deserialize)]
 pub(crate) struct FileQuery {
     chunk_delay_ms: Option<u64>,
+    /// Chunked, with a trailer `x-file-bytes: N` after the last byte (for a client that sent
+    /// `TE: trailers`), instead of a `Content-Length`.
+    #[serde(default)]
+    trailers: bool,
 }
 
 pub(crate) async fn file_get(Path(raw): Path<String>, query: Result<Query<FileQuery>, QueryRejection>) -> Response {
@@ -69,11 +75,17 @@ pub(crate) async fn file_get(Path(raw): Path<String>, query: Result<Query<FileQu
             Some((Ok::<_, std::io::Error>(pattern.slice(start..start + len)), sent + len as u64))
         }
     });
-    let headers = [
-        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
-        (header::CONTENT_LENGTH, HeaderValue::from(size)),
-    ];
-    (headers, Body::from_stream(chunks)).into_response()
+    let octets = [(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))];
+    if query.trailers {
+        let mut trailer = HeaderMap::new();
+        trailer.insert("x-file-bytes", HeaderValue::from(size));
+        let frames = chunks
+            .map(|chunk| chunk.map(Frame::data))
+            .chain(futures::stream::once(async move { Ok::<_, std::io::Error>(Frame::trailers(trailer)) }));
+        let declared = [(header::TRAILER, HeaderValue::from_static("x-file-bytes"))];
+        return (octets, declared, Body::new(StreamBody::new(frames))).into_response();
+    }
+    (octets, [(header::CONTENT_LENGTH, HeaderValue::from(size))], Body::from_stream(chunks)).into_response()
 }
 
 pub(crate) async fn upload_put(body: Body) -> Response {
