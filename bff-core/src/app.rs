@@ -15,20 +15,20 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::{Config, ConfigError, CorsConfig, LimitKeyKind};
 use crate::edge::shed::ShedLayer;
-use crate::edge::{self, access_log::mark_route};
+use crate::edge::{self, access_log::MarkRoute};
 use crate::error::BffError;
 use crate::limit::Limits;
 use crate::limit::layer::{Enforce, Stage};
 use crate::middleware::{GuardLayer, MiddlewareLayer};
 use crate::observe::health::{self, Readiness};
 use crate::observe::metrics::{self, Metrics};
-use crate::policy::access::{Access, AccessTable, CheckAccess};
+use crate::policy::access::{Access, CheckAccess};
 use crate::policy::api_key::{ApiKeys, layer::RequireApiKey};
 use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
 use crate::proxy::Proxies;
-use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies, RoutePolicy};
+use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies};
 use crate::route_keys::{self, Patterns};
-use crate::routes::Routes;
+use crate::routes::{Route, RouteTable, Routes};
 use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, Server, Signal, Tls, TlsError};
 use crate::shape::Shape;
 use crate::upstream::{Upstream, Upstreams};
@@ -205,17 +205,39 @@ impl Gateway {
             return Err(ConfigError { source: self.source.to_string(), key: None, message });
         }
         self.check_limit_routes(&methods, &table)?;
+        let marker = MarkRoute(self.route_table(&table));
         let public_patterns: Vec<String> =
             table.iter().filter(|(_, access)| access.is_public()).map(|(p, _)| p.clone()).collect();
-        table.retain(|_, access| !access.is_public());
+        let protected_patterns: Vec<String> =
+            table.iter().filter(|(_, access)| !access.is_public()).map(|(p, _)| p.clone()).collect();
         // axum refuses a route layer on no routes.
-        let protected = if table.is_empty() { protected } else { self.authenticated(protected, Arc::new(table)) };
+        let protected = match protected_patterns.is_empty() {
+            true => protected,
+            false => self.authenticated(protected, &marker, &protected_patterns),
+        };
         // `None` when no public route is limited (axum refuses a route layer on no routes).
         let public = match self.enforce(Stage::Anonymous, public_patterns.iter().map(String::as_str)) {
             Some(enforce) => public.route_layer(MiddlewareLayer(enforce)),
             None => public,
         };
-        Ok(self.wrap(protected, public, methods))
+        Ok(self.wrap(protected, public, methods, marker))
+    }
+
+    /// Every route's policies, resolved once: its access, its `routes."<pattern>"` settings, and
+    /// whether it is shaped (a passthrough route is not).
+    fn route_table(&self, access: &HashMap<String, Access>) -> RouteTable {
+        let passthrough: Vec<&str> = self.proxies.patterns().collect();
+        let routes = access.iter().map(|(pattern, access)| {
+            let settings = self.config.routes.get(pattern);
+            let route = Route {
+                access: access.clone(),
+                deadline: settings.and_then(|s| s.deadline),
+                max_body_bytes: settings.and_then(|s| s.max_body_bytes),
+                shaped: !passthrough.contains(&pattern.as_str()),
+            };
+            (pattern.clone(), Arc::new(route))
+        });
+        Arc::new(routes.collect())
     }
 
     /// Every route a rate limit lists is one of this BFF's, and one its key can be known on.
@@ -263,7 +285,7 @@ impl Gateway {
     ///
     /// One `route_layer` with the whole stack, not one per concern: axum boxes each layer applied
     /// to a router separately, and clones every box inside a route on every request.
-    fn authenticated(&self, routes: Router, access: AccessTable) -> Router {
+    fn authenticated(&self, routes: Router, marker: &MarkRoute, patterns: &[String]) -> Router {
         let shaping = self.config.shaping;
         let api_keys = if self.verifier.is_none() { self.api_keys.clone() } else { None };
         // An answer for one caller: no shared cache may keep it (a browser may, revalidating with
@@ -274,27 +296,27 @@ impl Gateway {
             }
             None => HeaderValue::from_static("authorization"),
         };
-        let patterns = || access.keys().map(String::as_str);
+        let patterns = || patterns.iter().map(String::as_str);
         let by_address = self.enforce(Stage::Anonymous, patterns()).map(MiddlewareLayer);
         let by_caller = self.enforce(Stage::Caller, patterns()).map(MiddlewareLayer);
         let stack = ServiceBuilder::new()
-            .layer(MapRequestLayer::new(mark_route))
+            .layer(MapRequestLayer::new(marker.mark_fn()))
             .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, PRIVATE))
             .layer(SetResponseHeaderLayer::appending(header::VARY, credential))
             .option_layer(by_address)
             .option_layer(self.verifier.clone().map(|verifier| MiddlewareLayer(RequireJwt(verifier))))
             .option_layer(api_keys.map(|keys| MiddlewareLayer(RequireApiKey(keys))))
-            .layer(GuardLayer(CheckAccess(access.clone())))
+            .layer(GuardLayer(CheckAccess))
             .option_layer(by_caller)
-            .option_layer(shaping.any().then(|| MiddlewareLayer(Shape::new(shaping, self.proxies.patterns()))));
+            .option_layer(shaping.any().then_some(MiddlewareLayer(Shape(shaping))));
         routes.route_layer(stack)
     }
 
-    fn wrap(&self, routes: Router, public: Router, methods: HashMap<String, Vec<Method>>) -> Router {
+    fn wrap(&self, routes: Router, public: Router, methods: HashMap<String, Vec<Method>>, marker: MarkRoute) -> Router {
         let routed = Router::new()
             .route(HEALTHZ, get(health::healthz))
             .merge(public)
-            .route_layer(MapRequestLayer::new(mark_route))
+            .route_layer(MapRequestLayer::new(marker.mark_fn()))
             .merge(routes)
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         let cors = self.config.cors.as_ref().map(|cors| (cors_layer(cors), methods));
@@ -304,13 +326,9 @@ impl Gateway {
     }
 
     fn route_policies(&self) -> RoutePolicies {
-        let routes = self.config.routes.iter().map(|(pattern, route)| {
-            (pattern.clone(), RoutePolicy { deadline: route.deadline, max_body_bytes: route.max_body_bytes })
-        });
         RoutePolicies {
             default_deadline: self.config.defaults.deadline,
             default_max_body_bytes: self.config.server.max_body_bytes,
-            routes: Arc::new(routes.collect::<HashMap<_, _>>()),
             concurrency: self.config.defaults.concurrency.get(),
         }
     }
@@ -323,7 +341,7 @@ impl Gateway {
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz).with_state(self.readiness.clone()))
             .route("/metrics", get(metrics::metrics_get).with_state(self.metrics.clone()))
-            .route_layer(MapRequestLayer::new(mark_route))
+            .route_layer(MapRequestLayer::new(MarkRoute(RouteTable::default()).mark_fn()))
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         // Never shed: operators must see the process when it is busiest.
         edge::wrap(routed, self.route_policies(), self.metrics.clone(), None, self.config.server.max_uri_bytes, None)

@@ -11,14 +11,87 @@
 //! ```
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
 use axum::response::IntoResponse;
-use axum::routing::{MethodRouter, Route};
+use axum::routing::{MethodRouter, Route as AxumRoute};
 use tower::{Layer, Service};
 
-use crate::policy::access::Access;
+/// The access a route requires.
+///
+/// Every route says which: `Access::public()` routes are reached without credentials (the
+/// credentials layer does not run for them); every other route needs an authenticated caller
+/// (a verified token, or a known API key) holding each listed scope. A missing scope is a 403
+/// `AUTH_INSUFFICIENT_SCOPE` naming it (RFC 6750 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access(Kind);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    Public,
+    Scopes(Arc<[Box<str>]>),
+}
+
+impl Access {
+    /// Anyone, without credentials (API documents, say).
+    pub fn public() -> Self {
+        Self(Kind::Public)
+    }
+
+    /// Any authenticated caller, whatever its scopes.
+    pub fn authenticated() -> Self {
+        Self(Kind::Scopes(Arc::from([])))
+    }
+
+    /// An authenticated caller granted `scope`.
+    pub fn scope(scope: &str) -> Self {
+        Self::scopes([scope])
+    }
+
+    /// An authenticated caller granted every one of `scopes`.
+    pub fn scopes<'a>(scopes: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(Kind::Scopes(scopes.into_iter().map(Box::from).collect()))
+    }
+
+    /// Whether the route is reached without credentials.
+    pub fn is_public(&self) -> bool {
+        self.0 == Kind::Public
+    }
+
+    /// The scopes required (none for a public route or any authenticated caller).
+    pub fn required(&self) -> impl Iterator<Item = &str> {
+        let scopes: &[Box<str>] = match &self.0 {
+            Kind::Public => &[],
+            Kind::Scopes(scopes) => scopes,
+        };
+        scopes.iter().map(|s| &**s)
+    }
+
+    /// The first required scope that `granted` lacks.
+    pub(crate) fn missing(&self, granted: impl Fn(&str) -> bool) -> Option<&str> {
+        self.required().find(|scope| !granted(scope))
+    }
+}
+
+/// One route's policies, resolved when the gateway wraps the routes and attached to each request
+/// the router matches to it (an extension): every layer after routing (access, the request
+/// deadline and body limit, shaping) reads them there, rather than looking its pattern up again.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) access: Access,
+    /// `routes."<pattern>".deadline`, or a passthrough route's `timeout`.
+    pub(crate) deadline: Option<Duration>,
+    /// `routes."<pattern>".max_body_bytes`.
+    pub(crate) max_body_bytes: Option<usize>,
+    /// Whether shaping (`fields=`, ETags, compression) applies: not to passthrough routes.
+    pub(crate) shaped: bool,
+}
+
+/// Every route's [`Route`], by pattern.
+pub(crate) type RouteTable = Arc<std::collections::HashMap<String, Arc<Route>>>;
 
 /// Routes and the access each requires; handed to [`Gateway::router`](crate::Gateway::router).
 #[derive(Debug)]
@@ -71,7 +144,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     /// Wraps every route so far in `layer` (as [`Router::layer`]).
     pub fn layer<L>(self, layer: L) -> Self
     where
-        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L: Layer<AxumRoute> + Clone + Send + Sync + 'static,
         L::Service: Service<Request> + Clone + Send + Sync + 'static,
         <L::Service as Service<Request>>::Response: IntoResponse + 'static,
         <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
@@ -94,5 +167,19 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
             access: self.access,
             method_routers,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_missing_scope_is_named() {
+        let access = Access::scopes(["profile", "orders"]);
+        assert_eq!(access.missing(|s| s == "profile"), Some("orders"));
+        assert_eq!(access.missing(|_| true), None);
+        assert_eq!(Access::authenticated().missing(|_| false), None);
+        assert!(Access::public().is_public() && !Access::authenticated().is_public());
     }
 }

@@ -11,19 +11,34 @@ use super::around::Around;
 use crate::observe::metrics::Metrics;
 use crate::problem::{ErrorReport, ErrorSource};
 use crate::request::RequestMeta;
+use crate::routes::RouteTable;
 
 /// Logs and counts every request.
 #[derive(Debug, Clone)]
 pub(super) struct AccessLog(pub(super) Metrics);
 
-/// Records the matched route pattern in the request context; a route layer inside the router.
-pub(crate) fn mark_route(request: Request) -> Request {
-    if let (Some(path), Some(meta)) =
-        (request.extensions().get::<MatchedPath>(), request.extensions().get::<Arc<RequestMeta>>())
-    {
-        let _ = meta.route.set(path.clone());
+/// Attaches each matched route's [`Route`] (its policies) to the request and records its pattern
+/// in the request context; a route layer inside the router, the first thing a route runs.
+#[derive(Clone)]
+pub(crate) struct MarkRoute(pub(crate) RouteTable);
+
+impl MarkRoute {
+    /// The function a `MapRequestLayer` runs.
+    pub(crate) fn mark_fn(&self) -> impl Fn(Request) -> Request + Clone + Send + Sync + 'static {
+        let marker = self.clone();
+        move |request| marker.mark(request)
     }
-    request
+
+    fn mark(&self, mut request: Request) -> Request {
+        let Some(path) = request.extensions().get::<MatchedPath>().cloned() else { return request };
+        if let Some(meta) = request.extensions().get::<Arc<RequestMeta>>() {
+            let _ = meta.route.set(path.clone());
+        }
+        if let Some(route) = self.0.get(path.as_str()) {
+            request.extensions_mut().insert(route.clone());
+        }
+        request
+    }
 }
 
 /// What the way out needs of the way in.

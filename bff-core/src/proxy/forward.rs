@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, UPGRADE};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -97,7 +97,8 @@ impl Forward {
         };
         let limit = route.max_body_bytes.unwrap_or_else(|| {
             let meta = parts.extensions.get::<Arc<RequestMeta>>();
-            meta.map_or(0, |m| m.max_body_bytes(parts.extensions.get::<MatchedPath>())) as u64
+            meta.map_or(0, |m| m.max_body_bytes(parts.extensions.get::<Arc<crate::routes::Route>>().map(Arc::as_ref)))
+                as u64
         });
         let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {

@@ -2,7 +2,6 @@
 //!
 //! [`Ctx`] is the extractor a handler takes to run its fan-out; the edge creates what it reads.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use crate::identity::CallerHeaders;
 pub use crate::identity::REQUEST_ID;
 pub(crate) use crate::identity::REQUEST_ID_HEADER;
 use crate::problem::Problem;
+use crate::routes::Route;
 use crate::upstream::CallContext;
 
 /// The largest JSON request body by default (`server.max_body_bytes`).
@@ -63,37 +63,22 @@ impl Degraded {
 
 impl RequestMeta {
     /// When the request must be answered by: its route's deadline, or the default one.
-    pub(crate) fn deadline(&self, route: Option<&MatchedPath>) -> Instant {
-        let policies = &self.policies;
-        let budget = self.route_policy(route).and_then(|p| p.deadline);
-        self.start + budget.unwrap_or(policies.default_deadline)
+    pub(crate) fn deadline(&self, route: Option<&Route>) -> Instant {
+        self.start + route.and_then(|r| r.deadline).unwrap_or(self.policies.default_deadline)
     }
 
     /// The largest request body its route accepts.
-    pub(crate) fn max_body_bytes(&self, route: Option<&MatchedPath>) -> usize {
-        self.route_policy(route).and_then(|p| p.max_body_bytes).unwrap_or(self.policies.default_max_body_bytes)
-    }
-
-    fn route_policy(&self, route: Option<&MatchedPath>) -> Option<&RoutePolicy> {
-        route.and_then(|path| self.policies.routes.get(path.as_str()))
+    pub(crate) fn max_body_bytes(&self, route: Option<&Route>) -> usize {
+        route.and_then(|r| r.max_body_bytes).unwrap_or(self.policies.default_max_body_bytes)
     }
 }
 
-/// Per-route settings the edge hands to every request.
+/// What every request gets unless its [`Route`] says otherwise.
 #[derive(Debug, Clone)]
 pub(crate) struct RoutePolicies {
     pub(crate) default_deadline: Duration,
     pub(crate) default_max_body_bytes: usize,
-    /// By route pattern; only routes with a setting of their own.
-    pub(crate) routes: Arc<HashMap<String, RoutePolicy>>,
     pub(crate) concurrency: usize,
-}
-
-/// What one route's config section overrides.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct RoutePolicy {
-    pub(crate) deadline: Option<Duration>,
-    pub(crate) max_body_bytes: Option<usize>,
 }
 
 /// The context of one request: its id, its deadline, and where degradations are recorded.
@@ -173,7 +158,6 @@ impl Ctx {
             policies: RoutePolicies {
                 default_deadline: deadline,
                 default_max_body_bytes: MAX_JSON_BODY,
-                routes: Arc::default(),
                 concurrency: concurrency.max(1),
             },
             degraded: Mutex::new(Degraded::default()),
@@ -209,7 +193,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             Problem::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", detail)
         };
         let meta = parts.extensions.get::<Arc<RequestMeta>>().ok_or_else(missing)?.clone();
-        let deadline = meta.deadline(parts.extensions.get::<MatchedPath>());
+        let deadline = meta.deadline(parts.extensions.get::<Arc<Route>>().map(Arc::as_ref));
         let concurrency = meta.policies.concurrency;
         // Put there by the credentials layer, with the verified `Identity` or `ApiClient`.
         let caller = parts.extensions.get::<CallerHeaders>().cloned();

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -23,6 +23,7 @@ use tower_http::compression::predicate::{NotForContentType, Predicate};
 use crate::config::ShapingConfig;
 use crate::error::BffError;
 use crate::middleware::{Inner, Middleware, run};
+use crate::routes::Route;
 
 /// The largest response body the shaping layers buffer; larger ones pass through unshaped.
 pub const MAX_SHAPED_BODY: usize = 4 * 1024 * 1024;
@@ -33,27 +34,14 @@ pub const MAX_SHAPED_BODY: usize = 4 * 1024 * 1024;
 /// request, whether or not it has work to do. Compression wraps the rest, so the ETag is that of
 /// the uncompressed representation.
 #[derive(Clone)]
-pub(crate) struct Shape {
-    config: ShapingConfig,
-    /// Route patterns whose answers pass untouched (passthrough routes).
-    unshaped: Arc<[Box<str>]>,
-}
-
-impl Shape {
-    /// Shaping as `config` says, except on the routes `unshaped`.
-    pub(crate) fn new<'a>(config: ShapingConfig, unshaped: impl IntoIterator<Item = &'a str>) -> Self {
-        Self { config, unshaped: unshaped.into_iter().map(Box::from).collect() }
-    }
-}
+pub(crate) struct Shape(pub(crate) ShapingConfig);
 
 impl Middleware for Shape {
     fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
-        let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-        let config = match route {
-            Some(route) if self.unshaped.iter().any(|p| **p == *route) => {
-                ShapingConfig { fields: false, etag: false, compression: false, ..self.config }
-            }
-            _ => self.config,
+        // A passthrough route's answers go out as the upstream sent them.
+        let config = match request.extensions().get::<Arc<Route>>() {
+            Some(route) if !route.shaped => ShapingConfig { fields: false, etag: false, compression: false, ..self.0 },
+            _ => self.0,
         };
         shape(config, request, inner)
     }
