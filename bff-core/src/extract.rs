@@ -14,8 +14,7 @@ use tokio::time::Instant;
 use crate::error::BffError;
 pub use crate::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 pub use crate::request::MAX_JSON_BODY;
-use crate::request::RequestMeta;
-use crate::routes::Route;
+use crate::request::{RequestMeta, route_of};
 
 /// The longest error detail quoted from a JSON parser (its messages can quote client input).
 const MAX_DETAIL: usize = 200;
@@ -43,7 +42,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             let detail = "the body must be JSON (Content-Type: application/json)";
             return Err(BffError::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", detail));
         }
-        let route = request.extensions().get::<Arc<Route>>().map(Arc::as_ref);
+        let route = route_of(request.extensions());
         let (deadline, limit) = match request.extensions().get::<Arc<RequestMeta>>() {
             Some(meta) => (meta.deadline(route), meta.max_body_bytes(route)),
             None => (Instant::now() + BODY_READ_TIMEOUT, MAX_JSON_BODY),

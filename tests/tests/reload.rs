@@ -91,7 +91,8 @@ async fn routes_reload_from_the_file_and_on_sighup_and_a_broken_file_changes_not
         let pid = pid.clone();
         let status = status("/api/more/SKU-0001");
         async move {
-            let _ = std::process::Command::new("kill").args(["-HUP", &pid]).status();
+            // The shell's own `kill`: no procps needed.
+            let _ = std::process::Command::new("sh").args(["-c", &format!("kill -HUP {pid}")]).status();
             status.await == 404
         }
     })

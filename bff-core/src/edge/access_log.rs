@@ -17,8 +17,8 @@ use crate::routes::RouteTable;
 #[derive(Debug, Clone)]
 pub(super) struct AccessLog(pub(super) Metrics);
 
-/// Attaches each matched route's [`Route`] (its policies) to the request and records its pattern
-/// in the request context; a route layer inside the router, the first thing a route runs.
+/// Records each matched route's pattern and its [`Route`] (its policies) in the request context;
+/// a route layer inside the router, the first thing a route runs.
 #[derive(Clone)]
 pub(crate) struct MarkRoute(pub(crate) RouteTable);
 
@@ -29,13 +29,13 @@ impl MarkRoute {
         move |request| marker.mark(request)
     }
 
-    fn mark(&self, mut request: Request) -> Request {
-        let Some(path) = request.extensions().get::<MatchedPath>().cloned() else { return request };
-        if let Some(meta) = request.extensions().get::<Arc<RequestMeta>>() {
+    fn mark(&self, request: Request) -> Request {
+        let extensions = request.extensions();
+        if let (Some(path), Some(meta)) = (extensions.get::<MatchedPath>(), extensions.get::<Arc<RequestMeta>>()) {
+            if let Some(route) = self.0.get(path.as_str()) {
+                let _ = meta.policy.set(route.clone());
+            }
             let _ = meta.route.set(path.clone());
-        }
-        if let Some(route) = self.0.get(path.as_str()) {
-            request.extensions_mut().insert(route.clone());
         }
         request
     }

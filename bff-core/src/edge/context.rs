@@ -24,6 +24,8 @@ impl Around for Context {
         let meta = Arc::new(RequestMeta {
             id: id.unwrap_or_else(|| HeaderValue::from_static("none")),
             route: std::sync::OnceLock::new(),
+            policy: std::sync::OnceLock::new(),
+            caller: std::sync::OnceLock::new(),
             start: Instant::now(),
             policies: self.0.clone(),
             degraded: Mutex::new(Degraded::default()),

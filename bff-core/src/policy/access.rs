@@ -1,8 +1,6 @@
 //! The layer that checks who may call a route ([`Access`], declared next to the route in the
 //! BFF crate) once the caller is authenticated.
 
-use std::sync::Arc;
-
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::http::header::WWW_AUTHENTICATE;
@@ -12,18 +10,18 @@ use super::api_key::ApiClient;
 use super::auth::{AuthError, Identity};
 use crate::middleware::Guard;
 use crate::problem::Problem;
+use crate::request::route_of;
 pub use crate::routes::Access;
-use crate::routes::Route;
 
 /// Checks the authenticated caller (an [`Identity`] or an [`ApiClient`], inserted by the
-/// credentials layer before it) against its route's [`Access`], read from the [`Route`] the
-/// router attached: a [`Guard`], no future of its own.
+/// credentials layer before it) against its route's [`Access`], read from the route's policies
+/// the router recorded: a [`Guard`], no future of its own.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CheckAccess;
 
 impl Guard for CheckAccess {
     fn refuse(&self, request: &Request) -> Option<Response> {
-        let Some(access) = request.extensions().get::<Arc<Route>>().map(|route| &route.access) else {
+        let Some(access) = route_of(request.extensions()).map(|route| &route.access) else {
             // `Routes` declares every route's access; a route without one is refused, not let in.
             tracing::error!("a route without a declared access was reached; refused");
             let detail = "the gateway failed to handle this request";

@@ -97,8 +97,7 @@ impl Forward {
         };
         let limit = route.max_body_bytes.unwrap_or_else(|| {
             let meta = parts.extensions.get::<Arc<RequestMeta>>();
-            meta.map_or(0, |m| m.max_body_bytes(parts.extensions.get::<Arc<crate::routes::Route>>().map(Arc::as_ref)))
-                as u64
+            meta.map_or(0, |m| m.max_body_bytes(m.policy.get().map(Arc::as_ref))) as u64
         });
         let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {

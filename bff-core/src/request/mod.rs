@@ -28,6 +28,10 @@ pub(crate) struct RequestMeta {
     pub(crate) id: HeaderValue,
     /// The matched route pattern, set by a route layer (the edge runs before routing).
     pub(crate) route: std::sync::OnceLock<MatchedPath>,
+    /// The matched route's policies, set with `route` (a field, not an extension: no allocation).
+    pub(crate) policy: std::sync::OnceLock<Arc<Route>>,
+    /// The verified caller's headers, set by the credentials layer.
+    pub(crate) caller: std::sync::OnceLock<CallerHeaders>,
     pub(crate) start: Instant,
     pub(crate) policies: RoutePolicies,
     pub(crate) degraded: Mutex<Degraded>,
@@ -71,6 +75,11 @@ impl RequestMeta {
     pub(crate) fn max_body_bytes(&self, route: Option<&Route>) -> usize {
         route.and_then(|r| r.max_body_bytes).unwrap_or(self.policies.default_max_body_bytes)
     }
+}
+
+/// The policies of the route a request was matched to, if it was.
+pub(crate) fn route_of(extensions: &axum::http::Extensions) -> Option<&Route> {
+    extensions.get::<Arc<RequestMeta>>()?.policy.get().map(Arc::as_ref)
 }
 
 /// What every request gets unless its [`Route`] says otherwise.
@@ -154,6 +163,8 @@ impl Ctx {
         let meta = RequestMeta {
             id: HeaderValue::from_static("detached"),
             route: std::sync::OnceLock::new(),
+            policy: std::sync::OnceLock::new(),
+            caller: std::sync::OnceLock::new(),
             start: Instant::now(),
             policies: RoutePolicies {
                 default_deadline: deadline,
@@ -193,10 +204,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             Problem::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", detail)
         };
         let meta = parts.extensions.get::<Arc<RequestMeta>>().ok_or_else(missing)?.clone();
-        let deadline = meta.deadline(parts.extensions.get::<Arc<Route>>().map(Arc::as_ref));
+        let deadline = meta.deadline(meta.policy.get().map(Arc::as_ref));
         let concurrency = meta.policies.concurrency;
-        // Put there by the credentials layer, with the verified `Identity` or `ApiClient`.
-        let caller = parts.extensions.get::<CallerHeaders>().cloned();
+        // Set by the credentials layer, with the verified `Identity` or `ApiClient`.
+        let caller = meta.caller.get().cloned();
         Ok(Self { deadline, meta, concurrency, caller })
     }
 }

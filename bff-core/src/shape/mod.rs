@@ -9,7 +9,6 @@ pub mod fields;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -23,7 +22,7 @@ use tower_http::compression::predicate::{NotForContentType, Predicate};
 use crate::config::ShapingConfig;
 use crate::error::BffError;
 use crate::middleware::{Inner, Middleware, run};
-use crate::routes::Route;
+use crate::request::route_of;
 
 /// The largest response body the shaping layers buffer; larger ones pass through unshaped.
 pub const MAX_SHAPED_BODY: usize = 4 * 1024 * 1024;
@@ -39,7 +38,7 @@ pub(crate) struct Shape(pub(crate) ShapingConfig);
 impl Middleware for Shape {
     fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
         // A passthrough route's answers go out as the upstream sent them.
-        let config = match request.extensions().get::<Arc<Route>>() {
+        let config = match route_of(request.extensions()) {
             Some(route) if !route.shaped => ShapingConfig { fields: false, etag: false, compression: false, ..self.0 },
             _ => self.0,
         };

@@ -1,6 +1,7 @@
 //! The middleware that requires a known API key and inserts the [`ApiClient`](super::ApiClient).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -8,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::ApiKeys;
 use crate::middleware::{Inner, Middleware, run};
 use crate::policy::auth::AuthError;
+use crate::request::RequestMeta;
 
 /// Requires a known API key; the handler gets its [`ApiClient`](super::ApiClient).
 #[derive(Clone)]
@@ -25,8 +27,10 @@ async fn require_api_key<S: Inner>(keys: ApiKeys, mut request: Request, inner: S
     };
     match keys.verify(key.as_bytes()) {
         Some(client) => {
-            if let Some(caller) = client.caller_headers() {
-                request.extensions_mut().insert(caller.clone());
+            if let (Some(caller), Some(meta)) =
+                (client.caller_headers(), request.extensions().get::<Arc<RequestMeta>>())
+            {
+                let _ = meta.caller.set(caller.clone());
             }
             request.extensions_mut().insert(client);
             run(inner, request).await

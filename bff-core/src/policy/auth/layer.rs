@@ -40,8 +40,10 @@ async fn require_jwt<S: Inner>(verifier: JwtVerifier, mut request: Request, inne
     match identity {
         Ok(identity) => {
             // The request context reads the caller's headers; the handler, the identity.
-            if let Some(caller) = identity.caller_headers() {
-                request.extensions_mut().insert(caller.clone());
+            if let (Some(caller), Some(meta)) =
+                (identity.caller_headers(), request.extensions().get::<Arc<RequestMeta>>())
+            {
+                let _ = meta.caller.set(caller.clone());
             }
             request.extensions_mut().insert(identity);
             run(inner, request).await
