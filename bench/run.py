@@ -372,10 +372,10 @@ class Harness:
                 # An ephemeral admin port, so runs never collide on the shipped one (a build
                 # from before the admin listener has no such key).
                 cfg["BFF_ADMIN__LISTEN"] = "127.0.0.1:0"
-                if name == "bff-partner":
-                    # The pro tier's 100,000 a day would run out within a long case: the bench
-                    # measures the quota's check, not its refusals.
-                    cfg["BFF_QUOTAS__PRO__REQUESTS"] = "1000000000000"
+            if name == "bff-partner":
+                # The pro tier's 100,000 a day would run out within a long case: the bench
+                # measures the quota's check, not its refusals (an earlier build too).
+                cfg["BFF_QUOTAS__PRO__REQUESTS"] = "1000000000000"
             for service in MOCK_SERVICES:
                 if service == "auth":
                     if name != "bff-partner":
