@@ -67,7 +67,8 @@ impl Forward {
         if let Some(why) = unsafe_path(request.uri().path()) {
             return BffError::bad_request("INVALID_PATH", why).into_response();
         }
-        let host = request_host(&request);
+        // Only routes with a `host` ask for it.
+        let host = self.routes.iter().any(|r| r.host.is_some()).then(|| request_host(&request)).flatten();
         let route = match choose(&self.routes, host.as_deref(), request.headers(), request.method()) {
             Choice::Route(route) => route.clone(),
             Choice::NotFound => {
@@ -131,11 +132,11 @@ impl Forward {
             forwarded.insert(CONNECTION, HeaderValue::from_static("upgrade"));
             forwarded.insert(UPGRADE, HeaderValue::from_static("websocket"));
         }
-        let tripped = Arc::new(AtomicBool::new(false));
-        let body = if body.is_end_stream() {
-            Body::empty()
-        } else {
-            Body::stream(Limited { inner: body, left: limit, limit, tripped: tripped.clone() })
+        // Set when the body crosses the limit; only a request with a body has one.
+        let tripped = (!body.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+        let body = match &tripped {
+            None => Body::empty(),
+            Some(tripped) => Body::stream(Limited { inner: body, left: limit, limit, tripped: tripped.clone() }),
         };
         let upstream = route.target.pick();
         let call = upstream.request::<Streamed>(parts.method.clone(), target).forwarded(forwarded, body);
@@ -174,7 +175,7 @@ impl Forward {
                 route.response_headers.apply(response.headers_mut());
                 response
             }
-            Err(_) if tripped.load(Ordering::Relaxed) => too_large(limit),
+            Err(_) if tripped.is_some_and(|t| t.load(Ordering::Relaxed)) => too_large(limit),
             Err(error) => BffError::from(error).into_response(),
         }
     }

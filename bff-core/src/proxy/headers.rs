@@ -29,9 +29,6 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The `Via` pseudonym of the gateway (RFC 9110 §7.6.3): no host name or version given away.
-const PSEUDONYM: &str = "bff";
-
 /// Removes the hop-by-hop headers of `headers`, those its `Connection` names first; `Upgrade`
 /// too (a WebSocket is not forwarded on these routes).
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -90,13 +87,17 @@ pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'
     }
     if let Some(peer) = forwarding.peer {
         let ip = peer.ip().to_canonical();
-        append(headers, X_FORWARDED_FOR, &ip.to_string());
+        if let Ok(ip) = HeaderValue::try_from(ip.to_string()) {
+            append(headers, X_FORWARDED_FOR, ip);
+        }
         let mut forwarded = format!("for={}", forwarded_node(ip));
         if let Some(host) = forwarding.host.as_ref().and_then(|h| h.to_str().ok()) {
             forwarded.push_str(&format!(";host=\"{}\"", host.replace(['"', '\\'], "")));
         }
         forwarded.push_str(&format!(";proto={}", forwarding.proto));
-        append(headers, header::FORWARDED, &forwarded);
+        if let Ok(forwarded) = HeaderValue::try_from(forwarded) {
+            append(headers, header::FORWARDED, forwarded);
+        }
     }
     if !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(forwarding.proto));
@@ -106,33 +107,36 @@ pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'
     {
         headers.insert(X_FORWARDED_HOST, host.clone());
     }
-    append(headers, header::VIA, &via(forwarding.version));
+    append(headers, header::VIA, via(forwarding.version));
 }
 
 /// The headers of the answer sent to the client, made from the upstream's.
 pub(crate) fn response_headers(headers: &mut HeaderMap, version: Version) {
     remove_hop_by_hop(headers);
-    append(headers, header::VIA, &via(version));
+    append(headers, header::VIA, via(version));
 }
 
-/// A `Via` entry for a message received in `version`.
-fn via(version: Version) -> String {
-    let protocol = match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    };
-    format!("{protocol} {PSEUDONYM}")
+/// A `Via` entry for a message received in `version`, under the gateway's pseudonym (RFC 9110
+/// §7.6.3: no host name or version given away); static, not made per message.
+fn via(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_09 => "0.9 bff",
+        Version::HTTP_10 => "1.0 bff",
+        Version::HTTP_2 => "2 bff",
+        Version::HTTP_3 => "3 bff",
+        _ => "1.1 bff",
+    })
 }
 
-/// `value` appended to the last line of `name` (`a, b`), or as its first line.
-fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let joined = match headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
-        lines if lines.is_empty() => value.to_owned(),
-        lines => format!("{}, {value}", lines.join(", ")),
-    };
+/// `value` appended to the last line of `name` (`a, b`), or as its first line (as it is: the
+/// common case costs no copy).
+fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    let lines: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
+    if lines.is_empty() {
+        headers.insert(name, value);
+        return;
+    }
+    let joined = format!("{}, {}", lines.join(", "), value.to_str().unwrap_or_default());
     if let Ok(value) = HeaderValue::try_from(joined) {
         headers.insert(name, value);
     }
