@@ -77,6 +77,15 @@ impl BffError {
         Self::rejected(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED", detail)
     }
 
+    /// A 413 `BODY_TOO_LARGE`: a request body over its route's `limit` (in bytes).
+    pub fn body_too_large(limit: u64) -> Self {
+        Self::rejected(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BODY_TOO_LARGE",
+            format!("the body is larger than {limit} bytes"),
+        )
+    }
+
     /// Turns an upstream 404 into a client 404 with `detail`; other errors stay as they are.
     ///
     /// For resource endpoints whose id comes from the client: `GET /orders/{id}` of an unknown id

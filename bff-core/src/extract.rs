@@ -47,10 +47,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             Some(meta) => (meta.deadline(route), meta.max_body_bytes(route)),
             None => (Instant::now() + BODY_READ_TIMEOUT, MAX_JSON_BODY),
         };
-        let too_large = || {
-            let detail = format!("the body is larger than {limit} bytes");
-            BffError::rejected(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", detail)
-        };
+        let too_large = || BffError::body_too_large(limit as u64);
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large());

@@ -256,8 +256,7 @@ fn is_websocket(parts: &axum::http::request::Parts) -> bool {
 }
 
 fn too_large(limit: u64) -> Response {
-    let detail = format!("the body is larger than {limit} bytes");
-    BffError::rejected(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", detail).into_response()
+    BffError::body_too_large(limit).into_response()
 }
 
 fn method_not_allowed(allowed: &[axum::http::Method]) -> Response {
