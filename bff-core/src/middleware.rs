@@ -80,11 +80,12 @@ where
     }
 }
 
-/// A synchronous check in front of the rest of the stack: a request passes, or is answered at
-/// once with the guard's response. Its future is `Either` of a ready answer and the inner one.
+/// A synchronous check in front of the rest of the stack: a request passes (perhaps adjusted, as
+/// the path normaliser does), or is answered at once with the guard's response. Its future is
+/// `Either` of a ready answer and the inner one.
 pub(crate) trait Guard: Clone + Send + Sync + 'static {
     /// The answer refusing `request`, or `None` to let it through.
-    fn refuse(&self, request: &Request) -> Option<Response>;
+    fn refuse(&self, request: &mut Request) -> Option<Response>;
 }
 
 /// The [`Layer`] of a [`Guard`].
@@ -119,8 +120,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        match self.guard.refuse(&request) {
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match self.guard.refuse(&mut request) {
             Some(response) => Either::Left(ready(Ok(response))),
             None => Either::Right(self.inner.call(request)),
         }

@@ -1,5 +1,5 @@
 //! Request statistics: how many requests a service served, how many at once, and the last request's
-//! headers and HTTP version.
+//! headers, HTTP version and path.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,8 @@ pub struct StatsSnapshot {
     pub last_headers: BTreeMap<String, String>,
     /// The HTTP version of the last business request (`HTTP/1.1`, `HTTP/2.0`); empty before one.
     pub last_version: String,
+    /// The path and query of the last business request, as it arrived; `None` before one.
+    pub last_path: Option<String>,
     /// TCP connections accepted since start or the last reset.
     pub connections: u64,
 }
@@ -49,6 +51,7 @@ impl Stats {
             s.max_in_flight = s.in_flight;
             s.last_headers.clear();
             s.last_version.clear();
+            s.last_path = None;
             s.connections = 0;
         });
     }
@@ -75,12 +78,14 @@ pub(crate) async fn track(State(stats): State<Stats>, request: Request, next: Ne
         .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
         .collect();
     let version = format!("{:?}", request.version());
+    let path = request.uri().path_and_query().map(|p| p.as_str().to_owned());
     stats.with(|s| {
         s.requests += 1;
         s.in_flight += 1;
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
         s.last_headers = headers;
         s.last_version = version;
+        s.last_path = path;
     });
     let _guard = InFlight(stats);
     next.run(request).await

@@ -16,7 +16,7 @@ pub(super) struct Limits {
 }
 
 impl Guard for Limits {
-    fn refuse(&self, request: &Request) -> Option<Response> {
+    fn refuse(&self, request: &mut Request) -> Option<Response> {
         let length = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if length <= self.max_uri_bytes {
             return None;

@@ -14,8 +14,9 @@
 //! 6. **load shedding** (`shed.rs`), when `server.max_in_flight_requests` is set: a request over
 //!    the cap is a `503 OVERLOADED` with `Retry-After`, at once; `/healthz` is never shed.
 //! 7. **limits** (`limits.rs`): a URI over `server.max_uri_bytes` is a 414, before anything
-//!    parses it; then the path's percent-encoded unreserved characters are decoded
-//!    (`normalize.rs`), so routing sees `/%61pi` as `/api`.
+//!    parses it; then the path is normalised (`normalize.rs`): unreserved characters decoded,
+//!    repeated slashes merged, dot segments resolved (one climbing above the root is a 400), so
+//!    routing sees `/%61pi//a/../b` as `/api/b`.
 //! 8. **catch panic** (`panic.rs`): a panicking handler is a 500 problem, and the connection and
 //!    server live on.
 //! 9. CORS (tower-http), when configured, its preflights answering the methods of the route asked
@@ -80,7 +81,7 @@ pub(crate) fn wrap(
         .layer(AroundLayer(problem::ProblemDetails))
         .option_layer(shed)
         .layer(GuardLayer(limits::Limits { max_uri_bytes }))
-        .layer(AroundLayer(normalize::Unreserved))
+        .layer(GuardLayer(normalize::Normalize))
         .layer(panic::CatchPanicLayer)
         .option_layer(cors_methods)
         .option_layer(cors)

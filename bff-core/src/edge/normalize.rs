@@ -1,39 +1,99 @@
-//! The path as routing sees it: percent-encoded unreserved characters (letters, digits, `-`, `.`,
-//! `_`, `~`) decoded, since RFC 3986 §6.2.2.2 makes `/%61pi` and `/api` the same path: a route
-//! cannot be missed, or a limit keyed by route dodged, by encoding its letters. Nothing else is
-//! decoded (an encoded `/` stays one, inside its segment).
+//! The path as routing sees it, normalised once before any route is matched, so that a route
+//! cannot be missed, or a limit keyed by route dodged, by spelling its path another way:
+//!
+//! - percent-encoded unreserved characters (letters, digits, `-`, `.`, `_`, `~`) are decoded, as
+//!   RFC 3986 §6.2.2.2 makes `/%61pi` and `/api` the same path;
+//! - runs of `/` are merged (`//api///x` is `/api/x`);
+//! - `.` and `..` segments are resolved (RFC 3986 §5.2.4), the encoded ones (`%2e%2e`) too;
+//!   a `..` that would climb above the root is a `400 INVALID_PATH`.
+//!
+//! Nothing else is decoded: an encoded `/` or `\` stays one, inside its segment (a passthrough
+//! route refuses it, see `proxy/path.rs`). The query is left as it came. The normalised path is
+//! the one handlers see and passthrough routes forward.
 
 use axum::extract::Request;
 use axum::http::Uri;
 use axum::http::uri::PathAndQuery;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
-use super::around::Around;
+use crate::error::BffError;
+use crate::middleware::Guard;
 
-/// Decodes the unreserved characters of every request's path.
+/// Normalises every request's path; refuses one that climbs above the root.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Unreserved;
+pub(super) struct Normalize;
 
-impl Around for Unreserved {
-    type State = ();
-
-    fn before(&self, request: &mut Request) {
-        let Some(path) = decode_unreserved(request.uri().path()) else { return };
+impl Guard for Normalize {
+    fn refuse(&self, request: &mut Request) -> Option<Response> {
+        let path = match normalize(request.uri().path()) {
+            Ok(None) => return None,
+            Ok(Some(path)) => path,
+            Err(why) => return Some(BffError::bad_request("INVALID_PATH", why).into_response()),
+        };
         let rebuilt = match request.uri().query() {
             Some(query) => format!("{path}?{query}"),
             None => path,
         };
         let mut parts = std::mem::take(request.uri_mut()).into_parts();
-        // Decoding only removes escapes, so what was a path is still one.
+        // Normalising only removes escapes and segments, so what was a path is still one.
         parts.path_and_query = PathAndQuery::try_from(rebuilt).ok();
         *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+        None
     }
+}
 
-    fn after((): (), _response: &mut Response) {}
+/// Why a path is refused.
+const ABOVE_ROOT: &str = "the path climbs above the root with `..`";
+
+/// `path` normalised, if that changes it; an error when a `..` climbs above the root.
+pub(super) fn normalize(path: &str) -> Result<Option<String>, &'static str> {
+    let decoded = decode_unreserved(path);
+    let path = decoded.as_deref().unwrap_or(path);
+    if !path.starts_with('/') || !(path.contains("//") || path.contains("/.")) {
+        return Ok(decoded);
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    let mut climbed = false;
+    // After the leading `/`: every segment, the empty ones being merged slashes.
+    let parts: Vec<&str> = path[1..].split('/').collect();
+    let last = parts.len() - 1;
+    // Whether the result ends with a `/`: as the path did, or after a `.` or `..` last segment.
+    let mut trailing = false;
+    for (i, segment) in parts.into_iter().enumerate() {
+        match segment {
+            "" => {
+                trailing = i == last;
+                continue;
+            }
+            "." => trailing = i == last,
+            ".." => {
+                if segments.pop().is_none() {
+                    climbed = true;
+                }
+                trailing = i == last;
+            }
+            _ => {
+                segments.push(segment);
+                trailing = false;
+            }
+        }
+    }
+    if climbed {
+        return Err(ABOVE_ROOT);
+    }
+    let mut normalized = String::with_capacity(path.len());
+    for segment in &segments {
+        normalized.push('/');
+        normalized.push_str(segment);
+    }
+    if trailing || segments.is_empty() {
+        normalized.push('/');
+    }
+    Ok((normalized != path || decoded.is_some()).then_some(normalized))
 }
 
 /// `path` with its escaped unreserved characters decoded, if it has any.
-pub(super) fn decode_unreserved(path: &str) -> Option<String> {
+fn decode_unreserved(path: &str) -> Option<String> {
     if !path.contains('%') {
         return None;
     }
@@ -72,15 +132,51 @@ mod tests {
     fn only_unreserved_characters_are_decoded() {
         assert_eq!(decode_unreserved("/api/catalog"), None);
         assert_eq!(decode_unreserved("/%61pi/%63atalog/SKU%2D1%7E").as_deref(), Some("/api/catalog/SKU-1~"));
-        assert_eq!(decode_unreserved("/a/%2e%2E").as_deref(), Some("/a/.."), "dots too: the routes then see them");
+        assert_eq!(decode_unreserved("/a/%2e%2E").as_deref(), Some("/a/.."), "dots too: they are then resolved");
         assert_eq!(decode_unreserved("/a%2Fb/%5c/%20/%zz/%4"), None, "a slash, a backslash, a space stay encoded");
         assert_eq!(decode_unreserved("/a%2Fb%41").as_deref(), Some("/a%2FbA"));
     }
 
     #[test]
+    fn dot_segments_and_repeated_slashes_are_resolved() {
+        let cases = [
+            ("/api/catalog/products/SKU-1", None),
+            ("/api/catalog/products/a/../SKU-1", Some("/api/catalog/products/SKU-1")),
+            ("/api/catalog/products/./SKU-1", Some("/api/catalog/products/SKU-1")),
+            ("/api//catalog///products/SKU-1", Some("/api/catalog/products/SKU-1")),
+            ("//api", Some("/api")),
+            ("/api/catalog/products/%2e%2e/%2E%2e/x", Some("/api/x")),
+            ("/api/catalog/products/../../../_faults", Some("/_faults")),
+            ("/api/x/..", Some("/api/")),
+            ("/api/x/.", Some("/api/x/")),
+            ("/api/x//", Some("/api/x/")),
+            ("/api/x/", None),
+            ("/", None),
+            ("/..x/.y/x../a.b", None),
+            ("/a/%2e%2e%2f_faults", Some("/a/..%2f_faults")),
+            ("/.well-known/x", None),
+            ("/%61pi", Some("/api")),
+            ("/a/..", Some("/")),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(normalize(path), Ok(expected.map(str::to_owned)), "{path}");
+        }
+    }
+
+    #[test]
+    fn climbing_above_the_root_is_refused() {
+        for path in ["/..", "/../_faults", "/a/../../_faults", "/%2e%2e/_faults", "/a/./../..", "//../x"] {
+            assert_eq!(normalize(path), Err(ABOVE_ROOT), "{path}");
+        }
+    }
+
+    #[test]
     fn the_query_is_left_as_it_came() {
-        let mut request = Request::builder().uri("/%61pi?q=%61").body(axum::body::Body::empty()).unwrap();
-        Unreserved.before(&mut request);
-        assert_eq!(request.uri(), "/api?q=%61");
+        let mut request = Request::builder().uri("/%61pi/./x?q=%61/../b").body(axum::body::Body::empty()).unwrap();
+        assert!(Normalize.refuse(&mut request).is_none());
+        assert_eq!(request.uri(), "/api/x?q=%61/../b");
+        let mut request = Request::builder().uri("/../x").body(axum::body::Body::empty()).unwrap();
+        let refused = Normalize.refuse(&mut request).expect("refused");
+        assert_eq!(refused.status(), axum::http::StatusCode::BAD_REQUEST);
     }
 }

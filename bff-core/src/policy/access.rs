@@ -20,7 +20,7 @@ pub use crate::routes::Access;
 pub(crate) struct CheckAccess;
 
 impl Guard for CheckAccess {
-    fn refuse(&self, request: &Request) -> Option<Response> {
+    fn refuse(&self, request: &mut Request) -> Option<Response> {
         let Some(access) = route_of(request.extensions()).map(|route| &route.access) else {
             // `Routes` declares every route's access; a route without one is refused, not let in.
             tracing::error!("a route without a declared access was reached; refused");
