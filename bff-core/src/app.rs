@@ -1,21 +1,25 @@
 //! The app builder: from a [`Config`] to a served [`Router`] with every configured layer.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::response::Response;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
-use tower::util::MapRequestLayer;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder};
 use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::{Config, ConfigError, CorsConfig, LimitKeyKind};
+use crate::dispatch::{Dispatch, Proxied};
+use crate::edge;
 use crate::edge::shed::ShedLayer;
-use crate::edge::{self, access_log::MarkRoute};
 use crate::error::BffError;
 use crate::limit::Limits;
 use crate::limit::layer::{Enforce, Stage};
@@ -28,7 +32,7 @@ use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
 use crate::proxy::Proxies;
 use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies};
 use crate::route_keys::{self, Patterns};
-use crate::routes::{Route, RouteTable, Routes};
+use crate::routes::{Route, Routes};
 use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, Server, Signal, Tls, TlsError};
 use crate::shape::Shape;
 use crate::upstream::{Upstream, Upstreams};
@@ -171,7 +175,6 @@ impl Gateway {
         self.proxies
             .check_handlers(handlers)
             .map_err(|(key, message)| ConfigError::key(&*self.source, key, message))?;
-        let routes = self.proxies.add_to(routes);
         let Routes { protected, public, access, method_routers } = routes;
         let mut methods: HashMap<String, Vec<Method>> = HashMap::new();
         for (pattern, method_router) in &method_routers {
@@ -182,7 +185,6 @@ impl Gateway {
                 }
             }
         }
-        self.check_route_keys(&Patterns::new(access.iter().map(|(p, _)| p.as_str())))?;
         let mut table: HashMap<String, Access> = HashMap::new();
         for (pattern, access) in access {
             match table.get(&pattern) {
@@ -195,65 +197,86 @@ impl Gateway {
                 }
             }
         }
-        if let Some(pattern) = table.iter().find(|(_, a)| !a.is_public()).map(|(p, _)| p)
+        table.insert(HEALTHZ.to_owned(), Access::public());
+        let policies = self.route_table(&table);
+        let proxied: Vec<&Arc<Route>> = self.proxies.policies().collect();
+        let every = || policies.iter().chain(proxied.iter().copied());
+        self.check_route_keys(&Patterns::new(table.keys().map(String::as_str)), &proxied)?;
+        if let Some(route) = every().find(|route| !route.access.is_public())
             && self.verifier.is_none()
             && self.api_keys.is_none()
         {
             let message = format!(
-                "the route `{pattern}` needs an authenticated caller, but neither `auth` nor `api_keys` is configured"
+                "the route `{}` needs an authenticated caller, but neither `auth` nor `api_keys` is configured",
+                route.pattern
             );
             return Err(ConfigError { source: self.source.to_string(), key: None, message });
         }
-        self.check_limit_routes(&methods, &table)?;
-        let marker = MarkRoute(self.route_table(&table));
-        let public_patterns: Vec<String> =
-            table.iter().filter(|(_, access)| access.is_public()).map(|(p, _)| p.clone()).collect();
-        let protected_patterns: Vec<String> =
-            table.iter().filter(|(_, access)| !access.is_public()).map(|(p, _)| p.clone()).collect();
+        self.check_limit_routes(&every().collect::<Vec<_>>())?;
+        let names = |public: bool| every().filter(move |r| r.access.is_public() == public).map(|r| &*r.pattern);
+        let protection = self.protection(names(false));
+        let by_address = self.enforce(Stage::Anonymous, names(true));
         // axum refuses a route layer on no routes.
-        let protected = match protected_patterns.is_empty() {
-            true => protected,
-            false => self.authenticated(protected, &marker, &protected_patterns),
+        let protected = match table.values().any(|access| !access.is_public()) {
+            true => {
+                let protection = protection.clone();
+                protected.route_layer(tower::layer::layer_fn(move |route| protection.wrap(route)))
+            }
+            false => protected,
         };
-        // `None` when no public route is limited (axum refuses a route layer on no routes).
-        let public = match self.enforce(Stage::Anonymous, public_patterns.iter().map(String::as_str)) {
-            Some(enforce) => public.route_layer(MiddlewareLayer(enforce)),
-            None => public,
+        let public = match (&by_address, table.iter().any(|(p, a)| a.is_public() && p != HEALTHZ)) {
+            (Some(enforce), true) => public.route_layer(MiddlewareLayer(enforce.clone())),
+            _ => public,
         };
-        Ok(self.wrap(protected, public, methods, marker))
+        let proxied = (!proxied.is_empty()).then(|| {
+            let forward = self.proxies.forward();
+            let public = ServiceBuilder::new().option_layer(by_address.map(MiddlewareLayer)).service(forward.clone());
+            Proxied {
+                proxies: self.proxies.clone(),
+                public: BoxCloneSyncService::new(public),
+                protected: BoxCloneSyncService::new(protection.wrap(forward)),
+            }
+        });
+        for (pattern, taken) in self.proxies.methods() {
+            let known = methods.entry(pattern).or_default();
+            known.extend(taken.into_iter().filter(|m| !known.contains(m)).collect::<Vec<_>>());
+        }
+        let routed = Router::new()
+            .route(HEALTHZ, get(health::healthz))
+            .merge(public)
+            .merge(protected)
+            .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
+        Ok(self.wrap(Dispatch::new(policies.iter(), proxied, routed), methods))
     }
 
-    /// Every route's policies, resolved once: its access, its `routes."<pattern>"` settings, and
-    /// whether it is shaped (a passthrough route is not).
-    fn route_table(&self, access: &HashMap<String, Access>) -> RouteTable {
-        let passthrough: Vec<&str> = self.proxies.patterns().collect();
+    /// Every handler route's policies, resolved once: its access and its `routes."<pattern>"`
+    /// settings.
+    fn route_table(&self, access: &HashMap<String, Access>) -> Vec<Arc<Route>> {
         let routes = access.iter().map(|(pattern, access)| {
             let settings = self.config.routes.get(pattern);
-            let route = Route {
+            Arc::new(Route {
+                pattern: Arc::from(pattern.as_str()),
                 access: access.clone(),
                 deadline: settings.and_then(|s| s.deadline),
                 max_body_bytes: settings.and_then(|s| s.max_body_bytes),
-                shaped: !passthrough.contains(&pattern.as_str()),
-            };
-            (pattern.clone(), Arc::new(route))
+                shaped: true,
+            })
         });
-        Arc::new(routes.collect())
+        routes.collect()
     }
 
-    /// Every route a rate limit lists is one of this BFF's, and one its key can be known on.
-    fn check_limit_routes(
-        &self,
-        methods: &HashMap<String, Vec<Method>>,
-        access: &HashMap<String, Access>,
-    ) -> Result<(), ConfigError> {
+    /// Every route a rate limit lists is one of this BFF's `routes`, and one its key can be
+    /// known on.
+    fn check_limit_routes(&self, routes: &[&Arc<Route>]) -> Result<(), ConfigError> {
         for (name, limit) in &self.config.rate_limits {
             for pattern in limit.routes.iter().flatten() {
-                let message = if !methods.contains_key(pattern) {
-                    format!("this BFF has no route `{pattern}`")
-                } else if !limit.key.is_anonymous() && access.get(pattern).is_none_or(Access::is_public) {
-                    format!("the route `{pattern}` is public: there is no caller to key `{}` by", limit.key)
-                } else {
-                    continue;
+                let route = routes.iter().find(|r| &*r.pattern == pattern.as_str());
+                let message = match route {
+                    None => format!("this BFF has no route `{pattern}`"),
+                    Some(route) if !limit.key.is_anonymous() && route.access.is_public() => {
+                        format!("the route `{pattern}` is public: there is no caller to key `{}` by", limit.key)
+                    }
+                    Some(_) => continue,
                 };
                 return Err(ConfigError::key(&*self.source, format!("rate_limits.{name}.routes"), message));
             }
@@ -266,8 +289,13 @@ impl Gateway {
         Enforce::new(self.limits.as_ref()?, stage, patterns, &self.metrics)
     }
 
-    fn check_route_keys(&self, patterns: &Patterns) -> Result<(), ConfigError> {
+    /// Every `routes."<pattern>"` key names a handler route's pattern (`patterns`) or a
+    /// passthrough route's `path` (`proxied`).
+    fn check_route_keys(&self, patterns: &Patterns, proxied: &[&Arc<Route>]) -> Result<(), ConfigError> {
         for pattern in self.config.routes.keys() {
+            if proxied.iter().any(|route| &*route.pattern == pattern.as_str()) {
+                continue;
+            }
             let matched = patterns.matched(pattern);
             if matched != Some(pattern.as_str()) {
                 let hint =
@@ -279,14 +307,8 @@ impl Gateway {
         Ok(())
     }
 
-    /// The BFF's protected routes behind, outermost first: credentials (JWT or API key), access
-    /// (scopes), then shaping (compression, `fields=`, ETag). Shaping runs after the caller is
-    /// known: a request without credentials is a 401 before its query is looked at.
-    ///
-    /// One `route_layer` with the whole stack, not one per concern: axum boxes each layer applied
-    /// to a router separately, and clones every box inside a route on every request.
-    fn authenticated(&self, routes: Router, marker: &MarkRoute, patterns: &[String]) -> Router {
-        let shaping = self.config.shaping;
+    /// The layers of the protected routes `patterns` (handler patterns and passthrough paths).
+    fn protection<'a>(&self, patterns: impl IntoIterator<Item = &'a str> + Clone) -> Protection {
         let api_keys = if self.verifier.is_none() { self.api_keys.clone() } else { None };
         // An answer for one caller: no shared cache may keep it (a browser may, revalidating with
         // the ETag), and caches that do must key it by the credential.
@@ -296,33 +318,22 @@ impl Gateway {
             }
             None => HeaderValue::from_static("authorization"),
         };
-        let patterns = || patterns.iter().map(String::as_str);
-        let by_address = self.enforce(Stage::Anonymous, patterns()).map(MiddlewareLayer);
-        let by_caller = self.enforce(Stage::Caller, patterns()).map(MiddlewareLayer);
-        let stack = ServiceBuilder::new()
-            .layer(MapRequestLayer::new(marker.mark_fn()))
-            .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, PRIVATE))
-            .layer(SetResponseHeaderLayer::appending(header::VARY, credential))
-            .option_layer(by_address)
-            .option_layer(self.verifier.clone().map(|verifier| MiddlewareLayer(RequireJwt(verifier))))
-            .option_layer(api_keys.map(|keys| MiddlewareLayer(RequireApiKey(keys))))
-            .layer(GuardLayer(CheckAccess))
-            .option_layer(by_caller)
-            .option_layer(shaping.any().then_some(MiddlewareLayer(Shape(shaping))));
-        routes.route_layer(stack)
+        let shaping = self.config.shaping;
+        Protection {
+            credential,
+            by_address: self.enforce(Stage::Anonymous, patterns.clone()),
+            verifier: self.verifier.clone(),
+            api_keys,
+            by_caller: self.enforce(Stage::Caller, patterns),
+            shape: shaping.any().then_some(Shape(shaping)),
+        }
     }
 
-    fn wrap(&self, routes: Router, public: Router, methods: HashMap<String, Vec<Method>>, marker: MarkRoute) -> Router {
-        let routed = Router::new()
-            .route(HEALTHZ, get(health::healthz))
-            .merge(public)
-            .route_layer(MapRequestLayer::new(marker.mark_fn()))
-            .merge(routes)
-            .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
+    fn wrap(&self, dispatch: Dispatch, methods: HashMap<String, Vec<Method>>) -> Router {
         let cors = self.config.cors.as_ref().map(|cors| (cors_layer(cors), methods));
-        // The edge and CORS wrap the routed router once, rather than each route (see `authenticated`).
+        // The edge and CORS wrap the dispatch once, rather than each route.
         let shed = ShedLayer::new(self.config.server.max_in_flight_requests, &self.metrics);
-        edge::wrap(routed, self.route_policies(), self.metrics.clone(), cors, self.config.server.max_uri_bytes, shed)
+        edge::wrap(dispatch, self.route_policies(), self.metrics.clone(), cors, self.config.server.max_uri_bytes, shed)
     }
 
     fn route_policies(&self) -> RoutePolicies {
@@ -341,10 +352,11 @@ impl Gateway {
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz).with_state(self.readiness.clone()))
             .route("/metrics", get(metrics::metrics_get).with_state(self.metrics.clone()))
-            .route_layer(MapRequestLayer::new(MarkRoute(RouteTable::default()).mark_fn()))
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
+        let access = ["/healthz", "/readyz", "/metrics"].map(|p| (p.to_owned(), Access::public())).into();
+        let dispatch = Dispatch::new(self.route_table(&access).iter(), None, routed);
         // Never shed: operators must see the process when it is busiest.
-        edge::wrap(routed, self.route_policies(), self.metrics.clone(), None, self.config.server.max_uri_bytes, None)
+        edge::wrap(dispatch, self.route_policies(), self.metrics.clone(), None, self.config.server.max_uri_bytes, None)
     }
 
     /// Serves `router` on `public` and the [admin router](Gateway::admin_router) on `admin`,
@@ -384,6 +396,51 @@ impl Gateway {
             reloading.abort();
         }
         public.and(admin)
+    }
+}
+
+/// The layers of every protected route, outermost first: `Cache-Control: private, no-cache` and
+/// `Vary` by the credential on the answer; limits by address; credentials (JWT or API key); access
+/// (scopes); limits by caller; then shaping (compression, `fields=`, ETag), which runs after the
+/// caller is known, so a request without credentials is a 401 before its query is looked at.
+///
+/// One stack around each handler route (one `route_layer`, not one per concern: axum boxes each
+/// layer applied to a router separately, and clones every box inside a route on every request),
+/// and one around the forwarding of the protected passthrough routes.
+#[derive(Clone)]
+struct Protection {
+    credential: HeaderValue,
+    by_address: Option<Enforce>,
+    verifier: Option<JwtVerifier>,
+    api_keys: Option<ApiKeys>,
+    by_caller: Option<Enforce>,
+    shape: Option<Shape>,
+}
+
+impl Protection {
+    fn wrap<S>(
+        &self,
+        inner: S,
+    ) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+    + use<S>
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        ServiceBuilder::new()
+            .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, PRIVATE))
+            .layer(SetResponseHeaderLayer::appending(header::VARY, self.credential.clone()))
+            .option_layer(self.by_address.clone().map(MiddlewareLayer))
+            .option_layer(self.verifier.clone().map(|verifier| MiddlewareLayer(RequireJwt(verifier))))
+            .option_layer(self.api_keys.clone().map(|keys| MiddlewareLayer(RequireApiKey(keys))))
+            .layer(GuardLayer(CheckAccess))
+            .option_layer(self.by_caller.clone().map(MiddlewareLayer))
+            .option_layer(self.shape.clone().map(MiddlewareLayer))
+            .service(inner)
     }
 }
 

@@ -35,6 +35,7 @@ pub mod app;
 mod body;
 pub mod cli;
 pub mod config;
+mod dispatch;
 mod edge;
 pub mod error;
 pub mod extract;

@@ -76,11 +76,15 @@ impl Access {
     }
 }
 
-/// One route's policies, resolved when the gateway wraps the routes and attached to each request
-/// the router matches to it (an extension): every layer after routing (access, the request
-/// deadline and body limit, shaping) reads them there, rather than looking its pattern up again.
+/// One route's policies, resolved when the gateway wraps the routes and attached to the request
+/// context of each request the dispatch finds it for: every layer after routing (the access log,
+/// access, limits, the request deadline and body limit, shaping) reads them there, rather than
+/// looking its pattern up again.
 #[derive(Debug)]
 pub(crate) struct Route {
+    /// How it is named in metrics, logs and config keys: a handler route's pattern, a
+    /// passthrough route's `path`.
+    pub(crate) pattern: Arc<str>,
     pub(crate) access: Access,
     /// `routes."<pattern>".deadline`, or a passthrough route's `timeout`.
     pub(crate) deadline: Option<Duration>,
@@ -89,9 +93,6 @@ pub(crate) struct Route {
     /// Whether shaping (`fields=`, ETags, compression) applies: not to passthrough routes.
     pub(crate) shaped: bool,
 }
-
-/// Every route's [`Route`], by pattern.
-pub(crate) type RouteTable = Arc<std::collections::HashMap<String, Arc<Route>>>;
 
 /// Routes and the access each requires; handed to [`Gateway::router`](crate::Gateway::router).
 #[derive(Debug)]

@@ -466,3 +466,46 @@ async fn trailers_reach_an_http2_client() {
     assert_eq!(trailers["x-file-bytes"], "100000");
     assert_eq!(collected.to_bytes().len(), 100_000);
 }
+
+/// A route for one host, of another path shape than the shipped one it takes requests from.
+const ROUTE: &str = "/api/{section}/{kind}/{sku}";
+
+#[tokio::test]
+async fn a_route_for_a_host_comes_before_any_host_routes_with_its_own_access_limits_and_settings() {
+    // `/api/{section}/{kind}/{sku}` on one host, to the inventory, for signed-in callers, one a
+    // minute each; the shipped `/api/catalog/products/{*rest}` (public, to the catalog) for every
+    // other host.
+    let config = format!(
+        "{}\n[[proxy]]\npath = \"{ROUTE}\"\nhost = \"canary.example.com\"\nupstream = \"inventory\"\n\
+         rewrite = \"/stock/{{sku}}\"\naccess = \"authenticated\"\n\
+         [rate_limits.canary]\nkey = \"user\"\nrate = 1\nper = \"60s\"\nroutes = [\"{ROUTE}\"]\n\
+         [routes.\"{ROUTE}\"]\ndeadline = \"2s\"\n",
+        bff_web::DEFAULT_CONFIG
+    );
+    let stack = StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app).start().await;
+    let get = |host: &str, token: Option<String>| {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        format!("GET /api/catalog/products/SKU-0001 HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n")
+    };
+    let (inventory, catalog) = (stack.stats(Service::Inventory).requests, stack.stats(Service::Catalog).requests);
+    let (status, body) = raw_http(stack.bff.addr, &get("www.example.com", None)).await;
+    assert!(status == 200 && body.contains(r#""sku":"SKU-0001""#), "{status} {body}");
+    // The host's route, though the any-host route's path is more specific: its access first.
+    let (status, body) = raw_http(stack.bff.addr, &get("Canary.Example.com:8443", None)).await;
+    assert!(status == 401 && body.contains("AUTH_REQUIRED"), "{status} {body}");
+    let token = stack.mocks.token("42", "profile", 600);
+    let (status, body) = raw_http(stack.bff.addr, &get("canary.example.com", Some(token.clone()))).await;
+    assert!(status == 200 && body.contains("SKU-0001"), "{status} {body}");
+    assert_eq!(
+        stack.stats(Service::Inventory).requests,
+        inventory + 1,
+        "sent to the host route's upstream: {status} {body}"
+    );
+    assert_eq!(stack.stats(Service::Inventory).last_path.as_deref(), Some("/stock/SKU-0001"));
+    assert_eq!(stack.stats(Service::Catalog).requests, catalog + 1, "only the other host's request");
+    // The limit named by the route's path.
+    let (status, body) = raw_http(stack.bff.addr, &get("canary.example.com", Some(token))).await;
+    assert!(status == 429 && body.contains("RATE_LIMITED"), "{status} {body}");
+    let metrics = stack.admin_text("/metrics").await;
+    assert!(metrics.contains(&format!(r#"route="{ROUTE}""#)), "counted under its path: {metrics}");
+}

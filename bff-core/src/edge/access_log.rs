@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::Method;
 use axum::response::Response;
 use tokio::time::Instant;
@@ -11,35 +11,10 @@ use super::around::Around;
 use crate::observe::metrics::Metrics;
 use crate::problem::{ErrorReport, ErrorSource};
 use crate::request::RequestMeta;
-use crate::routes::RouteTable;
 
 /// Logs and counts every request.
 #[derive(Debug, Clone)]
 pub(super) struct AccessLog(pub(super) Metrics);
-
-/// Records each matched route's pattern and its [`Route`] (its policies) in the request context;
-/// a route layer inside the router, the first thing a route runs.
-#[derive(Clone)]
-pub(crate) struct MarkRoute(pub(crate) RouteTable);
-
-impl MarkRoute {
-    /// The function a `MapRequestLayer` runs.
-    pub(crate) fn mark_fn(&self) -> impl Fn(Request) -> Request + Clone + Send + Sync + 'static {
-        let marker = self.clone();
-        move |request| marker.mark(request)
-    }
-
-    fn mark(&self, request: Request) -> Request {
-        let extensions = request.extensions();
-        if let (Some(path), Some(meta)) = (extensions.get::<MatchedPath>(), extensions.get::<Arc<RequestMeta>>()) {
-            if let Some(route) = self.0.get(path.as_str()) {
-                let _ = meta.policy.set(route.clone());
-            }
-            let _ = meta.route.set(path.clone());
-        }
-        request
-    }
-}
 
 /// What the way out needs of the way in.
 pub(super) struct Seen {
@@ -62,7 +37,7 @@ impl Around for AccessLog {
         let meta = seen.meta.as_deref();
         let degraded = meta.and_then(|m| m.degraded.lock().unwrap_or_else(|e| e.into_inner()).header_value());
         log(response, seen.start, degraded.as_deref());
-        let route = meta.and_then(|m| m.route.get()).map_or("unmatched", MatchedPath::as_str);
+        let route = meta.and_then(|m| m.policy.get()).map_or("unmatched", |r| &*r.pattern);
         seen.metrics.request(route, &seen.method, response.status().as_u16(), seen.start.elapsed());
     }
 }

@@ -23,7 +23,6 @@ impl Around for Context {
         let id = request.headers().get(&REQUEST_ID_HEADER).cloned();
         let meta = Arc::new(RequestMeta {
             id: id.unwrap_or_else(|| HeaderValue::from_static("none")),
-            route: std::sync::OnceLock::new(),
             policy: std::sync::OnceLock::new(),
             caller: std::sync::OnceLock::new(),
             start: Instant::now(),

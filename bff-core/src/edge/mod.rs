@@ -45,11 +45,15 @@ mod span;
 
 use std::collections::HashMap;
 
+use std::convert::Infallible;
+
 use axum::Router;
+use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::http::Method;
 use axum::http::header::X_CONTENT_TYPE_OPTIONS;
-use tower::ServiceBuilder;
+use axum::response::Response;
+use tower::{Service, ServiceBuilder};
 use tower_http::cors::CorsLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -58,16 +62,20 @@ use crate::middleware::GuardLayer;
 use crate::observe::metrics::Metrics;
 use crate::request::RoutePolicies;
 
-/// Wraps the routed router `routed` in the inbound stack of the module docs.
+/// Wraps `routed` (the dispatch to the routes) in the inbound stack of the module docs.
 /// With `cors`, the CORS layer and every route pattern's methods.
-pub(crate) fn wrap(
-    routed: Router,
+pub(crate) fn wrap<S>(
+    routed: S,
     policies: RoutePolicies,
     metrics: Metrics,
     cors: Option<(CorsLayer, HashMap<String, Vec<Method>>)>,
     max_uri_bytes: usize,
     shed: Option<shed::ShedLayer>,
-) -> Router {
+) -> Router
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
     let (cors, cors_methods) = match cors {
         Some((layer, methods)) => (Some(layer), Some(AroundLayer(cors_methods::CorsMethods::new(methods)))),
         None => (None, None),

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -25,6 +25,7 @@ use crate::middleware::{Inner, Middleware, run};
 use crate::observe::metrics::Metrics;
 use crate::policy::api_key::ApiClient;
 use crate::policy::auth::Identity;
+use crate::request::route_of;
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -109,7 +110,7 @@ impl Middleware for Enforce {
     fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
         let table = self.0.clone();
         async move {
-            let route = request.extensions().get::<MatchedPath>().and_then(|p| table.routes.get(p.as_str()));
+            let route = route_of(request.extensions()).and_then(|r| table.routes.get(&*r.pattern));
             let Some(route) = route else { return run(inner, request).await };
             let checks = table.checks(route, &request);
             if checks.is_empty() {

@@ -1,5 +1,6 @@
 //! The limits layer over a router, on tokio's paused clock.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +18,8 @@ use crate::middleware::MiddlewareLayer;
 use crate::observe::metrics::Metrics;
 use crate::policy::api_key::ApiClient;
 use crate::policy::auth::Identity;
+use crate::request::RequestMeta;
+use crate::routes::{Access, Route};
 
 /// `/r` behind the limits of `config`, with the caller taken from `x-user` (an identity) or
 /// `x-client` (an API client of that tier) as the credentials layer would.
@@ -29,6 +32,17 @@ async fn router(config: &str) -> (Router, Metrics) {
     let layers = tower::ServiceBuilder::new().option_layer(by_address).option_layer(by_caller);
     let router = Router::new().route("/r", get(|| async { "ok" })).route_layer(layers).route_layer(
         axum::middleware::map_request(|mut request: Request| async move {
+            // As the gateway's dispatch would have found it.
+            let meta = RequestMeta::detached(Duration::from_secs(1), 1);
+            let route = Route {
+                pattern: "/r".into(),
+                access: Access::authenticated(),
+                deadline: None,
+                max_body_bytes: None,
+                shaped: false,
+            };
+            let _ = meta.policy.set(Arc::new(route));
+            request.extensions_mut().insert(Arc::new(meta));
             let header = |request: &Request, name: &str| {
                 request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
             };

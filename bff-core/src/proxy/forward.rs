@@ -1,5 +1,6 @@
-//! The service behind the passthrough routes of one path shape: chooses the route, checks the
-//! path, and forwards the request through its upstream's outbound stack, both bodies streaming.
+//! The service behind every passthrough route: checks the path of a request the table found a
+//! route for, and forwards it through the route's upstream's outbound stack, both bodies
+//! streaming.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use pin_project_lite::pin_project;
 
 use super::headers::{self, Forwarding};
 use super::path::unsafe_path;
-use super::route::{Choice, ProxyRoute, choose, request_host};
+use super::route::ProxyRoute;
 use super::tunnel::tunnel;
 use crate::config::IpNet;
 use crate::error::BffError;
@@ -40,10 +41,9 @@ pub(crate) struct Shared {
     pub(crate) idle_timeout: std::time::Duration,
 }
 
-/// The routes of one path shape as one service.
+/// Forwards each request to the route the dispatch found for it (an extension).
 #[derive(Debug, Clone)]
 pub(crate) struct Forward {
-    pub(crate) routes: Arc<[Arc<ProxyRoute>]>,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -63,19 +63,14 @@ impl tower::Service<Request> for Forward {
 }
 
 impl Forward {
-    async fn forward(self, request: Request) -> Response {
+    async fn forward(self, mut request: Request) -> Response {
+        let Some(route) = request.extensions_mut().remove::<Arc<ProxyRoute>>() else {
+            tracing::error!("a passthrough request without its route was forwarded; refused");
+            return BffError::Internal("a passthrough request without its route".into()).into_response();
+        };
         if let Some(why) = unsafe_path(request.uri().path()) {
             return BffError::bad_request("INVALID_PATH", why).into_response();
         }
-        // Only routes with a `host` ask for it.
-        let host = self.routes.iter().any(|r| r.host.is_some()).then(|| request_host(&request)).flatten();
-        let route = match choose(&self.routes, host.as_deref(), request.headers(), request.method()) {
-            Choice::Route(route) => route.clone(),
-            Choice::NotFound => {
-                return BffError::NotFound("no route for this host and path".to_owned()).into_response();
-            }
-            Choice::MethodNotAllowed(allowed) => return method_not_allowed(&allowed),
-        };
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path();
         let Some(captures) = route.pattern.captures(path) else {
@@ -114,7 +109,7 @@ impl Forward {
                 .cloned()
                 .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())),
             version: parts.version,
-            credential: (!route.access.is_public()).then_some(self.shared.credential.as_ref()).flatten(),
+            credential: (!route.policy.access.is_public()).then_some(self.shared.credential.as_ref()).flatten(),
         };
         // A WebSocket on a route that takes them: the client's side of the tunnel, and where the
         // connection's task will run it.
@@ -259,7 +254,8 @@ fn too_large(limit: u64) -> Response {
     BffError::body_too_large(limit).into_response()
 }
 
-fn method_not_allowed(allowed: &[axum::http::Method]) -> Response {
+/// A 405 naming the methods `allowed`.
+pub(crate) fn method_not_allowed(allowed: &[axum::http::Method]) -> Response {
     let mut response = BffError::MethodNotAllowed.into_response();
     let allow = allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
     if let Ok(value) = HeaderValue::from_str(&allow) {

@@ -2,52 +2,50 @@
 //! handler, behind the same edge, credentials, access, limits and outbound stack as a handler's
 //! calls, and both bodies streamed (nothing is buffered; a body limit is counted as it streams).
 //!
-//! - `pattern.rs`: a route's path (a pattern or a `/x/*` prefix), matched on the raw path, and
-//!   its rewrite;
-//! - `route.rs`: one compiled route, and the choice among those of one path shape by host, then
-//!   method (405 with `Allow`);
-//! - `path.rs`: the paths refused before anything is forwarded (dot segments, encoded slashes);
+//! - `pattern.rs`: a route's path (a pattern or a `/x/*` prefix), matched on the normalised path,
+//!   and its rewrite;
+//! - `route.rs`: one compiled route, and the choice among those of one host and path shape by
+//!   `match_header` and method;
+//! - `table.rs`: finding a request's route: host, then the most specific path, then method (405
+//!   with `Allow`);
+//! - `path.rs`: the paths refused before anything is forwarded (encoded slashes);
 //! - `headers.rs`: hop-by-hop headers, `X-Forwarded-*`, `Forwarded`, `Via`;
 //! - `forward.rs`: the service that forwards;
 //! - `tunnel.rs`: a WebSocket's bytes both ways, once both sides have switched protocols.
 //!
-//! Routes of one path shape (the same pattern up to its parameters' names) share one entry in the
-//! BFF's router, and so one access: they differ by host or method. A route whose paths overlap a
-//! handler route's, or two routes no request can tell apart, stop the BFF at start.
+//! Each route is named by its `path` as written (in metrics, logs, `rate_limits.<n>.routes` and
+//! `routes."<path>"`) and has its own access. A route whose paths overlap a handler route's, or two
+//! routes no request can tell apart, stop the BFF at start.
 
 mod forward;
 mod headers;
 mod path;
 mod pattern;
 mod route;
+mod table;
 mod tunnel;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::routing::MethodFilter;
+use axum::response::Response;
 
-use self::forward::{Forward, Shared};
+pub(crate) use self::forward::Forward;
+use self::forward::Shared;
 use self::pattern::{Pattern, Rewrite};
-use self::route::{Edits, Host, ProxyRoute, Target};
+use self::route::{Edits, Host, ProxyRoute, Target, request_host};
+use self::table::{Found, Table};
 use crate::config::{Config, HeaderEdits, ProxyRouteConfig, ProxyUpstream};
 use crate::identity;
 use crate::policy::access::Access;
-use crate::routes::Routes;
+use crate::routes::Route;
 use crate::upstream::Upstreams;
 
-/// The passthrough routes of a gateway, grouped by path shape.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Proxies {
-    groups: Vec<Group>,
-}
-
+/// The passthrough routes of a gateway, and the service that forwards to them.
 #[derive(Debug, Clone)]
-struct Group {
-    /// The patterns the router gets (two for a prefix).
-    patterns: Vec<String>,
-    access: Access,
+pub(crate) struct Proxies {
+    table: Arc<Table>,
     forward: Forward,
 }
 
@@ -66,27 +64,24 @@ const ANY: [Method; 8] = [
 /// Why the proxy routes cannot be used: the key at fault and why.
 pub(crate) type KeyError = (String, String);
 
+/// What a request is, to the passthrough routes.
+pub(crate) enum Routed {
+    /// One of theirs: the request carries its route (an extension) for [`Forward`], and here are
+    /// its policies.
+    Route(Arc<Route>),
+    /// A path of theirs, not the method: the 405, and the policies of a route of that path.
+    MethodNotAllowed(Response, Arc<Route>),
+    /// Not one of theirs.
+    Elsewhere,
+}
+
 impl Proxies {
     /// Compiles `config.proxy` against the configured `upstreams`.
     pub(crate) fn new(config: &Config, upstreams: &Upstreams) -> Result<Self, KeyError> {
-        let mut by_shape: BTreeMap<String, Vec<Arc<ProxyRoute>>> = BTreeMap::new();
+        let mut table = Table::default();
         for (index, entry) in config.proxy.iter().enumerate() {
-            let route = Arc::new(compile(index, entry, upstreams)?);
-            let group = by_shape.entry(route.pattern.shape()).or_default();
-            for other in group.iter() {
-                if let Some(why) = route.ambiguous_with(other) {
-                    return Err((format!("proxy[{index}]"), why));
-                }
-                if other.access != route.access {
-                    let message = format!(
-                        "{} and {} take the same paths, so they need the same `access`",
-                        other.describe(),
-                        route.describe()
-                    );
-                    return Err((format!("proxy[{index}].access"), message));
-                }
-            }
-            group.push(route);
+            let route = compile(index, entry, config, upstreams)?;
+            table.insert(Arc::new(route)).map_err(|(field, why)| (format!("proxy[{index}]{field}"), why))?;
         }
         let credential = match (&config.auth, &config.api_keys) {
             (Some(_), _) => Some(axum::http::header::AUTHORIZATION),
@@ -100,20 +95,56 @@ impl Proxies {
             credential,
             idle_timeout: config.server.idle_timeout,
         });
-        let groups = by_shape
-            .into_values()
-            .map(|routes| Group {
-                patterns: routes[0].pattern.router_patterns(),
-                access: routes[0].access.clone(),
-                forward: Forward { routes: routes.into(), shared: shared.clone() },
-            })
-            .collect();
-        Ok(Self { groups })
+        Ok(Self { table: Arc::new(table), forward: Forward { shared } })
     }
 
-    /// The patterns the router gets for them.
-    pub(crate) fn patterns(&self) -> impl Iterator<Item = &str> {
-        self.groups.iter().flat_map(|g| g.patterns.iter().map(String::as_str))
+    /// Finds `request`'s route; when there is one, the request carries it for [`Forward`].
+    pub(crate) fn route(&self, request: &mut Request) -> Routed {
+        // Only a table with routes for a `host` asks for the request's.
+        let host = if self.table.by_host() { request_host(request) } else { None };
+        let found = self.table.find(host.as_deref(), request.uri().path(), request.headers(), request.method());
+        match found {
+            Found::Route(route) => {
+                let policy = route.policy.clone();
+                request.extensions_mut().insert(route.clone());
+                Routed::Route(policy)
+            }
+            Found::MethodNotAllowed(allowed, route) => {
+                Routed::MethodNotAllowed(forward::method_not_allowed(&allowed), route.policy.clone())
+            }
+            Found::Nothing => Routed::Elsewhere,
+        }
+    }
+
+    /// The service that forwards a request [`route`](Proxies::route) found a route for.
+    pub(crate) fn forward(&self) -> Forward {
+        self.forward.clone()
+    }
+
+    /// Every route's policies, once each.
+    pub(crate) fn policies(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.table.routes().map(|route| &route.policy)
+    }
+
+    /// Every route's paths as router patterns, with the methods it takes (for CORS preflights).
+    pub(crate) fn methods(&self) -> Vec<(String, Vec<Method>)> {
+        let mut methods: Vec<(String, Vec<Method>)> = Vec::new();
+        for route in self.table.routes() {
+            let taken = if route.methods.is_empty() { ANY.to_vec() } else { route.methods.clone() };
+            for pattern in route.pattern.router_patterns() {
+                match methods.iter_mut().find(|(p, _)| *p == pattern) {
+                    Some((_, known)) => {
+                        for method in &taken {
+                            if !known.contains(method) {
+                                known.push(method.clone());
+                            }
+                        }
+                    }
+                    None => methods.push((pattern, taken.clone())),
+                }
+            }
+        }
+        methods
     }
 
     /// Fails, naming both, when a proxy route takes a path one of `handlers` (route patterns)
@@ -121,7 +152,9 @@ impl Proxies {
     pub(crate) fn check_handlers<'a>(&self, handlers: impl IntoIterator<Item = &'a str>) -> Result<(), KeyError> {
         for handler in handlers {
             let Ok(handler_pattern) = Pattern::parse(handler) else { continue };
-            for route in self.groups.iter().flat_map(|g| g.forward.routes.iter()) {
+            let mut routes: Vec<&Arc<ProxyRoute>> = self.table.routes().collect();
+            routes.sort_by_key(|route| route.index);
+            for route in routes {
                 if let Some(path) = route.pattern.overlap(&handler_pattern) {
                     let message = format!(
                         "{} takes paths of the handler route `{handler}` (`{path}`, for one): \
@@ -134,33 +167,15 @@ impl Proxies {
         }
         Ok(())
     }
-
-    /// `routes` with every proxy route added, under the methods its routes take (any of them
-    /// when one takes any).
-    pub(crate) fn add_to(&self, mut routes: Routes) -> Routes {
-        for group in &self.groups {
-            let mut filter: Option<MethodFilter> = None;
-            for route in group.forward.routes.iter() {
-                let methods: Vec<Method> = if route.methods.is_empty() { ANY.to_vec() } else { route.methods.clone() };
-                for method in methods {
-                    // Every method was checked to have a filter when the route was compiled.
-                    if let Ok(one) = MethodFilter::try_from(method) {
-                        filter = Some(filter.map_or(one, |f| f.or(one)));
-                    }
-                }
-            }
-            let Some(filter) = filter else { continue };
-            for pattern in &group.patterns {
-                let service = axum::routing::on_service(filter, group.forward.clone());
-                routes = routes.route(pattern, service, group.access.clone());
-            }
-        }
-        routes
-    }
 }
 
 /// One `[[proxy]]` entry, checked.
-fn compile(index: usize, entry: &ProxyRouteConfig, upstreams: &Upstreams) -> Result<ProxyRoute, KeyError> {
+fn compile(
+    index: usize,
+    entry: &ProxyRouteConfig,
+    config: &Config,
+    upstreams: &Upstreams,
+) -> Result<ProxyRoute, KeyError> {
     let key = |name: &str| format!("proxy[{index}].{name}");
     let pattern = Pattern::parse(&entry.path).map_err(|m| (key("path"), m))?;
     let named =
@@ -202,6 +217,14 @@ fn compile(index: usize, entry: &ProxyRouteConfig, upstreams: &Upstreams) -> Res
     if entry.timeout.is_some_and(|t| t.is_zero()) {
         return Err((key("timeout"), "must be greater than zero".to_owned()));
     }
+    let settings = config.routes.get(&entry.path);
+    let policy = Arc::new(Route {
+        pattern: Arc::from(entry.path.as_str()),
+        access,
+        deadline: settings.and_then(|s| s.deadline),
+        max_body_bytes: settings.and_then(|s| s.max_body_bytes),
+        shaped: false,
+    });
     Ok(ProxyRoute {
         index,
         pattern,
@@ -210,7 +233,7 @@ fn compile(index: usize, entry: &ProxyRouteConfig, upstreams: &Upstreams) -> Res
         match_headers,
         target,
         rewrite,
-        access,
+        policy,
         timeout: entry.timeout,
         max_body_bytes: entry.max_body_bytes,
         websocket: entry.websocket,

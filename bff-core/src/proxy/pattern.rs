@@ -88,10 +88,12 @@ impl Pattern {
         })
     }
 
-    /// The patterns the router gets for it: itself, or for a prefix its base and everything under.
+    /// The patterns the router gets for it: itself, or for a prefix its base and everything under,
+    /// each parameter named for its place (`/files/{p1}`), so that routes naming theirs apart
+    /// share the router's nodes.
     pub(crate) fn router_patterns(&self) -> Vec<String> {
         if !self.prefix {
-            return vec![self.source.clone()];
+            return vec![self.router_text(&self.segments)];
         }
         let base = self.router_text(&self.segments);
         let under = format!("{}/{{*{PREFIX_REST}}}", base.trim_end_matches('/'));
@@ -100,15 +102,21 @@ impl Pattern {
 
     fn router_text(&self, segments: &[Segment]) -> String {
         let mut text = String::new();
-        for segment in segments {
+        for (i, segment) in segments.iter().enumerate() {
             text.push('/');
             match segment {
                 Segment::Literal(l) => text.push_str(l),
-                Segment::Param(n) => text.push_str(&format!("{{{n}}}")),
-                Segment::CatchAll(n) => text.push_str(&format!("{{*{n}}}")),
+                Segment::Param(_) => text.push_str(&format!("{{p{i}}}")),
+                Segment::CatchAll(_) => text.push_str(&format!("{{*p{i}}}")),
             }
         }
         if text.is_empty() { "/".to_owned() } else { text }
+    }
+
+    /// Whether it takes any number of segments (a prefix, or a `{*rest}` at its end): such routes
+    /// are tried after those of fixed length.
+    pub(crate) fn is_catch_all(&self) -> bool {
+        self.prefix || matches!(self.segments.last(), Some(Segment::CatchAll(_)))
     }
 
     /// Its shape: the pattern with every parameter unnamed (`/files/{}`). Two patterns of one

@@ -1,12 +1,12 @@
-//! One compiled passthrough route, and the choice among the routes of one path shape: by host,
-//! then by method.
+//! One compiled passthrough route, and the choice among the routes of one host and path shape:
+//! by `match_header`, then by method.
 
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::pattern::{Pattern, Rewrite};
-use crate::policy::access::Access;
+use crate::routes::Route;
 use crate::upstream::Upstream;
 
 /// A `[[proxy]]` entry, checked and ready to serve.
@@ -22,7 +22,8 @@ pub(crate) struct ProxyRoute {
     pub(crate) match_headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) target: Target,
     pub(crate) rewrite: Option<Rewrite>,
-    pub(crate) access: Access,
+    /// Its policies (its access, its `routes."<path>"` settings), attached to each request it takes.
+    pub(crate) policy: Arc<Route>,
     /// The longest wait for the response head; `None`: the route's deadline.
     pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) max_body_bytes: Option<u64>,
@@ -112,22 +113,10 @@ impl Host {
         Ok(if wildcard { Self::Wildcard(format!(".{name}")) } else { Self::Exact(name.to_owned()) })
     }
 
-    /// Whether `host` (lowercase, without its port) is taken.
-    fn matches(&self, host: &str) -> bool {
-        match self {
-            Self::Exact(name) => host == name,
-            Self::Wildcard(suffix) => {
-                host.strip_suffix(suffix.as_str()).is_some_and(|label| !label.is_empty() && !label.contains('.'))
-            }
-        }
-    }
-
-    /// How specific it is: a name before a wildcard.
-    fn rank(&self) -> u8 {
-        match self {
-            Self::Exact(_) => 2,
-            Self::Wildcard(_) => 1,
-        }
+    /// Whether the wildcard of `suffix` (`.example.com`) takes `host` (lowercase, without its
+    /// port): one label, then the suffix.
+    pub(crate) fn takes_suffix(suffix: &str, host: &str) -> bool {
+        host.strip_suffix(suffix).is_some_and(|label| !label.is_empty() && !label.contains('.'))
     }
 }
 
@@ -154,14 +143,6 @@ pub(crate) fn request_host(request: &axum::extract::Request) -> Option<String> {
 }
 
 impl ProxyRoute {
-    fn host_rank(&self, host: Option<&str>) -> Option<u8> {
-        match (&self.host, host) {
-            (None, _) => Some(0),
-            (Some(taken), Some(host)) if taken.matches(host) => Some(taken.rank()),
-            (Some(_), _) => None,
-        }
-    }
-
     /// Whether `headers` carry every header the route requires.
     fn takes_headers(&self, headers: &HeaderMap) -> bool {
         self.match_headers.iter().all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
@@ -191,38 +172,30 @@ impl ProxyRoute {
     }
 }
 
-/// What a request gets among the routes of one path shape.
+/// What a request gets among the routes of one host and path shape.
 #[derive(Debug)]
 pub(crate) enum Choice<'a> {
     Route(&'a Arc<ProxyRoute>),
-    /// No route takes its host.
+    /// Every route requires a header it lacks.
     NotFound,
-    /// Routes take its host and path, none its method: these are the methods they take.
+    /// Routes take it, none its method: these are the methods they take.
     MethodNotAllowed(Vec<Method>),
 }
 
-/// Chooses among `routes`: the most specific host that takes the request (a name, a wildcard,
-/// then routes without a host), then a route whose `match_header` it carries before one without,
-/// and among those the route that takes its method.
-pub(crate) fn choose<'a>(
-    routes: &'a [Arc<ProxyRoute>],
-    host: Option<&str>,
-    headers: &HeaderMap,
-    method: &Method,
-) -> Choice<'a> {
-    let mut best: Option<(u8, &Arc<ProxyRoute>)> = None;
+/// Chooses among `routes` (of one host and path shape): a route whose `match_header` the request
+/// carries before one without, and among those the route that takes its method.
+pub(crate) fn choose<'a>(routes: &'a [Arc<ProxyRoute>], headers: &HeaderMap, method: &Method) -> Choice<'a> {
+    let mut best: Option<&Arc<ProxyRoute>> = None;
     let mut allowed: Vec<Method> = Vec::new();
-    let mut any_host = false;
+    let mut taken = false;
     for route in routes {
-        let Some(host_rank) = route.host_rank(host) else { continue };
         if !route.takes_headers(headers) {
             continue;
         }
-        let rank = host_rank * 2 + u8::from(!route.match_headers.is_empty());
-        any_host = true;
+        taken = true;
         if route.takes_method(method) {
-            if best.is_none_or(|(r, _)| rank > r) {
-                best = Some((rank, route));
+            if best.is_none_or(|b| b.match_headers.is_empty() && !route.match_headers.is_empty()) {
+                best = Some(route);
             }
         } else {
             for m in &route.methods {
@@ -233,10 +206,40 @@ pub(crate) fn choose<'a>(
         }
     }
     match best {
-        Some((_, route)) => Choice::Route(route),
-        None if any_host => Choice::MethodNotAllowed(allowed),
+        Some(route) => Choice::Route(route),
+        None if taken => Choice::MethodNotAllowed(allowed),
         None => Choice::NotFound,
     }
+}
+
+/// A public route to `catalog` (never called), for tests of the choice.
+#[cfg(test)]
+pub(crate) fn test_route(index: usize, path: &str, host: Option<&str>, methods: &[Method]) -> Arc<ProxyRoute> {
+    let metrics = crate::observe::metrics::Metrics::new();
+    let settings = crate::upstream::UpstreamSettings::default();
+    let upstream = Upstream::new("catalog", &"http://127.0.0.1:9".parse().unwrap(), settings, &metrics);
+    let policy = Route {
+        pattern: path.into(),
+        access: crate::policy::access::Access::public(),
+        deadline: None,
+        max_body_bytes: None,
+        shaped: false,
+    };
+    Arc::new(ProxyRoute {
+        index,
+        pattern: Pattern::parse(path).unwrap(),
+        methods: methods.to_vec(),
+        host: host.map(|h| Host::parse(h).unwrap()),
+        match_headers: Vec::new(),
+        target: Target::one(upstream),
+        rewrite: None,
+        policy: Arc::new(policy),
+        timeout: None,
+        max_body_bytes: None,
+        websocket: false,
+        request_headers: Edits::default(),
+        response_headers: Edits::default(),
+    })
 }
 
 #[cfg(test)]
@@ -246,56 +249,19 @@ mod tests {
     use crate::upstream::UpstreamSettings;
 
     fn route(index: usize, host: Option<&str>, methods: &[Method]) -> Arc<ProxyRoute> {
-        let upstream = Upstream::new(
-            "catalog",
-            &"http://127.0.0.1:9".parse().unwrap(),
-            UpstreamSettings::default(),
-            &Metrics::new(),
-        );
-        Arc::new(ProxyRoute {
-            index,
-            pattern: Pattern::parse("/api/{*rest}").unwrap(),
-            methods: methods.to_vec(),
-            host: host.map(|h| Host::parse(h).unwrap()),
-            match_headers: Vec::new(),
-            target: Target::one(upstream),
-            rewrite: None,
-            access: Access::public(),
-            timeout: None,
-            max_body_bytes: None,
-            websocket: false,
-            request_headers: Edits::default(),
-            response_headers: Edits::default(),
-        })
-    }
-
-    fn chosen(routes: &[Arc<ProxyRoute>], host: Option<&str>, method: Method) -> Result<usize, Vec<Method>> {
-        match choose(routes, host, &HeaderMap::new(), &method) {
-            Choice::Route(route) => Ok(route.index),
-            Choice::NotFound => Err(vec![]),
-            Choice::MethodNotAllowed(allowed) => Err(allowed),
-        }
+        test_route(index, "/api/{*rest}", host, methods)
     }
 
     #[test]
-    fn the_most_specific_host_then_the_method_chooses() {
-        let routes = [
-            route(0, None, &[Method::GET]),
-            route(1, Some("*.example.com"), &[Method::GET]),
-            route(2, Some("api.example.com"), &[Method::GET]),
-            route(3, Some("api.example.com"), &[Method::PUT]),
-        ];
-        assert_eq!(chosen(&routes, Some("api.example.com"), Method::GET), Ok(2));
-        assert_eq!(chosen(&routes, Some("api.example.com"), Method::PUT), Ok(3));
-        assert_eq!(chosen(&routes, Some("www.example.com"), Method::GET), Ok(1));
-        assert_eq!(chosen(&routes, Some("a.b.example.com"), Method::GET), Ok(0), "a wildcard is one label");
-        assert_eq!(chosen(&routes, Some("example.com"), Method::GET), Ok(0));
-        assert_eq!(chosen(&routes, None, Method::GET), Ok(0));
-        assert_eq!(chosen(&routes, Some("other.test"), Method::DELETE), Err(vec![Method::GET]));
-        let allowed = chosen(&routes, Some("api.example.com"), Method::DELETE).unwrap_err();
-        assert_eq!(allowed, vec![Method::GET, Method::PUT]);
-        let hosted = [route(0, Some("api.example.com"), &[])];
-        assert_eq!(chosen(&hosted, Some("other.test"), Method::GET), Err(vec![]), "no route for that host: 404");
+    fn the_route_that_takes_the_method_is_chosen_or_the_methods_named() {
+        let routes = [route(0, None, &[Method::GET]), route(1, None, &[Method::PUT, Method::GET])];
+        let chosen = |method: Method| match choose(&routes, &HeaderMap::new(), &method) {
+            Choice::Route(route) => Ok(route.index),
+            Choice::NotFound => Err(vec![]),
+            Choice::MethodNotAllowed(allowed) => Err(allowed),
+        };
+        assert_eq!(chosen(Method::PUT), Ok(1));
+        assert_eq!(chosen(Method::DELETE), Err(vec![Method::GET, Method::PUT]));
     }
 
     #[test]
@@ -305,7 +271,7 @@ mod tests {
             vec![(HeaderName::from_static("x-canary"), HeaderValue::from_static("1"))];
         let routes = [route(0, None, &[Method::GET]), canary];
         let mut headers = HeaderMap::new();
-        let pick = |headers: &HeaderMap| match choose(&routes, None, headers, &Method::GET) {
+        let pick = |headers: &HeaderMap| match choose(&routes, headers, &Method::GET) {
             Choice::Route(route) => route.index,
             other => panic!("{other:?}"),
         };
@@ -348,6 +314,9 @@ mod tests {
         for bad in ["", "*.", "a..b", "a b", "*.*.example.com", "a.example.com:8080"] {
             assert!(Host::parse(bad).is_err(), "{bad}");
         }
+        assert!(Host::takes_suffix(".example.com", "api.example.com"));
+        assert!(!Host::takes_suffix(".example.com", "a.b.example.com"), "one label");
+        assert!(!Host::takes_suffix(".example.com", "example.com"));
         let request =
             |host: &str| axum::http::Request::builder().header("host", host).body(axum::body::Body::empty()).unwrap();
         assert_eq!(request_host(&request("API.example.com:8443")).as_deref(), Some("api.example.com"));

@@ -20,7 +20,7 @@ fn refused(routes: &str) -> (String, String) {
 }
 
 #[test]
-fn good_routes_compile_grouped_by_path_shape() {
+fn good_routes_compile_each_with_its_name_and_access() {
     let proxies = proxies(
         r#"
         [[proxy]]
@@ -41,8 +41,19 @@ fn good_routes_compile_grouped_by_path_shape() {
         "#,
     )
     .unwrap();
-    let patterns: Vec<&str> = proxies.patterns().collect();
-    assert_eq!(patterns, ["/api/catalog/products/{*rest}", "/legacy", "/legacy/{*__proxy_rest}"]);
+    // Each named by its path as written, with its own access.
+    let mut names: Vec<(&str, bool)> = proxies.policies().map(|r| (&*r.pattern, r.access.is_public())).collect();
+    names.sort();
+    let expected =
+        [("/api/catalog/products/{*rest}", true), ("/api/catalog/products/{*tail}", true), ("/legacy/*", false)];
+    assert_eq!(names, expected);
+    // One router entry per path shape, and the methods of its routes together (CORS preflights).
+    let mut methods = proxies.methods();
+    methods.sort();
+    assert_eq!(methods[0], ("/api/catalog/products/{*p3}".to_owned(), vec![Method::GET, Method::HEAD, Method::PUT]));
+    assert_eq!(methods[1].0, "/legacy");
+    assert_eq!(methods[2].0, "/legacy/{*__proxy_rest}");
+    assert_eq!(methods[2].1.len(), ANY.len());
 }
 
 #[test]
@@ -105,8 +116,8 @@ fn routes_no_request_can_tell_apart_are_refused_naming_both() {
         message.contains("`/files/{id}` (proxy[0])") && message.contains("`/files/{name}` (proxy[1])"),
         "{message}"
     );
-    // Told apart by host: fine, but they share one router entry, so one access.
-    let (key, message) = refused(
+    // Told apart by host: fine, each with its own access.
+    let proxies = proxies(
         r#"
         [[proxy]]
         path = "/files/{id}"
@@ -118,9 +129,31 @@ fn routes_no_request_can_tell_apart_are_refused_naming_both() {
         upstream = "catalog"
         access = "authenticated"
         "#,
+    )
+    .unwrap();
+    assert_eq!(proxies.policies().filter(|r| r.access.is_public()).count(), 1);
+    // Paths the router cannot hold side by side.
+    let (key, message) = refused(
+        r#"
+        [[proxy]]
+        path = "/files/{id}"
+        upstream = "catalog"
+        access = "public"
+        [[proxy]]
+        path = "/files/{id}/{*rest}"
+        upstream = "catalog"
+        access = "public"
+        [[proxy]]
+        path = "/files/*"
+        upstream = "catalog"
+        access = "public"
+        "#,
     );
-    assert_eq!(key, "proxy[1].access");
-    assert!(message.contains("same `access`"), "{message}");
+    assert_eq!(key, "proxy[2].path", "{message}");
+    assert!(
+        message.contains("`/files/*` (proxy[2])") && message.contains("`/files/{id}/{*rest}` (proxy[1])"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, MatchedPath};
+use axum::extract::FromRequestParts;
 use axum::http::HeaderValue;
 use axum::http::request::Parts;
 use tokio::time::Instant;
@@ -26,9 +26,8 @@ pub const DEGRADED: &str = "x-bff-degraded";
 #[derive(Debug)]
 pub(crate) struct RequestMeta {
     pub(crate) id: HeaderValue,
-    /// The matched route pattern, set by a route layer (the edge runs before routing).
-    pub(crate) route: std::sync::OnceLock<MatchedPath>,
-    /// The matched route's policies, set with `route` (a field, not an extension: no allocation).
+    /// The matched route's policies, set once the route is found (a field, not an extension:
+    /// no allocation).
     pub(crate) policy: std::sync::OnceLock<Arc<Route>>,
     /// The verified caller's headers, set by the credentials layer.
     pub(crate) caller: std::sync::OnceLock<CallerHeaders>,
@@ -66,6 +65,22 @@ impl Degraded {
 }
 
 impl RequestMeta {
+    /// The context of a request made outside any server.
+    pub(crate) fn detached(deadline: Duration, concurrency: usize) -> Self {
+        Self {
+            id: HeaderValue::from_static("detached"),
+            policy: std::sync::OnceLock::new(),
+            caller: std::sync::OnceLock::new(),
+            start: Instant::now(),
+            policies: RoutePolicies {
+                default_deadline: deadline,
+                default_max_body_bytes: MAX_JSON_BODY,
+                concurrency: concurrency.max(1),
+            },
+            degraded: Mutex::new(Degraded::default()),
+        }
+    }
+
     /// When the request must be answered by: its route's deadline, or the default one.
     pub(crate) fn deadline(&self, route: Option<&Route>) -> Instant {
         self.start + route.and_then(|r| r.deadline).unwrap_or(self.policies.default_deadline)
@@ -160,34 +175,21 @@ impl Ctx {
 
     /// A context outside any server, for tests and benchmarks of handlers and fan-outs.
     pub fn detached(deadline: Duration, concurrency: usize) -> Self {
-        let meta = RequestMeta {
-            id: HeaderValue::from_static("detached"),
-            route: std::sync::OnceLock::new(),
-            policy: std::sync::OnceLock::new(),
-            caller: std::sync::OnceLock::new(),
-            start: Instant::now(),
-            policies: RoutePolicies {
-                default_deadline: deadline,
-                default_max_body_bytes: MAX_JSON_BODY,
-                concurrency: concurrency.max(1),
-            },
-            degraded: Mutex::new(Degraded::default()),
-        };
         Self {
-            meta: Arc::new(meta),
+            meta: Arc::new(RequestMeta::detached(deadline, concurrency)),
             deadline: Instant::now() + deadline,
             concurrency: concurrency.max(1),
             caller: None,
         }
     }
 
-    /// This context on behalf of `caller` (tests of what the identity changes).
     /// The same request with a deadline `budget` after it arrived, in place of its route's.
     pub(crate) fn within(mut self, budget: Duration) -> Self {
         self.deadline = self.meta.start + budget;
         self
     }
 
+    /// This context on behalf of `caller` (tests of what the identity changes).
     #[cfg(test)]
     pub(crate) fn on_behalf_of(mut self, caller: Option<CallerHeaders>) -> Self {
         self.caller = caller;
