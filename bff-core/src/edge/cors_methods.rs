@@ -13,25 +13,27 @@ use axum::response::Response;
 use super::around::Around;
 
 /// Rewrites `Access-Control-Allow-Methods` on preflight answers: the route the path takes, found
-/// in a table of the route patterns (matched as the router matches them, built once), then that
-/// route's methods.
+/// in tables of the route patterns (matched as the routes are, built once), then that route's
+/// methods.
 #[derive(Clone)]
 pub(crate) struct CorsMethods {
-    table: Arc<matchit::Router<HeaderValue>>,
+    /// Patterns of fixed length, then those ending in a catch-all (`{*rest}`), tried in that
+    /// order as passthrough routes are (`proxy/table.rs`), so both may share a position.
+    tables: Arc<[matchit::Router<HeaderValue>; 2]>,
 }
 
 impl CorsMethods {
     /// For routes that take `methods` (by pattern).
     pub(crate) fn new(methods: HashMap<String, Vec<Method>>) -> Self {
-        let mut table = matchit::Router::new();
+        let mut tables = [matchit::Router::new(), matchit::Router::new()];
         for (pattern, methods) in methods {
             let listed = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(",");
             if let Ok(value) = HeaderValue::try_from(listed) {
-                // The router took these patterns already: none conflicts.
-                let _ = table.insert(pattern, value);
+                // The routers took these patterns already: none conflicts.
+                let _ = tables[usize::from(pattern.contains("{*"))].insert(pattern, value);
             }
         }
-        Self { table: Arc::new(table) }
+        Self { tables: Arc::new(tables) }
     }
 }
 
@@ -48,7 +50,8 @@ impl Around for CorsMethods {
         if !preflight {
             return None;
         }
-        Some(self.table.at(request.uri().path()).ok().map(|found| found.value.clone()))
+        let path = request.uri().path();
+        Some(self.tables.iter().find_map(|table| table.at(path).ok()).map(|found| found.value.clone()))
     }
 
     fn after(methods: Self::State, response: &mut Response) {
@@ -61,5 +64,35 @@ impl Around for CorsMethods {
             // No declared route takes the path: no method is allowed from another origin.
             None => response.headers_mut().remove(ACCESS_CONTROL_ALLOW_METHODS),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preflight(cors: &CorsMethods, path: &str) -> Option<HeaderValue> {
+        let mut request = Request::builder()
+            .method(Method::OPTIONS)
+            .uri(path)
+            .header(ORIGIN, "https://app.example.com")
+            .header(ACCESS_CONTROL_REQUEST_METHOD, "GET")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        cors.before(&mut request).expect("a preflight")
+    }
+
+    #[test]
+    fn a_preflight_gets_the_methods_of_the_route_its_path_takes() {
+        let methods = [
+            ("/files/{p1}".to_owned(), vec![Method::GET, Method::HEAD]),
+            ("/files/{*rest}".to_owned(), vec![Method::PUT]),
+            ("/web/home".to_owned(), vec![Method::GET]),
+        ];
+        let cors = CorsMethods::new(methods.into_iter().collect());
+        assert_eq!(preflight(&cors, "/files/1").unwrap(), "GET,HEAD");
+        assert_eq!(preflight(&cors, "/files/1/2").unwrap(), "PUT", "the catch-all, beside the parameter");
+        assert_eq!(preflight(&cors, "/web/home").unwrap(), "GET");
+        assert_eq!(preflight(&cors, "/web/other"), None);
     }
 }

@@ -20,9 +20,10 @@
 //! 8. **catch panic** (`panic.rs`): a panicking handler is a 500 problem, and the connection and
 //!    server live on.
 //! 9. CORS (tower-http), when configured, its preflights answering the methods of the route asked
-//!    about (`cors_methods.rs`); then routing, and per protected route:
-//!    `Cache-Control: private, no-cache` and `Vary` by the credential, then credentials, access
-//!    and shaping.
+//!    about (`cors_methods.rs`); then the dispatch (`crate::dispatch`), which finds the route and
+//!    attaches its policies to the request context, and per protected route
+//!    `Cache-Control: private, no-cache` and `Vary` by the credential, then credentials, access,
+//!    limits and shaping.
 //!
 //! Around them all, `X-Content-Type-Options: nosniff` on every answer (tower-http).
 //!
