@@ -53,8 +53,8 @@ pub(crate) enum Found<'a> {
 
 impl Table {
     /// Adds `route`; fails, naming both, when no request can tell it from a route added before
-    /// (`("", why)`) or the router cannot hold both paths (`(".path", why)`). A table that
-    /// refused a route is not to be used.
+    /// (`("", why)`) or the router cannot hold both paths (`(".path", why)`); the table is then
+    /// as it was.
     pub(crate) fn insert(&mut self, route: Arc<ProxyRoute>) -> Result<(), (&'static str, String)> {
         let paths = match &route.host {
             None => &mut self.any,
@@ -129,9 +129,12 @@ impl Paths {
             return Ok(());
         }
         let at = self.shapes.len();
-        let router = &mut self.routers[usize::from(route.pattern.is_catch_all())];
-        for pattern in route.pattern.router_patterns() {
-            if let Err(error) = router.insert(&pattern, at) {
+        let slot = usize::from(route.pattern.is_catch_all());
+        // Into a copy: a prefix inserts two patterns, and both go in or neither.
+        let mut router = self.routers[slot].clone();
+        let patterns = route.pattern.router_patterns();
+        for pattern in &patterns {
+            if let Err(error) = router.insert(pattern, at) {
                 let other = match &error {
                     matchit::InsertError::Conflict { with } => self.inserted_by.get(with).cloned(),
                     _ => None,
@@ -139,6 +142,9 @@ impl Paths {
                 .unwrap_or_else(|| "another route".to_owned());
                 return Err((".path", format!("{} cannot be routed beside {other}: {error}", route.describe())));
             }
+        }
+        self.routers[slot] = router;
+        for pattern in patterns {
             self.inserted_by.insert(pattern, route.describe());
         }
         self.by_shape.insert(shape, at);
@@ -226,5 +232,10 @@ mod tests {
         assert_eq!(field, ".path");
         assert!(why.contains("`/files/{id}/{*rest}` (proxy[5])") && why.contains("`/files/*` (proxy[4])"), "{why}");
         assert_eq!(table.routes().count(), 4);
+        // A prefix whose base fits but whose catch-all does not leaves nothing behind.
+        let mut table = Table::default();
+        table.insert(test_route(0, "/x/{id}/{*rest}", None, &[])).unwrap();
+        assert!(table.insert(test_route(1, "/x/*", None, &[])).is_err());
+        assert_eq!(found(&table, None, "/x", Method::GET), Err(vec![]), "no half-inserted base");
     }
 }
