@@ -96,59 +96,27 @@ fn each_bad_key_is_named() {
     assert!(message.contains("`public`, `authenticated` or `scope:<name>`"), "{message}");
 }
 
+/// One `[[proxy]]` entry to the catalog.
+fn entry(path: &str, access: &str, extra: &str) -> String {
+    format!("[[proxy]]\npath = \"{path}\"\nupstream = \"catalog\"\naccess = \"{access}\"\n{extra}\n")
+}
+
 #[test]
 fn routes_no_request_can_tell_apart_are_refused_naming_both() {
-    let (key, message) = refused(
-        r#"
-        [[proxy]]
-        path = "/files/{id}"
-        upstream = "catalog"
-        access = "public"
-        [[proxy]]
-        path = "/files/{name}"
-        methods = ["GET"]
-        upstream = "catalog"
-        access = "public"
-        "#,
-    );
+    let files = entry("/files/{id}", "public", "");
+    let (key, message) = refused(&(files.clone() + &entry("/files/{name}", "public", "methods = [\"GET\"]")));
     assert_eq!(key, "proxy[1]");
     assert!(
         message.contains("`/files/{id}` (proxy[0])") && message.contains("`/files/{name}` (proxy[1])"),
         "{message}"
     );
     // Told apart by host: fine, each with its own access.
-    let proxies = proxies(
-        r#"
-        [[proxy]]
-        path = "/files/{id}"
-        upstream = "catalog"
-        access = "public"
-        [[proxy]]
-        path = "/files/{id}"
-        host = "admin.example.com"
-        upstream = "catalog"
-        access = "authenticated"
-        "#,
-    )
-    .unwrap();
+    let admin = entry("/files/{id}", "authenticated", "host = \"admin.example.com\"");
+    let proxies = proxies(&(files.clone() + &admin)).unwrap();
     assert_eq!(proxies.policies().filter(|r| r.access.is_public()).count(), 1);
     // Paths the router cannot hold side by side.
-    let (key, message) = refused(
-        r#"
-        [[proxy]]
-        path = "/files/{id}"
-        upstream = "catalog"
-        access = "public"
-        [[proxy]]
-        path = "/files/{id}/{*rest}"
-        upstream = "catalog"
-        access = "public"
-        [[proxy]]
-        path = "/files/*"
-        upstream = "catalog"
-        access = "public"
-        "#,
-    );
+    let (key, message) =
+        refused(&(files + &entry("/files/{id}/{*rest}", "public", "") + &entry("/files/*", "public", "")));
     assert_eq!(key, "proxy[2].path", "{message}");
     assert!(
         message.contains("`/files/*` (proxy[2])") && message.contains("`/files/{id}/{*rest}` (proxy[1])"),
