@@ -85,7 +85,7 @@ impl Service<Request> for Dispatch {
                     attach(&request, policy);
                     return Either::Left(Either::Right(stack.oneshot(request)));
                 }
-                Routed::MethodNotAllowed(response, policy) => {
+                Routed::Answered(response, policy) => {
                     attach(&request, policy);
                     return Either::Left(Either::Left(ready(Ok(response))));
                 }

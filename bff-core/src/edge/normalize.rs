@@ -5,7 +5,9 @@
 //!   RFC 3986 §6.2.2.2 makes `/%61pi` and `/api` the same path;
 //! - runs of `/` are merged (`//api///x` is `/api/x`);
 //! - `.` and `..` segments are resolved (RFC 3986 §5.2.4), the encoded ones (`%2e%2e`) too;
-//!   a `..` that would climb above the root is a `400 INVALID_PATH`.
+//!   a `..` that would climb above the root is a `400 INVALID_PATH`; the path as written (its
+//!   `..` kept) goes with the request ([`PathWithDots`]), so that a passthrough route can refuse
+//!   a path that climbed out of it (`proxy/mod.rs`).
 //!
 //! Nothing else is decoded: an encoded `/` or `\` stays one, inside its segment (a passthrough
 //! route refuses it, see `proxy/path.rs`). The query is left as it came. The normalised path is
@@ -18,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::BffError;
 use crate::middleware::Guard;
+use crate::request::PathWithDots;
 
 /// Normalises every request's path; refuses one that climbs above the root.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +33,9 @@ impl Guard for Normalize {
             Ok(Some(path)) => path,
             Err(why) => return Some(BffError::bad_request("INVALID_PATH", why).into_response()),
         };
+        if let Some(with_dots) = with_dots(request.uri().path()) {
+            request.extensions_mut().insert(PathWithDots(with_dots.into()));
+        }
         let rebuilt = match request.uri().query() {
             Some(query) => format!("{path}?{query}"),
             None => path,
@@ -90,6 +96,23 @@ pub(super) fn normalize(path: &str) -> Result<Option<String>, &'static str> {
         normalized.push('/');
     }
     Ok((normalized != path || decoded.is_some()).then_some(normalized))
+}
+
+/// `path` with its slashes merged, unreserved characters decoded and `.` segments dropped, but its
+/// `..` segments kept: what it would have matched had they not been resolved. `None` if it has
+/// no `..`.
+fn with_dots(path: &str) -> Option<String> {
+    let decoded = decode_unreserved(path);
+    let path = decoded.as_deref().unwrap_or(path);
+    if !path.split('/').any(|segment| segment == "..") {
+        return None;
+    }
+    let mut kept = String::with_capacity(path.len());
+    for segment in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
+        kept.push('/');
+        kept.push_str(segment);
+    }
+    Some(kept)
 }
 
 /// `path` with its escaped unreserved characters decoded, if it has any.
@@ -161,6 +184,17 @@ mod tests {
         for (path, expected) in cases {
             assert_eq!(normalize(path), Ok(expected.map(str::to_owned)), "{path}");
         }
+    }
+
+    #[test]
+    fn a_path_with_dot_dot_segments_keeps_them_for_the_router() {
+        assert_eq!(with_dots("/api/catalog/products/SKU-1"), None);
+        assert_eq!(with_dots("/api/./x//y/"), None, "no `..`");
+        assert_eq!(with_dots("/api/catalog//products/./%2e%2E/../x").as_deref(), Some("/api/catalog/products/../../x"));
+        let mut request = Request::builder().uri("/a/b/../c").body(axum::body::Body::empty()).unwrap();
+        assert!(Normalize.refuse(&mut request).is_none());
+        assert_eq!(request.uri(), "/a/c");
+        assert_eq!(request.extensions().get::<PathWithDots>().map(|p| &*p.0), Some("/a/b/../c"));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!   `match_header` and method;
 //! - `table.rs`: finding a request's route: host, then the most specific path, then method (405
 //!   with `Allow`);
-//! - `path.rs`: the paths refused before anything is forwarded (encoded slashes);
+//! - `path.rs`: the paths refused before anything is forwarded (encoded slashes); a path whose
+//!   `..` segments climbed out of the root of the route it was written for is refused when it is
+//!   routed (`Proxies::route`);
 //! - `headers.rs`: hop-by-hop headers, `X-Forwarded-*`, `Forwarded`, `Via`;
 //! - `forward.rs`: the service that forwards;
 //! - `tunnel.rs`: a WebSocket's bytes both ways, once both sides have switched protocols.
@@ -29,7 +31,7 @@ use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 pub(crate) use self::forward::Forward;
 use self::forward::Shared;
@@ -37,8 +39,10 @@ use self::pattern::{Pattern, Rewrite};
 use self::route::{Edits, Host, ProxyRoute, Target, request_host};
 use self::table::{Found, Table};
 use crate::config::{Config, HeaderEdits, ProxyRouteConfig, ProxyUpstream};
+use crate::error::BffError;
 use crate::identity;
 use crate::policy::access::Access;
+use crate::request::PathWithDots;
 use crate::routes::Route;
 use crate::upstream::Upstreams;
 
@@ -69,8 +73,10 @@ pub(crate) enum Routed {
     /// One of theirs: the request carries its route (an extension) for [`Forward`], and here are
     /// its policies.
     Route(Arc<Route>),
-    /// A path of theirs, not the method: the 405, and the policies of a route of that path.
-    MethodNotAllowed(Response, Arc<Route>),
+    /// Answered here: a path of theirs but not the method (405), or a path whose `..` segments
+    /// climbed out of the root of the route it was written for (400); and the policies of that
+    /// route, to name it in the metrics.
+    Answered(Response, Arc<Route>),
     /// Not one of theirs.
     Elsewhere,
 }
@@ -102,6 +108,11 @@ impl Proxies {
     pub(crate) fn route(&self, request: &mut Request) -> Routed {
         // Only a table with routes for a `host` asks for the request's.
         let host = if self.table.by_host() { request_host(request) } else { None };
+        if let Some(route) = self.climbed_out(host.as_deref(), request) {
+            let why = format!("the path climbs out of the route `{}` with `..`", route.policy.pattern);
+            let response = BffError::bad_request("INVALID_PATH", why).into_response();
+            return Routed::Answered(response, route.policy.clone());
+        }
         let found = self.table.find(host.as_deref(), request.uri().path(), request.headers(), request.method());
         match found {
             Found::Route(route) => {
@@ -110,10 +121,21 @@ impl Proxies {
                 Routed::Route(policy)
             }
             Found::MethodNotAllowed(allowed, route) => {
-                Routed::MethodNotAllowed(forward::method_not_allowed(&allowed), route.policy.clone())
+                Routed::Answered(forward::method_not_allowed(&allowed), route.policy.clone())
             }
             Found::Nothing => Routed::Elsewhere,
         }
+    }
+
+    /// The route a path with `..` segments would have taken had they not been resolved, if its
+    /// resolved path is not under that route's root: `/api/files/../../_stats` is not a file.
+    fn climbed_out(&self, host: Option<&str>, request: &Request) -> Option<&Arc<ProxyRoute>> {
+        let PathWithDots(written) = request.extensions().get::<PathWithDots>()?;
+        let route = match self.table.find(host, written, request.headers(), request.method()) {
+            Found::Route(route) | Found::MethodNotAllowed(_, route) => route,
+            Found::Nothing => return None,
+        };
+        (!route.pattern.under_root(request.uri().path())).then_some(route)
     }
 
     /// The service that forwards a request [`route`](Proxies::route) found a route for.

@@ -137,6 +137,24 @@ impl Pattern {
         if shape.is_empty() { "/".to_owned() } else { shape }
     }
 
+    /// Its root: the literal segments before its first parameter (`/api/catalog` for
+    /// `/api/catalog/{*rest}`, the base of a prefix), `""` when it starts with a parameter.
+    pub(crate) fn root(&self) -> String {
+        let mut root = String::new();
+        for segment in &self.segments {
+            let Segment::Literal(literal) = segment else { break };
+            root.push('/');
+            root.push_str(literal);
+        }
+        root
+    }
+
+    /// Whether `path` is its root or under it.
+    pub(crate) fn under_root(&self, path: &str) -> bool {
+        let root = self.root();
+        path.strip_prefix(root.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
     /// What `path` (raw, without the query) captures, if it is taken.
     pub(crate) fn captures<'a>(&'a self, path: &'a str) -> Option<Captures<'a>> {
         let mut pieces = path.strip_prefix('/')?.split('/');

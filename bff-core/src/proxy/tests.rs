@@ -134,3 +134,51 @@ fn a_route_over_a_handlers_paths_is_refused_naming_both() {
     let root = self::proxies("[[proxy]]\npath = \"/*\"\nupstream = \"catalog\"\naccess = \"public\"").unwrap();
     assert!(root.check_handlers(["/healthz"]).unwrap_err().1.contains("`/healthz`"));
 }
+
+#[test]
+fn a_path_whose_dot_dots_climb_out_of_its_route_is_refused() {
+    let proxies = proxies(
+        r#"
+        [[proxy]]
+        path = "/api/catalog/products/{*rest}"
+        upstream = "catalog"
+        access = "public"
+        [[proxy]]
+        path = "/api/catalog/files/{bytes}"
+        upstream = "catalog"
+        access = "public"
+        [[proxy]]
+        path = "/legacy/*"
+        upstream = "catalog"
+        access = "public"
+        "#,
+    )
+    .unwrap();
+    // (as written, as the edge resolved it, the route it would have taken if refused)
+    let cases = [
+        ("/api/catalog/products/../../../_stats", "/_stats", Some("/api/catalog/products/{*rest}")),
+        ("/api/catalog/products/../files/1", "/api/catalog/files/1", Some("/api/catalog/products/{*rest}")),
+        ("/api/catalog/files/..", "/api/catalog/", Some("/api/catalog/files/{bytes}")),
+        ("/legacy/a/../../x", "/x", Some("/legacy/*")),
+        ("/legacy/..", "/", Some("/legacy/*")),
+        // Within the route's root: routed as resolved.
+        ("/api/catalog/products/a/../SKU-1", "/api/catalog/products/SKU-1", None),
+        ("/legacy/a/../b", "/legacy/b", None),
+        ("/legacy/a/..", "/legacy/", None),
+        // Written for no route: routed as resolved.
+        ("/x/../legacy/a", "/legacy/a", None),
+    ];
+    for (written, resolved, refused_for) in cases {
+        let mut request = Request::builder().uri(resolved).body(axum::body::Body::empty()).unwrap();
+        request.extensions_mut().insert(PathWithDots(written.into()));
+        match (proxies.route(&mut request), refused_for) {
+            (Routed::Answered(response, route), Some(pattern)) => {
+                assert_eq!(response.status(), axum::http::StatusCode::BAD_REQUEST, "{written}");
+                assert_eq!(&*route.pattern, pattern, "{written}");
+            }
+            (Routed::Answered(response, _), None) => panic!("{written} refused: {}", response.status()),
+            (_, Some(_)) => panic!("{written} was not refused"),
+            (_, None) => {}
+        }
+    }
+}

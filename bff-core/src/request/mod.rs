@@ -36,6 +36,12 @@ pub(crate) struct RequestMeta {
     pub(crate) degraded: Mutex<Degraded>,
 }
 
+/// A request's path as it came, before its `..` segments were resolved (merged slashes and
+/// decoded unreserved characters aside): set by the edge's normaliser when the path had one, so
+/// that a passthrough route can refuse a path that climbed out of the route it was written for.
+#[derive(Debug, Clone)]
+pub(crate) struct PathWithDots(pub(crate) Box<str>);
+
 /// The longest label [`Ctx::degrade`] keeps.
 pub const MAX_DEGRADED_LABEL: usize = 64;
 
