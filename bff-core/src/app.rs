@@ -333,7 +333,7 @@ impl Gateway {
         let cors = self.config.cors.as_ref().map(|cors| (cors_layer(cors), methods));
         // The edge and CORS wrap the dispatch once, rather than each route.
         let shed = ShedLayer::new(self.config.server.max_in_flight_requests, &self.metrics);
-        edge::wrap(dispatch, self.route_policies(), self.metrics.clone(), cors, self.config.server.max_uri_bytes, shed)
+        edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), cors, shed)
     }
 
     fn route_policies(&self) -> RoutePolicies {
@@ -356,7 +356,7 @@ impl Gateway {
         let access = ["/healthz", "/readyz", "/metrics"].map(|p| (p.to_owned(), Access::public())).into();
         let dispatch = Dispatch::new(self.route_table(&access).iter(), None, routed);
         // Never shed: operators must see the process when it is busiest.
-        edge::wrap(dispatch, self.route_policies(), self.metrics.clone(), None, self.config.server.max_uri_bytes, None)
+        edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), None, None)
     }
 
     /// Serves `router` on `public` and the [admin router](Gateway::admin_router) on `admin`,

@@ -1,5 +1,5 @@
-//! Request statistics: how many requests a service served, how many at once, and the last request's
-//! headers, HTTP version and path.
+//! Request statistics: how many requests a service served, how many at once, the last request's
+//! headers, HTTP version and path, and the trace context (`traceparent`) of the latest ones.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,13 @@ pub struct StatsSnapshot {
     pub last_path: Option<String>,
     /// TCP connections accepted since start or the last reset.
     pub connections: u64,
+    /// The `traceparent` of each business request that had one, oldest first: the last
+    /// [`MAX_TRACEPARENTS`] since start or the last reset.
+    pub traceparents: Vec<String>,
 }
+
+/// The most `traceparent`s [`StatsSnapshot::traceparents`] keeps.
+pub const MAX_TRACEPARENTS: usize = 64;
 
 /// The live counters of one service.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +59,7 @@ impl Stats {
             s.last_version.clear();
             s.last_path = None;
             s.connections = 0;
+            s.traceparents.clear();
         });
     }
 
@@ -79,6 +86,7 @@ pub(crate) async fn track(State(stats): State<Stats>, request: Request, next: Ne
         .collect();
     let version = format!("{:?}", request.version());
     let path = request.uri().path_and_query().map(|p| p.as_str().to_owned());
+    let traceparent = request.headers().get("traceparent").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     stats.with(|s| {
         s.requests += 1;
         s.in_flight += 1;
@@ -86,6 +94,12 @@ pub(crate) async fn track(State(stats): State<Stats>, request: Request, next: Ne
         s.last_headers = headers;
         s.last_version = version;
         s.last_path = path;
+        if let Some(traceparent) = traceparent {
+            if s.traceparents.len() == MAX_TRACEPARENTS {
+                s.traceparents.remove(0);
+            }
+            s.traceparents.push(traceparent);
+        }
     });
     let _guard = InFlight(stats);
     next.run(request).await

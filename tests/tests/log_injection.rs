@@ -1,4 +1,5 @@
-//! Log injection: request-derived text never starts a log line, in either format.
+//! Log lines: request-derived text never starts a log line, in either format; every line of a
+//! request names its trace.
 //!
 //! A test binary of its own: `tracing` caches whether each log site is enabled, and a site first
 //! reached by a concurrent test, before this test's scoped subscriber exists, could stay cached
@@ -61,4 +62,44 @@ fn a_line_break_in_a_path_parameter_never_starts_a_log_line() {
             assert!(!line.trim_start().starts_with("FORGED"), "{format:?}: a forged line:\n{text}");
         }
     }
+}
+
+#[test]
+fn every_line_of_a_request_names_its_trace_and_span() {
+    let lines = Lines::default();
+    let filter = tracing_subscriber::EnvFilter::new("info");
+    let subscriber = bff_core::observe::logging::subscriber(bff_core::config::LogFormat::Json, filter, lines.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let stack = mobile().start().await;
+            let response = stack
+                .http
+                .get(stack.bff.url("/mobile/home"))
+                .bearer_auth(stack.token())
+                .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            // A request with no traceparent: its own new trace.
+            assert_eq!(stack.get("/mobile/orders/4201").await.status(), 200);
+        });
+    });
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let served: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["fields"]["message"] == "request served" || line["message"] == "request served")
+        .collect();
+    assert_eq!(served.len(), 2, "{text}");
+    let span_of = |line: &serde_json::Value| (line["span"]["trace_id"].clone(), line["span"]["span_id"].clone());
+    let (first_trace, first_span) = span_of(&served[0]);
+    assert_eq!(first_trace, trace, "{}", served[0]);
+    let span = first_span.as_str().unwrap_or_default();
+    assert!(span.len() == 16 && span != "00f067aa0ba902b7", "the request's own span: {}", served[0]);
+    let (second_trace, _) = span_of(&served[1]);
+    let second_trace = second_trace.as_str().unwrap_or_default();
+    assert!(second_trace.len() == 32 && second_trace != trace, "{}", served[1]);
 }

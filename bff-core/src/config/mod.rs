@@ -36,6 +36,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Trace context: whose `traceparent` is continued, how many new traces are sampled.
+    #[serde(default)]
+    pub tracing: TracingConfig,
     /// Connection and request limits, and shutdown.
     #[serde(default)]
     pub server: ServerConfig,
@@ -359,6 +362,45 @@ fn default_log_filter() -> String {
     "info".to_owned()
 }
 
+/// W3C Trace Context: every request belongs to a trace (its client's, when the client's
+/// `traceparent` is valid and trusted, else a new one), and every upstream attempt carries it with
+/// a span id of its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Whose `traceparent` is continued: `always` (the default), `never` (a public edge that does
+    /// not let clients pick trace ids) or `trusted_proxies` (only from `server.trusted_proxies`).
+    #[serde(default)]
+    pub accept_parent: AcceptParent,
+    /// The share of new traces marked sampled (`0.0` to `1.0`, default `1.0`); a continued
+    /// trace keeps its parent's flag.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self { accept_parent: AcceptParent::default(), sample_ratio: default_sample_ratio() }
+    }
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+/// Whose `traceparent` a request's trace continues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcceptParent {
+    /// Any client's.
+    #[default]
+    Always,
+    /// Nobody's: every request starts a trace.
+    Never,
+    /// Only a peer in `server.trusted_proxies`'s.
+    TrustedProxies,
+}
+
 /// The log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -635,6 +677,16 @@ impl Config {
         }
         self.validate_server()?;
         self.validate_limits()?;
+        let ratio = self.tracing.sample_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(("tracing.sample_ratio".into(), format!("{ratio} is not between 0.0 and 1.0")));
+        }
+        if self.tracing.accept_parent == AcceptParent::TrustedProxies && self.server.trusted_proxies.is_empty() {
+            return Err((
+                "tracing.accept_parent".into(),
+                "`trusted_proxies` needs `server.trusted_proxies`: name the proxies whose trace is continued".into(),
+            ));
+        }
         if self.auth.is_some() && self.api_keys.is_some() {
             return Err(("api_keys".into(), "a BFF authenticates with `auth` (JWT) or `api_keys`, not both".into()));
         }

@@ -9,6 +9,7 @@ use axum::response::Response;
 use tokio::time::Instant;
 
 use super::around::Around;
+use crate::observe::trace_context::TraceContext;
 use crate::problem::ErrorReport;
 use crate::request::{DEGRADED, Degraded, REQUEST_ID_HEADER, RequestMeta, RoutePolicies};
 
@@ -26,6 +27,8 @@ impl Around for Context {
             policy: std::sync::OnceLock::new(),
             caller: std::sync::OnceLock::new(),
             start: Instant::now(),
+            // The span layer outside began it.
+            trace: request.extensions_mut().remove::<TraceContext>(),
             policies: self.0.clone(),
             degraded: Mutex::new(Degraded::default()),
         });

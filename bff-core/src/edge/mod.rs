@@ -2,8 +2,9 @@
 //!
 //! 1. **request id** (`request_id.rs`): every request has an `X-Request-Id` (a client's is kept
 //!    when it is short and plain), echoed on the response.
-//! 2. **span** (`span.rs`): one `request` span with the id, method and path, around everything
-//!    inside.
+//! 2. **span** (`span.rs`): the request's trace (W3C `traceparent`, continued when valid and
+//!    trusted, else new), and one `request` span with the id, method, path, trace and span ids,
+//!    around everything inside.
 //! 3. **request context** (`context.rs`): the deadline clock, the matched route and the
 //!    degradations list a handler's [`Ctx`](crate::Ctx) reads; `X-Bff-Degraded` on the way out.
 //! 4. **access log + metrics** (`access_log.rs`): one log line and the request series per
@@ -59,18 +60,20 @@ use tower_http::cors::CorsLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use self::around::AroundLayer;
+use crate::config::Config;
 use crate::middleware::GuardLayer;
 use crate::observe::metrics::Metrics;
 use crate::request::RoutePolicies;
 
 /// Wraps `routed` (the dispatch to the routes) in the inbound stack of the module docs.
-/// With `cors`, the CORS layer and every route pattern's methods.
+/// `config` gives the server's limits and the tracing settings; with `cors`, the CORS layer and
+/// every route pattern's methods.
 pub(crate) fn wrap<S>(
     routed: S,
+    config: &Config,
     policies: RoutePolicies,
     metrics: Metrics,
     cors: Option<(CorsLayer, HashMap<String, Vec<Method>>)>,
-    max_uri_bytes: usize,
     shed: Option<shed::ShedLayer>,
 ) -> Router
 where
@@ -84,12 +87,12 @@ where
     let stack = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(AroundLayer(request_id::RequestIds))
-        .layer(span::SpanLayer)
+        .layer(span::SpanLayer::new(&config.tracing, &config.server.trusted_proxies))
         .layer(AroundLayer(context::Context(policies)))
         .layer(AroundLayer(access_log::AccessLog(metrics)))
         .layer(AroundLayer(problem::ProblemDetails))
         .option_layer(shed)
-        .layer(GuardLayer(limits::Limits { max_uri_bytes }))
+        .layer(GuardLayer(limits::Limits { max_uri_bytes: config.server.max_uri_bytes }))
         .layer(GuardLayer(normalize::Normalize))
         .layer(panic::CatchPanicLayer)
         .option_layer(cors_methods)

@@ -1,31 +1,71 @@
-//! The `request` span around everything inside: the request id, the method and the path.
+//! The `request` span around everything inside: the request id, the method, the path, and the
+//! request's trace (W3C Trace Context, `observe/trace_context.rs`): its `trace_id` and this
+//! request's `span_id`, so that every log line of the request names them. The trace goes with
+//! the request ([`TraceContext`], an extension) to the request context, and from there to every
+//! upstream attempt.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
+use crate::config::{AcceptParent, IpNet, TracingConfig};
 use crate::identity::REQUEST_ID_HEADER;
+use crate::observe::trace_context::TraceContext;
 
-/// Runs the rest of the stack in a `request` span.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct SpanLayer;
+/// Runs the rest of the stack in a `request` span, in the request's trace.
+#[derive(Debug, Clone)]
+pub(super) struct SpanLayer(Arc<Trust>);
+
+/// Whose `traceparent` is continued, and how many new traces are sampled.
+#[derive(Debug)]
+struct Trust {
+    accept: AcceptParent,
+    trusted_proxies: Vec<IpNet>,
+    sample_ratio: f64,
+}
+
+impl SpanLayer {
+    pub(super) fn new(tracing: &TracingConfig, trusted_proxies: &[IpNet]) -> Self {
+        Self(Arc::new(Trust {
+            accept: tracing.accept_parent,
+            trusted_proxies: trusted_proxies.to_vec(),
+            sample_ratio: tracing.sample_ratio,
+        }))
+    }
+}
 
 impl<S> Layer<S> for SpanLayer {
     type Service = RequestSpan<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestSpan(inner)
+        RequestSpan(inner, self.0.clone())
     }
 }
 
 /// The service of [`SpanLayer`].
 #[derive(Debug, Clone)]
-pub(super) struct RequestSpan<S>(S);
+pub(super) struct RequestSpan<S>(S, Arc<Trust>);
+
+impl Trust {
+    /// Whether `request`'s `traceparent` may be continued.
+    fn accepts(&self, request: &Request) -> bool {
+        match self.accept {
+            AcceptParent::Always => true,
+            AcceptParent::Never => false,
+            AcceptParent::TrustedProxies => {
+                let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+                peer.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(ip)))
+            }
+        }
+    }
+}
 
 impl<S> Service<Request> for RequestSpan<S>
 where
@@ -39,14 +79,18 @@ where
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let trace = TraceContext::of_request(request.headers(), self.1.accepts(&request), self.1.sample_ratio);
         let id = request.headers().get(&REQUEST_ID_HEADER).map(|id| String::from_utf8_lossy(id.as_bytes()));
         let span = tracing::info_span!(
             "request",
             id = %id.unwrap_or_default(),
             method = %request.method(),
             path = %request.uri().path(),
+            trace_id = %trace.trace_id(),
+            span_id = %trace.span_id(),
         );
+        request.extensions_mut().insert(trace);
         let _entered = span.enter();
         self.0.call(request).instrument(span.clone())
     }

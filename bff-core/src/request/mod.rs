@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use crate::identity::CallerHeaders;
 pub use crate::identity::REQUEST_ID;
 pub(crate) use crate::identity::REQUEST_ID_HEADER;
+use crate::observe::trace_context::TraceContext;
 use crate::problem::Problem;
 use crate::routes::Route;
 use crate::upstream::CallContext;
@@ -32,6 +33,8 @@ pub(crate) struct RequestMeta {
     /// The verified caller's headers, set by the credentials layer.
     pub(crate) caller: std::sync::OnceLock<CallerHeaders>,
     pub(crate) start: Instant,
+    /// The request's trace, which every upstream attempt carries.
+    pub(crate) trace: Option<TraceContext>,
     pub(crate) policies: RoutePolicies,
     pub(crate) degraded: Mutex<Degraded>,
 }
@@ -78,6 +81,7 @@ impl RequestMeta {
             policy: std::sync::OnceLock::new(),
             caller: std::sync::OnceLock::new(),
             start: Instant::now(),
+            trace: None,
             policies: RoutePolicies {
                 default_deadline: deadline,
                 default_max_body_bytes: MAX_JSON_BODY,
@@ -228,6 +232,7 @@ impl From<&Ctx> for CallContext {
             deadline: ctx.deadline(),
             streamed: false,
             caller: ctx.caller().cloned(),
+            trace: ctx.meta.trace.clone(),
         }
     }
 }

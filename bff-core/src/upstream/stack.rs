@@ -56,6 +56,7 @@ use super::{Body, BoxError, UpstreamSettings, unprocessed};
 use crate::config::UpstreamProtocol;
 use crate::identity::CallerHeaders;
 use crate::observe::metrics::Metrics;
+use crate::observe::trace_context::TraceContext;
 
 /// An upstream's whole outbound stack, type-erased; a tower [`Service`] itself.
 ///
@@ -132,6 +133,9 @@ pub struct CallContext {
     pub streamed: bool,
     /// The verified caller's identity headers; none for a call on no one's behalf.
     pub caller: Option<CallerHeaders>,
+    /// The request's trace: each attempt sends it with a span id of its own. None for a call
+    /// outside any request (a JWKS fetch), which sends none.
+    pub(crate) trace: Option<TraceContext>,
 }
 
 /// Builds the stack of [the module docs](self) over `clients`, the innermost services: one per

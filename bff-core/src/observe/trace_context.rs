@@ -1,0 +1,287 @@
+//! W3C Trace Context (<https://www.w3.org/TR/trace-context/>): the trace a request belongs to,
+//! taken from its `traceparent` when that is valid and trusted, else a new one; and the
+//! `traceparent` of each upstream attempt, the same trace with the attempt's own span id, so that
+//! a retried call shows as two attempts.
+//!
+//! A client's header never errors a request: a malformed `traceparent` (wrong length, upper-case
+//! or non-hex digits, an all-zero id, version `ff`, sent twice) starts a new trace, and so does a
+//! valid one when `tracing.accept_parent` does not trust its sender. `tracestate` is passed on
+//! with the trace it came with, bounded: at most [`MAX_TRACESTATE_MEMBERS`] well-formed members
+//! and [`MAX_TRACESTATE_BYTES`] bytes (members past either are dropped from the end, as the
+//! specification allows); one that does not parse is dropped whole.
+
+use std::fmt;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The header that carries the trace id, the parent span id and the sampled flag.
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The header that carries vendors' trace data, passed on unchanged.
+pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The most `tracestate` list members passed on (the specification's limit).
+pub(crate) const MAX_TRACESTATE_MEMBERS: usize = 32;
+/// The longest `tracestate` passed on (the specification asks for at least 512).
+pub(crate) const MAX_TRACESTATE_BYTES: usize = 512;
+
+/// The trace of one request, and its own (server) span id.
+#[derive(Debug, Clone)]
+pub(crate) struct TraceContext {
+    pub(crate) trace_id: u128,
+    /// The request's span: the parent of every upstream attempt.
+    pub(crate) span_id: u64,
+    pub(crate) sampled: bool,
+    /// The `tracestate` that came with a continued trace, bounded.
+    pub(crate) state: Option<HeaderValue>,
+}
+
+impl TraceContext {
+    /// The trace of a request with `headers`: its `traceparent`'s when that is valid and
+    /// `accept` (with its `tracestate`), else a new one, sampled with probability `ratio`.
+    pub(crate) fn of_request(headers: &HeaderMap, accept: bool, ratio: f64) -> Self {
+        let span_id = nonzero_u64();
+        if accept && let Some((trace_id, _parent, flags)) = single(headers, &TRACEPARENT).and_then(parse_traceparent) {
+            let state = tracestate(headers);
+            return Self { trace_id, span_id, sampled: flags & 1 == 1, state };
+        }
+        let sampled = ratio >= 1.0 || (ratio > 0.0 && fastrand::f64() < ratio);
+        Self { trace_id: nonzero_u128(), span_id, sampled, state: None }
+    }
+
+    /// The `traceparent` of one upstream attempt: this trace, a new span id (returned too), this
+    /// request's sampled flag.
+    pub(crate) fn attempt(&self) -> (u64, HeaderValue) {
+        let span_id = nonzero_u64();
+        let text = format!("00-{:032x}-{span_id:016x}-{:02x}", self.trace_id, u8::from(self.sampled));
+        // Hex digits and dashes only.
+        let value = HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""));
+        (span_id, value)
+    }
+
+    /// The trace id as 32 lower-case hex digits.
+    pub(crate) fn trace_id(&self) -> Hex<u128> {
+        Hex(self.trace_id)
+    }
+
+    /// The request's span id as 16 lower-case hex digits.
+    pub(crate) fn span_id(&self) -> Hex<u64> {
+        Hex(self.span_id)
+    }
+}
+
+/// An id written as W3C writes it: lower-case hex, zero-padded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hex<T>(T);
+
+impl fmt::Display for Hex<u128> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Display for Hex<u64> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+fn nonzero_u128() -> u128 {
+    loop {
+        let id = fastrand::u128(..);
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+fn nonzero_u64() -> u64 {
+    loop {
+        let id = fastrand::u64(..);
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// The one value of `name`; `None` when absent or sent more than once.
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    values.next().is_none().then(|| first.as_bytes())
+}
+
+/// `version-traceid-parentid-flags`: the trace id, the parent id and the flags, if valid.
+fn parse_traceparent(value: &[u8]) -> Option<(u128, u64, u8)> {
+    // Version 00 is exactly 55 bytes; a later version may add fields after a `-`.
+    let version = lower_hex(value.get(0..2)?)? as u8;
+    match (version, value.len()) {
+        (0xff, _) => return None,
+        (0, 55) => {}
+        (0, _) => return None,
+        (_, 55) => {}
+        (_, n) if n > 55 && value[55] == b'-' => {}
+        _ => return None,
+    }
+    if value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+        return None;
+    }
+    let trace_id = lower_hex(&value[3..35])?;
+    let parent_id = lower_hex(&value[36..52])? as u64;
+    let flags = lower_hex(&value[53..55])? as u8;
+    (trace_id != 0 && parent_id != 0).then_some((trace_id, parent_id, flags))
+}
+
+/// `digits` (at most 32 lower-case hex digits) as a number.
+fn lower_hex(digits: &[u8]) -> Option<u128> {
+    let mut n: u128 = 0;
+    for &d in digits {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => return None,
+        };
+        n = (n << 4) | u128::from(v);
+    }
+    Some(n)
+}
+
+/// The request's `tracestate` (its lines joined), bounded as the module docs say.
+fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut kept = String::new();
+    let mut members = 0;
+    for line in headers.get_all(&TRACESTATE) {
+        // A client's headers are bounded by the edge; a line this long is not one to pass on.
+        let line = line.to_str().ok()?;
+        for member in line.split(',').map(|m| m.trim_matches([' ', '\t'])).filter(|m| !m.is_empty()) {
+            if !valid_member(member) {
+                return None;
+            }
+            let extra = member.len() + usize::from(!kept.is_empty());
+            if members == MAX_TRACESTATE_MEMBERS || kept.len() + extra > MAX_TRACESTATE_BYTES {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.push(',');
+            }
+            kept.push_str(member);
+            members += 1;
+        }
+    }
+    (!kept.is_empty()).then(|| HeaderValue::try_from(kept).ok()).flatten()
+}
+
+/// `key=value`: a key of lower-case letters, digits and `_-*/` (with one `@` for a tenant's
+/// vendor), at most 256 bytes; a value of printable ASCII but `,` and `=`, not ending in a space,
+/// at most 256 bytes.
+fn valid_member(member: &str) -> bool {
+    let Some((key, value)) = member.split_once('=') else { return false };
+    let key_ok = !key.is_empty()
+        && key.len() <= 256
+        && key.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b))
+        && key.bytes().filter(|&b| b == b'@').count() <= 1;
+    let value_ok = !value.is_empty()
+        && value.len() <= 256
+        && value.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
+        && !value.ends_with(' ');
+    key_ok && value_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const TRACE: u128 = 0x4bf92f3577b34da6a3ce929d0e0e4736;
+
+    fn headers(pairs: &[(HeaderName, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_continued_with_a_new_span() {
+        let context = TraceContext::of_request(&headers(&[(TRACEPARENT, VALID)]), true, 0.0);
+        assert_eq!(context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(context.span_id, 0x00f067aa0ba902b7);
+        assert!(context.sampled, "the parent's flag, whatever the ratio");
+        let unsampled = VALID.replace("-01", "-00");
+        assert!(!TraceContext::of_request(&headers(&[(TRACEPARENT, &unsampled)]), true, 1.0).sampled);
+        // A later version may carry more fields; its first four are read.
+        let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever";
+        let continued = TraceContext::of_request(&headers(&[(TRACEPARENT, future)]), true, 0.0);
+        assert_eq!(continued.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn a_malformed_or_untrusted_traceparent_starts_a_new_trace() {
+        let bad = [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ];
+        for value in bad {
+            let context = TraceContext::of_request(&headers(&[(TRACEPARENT, value)]), true, 1.0);
+            assert_ne!(context.trace_id, TRACE, "{value:?}");
+            assert_ne!(context.trace_id, 0);
+            assert!(context.sampled, "a new trace sampled at ratio 1");
+        }
+        let twice = headers(&[(TRACEPARENT, VALID), (TRACEPARENT, VALID)]);
+        assert_ne!(TraceContext::of_request(&twice, true, 1.0).trace_id, TRACE, "sent twice");
+        let untrusted = TraceContext::of_request(&headers(&[(TRACEPARENT, VALID), (TRACESTATE, "a=1")]), false, 0.0);
+        assert_ne!(untrusted.trace_id, TRACE);
+        assert_eq!(untrusted.state, None, "the state goes with the trace it came with");
+        assert!(!untrusted.sampled, "a new trace at ratio 0");
+        let none = TraceContext::of_request(&HeaderMap::new(), true, 1.0);
+        assert_ne!(none.trace_id, TraceContext::of_request(&HeaderMap::new(), true, 1.0).trace_id);
+    }
+
+    #[test]
+    fn each_attempt_has_its_own_span_in_the_same_trace() {
+        let context = TraceContext::of_request(&headers(&[(TRACEPARENT, VALID)]), true, 0.0);
+        let (first_id, first) = context.attempt();
+        let (second_id, second) = context.attempt();
+        assert_ne!(first_id, second_id);
+        assert_eq!(first.to_str().unwrap(), format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{first_id:016x}-01"));
+        assert_eq!(parse_traceparent(second.as_bytes()), Some((context.trace_id, second_id, 1)));
+    }
+
+    #[test]
+    fn tracestate_is_passed_on_bounded() {
+        let state = |lines: &[&str]| {
+            let mut pairs = vec![(TRACEPARENT, VALID)];
+            pairs.extend(lines.iter().map(|l| (TRACESTATE, *l)));
+            TraceContext::of_request(&headers(&pairs), true, 1.0).state.map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(state(&[]), None);
+        assert_eq!(
+            state(&["congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"]).as_deref(),
+            Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+        );
+        assert_eq!(state(&["a=1", "b@vendor=2"]).as_deref(), Some("a=1,b@vendor=2"), "lines joined");
+        assert_eq!(state(&["a=1,,  ,b=2"]).as_deref(), Some("a=1,b=2"), "empty members skipped");
+        for bad in ["A=1", "a", "a=", "a=b=c", "@a=1", "a@b@c=1"] {
+            assert_eq!(state(&[&format!("x=1,{bad}")]), None, "{bad:?}");
+        }
+        let many: Vec<String> = (0..40).map(|i| format!("k{i}=v")).collect();
+        let kept = state(&[&many.join(",")]).unwrap();
+        assert_eq!(kept.split(',').count(), MAX_TRACESTATE_MEMBERS);
+        let long: Vec<String> = (0..10).map(|i| format!("k{i}={}", "v".repeat(100))).collect();
+        let kept = state(&[&long.join(",")]).unwrap();
+        assert!(
+            kept.len() <= MAX_TRACESTATE_BYTES && kept.starts_with("k0=") && kept.split(',').count() == 4,
+            "{kept}"
+        );
+    }
+}

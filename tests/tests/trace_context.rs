@@ -1,0 +1,147 @@
+//! W3C Trace Context end to end: a request's trace reaches every upstream attempt, each with a
+//! span of its own; a client's malformed or untrusted `traceparent` starts a new trace.
+
+mod common;
+
+use common::StackBuilder;
+use services_mock::{Faults, Service};
+
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+fn mobile() -> StackBuilder {
+    StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+}
+
+/// A `traceparent` as W3C writes it: `(trace id, span id, flags)`.
+fn parse(traceparent: &str) -> (String, String, String) {
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[0], "00", "{traceparent}");
+    let hex = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    assert!(hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2), "{traceparent}");
+    assert!(parts[1].bytes().any(|b| b != b'0') && parts[2].bytes().any(|b| b != b'0'), "{traceparent}");
+    (parts[1].to_owned(), parts[2].to_owned(), parts[3].to_owned())
+}
+
+async fn home_with(stack: &common::Stack, headers: &[(&str, &str)]) -> u16 {
+    let mut request = stack.http.get(stack.bff.url("/mobile/home")).bearer_auth(stack.token());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn every_upstream_attempt_carries_the_clients_trace_with_a_span_of_its_own() {
+    let stack = mobile().start().await;
+    // The first of every two orders calls fails: that call is retried.
+    stack.set_faults(Service::Orders, Faults { fail_every: 2, ..Faults::default() }).await;
+    stack.reset_stats();
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let state = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
+    assert_eq!(home_with(&stack, &[("traceparent", &traceparent), ("tracestate", state)]).await, 200);
+
+    let mut spans = Vec::new();
+    for service in [Service::Users, Service::Orders, Service::Notifications] {
+        let stats = stack.stats(service);
+        for sent in &stats.traceparents {
+            let (trace, span, flags) = parse(sent);
+            assert_eq!(trace, CLIENT_TRACE, "{service:?}: {sent}");
+            assert_eq!(flags, "01", "the client's sampled flag: {sent}");
+            assert_ne!(span, CLIENT_SPAN, "{service:?}: the client's span is not the attempt's");
+            spans.push(span);
+        }
+        assert_eq!(stats.last_headers.get("tracestate").map(String::as_str), Some(state), "{service:?}");
+        let expected = if service == Service::Orders { 2 } else { 1 };
+        assert_eq!(stats.traceparents.len(), expected, "{service:?}: one traceparent per attempt");
+    }
+    let distinct: std::collections::HashSet<&String> = spans.iter().collect();
+    assert_eq!(distinct.len(), spans.len(), "each attempt, the retry included, has its own span: {spans:?}");
+}
+
+#[tokio::test]
+async fn a_malformed_traceparent_or_none_starts_a_new_trace_and_never_fails_the_request() {
+    let stack = mobile().start().await;
+    let malformed = [
+        format!("00-{}-{CLIENT_SPAN}-01", CLIENT_TRACE.to_uppercase()),
+        format!("00-{}-{CLIENT_SPAN}-01", "0".repeat(32)),
+        format!("ff-{CLIENT_TRACE}-{CLIENT_SPAN}-01"),
+        format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01-extra"),
+        format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}"),
+        "x".repeat(4000),
+        String::new(),
+    ];
+    let mut traces = Vec::new();
+    for value in &malformed {
+        stack.reset_stats();
+        // The client's tracestate goes with the trace it came with, not into a new one.
+        assert_eq!(home_with(&stack, &[("traceparent", value), ("tracestate", "a=1")]).await, 200, "{value}");
+        let stats = stack.stats(Service::Users);
+        let (trace, _, _) = parse(stats.traceparents.last().expect("a traceparent"));
+        assert_ne!(trace, CLIENT_TRACE, "{value}");
+        assert!(!stats.last_headers.contains_key("tracestate"), "{value}");
+        traces.push(trace);
+    }
+    for _ in 0..2 {
+        stack.reset_stats();
+        assert_eq!(home_with(&stack, &[]).await, 200);
+        let users = stack.stats(Service::Users);
+        let orders = stack.stats(Service::Orders);
+        let (trace, _, flags) = parse(users.traceparents.last().expect("a traceparent without one from the client"));
+        assert_eq!(parse(&orders.traceparents[0]).0, trace, "one request, one trace");
+        assert_eq!(flags, "01", "new traces are sampled at the default ratio of 1");
+        traces.push(trace);
+    }
+    let distinct: std::collections::HashSet<&String> = traces.iter().collect();
+    assert_eq!(distinct.len(), traces.len(), "every new trace is new: {traces:?}");
+}
+
+#[tokio::test]
+async fn a_public_edge_can_refuse_clients_traces() {
+    let stack = mobile().set("tracing.accept_parent", "\"never\"").set("tracing.sample_ratio", "0.0").start().await;
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    stack.reset_stats();
+    assert_eq!(home_with(&stack, &[("traceparent", &traceparent)]).await, 200);
+    let (trace, _, flags) = parse(&stack.stats(Service::Users).traceparents[0]);
+    assert_ne!(trace, CLIENT_TRACE);
+    assert_eq!(flags, "00", "a new trace at ratio 0 is not sampled");
+}
+
+#[tokio::test]
+async fn a_passthrough_route_sends_the_trace_not_the_clients_headers() {
+    let stack = StackBuilder::new(bff_web::DEFAULT_CONFIG, bff_web::app).start().await;
+    stack.reset_stats();
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00");
+    let response = stack
+        .http
+        .get(stack.bff.url("/api/catalog/products/SKU-0002"))
+        .header("traceparent", &traceparent)
+        .header("tracestate", "vendor=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let stats = stack.stats(Service::Catalog);
+    assert_eq!(stats.traceparents.len(), 1);
+    let (trace, span, flags) = parse(&stats.traceparents[0]);
+    assert_eq!((trace.as_str(), flags.as_str()), (CLIENT_TRACE, "00"));
+    assert_ne!(span, CLIENT_SPAN, "the attempt's span, not the client's");
+    assert_eq!(stats.last_headers.get("tracestate").map(String::as_str), Some("vendor=x"));
+}
+
+#[tokio::test]
+async fn bad_tracing_settings_name_their_key() {
+    for (key, value, expected) in [
+        ("tracing.sample_ratio", "1.5", "tracing.sample_ratio"),
+        ("tracing.accept_parent", "\"trusted_proxies\"", "server.trusted_proxies"),
+        ("tracing.accept_parent", "\"sometimes\"", "tracing.accept_parent"),
+    ] {
+        let mut overrides = bff_core::config::Overrides::default();
+        overrides.set(key.to_owned(), value.to_owned(), "test");
+        let source =
+            bff_core::config::ConfigSource { name: "mobile.toml".into(), text: bff_mobile::DEFAULT_CONFIG.into() };
+        let error = bff_core::config::load(&source, &overrides).expect_err(key).to_string();
+        assert!(error.contains(expected), "{key} = {value}: {error}");
+    }
+}
