@@ -23,8 +23,8 @@
 //!    - the **balance** over several instances (`upstream/balance.rs`): power of two choices,
 //!      a retry to an instance not yet tried, outlier ejection. From here on, per instance.
 //! 4. **call headers** (`upstream/headers.rs`): the request id and the verified caller's identity
-//!    (`X-User-Id`, `X-User-Scopes`, `X-Partner-Account`; later trace context) from the call's
-//!    context.
+//!    (`X-User-Id`, `X-User-Scopes`, `X-Partner-Account`), and the request's trace
+//!    (`traceparent` with the attempt's own span id, `tracestate`), from the call's context.
 //! 5. **per-try timeout** (`upstream/timeout.rs`): one attempt, its body included, takes at
 //!    most the upstream's `timeout`.
 //! 6. **HTTP client** (`upstream/transport.rs`): hyper-util's pooled client; reads the
