@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -28,6 +28,43 @@ const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// Every metric a gateway records, with its `# HELP` text: a name not listed here is a bug
+/// (debug builds panic when one is registered), so the exposition passes `promtool check metrics`.
+pub(crate) const HELP: &[(&str, &str)] = &[
+    ("bff_http_requests_total", "Requests served, by route pattern (unmatched otherwise), method and status."),
+    ("bff_http_request_duration_seconds", "Time from a request's arrival to its response head, by route pattern."),
+    (
+        "bff_upstream_requests_total",
+        "Upstream calls by upstream and outcome (ok, timeout, connect, status, transport, decode, request, overloaded, circuit_open, dot_segment).",
+    ),
+    ("bff_upstream_request_duration_seconds", "Time of each upstream call, retries included, by upstream."),
+    ("bff_degraded_total", "Optional parts left out of an answer, by upstream."),
+    ("bff_upstream_retries_total", "Upstream retries sent, or refused by the retry budget, by upstream."),
+    ("bff_upstream_hedges_total", "Hedged upstream calls sent, or refused by the retry budget, by upstream."),
+    ("bff_upstream_circuit_state", "An upstream's circuit breaker: 0 closed, 1 half-open, 2 open."),
+    ("bff_upstream_circuit_transitions_total", "Circuit breaker transitions, by upstream and the state entered."),
+    ("bff_upstream_ejections_total", "Instances ejected for consecutive failures, by upstream."),
+    ("bff_upstream_instances_ejected", "Instances of an upstream ejected now."),
+    ("bff_upstream_coalesced_total", "Calls that shared an identical call in flight, by upstream."),
+    ("bff_upstream_cache_total", "Response cache lookups, by upstream and result (hit, miss, revalidated, stale)."),
+    (
+        "bff_upstream_abandoned_total",
+        "Upstream calls whose caller went away before the answer, by upstream and outcome.",
+    ),
+    ("bff_requests_shed_total", "Requests refused with 503 over server.max_in_flight_requests."),
+    ("bff_rate_limit_requests_total", "Rate limit decisions, by route pattern, limit and outcome (allowed, limited)."),
+    ("bff_quota_requests_total", "Quota decisions, by tier and outcome (allowed, exceeded)."),
+    ("bff_rate_limit_keys", "Keys counted by the in-process rate limiters."),
+    ("bff_redis_call_seconds", "Time of each Redis call of the shared limits."),
+    ("bff_redis_errors_total", "Redis calls of the shared limits that failed, by kind (timeout, error)."),
+    ("bff_connections_open", "Client connections open now."),
+    ("bff_connections_refused_total", "Client connections refused at accept, by the cap that refused them."),
+    ("bff_connections_closed_total", "Client connections closed by the server, by reason."),
+    ("bff_connection_unsent_bytes", "Response bytes given to client connections and not yet taken by them."),
+    ("bff_h2_streams_refused_total", "HTTP/2 streams refused over server.h2_max_unsent_bytes."),
+    ("bff_config_reloads_total", "Configuration reloads, by result (ok, rejected)."),
+];
 
 /// A gateway's metrics registry, rendered by `GET /metrics`. Cheap to clone (shared).
 #[derive(Clone)]
@@ -69,16 +106,20 @@ impl Metrics {
             Ok(with_buckets) => with_buckets,
             Err(_) => PrometheusBuilder::new(),
         };
-        Self(Arc::new(Inner {
-            recorder: builder.build_recorder(),
-            routes: RwLock::default(),
-            upkeep: std::sync::Mutex::new(None),
-        }))
+        let recorder = builder.build_recorder();
+        for (name, help) in HELP {
+            // One description per name, whatever the kind.
+            recorder.describe_counter(KeyName::from_const_str(name), None, SharedString::const_str(help));
+        }
+        Self(Arc::new(Inner { recorder, routes: RwLock::default(), upkeep: std::sync::Mutex::new(None) }))
     }
 
-    /// The Prometheus text format of every series.
+    /// The Prometheus text format of every series, the process's own (CPU, memory, file
+    /// descriptors) and the build's included.
     pub fn render(&self) -> String {
-        self.0.recorder.handle().render()
+        let mut text = self.0.recorder.handle().render();
+        super::process::render(&mut text);
+        text
     }
 
     /// A counter of this registry (register once, keep the handle: incrementing is an atomic).
@@ -148,6 +189,10 @@ impl Metrics {
 }
 
 fn key(name: &'static str, labels: &[(&'static str, String)]) -> Key {
+    debug_assert!(
+        HELP.iter().any(|(n, _)| *n == name),
+        "the metric `{name}` has no HELP text in observe::metrics::HELP"
+    );
     Key::from_parts(name, labels.iter().map(|(k, v)| Label::new(*k, v.clone())).collect::<Vec<_>>())
 }
 
@@ -203,6 +248,16 @@ mod tests {
         // Made-up methods share one series.
         assert_eq!(count(r#"route="/test/metrics/{id}",method="other",status="405""#).as_deref(), Some("2"));
         assert!(text.contains(r#"bff_http_request_duration_seconds_count{route="/test/metrics/{id}"} 5"#), "{text}");
+        assert!(text.contains("# HELP bff_http_requests_total Requests served"), "{text}");
+        assert!(text.contains("# TYPE bff_http_request_duration_seconds histogram"), "{text}");
+    }
+
+    #[test]
+    fn every_metric_is_described_once() {
+        for (i, (name, help)) in HELP.iter().enumerate() {
+            assert!(name.starts_with("bff_") && !help.is_empty(), "{name}");
+            assert!(!HELP[..i].iter().any(|(n, _)| n == name), "{name} twice");
+        }
     }
 
     #[test]

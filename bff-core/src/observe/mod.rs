@@ -5,4 +5,5 @@ mod json_lines;
 mod log_buffer;
 pub mod logging;
 pub mod metrics;
+mod process;
 pub(crate) mod trace_context;

@@ -45,8 +45,8 @@ impl Served {
         let metrics = Metrics::new();
         let shared = Arc::new(Shared {
             max_unsent,
-            unsent: metrics.gauge("unsent", &[]),
-            refused_streams: metrics.counter("refused", &[]),
+            unsent: metrics.gauge("bff_connection_unsent_bytes", &[]),
+            refused_streams: metrics.counter("bff_h2_streams_refused_total", &[]),
         });
         let service = ConnService::new(router().into(), "127.0.0.1:9".parse().unwrap(), state.clone(), shared);
         let builder = super::super::builder(&ServerConfig::default());

@@ -1,5 +1,6 @@
-//! W3C Trace Context end to end: a request's trace reaches every upstream attempt, each with a
-//! span of its own; a client's malformed or untrusted `traceparent` starts a new trace.
+//! Observability end to end. W3C Trace Context: a request's trace reaches every upstream
+//! attempt, each with a span of its own; a client's malformed or untrusted `traceparent` starts a
+//! new trace. The Prometheus exposition passes the real `promtool check metrics`.
 
 mod common;
 
@@ -143,5 +144,51 @@ async fn bad_tracing_settings_name_their_key() {
             bff_core::config::ConfigSource { name: "mobile.toml".into(), text: bff_mobile::DEFAULT_CONFIG.into() };
         let error = bff_core::config::load(&source, &overrides).expect_err(key).to_string();
         assert!(error.contains(expected), "{key} = {value}: {error}");
+    }
+}
+
+/// What `promtool check metrics` says of `text`: `None` when it is not installed (a panic under
+/// `CI=true`: CI installs it).
+fn promtool_check(text: &str) -> Option<(bool, String)> {
+    use std::io::Write;
+    let spawned = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let missing = "promtool is not installed (apt-get install prometheus)";
+            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                panic!("{missing}");
+            }
+            eprintln!("skipped: {missing}");
+            return None;
+        }
+        Err(e) => panic!("promtool: {e}"),
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    Some((output.status.success() && said.trim().is_empty(), said))
+}
+
+#[tokio::test]
+async fn the_exposition_passes_promtool_with_every_family_described() {
+    // Series of every kind: requests served, refused, degraded, proxied; upstream calls retried.
+    let stack = StackBuilder::new(bff_web::DEFAULT_CONFIG, bff_web::app).start().await;
+    stack.set_faults(Service::Orders, Faults { fail_every: 2, ..Faults::default() }).await;
+    for path in ["/web/home", "/web/home", "/web/products/SKU-0002", "/api/catalog/products/SKU-0002", "/nope"] {
+        let _ = stack.get(path).await;
+    }
+    let text = stack.admin_text("/metrics").await;
+    for family in ["bff_http_requests_total", "bff_upstream_requests_total", "bff_upstream_retries_total"] {
+        assert!(text.contains(&format!("# HELP {family} ")), "{family}: {text}");
+    }
+    assert!(text.contains("bff_build_info{version=\"") && text.contains("process_resident_memory_bytes "), "{text}");
+    if let Some((ok, said)) = promtool_check(&text) {
+        assert!(ok, "promtool check metrics:\n{said}");
     }
 }
