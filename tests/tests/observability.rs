@@ -192,3 +192,90 @@ async fn the_exposition_passes_promtool_with_every_family_described() {
         assert!(ok, "promtool check metrics:\n{said}");
     }
 }
+
+/// A `prometheus` server of its own, killed and its data removed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Prometheus {
+    /// Scraping `target` every second; `None` when it is not installed (a panic under `CI=true`).
+    fn start(target: std::net::SocketAddr) -> Option<Self> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dir = std::env::temp_dir().join(format!("bff-prometheus-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: bff\n    \
+             static_configs:\n      - targets: [\"{target}\"]\n"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        // A free port, as redis-server's tests take one: Prometheus does not report an ephemeral one.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let spawned = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn();
+        match spawned {
+            Ok(child) => Some(Self { child, dir, url: format!("http://127.0.0.1:{port}") }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let missing = "prometheus is not installed (apt-get install prometheus)";
+                if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                    panic!("{missing}");
+                }
+                eprintln!("skipped: {missing}");
+                let _ = std::fs::remove_dir_all(&dir);
+                None
+            }
+            Err(e) => panic!("prometheus: {e}"),
+        }
+    }
+
+    /// The value of the instant `query`'s first sample, if it has one.
+    async fn query(&self, http: &reqwest::Client, query: &str) -> Option<f64> {
+        let url = format!("{}/api/v1/query", self.url);
+        let answer = http.get(url).query(&[("query", query)]).send().await.ok()?;
+        let body: serde_json::Value = answer.json().await.ok()?;
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_the_admin_listener_and_sees_a_routes_rate() {
+    let stack = mobile().start().await;
+    let Some(prometheus) = Prometheus::start(stack.admin.addr) else { return };
+    let rate = r#"sum(rate(bff_http_requests_total{job="bff",route="/mobile/home",status="200"}[30s]))"#;
+    let mut seen = None;
+    // Real time: Prometheus scrapes every second; a wide margin for a loaded machine.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while std::time::Instant::now() < give_up {
+        assert_eq!(home_with(&stack, &[]).await, 200);
+        if let Some(value) = prometheus.query(&stack.http, rate).await.filter(|v| *v > 0.0) {
+            seen = Some(value);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(seen.is_some(), "no rate for /mobile/home within 90 s; prometheus said:\n{}", prometheus.log());
+    // The target is up, and the process's and build's series are there too.
+    assert_eq!(prometheus.query(&stack.http, r#"up{job="bff"}"#).await, Some(1.0));
+    assert_eq!(prometheus.query(&stack.http, "bff_build_info").await, Some(1.0));
+    let rss = prometheus.query(&stack.http, "process_resident_memory_bytes").await.unwrap_or(0.0);
+    assert!(rss > 1e6, "resident memory {rss}");
+}
