@@ -150,9 +150,16 @@ async fn bad_tracing_settings_name_their_key() {
 /// What `promtool check metrics` says of `text`: `None` when it is not installed (a panic under
 /// `CI=true`: CI installs it).
 fn promtool_check(text: &str) -> Option<(bool, String)> {
+    promtool(&["check", "metrics"], text)
+}
+
+/// Whether `promtool args` succeeds with `input` on its standard input, and what it said; `None`
+/// when it is not installed (a panic under `CI=true`: CI installs it).
+fn promtool(args: &[&str], input: &str) -> Option<(bool, String)> {
     use std::io::Write;
     let spawned = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/observability"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -169,10 +176,46 @@ fn promtool_check(text: &str) -> Option<(bool, String)> {
         }
         Err(e) => panic!("promtool: {e}"),
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    Some((output.status.success() && said.trim().is_empty(), said))
+    Some((output.status.success(), said))
+}
+
+#[test]
+fn the_alerts_pass_promtool_and_their_unit_tests() {
+    let Some((ok, said)) = promtool(&["check", "rules", "alerts.yml"], "") else { return };
+    assert!(ok, "promtool check rules:\n{said}");
+    let (ok, said) = promtool(&["test", "rules", "alerts.test.yml"], "").unwrap();
+    assert!(ok, "promtool test rules:\n{said}");
+}
+
+#[test]
+fn every_dashboard_query_is_valid_promql() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/observability");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/dashboard.json")).unwrap()).unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut count = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            // Grafana's variables, as Grafana fills them in.
+            let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "1m").replace("$job", ".*");
+            rules.push_str(&format!(
+                "      - record: dashboard:query{count}\n        expr: {}\n",
+                serde_json::json!(expr)
+            ));
+            count += 1;
+        }
+    }
+    assert!(count >= 20, "{count} queries");
+    let path = std::env::temp_dir().join(format!("bff-dashboard-rules-{}.yml", std::process::id()));
+    std::fs::write(&path, &rules).unwrap();
+    let checked = promtool(&["check", "rules", path.to_str().unwrap()], "");
+    let _ = std::fs::remove_file(&path);
+    if let Some((ok, said)) = checked {
+        assert!(ok, "promtool check rules on the dashboard's queries:\n{said}\n{rules}");
+    }
 }
 
 #[tokio::test]
@@ -189,7 +232,8 @@ async fn the_exposition_passes_promtool_with_every_family_described() {
     }
     assert!(text.contains("bff_build_info{version=\"") && text.contains("process_resident_memory_bytes "), "{text}");
     if let Some((ok, said)) = promtool_check(&text) {
-        assert!(ok, "promtool check metrics:\n{said}");
+        // Lint findings are printed, and fail it, even when the exit status is 0.
+        assert!(ok && said.trim().is_empty(), "promtool check metrics:\n{said}");
     }
 }
 

@@ -261,6 +261,28 @@ mod tests {
     }
 
     #[test]
+    fn the_dashboard_and_the_alerts_query_only_exported_metrics() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/observability");
+        let process = ["process_cpu_seconds_total", "process_resident_memory_bytes", "bff_build_info"];
+        for file in ["dashboard.json", "alerts.yml", "alerts.test.yml"] {
+            let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+            let mut names = 0;
+            for (at, _) in text.match_indices("bff_").chain(text.match_indices("process_")) {
+                // A name, not part of a recorded one (`route:bff_http_errors:…`) or of a word.
+                if text[..at].ends_with(|c: char| c == ':' || c == '_' || c.is_ascii_alphanumeric()) {
+                    continue;
+                }
+                let name: String = text[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let family = ["_bucket", "_count", "_sum"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(&name);
+                let known = HELP.iter().any(|(n, _)| *n == family) || process.contains(&family);
+                assert!(known, "{file} queries `{name}`, which no gateway exports");
+                names += 1;
+            }
+            assert!(names > 3, "{file}: {names} metric names");
+        }
+    }
+
+    #[test]
     fn two_registries_do_not_share_series() {
         let (a, b) = (Metrics::new(), Metrics::new());
         a.request("/a", &Method::GET, 200, Duration::from_millis(1));
