@@ -71,6 +71,7 @@ fn every_line_of_a_request_names_its_trace_and_span() {
     let subscriber = bff_core::observe::logging::subscriber(bff_core::config::LogFormat::Json, filter, lines.clone());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut token = String::new();
     tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
             let stack = mobile().start().await;
@@ -85,6 +86,7 @@ fn every_line_of_a_request_names_its_trace_and_span() {
             assert_eq!(response.status(), 200);
             // A request with no traceparent: its own new trace.
             assert_eq!(stack.get("/mobile/orders/4201").await.status(), 200);
+            token = stack.token();
         });
     });
     let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
@@ -99,6 +101,19 @@ fn every_line_of_a_request_names_its_trace_and_span() {
     assert_eq!(first_trace, trace, "{}", served[0]);
     let span = first_span.as_str().unwrap_or_default();
     assert!(span.len() == 16 && span != "00f067aa0ba902b7", "the request's own span: {}", served[0]);
+    // The verified caller and every upstream attempt, in the line; never the credential.
+    let fields = |line: &serde_json::Value, name: &str| {
+        line["fields"][name].as_str().or(line[name].as_str()).unwrap_or_default().to_owned()
+    };
+    assert_eq!(fields(&served[0], "caller"), "user:42", "{}", served[0]);
+    let attempts = fields(&served[0], "attempts");
+    let mut upstreams: Vec<&str> = attempts.split(',').map(|a| a.split(':').next().unwrap_or_default()).collect();
+    upstreams.sort_unstable();
+    assert_eq!(upstreams, ["notifications", "orders", "users"], "{attempts}");
+    assert!(attempts.split(',').all(|a| a.split(':').nth(1) == Some("200")), "{attempts}");
+    assert!(!token.is_empty() && !text.contains(&token), "the bearer token was logged:\n{text}");
+    let signature = token.rsplit('.').next().unwrap_or_default();
+    assert!(!text.contains(signature), "part of the token was logged");
     let (second_trace, _) = span_of(&served[1]);
     let second_trace = second_trace.as_str().unwrap_or_default();
     assert!(second_trace.len() == 32 && second_trace != trace, "{}", served[1]);

@@ -36,24 +36,32 @@ impl Around for AccessLog {
     fn after(seen: Seen, response: &mut Response) {
         let meta = seen.meta.as_deref();
         let degraded = meta.and_then(|m| m.degraded.lock().unwrap_or_else(|e| e.into_inner()).header_value());
-        log(response, seen.start, degraded.as_deref());
+        log(response, seen.start, degraded.as_deref(), meta);
         let route = meta.and_then(|m| m.policy.get()).map_or("unmatched", |r| &*r.pattern);
         seen.metrics.request(route, &seen.method, response.status().as_u16(), seen.start.elapsed());
     }
 }
 
-/// The access log line; the request span around it carries the id, method and path.
-fn log(response: &Response, start: Instant, degraded: Option<&str>) {
+/// The access log line: the request span around it carries the id, method, path and trace; the
+/// line adds the verified caller (`user:<id>` or `account:<name>`, never a credential) and the
+/// upstream attempts (`users:200:3,orders:500:12`), each when there is one.
+fn log(response: &Response, start: Instant, degraded: Option<&str>, meta: Option<&RequestMeta>) {
     let status = response.status().as_u16();
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let caller = meta.and_then(|m| m.caller.get()).and_then(|c| c.tenant());
+    let caller = caller.map(|(kind, id)| format!("{kind}:{}", String::from_utf8_lossy(id)));
+    let caller = caller.as_deref();
+    let attempts = meta.map(|m| &m.attempts).filter(|a| !a.is_empty()).map(tracing::field::display);
     match (response.extensions().get::<ErrorReport>(), degraded) {
         (Some(report), _) if report.source == ErrorSource::Internal => {
-            tracing::error!(status, latency_ms, code = report.code, error = %report.message, "request failed")
+            tracing::error!(status, latency_ms, caller, attempts, code = report.code, error = %report.message, "request failed")
         }
         (Some(report), _) => {
-            tracing::warn!(status, latency_ms, code = report.code, error = %report.message, "request refused")
+            tracing::warn!(status, latency_ms, caller, attempts, code = report.code, error = %report.message, "request refused")
         }
-        (None, Some(degraded)) => tracing::warn!(status, latency_ms, degraded, "request served degraded"),
-        (None, None) => tracing::info!(status, latency_ms, "request served"),
+        (None, Some(degraded)) => {
+            tracing::warn!(status, latency_ms, caller, attempts, degraded, "request served degraded")
+        }
+        (None, None) => tracing::info!(status, latency_ms, caller, attempts, "request served"),
     }
 }

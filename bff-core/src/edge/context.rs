@@ -12,6 +12,7 @@ use super::around::Around;
 use crate::observe::trace_context::TraceContext;
 use crate::problem::ErrorReport;
 use crate::request::{DEGRADED, Degraded, REQUEST_ID_HEADER, RequestMeta, RoutePolicies};
+use crate::upstream::Attempts;
 
 /// Creates the [`RequestMeta`] of each request.
 #[derive(Debug, Clone)]
@@ -29,6 +30,7 @@ impl Around for Context {
             start: Instant::now(),
             // The span layer outside began it.
             trace: request.extensions_mut().remove::<TraceContext>(),
+            attempts: Attempts::default(),
             policies: self.0.clone(),
             degraded: Mutex::new(Degraded::default()),
         });

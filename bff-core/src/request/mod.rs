@@ -16,7 +16,7 @@ pub(crate) use crate::identity::REQUEST_ID_HEADER;
 use crate::observe::trace_context::TraceContext;
 use crate::problem::Problem;
 use crate::routes::Route;
-use crate::upstream::CallContext;
+use crate::upstream::{AttemptLog, Attempts, CallContext};
 
 /// The largest JSON request body by default (`server.max_body_bytes`).
 pub const MAX_JSON_BODY: usize = 64 * 1024;
@@ -35,6 +35,8 @@ pub(crate) struct RequestMeta {
     pub(crate) start: Instant,
     /// The request's trace, which every upstream attempt carries.
     pub(crate) trace: Option<TraceContext>,
+    /// Its upstream attempts, for the access log.
+    pub(crate) attempts: Attempts,
     pub(crate) policies: RoutePolicies,
     pub(crate) degraded: Mutex<Degraded>,
 }
@@ -44,6 +46,12 @@ pub(crate) struct RequestMeta {
 /// that a passthrough route can refuse a path that climbed out of the route it was written for.
 #[derive(Debug, Clone)]
 pub(crate) struct PathWithDots(pub(crate) Box<str>);
+
+impl AttemptLog for RequestMeta {
+    fn attempts(&self) -> &Attempts {
+        &self.attempts
+    }
+}
 
 /// The longest label [`Ctx::degrade`] keeps.
 pub const MAX_DEGRADED_LABEL: usize = 64;
@@ -82,6 +90,7 @@ impl RequestMeta {
             caller: std::sync::OnceLock::new(),
             start: Instant::now(),
             trace: None,
+            attempts: Attempts::default(),
             policies: RoutePolicies {
                 default_deadline: deadline,
                 default_max_body_bytes: MAX_JSON_BODY,
@@ -233,6 +242,7 @@ impl From<&Ctx> for CallContext {
             streamed: false,
             caller: ctx.caller().cloned(),
             trace: ctx.meta.trace.clone(),
+            attempts: Some(ctx.meta.clone()),
         }
     }
 }

@@ -222,7 +222,14 @@ impl<T: Decode> Call<T> {
         request_id: HeaderValue,
         deadline: Instant,
     ) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
-        self.send_with(CallContext { request_id, deadline, streamed: T::STREAMED, caller: None, trace: None })
+        self.send_with(CallContext {
+            request_id,
+            deadline,
+            streamed: T::STREAMED,
+            caller: None,
+            trace: None,
+            attempts: None,
+        })
     }
 
     /// The request is built and handed to the stack here, before the future first runs: the

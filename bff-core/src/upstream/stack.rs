@@ -50,6 +50,7 @@ use super::cache::CacheLayer;
 use super::coalesce::CoalesceLayer;
 use super::headers::set_call_headers;
 use super::hedge::HedgeLayer;
+use super::journal::{AttemptLog, JournalLayer};
 use super::retry::{self, Retries};
 use super::timeout::{Deadline, PerTry, TimeBoundLayer};
 use super::{Body, BoxError, UpstreamSettings, unprocessed};
@@ -136,6 +137,8 @@ pub struct CallContext {
     /// The request's trace: each attempt sends it with a span id of its own. None for a call
     /// outside any request (a JWKS fetch), which sends none.
     pub(crate) trace: Option<TraceContext>,
+    /// Where the request lists its attempts (its access log line); none outside a request.
+    pub(crate) attempts: Option<Arc<dyn AttemptLog>>,
 }
 
 /// Builds the stack of [the module docs](self) over `clients`, the innermost services: one per
@@ -156,6 +159,7 @@ where
         .map(|(url, client)| {
             let attempt = ServiceBuilder::new()
                 .map_request(set_call_headers)
+                .layer(JournalLayer(name.clone()))
                 .layer(TimeBoundLayer::new(name.clone(), PerTry(settings.timeout)))
                 .service(client);
             (url, attempt)
