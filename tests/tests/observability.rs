@@ -231,6 +231,12 @@ async fn the_exposition_passes_promtool_with_every_family_described() {
         assert!(text.contains(&format!("# HELP {family} ")), "{family}: {text}");
     }
     assert!(text.contains("bff_build_info{version=\"") && text.contains("process_resident_memory_bytes "), "{text}");
+    // Each attempt by outcome: the orders call that failed, and its retry.
+    for outcome in ["2xx", "5xx"] {
+        let series =
+            format!("bff_upstream_attempt_duration_seconds_count{{upstream=\"orders\",outcome=\"{outcome}\"}}");
+        assert!(text.contains(&series), "{series}: {text}");
+    }
     if let Some((ok, said)) = promtool_check(&text) {
         // Lint findings are printed, and fail it, even when the exit status is 0.
         assert!(ok && said.trim().is_empty(), "promtool check metrics:\n{said}");

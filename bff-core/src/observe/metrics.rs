@@ -39,6 +39,10 @@ pub(crate) const HELP: &[(&str, &str)] = &[
         "Upstream calls by upstream and outcome (ok, timeout, connect, status, transport, decode, request, overloaded, circuit_open, dot_segment).",
     ),
     ("bff_upstream_request_duration_seconds", "Time of each upstream call, retries included, by upstream."),
+    (
+        "bff_upstream_attempt_duration_seconds",
+        "Time of each upstream attempt to its response head, by upstream and outcome (1xx to 5xx, timeout, connect, error).",
+    ),
     ("bff_degraded_total", "Optional parts left out of an answer, by upstream."),
     ("bff_upstream_retries_total", "Upstream retries sent, or refused by the retry budget, by upstream."),
     ("bff_upstream_hedges_total", "Hedged upstream calls sent, or refused by the retry budget, by upstream."),

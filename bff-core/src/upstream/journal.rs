@@ -1,6 +1,8 @@
-//! The upstream attempts of one request, for its access log line: each attempt's upstream, its
-//! status (or why it had none: `timeout`, `connect`, `transport`, `error`) and its time to the
-//! response head, as `users:200:3,orders:500:12,orders:200:4`.
+//! Each upstream attempt, recorded when its response head (or its failure) arrives: in the
+//! request's access log line, as `users:200:3,orders:500:12,orders:200:4` (upstream, status or
+//! why there was none — `timeout`, `connect`, `error` —, ms to the head), and in
+//! `bff_upstream_attempt_duration_seconds{upstream, outcome}` (`2xx`, `3xx`, `4xx`, `5xx`, or
+//! the failure).
 //!
 //! Bounded: the first [`MAX_ATTEMPTS`] are kept and the rest counted (`+N more`), whatever a
 //! fan-out sends.
@@ -12,12 +14,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use metrics::Histogram;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::stack::CallContext;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
+use crate::observe::metrics::Metrics;
 
 /// The most attempts one request's log line lists.
 pub(crate) const MAX_ATTEMPTS: usize = 16;
@@ -84,15 +88,41 @@ impl fmt::Display for Attempts {
     }
 }
 
-/// Records each attempt of an upstream's calls in its request's [`Attempts`].
+/// Records each attempt of an upstream's calls in its request's [`Attempts`] and the attempt
+/// histogram.
 #[derive(Debug, Clone)]
-pub(crate) struct JournalLayer(pub(crate) Arc<str>);
+pub(crate) struct JournalLayer {
+    upstream: Arc<str>,
+    durations: Arc<Durations>,
+}
+
+/// An upstream's attempt histograms, by outcome, registered once.
+struct Durations([Histogram; OUTCOMES.len()]);
+
+impl fmt::Debug for Durations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Durations")
+    }
+}
+
+/// The `outcome` labels of the attempt histogram.
+const OUTCOMES: [&str; 8] = ["1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "connect", "error"];
+
+impl JournalLayer {
+    pub(crate) fn new(upstream: &Arc<str>, registry: &Metrics) -> Self {
+        let durations = OUTCOMES.map(|outcome| {
+            let labels = [("upstream", upstream.to_string()), ("outcome", outcome.to_owned())];
+            registry.histogram("bff_upstream_attempt_duration_seconds", &labels)
+        });
+        Self { upstream: upstream.clone(), durations: Arc::new(Durations(durations)) }
+    }
+}
 
 impl<S> Layer<S> for JournalLayer {
     type Service = Journal<S>;
 
     fn layer(&self, inner: S) -> Journal<S> {
-        Journal { inner, upstream: self.0.clone() }
+        Journal { inner, upstream: self.upstream.clone(), durations: self.durations.clone() }
     }
 }
 
@@ -101,6 +131,7 @@ impl<S> Layer<S> for JournalLayer {
 pub(crate) struct Journal<S> {
     inner: S,
     upstream: Arc<str>,
+    durations: Arc<Durations>,
 }
 
 impl<S> Service<Request<Body>> for Journal<S>
@@ -117,8 +148,8 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let attempts = request.extensions().get::<CallContext>().and_then(|c| c.attempts.clone());
-        let entry = attempts.map(|attempts| (attempts, self.upstream.clone(), Instant::now()));
-        Journaled { inner: self.inner.call(request), entry }
+        let entry = Entry { attempts, upstream: self.upstream.clone(), durations: self.durations.clone() };
+        Journaled { inner: self.inner.call(request), entry: Some((entry, Instant::now())) }
     }
 }
 
@@ -127,8 +158,15 @@ pin_project! {
     pub(crate) struct Journaled<F> {
         #[pin]
         inner: F,
-        entry: Option<(Arc<dyn AttemptLog>, Arc<str>, Instant)>,
+        entry: Option<(Entry, Instant)>,
     }
+}
+
+/// Where an attempt is recorded.
+struct Entry {
+    attempts: Option<Arc<dyn AttemptLog>>,
+    upstream: Arc<str>,
+    durations: Arc<Durations>,
 }
 
 impl<F> Future for Journaled<F>
@@ -140,23 +178,34 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
-        if let Some((attempts, upstream, start)) = this.entry.take() {
-            let outcome = match &result {
-                Ok(response) => Outcome::Status(response.status().as_u16()),
-                Err(error) => Outcome::Failed(failure(error)),
+        if let Some((entry, start)) = this.entry.take() {
+            let (outcome, label) = match &result {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    (Outcome::Status(status), usize::from(status / 100).clamp(1, 5) - 1)
+                }
+                Err(error) => {
+                    let why = failure(error);
+                    (Outcome::Failed(why), OUTCOMES.iter().position(|o| *o == why).unwrap_or(OUTCOMES.len() - 1))
+                }
             };
-            let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-            attempts.attempts().record(&upstream, outcome, ms);
+            let elapsed = start.elapsed();
+            entry.durations.0[label].record(elapsed.as_secs_f64());
+            if let Some(attempts) = entry.attempts {
+                let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+                attempts.attempts().record(&entry.upstream, outcome, ms);
+            }
         }
         Poll::Ready(result)
     }
 }
 
+/// Why an attempt had no answer: `timeout`, `connect`, else `error` (in the log line, a broken
+/// exchange is told apart as `transport`).
 fn failure(error: &BoxError) -> &'static str {
     match error.downcast_ref::<UpstreamError>().map(UpstreamError::kind) {
         Some(UpstreamErrorKind::Timeout(_)) => "timeout",
         Some(UpstreamErrorKind::Connect) => "connect",
-        Some(UpstreamErrorKind::Transport) => "transport",
         _ => "error",
     }
 }

@@ -154,12 +154,13 @@ where
     S::Future: Send + 'static,
 {
     let several = clients.len() > 1;
+    let journal = JournalLayer::new(name, registry);
     let attempts = clients
         .into_iter()
         .map(|(url, client)| {
             let attempt = ServiceBuilder::new()
                 .map_request(set_call_headers)
-                .layer(JournalLayer(name.clone()))
+                .layer(journal.clone())
                 .layer(TimeBoundLayer::new(name.clone(), PerTry(settings.timeout)))
                 .service(client);
             (url, attempt)
