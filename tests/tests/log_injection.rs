@@ -7,6 +7,7 @@
 
 mod common;
 
+use bff_core::testing::RedisServer;
 use common::StackBuilder;
 
 fn mobile() -> StackBuilder {
@@ -117,4 +118,50 @@ fn every_line_of_a_request_names_its_trace_and_span() {
     let (second_trace, _) = span_of(&served[1]);
     let second_trace = second_trace.as_str().unwrap_or_default();
     assert!(second_trace.len() == 32 && second_trace != trace, "{}", served[1]);
+}
+
+#[test]
+fn no_credential_reaches_a_log_line() {
+    use bff_core::config::LogFormat;
+    const PASSWORD: &str = "hunter2-redis-password";
+    const COOKIE: &str = "s3cr3t-session-cookie";
+    for format in [LogFormat::Pretty, LogFormat::Json] {
+        let lines = Lines::default();
+        let filter = tracing_subscriber::EnvFilter::new("debug");
+        let subscriber = bff_core::observe::logging::subscriber(format, filter, lines.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut token = String::new();
+        let Some(mut redis) = runtime.block_on(RedisServer::start_with_password(PASSWORD)) else { return };
+        tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(async {
+                // Partner keys, good and bad, with quotas counted in a Redis that requires a
+                // password and then goes away (its errors are logged; the password must not be).
+                let partner = StackBuilder::new(bff_partner::DEFAULT_CONFIG, bff_partner::app)
+                    .set("redis.url", &format!("\"{}\"", redis.url()))
+                    .set("redis.timeout", "\"200ms\"")
+                    .start()
+                    .await;
+                let url = partner.bff.url("/v1/orders?user=42");
+                let answer = partner.http.get(url).header("x-api-key", "demo-pro-key").send().await.unwrap();
+                assert_eq!(answer.status(), 200, "the quota is counted in the Redis with a password");
+                redis.stop().await;
+                for key in ["demo-pro-key", "demo-pro-kez"] {
+                    let url = partner.bff.url("/v1/orders?user=42");
+                    let _ = partner.http.get(url).header("x-api-key", key).header("cookie", COOKIE).send().await;
+                }
+                let mobile = mobile().start().await;
+                token = mobile.token();
+                let _ = mobile.get("/mobile/home").await;
+                let bad = format!("{token}x");
+                let _ = mobile.http.get(mobile.bff.url("/mobile/home")).bearer_auth(&bad).send().await;
+            });
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("request served") && text.contains("request refused"), "{format:?}: {text}");
+        assert!(text.contains("redis://:***@127.0.0.1"), "{format:?}: the Redis failure is logged, masked: {text}");
+        let signature = token.rsplit('.').next().unwrap_or_default().to_owned();
+        for secret in ["demo-pro-key", "demo-pro-kez", PASSWORD, COOKIE, &token, &signature] {
+            assert!(!text.contains(secret), "{format:?}: `{secret}` was logged:\n{text}");
+        }
+    }
 }

@@ -83,6 +83,8 @@ pub struct RedisServer {
     pub port: u16,
     /// Its certificate and key, when it speaks TLS.
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The password it requires (`--requirepass`), when it requires one.
+    password: Option<String>,
     child: Option<tokio::process::Child>,
 }
 
@@ -95,21 +97,29 @@ impl RedisServer {
     /// `None` after printing how to install it, or a panic when `CI=true` (CI must run these
     /// tests for real).
     pub async fn start() -> Option<Self> {
-        Self::start_with(None).await
+        Self::start_with(None, None).await
+    }
+
+    /// Like [`RedisServer::start`], requiring `password` (its [`RedisServer::url`] carries it).
+    pub async fn start_with_password(password: &str) -> Option<Self> {
+        Self::start_with(None, Some(password.to_owned())).await
     }
 
     /// Like [`RedisServer::start`], speaking TLS only (`rediss://`) with `cert` and `key` (PEM
     /// files), not asking clients for certificates.
     pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Option<Self> {
-        Self::start_with(Some((cert.to_owned(), key.to_owned()))).await
+        Self::start_with(Some((cert.to_owned(), key.to_owned())), None).await
     }
 
-    async fn start_with(tls: Option<(std::path::PathBuf, std::path::PathBuf)>) -> Option<Self> {
+    async fn start_with(
+        tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+        password: Option<String>,
+    ) -> Option<Self> {
         for _ in 0..5 {
             let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port on 127.0.0.1");
             let port = free.local_addr().expect("its address").port();
             drop(free);
-            let mut server = Self { port, tls: tls.clone(), child: None };
+            let mut server = Self { port, tls: tls.clone(), password: password.clone(), child: None };
             match server.spawn().await {
                 Ok(()) => return Some(server),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -126,10 +136,11 @@ impl RedisServer {
         panic!("redis-server did not start on any of 5 free ports");
     }
 
-    /// `redis://127.0.0.1:<port>` (`rediss://` with TLS).
+    /// `redis://127.0.0.1:<port>` (`rediss://` with TLS, `redis://:<password>@…` with a password).
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        let auth = self.password.as_ref().map(|p| format!(":{p}@")).unwrap_or_default();
+        format!("{scheme}://{auth}127.0.0.1:{}", self.port)
     }
 
     /// Kills it and waits until it is gone.
@@ -167,6 +178,9 @@ impl RedisServer {
         let port = self.port.to_string();
         let mut args = vec!["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
         let (cert, key);
+        if let Some(password) = &self.password {
+            args.extend(["--requirepass", password]);
+        }
         match &self.tls {
             None => args.extend(["--port", &port]),
             Some((c, k)) => {
