@@ -24,6 +24,7 @@ use crate::error::BffError;
 use crate::limit::Limits;
 use crate::limit::layer::{Enforce, Stage};
 use crate::middleware::{GuardLayer, MiddlewareLayer};
+use crate::observe::export::SpanSink;
 use crate::observe::health::{self, Readiness};
 use crate::observe::metrics::{self, Metrics};
 use crate::policy::access::{Access, CheckAccess};
@@ -52,6 +53,8 @@ pub struct Gateway {
     tls: Option<Tls>,
     limits: Option<Limits>,
     proxies: Proxies,
+    /// Where sampled spans go, when `tracing.otlp_endpoint` is set; kept across reloads.
+    spans: Option<SpanSink>,
 }
 
 /// A BFF crate's `app`: its routes, wrapped by the gateway.
@@ -82,6 +85,7 @@ pub struct GatewayBuilder {
     config: Config,
     source: String,
     metrics: Option<Metrics>,
+    spans: Option<Option<SpanSink>>,
 }
 
 impl GatewayBuilder {
@@ -97,10 +101,17 @@ impl GatewayBuilder {
         self
     }
 
+    /// Exports spans through `spans` (the previous gateway's, on a reload) instead of a sink of
+    /// its own.
+    pub(crate) fn spans(mut self, spans: Option<SpanSink>) -> Self {
+        self.spans = Some(spans);
+        self
+    }
+
     /// Checks the configuration and builds the upstream clients and policies. Must be called
     /// inside a Tokio runtime (the metrics upkeep runs on it).
     pub async fn build(self) -> Result<Gateway, BuildError> {
-        let Self { config, source, metrics } = self;
+        let Self { config, source, metrics, spans } = self;
         config.validate().map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
         let metrics = metrics.unwrap_or_default();
         metrics.spawn_upkeep();
@@ -133,21 +144,31 @@ impl GatewayBuilder {
                 "`redis.url` is set, but there are no `rate_limits` or `quotas` to share: Redis is not used"
             );
         }
+        let spans = match spans {
+            Some(spans) => spans,
+            None => SpanSink::from_config(&config.tracing, &metrics)
+                .map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?,
+        };
         let config = Arc::new(config);
         let source = Arc::from(source);
-        Ok(Gateway { config, source, upstreams, verifier, api_keys, metrics, readiness, tls, limits, proxies })
+        Ok(Gateway { config, source, upstreams, verifier, api_keys, metrics, readiness, tls, limits, proxies, spans })
     }
 }
 
 impl Gateway {
     /// Starts building a gateway from `config`.
     pub fn builder(config: Config) -> GatewayBuilder {
-        GatewayBuilder { config, source: "the configuration".to_owned(), metrics: None }
+        GatewayBuilder { config, source: "the configuration".to_owned(), metrics: None, spans: None }
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Where its sampled spans go (none without `tracing.otlp_endpoint`).
+    pub(crate) fn span_sink(&self) -> Option<&SpanSink> {
+        self.spans.as_ref()
     }
 
     /// The gateway's metrics registry.
@@ -333,7 +354,7 @@ impl Gateway {
         let cors = self.config.cors.as_ref().map(|cors| (cors_layer(cors), methods));
         // The edge and CORS wrap the dispatch once, rather than each route.
         let shed = ShedLayer::new(self.config.server.max_in_flight_requests, &self.metrics);
-        edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), cors, shed)
+        edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), self.spans.clone(), cors, shed)
     }
 
     fn route_policies(&self) -> RoutePolicies {
@@ -356,7 +377,7 @@ impl Gateway {
         let access = ["/healthz", "/readyz", "/metrics"].map(|p| (p.to_owned(), Access::public())).into();
         let dispatch = Dispatch::new(self.route_table(&access).iter(), None, routed);
         // Never shed: operators must see the process when it is busiest.
-        edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), None, None)
+        edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), self.spans.clone(), None, None)
     }
 
     /// Serves `router` on `public` and the [admin router](Gateway::admin_router) on `admin`,
@@ -394,6 +415,12 @@ impl Gateway {
         let (public, admin) = tokio::join!(public, admin);
         if let Some(reloading) = reloading {
             reloading.abort();
+        }
+        if let Some(spans) = &self.spans {
+            let grace = self.config.server.shutdown_grace;
+            if !spans.flush(grace).await {
+                tracing::warn!(?grace, "spans still queued for export when the grace ran out: dropped");
+            }
         }
         public.and(admin)
     }

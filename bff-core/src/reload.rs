@@ -5,7 +5,9 @@
 //! fails is refused with one log line naming the key, and the previous router keeps serving.
 //!
 //! What the listeners were opened with (`listen`, `admin`, `tls`, `server`) is not reloaded: a
-//! change there is logged as needing a restart (TLS certificates reload on their own).
+//! change there is logged as needing a restart (TLS certificates reload on their own). Nor is
+//! span export (`tracing.otlp_endpoint`, `service_name`, `headers`, `queue_size`): its queue is
+//! the process's; `tracing.sample_ratio` and `accept_parent` are reloaded.
 //!
 //! Counted in `bff_config_reloads_total{result="ok"|"rejected"}`.
 
@@ -16,6 +18,7 @@ use metrics::Counter;
 
 use crate::app::{App, BuildError, Gateway};
 use crate::config::{Config, ConfigError};
+use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
 use crate::serve::{ReloadableRouter, Triggers, stamp};
 
@@ -28,6 +31,8 @@ pub struct Reloader {
     load: Load,
     router: ReloadableRouter,
     metrics: Metrics,
+    /// Where spans go: fixed at start.
+    spans: Option<SpanSink>,
     /// The configuration the listeners were opened with.
     fixed: Config,
     ok: Counter,
@@ -46,7 +51,8 @@ impl Reloader {
         let metrics = gateway.metrics().clone();
         let counter = |result: &str| metrics.counter("bff_config_reloads_total", &[("result", result.to_owned())]);
         let (ok, rejected) = (counter("ok"), counter("rejected"));
-        Self { app, load, router, fixed: gateway.config().clone(), metrics, ok, rejected }
+        let spans = gateway.span_sink().cloned();
+        Self { app, load, router, fixed: gateway.config().clone(), metrics, spans, ok, rejected }
     }
 
     /// Loads, checks and builds the configuration again and serves its router; on failure
@@ -69,7 +75,12 @@ impl Reloader {
     async fn rebuild(&self) -> Result<String, BuildError> {
         let (config, source) = (self.load)()?;
         self.warn_fixed(&config);
-        let gateway = Gateway::builder(config).source(source.clone()).metrics(self.metrics.clone()).build().await?;
+        let gateway = Gateway::builder(config)
+            .source(source.clone())
+            .metrics(self.metrics.clone())
+            .spans(self.spans.clone())
+            .build()
+            .await?;
         let router = (self.app)(&gateway)?;
         self.router.replace(router);
         Ok(source)
@@ -83,6 +94,11 @@ impl Reloader {
         };
         if value(config) != value(&self.fixed) {
             tracing::warn!("`listen`, `admin`, `tls` or `server` changed: that takes a restart; the rest is reloaded");
+        }
+        if !config.tracing.same_export(&self.fixed.tracing) {
+            tracing::warn!(
+                "`tracing.otlp_endpoint`, `service_name`, `headers` or `queue_size` changed: that takes a restart"
+            );
         }
     }
 

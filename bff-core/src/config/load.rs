@@ -15,6 +15,14 @@ pub struct ConfigSource {
     pub text: String,
 }
 
+/// The OpenTelemetry SDK's standard variables a BFF honours, and the keys they set
+/// (`OTEL_EXPORTER_OTLP_HEADERS` is read by the exporter itself).
+const OTEL_VARIABLES: [(&str, &str); 3] = [
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "tracing.otlp_endpoint"),
+    ("OTEL_SERVICE_NAME", "tracing.service_name"),
+    ("OTEL_TRACES_SAMPLER_ARG", "tracing.sample_ratio"),
+];
+
 /// Key/value overrides applied over the file: environment variables and flags.
 ///
 /// Keys are dotted paths (`upstreams.users.url`); values are parsed as TOML where they can be
@@ -37,10 +45,18 @@ struct Entry {
 impl Overrides {
     /// Collects `BFF_*` variables from an environment given as pairs (pass `std::env::vars()`).
     ///
-    /// `BFF_UPSTREAMS__USERS__URL=http://…` sets `upstreams.users.url`.
+    /// `BFF_UPSTREAMS__USERS__URL=http://…` sets `upstreams.users.url`. The OpenTelemetry
+    /// variables `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER_ARG`
+    /// set `tracing.otlp_endpoint`, `.service_name` and `.sample_ratio` (a `BFF_` variable for the
+    /// same key wins).
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut overrides = Self::default();
+        let mut standard = Self::default();
         for (name, value) in vars {
+            if let Some(key) = OTEL_VARIABLES.iter().find(|(n, _)| *n == name).map(|(_, key)| key) {
+                standard.set(*key, value, format!("environment variable {name}"));
+                continue;
+            }
             let Some(rest) = name.strip_prefix("BFF_") else {
                 continue;
             };
@@ -50,7 +66,9 @@ impl Overrides {
             let key = rest.split("__").map(str::to_lowercase).collect::<Vec<_>>().join(".");
             overrides.set(key, value, format!("environment variable {name}"));
         }
-        overrides
+        // A `BFF_` variable is more specific than a standard one: applied after it.
+        standard.extend(overrides);
+        standard
     }
 
     /// Sets one key, `origin` naming where it came from (`--listen`).

@@ -376,11 +376,56 @@ pub struct TracingConfig {
     /// trace keeps its parent's flag.
     #[serde(default = "default_sample_ratio")]
     pub sample_ratio: f64,
+    /// Where sampled spans are sent, over OTLP/HTTP (protobuf): a collector's base URL
+    /// (`http://otel-collector:4318`, to which `/v1/traces` is added) or its full traces URL.
+    /// None (the default): nothing is exported. `OTEL_EXPORTER_OTLP_ENDPOINT` sets it too.
+    #[serde(default)]
+    pub otlp_endpoint: Option<HttpUrl>,
+    /// The `service.name` of the exported spans (default `bff`; `OTEL_SERVICE_NAME` sets it too).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Headers sent with each export (a collector's API key); never logged.
+    #[serde(default)]
+    pub headers: ExportHeaders,
+    /// The most finished spans waiting for export (default 2048): when the collector falls behind,
+    /// more are dropped and counted in `bff_trace_spans_dropped_total{reason="queue_full"}`.
+    #[serde(default = "default_span_queue")]
+    pub queue_size: usize,
 }
 
 impl Default for TracingConfig {
     fn default() -> Self {
-        Self { accept_parent: AcceptParent::default(), sample_ratio: default_sample_ratio() }
+        Self {
+            accept_parent: AcceptParent::default(),
+            sample_ratio: default_sample_ratio(),
+            otlp_endpoint: None,
+            service_name: None,
+            headers: ExportHeaders::default(),
+            queue_size: default_span_queue(),
+        }
+    }
+}
+
+impl TracingConfig {
+    /// Whether `other` exports the same way: a change in export takes a restart.
+    pub(crate) fn same_export(&self, other: &Self) -> bool {
+        (&self.otlp_endpoint, &self.service_name, &self.headers, self.queue_size)
+            == (&other.otlp_endpoint, &other.service_name, &other.headers, other.queue_size)
+    }
+}
+
+fn default_span_queue() -> usize {
+    2048
+}
+
+/// Headers of a span export request, by name; their values are secrets, left out of `Debug`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExportHeaders(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for ExportHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
     }
 }
 
@@ -681,6 +726,7 @@ impl Config {
         if !(0.0..=1.0).contains(&ratio) {
             return Err(("tracing.sample_ratio".into(), format!("{ratio} is not between 0.0 and 1.0")));
         }
+        self.validate_export()?;
         if self.tracing.accept_parent == AcceptParent::TrustedProxies && self.server.trusted_proxies.is_empty() {
             return Err((
                 "tracing.accept_parent".into(),
@@ -748,6 +794,35 @@ impl Config {
         }
         if let Some(redis) = &self.redis {
             redis.validate()?;
+        }
+        Ok(())
+    }
+
+    fn validate_export(&self) -> Result<(), (String, String)> {
+        let tracing = &self.tracing;
+        if let Some(endpoint) = &tracing.otlp_endpoint
+            && (!endpoint.username().is_empty() || endpoint.password().is_some())
+        {
+            let message = "credentials in the URL would be logged: send them in `tracing.headers`";
+            return Err(("tracing.otlp_endpoint".into(), message.into()));
+        }
+        if let Some(name) = &tracing.service_name
+            && (name.is_empty() || name.len() > 255 || name.chars().any(char::is_control))
+        {
+            return Err(("tracing.service_name".into(), "1 to 255 printable characters".into()));
+        }
+        if !(1..=1_000_000).contains(&tracing.queue_size) {
+            let message = format!("{} is not between 1 and 1000000 spans", tracing.queue_size);
+            return Err(("tracing.queue_size".into(), message));
+        }
+        for (name, value) in &tracing.headers.0 {
+            let key = format!("tracing.headers.{name}");
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err((key, "not a valid header name".into()));
+            }
+            if http::HeaderValue::from_str(value).is_err() {
+                return Err((key, "not a valid header value (visible ASCII only)".into()));
+            }
         }
         Ok(())
     }

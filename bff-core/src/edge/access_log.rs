@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::around::Around;
 use crate::observe::metrics::Metrics;
+use crate::observe::spans::Answered;
 use crate::problem::{ErrorReport, ErrorSource};
 use crate::request::RequestMeta;
 
@@ -23,6 +24,8 @@ pub(super) struct Seen {
     /// The request context (the layer outside made it): the route and the degradations.
     meta: Option<Arc<RequestMeta>>,
     metrics: Metrics,
+    /// The path as it came, kept only for a request whose span is exported.
+    path: Option<Box<str>>,
 }
 
 impl Around for AccessLog {
@@ -30,27 +33,47 @@ impl Around for AccessLog {
 
     fn before(&self, request: &mut Request) -> Seen {
         let meta = request.extensions().get::<Arc<RequestMeta>>().cloned();
-        Seen { start: Instant::now(), method: request.method().clone(), meta, metrics: self.0.clone() }
+        let path = meta.as_ref().filter(|m| m.server_span.is_some()).map(|_| Box::from(request.uri().path()));
+        Seen { start: Instant::now(), method: request.method().clone(), meta, metrics: self.0.clone(), path }
     }
 
     fn after(seen: Seen, response: &mut Response) {
         let meta = seen.meta.as_deref();
         let degraded = meta.and_then(|m| m.degraded.lock().unwrap_or_else(|e| e.into_inner()).header_value());
-        log(response, seen.start, degraded.as_deref(), meta);
-        let route = meta.and_then(|m| m.policy.get()).map_or("unmatched", |r| &*r.pattern);
-        seen.metrics.request(route, &seen.method, response.status().as_u16(), seen.start.elapsed());
+        let caller = meta.and_then(|m| m.caller.get()).and_then(|c| c.tenant());
+        let caller = caller.map(|(kind, id)| format!("{kind}:{}", String::from_utf8_lossy(id)));
+        log(response, seen.start, degraded.as_deref(), caller.as_deref(), meta);
+        let pattern = meta.and_then(|m| m.policy.get()).map(|r| &*r.pattern);
+        seen.metrics.request(
+            pattern.unwrap_or("unmatched"),
+            &seen.method,
+            response.status().as_u16(),
+            seen.start.elapsed(),
+        );
+        if let Some(meta) = meta
+            && let (Some(span), Some(trace)) = (&meta.server_span, &meta.trace)
+        {
+            let report = response.extensions().get::<ErrorReport>();
+            let answered = Answered {
+                method: &seen.method,
+                route: pattern,
+                path: seen.path.as_deref().unwrap_or_default(),
+                status: response.status().as_u16(),
+                caller: caller.as_deref(),
+                problem: report.map(|r| (r.code, r.source == ErrorSource::Internal)),
+                degraded: degraded.as_deref(),
+            };
+            span.end(trace, &answered);
+        }
     }
 }
 
 /// The access log line: the request span around it carries the id, method, path and trace; the
 /// line adds the verified caller (`user:<id>` or `account:<name>`, never a credential) and the
 /// upstream attempts (`users:200:3,orders:500:12`), each when there is one.
-fn log(response: &Response, start: Instant, degraded: Option<&str>, meta: Option<&RequestMeta>) {
+fn log(response: &Response, start: Instant, degraded: Option<&str>, caller: Option<&str>, meta: Option<&RequestMeta>) {
     let status = response.status().as_u16();
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let caller = meta.and_then(|m| m.caller.get()).and_then(|c| c.tenant());
-    let caller = caller.map(|(kind, id)| format!("{kind}:{}", String::from_utf8_lossy(id)));
-    let caller = caller.as_deref();
     let attempts = meta.map(|m| &m.attempts).filter(|a| !a.is_empty()).map(tracing::field::display);
     match (response.extensions().get::<ErrorReport>(), degraded) {
         (Some(report), _) if report.source == ErrorSource::Internal => {

@@ -9,6 +9,7 @@ use axum::response::Response;
 use tokio::time::Instant;
 
 use super::around::Around;
+use crate::observe::spans::ServerSpan;
 use crate::observe::trace_context::TraceContext;
 use crate::problem::ErrorReport;
 use crate::request::{DEGRADED, Degraded, REQUEST_ID_HEADER, RequestMeta, RoutePolicies};
@@ -30,6 +31,7 @@ impl Around for Context {
             start: Instant::now(),
             // The span layer outside began it.
             trace: request.extensions_mut().remove::<TraceContext>(),
+            server_span: request.extensions_mut().remove::<ServerSpan>(),
             attempts: Attempts::default(),
             policies: self.0.clone(),
             degraded: Mutex::new(Degraded::default()),

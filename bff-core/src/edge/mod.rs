@@ -62,6 +62,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use self::around::AroundLayer;
 use crate::config::Config;
 use crate::middleware::GuardLayer;
+use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
 use crate::request::RoutePolicies;
 
@@ -73,6 +74,7 @@ pub(crate) fn wrap<S>(
     config: &Config,
     policies: RoutePolicies,
     metrics: Metrics,
+    spans: Option<SpanSink>,
     cors: Option<(CorsLayer, HashMap<String, Vec<Method>>)>,
     shed: Option<shed::ShedLayer>,
 ) -> Router
@@ -87,7 +89,7 @@ where
     let stack = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(AroundLayer(request_id::RequestIds))
-        .layer(span::SpanLayer::new(&config.tracing, &config.server.trusted_proxies))
+        .layer(span::SpanLayer::new(&config.tracing, &config.server.trusted_proxies, spans))
         .layer(AroundLayer(context::Context(policies)))
         .layer(AroundLayer(access_log::AccessLog(metrics)))
         .layer(AroundLayer(problem::ProblemDetails))

@@ -2,10 +2,11 @@
 //! request's trace (W3C Trace Context, `observe/trace_context.rs`): its `trace_id` and this
 //! request's `span_id`, so that every log line of the request names them. The trace goes with
 //! the request ([`TraceContext`], an extension) to the request context, and from there to every
-//! upstream attempt.
+//! upstream attempt. When the trace is sampled and spans are exported, the request's server span
+//! begins here ([`ServerSpan`], an extension the request context takes).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -17,6 +18,9 @@ use tracing::instrument::Instrumented;
 
 use crate::config::{AcceptParent, IpNet, TracingConfig};
 use crate::identity::REQUEST_ID_HEADER;
+use crate::limit::client_ip::client_ip;
+use crate::observe::export::SpanSink;
+use crate::observe::spans::ServerSpan;
 use crate::observe::trace_context::TraceContext;
 
 /// Runs the rest of the stack in a `request` span, in the request's trace.
@@ -29,14 +33,16 @@ struct Trust {
     accept: AcceptParent,
     trusted_proxies: Vec<IpNet>,
     sample_ratio: f64,
+    spans: Option<SpanSink>,
 }
 
 impl SpanLayer {
-    pub(super) fn new(tracing: &TracingConfig, trusted_proxies: &[IpNet]) -> Self {
+    pub(super) fn new(tracing: &TracingConfig, trusted_proxies: &[IpNet], spans: Option<SpanSink>) -> Self {
         Self(Arc::new(Trust {
             accept: tracing.accept_parent,
             trusted_proxies: trusted_proxies.to_vec(),
             sample_ratio: tracing.sample_ratio,
+            spans,
         }))
     }
 }
@@ -60,11 +66,21 @@ impl Trust {
             AcceptParent::Always => true,
             AcceptParent::Never => false,
             AcceptParent::TrustedProxies => {
-                let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-                peer.is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(ip)))
+                peer(request).is_some_and(|ip| self.trusted_proxies.iter().any(|net| net.contains(ip)))
             }
         }
     }
+
+    /// The server span of a request in `trace`, when it is sampled and spans are exported.
+    fn server_span(&self, trace: &TraceContext, request: &Request) -> Option<ServerSpan> {
+        let sink = self.spans.as_ref().filter(|_| trace.sampled)?;
+        let client = peer(request).map(|peer| client_ip(peer, request.headers(), &self.trusted_proxies));
+        Some(ServerSpan::begin(sink.clone(), client))
+    }
+}
+
+fn peer(request: &Request) -> Option<IpAddr> {
+    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
 impl<S> Service<Request> for RequestSpan<S>
@@ -90,6 +106,9 @@ where
             trace_id = %trace.trace_id(),
             span_id = %trace.span_id(),
         );
+        if let Some(server_span) = self.1.server_span(&trace, &request) {
+            request.extensions_mut().insert(server_span);
+        }
         request.extensions_mut().insert(trace);
         let _entered = span.enter();
         self.0.call(request).instrument(span.clone())

@@ -33,6 +33,11 @@ const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, S
 /// (debug builds panic when one is registered), so the exposition passes `promtool check metrics`.
 pub(crate) const HELP: &[(&str, &str)] = &[
     ("bff_http_requests_total", "Requests served, by route pattern (unmatched otherwise), method and status."),
+    ("bff_trace_spans_exported_total", "Spans sent to the OTLP collector (tracing.otlp_endpoint)."),
+    (
+        "bff_trace_spans_dropped_total",
+        "Spans not exported, by reason: queue_full (the collector fell behind), export_failed (it refused or did not answer).",
+    ),
     ("bff_http_request_duration_seconds", "Time from a request's arrival to its response head, by route pattern."),
     (
         "bff_upstream_requests_total",

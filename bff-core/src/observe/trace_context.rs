@@ -30,6 +30,8 @@ pub(crate) struct TraceContext {
     pub(crate) trace_id: u128,
     /// The request's span: the parent of every upstream attempt.
     pub(crate) span_id: u64,
+    /// The client's span, when the trace was continued from its `traceparent`.
+    pub(crate) parent: Option<u64>,
     pub(crate) sampled: bool,
     /// The `tracestate` that came with a continued trace, bounded.
     pub(crate) state: Option<HeaderValue>,
@@ -40,12 +42,12 @@ impl TraceContext {
     /// `accept` (with its `tracestate`), else a new one, sampled with probability `ratio`.
     pub(crate) fn of_request(headers: &HeaderMap, accept: bool, ratio: f64) -> Self {
         let span_id = nonzero_u64();
-        if accept && let Some((trace_id, _parent, flags)) = single(headers, &TRACEPARENT).and_then(parse_traceparent) {
+        if accept && let Some((trace_id, parent, flags)) = single(headers, &TRACEPARENT).and_then(parse_traceparent) {
             let state = tracestate(headers);
-            return Self { trace_id, span_id, sampled: flags & 1 == 1, state };
+            return Self { trace_id, span_id, parent: Some(parent), sampled: flags & 1 == 1, state };
         }
         let sampled = ratio >= 1.0 || (ratio > 0.0 && fastrand::f64() < ratio);
-        Self { trace_id: nonzero_u128(), span_id, sampled, state: None }
+        Self { trace_id: nonzero_u128(), span_id, parent: None, sampled, state: None }
     }
 
     /// The `traceparent` of one upstream attempt: this trace, a new span id (returned too), this

@@ -13,6 +13,8 @@ use tokio::time::Instant;
 use crate::identity::CallerHeaders;
 pub use crate::identity::REQUEST_ID;
 pub(crate) use crate::identity::REQUEST_ID_HEADER;
+use crate::observe::export::SpanSink;
+use crate::observe::spans::ServerSpan;
 use crate::observe::trace_context::TraceContext;
 use crate::problem::Problem;
 use crate::routes::Route;
@@ -35,6 +37,9 @@ pub(crate) struct RequestMeta {
     pub(crate) start: Instant,
     /// The request's trace, which every upstream attempt carries.
     pub(crate) trace: Option<TraceContext>,
+    /// Its server span, when its trace is sampled and spans are exported: ended by the access log,
+    /// the parent of each attempt's span.
+    pub(crate) server_span: Option<ServerSpan>,
     /// Its upstream attempts, for the access log.
     pub(crate) attempts: Attempts,
     pub(crate) policies: RoutePolicies,
@@ -50,6 +55,10 @@ pub(crate) struct PathWithDots(pub(crate) Box<str>);
 impl AttemptLog for RequestMeta {
     fn attempts(&self) -> &Attempts {
         &self.attempts
+    }
+
+    fn exported(&self) -> Option<(&SpanSink, &TraceContext)> {
+        Some((&self.server_span.as_ref()?.sink, self.trace.as_ref()?))
     }
 }
 
@@ -90,6 +99,7 @@ impl RequestMeta {
             caller: std::sync::OnceLock::new(),
             start: Instant::now(),
             trace: None,
+            server_span: None,
             attempts: Attempts::default(),
             policies: RoutePolicies {
                 default_deadline: deadline,

@@ -9,7 +9,7 @@ use super::Body;
 use super::stack::CallContext;
 use crate::identity::CallerHeaders;
 use crate::identity::REQUEST_ID_HEADER;
-use crate::observe::trace_context::{TRACEPARENT, TRACESTATE, TraceContext};
+use crate::observe::trace_context::TRACEPARENT;
 
 /// The milliseconds left of the request's deadline when an attempt leaves, so the upstream can
 /// give up when nobody will wait for its answer (as gRPC's `grpc-timeout`).
@@ -20,10 +20,9 @@ pub const DEADLINE_MS: HeaderName = HeaderName::from_static("x-request-deadline-
 pub(crate) const PER_ATTEMPT: [HeaderName; 4] = [REQUEST_ID_HEADER, DEADLINE_MS, http::header::HOST, TRACEPARENT];
 
 /// Sets `X-Request-Id` from the call's context (unless the call set its own),
-/// `X-Request-Deadline-Ms`, the request's trace (`traceparent` with this attempt's own span id,
-/// and `tracestate`), and the identity headers of its caller (always: a call cannot speak for
-/// someone else). It runs for each attempt, so a retry carries what is left then, and a span of
-/// its own.
+/// `X-Request-Deadline-Ms`, and the identity headers of its caller (always: a call cannot speak
+/// for someone else). It runs for each attempt, so a retry carries what is left then (the trace
+/// headers, with the attempt's own span, are set by the journal: `upstream/journal.rs`).
 pub(crate) fn set_call_headers(request: Request<Body>) -> Request<Body> {
     let (mut parts, body) = request.into_parts();
     let context = parts.extensions.get::<CallContext>();
@@ -34,23 +33,6 @@ pub(crate) fn set_call_headers(request: Request<Body>) -> Request<Body> {
         let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
         parts.headers.insert(DEADLINE_MS, HeaderValue::from(left_ms));
     }
-    set_trace(context.and_then(|c| c.trace.as_ref()), &mut parts.headers);
     CallerHeaders::apply(context.and_then(|c| c.caller.as_ref()), &mut parts.headers);
     Request::from_parts(parts, body)
-}
-
-/// `traceparent` for one attempt in `trace`, and its `tracestate`; whatever trace headers the
-/// call carried (a passthrough request's client's) are replaced, or removed outside a trace.
-fn set_trace(trace: Option<&TraceContext>, headers: &mut http::HeaderMap) {
-    let Some(trace) = trace else {
-        headers.remove(TRACEPARENT);
-        headers.remove(TRACESTATE);
-        return;
-    };
-    let (_span_id, traceparent) = trace.attempt();
-    headers.insert(TRACEPARENT, traceparent);
-    match &trace.state {
-        Some(state) => headers.insert(TRACESTATE, state.clone()),
-        None => headers.remove(TRACESTATE),
-    };
 }

@@ -1,8 +1,9 @@
-//! Each upstream attempt, recorded when its response head (or its failure) arrives: in the
-//! request's access log line, as `users:200:3,orders:500:12,orders:200:4` (upstream, status or
-//! why there was none — `timeout`, `connect`, `error` —, ms to the head), and in
+//! Each upstream attempt: sent in the request's trace with a span of its own (`traceparent` with
+//! a new span id, and the request's `tracestate`), and recorded when its response head (or its
+//! failure) arrives: in the request's access log line, as `users:200:3,orders:500:12,orders:200:4`
+//! (upstream, status or why there was none — `timeout`, `connect`, `error` —, ms to the head), in
 //! `bff_upstream_attempt_duration_seconds{upstream, outcome}` (`2xx`, `3xx`, `4xx`, `5xx`, or
-//! the failure).
+//! the failure), and, when the trace is sampled and spans are exported, as a client span.
 //!
 //! Bounded: the first [`MAX_ATTEMPTS`] are kept and the rest counted (`+N more`), whatever a
 //! fan-out sends.
@@ -12,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use http::{Request, Response};
 use metrics::Histogram;
@@ -21,7 +23,10 @@ use tower::{Layer, Service};
 
 use super::stack::CallContext;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
+use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
+use crate::observe::spans::{self, Attempted};
+use crate::observe::trace_context::{TRACEPARENT, TRACESTATE, TraceContext};
 
 /// The most attempts one request's log line lists.
 pub(crate) const MAX_ATTEMPTS: usize = 16;
@@ -30,6 +35,10 @@ pub(crate) const MAX_ATTEMPTS: usize = 16;
 /// through their [`CallContext`] without an allocation of its own.
 pub(crate) trait AttemptLog: Send + Sync + fmt::Debug {
     fn attempts(&self) -> &Attempts;
+
+    /// Where the attempts' spans go, and the request's trace: only when it is sampled and spans
+    /// are exported.
+    fn exported(&self) -> Option<(&SpanSink, &TraceContext)>;
 }
 
 /// One request's attempts.
@@ -94,6 +103,8 @@ impl fmt::Display for Attempts {
 pub(crate) struct JournalLayer {
     upstream: Arc<str>,
     durations: Arc<Durations>,
+    /// The instance's host and port, for its spans.
+    instance: Option<(Arc<str>, u16)>,
 }
 
 /// An upstream's attempt histograms, by outcome, registered once.
@@ -114,7 +125,14 @@ impl JournalLayer {
             let labels = [("upstream", upstream.to_string()), ("outcome", outcome.to_owned())];
             registry.histogram("bff_upstream_attempt_duration_seconds", &labels)
         });
-        Self { upstream: upstream.clone(), durations: Arc::new(Durations(durations)) }
+        Self { upstream: upstream.clone(), durations: Arc::new(Durations(durations)), instance: None }
+    }
+
+    /// The layer for the instance at `url`.
+    pub(crate) fn instance(&self, url: &str) -> Self {
+        let parsed = url::Url::parse(url).ok();
+        let instance = parsed.and_then(|u| Some((Arc::from(u.host_str()?), u.port_or_known_default()?)));
+        Self { instance, ..self.clone() }
     }
 }
 
@@ -122,7 +140,12 @@ impl<S> Layer<S> for JournalLayer {
     type Service = Journal<S>;
 
     fn layer(&self, inner: S) -> Journal<S> {
-        Journal { inner, upstream: self.upstream.clone(), durations: self.durations.clone() }
+        Journal {
+            inner,
+            upstream: self.upstream.clone(),
+            durations: self.durations.clone(),
+            instance: self.instance.clone(),
+        }
     }
 }
 
@@ -132,6 +155,7 @@ pub(crate) struct Journal<S> {
     inner: S,
     upstream: Arc<str>,
     durations: Arc<Durations>,
+    instance: Option<(Arc<str>, u16)>,
 }
 
 impl<S> Service<Request<Body>> for Journal<S>
@@ -146,9 +170,40 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let attempts = request.extensions().get::<CallContext>().and_then(|c| c.attempts.clone());
-        let entry = Entry { attempts, upstream: self.upstream.clone(), durations: self.durations.clone() };
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let context = request.extensions().get::<CallContext>();
+        let attempts = context.and_then(|c| c.attempts.clone());
+        // The attempt's own span in the request's trace; none outside a request (a JWKS fetch).
+        let trace = context.and_then(|c| c.trace.as_ref()).map(|trace| (trace.attempt(), trace.state.clone()));
+        let headers = request.headers_mut();
+        let span = match trace {
+            Some(((span_id, traceparent), state)) => {
+                headers.insert(TRACEPARENT, traceparent);
+                match state {
+                    Some(state) => headers.insert(TRACESTATE, state),
+                    None => headers.remove(TRACESTATE),
+                };
+                let exported = attempts.as_deref().and_then(AttemptLog::exported).is_some();
+                exported.then(|| Started {
+                    span_id,
+                    method: request.method().clone(),
+                    path: Box::from(request.uri().path()),
+                    at: SystemTime::now(),
+                })
+            }
+            None => {
+                headers.remove(TRACEPARENT);
+                headers.remove(TRACESTATE);
+                None
+            }
+        };
+        let entry = Entry {
+            attempts,
+            upstream: self.upstream.clone(),
+            durations: self.durations.clone(),
+            span,
+            instance: self.instance.clone(),
+        };
         Journaled { inner: self.inner.call(request), entry: Some((entry, Instant::now())) }
     }
 }
@@ -167,6 +222,35 @@ struct Entry {
     attempts: Option<Arc<dyn AttemptLog>>,
     upstream: Arc<str>,
     durations: Arc<Durations>,
+    /// The attempt's span, when it is exported.
+    span: Option<Started>,
+    instance: Option<(Arc<str>, u16)>,
+}
+
+/// An exported attempt span, begun.
+struct Started {
+    span_id: u64,
+    method: http::Method,
+    path: Box<str>,
+    at: SystemTime,
+}
+
+impl Entry {
+    fn export(&self, log: &dyn AttemptLog, outcome: Outcome) {
+        let (Some(started), Some((sink, trace))) = (&self.span, log.exported()) else { return };
+        let attempted = Attempted {
+            upstream: &self.upstream,
+            instance: self.instance.as_ref().map(|(host, port)| (&**host, *port)),
+            method: &started.method,
+            path: &started.path,
+            outcome: match outcome {
+                Outcome::Status(status) => Ok(status),
+                Outcome::Failed(why) => Err(why),
+            },
+            started: started.at,
+        };
+        spans::attempt(sink, trace, started.span_id, &attempted);
+    }
 }
 
 impl<F> Future for Journaled<F>
@@ -191,9 +275,10 @@ where
             };
             let elapsed = start.elapsed();
             entry.durations.0[label].record(elapsed.as_secs_f64());
-            if let Some(attempts) = entry.attempts {
+            if let Some(attempts) = &entry.attempts {
                 let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
                 attempts.attempts().record(&entry.upstream, outcome, ms);
+                entry.export(&**attempts, outcome);
             }
         }
         Poll::Ready(result)

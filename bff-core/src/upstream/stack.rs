@@ -160,7 +160,7 @@ where
         .map(|(url, client)| {
             let attempt = ServiceBuilder::new()
                 .map_request(set_call_headers)
-                .layer(journal.clone())
+                .layer(journal.instance(&url))
                 .layer(TimeBoundLayer::new(name.clone(), PerTry(settings.timeout)))
                 .service(client);
             (url, attempt)

@@ -1,0 +1,195 @@
+//! Span export: finished spans go into a bounded queue, and one task sends them in batches to an
+//! OTLP/HTTP (protobuf) collector (`tracing.otlp_endpoint`).
+//!
+//! A request never waits for export: when the queue is full (the collector is slow or gone) a
+//! span is dropped and counted in `bff_trace_spans_dropped_total{reason="queue_full"}`; a batch
+//! the collector refuses or never answers is counted under `reason="export_failed"`, and the
+//! spans sent in `bff_trace_spans_exported_total`. On shutdown what is queued is sent within the
+//! grace ([`SpanSink::flush`]).
+//!
+//! Spans are built by the gateway itself (`observe/spans.rs`) with the ids it already logs and
+//! sends upstream, rather than by a `tracing` layer: nothing is done per span unless the request's
+//! trace is sampled and an endpoint is set.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::Counter;
+use opentelemetry::InstrumentationScope;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use tokio::sync::{mpsc, oneshot};
+
+use super::metrics::Metrics;
+use crate::config::TracingConfig;
+
+/// The most spans sent in one export request.
+const MAX_BATCH: usize = 512;
+
+/// How long a span waits in the queue for others to fill its batch.
+const BATCH_DELAY: Duration = Duration::from_secs(1);
+
+/// How long one export request may take, its retries included.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where finished spans go: cheap to clone, shared by every request of a process (reloads keep it).
+#[derive(Clone)]
+pub(crate) struct SpanSink(Arc<Inner>);
+
+struct Inner {
+    queue: mpsc::Sender<Command>,
+    scope: InstrumentationScope,
+    queue_full: Counter,
+}
+
+impl std::fmt::Debug for SpanSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanSink").finish_non_exhaustive()
+    }
+}
+
+enum Command {
+    Span(Box<SpanData>),
+    Flush(oneshot::Sender<()>),
+}
+
+impl SpanSink {
+    /// The sink of `config`, exporting to its `otlp_endpoint`, or `None` without one. Spawns the
+    /// export task: must be called inside a Tokio runtime.
+    pub(crate) fn from_config(config: &TracingConfig, metrics: &Metrics) -> Result<Option<Self>, (String, String)> {
+        let Some(endpoint) = &config.otlp_endpoint else { return Ok(None) };
+        let url = traces_url(endpoint.as_str());
+        let client = reqwest::Client::builder()
+            .timeout(EXPORT_TIMEOUT)
+            .build()
+            .map_err(|e| ("tracing.otlp_endpoint".to_owned(), format!("cannot build the OTLP client: {e}")))?;
+        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(client)
+            .with_endpoint(url.clone())
+            .with_timeout(EXPORT_TIMEOUT)
+            .with_headers(config.headers.0.clone().into_iter().collect())
+            .build()
+            .map_err(|e| ("tracing.otlp_endpoint".to_owned(), format!("cannot export to {url}: {e}")))?;
+        let service = config.service_name.clone().unwrap_or_else(|| "bff".to_owned());
+        exporter.set_resource(&Resource::builder_empty().with_service_name(service).build());
+        tracing::info!(endpoint = %url, queue = config.queue_size, "exporting sampled spans over OTLP/HTTP");
+        Ok(Some(Self::with_exporter(exporter, config.queue_size, metrics)))
+    }
+
+    /// A sink sending to `exporter`, queueing at most `capacity` spans.
+    pub(crate) fn with_exporter(exporter: impl SpanExporter + 'static, capacity: usize, metrics: &Metrics) -> Self {
+        let (queue, commands) = mpsc::channel(capacity.max(1));
+        let counted = Counted {
+            exported: metrics.counter("bff_trace_spans_exported_total", &[]),
+            failed: metrics.counter("bff_trace_spans_dropped_total", &[("reason", "export_failed".to_owned())]),
+            warned: None,
+        };
+        tokio::spawn(export(exporter, commands, counted));
+        let queue_full = metrics.counter("bff_trace_spans_dropped_total", &[("reason", "queue_full".to_owned())]);
+        let scope = InstrumentationScope::builder("bff-core").with_version(env!("CARGO_PKG_VERSION")).build();
+        Self(Arc::new(Inner { queue, scope, queue_full }))
+    }
+
+    /// The instrumentation scope every span of the gateway names.
+    pub(crate) fn scope(&self) -> &InstrumentationScope {
+        &self.0.scope
+    }
+
+    /// Queues a finished span; drops it (counted) when the queue is full. Never waits.
+    pub(crate) fn submit(&self, span: SpanData) {
+        if self.0.queue.try_send(Command::Span(Box::new(span))).is_err() {
+            self.0.queue_full.increment(1);
+        }
+    }
+
+    /// Sends what is queued, waiting at most `within`; false if that was not enough.
+    pub(crate) async fn flush(&self, within: Duration) -> bool {
+        let (done, flushed) = oneshot::channel();
+        let sent = async { self.0.queue.send(Command::Flush(done)).await.is_ok() && flushed.await.is_ok() };
+        tokio::time::timeout(within, sent).await.unwrap_or(false)
+    }
+}
+
+/// `endpoint` with the OTLP traces path: a collector's base URL (`http://collector:4318`) gets
+/// `/v1/traces`, as `OTEL_EXPORTER_OTLP_ENDPOINT` does; a URL already ending in it is kept.
+pub(crate) fn traces_url(endpoint: &str) -> String {
+    let base = endpoint.trim_end_matches('/');
+    if base.ends_with("/v1/traces") { base.to_owned() } else { format!("{base}/v1/traces") }
+}
+
+struct Counted {
+    exported: Counter,
+    failed: Counter,
+    /// When a failure was last logged: at most one line per [`WARN_EVERY`].
+    warned: Option<tokio::time::Instant>,
+}
+
+/// How often a failing export is logged (it is counted each time).
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// The export task: batches of up to [`MAX_BATCH`] spans, sent when full, when the oldest has
+/// waited [`BATCH_DELAY`], on a flush, and when every sink is gone.
+async fn export(exporter: impl SpanExporter, mut commands: mpsc::Receiver<Command>, mut counted: Counted) {
+    let mut batch: Vec<SpanData> = Vec::with_capacity(MAX_BATCH);
+    let mut due = tokio::time::Instant::now();
+    loop {
+        let command = if batch.is_empty() {
+            commands.recv().await
+        } else {
+            match tokio::time::timeout_at(due, commands.recv()).await {
+                Ok(command) => command,
+                Err(_) => {
+                    send(&exporter, &mut batch, &mut counted).await;
+                    continue;
+                }
+            }
+        };
+        match command {
+            Some(Command::Span(span)) => {
+                if batch.is_empty() {
+                    due = tokio::time::Instant::now() + BATCH_DELAY;
+                }
+                batch.push(*span);
+                if batch.len() >= MAX_BATCH {
+                    send(&exporter, &mut batch, &mut counted).await;
+                }
+            }
+            Some(Command::Flush(done)) => {
+                send(&exporter, &mut batch, &mut counted).await;
+                let _ = done.send(());
+            }
+            None => {
+                send(&exporter, &mut batch, &mut counted).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn send(exporter: &impl SpanExporter, batch: &mut Vec<SpanData>, counted: &mut Counted) {
+    if batch.is_empty() {
+        return;
+    }
+    let spans = std::mem::replace(batch, Vec::with_capacity(MAX_BATCH));
+    let count = spans.len() as u64;
+    let error = match tokio::time::timeout(EXPORT_TIMEOUT, exporter.export(spans)).await {
+        Ok(Ok(())) => return counted.exported.increment(count),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {EXPORT_TIMEOUT:?}"),
+    };
+    counted.failed.increment(count);
+    let now = tokio::time::Instant::now();
+    if counted.warned.is_none_or(|at| now >= at + WARN_EVERY) {
+        counted.warned = Some(now);
+        tracing::warn!(
+            spans = count,
+            %error,
+            "span export failed; the spans are dropped (counted in bff_trace_spans_dropped_total)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

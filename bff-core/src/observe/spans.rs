@@ -1,0 +1,168 @@
+//! The spans the gateway exports (OpenTelemetry semantic conventions for HTTP): one server span
+//! per request and one client span per upstream attempt, with the ids the logs name and the
+//! `traceparent`s carry. Built only for a sampled trace with export on ([`SpanSink`]).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use http::Method;
+use opentelemetry::trace::{Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::{KeyValue, Value};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+use super::export::SpanSink;
+use super::trace_context::TraceContext;
+
+/// A request's server span, begun by the edge when its trace is sampled and spans are exported,
+/// ended with its response head ([`ServerSpan::end`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ServerSpan {
+    pub(crate) sink: SpanSink,
+    started: SystemTime,
+    client: Option<IpAddr>,
+}
+
+/// What a request's span records of its answer.
+#[derive(Debug)]
+pub(crate) struct Answered<'a> {
+    pub(crate) method: &'a Method,
+    /// The route pattern it matched, if any.
+    pub(crate) route: Option<&'a str>,
+    pub(crate) path: &'a str,
+    pub(crate) status: u16,
+    /// `user:<id>` or `account:<name>`.
+    pub(crate) caller: Option<&'a str>,
+    /// The problem code of a refusal or failure, and whether it was the gateway's own fault.
+    pub(crate) problem: Option<(&'a str, bool)>,
+    /// The optional parts left out.
+    pub(crate) degraded: Option<&'a str>,
+}
+
+impl ServerSpan {
+    pub(crate) fn begin(sink: SpanSink, client: Option<IpAddr>) -> Self {
+        Self { sink, started: SystemTime::now(), client }
+    }
+
+    /// Ends the span of `trace`'s request with what it answered, and queues it.
+    pub(crate) fn end(&self, trace: &TraceContext, answered: &Answered<'_>) {
+        let method = answered.method.as_str().to_owned();
+        let name = match answered.route {
+            Some(route) => format!("{method} {route}"),
+            None => method.clone(),
+        };
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("url.path", answered.path.to_owned()),
+            KeyValue::new("http.response.status_code", i64::from(answered.status)),
+        ];
+        if let Some(route) = answered.route {
+            attributes.push(KeyValue::new("http.route", route.to_owned()));
+        }
+        if let Some(client) = self.client {
+            attributes.push(KeyValue::new("client.address", client.to_string()));
+        }
+        if let Some(caller) = answered.caller {
+            attributes.push(KeyValue::new("enduser.id", caller.to_owned()));
+        }
+        let now = SystemTime::now();
+        let mut events = SpanEvents::default();
+        let mut status = Status::Unset;
+        if let Some((code, internal)) = answered.problem {
+            attributes.push(KeyValue::new("error.type", code.to_owned()));
+            // A refusal (a limit, a missing credential) is an event; a server error is the span's.
+            let kind = if internal { "bff.failed" } else { "bff.refused" };
+            events.events.push(Event::new(kind, now, vec![KeyValue::new("code", code.to_owned())], 0));
+            if answered.status >= 500 {
+                status = Status::error(code.to_owned());
+            }
+        }
+        if let Some(degraded) = answered.degraded {
+            events.events.push(Event::new("bff.degraded", now, vec![KeyValue::new("parts", degraded.to_owned())], 0));
+        }
+        let span = SpanData {
+            span_context: context(trace, trace.span_id),
+            parent_span_id: trace.parent.map_or(SpanId::INVALID, SpanId::from),
+            parent_span_is_remote: trace.parent.is_some(),
+            span_kind: SpanKind::Server,
+            name: Cow::Owned(name),
+            start_time: self.started,
+            end_time: now,
+            attributes,
+            dropped_attributes_count: 0,
+            events,
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: self.sink.scope().clone(),
+        };
+        self.sink.submit(span);
+    }
+}
+
+/// One upstream attempt, as its client span records it.
+#[derive(Debug)]
+pub(crate) struct Attempted<'a> {
+    pub(crate) upstream: &'a str,
+    /// The instance's host and port.
+    pub(crate) instance: Option<(&'a str, u16)>,
+    pub(crate) method: &'a Method,
+    pub(crate) path: &'a str,
+    /// The response status, or why there was none (`timeout`, `connect`, `error`).
+    pub(crate) outcome: Result<u16, &'static str>,
+    pub(crate) started: SystemTime,
+}
+
+/// Queues the client span `span_id` of an attempt in `trace`, a child of the request's span.
+pub(crate) fn attempt(sink: &SpanSink, trace: &TraceContext, span_id: u64, attempted: &Attempted<'_>) {
+    let method = attempted.method.as_str().to_owned();
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method.clone()),
+        KeyValue::new("bff.upstream", attempted.upstream.to_owned()),
+        KeyValue::new("url.path", attempted.path.to_owned()),
+    ];
+    if let Some((host, port)) = attempted.instance {
+        attributes.push(KeyValue::new("server.address", host.to_owned()));
+        attributes.push(KeyValue::new("server.port", i64::from(port)));
+    }
+    let status = match attempted.outcome {
+        Ok(code) => {
+            attributes.push(KeyValue::new("http.response.status_code", i64::from(code)));
+            if code >= 500 {
+                attributes.push(KeyValue::new("error.type", Value::from(code.to_string())));
+                Status::error(code.to_string())
+            } else {
+                Status::Unset
+            }
+        }
+        Err(why) => {
+            attributes.push(KeyValue::new("error.type", why));
+            Status::error(why)
+        }
+    };
+    let span = SpanData {
+        span_context: context(trace, span_id),
+        parent_span_id: SpanId::from(trace.span_id),
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Client,
+        name: Cow::Owned(format!("{method} {}", attempted.upstream)),
+        start_time: attempted.started,
+        end_time: SystemTime::now(),
+        attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status,
+        instrumentation_scope: sink.scope().clone(),
+    };
+    sink.submit(span);
+}
+
+fn context(trace: &TraceContext, span_id: u64) -> SpanContext {
+    let state = trace
+        .state
+        .as_ref()
+        .and_then(|s| s.to_str().ok())
+        .and_then(|s| s.parse::<TraceState>().ok())
+        .unwrap_or(TraceState::NONE);
+    SpanContext::new(TraceId::from(trace.trace_id), SpanId::from(span_id), TraceFlags::SAMPLED, false, state)
+}
