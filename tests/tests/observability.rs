@@ -137,6 +137,12 @@ async fn bad_tracing_settings_name_their_key() {
         ("tracing.sample_ratio", "1.5", "tracing.sample_ratio"),
         ("tracing.accept_parent", "\"trusted_proxies\"", "server.trusted_proxies"),
         ("tracing.accept_parent", "\"sometimes\"", "tracing.accept_parent"),
+        ("tracing.otlp_endpoint", "\"collector:4318\"", "tracing.otlp_endpoint"),
+        ("tracing.otlp_endpoint", "\"https://user:secret@collector:4318\"", "tracing.headers"),
+        ("tracing.queue_size", "0", "tracing.queue_size"),
+        ("tracing.service_name", "\"\"", "tracing.service_name"),
+        ("tracing.headers", "{ \"x key\" = \"1\" }", "tracing.headers.x key"),
+        ("tracing.headers", "{ \"x-key\" = \"line\\nbreak\" }", "tracing.headers.x-key"),
     ] {
         let mut overrides = bff_core::config::Overrides::default();
         overrides.set(key.to_owned(), value.to_owned(), "test");

@@ -243,6 +243,33 @@ url = "http://127.0.0.1:7001"
     }
 
     #[test]
+    fn the_standard_opentelemetry_variables_set_the_tracing_keys_and_bff_ones_win() {
+        let env = Overrides::from_env([
+            ("BFF_TRACING__SAMPLE_RATIO".to_owned(), "0.5".to_owned()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), "http://collector:4318".to_owned()),
+            ("OTEL_SERVICE_NAME".to_owned(), "checkout-bff".to_owned()),
+            ("OTEL_TRACES_SAMPLER_ARG".to_owned(), "0.01".to_owned()),
+        ]);
+        let config = load(&source(BASE), &env).unwrap();
+        let endpoint = config.tracing.otlp_endpoint.as_ref().map(|u| u.to_string());
+        assert_eq!(endpoint.as_deref(), Some("http://collector:4318/"));
+        assert_eq!(config.tracing.service_name.as_deref(), Some("checkout-bff"));
+        assert!((config.tracing.sample_ratio - 0.5).abs() < f64::EPSILON, "BFF_ wins over OTEL_");
+        let env = Overrides::from_env([("OTEL_TRACES_SAMPLER_ARG".to_owned(), "2".to_owned())]);
+        let err = load(&source(BASE), &env).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("tracing.sample_ratio"), "{err}");
+        assert!(err.to_string().contains("OTEL_TRACES_SAMPLER_ARG"), "{err}");
+    }
+
+    #[test]
+    fn export_headers_are_left_out_of_debug() {
+        let text = format!("{BASE}[tracing.headers]\nx-api-key = \"s3cret\"\n");
+        let config = load(&source(&text), &Overrides::default()).unwrap();
+        let debug = format!("{config:?}");
+        assert!(debug.contains("x-api-key") && !debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
     fn unknown_key_is_named_with_the_file() {
         let err = load(&source(&format!("{BASE}timeuot = \"1s\"\n")), &Overrides::default()).unwrap_err();
         assert_eq!(err.source, "config/test.toml");
