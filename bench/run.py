@@ -75,6 +75,12 @@ PER_USER = {"BFF_RATE_LIMITS__PER_USER__KEY": "user", "BFF_RATE_LIMITS__PER_USER
 FEED_20 = "/mobile/feed?skus=" + ",".join(f"SKU-{i:04}" for i in range(1, 21))
 
 
+def otlp(ratio):
+    """Span export to the users mock's OTLP sink, sampling `ratio` of new traces ({mock:users} is
+    filled in with the mock's URL when the target starts)."""
+    return {"BFF_TRACING__OTLP_ENDPOINT": "{mock:users}", "BFF_TRACING__SAMPLE_RATIO": str(ratio)}
+
+
 def home_variants():
     """What each layer of /mobile/home costs, against the plain case. They run right after it, so
     a slow minute on a shared machine rarely falls between a variant and its baseline."""
@@ -116,6 +122,10 @@ def home_variants():
         Case("mobile-home-rate-limited", "bff-mobile", "/mobile/home", env=PER_USER, baselines=base, quick=True),
         Case("mobile-home-rate-limited-redis", "bff-mobile", "/mobile/home", env=PER_USER, baselines=base, redis=True,
              quick=True),
+        # Spans exported over OTLP/HTTP to the mock's sink (`POST /v1/traces`): 1% of new traces
+        # sampled (a server span and three attempt spans each), then every one.
+        Case("mobile-home-otlp-1pct", "bff-mobile", "/mobile/home", env=otlp(0.01), baselines=base, quick=True),
+        Case("mobile-home-otlp-all", "bff-mobile", "/mobile/home", env=otlp(1.0), baselines=base),
         # TLS termination: HTTPS from the load generator (HTTP/1.1, kept-alive connections).
         Case("mobile-home-tls", "bff-mobile", "/mobile/home", env=TLS, baselines=base, tls=True),
     ]
@@ -385,7 +395,7 @@ class Harness:
                     if instances > 1:
                         url = "[" + ", ".join([f'"{m[service]}"'] * instances) + "]"
                     cfg[f"BFF_UPSTREAMS__{service.upper()}__URL"] = url
-            cfg.update(env)
+            cfg.update({k: re.sub(r"\{mock:(\w+)\}", lambda g: m[g.group(1)], v) for k, v in env.items()})
             proc = self.spawn(name, [os.path.join(binaries, name)], env=cfg)
         elif name == "minimal":
             cmd = [os.path.join(RELEASE, "minimal-bff"), f"127.0.0.1:{port}", m["users"], m["orders"], m["notifications"]]

@@ -283,7 +283,14 @@ pub fn service_router(service: Service, keys: &Arc<Keys>, faults: FaultState, st
                 .route("/_faults", get(faults::faults_get).put(faults::faults_put).delete(faults::faults_delete))
                 .with_state(faults),
         );
-    business.merge(admin)
+    business.merge(admin).route("/v1/traces", axum::routing::post(otlp_sink))
+}
+
+/// `POST /v1/traces`: an OTLP/HTTP traces endpoint that takes every export and keeps nothing (an
+/// empty body is an empty `ExportTraceServiceResponse`), so a BFF can export spans in the demo
+/// and the benchmarks without a collector.
+async fn otlp_sink(_spans: axum::body::Bytes) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/x-protobuf")], axum::body::Bytes::new())
 }
 
 // === demo ===

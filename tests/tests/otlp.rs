@@ -140,14 +140,15 @@ async fn a_request_and_each_of_its_upstream_attempts_are_exported_as_spans_of_th
         .flat_map(|service| stack.stats(service).traceparents.into_iter().map(move |t| (service, t)))
         .collect();
     assert_eq!(sent.len(), 4, "users, orders twice, notifications: {sent:?}");
-    // The server span and one client span per attempt, sent after the batch delay.
+    // The server span, one span per part and one client span per attempt, sent after the batch
+    // delay.
     assert!(
-        eventually(Duration::from_secs(20), || async { collector.of_trace(CLIENT_TRACE).len() >= 5 }).await,
+        eventually(Duration::from_secs(20), || async { collector.of_trace(CLIENT_TRACE).len() >= 8 }).await,
         "{:#?}",
         collector.spans()
     );
     let spans = collector.of_trace(CLIENT_TRACE);
-    assert_eq!(spans.len(), 5, "{spans:#?}");
+    assert_eq!(spans.len(), 8, "{spans:#?}");
     let server: Vec<&Received> = spans.iter().filter(|s| s.kind == SpanKind::Server as i32).collect();
     let [server] = server.as_slice() else { panic!("one server span: {spans:#?}") };
     assert_eq!(server.parent, CLIENT_SPAN, "the client's span is the parent");
@@ -164,14 +165,31 @@ async fn a_request_and_each_of_its_upstream_attempts_are_exported_as_spans_of_th
         assert_eq!(server.attributes.get(key).map(String::as_str), Some(value), "{key}: {server:#?}");
     }
     assert!(!server.error);
-    // Each attempt's span has the id its traceparent carried, under the request's span.
+    // One span per fan-out part, under the request's span.
+    let parts: Vec<&Received> = spans.iter().filter(|s| s.kind == SpanKind::Internal as i32).collect();
+    let mut labels: Vec<(&str, &str, &str)> = parts
+        .iter()
+        .map(|p| {
+            assert_eq!(p.parent, server.span_id, "{p:#?}");
+            let attribute = |key| p.attributes.get(key).map_or("", String::as_str);
+            (attribute("bff.part"), attribute("bff.part.required"), attribute("bff.part.degraded"))
+        })
+        .collect();
+    labels.sort_unstable();
+    assert_eq!(
+        labels,
+        [("notifications", "false", "false"), ("orders", "true", "false"), ("users", "true", "false")],
+        "{parts:#?}"
+    );
+    // Each attempt's span has the id its traceparent carried, under its part's span.
     for (service, traceparent) in &sent {
         let span_id = traceparent.split('-').nth(2).unwrap();
         let attempt =
             spans.iter().find(|s| s.span_id == span_id).unwrap_or_else(|| panic!("{traceparent}: {spans:#?}"));
         assert_eq!(attempt.kind, SpanKind::Client as i32);
-        assert_eq!(attempt.parent, server.span_id, "{attempt:#?}");
         let upstream = format!("{service:?}").to_lowercase();
+        let part = parts.iter().find(|p| p.span_id == attempt.parent).unwrap_or_else(|| panic!("{attempt:#?}"));
+        assert_eq!(part.attributes.get("bff.part"), Some(&upstream), "{attempt:#?}");
         assert_eq!(attempt.attributes.get("bff.upstream"), Some(&upstream), "{attempt:#?}");
         assert_eq!(attempt.name, format!("GET {upstream}"));
         let port = stack.mocks.service(*service).addr.port().to_string();
@@ -224,6 +242,41 @@ async fn an_unsampled_trace_exports_nothing_and_a_refusal_is_an_event() {
     assert_eq!(server.attributes.get("error.type").map(String::as_str), Some("AUTH_REQUIRED"), "{server:#?}");
     assert!(server.events.iter().any(|e| e.starts_with("bff.refused") && e.contains("AUTH_REQUIRED")), "{server:#?}");
     assert!(!server.error, "a refusal is not the server's error");
+}
+
+#[tokio::test]
+async fn a_part_left_out_is_a_degraded_part_span() {
+    let (collector, receiver) = Collector::start().await;
+    let stack = mobile(&receiver).start().await;
+    stack.set_faults(Service::Notifications, Faults { fail_every: 1, ..Faults::default() }).await;
+    let response = stack
+        .http
+        .get(stack.bff.url("/mobile/home"))
+        .bearer_auth(stack.token())
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-bff-degraded"));
+    let degraded = |spans: &[Received]| {
+        spans.iter().find(|s| s.attributes.get("bff.part").map(String::as_str) == Some("notifications")).cloned()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || async { degraded(&collector.of_trace(CLIENT_TRACE)).is_some() }).await
+    );
+    let part = degraded(&collector.of_trace(CLIENT_TRACE)).unwrap();
+    assert_eq!(part.attributes.get("bff.part.degraded").map(String::as_str), Some("true"), "{part:#?}");
+    assert!(part.attributes.contains_key("error.type"), "{part:#?}");
+    assert!(!part.error, "an optional part left out is not an error of the request");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            collector.of_trace(CLIENT_TRACE).iter().any(|s| s.events.iter().any(|e| e.starts_with("bff.degraded")))
+        })
+        .await,
+        "{:#?}",
+        collector.spans()
+    );
 }
 
 #[tokio::test]
@@ -283,5 +336,9 @@ async fn shutdown_sends_the_spans_still_queued() {
     tx.send(Signal::Interrupt).unwrap();
     tokio::time::timeout(Duration::from_secs(30), server).await.expect("stopped").unwrap().unwrap();
     let spans = collector.of_trace(CLIENT_TRACE);
-    assert_eq!(spans.len(), 4, "the server span and three attempts, sent before serve returned: {spans:#?}");
+    assert_eq!(
+        spans.len(),
+        7,
+        "the server span, three parts and three attempts, sent before serve returned: {spans:#?}"
+    );
 }

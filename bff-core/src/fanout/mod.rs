@@ -70,7 +70,13 @@ impl<T: Decode> Part for Required<T> {
     type Output = T;
 
     async fn run(self, ctx: &Ctx) -> Result<T, BffError> {
-        self.0.send(ctx).await.map_err(BffError::from)
+        let (context, part) = ctx.part();
+        let label = part.as_ref().map(|_| self.0.upstream().name().to_owned());
+        let result = self.0.send(context).await;
+        if let (Some(part), Some(label)) = (part, label) {
+            ctx.end_part(part, &label, true, result.as_ref().err().map(|e| e.code()));
+        }
+        result.map_err(BffError::from)
     }
 }
 
@@ -79,7 +85,13 @@ impl<T: Decode> Part for Optional<T> {
 
     async fn run(self, ctx: &Ctx) -> Result<Option<T>, BffError> {
         let upstream = self.call.upstream().clone();
-        match self.call.send(ctx).await {
+        let (context, part) = ctx.part();
+        let result = self.call.send(context).await;
+        if let Some(part) = part {
+            let label = self.label.as_deref().unwrap_or(upstream.name());
+            ctx.end_part(part, label, false, result.as_ref().err().map(|e| e.code()));
+        }
+        match result {
             Ok(value) => Ok(Some(value)),
             Err(error) => {
                 tracing::warn!(

@@ -1,6 +1,7 @@
 //! The spans the gateway exports (OpenTelemetry semantic conventions for HTTP): one server span
-//! per request and one client span per upstream attempt, with the ids the logs name and the
-//! `traceparent`s carry. Built only for a sampled trace with export on ([`SpanSink`]).
+//! per request, one internal span per fan-out part, and one client span per upstream attempt,
+//! with the ids the logs name and the `traceparent`s carry. Built only for a sampled trace with
+//! export on ([`SpanSink`]).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -12,7 +13,7 @@ use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use super::export::SpanSink;
-use super::trace_context::TraceContext;
+use super::trace_context::{TraceContext, nonzero_u64};
 
 /// A request's server span, begun by the edge when its trace is sampled and spans are exported,
 /// ended with its response head ([`ServerSpan::end`]).
@@ -99,6 +100,53 @@ impl ServerSpan {
     }
 }
 
+/// A fan-out part's span, begun: the parent of its call's attempts.
+#[derive(Debug)]
+pub(crate) struct PartSpan {
+    pub(crate) span_id: u64,
+    started: SystemTime,
+}
+
+impl PartSpan {
+    pub(crate) fn begin() -> Self {
+        Self { span_id: nonzero_u64(), started: SystemTime::now() }
+    }
+
+    /// Ends the part `label` of `trace`'s request, a child of the request's span: `failure` is the
+    /// problem code of its call's failure (a required part fails the request with it, an optional
+    /// one is left out: degraded).
+    pub(crate) fn end(self, sink: &SpanSink, trace: &TraceContext, label: &str, required: bool, failure: Option<&str>) {
+        let mut attributes = vec![
+            KeyValue::new("bff.part", label.to_owned()),
+            KeyValue::new("bff.part.required", required),
+            KeyValue::new("bff.part.degraded", !required && failure.is_some()),
+        ];
+        let mut status = Status::Unset;
+        if let Some(code) = failure {
+            attributes.push(KeyValue::new("error.type", code.to_owned()));
+            if required {
+                status = Status::error(code.to_owned());
+            }
+        }
+        let span = SpanData {
+            span_context: context(trace, self.span_id),
+            parent_span_id: SpanId::from(trace.span_id),
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: Cow::Owned(format!("part {label}")),
+            start_time: self.started,
+            end_time: SystemTime::now(),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: sink.scope().clone(),
+        };
+        sink.submit(span);
+    }
+}
+
 /// One upstream attempt, as its client span records it.
 #[derive(Debug)]
 pub(crate) struct Attempted<'a> {
@@ -110,9 +158,11 @@ pub(crate) struct Attempted<'a> {
     /// The response status, or why there was none (`timeout`, `connect`, `error`).
     pub(crate) outcome: Result<u16, &'static str>,
     pub(crate) started: SystemTime,
+    /// Its parent: the fan-out part it belongs to, else the request.
+    pub(crate) parent: u64,
 }
 
-/// Queues the client span `span_id` of an attempt in `trace`, a child of the request's span.
+/// Queues the client span `span_id` of an attempt in `trace`.
 pub(crate) fn attempt(sink: &SpanSink, trace: &TraceContext, span_id: u64, attempted: &Attempted<'_>) {
     let method = attempted.method.as_str().to_owned();
     let mut attributes = vec![
@@ -141,7 +191,7 @@ pub(crate) fn attempt(sink: &SpanSink, trace: &TraceContext, span_id: u64, attem
     };
     let span = SpanData {
         span_context: context(trace, span_id),
-        parent_span_id: SpanId::from(trace.span_id),
+        parent_span_id: SpanId::from(attempted.parent),
         parent_span_is_remote: false,
         span_kind: SpanKind::Client,
         name: Cow::Owned(format!("{method} {}", attempted.upstream)),

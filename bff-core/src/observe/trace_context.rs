@@ -96,7 +96,7 @@ fn nonzero_u128() -> u128 {
     }
 }
 
-fn nonzero_u64() -> u64 {
+pub(crate) fn nonzero_u64() -> u64 {
     loop {
         let id = fastrand::u64(..);
         if id != 0 {

@@ -14,7 +14,7 @@ use crate::identity::CallerHeaders;
 pub use crate::identity::REQUEST_ID;
 pub(crate) use crate::identity::REQUEST_ID_HEADER;
 use crate::observe::export::SpanSink;
-use crate::observe::spans::ServerSpan;
+use crate::observe::spans::{PartSpan, ServerSpan};
 use crate::observe::trace_context::TraceContext;
 use crate::problem::Problem;
 use crate::routes::Route;
@@ -240,6 +240,29 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
         // Set by the credentials layer, with the verified `Identity` or `ApiClient`.
         let caller = meta.caller.get().cloned();
         Ok(Self { deadline, meta, concurrency, caller })
+    }
+}
+
+impl Ctx {
+    /// The context of a fan-out part's call, and the part's span when the request's spans are
+    /// exported (its attempts are then its children).
+    pub(crate) fn part(&self) -> (CallContext, Option<PartSpan>) {
+        let mut context = CallContext::from(self);
+        if self.meta.exported().is_none() {
+            return (context, None);
+        }
+        let part = PartSpan::begin();
+        if let Some(trace) = &mut context.trace {
+            trace.span_id = part.span_id;
+        }
+        (context, Some(part))
+    }
+
+    /// Ends a part's span (see [`Ctx::part`]).
+    pub(crate) fn end_part(&self, part: PartSpan, label: &str, required: bool, failure: Option<&str>) {
+        if let Some((sink, trace)) = self.meta.exported() {
+            part.end(sink, trace, label, required, failure);
+        }
     }
 }
 

@@ -174,10 +174,11 @@ where
         let context = request.extensions().get::<CallContext>();
         let attempts = context.and_then(|c| c.attempts.clone());
         // The attempt's own span in the request's trace; none outside a request (a JWKS fetch).
-        let trace = context.and_then(|c| c.trace.as_ref()).map(|trace| (trace.attempt(), trace.state.clone()));
+        let trace =
+            context.and_then(|c| c.trace.as_ref()).map(|trace| (trace.attempt(), trace.state.clone(), trace.span_id));
         let headers = request.headers_mut();
         let span = match trace {
-            Some(((span_id, traceparent), state)) => {
+            Some(((span_id, traceparent), state, parent)) => {
                 headers.insert(TRACEPARENT, traceparent);
                 match state {
                     Some(state) => headers.insert(TRACESTATE, state),
@@ -186,6 +187,7 @@ where
                 let exported = attempts.as_deref().and_then(AttemptLog::exported).is_some();
                 exported.then(|| Started {
                     span_id,
+                    parent,
                     method: request.method().clone(),
                     path: Box::from(request.uri().path()),
                     at: SystemTime::now(),
@@ -230,6 +232,8 @@ struct Entry {
 /// An exported attempt span, begun.
 struct Started {
     span_id: u64,
+    /// The span of the part (or the request) the attempt belongs to.
+    parent: u64,
     method: http::Method,
     path: Box<str>,
     at: SystemTime,
@@ -248,6 +252,7 @@ impl Entry {
                 Outcome::Failed(why) => Err(why),
             },
             started: started.at,
+            parent: started.parent,
         };
         spans::attempt(sink, trace, started.span_id, &attempted);
     }
