@@ -111,6 +111,22 @@ fn attributes(list: &[KeyValue]) -> HashMap<String, String> {
     list.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect()
 }
 
+/// `GET url` in the trace `trace` (sampled or not), with `token` if any.
+async fn get_in_trace(
+    stack: &common::Stack,
+    url: String,
+    token: Option<&str>,
+    trace: &str,
+    sampled: bool,
+) -> reqwest::Response {
+    let mut request =
+        stack.http.get(url).header("traceparent", format!("00-{trace}-{CLIENT_SPAN}-0{}", u8::from(sampled)));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
 fn mobile(collector: &TestServer) -> StackBuilder {
     StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
         .set("tracing.otlp_endpoint", &format!("\"{}\"", collector.url("")))
@@ -126,14 +142,7 @@ async fn a_request_and_each_of_its_upstream_attempts_are_exported_as_spans_of_th
     stack.set_faults(Service::Orders, Faults { fail_every: 2, ..Faults::default() }).await;
     stack.reset_stats();
     let token = stack.token();
-    let response = stack
-        .http
-        .get(stack.bff.url("/mobile/home"))
-        .bearer_auth(&token)
-        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_in_trace(&stack, stack.bff.url("/mobile/home"), Some(&token), CLIENT_TRACE, true).await;
     assert_eq!(response.status(), 200);
     let sent: Vec<(Service, String)> = [Service::Users, Service::Orders, Service::Notifications]
         .into_iter()
@@ -215,24 +224,11 @@ async fn an_unsampled_trace_exports_nothing_and_a_refusal_is_an_event() {
     let (collector, receiver) = Collector::start().await;
     let stack = mobile(&receiver).start().await;
     let unsampled = "0af7651916cd43dd8448eb211c80319c";
-    let response = stack
-        .http
-        .get(stack.bff.url("/mobile/home"))
-        .bearer_auth(stack.token())
-        .header("traceparent", format!("00-{unsampled}-{CLIENT_SPAN}-00"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_in_trace(&stack, stack.bff.url("/mobile/home"), Some(&stack.token()), unsampled, false).await;
     assert_eq!(response.status(), 200);
     // Then a sampled one, refused for want of a token: once it has arrived, anything of the first
     // would have too.
-    let response = stack
-        .http
-        .get(stack.bff.url("/mobile/home"))
-        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_in_trace(&stack, stack.bff.url("/mobile/home"), None, CLIENT_TRACE, true).await;
     assert_eq!(response.status(), 401);
     assert!(eventually(Duration::from_secs(20), || async { !collector.of_trace(CLIENT_TRACE).is_empty() }).await);
     assert!(collector.of_trace(unsampled).is_empty(), "{:#?}", collector.spans());
@@ -249,14 +245,7 @@ async fn a_part_left_out_is_a_degraded_part_span() {
     let (collector, receiver) = Collector::start().await;
     let stack = mobile(&receiver).start().await;
     stack.set_faults(Service::Notifications, Faults { fail_every: 1, ..Faults::default() }).await;
-    let response = stack
-        .http
-        .get(stack.bff.url("/mobile/home"))
-        .bearer_auth(stack.token())
-        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_in_trace(&stack, stack.bff.url("/mobile/home"), Some(&stack.token()), CLIENT_TRACE, true).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-bff-degraded"));
     let degraded = |spans: &[Received]| {
@@ -323,14 +312,8 @@ async fn shutdown_sends_the_spans_still_queued() {
         let shutdown = async move { rx.await.unwrap_or(Signal::Interrupt) };
         gateway.serve(listener, None, router, shutdown).await
     });
-    let response = stack
-        .http
-        .get(format!("http://{addr}/mobile/home"))
-        .bearer_auth(stack.token())
-        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        get_in_trace(&stack, format!("http://{addr}/mobile/home"), Some(&stack.token()), CLIENT_TRACE, true).await;
     assert_eq!(response.status(), 200);
     // At once: the spans wait in the queue for their batch (a second), and the shutdown sends them.
     tx.send(Signal::Interrupt).unwrap();

@@ -81,22 +81,9 @@ impl ServerSpan {
         if let Some(degraded) = answered.degraded {
             events.events.push(Event::new("bff.degraded", now, vec![KeyValue::new("parts", degraded.to_owned())], 0));
         }
-        let span = SpanData {
-            span_context: context(trace, trace.span_id),
-            parent_span_id: trace.parent.map_or(SpanId::INVALID, SpanId::from),
-            parent_span_is_remote: trace.parent.is_some(),
-            span_kind: SpanKind::Server,
-            name: Cow::Owned(name),
-            start_time: self.started,
-            end_time: now,
-            attributes,
-            dropped_attributes_count: 0,
-            events,
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: self.sink.scope().clone(),
-        };
-        self.sink.submit(span);
+        let span =
+            Ended { span_id: trace.span_id, parent: trace.parent, kind: SpanKind::Server, name, started: self.started };
+        span.submit(&self.sink, trace, attributes, events, status);
     }
 }
 
@@ -128,22 +115,15 @@ impl PartSpan {
                 status = Status::error(code.to_owned());
             }
         }
-        let span = SpanData {
-            span_context: context(trace, self.span_id),
-            parent_span_id: SpanId::from(trace.span_id),
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Internal,
-            name: Cow::Owned(format!("part {label}")),
-            start_time: self.started,
-            end_time: SystemTime::now(),
-            attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: sink.scope().clone(),
+        let name = format!("part {label}");
+        let span = Ended {
+            span_id: self.span_id,
+            parent: Some(trace.span_id),
+            kind: SpanKind::Internal,
+            name,
+            started: self.started,
         };
-        sink.submit(span);
+        span.submit(sink, trace, attributes, SpanEvents::default(), status);
     }
 }
 
@@ -189,22 +169,49 @@ pub(crate) fn attempt(sink: &SpanSink, trace: &TraceContext, span_id: u64, attem
             Status::error(why)
         }
     };
-    let span = SpanData {
-        span_context: context(trace, span_id),
-        parent_span_id: SpanId::from(attempted.parent),
-        parent_span_is_remote: false,
-        span_kind: SpanKind::Client,
-        name: Cow::Owned(format!("{method} {}", attempted.upstream)),
-        start_time: attempted.started,
-        end_time: SystemTime::now(),
-        attributes,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
-        status,
-        instrumentation_scope: sink.scope().clone(),
-    };
-    sink.submit(span);
+    let name = format!("{method} {}", attempted.upstream);
+    let span =
+        Ended { span_id, parent: Some(attempted.parent), kind: SpanKind::Client, name, started: attempted.started };
+    span.submit(sink, trace, attributes, SpanEvents::default(), status);
+}
+
+/// What every span of a request has, whatever its kind.
+struct Ended {
+    span_id: u64,
+    /// The parent span: a server span's is the client's (remote; none when the trace began
+    /// here), any other's is in this process.
+    parent: Option<u64>,
+    kind: SpanKind,
+    name: String,
+    started: SystemTime,
+}
+
+impl Ended {
+    /// Ends the span now, in `trace`, and queues it.
+    fn submit(
+        self,
+        sink: &SpanSink,
+        trace: &TraceContext,
+        attributes: Vec<KeyValue>,
+        events: SpanEvents,
+        status: Status,
+    ) {
+        sink.submit(SpanData {
+            span_context: context(trace, self.span_id),
+            parent_span_id: self.parent.map_or(SpanId::INVALID, SpanId::from),
+            parent_span_is_remote: self.kind == SpanKind::Server && self.parent.is_some(),
+            span_kind: self.kind,
+            name: Cow::Owned(self.name),
+            start_time: self.started,
+            end_time: SystemTime::now(),
+            attributes,
+            dropped_attributes_count: 0,
+            events,
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: sink.scope().clone(),
+        });
+    }
 }
 
 fn context(trace: &TraceContext, span_id: u64) -> SpanContext {
