@@ -26,8 +26,9 @@ use std::future::Future;
 use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::error::BffError;
+use crate::observe::spans::PartSpan;
 use crate::request::Ctx;
-use crate::upstream::{Call, Decode};
+use crate::upstream::{Call, Decode, Upstream, UpstreamError};
 
 /// One part of a fan-out.
 pub trait Part: Send {
@@ -70,11 +71,10 @@ impl<T: Decode> Part for Required<T> {
     type Output = T;
 
     async fn run(self, ctx: &Ctx) -> Result<T, BffError> {
-        let (context, part) = ctx.part();
-        let label = part.as_ref().map(|_| self.0.upstream().name().to_owned());
-        let result = self.0.send(context).await;
-        if let (Some(part), Some(label)) = (part, label) {
-            ctx.end_part(part, &label, true, result.as_ref().err().map(|e| e.code()));
+        let (sending, part) = start(self.0, ctx, None, true);
+        let result = sending.await;
+        if let Some(part) = part {
+            part.end(result.as_ref().err().map(|e| e.code()));
         }
         result.map_err(BffError::from)
     }
@@ -84,12 +84,10 @@ impl<T: Decode> Part for Optional<T> {
     type Output = Option<T>;
 
     async fn run(self, ctx: &Ctx) -> Result<Option<T>, BffError> {
-        let upstream = self.call.upstream().clone();
-        let (context, part) = ctx.part();
-        let result = self.call.send(context).await;
+        let (sending, part, upstream, label) = self.start(ctx);
+        let result = sending.await;
         if let Some(part) = part {
-            let label = self.label.as_deref().unwrap_or(upstream.name());
-            ctx.end_part(part, label, false, result.as_ref().err().map(|e| e.code()));
+            part.end(result.as_ref().err().map(|e| e.code()));
         }
         match result {
             Ok(value) => Ok(Some(value)),
@@ -102,10 +100,42 @@ impl<T: Decode> Part for Optional<T> {
                     "optional part degraded"
                 );
                 upstream.count_degraded();
-                ctx.degrade(self.label.unwrap_or_else(|| error.service().to_owned()));
+                ctx.degrade(label.unwrap_or_else(|| error.service().to_owned()));
                 Ok(None)
             }
         }
+    }
+}
+
+/// Sends a part's `call`, with its span when the request's spans are exported (named `label`, or
+/// the upstream's name). Not in the parts' `async fn`s: a local borrowed there stays in their
+/// futures (a part's `Call` among them), and a fan-out's future holds every part's.
+fn start<T: Decode>(
+    call: Call<T>,
+    ctx: &Ctx,
+    label: Option<&str>,
+    required: bool,
+) -> (impl Future<Output = Result<T, UpstreamError>> + Send + 'static + use<T>, Option<Box<PartSpan>>) {
+    let label = || label.unwrap_or(call.upstream().name()).to_owned();
+    let (context, part) = ctx.part(label, required);
+    (call.send(context), part)
+}
+
+impl<T: Decode> Optional<T> {
+    /// [`start`]s the call, keeping its upstream (where a degradation is counted) and label.
+    fn start(
+        self,
+        ctx: &Ctx,
+    ) -> (
+        impl Future<Output = Result<T, UpstreamError>> + Send + 'static,
+        Option<Box<PartSpan>>,
+        Upstream,
+        Option<String>,
+    ) {
+        let Optional { call, label } = self;
+        let upstream = call.upstream().clone();
+        let (sending, part) = start(call, ctx, label.as_deref(), false);
+        (sending, part, upstream, label)
     }
 }
 

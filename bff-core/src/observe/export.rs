@@ -73,7 +73,8 @@ impl SpanSink {
             .build()
             .map_err(|e| ("tracing.otlp_endpoint".to_owned(), format!("cannot export to {url}: {e}")))?;
         let service = config.service_name.clone().unwrap_or_else(|| "bff".to_owned());
-        exporter.set_resource(&Resource::builder_empty().with_service_name(service).build());
+        // The SDK's detectors too: `OTEL_RESOURCE_ATTRIBUTES` and the `telemetry.sdk.*` attributes.
+        exporter.set_resource(&Resource::builder().with_service_name(service).build());
         tracing::info!(endpoint = %url, queue = config.queue_size, "exporting sampled spans over OTLP/HTTP");
         Ok(Some(Self::with_exporter(exporter, config.queue_size, metrics)))
     }

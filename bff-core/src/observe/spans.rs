@@ -87,24 +87,32 @@ impl ServerSpan {
     }
 }
 
-/// A fan-out part's span, begun: the parent of its call's attempts.
+/// A fan-out part's span, begun: the parent of its call's attempts. Boxed while its call runs, so
+/// that a part's future grows by a pointer, not by the span.
 #[derive(Debug)]
 pub(crate) struct PartSpan {
     pub(crate) span_id: u64,
     started: SystemTime,
+    label: String,
+    required: bool,
+    sink: SpanSink,
+    /// The request's trace: its span is the part's parent.
+    trace: TraceContext,
 }
 
 impl PartSpan {
-    pub(crate) fn begin() -> Self {
-        Self { span_id: nonzero_u64(), started: SystemTime::now() }
+    pub(crate) fn begin(sink: &SpanSink, trace: &TraceContext, label: String, required: bool) -> Box<Self> {
+        let (sink, trace) = (sink.clone(), trace.clone());
+        Box::new(Self { span_id: nonzero_u64(), started: SystemTime::now(), label, required, sink, trace })
     }
 
-    /// Ends the part `label` of `trace`'s request, a child of the request's span: `failure` is the
-    /// problem code of its call's failure (a required part fails the request with it, an optional
-    /// one is left out: degraded).
-    pub(crate) fn end(self, sink: &SpanSink, trace: &TraceContext, label: &str, required: bool, failure: Option<&str>) {
+    /// Ends the part, a child of the request's span: `failure` is the problem code of its call's
+    /// failure (a required part fails the request with it, an optional one is left out: degraded).
+    pub(crate) fn end(self, failure: Option<&str>) {
+        let Self { span_id, started, label, required, sink, trace } = self;
+        let name = format!("part {label}");
         let mut attributes = vec![
-            KeyValue::new("bff.part", label.to_owned()),
+            KeyValue::new("bff.part", label),
             KeyValue::new("bff.part.required", required),
             KeyValue::new("bff.part.degraded", !required && failure.is_some()),
         ];
@@ -115,15 +123,8 @@ impl PartSpan {
                 status = Status::error(code.to_owned());
             }
         }
-        let name = format!("part {label}");
-        let span = Ended {
-            span_id: self.span_id,
-            parent: Some(trace.span_id),
-            kind: SpanKind::Internal,
-            name,
-            started: self.started,
-        };
-        span.submit(sink, trace, attributes, SpanEvents::default(), status);
+        let span = Ended { span_id, parent: Some(trace.span_id), kind: SpanKind::Internal, name, started };
+        span.submit(&sink, &trace, attributes, SpanEvents::default(), status);
     }
 }
 

@@ -246,23 +246,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
 impl Ctx {
     /// The context of a fan-out part's call, and the part's span when the request's spans are
     /// exported (its attempts are then its children).
-    pub(crate) fn part(&self) -> (CallContext, Option<PartSpan>) {
+    pub(crate) fn part(&self, label: impl FnOnce() -> String, required: bool) -> (CallContext, Option<Box<PartSpan>>) {
         let mut context = CallContext::from(self);
-        if self.meta.exported().is_none() {
-            return (context, None);
-        }
-        let part = PartSpan::begin();
+        let Some((sink, trace)) = self.meta.exported() else { return (context, None) };
+        let part = PartSpan::begin(sink, trace, label(), required);
         if let Some(trace) = &mut context.trace {
             trace.span_id = part.span_id;
         }
         (context, Some(part))
-    }
-
-    /// Ends a part's span (see [`Ctx::part`]).
-    pub(crate) fn end_part(&self, part: PartSpan, label: &str, required: bool, failure: Option<&str>) {
-        if let Some((sink, trace)) = self.meta.exported() {
-            part.end(sink, trace, label, required, failure);
-        }
     }
 }
 
