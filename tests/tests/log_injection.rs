@@ -75,7 +75,9 @@ fn every_line_of_a_request_names_its_trace_and_span() {
     let mut token = String::new();
     tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
-            let stack = mobile().start().await;
+            let limited =
+                mobile().set("rate_limits.per-user", r#"{ key = "user", rate = 100, per = "1m", burst = 20 }"#);
+            let stack = limited.start().await;
             let response = stack
                 .http
                 .get(stack.bff.url("/mobile/home"))
@@ -112,6 +114,9 @@ fn every_line_of_a_request_names_its_trace_and_span() {
     upstreams.sort_unstable();
     assert_eq!(upstreams, ["notifications", "orders", "users"], "{attempts}");
     assert!(attempts.split(',').all(|a| a.split(':').nth(1) == Some("200")), "{attempts}");
+    // What each limit left the caller: 19 of 20, then 18.
+    assert!(fields(&served[0], "limits").starts_with(r#""per-user";r=19;t="#), "{}", served[0]);
+    assert!(fields(&served[1], "limits").starts_with(r#""per-user";r=18;t="#), "{}", served[1]);
     assert!(!token.is_empty() && !text.contains(&token), "the bearer token was logged:\n{text}");
     let signature = token.rsplit('.').next().unwrap_or_default();
     assert!(!text.contains(signature), "part of the token was logged");

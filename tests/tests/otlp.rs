@@ -212,6 +212,28 @@ async fn a_request_and_each_of_its_upstream_attempts_are_exported_as_spans_of_th
     let statuses: Vec<&str> =
         orders.iter().filter_map(|s| s.attributes.get("http.response.status_code")).map(String::as_str).collect();
     assert!(statuses.contains(&"500") && statuses.contains(&"200"), "{statuses:?}");
+    // The resend says so, and why; the first attempt does not. Each met a closed breaker.
+    let resends: Vec<(Option<&String>, Option<&String>, Option<&String>)> = orders
+        .iter()
+        .map(|s| {
+            let attribute = |key| s.attributes.get(key);
+            (
+                attribute("http.response.status_code"),
+                attribute("http.request.resend_count"),
+                attribute("bff.resend.reason"),
+            )
+        })
+        .collect();
+    let (one, retry) = (String::from("1"), String::from("retry"));
+    assert!(resends.contains(&(Some(&String::from("200")), Some(&one), Some(&retry))), "{orders:#?}");
+    assert!(resends.contains(&(Some(&String::from("500")), None, None)), "{orders:#?}");
+    for attempt in spans.iter().filter(|s| s.kind == SpanKind::Client as i32) {
+        assert_eq!(attempt.attributes.get("bff.circuit").map(String::as_str), Some("closed"), "{attempt:#?}");
+        if attempt.attributes.get("http.response.status_code").map(String::as_str) == Some("200") {
+            let size: u64 = attempt.attributes["http.response.body.size"].parse().unwrap();
+            assert!(size > 2, "{attempt:#?}");
+        }
+    }
     // The collector's key went with every export; no credential went into a span.
     assert!(collector.keys.lock().unwrap().iter().all(|k| k.as_deref() == Some("k-123")));
     let everything = format!("{:?}", collector.spans());
@@ -266,6 +288,110 @@ async fn a_part_left_out_is_a_degraded_part_span() {
         "{:#?}",
         collector.spans()
     );
+}
+
+/// The spans of `trace`, once `done` holds for them.
+async fn spans_when(collector: &Collector, trace: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    let arrived = eventually(Duration::from_secs(20), || async { done(&collector.of_trace(trace)) }).await;
+    assert!(arrived, "{:#?}", collector.of_trace(trace));
+    collector.of_trace(trace)
+}
+
+#[tokio::test]
+async fn a_cache_hit_an_open_circuit_and_the_limits_decisions_are_in_the_trace() {
+    let (collector, receiver) = Collector::start().await;
+    let stack = mobile(&receiver)
+        .set("rate_limits.per-user", "{ key = \"user\", rate = 100, per = \"1m\", burst = 20 }")
+        .set("upstreams.notifications.breaker", "{ consecutive_failures = 2 }")
+        .start()
+        .await;
+    let token = stack.token();
+    // A product twice: the second is answered by the cache, with no attempt.
+    let product = stack.bff.url("/mobile/products/SKU-0001");
+    let first = "11111111111111111111111111111111";
+    assert_eq!(get_in_trace(&stack, product.clone(), Some(&token), first, true).await.status(), 200);
+    let hit = "22222222222222222222222222222222";
+    assert_eq!(get_in_trace(&stack, product, Some(&token), hit, true).await.status(), 200);
+    let catalog = |spans: &[Received]| {
+        spans.iter().find(|s| s.attributes.get("bff.upstream").map(String::as_str) == Some("catalog")).cloned()
+    };
+    let spans = spans_when(&collector, hit, |spans| catalog(spans).is_some()).await;
+    let cached = catalog(&spans).unwrap();
+    assert_eq!(cached.attributes.get("bff.cache").map(String::as_str), Some("hit"), "{cached:#?}");
+    assert!(!cached.attributes.contains_key("server.address"), "no instance was called: {cached:#?}");
+    assert!(!cached.error);
+    let spans = spans_when(&collector, first, |spans| catalog(spans).is_some()).await;
+    let fetched = catalog(&spans).unwrap();
+    assert!(fetched.attributes.contains_key("server.address"), "{fetched:#?}");
+    assert!(!fetched.attributes.contains_key("bff.cache"), "{fetched:#?}");
+    // Every answer of a limited route tells what each limit left: an event of the server span.
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server as i32).unwrap();
+    let limit = server.events.iter().find(|e| e.starts_with("bff.limit ")).unwrap_or_else(|| panic!("{server:#?}"));
+    assert!(limit.contains("\"bff.limit\": \"per-user\"") && limit.contains("bff.limit.remaining"), "{limit}");
+
+    // Notifications fail: after two failed calls its circuit opens, and the next call is refused
+    // at once, with no attempt: a span saying so, and an event.
+    stack.set_faults(Service::Notifications, Faults { fail_every: 1, ..Faults::default() }).await;
+    for _ in 0..2 {
+        assert_eq!(stack.get("/mobile/home").await.status(), 200);
+    }
+    let open = "33333333333333333333333333333333";
+    let response = get_in_trace(&stack, stack.bff.url("/mobile/home"), Some(&token), open, true).await;
+    assert_eq!(response.status(), 200, "the badge is optional");
+    let refused = |spans: &[Received]| {
+        spans.iter().find(|s| s.attributes.get("error.type").map(String::as_str) == Some("circuit_open")).cloned()
+    };
+    let spans = spans_when(&collector, open, |spans| refused(spans).is_some()).await;
+    let refused = refused(&spans).unwrap();
+    assert_eq!(refused.kind, SpanKind::Client as i32);
+    assert_eq!(refused.attributes.get("bff.upstream").map(String::as_str), Some("notifications"));
+    assert_eq!(refused.attributes.get("bff.circuit").map(String::as_str), Some("open"));
+    assert!(refused.events.iter().any(|e| e.starts_with("bff.circuit_open")), "{refused:#?}");
+    let part = spans.iter().find(|s| s.span_id == refused.parent).unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(part.attributes.get("bff.part").map(String::as_str), Some("notifications"));
+    // The access log lists it among the attempts, as the histogram counts it.
+    let metrics = stack.admin_text("/metrics").await;
+    for outcome in ["circuit_open", "cache_hit"] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with("bff_upstream_attempt_duration_seconds_count{")
+                && l.contains(&format!("outcome=\"{outcome}\""))
+                && !l.ends_with(" 0")),
+            "{outcome}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_part_cut_short_by_a_failed_sibling_still_ends_its_span() {
+    let (collector, receiver) = Collector::start().await;
+    let stack = mobile(&receiver).start().await;
+    // Users (required) fails at once; notifications (optional) would answer only after it.
+    stack.set_faults(Service::Users, Faults { fail_every: 1, ..Faults::default() }).await;
+    stack.set_faults(Service::Notifications, Faults { latency_ms: 400, ..Faults::default() }).await;
+    let response = get_in_trace(&stack, stack.bff.url("/mobile/home"), Some(&stack.token()), CLIENT_TRACE, true).await;
+    assert_eq!(response.status(), 502);
+    let cancelled = |spans: &[Received]| {
+        spans.iter().find(|s| s.attributes.get("bff.part").map(String::as_str) == Some("notifications")).cloned()
+    };
+    let spans = spans_when(&collector, CLIENT_TRACE, |spans| cancelled(spans).is_some()).await;
+    let part = cancelled(&spans).unwrap();
+    assert_eq!(part.attributes.get("bff.part.cancelled").map(String::as_str), Some("true"), "{part:#?}");
+    assert!(!part.error, "{part:#?}");
+}
+
+#[tokio::test]
+async fn a_traces_endpoint_is_used_as_it_is() {
+    let collector = Collector::default();
+    let router = Router::new().route("/otlp/spans", post(receive)).with_state(collector.clone());
+    let receiver = TestServer::start(router).await;
+    let stack = StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+        .set("tracing.otlp_endpoint", "\"http://127.0.0.1:9\"")
+        .set("tracing.otlp_traces_endpoint", &format!("\"{}\"", receiver.url("/otlp/spans")))
+        .start()
+        .await;
+    let response = get_in_trace(&stack, stack.bff.url("/mobile/home"), Some(&stack.token()), CLIENT_TRACE, true).await;
+    assert_eq!(response.status(), 200);
+    spans_when(&collector, CLIENT_TRACE, |spans| spans.len() >= 7).await;
 }
 
 #[tokio::test]

@@ -17,8 +17,9 @@ pub struct ConfigSource {
 
 /// The OpenTelemetry SDK's standard variables a BFF honours, and the keys they set
 /// (`OTEL_EXPORTER_OTLP_HEADERS` is read by the exporter itself).
-const OTEL_VARIABLES: [(&str, &str); 3] = [
+const OTEL_VARIABLES: [(&str, &str); 4] = [
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "tracing.otlp_endpoint"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "tracing.otlp_traces_endpoint"),
     ("OTEL_SERVICE_NAME", "tracing.service_name"),
     ("OTEL_TRACES_SAMPLER_ARG", "tracing.sample_ratio"),
 ];
@@ -46,8 +47,9 @@ impl Overrides {
     /// Collects `BFF_*` variables from an environment given as pairs (pass `std::env::vars()`).
     ///
     /// `BFF_UPSTREAMS__USERS__URL=http://…` sets `upstreams.users.url`. The OpenTelemetry
-    /// variables `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER_ARG`
-    /// set `tracing.otlp_endpoint`, `.service_name` and `.sample_ratio` (a `BFF_` variable for the
+    /// variables `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+    /// `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER_ARG` set `tracing.otlp_endpoint`,
+    /// `.otlp_traces_endpoint`, `.service_name` and `.sample_ratio` (a `BFF_` variable for the
     /// same key wins).
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut overrides = Self::default();
@@ -249,10 +251,13 @@ url = "http://127.0.0.1:7001"
             ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), "http://collector:4318".to_owned()),
             ("OTEL_SERVICE_NAME".to_owned(), "checkout-bff".to_owned()),
             ("OTEL_TRACES_SAMPLER_ARG".to_owned(), "0.01".to_owned()),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".to_owned(), "https://otlp.example/api/spans".to_owned()),
         ]);
         let config = load(&source(BASE), &env).unwrap();
         let endpoint = config.tracing.otlp_endpoint.as_ref().map(|u| u.to_string());
         assert_eq!(endpoint.as_deref(), Some("http://collector:4318/"));
+        let traces = config.tracing.otlp_traces_endpoint.as_ref().map(|u| u.to_string());
+        assert_eq!(traces.as_deref(), Some("https://otlp.example/api/spans"), "used as it is");
         assert_eq!(config.tracing.service_name.as_deref(), Some("checkout-bff"));
         assert!((config.tracing.sample_ratio - 0.5).abs() < f64::EPSILON, "BFF_ wins over OTEL_");
         let env = Overrides::from_env([("OTEL_TRACES_SAMPLER_ARG".to_owned(), "2".to_owned())]);

@@ -381,6 +381,10 @@ pub struct TracingConfig {
     /// None (the default): nothing is exported. `OTEL_EXPORTER_OTLP_ENDPOINT` sets it too.
     #[serde(default)]
     pub otlp_endpoint: Option<HttpUrl>,
+    /// The collector's traces URL, used as it is (no path added); wins over `otlp_endpoint`.
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` sets it too.
+    #[serde(default)]
+    pub otlp_traces_endpoint: Option<HttpUrl>,
     /// The `service.name` of the exported spans (default `bff`; `OTEL_SERVICE_NAME` sets it too).
     #[serde(default)]
     pub service_name: Option<String>,
@@ -399,6 +403,7 @@ impl Default for TracingConfig {
             accept_parent: AcceptParent::default(),
             sample_ratio: default_sample_ratio(),
             otlp_endpoint: None,
+            otlp_traces_endpoint: None,
             service_name: None,
             headers: ExportHeaders::default(),
             queue_size: default_span_queue(),
@@ -409,8 +414,9 @@ impl Default for TracingConfig {
 impl TracingConfig {
     /// Whether `other` exports the same way: a change in export takes a restart.
     pub(crate) fn same_export(&self, other: &Self) -> bool {
-        (&self.otlp_endpoint, &self.service_name, &self.headers, self.queue_size)
-            == (&other.otlp_endpoint, &other.service_name, &other.headers, other.queue_size)
+        let export = |c: &Self| (c.otlp_endpoint.clone(), c.otlp_traces_endpoint.clone());
+        (export(self), &self.service_name, &self.headers, self.queue_size)
+            == (export(other), &other.service_name, &other.headers, other.queue_size)
     }
 }
 
@@ -800,11 +806,15 @@ impl Config {
 
     fn validate_export(&self) -> Result<(), (String, String)> {
         let tracing = &self.tracing;
-        if let Some(endpoint) = &tracing.otlp_endpoint
-            && (!endpoint.username().is_empty() || endpoint.password().is_some())
-        {
-            let message = "credentials in the URL would be logged: send them in `tracing.headers`";
-            return Err(("tracing.otlp_endpoint".into(), message.into()));
+        let endpoints =
+            [("otlp_endpoint", &tracing.otlp_endpoint), ("otlp_traces_endpoint", &tracing.otlp_traces_endpoint)];
+        for (key, endpoint) in endpoints {
+            if let Some(endpoint) = endpoint
+                && (!endpoint.username().is_empty() || endpoint.password().is_some())
+            {
+                let message = "credentials in the URL would be logged: send them in `tracing.headers`";
+                return Err((format!("tracing.{key}"), message.into()));
+            }
         }
         if let Some(name) = &tracing.service_name
             && (name.is_empty() || name.len() > 255 || name.chars().any(char::is_control))

@@ -42,7 +42,9 @@ impl Around for AccessLog {
         let degraded = meta.and_then(|m| m.degraded.lock().unwrap_or_else(|e| e.into_inner()).header_value());
         let caller = meta.and_then(|m| m.caller.get()).and_then(|c| c.tenant());
         let caller = caller.map(|(kind, id)| format!("{kind}:{}", String::from_utf8_lossy(id)));
-        log(response, seen.start, degraded.as_deref(), caller.as_deref(), meta);
+        // What each of the route's limits left the caller, as the `RateLimit` field tells it.
+        let limits = response.headers().get("ratelimit").and_then(|v| v.to_str().ok());
+        log(response, seen.start, Noted { degraded: degraded.as_deref(), caller: caller.as_deref(), limits }, meta);
         let pattern = meta.and_then(|m| m.policy.get()).map(|r| &*r.pattern);
         seen.metrics.request(
             pattern.unwrap_or("unmatched"),
@@ -62,29 +64,39 @@ impl Around for AccessLog {
                 caller: caller.as_deref(),
                 problem: report.map(|r| (r.code, r.source == ErrorSource::Internal)),
                 degraded: degraded.as_deref(),
+                limits,
             };
             span.end(trace, &answered);
         }
     }
 }
 
+/// What the access line notes beyond the status and latency, each when there is one.
+struct Noted<'a> {
+    degraded: Option<&'a str>,
+    caller: Option<&'a str>,
+    limits: Option<&'a str>,
+}
+
 /// The access log line: the request span around it carries the id, method, path and trace; the
-/// line adds the verified caller (`user:<id>` or `account:<name>`, never a credential) and the
-/// upstream attempts (`users:200:3,orders:500:12`), each when there is one.
-fn log(response: &Response, start: Instant, degraded: Option<&str>, caller: Option<&str>, meta: Option<&RequestMeta>) {
+/// line adds the verified caller (`user:<id>` or `account:<name>`, never a credential), the
+/// upstream attempts (`users:200:3,orders:500:12`) and the limits' decisions (`"per-user";r=19;t=1`:
+/// what each left, and the seconds until it is whole), each when there is one.
+fn log(response: &Response, start: Instant, noted: Noted<'_>, meta: Option<&RequestMeta>) {
+    let Noted { degraded, caller, limits } = noted;
     let status = response.status().as_u16();
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     let attempts = meta.map(|m| &m.attempts).filter(|a| !a.is_empty()).map(tracing::field::display);
     match (response.extensions().get::<ErrorReport>(), degraded) {
         (Some(report), _) if report.source == ErrorSource::Internal => {
-            tracing::error!(status, latency_ms, caller, attempts, code = report.code, error = %report.message, "request failed")
+            tracing::error!(status, latency_ms, caller, attempts, limits, code = report.code, error = %report.message, "request failed")
         }
         (Some(report), _) => {
-            tracing::warn!(status, latency_ms, caller, attempts, code = report.code, error = %report.message, "request refused")
+            tracing::warn!(status, latency_ms, caller, attempts, limits, code = report.code, error = %report.message, "request refused")
         }
         (None, Some(degraded)) => {
-            tracing::warn!(status, latency_ms, caller, attempts, degraded, "request served degraded")
+            tracing::warn!(status, latency_ms, caller, attempts, limits, degraded, "request served degraded")
         }
-        (None, None) => tracing::info!(status, latency_ms, caller, attempts, "request served"),
+        (None, None) => tracing::info!(status, latency_ms, caller, attempts, limits, "request served"),
     }
 }

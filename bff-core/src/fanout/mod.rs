@@ -73,7 +73,7 @@ impl<T: Decode> Part for Required<T> {
     async fn run(self, ctx: &Ctx) -> Result<T, BffError> {
         let (sending, part) = start(self.0, ctx, None, true);
         let result = sending.await;
-        if let Some(part) = part {
+        if let Some(mut part) = part {
             part.end(result.as_ref().err().map(|e| e.code()));
         }
         result.map_err(BffError::from)
@@ -86,7 +86,7 @@ impl<T: Decode> Part for Optional<T> {
     async fn run(self, ctx: &Ctx) -> Result<Option<T>, BffError> {
         let (sending, part, upstream, label) = self.start(ctx);
         let result = sending.await;
-        if let Some(part) = part {
+        if let Some(mut part) = part {
             part.end(result.as_ref().err().map(|e| e.code()));
         }
         match result {

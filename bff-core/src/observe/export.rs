@@ -55,15 +55,18 @@ enum Command {
 }
 
 impl SpanSink {
-    /// The sink of `config`, exporting to its `otlp_endpoint`, or `None` without one. Spawns the
-    /// export task: must be called inside a Tokio runtime.
+    /// The sink of `config`, exporting to its `otlp_traces_endpoint` or `otlp_endpoint`, or
+    /// `None` without one. Spawns the export task: must be called inside a Tokio runtime.
     pub(crate) fn from_config(config: &TracingConfig, metrics: &Metrics) -> Result<Option<Self>, (String, String)> {
-        let Some(endpoint) = &config.otlp_endpoint else { return Ok(None) };
-        let url = traces_url(endpoint.as_str());
+        let (url, key) = match (&config.otlp_traces_endpoint, &config.otlp_endpoint) {
+            (Some(traces), _) => (traces.to_string(), "tracing.otlp_traces_endpoint"),
+            (None, Some(base)) => (traces_url(base.as_str()), "tracing.otlp_endpoint"),
+            (None, None) => return Ok(None),
+        };
         let client = reqwest::Client::builder()
             .timeout(EXPORT_TIMEOUT)
             .build()
-            .map_err(|e| ("tracing.otlp_endpoint".to_owned(), format!("cannot build the OTLP client: {e}")))?;
+            .map_err(|e| (key.to_owned(), format!("cannot build the OTLP client: {e}")))?;
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(client)
@@ -71,7 +74,7 @@ impl SpanSink {
             .with_timeout(EXPORT_TIMEOUT)
             .with_headers(config.headers.0.clone().into_iter().collect())
             .build()
-            .map_err(|e| ("tracing.otlp_endpoint".to_owned(), format!("cannot export to {url}: {e}")))?;
+            .map_err(|e| (key.to_owned(), format!("cannot export to {url}: {e}")))?;
         let service = config.service_name.clone().unwrap_or_else(|| "bff".to_owned());
         // The SDK's detectors too: `OTEL_RESOURCE_ATTRIBUTES` and the `telemetry.sdk.*` attributes.
         exporter.set_resource(&Resource::builder().with_service_name(service).build());

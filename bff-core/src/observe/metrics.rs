@@ -46,7 +46,7 @@ pub(crate) const HELP: &[(&str, &str)] = &[
     ("bff_upstream_request_duration_seconds", "Time of each upstream call, retries included, by upstream."),
     (
         "bff_upstream_attempt_duration_seconds",
-        "Time of each upstream attempt to its response head, by upstream and outcome (1xx to 5xx, timeout, connect, error).",
+        "Time of each upstream attempt to its response head, by upstream and outcome (1xx to 5xx, timeout, connect, error; cache_hit, cache_stale, circuit_open, shed for a call with no attempt).",
     ),
     ("bff_degraded_total", "Optional parts left out of an answer, by upstream."),
     ("bff_upstream_retries_total", "Upstream retries sent, or refused by the retry budget, by upstream."),

@@ -31,6 +31,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use super::journal::{JournalLayer, Probe, Short};
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::config::BreakerConfig;
 use crate::observe::metrics::Metrics;
@@ -40,13 +41,19 @@ const BUCKETS: usize = 10;
 
 /// Wraps an upstream's stack in its breaker.
 #[derive(Clone)]
-pub(crate) struct BreakerLayer(Arc<Shared>);
+pub(crate) struct BreakerLayer(Arc<Shared>, JournalLayer);
 
 impl BreakerLayer {
     /// The breaker of upstream `name`; `None` when `config` is `None` or turned off (the stack
-    /// leaves it out with tower's `option_layer`).
-    pub(crate) fn new(name: &Arc<str>, config: Option<&BreakerConfig>, registry: &Metrics) -> Option<Self> {
-        config.filter(|c| c.enabled).map(|c| Self(Arc::new(Shared::new(name, c, registry))))
+    /// leaves it out with tower's `option_layer`). Calls it refuses are journaled.
+    pub(crate) fn new(
+        name: &Arc<str>,
+        config: Option<&BreakerConfig>,
+        registry: &Metrics,
+        journal: &JournalLayer,
+    ) -> Option<Self> {
+        let config = config.filter(|c| c.enabled)?;
+        Some(Self(Arc::new(Shared::new(name, config, registry)), journal.clone()))
     }
 }
 
@@ -54,7 +61,7 @@ impl<S> Layer<S> for BreakerLayer {
     type Service = Breaker<S>;
 
     fn layer(&self, inner: S) -> Breaker<S> {
-        Breaker { inner, shared: self.0.clone() }
+        Breaker { inner, shared: self.0.clone(), journal: self.1.clone() }
     }
 }
 
@@ -63,6 +70,7 @@ impl<S> Layer<S> for BreakerLayer {
 pub(crate) struct Breaker<S> {
     inner: S,
     shared: Arc<Shared>,
+    journal: JournalLayer,
 }
 
 impl<S> Service<Request<Body>> for Breaker<S>
@@ -77,16 +85,24 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let shared = &self.shared;
         match shared.admit() {
-            Some(probe) => Guarded::Tracked {
-                future: self.inner.call(request),
-                ticket: Ticket { shared: shared.clone(), probe, settled: false },
-            },
-            None => Guarded::Refused {
-                error: Some(UpstreamError::new(shared.name.clone(), UpstreamErrorKind::CircuitOpen)),
-            },
+            Some(probe) => {
+                if probe {
+                    request.extensions_mut().insert(Probe);
+                }
+                Guarded::Tracked {
+                    future: self.inner.call(request),
+                    ticket: Ticket { shared: shared.clone(), probe, settled: false },
+                }
+            }
+            None => {
+                self.journal.short(&request, Short::CircuitOpen);
+                Guarded::Refused {
+                    error: Some(UpstreamError::new(shared.name.clone(), UpstreamErrorKind::CircuitOpen)),
+                }
+            }
         }
     }
 }

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use super::headers::PER_ATTEMPT;
+use super::journal::{JournalLayer, Revalidation, Short};
 use super::snapshot::{CallKey, Shareable, Snapshot};
 use super::{Body, BoxError};
 use crate::identity::{self, CallerHeaders};
@@ -52,7 +53,13 @@ pub(crate) struct CacheLayer(Arc<Store>);
 impl CacheLayer {
     /// A cache of at most `max_bytes` for upstream `name`; `None` without `max_bytes` (the
     /// stack leaves it out with tower's `option_layer`).
-    pub(crate) fn new(name: &Arc<str>, max_bytes: Option<u64>, registry: &Metrics) -> Option<Self> {
+    /// The calls it answers are journaled.
+    pub(crate) fn new(
+        name: &Arc<str>,
+        max_bytes: Option<u64>,
+        registry: &Metrics,
+        journal: &JournalLayer,
+    ) -> Option<Self> {
         max_bytes.map(|max_bytes| {
             let entries = moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
@@ -72,6 +79,7 @@ impl CacheLayer {
                 miss: counter("miss"),
                 revalidated: counter("revalidated"),
                 stale: counter("stale"),
+                journal: journal.clone(),
             }))
         })
     }
@@ -99,6 +107,7 @@ pub(crate) struct Store {
     miss: Counter,
     revalidated: Counter,
     stale: Counter,
+    journal: JournalLayer,
 }
 
 /// A call's identity in the cache: the call, and whose answer it is.
@@ -252,20 +261,41 @@ where
             && entry.fresh(now)
         {
             store.hit.increment(1);
+            store.journal.short(&request, Short::CacheHit);
             return futures::future::ready(Ok(entry.snapshot.to_response())).boxed();
         }
         let stale = found.map(|(_, entry)| entry);
         if let Some(etag) = stale.as_ref().and_then(|entry| entry.etag.clone()) {
             request.headers_mut().insert(IF_NONE_MATCH, etag);
+            request.extensions_mut().insert(Revalidation);
         }
+        // With a stale entry that may be served, the call's head is kept to journal it.
+        let witness = stale.as_ref().map(|_| head_of(&request));
         let call = self.inner.clone().oneshot(request);
         let store = store.clone();
         async move {
             let result = call.await;
-            settle(&store, shared, caller, stale, result)
+            let answer = settle(&store, shared, caller, stale, result);
+            if let (Some(witness), Some(Stale)) = (witness, answer.as_ref().ok().and_then(|r| r.extensions().get())) {
+                store.journal.short(&witness, Short::CacheStale);
+            }
+            answer
         }
         .boxed()
     }
+}
+
+/// A response extension on a stale answer served for a failed call.
+#[derive(Debug, Clone, Copy)]
+struct Stale;
+
+/// `request` without its body: what the journal reads of a call.
+fn head_of(request: &Request<Body>) -> Request<Body> {
+    let mut head = Request::new(Body::empty());
+    *head.method_mut() = request.method().clone();
+    *head.uri_mut() = request.uri().clone();
+    *head.extensions_mut() = request.extensions().clone();
+    head
 }
 
 /// The answer to a call the cache could not answer alone: stored, refreshed, or replaced by the
@@ -297,7 +327,9 @@ fn settle(
         let failed = result.as_ref().map_or(true, |response| response.status().is_server_error());
         if failed && entry.may_serve_stale(Instant::now()) {
             store.stale.increment(1);
-            return Ok(entry.snapshot.to_response());
+            let mut response = entry.snapshot.to_response();
+            response.extensions_mut().insert(Stale);
+            return Ok(response);
         }
     }
     store.miss.increment(1);

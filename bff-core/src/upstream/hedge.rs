@@ -17,6 +17,7 @@ use metrics::Counter;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service, ServiceExt};
 
+use super::journal::Resent;
 use super::unprocessed::clone_request;
 use super::{Body, BoxError};
 use crate::observe::metrics::Metrics;
@@ -94,7 +95,7 @@ where
             shared.budget.deposit();
         }
         let copy = if request.method() == Method::GET { clone_request(&request) } else { None };
-        let Some(copy) = copy else { return Either::Left(self.inner.call(request)) };
+        let Some(mut copy) = copy else { return Either::Left(self.inner.call(request)) };
         let (first, spare, shared) = (self.inner.call(request), self.inner.clone(), shared.clone());
         Either::Right(
             async move {
@@ -109,6 +110,7 @@ where
                     return first.await;
                 }
                 shared.hedged.increment(1);
+                Resent::mark(&mut copy, "hedge");
                 let mut second = pin!(spare.oneshot(copy));
                 tokio::select! {
                     result = &mut first => if failed(&result) { second.await } else { result },

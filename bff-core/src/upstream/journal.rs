@@ -3,7 +3,12 @@
 //! failure) arrives: in the request's access log line, as `users:200:3,orders:500:12,orders:200:4`
 //! (upstream, status or why there was none — `timeout`, `connect`, `error` —, ms to the head), in
 //! `bff_upstream_attempt_duration_seconds{upstream, outcome}` (`2xx`, `3xx`, `4xx`, `5xx`, or
-//! the failure), and, when the trace is sampled and spans are exported, as a client span.
+//! the failure), and, when the trace is sampled and spans are exported, as a client span with
+//! why it was sent again (a retry, a hedge, an HTTP/2 resend: [`Resent`]), the breaker's state
+//! and whether it revalidates a cached answer.
+//!
+//! A call answered or refused with no attempt is recorded the same way by the layer that decided
+//! ([`JournalLayer::short`]): `cache_hit`, `cache_stale`, `circuit_open`, `shed`.
 //!
 //! Bounded: the first [`MAX_ATTEMPTS`] are kept and the rest counted (`+N more`), whatever a
 //! fan-out sends.
@@ -25,8 +30,8 @@ use super::stack::CallContext;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
-use crate::observe::spans::{self, Attempted};
-use crate::observe::trace_context::{TRACEPARENT, TRACESTATE, TraceContext};
+use crate::observe::spans::{self, Attempted, Outcome};
+use crate::observe::trace_context::{TRACEPARENT, TRACESTATE, TraceContext, nonzero_u64};
 
 /// The most attempts one request's log line lists.
 pub(crate) const MAX_ATTEMPTS: usize = 16;
@@ -58,10 +63,64 @@ struct Attempt {
     ms: u64,
 }
 
+/// A request extension on an attempt that is a resend of its call: how many were sent before,
+/// and why this one is (`retry`, `hedge`, `unprocessed`). Set only on resends, so a first attempt
+/// costs nothing.
 #[derive(Debug, Clone, Copy)]
-enum Outcome {
-    Status(u16),
-    Failed(&'static str),
+pub(crate) struct Resent {
+    pub(crate) count: u8,
+    pub(crate) reason: &'static str,
+}
+
+impl Resent {
+    /// Marks `request` as the next resend of its call, for `reason`.
+    pub(crate) fn mark(request: &mut Request<Body>, reason: &'static str) {
+        let count = request.extensions().get::<Self>().map_or(0, |r| r.count).saturating_add(1);
+        request.extensions_mut().insert(Self { count, reason });
+    }
+}
+
+/// A request extension on a call the breaker lets through as a probe (half-open); a call without
+/// it through a breaker found the circuit closed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Probe;
+
+/// A request extension on a call that revalidates a stale cached answer (`If-None-Match`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Revalidation;
+
+/// A call answered or refused without an attempt, by the layer that decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Short {
+    /// Answered from the cache, fresh.
+    CacheHit,
+    /// Answered from the cache, stale, because the upstream failed.
+    CacheStale,
+    /// Refused: the circuit is open.
+    CircuitOpen,
+    /// Refused: the upstream's bulkhead is full.
+    Shed,
+}
+
+impl Short {
+    fn outcome(self) -> Outcome {
+        match self {
+            Self::CacheHit => Outcome::Cache("hit"),
+            Self::CacheStale => Outcome::Cache("stale"),
+            Self::CircuitOpen => Outcome::Failed("circuit_open"),
+            Self::Shed => Outcome::Failed("shed"),
+        }
+    }
+
+    /// Its `outcome` label (and the log line's word).
+    fn label(self) -> &'static str {
+        match self {
+            Self::CacheHit => "cache_hit",
+            Self::CacheStale => "cache_stale",
+            Self::CircuitOpen => "circuit_open",
+            Self::Shed => "shed",
+        }
+    }
 }
 
 impl Attempts {
@@ -88,6 +147,7 @@ impl fmt::Display for Attempts {
             match attempt.outcome {
                 Outcome::Status(status) => write!(f, "{separator}{}:{status}:{}", attempt.upstream, attempt.ms)?,
                 Outcome::Failed(why) => write!(f, "{separator}{}:{why}:{}", attempt.upstream, attempt.ms)?,
+                Outcome::Cache(how) => write!(f, "{separator}{}:cache_{how}:{}", attempt.upstream, attempt.ms)?,
             }
         }
         if listed.more > 0 {
@@ -105,6 +165,8 @@ pub(crate) struct JournalLayer {
     durations: Arc<Durations>,
     /// The instance's host and port, for its spans.
     instance: Option<(Arc<str>, u16)>,
+    /// Whether the upstream has a breaker (its state is in the spans).
+    breaker: bool,
 }
 
 /// An upstream's attempt histograms, by outcome, registered once.
@@ -117,15 +179,64 @@ impl fmt::Debug for Durations {
 }
 
 /// The `outcome` labels of the attempt histogram.
-const OUTCOMES: [&str; 8] = ["1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "connect", "error"];
+const OUTCOMES: [&str; 12] = [
+    "1xx",
+    "2xx",
+    "3xx",
+    "4xx",
+    "5xx",
+    "timeout",
+    "connect",
+    "error",
+    "cache_hit",
+    "cache_stale",
+    "circuit_open",
+    "shed",
+];
 
 impl JournalLayer {
-    pub(crate) fn new(upstream: &Arc<str>, registry: &Metrics) -> Self {
+    /// The journal of `upstream`; `breaker` says whether it has one.
+    pub(crate) fn new(upstream: &Arc<str>, registry: &Metrics, breaker: bool) -> Self {
         let durations = OUTCOMES.map(|outcome| {
             let labels = [("upstream", upstream.to_string()), ("outcome", outcome.to_owned())];
             registry.histogram("bff_upstream_attempt_duration_seconds", &labels)
         });
-        Self { upstream: upstream.clone(), durations: Arc::new(Durations(durations)), instance: None }
+        Self { upstream: upstream.clone(), durations: Arc::new(Durations(durations)), instance: None, breaker }
+    }
+
+    /// Records a call of `request` that the cache answered, or the breaker or the bulkhead
+    /// refused, with no attempt: in the histogram (as taking no time), the request's attempts and
+    /// its trace.
+    pub(crate) fn short(&self, request: &Request<Body>, short: Short) {
+        let label = OUTCOMES.iter().position(|o| *o == short.label()).unwrap_or(OUTCOMES.len() - 1);
+        self.durations.0[label].record(0.0);
+        let Some(context) = request.extensions().get::<CallContext>() else { return };
+        let Some(log) = &context.attempts else { return };
+        log.attempts().record(&self.upstream, short.outcome(), 0);
+        let (Some(trace), Some((sink, exported))) = (&context.trace, log.exported()) else { return };
+        let attempted = Attempted {
+            upstream: &self.upstream,
+            instance: None,
+            method: request.method(),
+            path: request.uri().path(),
+            outcome: short.outcome(),
+            started: SystemTime::now(),
+            parent: trace.span_id,
+            resent: request.extensions().get::<Resent>().map(|r| (r.count, r.reason)),
+            circuit: self.circuit(request, short == Short::CircuitOpen),
+            revalidation: false,
+            bytes: None,
+        };
+        spans::attempt(sink, exported, nonzero_u64(), &attempted);
+    }
+
+    /// The breaker's state as `request` met it.
+    fn circuit(&self, request: &Request<Body>, open: bool) -> Option<&'static str> {
+        if open {
+            return Some("open");
+        }
+        let probe = request.extensions().get::<Probe>().is_some();
+        self.breaker.then_some(if probe { "half_open" } else { "closed" })
     }
 
     /// The layer for the instance at `url`.
@@ -140,12 +251,7 @@ impl<S> Layer<S> for JournalLayer {
     type Service = Journal<S>;
 
     fn layer(&self, inner: S) -> Journal<S> {
-        Journal {
-            inner,
-            upstream: self.upstream.clone(),
-            durations: self.durations.clone(),
-            instance: self.instance.clone(),
-        }
+        Journal { inner, layer: self.clone() }
     }
 }
 
@@ -153,9 +259,7 @@ impl<S> Layer<S> for JournalLayer {
 #[derive(Debug, Clone)]
 pub(crate) struct Journal<S> {
     inner: S,
-    upstream: Arc<str>,
-    durations: Arc<Durations>,
-    instance: Option<(Arc<str>, u16)>,
+    layer: JournalLayer,
 }
 
 impl<S> Service<Request<Body>> for Journal<S>
@@ -185,12 +289,18 @@ where
                     None => headers.remove(TRACESTATE),
                 };
                 let exported = attempts.as_deref().and_then(AttemptLog::exported).is_some();
-                exported.then(|| Started {
-                    span_id,
-                    parent,
-                    method: request.method().clone(),
-                    path: Box::from(request.uri().path()),
-                    at: SystemTime::now(),
+                exported.then(|| {
+                    let extensions = request.extensions();
+                    Box::new(Started {
+                        span_id,
+                        parent,
+                        method: request.method().clone(),
+                        path: Box::from(request.uri().path()),
+                        at: SystemTime::now(),
+                        resent: extensions.get::<Resent>().map(|r| (r.count, r.reason)),
+                        circuit: self.layer.circuit(&request, false),
+                        revalidation: extensions.get::<Revalidation>().is_some(),
+                    })
                 })
             }
             None => {
@@ -199,13 +309,7 @@ where
                 None
             }
         };
-        let entry = Entry {
-            attempts,
-            upstream: self.upstream.clone(),
-            durations: self.durations.clone(),
-            span,
-            instance: self.instance.clone(),
-        };
+        let entry = Entry { attempts, layer: self.layer.clone(), span };
         Journaled { inner: self.inner.call(request), entry: Some((entry, Instant::now())) }
     }
 }
@@ -222,11 +326,9 @@ pin_project! {
 /// Where an attempt is recorded.
 struct Entry {
     attempts: Option<Arc<dyn AttemptLog>>,
-    upstream: Arc<str>,
-    durations: Arc<Durations>,
-    /// The attempt's span, when it is exported.
-    span: Option<Started>,
-    instance: Option<(Arc<str>, u16)>,
+    layer: JournalLayer,
+    /// The attempt's span, when it is exported (boxed: most attempts export none).
+    span: Option<Box<Started>>,
 }
 
 /// An exported attempt span, begun.
@@ -237,22 +339,26 @@ struct Started {
     method: http::Method,
     path: Box<str>,
     at: SystemTime,
+    resent: Option<(u8, &'static str)>,
+    circuit: Option<&'static str>,
+    revalidation: bool,
 }
 
 impl Entry {
-    fn export(&self, log: &dyn AttemptLog, outcome: Outcome) {
+    fn export(&self, log: &dyn AttemptLog, outcome: Outcome, bytes: Option<u64>) {
         let (Some(started), Some((sink, trace))) = (&self.span, log.exported()) else { return };
         let attempted = Attempted {
-            upstream: &self.upstream,
-            instance: self.instance.as_ref().map(|(host, port)| (&**host, *port)),
+            upstream: &self.layer.upstream,
+            instance: self.layer.instance.as_ref().map(|(host, port)| (&**host, *port)),
             method: &started.method,
             path: &started.path,
-            outcome: match outcome {
-                Outcome::Status(status) => Ok(status),
-                Outcome::Failed(why) => Err(why),
-            },
+            outcome,
             started: started.at,
             parent: started.parent,
+            resent: started.resent,
+            circuit: started.circuit,
+            revalidation: started.revalidation,
+            bytes,
         };
         spans::attempt(sink, trace, started.span_id, &attempted);
     }
@@ -279,15 +385,26 @@ where
                 }
             };
             let elapsed = start.elapsed();
-            entry.durations.0[label].record(elapsed.as_secs_f64());
+            entry.layer.durations.0[label].record(elapsed.as_secs_f64());
             if let Some(attempts) = &entry.attempts {
                 let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-                attempts.attempts().record(&entry.upstream, outcome, ms);
-                entry.export(&**attempts, outcome);
+                attempts.attempts().record(&entry.layer.upstream, outcome, ms);
+                if entry.span.is_some() {
+                    entry.export(&**attempts, outcome, result.as_ref().ok().and_then(body_size));
+                }
             }
         }
         Poll::Ready(result)
     }
+}
+
+/// The size of a response's body, when known: read whole, or declared by `Content-Length`.
+fn body_size(response: &Response<Body>) -> Option<u64> {
+    use http_body::Body as _;
+    response.body().size_hint().exact().or_else(|| {
+        let length = response.headers().get(http::header::CONTENT_LENGTH)?;
+        length.to_str().ok()?.parse().ok()
+    })
 }
 
 /// Why an attempt had no answer: `timeout`, `connect`, else `error` (in the log line, a broken

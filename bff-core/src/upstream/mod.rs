@@ -10,6 +10,7 @@ mod abandon;
 mod balance;
 mod body;
 mod breaker;
+mod bulkhead;
 mod cache;
 mod call;
 mod coalesce;

@@ -20,6 +20,7 @@ use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::rng::{HasherRng, Rng};
 
+use super::journal::Resent;
 use super::stack::CallContext;
 use super::unprocessed::clone_request;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
@@ -120,6 +121,7 @@ impl Policy<Request<Body>, Response<Body>, BoxError> for Retries {
             return None;
         }
         self.shared.retried.increment(1);
+        Resent::mark(request, "retry");
         Some(tokio::time::sleep(wait))
     }
 

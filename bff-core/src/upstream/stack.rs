@@ -18,13 +18,16 @@
 //!      resend of a call an HTTP/2 upstream turned away unprocessed (`upstream/unprocessed.rs`);
 //!    - **hedging** when `hedge_after` is set (`upstream/hedge.rs`): a GET not answered by then
 //!      is sent again, paid from the retry budget;
-//!    - the **bulkhead** when `max_in_flight` is set: a call over the cap fails at once as
-//!      `UPSTREAM_OVERLOADED`;
+//!    - the **bulkhead** when `max_in_flight` is set (`upstream/bulkhead.rs`): a call over the
+//!      cap fails at once as `UPSTREAM_OVERLOADED`;
 //!    - the **balance** over several instances (`upstream/balance.rs`): power of two choices,
 //!      a retry to an instance not yet tried, outlier ejection. From here on, per instance.
 //! 4. **call headers** (`upstream/headers.rs`): the request id and the verified caller's identity
-//!    (`X-User-Id`, `X-User-Scopes`, `X-Partner-Account`), and the request's trace
-//!    (`traceparent` with the attempt's own span id, `tracestate`), from the call's context.
+//!    (`X-User-Id`, `X-User-Scopes`, `X-Partner-Account`), from the call's context; then the
+//!    **journal** (`upstream/journal.rs`): the request's trace (`traceparent` with the attempt's
+//!    own span id, `tracestate`), and the attempt recorded in the access log, the attempt
+//!    histogram and its span. The cache, the breaker and the bulkhead journal the calls they
+//!    answer or refuse with no attempt.
 //! 5. **per-try timeout** (`upstream/timeout.rs`): one attempt, its body included, takes at
 //!    most the upstream's `timeout`.
 //! 6. **HTTP client** (`upstream/transport.rs`): hyper-util's pooled client; reads the
@@ -39,13 +42,12 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
-use tower::limit::ConcurrencyLimit;
-use tower::load_shed::LoadShed;
 use tower::retry::RetryLayer;
 use tower::{Service, ServiceBuilder};
 
 use super::balance::{Balance, track_tried};
 use super::breaker::BreakerLayer;
+use super::bulkhead::Bulkhead;
 use super::cache::CacheLayer;
 use super::coalesce::CoalesceLayer;
 use super::headers::set_call_headers;
@@ -154,7 +156,8 @@ where
     S::Future: Send + 'static,
 {
     let several = clients.len() > 1;
-    let journal = JournalLayer::new(name, registry);
+    let breaker = settings.breaker.as_ref().filter(|b| b.enabled);
+    let journal = JournalLayer::new(name, registry, breaker.is_some());
     let attempts = clients
         .into_iter()
         .map(|(url, client)| {
@@ -176,16 +179,14 @@ where
         settings,
         retries,
         hedge,
-        breaker: BreakerLayer::new(name, settings.breaker.as_ref(), registry),
+        breaker: BreakerLayer::new(name, breaker, registry, &journal),
         coalesce: CoalesceLayer::new(name, settings.coalesce, registry),
-        cache: CacheLayer::new(name, settings.cache_bytes, registry),
+        cache: CacheLayer::new(name, settings.cache_bytes, registry, &journal),
         several,
     };
-    // The bulkhead, innermost of the per-upstream slots: a call over the cap is refused at once
-    // (tower's `LoadShed` over `ConcurrencyLimit`; each call's clone of the stack holds no permit
-    // until it is ready, and its future holds one until the exchange ends).
+    // The bulkhead, innermost of the per-upstream slots: a call over the cap is refused at once.
     match settings.max_in_flight {
-        Some(cap) => outer.around(LoadShed::new(ConcurrencyLimit::new(balanced, cap.get()))),
+        Some(cap) => outer.around(Bulkhead::new(balanced, cap.get(), journal)),
         None => outer.around(balanced),
     }
 }
@@ -319,5 +320,7 @@ mod tests {
         call(&up).await.unwrap();
         let text = metrics.render();
         assert!(text.contains(r#"bff_upstream_requests_total{upstream="orders",outcome="overloaded"} 1"#), "{text}");
+        let shed = r#"bff_upstream_attempt_duration_seconds_count{upstream="orders",outcome="shed"} 1"#;
+        assert!(text.contains(shed), "the refusal is journaled: {text}");
     }
 }

@@ -10,6 +10,7 @@ use std::future::{Ready, ready};
 use http::{Request, Response};
 use tower::retry::{Policy, RetryLayer};
 
+use super::journal::Resent;
 use super::{Body, BoxError, UpstreamError};
 
 /// How many times such a call is sent again.
@@ -31,13 +32,14 @@ impl Policy<Request<Body>, Response<Body>, BoxError> for Unprocessed {
 
     fn retry(
         &mut self,
-        _request: &mut Request<Body>,
+        request: &mut Request<Body>,
         result: &mut Result<Response<Body>, BoxError>,
     ) -> Option<Self::Future> {
         let unprocessed =
             matches!(result, Err(e) if e.downcast_ref::<UpstreamError>().is_some_and(UpstreamError::is_unprocessed));
         (unprocessed && self.left > 0).then(|| {
             self.left -= 1;
+            Resent::mark(request, "unprocessed");
             ready(())
         })
     }
