@@ -281,6 +281,8 @@ impl Prometheus {
             .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            // Exemplars are kept only with this feature, and scraped only over OpenMetrics.
+            .arg("--enable-feature=exemplar-storage")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
             .spawn();
@@ -305,6 +307,22 @@ impl Prometheus {
         let answer = http.get(url).query(&[("query", query)]).send().await.ok()?;
         let body: serde_json::Value = answer.json().await.ok()?;
         body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// The trace ids of the exemplars of the series `selector` over the last ten minutes.
+    async fn exemplar_traces(&self, http: &reqwest::Client, selector: &str) -> Vec<String> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let url = format!("{}/api/v1/query_exemplars", self.url);
+        let range =
+            [("query", selector.to_owned()), ("start", (now - 600).to_string()), ("end", (now + 60).to_string())];
+        let Ok(answer) = http.get(url).query(&range).send().await else { return Vec::new() };
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        let series = body["data"].as_array().cloned().unwrap_or_default();
+        series
+            .iter()
+            .flat_map(|s| s["exemplars"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["labels"]["trace_id"].as_str().map(str::to_owned))
+            .collect()
     }
 
     fn log(&self) -> String {
@@ -334,4 +352,23 @@ async fn a_real_prometheus_scrapes_the_admin_listener_and_sees_a_routes_rate() {
     assert_eq!(prometheus.query(&stack.http, "bff_build_info").await, Some(1.0));
     let rss = prometheus.query(&stack.http, "process_resident_memory_bytes").await.unwrap_or(0.0);
     assert!(rss > 1e6, "resident memory {rss}");
+    // Scraped as OpenMetrics, the duration buckets carry the trace of the latest sampled request
+    // in each: this one's, as no other request follows it.
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+    assert_eq!(home_with(&stack, &[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))]).await, 200);
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    for selector in [
+        r#"bff_http_request_duration_seconds_bucket{route="/mobile/home"}"#,
+        r#"bff_upstream_attempt_duration_seconds_bucket{upstream="users"}"#,
+    ] {
+        let mut found = Vec::new();
+        while std::time::Instant::now() < give_up {
+            found = prometheus.exemplar_traces(&stack.http, selector).await;
+            if found.iter().any(|t| t == trace) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        assert!(found.iter().any(|t| t == trace), "{selector}: {found:?}; prometheus said:\n{}", prometheus.log());
+    }
 }

@@ -46,11 +46,13 @@ impl Around for AccessLog {
         let limits = response.headers().get("ratelimit").and_then(|v| v.to_str().ok());
         log(response, seen.start, Noted { degraded: degraded.as_deref(), caller: caller.as_deref(), limits }, meta);
         let pattern = meta.and_then(|m| m.policy.get()).map(|r| &*r.pattern);
+        let sampled = meta.and_then(|m| m.trace.as_ref()).filter(|t| t.sampled);
         seen.metrics.request(
             pattern.unwrap_or("unmatched"),
             &seen.method,
             response.status().as_u16(),
             seen.start.elapsed(),
+            sampled.map(|t| (t.trace_id, t.span_id)),
         );
         if let Some(meta) = meta
             && let (Some(span), Some(trace)) = (&meta.server_span, &meta.trace)

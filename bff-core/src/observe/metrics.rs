@@ -8,6 +8,9 @@
 //! | `bff_upstream_request_duration_seconds` (histogram) | `upstream` |
 //! | `bff_degraded_total` | `upstream`: optional parts left out of an answer |
 //!
+//! `GET /metrics` answers the Prometheus text format, or OpenMetrics, with trace exemplars on the
+//! duration histograms' buckets, to a scraper that asks for it (`observe/openmetrics.rs`).
+//!
 //! Nothing is installed process-wide: two gateways in one process keep their series apart, and
 //! an application embedding bff-core keeps its own `metrics` recorder.
 
@@ -21,6 +24,8 @@ use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+
+use super::openmetrics::{self, ExemplarIndex, Exemplars};
 
 const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
@@ -83,6 +88,8 @@ struct Inner {
     recorder: PrometheusRecorder,
     /// By route pattern (or `unmatched`): bounded by the routes a BFF defines.
     routes: RwLock<HashMap<Box<str>, RouteSeries>>,
+    /// The duration histograms' exemplars, for the OpenMetrics exposition.
+    exemplars: ExemplarIndex,
     upkeep: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -120,7 +127,12 @@ impl Metrics {
             // One description per name, whatever the kind.
             recorder.describe_counter(KeyName::from_const_str(name), None, SharedString::const_str(help));
         }
-        Self(Arc::new(Inner { recorder, routes: RwLock::default(), upkeep: std::sync::Mutex::new(None) }))
+        Self(Arc::new(Inner {
+            recorder,
+            routes: RwLock::default(),
+            exemplars: ExemplarIndex::default(),
+            upkeep: std::sync::Mutex::new(None),
+        }))
     }
 
     /// The Prometheus text format of every series, the process's own (CPU, memory, file
@@ -129,6 +141,17 @@ impl Metrics {
         let mut text = self.0.recorder.handle().render();
         super::process::render(&mut text);
         text
+    }
+
+    /// The OpenMetrics exposition of [`Metrics::render`], with the exemplars of the duration
+    /// histograms' buckets.
+    pub fn render_openmetrics(&self) -> String {
+        openmetrics::convert(&self.render(), &self.0.exemplars)
+    }
+
+    /// The exemplars of the `…duration_seconds` histogram series `name{labels}`.
+    pub(crate) fn exemplars(&self, name: &'static str, labels: &[(&'static str, String)]) -> Arc<Exemplars> {
+        self.0.exemplars.series(name, labels, BUCKETS)
     }
 
     /// A counter of this registry (register once, keep the handle: incrementing is an atomic).
@@ -165,12 +188,20 @@ impl Metrics {
         *upkeep = Some(task.abort_handle());
     }
 
-    /// Records one served request.
+    /// Records one served request; `trace` is its trace and span when the trace is sampled (an
+    /// exemplar of its duration's bucket).
     ///
     /// The series of each (route, method, status) are registered on first use and kept, so a
     /// request touches two atomics under a read lock instead of building labels and hashing them
     /// into the registry.
-    pub(crate) fn request(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
+    pub(crate) fn request(
+        &self,
+        route: &str,
+        method: &Method,
+        status: u16,
+        elapsed: Duration,
+        trace: Option<(u128, u64)>,
+    ) {
         let method = method_label(method);
         let elapsed = elapsed.as_secs_f64();
         {
@@ -179,21 +210,25 @@ impl Metrics {
                 && let Some(requests) = series.requests.get(&(method, status))
             {
                 requests.increment(1);
-                series.duration.record(elapsed);
+                series.record(elapsed, trace);
                 return;
             }
         }
         let mut routes = self.0.routes.write().unwrap_or_else(PoisonError::into_inner);
-        let series = routes.entry(Box::from(route)).or_insert_with(|| RouteSeries {
-            duration: self.histogram("bff_http_request_duration_seconds", &[("route", route.to_owned())]),
-            requests: HashMap::new(),
+        let series = routes.entry(Box::from(route)).or_insert_with(|| {
+            let labels = [("route", route.to_owned())];
+            RouteSeries {
+                duration: self.histogram("bff_http_request_duration_seconds", &labels),
+                exemplars: self.exemplars("bff_http_request_duration_seconds", &labels),
+                requests: HashMap::new(),
+            }
         });
         let requests = series.requests.entry((method, status)).or_insert_with(|| {
             let labels = [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
             self.counter("bff_http_requests_total", &labels)
         });
         requests.increment(1);
-        series.duration.record(elapsed);
+        series.record(elapsed, trace);
     }
 }
 
@@ -208,7 +243,17 @@ fn key(name: &'static str, labels: &[(&'static str, String)]) -> Key {
 /// The registered series of one route pattern.
 struct RouteSeries {
     duration: Histogram,
+    exemplars: Arc<Exemplars>,
     requests: HashMap<(&'static str, u16), Counter>,
+}
+
+impl RouteSeries {
+    fn record(&self, seconds: f64, trace: Option<(u128, u64)>) {
+        self.duration.record(seconds);
+        if let Some((trace_id, span_id)) = trace {
+            self.exemplars.record(seconds, trace_id, span_id);
+        }
+    }
 }
 
 /// The `method` label: the standard methods by name, anything else as `other`, so a client
@@ -228,8 +273,14 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// `GET /metrics`: the Prometheus text format.
-pub(crate) async fn metrics_get(State(metrics): State<Metrics>) -> Response {
+/// `GET /metrics`: the Prometheus text format, or OpenMetrics (with exemplars) when the scraper's
+/// `Accept` asks for it.
+pub(crate) async fn metrics_get(State(metrics): State<Metrics>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if openmetrics::wanted(accept) {
+        let kind = HeaderValue::from_static(openmetrics::CONTENT_TYPE);
+        return ([(header::CONTENT_TYPE, kind)], metrics.render_openmetrics()).into_response();
+    }
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], metrics.render()).into_response()
 }
 
@@ -242,11 +293,11 @@ mod tests {
         let metrics = Metrics::new();
         let route = "/test/metrics/{id}";
         let ms = Duration::from_millis(1);
-        metrics.request(route, &Method::GET, 200, ms);
-        metrics.request(route, &Method::GET, 200, ms);
-        metrics.request(route, &Method::GET, 404, ms);
-        metrics.request(route, &Method::from_bytes(b"BREW").unwrap(), 405, ms);
-        metrics.request(route, &Method::from_bytes(b"PROPFIND").unwrap(), 405, ms);
+        metrics.request(route, &Method::GET, 200, ms, None);
+        metrics.request(route, &Method::GET, 200, ms, None);
+        metrics.request(route, &Method::GET, 404, ms, None);
+        metrics.request(route, &Method::from_bytes(b"BREW").unwrap(), 405, ms, None);
+        metrics.request(route, &Method::from_bytes(b"PROPFIND").unwrap(), 405, ms, None);
         let text = metrics.render();
         let count = |labels: &str| {
             let prefix = format!("bff_http_requests_total{{{labels}}} ");
@@ -294,7 +345,7 @@ mod tests {
     #[test]
     fn two_registries_do_not_share_series() {
         let (a, b) = (Metrics::new(), Metrics::new());
-        a.request("/a", &Method::GET, 200, Duration::from_millis(1));
+        a.request("/a", &Method::GET, 200, Duration::from_millis(1), None);
         assert!(a.render().contains("route=\"/a\""));
         assert!(!b.render().contains("route=\"/a\""), "{}", b.render());
     }

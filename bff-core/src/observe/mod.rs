@@ -7,6 +7,7 @@ mod json_lines;
 mod log_buffer;
 pub mod logging;
 pub mod metrics;
+pub(crate) mod openmetrics;
 mod process;
 pub(crate) mod spans;
 pub(crate) mod trace_context;

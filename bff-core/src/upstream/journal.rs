@@ -30,6 +30,7 @@ use super::stack::CallContext;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
+use crate::observe::openmetrics::Exemplars;
 use crate::observe::spans::{self, Attempted, Outcome};
 use crate::observe::trace_context::{TRACEPARENT, TRACESTATE, TraceContext, nonzero_u64};
 
@@ -169,8 +170,19 @@ pub(crate) struct JournalLayer {
     breaker: bool,
 }
 
-/// An upstream's attempt histograms, by outcome, registered once.
-struct Durations([Histogram; OUTCOMES.len()]);
+/// An upstream's attempt histograms, by outcome, registered once, and their exemplars.
+struct Durations([(Histogram, Arc<Exemplars>); OUTCOMES.len()]);
+
+impl Durations {
+    /// Records an attempt of `outcome` (an index of [`OUTCOMES`]) in span `trace` when sampled.
+    fn record(&self, outcome: usize, seconds: f64, trace: Option<(u128, u64)>) {
+        let Some((histogram, exemplars)) = self.0.get(outcome) else { return };
+        histogram.record(seconds);
+        if let Some((trace_id, span_id)) = trace {
+            exemplars.record(seconds, trace_id, span_id);
+        }
+    }
+}
 
 impl fmt::Debug for Durations {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -199,7 +211,8 @@ impl JournalLayer {
     pub(crate) fn new(upstream: &Arc<str>, registry: &Metrics, breaker: bool) -> Self {
         let durations = OUTCOMES.map(|outcome| {
             let labels = [("upstream", upstream.to_string()), ("outcome", outcome.to_owned())];
-            registry.histogram("bff_upstream_attempt_duration_seconds", &labels)
+            let name = "bff_upstream_attempt_duration_seconds";
+            (registry.histogram(name, &labels), registry.exemplars(name, &labels))
         });
         Self { upstream: upstream.clone(), durations: Arc::new(Durations(durations)), instance: None, breaker }
     }
@@ -209,8 +222,10 @@ impl JournalLayer {
     /// its trace.
     pub(crate) fn short(&self, request: &Request<Body>, short: Short) {
         let label = OUTCOMES.iter().position(|o| *o == short.label()).unwrap_or(OUTCOMES.len() - 1);
-        self.durations.0[label].record(0.0);
-        let Some(context) = request.extensions().get::<CallContext>() else { return };
+        let context = request.extensions().get::<CallContext>();
+        let sampled = context.and_then(|c| c.trace.as_ref()).filter(|t| t.sampled);
+        self.durations.record(label, 0.0, sampled.map(|t| (t.trace_id, t.span_id)));
+        let Some(context) = context else { return };
         let Some(log) = &context.attempts else { return };
         log.attempts().record(&self.upstream, short.outcome(), 0);
         let (Some(trace), Some((sink, exported))) = (&context.trace, log.exported()) else { return };
@@ -278,11 +293,15 @@ where
         let context = request.extensions().get::<CallContext>();
         let attempts = context.and_then(|c| c.attempts.clone());
         // The attempt's own span in the request's trace; none outside a request (a JWKS fetch).
-        let trace =
-            context.and_then(|c| c.trace.as_ref()).map(|trace| (trace.attempt(), trace.state.clone(), trace.span_id));
+        let trace = context.and_then(|c| c.trace.as_ref()).map(|trace| {
+            let (span_id, traceparent) = trace.attempt();
+            let sampled = trace.sampled.then_some((trace.trace_id, span_id));
+            ((span_id, traceparent), trace.state.clone(), trace.span_id, sampled)
+        });
+        let sampled = trace.as_ref().and_then(|t| t.3);
         let headers = request.headers_mut();
         let span = match trace {
-            Some(((span_id, traceparent), state, parent)) => {
+            Some(((span_id, traceparent), state, parent, _)) => {
                 headers.insert(TRACEPARENT, traceparent);
                 match state {
                     Some(state) => headers.insert(TRACESTATE, state),
@@ -309,7 +328,7 @@ where
                 None
             }
         };
-        let entry = Entry { attempts, layer: self.layer.clone(), span };
+        let entry = Entry { attempts, layer: self.layer.clone(), span, sampled };
         Journaled { inner: self.inner.call(request), entry: Some((entry, Instant::now())) }
     }
 }
@@ -329,6 +348,8 @@ struct Entry {
     layer: JournalLayer,
     /// The attempt's span, when it is exported (boxed: most attempts export none).
     span: Option<Box<Started>>,
+    /// Its trace and span, when the trace is sampled: an exemplar of its duration.
+    sampled: Option<(u128, u64)>,
 }
 
 /// An exported attempt span, begun.
@@ -385,7 +406,7 @@ where
                 }
             };
             let elapsed = start.elapsed();
-            entry.layer.durations.0[label].record(elapsed.as_secs_f64());
+            entry.layer.durations.record(label, elapsed.as_secs_f64(), entry.sampled);
             if let Some(attempts) = &entry.attempts {
                 let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
                 attempts.attempts().record(&entry.layer.upstream, outcome, ms);
