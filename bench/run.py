@@ -17,6 +17,7 @@ Harness.start_target.
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import re
@@ -309,6 +310,12 @@ class Harness:
             return cmd
         return ["taskset", "-c", "1" if role == "target" else "0"] + cmd
 
+    def counted(self, cmd):
+        """With --callgrind, a Rust target runs under callgrind, which counts its instructions."""
+        if not self.args.callgrind:
+            return cmd
+        return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.logs}/cg.%p"] + cmd
+
     def spawn(self, name, cmd, env=None, cwd=None, role="target"):
         cmd = self.pinned(cmd, role)
         log = open(os.path.join(self.logs, f"{name}.log"), "w")
@@ -396,10 +403,10 @@ class Harness:
                         url = "[" + ", ".join([f'"{m[service]}"'] * instances) + "]"
                     cfg[f"BFF_UPSTREAMS__{service.upper()}__URL"] = url
             cfg.update({k: re.sub(r"\{mock:(\w+)\}", lambda g: m[g.group(1)], v) for k, v in env.items()})
-            proc = self.spawn(name, [os.path.join(binaries, name)], env=cfg)
+            proc = self.spawn(name, self.counted([os.path.join(binaries, name)]), env=cfg)
         elif name == "minimal":
             cmd = [os.path.join(RELEASE, "minimal-bff"), f"127.0.0.1:{port}", m["users"], m["orders"], m["notifications"]]
-            proc = self.spawn(name, cmd)
+            proc = self.spawn(name, self.counted(cmd))
         elif name in ("node-seed", "node-tuned"):
             script = "seed.js" if name == "node-seed" else "tuned.js"
             node_env = {"USERS": m["users"], "ORDERS": m["orders"], "NOTIFS": m["notifications"], "PORT": str(port)}
@@ -445,9 +452,13 @@ class Harness:
             status, _, _ = http("GET", url, headers=dict(h.split(": ", 1) for h in headers))
             if status != 304:
                 raise SystemExit(f"{case.name}: GET {url} with If-None-Match answered {status}, not 304")
-        wrk = self.pinned(["wrk", "-t1"], "load") + [f"-c{case.connections}", "--latency"]
+        # Under callgrind a target runs tens of times slower: few connections keep it in its deadlines.
+        connections = min(case.connections, 8) if self.args.callgrind else case.connections
+        wrk = self.pinned(["wrk", "-t1"], "load") + [f"-c{connections}", "--latency"]
         for h in headers:
             wrk += ["-H", h]
+        if self.args.callgrind:
+            return self.count_instructions(case, proc, wrk, url)
         # Warm up (connections, pools, JIT for Node), then measure.
         subprocess.run(wrk + [f"-d{self.args.warmup}s", url], capture_output=True, text=True, check=True)
         pids = pids_of(proc.pid)
@@ -473,6 +484,30 @@ class Harness:
                 self.stop(stopping)
                 self.procs.remove(stopping)
         self.redis_proc = None
+        return result
+
+
+    def count_instructions(self, case, proc, wrk, url):
+        """User-space instructions per request of a target under callgrind (bench/README.md,
+        "Counting instructions"): counters zeroed after the warm-up, dumped after the run."""
+        result = {"case": case.name, "target": case.target, "path": case.path, "latency_ms": case.latency_ms,
+                  "connections": min(case.connections, 8), "baselines": list(case.baselines)}
+        if not any(arg == "--tool=callgrind" for arg in proc.args):
+            raise SystemExit(f"--callgrind: {case.name}'s target {case.target} is not a Rust binary of ours")
+        subprocess.run(wrk + [f"-d{self.args.warmup}s", url], capture_output=True, text=True, check=True)
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
+        out = subprocess.run(wrk + [f"-d{self.args.duration}s", url], capture_output=True, text=True, check=True).stdout
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
+        dumps = sorted(glob.glob(os.path.join(self.logs, f"cg.{proc.pid}.*")), key=os.path.getmtime)
+        if not dumps:
+            raise SystemExit(f"--callgrind: no dump of {case.name} in {self.logs}")
+        with open(dumps[-1]) as f:
+            totals = next((line.split()[1] for line in f if line.startswith(("totals:", "summary:"))), None)
+        result.update(parse_wrk(out))
+        result["instructions_per_req"] = int(totals) / result["requests"] if totals and result["requests"] else None
+        result.update(cpu_us_per_req=None, peak_rss_mb=None, idle_rss_mb=None)
+        self.stop(proc)
+        self.procs.remove(proc)
         return result
 
 
@@ -555,6 +590,15 @@ def table(results):
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     counted = any("mallocs_per_req" in r for r in results)
+    if any("instructions_per_req" in r for r in results):
+        lines = ["| case | target | conns | requests | instructions per request | vs baselines |", "|---|---|---|---|---|---|"]
+        for r in results:
+            ratios = [f"{r['instructions_per_req'] / by_name[b]['instructions_per_req']:.3f}× {b}"
+                      for b in r["baselines"] if b in by_name and by_name[b].get("instructions_per_req")
+                      and r.get("instructions_per_req")]
+            lines.append(f"| {r['case']} | {r['target']} | {r['connections']} | {r['requests']} | "
+                         f"{fmt(r.get('instructions_per_req'), 0)} | {'; '.join(ratios)} |")
+        return "\n".join(lines)
     if counted:
         lines[0] = lines[0].replace(" errors |", " errors | mallocs / syscalls per req |")
         lines[1] += "---|"
@@ -685,7 +729,7 @@ def with_before(cases, before):
         # A TLS, several-instance or breaker case has no twin: a build from before those
         # features cannot run it.
         newer = case.tls or case.instances > 1 or any(
-            word in key for key in case.env for word in ("BREAKER", "HEDGE", "COALESCE", "CACHE", "MAX_IN_FLIGHT_REQ", "RATE_LIMITS"))
+            word in key for key in case.env for word in ("BREAKER", "HEDGE", "COALESCE", "CACHE", "MAX_IN_FLIGHT_REQ", "RATE_LIMITS", "TRACING"))
         if case.target in bffs and not newer:
             twin = dataclasses.replace(case, name=f"{case.name}@before", target=f"{case.target}@before", baselines=())
             out.append(twin)
@@ -1099,6 +1143,8 @@ def main():
     parser.add_argument("--pin", action="store_true", help="process under test on core 1, mock and wrk on core 0 (steadier CPU figures)")
     parser.add_argument("--counts", action="store_true",
                         help="also count mallocs and system calls per request (perf uprobe; needs perf and root)")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="count user-space instructions per request with callgrind instead of timing (our Rust targets; use few connections, e.g. the -c8 cases)")
     parser.add_argument("--out", help="where to write the JSON results (default bench/results/<utc>.json)")
     parser.add_argument("--before", metavar="DIR",
                         help="release binaries of an earlier build: each BFF case also runs on them, just before, "
@@ -1184,7 +1230,7 @@ def main():
     out = args.out or os.path.join(ROOT, "bench", "results", f"{started}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     machine = {"cores": os.cpu_count(), "kernel": os.uname().release, "quick": args.quick, "duration_s": args.duration}
-    checked = check_targets(results)
+    checked = [] if args.callgrind else check_targets(results)
     with open(out, "w") as f:
         json.dump({"machine": machine, "results": results, "targets": checked}, f, indent=2)
     print(table(results))

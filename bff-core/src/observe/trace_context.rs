@@ -54,9 +54,13 @@ impl TraceContext {
     /// request's sampled flag.
     pub(crate) fn attempt(&self) -> (u64, HeaderValue) {
         let span_id = nonzero_u64();
-        let text = format!("00-{:032x}-{span_id:016x}-{:02x}", self.trace_id, u8::from(self.sampled));
+        // `00-<trace>-<span>-<flags>`, written in place: `format!` costs several times more.
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex(self.trace_id, &mut text[3..35]);
+        hex(u128::from(span_id), &mut text[36..52]);
+        hex(u128::from(self.sampled), &mut text[53..55]);
         // Hex digits and dashes only.
-        let value = HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""));
+        let value = HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""));
         (span_id, value)
     }
 
@@ -77,13 +81,26 @@ pub(crate) struct Hex<T>(T);
 
 impl fmt::Display for Hex<u128> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        let mut digits = [0; 32];
+        hex(self.0, &mut digits);
+        f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
     }
 }
 
 impl fmt::Display for Hex<u64> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        let mut digits = [0; 16];
+        hex(u128::from(self.0), &mut digits);
+        f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// Writes the low `out.len()` nibbles of `value` into `out` as lower-case hex, zero-padded.
+fn hex(mut value: u128, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
     }
 }
 
@@ -216,6 +233,19 @@ mod tests {
         let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever";
         let continued = TraceContext::of_request(&headers(&[(TRACEPARENT, future)]), true, 0.0);
         assert_eq!(continued.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn ids_are_written_as_zero_padded_lower_case_hex() {
+        for (trace_id, span_id, sampled) in [(1, 2, false), (u128::MAX, u64::MAX, true), (0x4bf9 << 100, 0xab, true)] {
+            let context = TraceContext { trace_id, span_id, parent: None, sampled, state: None };
+            assert_eq!(context.trace_id().to_string(), format!("{trace_id:032x}"));
+            assert_eq!(context.span_id().to_string(), format!("{span_id:016x}"));
+            let (attempt, header) = context.attempt();
+            let expected = format!("00-{trace_id:032x}-{attempt:016x}-0{}", u8::from(sampled));
+            assert_eq!(header.to_str().unwrap(), expected);
+            assert!(parse_traceparent(header.as_bytes()).is_some());
+        }
     }
 
     #[test]

@@ -29,8 +29,8 @@ use super::{Body, BoxError, Upstream, UpstreamError, UpstreamErrorKind};
 use crate::idempotency::{self, IDEMPOTENCY_KEY, IdempotencyKey};
 
 /// The headers the outbound stack sets on a call: request id, deadline, two identity headers,
-/// `Host`.
-const CALL_HEADERS: usize = 5;
+/// `Host`, `traceparent` and `tracestate`.
+const CALL_HEADERS: usize = 7;
 
 /// A described but not yet sent upstream call; it yields a `T` (see [`Decode`]).
 ///
@@ -171,8 +171,8 @@ impl<T> Call<T> {
                 *request.headers_mut() = headers;
                 *request.body_mut() = body;
             }
-            // Room for what the stack sets (request id, deadline, identity, `Host`) in one
-            // allocation, where growing from empty takes two.
+            // Room for what the stack sets (request id, deadline, identity, `Host`, the trace) in
+            // one allocation, where growing from empty takes two.
             None => *request.headers_mut() = HeaderMap::with_capacity(CALL_HEADERS),
         }
         if let Some(key) = request.headers_mut().get_mut(IDEMPOTENCY_KEY) {

@@ -159,15 +159,26 @@ impl fmt::Display for Attempts {
 }
 
 /// Records each attempt of an upstream's calls in its request's [`Attempts`] and the attempt
-/// histogram.
+/// histogram. One `Arc`: each call's clone of the stack clones it.
 #[derive(Debug, Clone)]
-pub(crate) struct JournalLayer {
+pub(crate) struct JournalLayer(Arc<Journaling>);
+
+#[derive(Debug)]
+pub(crate) struct Journaling {
     upstream: Arc<str>,
     durations: Arc<Durations>,
     /// The instance's host and port, for its spans.
     instance: Option<(Arc<str>, u16)>,
     /// Whether the upstream has a breaker (its state is in the spans).
     breaker: bool,
+}
+
+impl std::ops::Deref for JournalLayer {
+    type Target = Journaling;
+
+    fn deref(&self) -> &Journaling {
+        &self.0
+    }
 }
 
 /// An upstream's attempt histograms, by outcome, registered once, and their exemplars.
@@ -214,7 +225,8 @@ impl JournalLayer {
             let name = "bff_upstream_attempt_duration_seconds";
             (registry.histogram(name, &labels), registry.exemplars(name, &labels))
         });
-        Self { upstream: upstream.clone(), durations: Arc::new(Durations(durations)), instance: None, breaker }
+        let durations = Arc::new(Durations(durations));
+        Self(Arc::new(Journaling { upstream: upstream.clone(), durations, instance: None, breaker }))
     }
 
     /// Records a call of `request` that the cache answered, or the breaker or the bulkhead
@@ -258,7 +270,8 @@ impl JournalLayer {
     pub(crate) fn instance(&self, url: &str) -> Self {
         let parsed = url::Url::parse(url).ok();
         let instance = parsed.and_then(|u| Some((Arc::from(u.host_str()?), u.port_or_known_default()?)));
-        Self { instance, ..self.clone() }
+        let (upstream, durations, breaker) = (self.upstream.clone(), self.durations.clone(), self.breaker);
+        Self(Arc::new(Journaling { upstream, durations, instance, breaker }))
     }
 }
 

@@ -35,7 +35,7 @@
 //!
 //! Each layer is a tower [`Layer`](tower::Layer) over `http::Request<Body>` /
 //! `http::Response<Body>` with [`BoxError`] errors, so tower's own (`retry`, `limit`,
-//! `load_shed`, `balance`) stack in the slots as they are; [`Outbound`] erases the result.
+//! `balance`) stack in the slots as they are; [`Outbound`] erases the result.
 
 use std::sync::Arc;
 
