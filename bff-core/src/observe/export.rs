@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use metrics::Counter;
 use opentelemetry::InstrumentationScope;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::Metrics;
 use crate::config::TracingConfig;
+
+mod otlp;
 
 /// The most spans sent in one export request.
 const MAX_BATCH: usize = 512;
@@ -67,17 +68,11 @@ impl SpanSink {
             .timeout(EXPORT_TIMEOUT)
             .build()
             .map_err(|e| (key.to_owned(), format!("cannot build the OTLP client: {e}")))?;
-        let mut exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_http_client(client)
-            .with_endpoint(url.clone())
-            .with_timeout(EXPORT_TIMEOUT)
-            .with_headers(config.headers.0.clone().into_iter().collect())
-            .build()
-            .map_err(|e| (key.to_owned(), format!("cannot export to {url}: {e}")))?;
+        let headers = export_headers(config, std::env::vars())?;
         let service = config.service_name.clone().unwrap_or_else(|| "bff".to_owned());
         // The SDK's detectors too: `OTEL_RESOURCE_ATTRIBUTES` and the `telemetry.sdk.*` attributes.
-        exporter.set_resource(&Resource::builder().with_service_name(service).build());
+        let resource = Resource::builder().with_service_name(service).build();
+        let exporter = otlp::OtlpHttp::new(client, url.clone(), headers, resource);
         tracing::info!(endpoint = %url, queue = config.queue_size, "exporting sampled spans over OTLP/HTTP");
         Ok(Some(Self::with_exporter(exporter, config.queue_size, metrics)))
     }
@@ -114,6 +109,46 @@ impl SpanSink {
         let sent = async { self.0.queue.send(Command::Flush(done)).await.is_ok() && flushed.await.is_ok() };
         tokio::time::timeout(within, sent).await.unwrap_or(false)
     }
+}
+
+/// The headers of each export: `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_TRACES_HEADERS`
+/// (`key=value,…`, values percent-decoded; the second wins), then `tracing.headers` over them.
+fn export_headers(
+    config: &TracingConfig,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<reqwest::header::HeaderMap, (String, String)> {
+    let mut listed = Vec::new();
+    let mut traces = Vec::new();
+    for (name, value) in vars {
+        match name.as_str() {
+            "OTEL_EXPORTER_OTLP_HEADERS" => listed.push((name, value)),
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS" => traces.push((name, value)),
+            _ => {}
+        }
+    }
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (variable, list) in listed.into_iter().chain(traces) {
+        for pair in list.split(',').filter(|p| !p.trim().is_empty()) {
+            let parsed = pair.split_once('=').and_then(|(name, value)| {
+                let value = percent_encoding::percent_decode_str(value.trim()).decode_utf8().ok()?;
+                let name = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+                Some((name, reqwest::header::HeaderValue::from_str(&value).ok()?))
+            });
+            let Some((name, value)) = parsed else {
+                return Err((variable, "not a list of `name=value` headers".to_owned()));
+            };
+            headers.insert(name, value);
+        }
+    }
+    for (name, value) in &config.headers.0 {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes());
+        let value = reqwest::header::HeaderValue::from_str(value);
+        let (Ok(name), Ok(value)) = (name, value) else {
+            return Err(("tracing.headers".to_owned(), "a header name or value that HTTP does not allow".to_owned()));
+        };
+        headers.insert(name, value);
+    }
+    Ok(headers)
 }
 
 /// `endpoint` with the OTLP traces path: a collector's base URL (`http://collector:4318`) gets

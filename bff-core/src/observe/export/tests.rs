@@ -127,3 +127,22 @@ fn the_traces_path_is_added_to_a_collectors_base_url() {
     assert_eq!(traces_url("https://otlp.example/v1/traces"), "https://otlp.example/v1/traces");
     assert_eq!(traces_url("https://otlp.example/tenant-a/"), "https://otlp.example/tenant-a/v1/traces");
 }
+
+#[test]
+fn export_headers_come_from_the_standard_variables_then_the_config() {
+    let mut config = TracingConfig::default();
+    config.headers.0.insert("x-api-key".to_owned(), "from-config".to_owned());
+    let vars = [
+        ("OTEL_EXPORTER_OTLP_HEADERS".to_owned(), "x-api-key=env, x-team=a%20b,x-shared=generic".to_owned()),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS".to_owned(), "x-shared=traces".to_owned()),
+        ("PATH".to_owned(), "/bin".to_owned()),
+    ];
+    let headers = export_headers(&config, vars).unwrap();
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(get("x-api-key").as_deref(), Some("from-config"), "the config wins");
+    assert_eq!(get("x-team").as_deref(), Some("a b"), "values are percent-decoded");
+    assert_eq!(get("x-shared").as_deref(), Some("traces"), "the traces variable wins");
+    let bad = [("OTEL_EXPORTER_OTLP_HEADERS".to_owned(), "no-equals-sign".to_owned())];
+    let (key, message) = export_headers(&TracingConfig::default(), bad).unwrap_err();
+    assert_eq!(key, "OTEL_EXPORTER_OTLP_HEADERS", "{message}");
+}
