@@ -51,7 +51,8 @@ impl SpanExporter for OtlpHttp {
 
 /// The `ExportTraceServiceRequest` of `spans` (one resource, one scope: the first span's).
 pub(crate) fn encode(resource: &Resource, spans: &[SpanData]) -> Vec<u8> {
-    let mut out = Proto(Vec::with_capacity(256 + spans.len() * 320));
+    // About what a span of ours takes (its attribute names are long), so the buffer rarely grows.
+    let mut out = Proto(Vec::with_capacity(512 + spans.len() * 640));
     let Some(first) = spans.first() else { return out.0 };
     // ExportTraceServiceRequest.resource_spans
     out.message(1, |out| {
@@ -194,11 +195,17 @@ impl Proto {
         let at = self.0.len();
         self.0.extend_from_slice(&[0; LENGTH_ROOM]);
         body(self);
-        let length = self.0.len() - at - LENGTH_ROOM;
-        let mut prefix = Proto(Vec::new());
-        prefix.varint(length as u64);
-        let used = prefix.0.len();
-        self.0[at..at + used].copy_from_slice(&prefix.0);
+        let mut length = self.0.len() - at - LENGTH_ROOM;
+        let mut used = 0;
+        loop {
+            let byte = (length & 0x7f) as u8;
+            length >>= 7;
+            self.0[at + used] = if length == 0 { byte } else { byte | 0x80 };
+            used += 1;
+            if length == 0 {
+                break;
+            }
+        }
         if used < LENGTH_ROOM {
             self.0.copy_within(at + LENGTH_ROOM.., at + used);
             self.0.truncate(self.0.len() - (LENGTH_ROOM - used));
