@@ -143,13 +143,24 @@ impl Attempts {
 impl fmt::Display for Attempts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let listed = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Written piece by piece: `write!` with its arguments costs several times more per line.
+        let mut number = itoa::Buffer::new();
         for (i, attempt) in listed.attempts.iter().enumerate() {
-            let separator = if i == 0 { "" } else { "," };
-            match attempt.outcome {
-                Outcome::Status(status) => write!(f, "{separator}{}:{status}:{}", attempt.upstream, attempt.ms)?,
-                Outcome::Failed(why) => write!(f, "{separator}{}:{why}:{}", attempt.upstream, attempt.ms)?,
-                Outcome::Cache(how) => write!(f, "{separator}{}:cache_{how}:{}", attempt.upstream, attempt.ms)?,
+            if i > 0 {
+                f.write_str(",")?;
             }
+            f.write_str(&attempt.upstream)?;
+            f.write_str(":")?;
+            match attempt.outcome {
+                Outcome::Status(status) => f.write_str(number.format(status))?,
+                Outcome::Failed(why) => f.write_str(why)?,
+                Outcome::Cache(how) => {
+                    f.write_str("cache_")?;
+                    f.write_str(how)?;
+                }
+            }
+            f.write_str(":")?;
+            f.write_str(number.format(attempt.ms))?;
         }
         if listed.more > 0 {
             write!(f, ",+{} more", listed.more)?;
@@ -464,6 +475,10 @@ mod tests {
         attempts.record(&orders, Outcome::Failed("timeout"), 250);
         attempts.record(&orders, Outcome::Status(200), 4);
         assert_eq!(attempts.to_string(), "users:200:3,orders:timeout:250,orders:200:4");
+        let shorts = Attempts::default();
+        shorts.record(&users, Short::CacheHit.outcome(), 0);
+        shorts.record(&orders, Short::CircuitOpen.outcome(), 0);
+        assert_eq!(shorts.to_string(), "users:cache_hit:0,orders:circuit_open:0");
         for _ in 0..20 {
             attempts.record(&users, Outcome::Status(200), 1);
         }
