@@ -356,19 +356,16 @@ async fn a_real_prometheus_scrapes_the_admin_listener_and_sees_a_routes_rate() {
     // in each: this one's, as no other request follows it.
     let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
     assert_eq!(home_with(&stack, &[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))]).await, 200);
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(90);
     for selector in [
         r#"bff_http_request_duration_seconds_bucket{route="/mobile/home"}"#,
         r#"bff_upstream_attempt_duration_seconds_bucket{upstream="users"}"#,
     ] {
-        let mut found = Vec::new();
-        while std::time::Instant::now() < give_up {
-            found = prometheus.exemplar_traces(&stack.http, selector).await;
-            if found.iter().any(|t| t == trace) {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        assert!(found.iter().any(|t| t == trace), "{selector}: {found:?}; prometheus said:\n{}", prometheus.log());
+        let kept = || async { prometheus.exemplar_traces(&stack.http, selector).await.iter().any(|t| t == trace) };
+        assert!(
+            common::eventually(std::time::Duration::from_secs(90), kept).await,
+            "{selector}: {:?}; prometheus said:\n{}",
+            prometheus.exemplar_traces(&stack.http, selector).await,
+            prometheus.log()
+        );
     }
 }

@@ -33,6 +33,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::headers::PER_ATTEMPT;
 use super::journal::{JournalLayer, Revalidation, Short};
 use super::snapshot::{CallKey, Shareable, Snapshot};
+use super::unprocessed::clone_request;
 use super::{Body, BoxError};
 use crate::identity::{self, CallerHeaders};
 use crate::observe::metrics::Metrics;
@@ -269,8 +270,9 @@ where
             request.headers_mut().insert(IF_NONE_MATCH, etag);
             request.extensions_mut().insert(Revalidation);
         }
-        // With a stale entry that may be served, the call's head is kept to journal it.
-        let witness = stale.as_ref().map(|_| head_of(&request));
+        // With a stale entry that may be served, a copy of the call (a GET: no body) is kept to
+        // journal it.
+        let witness = stale.as_ref().and_then(|_| clone_request(&request));
         let call = self.inner.clone().oneshot(request);
         let store = store.clone();
         async move {
@@ -288,15 +290,6 @@ where
 /// A response extension on a stale answer served for a failed call.
 #[derive(Debug, Clone, Copy)]
 struct Stale;
-
-/// `request` without its body: what the journal reads of a call.
-fn head_of(request: &Request<Body>) -> Request<Body> {
-    let mut head = Request::new(Body::empty());
-    *head.method_mut() = request.method().clone();
-    *head.uri_mut() = request.uri().clone();
-    *head.extensions_mut() = request.extensions().clone();
-    head
-}
 
 /// The answer to a call the cache could not answer alone: stored, refreshed, or replaced by the
 /// stale entry when the upstream failed within its `stale-if-error`.
@@ -483,6 +476,9 @@ mod tests {
         for line in [
             r#"bff_upstream_cache_total{upstream="catalog",result="hit"} 2"#,
             r#"bff_upstream_cache_total{upstream="catalog",result="stale"} 1"#,
+            // Journaled as calls with no attempt of their own.
+            r#"bff_upstream_attempt_duration_seconds_count{upstream="catalog",outcome="cache_hit"} 2"#,
+            r#"bff_upstream_attempt_duration_seconds_count{upstream="catalog",outcome="cache_stale"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

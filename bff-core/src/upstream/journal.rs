@@ -319,13 +319,13 @@ where
         // The attempt's own span in the request's trace; none outside a request (a JWKS fetch).
         let trace = context.and_then(|c| c.trace.as_ref()).map(|trace| {
             let (span_id, traceparent) = trace.attempt();
-            let sampled = trace.sampled.then_some((trace.trace_id, span_id));
-            ((span_id, traceparent), trace.state.clone(), trace.span_id, sampled)
+            (span_id, traceparent, trace.state.clone(), trace.span_id, trace.sampled.then_some(trace.trace_id))
         });
-        let sampled = trace.as_ref().and_then(|t| t.3);
+        // An exemplar of its duration, when the trace is sampled.
+        let sampled = trace.as_ref().and_then(|(span_id, .., trace_id)| Some(((*trace_id)?, *span_id)));
         let headers = request.headers_mut();
         let span = match trace {
-            Some(((span_id, traceparent), state, parent, _)) => {
+            Some((span_id, traceparent, state, parent, _)) => {
                 headers.insert(TRACEPARENT, traceparent);
                 match state {
                     Some(state) => headers.insert(TRACESTATE, state),
