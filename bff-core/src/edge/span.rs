@@ -98,13 +98,14 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let trace = TraceContext::of_request(request.headers(), self.1.accepts(&request), self.1.sample_ratio);
         let id = request.headers().get(&REQUEST_ID_HEADER).map(|id| String::from_utf8_lossy(id.as_bytes()));
+        let ids = trace.ids();
         let span = tracing::info_span!(
             "request",
             id = %id.unwrap_or_default(),
             method = %request.method(),
             path = %request.uri().path(),
-            trace_id = %trace.trace_id(),
-            span_id = %trace.span_id(),
+            trace_id = ids.trace_id(),
+            span_id = ids.span_id(),
         );
         if let Some(server_span) = self.1.server_span(&trace, &request) {
             request.extensions_mut().insert(server_span);

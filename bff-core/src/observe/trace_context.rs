@@ -10,8 +10,6 @@
 //! and [`MAX_TRACESTATE_BYTES`] bytes (members past either are dropped from the end, as the
 //! specification allows); one that does not parse is dropped whole.
 
-use std::fmt;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header that carries the trace id, the parent span id and the sampled flag.
@@ -64,43 +62,39 @@ impl TraceContext {
         (span_id, value)
     }
 
-    /// The trace id as 32 lower-case hex digits.
-    pub(crate) fn trace_id(&self) -> Hex<u128> {
-        Hex(self.trace_id)
-    }
-
-    /// The request's span id as 16 lower-case hex digits.
-    pub(crate) fn span_id(&self) -> Hex<u64> {
-        Hex(self.span_id)
+    /// The trace id and the request's span id as W3C writes them: lower-case hex, zero-padded.
+    pub(crate) fn ids(&self) -> HexIds {
+        let mut digits = [0; 48];
+        hex(self.trace_id, &mut digits[..32]);
+        hex(u128::from(self.span_id), &mut digits[32..]);
+        HexIds(digits)
     }
 }
 
-/// An id written as W3C writes it: lower-case hex, zero-padded.
+/// A trace id (32 hex digits) and a span id (16), written once and lent as text.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Hex<T>(T);
+pub(crate) struct HexIds([u8; 48]);
 
-impl fmt::Display for Hex<u128> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut digits = [0; 32];
-        hex(self.0, &mut digits);
-        f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
+impl HexIds {
+    pub(crate) fn trace_id(&self) -> &str {
+        // Hex digits only: always UTF-8.
+        std::str::from_utf8(&self.0[..32]).unwrap_or_default()
+    }
+
+    pub(crate) fn span_id(&self) -> &str {
+        std::str::from_utf8(&self.0[32..]).unwrap_or_default()
     }
 }
 
-impl fmt::Display for Hex<u64> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut digits = [0; 16];
-        hex(u128::from(self.0), &mut digits);
-        f.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)
-    }
-}
-
-/// Writes the low `out.len()` nibbles of `value` into `out` as lower-case hex, zero-padded.
-fn hex(mut value: u128, out: &mut [u8]) {
+/// Writes the low `out.len() / 2` bytes of `value` into `out` as lower-case hex, zero-padded, a
+/// byte at a time (`out.len()` is even: ids and flags are whole bytes).
+fn hex(value: u128, out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in out.iter_mut().rev() {
-        *byte = DIGITS[(value & 0xf) as usize];
-        value >>= 4;
+    let bytes = value.to_be_bytes();
+    let low = &bytes[bytes.len().saturating_sub(out.len() / 2)..];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(low) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
 }
 
@@ -224,7 +218,7 @@ mod tests {
     #[test]
     fn a_valid_traceparent_is_continued_with_a_new_span() {
         let context = TraceContext::of_request(&headers(&[(TRACEPARENT, VALID)]), true, 0.0);
-        assert_eq!(context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(context.ids().trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(context.span_id, 0x00f067aa0ba902b7);
         assert!(context.sampled, "the parent's flag, whatever the ratio");
         let unsampled = VALID.replace("-01", "-00");
@@ -232,15 +226,15 @@ mod tests {
         // A later version may carry more fields; its first four are read.
         let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever";
         let continued = TraceContext::of_request(&headers(&[(TRACEPARENT, future)]), true, 0.0);
-        assert_eq!(continued.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(continued.ids().trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
     #[test]
     fn ids_are_written_as_zero_padded_lower_case_hex() {
         for (trace_id, span_id, sampled) in [(1, 2, false), (u128::MAX, u64::MAX, true), (0x4bf9 << 100, 0xab, true)] {
             let context = TraceContext { trace_id, span_id, parent: None, sampled, state: None };
-            assert_eq!(context.trace_id().to_string(), format!("{trace_id:032x}"));
-            assert_eq!(context.span_id().to_string(), format!("{span_id:016x}"));
+            assert_eq!(context.ids().trace_id(), format!("{trace_id:032x}"));
+            assert_eq!(context.ids().span_id(), format!("{span_id:016x}"));
             let (attempt, header) = context.attempt();
             let expected = format!("00-{trace_id:032x}-{attempt:016x}-0{}", u8::from(sampled));
             assert_eq!(header.to_str().unwrap(), expected);
