@@ -384,7 +384,10 @@ class Harness:
         binaries = self.args.before if before else RELEASE
         if name in ("bff-mobile", "bff-web", "bff-partner"):
             # Every policy on, access logs included, as the shipped config has it.
-            cfg = {"BFF_LISTEN": f"127.0.0.1:{port}", "BFF_LOG__FORMAT": "json"}
+            # The local-development config, as a user runs it (a binary has none built in).
+            short = name.removeprefix("bff-")
+            cfg = {"BFF_CONFIG": os.path.join(ROOT, "config", f"{short}.toml"),
+                   "BFF_LISTEN": f"127.0.0.1:{port}", "BFF_LOG__FORMAT": "json"}
             if not before:
                 # An ephemeral admin port, so runs never collide on the shipped one (a build
                 # from before the admin listener has no such key).

@@ -1,6 +1,10 @@
 //! The shared command line of every BFF binary: flags, config loading, logging, serving.
+//!
+//! A BFF's `main` is one call, [`main`], given what the binary is ([`Spec`]) and its [`App`]. A
+//! process that runs several BFFs at once (`bff-demo`) loads each with [`load_config`] and runs
+//! each as a [`Bff`].
 
-use std::any::Any;
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,16 +12,18 @@ use std::process::ExitCode;
 
 use tokio::net::TcpListener;
 
-use crate::app::Gateway;
-use crate::config::{Config, ConfigError, ConfigSource, LogFormat, Overrides, load};
+pub use crate::app::App;
+use crate::app::{BuildError, Gateway};
+use crate::config::{Config, ConfigError, ConfigSource, LogFormat, Overrides, load, redacted};
 use crate::observe::logging;
 use crate::reload::{Load, Reloader};
-use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, shutdown_signal};
+use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, Signal, shutdown_signal};
 
 /// Flags every BFF binary takes.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
+#[non_exhaustive]
 pub struct Args {
-    /// TOML config file; the shipped `config/<bff>.toml` is built in and used when absent.
+    /// The TOML config file (required: a BFF has no built-in config).
     #[arg(long, env = "BFF_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on (overrides `listen`).
@@ -32,137 +38,126 @@ pub struct Args {
     /// The PEM private key of --tls-cert (overrides `tls.key`).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Print the effective configuration (file, then `BFF_*` variables, then flags, with every
+    /// default filled in and secrets redacted) as TOML, and exit.
+    #[arg(long, conflicts_with = "check_config")]
+    pub print_config: bool,
+    /// Check the configuration as start-up would (keys, values, TLS files, the upstreams the
+    /// routes need), print what is wrong, and exit: 0 when it would start, 2 when not.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
-/// The command line of a BFF binary: the shared [`Args`] plus the binary's own [`Extension`]
-/// flags, named and described per binary.
+/// The command line of a BFF binary, named and described per binary.
 #[derive(Debug, clap::Parser)]
 #[command(version)]
-struct Cli<E: Extension> {
+struct Cli {
     #[command(flatten)]
     args: Args,
-    #[command(flatten)]
-    extension: E,
-}
-
-/// How a binary shows itself to a new user: the endpoint to try, and as whom.
-#[derive(Debug, Clone, Copy)]
-pub struct Example {
-    /// The path the printed `curl` line calls.
-    pub path: &'static str,
-    /// The credential it sends.
-    pub credential: ExampleCredential,
-}
-
-/// The credential of an [`Example`].
-#[derive(Debug, Clone, Copy)]
-pub enum ExampleCredential {
-    /// A bearer token for `subject` with `scope`, signed by whatever issuer the extension runs.
-    Bearer {
-        /// The `sub` claim.
-        subject: &'static str,
-        /// The `scope` claim.
-        scope: &'static str,
-    },
-    /// An API key in a header.
-    ApiKey {
-        /// The header.
-        header: &'static str,
-        /// The key.
-        key: &'static str,
-    },
 }
 
 /// What a BFF binary tells the shared command line about itself.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
-    /// The binary's name, for messages.
+    /// The binary's name, for messages (`bff-mobile`).
     pub name: &'static str,
     /// One line for `--help`.
     pub about: &'static str,
-    /// The shipped config's path, for messages.
-    pub default_config_name: &'static str,
-    /// The shipped config's text (`include_str!`).
-    pub default_config: &'static str,
-    /// The request a new user can try.
-    pub example: Example,
-}
-
-/// Something a binary starts in-process before the BFF (embedded upstreams, say).
-pub struct Startup {
-    /// Config overrides pointing the BFF at what was started; each applies only where the
-    /// config has that section.
-    pub overrides: Vec<(String, String)>,
-    /// Printed once the BFF listens, given its address (a ready-to-paste `curl` line).
-    pub banner: Box<dyn FnOnce(SocketAddr) -> String + Send>,
-    /// Keeps what was started running for as long as the BFF does.
-    pub keep_alive: Box<dyn Any + Send>,
-}
-
-/// Flags of a binary's own, and what they start before the BFF.
-pub trait Extension: clap::Args + Send + 'static {
-    /// Starts what the flags ask for, if anything; an error stops the process with its text.
-    fn start(&self, spec: &Spec) -> impl Future<Output = Result<Option<Startup>, String>> + Send;
-}
-
-/// No flags of the binary's own.
-#[derive(Debug, Clone, Copy, clap::Args)]
-pub struct NoExtension;
-
-impl Extension for NoExtension {
-    async fn start(&self, _spec: &Spec) -> Result<Option<Startup>, String> {
-        Ok(None)
-    }
+    /// The local-development config in the repository (`config/mobile.toml`), named when no
+    /// config is given.
+    pub dev_config: &'static str,
 }
 
 /// A BFF binary's whole `main`: installs `ring` as the process's crypto provider, parses flags,
-/// starts the extension's services, and runs the app until Ctrl-C or SIGTERM.
-pub async fn main<E: Extension>(spec: Spec, app: App) -> ExitCode {
+/// loads the configuration and serves the app until Ctrl-C or SIGTERM (or, with
+/// `--print-config` / `--check-config`, prints and exits).
+///
+/// Exit codes: 0 after a clean shutdown, 2 for a configuration that cannot be used, 1 when the
+/// server cannot listen or fails.
+pub async fn main(spec: Spec, app: App) -> ExitCode {
     crate::install_crypto_provider();
-    let matches = <Cli<E> as clap::CommandFactory>::command().name(spec.name).about(spec.about).get_matches();
-    let cli = match <Cli<E> as clap::FromArgMatches>::from_arg_matches(&matches) {
-        Ok(cli) => cli,
+    let matches = <Cli as clap::CommandFactory>::command().name(spec.name).about(spec.about).get_matches();
+    let args = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli.args,
         Err(e) => e.exit(),
     };
-    let startup = match cli.extension.start(&spec).await {
-        Ok(startup) => startup,
-        Err(e) => {
-            eprintln!("{}: {e}", spec.name);
-            return ExitCode::FAILURE;
-        }
+    let (config, source) = match load_config(&spec, &args, std::env::vars(), Overrides::default()) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail(&spec, &e, ExitCode::from(2)),
     };
-    run(spec, cli.args, startup, app).await
+    if args.print_config {
+        return match redacted(&config) {
+            Ok(text) => {
+                println!("# {}: the effective configuration of {source}, secrets redacted\n{text}", spec.name);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&spec, &e, ExitCode::FAILURE),
+        };
+    }
+    if args.check_config {
+        return match check(config, &source, app).await {
+            Ok(()) => {
+                println!("{}: {source} is a configuration it can start with", spec.name);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&spec, &e, ExitCode::from(2)),
+        };
+    }
+    let _log_guard = logging::init(config.log.format, &config.log.filter, std::env::var("RUST_LOG").ok().as_deref());
+    run(spec, args, config, source, app).await
 }
 
-pub use crate::app::App;
+fn fail(spec: &Spec, error: &dyn fmt::Display, code: ExitCode) -> ExitCode {
+    eprintln!("{}: {error}", spec.name);
+    code
+}
 
-/// Reads the config named by `args` (or the built-in one) and applies environment and flags.
+/// What `--check-config` checks beyond loading: the gateway builds and the app finds what it needs.
+async fn check(config: Config, source: &str, app: App) -> Result<(), BuildError> {
+    let gateway = Gateway::builder(config).source(source).build().await?;
+    let _router = app(&gateway)?;
+    Ok(())
+}
+
+/// Reads the config file named by `args` and applies `extra`, then the environment (`BFF_*`
+/// and the OpenTelemetry variables), then the flags. Returns the configuration and its file's
+/// name. Without a file, the error says what to pass.
 pub fn load_config(
     spec: &Spec,
     args: &Args,
     env: impl IntoIterator<Item = (String, String)>,
-    extra: Vec<(String, String)>,
+    extra: Overrides,
 ) -> Result<(Config, String), ConfigError> {
-    let source = match &args.config {
-        Some(path) => {
-            let name = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-                source: format!("--config {name}"),
-                key: None,
-                message: format!("cannot read the file: {e}"),
-            })?;
-            ConfigSource { name, text }
-        }
-        None => ConfigSource {
-            name: format!("built-in {}", spec.default_config_name),
-            text: spec.default_config.to_owned(),
-        },
+    let Some(path) = &args.config else {
+        return Err(ConfigError {
+            source: "the command line".to_owned(),
+            key: None,
+            message: format!(
+                "no config file: pass --config FILE (or set BFF_CONFIG=FILE). A BFF has no built-in \
+                 config: its upstreams' URLs (`upstreams.<name>.url`) and whom it trusts (`auth.jwks_url`, \
+                 `api_keys`) have no safe default. To try it locally, `cargo run --release -p bff-demo` \
+                 runs every BFF with mock upstreams; `--config {}` is this BFF's local-development \
+                 config, for the mock services on their default ports (`cargo run -p services-mock`).",
+                spec.dev_config
+            ),
+        });
     };
-    let mut overrides = Overrides::default();
-    for (key, value) in extra {
-        overrides.set_existing(key, value, format!("{}'s start-up", spec.name));
-    }
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        source: format!("--config {name}"),
+        key: None,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    let mut overrides = extra;
     overrides.extend(Overrides::from_env(env));
+    overrides.extend(flag_overrides(args));
+    let config = load(&ConfigSource { name: name.clone(), text }, &overrides)?;
+    Ok((config, name))
+}
+
+/// The keys the flags set; they win over the file and the environment.
+fn flag_overrides(args: &Args) -> Overrides {
+    let mut overrides = Overrides::default();
     if let Some(listen) = args.listen {
         overrides.set("listen", listen.to_string(), "--listen");
     }
@@ -176,76 +171,116 @@ pub fn load_config(
         let name = if format == LogFormat::Json { "json" } else { "pretty" };
         overrides.set("log.format", name, "--log-format");
     }
-    let config = load(&source, &overrides)?;
-    Ok((config, source.name))
+    overrides
 }
 
-/// Loads the config, builds the app, serves it until Ctrl-C or SIGTERM.
-pub async fn run(spec: Spec, args: Args, startup: Option<Startup>, app: App) -> ExitCode {
-    let extra = startup.as_ref().map(|s| s.overrides.clone()).unwrap_or_default();
-    let (config, source) = match load_config(&spec, &args, std::env::vars(), extra.clone()) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            eprintln!("{}: {e}", spec.name);
-            return ExitCode::from(2);
-        }
+/// Builds the app, binds its listeners and serves until Ctrl-C or SIGTERM, reloading on SIGHUP
+/// and when the config file changes.
+async fn run(spec: Spec, args: Args, config: Config, source: String, app: App) -> ExitCode {
+    let bff = match Bff::bind(config, &source, app).await {
+        Ok(bff) => bff,
+        Err(e) => return fail(&spec, &e, e.exit_code()),
     };
-    let _log_guard = logging::init(config.log.format, &config.log.filter, std::env::var("RUST_LOG").ok().as_deref());
-    let gateway = match Gateway::builder(config).source(source.clone()).build().await {
-        Ok(gateway) => gateway,
-        Err(e) => {
-            eprintln!("{}: {e}", spec.name);
-            return ExitCode::from(2);
-        }
-    };
-    let router = match app(&gateway) {
-        Ok(router) => router,
-        Err(e) => {
-            eprintln!("{}: {e}", spec.name);
-            return ExitCode::from(2);
-        }
-    };
-    let listen = gateway.config().listen;
-    let listener = match TcpListener::bind(listen).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("{}: cannot listen on {listen} (`listen` in {source}, or --listen): {e}", spec.name);
-            return ExitCode::FAILURE;
-        }
-    };
-    let admin = match &gateway.config().admin {
-        Some(admin) => match TcpListener::bind(admin.listen).await {
-            Ok(listener) => Some(listener),
-            Err(e) => {
-                eprintln!("{}: cannot listen on {} (`admin.listen` in {source}): {e}", spec.name, admin.listen);
-                return ExitCode::FAILURE;
-            }
-        },
-        None => {
-            tracing::warn!("no `admin.listen`: /metrics and /readyz are not served");
-            None
-        }
-    };
-    let addr = listener.local_addr().unwrap_or(listen);
-    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-    tracing::info!(name = spec.name, %addr, admin = ?admin_addr, config = %source, "listening");
-    let keep_alive = startup.map(|startup| {
-        println!("{}", (startup.banner)(addr));
-        startup.keep_alive
-    });
-    let router = ReloadableRouter::new(router);
+    tracing::info!(name = spec.name, addr = %bff.addr(), admin = ?bff.admin_addr(), config = %source, "listening");
     let reload_args = args.clone();
-    let load: Load = Box::new(move || load_config(&spec, &reload_args, std::env::vars(), extra.clone()));
+    let load: Load = Box::new(move || load_config(&spec, &reload_args, std::env::vars(), Overrides::default()));
     let reloading =
-        Reloader::new(&gateway, app, router.clone(), load).watch(args.config.clone(), RELOAD_CHECK_INTERVAL);
-    let result = gateway.serve(listener, admin, router, shutdown_signal()).await;
+        Reloader::new(&bff.gateway, app, bff.router.clone(), load).watch(args.config.clone(), RELOAD_CHECK_INTERVAL);
+    let result = bff.serve(shutdown_signal()).await;
     reloading.abort();
-    drop(keep_alive);
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}: server error: {e}", spec.name);
-            ExitCode::FAILURE
+        Err(e) => fail(&spec, &format!("server error: {e}"), ExitCode::FAILURE),
+    }
+}
+
+/// One BFF, built from its configuration, with its listeners bound: what [`main`] serves, and
+/// what a process running several BFFs (`bff-demo`) starts once per BFF.
+#[derive(Debug)]
+pub struct Bff {
+    gateway: Gateway,
+    router: ReloadableRouter,
+    public: TcpListener,
+    admin: Option<TcpListener>,
+}
+
+/// Why a [`Bff`] could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration cannot be used (a key, a TLS file, an upstream the routes need).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// An address cannot be listened on.
+    #[error("cannot listen on {addr} (`{key}` in {source_name}): {error}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The key that set it: `listen` or `admin.listen`.
+        key: &'static str,
+        /// The config file's name.
+        source_name: String,
+        /// What the system said.
+        error: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// The process exit code a binary reports it with: 2 for configuration, 1 for the rest.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Self::Build(_) => ExitCode::from(2),
+            Self::Listen { .. } => ExitCode::FAILURE,
         }
+    }
+}
+
+impl From<ConfigError> for StartError {
+    fn from(error: ConfigError) -> Self {
+        Self::Build(error.into())
+    }
+}
+
+impl Bff {
+    /// Builds the gateway from `config` (read from `source`), the app's router on it, and binds
+    /// `listen` and `admin.listen`.
+    pub async fn bind(config: Config, source: &str, app: App) -> Result<Self, StartError> {
+        let gateway = Gateway::builder(config).source(source).build().await?;
+        let router = ReloadableRouter::new(app(&gateway)?);
+        let listen = gateway.config().listen;
+        let public = TcpListener::bind(listen).await.map_err(|error| StartError::Listen {
+            addr: listen,
+            key: "listen",
+            source_name: source.to_owned(),
+            error,
+        })?;
+        let admin = match &gateway.config().admin {
+            Some(admin) => Some(TcpListener::bind(admin.listen).await.map_err(|error| StartError::Listen {
+                addr: admin.listen,
+                key: "admin.listen",
+                source_name: source.to_owned(),
+                error,
+            })?),
+            None => {
+                tracing::warn!("no `admin.listen`: /metrics and /readyz are not served");
+                None
+            }
+        };
+        Ok(Self { gateway, router, public, admin })
+    }
+
+    /// The address client traffic is served on.
+    pub fn addr(&self) -> SocketAddr {
+        self.public.local_addr().unwrap_or(self.gateway.config().listen)
+    }
+
+    /// The address `/metrics` and `/readyz` are served on, when there is an admin listener.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then drains as [`Gateway::serve`] does.
+    pub async fn serve(self, shutdown: impl Future<Output = Signal> + Send + 'static) -> std::io::Result<()> {
+        self.gateway.serve(self.public, self.admin, self.router, shutdown).await
     }
 }

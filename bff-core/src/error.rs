@@ -14,6 +14,7 @@ use crate::upstream::UpstreamError;
 
 /// Every error a BFF request can end with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BffError {
     /// A required upstream call failed.
     #[error(transparent)]
@@ -45,9 +46,15 @@ pub enum BffError {
     /// The path exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// The request deadline passed before the answer was ready.
-    #[error("the request deadline passed")]
-    DeadlineExceeded,
+    /// The gateway cannot take the request now (it is at its limit of requests in flight, or
+    /// cannot count a rate limit): a 503, which the client may retry later.
+    #[error("{detail}")]
+    Unavailable {
+        /// A stable SCREAMING_SNAKE code (`OVERLOADED`, `RATE_LIMIT_UNAVAILABLE`).
+        code: &'static str,
+        /// What is wrong, for people.
+        detail: String,
+    },
     /// Our bug or misconfiguration; the detail is logged, never sent.
     #[error("internal error: {0}")]
     Internal(Cow<'static, str>),
@@ -107,7 +114,7 @@ impl BffError {
             Self::Rejected { status, .. } => *status,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,10 +124,9 @@ impl BffError {
         match self {
             Self::Upstream(e) => e.code(),
             Self::Auth(e) => e.code(),
-            Self::BadRequest { code, .. } | Self::Rejected { code, .. } => code,
+            Self::BadRequest { code, .. } | Self::Rejected { code, .. } | Self::Unavailable { code, .. } => code,
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -130,7 +136,7 @@ impl BffError {
         match self {
             Self::Upstream(e) if e.kind() == &crate::upstream::UpstreamErrorKind::Request => ErrorSource::Internal,
             Self::Upstream(e) if e.is_dot_segment() => ErrorSource::Downstream,
-            Self::Upstream(_) | Self::DeadlineExceeded => ErrorSource::Upstream,
+            Self::Upstream(_) | Self::Unavailable { .. } => ErrorSource::Upstream,
             Self::Auth(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => ErrorSource::Upstream,
             Self::Auth(_)
             | Self::BadRequest { .. }

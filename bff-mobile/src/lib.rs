@@ -16,9 +16,6 @@ pub use home::{Home, OrderCard};
 pub use order::OrderSummary;
 pub use product::ProductView;
 
-/// The shipped configuration (`config/mobile.toml`), built in as the default.
-pub const DEFAULT_CONFIG: &str = include_str!("../../config/mobile.toml");
-
 bff_core::upstreams! {
     /// The upstreams this BFF calls, resolved once at start-up.
     pub struct Upstreams { users, orders, notifications, catalog, inventory, reviews }

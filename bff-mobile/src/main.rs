@@ -1,18 +1,13 @@
-//! `bff-mobile`: serve the mobile BFF (`--demo` embeds the mock services).
+//! `bff-mobile`: serve the mobile BFF (`--config FILE`; `bff-demo` runs it with mock upstreams).
 
 use std::process::ExitCode;
 
-use bff_core::cli::{Example, ExampleCredential, Spec};
+use bff_core::cli::Spec;
 
 const SPEC: Spec = Spec {
     name: "bff-mobile",
     about: "The mobile app's Backend-for-Frontend: small, flat payloads, one round trip per screen.",
-    default_config_name: "config/mobile.toml",
-    default_config: bff_mobile::DEFAULT_CONFIG,
-    example: Example {
-        path: "/mobile/home",
-        credential: ExampleCredential::Bearer { subject: "42", scope: "profile orders" },
-    },
+    dev_config: "config/mobile.toml",
 };
 
 /// jemalloc, with its background thread: memory freed after a burst (a flood of connections) goes
@@ -24,5 +19,5 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    bff_core::cli::main::<bff_demo::Demo>(SPEC, bff_mobile::app).await
+    bff_core::cli::main(SPEC, bff_mobile::app).await
 }

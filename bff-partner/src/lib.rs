@@ -17,9 +17,6 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-/// The shipped configuration (`config/partner.toml`), built in as the default.
-pub const DEFAULT_CONFIG: &str = include_str!("../../config/partner.toml");
-
 /// When `/v1` was deprecated (RFC 9745 `Deprecation`: `@` + Unix seconds; 2026-12-01T00:00:00Z).
 pub const V1_DEPRECATION: &str = "@1795996800";
 /// When `/v1` stops answering (RFC 8594 `Sunset`).

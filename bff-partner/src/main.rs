@@ -1,18 +1,13 @@
-//! `bff-partner`: serve the partner BFF (`--demo` embeds the mock services).
+//! `bff-partner`: serve the partner BFF (`--config FILE`; `bff-demo` runs it with mock upstreams).
 
 use std::process::ExitCode;
 
-use bff_core::cli::{Example, ExampleCredential, Spec};
+use bff_core::cli::Spec;
 
 const SPEC: Spec = Spec {
     name: "bff-partner",
     about: "The partner API's Backend-for-Frontend: versioned, API keys, a frozen OpenAPI contract.",
-    default_config_name: "config/partner.toml",
-    default_config: bff_partner::DEFAULT_CONFIG,
-    example: Example {
-        path: "/v2/orders?user=42",
-        credential: ExampleCredential::ApiKey { header: "X-Api-Key", key: "demo-pro-key" },
-    },
+    dev_config: "config/partner.toml",
 };
 
 /// jemalloc, with its background thread: memory freed after a burst (a flood of connections) goes
@@ -24,5 +19,5 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    bff_core::cli::main::<bff_demo::Demo>(SPEC, bff_partner::app).await
+    bff_core::cli::main(SPEC, bff_partner::app).await
 }

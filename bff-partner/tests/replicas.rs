@@ -19,7 +19,8 @@ struct Replica {
 /// of `quota` requests a day; returns once it listens.
 async fn replica(mocks: &MockServices, redis: &RedisServer, quota: u64) -> Replica {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bff-partner"));
-    command.args(["--listen", "127.0.0.1:0", "--log-format", "json"]);
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/partner.toml");
+    command.args(["--config", config, "--listen", "127.0.0.1:0", "--log-format", "json"]);
     for (key, value) in mocks.config_overrides() {
         if key.starts_with("upstreams.") {
             command.env(format!("BFF_{}", key.to_uppercase().replace('.', "__")), value);

@@ -13,9 +13,6 @@ pub use home::{Home, LATEST};
 pub use notifications::Unread;
 pub use product::{ProductPage, REVIEWS_PAGE};
 
-/// The shipped configuration (`config/web.toml`), built in as the default.
-pub const DEFAULT_CONFIG: &str = include_str!("../../config/web.toml");
-
 bff_core::upstreams! {
     /// The upstreams this BFF calls, resolved once at start-up.
     pub struct Upstreams { users, orders, notifications, catalog, inventory, reviews }

@@ -1,18 +1,13 @@
-//! `bff-web`: serve the web BFF (`--demo` embeds the mock services).
+//! `bff-web`: serve the web BFF (`--config FILE`; `bff-demo` runs it with mock upstreams).
 
 use std::process::ExitCode;
 
-use bff_core::cli::{Example, ExampleCredential, Spec};
+use bff_core::cli::Spec;
 
 const SPEC: Spec = Spec {
     name: "bff-web",
     about: "The web app's Backend-for-Frontend: rich payloads, CORS for the app's origins.",
-    default_config_name: "config/web.toml",
-    default_config: bff_web::DEFAULT_CONFIG,
-    example: Example {
-        path: "/web/home",
-        credential: ExampleCredential::Bearer { subject: "42", scope: "profile orders" },
-    },
+    dev_config: "config/web.toml",
 };
 
 /// jemalloc, with its background thread: memory freed after a burst (a flood of connections) goes
@@ -24,5 +19,5 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    bff_core::cli::main::<bff_demo::Demo>(SPEC, bff_web::app).await
+    bff_core::cli::main(SPEC, bff_web::app).await
 }

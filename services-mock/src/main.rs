@@ -21,10 +21,10 @@ use services_mock::{Faults, MockConfig, Service};
 #[command(version, about, long_about)]
 struct Args {
     /// TOML file: `listen = "127.0.0.1"`, `[ports] users = 7001`, `[faults.users] latency_ms = 100`.
-    #[arg(long, env = "BFF_MOCK_CONFIG")]
+    #[arg(long, env = "MOCK_CONFIG")]
     config: Option<PathBuf>,
     /// The IP address every service binds to.
-    #[arg(long, env = "BFF_MOCK_LISTEN")]
+    #[arg(long, env = "MOCK_LISTEN")]
     listen: Option<IpAddr>,
     /// Override one service's port, e.g. `--port users=9001` (0 picks a free port). Repeatable.
     #[arg(long = "port", value_name = "SERVICE=PORT", value_parser = parse_port)]
@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<Service>,
     /// Log format.
-    #[arg(long, value_enum, default_value = "pretty", env = "BFF_MOCK_LOG_FORMAT")]
+    #[arg(long, value_enum, default_value = "pretty", env = "MOCK_LOG_FORMAT")]
     log_format: LogFormat,
 }
 

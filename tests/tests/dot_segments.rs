@@ -57,7 +57,7 @@ fn bearer(stack: &Stack, sub: &str) -> String {
 
 #[tokio::test]
 async fn mobile_ids_skus_and_subjects() {
-    let stack = StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app).start().await;
+    let stack = StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app).start().await;
     let auth = bearer(&stack, "42");
     for dots in IN_PATHS {
         for path in [format!("/mobile/orders/{dots}"), format!("/mobile/products/{dots}")] {
@@ -84,7 +84,7 @@ async fn mobile_ids_skus_and_subjects() {
 
 #[tokio::test]
 async fn web_skus_and_subjects() {
-    let stack = StackBuilder::new(bff_web::DEFAULT_CONFIG, bff_web::app).start().await;
+    let stack = StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app).start().await;
     let auth = bearer(&stack, "42");
     for dots in IN_PATHS {
         let path = format!("/web/products/{dots}");
@@ -101,7 +101,7 @@ async fn web_skus_and_subjects() {
 
 #[tokio::test]
 async fn partner_ids_users_and_skus() {
-    let stack = StackBuilder::new(bff_partner::DEFAULT_CONFIG, bff_partner::app).start().await;
+    let stack = StackBuilder::new(bff_demo::PARTNER_CONFIG, bff_partner::app).start().await;
     let key = "X-Api-Key: demo-pro-key\r\nIdempotency-Key: dots-1\r\n";
     for version in ["v1", "v2"] {
         for dots in IN_PATHS {

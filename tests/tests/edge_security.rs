@@ -14,11 +14,11 @@ use services_mock::Service;
 use services_mock::services::auth::{AUDIENCE, ISSUER, Keys};
 
 fn mobile() -> StackBuilder {
-    StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+    StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app)
 }
 
 fn partner() -> StackBuilder {
-    StackBuilder::new(bff_partner::DEFAULT_CONFIG, bff_partner::app)
+    StackBuilder::new(bff_demo::PARTNER_CONFIG, bff_partner::app)
 }
 
 fn now() -> u64 {

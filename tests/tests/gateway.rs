@@ -107,7 +107,7 @@ async fn a_route_key_that_names_no_route_stops_the_bff_naming_it() {
     let load_with = |key: &str| {
         let mut overrides = Overrides::default();
         overrides.set(format!("routes.{key}.deadline"), "1s", "test");
-        let source = ConfigSource { name: "config/mobile.toml".into(), text: bff_mobile::DEFAULT_CONFIG.into() };
+        let source = ConfigSource { name: "config/mobile.toml".into(), text: bff_demo::MOBILE_CONFIG.into() };
         load(&source, &overrides).unwrap()
     };
     let build = |config| async move { Gateway::builder(config).source("config/mobile.toml").build().await.unwrap() };

@@ -9,11 +9,11 @@ use bff_core::testing::RedisServer;
 use common::{Stack, StackBuilder, eventually, problem};
 
 fn mobile() -> StackBuilder {
-    StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+    StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app)
 }
 
 fn partner() -> StackBuilder {
-    StackBuilder::new(bff_partner::DEFAULT_CONFIG, bff_partner::app)
+    StackBuilder::new(bff_demo::PARTNER_CONFIG, bff_partner::app)
 }
 
 async fn as_user(stack: &Stack, user: &str) -> reqwest::Response {
@@ -202,7 +202,7 @@ async fn with_on_error_deny_a_stopped_redis_refuses_limited_requests_until_it_is
 #[tokio::test]
 async fn a_bad_redis_url_is_reported_at_start_up() {
     let config = bff_core::config::load(
-        &bff_core::config::ConfigSource { name: "partner.toml".into(), text: bff_partner::DEFAULT_CONFIG.into() },
+        &bff_core::config::ConfigSource { name: "partner.toml".into(), text: bff_demo::PARTNER_CONFIG.into() },
         bff_core::config::Overrides::default().set("redis.url", "redis://127.0.0.1:1", "BFF_REDIS__URL"),
     )
     .expect("the URL itself is well-formed");
@@ -223,9 +223,9 @@ async fn limits_on_routes_they_cannot_apply_to_are_refused_at_start_up() {
     ];
     for (key, routes, kind, expected) in cases {
         let (config, app): (&str, App) = if kind == "client" {
-            (bff_partner::DEFAULT_CONFIG, bff_partner::app)
+            (bff_demo::PARTNER_CONFIG, bff_partner::app)
         } else {
-            (bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+            (bff_demo::MOBILE_CONFIG, bff_mobile::app)
         };
         let mut overrides = bff_core::config::Overrides::default();
         overrides.set("rate_limits.x.key", kind, "test").set("rate_limits.x.rate", "1", "test");
@@ -241,7 +241,7 @@ async fn limits_on_routes_they_cannot_apply_to_are_refused_at_start_up() {
     let mut overrides = bff_core::config::Overrides::default();
     overrides.set("rate_limits.x.key", "client", "test").set("rate_limits.x.rate", "1", "test");
     overrides.set("rate_limits.x.per", "1s", "test");
-    let source = bff_core::config::ConfigSource { name: "mobile.toml".into(), text: bff_mobile::DEFAULT_CONFIG.into() };
+    let source = bff_core::config::ConfigSource { name: "mobile.toml".into(), text: bff_demo::MOBILE_CONFIG.into() };
     let error = bff_core::config::load(&source, &overrides).unwrap_err();
     assert_eq!(error.key.as_deref(), Some("rate_limits.x.key"));
     assert!(error.message.contains("api_keys"), "{error}");
@@ -259,8 +259,7 @@ async fn limits_are_shared_over_tls_with_the_ca_configured() {
     // The test CA is not in the platform's store: refused at start-up, naming the key.
     let mut overrides = bff_core::config::Overrides::default();
     overrides.set("redis.url", redis.url(), "test");
-    let source =
-        bff_core::config::ConfigSource { name: "partner.toml".into(), text: bff_partner::DEFAULT_CONFIG.into() };
+    let source = bff_core::config::ConfigSource { name: "partner.toml".into(), text: bff_demo::PARTNER_CONFIG.into() };
     let config = bff_core::config::load(&source, &overrides).expect("loads");
     let error = bff_core::Gateway::builder(config).build().await.unwrap_err().to_string();
     assert!(error.contains("redis.url") && error.contains("cannot connect"), "{error}");

@@ -11,7 +11,7 @@ use bff_core::testing::RedisServer;
 use common::StackBuilder;
 
 fn mobile() -> StackBuilder {
-    StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+    StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app)
 }
 
 /// Log lines written to memory.
@@ -141,7 +141,7 @@ fn no_credential_reaches_a_log_line() {
             runtime.block_on(async {
                 // Partner keys, good and bad, with quotas counted in a Redis that requires a
                 // password and then goes away (its errors are logged; the password must not be).
-                let partner = StackBuilder::new(bff_partner::DEFAULT_CONFIG, bff_partner::app)
+                let partner = StackBuilder::new(bff_demo::PARTNER_CONFIG, bff_partner::app)
                     .set("redis.url", &format!("\"{}\"", redis.url()))
                     .set("redis.timeout", "\"200ms\"")
                     .start()

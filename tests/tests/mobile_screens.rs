@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use services_mock::{Faults, Service, data};
 
 fn mobile() -> StackBuilder {
-    StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+    StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app)
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 fn mobile() -> StackBuilder {
-    StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+    StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app)
 }
 
 /// A `traceparent` as W3C writes it: `(trace id, span id, flags)`.
@@ -111,7 +111,7 @@ async fn a_public_edge_can_refuse_clients_traces() {
 
 #[tokio::test]
 async fn a_passthrough_route_sends_the_trace_not_the_clients_headers() {
-    let stack = StackBuilder::new(bff_web::DEFAULT_CONFIG, bff_web::app).start().await;
+    let stack = StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app).start().await;
     stack.reset_stats();
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-00");
     let response = stack
@@ -147,7 +147,7 @@ async fn bad_tracing_settings_name_their_key() {
         let mut overrides = bff_core::config::Overrides::default();
         overrides.set(key.to_owned(), value.to_owned(), "test");
         let source =
-            bff_core::config::ConfigSource { name: "mobile.toml".into(), text: bff_mobile::DEFAULT_CONFIG.into() };
+            bff_core::config::ConfigSource { name: "mobile.toml".into(), text: bff_demo::MOBILE_CONFIG.into() };
         let error = bff_core::config::load(&source, &overrides).expect_err(key).to_string();
         assert!(error.contains(expected), "{key} = {value}: {error}");
     }
@@ -227,7 +227,7 @@ fn every_dashboard_query_is_valid_promql() {
 #[tokio::test]
 async fn the_exposition_passes_promtool_with_every_family_described() {
     // Series of every kind: requests served, refused, degraded, proxied; upstream calls retried.
-    let stack = StackBuilder::new(bff_web::DEFAULT_CONFIG, bff_web::app).start().await;
+    let stack = StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app).start().await;
     stack.set_faults(Service::Orders, Faults { fail_every: 2, ..Faults::default() }).await;
     for path in ["/web/home", "/web/home", "/web/products/SKU-0002", "/api/catalog/products/SKU-0002", "/nope"] {
         let _ = stack.get(path).await;

@@ -128,7 +128,7 @@ async fn get_in_trace(
 }
 
 fn mobile(collector: &TestServer) -> StackBuilder {
-    StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+    StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app)
         .set("tracing.otlp_endpoint", &format!("\"{}\"", collector.url("")))
         .set("tracing.service_name", "\"mobile-bff\"")
         .set("tracing.headers", "{ \"x-collector-key\" = \"k-123\" }")
@@ -384,7 +384,7 @@ async fn a_traces_endpoint_is_used_as_it_is() {
     let collector = Collector::default();
     let router = Router::new().route("/otlp/spans", post(receive)).with_state(collector.clone());
     let receiver = TestServer::start(router).await;
-    let stack = StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+    let stack = StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app)
         .set("tracing.otlp_endpoint", "\"http://127.0.0.1:9\"")
         .set("tracing.otlp_traces_endpoint", &format!("\"{}\"", receiver.url("/otlp/spans")))
         .start()
@@ -397,7 +397,7 @@ async fn a_traces_endpoint_is_used_as_it_is() {
 #[tokio::test]
 async fn a_dead_collector_fails_no_request_and_its_spans_are_counted_as_dropped() {
     let closed = common::closed_port().await;
-    let stack = StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+    let stack = StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app)
         .set("tracing.otlp_endpoint", &format!("\"http://127.0.0.1:{}\"", closed.port))
         .set("tracing.queue_size", "4")
         .start()

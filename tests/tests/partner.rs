@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use services_mock::{Faults, Service, data};
 
 fn partner() -> StackBuilder {
-    StackBuilder::new(bff_partner::DEFAULT_CONFIG, bff_partner::app)
+    StackBuilder::new(bff_demo::PARTNER_CONFIG, bff_partner::app)
 }
 
 async fn get(stack: &Stack, path: &str) -> reqwest::Response {

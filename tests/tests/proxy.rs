@@ -13,7 +13,7 @@ use services_mock::services::streams::file_byte;
 use sha2::{Digest, Sha256};
 
 async fn web() -> Stack {
-    StackBuilder::new(bff_web::DEFAULT_CONFIG, bff_web::app).start().await
+    StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app).start().await
 }
 
 /// The process's resident memory, in bytes.
@@ -195,7 +195,7 @@ async fn web_with_small_uploads() -> Stack {
     let config = format!(
         "{}\n[[proxy]]\npath = \"/api/small-uploads\"\nmethods = [\"PUT\"]\nupstream = \"catalog\"\n\
          rewrite = \"/uploads\"\naccess = \"scope:profile\"\nmax_body_bytes = 1000\n",
-        bff_web::DEFAULT_CONFIG
+        bff_demo::WEB_CONFIG
     );
     StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app).start().await
 }
@@ -311,13 +311,13 @@ async fn no_spelling_of_a_path_reaches_the_mocks_admin_routes() {
 async fn a_route_over_a_handler_route_stops_the_bff_naming_both() {
     let config = format!(
         "{}\n[[proxy]]\npath = \"/web/*\"\nupstream = \"catalog\"\naccess = \"public\"\n",
-        bff_web::DEFAULT_CONFIG
+        bff_demo::WEB_CONFIG
     );
     let source = bff_core::config::ConfigSource { name: "web.toml".into(), text: config };
     let config = bff_core::config::load(&source, &Default::default()).unwrap();
     let gateway = bff_core::Gateway::builder(config).source("web.toml").build().await.unwrap();
     let error = bff_web::app(&gateway).unwrap_err().to_string();
-    let added = bff_web::DEFAULT_CONFIG.matches("[[proxy]]").count();
+    let added = bff_demo::WEB_CONFIG.matches("[[proxy]]").count();
     assert!(error.contains("web.toml") && error.contains(&format!("proxy[{added}].path")), "{error}");
     assert!(error.contains(&format!("`/web/*` (proxy[{added}])")) && error.contains("handler route `/web/"), "{error}");
 }
@@ -329,7 +329,7 @@ async fn a_weighted_split_shares_requests_and_a_matched_header_picks_one_upstrea
          rewrite = \"/products/{{rest}}\"\naccess = \"public\"\n\
          [[proxy]]\npath = \"/api/split/{{*rest}}\"\nmethods = [\"GET\"]\nupstream = \"inventory\"\n\
          match_header = {{ \"x-canary\" = \"1\" }}\nrewrite = \"/products/{{rest}}\"\naccess = \"public\"\n",
-        bff_web::DEFAULT_CONFIG
+        bff_demo::WEB_CONFIG
     );
     let stack = StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app).start().await;
     // Calls per upstream, as the gateway counts them (the inventory answers these paths 404).
@@ -365,7 +365,7 @@ async fn a_websocket_is_tunnelled_for_the_verified_user_and_closed_on_shutdown()
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     let mut stack =
-        StackBuilder::new(bff_web::DEFAULT_CONFIG, bff_web::app).set("server.shutdown_grace", "1s").start().await;
+        StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app).set("server.shutdown_grace", "1s").start().await;
     let url = format!("ws://{}/api/notifications/ws", stack.bff.addr);
     let open = |token: Option<String>| {
         let mut request = url.as_str().into_client_request().unwrap();
@@ -410,7 +410,7 @@ async fn a_websocket_is_tunnelled_for_the_verified_user_and_closed_on_shutdown()
 async fn web_with_legacy_and_a_limit() -> Stack {
     let config = format!(
         "{}\n[[proxy]]\npath = \"/api/legacy/*\"\nupstream = \"catalog\"\nrewrite = \"/\"\naccess = \"public\"\n",
-        bff_web::DEFAULT_CONFIG
+        bff_demo::WEB_CONFIG
     );
     StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app)
         .set("rate_limits.files.key", "ip")
@@ -495,7 +495,7 @@ async fn a_route_for_a_host_comes_before_any_host_routes_with_its_own_access_lim
          rewrite = \"/stock/{{sku}}\"\naccess = \"authenticated\"\n\
          [rate_limits.canary]\nkey = \"user\"\nrate = 1\nper = \"60s\"\nroutes = [\"{ROUTE}\"]\n\
          [routes.\"{ROUTE}\"]\ndeadline = \"2s\"\n",
-        bff_web::DEFAULT_CONFIG
+        bff_demo::WEB_CONFIG
     );
     let stack = StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app).start().await;
     let get = |host: &str, token: Option<String>| {

@@ -39,7 +39,7 @@ async fn routes_reload_from_the_file_and_on_sighup_and_a_broken_file_changes_not
     let dir = std::env::temp_dir().join(format!("bff-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("web.toml");
-    std::fs::write(&path, bff_web::DEFAULT_CONFIG).unwrap();
+    std::fs::write(&path, bff_demo::WEB_CONFIG).unwrap();
     let load = loader(path.clone(), mocks.config_overrides());
     let (config, source) = load().unwrap();
     let gateway = bff_core::Gateway::builder(config).source(source).build().await.unwrap();
@@ -62,7 +62,7 @@ async fn routes_reload_from_the_file_and_on_sighup_and_a_broken_file_changes_not
     let file_loader = loader(path.clone(), mocks.config_overrides());
     let watching = Reloader::new(&gateway, bff_web::app, router.clone(), file_loader)
         .watch(Some(path.clone()), Duration::from_millis(20));
-    std::fs::write(&path, format!("{}{MORE}", bff_web::DEFAULT_CONFIG)).unwrap();
+    std::fs::write(&path, format!("{}{MORE}", bff_demo::WEB_CONFIG)).unwrap();
     let added =
         common::eventually(Duration::from_secs(30), || async { status("/api/more/SKU-0001").await == 200 }).await;
     assert!(added, "the new route never answered");
@@ -73,16 +73,15 @@ async fn routes_reload_from_the_file_and_on_sighup_and_a_broken_file_changes_not
     watching.abort();
 
     // A broken file: refused, naming the key; the table in force keeps serving.
-    std::fs::write(&path, format!("{}{}", bff_web::DEFAULT_CONFIG, MORE.replace("\"catalog\"", "\"catalogue\"")))
-        .unwrap();
+    std::fs::write(&path, format!("{}{}", bff_demo::WEB_CONFIG, MORE.replace("\"catalog\"", "\"catalogue\""))).unwrap();
     let error = reloader.reload().await.expect_err("a route to an unknown upstream").to_string();
-    let added = bff_web::DEFAULT_CONFIG.matches("[[proxy]]").count();
+    let added = bff_demo::WEB_CONFIG.matches("[[proxy]]").count();
     assert!(error.contains(&format!("proxy[{added}].upstream")) && error.contains("catalogue"), "{error}");
     assert_eq!(status("/api/more/SKU-0001").await, 200);
     assert_eq!(status("/api/catalog/products/SKU-0001").await, 200);
 
     // SIGHUP: the file as shipped again, without the extra route.
-    std::fs::write(&path, bff_web::DEFAULT_CONFIG).unwrap();
+    std::fs::write(&path, bff_demo::WEB_CONFIG).unwrap();
     let watching = reloader.watch(None, Duration::from_secs(3600));
     // Sent until it is seen: the watcher's handler may not be listening yet (the process's is,
     // since the first watcher).

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
 fn mobile() -> StackBuilder {
-    StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+    StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app)
 }
 
 /// Reads until the server closes the connection; how long that took, or `None` past `within`.
@@ -182,7 +182,7 @@ fn metric(metrics: &str, series: &str) -> Option<f64> {
 async fn a_zero_window_flood_is_held_to_the_unsent_budget() {
     const CONNECTIONS: usize = 20;
     const BUDGET: usize = 256 * 1024;
-    let stack = StackBuilder::new(bff_partner::DEFAULT_CONFIG, bff_partner::app)
+    let stack = StackBuilder::new(bff_demo::PARTNER_CONFIG, bff_partner::app)
         .set("server.h2_max_unsent_bytes", &BUDGET.to_string())
         // All hundred streams reach the budget (the default stream limit would refuse some first).
         .set("server.h2_max_concurrent_streams", "100")

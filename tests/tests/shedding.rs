@@ -10,7 +10,7 @@ use services_mock::Service;
 
 #[tokio::test]
 async fn over_the_cap_a_request_is_shed_at_once_and_health_still_answers() {
-    let stack = StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+    let stack = StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app)
         .set("server.max_in_flight_requests", "2")
         .start()
         .await;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use services_mock::{Service, data};
 
 fn web() -> StackBuilder {
-    StackBuilder::new(bff_web::DEFAULT_CONFIG, bff_web::app)
+    StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app)
 }
 
 /// The user record as the web app sees it: everything but the partner account it belongs to.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use services_mock::{Service, data};
 
 fn mobile() -> StackBuilder {
-    StackBuilder::new(bff_mobile::DEFAULT_CONFIG, bff_mobile::app)
+    StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app)
 }
 
 /// A sku with nothing in stock (`data::stock`: available = index * 13 % 25).
@@ -143,7 +143,7 @@ async fn bodies_are_typed_bounded_and_authenticated() {
 
 #[tokio::test]
 async fn web_marks_notifications_read() {
-    let stack = StackBuilder::new(bff_web::DEFAULT_CONFIG, bff_web::app).start().await;
+    let stack = StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app).start().await;
     assert_ne!(data::unread_count(42), 0);
     let response = post(&stack, "/web/notifications/read", &json!({}), None).await;
     assert_eq!(response.status(), 200);
@@ -153,7 +153,7 @@ async fn web_marks_notifications_read() {
 }
 
 fn partner() -> StackBuilder {
-    StackBuilder::new(bff_partner::DEFAULT_CONFIG, bff_partner::app)
+    StackBuilder::new(bff_demo::PARTNER_CONFIG, bff_partner::app)
 }
 
 async fn partner_post(stack: &Stack, body: &Value, key: Option<&str>) -> reqwest::Response {

@@ -50,7 +50,8 @@ impl Overrides {
     /// variables `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
     /// `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER_ARG` set `tracing.otlp_endpoint`,
     /// `.otlp_traces_endpoint`, `.service_name` and `.sample_ratio` (a `BFF_` variable for the
-    /// same key wins).
+    /// same key wins). A name the file spells with `-` (`[rate_limits.per-user]`) is addressed
+    /// with `_`: `BFF_RATE_LIMITS__PER_USER__RATE`.
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut overrides = Self::default();
         let mut standard = Self::default();
@@ -62,7 +63,7 @@ impl Overrides {
             let Some(rest) = name.strip_prefix("BFF_") else {
                 continue;
             };
-            if rest.is_empty() || rest == "CONFIG" || rest.starts_with("MOCK_") {
+            if rest.is_empty() || rest == "CONFIG" {
                 continue;
             }
             let key = rest.split("__").map(str::to_lowercase).collect::<Vec<_>>().join(".");
@@ -145,7 +146,11 @@ pub fn load(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Conf
         key: None,
         message: e.to_string(),
     })?;
-    for entry in &overrides.entries {
+    // Each key as the file spells it (`per-user` for a variable's `PER_USER`), for applying and
+    // for blaming.
+    let mut overrides = overrides.clone();
+    for entry in &mut overrides.entries {
+        entry.key = spelled_as_in(&table, &entry.key);
         if entry.only_existing && !has_parent(&table, &entry.key) {
             continue;
         }
@@ -163,6 +168,26 @@ pub fn load(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Conf
     })?;
     config.validate().map_err(|(key, message)| ConfigError::key(blame(&key), key, message))?;
     Ok(config)
+}
+
+/// `key` with each part that the table does not have but has with `-` for `_` (a variable
+/// cannot spell a dash: `BFF_RATE_LIMITS__PER_USER__RATE` for `rate_limits.per-user.rate`)
+/// spelled the table's way. A part the table has as it is stays as it is, and a new name keeps
+/// its underscores.
+fn spelled_as_in(table: &Table, key: &str) -> String {
+    let mut current = Some(table);
+    let mut parts = Vec::new();
+    for part in key.split('.') {
+        let spelled = match current {
+            Some(t) if !t.contains_key(part) && part.contains('_') => {
+                t.keys().find(|k| k.replace('-', "_") == part).map_or(part, String::as_str)
+            }
+            _ => part,
+        };
+        current = current.and_then(|t| t.get(spelled)).and_then(Value::as_table);
+        parts.push(spelled);
+    }
+    parts.join(".")
 }
 
 fn parse_value(raw: &str) -> Value {
@@ -228,6 +253,11 @@ url = "http://127.0.0.1:7001"
         assert_eq!(config.defaults.timeout.as_millis(), 500);
         assert_eq!(config.defaults.deadline.as_secs(), 2);
         assert_eq!(config.upstreams["users"].url.first().as_str(), "http://127.0.0.1:7001/");
+        // The defaults in code are the production ones: resilience and shedding on.
+        assert_eq!(config.defaults.retry.attempts, 3);
+        assert!(config.defaults.breaker.enabled);
+        assert_eq!(config.defaults.max_in_flight, 1024);
+        assert_eq!(config.server.max_in_flight_requests, 4096);
     }
 
     #[test]
@@ -377,8 +407,32 @@ url = "http://127.0.0.1:7001"
             let err = load(&source(&format!("{BASE}{section}\n")), &Overrides::default()).unwrap_err();
             assert_eq!(err.key.as_deref(), Some(key), "{section}: {err}");
         }
-        let on = load(&source(&format!("{BASE}[defaults.breaker]\n")), &Overrides::default()).unwrap();
-        assert_eq!(on.defaults.breaker, Some(crate::config::BreakerConfig::default()));
+        let on = load(&source(BASE), &Overrides::default()).unwrap();
+        assert_eq!(on.defaults.breaker, crate::config::BreakerConfig::default(), "on by default");
+        assert!(on.defaults.breaker.enabled);
+        let off = load(&source(&format!("{BASE}[defaults.breaker]\nenabled = false\n")), &Overrides::default());
+        assert!(!off.unwrap().defaults.breaker.enabled);
+    }
+
+    #[test]
+    fn a_variable_addresses_a_name_with_dashes_by_its_underscores() {
+        let text = format!(
+            "{BASE}[rate_limits.per-user]\nkey = \"ip\"\nrate = 100\nper = \"1m\"\n\
+             [rate_limits.per_ip]\nkey = \"ip\"\nrate = 5\nper = \"1s\"\n"
+        );
+        let env = Overrides::from_env([
+            ("BFF_RATE_LIMITS__PER_USER__RATE".to_owned(), "7".to_owned()),
+            ("BFF_RATE_LIMITS__PER_IP__RATE".to_owned(), "9".to_owned()),
+        ]);
+        let config = load(&source(&text), &env).unwrap();
+        assert_eq!(config.rate_limits.len(), 2, "no new `per_user` limit");
+        assert_eq!(config.rate_limits["per-user"].rate.get(), 7);
+        assert_eq!(config.rate_limits["per_ip"].rate.get(), 9, "a name with underscores stays as it is");
+        // A bad value names the key as the file spells it, and the variable.
+        let env = Overrides::from_env([("BFF_RATE_LIMITS__PER_USER__RATE".to_owned(), "many".to_owned())]);
+        let err = load(&source(&text), &env).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("rate_limits.per-user.rate"), "{err}");
+        assert_eq!(err.source, "environment variable BFF_RATE_LIMITS__PER_USER__RATE");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod values;
 
 mod limits;
 mod load;
+mod print;
 mod proxy;
 mod resilience;
 
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use limits::QUOTA_POLICY;
 pub use limits::{LimitKeyKind, OnRedisError, QuotaConfig, RateLimitConfig, RedisConfig, RedisUrl};
 pub use load::{ConfigError, ConfigSource, Overrides, load};
+pub use print::redacted;
 pub use proxy::{HeaderEdits, ProxyRouteConfig, ProxyUpstream};
 pub use resilience::{BreakerConfig, OutlierConfig, RetryConfig};
 pub(crate) use values::MAX_INSTANCES;
@@ -158,8 +160,9 @@ pub struct ServerConfig {
     #[serde(default = "default_h2_max_send_buf_bytes")]
     pub h2_max_send_buf_bytes: usize,
     /// Load shedding: the most requests handled at once; one more is a `503 OVERLOADED` with
-    /// `Retry-After`, at once (`/healthz` and the admin listener are never shed). 0: no cap.
-    #[serde(default)]
+    /// `Retry-After`, at once (`/healthz` and the admin listener are never shed). Default
+    /// 4,096; 0: no cap.
+    #[serde(default = "default_max_in_flight_requests")]
     pub max_in_flight_requests: usize,
     /// The peers (load balancers, CDNs) whose `X-Forwarded-For` is believed, as networks
     /// (`10.0.0.0/8`) or addresses; from any other peer the header is ignored and the
@@ -189,7 +192,7 @@ impl Default for ServerConfig {
             h2_max_concurrent_streams: default_h2_max_concurrent_streams(),
             h2_max_unsent_bytes: default_h2_max_unsent_bytes(),
             h2_max_send_buf_bytes: default_h2_max_send_buf_bytes(),
-            max_in_flight_requests: 0,
+            max_in_flight_requests: default_max_in_flight_requests(),
             trusted_proxies: Vec::new(),
             drain_delay: default_drain_delay(),
             shutdown_grace: default_shutdown_grace(),
@@ -202,6 +205,10 @@ impl ServerConfig {
     pub fn connections_per_ip(&self) -> usize {
         self.max_connections_per_ip.unwrap_or(self.max_connections / 10).max(1)
     }
+}
+
+fn default_max_in_flight_requests() -> usize {
+    4096
 }
 
 fn default_header_read_timeout() -> Duration {
@@ -485,17 +492,18 @@ pub struct Defaults {
     /// The HTTP version of upstream calls.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
-    /// Retries of failed calls (off unless `attempts` is over 1).
+    /// Retries of failed calls: 3 attempts in all by default, within a budget (`attempts = 1`
+    /// turns them off).
     #[serde(default)]
     pub retry: RetryConfig,
-    /// The bulkhead: the most calls in flight to one upstream; a call over it fails at once
-    /// (`503 UPSTREAM_OVERLOADED`, or its optional part degrades) instead of queueing. Absent
-    /// or 0: no cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_in_flight: Option<usize>,
-    /// The circuit breaker of every upstream; absent: none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub breaker: Option<BreakerConfig>,
+    /// The bulkhead: the most calls in flight to one upstream (default 1,024); a call over it
+    /// fails at once (`503 UPSTREAM_OVERLOADED`, or its optional part degrades) instead of
+    /// queueing. 0: no cap.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// The circuit breaker of every upstream: on by default (`enabled = false` turns it off).
+    #[serde(default)]
+    pub breaker: BreakerConfig,
     /// Outlier ejection among an upstream's instances (when it has several).
     #[serde(default)]
     pub outlier: OutlierConfig,
@@ -514,12 +522,16 @@ impl Default for Defaults {
             pool_max_idle_per_host: default_pool_max_idle(),
             protocol: UpstreamProtocol::default(),
             retry: RetryConfig::default(),
-            max_in_flight: None,
-            breaker: None,
+            max_in_flight: default_max_in_flight(),
+            breaker: BreakerConfig::default(),
             outlier: OutlierConfig::default(),
             coalesce: false,
         }
     }
+}
+
+fn default_max_in_flight() -> usize {
+    1024
 }
 
 fn default_timeout() -> Duration {
@@ -752,8 +764,8 @@ impl Config {
         let defaults = &self.defaults;
         defaults.retry.validate("defaults.retry")?;
         defaults.outlier.validate("defaults.outlier")?;
-        if let Some(breaker) = &defaults.breaker {
-            breaker.validate("defaults.breaker")?;
+        {
+            defaults.breaker.validate("defaults.breaker")?;
         }
         for (name, upstream) in &self.upstreams {
             if let Some(retry) = &upstream.retry {

@@ -61,7 +61,7 @@ impl RetryConfig {
 }
 
 fn default_retry_attempts() -> u32 {
-    1
+    3
 }
 
 fn default_retry_statuses() -> Vec<u16> {
@@ -86,7 +86,8 @@ fn default_budget_min_per_sec() -> u32 {
 
 /// When an upstream's circuit opens, and how it closes again (`upstream/breaker.rs`).
 ///
-/// Absent from `defaults` and the upstream: no breaker. Present: on, unless `enabled = false`.
+/// On by default for every upstream; `enabled = false` in `defaults.breaker` turns it off for all,
+/// in `upstreams.<name>.breaker` for one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {

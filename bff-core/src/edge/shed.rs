@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use metrics::Counter;
 use pin_project_lite::pin_project;
@@ -81,8 +81,7 @@ where
             Err(_) => {
                 self.layer.shed.increment(1);
                 let detail = format!("the gateway is at its limit of {} requests in flight", self.layer.cap);
-                let status = StatusCode::SERVICE_UNAVAILABLE;
-                let mut response = BffError::Rejected { status, code: "OVERLOADED", detail }.into_response();
+                let mut response = BffError::Unavailable { code: "OVERLOADED", detail }.into_response();
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
                 ShedFuture::Shed { response: Some(response) }
             }

@@ -29,7 +29,7 @@ where
     S: FnMut(Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<http::Response<Body>, UpstreamError>> + Send + 'static,
 {
-    upstream_with(name, UpstreamSettings { timeout, ..UpstreamSettings::default() }, service)
+    upstream_with(name, UpstreamSettings { timeout, ..UpstreamSettings::bare() }, service)
 }
 
 fn upstream_with<S, F>(name: &str, settings: UpstreamSettings, service: S) -> Upstream
@@ -87,7 +87,7 @@ fn fake_over(
             result
         }
     };
-    let settings = UpstreamSettings { timeout: Duration::from_secs(60), protocol, ..UpstreamSettings::default() };
+    let settings = UpstreamSettings { timeout: Duration::from_secs(60), protocol, ..UpstreamSettings::bare() };
     upstream_with(name, settings, service)
 }
 

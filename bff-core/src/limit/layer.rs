@@ -261,8 +261,7 @@ impl Table {
 /// `503 RATE_LIMIT_UNAVAILABLE`: limits cannot be counted and `redis.on_error` is `deny`.
 fn unavailable() -> Response {
     let detail = "rate limits cannot be checked right now".to_owned();
-    let status = StatusCode::SERVICE_UNAVAILABLE;
-    let mut response = BffError::Rejected { status, code: "RATE_LIMIT_UNAVAILABLE", detail }.into_response();
+    let mut response = BffError::Unavailable { code: "RATE_LIMIT_UNAVAILABLE", detail }.into_response();
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }

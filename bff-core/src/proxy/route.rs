@@ -216,7 +216,7 @@ pub(crate) fn choose<'a>(routes: &'a [Arc<ProxyRoute>], headers: &HeaderMap, met
 #[cfg(test)]
 pub(crate) fn test_route(index: usize, path: &str, host: Option<&str>, methods: &[Method]) -> Arc<ProxyRoute> {
     let metrics = crate::observe::metrics::Metrics::new();
-    let settings = crate::upstream::UpstreamSettings::default();
+    let settings = crate::upstream::UpstreamSettings::bare();
     let upstream = Upstream::new("catalog", &"http://127.0.0.1:9".parse().unwrap(), settings, &metrics);
     let policy = Route {
         pattern: path.into(),
@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn a_split_lands_in_proportion_to_its_weights() {
         let up = |name: &str| {
-            Upstream::new(name, &"http://127.0.0.1:9".parse().unwrap(), UpstreamSettings::default(), &Metrics::new())
+            Upstream::new(name, &"http://127.0.0.1:9".parse().unwrap(), UpstreamSettings::bare(), &Metrics::new())
         };
         let split = Target::split(vec![(up("stable"), 90), (up("canary"), 10), (up("off"), 0)]).unwrap();
         let landed: Vec<&str> = (0..100).map(|roll| split.pick_at(roll).name()).collect();

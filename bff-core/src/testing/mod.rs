@@ -1,6 +1,7 @@
 //! Helpers for tests: serve a router on `127.0.0.1:0` and stop it on demand, a private
 //! `redis-server`, and an HTTP/2 client that writes frames as they are ([`RawH2`]).
 
+pub mod binary;
 mod raw_h2;
 
 pub use raw_h2::{RawFrame, RawH2, frame, header_block};

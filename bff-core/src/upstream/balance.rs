@@ -378,7 +378,7 @@ mod tests {
                 })
             })
             .collect();
-        let settings = UpstreamSettings { retry, ..UpstreamSettings::default() };
+        let settings = UpstreamSettings { retry, ..UpstreamSettings::bare() };
         let metrics = Metrics::new();
         (Upstream::from_services("catalog", settings, instances, &metrics), failing, calls, metrics)
     }
@@ -449,7 +449,7 @@ mod tests {
                 })
             })
             .collect();
-        let up = Upstream::from_services("users", UpstreamSettings::default(), instances, &Metrics::new());
+        let up = Upstream::from_services("users", UpstreamSettings::bare(), instances, &Metrics::new());
         for _ in 0..100 {
             assert!(call(&up).await.is_err());
         }
@@ -462,7 +462,7 @@ mod tests {
         type Answer = std::future::Ready<Result<Response<Body>, BoxError>>;
         type Fake = tower::util::ServiceFn<fn(Request<Body>) -> Answer>;
         let none: Vec<Fake> = Vec::new();
-        let up = Upstream::from_services("nowhere", UpstreamSettings::default(), none, &Metrics::new());
+        let up = Upstream::from_services("nowhere", UpstreamSettings::bare(), none, &Metrics::new());
         assert_eq!(call(&up).await.unwrap_err().kind(), &super::super::UpstreamErrorKind::Connect);
     }
 
@@ -479,7 +479,7 @@ mod tests {
                 })
             })
             .collect();
-        let up = Upstream::from_services("wide", UpstreamSettings::default(), instances, &Metrics::new());
+        let up = Upstream::from_services("wide", UpstreamSettings::bare(), instances, &Metrics::new());
         for _ in 0..200 {
             call(&up).await.unwrap();
         }
@@ -506,7 +506,7 @@ mod tests {
                 })
             })
             .collect();
-        let up = Upstream::from_services("users", UpstreamSettings::default(), instances, &Metrics::new());
+        let up = Upstream::from_services("users", UpstreamSettings::bare(), instances, &Metrics::new());
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut held = Vec::new();
         // Once one call is stuck on the first, every pick of two prefers the second.

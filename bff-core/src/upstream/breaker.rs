@@ -392,7 +392,7 @@ mod tests {
                 Ok::<_, BoxError>(response)
             }
         });
-        let settings = UpstreamSettings { breaker: Some(breaker), ..UpstreamSettings::default() };
+        let settings = UpstreamSettings { breaker: Some(breaker), ..UpstreamSettings::bare() };
         (Upstream::from_service("users", settings, service, metrics), failing, calls)
     }
 
@@ -479,7 +479,7 @@ mod tests {
         });
         let settings = UpstreamSettings {
             breaker: Some(BreakerConfig { consecutive_failures: 3, ..config() }),
-            ..UpstreamSettings::default()
+            ..UpstreamSettings::bare()
         };
         let up = Upstream::from_service("users", settings, service, &Metrics::new());
         for _ in 0..3 {
@@ -560,7 +560,7 @@ mod tests {
             *response.status_mut() = StatusCode::NOT_FOUND;
             Ok::<_, BoxError>(response)
         });
-        let settings = UpstreamSettings { breaker: Some(config()), ..UpstreamSettings::default() };
+        let settings = UpstreamSettings { breaker: Some(config()), ..UpstreamSettings::bare() };
         let up = Upstream::from_service("users", settings, not_found, &Metrics::new());
         for _ in 0..30 {
             assert!(call(&up).await.unwrap_err().is_not_found());
@@ -586,7 +586,7 @@ mod tests {
         let settings = UpstreamSettings {
             breaker: Some(breaker),
             protocol: crate::config::UpstreamProtocol::Http2,
-            ..UpstreamSettings::default()
+            ..UpstreamSettings::bare()
         };
         let up = Upstream::from_service("users", settings, service, &Metrics::new());
         assert!(call(&up).await.is_err());

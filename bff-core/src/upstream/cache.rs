@@ -435,7 +435,7 @@ mod tests {
         let settings = UpstreamSettings {
             cache_bytes: Some(1 << 20),
             max_in_flight: std::num::NonZeroUsize::new(1),
-            ..UpstreamSettings::default()
+            ..UpstreamSettings::bare()
         };
         (Upstream::from_service("catalog", settings, service, &metrics), script, calls, metrics)
     }

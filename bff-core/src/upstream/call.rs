@@ -433,7 +433,7 @@ mod tests {
                 Ok::<_, super::super::BoxError>(response)
             }
         });
-        (Upstream::from_service("orders", UpstreamSettings::default(), service, &Metrics::new()), seen)
+        (Upstream::from_service("orders", UpstreamSettings::bare(), service, &Metrics::new()), seen)
     }
 
     async fn send<T: Decode>(call: Call<T>) -> Result<T, UpstreamError> {

@@ -198,8 +198,7 @@ mod tests {
         });
         let metrics = Metrics::new();
         // A bulkhead of two: followers wait without holding a place in it.
-        let settings =
-            UpstreamSettings { coalesce, max_in_flight: NonZeroUsize::new(2), ..UpstreamSettings::default() };
+        let settings = UpstreamSettings { coalesce, max_in_flight: NonZeroUsize::new(2), ..UpstreamSettings::bare() };
         (Upstream::from_service("catalog", settings, service, &metrics), gate, calls, metrics)
     }
 

@@ -154,7 +154,7 @@ mod tests {
         let settings = UpstreamSettings {
             hedge_after: Some(hedge_after),
             timeout: Duration::from_secs(5),
-            ..UpstreamSettings::default()
+            ..UpstreamSettings::bare()
         };
         (Upstream::from_services("reviews", settings, instances, &metrics), calls, metrics)
     }
@@ -189,7 +189,7 @@ mod tests {
             counted.fetch_add(1, Ordering::SeqCst);
             std::future::pending::<Result<Response<Body>, BoxError>>()
         });
-        let settings = UpstreamSettings { hedge_after: Some(Duration::from_millis(50)), ..UpstreamSettings::default() };
+        let settings = UpstreamSettings { hedge_after: Some(Duration::from_millis(50)), ..UpstreamSettings::bare() };
         let up = Upstream::from_service("reviews", settings, service, &Metrics::new());
         let start = Instant::now();
         let deadline = start + Duration::from_millis(30);

@@ -95,13 +95,26 @@ impl UpstreamSettings {
             pool_max_idle: defaults.pool_max_idle_per_host,
             protocol: upstream.protocol.unwrap_or(defaults.protocol),
             tls: None,
-            max_in_flight: upstream.max_in_flight.or(defaults.max_in_flight).and_then(NonZeroUsize::new),
+            max_in_flight: NonZeroUsize::new(upstream.max_in_flight.unwrap_or(defaults.max_in_flight)),
             retry: upstream.retry.clone().unwrap_or_else(|| defaults.retry.clone()),
-            breaker: upstream.breaker.as_ref().or(defaults.breaker.as_ref()).filter(|b| b.enabled).cloned(),
+            breaker: Some(upstream.breaker.as_ref().unwrap_or(&defaults.breaker)).filter(|b| b.enabled).cloned(),
             outlier: upstream.outlier.clone().unwrap_or_else(|| defaults.outlier.clone()),
             coalesce: upstream.coalesce.unwrap_or(defaults.coalesce),
             cache_bytes: upstream.cache_bytes.filter(|bytes| *bytes > 0),
             hedge_after: upstream.hedge_after,
+        }
+    }
+}
+
+impl UpstreamSettings {
+    /// Every resilience layer off (no retries, breaker or bulkhead): for a client with a policy
+    /// of its own (the JWKS fetch), and for tests that turn on the one layer they test.
+    pub(crate) fn bare() -> Self {
+        Self {
+            max_in_flight: None,
+            retry: RetryConfig { attempts: 1, ..RetryConfig::default() },
+            breaker: None,
+            ..Self::default()
         }
     }
 }
@@ -115,11 +128,11 @@ impl Default for UpstreamSettings {
             pool_max_idle: d.pool_max_idle_per_host,
             protocol: d.protocol,
             tls: None,
-            max_in_flight: None,
-            retry: RetryConfig::default(),
-            breaker: None,
-            outlier: OutlierConfig::default(),
-            coalesce: false,
+            max_in_flight: NonZeroUsize::new(d.max_in_flight),
+            retry: d.retry,
+            breaker: Some(d.breaker).filter(|b| b.enabled),
+            outlier: d.outlier,
+            coalesce: d.coalesce,
             cache_bytes: None,
             hedge_after: None,
         }

@@ -161,7 +161,7 @@ mod tests {
                 Ok::<_, BoxError>(response)
             }
         });
-        let settings = UpstreamSettings { retry, ..UpstreamSettings::default() };
+        let settings = UpstreamSettings { retry, ..UpstreamSettings::bare() };
         (Upstream::from_service("flaky", settings, service, &Metrics::new()), attempts)
     }
 
@@ -241,7 +241,7 @@ mod tests {
             ..RetryConfig::default()
         };
         let settings =
-            UpstreamSettings { timeout: Duration::from_millis(100), retry: no_backoff, ..UpstreamSettings::default() };
+            UpstreamSettings { timeout: Duration::from_millis(100), retry: no_backoff, ..UpstreamSettings::bare() };
         let up = Upstream::from_service("hangs", settings, hanging, &Metrics::new());
         let start = Instant::now();
         let call =

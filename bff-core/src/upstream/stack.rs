@@ -272,7 +272,7 @@ mod tests {
     #[tokio::test]
     async fn call_and_fanout_futures_stay_small() {
         let answer = |_: http::Request<Body>| async { Ok::<_, BoxError>(http::Response::new(Body::from("{}"))) };
-        let up = Upstream::from_service("x", UpstreamSettings::default(), tower::service_fn(answer), &Metrics::new());
+        let up = Upstream::from_service("x", UpstreamSettings::bare(), tower::service_fn(answer), &Metrics::new());
         let ctx = Ctx::detached(Duration::from_secs(1), 4);
         let call = up.get::<serde_json::Value>("/x").send(&ctx);
         assert!(size_of_val(&call) <= 40, "a call's future is {} bytes", size_of_val(&call));
@@ -299,7 +299,7 @@ mod tests {
                 Ok::<_, BoxError>(http::Response::new(Body::from("{}")))
             }
         };
-        let settings = UpstreamSettings { max_in_flight: NonZeroUsize::new(2), ..UpstreamSettings::default() };
+        let settings = UpstreamSettings { max_in_flight: NonZeroUsize::new(2), ..UpstreamSettings::bare() };
         let metrics = Metrics::new();
         let up = Upstream::from_service("orders", settings, tower::service_fn(answer), &metrics);
         let call = |up: &Upstream| {

@@ -88,7 +88,7 @@ mod tests {
                 Ok(Response::new(Body::from("{}")))
             }
         });
-        let settings = UpstreamSettings { protocol: UpstreamProtocol::Http2, ..UpstreamSettings::default() };
+        let settings = UpstreamSettings { protocol: UpstreamProtocol::Http2, ..UpstreamSettings::bare() };
         (Upstream::from_service("flaky", settings, service, &Metrics::new()), attempts)
     }
 
@@ -128,7 +128,7 @@ mod tests {
                 )
             }
         });
-        let settings = UpstreamSettings { protocol: UpstreamProtocol::Http2, ..UpstreamSettings::default() };
+        let settings = UpstreamSettings { protocol: UpstreamProtocol::Http2, ..UpstreamSettings::bare() };
         let upstream = Upstream::from_service("slow", settings, service, &Metrics::new());
         let start = Instant::now();
         let call = upstream.get::<serde_json::Value>("/x");
@@ -141,7 +141,7 @@ mod tests {
         // With room, each attempt is bounded by the per-try timeout instead.
         let hang =
             tower::service_fn(|_: Request<Body>| std::future::pending::<Result<Response<Body>, UpstreamError>>());
-        let settings = UpstreamSettings { timeout: Duration::from_millis(200), ..UpstreamSettings::default() };
+        let settings = UpstreamSettings { timeout: Duration::from_millis(200), ..UpstreamSettings::bare() };
         let upstream = Upstream::from_service("hang", settings, hang, &Metrics::new());
         let start = Instant::now();
         let call = upstream.get::<serde_json::Value>("/x");

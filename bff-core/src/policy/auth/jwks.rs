@@ -75,7 +75,7 @@ impl JwtVerifier {
             timeout: JWKS_FETCH_TIMEOUT,
             connect_timeout: JWKS_FETCH_TIMEOUT,
             pool_max_idle: 1,
-            ..UpstreamSettings::default()
+            ..UpstreamSettings::bare()
         };
         let issuer_host = Upstream::new("auth", &origin, settings, metrics);
         let jwks_path = config.jwks_url[url::Position::BeforePath..url::Position::AfterQuery].to_owned();

@@ -12,7 +12,7 @@ use crate::identity::REQUEST_ID;
 
 #[test]
 fn paths_and_queries_join_the_base() {
-    let settings = UpstreamSettings::default();
+    let settings = UpstreamSettings::bare();
     let t = |base: &str, path: &str| {
         let transport = HttpTransport::new(Arc::from("x"), &base.parse().unwrap(), &settings);
         transport.0.uri(path.parse().unwrap()).unwrap().to_string()
@@ -79,7 +79,7 @@ async fn call(transport: &HttpTransport, path: &str) -> Result<Bytes, UpstreamEr
 async fn a_body_in_many_frames_is_joined_and_the_request_carries_host_and_id() {
     crate::install_crypto_provider();
     let (base, served) = chunked_server(&["{\"a\":", "[1,2,", "3]}"]).await;
-    let transport = HttpTransport::new(Arc::from("chunky"), &base, &UpstreamSettings::default());
+    let transport = HttpTransport::new(Arc::from("chunky"), &base, &UpstreamSettings::bare());
     let body = call(&transport, "/things?x=1").await.unwrap();
     assert_eq!(&body[..], b"{\"a\":[1,2,3]}");
     let head = served.await.unwrap().to_ascii_lowercase();
@@ -111,7 +111,7 @@ async fn a_body_over_the_limit_fails_the_call_instead_of_filling_memory() {
             left -= n;
         }
     });
-    let transport = HttpTransport::new(Arc::from("big"), &base, &UpstreamSettings::default());
+    let transport = HttpTransport::new(Arc::from("big"), &base, &UpstreamSettings::bare());
     let error = call(&transport, "/").await.unwrap_err();
     assert_eq!(error.kind(), &UpstreamErrorKind::Transport);
     assert!(error.cause().unwrap().contains("length limit"), "{error:?}");
@@ -163,7 +163,7 @@ async fn recording_server(together: usize) -> (HttpUrl, Arc<Seen>) {
 }
 
 fn settings(protocol: UpstreamProtocol) -> UpstreamSettings {
-    UpstreamSettings { protocol, ..UpstreamSettings::default() }
+    UpstreamSettings { protocol, ..UpstreamSettings::bare() }
 }
 
 #[tokio::test]
