@@ -36,7 +36,7 @@ use crate::route_keys::{self, Patterns};
 use crate::routes::{Route, Routes};
 use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, Server, Signal, Tls, TlsError};
 use crate::shape::Shape;
-use crate::upstream::{Upstream, Upstreams};
+use crate::upstream::{Attempt, AttemptLayers, Body as UpstreamBody, BoxError, Upstream, Upstreams};
 
 /// A configured gateway: its upstream clients, policies and metrics, ready to wrap a BFF's routes.
 ///
@@ -55,6 +55,8 @@ pub struct Gateway {
     proxies: Proxies,
     /// Where sampled spans go, when `tracing.otlp_endpoint` is set; kept across reloads.
     spans: Option<SpanSink>,
+    /// The layers a BFF crate added around its upstreams' attempts; kept across reloads.
+    attempt_layers: AttemptLayers,
 }
 
 /// A BFF crate's `app`: its routes, wrapped by the gateway.
@@ -86,6 +88,7 @@ pub struct GatewayBuilder {
     source: String,
     metrics: Option<Metrics>,
     spans: Option<Option<SpanSink>>,
+    attempt_layers: AttemptLayers,
 }
 
 impl GatewayBuilder {
@@ -101,6 +104,34 @@ impl GatewayBuilder {
         self
     }
 
+    /// Adds `layer` around every attempt sent to the upstream `name`: request signing, a
+    /// credential of that upstream's own. It sits just around the HTTP client, inside the
+    /// per-try timeout and after the call headers and trace context are set, and runs once per
+    /// attempt (a retry passes through it again). Layers added for one upstream stack as
+    /// `ServiceBuilder` stacks them: the first added outermost. An upstream the configuration
+    /// does not have is a configuration error naming it.
+    ///
+    /// `bff-core/examples/outbound_layer.rs` signs every call to one upstream.
+    pub fn upstream_layer<L>(mut self, name: &str, layer: L) -> Self
+    where
+        L: tower::Layer<Attempt> + Send + Sync + 'static,
+        L::Service: tower::Service<http::Request<UpstreamBody>, Response = http::Response<UpstreamBody>, Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as tower::Service<http::Request<UpstreamBody>>>::Future: Send + 'static,
+    {
+        self.attempt_layers.add(name, layer);
+        self
+    }
+
+    /// Uses the layers of a gateway built before (on a reload).
+    pub(crate) fn attempt_layers(mut self, layers: AttemptLayers) -> Self {
+        self.attempt_layers = layers;
+        self
+    }
+
     /// Exports spans through `spans` (the previous gateway's, on a reload) instead of a sink of
     /// its own.
     pub(crate) fn spans(mut self, spans: Option<SpanSink>) -> Self {
@@ -111,11 +142,11 @@ impl GatewayBuilder {
     /// Checks the configuration and builds the upstream clients and policies. Must be called
     /// inside a Tokio runtime (the metrics upkeep runs on it).
     pub async fn build(self) -> Result<Gateway, BuildError> {
-        let Self { config, source, metrics, spans } = self;
+        let Self { config, source, metrics, spans, attempt_layers } = self;
         config.validate().map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
         let metrics = metrics.unwrap_or_default();
         metrics.spawn_upkeep();
-        let upstreams = Upstreams::from_config(&config, &metrics)
+        let upstreams = Upstreams::with_layers(&config, &metrics, &attempt_layers)
             .map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
         let claims: Vec<String> = config
             .rate_limits
@@ -151,19 +182,43 @@ impl GatewayBuilder {
         };
         let config = Arc::new(config);
         let source = Arc::from(source);
-        Ok(Gateway { config, source, upstreams, verifier, api_keys, metrics, readiness, tls, limits, proxies, spans })
+        Ok(Gateway {
+            config,
+            source,
+            upstreams,
+            verifier,
+            api_keys,
+            metrics,
+            readiness,
+            tls,
+            limits,
+            proxies,
+            spans,
+            attempt_layers,
+        })
     }
 }
 
 impl Gateway {
     /// Starts building a gateway from `config`.
     pub fn builder(config: Config) -> GatewayBuilder {
-        GatewayBuilder { config, source: "the configuration".to_owned(), metrics: None, spans: None }
+        GatewayBuilder {
+            config,
+            source: "the configuration".to_owned(),
+            metrics: None,
+            spans: None,
+            attempt_layers: AttemptLayers::default(),
+        }
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The layers added around its upstreams' attempts.
+    pub(crate) fn attempt_layers(&self) -> &AttemptLayers {
+        &self.attempt_layers
     }
 
     /// Where its sampled spans go (none without `tracing.otlp_endpoint`).

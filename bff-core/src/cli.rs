@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use tokio::net::TcpListener;
 
 pub use crate::app::App;
-use crate::app::{BuildError, Gateway};
+use crate::app::{BuildError, Gateway, GatewayBuilder};
 use crate::config::{Config, ConfigError, ConfigSource, LogFormat, Overrides, load, redacted};
 use crate::observe::logging;
 use crate::reload::{Load, Reloader};
@@ -57,7 +57,14 @@ struct Cli {
 }
 
 /// What a BFF binary tells the shared command line about itself.
+///
+/// ```
+/// use bff_core::cli::Spec;
+///
+/// const SPEC: Spec = Spec::new("bff-mobile", "The mobile app's BFF.", "config/mobile.toml");
+/// ```
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Spec {
     /// The binary's name, for messages (`bff-mobile`).
     pub name: &'static str,
@@ -66,6 +73,24 @@ pub struct Spec {
     /// The local-development config in the repository (`config/mobile.toml`), named when no
     /// config is given.
     pub dev_config: &'static str,
+    /// What the binary adds to its gateway before it is built (layers around an upstream's
+    /// attempts: [`GatewayBuilder::upstream_layer`]); nothing by default.
+    pub gateway: fn(GatewayBuilder) -> GatewayBuilder,
+}
+
+impl Spec {
+    /// A binary called `name`, described by `about`, whose local-development config is
+    /// `dev_config`.
+    pub const fn new(name: &'static str, about: &'static str, dev_config: &'static str) -> Self {
+        Self { name, about, dev_config, gateway: std::convert::identity }
+    }
+
+    /// Adds to the gateway before it is built, at start-up and on each reload:
+    /// `Spec::new(…).gateway(|builder| builder.upstream_layer("payments", Sign::new()))`.
+    pub const fn gateway(mut self, gateway: fn(GatewayBuilder) -> GatewayBuilder) -> Self {
+        self.gateway = gateway;
+        self
+    }
 }
 
 /// A BFF binary's whole `main`: installs `ring` as the process's crypto provider, parses flags,
@@ -95,7 +120,7 @@ pub async fn main(spec: Spec, app: App) -> ExitCode {
         };
     }
     if args.check_config {
-        return match check(config, &source, app).await {
+        return match check((spec.gateway)(Gateway::builder(config)), &source, app).await {
             Ok(()) => {
                 println!("{}: {source} is a configuration it can start with", spec.name);
                 ExitCode::SUCCESS
@@ -113,8 +138,8 @@ fn fail(spec: &Spec, error: &dyn fmt::Display, code: ExitCode) -> ExitCode {
 }
 
 /// What `--check-config` checks beyond loading: the gateway builds and the app finds what it needs.
-async fn check(config: Config, source: &str, app: App) -> Result<(), BuildError> {
-    let gateway = Gateway::builder(config).source(source).build().await?;
+async fn check(builder: GatewayBuilder, source: &str, app: App) -> Result<(), BuildError> {
+    let gateway = builder.source(source).build().await?;
     let _router = app(&gateway)?;
     Ok(())
 }
@@ -177,7 +202,7 @@ fn flag_overrides(args: &Args) -> Overrides {
 /// Builds the app, binds its listeners and serves until Ctrl-C or SIGTERM, reloading on SIGHUP
 /// and when the config file changes.
 async fn run(spec: Spec, args: Args, config: Config, source: String, app: App) -> ExitCode {
-    let bff = match Bff::bind(config, &source, app).await {
+    let bff = match Bff::bind_with((spec.gateway)(Gateway::builder(config)), &source, app).await {
         Ok(bff) => bff,
         Err(e) => return fail(&spec, &e, e.exit_code()),
     };
@@ -245,7 +270,12 @@ impl Bff {
     /// Builds the gateway from `config` (read from `source`), the app's router on it, and binds
     /// `listen` and `admin.listen`.
     pub async fn bind(config: Config, source: &str, app: App) -> Result<Self, StartError> {
-        let gateway = Gateway::builder(config).source(source).build().await?;
+        Self::bind_with(Gateway::builder(config), source, app).await
+    }
+
+    /// As [`Bff::bind`], with a gateway builder the caller added to (an upstream layer).
+    pub async fn bind_with(builder: GatewayBuilder, source: &str, app: App) -> Result<Self, StartError> {
+        let gateway = builder.source(source).build().await?;
         let router = ReloadableRouter::new(app(&gateway)?);
         let listen = gateway.config().listen;
         let public = TcpListener::bind(listen).await.map_err(|error| StartError::Listen {

@@ -43,7 +43,7 @@ pub mod fanout;
 pub mod idempotency;
 pub mod identity;
 mod limit;
-mod middleware;
+pub mod middleware;
 pub mod observe;
 pub mod policy;
 pub mod problem;

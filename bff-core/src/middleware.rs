@@ -1,9 +1,38 @@
-//! The gateway's own middleware, as tower layers without axum `from_fn`'s per-request boxing.
+//! Inbound policies: the traits the gateway's own policies are written with (the access check,
+//! the credentials layers, rate limits, shaping), open to a BFF crate for its own.
 //!
-//! `from_fn` re-boxes the inner service into a `BoxCloneSyncService` on every request and boxes
-//! the inner call's future again: three allocations per layer per request. A [`Middleware`] gets
-//! the inner service itself, so each layer costs one boxed future; a [`Guard`], which only lets a
-//! request through or answers it at once, costs none.
+//! - A [`Guard`] is a synchronous check: a request passes (perhaps adjusted) or is answered at
+//!   once. It costs no allocation.
+//! - A [`Middleware`] is an async step around the rest of the stack: the request in, the
+//!   response out. It gets the inner service itself and costs one boxed future a request (where
+//!   axum's `from_fn` costs three allocations).
+//!
+//! Put one on a BFF's routes with [`Routes::guard`](crate::Routes::guard) or
+//! [`Routes::middleware`](crate::Routes::middleware): it runs after the gateway's edge
+//! (credentials, access, limits), so it can read the caller's [`Identity`](crate::Identity).
+//!
+//! ```
+//! use axum::extract::Request;
+//! use axum::http::StatusCode;
+//! use axum::response::{IntoResponse, Response};
+//! use bff_core::middleware::Guard;
+//! use bff_core::{BffError, Identity};
+//!
+//! /// A caller may act on behalf of itself only: `X-On-Behalf-Of`, when sent, is its own id.
+//! #[derive(Clone)]
+//! struct OwnBehalf;
+//!
+//! impl Guard for OwnBehalf {
+//!     fn refuse(&self, request: &mut Request) -> Option<Response> {
+//!         let named = request.headers().get("x-on-behalf-of")?.as_bytes();
+//!         let own = request.extensions().get::<Identity>().map(|id| id.subject().as_bytes());
+//!         let detail = "X-On-Behalf-Of names another user";
+//!         (own != Some(named)).then(|| BffError::rejected(StatusCode::FORBIDDEN, "NOT_YOUR_BEHALF", detail).into_response())
+//!     }
+//! }
+//! ```
+//!
+//! `bff-core/examples/inbound_policy.rs` is a whole BFF with one.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
@@ -14,8 +43,8 @@ use axum::response::Response;
 use futures::future::{BoxFuture, Either};
 use tower::{Layer, Service};
 
-/// The inner service a middleware calls: the rest of the stack, down to the handler.
-pub(crate) trait Inner:
+/// The inner service a [`Middleware`] calls: the rest of the stack, down to the handler.
+pub trait Inner:
     Service<Request, Response = Response, Error = Infallible, Future: Send + 'static> + Send + 'static
 {
 }
@@ -26,22 +55,46 @@ impl<S> Inner for S where
 }
 
 /// An async step around the rest of the stack: the request in, the response out.
-pub(crate) trait Middleware: Clone + Send + Sync + 'static {
+///
+/// ```
+/// use std::future::Future;
+///
+/// use axum::extract::Request;
+/// use axum::http::HeaderValue;
+/// use axum::response::Response;
+/// use bff_core::middleware::{Inner, Middleware, run};
+///
+/// /// Says which region answered.
+/// #[derive(Clone)]
+/// struct Region(HeaderValue);
+///
+/// impl Middleware for Region {
+///     fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
+///         let region = self.0.clone();
+///         async move {
+///             let mut response = run(inner, request).await;
+///             response.headers_mut().insert("x-region", region);
+///             response
+///         }
+///     }
+/// }
+/// ```
+pub trait Middleware: Clone + Send + Sync + 'static {
     /// Handles `request`; `inner` (ready to be called once) runs the rest of the stack.
     fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static;
 }
 
-/// Calls `inner`, which is ready, with `request`.
-pub(crate) async fn run<S: Inner>(mut inner: S, request: Request) -> Response {
+/// Calls `inner`, which is ready, with `request`: the rest of the stack, from a [`Middleware`].
+pub async fn run<S: Inner>(mut inner: S, request: Request) -> Response {
     match inner.call(request).await {
         Ok(response) => response,
         Err(never) => match never {},
     }
 }
 
-/// The [`Layer`] of a [`Middleware`].
+/// The [`Layer`] of a [`Middleware`], for an axum `Router` of one's own.
 #[derive(Debug, Clone)]
-pub(crate) struct MiddlewareLayer<M>(pub(crate) M);
+pub struct MiddlewareLayer<M>(pub M);
 
 impl<M: Clone, S> Layer<S> for MiddlewareLayer<M> {
     type Service = WithMiddleware<M, S>;
@@ -53,7 +106,7 @@ impl<M: Clone, S> Layer<S> for MiddlewareLayer<M> {
 
 /// A service behind a [`Middleware`].
 #[derive(Debug, Clone)]
-pub(crate) struct WithMiddleware<M, S> {
+pub struct WithMiddleware<M, S> {
     middleware: M,
     inner: S,
 }
@@ -83,14 +136,14 @@ where
 /// A synchronous check in front of the rest of the stack: a request passes (perhaps adjusted, as
 /// the path normaliser does), or is answered at once with the guard's response. Its future is
 /// `Either` of a ready answer and the inner one.
-pub(crate) trait Guard: Clone + Send + Sync + 'static {
+pub trait Guard: Clone + Send + Sync + 'static {
     /// The answer refusing `request`, or `None` to let it through.
     fn refuse(&self, request: &mut Request) -> Option<Response>;
 }
 
-/// The [`Layer`] of a [`Guard`].
+/// The [`Layer`] of a [`Guard`], for an axum `Router` of one's own.
 #[derive(Debug, Clone)]
-pub(crate) struct GuardLayer<G>(pub(crate) G);
+pub struct GuardLayer<G>(pub G);
 
 impl<G: Clone, S> Layer<S> for GuardLayer<G> {
     type Service = Guarded<G, S>;
@@ -102,7 +155,7 @@ impl<G: Clone, S> Layer<S> for GuardLayer<G> {
 
 /// A service behind a [`Guard`].
 #[derive(Debug, Clone)]
-pub(crate) struct Guarded<G, S> {
+pub struct Guarded<G, S> {
     guard: G,
     inner: S,
 }

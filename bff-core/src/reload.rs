@@ -21,6 +21,7 @@ use crate::config::{Config, ConfigError};
 use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
 use crate::serve::{ReloadableRouter, Triggers, stamp};
+use crate::upstream::AttemptLayers;
 
 /// Loads the configuration again: its value and where it came from.
 pub type Load = Box<dyn Fn() -> Result<(Config, String), ConfigError> + Send + Sync>;
@@ -33,6 +34,8 @@ pub struct Reloader {
     metrics: Metrics,
     /// Where spans go: fixed at start.
     spans: Option<SpanSink>,
+    /// The layers the BFF crate added around its upstreams' attempts.
+    attempt_layers: AttemptLayers,
     /// The configuration the listeners were opened with.
     fixed: Config,
     ok: Counter,
@@ -52,7 +55,8 @@ impl Reloader {
         let counter = |result: &str| metrics.counter("bff_config_reloads_total", &[("result", result.to_owned())]);
         let (ok, rejected) = (counter("ok"), counter("rejected"));
         let spans = gateway.span_sink().cloned();
-        Self { app, load, router, fixed: gateway.config().clone(), metrics, spans, ok, rejected }
+        let attempt_layers = gateway.attempt_layers().clone();
+        Self { app, load, router, fixed: gateway.config().clone(), metrics, spans, attempt_layers, ok, rejected }
     }
 
     /// Loads, checks and builds the configuration again and serves its router; on failure
@@ -79,6 +83,7 @@ impl Reloader {
             .source(source.clone())
             .metrics(self.metrics.clone())
             .spans(self.spans.clone())
+            .attempt_layers(self.attempt_layers.clone())
             .build()
             .await?;
         let router = (self.app)(&gateway)?;

@@ -20,6 +20,8 @@ use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, Route as AxumRoute};
 use tower::{Layer, Service};
 
+use crate::middleware::{Guard, GuardLayer, Middleware, MiddlewareLayer};
+
 /// The access a route requires.
 ///
 /// Every route says which: `Access::public()` routes are reached without credentials (the
@@ -157,6 +159,18 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
             access: self.access,
             method_routers: self.method_routers,
         }
+    }
+
+    /// Puts every route so far behind `guard`, a check written as the gateway's own are
+    /// ([`middleware`](crate::middleware)); it runs after credentials, access and limits.
+    pub fn guard<G: Guard>(self, guard: G) -> Self {
+        self.layer(GuardLayer(guard))
+    }
+
+    /// Wraps every route so far in `middleware`, an async step written as the gateway's own are
+    /// ([`middleware`](crate::middleware)); it runs after credentials, access and limits.
+    pub fn middleware<M: Middleware>(self, middleware: M) -> Self {
+        self.layer(MiddlewareLayer(middleware))
     }
 
     /// Provides the routes' state (as [`Router::with_state`]).

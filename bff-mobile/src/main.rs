@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use bff_core::cli::Spec;
 
-const SPEC: Spec = Spec {
-    name: "bff-mobile",
-    about: "The mobile app's Backend-for-Frontend: small, flat payloads, one round trip per screen.",
-    dev_config: "config/mobile.toml",
-};
+const SPEC: Spec = Spec::new(
+    "bff-mobile",
+    "The mobile app's Backend-for-Frontend: small, flat payloads, one round trip per screen.",
+    "config/mobile.toml",
+);
 
 /// jemalloc, with its background thread: memory freed after a burst (a flood of connections) goes
 /// back to the system within seconds, where glibc's per-thread arenas keep it (bench/README.md,

@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use bff_core::cli::Spec;
 
-const SPEC: Spec = Spec {
-    name: "bff-partner",
-    about: "The partner API's Backend-for-Frontend: versioned, API keys, a frozen OpenAPI contract.",
-    dev_config: "config/partner.toml",
-};
+const SPEC: Spec = Spec::new(
+    "bff-partner",
+    "The partner API's Backend-for-Frontend: versioned, API keys, a frozen OpenAPI contract.",
+    "config/partner.toml",
+);
 
 /// jemalloc, with its background thread: memory freed after a burst (a flood of connections) goes
 /// back to the system within seconds, where glibc's per-thread arenas keep it (bench/README.md,

@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use bff_core::cli::Spec;
 
-const SPEC: Spec = Spec {
-    name: "bff-web",
-    about: "The web app's Backend-for-Frontend: rich payloads, CORS for the app's origins.",
-    dev_config: "config/web.toml",
-};
+const SPEC: Spec = Spec::new(
+    "bff-web",
+    "The web app's Backend-for-Frontend: rich payloads, CORS for the app's origins.",
+    "config/web.toml",
+);
 
 /// jemalloc, with its background thread: memory freed after a burst (a flood of connections) goes
 /// back to the system within seconds, where glibc's per-thread arenas keep it (bench/README.md,

@@ -7,6 +7,7 @@
 //! [`Streamed`] response.
 
 mod abandon;
+mod attempt;
 mod balance;
 mod body;
 mod breaker;
@@ -38,6 +39,8 @@ use std::time::Duration;
 use http::{Method, Request, Response};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+pub use attempt::Attempt;
+pub(crate) use attempt::AttemptLayers;
 pub use body::Body;
 pub use call::{Call, Decode, Reply, Streamed};
 pub use error::{UpstreamError, UpstreamErrorKind};
@@ -183,12 +186,29 @@ impl Upstream {
     /// An upstream with several identical instances at `bases` (each with its own connection
     /// pool), balanced with outlier ejection (`upstream/balance.rs`).
     pub fn instances(name: &str, bases: &[HttpUrl], settings: UpstreamSettings, metrics: &Metrics) -> Self {
+        Self::instances_with(name, bases, settings, metrics, &AttemptLayers::default())
+    }
+
+    /// As [`Upstream::instances`], each attempt inside the layers added for `name`.
+    fn instances_with(
+        name: &str,
+        bases: &[HttpUrl],
+        settings: UpstreamSettings,
+        metrics: &Metrics,
+        layers: &AttemptLayers,
+    ) -> Self {
         let name: Arc<str> = Arc::from(name);
-        let clients = bases
+        let clients: Vec<(String, transport::HttpTransport)> = bases
             .iter()
             .map(|base| (base.to_string(), transport::HttpTransport::new(name.clone(), base, &settings)))
             .collect();
-        Self::with_stack(name.clone(), &settings, stack::build(&name, &settings, clients, metrics), metrics)
+        let stack = if layers.has(&name) {
+            let wrapped = clients.into_iter().map(|(url, client)| (url, layers.wrap(&name, client))).collect();
+            stack::build(&name, &settings, wrapped, metrics)
+        } else {
+            stack::build(&name, &settings, clients, metrics)
+        };
+        Self::with_stack(name.clone(), &settings, stack, metrics)
     }
 
     /// An upstream whose innermost step is `service` instead of an HTTP client (an in-memory
@@ -276,13 +296,28 @@ impl Upstreams {
     ///
     /// Fails with the config key at fault and why when an upstream's TLS files cannot be used.
     pub fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, (String, String)> {
+        Self::with_layers(config, metrics, &AttemptLayers::default())
+    }
+
+    /// As [`Upstreams::from_config`], each upstream's attempts inside the layers added for it.
+    pub(crate) fn with_layers(
+        config: &Config,
+        metrics: &Metrics,
+        layers: &AttemptLayers,
+    ) -> Result<Self, (String, String)> {
+        if let Some(unknown) = layers.upstreams().find(|name| !config.upstreams.contains_key(*name)) {
+            let message =
+                "a layer is added for this upstream (`GatewayBuilder::upstream_layer`), but it is not configured";
+            return Err((format!("upstreams.{unknown}"), message.to_owned()));
+        }
         let mut by_name = BTreeMap::new();
         for (name, u) in &config.upstreams {
             let mut settings = UpstreamSettings::from_config(&config.defaults, u);
             if let Some(tls) = &u.tls {
                 settings.tls = Some(Arc::new(tls::client_config(name, tls)?));
             }
-            by_name.insert(name.clone(), (Upstream::instances(name, &u.url, settings, metrics), u.url.clone()));
+            let upstream = Upstream::instances_with(name, &u.url, settings, metrics, layers);
+            by_name.insert(name.clone(), (upstream, u.url.clone()));
         }
         Ok(Self { by_name: Arc::new(by_name) })
     }
