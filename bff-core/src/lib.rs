@@ -29,8 +29,6 @@
 //! }
 //! ```
 
-#![warn(missing_docs)]
-
 pub mod app;
 mod body;
 pub mod cli;

@@ -8,10 +8,10 @@ use bff_core::{Gateway, GatewayBuilder};
 use services_mock::{MockConfig, MockServices};
 
 /// A BFF serving on `127.0.0.1:0` over the mock services, stopped when dropped.
-pub struct Running {
-    pub base: String,
-    pub mocks: MockServices,
-    pub http: reqwest::Client,
+pub(crate) struct Running {
+    pub(crate) base: String,
+    pub(crate) mocks: MockServices,
+    pub(crate) http: reqwest::Client,
     serving: tokio::task::JoinHandle<()>,
 }
 
@@ -23,18 +23,18 @@ impl Drop for Running {
 
 impl Running {
     /// A bearer token from the mock issuer for user `subject` with `scope`.
-    pub fn token(&self, subject: &str, scope: &str) -> String {
+    pub(crate) fn token(&self, subject: &str, scope: &str) -> String {
         self.mocks.token(subject, scope, 60)
     }
 }
 
 /// Starts the mocks, then `app` on the config `text` with its upstreams pointed at them.
-pub async fn start(text: &str, app: App) -> Running {
+pub(crate) async fn start(text: &str, app: App) -> Running {
     start_with(text, std::convert::identity, app).await
 }
 
 /// As [`start`], with what `gateway` adds to the gateway builder.
-pub async fn start_with(text: &str, gateway: fn(GatewayBuilder) -> GatewayBuilder, app: App) -> Running {
+pub(crate) async fn start_with(text: &str, gateway: fn(GatewayBuilder) -> GatewayBuilder, app: App) -> Running {
     bff_core::install_crypto_provider();
     let mocks = services_mock::start(&MockConfig::ephemeral()).await.expect("the mock services start");
     let mut overrides = Overrides::default();

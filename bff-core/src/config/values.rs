@@ -97,7 +97,7 @@ via_str!(HttpUrl);
 pub struct UpstreamUrls(Vec<HttpUrl>);
 
 /// The most instances one upstream may list.
-pub const MAX_INSTANCES: usize = 64;
+pub(crate) const MAX_INSTANCES: usize = 64;
 
 impl UpstreamUrls {
     /// Instances at `urls`; `None` when there are none or more than 64.

@@ -24,7 +24,7 @@ pub(crate) use journal::{AttemptLog, Attempts};
 mod metrics;
 mod retry;
 mod snapshot;
-pub mod stack;
+mod stack;
 mod timeout;
 mod tls;
 mod transport;
@@ -44,7 +44,7 @@ pub(crate) use attempt::AttemptLayers;
 pub use body::Body;
 pub use call::{Call, Decode, Reply, Streamed};
 pub use error::{UpstreamError, UpstreamErrorKind};
-pub use stack::{CallContext, Outbound};
+pub(crate) use stack::{CallContext, Outbound};
 
 use crate::config::{
     BreakerConfig, Config, Defaults, HttpUrl, OutlierConfig, RetryConfig, UpstreamConfig, UpstreamProtocol,

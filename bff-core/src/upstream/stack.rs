@@ -67,7 +67,7 @@ use crate::observe::trace_context::TraceContext;
 /// two allocations a call), the stack sits behind an `Arc`, and a call clones the concrete stack
 /// (reference counts only) into its one boxed future.
 #[derive(Clone)]
-pub struct Outbound(Arc<dyn Erased>);
+pub(crate) struct Outbound(Arc<dyn Erased>);
 
 trait Erased: Send + Sync {
     fn call(&self, request: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>>;
@@ -89,7 +89,7 @@ where
 
 impl Outbound {
     /// Erases `stack`.
-    pub fn new<S>(stack: S) -> Self
+    pub(crate) fn new<S>(stack: S) -> Self
     where
         S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
@@ -98,7 +98,7 @@ impl Outbound {
     }
 
     /// Sends `request` through the stack (readiness included).
-    pub fn send(&self, request: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
+    pub(crate) fn send(&self, request: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
         Erased::call(&*self.0, request)
     }
 }
