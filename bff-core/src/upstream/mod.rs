@@ -1,7 +1,7 @@
 //! Named downstream services and typed calls to them.
 //!
 //! An [`Upstream`] owns a pooled HTTP client under a stack of outbound layers, built once from
-//! config; [`stack`] lists them in order. A [`Call`] describes one request of any method; it runs
+//! config; `upstream/stack.rs` lists them in order. A [`Call`] describes one request of any method; it runs
 //! inside a fan-out (`Ctx::fanout`), which supplies the deadline and the request id, and its
 //! output type says what it yields ([`Decode`]): JSON, a [`Reply`] of any status, or a
 //! [`Streamed`] response.
