@@ -401,7 +401,7 @@ impl Gateway {
             verifier: self.verifier.clone(),
             api_keys,
             by_caller: self.enforce(Stage::Caller, patterns),
-            shape: shaping.any().then_some(Shape(shaping)),
+            shape: shaping.any().then(|| Shape::new(shaping)),
         }
     }
 

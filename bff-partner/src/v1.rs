@@ -118,15 +118,7 @@ pub(crate) async fn order_get(
     State(up): State<Upstreams>,
     Path(id): Path<String>,
 ) -> Result<Json<OrderV1>, BffError> {
-    let record = ctx
-        .fetch(up.orders.get::<records::Order>(format!("/orders/{}", encode(&id))))
-        .await
-        .map_err(|e| e.when_not_found(format!("no order `{id}`")))?;
-    let owner = ctx
-        .fetch(account::of_user(&up, &record.user_id.to_string()))
-        .await
-        .map_err(|e| e.when_not_found(format!("no order `{id}`")))?;
-    account::ensure(&client, &owner, || format!("no order `{id}`"))?;
+    let record = account::owned_order(&ctx, &client, &up, &id).await?;
     Ok(Json(order(record)?))
 }
 

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tower::{Layer, ServiceExt};
 use tower_http::compression::CompressionLayer;
-use tower_http::compression::predicate::{NotForContentType, Predicate};
+use tower_http::compression::predicate::{And, NotForContentType, Predicate};
 
 use crate::config::ShapingConfig;
 use crate::error::BffError;
@@ -33,32 +33,51 @@ pub const MAX_SHAPED_BODY: usize = 4 * 1024 * 1024;
 /// request, whether or not it has work to do. Compression wraps the rest, so the ETag is that of
 /// the uncompressed representation.
 #[derive(Clone)]
-pub(crate) struct Shape(pub(crate) ShapingConfig);
+pub(crate) struct Shape {
+    config: ShapingConfig,
+    /// tower-http's compression, configured once: gzip and brotli, for what is worth it.
+    compression: Compression,
+}
+
+type Compression = CompressionLayer<And<And<NotForContentType, NotForContentType>, NotForContentType>>;
+
+impl Shape {
+    pub(crate) fn new(config: ShapingConfig) -> Self {
+        // tower-http's default predicate less its own 32-byte floor: `compression_min_bytes`
+        // decides size.
+        let worth_it = NotForContentType::GRPC.and(NotForContentType::IMAGES).and(NotForContentType::SSE);
+        Self { config, compression: CompressionLayer::new().gzip(true).br(true).compress_when(worth_it) }
+    }
+}
 
 impl Middleware for Shape {
     fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
         // A passthrough route's answers go out as the upstream sent them.
         let config = match route_of(request.extensions()) {
-            Some(route) if !route.shaped => ShapingConfig { fields: false, etag: false, compression: false, ..self.0 },
-            _ => self.0,
+            Some(route) if !route.shaped => {
+                ShapingConfig { fields: false, etag: false, compression: false, ..self.config }
+            }
+            _ => self.config,
         };
-        shape(config, request, inner)
+        shape(config, self.compression.clone(), request, inner)
     }
 }
 
-async fn shape<S: Inner>(config: ShapingConfig, request: Request, next: S) -> Response {
+async fn shape<S: Inner>(config: ShapingConfig, compression: Compression, request: Request, next: S) -> Response {
     let accepted = config.compression.then(|| accepted_encodings(request.headers())).flatten();
     let response = fields_and_etag(config, request, next).await;
     match accepted {
-        Some(accepted) if !smaller_than(&response, config.compression_min_bytes) => compress(accepted, response).await,
+        Some(accepted) if !smaller_than(&response, config.compression_min_bytes) => {
+            compress(&compression, accepted, response).await
+        }
         _ => response,
     }
 }
 
-/// Compresses a finished response with tower-http's compression, as the request's
-/// `Accept-Encoding` (`accepted`) asks. Applied after the rest of shaping, so a body too small to
-/// be worth it never enters the compression layer at all.
-async fn compress(accepted: HeaderMap, response: Response) -> Response {
+/// Compresses a finished response with `compression`, as the request's `Accept-Encoding`
+/// (`accepted`) asks. Applied after the rest of shaping, so a body too small to be worth it
+/// never enters the compression layer at all.
+async fn compress(compression: &Compression, accepted: HeaderMap, response: Response) -> Response {
     let mut request = Request::new(Body::empty());
     *request.headers_mut() = accepted;
     let mut response = Some(response);
@@ -66,9 +85,7 @@ async fn compress(accepted: HeaderMap, response: Response) -> Response {
     let answer = tower::service_fn(move |_: Request| {
         std::future::ready(Ok::<_, Infallible>(response.take().unwrap_or_default()))
     });
-    // tower-http's default predicate less its own 32-byte floor: `compression_min_bytes` decides size.
-    let worth_it = NotForContentType::GRPC.and(NotForContentType::IMAGES).and(NotForContentType::SSE);
-    match CompressionLayer::new().gzip(true).br(true).compress_when(worth_it).layer(answer).oneshot(request).await {
+    match compression.layer(answer).oneshot(request).await {
         Ok(response) => response.into_response(),
         Err(never) => match never {},
     }
