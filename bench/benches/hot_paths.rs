@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use bff_core::config::{AuthConfig, JwtAlgorithm};
+use bff_core::config::AuthConfig;
 use bff_core::observe::metrics::Metrics;
 use bff_core::policy::auth::JwtVerifier;
 use bff_core::shape::{etag, fields};
@@ -22,23 +22,25 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
+/// The `[auth]` of the benchmarks: the mock issuer's, RS256 and ES256, with a token cache of
+/// `token_cache_bytes` (0: none).
+fn auth_config(token_cache_bytes: u64) -> AuthConfig {
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\n[auth]\njwks_url = \"http://127.0.0.1:9/jwks.json\"\nissuer = \"{}\"\naudience = [\"{}\"]\n\
+         algorithms = [\"RS256\", \"ES256\"]\nleeway = \"30s\"\ntoken_cache_bytes = {token_cache_bytes}\n",
+        services_mock::services::auth::ISSUER,
+        services_mock::services::auth::AUDIENCE,
+    );
+    let source = bff_core::config::ConfigSource { name: "hot_paths".into(), text };
+    let config = bff_core::config::load(&source, &bff_core::config::Overrides::default()).expect("the config loads");
+    config.auth.expect("an [auth] section")
+}
+
 fn jwt(c: &mut Criterion) {
     bff_core::install_crypto_provider();
     let keys = Keys::demo().expect("demo keys");
-    let config = AuthConfig {
-        jwks_url: "http://127.0.0.1:9/jwks.json".parse().expect("url"),
-        issuer: Some(services_mock::services::auth::ISSUER.to_owned()),
-        audience: vec![services_mock::services::auth::AUDIENCE.to_owned()],
-        algorithms: vec![JwtAlgorithm::RS256, JwtAlgorithm::ES256],
-        leeway: Duration::from_secs(30),
-        jwks_min_refresh: Duration::from_secs(10),
-        token_cache_bytes: 0,
-        token_cache_ttl: Duration::from_secs(300),
-        max_token_bytes: 8 * 1024,
-        typ: None,
-    };
-    let verifier = JwtVerifier::with_keys(&config, keys.jwks());
-    let cached = JwtVerifier::with_keys(&AuthConfig { token_cache_bytes: 1 << 20, ..config.clone() }, keys.jwks());
+    let verifier = JwtVerifier::with_keys(&auth_config(0), keys.jwks());
+    let cached = JwtVerifier::with_keys(&auth_config(1 << 20), keys.jwks());
     let rt = runtime();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     let claims = json!({"iss": "services-mock", "aud": "bff", "sub": "42", "scope": "profile orders", "iat": now, "exp": now + 3600});

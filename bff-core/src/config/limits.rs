@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 /// up to `burst`, counted per key, on `routes` (all of them when absent).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RateLimitConfig {
     /// What the count is kept per: `ip`, `user`, `client`, `account`, `claim:<name>` or `global`.
     pub key: LimitKeyKind,
@@ -52,6 +53,7 @@ impl RateLimitConfig {
 
 /// What a rate limit counts per.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum LimitKeyKind {
     /// The client's IP address (`X-Forwarded-For` only from `server.trusted_proxies`); IPv6
     /// addresses by their /64 network, which one client usually holds whole.
@@ -114,6 +116,7 @@ via_str!(LimitKeyKind);
 /// aligned on the Unix epoch (a `1d` quota resets at 00:00 UTC).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct QuotaConfig {
     /// Requests per window.
     pub requests: NonZeroU64,
@@ -135,6 +138,7 @@ impl QuotaConfig {
 /// quotas.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RedisConfig {
     /// `redis://[user:password@]host[:port][/db]`, or `rediss://…` for TLS; the builder
     /// connects at start-up.
@@ -180,6 +184,7 @@ impl RedisConfig {
 /// What a limited request gets while Redis cannot answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum OnRedisError {
     /// Fail open, counting in this process alone.
     #[default]

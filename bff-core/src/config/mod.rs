@@ -32,6 +32,7 @@ pub use values::{Header, HttpUrl, IpNet, JwtAlgorithm, KeyHash, Origin, Upstream
 /// The whole configuration of one BFF process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// The address to listen on.
     pub listen: SocketAddr,
@@ -89,6 +90,7 @@ pub struct Config {
 /// again on SIGHUP and when they change, without a restart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TlsConfig {
     /// The certificate chain, PEM, leaf first.
     pub cert: std::path::PathBuf,
@@ -99,6 +101,7 @@ pub struct TlsConfig {
 /// The admin listener: operators' endpoints, apart from client traffic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AdminConfig {
     /// The address to listen on; keep it where only operators and scrapers reach
     /// (`127.0.0.1:9081`, or a cluster-internal address).
@@ -108,6 +111,7 @@ pub struct AdminConfig {
 /// How clients are served: what one client may hold or send, and how the process stops.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// The longest a client may take to send a request's head: a new connection's first
     /// request (the TLS handshake, or HTTP/2's preface and first complete HEADERS, included)
@@ -262,6 +266,7 @@ fn default_shutdown_grace() -> Duration {
 /// Which response shaping layers are on (all off by default).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ShapingConfig {
     /// `?fields=a,b.c` sparse fieldsets on JSON responses.
     #[serde(default)]
@@ -299,6 +304,7 @@ impl ShapingConfig {
 /// CORS for the origins a browser app is served from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct CorsConfig {
     /// Exact origins allowed, e.g. `https://app.example.com` (no wildcard: credentials are allowed).
     pub allow_origins: Vec<Origin>,
@@ -320,6 +326,7 @@ fn default_cors_max_age() -> Duration {
 /// API keys, one per client, stored as SHA-256 hashes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ApiKeysConfig {
     /// The request header carrying the key.
     #[serde(default = "default_api_key_header")]
@@ -335,6 +342,7 @@ fn default_api_key_header() -> Header {
 /// One API client.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ApiClientConfig {
     /// Its tier (`free`, `pro`, …), for quotas.
     pub tier: String,
@@ -350,6 +358,7 @@ pub struct ApiClientConfig {
 /// Log output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LogConfig {
     /// `pretty` for people, `json` for machines.
     #[serde(default)]
@@ -374,6 +383,7 @@ fn default_log_filter() -> String {
 /// a span id of its own.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TracingConfig {
     /// Whose `traceparent` is continued: `always` (the default), `never` (a public edge that does
     /// not let clients pick trace ids) or `trusted_proxies` (only from `server.trusted_proxies`).
@@ -449,6 +459,7 @@ fn default_sample_ratio() -> f64 {
 /// Whose `traceparent` a request's trace continues.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AcceptParent {
     /// Any client's.
     #[default]
@@ -462,6 +473,7 @@ pub enum AcceptParent {
 /// The log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum LogFormat {
     /// Human-readable, coloured when on a terminal.
     #[default]
@@ -473,6 +485,7 @@ pub enum LogFormat {
 /// Defaults for every upstream and route.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Defaults {
     /// The longest one upstream call may take (also bounded by what is left of the deadline).
     #[serde(with = "humantime_serde", default = "default_timeout")]
@@ -553,6 +566,7 @@ fn default_pool_max_idle() -> usize {
 /// One named downstream service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct UpstreamConfig {
     /// Base URL, e.g. `http://127.0.0.1:7001`, or the URLs of identical instances
     /// (`urls = ["http://10.0.0.1:7001", "http://10.0.0.2:7001"]`), balanced by the fewest
@@ -599,6 +613,7 @@ pub struct UpstreamConfig {
 /// How calls to one upstream speak TLS.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct UpstreamTlsConfig {
     /// PEM CA certificates to trust for this upstream, instead of the platform's trust store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -624,6 +639,7 @@ pub struct UpstreamTlsConfig {
 /// latency-bound load. The README's Performance section has the measurements.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 over a pool of connections, one call per connection at a time. Every server
     /// speaks it.
@@ -641,6 +657,7 @@ pub enum UpstreamProtocol {
 /// Per-route overrides.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RouteConfig {
     /// Overrides `defaults.deadline` for this route.
     #[serde(with = "humantime_serde", default, skip_serializing_if = "Option::is_none")]
@@ -653,6 +670,7 @@ pub struct RouteConfig {
 /// Bearer JWT verification against a JWKS.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AuthConfig {
     /// Where the signing keys are published.
     pub jwks_url: HttpUrl,

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ProxyRouteConfig {
     /// The paths taken: a pattern as for handler routes (`/files/{id}`, `/api/{*rest}`), or a
     /// prefix (`/legacy/*`: `/legacy` and everything under it).
@@ -68,6 +69,7 @@ pub struct ProxyRouteConfig {
 /// Header changes on one side of a passthrough route.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct HeaderEdits {
     /// Headers set, replacing any of the same name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -80,6 +82,7 @@ pub struct HeaderEdits {
 /// Where a passthrough route sends its requests.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum ProxyUpstream {
     /// One upstream, by name.
     One(String),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// When and how often a failed call is sent again (`upstream/retry.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RetryConfig {
     /// Attempts in all, the first included; 1 turns retries off.
     #[serde(default = "default_retry_attempts")]
@@ -90,6 +91,7 @@ fn default_budget_min_per_sec() -> u32 {
 /// in `upstreams.<name>.breaker` for one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BreakerConfig {
     /// `false` turns off a breaker `defaults` turned on, for one upstream.
     #[serde(default = "yes")]
@@ -180,6 +182,7 @@ fn default_half_open_probes() -> u32 {
 /// instance that keeps failing is taken out of the rotation for a while.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct OutlierConfig {
     /// Ejects an instance after this many failures in a row (0: never).
     #[serde(default = "default_outlier_failures")]

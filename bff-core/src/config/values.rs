@@ -149,6 +149,7 @@ impl Serialize for UpstreamUrls {
 /// A JWT signature algorithm a BFF accepts: asymmetric only (`HS*` and `none` never are).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(clippy::upper_case_acronyms)]
+#[non_exhaustive]
 pub enum JwtAlgorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256.
     RS256,
