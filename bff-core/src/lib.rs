@@ -4,7 +4,7 @@
 //! on by configuration: named [`Upstream`]s, a parallel fan-out under one request deadline with
 //! required and optional parts ([`Ctx::fanout`]), JWT identity ([`Identity`]) and the
 //! [`Access`] each route declares, request ids, access logs, health endpoints, RFC 9457 errors
-//! ([`BffError`]), and a server that bounds what each client may hold ([`serve`]).
+//! ([`BffError`]), and a server that bounds what each client may hold ([`Gateway::serve`]).
 //!
 //! ```no_run
 //! use axum::{Json, Router, extract::State, routing::get};
@@ -43,17 +43,25 @@ pub mod identity;
 mod limit;
 pub mod middleware;
 pub mod observe;
-pub mod policy;
 pub mod problem;
 mod proxy;
-pub mod reload;
 pub mod request;
 mod route_keys;
 mod routes;
-pub mod serve;
-pub mod shape;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+
+/// Declares modules public with the `test-util` feature (the tests and benchmarks reach inside
+/// them) and crate-private otherwise: a BFF uses what the crate root re-exports from them.
+macro_rules! inside {
+    ($($name:ident),*) => {$(
+        #[cfg(any(test, feature = "test-util"))]
+        pub mod $name;
+        #[cfg(not(any(test, feature = "test-util")))]
+        mod $name;
+    )*};
+}
+inside!(policy, reload, serve, shape);
 pub mod upstream;
 
 pub use app::{BuildError, Gateway, GatewayBuilder};
@@ -65,7 +73,7 @@ pub use policy::api_key::ApiClient;
 pub use policy::auth::{AuthError, Identity};
 pub use request::Ctx;
 pub use routes::Routes;
-pub use serve::{Signal, shutdown_signal};
+pub use serve::{Signal, TlsError, shutdown_signal};
 pub use upstream::{Call, Reply, Streamed, Upstream, UpstreamError, UpstreamSettings, encode, encode_list};
 
 /// Installs `ring` as the process's TLS provider (rustls) and JWT signature verifier.

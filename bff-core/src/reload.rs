@@ -11,6 +11,8 @@
 //!
 //! Counted in `bff_config_reloads_total{result="ok"|"rejected"}`.
 
+#![cfg_attr(not(any(test, feature = "test-util")), allow(unreachable_pub, reason = "public with `test-util` only"))]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

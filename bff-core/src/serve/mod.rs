@@ -23,6 +23,8 @@
 //! - **Shutdown**: when `shutdown` completes, the listener closes, and in-flight requests get
 //!   `server.shutdown_grace` to finish; connections still open then are dropped.
 
+#![cfg_attr(not(any(test, feature = "test-util")), allow(unreachable_pub, reason = "public with `test-util` only"))]
+
 mod admission;
 mod connection;
 mod reloadable;

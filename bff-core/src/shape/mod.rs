@@ -4,6 +4,8 @@
 //! The projection itself ([`fields::project`]) is a pure function; the middlewares buffer a JSON
 //! response once, shape it, and pass everything else through untouched.
 
+#![cfg_attr(not(any(test, feature = "test-util")), allow(unreachable_pub, reason = "public with `test-util` only"))]
+
 pub mod etag;
 pub mod fields;
 

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::auth::AuthError;
-use crate::config::{ApiKeysConfig, KeyHash};
+use crate::config::ApiKeysConfig;
 use crate::identity::CallerHeaders;
 
 /// The verified API client of a request.
@@ -109,8 +109,9 @@ impl ApiKeys {
 }
 
 /// The SHA-256 of a key, as `key_sha256` stores it.
-pub fn hash_key(key: &str) -> KeyHash {
-    KeyHash(Sha256::digest(key.as_bytes()).into())
+#[cfg(any(test, feature = "test-util"))]
+pub fn hash_key(key: &str) -> crate::config::KeyHash {
+    crate::config::KeyHash(Sha256::digest(key.as_bytes()).into())
 }
 
 #[cfg(test)]

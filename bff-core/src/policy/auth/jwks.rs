@@ -117,6 +117,7 @@ impl JwtVerifier {
     }
 
     /// A verifier that starts with `keys` already known (it still fetches on an unknown `kid`).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn with_keys(config: &AuthConfig, keys: &JwkSet) -> Self {
         let verifier = Self::new(config, &Metrics::new());
         *verifier.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = decoding_keys(keys);
@@ -131,11 +132,12 @@ impl JwtVerifier {
     /// Verifies a compact JWT and returns the identity it carries.
     ///
     /// A token verified before is answered from the cache until its `exp` (or the cache's TTL).
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         self.verify_for(token, None).await
     }
 
-    /// Like [`JwtVerifier::verify`]; a JWKS fetch it causes carries `request_id`, so the
+    /// Verifies a compact JWT, as `verify` does; a JWKS fetch it causes carries `request_id`, so the
     /// issuer's logs match ours.
     pub async fn verify_for(&self, token: &str, request_id: Option<&HeaderValue>) -> Result<Identity, AuthError> {
         if token.len() > self.inner.max_token_bytes {
