@@ -16,6 +16,7 @@ use tower::{Service, ServiceBuilder};
 use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::carried;
 use crate::config::{Config, ConfigError, CorsConfig, LimitKeyKind};
 use crate::dispatch::{Dispatch, Proxied};
 use crate::edge;
@@ -89,6 +90,8 @@ pub struct GatewayBuilder {
     metrics: Option<Metrics>,
     spans: Option<Option<SpanSink>>,
     attempt_layers: AttemptLayers,
+    /// The gateway this one replaces (a reload): what is unchanged is kept (`carried.rs`).
+    previous: Option<Gateway>,
 }
 
 impl GatewayBuilder {
@@ -126,9 +129,11 @@ impl GatewayBuilder {
         self
     }
 
-    /// Uses the layers of a gateway built before (on a reload).
-    pub(crate) fn attempt_layers(mut self, layers: AttemptLayers) -> Self {
-        self.attempt_layers = layers;
+    /// Replaces `previous` (a reload): keeps its layers, and keeps its verifier, limits and
+    /// upstreams where the keys they were made from are unchanged (`carried.rs`).
+    pub(crate) fn replacing(mut self, previous: Gateway) -> Self {
+        self.attempt_layers = previous.attempt_layers.clone();
+        self.previous = Some(previous);
         self
     }
 
@@ -142,11 +147,15 @@ impl GatewayBuilder {
     /// Checks the configuration and builds the upstream clients and policies. Must be called
     /// inside a Tokio runtime (the metrics upkeep runs on it).
     pub async fn build(self) -> Result<Gateway, BuildError> {
-        let Self { config, source, metrics, spans, attempt_layers } = self;
+        let Self { config, source, metrics, spans, attempt_layers, previous } = self;
         config.validate().map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
         let metrics = metrics.unwrap_or_default();
         metrics.spawn_upkeep();
-        let upstreams = Upstreams::with_layers(&config, &metrics, &attempt_layers)
+        let kept = |name: &str| {
+            let before = previous.as_ref().filter(|p| carried::same_upstream(&p.config, &config, name))?;
+            before.upstreams.get(name)
+        };
+        let upstreams = Upstreams::with_layers(&config, &metrics, &attempt_layers, kept)
             .map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
         let claims: Vec<String> = config
             .rate_limits
@@ -156,7 +165,10 @@ impl GatewayBuilder {
                 _ => None,
             })
             .collect();
-        let verifier = config.auth.as_ref().map(|auth| JwtVerifier::new(auth, &metrics).keep_claims(claims));
+        let verifier = match previous.as_ref().filter(|p| carried::same_auth(&p.config, &config)) {
+            Some(before) => before.verifier.clone(),
+            None => config.auth.as_ref().map(|auth| JwtVerifier::new(auth, &metrics).keep_claims(claims)),
+        };
         let api_keys = config.api_keys.as_ref().map(ApiKeys::new);
         let mut dependencies: Vec<(String, url::Url)> =
             upstreams.urls().map(|(n, u)| (n.to_owned(), (**u).clone())).collect();
@@ -167,9 +179,12 @@ impl GatewayBuilder {
         let proxies = Proxies::new(&config, &upstreams)
             .map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
         let tls = config.tls.as_ref().map(|tls| Tls::from_files(&tls.cert, &tls.key)).transpose()?;
-        let limits = Limits::new(&config, &metrics)
-            .await
-            .map_err(|message| ConfigError::key(source.clone(), "redis.url", message))?;
+        let limits = match previous.as_ref().filter(|p| carried::same_limits(&p.config, &config)) {
+            Some(before) => before.limits.clone(),
+            None => Limits::new(&config, &metrics)
+                .await
+                .map_err(|message| ConfigError::key(source.clone(), "redis.url", message))?,
+        };
         if limits.is_none() && config.redis.is_some() {
             tracing::warn!(
                 "`redis.url` is set, but there are no `rate_limits` or `quotas` to share: Redis is not used"
@@ -208,17 +223,13 @@ impl Gateway {
             metrics: None,
             spans: None,
             attempt_layers: AttemptLayers::default(),
+            previous: None,
         }
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
-    }
-
-    /// The layers added around its upstreams' attempts.
-    pub(crate) fn attempt_layers(&self) -> &AttemptLayers {
-        &self.attempt_layers
     }
 
     /// Where its sampled spans go (none without `tracing.otlp_endpoint`).

@@ -31,6 +31,7 @@
 
 pub mod app;
 mod body;
+mod carried;
 pub mod cli;
 pub mod config;
 mod dispatch;

@@ -9,6 +9,11 @@
 //! span export (`tracing.otlp_endpoint`, `service_name`, `headers`, `queue_size`): its queue is
 //! the process's; `tracing.sample_ratio` and `accept_parent` are reloaded.
 //!
+//! What the change leaves as it was keeps its state (`carried.rs`): the JWT verifier's keys and
+//! token cache while `[auth]` is unchanged, the rate-limit and quota counts while the limits are,
+//! and each upstream (breaker, retry budget, ejections, cache, connections) while its section and
+//! `defaults` are.
+//!
 //! Counted in `bff_config_reloads_total{result="ok"|"rejected"}`.
 
 #![cfg_attr(not(any(test, feature = "test-util")), allow(unreachable_pub, reason = "public with `test-util` only"))]
@@ -23,7 +28,6 @@ use crate::config::{Config, ConfigError};
 use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
 use crate::serve::{ReloadableRouter, Triggers, stamp};
-use crate::upstream::AttemptLayers;
 
 /// Loads the configuration again: its value and where it came from.
 pub type Load = Box<dyn Fn() -> Result<(Config, String), ConfigError> + Send + Sync>;
@@ -36,8 +40,8 @@ pub struct Reloader {
     metrics: Metrics,
     /// Where spans go: fixed at start.
     spans: Option<SpanSink>,
-    /// The layers the BFF crate added around its upstreams' attempts.
-    attempt_layers: AttemptLayers,
+    /// The gateway serving now: the next one keeps what is unchanged of it.
+    current: std::sync::Mutex<Gateway>,
     /// The configuration the listeners were opened with.
     fixed: Config,
     ok: Counter,
@@ -57,8 +61,8 @@ impl Reloader {
         let counter = |result: &str| metrics.counter("bff_config_reloads_total", &[("result", result.to_owned())]);
         let (ok, rejected) = (counter("ok"), counter("rejected"));
         let spans = gateway.span_sink().cloned();
-        let attempt_layers = gateway.attempt_layers().clone();
-        Self { app, load, router, fixed: gateway.config().clone(), metrics, spans, attempt_layers, ok, rejected }
+        let current = std::sync::Mutex::new(gateway.clone());
+        Self { app, load, router, fixed: gateway.config().clone(), metrics, spans, current, ok, rejected }
     }
 
     /// Loads, checks and builds the configuration again and serves its router; on failure
@@ -85,12 +89,17 @@ impl Reloader {
             .source(source.clone())
             .metrics(self.metrics.clone())
             .spans(self.spans.clone())
-            .attempt_layers(self.attempt_layers.clone())
+            .replacing(self.current())
             .build()
             .await?;
         let router = (self.app)(&gateway)?;
         self.router.replace(router);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = gateway;
         Ok(source)
+    }
+
+    fn current(&self) -> Gateway {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Logs each key that changed but takes a restart.

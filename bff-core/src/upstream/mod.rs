@@ -296,14 +296,16 @@ impl Upstreams {
     ///
     /// Fails with the config key at fault and why when an upstream's TLS files cannot be used.
     pub fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, (String, String)> {
-        Self::with_layers(config, metrics, &AttemptLayers::default())
+        Self::with_layers(config, metrics, &AttemptLayers::default(), |_| None)
     }
 
-    /// As [`Upstreams::from_config`], each upstream's attempts inside the layers added for it.
+    /// As [`Upstreams::from_config`], each upstream's attempts inside the layers added for it,
+    /// and each upstream `kept` gives (a reload's unchanged one) taken as it is.
     pub(crate) fn with_layers(
         config: &Config,
         metrics: &Metrics,
         layers: &AttemptLayers,
+        kept: impl Fn(&str) -> Option<Upstream>,
     ) -> Result<Self, (String, String)> {
         if let Some(unknown) = layers.upstreams().find(|name| !config.upstreams.contains_key(*name)) {
             let message =
@@ -312,6 +314,10 @@ impl Upstreams {
         }
         let mut by_name = BTreeMap::new();
         for (name, u) in &config.upstreams {
+            if let Some(upstream) = kept(name) {
+                by_name.insert(name.clone(), (upstream, u.url.clone()));
+                continue;
+            }
             let mut settings = UpstreamSettings::from_config(&config.defaults, u);
             if let Some(tls) = &u.tls {
                 settings.tls = Some(Arc::new(tls::client_config(name, tls)?));

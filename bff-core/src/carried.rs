@@ -1,0 +1,68 @@
+//! What a rebuilt gateway (a reload) keeps of the one before, when the keys it was made from are
+//! unchanged: the JWT verifier (its JWKS keys and token cache), the limits (their in-process
+//! counters and the Redis connection), and each upstream (its breaker, retry budget, ejections,
+//! cache and connection pool). A reload that changes a route's deadline must not hand every
+//! client a fresh rate limit or close a breaker that is open.
+
+use serde::Serialize;
+
+use crate::config::Config;
+
+/// Whether the verifier of `before` serves `now`: the same `[auth]`, and the same claims kept
+/// for limits.
+pub(crate) fn same_auth(before: &Config, now: &Config) -> bool {
+    json(&(&before.auth, &before.rate_limits)) == json(&(&now.auth, &now.rate_limits))
+}
+
+/// Whether the limits of `before` serve `now`: the same limits, quotas, API clients (a quota
+/// counts per client), Redis and trusted proxies (the client address).
+pub(crate) fn same_limits(before: &Config, now: &Config) -> bool {
+    let made_of = |c: &Config| {
+        let clients: Vec<&String> = c.api_keys.iter().flat_map(|k| k.clients.keys()).collect();
+        json(&(&c.rate_limits, &c.quotas, clients, &c.redis, &c.server.trusted_proxies))
+    };
+    made_of(before) == made_of(now)
+}
+
+/// Whether the upstream `name` of `before` serves `now`: the same section and the same
+/// defaults. One with TLS files is always made again, so that a certificate replaced in place is
+/// read.
+pub(crate) fn same_upstream(before: &Config, now: &Config, name: &str) -> bool {
+    match (before.upstreams.get(name), now.upstreams.get(name)) {
+        (Some(b), Some(n)) if n.tls.is_none() => json(&(&before.defaults, b)) == json(&(&now.defaults, n)),
+        _ => false,
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigSource, Overrides, load};
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\n[upstreams.users]\nurl = \"http://127.0.0.1:1\"\n\
+             [upstreams.orders]\nurl = \"http://127.0.0.1:2\"\n[rate_limits.per-ip]\nkey = \"ip\"\nrate = 2\nper = \"1m\"\n{extra}"
+        );
+        load(&ConfigSource { name: "t.toml".into(), text }, &Overrides::default()).unwrap()
+    }
+
+    #[test]
+    fn only_what_a_change_touches_is_made_again() {
+        let before = config("");
+        let deadline = config("[routes.\"/a\"]\ndeadline = \"3s\"\n");
+        assert!(same_limits(&before, &deadline) && same_auth(&before, &deadline));
+        assert!(same_upstream(&before, &deadline, "users") && same_upstream(&before, &deadline, "orders"));
+        let timeout = config("[upstreams.orders.retry]\nattempts = 1\n");
+        assert!(same_upstream(&before, &timeout, "users") && !same_upstream(&before, &timeout, "orders"));
+        let defaults = config("[defaults]\ntimeout = \"2s\"\n");
+        assert!(!same_upstream(&before, &defaults, "users"), "a default is part of every upstream");
+        let limit = config("[rate_limits.per-user]\nkey = \"ip\"\nrate = 9\nper = \"1s\"\n");
+        assert!(!same_limits(&before, &limit) && !same_auth(&before, &limit));
+        assert!(!same_upstream(&before, &before, "reviews"), "one it does not have");
+    }
+}

@@ -1,0 +1,92 @@
+//! A reload keeps what it does not change: a client over its rate limit is still over it after a
+//! reload that changed another key, and an open breaker stays open; a reload that changes the
+//! limit itself starts its counts again.
+
+use std::sync::{Arc, Mutex};
+
+use bff_core::config::{ConfigSource, Overrides, load};
+use bff_core::reload::{Load, Reloader};
+use bff_core::serve::{ReloadableRouter, Server};
+use bff_core::testing::TestServer;
+use services_mock::faults::Faults;
+use services_mock::{MockConfig, Service};
+
+const LIMIT: &str = "\n[rate_limits.per-ip]\nkey = \"ip\"\nrate = 2\nper = \"1h\"\nburst = 2\n";
+
+/// The text the next load reads, over the mocks' addresses.
+fn loader(text: Arc<Mutex<String>>, mocks: Vec<(String, String)>) -> Load {
+    Box::new(move || {
+        let source = ConfigSource { name: "mobile.toml".to_owned(), text: text.lock().unwrap().clone() };
+        let mut overrides = Overrides::default();
+        for (key, value) in &mocks {
+            overrides.set_existing(key.clone(), value.clone(), "mocks");
+        }
+        Ok((load(&source, &overrides)?, source.name))
+    })
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_limit_counts_it_does_not_change() {
+    bff_core::install_crypto_provider();
+    let mocks = services_mock::start(&MockConfig::ephemeral()).await.expect("mocks");
+    let text = Arc::new(Mutex::new(format!("{}{LIMIT}", bff_demo::MOBILE_CONFIG)));
+    let load = loader(text.clone(), mocks.config_overrides());
+    let (config, source) = load().unwrap();
+    let gateway = bff_core::Gateway::builder(config).source(source).build().await.unwrap();
+    let router = ReloadableRouter::new(bff_mobile::app(&gateway).unwrap());
+    let bff = TestServer::serve(Server::new(&gateway.config().server), router.clone()).await;
+    let reloader = Reloader::new(&gateway, bff_mobile::app, router.clone(), load);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let token = mocks.token("42", "profile orders", 600);
+    let home = || {
+        let request = http.get(bff.url("/mobile/home")).bearer_auth(&token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!([home().await, home().await, home().await], [200, 200, 429]);
+
+    // A change elsewhere: the count stands.
+    text.lock().unwrap().push_str("\n[routes.\"/mobile/orders\"]\nmax_body_bytes = 1024\n");
+    reloader.reload().await.unwrap();
+    assert_eq!(home().await, 429, "the reload handed the client a fresh limit");
+
+    // The limit itself changed: it counts again, from its new rule.
+    let raised = text.lock().unwrap().replace("rate = 2\nper = \"1h\"\nburst = 2", "rate = 5\nper = \"1h\"\nburst = 5");
+    *text.lock().unwrap() = raised;
+    reloader.reload().await.unwrap();
+    assert_eq!(home().await, 200);
+}
+
+#[tokio::test]
+async fn a_reload_that_leaves_an_upstream_as_it_was_leaves_its_breaker_open() {
+    bff_core::install_crypto_provider();
+    let mocks = services_mock::start(&MockConfig::ephemeral()).await.expect("mocks");
+    // Open for an hour once open, so that only a reload could close it within the test.
+    let breaker = "\n[upstreams.notifications.breaker]\nopen_for = \"1h\"\n";
+    let text = Arc::new(Mutex::new(format!("{}{breaker}", bff_demo::MOBILE_CONFIG)));
+    let load = loader(text.clone(), mocks.config_overrides());
+    let (config, source) = load().unwrap();
+    let gateway = bff_core::Gateway::builder(config).source(source).build().await.unwrap();
+    let router = ReloadableRouter::new(bff_mobile::app(&gateway).unwrap());
+    let bff = TestServer::serve(Server::new(&gateway.config().server), router.clone()).await;
+    let reloader = Reloader::new(&gateway, bff_mobile::app, router.clone(), load);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let token = mocks.token("42", "profile orders", 600);
+    let badge = || {
+        let request = http.get(bff.url("/mobile/home")).bearer_auth(&token);
+        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap()["badge"].clone() }
+    };
+    let notifications = mocks.service(Service::Notifications);
+    notifications.faults.set(Faults { error_rate: 1.0, ..Faults::default() });
+    // Ten failures in a row at low traffic open it (`consecutive_failures`, by default).
+    for _ in 0..10 {
+        assert!(badge().await.is_null());
+    }
+    let calls = notifications.stats.snapshot().requests;
+    assert!(badge().await.is_null());
+    assert_eq!(notifications.stats.snapshot().requests, calls, "open: the badge degrades without a call");
+
+    text.lock().unwrap().push_str("\n[routes.\"/mobile/orders\"]\nmax_body_bytes = 1024\n");
+    reloader.reload().await.unwrap();
+    assert!(badge().await.is_null());
+    assert_eq!(notifications.stats.snapshot().requests, calls, "the reload closed the breaker");
+}
