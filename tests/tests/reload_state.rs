@@ -25,19 +25,37 @@ fn loader(text: Arc<Mutex<String>>, mocks: Vec<(String, String)>) -> Load {
     })
 }
 
+/// bff-mobile on its local-development config plus `extra`, over the mocks, with a reloader
+/// that reads `text` again.
+struct Mobile {
+    mocks: services_mock::MockServices,
+    text: Arc<Mutex<String>>,
+    bff: TestServer,
+    reloader: Reloader,
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Mobile {
+    async fn start(extra: &str) -> Self {
+        bff_core::install_crypto_provider();
+        let mocks = services_mock::start(&MockConfig::ephemeral()).await.expect("mocks");
+        let text = Arc::new(Mutex::new(format!("{}{extra}", bff_demo::MOBILE_CONFIG)));
+        let load = loader(text.clone(), mocks.config_overrides());
+        let (config, source) = load().unwrap();
+        let gateway = bff_core::Gateway::builder(config).source(source).build().await.unwrap();
+        let router = ReloadableRouter::new(bff_mobile::app(&gateway).unwrap());
+        let bff = TestServer::serve(Server::new(&gateway.config().server), router.clone()).await;
+        let reloader = Reloader::new(&gateway, bff_mobile::app, router, load);
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let token = mocks.token("42", "profile orders", 600);
+        Self { mocks, text, bff, reloader, http, token }
+    }
+}
+
 #[tokio::test]
 async fn a_reload_keeps_the_limit_counts_it_does_not_change() {
-    bff_core::install_crypto_provider();
-    let mocks = services_mock::start(&MockConfig::ephemeral()).await.expect("mocks");
-    let text = Arc::new(Mutex::new(format!("{}{LIMIT}", bff_demo::MOBILE_CONFIG)));
-    let load = loader(text.clone(), mocks.config_overrides());
-    let (config, source) = load().unwrap();
-    let gateway = bff_core::Gateway::builder(config).source(source).build().await.unwrap();
-    let router = ReloadableRouter::new(bff_mobile::app(&gateway).unwrap());
-    let bff = TestServer::serve(Server::new(&gateway.config().server), router.clone()).await;
-    let reloader = Reloader::new(&gateway, bff_mobile::app, router.clone(), load);
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let token = mocks.token("42", "profile orders", 600);
+    let Mobile { mocks: _mocks, text, bff, reloader, http, token } = Mobile::start(LIMIT).await;
     let home = || {
         let request = http.get(bff.url("/mobile/home")).bearer_auth(&token);
         async move { request.send().await.unwrap().status().as_u16() }
@@ -58,19 +76,9 @@ async fn a_reload_keeps_the_limit_counts_it_does_not_change() {
 
 #[tokio::test]
 async fn a_reload_that_leaves_an_upstream_as_it_was_leaves_its_breaker_open() {
-    bff_core::install_crypto_provider();
-    let mocks = services_mock::start(&MockConfig::ephemeral()).await.expect("mocks");
     // Open for an hour once open, so that only a reload could close it within the test.
     let breaker = "\n[upstreams.notifications.breaker]\nopen_for = \"1h\"\n";
-    let text = Arc::new(Mutex::new(format!("{}{breaker}", bff_demo::MOBILE_CONFIG)));
-    let load = loader(text.clone(), mocks.config_overrides());
-    let (config, source) = load().unwrap();
-    let gateway = bff_core::Gateway::builder(config).source(source).build().await.unwrap();
-    let router = ReloadableRouter::new(bff_mobile::app(&gateway).unwrap());
-    let bff = TestServer::serve(Server::new(&gateway.config().server), router.clone()).await;
-    let reloader = Reloader::new(&gateway, bff_mobile::app, router.clone(), load);
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let token = mocks.token("42", "profile orders", 600);
+    let Mobile { mocks, text, bff, reloader, http, token } = Mobile::start(breaker).await;
     let badge = || {
         let request = http.get(bff.url("/mobile/home")).bearer_auth(&token);
         async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap()["badge"].clone() }
