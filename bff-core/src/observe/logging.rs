@@ -58,6 +58,7 @@ where
 
 /// The subscriber `init` installs, writing `format` lines to `writer`, without colours: for tests
 /// that read the lines (`tracing::subscriber::with_default`).
+#[cfg(any(test, feature = "test-util"))]
 pub fn subscriber<W>(format: LogFormat, filter: EnvFilter, writer: W) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,

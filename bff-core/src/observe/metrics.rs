@@ -171,7 +171,7 @@ impl Metrics {
 
     /// Folds histogram samples into buckets every few seconds, so memory stays bounded between
     /// scrapes, for as long as this registry lives. Needs a Tokio runtime; once is enough.
-    pub fn spawn_upkeep(&self) {
+    pub(crate) fn spawn_upkeep(&self) {
         let mut upkeep = self.0.upkeep.lock().unwrap_or_else(PoisonError::into_inner);
         if upkeep.is_some() {
             return;
