@@ -18,9 +18,12 @@ pub fn redacted(config: &Config) -> Result<String, ConfigError> {
     toml::to_string_pretty(&table).map_err(|e| fail(e.to_string()))
 }
 
-/// Whether a key names a secret wherever it sits.
+/// Whether a key names a secret wherever it sits: `key_sha256`, `password`, `client_secret`, a
+/// `token` (not `token_cache_bytes`, which only sizes something).
 fn is_secret_key(key: &str) -> bool {
-    ["sha256", "hash", "secret", "password", "token"].iter().any(|word| key.contains(word))
+    ["sha256", "hash", "secret", "password", "token"]
+        .iter()
+        .any(|word| key == *word || key.ends_with(&format!("_{word}")))
 }
 
 /// Whether the string values of the table under `key` are header values (an export's
@@ -112,5 +115,17 @@ request_headers = { set = { "x-upstream-key" = "upstream-secret" }, remove = ["c
         );
         let again = load(&ConfigSource { name: "printed".into(), text: back }, &Overrides::default()).unwrap();
         assert_eq!(redacted(&again).unwrap(), printed);
+    }
+
+    #[test]
+    fn a_key_that_only_mentions_a_secret_word_is_shown() {
+        let text = "listen = \"127.0.0.1:8081\"\n[auth]\njwks_url = \"http://127.0.0.1:7000/jwks.json\"\n\
+                    token_cache_bytes = 4096\n";
+        let config = load(&ConfigSource { name: "mobile.toml".into(), text: text.into() }, &Overrides::default());
+        let printed = redacted(&config.unwrap()).unwrap();
+        for shown in ["token_cache_bytes = 4096", "max_token_bytes = 8192", "token_cache_ttl = "] {
+            assert!(printed.contains(shown), "{shown} missing from\n{printed}");
+        }
+        assert!(!printed.contains(REDACTED), "{printed}");
     }
 }
