@@ -11,17 +11,17 @@ use crate::config::Config;
 /// Whether the verifier of `before` serves `now`: the same `[auth]`, and the same claims kept
 /// for limits.
 pub(crate) fn same_auth(before: &Config, now: &Config) -> bool {
-    json(&(&before.auth, &before.rate_limits)) == json(&(&now.auth, &now.rate_limits))
+    same(&(&before.auth, &before.rate_limits), &(&now.auth, &now.rate_limits))
 }
 
 /// Whether the limits of `before` serve `now`: the same limits, quotas, API clients (a quota
 /// counts per client), Redis and trusted proxies (the client address).
 pub(crate) fn same_limits(before: &Config, now: &Config) -> bool {
-    let made_of = |c: &Config| {
-        let clients: Vec<&String> = c.api_keys.iter().flat_map(|k| k.clients.keys()).collect();
-        json(&(&c.rate_limits, &c.quotas, clients, &c.redis, &c.server.trusted_proxies))
-    };
-    made_of(before) == made_of(now)
+    let clients = |c: &Config| c.api_keys.iter().flat_map(|k| k.clients.keys()).cloned().collect::<Vec<String>>();
+    same(
+        &(&before.rate_limits, &before.quotas, clients(before), &before.redis, &before.server.trusted_proxies),
+        &(&now.rate_limits, &now.quotas, clients(now), &now.redis, &now.server.trusted_proxies),
+    )
 }
 
 /// Whether the upstream `name` of `before` serves `now`: the same section and the same
@@ -29,13 +29,18 @@ pub(crate) fn same_limits(before: &Config, now: &Config) -> bool {
 /// read.
 pub(crate) fn same_upstream(before: &Config, now: &Config, name: &str) -> bool {
     match (before.upstreams.get(name), now.upstreams.get(name)) {
-        (Some(b), Some(n)) if n.tls.is_none() => json(&(&before.defaults, b)) == json(&(&now.defaults, n)),
+        (Some(b), Some(n)) if n.tls.is_none() => same(&(&before.defaults, b), &(&now.defaults, n)),
         _ => false,
     }
 }
 
-fn json<T: Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+/// Whether two parts of configurations hold the same values (as they serialize). One that does
+/// not serialize is never the same: what it was made from is made again.
+pub(crate) fn same<T: Serialize>(before: &T, now: &T) -> bool {
+    match (serde_json::to_value(before), serde_json::to_value(now)) {
+        (Ok(before), Ok(now)) => before == now,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ pub async fn main(spec: Spec, app: App) -> ExitCode {
         Ok(cli) => cli.args,
         Err(e) => e.exit(),
     };
-    let (config, source) = match load_config(&spec, &args, std::env::vars(), Overrides::default()) {
+    let (config, source) = match load_config(&spec, &args, std::env::vars()) {
         Ok(loaded) => loaded,
         Err(e) => return fail(&spec, &e, ExitCode::from(2)),
     };
@@ -144,14 +144,13 @@ async fn check(builder: GatewayBuilder, source: &str, app: App) -> Result<(), Bu
     Ok(())
 }
 
-/// Reads the config file named by `args` and applies `extra`, then the environment (`BFF_*`
-/// and the OpenTelemetry variables), then the flags. Returns the configuration and its file's
+/// Reads the config file named by `args` and applies the environment (`BFF_*` and the
+/// OpenTelemetry variables), then the flags. Returns the configuration and its file's
 /// name. Without a file, the error says what to pass.
 pub fn load_config(
     spec: &Spec,
     args: &Args,
     env: impl IntoIterator<Item = (String, String)>,
-    extra: Overrides,
 ) -> Result<(Config, String), ConfigError> {
     let Some(path) = &args.config else {
         return Err(ConfigError {
@@ -173,8 +172,7 @@ pub fn load_config(
         key: None,
         message: format!("cannot read the file: {e}"),
     })?;
-    let mut overrides = extra;
-    overrides.extend(Overrides::from_env(env));
+    let mut overrides = Overrides::from_env(env);
     overrides.extend(flag_overrides(args));
     let config = load(&ConfigSource { name: name.clone(), text }, &overrides)?;
     Ok((config, name))
@@ -208,7 +206,7 @@ async fn run(spec: Spec, args: Args, config: Config, source: String, app: App) -
     };
     tracing::info!(name = spec.name, addr = %bff.addr(), admin = ?bff.admin_addr(), config = %source, "listening");
     let reload_args = args.clone();
-    let load: Load = Box::new(move || load_config(&spec, &reload_args, std::env::vars(), Overrides::default()));
+    let load: Load = Box::new(move || load_config(&spec, &reload_args, std::env::vars()));
     let reloading =
         Reloader::new(&bff.gateway, app, bff.router.clone(), load).watch(args.config.clone(), RELOAD_CHECK_INTERVAL);
     let result = bff.serve(shutdown_signal()).await;

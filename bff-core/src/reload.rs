@@ -24,6 +24,7 @@ use std::time::Duration;
 use metrics::Counter;
 
 use crate::app::{App, BuildError, Gateway};
+use crate::carried;
 use crate::config::{Config, ConfigError};
 use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
@@ -104,11 +105,8 @@ impl Reloader {
 
     /// Logs each key that changed but takes a restart.
     fn warn_fixed(&self, config: &Config) {
-        let value = |c: &Config| {
-            let fixed = (&c.listen, &c.admin, &c.tls, &c.server);
-            serde_json::to_value(fixed).unwrap_or_default()
-        };
-        if value(config) != value(&self.fixed) {
+        let fixed = |c: &Config| (c.listen, c.admin.clone(), c.tls.clone(), c.server.clone());
+        if !carried::same(&fixed(config), &fixed(&self.fixed)) {
             tracing::warn!("`listen`, `admin`, `tls` or `server` changed: that takes a restart; the rest is reloaded");
         }
         if !config.tracing.same_export(&self.fixed.tracing) {

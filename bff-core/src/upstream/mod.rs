@@ -107,9 +107,7 @@ impl UpstreamSettings {
             hedge_after: upstream.hedge_after,
         }
     }
-}
 
-impl UpstreamSettings {
     /// Every resilience layer off (no retries, breaker or bulkhead): for a client with a policy
     /// of its own (the JWKS fetch), and for tests that turn on the one layer they test.
     pub(crate) fn bare() -> Self {
