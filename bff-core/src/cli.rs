@@ -275,20 +275,13 @@ impl Bff {
     pub async fn bind_with(builder: GatewayBuilder, source: &str, app: App) -> Result<Self, StartError> {
         let gateway = builder.source(source).build().await?;
         let router = ReloadableRouter::new(app(&gateway)?);
-        let listen = gateway.config().listen;
-        let public = TcpListener::bind(listen).await.map_err(|error| StartError::Listen {
-            addr: listen,
-            key: "listen",
-            source_name: source.to_owned(),
-            error,
-        })?;
+        let listen = |addr: SocketAddr, key: &'static str| async move {
+            let source_name = source.to_owned();
+            TcpListener::bind(addr).await.map_err(|error| StartError::Listen { addr, key, source_name, error })
+        };
+        let public = listen(gateway.config().listen, "listen").await?;
         let admin = match &gateway.config().admin {
-            Some(admin) => Some(TcpListener::bind(admin.listen).await.map_err(|error| StartError::Listen {
-                addr: admin.listen,
-                key: "admin.listen",
-                source_name: source.to_owned(),
-                error,
-            })?),
+            Some(admin) => Some(listen(admin.listen, "admin.listen").await?),
             None => {
                 tracing::warn!("no `admin.listen`: /metrics and /readyz are not served");
                 None

@@ -173,11 +173,6 @@ impl Demo {
         text
     }
 
-    /// The address each BFF serves client traffic on, by binary name.
-    pub fn addrs(&self) -> Vec<(&'static str, SocketAddr)> {
-        self.bffs.iter().map(|s| (s.name, s.bff.addr())).collect()
-    }
-
     /// Serves every BFF until `shutdown` completes, then drains them together.
     pub async fn serve(self, shutdown: impl Future<Output = Signal> + Send + 'static) -> Result<(), String> {
         let shutdown = shutdown.boxed().shared();
