@@ -1,40 +1,50 @@
 //! An inbound policy written by a BFF crate with the trait the gateway's own policies use
-//! ([`bff_core::middleware::Guard`]): a caller may act on behalf of itself only, so an
-//! `X-On-Behalf-Of` that names another user is a `403 NOT_YOUR_BEHALF` before the handler runs.
+//! ([`bff_core::middleware::Filter`]): a caller may act on behalf of itself only, so an
+//! `X-On-Behalf-Of` that names another user is a `403 NOT_YOUR_BEHALF` before the handler runs,
+//! and an answer given on someone's behalf says so in `X-Acting-For`.
 //!
 //! ```sh
 //! cargo run -p services-mock &
 //! cargo run -p bff-core --example inbound_policy -- --config bff-core/examples/new_bff.toml
 //! ```
 //!
-//! A [`Guard`] decides synchronously and costs nothing per request; an async step (a lookup, a
-//! header on the way out) is a [`Middleware`](bff_core::middleware::Middleware), put on with
+//! A [`Filter`] decides synchronously and costs no allocation; a step that must await something
+//! (a lookup) is a [`Middleware`](bff_core::middleware::Middleware), put on with
 //! `Routes::middleware`. Both run after the gateway's edge, so the caller's [`Identity`] is there.
 
 use std::process::ExitCode;
 
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bff_core::cli::Spec;
-use bff_core::middleware::Guard;
+use bff_core::middleware::Filter;
 use bff_core::{Access, BffError, ConfigError, Gateway, Identity, Routes};
 
 /// `X-On-Behalf-Of`, when sent, must be the caller's own id.
 #[derive(Debug, Clone)]
 struct OwnBehalf;
 
-impl Guard for OwnBehalf {
-    fn refuse(&self, request: &mut Request) -> Option<Response> {
-        let named = request.headers().get("x-on-behalf-of")?;
+impl Filter for OwnBehalf {
+    /// The user the request acts for, when it named one, for the response.
+    type State = Option<HeaderValue>;
+
+    fn on_request(&self, request: &mut Request) -> Result<Self::State, Response> {
+        let Some(named) = request.headers().get("x-on-behalf-of") else { return Ok(None) };
         let own = request.extensions().get::<Identity>().map(|id| id.subject().as_bytes());
         if own == Some(named.as_bytes()) {
-            return None;
+            return Ok(Some(named.clone()));
         }
         let detail = "X-On-Behalf-Of names another user than the caller";
-        Some(BffError::rejected(StatusCode::FORBIDDEN, "NOT_YOUR_BEHALF", detail).into_response())
+        Err(BffError::rejected(StatusCode::FORBIDDEN, "NOT_YOUR_BEHALF", detail).into_response())
+    }
+
+    fn on_response(acting_for: Self::State, response: &mut Response) {
+        if let Some(user) = acting_for {
+            response.headers_mut().insert("x-acting-for", user);
+        }
     }
 }
 
@@ -43,7 +53,7 @@ async fn whoami(user: Identity) -> Json<serde_json::Value> {
 }
 
 fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
-    let routes = Routes::new().route("/whoami", get(whoami), Access::authenticated()).guard(OwnBehalf);
+    let routes = Routes::new().route("/whoami", get(whoami), Access::authenticated()).filter(OwnBehalf);
     gateway.router(routes)
 }
 
@@ -72,14 +82,18 @@ mod tests {
             }
             request.send()
         };
-        assert_eq!(call(None).await.unwrap().status(), 200);
-        assert_eq!(call(Some("42")).await.unwrap().status(), 200);
+        let plain = call(None).await.unwrap();
+        assert_eq!(plain.status(), 200);
+        assert!(!plain.headers().contains_key("x-acting-for"));
+        let own = call(Some("42")).await.unwrap();
+        assert_eq!(own.status(), 200);
+        assert_eq!(own.headers()["x-acting-for"], "42");
         let refused = call(Some("43")).await.unwrap();
         assert_eq!(refused.status(), 403);
         assert_eq!(refused.headers()["content-type"], "application/problem+json");
         let problem: serde_json::Value = refused.json().await.unwrap();
         assert_eq!(problem["code"], "NOT_YOUR_BEHALF", "{problem}");
-        // The gateway's own checks ran first: no token is its 401, not the guard's 403.
+        // The gateway's own checks ran first: no token is its 401, not the filter's 403.
         let anonymous = bff.http.get(format!("{}/whoami", bff.base)).header("x-on-behalf-of", "43").send().await;
         assert_eq!(anonymous.unwrap().status(), 401);
     }

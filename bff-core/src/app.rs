@@ -20,11 +20,11 @@ use crate::carried;
 use crate::config::{Config, ConfigError, CorsConfig, LimitKeyKind};
 use crate::dispatch::{Dispatch, Proxied};
 use crate::edge;
-use crate::edge::shed::ShedLayer;
+use crate::edge::shed::Shed;
 use crate::error::BffError;
 use crate::limit::Limits;
 use crate::limit::layer::{Enforce, Stage};
-use crate::middleware::{GuardLayer, MiddlewareLayer};
+use crate::middleware::{FilterLayer, MiddlewareLayer};
 use crate::observe::export::SpanSink;
 use crate::observe::health::{self, Readiness};
 use crate::observe::metrics::{self, Metrics};
@@ -419,7 +419,7 @@ impl Gateway {
     fn wrap(&self, dispatch: Dispatch, methods: HashMap<String, Vec<Method>>) -> Router {
         let cors = self.config.cors.as_ref().map(|cors| (cors_layer(cors), methods));
         // The edge and CORS wrap the dispatch once, rather than each route.
-        let shed = ShedLayer::new(self.config.server.max_in_flight_requests, &self.metrics);
+        let shed = Shed::new(self.config.server.max_in_flight_requests, &self.metrics);
         edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), self.spans.clone(), cors, shed)
     }
 
@@ -530,7 +530,7 @@ impl Protection {
             .option_layer(self.by_address.clone().map(MiddlewareLayer))
             .option_layer(self.verifier.clone().map(|verifier| MiddlewareLayer(RequireJwt(verifier))))
             .option_layer(self.api_keys.clone().map(|keys| MiddlewareLayer(RequireApiKey(keys))))
-            .layer(GuardLayer(CheckAccess))
+            .layer(FilterLayer(CheckAccess))
             .option_layer(self.by_caller.clone().map(MiddlewareLayer))
             .option_layer(self.shape.clone().map(MiddlewareLayer))
             .service(inner)

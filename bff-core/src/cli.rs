@@ -1,8 +1,8 @@
 //! The shared command line of every BFF binary: flags, config loading, logging, serving.
 //!
 //! A BFF's `main` is one call, [`main`], given what the binary is ([`Spec`]) and its [`App`]. A
-//! process that runs several BFFs at once (`bff-demo`) loads each with [`load_config`] and runs
-//! each as a [`Bff`].
+//! process that runs several BFFs at once (`bff-demo`) loads each configuration with
+//! [`config::load`](crate::config::load) and runs each as a [`Bff`].
 
 use std::fmt;
 use std::future::Future;
@@ -147,7 +147,7 @@ async fn check(builder: GatewayBuilder, source: &str, app: App) -> Result<(), Bu
 /// Reads the config file named by `args` and applies the environment (`BFF_*` and the
 /// OpenTelemetry variables), then the flags. Returns the configuration and its file's
 /// name. Without a file, the error says what to pass.
-pub fn load_config(
+pub(crate) fn load_config(
     spec: &Spec,
     args: &Args,
     env: impl IntoIterator<Item = (String, String)>,

@@ -1,13 +1,16 @@
-//! Inbound policies: the traits the gateway's own policies are written with (the access check,
-//! the credentials layers, rate limits, shaping), open to a BFF crate for its own.
+//! Inbound policies: the two traits every policy of the gateway's own is written with (the edge
+//! layers, credentials, access, rate limits, shaping), open to a BFF crate for its own.
 //!
-//! - A [`Guard`] is a synchronous check: a request passes (perhaps adjusted) or is answered at
-//!   once. It costs no allocation.
-//! - A [`Middleware`] is an async step around the rest of the stack: the request in, the
-//!   response out. It gets the inner service itself and costs one boxed future a request (where
-//!   axum's `from_fn` costs three allocations).
+//! - A [`Filter`] is synchronous: it sees the request on the way in and either lets it through
+//!   (perhaps adjusted) or answers it at once, and may see the response on the way out, with a
+//!   state it kept from the way in. It costs no allocation: its future is a concrete type and the
+//!   inner service is called in place. This is the shape of Envoy's and Pingora's HTTP filters.
+//! - A [`Middleware`] is an async step around the rest of the stack, for a policy that must wait
+//!   on something of its own (a JWKS refresh, a Redis round trip): the request in, the response
+//!   out. It gets the inner service itself and costs one boxed future a request (where axum's
+//!   `from_fn` costs three allocations).
 //!
-//! Put one on a BFF's routes with [`Routes::guard`](crate::Routes::guard) or
+//! Put one on a BFF's routes with [`Routes::filter`](crate::Routes::filter) or
 //! [`Routes::middleware`](crate::Routes::middleware): it runs after the gateway's edge
 //! (credentials, access, limits), so it can read the caller's [`Identity`](crate::Identity).
 //!
@@ -15,32 +18,43 @@
 //! use axum::extract::Request;
 //! use axum::http::StatusCode;
 //! use axum::response::{IntoResponse, Response};
-//! use bff_core::middleware::Guard;
+//! use bff_core::middleware::Filter;
 //! use bff_core::{BffError, Identity};
 //!
 //! /// A caller may act on behalf of itself only: `X-On-Behalf-Of`, when sent, is its own id.
 //! #[derive(Clone)]
 //! struct OwnBehalf;
 //!
-//! impl Guard for OwnBehalf {
-//!     fn refuse(&self, request: &mut Request) -> Option<Response> {
-//!         let named = request.headers().get("x-on-behalf-of")?.as_bytes();
+//! impl Filter for OwnBehalf {
+//!     type State = ();
+//!
+//!     fn on_request(&self, request: &mut Request) -> Result<(), Response> {
+//!         let Some(named) = request.headers().get("x-on-behalf-of") else { return Ok(()) };
 //!         let own = request.extensions().get::<Identity>().map(|id| id.subject().as_bytes());
+//!         if own == Some(named.as_bytes()) {
+//!             return Ok(());
+//!         }
 //!         let detail = "X-On-Behalf-Of names another user";
-//!         (own != Some(named)).then(|| BffError::rejected(StatusCode::FORBIDDEN, "NOT_YOUR_BEHALF", detail).into_response())
+//!         Err(BffError::rejected(StatusCode::FORBIDDEN, "NOT_YOUR_BEHALF", detail).into_response())
 //!     }
 //! }
 //! ```
 //!
 //! `bff-core/examples/inbound_policy.rs` is a whole BFF with one.
+//!
+//! Two layers of the edge are plain tower services instead, because they must be inside every
+//! poll of the futures within them: the request span (entered on each poll) and the panic
+//! catcher (which wraps each poll in `catch_unwind`).
 
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::response::Response;
-use futures::future::{BoxFuture, Either};
+use futures::future::BoxFuture;
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 /// The inner service a [`Middleware`] calls: the rest of the stack, down to the handler.
@@ -133,50 +147,100 @@ where
     }
 }
 
-/// A synchronous check in front of the rest of the stack: a request passes (perhaps adjusted, as
-/// the path normaliser does), or is answered at once with the guard's response. Its future is
-/// `Either` of a ready answer and the inner one.
-pub trait Guard: Clone + Send + Sync + 'static {
-    /// The answer refusing `request`, or `None` to let it through.
-    fn refuse(&self, request: &mut Request) -> Option<Response>;
-}
+/// A synchronous step in front of the rest of the stack: [`on_request`](Filter::on_request) lets a
+/// request through, perhaps adjusted, keeping a [`State`](Filter::State) for the way out, or
+/// answers it at once; [`on_response`](Filter::on_response) then sees the inner answer. See [the
+/// module docs](self) for an example.
+pub trait Filter: Clone + Send + Sync + 'static {
+    /// What `on_request` keeps for `on_response`: `()` for a filter that only checks.
+    type State: Send + 'static;
 
-/// The [`Layer`] of a [`Guard`], for an axum `Router` of one's own.
-#[derive(Debug, Clone)]
-pub struct GuardLayer<G>(pub G);
+    /// Runs on the way in: `Ok` lets the request through, `Err` is the answer, given at once
+    /// (the inner service is not called and [`on_response`](Filter::on_response) does not run).
+    #[expect(clippy::result_large_err, reason = "the refusal is the answer, moved out once; a box would allocate")]
+    fn on_request(&self, request: &mut Request) -> Result<Self::State, Response>;
 
-impl<G: Clone, S> Layer<S> for GuardLayer<G> {
-    type Service = Guarded<G, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Guarded { guard: self.0.clone(), inner }
+    /// Runs on the way out, on the answer of the rest of the stack. Does nothing by default.
+    fn on_response(state: Self::State, response: &mut Response) {
+        let _ = (state, response);
     }
 }
 
-/// A service behind a [`Guard`].
+/// The [`Layer`] of a [`Filter`], for an axum `Router` of one's own.
 #[derive(Debug, Clone)]
-pub struct Guarded<G, S> {
-    guard: G,
+pub struct FilterLayer<F>(pub F);
+
+impl<F: Clone, S> Layer<S> for FilterLayer<F> {
+    type Service = Filtered<F, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Filtered { filter: self.0.clone(), inner }
+    }
+}
+
+/// A service behind a [`Filter`].
+#[derive(Debug, Clone)]
+pub struct Filtered<F, S> {
+    filter: F,
     inner: S,
 }
 
-impl<G, S> Service<Request> for Guarded<G, S>
+impl<F, S> Service<Request> for Filtered<F, S>
 where
-    G: Guard,
+    F: Filter,
     S: Service<Request, Response = Response, Error = Infallible>,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+    type Future = FilterFuture<F, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        match self.guard.refuse(&mut request) {
-            Some(response) => Either::Left(ready(Ok(response))),
-            None => Either::Right(self.inner.call(request)),
+        let step = match self.filter.on_request(&mut request) {
+            Ok(state) => Step::Passed { inner: self.inner.call(request), state: Some(state) },
+            Err(response) => Step::Refused { response: Some(response) },
+        };
+        FilterFuture { step }
+    }
+}
+
+pin_project! {
+    /// The response future of a [`Filtered`] service: the filter's answer, or the inner one
+    /// seen by [`Filter::on_response`].
+    pub struct FilterFuture<F: Filter, Fut> {
+        #[pin]
+        step: Step<F::State, Fut>,
+    }
+}
+
+pin_project! {
+    #[project = StepProj]
+    enum Step<State, Fut> {
+        Refused { response: Option<Response> },
+        Passed { #[pin] inner: Fut, state: Option<State> },
+    }
+}
+
+impl<F, Fut> Future for FilterFuture<F, Fut>
+where
+    F: Filter,
+    Fut: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().step.project() {
+            StepProj::Refused { response } => Poll::Ready(Ok(response.take().unwrap_or_default())),
+            StepProj::Passed { inner, state } => {
+                let Ok(mut response) = std::task::ready!(inner.poll(cx));
+                if let Some(state) = state.take() {
+                    F::on_response(state, &mut response);
+                }
+                Poll::Ready(Ok(response))
+            }
         }
     }
 }
@@ -210,6 +274,52 @@ mod tests {
         let mut response = run(inner, request).await;
         response.headers_mut().insert("x-gate", HeaderValue::from_static("passed"));
         response
+    }
+
+    /// Copies a request header onto the response; refuses a request that sends `x-refuse`.
+    #[derive(Clone)]
+    struct Echo;
+
+    impl Filter for Echo {
+        type State = Option<HeaderValue>;
+
+        fn on_request(&self, request: &mut Request) -> Result<Self::State, Response> {
+            if request.headers().contains_key("x-refuse") {
+                return Err(StatusCode::FORBIDDEN.into_response());
+            }
+            Ok(request.headers().get("x-in").cloned())
+        }
+
+        fn on_response(state: Self::State, response: &mut Response) {
+            if let Some(value) = state {
+                response.headers_mut().insert("x-out", value);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_filter_sees_the_request_and_the_response_or_answers_instead() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let inner = tower::service_fn({
+            let calls = calls.clone();
+            move |_request: Request| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>("inner".into_response()) }
+            }
+        });
+        let service = FilterLayer(Echo).layer(inner);
+
+        let request = Request::builder().header("x-in", "7").body(Body::empty()).unwrap();
+        let response = service.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["x-out"], "7");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let request = Request::builder().header("x-in", "7").header("x-refuse", "1").body(Body::empty()).unwrap();
+        let refused = service.oneshot(request).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert!(!refused.headers().contains_key("x-out"), "on_response ran on the filter's own answer");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -98,14 +98,14 @@ impl Problem {
     }
 
     /// Names the upstream at fault.
-    pub fn with_service(mut self, service: impl Into<String>) -> Self {
+    pub(crate) fn with_service(mut self, service: impl Into<String>) -> Self {
         self.service = Some(service.into());
         self
     }
 
     /// The response: the JSON body, and the problem and `report` as extensions for the layers
     /// outside (the edge renders it again with the request id; the access log reads the report).
-    pub fn into_response_with(self, report: ErrorReport) -> Response {
+    pub(crate) fn into_response_with(self, report: ErrorReport) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, self.body()).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));

@@ -20,7 +20,7 @@ use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, Route as AxumRoute};
 use tower::{Layer, Service};
 
-use crate::middleware::{Guard, GuardLayer, Middleware, MiddlewareLayer};
+use crate::middleware::{Filter, FilterLayer, Middleware, MiddlewareLayer};
 
 /// The access a route requires.
 ///
@@ -161,10 +161,10 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         }
     }
 
-    /// Puts every route so far behind `guard`, a check written as the gateway's own are
-    /// ([`middleware`](crate::middleware)); it runs after credentials, access and limits.
-    pub fn guard<G: Guard>(self, guard: G) -> Self {
-        self.layer(GuardLayer(guard))
+    /// Puts every route so far behind `filter`, a synchronous step written as the gateway's own
+    /// are ([`middleware`](crate::middleware)); it runs after credentials, access and limits.
+    pub fn filter<F: Filter>(self, filter: F) -> Self {
+        self.layer(FilterLayer(filter))
     }
 
     /// Wraps every route so far in `middleware`, an async step written as the gateway's own are

@@ -406,6 +406,68 @@ async fn a_websocket_is_tunnelled_for_the_verified_user_and_closed_on_shutdown()
     assert!(ended.is_ok(), "the tunnel outlived the shutdown");
 }
 
+#[tokio::test]
+async fn a_websocket_opens_over_http2_with_an_extended_connect_and_closes_on_shutdown() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let mut stack =
+        StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app).set("server.shutdown_grace", "1s").start().await;
+    let stream = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
+    let (mut send, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    // An answer first: the server's SETTINGS (which allow the extended CONNECT) are in by then.
+    let plain = http::Request::get(format!("http://{}/api/catalog/products/SKU-0001", stack.bff.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(plain).await.unwrap().status(), 200);
+    let mut open = |path: &str, token: Option<String>| {
+        let mut request = http::Request::connect(format!("http://{}{path}", stack.bff.addr))
+            .header("sec-websocket-version", "13")
+            .header("x-user-id", "7")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+        if let Some(token) = token {
+            request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        send.send_request(request)
+    };
+    // No token: refused before anything reaches the service.
+    let refused = open("/api/notifications/ws", None).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    // A route without WebSockets takes no CONNECT.
+    let refused = open("/api/catalog/products/SKU-0001", None).await.unwrap();
+    assert_eq!(refused.status(), 400);
+
+    let response = open("/api/notifications/ws", Some(stack.token())).await.unwrap();
+    assert_eq!(response.status(), 200, "RFC 8441 answers an extended CONNECT with 200");
+    assert!(!response.headers().contains_key("sec-websocket-accept"), "{:?}", response.headers());
+    let stream = hyper::upgrade::on(response).await.expect("the stream as a tunnel");
+    let mut socket =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(hyper_util::rt::TokioIo::new(stream), Role::Client, None)
+            .await;
+    let hello = socket.next().await.unwrap().unwrap();
+    assert_eq!(hello, Message::Text(r#"{"user":"42"}"#.into()), "the service saw the verified user, not x-user-id: 7");
+    socket.send(Message::Text("over h2".into())).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::Text("over h2".into()));
+    socket.send(Message::Binary(vec![9, 8, 7].into())).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::Binary(vec![9, 8, 7].into()));
+
+    // Shutdown: the connection waits for the tunnel's stream until the grace period (1 s here) is
+    // over, then closes it.
+    stack.bff.begin_shutdown();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(20), async { while let Some(Ok(_)) = socket.next().await {} }).await;
+    assert!(ended.is_ok(), "the tunnel outlived the shutdown");
+}
+
 /// bff-web with a prefix route to the catalog's root, and a per-address limit on the files route.
 async fn web_with_legacy_and_a_limit() -> Stack {
     let config = format!(

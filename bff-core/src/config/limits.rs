@@ -72,7 +72,7 @@ pub enum LimitKeyKind {
 
 impl LimitKeyKind {
     /// Whether the key is known before the caller is authenticated.
-    pub fn is_anonymous(&self) -> bool {
+    pub(crate) fn is_anonymous(&self) -> bool {
         matches!(self, Self::Ip | Self::Global)
     }
 }

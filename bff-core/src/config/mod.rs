@@ -206,7 +206,7 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// `max_connections_per_ip`, or its default: a tenth of `max_connections`, at least 1.
-    pub fn connections_per_ip(&self) -> usize {
+    pub(crate) fn connections_per_ip(&self) -> usize {
         self.max_connections_per_ip.unwrap_or(self.max_connections / 10).max(1)
     }
 }

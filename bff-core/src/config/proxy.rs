@@ -49,9 +49,9 @@ pub struct ProxyRouteConfig {
     /// streams for as long as bytes move. Absent: `defaults.deadline`.
     #[serde(with = "humantime_serde", default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
-    /// Whether a WebSocket (`Connection: Upgrade`, `Upgrade: websocket` on HTTP/1.1) is
-    /// tunnelled to the upstream, after the route's access check; else `Upgrade` is not
-    /// forwarded. A tunnel closes after `server.idle_timeout` with no byte either way.
+    /// Whether a WebSocket (`Connection: Upgrade`, `Upgrade: websocket` on HTTP/1.1, or an
+    /// extended `CONNECT` with `:protocol websocket` on HTTP/2) is tunnelled to the upstream,
+    /// after the route's access check; else `Upgrade` is not forwarded. A tunnel closes after `server.idle_timeout` with no byte either way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub websocket: bool,
     /// The largest request body, counted as it streams (413 past it). Absent:

@@ -7,7 +7,7 @@ use axum::http::Method;
 use axum::response::Response;
 use tokio::time::Instant;
 
-use super::around::Around;
+use crate::middleware::Filter;
 use crate::observe::metrics::Metrics;
 use crate::observe::spans::Answered;
 use crate::problem::{ErrorReport, ErrorSource};
@@ -28,16 +28,16 @@ pub(super) struct Seen {
     path: Option<Box<str>>,
 }
 
-impl Around for AccessLog {
+impl Filter for AccessLog {
     type State = Seen;
 
-    fn before(&self, request: &mut Request) -> Seen {
+    fn on_request(&self, request: &mut Request) -> Result<Seen, Response> {
         let meta = request.extensions().get::<Arc<RequestMeta>>().cloned();
         let path = meta.as_ref().filter(|m| m.server_span.is_some()).map(|_| Box::from(request.uri().path()));
-        Seen { start: Instant::now(), method: request.method().clone(), meta, metrics: self.0.clone(), path }
+        Ok(Seen { start: Instant::now(), method: request.method().clone(), meta, metrics: self.0.clone(), path })
     }
 
-    fn after(seen: Seen, response: &mut Response) {
+    fn on_response(seen: Seen, response: &mut Response) {
         let meta = seen.meta.as_deref();
         let degraded = meta.and_then(|m| m.degraded.lock().unwrap_or_else(|e| e.into_inner()).header_value());
         let caller = meta.and_then(|m| m.caller.get()).and_then(|c| c.tenant());

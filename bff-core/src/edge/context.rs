@@ -8,7 +8,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use tokio::time::Instant;
 
-use super::around::Around;
+use crate::middleware::Filter;
 use crate::observe::spans::ServerSpan;
 use crate::observe::trace_context::TraceContext;
 use crate::problem::ErrorReport;
@@ -19,10 +19,10 @@ use crate::upstream::Attempts;
 #[derive(Debug, Clone)]
 pub(super) struct Context(pub(super) RoutePolicies);
 
-impl Around for Context {
+impl Filter for Context {
     type State = Arc<RequestMeta>;
 
-    fn before(&self, request: &mut Request) -> Arc<RequestMeta> {
+    fn on_request(&self, request: &mut Request) -> Result<Arc<RequestMeta>, Response> {
         let id = request.headers().get(&REQUEST_ID_HEADER).cloned();
         let meta = Arc::new(RequestMeta {
             id: id.unwrap_or_else(|| HeaderValue::from_static("none")),
@@ -37,10 +37,10 @@ impl Around for Context {
             degraded: Mutex::new(Degraded::default()),
         });
         request.extensions_mut().insert(meta.clone());
-        meta
+        Ok(meta)
     }
 
-    fn after(meta: Arc<RequestMeta>, response: &mut Response) {
+    fn on_response(meta: Arc<RequestMeta>, response: &mut Response) {
         let degraded = meta.degraded.lock().unwrap_or_else(|e| e.into_inner()).header_value();
         // A degradation describes an answer's content; an error response has none.
         if let Some(degraded) = degraded

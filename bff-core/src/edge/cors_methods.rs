@@ -10,7 +10,7 @@ use axum::http::header::{ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_REQUEST_ME
 use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 
-use super::around::Around;
+use crate::middleware::Filter;
 
 /// Rewrites `Access-Control-Allow-Methods` on preflight answers: the route the path takes, found
 /// in tables of the route patterns (matched as the routes are, built once), then that route's
@@ -37,24 +37,24 @@ impl CorsMethods {
     }
 }
 
-impl Around for CorsMethods {
+impl Filter for CorsMethods {
     /// The methods of a preflight's route, `Some(None)` for a path no declared route takes;
     /// `None` for any request but a preflight.
     type State = Option<Option<HeaderValue>>;
 
-    fn before(&self, request: &mut Request) -> Self::State {
+    fn on_request(&self, request: &mut Request) -> Result<Self::State, Response> {
         let headers = request.headers();
         let preflight = request.method() == Method::OPTIONS
             && headers.contains_key(ORIGIN)
             && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD);
         if !preflight {
-            return None;
+            return Ok(None);
         }
         let path = request.uri().path();
-        Some(self.tables.iter().find_map(|table| table.at(path).ok()).map(|found| found.value.clone()))
+        Ok(Some(self.tables.iter().find_map(|table| table.at(path).ok()).map(|found| found.value.clone())))
     }
 
-    fn after(methods: Self::State, response: &mut Response) {
+    fn on_response(methods: Self::State, response: &mut Response) {
         let Some(methods) = methods else { return };
         if !response.headers().contains_key(ACCESS_CONTROL_ALLOW_METHODS) {
             return;
@@ -79,7 +79,7 @@ mod tests {
             .header(ACCESS_CONTROL_REQUEST_METHOD, "GET")
             .body(axum::body::Body::empty())
             .unwrap();
-        cors.before(&mut request).expect("a preflight")
+        cors.on_request(&mut request).ok().flatten().expect("a preflight")
     }
 
     #[test]

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::BffError;
-use crate::middleware::Guard;
+use crate::middleware::Filter;
 
 /// Refuses requests over the limits.
 #[derive(Debug, Clone, Copy)]
@@ -15,13 +15,15 @@ pub(super) struct Limits {
     pub(super) max_uri_bytes: usize,
 }
 
-impl Guard for Limits {
-    fn refuse(&self, request: &mut Request) -> Option<Response> {
+impl Filter for Limits {
+    type State = ();
+
+    fn on_request(&self, request: &mut Request) -> Result<(), Response> {
         let length = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if length <= self.max_uri_bytes {
-            return None;
+            return Ok(());
         }
         let detail = format!("the URI is {length} bytes; the limit is {}", self.max_uri_bytes);
-        Some(BffError::Rejected { status: StatusCode::URI_TOO_LONG, code: "URI_TOO_LONG", detail }.into_response())
+        Err(BffError::Rejected { status: StatusCode::URI_TOO_LONG, code: "URI_TOO_LONG", detail }.into_response())
     }
 }

@@ -28,13 +28,14 @@
 //!
 //! Around them all, `X-Content-Type-Options: nosniff` on every answer (tower-http).
 //!
-//! Each is a tower layer with a concrete future (no box, the inner service called in place).
-//! tower-http has request-id, trace and catch-panic layers; they were used here first, and cost
-//! allocations and copies on every request that these do not (the trace layer's body wrapper and
-//! catch-panic's boxed body each make axum box the body again): `bench/README.md` has the counts.
+//! Each is a [`Filter`](crate::middleware::Filter), the same trait a BFF crate writes its own
+//! policies with (a concrete future, no box, the inner service called in place), except the span
+//! and the panic catcher: they must be inside every poll of what they wrap, so they are plain
+//! tower services. tower-http has request-id, trace and catch-panic layers; they were used here
+//! first, and cost allocations and copies on every request that these do not: `bench/README.md`
+//! has the counts.
 
 pub(crate) mod access_log;
-mod around;
 mod context;
 mod cors_methods;
 mod limits;
@@ -59,9 +60,8 @@ use tower::{Service, ServiceBuilder};
 use tower_http::cors::CorsLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use self::around::AroundLayer;
 use crate::config::Config;
-use crate::middleware::GuardLayer;
+use crate::middleware::FilterLayer;
 use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
 use crate::request::RoutePolicies;
@@ -76,26 +76,26 @@ pub(crate) fn wrap<S>(
     metrics: Metrics,
     spans: Option<SpanSink>,
     cors: Option<(CorsLayer, HashMap<String, Vec<Method>>)>,
-    shed: Option<shed::ShedLayer>,
+    shed: Option<shed::Shed>,
 ) -> Router
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
     let (cors, cors_methods) = match cors {
-        Some((layer, methods)) => (Some(layer), Some(AroundLayer(cors_methods::CorsMethods::new(methods)))),
+        Some((layer, methods)) => (Some(layer), Some(FilterLayer(cors_methods::CorsMethods::new(methods)))),
         None => (None, None),
     };
     let stack = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(AroundLayer(request_id::RequestIds))
+        .layer(FilterLayer(request_id::RequestIds))
         .layer(span::SpanLayer::new(&config.tracing, &config.server.trusted_proxies, spans))
-        .layer(AroundLayer(context::Context(policies)))
-        .layer(AroundLayer(access_log::AccessLog(metrics)))
-        .layer(AroundLayer(problem::ProblemDetails))
-        .option_layer(shed)
-        .layer(GuardLayer(limits::Limits { max_uri_bytes: config.server.max_uri_bytes }))
-        .layer(GuardLayer(normalize::Normalize))
+        .layer(FilterLayer(context::Context(policies)))
+        .layer(FilterLayer(access_log::AccessLog(metrics)))
+        .layer(FilterLayer(problem::ProblemDetails))
+        .option_layer(shed.map(FilterLayer))
+        .layer(FilterLayer(limits::Limits { max_uri_bytes: config.server.max_uri_bytes }))
+        .layer(FilterLayer(normalize::Normalize))
         .layer(panic::CatchPanicLayer)
         .option_layer(cors_methods)
         .option_layer(cors)

@@ -19,19 +19,21 @@ use axum::http::uri::PathAndQuery;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::BffError;
-use crate::middleware::Guard;
+use crate::middleware::Filter;
 use crate::request::PathWithDots;
 
 /// Normalises every request's path; refuses one that climbs above the root.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Normalize;
 
-impl Guard for Normalize {
-    fn refuse(&self, request: &mut Request) -> Option<Response> {
+impl Filter for Normalize {
+    type State = ();
+
+    fn on_request(&self, request: &mut Request) -> Result<(), Response> {
         let path = match normalize(request.uri().path()) {
-            Ok(None) => return None,
+            Ok(None) => return Ok(()),
             Ok(Some(path)) => path,
-            Err(why) => return Some(BffError::bad_request("INVALID_PATH", why).into_response()),
+            Err(why) => return Err(BffError::bad_request("INVALID_PATH", why).into_response()),
         };
         if let Some(with_dots) = with_dots(request.uri().path()) {
             request.extensions_mut().insert(PathWithDots(with_dots.into()));
@@ -44,7 +46,7 @@ impl Guard for Normalize {
         // Normalising only removes escapes and segments, so what was a path is still one.
         parts.path_and_query = PathAndQuery::try_from(rebuilt).ok();
         *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
-        None
+        Ok(())
     }
 }
 
@@ -192,7 +194,7 @@ mod tests {
         assert_eq!(with_dots("/api/./x//y/"), None, "no `..`");
         assert_eq!(with_dots("/api/catalog//products/./%2e%2E/../x").as_deref(), Some("/api/catalog/products/../../x"));
         let mut request = Request::builder().uri("/a/b/../c").body(axum::body::Body::empty()).unwrap();
-        assert!(Normalize.refuse(&mut request).is_none());
+        assert!(Normalize.on_request(&mut request).is_ok());
         assert_eq!(request.uri(), "/a/c");
         assert_eq!(request.extensions().get::<PathWithDots>().map(|p| &*p.0), Some("/a/b/../c"));
     }
@@ -207,10 +209,10 @@ mod tests {
     #[test]
     fn the_query_is_left_as_it_came() {
         let mut request = Request::builder().uri("/%61pi/./x?q=%61/../b").body(axum::body::Body::empty()).unwrap();
-        assert!(Normalize.refuse(&mut request).is_none());
+        assert!(Normalize.on_request(&mut request).is_ok());
         assert_eq!(request.uri(), "/api/x?q=%61/../b");
         let mut request = Request::builder().uri("/../x").body(axum::body::Body::empty()).unwrap();
-        let refused = Normalize.refuse(&mut request).expect("refused");
+        let refused = Normalize.on_request(&mut request).expect_err("refused");
         assert_eq!(refused.status(), axum::http::StatusCode::BAD_REQUEST);
     }
 }

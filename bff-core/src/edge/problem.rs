@@ -5,23 +5,23 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::around::Around;
 use crate::error::BffError;
 use crate::identity::REQUEST_ID_HEADER;
+use crate::middleware::Filter;
 use crate::problem::{ErrorReport, Problem};
 
 /// Errors are made without the request id (no task-local state); it is added here.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ProblemDetails;
 
-impl Around for ProblemDetails {
+impl Filter for ProblemDetails {
     type State = Option<HeaderValue>;
 
-    fn before(&self, request: &mut Request) -> Option<HeaderValue> {
-        request.headers().get(&REQUEST_ID_HEADER).cloned()
+    fn on_request(&self, request: &mut Request) -> Result<Option<HeaderValue>, Response> {
+        Ok(request.headers().get(&REQUEST_ID_HEADER).cloned())
     }
 
-    fn after(id: Option<HeaderValue>, response: &mut Response) {
+    fn on_response(id: Option<HeaderValue>, response: &mut Response) {
         problem_for_bare_405(response);
         if let Some(id) = id {
             with_request_id(response, &id);

@@ -5,8 +5,8 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::response::Response;
 
-use super::around::Around;
 use crate::identity::REQUEST_ID_HEADER;
+use crate::middleware::Filter;
 
 /// The longest request id we accept from a client; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -26,21 +26,21 @@ fn accepted(value: &HeaderValue) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RequestIds;
 
-impl Around for RequestIds {
+impl Filter for RequestIds {
     type State = HeaderValue;
 
-    fn before(&self, request: &mut Request) -> HeaderValue {
-        match request.headers().get(&REQUEST_ID_HEADER) {
+    fn on_request(&self, request: &mut Request) -> Result<HeaderValue, Response> {
+        Ok(match request.headers().get(&REQUEST_ID_HEADER) {
             Some(id) if accepted(id) => id.clone(),
             _ => {
                 let id = new_request_id();
                 request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
                 id
             }
-        }
+        })
     }
 
-    fn after(id: HeaderValue, response: &mut Response) {
+    fn on_response(id: HeaderValue, response: &mut Response) {
         response.headers_mut().insert(REQUEST_ID_HEADER, id);
     }
 }
@@ -65,7 +65,7 @@ mod tests {
         assert!(!accepted(&HeaderValue::try_from(long).unwrap()));
         let mut request = Request::new(axum::body::Body::empty());
         request.headers_mut().insert(REQUEST_ID_HEADER, HeaderValue::from_static("has space"));
-        let id = RequestIds.before(&mut request);
+        let id = RequestIds.on_request(&mut request).expect("never refused");
         assert_ne!(id, "has space");
         assert_eq!(request.headers()[&REQUEST_ID_HEADER], id, "the replacement is what the inside sees");
     }

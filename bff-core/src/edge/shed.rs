@@ -3,21 +3,16 @@
 //! into fast refusals instead of a queue that makes every request late. `/healthz` is never shed
 //! (nor is anything on the admin listener, which this layer does not wrap).
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use metrics::Counter;
-use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower::{Layer, Service};
 
 use crate::error::BffError;
+use crate::middleware::Filter;
 use crate::observe::metrics::Metrics;
 
 /// What a shed request is told to wait before trying again, in seconds.
@@ -26,15 +21,15 @@ const RETRY_AFTER_SECS: &str = "1";
 /// The path never shed: a load balancer's liveness check must see the process alive.
 const HEALTH: &str = "/healthz";
 
-/// Sheds requests over the cap; see [the module docs](self).
+/// Sheds requests over the cap (a [`Filter`]); see [the module docs](self).
 #[derive(Clone)]
-pub(crate) struct ShedLayer {
+pub(crate) struct Shed {
     permits: Arc<Semaphore>,
     cap: usize,
     shed: Counter,
 }
 
-impl ShedLayer {
+impl Shed {
     /// A cap of `cap` requests in flight, or `None` when `cap` is 0 (no cap).
     pub(crate) fn new(cap: usize, metrics: &Metrics) -> Option<Self> {
         (cap > 0).then(|| Self {
@@ -45,73 +40,25 @@ impl ShedLayer {
     }
 }
 
-impl<S> Layer<S> for ShedLayer {
-    type Service = Shed<S>;
+impl Filter for Shed {
+    /// The request's place, held until its response is ready; none for `/healthz`.
+    type State = Option<OwnedSemaphorePermit>;
 
-    fn layer(&self, inner: S) -> Shed<S> {
-        Shed { layer: self.clone(), inner }
-    }
-}
-
-/// The service of a [`ShedLayer`].
-#[derive(Clone)]
-pub(crate) struct Shed<S> {
-    layer: ShedLayer,
-    inner: S,
-}
-
-impl<S> Service<Request> for Shed<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ShedFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn on_request(&self, request: &mut Request) -> Result<Self::State, Response> {
         if request.uri().path() == HEALTH {
-            return ShedFuture::Admitted { inner: self.inner.call(request), permit: None };
+            return Ok(None);
         }
-        match self.layer.permits.clone().try_acquire_owned() {
-            Ok(permit) => ShedFuture::Admitted { inner: self.inner.call(request), permit: Some(permit) },
-            Err(_) => {
-                self.layer.shed.increment(1);
-                let detail = format!("the gateway is at its limit of {} requests in flight", self.layer.cap);
-                let mut response = BffError::Unavailable { code: "OVERLOADED", detail }.into_response();
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
-                ShedFuture::Shed { response: Some(response) }
-            }
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(Some(permit));
         }
+        self.shed.increment(1);
+        let detail = format!("the gateway is at its limit of {} requests in flight", self.cap);
+        let mut response = BffError::Unavailable { code: "OVERLOADED", detail }.into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        Err(response)
     }
-}
 
-pin_project! {
-    /// A request let in (holding its place until its response is ready), or shed.
-    #[project = ShedProj]
-    pub(crate) enum ShedFuture<F> {
-        Admitted { #[pin] inner: F, permit: Option<OwnedSemaphorePermit> },
-        Shed { response: Option<Response> },
-    }
-}
-
-impl<F> Future for ShedFuture<F>
-where
-    F: Future<Output = Result<Response, Infallible>>,
-{
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ShedProj::Admitted { inner, permit } => {
-                let response = std::task::ready!(inner.poll(cx));
-                drop(permit.take());
-                Poll::Ready(response)
-            }
-            ShedProj::Shed { response } => Poll::Ready(Ok(response.take().unwrap_or_default())),
-        }
+    fn on_response(permit: Self::State, _response: &mut Response) {
+        drop(permit);
     }
 }

@@ -145,7 +145,7 @@ impl Metrics {
 
     /// The OpenMetrics exposition of [`Metrics::render`], with the exemplars of the duration
     /// histograms' buckets.
-    pub fn render_openmetrics(&self) -> String {
+    pub(crate) fn render_openmetrics(&self) -> String {
         openmetrics::convert(&self.render(), &self.0.exemplars)
     }
 

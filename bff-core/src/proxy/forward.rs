@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
-use axum::http::header::{ALLOW, CONNECTION, CONTENT_LENGTH, UPGRADE};
+use axum::http::header::{ALLOW, CONTENT_LENGTH};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use pin_project_lite::pin_project;
 use super::headers::{self, Forwarding};
 use super::path::unsafe_path;
 use super::route::ProxyRoute;
-use super::tunnel::tunnel;
+use super::tunnel::{Opening, tunnel};
 use crate::config::IpNet;
 use crate::error::BffError;
 use crate::request::{Ctx, RequestMeta};
@@ -111,24 +111,34 @@ impl Forward {
             version: parts.version,
             credential: (!route.policy.access.is_public()).then_some(self.shared.credential.as_ref()).flatten(),
         };
-        // A WebSocket on a route that takes them: the client's side of the tunnel, and where the
-        // connection's task will run it.
-        let upgrade = match route.websocket && is_websocket(&parts) {
-            true => match (parts.extensions.remove::<OnUpgrade>(), parts.extensions.get::<Tunnels>().cloned()) {
-                (Some(client), Some(tunnels)) => Some((client, tunnels)),
-                _ => return BffError::bad_request("UPGRADE_UNSUPPORTED", NO_UPGRADE).into_response(),
-            },
-            false => None,
+        // A WebSocket on a route that takes them: how it was opened, the client's side of the
+        // tunnel, and where the connection's task will run it.
+        let upgrade = match Opening::of(&parts) {
+            // Only a WebSocket opening has a `CONNECT` on the wire; it is not for this route.
+            Some(Opening::ExtendedConnect) if !route.websocket => {
+                let detail = format!("the route `{}` does not take WebSockets", route.policy.pattern);
+                return BffError::bad_request("WEBSOCKET_NOT_ALLOWED", detail).into_response();
+            }
+            Some(opening) if route.websocket => {
+                match (parts.extensions.remove::<OnUpgrade>(), parts.extensions.get::<Tunnels>().cloned()) {
+                    (Some(client), Some(tunnels)) => Some((opening, client, tunnels)),
+                    _ => return BffError::bad_request("UPGRADE_UNSUPPORTED", NO_UPGRADE).into_response(),
+                }
+            }
+            // An HTTP/1.1 upgrade on a route without WebSockets is forwarded as a plain `GET`.
+            _ => None,
         };
         let mut forwarded = std::mem::take(&mut parts.headers);
         headers::request_headers(&mut forwarded, &forwarding);
         route.request_headers.apply(&mut forwarded);
-        if upgrade.is_some() {
-            forwarded.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-            forwarded.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        if let Some((opening, ..)) = &upgrade {
+            opening.upstream_headers(&mut forwarded);
+            // Opened upstream as HTTP/1.1 asks: a `GET` (an HTTP/2 client sent `CONNECT`).
+            parts.method = axum::http::Method::GET;
         }
-        // Set when the body crosses the limit; only a request with a body has one.
-        let tripped = (!body.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+        // Set when the body crosses the limit; only a request with a body has one (a WebSocket's
+        // bytes go through the tunnel, not a body).
+        let tripped = (!body.is_end_stream() && upgrade.is_none()).then(|| Arc::new(AtomicBool::new(false)));
         let body = match &tripped {
             None => Body::empty(),
             Some(tripped) => Body::stream(Limited { inner: body, left: limit, limit, tripped: tripped.clone() }),
@@ -151,21 +161,23 @@ impl Forward {
                 };
                 let mut response = Response::from_parts(parts_out, body_out);
                 let switched = match upgrade {
-                    Some((client, tunnels)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    Some((opening, client, tunnels)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                         match response.extensions_mut().remove::<OnUpgrade>() {
                             Some(upstream) => {
                                 tunnels.run(Box::pin(tunnel(client, upstream, self.shared.idle_timeout)));
-                                true
+                                Some(opening)
                             }
                             None => return BffError::bad_request("UPGRADE_UNSUPPORTED", NO_UPGRADE).into_response(),
                         }
                     }
-                    _ => false,
+                    _ => None,
                 };
                 headers::response_headers(response.headers_mut(), parts.version);
-                if switched {
-                    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("upgrade"));
-                    response.headers_mut().insert(UPGRADE, HeaderValue::from_static("websocket"));
+                if let Some(opening) = switched {
+                    // A switched answer has no body: its bytes go through the tunnel.
+                    let (mut head, _) = response.into_parts();
+                    opening.answer(&mut head.status, &mut head.headers);
+                    response = Response::from_parts(head, axum::body::Body::empty());
                 }
                 route.response_headers.apply(response.headers_mut());
                 response
@@ -234,21 +246,8 @@ impl http_body::Body for Prefetched {
 }
 
 /// Why a WebSocket cannot be tunnelled.
-const NO_UPGRADE: &str = "a WebSocket is opened over HTTP/1.1 (GET with Connection: Upgrade and Upgrade: websocket)";
-
-/// Whether the request opens a WebSocket: an HTTP/1.1 `GET` with `Connection: upgrade` and
-/// `Upgrade: websocket`.
-fn is_websocket(parts: &axum::http::request::Parts) -> bool {
-    let has = |name, token: &str| {
-        parts
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    parts.method == axum::http::Method::GET && has(CONNECTION, "upgrade") && has(UPGRADE, "websocket")
-}
+const NO_UPGRADE: &str = "a WebSocket is opened with an HTTP/1.1 upgrade (GET with Connection: Upgrade and Upgrade: \
+                          websocket) or an HTTP/2 extended CONNECT (:protocol websocket)";
 
 fn too_large(limit: u64) -> Response {
     BffError::body_too_large(limit).into_response()

@@ -13,7 +13,8 @@
 //!   routed (`Proxies::route`);
 //! - `headers.rs`: hop-by-hop headers, `X-Forwarded-*`, `Forwarded`, `Via`;
 //! - `forward.rs`: the service that forwards;
-//! - `tunnel.rs`: a WebSocket's bytes both ways, once both sides have switched protocols.
+//! - `tunnel.rs`: a WebSocket, opened over HTTP/1.1 or HTTP/2, its bytes both ways once both sides
+//!   have switched protocols.
 //!
 //! Each route is named by its `path` as written (in metrics, logs, `rate_limits.<n>.routes` and
 //! `routes."<path>"`) and has its own access. A route whose paths overlap a handler route's, or two
@@ -113,7 +114,8 @@ impl Proxies {
             let response = BffError::bad_request("INVALID_PATH", why).into_response();
             return Routed::Answered(response, route.policy.clone());
         }
-        let found = self.table.find(host.as_deref(), request.uri().path(), request.headers(), request.method());
+        let method = tunnel::routing_method(request.method(), request.extensions());
+        let found = self.table.find(host.as_deref(), request.uri().path(), request.headers(), method);
         match found {
             Found::Route(route) => {
                 let policy = route.policy.clone();
@@ -131,7 +133,8 @@ impl Proxies {
     /// resolved path is not under that route's root: `/api/files/../../_stats` is not a file.
     fn climbed_out(&self, host: Option<&str>, request: &Request) -> Option<&Arc<ProxyRoute>> {
         let PathWithDots(written) = request.extensions().get::<PathWithDots>()?;
-        let route = match self.table.find(host, written, request.headers(), request.method()) {
+        let method = tunnel::routing_method(request.method(), request.extensions());
+        let route = match self.table.find(host, written, request.headers(), method) {
             Found::Route(route) | Found::MethodNotAllowed(_, route) => route,
             Found::Nothing => return None,
         };

@@ -1,6 +1,15 @@
-//! A WebSocket through a passthrough route: once the client's connection and the upstream's have
-//! both switched protocols (`101`), bytes are copied both ways until either side closes, or
-//! until no byte has moved for the idle timeout.
+//! A WebSocket through a passthrough route. It is opened either way a client may open one:
+//!
+//! - over HTTP/1.1, a `GET` with `Connection: Upgrade` and `Upgrade: websocket` (RFC 6455),
+//!   answered `101 Switching Protocols`;
+//! - over HTTP/2, an extended `CONNECT` with `:protocol = websocket` on one stream (RFC 8441; the
+//!   server advertises `SETTINGS_ENABLE_CONNECT_PROTOCOL`), answered `200`.
+//!
+//! Upstream it is always opened over HTTP/1.1, the way every WebSocket server takes one: an HTTP/2
+//! opening becomes a `GET` with the upgrade headers and a `Sec-WebSocket-Key` of the gateway's
+//! (RFC 8441 §5 has the client send none), and the upstream's `101` becomes the client's `200`.
+//! Once both sides have switched, the bytes (the same RFC 6455 frames either way) are copied both
+//! ways until either side closes, or until no byte has moved for the idle timeout.
 
 use std::io;
 use std::pin::Pin;
@@ -9,9 +18,85 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, request};
+use base64::Engine as _;
+use hyper::ext::Protocol;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How a client asked to open a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Opening {
+    /// An HTTP/1.1 upgrade, answered `101`.
+    Upgrade,
+    /// An HTTP/2 extended `CONNECT`, answered `200`.
+    ExtendedConnect,
+}
+
+impl Opening {
+    /// How `parts` opens a WebSocket, if it does.
+    pub(super) fn of(parts: &request::Parts) -> Option<Self> {
+        if parts.method == Method::CONNECT {
+            let websocket =
+                parts.extensions.get::<Protocol>().is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+            return (websocket && parts.version == Version::HTTP_2).then_some(Self::ExtendedConnect);
+        }
+        let has = |name, token: &str| {
+            parts
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        };
+        (parts.method == Method::GET && has(CONNECTION, "upgrade") && has(UPGRADE, "websocket"))
+            .then_some(Self::Upgrade)
+    }
+
+    /// The upgrade headers of the HTTP/1.1 request that opens it upstream, set on `forwarded`
+    /// (the client's headers, hop-by-hop ones already removed).
+    pub(super) fn upstream_headers(self, forwarded: &mut HeaderMap) {
+        forwarded.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        forwarded.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        if self == Self::ExtendedConnect {
+            let nonce = fastrand::u128(..).to_le_bytes();
+            let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+            if let Ok(key) = HeaderValue::try_from(key) {
+                forwarded.insert(SEC_WEBSOCKET_KEY, key);
+            }
+        }
+    }
+
+    /// Turns the upstream's `101` into this opening's answer (its hop-by-hop headers already
+    /// removed): `101` with the upgrade headers, or `200` without the HTTP/1.1 handshake's
+    /// `Sec-WebSocket-Accept`.
+    pub(super) fn answer(self, status: &mut StatusCode, headers: &mut HeaderMap) {
+        match self {
+            Self::Upgrade => {
+                headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            }
+            Self::ExtendedConnect => {
+                *status = StatusCode::OK;
+                headers.remove(SEC_WEBSOCKET_ACCEPT);
+            }
+        }
+    }
+}
+
+/// The method a request is routed by: `GET` for an HTTP/2 WebSocket opening (RFC 8441 puts
+/// `CONNECT` on the wire where HTTP/1.1 has `GET`), its own otherwise.
+pub(super) fn routing_method<'a>(method: &'a Method, extensions: &axum::http::Extensions) -> &'a Method {
+    const GET: &Method = &Method::GET;
+    match *method == Method::CONNECT
+        && extensions.get::<Protocol>().is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+    {
+        true => GET,
+        false => method,
+    }
+}
 
 /// Copies between the two upgraded connections; see [the module docs](self).
 pub(super) async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {

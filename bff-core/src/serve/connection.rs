@@ -17,9 +17,17 @@
 //!
 //! Its requests report to one [`ConnState`] (`serve/service.rs`), with atomics only: the
 //! connection's task looks at it when its one timer fires.
+//!
+//! A WebSocket tunnel is part of its connection: on HTTP/1.1 the connection's task runs it once
+//! hyper has handed the socket over; on HTTP/2 (one stream, RFC 8441) a task of its own runs it,
+//! counted as a request in flight whose every wake is progress, and ended with the connection.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -99,6 +107,8 @@ pub(crate) struct ConnState {
     /// What the connection becomes once hyper hands its socket over after a `101 Switching
     /// Protocols` (a WebSocket tunnel), set by the handler that answered it.
     tunnel: TunnelCell,
+    /// Set once the connection's task is done with it: the HTTP/2 streams' tunnels end with it.
+    ended: watch::Sender<bool>,
 }
 
 /// A connection's tunnel-to-be.
@@ -124,6 +134,7 @@ impl ConnState {
             unsent: AtomicUsize::new(0),
             evict: Notify::new(),
             tunnel: TunnelCell::default(),
+            ended: watch::Sender::new(false),
         };
         state.idle_since.store(state.since_epoch(Instant::now()), Ordering::Relaxed);
         state
@@ -234,6 +245,7 @@ pub(super) async fn serve<IO>(
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let _ended = Ended(state);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     let timer = tokio::time::sleep_until(accepted + timers.first_request);
@@ -286,6 +298,46 @@ where
         () = given_up => {}
     }
     Some(reason)
+}
+
+/// Runs the tunnel of one HTTP/2 stream (an extended `CONNECT`) on a task of its own, until it
+/// ends or its connection does (which, on shutdown, is when the grace period is over). It counts
+/// as a request in flight meanwhile, and each wake of it as progress, so the connection is
+/// neither idle nor stalled while it carries one.
+pub(super) fn spawn_stream_tunnel(state: Arc<ConnState>, tunnel: BoxFuture<'static, ()>) {
+    state.request_started();
+    tokio::spawn(async move {
+        let mut ended = state.ended.subscribe();
+        tokio::select! {
+            () = Progressing { inner: tunnel, state: &state } => {}
+            _ = ended.wait_for(|ended| *ended) => {}
+        }
+        state.request_ended();
+    });
+}
+
+/// A future whose every poll is progress of its connection.
+struct Progressing<'a> {
+    inner: BoxFuture<'static, ()>,
+    state: &'a ConnState,
+}
+
+impl Future for Progressing<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.state.moved();
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// Tells the streams' tunnels their connection is done, however [`serve`] returns.
+struct Ended<'a>(&'a ConnState);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.ended.send_replace(true);
+    }
 }
 
 /// Runs a connection's tunnel until it ends, or until the server's grace period is over on

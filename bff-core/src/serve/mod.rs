@@ -67,15 +67,8 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// descriptors, say), so it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// Serves a router on a listener under [`ServerConfig`]'s limits.
-///
-/// ```no_run
-/// # async fn run(router: axum::Router) -> std::io::Result<()> {
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-/// let config = bff_core::config::ServerConfig::default();
-/// bff_core::serve::Server::new(&config).serve(listener, router, bff_core::shutdown_signal()).await
-/// # }
-/// ```
+/// Serves a router on a listener under [`ServerConfig`]'s limits. A BFF gets one through
+/// [`Gateway::serve`](crate::Gateway::serve); tests reach it with the `test-util` feature.
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
@@ -319,6 +312,8 @@ fn builder(config: &ServerConfig) -> Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
+        // RFC 8441: WebSockets over HTTP/2, on passthrough routes that take them.
+        .enable_connect_protocol()
         .max_concurrent_streams(config.h2_max_concurrent_streams)
         .max_send_buf_size(config.h2_max_send_buf_bytes)
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));

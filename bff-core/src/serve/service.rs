@@ -87,8 +87,14 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         // Handlers and limits read the client's address as axum's `ConnectInfo`.
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(self.peer);
-        if parts.version == Version::HTTP_11 && parts.headers.contains_key(http::header::UPGRADE) {
-            parts.extensions.insert(Tunnels(self.state.clone()));
+        let upgrades = match parts.version {
+            Version::HTTP_11 => parts.headers.contains_key(http::header::UPGRADE),
+            Version::HTTP_2 => parts.method == http::Method::CONNECT,
+            _ => false,
+        };
+        if upgrades {
+            let stream = parts.version == Version::HTTP_2;
+            parts.extensions.insert(Tunnels { state: self.state.clone(), stream });
         }
         let reports = (!body.is_end_stream()).then(|| self.state.clone());
         let request = Request::from_parts(parts, RequestBody { inner: body, state: reports });
@@ -97,17 +103,25 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     }
 }
 
-/// Lets the handler that answers a request `101 Switching Protocols` hand the connection what it
-/// becomes once hyper gives its socket up (a WebSocket tunnel): run by the connection's task, so
-/// it counts as the connection it is (open, closed on shutdown after the grace period). A request
-/// extension, on the HTTP/1.1 requests that ask to upgrade.
+/// Lets the handler that switches a request's protocol hand its connection the tunnel it becomes
+/// (a WebSocket): on HTTP/1.1 what the connection runs once hyper gives its socket up after the
+/// `101`; on HTTP/2 one stream's, run beside the others (`serve/connection.rs`). Either way it
+/// counts as part of the connection (open, closed on shutdown after the grace period). A request
+/// extension, on the HTTP/1.1 requests that ask to upgrade and the HTTP/2 `CONNECT`s.
 #[derive(Clone)]
-pub(crate) struct Tunnels(Arc<ConnState>);
+pub(crate) struct Tunnels {
+    state: Arc<ConnState>,
+    /// An HTTP/2 stream's tunnel, not the whole connection's.
+    stream: bool,
+}
 
 impl Tunnels {
-    /// Makes `tunnel` what the connection runs after its `101`.
+    /// Runs `tunnel` as part of the connection, once the protocol has switched.
     pub(crate) fn run(&self, tunnel: futures::future::BoxFuture<'static, ()>) {
-        self.0.set_tunnel(tunnel);
+        match self.stream {
+            true => super::connection::spawn_stream_tunnel(self.state.clone(), tunnel),
+            false => self.state.set_tunnel(tunnel),
+        }
     }
 }
 

@@ -42,7 +42,7 @@ impl Body {
     }
 
     /// A copy for another attempt, when the body is buffered (a stream cannot be sent twice).
-    pub fn try_clone(&self) -> Option<Self> {
+    pub(crate) fn try_clone(&self) -> Option<Self> {
         match &self.0 {
             Kind::Empty => Some(Self(Kind::Empty)),
             Kind::Full(bytes) => Some(Self(Kind::Full(bytes.clone()))),

@@ -56,7 +56,7 @@ impl UpstreamError {
 
     /// Classifies an error that came out of an outbound stack: ours as they are, anything else
     /// (a tower layer's own error) as a transport failure with its text as the cause.
-    pub fn from_stack(service: &Arc<str>, error: super::BoxError) -> Self {
+    pub(crate) fn from_stack(service: &Arc<str>, error: super::BoxError) -> Self {
         match error.downcast::<Self>() {
             Ok(error) => *error,
             Err(other) if other.is::<tower::load_shed::error::Overloaded>() => {
@@ -74,12 +74,12 @@ impl UpstreamError {
 
     /// Whether the upstream turned the call away before processing it, so that sending it again
     /// is safe whatever its method.
-    pub fn is_unprocessed(&self) -> bool {
+    pub(crate) fn is_unprocessed(&self) -> bool {
         self.unprocessed
     }
 
     /// Attaches the underlying error text, for logs only.
-    pub fn with_cause(mut self, cause: impl fmt::Display) -> Self {
+    pub(crate) fn with_cause(mut self, cause: impl fmt::Display) -> Self {
         self.cause = Some(cause.to_string());
         self
     }
@@ -106,7 +106,7 @@ impl UpstreamError {
 
     /// Whether a client's value made the call's path climb out of its resource (`..`): the call
     /// was not sent, and no resource has that id.
-    pub fn is_dot_segment(&self) -> bool {
+    pub(crate) fn is_dot_segment(&self) -> bool {
         matches!(self.kind, UpstreamErrorKind::DotSegment(_))
     }
 

@@ -91,7 +91,7 @@ pub struct UpstreamSettings {
 
 impl UpstreamSettings {
     /// One upstream's section with `defaults` filled in where it is silent.
-    pub fn from_config(defaults: &Defaults, upstream: &UpstreamConfig) -> Self {
+    pub(crate) fn from_config(defaults: &Defaults, upstream: &UpstreamConfig) -> Self {
         Self {
             timeout: upstream.timeout.unwrap_or(defaults.timeout),
             connect_timeout: upstream.connect_timeout.unwrap_or(defaults.connect_timeout),
@@ -162,28 +162,16 @@ impl fmt::Debug for Upstream {
 
 impl Upstream {
     /// Builds an upstream at `base` (an `http` or `https` URL) with its own connection pool,
-    /// recording into `metrics`. BFFs get theirs from the gateway ([`Gateway::upstream`]); this
-    /// is for code that needs one of its own.
-    ///
-    /// [`Gateway::upstream`]: crate::Gateway::upstream
-    ///
-    /// ```
-    /// use bff_core::config::UpstreamProtocol;
-    /// use bff_core::observe::metrics::Metrics;
-    /// use bff_core::{Upstream, UpstreamSettings};
-    ///
-    /// let mut settings = UpstreamSettings::default();
-    /// settings.protocol = UpstreamProtocol::Http2;
-    /// let users = Upstream::new("users", &"http://127.0.0.1:7001".parse().unwrap(), settings, &Metrics::new());
-    /// assert_eq!(users.name(), "users");
-    /// ```
-    pub fn new(name: &str, base: &HttpUrl, settings: UpstreamSettings, metrics: &Metrics) -> Self {
+    /// recording into `metrics`. A BFF gets its upstreams from the gateway
+    /// ([`Gateway::upstream`](crate::Gateway::upstream)), so that each is named in the config
+    /// and has its policies, metrics and reloads; a test double is [`Upstream::from_service`].
+    pub(crate) fn new(name: &str, base: &HttpUrl, settings: UpstreamSettings, metrics: &Metrics) -> Self {
         Self::instances(name, std::slice::from_ref(base), settings, metrics)
     }
 
     /// An upstream with several identical instances at `bases` (each with its own connection
     /// pool), balanced with outlier ejection (`upstream/balance.rs`).
-    pub fn instances(name: &str, bases: &[HttpUrl], settings: UpstreamSettings, metrics: &Metrics) -> Self {
+    pub(crate) fn instances(name: &str, bases: &[HttpUrl], settings: UpstreamSettings, metrics: &Metrics) -> Self {
         Self::instances_with(name, bases, settings, metrics, &AttemptLayers::default())
     }
 
@@ -285,7 +273,7 @@ impl Upstream {
 
 /// Every upstream named in the configuration, by name.
 #[derive(Debug, Clone, Default)]
-pub struct Upstreams {
+pub(crate) struct Upstreams {
     by_name: Arc<BTreeMap<String, (Upstream, UpstreamUrls)>>,
 }
 
@@ -293,7 +281,8 @@ impl Upstreams {
     /// Builds a client per upstream section, merging `defaults` explicitly.
     ///
     /// Fails with the config key at fault and why when an upstream's TLS files cannot be used.
-    pub fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, (String, String)> {
+    #[cfg(test)]
+    pub(crate) fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, (String, String)> {
         Self::with_layers(config, metrics, &AttemptLayers::default(), |_| None)
     }
 
@@ -327,12 +316,12 @@ impl Upstreams {
     }
 
     /// The upstream called `name`, if configured.
-    pub fn get(&self, name: &str) -> Option<Upstream> {
+    pub(crate) fn get(&self, name: &str) -> Option<Upstream> {
         self.by_name.get(name).map(|(u, _)| u.clone())
     }
 
     /// Each upstream's name and base URL, once per instance.
-    pub fn urls(&self) -> impl Iterator<Item = (&str, &HttpUrl)> {
+    pub(crate) fn urls(&self) -> impl Iterator<Item = (&str, &HttpUrl)> {
         self.by_name.iter().flat_map(|(name, (_, urls))| urls.iter().map(move |url| (name.as_str(), url)))
     }
 }
