@@ -297,8 +297,11 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_filter_sees_the_request_and_the_response_or_answers_instead() {
+    /// An inner service answering `200 inner`, and the count of its calls.
+    fn counted_inner() -> (
+        impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static> + Clone + Send + 'static,
+        Arc<AtomicUsize>,
+    ) {
         let calls = Arc::new(AtomicUsize::new(0));
         let inner = tower::service_fn({
             let calls = calls.clone();
@@ -307,6 +310,12 @@ mod tests {
                 async { Ok::<_, Infallible>("inner".into_response()) }
             }
         });
+        (inner, calls)
+    }
+
+    #[tokio::test]
+    async fn a_filter_sees_the_request_and_the_response_or_answers_instead() {
+        let (inner, calls) = counted_inner();
         let service = FilterLayer(Echo).layer(inner);
 
         let request = Request::builder().header("x-in", "7").body(Body::empty()).unwrap();
@@ -324,14 +333,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_middleware_runs_around_the_inner_service_or_instead_of_it() {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let inner = tower::service_fn({
-            let calls = calls.clone();
-            move |_request: Request| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                async { Ok::<_, Infallible>("inner".into_response()) }
-            }
-        });
+        let (inner, calls) = counted_inner();
         let service = MiddlewareLayer(Gate).layer(inner);
 
         let refused = service.clone().oneshot(Request::new(Body::empty())).await.unwrap();
