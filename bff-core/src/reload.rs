@@ -105,8 +105,11 @@ impl Reloader {
 
     /// Logs each key that changed but takes a restart.
     fn warn_fixed(&self, config: &Config) {
-        let fixed = |c: &Config| (c.listen, c.admin.clone(), c.tls.clone(), c.server.clone());
-        if !carried::same(&fixed(config), &fixed(&self.fixed)) {
+        let before = &self.fixed;
+        if !carried::same(
+            &(&config.listen, &config.admin, &config.tls, &config.server),
+            &(&before.listen, &before.admin, &before.tls, &before.server),
+        ) {
             tracing::warn!("`listen`, `admin`, `tls` or `server` changed: that takes a restart; the rest is reloaded");
         }
         if !config.tracing.same_export(&self.fixed.tracing) {

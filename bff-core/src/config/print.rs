@@ -23,7 +23,7 @@ pub fn redacted(config: &Config) -> Result<String, ConfigError> {
 fn is_secret_key(key: &str) -> bool {
     ["sha256", "hash", "secret", "password", "token"]
         .iter()
-        .any(|word| key == *word || key.ends_with(&format!("_{word}")))
+        .any(|word| key.strip_suffix(word).is_some_and(|rest| rest.is_empty() || rest.ends_with('_')))
 }
 
 /// Whether the string values of the table under `key` are header values (an export's

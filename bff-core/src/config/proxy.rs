@@ -51,7 +51,8 @@ pub struct ProxyRouteConfig {
     pub timeout: Option<Duration>,
     /// Whether a WebSocket (`Connection: Upgrade`, `Upgrade: websocket` on HTTP/1.1, or an
     /// extended `CONNECT` with `:protocol websocket` on HTTP/2) is tunnelled to the upstream,
-    /// after the route's access check; else `Upgrade` is not forwarded. A tunnel closes after `server.idle_timeout` with no byte either way.
+    /// after the route's access check; else `Upgrade` is not forwarded. A tunnel closes after
+    /// `server.idle_timeout` with no byte either way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub websocket: bool,
     /// The largest request body, counted as it streams (413 past it). Absent:

@@ -41,7 +41,8 @@ impl Shed {
 }
 
 impl Filter for Shed {
-    /// The request's place, held until its response is ready; none for `/healthz`.
+    /// The request's place, held until its response is ready (the state is dropped then); none
+    /// for `/healthz`.
     type State = Option<OwnedSemaphorePermit>;
 
     fn on_request(&self, request: &mut Request) -> Result<Self::State, Response> {
@@ -56,9 +57,5 @@ impl Filter for Shed {
         let mut response = BffError::Unavailable { code: "OVERLOADED", detail }.into_response();
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
         Err(response)
-    }
-
-    fn on_response(permit: Self::State, _response: &mut Response) {
-        drop(permit);
     }
 }

@@ -113,7 +113,9 @@ impl Forward {
         };
         // A WebSocket on a route that takes them: how it was opened, the client's side of the
         // tunnel, and where the connection's task will run it.
-        let upgrade = match Opening::of(&parts) {
+        // Only a route that takes WebSockets, or a `CONNECT`, has the headers looked at.
+        let opening = (route.websocket || parts.method == axum::http::Method::CONNECT).then(|| Opening::of(&parts));
+        let upgrade = match opening.flatten() {
             // Only a WebSocket opening has a `CONNECT` on the wire; it is not for this route.
             Some(Opening::ExtendedConnect) if !route.websocket => {
                 let detail = format!("the route `{}` does not take WebSockets", route.policy.pattern);

@@ -39,9 +39,8 @@ impl Opening {
     /// How `parts` opens a WebSocket, if it does.
     pub(super) fn of(parts: &request::Parts) -> Option<Self> {
         if parts.method == Method::CONNECT {
-            let websocket =
-                parts.extensions.get::<Protocol>().is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
-            return (websocket && parts.version == Version::HTTP_2).then_some(Self::ExtendedConnect);
+            let websocket = extended_connect(&parts.method, &parts.extensions) && parts.version == Version::HTTP_2;
+            return websocket.then_some(Self::ExtendedConnect);
         }
         let has = |name, token: &str| {
             parts
@@ -90,12 +89,13 @@ impl Opening {
 /// `CONNECT` on the wire where HTTP/1.1 has `GET`), its own otherwise.
 pub(super) fn routing_method<'a>(method: &'a Method, extensions: &axum::http::Extensions) -> &'a Method {
     const GET: &Method = &Method::GET;
-    match *method == Method::CONNECT
+    if extended_connect(method, extensions) { GET } else { method }
+}
+
+/// Whether a request is a `CONNECT` for the WebSocket protocol (`:protocol websocket`).
+fn extended_connect(method: &Method, extensions: &axum::http::Extensions) -> bool {
+    *method == Method::CONNECT
         && extensions.get::<Protocol>().is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
-    {
-        true => GET,
-        false => method,
-    }
 }
 
 /// Copies between the two upgraded connections; see [the module docs](self).
