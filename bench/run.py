@@ -396,6 +396,10 @@ class Harness:
                 # The pro tier's 100,000 a day would run out within a long case: the bench
                 # measures the quota's check, not its refusals (an earlier build too).
                 cfg["BFF_QUOTAS__PRO__REQUESTS"] = "1000000000000"
+            if name == "bff-web":
+                # Its browser sessions' provider: the mock's, with the mock's demo client secret.
+                cfg["BFF_OIDC__ISSUER"] = m["auth"]
+                cfg["BFF_OIDC__CLIENT_SECRET"] = "demo-web-secret"
             for service in MOCK_SERVICES:
                 if service == "auth":
                     if name != "bff-partner":

@@ -36,6 +36,8 @@ use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies};
 use crate::route_keys::{self, Patterns};
 use crate::routes::{Route, Routes};
 use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, Server, Signal, Tls, TlsError};
+use crate::session::Sessions;
+use crate::session::layer::RequireSession;
 use crate::shape::Shape;
 use crate::upstream::{Attempt, AttemptLayers, Body as UpstreamBody, BoxError, Upstream, Upstreams};
 
@@ -54,6 +56,8 @@ pub struct Gateway {
     tls: Option<Tls>,
     limits: Option<Limits>,
     proxies: Proxies,
+    /// Browser sessions, when `[session]` is configured; kept across reloads.
+    sessions: Option<Sessions>,
     /// Where sampled spans go, when `tracing.otlp_endpoint` is set; kept across reloads.
     spans: Option<SpanSink>,
     /// The layers a BFF crate added around its upstreams' attempts; kept across reloads.
@@ -175,6 +179,9 @@ impl GatewayBuilder {
         if let Some(verifier) = &verifier {
             dependencies.push(("auth".to_owned(), (**verifier.jwks_url()).clone()));
         }
+        if let (Some(oidc), Some(_)) = (&config.oidc, &config.session) {
+            dependencies.push(("oidc".to_owned(), (*oidc.issuer).clone()));
+        }
         let readiness = Readiness::new(dependencies);
         let proxies = Proxies::new(&config, &upstreams)
             .map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
@@ -185,11 +192,19 @@ impl GatewayBuilder {
                 .await
                 .map_err(|message| ConfigError::key(source.clone(), "redis.url", message))?,
         };
-        if limits.is_none() && config.redis.is_some() {
+        let sessions_in_redis =
+            config.session.as_ref().is_some_and(|s| s.store == crate::config::SessionStoreKind::Redis);
+        if limits.is_none() && config.redis.is_some() && !sessions_in_redis {
             tracing::warn!(
-                "`redis.url` is set, but there are no `rate_limits` or `quotas` to share: Redis is not used"
+                "`redis.url` is set, but there are no `rate_limits`, `quotas` or sessions to share: Redis is not used"
             );
         }
+        let sessions = match previous.as_ref().filter(|p| carried::same_sessions(&p.config, &config)) {
+            Some(before) => before.sessions.clone(),
+            None => Sessions::from_config(&config, &metrics)
+                .await
+                .map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?,
+        };
         let spans = match spans {
             Some(spans) => spans,
             None => SpanSink::from_config(&config.tracing, &metrics)
@@ -208,6 +223,7 @@ impl GatewayBuilder {
             tls,
             limits,
             proxies,
+            sessions,
             spans,
             attempt_layers,
         })
@@ -258,6 +274,7 @@ impl Gateway {
     /// not the pattern of one of these routes, when a path is given two different accesses, or
     /// when a route needs credentials and the config has neither `auth` nor `api_keys`.
     pub fn router(&self, routes: Routes) -> Result<Router, ConfigError> {
+        let routes = self.with_session_routes(routes)?;
         let handlers = routes.access.iter().map(|(p, _)| p.as_str()).chain([HEALTHZ]);
         self.proxies
             .check_handlers(handlers)
@@ -292,6 +309,7 @@ impl Gateway {
         if let Some(route) = every().find(|route| !route.access.is_public())
             && self.verifier.is_none()
             && self.api_keys.is_none()
+            && self.sessions.is_none()
         {
             let message = format!(
                 "the route `{}` needs an authenticated caller, but neither `auth` nor `api_keys` is configured",
@@ -334,6 +352,19 @@ impl Gateway {
             .merge(protected)
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         Ok(self.wrap(Dispatch::new(policies.iter(), proxied, routed), methods))
+    }
+
+    /// `routes` with the session endpoints (`/bff/login`, `/bff/callback`, `/bff/user`,
+    /// `/bff/logout`) when the BFF has sessions; a BFF route of its own under `/bff/` is an error
+    /// naming it.
+    fn with_session_routes(&self, routes: Routes) -> Result<Routes, ConfigError> {
+        let Some(sessions) = &self.sessions else { return Ok(routes) };
+        if let Some((taken, _)) = routes.access.iter().find(|(path, _)| path.starts_with("/bff/")) {
+            let message = format!("the route `{taken}` is under `/bff/`, where `[session]` serves its endpoints");
+            return Err(ConfigError { source: self.source.to_string(), key: None, message });
+        }
+        let endpoints = crate::session::routes(sessions);
+        Ok(endpoints.into_iter().fold(routes, |routes, (path, method)| routes.route(path, method, Access::public())))
     }
 
     /// Every handler route's policies, resolved once: its access and its `routes."<pattern>"`
@@ -399,17 +430,19 @@ impl Gateway {
         let api_keys = if self.verifier.is_none() { self.api_keys.clone() } else { None };
         // An answer for one caller: no shared cache may keep it (a browser may, revalidating with
         // the ETag), and caches that do must key it by the credential.
-        let credential = match &api_keys {
-            Some(keys) => {
+        let credential = match (&api_keys, &self.sessions) {
+            (Some(keys), _) => {
                 HeaderValue::from_str(keys.header().as_str()).unwrap_or(HeaderValue::from_static("x-api-key"))
             }
-            None => HeaderValue::from_static("authorization"),
+            (None, Some(_)) => HeaderValue::from_static("authorization, cookie"),
+            (None, None) => HeaderValue::from_static("authorization"),
         };
         let shaping = self.config.shaping;
         Protection {
             credential,
             by_address: self.enforce(Stage::Anonymous, patterns.clone()),
             verifier: self.verifier.clone(),
+            sessions: self.sessions.clone(),
             api_keys,
             by_caller: self.enforce(Stage::Caller, patterns),
             shape: shaping.any().then(|| Shape::new(shaping)),
@@ -493,7 +526,8 @@ impl Gateway {
 }
 
 /// The layers of every protected route, outermost first: `Cache-Control: private, no-cache` and
-/// `Vary` by the credential on the answer; limits by address; credentials (JWT or API key); access
+/// `Vary` by the credential on the answer; limits by address; credentials (JWT, API key, or a
+/// session cookie with its CSRF checks); access
 /// (scopes); limits by caller; then shaping (compression, `fields=`, ETag), which runs after the
 /// caller is known, so a request without credentials is a 401 before its query is looked at.
 ///
@@ -505,6 +539,7 @@ struct Protection {
     credential: HeaderValue,
     by_address: Option<Enforce>,
     verifier: Option<JwtVerifier>,
+    sessions: Option<Sessions>,
     api_keys: Option<ApiKeys>,
     by_caller: Option<Enforce>,
     shape: Option<Shape>,
@@ -528,7 +563,12 @@ impl Protection {
             .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, PRIVATE))
             .layer(SetResponseHeaderLayer::appending(header::VARY, self.credential.clone()))
             .option_layer(self.by_address.clone().map(MiddlewareLayer))
-            .option_layer(self.verifier.clone().map(|verifier| MiddlewareLayer(RequireJwt(verifier))))
+            .option_layer(
+                self.verifier.clone().filter(|_| self.sessions.is_none()).map(|v| MiddlewareLayer(RequireJwt(v))),
+            )
+            .option_layer(self.sessions.clone().map(|sessions| {
+                MiddlewareLayer(RequireSession { bearer: self.verifier.clone().map(RequireJwt), sessions })
+            }))
             .option_layer(self.api_keys.clone().map(|keys| MiddlewareLayer(RequireApiKey(keys))))
             .layer(FilterLayer(CheckAccess))
             .option_layer(self.by_caller.clone().map(MiddlewareLayer))
@@ -557,6 +597,7 @@ fn cors_layer(config: &CorsConfig) -> CorsLayer {
             header::IF_NONE_MATCH,
             HeaderName::from_static(REQUEST_ID),
             HeaderName::from_static(crate::idempotency::IDEMPOTENCY_KEY),
+            HeaderName::from_static(crate::session::CSRF_HEADER),
         ])
         .expose_headers([
             header::ETAG,

@@ -24,6 +24,16 @@ pub(crate) fn same_limits(before: &Config, now: &Config) -> bool {
     )
 }
 
+/// Whether the sessions of `before` serve `now` (their store, and the sessions in it): the same
+/// provider, sessions, Redis, TLS (the scheme of its own URLs) and allowed origins.
+pub(crate) fn same_sessions(before: &Config, now: &Config) -> bool {
+    let origins = |c: &Config| c.cors.as_ref().map(|cors| cors.allow_origins.clone());
+    same(
+        &(&before.oidc, &before.session, &before.redis, before.tls.is_some(), origins(before)),
+        &(&now.oidc, &now.session, &now.redis, now.tls.is_some(), origins(now)),
+    )
+}
+
 /// Whether the upstream `name` of `before` serves `now`: the same section and the same
 /// defaults. One with TLS files is always made again, so that a certificate replaced in place is
 /// read.

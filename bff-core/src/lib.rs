@@ -46,9 +46,11 @@ pub mod middleware;
 pub mod observe;
 pub mod problem;
 mod proxy;
+mod redis_connection;
 pub mod request;
 mod route_keys;
 mod routes;
+mod session;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 

@@ -148,6 +148,12 @@ impl Demo {
             let bff = Bff::bind(config, member.config_name, member.app)
                 .await
                 .map_err(|e| format!("{}: {e}{}", member.name, hint(options)))?;
+            if member.name == "bff-web" {
+                // The demo provider sends browsers back to this BFF, under either local name.
+                let client = services_mock::services::oidc::DEMO_CLIENT_ID;
+                mocks.idp().register_origin(client, &format!("http://{}", bff.addr()));
+                mocks.idp().register_origin(client, &format!("http://localhost:{}", bff.addr().port()));
+            }
             let try_line = try_line(&mocks, &member, bff.addr());
             bffs.push(Started { name: member.name, bff, try_line });
         }

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 pub use faults::{FaultState, Faults};
 pub use services::auth::Keys;
+pub use services::oidc::Idp;
 pub use stats::{Stats, StatsSnapshot};
 
 /// One of the mock services.
@@ -160,6 +161,7 @@ pub struct MockServices {
     /// Each started service's listeners (one unless `instances` asked for more).
     services: BTreeMap<Service, Vec<RunningService>>,
     keys: Arc<Keys>,
+    idp: Arc<Idp>,
 }
 
 impl MockServices {
@@ -188,6 +190,11 @@ impl MockServices {
     /// Every started service, with its first instance.
     pub fn iter(&self) -> impl Iterator<Item = (Service, &RunningService)> {
         self.services.iter().filter_map(|(s, all)| Some((*s, all.first()?)))
+    }
+
+    /// The OpenID Provider auth runs: register a BFF's origin, shorten token lifetimes, revoke.
+    pub fn idp(&self) -> &Idp {
+        &self.idp
     }
 
     /// Signs a token as `POST /token` would, without a round trip.
@@ -239,6 +246,7 @@ pub enum StartError {
 /// Binds every configured service and serves it in the background.
 pub async fn start(config: &MockConfig) -> Result<MockServices, StartError> {
     let keys = Arc::new(Keys::demo()?);
+    let idp = Arc::new(Idp::new(keys.clone()));
     let mut services = BTreeMap::new();
     for service in Service::ALL {
         if !config.only.is_empty() && !config.only.contains(&service) {
@@ -253,20 +261,20 @@ pub async fn start(config: &MockConfig) -> Result<MockServices, StartError> {
             let addr = listener.local_addr().map_err(|source| StartError::Bind { service, addr, source })?;
             let faults = FaultState::new(config.faults.get(&service).cloned().unwrap_or_default());
             let stats = Stats::default();
-            let router = service_router(service, &keys, faults.clone(), stats.clone());
+            let router = service_router(service, &idp, faults.clone(), stats.clone());
             let task = tokio::spawn(server::serve(listener, router, stats.clone()));
             tracing::info!(%service, %addr, "mock service listening");
             instances.push(RunningService { addr, faults, stats, task });
         }
         services.insert(service, instances);
     }
-    Ok(MockServices { services, keys })
+    Ok(MockServices { services, keys, idp })
 }
 
 /// The full router of one service: its business routes behind stats and faults, plus the admin routes.
-pub fn service_router(service: Service, keys: &Arc<Keys>, faults: FaultState, stats: Stats) -> Router {
+pub fn service_router(service: Service, idp: &Arc<Idp>, faults: FaultState, stats: Stats) -> Router {
     let business = match service {
-        Service::Auth => services::auth::router(keys.clone()),
+        Service::Auth => services::auth::router(idp.clone()),
         Service::Users => services::users(),
         Service::Orders => services::orders(),
         Service::Notifications => services::notifications(),
@@ -296,8 +304,8 @@ async fn otlp_sink(_spans: axum::body::Bytes) -> impl axum::response::IntoRespon
 // === demo ===
 
 impl MockServices {
-    /// Config overrides (dotted keys) that point a BFF's upstreams and JWKS at these services: a
-    /// service with several instances as a list of URLs.
+    /// Config overrides (dotted keys) that point a BFF's upstreams, JWKS and OpenID Provider at
+    /// these services: a service with several instances as a list of URLs.
     pub fn config_overrides(&self) -> Vec<(String, String)> {
         self.services
             .iter()
@@ -314,6 +322,13 @@ impl MockServices {
                     }
                 })
             })
+            .chain(self.get(Service::Auth).into_iter().flat_map(|auth| {
+                // The OpenID Provider, for a BFF with `[oidc]`, with the demo client's secret.
+                [
+                    ("oidc.issuer".to_owned(), format!("http://{}", auth.addr)),
+                    ("oidc.client_secret".to_owned(), services::oidc::DEMO_CLIENT_SECRET.to_owned()),
+                ]
+            }))
             .collect()
     }
 }

@@ -314,7 +314,9 @@ async fn a_route_over_a_handler_route_stops_the_bff_naming_both() {
         bff_demo::WEB_CONFIG
     );
     let source = bff_core::config::ConfigSource { name: "web.toml".into(), text: config };
-    let config = bff_core::config::load(&source, &Default::default()).unwrap();
+    let mut secret = bff_core::config::Overrides::default();
+    secret.set("oidc.client_secret", "s", "test");
+    let config = bff_core::config::load(&source, &secret).unwrap();
     let gateway = bff_core::Gateway::builder(config).source("web.toml").build().await.unwrap();
     let error = bff_web::app(&gateway).unwrap_err().to_string();
     let added = bff_demo::WEB_CONFIG.matches("[[proxy]]").count();

@@ -12,6 +12,7 @@ mod load;
 mod print;
 mod proxy;
 mod resilience;
+mod session;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ pub use load::{ConfigError, ConfigSource, Overrides, load};
 pub use print::redacted;
 pub use proxy::{HeaderEdits, ProxyRouteConfig, ProxyUpstream};
 pub use resilience::{BreakerConfig, OutlierConfig, RetryConfig};
+pub use session::{OidcConfig, Secret, SessionConfig, SessionStoreKind};
 pub(crate) use values::MAX_INSTANCES;
 pub use values::{Header, HttpUrl, IpNet, JwtAlgorithm, KeyHash, Origin, UpstreamUrls};
 
@@ -84,6 +86,12 @@ pub struct Config {
     /// Passthrough routes (`[[proxy]]`), forwarded to an upstream without a handler.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy: Vec<ProxyRouteConfig>,
+    /// The OpenID Provider browser users sign in with; needed by `session`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcConfig>,
+    /// Browser sessions (`/bff/login`, a cookie, CSRF checks); absent means none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionConfig>,
 }
 
 /// TLS termination on `listen`: HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and 1.3. The files are read
@@ -706,6 +714,25 @@ pub struct AuthConfig {
     pub token_cache_ttl: Duration,
 }
 
+impl AuthConfig {
+    /// Verification of an OpenID Provider's ID tokens: its keys, its issuer, this client as the
+    /// audience; none remembered (each is verified once, at login).
+    pub(crate) fn for_id_tokens(jwks_url: HttpUrl, issuer: &str, client_id: &str) -> Self {
+        Self {
+            jwks_url,
+            issuer: Some(issuer.to_owned()),
+            audience: vec![client_id.to_owned()],
+            algorithms: default_algorithms(),
+            leeway: default_leeway(),
+            jwks_min_refresh: default_jwks_min_refresh(),
+            token_cache_bytes: 0,
+            max_token_bytes: default_max_token_bytes(),
+            typ: None,
+            token_cache_ttl: default_token_cache_ttl(),
+        }
+    }
+}
+
 fn default_token_cache_bytes() -> u64 {
     32 * 1024 * 1024
 }
@@ -775,6 +802,31 @@ impl Config {
         if self.auth.as_ref().is_some_and(|auth| auth.algorithms.is_empty()) {
             return Err(("auth.algorithms".into(), "name at least one algorithm".into()));
         }
+        self.validate_session()
+    }
+
+    fn validate_session(&self) -> Result<(), (String, String)> {
+        match (&self.session, &self.oidc) {
+            (Some(_), None) => {
+                return Err(("session".into(), "sessions sign users in with `[oidc]`, which is not configured".into()));
+            }
+            (None, Some(_)) => {
+                return Err(("oidc".into(), "`[oidc]` is used by `[session]`, which is not configured".into()));
+            }
+            _ => {}
+        }
+        if let Some(oidc) = &self.oidc {
+            oidc.validate()?;
+        }
+        if let Some(session) = &self.session {
+            session.validate()?;
+            if session.store == SessionStoreKind::Redis && self.redis.is_none() {
+                return Err(("session.store".into(), "`redis` needs `redis.url`, which is not configured".into()));
+            }
+            if self.api_keys.is_some() {
+                return Err(("session".into(), "browser sessions are for users: not with `api_keys`".into()));
+            }
+        }
         Ok(())
     }
 
@@ -805,7 +857,8 @@ impl Config {
             limits::check_limit_name(name).map_err(|message| (key.clone(), message))?;
             limit.validate(&key)?;
             let needs = match &limit.key {
-                LimitKeyKind::User | LimitKeyKind::Claim(_) if self.auth.is_none() => "`auth` (JWT)",
+                LimitKeyKind::User if self.auth.is_none() && self.session.is_none() => "`auth` (JWT) or `session`",
+                LimitKeyKind::Claim(_) if self.auth.is_none() => "`auth` (JWT)",
                 LimitKeyKind::Client | LimitKeyKind::Account if self.api_keys.is_none() => "`api_keys`",
                 _ => continue,
             };

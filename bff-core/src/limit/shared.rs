@@ -7,18 +7,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{Check, Rule, Status};
 use crate::config::{OnRedisError, RedisConfig};
 use crate::observe::metrics::Metrics;
+use crate::redis_connection::CONNECT_TIMEOUT;
 
 /// How long Redis is left alone after it failed, before a request tries it again; meanwhile
 /// requests go straight to `on_error` instead of each waiting out the timeout.
 pub(crate) const RETRY_AFTER: Duration = Duration::from_millis(250);
-
-/// The longest start-up waits for Redis.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Redis that limits are counted in.
 pub(crate) struct Shared {
@@ -47,28 +45,7 @@ impl Shared {
     /// Connects to `config.url`, failing with a message for people when it cannot.
     pub(crate) async fn connect(config: &RedisConfig, metrics: &Metrics) -> Result<Self, String> {
         let url = config.url.to_string();
-        let client = match &config.tls_ca {
-            None => redis::Client::open(config.url.expose()),
-            Some(path) => {
-                let ca =
-                    std::fs::read(path).map_err(|e| format!("cannot read `redis.tls_ca` {}: {e}", path.display()))?;
-                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(ca) };
-                redis::Client::build_with_tls(config.url.expose(), certificates)
-            }
-        };
-        let client = client.map_err(|e| format!("`{url}` is not usable: {e}"))?;
-        let settings = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(500))))
-            .set_response_timeout(Some(config.timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1))
-            .set_number_of_retries(2);
-        let connect = ConnectionManager::new_with_config(client, settings);
-        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(e)) => return Err(format!("cannot connect to {url}: {e}")),
-            Err(_) => return Err(format!("cannot connect to {url}: no answer within {CONNECT_TIMEOUT:?}")),
-        };
+        let connection = crate::redis_connection::connect(config).await?;
         let script = redis::Script::new(include_str!("check.lua"));
         // Loaded once now, so requests send its hash alone.
         let mut loading = connection.clone();

@@ -78,6 +78,10 @@ pub(crate) const HELP: &[(&str, &str)] = &[
     ("bff_connection_unsent_bytes", "Response bytes given to client connections and not yet taken by them."),
     ("bff_h2_streams_refused_total", "HTTP/2 streams refused over server.h2_max_unsent_bytes."),
     ("bff_config_reloads_total", "Configuration reloads, by result (ok, rejected)."),
+    (
+        "bff_session_events_total",
+        "Browser session events, by event (login, logout, refreshed, refresh_refused: the provider ended the session).",
+    ),
 ];
 
 /// A gateway's metrics registry, rendered by `GET /metrics`. Cheap to clone (shared).

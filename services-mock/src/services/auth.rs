@@ -1,10 +1,12 @@
-//! auth: `POST /token` issues a signed JWT (demo use only); `GET /.well-known/jwks.json` publishes the keys.
+//! auth: `POST /token` with JSON issues a signed JWT (demo use only); `GET /.well-known/jwks.json`
+//! publishes the keys. The OpenID Provider's endpoints are in `oidc`.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,6 +14,8 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+use super::oidc::Idp;
 
 /// The `iss` claim of every token the mock issues.
 pub const ISSUER: &str = "services-mock";
@@ -104,11 +108,28 @@ struct Claims<'a> {
     exp: i64,
 }
 
-pub(crate) fn router(keys: Arc<Keys>) -> Router {
-    Router::new().route("/token", post(token_create)).route("/.well-known/jwks.json", get(jwks_get)).with_state(keys)
+pub(crate) fn router(idp: Arc<Idp>) -> Router {
+    Router::new()
+        .route("/token", post(token_create))
+        .route("/.well-known/jwks.json", get(jwks_get))
+        .with_state(idp.clone())
+        .merge(super::oidc::router(idp))
 }
 
-async fn token_create(State(keys): State<Arc<Keys>>, body: axum::body::Bytes) -> Response {
+/// `POST /token`: a form is an OAuth token request (the OpenID Provider's); JSON asks for a demo
+/// token directly.
+async fn token_create(State(idp): State<Arc<Idp>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let form = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        return match serde_urlencoded::from_bytes(&body) {
+            Ok(form) => super::oidc::token(&idp, &headers, form).await,
+            Err(e) => super::error(StatusCode::BAD_REQUEST, format!("invalid token form: {e}")),
+        };
+    }
+    let keys = idp.keys();
     let request: TokenRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -142,6 +163,6 @@ async fn token_create(State(keys): State<Arc<Keys>>, body: axum::body::Bytes) ->
     }
 }
 
-async fn jwks_get(State(keys): State<Arc<Keys>>) -> Json<JwkSet> {
-    Json(keys.jwks.clone())
+async fn jwks_get(State(idp): State<Arc<Idp>>) -> Json<JwkSet> {
+    Json(idp.keys().jwks.clone())
 }

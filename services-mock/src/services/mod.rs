@@ -4,6 +4,7 @@ pub mod auth;
 mod catalog;
 mod inventory;
 mod notifications;
+pub mod oidc;
 mod orders;
 mod reviews;
 pub mod streams;

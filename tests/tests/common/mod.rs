@@ -63,6 +63,9 @@ impl StackBuilder {
         let gateway = Gateway::builder(config).source("test config").build().await.expect("gateway builds");
         let server = Server::new(&gateway.config().server).metrics(gateway.metrics().clone());
         let bff = TestServer::serve(server, (self.app)(&gateway).expect("app builds")).await;
+        // The BFF's own URLs, for a login at the mock provider (bff-web's sessions).
+        let origin = bff.url("");
+        mocks.idp().register_origin(services_mock::services::oidc::DEMO_CLIENT_ID, origin.trim_end_matches('/'));
         let admin = TestServer::start(gateway.admin_router()).await;
         let http = reqwest::Client::builder().no_proxy().build().expect("client");
         Stack { mocks, bff, admin, gateway, http }

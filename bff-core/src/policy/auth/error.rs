@@ -5,7 +5,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::problem::{ErrorReport, ErrorSource, Problem};
 
-/// An authentication failure. All but [`AuthError::KeysUnavailable`] are the client's (401).
+/// An authentication failure: 401 for the client's credentials, 403 for a missing scope or CSRF
+/// defence, 503 when the keys or the sessions cannot be checked.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
     /// No `Authorization: Bearer` header.
@@ -38,14 +39,24 @@ pub enum AuthError {
     /// The caller is authenticated but not granted a scope the route requires.
     #[error("this route requires the scope `{0}`")]
     InsufficientScope(String),
+    /// The session cookie names no live session: it expired, was logged out, or its refresh
+    /// was refused.
+    #[error("the session has ended: sign in again")]
+    SessionEnded,
+    /// A cookie-authenticated call without its CSRF defences (`X-CSRF: 1`, an allowed `Origin`).
+    #[error("{0}")]
+    CsrfRequired(String),
+    /// The session store cannot be read, so no session can be checked.
+    #[error("sessions cannot be checked right now")]
+    SessionsUnavailable,
 }
 
 impl AuthError {
     /// 401; 403 for a missing scope; 503 when the keys are unavailable.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::KeysUnavailable | Self::SessionsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InsufficientScope(_) | Self::CsrfRequired(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::UNAUTHORIZED,
         }
     }
@@ -63,13 +74,21 @@ impl AuthError {
             Self::InvalidApiKey => "API_KEY_INVALID",
             Self::KeysUnavailable => "AUTH_UNAVAILABLE",
             Self::InsufficientScope(_) => "AUTH_INSUFFICIENT_SCOPE",
+            Self::SessionEnded => "SESSION_ENDED",
+            Self::CsrfRequired(_) => "CSRF_REQUIRED",
+            Self::SessionsUnavailable => "SESSION_UNAVAILABLE",
         }
     }
 
     /// The `WWW-Authenticate` challenge of a bearer-token failure (RFC 6750 §3).
     pub fn challenge(&self) -> Option<HeaderValue> {
         match self {
-            Self::KeysUnavailable | Self::MissingApiKey | Self::InvalidApiKey => None,
+            Self::KeysUnavailable
+            | Self::MissingApiKey
+            | Self::InvalidApiKey
+            | Self::SessionEnded
+            | Self::CsrfRequired(_)
+            | Self::SessionsUnavailable => None,
             Self::MissingToken => Some(HeaderValue::from_static("Bearer")),
             Self::InsufficientScope(scope) => {
                 let challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");

@@ -1,0 +1,86 @@
+//! The two cookies of a browser session, read from `Cookie` and written as `Set-Cookie`.
+//!
+//! Both are `__Host-` cookies (RFC 6265bis §4.1.3.2): `Secure`, `Path=/`, no `Domain`, so no
+//! subdomain can set or overwrite them, and `HttpOnly`, so no script reads them. `SameSite=Lax`
+//! keeps them off cross-site subrequests and form posts, yet sends them on the top-level
+//! navigation back from the identity provider. Browsers treat `http://127.0.0.1` and
+//! `http://localhost` as secure contexts, so they work in local development without TLS.
+
+use std::time::Duration;
+
+use axum::http::header::COOKIE;
+use axum::http::{HeaderMap, HeaderValue};
+
+/// Names the server-side session.
+pub(crate) const SESSION: &str = "__Host-bff-session";
+/// Binds a login in progress (its state, nonce and PKCE verifier) to the browser that began it.
+pub(crate) const LOGIN: &str = "__Host-bff-login";
+
+/// The length of every id this module writes: 32 random bytes, base64url without padding.
+pub(crate) const ID_LEN: usize = 43;
+
+/// The value of the first cookie `name` that has the shape of our ids; anything else a client
+/// sends under that name is ignored, never looked up.
+pub(crate) fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, value)| *key == name && is_id(value))
+        .map(|(_, value)| value)
+}
+
+/// Whether `value` is one of our ids: 43 base64url characters.
+fn is_id(value: &str) -> bool {
+    value.len() == ID_LEN && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `Set-Cookie` for `name=value`, kept for `max_age`.
+pub(crate) fn set(name: &str, value: &str, max_age: Duration) -> HeaderValue {
+    let cookie = format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}", max_age.as_secs());
+    // Ours alone: a name and an id of safe characters, so always a valid header value.
+    HeaderValue::try_from(cookie).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// `Set-Cookie` that removes `name`.
+pub(crate) fn clear(name: &str) -> HeaderValue {
+    let cookie = format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0");
+    HeaderValue::try_from(cookie).unwrap_or(HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123-_Z";
+
+    fn headers(cookies: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for cookie in cookies {
+            headers.append(COOKIE, HeaderValue::from_str(cookie).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn only_an_id_shaped_value_of_the_right_name_is_read() {
+        assert_eq!(ID.len(), ID_LEN);
+        let found = headers(&[&format!("theme=dark; {SESSION}=short; {SESSION}={ID}")]);
+        assert_eq!(read(&found, SESSION), Some(ID));
+        assert_eq!(read(&found, LOGIN), None);
+        // Across several Cookie headers (HTTP/2 sends one per cookie).
+        let split = headers(&["a=b", &format!("{LOGIN}={ID}")]);
+        assert_eq!(read(&split, LOGIN), Some(ID));
+        let forged = headers(&[&format!("{SESSION}={}", "x".repeat(4096)), &format!("{SESSION}=../../{ID}")]);
+        assert_eq!(read(&forged, SESSION), None);
+    }
+
+    #[test]
+    fn a_cookie_is_host_only_secure_http_only_and_lax() {
+        let set = set(SESSION, ID, Duration::from_secs(60));
+        assert_eq!(set, format!("{SESSION}={ID}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=60").as_str());
+        assert!(clear(LOGIN).to_str().unwrap().ends_with("Max-Age=0"));
+    }
+}

@@ -1,0 +1,316 @@
+//! Browser sessions in bff-web: the login through the mock OpenID Provider, the cookie, CSRF,
+//! refresh, logout, and sessions shared through Redis, driven as a browser would (redirects
+//! followed by hand, cookies kept by hand).
+
+mod common;
+
+use bff_core::config::{ConfigSource, Overrides, load};
+use bff_core::serve::Server;
+use bff_core::testing::{RedisServer, TestServer};
+use common::{Stack, StackBuilder, problem};
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::Value;
+use services_mock::Service;
+use services_mock::services::oidc::DEMO_CLIENT_ID;
+
+const SESSION: &str = "__Host-bff-session";
+const LOGIN: &str = "__Host-bff-login";
+
+fn web() -> StackBuilder {
+    StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app)
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// The value of the cookie `name` a response sets, and the whole `Set-Cookie` line.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, String)> {
+    response.headers().get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
+        let value = line.strip_prefix(&format!("{name}="))?.split(';').next()?.to_owned();
+        Some((value, line.to_owned()))
+    })
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response.headers()[LOCATION].to_str().unwrap().to_owned()
+}
+
+/// A login begun at `base`: the provider's callback URL (with `code` and `state`) and the
+/// login cookie, as a browser holds them before it follows the callback.
+async fn begin(http: &reqwest::Client, base: &str, return_url: &str, user: u64) -> (String, String) {
+    let url = format!("{base}/bff/login?returnUrl={return_url}&login_hint={user}");
+    let started = http.get(url).send().await.unwrap();
+    assert_eq!(started.status(), StatusCode::FOUND);
+    let (login, line) = set_cookie(&started, LOGIN).expect("a login cookie");
+    assert!(line.contains("HttpOnly") && line.contains("Secure") && line.contains("SameSite=Lax"), "{line}");
+    let at_provider = http.get(location(&started)).send().await.unwrap();
+    assert_eq!(at_provider.status(), StatusCode::FOUND, "{:?}", at_provider.text().await);
+    let callback = location(&at_provider);
+    assert!(callback.starts_with(&format!("{base}/bff/callback?")), "{callback}");
+    (callback, login)
+}
+
+/// Signs `user` in at `base` and returns the session cookie's value.
+async fn sign_in(http: &reqwest::Client, base: &str, user: u64) -> String {
+    let (callback, login) = begin(http, base, "/web/home", user).await;
+    let finished = http.get(callback).header(COOKIE, format!("{LOGIN}={login}")).send().await.unwrap();
+    assert_eq!(finished.status(), StatusCode::FOUND, "{:?}", finished.text().await);
+    assert_eq!(location(&finished), "/web/home");
+    let (session, line) = set_cookie(&finished, SESSION).expect("a session cookie");
+    for flag in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(line.contains(flag), "{flag} in {line}");
+    }
+    assert!(!line.contains("Domain"), "a __Host- cookie has no Domain: {line}");
+    assert!(session.len() >= 22, "at least 128 bits: {session}");
+    let (_, cleared) = set_cookie(&finished, LOGIN).expect("the login cookie cleared");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    session
+}
+
+fn base(stack: &Stack) -> String {
+    stack.bff.url("").trim_end_matches('/').to_owned()
+}
+
+/// A cookie-authenticated call as the page makes it.
+fn call(http: &reqwest::Client, url: String, session: &str) -> reqwest::RequestBuilder {
+    http.get(url).header(COOKIE, format!("{SESSION}={session}")).header("x-csrf", "1")
+}
+
+#[tokio::test]
+async fn a_browser_signs_in_and_calls_the_api_with_its_cookie_alone() {
+    let stack = web().start().await;
+    let http = browser();
+    let session = sign_in(&http, &base(&stack), 42).await;
+    let home = call(&http, stack.bff.url("/web/home"), &session).send().await.unwrap();
+    assert_eq!(home.status(), 200);
+    assert!(home.headers()["vary"].to_str().unwrap().contains("cookie"));
+    let body: Value = home.json().await.unwrap();
+    assert_eq!(body["profile"]["id"], 42);
+    // The upstreams saw the session's user, as with a bearer token.
+    let user: Value = call(&http, stack.bff.url("/bff/user"), &session).send().await.unwrap().json().await.unwrap();
+    assert_eq!(user["sub"], "42");
+    assert!(user["name"].as_str().is_some_and(|n| !n.is_empty()), "{user}");
+    assert!(user["scopes"].as_array().unwrap().iter().any(|s| s == "profile"), "{user}");
+    assert!(user["expires_at"].as_u64().is_some(), "{user}");
+    // No token reaches the browser.
+    assert!(user.get("access_token").is_none() && user.get("refresh_token").is_none());
+    // A POST with the cookie and the CSRF header.
+    let read = http
+        .post(stack.bff.url("/web/notifications/read"))
+        .header(COOKIE, format!("{SESSION}={session}"))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert!(read.status().is_success(), "{}", read.status());
+}
+
+#[tokio::test]
+async fn bearer_clients_are_unaffected_and_nothing_is_a_credential_without_one() {
+    let stack = web().start().await;
+    // A bearer token, no cookie, no CSRF header: as before sessions.
+    assert_eq!(stack.get("/web/home").await.status(), 200);
+    let http = browser();
+    problem(http.get(stack.bff.url("/web/home")).send().await.unwrap(), 401, "AUTH_REQUIRED").await;
+    // A cookie of the right shape that names no session.
+    let forged = call(&http, stack.bff.url("/web/home"), &"A".repeat(43)).send().await.unwrap();
+    let (_, cleared) = set_cookie(&forged, SESSION).expect("the dead cookie cleared");
+    assert!(cleared.contains("Max-Age=0"));
+    problem(forged, 401, "SESSION_ENDED").await;
+}
+
+#[tokio::test]
+async fn a_cookie_call_without_the_csrf_header_or_from_another_origin_is_refused() {
+    let stack = web().start().await;
+    let http = browser();
+    let session = sign_in(&http, &base(&stack), 42).await;
+    let cookie = format!("{SESSION}={session}");
+    let bare = http.get(stack.bff.url("/web/home")).header(COOKIE, &cookie).send().await.unwrap();
+    problem(bare, 403, "CSRF_REQUIRED").await;
+    let wrong = http.post(stack.bff.url("/web/notifications/read")).header(COOKIE, &cookie).header("x-csrf", "0");
+    problem(wrong.send().await.unwrap(), 403, "CSRF_REQUIRED").await;
+    let evil = call(&http, stack.bff.url("/web/home"), &session).header("origin", "https://evil.example");
+    problem(evil.send().await.unwrap(), 403, "CSRF_REQUIRED").await;
+    // The BFF's own page, and a page of `cors.allow_origins`, may.
+    let own = call(&http, stack.bff.url("/web/home"), &session).header("origin", base(&stack));
+    assert_eq!(own.send().await.unwrap().status(), 200);
+    let listed = call(&http, stack.bff.url("/web/home"), &session).header("origin", "http://localhost:3000");
+    assert_eq!(listed.send().await.unwrap().status(), 200);
+    // Nothing upstream was called for the refused ones.
+    assert_eq!(stack.stats(Service::Users).requests, 2);
+}
+
+#[tokio::test]
+async fn a_return_url_off_this_site_is_refused() {
+    let stack = web().start().await;
+    let http = browser();
+    for foreign in ["https://evil.example/", "//evil.example", "/%5Cevil.example", "http:evil"] {
+        let url = format!("{}?returnUrl={foreign}", stack.bff.url("/bff/login"));
+        problem(http.get(url).send().await.unwrap(), 400, "INVALID_RETURN_URL").await;
+    }
+}
+
+#[tokio::test]
+async fn the_answer_must_carry_this_browsers_state_and_is_taken_once() {
+    let stack = web().start().await;
+    let http = browser();
+    let (callback, login) = begin(&http, &base(&stack), "/", 42).await;
+    // Another browser's state (an attacker's own login, injected into this one).
+    let tampered = callback.replace("state=", "state=x");
+    let refused = http.get(&tampered).header(COOKIE, format!("{LOGIN}={login}")).send().await.unwrap();
+    let body = problem(refused, 400, "LOGIN_FAILED").await;
+    assert!(body["detail"].as_str().unwrap().contains("state"), "{body}");
+    // The login was used up by that attempt: the right answer is refused too, and no session
+    // cookie is set.
+    let late = http.get(&callback).header(COOKIE, format!("{LOGIN}={login}")).send().await.unwrap();
+    assert!(set_cookie(&late, SESSION).is_none());
+    problem(late, 400, "LOGIN_FAILED").await;
+    // Without the login cookie at all.
+    problem(http.get(&callback).send().await.unwrap(), 400, "LOGIN_FAILED").await;
+}
+
+#[tokio::test]
+async fn a_replayed_code_is_refused_by_the_provider() {
+    let stack = web().start().await;
+    let http = browser();
+    let base = base(&stack);
+    let (first, login) = begin(&http, &base, "/", 42).await;
+    let done = http.get(&first).header(COOKIE, format!("{LOGIN}={login}")).send().await.unwrap();
+    assert_eq!(done.status(), StatusCode::FOUND);
+    // A new login in the same browser, answered with the first login's code.
+    let (second, login) = begin(&http, &base, "/", 42).await;
+    let code =
+        |url: &str| url::Url::parse(url).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let replayed = second.replace(&code(&second), &code(&first));
+    let refused = http.get(&replayed).header(COOKIE, format!("{LOGIN}={login}")).send().await.unwrap();
+    let body = problem(refused, 400, "LOGIN_FAILED").await;
+    assert!(body["detail"].as_str().unwrap().contains("invalid_grant"), "{body}");
+}
+
+#[tokio::test]
+async fn a_login_gives_a_new_session_id_and_forgets_the_one_before() {
+    let stack = web().start().await;
+    let http = browser();
+    let base = base(&stack);
+    let before = sign_in(&http, &base, 42).await;
+    // The same browser signs in again, sending the cookie it has (or one an attacker planted).
+    let (callback, login) = begin(&http, &base, "/", 7).await;
+    let again = http.get(callback).header(COOKIE, format!("{LOGIN}={login}; {SESSION}={before}")).send().await.unwrap();
+    let (after, _) = set_cookie(&again, SESSION).expect("a new session cookie");
+    assert_ne!(after, before, "the id changes at login");
+    problem(call(&http, stack.bff.url("/web/home"), &before).send().await.unwrap(), 401, "SESSION_ENDED").await;
+    let user: Value = call(&http, stack.bff.url("/bff/user"), &after).send().await.unwrap().json().await.unwrap();
+    assert_eq!(user["sub"], "7");
+}
+
+#[tokio::test]
+async fn the_access_token_is_refreshed_before_it_expires_and_a_refused_refresh_ends_the_session() {
+    let stack = web().start().await;
+    // Tokens that expire within `session.refresh_before` (60 s): every call refreshes.
+    stack.mocks.idp().set_access_ttl(DEMO_CLIENT_ID, 30);
+    let http = browser();
+    let session = sign_in(&http, &base(&stack), 42).await;
+    assert_eq!(stack.mocks.idp().live_refresh_tokens(), 1);
+    stack.mocks.service(Service::Auth).stats.reset();
+    // Concurrent calls of one session refresh once (a second refresh with the rotated-out token
+    // would be a reuse, and the provider would revoke the session).
+    let calls = (0..4).map(|_| call(&http, stack.bff.url("/bff/user"), &session).send());
+    for response in futures::future::join_all(calls).await {
+        assert_eq!(response.unwrap().status(), 200);
+    }
+    let after = stack.mocks.service(Service::Auth).stats.snapshot().requests;
+    assert!((1..=4).contains(&after), "{after} token calls for 4 requests");
+    assert_eq!(stack.mocks.idp().live_refresh_tokens(), 1, "rotated, the family intact");
+    assert!(stack.admin_text("/metrics").await.contains("bff_session_events_total{event=\"refreshed\"}"));
+    // The provider ends the user's sessions: the next refresh is refused, the session ends.
+    stack.mocks.idp().revoke_user(42);
+    let ended = call(&http, stack.bff.url("/web/home"), &session).send().await.unwrap();
+    problem(ended, 401, "SESSION_ENDED").await;
+    problem(call(&http, stack.bff.url("/bff/user"), &session).send().await.unwrap(), 401, "SESSION_ENDED").await;
+}
+
+#[tokio::test]
+async fn logout_revokes_at_the_provider_and_forgets_the_session() {
+    let stack = web().start().await;
+    let http = browser();
+    let base = base(&stack);
+    let session = sign_in(&http, &base, 42).await;
+    assert_eq!(stack.mocks.idp().live_refresh_tokens(), 1);
+    // A form post from another site (Origin set, no CSRF header) is refused.
+    let cross = http
+        .post(stack.bff.url("/bff/logout"))
+        .header(COOKIE, format!("{SESSION}={session}"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    problem(cross, 403, "CSRF_REQUIRED").await;
+    // The page's own form.
+    let out = http
+        .post(stack.bff.url("/bff/logout"))
+        .header(COOKIE, format!("{SESSION}={session}"))
+        .header("origin", &base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let (_, cleared) = set_cookie(&out, SESSION).expect("cleared");
+    assert!(cleared.contains("Max-Age=0"));
+    let end_session = location(&out);
+    assert!(end_session.starts_with(&format!("{}/end_session?", stack.mocks.url(Service::Auth))), "{end_session}");
+    assert_eq!(stack.mocks.idp().live_refresh_tokens(), 0, "revoked at the provider");
+    // The provider sends the browser back to the page.
+    let back = http.get(&end_session).send().await.unwrap();
+    assert_eq!(location(&back), format!("{base}/"));
+    problem(call(&http, stack.bff.url("/web/home"), &session).send().await.unwrap(), 401, "SESSION_ENDED").await;
+}
+
+/// A second bff-web on `stack`'s mocks, with `overrides`.
+async fn another_web_bff(stack: &Stack, overrides: &[(&str, String)]) -> TestServer {
+    let mut set = Overrides::default();
+    for (key, value) in stack.mocks.config_overrides() {
+        set.set_existing(key, value, "mocks");
+    }
+    for (key, value) in overrides {
+        set.set(*key, value.clone(), "test");
+    }
+    let source = ConfigSource { name: "web.toml".into(), text: bff_demo::WEB_CONFIG.to_owned() };
+    let config = load(&source, &set).unwrap();
+    let gateway = bff_core::Gateway::builder(config).build().await.unwrap();
+    let server = Server::new(&gateway.config().server).metrics(gateway.metrics().clone());
+    let bff = TestServer::serve(server, bff_web::app(&gateway).unwrap()).await;
+    stack.mocks.idp().register_origin(DEMO_CLIENT_ID, bff.url("").trim_end_matches('/'));
+    bff
+}
+
+#[tokio::test]
+async fn sessions_in_redis_are_shared_by_replicas_and_outlive_them() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let shared = [("session.store", "redis".to_owned()), ("redis.url", redis.url())];
+    let stack = web().set("session.store", "redis").set("redis.url", &redis.url()).start().await;
+    let http = browser();
+    let session = sign_in(&http, &base(&stack), 42).await;
+    let other = another_web_bff(&stack, &shared).await;
+    let there = call(&http, other.url("/web/home"), &session).send().await.unwrap();
+    assert_eq!(there.status(), 200);
+    // A replica started after the login (a restart) knows the session too.
+    drop(other);
+    let restarted = another_web_bff(&stack, &shared).await;
+    assert_eq!(call(&http, restarted.url("/bff/user"), &session).send().await.unwrap().status(), 200);
+    // Logging out on one logs out everywhere.
+    let out = http
+        .post(restarted.url("/bff/logout"))
+        .header(COOKIE, format!("{SESSION}={session}"))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    problem(call(&http, stack.bff.url("/web/home"), &session).send().await.unwrap(), 401, "SESSION_ENDED").await;
+    // A memory-store replica never saw it.
+    let alone = another_web_bff(&stack, &[]).await;
+    let session = sign_in(&http, &base(&stack), 42).await;
+    problem(call(&http, alone.url("/web/home"), &session).send().await.unwrap(), 401, "SESSION_ENDED").await;
+}
