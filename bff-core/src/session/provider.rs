@@ -89,6 +89,8 @@ struct Inner {
 
 impl Provider {
     pub(crate) fn new(config: &OidcConfig, metrics: &Metrics) -> Result<Self, String> {
+        // reqwest needs a process-wide rustls provider (ring, as everywhere here); idempotent.
+        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
