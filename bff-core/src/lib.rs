@@ -30,6 +30,7 @@
 //! ```
 
 pub mod app;
+pub mod assets;
 mod body;
 mod carried;
 pub mod cli;

@@ -1,4 +1,5 @@
-//! `bff-web`: the web app's BFF. Rich payloads for desktop pages, CORS for the app's origins.
+//! `bff-web`: the web app's BFF. Rich payloads for desktop pages, CORS for the app's origins, browser
+//! sessions (`[session]`), and the web app itself at `/`.
 
 mod home;
 mod notifications;
@@ -7,6 +8,7 @@ pub mod records;
 
 use axum::Router;
 use axum::routing::{get, post};
+use bff_core::assets::Assets;
 use bff_core::{Access, ConfigError, Gateway, Routes};
 
 pub use home::{Home, LATEST};
@@ -24,6 +26,16 @@ pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
         .route("/web/home", get(home::home), Access::scope("profile"))
         .route("/web/products/{sku}", get(product::product_page), Access::authenticated())
         .route("/web/notifications/read", post(notifications::notifications_read), Access::scope("profile"))
-        .with_state(Upstreams::from_gateway(gateway)?);
+        .with_state(Upstreams::from_gateway(gateway)?)
+        .merge(page());
     gateway.router(routes)
+}
+
+/// The web app (`static/`): one page and one ES module, signed in through the BFF's session.
+fn page() -> Routes {
+    Assets::new()
+        .file("/", "text/html; charset=utf-8", include_bytes!("../static/index.html"))
+        .file("/app.js", "text/javascript; charset=utf-8", include_bytes!("../static/app.js"))
+        .file("/app.css", "text/css; charset=utf-8", include_bytes!("../static/app.css"))
+        .routes()
 }

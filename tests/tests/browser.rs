@@ -1,0 +1,166 @@
+//! The web app in a real browser: headless Chromium, driven through chromedriver (WebDriver),
+//! signs in at the mock OpenID Provider through bff-web, sees the user's page, marks the
+//! notifications read and signs out. Skips with a message where Chromium is absent; fails under
+//! `CI=true` (`.ci/run` installs `chromium` and `chromium-driver`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{StackBuilder, eventually};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use services_mock::data;
+
+/// Long, so a loaded two-core machine cannot fail it; each wait ends as soon as its condition holds.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn find_binary(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).flat_map(|dir| names.iter().map(move |name| dir.join(name))).find(|p| p.is_file())
+}
+
+/// chromedriver on a free port, stopped when dropped.
+struct Driver {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn driver() -> Option<(Driver, PathBuf)> {
+    let (Some(driver), Some(chromium)) =
+        (find_binary(&["chromedriver"]), find_binary(&["chromium", "chromium-browser", "google-chrome"]))
+    else {
+        let message = "Chromium is not installed: `apt-get install chromium chromium-driver` (Debian), then run \
+                       the tests again; CI installs them (.ci/run)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        eprintln!("skipping the browser test: {message}");
+        return None;
+    };
+    bff_core::install_crypto_provider();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = tokio::process::Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let status = format!("{url}/status");
+    let ready = eventually(WAIT, || {
+        let request = http.get(&status).send();
+        async move {
+            match request.await {
+                Ok(response) => response.json::<serde_json::Value>().await.is_ok_and(|s| s["value"]["ready"] == true),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    assert!(ready, "chromedriver did not become ready on {url}");
+    Some((Driver { child, url }, chromium))
+}
+
+async fn browser(driver: &Driver, chromium: &std::path::Path) -> Client {
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"],
+        }
+    });
+    let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector).capabilities(capabilities).connect(&driver.url).await.expect("a browser session")
+}
+
+/// Waits until the element `css` is shown, and returns it.
+async fn shown(client: &Client, css: &str) -> fantoccini::elements::Element {
+    let element =
+        client.wait().at_most(WAIT).for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+    let displayed = eventually(WAIT, || {
+        let element = element.clone();
+        async move { element.is_displayed().await.unwrap_or(false) }
+    })
+    .await;
+    assert!(displayed, "{css} is not shown");
+    element
+}
+
+async fn text_becomes(client: &Client, css: &str, expected: &str) {
+    let held = eventually(WAIT, || async move {
+        match client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.is_ok_and(|t| t == expected),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let now = match client.find(Locator::Css(css)).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    assert!(held, "{css} reads {now:?}, not {expected:?}");
+}
+
+#[tokio::test]
+async fn a_user_signs_in_sees_their_page_marks_all_read_and_signs_out_in_chromium() {
+    let Some((driver, chromium)) = driver().await else { return };
+    let stack = StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app).start().await;
+    let client = browser(&driver, &chromium).await;
+    let result = run(&client, &stack).await;
+    let _ = client.close().await;
+    result.unwrap();
+}
+
+async fn run(client: &Client, stack: &common::Stack) -> Result<(), fantoccini::error::CmdError> {
+    client.goto(&stack.bff.url("/")).await?;
+    shown(client, "#sign-in").await.click().await?;
+    // The provider's login page: choose user 42.
+    shown(client, "#user-42").await.click().await?;
+    // Back on the page, signed in.
+    shown(client, "#home").await;
+    let profile = data::user(42);
+    let name = profile["displayName"].as_str().unwrap();
+    text_becomes(client, "#user-name", name).await;
+    let orders = client.find_all(Locator::Css("#orders > li.order")).await?;
+    assert_eq!(orders.len(), data::orders(42, bff_web::LATEST).len());
+    let first = &data::orders(42, bff_web::LATEST)[0];
+    let first_text = orders[0].text().await?;
+    assert!(first_text.contains(&format!("Order #{}", first["id"])), "{first_text}");
+    let lines = orders[0].find_all(Locator::Css(".lines li")).await?;
+    assert_eq!(lines.len(), first["items"].as_array().unwrap().len());
+    text_becomes(client, "#badge", &data::unread_count(42).to_string()).await;
+    assert!(data::unread_count(42) > 0);
+    // The cookie, as the browser keeps it.
+    let cookie = client.get_named_cookie("__Host-bff-session").await?;
+    assert_eq!(cookie.http_only(), Some(true));
+    assert_eq!(cookie.secure(), Some(true));
+    assert_eq!(format!("{:?}", cookie.same_site()), "Some(Lax)");
+    assert_eq!(cookie.path(), Some("/"));
+    assert!(cookie.domain().is_none_or(|d| !d.starts_with('.')), "host-only: {:?}", cookie.domain());
+    // No script can read it.
+    let visible = client.execute("return document.cookie", vec![]).await?;
+    assert!(!visible.as_str().unwrap_or_default().contains("bff-session"), "{visible}");
+    let shot = client.screenshot().await?;
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/browser-signed-in.png");
+    std::fs::write(&target, shot).expect("the screenshot is written");
+
+    shown(client, "#mark-read").await.click().await?;
+    text_becomes(client, "#badge", "0").await;
+    assert!(client.find_all(Locator::Css(".notification.unread")).await?.is_empty());
+
+    shown(client, "#sign-out button").await.click().await?;
+    // Through the provider's end-session endpoint and back: signed out.
+    shown(client, "#welcome").await;
+    shown(client, "#sign-in").await;
+    assert!(client.get_named_cookie("__Host-bff-session").await.is_err(), "the cookie is gone");
+    Ok(())
+}
