@@ -314,3 +314,115 @@ async fn sessions_in_redis_are_shared_by_replicas_and_outlive_them() {
     let session = sign_in(&http, &base(&stack), 42).await;
     problem(call(&http, alone.url("/web/home"), &session).send().await.unwrap(), 401, "SESSION_ENDED").await;
 }
+
+/// bff-web with one more passthrough route, to the users service, that forwards the caller's
+/// access token.
+fn with_token_route() -> StackBuilder {
+    let config = format!(
+        "{}\n[[proxy]]\npath = \"/api/users/{{*rest}}\"\nupstream = \"users\"\nrewrite = \"/users/{{rest}}\"\n\
+         access = \"scope:profile\"\nforward_token = true\n",
+        bff_demo::WEB_CONFIG
+    );
+    StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app)
+}
+
+#[tokio::test]
+async fn a_route_with_forward_token_calls_upstream_with_the_sessions_access_token_and_never_the_cookie() {
+    let stack = with_token_route().start().await;
+    let http = browser();
+    let session = sign_in(&http, &base(&stack), 42).await;
+    let response = http
+        .get(stack.bff.url("/api/users/42"))
+        .header(COOKIE, format!("theme=dark; {SESSION}={session}"))
+        .header("x-csrf", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = stack.stats(Service::Users).last_headers;
+    let token = seen["authorization"].strip_prefix("Bearer ").expect("a bearer token upstream");
+    // The provider's access token for user 42, which the browser never saw.
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "42");
+    assert_eq!(seen["cookie"], "theme=dark", "the session cookie stays with the BFF");
+    assert_eq!(seen["x-user-id"], "42");
+    // A bearer client's own token goes up on that route.
+    let own = stack.token();
+    let bearer = http.get(stack.bff.url("/api/users/42")).bearer_auth(&own).send().await.unwrap();
+    assert_eq!(bearer.status(), 200);
+    assert_eq!(stack.stats(Service::Users).last_headers["authorization"], format!("Bearer {own}"));
+    // A route without `forward_token` sends no credential, and no session cookie.
+    let public =
+        http.get(stack.bff.url("/api/catalog/products/SKU-0001")).header(COOKIE, format!("{SESSION}={session}"));
+    assert_eq!(public.send().await.unwrap().status(), 200);
+    let seen = stack.stats(Service::Catalog).last_headers;
+    assert!(!seen.contains_key("authorization") && !seen.contains_key("cookie"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn forward_token_on_a_public_route_stops_the_bff_naming_the_key() {
+    let config = format!(
+        "{}\n[[proxy]]\npath = \"/api/open/{{*rest}}\"\nupstream = \"users\"\naccess = \"public\"\nforward_token = true\n",
+        bff_demo::WEB_CONFIG
+    );
+    let mut set = Overrides::default();
+    set.set("oidc.client_secret", "s", "test");
+    let config = load(&ConfigSource { name: "web.toml".into(), text: config }, &set).unwrap();
+    let error = bff_core::Gateway::builder(config).source("web.toml").build().await.unwrap_err().to_string();
+    assert!(error.contains(".forward_token") && error.contains("public"), "{error}");
+}
+
+#[tokio::test]
+async fn sessions_without_a_provider_or_a_secret_stop_the_bff_naming_the_key() {
+    let cases = [
+        ("oidc.client_secret", None, "BFF_OIDC__CLIENT_SECRET"),
+        ("oidc.scopes", Some("[\"profile\"]"), "openid"),
+        ("session.store", Some("\"redis\""), "redis.url"),
+    ];
+    for (key, value, hint) in cases {
+        let mut set = Overrides::default();
+        if key != "oidc.client_secret" {
+            set.set("oidc.client_secret", "s", "test");
+        }
+        if let Some(value) = value {
+            set.set(key, value, "test");
+        }
+        let source = ConfigSource { name: "web.toml".into(), text: bff_demo::WEB_CONFIG.to_owned() };
+        let error = match load(&source, &set) {
+            Err(e) => e.to_string(),
+            Ok(config) => bff_core::Gateway::builder(config).source("web.toml").build().await.unwrap_err().to_string(),
+        };
+        assert!(error.contains(key) && error.contains(hint), "{key}: {error}");
+    }
+}
+
+/// Real time (the store's clock is the system's), with margins of a second or more each way.
+#[tokio::test]
+async fn a_session_slides_while_used_and_ends_when_idle_or_at_its_absolute_expiry() {
+    let stack = web().set("session.idle_timeout", "3s").set("session.max_lifetime", "10s").start().await;
+    let http = browser();
+    let used = sign_in(&http, &base(&stack), 42).await;
+    let idle = sign_in(&http, &base(&stack), 7).await;
+    let start = std::time::Instant::now();
+    let mut ended_at = None;
+    while ended_at.is_none() && start.elapsed() < std::time::Duration::from_secs(20) {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let status = call(&http, stack.bff.url("/bff/user"), &used).send().await.unwrap().status();
+        let elapsed = start.elapsed();
+        match status.as_u16() {
+            200 => assert!(elapsed < std::time::Duration::from_secs(11), "alive at {elapsed:?}, past max_lifetime"),
+            401 => ended_at = Some(elapsed),
+            other => panic!("{other} at {elapsed:?}"),
+        }
+    }
+    let ended_at = ended_at.expect("the session ended");
+    // Used every second, it outlived its idle timeout three times over (sliding), then ended at
+    // its absolute expiry (whole seconds: between 9 and 11 s).
+    assert!(ended_at > std::time::Duration::from_secs(8), "ended at {ended_at:?}");
+    // The other one, never used, ended when idle.
+    problem(call(&http, stack.bff.url("/bff/user"), &idle).send().await.unwrap(), 401, "SESSION_ENDED").await;
+}

@@ -55,6 +55,11 @@ pub struct ProxyRouteConfig {
     /// `server.idle_timeout` with no byte either way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub websocket: bool,
+    /// Whether the upstream is called with the caller's access token (`Authorization: Bearer`):
+    /// a browser session's, kept on the server, or a bearer client's own. The route must not be
+    /// public.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_token: bool,
     /// The largest request body, counted as it streams (413 past it). Absent:
     /// `server.max_body_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

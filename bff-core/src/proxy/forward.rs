@@ -24,6 +24,7 @@ use super::route::ProxyRoute;
 use super::tunnel::{Opening, tunnel};
 use crate::config::IpNet;
 use crate::error::BffError;
+use crate::identity::SessionToken;
 use crate::request::{Ctx, RequestMeta};
 use crate::serve::Tunnels;
 use crate::upstream::{Body, BoxError, Streamed, UpstreamError, UpstreamErrorKind};
@@ -109,8 +110,12 @@ impl Forward {
                 .cloned()
                 .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())),
             version: parts.version,
-            credential: (!route.policy.access.is_public()).then_some(self.shared.credential.as_ref()).flatten(),
+            // A bearer client's own token goes upstream on a route that forwards tokens.
+            credential: (!route.policy.access.is_public() && !route.forward_token)
+                .then_some(self.shared.credential.as_ref())
+                .flatten(),
         };
+        let session_token = parts.extensions.get::<SessionToken>().filter(|_| route.forward_token).cloned();
         // A WebSocket on a route that takes them: how it was opened, the client's side of the
         // tunnel, and where the connection's task will run it.
         // Only a route that takes WebSockets, or a `CONNECT`, has the headers looked at.
@@ -132,6 +137,11 @@ impl Forward {
         };
         let mut forwarded = std::mem::take(&mut parts.headers);
         headers::request_headers(&mut forwarded, &forwarding);
+        // The session's cookies are the browser's credential with this BFF: never an upstream's.
+        crate::session::remove_cookies(&mut forwarded);
+        if let Some(SessionToken(token)) = session_token {
+            forwarded.insert(axum::http::header::AUTHORIZATION, token);
+        }
         route.request_headers.apply(&mut forwarded);
         if let Some((opening, ..)) = &upgrade {
             opening.upstream_headers(&mut forwarded);

@@ -242,6 +242,16 @@ fn compile(
     if entry.timeout.is_some_and(|t| t.is_zero()) {
         return Err((key("timeout"), "must be greater than zero".to_owned()));
     }
+    if entry.forward_token {
+        let why = match (&config.session, &config.auth) {
+            _ if access.is_public() => Some("a public route has no caller whose token to forward"),
+            (None, None) => Some("there is no token to forward without `[session]` or `[auth]`"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err((key("forward_token"), why.to_owned()));
+        }
+    }
     let settings = config.routes.get(&entry.path);
     let policy = Arc::new(Route {
         pattern: Arc::from(entry.path.as_str()),
@@ -262,6 +272,7 @@ fn compile(
         timeout: entry.timeout,
         max_body_bytes: entry.max_body_bytes,
         websocket: entry.websocket,
+        forward_token: entry.forward_token,
         request_headers: edits(&entry.request_headers, &key("request_headers"))?,
         response_headers: edits(&entry.response_headers, &key("response_headers"))?,
     })

@@ -29,6 +29,8 @@ pub(crate) struct ProxyRoute {
     pub(crate) max_body_bytes: Option<u64>,
     /// Whether WebSocket upgrades are tunnelled.
     pub(crate) websocket: bool,
+    /// Whether the caller's access token goes upstream.
+    pub(crate) forward_token: bool,
     pub(crate) request_headers: Edits,
     pub(crate) response_headers: Edits,
 }
@@ -237,6 +239,7 @@ pub(crate) fn test_route(index: usize, path: &str, host: Option<&str>, methods: 
         timeout: None,
         max_body_bytes: None,
         websocket: false,
+        forward_token: false,
         request_headers: Edits::default(),
         response_headers: Edits::default(),
     })

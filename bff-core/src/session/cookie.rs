@@ -32,6 +32,28 @@ pub(crate) fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
+/// Removes this module's cookies from `headers`' `Cookie` lines (a request forwarded upstream),
+/// keeping every other cookie as it came.
+pub(crate) fn remove_ours(headers: &mut HeaderMap) {
+    let ours = |pair: &str| pair.trim().split_once('=').is_some_and(|(name, _)| name == SESSION || name == LOGIN);
+    if !headers.get_all(COOKIE).iter().any(|v| v.to_str().map_or(false, |v| v.split(';').any(ours))) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| {
+            let Ok(text) = value.to_str() else { return Some(value.clone()) };
+            let rest: Vec<&str> = text.split(';').filter(|pair| !ours(pair)).map(str::trim).collect();
+            (!rest.is_empty()).then(|| HeaderValue::try_from(rest.join("; ")).ok()).flatten()
+        })
+        .collect();
+    headers.remove(COOKIE);
+    for value in kept {
+        headers.append(COOKIE, value);
+    }
+}
+
 /// Whether `value` is one of our ids: 43 base64url characters.
 fn is_id(value: &str) -> bool {
     value.len() == ID_LEN && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -75,6 +97,17 @@ mod tests {
         assert_eq!(read(&split, LOGIN), Some(ID));
         let forged = headers(&[&format!("{SESSION}={}", "x".repeat(4096)), &format!("{SESSION}=../../{ID}")]);
         assert_eq!(read(&forged, SESSION), None);
+    }
+
+    #[test]
+    fn our_cookies_are_taken_out_of_a_forwarded_request_and_the_others_kept() {
+        let mut forwarded = headers(&[&format!("theme=dark; {SESSION}={ID}; lang=en"), &format!("{LOGIN}={ID}")]);
+        remove_ours(&mut forwarded);
+        let left: Vec<&str> = forwarded.get_all(COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(left, ["theme=dark; lang=en"]);
+        let mut none = headers(&["a=b"]);
+        remove_ours(&mut none);
+        assert_eq!(none[COOKIE], "a=b");
     }
 
     #[test]

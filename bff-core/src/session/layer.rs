@@ -36,8 +36,11 @@ impl Middleware for RequireSession {
 impl RequireSession {
     async fn with_cookie<S: Inner>(self, mut request: Request, inner: S) -> Response {
         match self.sessions.authenticate(request.headers(), request.uri()).await {
-            Ok(identity) => {
+            Ok((identity, token)) => {
                 insert(&mut request, identity);
+                if let Some(token) = token {
+                    request.extensions_mut().insert(token);
+                }
                 run(inner, request).await
             }
             Err(e) => refusal(e),

@@ -37,11 +37,13 @@ use axum::http::{HeaderMap, HeaderValue, Uri};
 use metrics::Counter;
 
 use crate::config::{Config, SessionConfig, SessionStoreKind};
+use crate::identity::SessionToken;
 use crate::observe::metrics::Metrics;
 use crate::policy::auth::{AuthError, Identity};
 use provider::{Provider, ProviderError};
 use store::{SessionRecord, Store, now_s};
 
+pub(crate) use cookie::remove_ours as remove_cookies;
 pub(crate) use endpoints::routes;
 
 /// The header a cookie-authenticated call must carry, with the value `1`.
@@ -128,9 +130,14 @@ impl Sessions {
 
     /// The identity of a cookie-authenticated request, after its CSRF checks; its access token
     /// refreshed first when it expires within `session.refresh_before`.
-    pub(crate) async fn authenticate(&self, headers: &HeaderMap, uri: &Uri) -> Result<Identity, AuthError> {
+    pub(crate) async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<(Identity, Option<SessionToken>), AuthError> {
         let (_, record) = self.session(headers, uri).await?;
-        Ok(Identity::new(record.subject, record.scopes))
+        let token = HeaderValue::try_from(format!("Bearer {}", record.access_token)).ok().map(SessionToken);
+        Ok((Identity::new(record.subject, record.scopes), token))
     }
 
     /// The request's session (its store key and record), after the CSRF checks.
