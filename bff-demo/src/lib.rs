@@ -167,6 +167,14 @@ impl Demo {
             let admin = started.bff.admin_addr().map(|a| format!("   admin http://{a} (/metrics, /readyz)"));
             text += &format!("  {:<12} http://{}{}\n", started.name, started.bff.addr(), admin.unwrap_or_default());
         }
+        if let Some(web) = self.bffs.iter().find(|s| s.name == "bff-web") {
+            let addr = web.bff.addr();
+            text += &format!(
+                "\nThe web app: open http://{addr}/ (or http://localhost:{}/) in a browser and sign in as a \
+                 demo user at the mock identity provider.\n",
+                addr.port()
+            );
+        }
         text += "\nTry:\n\n";
         for started in &self.bffs {
             text += &format!("  {}\n", started.try_line);
