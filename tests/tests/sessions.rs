@@ -426,3 +426,27 @@ async fn a_session_slides_while_used_and_ends_when_idle_or_at_its_absolute_expir
     // The other one, never used, ended when idle.
     problem(call(&http, stack.bff.url("/bff/user"), &idle).send().await.unwrap(), 401, "SESSION_ENDED").await;
 }
+
+/// Replicas sharing Redis refresh one session once at a time: two refreshes with the same
+/// rotated token would be taken by the provider for a theft, and end the session.
+#[tokio::test]
+async fn replicas_refresh_a_shared_session_one_at_a_time() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let shared = [("session.store", "redis".to_owned()), ("redis.url", redis.url())];
+    let stack = web().set("session.store", "redis").set("redis.url", &redis.url()).start().await;
+    // Every call finds the access token within `refresh_before` of its expiry.
+    stack.mocks.idp().set_access_ttl(DEMO_CLIENT_ID, 30);
+    let http = browser();
+    let session = sign_in(&http, &base(&stack), 42).await;
+    let other = another_web_bff(&stack, &shared).await;
+    for _ in 0..5 {
+        let calls = (0..6).map(|i| {
+            let url = if i % 2 == 0 { stack.bff.url("/bff/user") } else { other.url("/bff/user") };
+            call(&http, url, &session).send()
+        });
+        for response in futures::future::join_all(calls).await {
+            assert_eq!(response.unwrap().status(), 200);
+        }
+    }
+    assert_eq!(stack.mocks.idp().live_refresh_tokens(), 1, "no refresh token was used twice");
+}

@@ -191,6 +191,30 @@ impl Sessions {
 
     async fn refresh_now(&self, key: &str) -> Result<SessionRecord, AuthError> {
         // Another request may have refreshed while this one waited.
+        let record = self.load(key).await?;
+        if !self.needs_refresh(&record) {
+            return Ok(record);
+        }
+        // Another replica's refresh, when there is one, is waited for: its tokens are the ones.
+        let claim = self.0.provider.config().timeout + Duration::from_secs(1);
+        match self.0.store.claim_refresh(key, claim).await {
+            Ok(true) => {}
+            Ok(false) => return self.refreshed_elsewhere(key, record).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim a session's refresh");
+                return Err(AuthError::SessionsUnavailable);
+            }
+        }
+        let result = self.refresh_claimed(key).await;
+        if let Err(e) = self.0.store.release_refresh(key).await {
+            tracing::warn!(error = %e, "a refresh claim is left to expire");
+        }
+        result
+    }
+
+    /// Refreshes the session, its refresh claimed: with the refresh token it has now (another
+    /// replica may have rotated it since this request read it).
+    async fn refresh_claimed(&self, key: &str) -> Result<SessionRecord, AuthError> {
         let mut record = self.load(key).await?;
         let Some(refresh_token) = record.refresh_token.clone().filter(|_| self.needs_refresh(&record)) else {
             return Ok(record);
@@ -231,6 +255,21 @@ impl Sessions {
                 Ok(record)
             }
         }
+    }
+
+    /// The session once another replica has refreshed it (its access token changed), or as it
+    /// is after the wait: the tokens it has are still the session's.
+    async fn refreshed_elsewhere(&self, key: &str, before: SessionRecord) -> Result<SessionRecord, AuthError> {
+        const EVERY: Duration = Duration::from_millis(25);
+        let give_up = tokio::time::Instant::now() + self.0.provider.config().timeout;
+        while tokio::time::Instant::now() < give_up {
+            tokio::time::sleep(EVERY).await;
+            let now = self.load(key).await?;
+            if now.access_token != before.access_token {
+                return Ok(now);
+            }
+        }
+        Ok(before)
     }
 
     /// A cookie-authenticated call must carry `X-CSRF: 1`, and come from an allowed page when

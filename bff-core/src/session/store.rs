@@ -115,6 +115,31 @@ impl Store {
         }
     }
 
+    /// Claims the refresh of the session under `key` for `ttl`: whether this process may refresh
+    /// it now. Replicas sharing Redis must not refresh one session at the same time: the
+    /// provider rotates refresh tokens, and the second use of one is taken for a theft (the
+    /// session's whole family revoked). The memory store's sessions are this process's alone,
+    /// and its own lock serves.
+    pub(crate) async fn claim_refresh(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(_) => Ok(true),
+            Self::Redis(redis) => {
+                let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                let command =
+                    redis::cmd("SET").arg(redis.key("refreshing", key)).arg(1).arg("NX").arg("PX").arg(millis).clone();
+                Ok(redis.run::<Option<String>>(command).await?.is_some())
+            }
+        }
+    }
+
+    /// Gives up a claim of [`Store::claim_refresh`].
+    pub(crate) async fn release_refresh(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(redis) => redis.delete(&redis.key("refreshing", key)).await,
+        }
+    }
+
     /// Keeps a login in progress under `key` for `ttl`.
     pub(crate) async fn put_login(&self, key: &str, record: &LoginRecord) -> Result<(), StoreError> {
         match self {
