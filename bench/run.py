@@ -52,7 +52,7 @@ class Case:
     path: str
     latency_ms: int = 0
     connections: int = 64
-    credential: str = "bearer"  # bearer | apikey | none
+    credential: str = "bearer"  # bearer | apikey | session (a browser's cookie and X-CSRF) | none
     env: dict = field(default_factory=dict)  # extra environment for the target (BFF_* config)
     baselines: tuple = ()  # names of cases this one is compared against (ratio of req/s)
     quick: bool = False  # part of --quick
@@ -164,6 +164,9 @@ CASES = mobile_home_cases() + [
     Case("mobile-feed-20-gzip", "bff-mobile", FEED_20, baselines=("mobile-feed-20",), headers=GZIP),
     Case("web-home", "bff-web", "/web/home", quick=True),
     Case("web-home-h2c", "bff-web", "/web/home", env=H2C, baselines=("web-home",)),
+    # The same page for a browser: the session cookie (looked up in the memory store) and the
+    # CSRF checks instead of a bearer token.
+    Case("web-home-session", "bff-web", "/web/home", credential="session", baselines=("web-home",)),
     Case("web-product", "bff-web", "/web/products/SKU-0007"),
     Case("partner-v2-order", "bff-partner", "/v2/orders/4205", credential="apikey", quick=True),
     Case("partner-v1-orders", "bff-partner", "/v1/orders?user=42", credential="apikey"),
@@ -218,6 +221,45 @@ def http(method, url, body=None, headers=None):
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def no_redirect(url, headers=None):
+    """(status, headers) of a GET, its redirect not followed (a browser's login, step by step)."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+            return r.status, r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers
+
+
+def set_cookie(headers, name):
+    for line in headers.get_all("Set-Cookie") or []:
+        if line.startswith(name + "="):
+            return line.split(";", 1)[0].split("=", 1)[1]
+    raise SystemExit(f"no {name} cookie in {headers}")
+
+
+def sign_in(port, user=42):
+    """A browser session on bff-web at `port`: /bff/login, the mock provider, /bff/callback."""
+    base = f"http://127.0.0.1:{port}"
+    status, h = no_redirect(f"{base}/bff/login?returnUrl=/&login_hint={user}")
+    if status != 302:
+        raise SystemExit(f"{base}/bff/login answered {status}")
+    login = set_cookie(h, "__Host-bff-login")
+    status, h = no_redirect(h["Location"])
+    if status != 302 or "code=" not in h.get("Location", ""):
+        raise SystemExit(f"the mock provider answered {status}: {h}")
+    query = h["Location"].split("?", 1)[1]
+    status, h = no_redirect(f"{base}/bff/callback?{query}", {"Cookie": f"__Host-bff-login={login}"})
+    if status != 302:
+        raise SystemExit(f"{base}/bff/callback answered {status}")
+    return set_cookie(h, "__Host-bff-session")
 
 
 def pids_of(pid):
@@ -400,6 +442,8 @@ class Harness:
                 # Its browser sessions' provider: the mock's, with the mock's demo client secret.
                 cfg["BFF_OIDC__ISSUER"] = m["auth"]
                 cfg["BFF_OIDC__CLIENT_SECRET"] = "demo-web-secret"
+                # A redirect URI the mock has registered; the harness takes the callback to this port.
+                cfg["BFF_OIDC__REDIRECT_URI"] = "http://127.0.0.1:8080/bff/callback"
             for service in MOCK_SERVICES:
                 if service == "auth":
                     if name != "bff-partner":
@@ -448,6 +492,8 @@ class Harness:
             headers.append(f"Authorization: Bearer {self.token}")
         elif case.credential == "apikey":
             headers.append("X-Api-Key: demo-pro-key")
+        elif case.credential == "session":
+            headers += [f"Cookie: __Host-bff-session={sign_in(port)}", "X-CSRF: 1"]
         url = f"{'https' if case.tls else 'http'}://127.0.0.1:{port}{case.path}"
         status, answer_headers, _ = http("GET", url, headers=dict(h.split(": ", 1) for h in headers))
         if status != 200:

@@ -257,15 +257,19 @@ impl Sessions {
         }
     }
 
-    /// The session once another replica has refreshed it (its access token changed), or as it
-    /// is after the wait: the tokens it has are still the session's.
+    /// The session once another replica has refreshed it (its tokens changed), or as it is after
+    /// the wait: the tokens it has are still the session's.
     async fn refreshed_elsewhere(&self, key: &str, before: SessionRecord) -> Result<SessionRecord, AuthError> {
         const EVERY: Duration = Duration::from_millis(25);
         let give_up = tokio::time::Instant::now() + self.0.provider.config().timeout;
         while tokio::time::Instant::now() < give_up {
             tokio::time::sleep(EVERY).await;
             let now = self.load(key).await?;
-            if now.access_token != before.access_token {
+            // Rotated, or refreshed (two refreshes within a second may give the same token).
+            let changed = now.refresh_token != before.refresh_token
+                || now.access_token != before.access_token
+                || now.access_expires_at != before.access_expires_at;
+            if changed || !self.needs_refresh(&now) {
                 return Ok(now);
             }
         }
