@@ -36,7 +36,7 @@ pub(crate) fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// keeping every other cookie as it came.
 pub(crate) fn remove_ours(headers: &mut HeaderMap) {
     let ours = |pair: &str| pair.trim().split_once('=').is_some_and(|(name, _)| name == SESSION || name == LOGIN);
-    if !headers.get_all(COOKIE).iter().any(|v| v.to_str().map_or(false, |v| v.split(';').any(ours))) {
+    if !headers.get_all(COOKIE).iter().any(|v| v.to_str().is_ok_and(|v| v.split(';').any(ours))) {
         return;
     }
     let kept: Vec<HeaderValue> = headers
