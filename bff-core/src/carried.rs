@@ -80,4 +80,18 @@ mod tests {
         assert!(!same_limits(&before, &limit) && !same_auth(&before, &limit));
         assert!(!same_upstream(&before, &before, "reviews"), "one it does not have");
     }
+
+    /// A reload that leaves `[oidc]` and `[session]` alone keeps the sessions (the memory store
+    /// with them): nobody is signed out by a route's new deadline.
+    #[test]
+    fn sessions_are_kept_unless_what_they_are_made_of_changes() {
+        let sessions = "[oidc]\nissuer = \"http://127.0.0.1:7\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[session]\n";
+        let before = config(sessions);
+        let deadline = config(&format!("[routes.\"/a\"]\ndeadline = \"3s\"\n{sessions}"));
+        assert!(same_sessions(&before, &deadline));
+        let idle = config(&format!("{sessions}idle_timeout = \"5m\"\n"));
+        assert!(!same_sessions(&before, &idle));
+        let secret = config(&sessions.replace("\"s\"", "\"t\""));
+        assert!(!same_sessions(&before, &secret), "a new client secret is a new provider client");
+    }
 }
