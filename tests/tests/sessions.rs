@@ -450,3 +450,18 @@ async fn replicas_refresh_a_shared_session_one_at_a_time() {
     }
     assert_eq!(stack.mocks.idp().live_refresh_tokens(), 1, "no refresh token was used twice");
 }
+
+/// Beginning a login keeps state on the server, and needs no credential: the shipped config
+/// bounds how many one address begins.
+#[tokio::test]
+async fn logins_begun_by_one_address_are_rate_limited() {
+    let stack = web().start().await;
+    let http = browser();
+    let mut statuses = Vec::new();
+    for _ in 0..31 {
+        let url = format!("{}?returnUrl=/", stack.bff.url("/bff/login"));
+        statuses.push(http.get(url).send().await.unwrap().status().as_u16());
+    }
+    assert!(statuses[..30].iter().all(|s| *s == 302), "{statuses:?}");
+    assert_eq!(statuses[30], 429);
+}
