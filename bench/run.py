@@ -415,8 +415,8 @@ class Harness:
         wait_port(port, proc, "redis-server")
         return proc, f"redis://127.0.0.1:{port}"
 
-    def start_target(self, name, env, instances=1, redis=False):
-        port = free_port()
+    def start_target(self, name, env, instances=1, redis=False, port=None):
+        port = port or free_port()
         m = self.mock
         if redis:
             self.redis_proc, url = self.start_redis()
@@ -1118,6 +1118,189 @@ def floods(args):
     print(f"raw results: {out}; logs: {harness.logs}")
 
 
+# === scale-out (--scale-out): replicas behind nginx, restarted in turn under load ===
+
+SCALE_OUT_REPLICAS = 3
+SCALE_OUT_PATH = "/mobile/home"
+# nginx's fail_timeout (2 s: how long a replica that refused a connection is left alone) and 1 s.
+SCALE_OUT_MIN_READY_S = 3
+
+
+class Replica:
+    """One bff-mobile (or bff-web) replica on fixed ports, so a restart comes back where nginx
+    sends."""
+
+    def __init__(self, harness, name, env, index):
+        self.harness, self.name, self.env, self.index = harness, name, env, index
+        self.port, self.admin = free_port(), free_port()
+        self.proc = None
+
+    def start(self):
+        env = dict(self.env, BFF_ADMIN__LISTEN=f"127.0.0.1:{self.admin}")
+        self.proc, _ = self.harness.start_target(self.name, env, port=self.port)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            status, _, _ = http("GET", f"http://127.0.0.1:{self.admin}/readyz")
+            if status == 200:
+                return
+            time.sleep(0.05)
+        raise SystemExit(f"replica {self.index} of {self.name} not ready within 30 s")
+
+    def stop(self, sig=signal.SIGTERM):
+        """Sends `sig`, then waits for the process to exit (a SIGTERM drains first)."""
+        os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=60)
+        self.harness.procs.remove(self.proc)
+
+
+def start_lb(harness, replicas):
+    port = free_port()
+    prefix = tempfile.mkdtemp(prefix="nginx-lb-", dir=harness.logs)
+    with open(os.path.join(ROOT, "bench", "baselines", "nginx-replicas.conf.template")) as f:
+        conf = f.read()
+    servers = "\n".join(f"        server 127.0.0.1:{r.port} max_fails=1 fail_timeout=2s;" for r in replicas)
+    conf = conf.replace("{port}", str(port)).replace("{servers}", servers)
+    conf = conf.replace("{workers}", "1").replace("{prefix}", prefix)
+    path = os.path.join(prefix, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    proc = harness.spawn("nginx-lb", [shutil.which("nginx") or "/usr/sbin/nginx", "-c", path, "-p", prefix], role="load")
+    wait_port(port, proc, "nginx")
+    return port
+
+
+def token(harness, sub):
+    status, _, body = http("POST", harness.mock["auth"] + "/token", {"sub": sub, "scope": "profile orders", "ttl_s": 3600})
+    if status != 200:
+        raise SystemExit(f"services-mock: POST /token answered {status}")
+    return json.loads(body)["access_token"]
+
+
+def wrk_through(harness, port, seconds, extra=()):
+    cmd = ["wrk", "-t1", "-c32", "--latency", "-s", STATUSES_LUA, "-H", f"Authorization: Bearer {harness.token}",
+           f"-d{seconds}s", *extra, f"http://127.0.0.1:{port}{SCALE_OUT_PATH}"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def scale_out(args):
+    """Three bff-mobile replicas sharing one Redis behind nginx: load before, load during a rolling
+    restart (each replica SIGTERMed, waited for, started again, waited for /readyz), a per-user
+    limit counted across the replicas and a restart, a browser session on two bff-web replicas
+    across a restart, and one replica SIGKILLed under load."""
+    harness = Harness(args)
+    report = {}
+    rollout_s = 15 if args.quick else 60
+    try:
+        harness.start_mock()
+        _, redis_url = harness.start_redis()
+        # Drains as deployed (server.drain_delay), shorter in the quick run so that three restarts
+        # fit in its 15 s.
+        env = {
+            "BFF_REDIS__URL": redis_url,
+            "BFF_SERVER__DRAIN_DELAY": "1s" if args.quick else "5s",
+            "BFF_RATE_LIMITS__ORDERS__KEY": "user",
+            "BFF_RATE_LIMITS__ORDERS__RATE": "10",
+            "BFF_RATE_LIMITS__ORDERS__PER": "1h",
+            "BFF_RATE_LIMITS__ORDERS__ROUTES": '["/mobile/orders/{id}"]',
+        }
+        replicas = [Replica(harness, "bff-mobile", env, i) for i in range(SCALE_OUT_REPLICAS)]
+        for replica in replicas:
+            replica.start()
+        lb = start_lb(harness, replicas)
+        print("… steady load", file=sys.stderr, flush=True)
+        before = parse_wrk(wrk_through(harness, lb, 5 if args.quick else 15).communicate()[0])
+        print(f"… rolling restart under {rollout_s} s of load", file=sys.stderr, flush=True)
+        load = wrk_through(harness, lb, rollout_s)
+        started = time.time()
+        restarts = []
+        time.sleep(1)
+        # Every replica in turn, again while another whole round fits in the load's time.
+        while True:
+            round_started = time.time()
+            for replica in replicas:
+                t0 = time.time()
+                replica.stop(signal.SIGTERM)
+                stopped = time.time()
+                replica.start()
+                restarts.append({"replica": replica.index, "drain_s": stopped - t0, "back_s": time.time() - stopped})
+                # Ready, then taken back by nginx once its fail_timeout has passed (Kubernetes'
+                # minReadySeconds): only then is the next replica taken away.
+                time.sleep(SCALE_OUT_MIN_READY_S)
+            if time.time() + (time.time() - round_started) + 1 > started + rollout_s:
+                break
+        out = load.communicate()[0]
+        during = parse_wrk(out)
+        statuses = {int(k): int(v) for line in out.splitlines() if line.startswith("STATUSES")
+                    for k, v in (kv.split("=") for kv in line.split()[1:])}
+        report["rollout"] = {"before": before, "during": during, "restarts": restarts, "statuses": statuses}
+
+        # A per-user limit of 10 an hour, counted in Redis by every replica, across a restart.
+        user = token(harness, "7")
+        url = f"http://127.0.0.1:{lb}/mobile/orders/701"
+        codes = [http("GET", url, headers={"Authorization": f"Bearer {user}"})[0] for _ in range(6)]
+        replicas[0].stop(signal.SIGTERM)
+        replicas[0].start()
+        codes += [http("GET", url, headers={"Authorization": f"Bearer {user}"})[0] for _ in range(9)]
+        report["limit"] = {"limit": 10, "ok": codes.count(200), "limited": codes.count(429), "other": len(codes) - codes.count(200) - codes.count(429)}
+
+        # A browser session made on one bff-web replica, valid on the other after its restart.
+        web_env = {"BFF_REDIS__URL": redis_url, "BFF_SESSION__STORE": "redis", "BFF_SERVER__DRAIN_DELAY": "0s"}
+        web = [Replica(harness, "bff-web", web_env, i) for i in range(2)]
+        for replica in web:
+            replica.start()
+        cookie = sign_in(web[0].port)
+        web[0].stop(signal.SIGTERM)
+        web[0].start()
+        seen = [no_redirect(f"http://127.0.0.1:{r.port}/bff/user",
+                            {"Cookie": f"__Host-bff-session={cookie}", "X-CSRF": "1"})[0] for r in web]
+        report["session"] = {"statuses_after_restart": seen}
+        for replica in web:
+            replica.stop(signal.SIGTERM)
+
+        # One replica killed outright under load: failures per second of 1-second wrk runs.
+        print("… SIGKILL under load", file=sys.stderr, flush=True)
+        seconds = 8 if args.quick else 20
+        per_second = []
+        for second in range(seconds):
+            if second == 2:
+                replicas[1].stop(signal.SIGKILL)
+            if second == seconds // 2:
+                replicas[1].start()
+            result = parse_wrk(wrk_through(harness, lb, 1).communicate()[0])
+            per_second.append({"second": second, "requests": result["requests"], "errors": result["errors"]})
+        report["sigkill"] = per_second
+    finally:
+        harness.stop_all()
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_path = args.out or os.path.join(ROOT, "bench", "results", f"{started}-scale-out.json")
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    with open(out_path, "w") as f:
+        json.dump({"machine": {"cores": os.cpu_count()}, "quick": args.quick, **report}, f, indent=2)
+    r = report["rollout"]
+    b, d = r["before"], r["during"]
+    print(f"| phase | req/s | p50 ms | p99 ms | non-2xx + socket errors |")
+    print(f"|---|---|---|---|---|")
+    print(f"| steady, 3 replicas | {b['rps']:,.0f} | {fmt(b['p50_ms'])} | {fmt(b['p99_ms'])} | {b['errors']} |")
+    print(f"| rolling restart ({len(r['restarts'])} restarts in {rollout_s} s) | {d['rps']:,.0f} | {fmt(d['p50_ms'])} | "
+          f"{fmt(d['p99_ms'])} | {d['errors']} |")
+    drains = ", ".join(f"{x['drain_s']:.1f}+{x['back_s']:.1f}" for x in r["restarts"])
+    print(f"\nrestarts (drain + back to ready, s): {drains}; statuses during: {r['statuses']}")
+    lim = report["limit"]
+    print(f"per-user limit of {lim['limit']} across replicas and a restart: {lim['ok']} allowed, {lim['limited']} limited, {lim['other']} other")
+    print(f"session made on one bff-web replica, after its restart, on each: {report['session']['statuses_after_restart']}")
+    kill = report["sigkill"]
+    failed = [k for k in kill if k["errors"]]
+    print(f"SIGKILL of one replica at second 2 (started again at {len(kill) // 2}): "
+          f"{sum(k['errors'] for k in kill)} failed of {sum(k['requests'] for k in kill):,}, in {len(failed)} second(s) "
+          f"{[k['second'] for k in failed]}")
+    ok = (d["errors"] == 0 and b["errors"] == 0 and lim["ok"] == lim["limit"] and lim["other"] == 0
+          and all(s == 200 for s in report["session"]["statuses_after_restart"]))
+    print(f"\ntargets (0 errors across the rollout, the limit exact, the session everywhere): {'met' if ok else 'NOT met'}")
+    print(f"raw results: {out_path}; logs: {harness.logs}")
+    if not ok:
+        raise SystemExit(1)
+
+
 # === transfers (--transfers): a large download and upload through the BFF, next to nginx ===
 
 TRANSFER_BYTES = 256 * 1024 * 1024
@@ -1212,6 +1395,11 @@ def main():
     parser.add_argument("--transfers", action="store_true",
                         help="instead of the cases: 256 MiB down and up through bff-web's passthrough routes and "
                              "through nginx, with the BFF's peak RSS (--repeat rounds)")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="instead of the cases: three bff-mobile replicas and one Redis behind nginx, each "
+                             "replica restarted in turn under 60 s of load (15 s with --quick), then a per-user "
+                             "limit across replicas, a session across bff-web replicas, and one replica SIGKILLed "
+                             "(bench/README.md); exits 1 when a request failed during the rollout")
     parser.add_argument("--floods", action="store_true",
                         help="instead of the cases: HTTP/2 floods (zero windows, pings and no requests) against "
                              "the BFFs, reporting RSS before, at peak and 30 s after (bench/README.md); with "
@@ -1221,6 +1409,11 @@ def main():
         if not args.no_build:
             build()
         transfers(args)
+        return
+    if args.scale_out:
+        if not args.no_build:
+            build()
+        scale_out(args)
         return
     if args.floods:
         args.warmup = args.warmup or 3
