@@ -26,7 +26,7 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K8S = os.path.join(ROOT, "deploy", "k8s")
-KUBERNETES_VERSION = "1.32.0"
+KUBERNETES_VERSION = "1.37.0"
 
 
 def tool(name):
