@@ -262,6 +262,16 @@ def sign_in(port, user=42):
     return set_cookie(h, "__Host-bff-session")
 
 
+def write_results(args, kind, results):
+    """Writes a mode's results as JSON (`--out`, else bench/results/<utc>-<kind>.json); its path."""
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or os.path.join(ROOT, "bench", "results", f"{started}-{kind}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    return out
+
+
 def pids_of(pid):
     """The process and its children (nginx workers)."""
     pids = [pid]
@@ -902,11 +912,7 @@ def fault_matrix(args):
                     rows.append(run_fault(harness, upstream, fault, faults, mode, env))
     finally:
         harness.stop_all()
-    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or os.path.join(ROOT, "bench", "results", f"{started}-fault-matrix.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump({"machine": {"cores": os.cpu_count(), "duration_s": args.duration}, "rows": rows}, f, indent=2)
+    out = write_results(args, "fault-matrix", {"machine": {"cores": os.cpu_count(), "duration_s": args.duration}, "rows": rows})
     print(matrix_table(rows))
     print(f"\nraw results: {out}; logs: {harness.logs}")
 
@@ -1106,11 +1112,7 @@ def floods(args):
                 rows.append(run_flood(harness, run))
     finally:
         harness.stop_all()
-    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or os.path.join(ROOT, "bench", "results", f"{started}-floods.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump({"machine": {"cores": os.cpu_count()}, "rows": rows}, f, indent=2)
+    out = write_results(args, "floods", {"machine": {"cores": os.cpu_count()}, "rows": rows})
     print(flood_table(rows))
     ours = [r for r in rows if not r["flood"].endswith("@before")]
     print(f"\ntargets (peak ≤ +{FLOOD_MAX_GROWTH_MB} MB, back within 25% in 30 s, pinging connections closed, "
@@ -1271,11 +1273,7 @@ def scale_out(args):
         report["sigkill"] = per_second
     finally:
         harness.stop_all()
-    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out_path = args.out or os.path.join(ROOT, "bench", "results", f"{started}-scale-out.json")
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    with open(out_path, "w") as f:
-        json.dump({"machine": {"cores": os.cpu_count()}, "quick": args.quick, **report}, f, indent=2)
+    out_path = write_results(args, "scale-out", {"machine": {"cores": os.cpu_count()}, "quick": args.quick, **report})
     r = report["rollout"]
     b, d = r["before"], r["during"]
     print(f"| phase | req/s | p50 ms | p99 ms | non-2xx + socket errors |")
@@ -1347,11 +1345,7 @@ def transfers(args):
                     harness.procs.remove(proc)
     finally:
         harness.stop_all()
-    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = args.out or os.path.join(ROOT, "bench", "results", f"{started}-transfers.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump({"machine": {"cores": os.cpu_count()}, "rows": rows}, f, indent=2)
+    out = write_results(args, "transfers", {"machine": {"cores": os.cpu_count()}, "rows": rows})
     lines = ["| transfer (256 MiB) | nginx MB/s | bff-web MB/s | bff-web ÷ nginx (median of rounds) | bff-web peak RSS MB (before) | nginx peak RSS MB |",
              "|---|---|---|---|---|---|"]
     for kind in ("download", "upload"):

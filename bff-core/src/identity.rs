@@ -22,18 +22,6 @@ pub const USER_SCOPES: HeaderName = HeaderName::from_static("x-user-scopes");
 /// The account of a verified API client.
 pub const PARTNER_ACCOUNT: HeaderName = HeaderName::from_static("x-partner-account");
 
-/// The access token of a browser session, as `Authorization: Bearer <token>`: set on a request
-/// authenticated by its session cookie, for the passthrough routes that forward it
-/// (`forward_token`). Never sent anywhere else.
-#[derive(Clone)]
-pub(crate) struct SessionToken(pub(crate) HeaderValue);
-
-impl std::fmt::Debug for SessionToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SessionToken(<redacted>)")
-    }
-}
-
 /// Every identity header, in a fixed order.
 pub(crate) const NAMES: [HeaderName; 3] = [USER_ID, USER_SCOPES, PARTNER_ACCOUNT];
 

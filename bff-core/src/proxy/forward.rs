@@ -24,9 +24,9 @@ use super::route::ProxyRoute;
 use super::tunnel::{Opening, tunnel};
 use crate::config::IpNet;
 use crate::error::BffError;
-use crate::identity::SessionToken;
 use crate::request::{Ctx, RequestMeta};
 use crate::serve::Tunnels;
+use crate::session::SessionToken;
 use crate::upstream::{Body, BoxError, Streamed, UpstreamError, UpstreamErrorKind};
 
 /// What every passthrough route of a gateway shares.
@@ -139,7 +139,7 @@ impl Forward {
         headers::request_headers(&mut forwarded, &forwarding);
         // The session's cookies are the browser's credential with this BFF: never an upstream's.
         crate::session::remove_cookies(&mut forwarded);
-        if let Some(SessionToken(token)) = session_token {
+        if let Some(token) = session_token.as_ref().and_then(SessionToken::authorization) {
             forwarded.insert(axum::http::header::AUTHORIZATION, token);
         }
         route.request_headers.apply(&mut forwarded);

@@ -213,7 +213,7 @@ async fn callback(
         return store_unavailable(&e);
     }
     let id = secret::random_id();
-    if let Err(e) = sessions.0.store.put_session(&secret::store_key(&id), &record).await {
+    if let Err(e) = sessions.0.store.put_session(&secret::store_key(&id), record).await {
         return store_unavailable(&e);
     }
     sessions.0.events.login.increment(1);
@@ -269,7 +269,7 @@ async fn logout(State(sessions): State<Sessions>, headers: HeaderMap, uri: Uri) 
                         tracing::warn!(error = %e, "cannot revoke a refresh token at logout");
                     }
                 }
-                id_token = Some(record.id_token);
+                id_token = Some(record.id_token.clone());
             }
             Ok(None) => {}
             Err(e) => return store_unavailable(&e),
@@ -286,7 +286,8 @@ async fn logout(State(sessions): State<Sessions>, headers: HeaderMap, uri: Uri) 
         Ok(discovered) => provider.end_session_url(&discovered, id_token.as_deref(), &post_logout).map(String::from),
         Err(_) => None,
     };
-    redirect(StatusCode::SEE_OTHER, to.as_deref().unwrap_or("/"), &[cookie::clear(cookie::SESSION)])
+    // Without an end-session endpoint (or the provider out of reach), straight back to the page.
+    redirect(StatusCode::SEE_OTHER, to.as_deref().unwrap_or(&post_logout), &[cookie::clear(cookie::SESSION)])
 }
 
 impl Sessions {

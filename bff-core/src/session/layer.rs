@@ -38,9 +38,7 @@ impl RequireSession {
         match self.sessions.authenticate(request.headers(), request.uri()).await {
             Ok((identity, token)) => {
                 insert(&mut request, identity);
-                if let Some(token) = token {
-                    request.extensions_mut().insert(token);
-                }
+                request.extensions_mut().insert(token);
                 run(inner, request).await
             }
             Err(e) => refusal(e),

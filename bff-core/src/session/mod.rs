@@ -37,11 +37,10 @@ use axum::http::{HeaderMap, HeaderValue, Uri};
 use metrics::Counter;
 
 use crate::config::{Config, SessionConfig, SessionStoreKind};
-use crate::identity::SessionToken;
 use crate::observe::metrics::Metrics;
 use crate::policy::auth::{AuthError, Identity};
 use provider::{Provider, ProviderError};
-use store::{SessionRecord, Store, now_s};
+use store::{Session, SessionRecord, Store, now_s};
 
 pub(crate) use cookie::remove_ours as remove_cookies;
 pub(crate) use endpoints::routes;
@@ -134,14 +133,13 @@ impl Sessions {
         &self,
         headers: &HeaderMap,
         uri: &Uri,
-    ) -> Result<(Identity, Option<SessionToken>), AuthError> {
-        let (_, record) = self.session(headers, uri).await?;
-        let token = HeaderValue::try_from(format!("Bearer {}", record.access_token)).ok().map(SessionToken);
-        Ok((Identity::new(record.subject, record.scopes), token))
+    ) -> Result<(Identity, SessionToken), AuthError> {
+        let (_, session) = self.session(headers, uri).await?;
+        Ok((session.identity.clone(), SessionToken(session)))
     }
 
     /// The request's session (its store key and record), after the CSRF checks.
-    async fn session(&self, headers: &HeaderMap, uri: &Uri) -> Result<(String, SessionRecord), AuthError> {
+    async fn session(&self, headers: &HeaderMap, uri: &Uri) -> Result<(String, Arc<Session>), AuthError> {
         let id = cookie::read(headers, cookie::SESSION).ok_or(AuthError::MissingToken)?;
         self.check_csrf(headers, uri)?;
         let key = secret::store_key(id);
@@ -153,7 +151,7 @@ impl Sessions {
         Ok((key, record))
     }
 
-    async fn load(&self, key: &str) -> Result<SessionRecord, AuthError> {
+    async fn load(&self, key: &str) -> Result<Arc<Session>, AuthError> {
         match self.0.store.session(key).await {
             Ok(Some(record)) => Ok(record),
             Ok(None) => Err(AuthError::SessionEnded),
@@ -172,7 +170,7 @@ impl Sessions {
     /// Refreshes the session's tokens, once however many of its requests ask at the same time;
     /// a refresh the provider refuses ends the session. While the provider cannot be reached
     /// the session goes on with the tokens it has, and the next request tries again.
-    async fn refresh(&self, key: &str) -> Result<SessionRecord, AuthError> {
+    async fn refresh(&self, key: &str) -> Result<Arc<Session>, AuthError> {
         let lock = {
             let mut refreshing = self.0.refreshing.lock().unwrap_or_else(|e| e.into_inner());
             refreshing.entry(key.to_owned()).or_default().clone()
@@ -189,7 +187,7 @@ impl Sessions {
         result
     }
 
-    async fn refresh_now(&self, key: &str) -> Result<SessionRecord, AuthError> {
+    async fn refresh_now(&self, key: &str) -> Result<Arc<Session>, AuthError> {
         // Another request may have refreshed while this one waited.
         let record = self.load(key).await?;
         if !self.needs_refresh(&record) {
@@ -214,11 +212,12 @@ impl Sessions {
 
     /// Refreshes the session, its refresh claimed: with the refresh token it has now (another
     /// replica may have rotated it since this request read it).
-    async fn refresh_claimed(&self, key: &str) -> Result<SessionRecord, AuthError> {
-        let mut record = self.load(key).await?;
-        let Some(refresh_token) = record.refresh_token.clone().filter(|_| self.needs_refresh(&record)) else {
-            return Ok(record);
+    async fn refresh_claimed(&self, key: &str) -> Result<Arc<Session>, AuthError> {
+        let session = self.load(key).await?;
+        let Some(refresh_token) = session.refresh_token.clone().filter(|_| self.needs_refresh(&session)) else {
+            return Ok(session);
         };
+        let mut record = session.record.clone();
         let provider = &self.0.provider;
         let tokens = match provider.discovered().await {
             Ok(discovered) => provider.refresh(&discovered, &refresh_token).await,
@@ -236,11 +235,10 @@ impl Sessions {
                 if let Some(scope) = tokens.scope {
                     record.scopes = scope.split_whitespace().map(str::to_owned).collect();
                 }
-                if let Err(e) = self.0.store.put_session(key, &record).await {
+                self.0.store.put_session(key, record).await.map_err(|e| {
                     tracing::warn!(error = %e, "cannot keep a session's refreshed tokens");
-                    return Err(AuthError::SessionsUnavailable);
-                }
-                Ok(record)
+                    AuthError::SessionsUnavailable
+                })
             }
             Err(ProviderError::Refused(why)) => {
                 self.0.events.refresh_refused.increment(1);
@@ -252,14 +250,14 @@ impl Sessions {
             }
             Err(ProviderError::Unavailable(why)) => {
                 tracing::warn!(reason = %why, "cannot refresh a session's tokens; keeping them until the next request");
-                Ok(record)
+                Ok(session)
             }
         }
     }
 
     /// The session once another replica has refreshed it (its tokens changed), or as it is after
     /// the wait: the tokens it has are still the session's.
-    async fn refreshed_elsewhere(&self, key: &str, before: SessionRecord) -> Result<SessionRecord, AuthError> {
+    async fn refreshed_elsewhere(&self, key: &str, before: Arc<Session>) -> Result<Arc<Session>, AuthError> {
         const EVERY: Duration = Duration::from_millis(25);
         let give_up = tokio::time::Instant::now() + self.0.provider.config().timeout;
         while tokio::time::Instant::now() < give_up {
@@ -309,6 +307,24 @@ impl Sessions {
     fn own_url(&self, headers: &HeaderMap, uri: &Uri, path: &str) -> Option<String> {
         let authority = authority(headers, uri)?;
         Some(format!("{}://{authority}{path}", self.0.scheme))
+    }
+}
+
+/// The session of a request authenticated by its cookie, for the passthrough routes that call
+/// their upstream with its access token (`forward_token`). Never sent anywhere else.
+#[derive(Clone)]
+pub(crate) struct SessionToken(Arc<Session>);
+
+impl SessionToken {
+    /// `Bearer <the session's access token>`, when the token can be a header value.
+    pub(crate) fn authorization(&self) -> Option<HeaderValue> {
+        HeaderValue::try_from(format!("Bearer {}", self.0.access_token)).ok()
+    }
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionToken(<redacted>)")
     }
 }
 

@@ -12,6 +12,8 @@ use moka::policy::EvictionPolicy;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
+use crate::policy::auth::Identity;
+
 /// A signed-in browser's session: who it is, and the provider's tokens, which never leave the
 /// server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +34,29 @@ pub(crate) struct SessionRecord {
     /// Login time and absolute expiry, in seconds since the epoch.
     pub(crate) created_at: u64,
     pub(crate) expires_at: u64,
+}
+
+/// A session as requests use it: its record, and the [`Identity`] made from it once (the memory
+/// store keeps both, so a request with the cookie builds nothing).
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) record: SessionRecord,
+    pub(crate) identity: Identity,
+}
+
+impl Session {
+    pub(crate) fn new(record: SessionRecord) -> Arc<Self> {
+        let identity = Identity::new(record.subject.clone(), record.scopes.iter().cloned());
+        Arc::new(Self { record, identity })
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = SessionRecord;
+
+    fn deref(&self) -> &SessionRecord {
+        &self.record
+    }
 }
 
 /// A login in progress: what the callback must find to accept the provider's answer.
@@ -75,10 +100,10 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// The session under `key`, its idle timer started again; `None` when there is none or it
     /// has expired.
-    pub(crate) async fn session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+    pub(crate) async fn session(&self, key: &str) -> Result<Option<Arc<Session>>, StoreError> {
         let found = match self {
-            Self::Memory(memory) => memory.sessions.get(key).map(|entry| (*entry.record).clone()),
-            Self::Redis(redis) => redis.get_touch(&redis.key("session", key), redis.idle).await?,
+            Self::Memory(memory) => memory.sessions.get(key).map(|entry| entry.session),
+            Self::Redis(redis) => redis.get_touch(&redis.key("session", key), redis.idle).await?.map(Session::new),
         };
         match found {
             Some(record) if record.expires_at <= now_s() => {
@@ -89,17 +114,19 @@ impl Store {
         }
     }
 
-    /// Keeps `record` under `key` (replacing what was there).
-    pub(crate) async fn put_session(&self, key: &str, record: &SessionRecord) -> Result<(), StoreError> {
+    /// Keeps `record` under `key` (replacing what was there); the session as requests will see it.
+    pub(crate) async fn put_session(&self, key: &str, record: SessionRecord) -> Result<Arc<Session>, StoreError> {
         match self {
             Self::Memory(memory) => {
-                let entry = SessionEntry { record: Arc::new(record.clone()), idle: memory.idle };
+                let session = Session::new(record);
+                let entry = SessionEntry { session: session.clone(), idle: memory.idle };
                 memory.sessions.insert(key.to_owned(), entry);
-                Ok(())
+                Ok(session)
             }
             Self::Redis(redis) => {
                 let left = Duration::from_secs(record.expires_at.saturating_sub(now_s()));
-                redis.set(&redis.key("session", key), record, redis.idle.min(left)).await
+                redis.set(&redis.key("session", key), &record, redis.idle.min(left)).await?;
+                Ok(Session::new(record))
             }
         }
     }
@@ -171,14 +198,14 @@ pub(crate) struct Memory {
 
 #[derive(Clone)]
 struct SessionEntry {
-    record: Arc<SessionRecord>,
+    session: Arc<Session>,
     idle: Duration,
 }
 
 impl SessionEntry {
     /// What the entry weighs, about: its strings and the map's overhead.
     fn weight(&self) -> u32 {
-        let r = &self.record;
+        let r = &self.session.record;
         let strings = r.subject.len()
             + r.scopes.iter().map(|s| s.len() + 24).sum::<usize>()
             + r.name.as_ref().map_or(0, String::len)
@@ -191,7 +218,7 @@ impl SessionEntry {
 
     /// Until its idle timeout, or its absolute expiry if sooner.
     fn lifetime(&self) -> Duration {
-        self.idle.min(Duration::from_secs(self.record.expires_at.saturating_sub(now_s())))
+        self.idle.min(Duration::from_secs(self.session.expires_at.saturating_sub(now_s())))
     }
 }
 
@@ -334,10 +361,11 @@ mod tests {
     async fn a_session_past_its_absolute_expiry_is_gone() {
         let memory = Memory::new(1 << 20, Duration::from_secs(60), Duration::from_secs(60));
         let store = Store::Memory(memory);
-        store.put_session("live", &record(60)).await.unwrap();
-        store.put_session("over", &record(0)).await.unwrap();
-        assert_eq!(store.session("live").await.unwrap().map(|r| r.subject), Some("42".to_owned()));
-        assert_eq!(store.session("over").await.unwrap(), None);
+        store.put_session("live", record(60)).await.unwrap();
+        store.put_session("over", record(0)).await.unwrap();
+        let live = store.session("live").await.unwrap().expect("the live session");
+        assert_eq!((live.subject.as_str(), live.identity.subject()), ("42", "42"));
+        assert!(store.session("over").await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -361,7 +389,7 @@ mod tests {
     async fn the_memory_store_is_bounded_and_logins_cannot_evict_sessions() {
         let memory = Memory::new(256 * 1024, Duration::from_secs(600), Duration::from_secs(600));
         let store = Store::Memory(memory.clone());
-        store.put_session("first", &record(600)).await.unwrap();
+        store.put_session("first", record(600)).await.unwrap();
         for i in 0..10_000 {
             let login = LoginRecord {
                 state: format!("{i:043}"),
@@ -376,7 +404,7 @@ mod tests {
         assert!(memory.logins.weighted_size() <= 32 * 1024, "{}", memory.logins.weighted_size());
         assert!(store.session("first").await.unwrap().is_some());
         for i in 0..2_000 {
-            store.put_session(&format!("s-{i}"), &record(600)).await.unwrap();
+            store.put_session(&format!("s-{i}"), record(600)).await.unwrap();
         }
         assert!(memory.session_bytes() <= 224 * 1024, "{} bytes", memory.session_bytes());
         // The newest are kept (least recently used first out).
