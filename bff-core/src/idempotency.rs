@@ -136,4 +136,26 @@ mod tests {
         assert_ne!(of(user("42")), key, "the client's key never leaves as it came");
         assert_ne!(scoped(user("42").as_ref(), &HeaderValue::from_static("order-2")), of(user("42")));
     }
+
+    proptest::proptest! {
+        /// Any header bytes: a key of 1 to 255 visible ASCII characters, taken as sent, or a 400.
+        #[test]
+        fn an_idempotency_key_is_visible_ascii_or_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let Ok(value) = HeaderValue::from_bytes(&bytes) else { return Ok(()) };
+            let (mut parts, ()) = http::Request::new(()).into_parts();
+            parts.headers.insert(IDEMPOTENCY_KEY, value.clone());
+            match IdempotencyKey::from_parts(&parts) {
+                Ok(Some(key)) => {
+                    proptest::prop_assert_eq!(&key.0, &value);
+                    proptest::prop_assert!((1..=MAX_IDEMPOTENCY_KEY).contains(&bytes.len()));
+                    proptest::prop_assert!(bytes.iter().all(u8::is_ascii_graphic));
+                }
+                Ok(None) => proptest::prop_assert!(false, "a header that is there was not seen"),
+                Err(rejection) => {
+                    proptest::prop_assert_eq!(rejection, IdempotencyKeyRejection::Invalid);
+                    proptest::prop_assert_eq!(rejection.into_response().status(), StatusCode::BAD_REQUEST);
+                }
+            }
+        }
+    }
 }

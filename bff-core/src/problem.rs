@@ -163,4 +163,14 @@ mod tests {
         }
         assert_eq!(Problem::new(StatusCode::NOT_FOUND, "X", "plain").detail, "plain");
     }
+
+    proptest::proptest! {
+        /// No control character survives, and the text fits the room it is given.
+        #[test]
+        fn a_bounded_text_has_no_control_character_and_fits(text in "\\PC*|[\\x00-\\x1f\\x7f\\u{85}a-z]{0,300}", max in 3usize..300) {
+            let out = bounded(&text, max);
+            proptest::prop_assert!(!out.chars().any(char::is_control), "{:?}", out);
+            proptest::prop_assert!(out.len() <= max, "{} > {max}", out.len());
+        }
+    }
 }

@@ -123,4 +123,36 @@ mod tests {
         let repeats = std::iter::repeat_n("SKU-1", 10_000).chain(["SKU-2"]);
         assert_eq!(unique_skus(repeats).unwrap(), vec!["SKU-1", "SKU-2"]);
     }
+
+    proptest::proptest! {
+        /// The distinct skus in the order first named, or a 400 when there are none or too many.
+        #[test]
+        fn skus_keep_their_order_lose_duplicates_and_are_capped(
+            list in proptest::collection::vec("[A-Z0-9-]{1,6}", 0..120),
+        ) {
+            let raw = list.join(",");
+            let mut distinct: Vec<&str> = Vec::new();
+            for sku in &list {
+                if !distinct.contains(&sku.as_str()) {
+                    distinct.push(sku);
+                }
+            }
+            match parse_skus(Some(&raw)) {
+                Ok(skus) => proptest::prop_assert_eq!(skus, distinct),
+                Err(error) => {
+                    proptest::prop_assert_eq!(error.code(), "INVALID_QUERY");
+                    proptest::prop_assert!(distinct.is_empty() || distinct.len() > MAX_SKUS);
+                }
+            }
+        }
+
+        /// Whatever a client writes, an answer of at most the cap or a 400.
+        #[test]
+        fn any_query_is_a_bounded_list_or_a_400(raw in "\\PC{0,400}") {
+            match parse_skus(Some(&raw)) {
+                Ok(skus) => proptest::prop_assert!(!skus.is_empty() && skus.len() <= MAX_SKUS),
+                Err(error) => proptest::prop_assert_eq!(error.status().as_u16(), 400),
+            }
+        }
+    }
 }

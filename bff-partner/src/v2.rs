@@ -344,4 +344,20 @@ mod tests {
         assert_eq!(Money::new(975.91, "EUR").amount, "975.91");
         assert_eq!(Money::new(3.0, "EUR").amount, "3.00");
     }
+
+    proptest::proptest! {
+        /// Any string a partner sends as a cursor is a 400, never a 500 or a panic.
+        #[test]
+        fn any_cursor_is_an_offset_or_a_400(cursor in "\\PC{0,80}") {
+            if let Err(error) = decode_cursor(&cursor) {
+                proptest::prop_assert_eq!(error.status().as_u16(), 400);
+                proptest::prop_assert_eq!(error.code(), "INVALID_CURSOR");
+            }
+        }
+
+        #[test]
+        fn a_cursor_decodes_to_the_offset_it_encodes(offset in proptest::prelude::any::<usize>()) {
+            proptest::prop_assert_eq!(decode_cursor(&encode_cursor(offset)).unwrap(), offset);
+        }
+    }
 }

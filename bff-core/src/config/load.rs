@@ -441,4 +441,25 @@ url = "http://127.0.0.1:7001"
         overrides.set("listen", "127.0.0.1:2", "--listen");
         assert_eq!(load(&source(BASE), &overrides).unwrap().listen.port(), 2);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+
+        /// Any value for a duration, a size or a URL key, through a file or a variable: a
+        /// configuration or an error naming the key, never a panic.
+        #[test]
+        fn any_value_of_a_typed_key_loads_or_names_the_key(
+            value in "\\PC{0,30}|[0-9]{1,25}(ms|s|m|h|d)?|-[0-9]{1,5}",
+            key in proptest::sample::select(vec!["server.idle_timeout", "server.max_body_bytes", "upstreams.users.url", "defaults.deadline"]),
+        ) {
+            let text = "listen = \"127.0.0.1:0\"\n[upstreams.users]\nurl = \"http://127.0.0.1:1\"\n";
+            let mut overrides = Overrides::default();
+            overrides.set(key, value.clone(), "test");
+            if let Err(error) = load(&ConfigSource { name: "t.toml".into(), text: text.into() }, &overrides) {
+                let message = error.to_string();
+                let leaf = key.rsplit('.').next().unwrap_or(key);
+                proptest::prop_assert!(message.contains(leaf) || message.contains("test"), "{} for {}={:?}", message, key, value);
+            }
+        }
+    }
 }

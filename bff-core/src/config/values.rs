@@ -359,4 +359,19 @@ mod tests {
         assert_eq!(alg, JwtAlgorithm::EdDSA);
         assert!(serde_json::from_str::<JwtAlgorithm>("\"HS256\"").is_err());
     }
+
+    proptest::proptest! {
+        /// Any text for a URL, an origin, an address range or a key hash: a value or a message,
+        /// never a panic; an accepted URL has a host and an http(s) scheme.
+        #[test]
+        fn any_text_is_a_typed_value_or_a_message(text in "\\PC{0,80}|(https?|ftp)://[a-z0-9.:@/\\[\\]%-]{0,40}") {
+            if let Ok(url) = text.parse::<HttpUrl>() {
+                proptest::prop_assert!(matches!(url.scheme().as_str(), "http" | "https"));
+                proptest::prop_assert!(!url.authority().host().is_empty());
+            }
+            let _ = text.parse::<Origin>();
+            let _ = text.parse::<IpNet>();
+            let _ = text.parse::<KeyHash>();
+        }
+    }
 }

@@ -100,4 +100,27 @@ mod tests {
         assert_eq!(limit_address(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
         assert_eq!(limit_address(ip("203.0.113.7")), ip("203.0.113.7"));
     }
+
+    proptest::proptest! {
+        /// Whatever `X-Forwarded-For` a client writes, an untrusted peer is its own client, and a
+        /// trusted one yields an address from the header or itself; never a panic.
+        #[test]
+        fn any_forwarded_for_gives_an_address(
+            lines in proptest::collection::vec("[0-9a-f.:, \\[\\]]{0,60}", 0..4),
+        ) {
+            let mut headers = HeaderMap::new();
+            for line in &lines {
+                if let Ok(value) = HeaderValue::from_str(line) {
+                    headers.append("x-forwarded-for", value);
+                }
+            }
+            let stranger = ip("203.0.113.9");
+            proptest::prop_assert_eq!(client_ip(stranger, &headers, &[]), stranger);
+            let proxy = ip("10.0.0.1");
+            let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+            let client = client_ip(proxy, &headers, &trusted);
+            let named = lines.iter().flat_map(|l| l.split(',')).filter_map(|e| parse_entry(e.trim())).any(|e| e == client);
+            proptest::prop_assert!(client == proxy || named, "{client} from {lines:?}");
+        }
+    }
 }

@@ -310,4 +310,19 @@ mod tests {
             "{kept}"
         );
     }
+
+    proptest::proptest! {
+        /// Any header bytes: a context or none, never a panic.
+        #[test]
+        fn any_traceparent_is_parsed_or_ignored(value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..90)) {
+            let _ = parse_traceparent(&value);
+        }
+
+        /// A valid `traceparent` gives back its ids and flags.
+        #[test]
+        fn a_valid_traceparent_round_trips(trace in 1u128.., parent in 1u64.., flags in proptest::prelude::any::<u8>()) {
+            let text = format!("00-{trace:032x}-{parent:016x}-{flags:02x}");
+            proptest::prop_assert_eq!(parse_traceparent(text.as_bytes()), Some((trace, parent, flags)));
+        }
+    }
 }

@@ -128,4 +128,33 @@ mod tests {
         assert!(FieldSet::parse(&["a"; MAX_DEPTH + 1].join(".")).is_err());
         assert!(FieldSet::parse(&["a"; MAX_DEPTH].join(".")).is_ok());
     }
+
+    /// The selection as a `fields=` list again: every leaf's dotted path.
+    fn render(set: &FieldSet) -> String {
+        fn walk(set: &FieldSet, prefix: &str, out: &mut Vec<String>) {
+            for (name, child) in &set.0 {
+                let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+                if child.is_leaf() {
+                    out.push(path);
+                } else {
+                    walk(child, &path, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(set, "", &mut out);
+        out.join(",")
+    }
+
+    proptest::proptest! {
+        /// Any `fields=` is a selection or a message, never a panic; an accepted one written out
+        /// again selects the same.
+        #[test]
+        fn a_fields_list_is_parsed_or_refused_and_round_trips(spec in "[a-z.,]{0,40}|\\PC{0,60}") {
+            if let Ok(set) = FieldSet::parse(&spec) {
+                let again = FieldSet::parse(&render(&set));
+                proptest::prop_assert_eq!(again.as_ref(), Ok(&set), "{}", render(&set));
+            }
+        }
+    }
 }

@@ -563,4 +563,20 @@ mod tests {
         plain().send(&ana).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 2, "another Accept is another entry");
     }
+
+    proptest::proptest! {
+        /// Any `Cache-Control` an upstream sends: directives or none, never a panic, and never a
+        /// lifetime past the cap.
+        #[test]
+        fn any_cache_control_is_parsed_within_the_cap(value in "[ -~]{0,120}", vary in "[ -~]{0,40}") {
+            let mut headers = HeaderMap::new();
+            headers.insert(CACHE_CONTROL, http::HeaderValue::from_str(&value).unwrap());
+            headers.insert(VARY, http::HeaderValue::from_str(&vary).unwrap());
+            if let Some(directives) = Directives::parse(&headers) {
+                for lifetime in [directives.fresh_for, directives.shared_fresh_for, Some(directives.stale_if_error)] {
+                    proptest::prop_assert!(lifetime.is_none_or(|l| l <= MAX_LIFETIME));
+                }
+            }
+        }
+    }
 }

@@ -315,6 +315,7 @@ fn decoding_keys(set: &JwkSet) -> HashMap<String, (DecodingKey, Algorithm)> {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
     use services_mock::{MockConfig, Service};
 
     use super::*;
@@ -390,5 +391,36 @@ mod tests {
             JwtVerifier::new(&config(&format!("http://127.0.0.1:{closed}/.well-known/jwks.json")), &Metrics::new());
         let error = verifier.verify(&mock.token("42", "profile", 60)).await.unwrap_err();
         assert!(matches!(error, AuthError::KeysUnavailable), "{error:?}");
+    }
+
+    /// A verifier with the mock's keys and an issuer nobody listens on: no test depends on a fetch.
+    fn offline_verifier() -> JwtVerifier {
+        let keys = services_mock::Keys::demo().unwrap();
+        JwtVerifier::with_keys(&config("http://127.0.0.1:9/.well-known/jwks.json"), keys.jwks())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Arbitrary bytes as a bearer token, or a well-formed header over arbitrary claims and
+        /// signature: a 401 kind, never a panic, never a pass.
+        #[test]
+        fn any_token_is_refused_with_a_401_kind(
+            raw in "[A-Za-z0-9_.=-]{0,300}|\\PC{0,100}",
+            claims in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            signature in "[A-Za-z0-9_-]{0,90}",
+        ) {
+            crate::install_crypto_provider();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let verifier = offline_verifier();
+            let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"demo-rs256"}"#);
+            let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&claims);
+            for token in [raw, format!("{header}.{payload}.{signature}")] {
+                match runtime.block_on(verifier.verify(&token)) {
+                    Ok(identity) => proptest::prop_assert!(false, "{token:?} passed as {identity:?}"),
+                    Err(error) => proptest::prop_assert_eq!(error.status(), axum::http::StatusCode::UNAUTHORIZED, "{:?}", error),
+                }
+            }
+        }
     }
 }
