@@ -400,7 +400,11 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+        // Fewer by default (each case is slower); `PROPTEST_CASES` still sets how many.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64),
+            ..Default::default()
+        })]
 
         /// Arbitrary bytes as a bearer token, or a well-formed header over arbitrary claims and
         /// signature: a 401 kind, never a panic, never a pass.
