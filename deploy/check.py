@@ -56,10 +56,13 @@ def validate(overlay, text):
         raise SystemExit(f"overlay {overlay} does not validate:\n{result.stdout}{result.stderr}")
 
 
+def deployment_of(docs, bff):
+    return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{bff}-bff")
+
+
 def env_of(docs, bff):
     """The variables the Deployment of `bff` gives its container: its own, then its Secret's."""
-    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{bff}-bff")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container = deployment_of(docs, bff)["spec"]["template"]["spec"]["containers"][0]
     env = {"PATH": os.environ.get("PATH", "")}
     for var in container.get("env", []):
         env[var["name"]] = var["value"]
@@ -73,12 +76,11 @@ def env_of(docs, bff):
 
 def effective_config(docs, bff):
     """`bff-<bff> --print-config`, run with its Deployment's file and variables."""
-    by_kind = lambda kind: [d for d in docs if d["kind"] == kind]
-    deployment = next(d for d in by_kind("Deployment") if d["metadata"]["name"] == f"{bff}-bff")
+    deployment = deployment_of(docs, bff)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     env = env_of(docs, bff)
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")
-    config_map = next(d for d in by_kind("ConfigMap") if d["metadata"]["name"] == volume["configMap"]["name"])
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == volume["configMap"]["name"])
     mount = next(m for m in container["volumeMounts"] if m["name"] == "config")["mountPath"]
     with tempfile.TemporaryDirectory() as etc:
         for file, text in config_map["data"].items():

@@ -89,3 +89,11 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     policy::auth::install_ring_jwt_verifier();
 }
+
+/// The configuration of a property test whose cases are slow: `cases` by default, fewer than
+/// proptest's 256; `PROPTEST_CASES` still sets how many, as for the others.
+#[cfg(test)]
+pub(crate) fn slow_proptest(cases: u32) -> proptest::prelude::ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(cases);
+    proptest::prelude::ProptestConfig { cases, ..Default::default() }
+}

@@ -443,11 +443,7 @@ url = "http://127.0.0.1:7001"
     }
 
     proptest::proptest! {
-        // Fewer by default (each case is slower); `PROPTEST_CASES` still sets how many.
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(128),
-            ..Default::default()
-        })]
+        #![proptest_config(crate::slow_proptest(128))]
 
         /// Any value for a duration, a size or a URL key, through a file or a variable: a
         /// configuration or an error naming the key, never a panic.

@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     /// The credential header verified on protected routes (`Authorization`, or the API-key
     /// header): not forwarded from them.
     pub(crate) credential: Option<HeaderName>,
+    /// Whether the BFF has browser sessions: their cookies are taken out of every forwarded
+    /// request, public routes' included.
+    pub(crate) session_cookies: bool,
     /// `server.idle_timeout`: how long a WebSocket tunnel may go without a byte either way.
     pub(crate) idle_timeout: std::time::Duration,
 }
@@ -114,6 +117,7 @@ impl Forward {
             credential: (!route.policy.access.is_public() && !route.forward_token)
                 .then_some(self.shared.credential.as_ref())
                 .flatten(),
+            session_cookies: self.shared.session_cookies,
         };
         let session_token = parts.extensions.get::<SessionToken>().filter(|_| route.forward_token).cloned();
         // A WebSocket on a route that takes them: how it was opened, the client's side of the
@@ -137,8 +141,6 @@ impl Forward {
         };
         let mut forwarded = std::mem::take(&mut parts.headers);
         headers::request_headers(&mut forwarded, &forwarding);
-        // The session's cookies are the browser's credential with this BFF: never an upstream's.
-        crate::session::remove_cookies(&mut forwarded);
         if let Some(token) = session_token.as_ref().and_then(SessionToken::authorization) {
             forwarded.insert(axum::http::header::AUTHORIZATION, token);
         }

@@ -59,6 +59,9 @@ pub(crate) struct Forwarding<'a> {
     /// The credential header the gateway verified, if the route needed one: not forwarded (the
     /// upstream gets the verified identity headers instead).
     pub(crate) credential: Option<&'a HeaderName>,
+    /// Whether the browser-session cookies are taken out of `Cookie`: they are the browser's
+    /// credential with this BFF, never an upstream's.
+    pub(crate) session_cookies: bool,
 }
 
 /// The headers of the request sent upstream, made from the client's `headers`.
@@ -75,6 +78,9 @@ pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'
     }
     if let Some(credential) = forwarding.credential {
         headers.remove(credential);
+    }
+    if forwarding.session_cookies {
+        crate::session::remove_cookies(headers);
     }
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -170,6 +176,7 @@ mod tests {
             host: Some(HeaderValue::from_static("shop.example")),
             version: Version::HTTP_11,
             credential,
+            session_cookies: true,
         }
     }
 

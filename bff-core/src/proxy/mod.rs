@@ -100,6 +100,7 @@ impl Proxies {
             trusted: config.server.trusted_proxies.clone(),
             proto,
             credential,
+            session_cookies: config.session.is_some(),
             idle_timeout: config.server.idle_timeout,
         });
         Ok(Self { table: Arc::new(table), forward: Forward { shared } })

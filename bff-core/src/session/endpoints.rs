@@ -293,18 +293,14 @@ async fn logout(State(sessions): State<Sessions>, headers: HeaderMap, uri: Uri) 
 impl Sessions {
     /// `oidc.redirect_uri`, else `<this BFF>/bff/callback`.
     fn redirect_uri(&self, headers: &HeaderMap, uri: &Uri) -> Option<String> {
-        match &self.0.provider.config().redirect_uri {
-            Some(configured) => Some(configured.to_string()),
-            None => self.own_url(headers, uri, "/bff/callback"),
-        }
+        let configured = self.0.provider.config().redirect_uri.as_ref();
+        configured.map(ToString::to_string).or_else(|| self.own_url(headers, uri, "/bff/callback"))
     }
 
     /// `oidc.post_logout_redirect_uri`, else `<this BFF>/`.
     fn post_logout_uri(&self, headers: &HeaderMap, uri: &Uri) -> Option<String> {
-        match &self.0.provider.config().post_logout_redirect_uri {
-            Some(configured) => Some(configured.to_string()),
-            None => self.own_url(headers, uri, "/"),
-        }
+        let configured = self.0.provider.config().post_logout_redirect_uri.as_ref();
+        configured.map(ToString::to_string).or_else(|| self.own_url(headers, uri, "/"))
     }
 }
 

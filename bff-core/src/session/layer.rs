@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::http::header::{AUTHORIZATION, SET_COOKIE};
 use axum::response::{IntoResponse, Response};
+use futures::future::Either;
 
 use super::{Sessions, cookie};
 use crate::middleware::{Inner, Middleware, run};
@@ -23,19 +24,16 @@ pub(crate) struct RequireSession {
 
 impl Middleware for RequireSession {
     fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
-        let this = self.clone();
-        async move {
-            match (&this.bearer, request.headers().contains_key(AUTHORIZATION)) {
-                (Some(bearer), true) => bearer.call(request, inner).await,
-                _ => this.with_cookie(request, inner).await,
-            }
+        match &self.bearer {
+            Some(bearer) if request.headers().contains_key(AUTHORIZATION) => Either::Left(bearer.call(request, inner)),
+            _ => Either::Right(self.sessions.clone().with_cookie(request, inner)),
         }
     }
 }
 
-impl RequireSession {
+impl Sessions {
     async fn with_cookie<S: Inner>(self, mut request: Request, inner: S) -> Response {
-        match self.sessions.authenticate(request.headers(), request.uri()).await {
+        match self.authenticate(request.headers(), request.uri()).await {
             Ok((identity, token)) => {
                 insert(&mut request, identity);
                 request.extensions_mut().insert(token);

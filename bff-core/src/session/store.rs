@@ -151,10 +151,14 @@ impl Store {
         match self {
             Self::Memory(_) => Ok(true),
             Self::Redis(redis) => {
-                let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                let command =
-                    redis::cmd("SET").arg(redis.key("refreshing", key)).arg(1).arg("NX").arg("PX").arg(millis).clone();
-                Ok(redis.run::<Option<String>>(command).await?.is_some())
+                let command = redis::cmd("SET")
+                    .arg(redis.key("refreshing", key))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .to_owned();
+                Ok(redis.run::<Option<String>>(&command).await?.is_some())
             }
         }
     }
@@ -185,6 +189,11 @@ impl Store {
             Self::Redis(redis) => redis.take(&redis.key("login", key)).await,
         }
     }
+}
+
+/// A time to live in Redis's milliseconds: at least one (`PX 0` is an error).
+fn millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// The in-process store: two caches, so that logins begun by anyone (no credential needed) can
@@ -307,7 +316,7 @@ impl Redis {
         format!("{}:{kind}:{key}", self.prefix)
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, StoreError> {
+    async fn run<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
         let mut connection = self.connection.clone();
         match tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection)).await {
             Ok(Ok(value)) => Ok(value),
@@ -318,23 +327,21 @@ impl Redis {
 
     async fn set(&self, key: &str, value: &impl Serialize, ttl: Duration) -> Result<(), StoreError> {
         let json = serde_json::to_vec(value).map_err(|e| StoreError(e.to_string()))?;
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.run::<()>(redis::cmd("SET").arg(key).arg(json).arg("PX").arg(millis).clone()).await
+        self.run::<()>(redis::cmd("SET").arg(key).arg(json).arg("PX").arg(millis(ttl))).await
     }
 
     async fn get_touch<T: for<'de> Deserialize<'de>>(&self, key: &str, ttl: Duration) -> Result<Option<T>, StoreError> {
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let json: Option<Vec<u8>> = self.run(redis::cmd("GETEX").arg(key).arg("PX").arg(millis).clone()).await?;
+        let json: Option<Vec<u8>> = self.run(redis::cmd("GETEX").arg(key).arg("PX").arg(millis(ttl))).await?;
         Ok(json.and_then(|json| serde_json::from_slice(&json).ok()))
     }
 
     async fn take<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        let json: Option<Vec<u8>> = self.run(redis::cmd("GETDEL").arg(key).clone()).await?;
+        let json: Option<Vec<u8>> = self.run(redis::cmd("GETDEL").arg(key)).await?;
         Ok(json.and_then(|json| serde_json::from_slice(&json).ok()))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.run::<()>(redis::cmd("DEL").arg(key).clone()).await
+        self.run::<()>(redis::cmd("DEL").arg(key)).await
     }
 }
 

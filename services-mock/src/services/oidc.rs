@@ -224,12 +224,14 @@ async fn authorize(
     let client_id = params.client_id.as_deref().unwrap_or_default();
     let redirect_uri = params.redirect_uri.as_deref().unwrap_or_default();
     let registered = idp.state().clients.get(client_id).is_some_and(|c| c.redirect_uris.contains(redirect_uri));
-    if !registered {
+    // A registered URI that is not a URL (a test registered a bad origin) is refused the same way.
+    let target = url::Url::parse(redirect_uri).ok().filter(|_| registered);
+    let Some(target) = target else {
         let message = format!("unknown client `{client_id}` or redirect_uri `{redirect_uri}` not registered for it");
         return (StatusCode::BAD_REQUEST, Html(page("Sign-in error", &escape(&message)))).into_response();
-    }
+    };
     let back = |pairs: &[(&str, &str)]| {
-        let mut location = url::Url::parse(redirect_uri).expect("registered redirect URIs are URLs");
+        let mut location = target.clone();
         location.query_pairs_mut().extend_pairs(pairs).append_pair("iss", &issuer(&headers));
         if let Some(state) = &params.state {
             location.query_pairs_mut().append_pair("state", state);

@@ -400,11 +400,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        // Fewer by default (each case is slower); `PROPTEST_CASES` still sets how many.
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64),
-            ..Default::default()
-        })]
+        #![proptest_config(crate::slow_proptest(64))]
 
         /// Arbitrary bytes as a bearer token, or a well-formed header over arbitrary claims and
         /// signature: a 401 kind, never a panic, never a pass.
