@@ -880,6 +880,72 @@ def run_fault(harness, upstream, fault, faults, mode, env):
     }
 
 
+# The onset of an outage (issue 25): users is healthy under load, then fails every call. Calls are
+# counted from the switch: to the moment the breaker is seen open (the admin's metrics, polled
+# every few milliseconds), and over the first second, against the client requests of that second.
+MATRIX_ONSETS = (("500s onset", {"error_rate": 1.0}), ("malformed onset", {"malformed": True}))
+CIRCUIT_OPEN = re.compile(r'bff_upstream_circuit_state\{upstream="(\w+)"\} 2')
+ROUTE_REQUESTS = re.compile(r'bff_http_requests_total\{route="([^"]*)",[^}]*\} (\d+)')
+
+
+def route_requests(metrics_text, route):
+    return sum(int(n) for r, n in ROUTE_REQUESTS.findall(metrics_text) if r == route)
+
+
+def run_onset(harness, upstream, fault, faults, env):
+    m = harness.mock
+    for service in MATRIX_UPSTREAMS:
+        http("DELETE", m[service] + "/_faults")
+    admin = free_port()
+    env = dict(env, BFF_SERVER__DRAIN_DELAY="0s", BFF_ADMIN__LISTEN=f"127.0.0.1:{admin}")
+    proc, port = harness.start_target("bff-mobile", env)
+    wait_port(admin, proc, "bff-mobile admin")
+    url = f"http://127.0.0.1:{port}{MATRIX_PATH}"
+    metrics_url = f"http://127.0.0.1:{admin}/metrics"
+    wrk = harness.pinned(["wrk", "-t1"], "load") + ["-c16", "--latency", "-H", f"Authorization: Bearer {harness.token}"]
+    subprocess.run(wrk + [f"-d{harness.args.warmup}s", url], capture_output=True, text=True, check=True)
+    calls = lambda: json.loads(http("GET", m[upstream] + "/_stats")[2])["requests"]
+    load = subprocess.Popen(wrk + ["-s", STATUSES_LUA, f"-d{harness.args.duration}s", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(min(2.0, harness.args.duration / 3))  # healthy traffic at full load before the switch
+        client0, calls0 = route_requests(http("GET", metrics_url)[2].decode(), MATRIX_PATH), calls()
+        switched = time.monotonic()
+        http("PUT", m[upstream] + "/_faults", faults)
+        cut_ms = cut_calls = None
+        while time.monotonic() - switched < 1.0:
+            text = http("GET", metrics_url)[2].decode()
+            if cut_ms is None and any(u == upstream for u in CIRCUIT_OPEN.findall(text)):
+                cut_ms, cut_calls = 1000 * (time.monotonic() - switched), calls() - calls0
+            time.sleep(0.002)
+        second_calls = calls() - calls0
+        second_clients = route_requests(http("GET", metrics_url)[2].decode(), MATRIX_PATH) - client0
+        out, _ = load.communicate()
+    finally:
+        if load.poll() is None:
+            load.kill()
+        harness.stop(proc)
+        harness.procs.remove(proc)
+    result = parse_wrk(out)
+    statuses = dict(map(int, kv.split("=")) for line in out.splitlines() if line.startswith("STATUSES")
+                    for kv in line.split()[1:])
+    return {
+        "upstream": upstream, "fault": fault, "rps": result["rps"], "statuses": statuses,
+        "cut_ms": cut_ms, "cut_calls": cut_calls, "second_calls": second_calls, "second_clients": second_clients,
+        "calls_per_req_first_second": second_calls / max(second_clients, 1),
+    }
+
+
+def onset_table(rows):
+    lines = ["| upstream | fault | cut off after (ms) | calls to the cut | calls in the first second | "
+             "client requests in it | calls / request in it |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cut = "never" if r["cut_ms"] is None else f"{r['cut_ms']:.0f}"
+        lines.append(f"| {r['upstream']} | {r['fault']} | {cut} | {r['cut_calls'] if r['cut_calls'] is not None else '–'} | "
+                     f"{r['second_calls']} | {r['second_clients']} | {r['calls_per_req_first_second']:.3f} |")
+    return "\n".join(lines)
+
+
 def matrix_table(rows):
     lines = ["| upstream | fault | resilience | req/s | 200 (degraded) | errors by status | p99 ms | max ms | "
              "upstream calls / req | new conns / req (healthy siblings) |",
@@ -897,10 +963,15 @@ def matrix_table(rows):
 
 def fault_matrix(args):
     harness = Harness(args)
-    rows = []
+    rows, onsets = [], []
     try:
         harness.start_mock()
         prefixes = tuple(args.only.split(",")) if args.only else ("",)
+        for fault, faults in MATRIX_ONSETS:
+            if f"users {fault}".startswith(prefixes):
+                print(f"… users {fault}", file=sys.stderr, flush=True)
+                env = dict(kv.split("=", 1) for kv in args.set or [])
+                onsets.append(run_onset(harness, "users", fault, faults, env))
         for upstream in MATRIX_UPSTREAMS:
             for fault, faults in MATRIX_FAULTS:
                 if not f"{upstream} {fault}".startswith(prefixes):
@@ -912,8 +983,12 @@ def fault_matrix(args):
                     rows.append(run_fault(harness, upstream, fault, faults, mode, env))
     finally:
         harness.stop_all()
-    out = write_results(args, "fault-matrix", {"machine": {"cores": os.cpu_count(), "duration_s": args.duration}, "rows": rows})
-    print(matrix_table(rows))
+    out = write_results(args, "fault-matrix", {"machine": {"cores": os.cpu_count(), "duration_s": args.duration},
+                                                "rows": rows, "onsets": onsets})
+    if onsets:
+        print(onset_table(onsets) + "\n")
+    if rows:
+        print(matrix_table(rows))
     print(f"\nraw results: {out}; logs: {harness.logs}")
 
 

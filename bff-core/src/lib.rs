@@ -45,6 +45,8 @@ pub mod identity;
 mod limit;
 pub mod middleware;
 pub mod observe;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod problem;
 mod proxy;
 mod redis_connection;

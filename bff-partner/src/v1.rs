@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
 use bff_core::extract::{Path, Query};
+use bff_core::openapi::ProblemResponses;
 use bff_core::{Access, ApiClient, BffError, Ctx, Problem, Routes, encode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -183,7 +184,7 @@ pub(crate) async fn product_get(
     info(title = "Partner API", version = "1.0.0", description = "Deprecated: use /v2. Sunset on 2027-06-30."),
     paths(order_get, orders_list, product_get),
     components(schemas(OrderV1, ItemV1, OrderPageV1, ProductV1, Problem)),
-    modifiers(&ApiKeyScheme)
+    modifiers(&ApiKeyScheme, &ProblemResponses)
 )]
 pub struct ApiV1;
 

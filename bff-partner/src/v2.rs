@@ -8,6 +8,7 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bff_core::extract::{IdempotencyKey, Json as Body, Path, Query};
+use bff_core::openapi::ProblemResponses;
 use bff_core::{Access, ApiClient, BffError, Ctx, Problem, Reply, Routes, encode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -316,7 +317,7 @@ pub(crate) async fn product_get(
     info(title = "Partner API", version = "2.0.0"),
     paths(order_get, orders_list, order_create, product_get),
     components(schemas(OrderV2, ItemV2, Money, OrderPageV2, NewOrderV2, NewLineV2, ProductV2, Availability, Problem)),
-    modifiers(&ApiKeyScheme)
+    modifiers(&ApiKeyScheme, &ProblemResponses)
 )]
 pub struct ApiV2;
 

@@ -214,7 +214,13 @@ async fn a_zero_window_flood_is_held_to_the_unsent_budget() {
     }
     let metrics = stack.admin_text("/metrics").await;
     let unsent = metric(&metrics, "bff_connection_unsent_bytes").expect("the unsent gauge") as usize;
-    assert!(unsent <= CONNECTIONS * (BUDGET + document), "{unsent} unsent bytes held for {CONNECTIONS} connections");
+    // A stream is admitted against the budget with one frame's charge (16 KiB), before its
+    // answer's size is known: a hundred requests in one packet admit 16 streams, and answers
+    // larger than a frame (this document is 23 KiB) take the connection past the budget by that
+    // much at most (`bff-core/src/serve/service.rs`).
+    const FRAME: usize = 16 * 1024;
+    let per_connection = (BUDGET / FRAME) * document.max(FRAME);
+    assert!(unsent <= CONNECTIONS * per_connection, "{unsent} unsent bytes held for {CONNECTIONS} connections");
     assert!(unsent >= answered * document / 2, "{unsent} bytes for {answered} answers of {document}");
     assert!(refused >= CONNECTIONS * 50, "{refused} of {} streams refused", CONNECTIONS * 100);
     assert_eq!(metric(&metrics, "bff_h2_streams_refused_total"), Some(refused as f64));

@@ -24,12 +24,13 @@ pub struct RetryConfig {
     /// The largest backoff ceiling.
     #[serde(with = "humantime_serde", default = "default_backoff_max")]
     pub backoff_max: Duration,
-    /// Retries at most this percentage of the calls of the last ten seconds…
+    /// Retries and hedges in flight at most this percentage of the calls in flight (Envoy's
+    /// retry budget)…
     #[serde(default = "default_budget_percent")]
     pub budget_percent: f32,
-    /// …plus this many per second, so a quiet upstream can still be retried.
-    #[serde(default = "default_budget_min_per_sec")]
-    pub budget_min_per_sec: u32,
+    /// …and never fewer than this many at once, so a quiet upstream can still be retried.
+    #[serde(default = "default_budget_min_in_flight")]
+    pub budget_min_in_flight: u32,
 }
 
 impl Default for RetryConfig {
@@ -40,7 +41,7 @@ impl Default for RetryConfig {
             backoff_base: default_backoff_base(),
             backoff_max: default_backoff_max(),
             budget_percent: default_budget_percent(),
-            budget_min_per_sec: default_budget_min_per_sec(),
+            budget_min_in_flight: default_budget_min_in_flight(),
         }
     }
 }
@@ -81,8 +82,8 @@ fn default_budget_percent() -> f32 {
     20.0
 }
 
-fn default_budget_min_per_sec() -> u32 {
-    10
+fn default_budget_min_in_flight() -> u32 {
+    3
 }
 
 /// When an upstream's circuit opens, and how it closes again (`upstream/breaker.rs`).
@@ -105,14 +106,19 @@ pub struct BreakerConfig {
     /// The sliding window the failure rate is measured over.
     #[serde(with = "humantime_serde", default = "default_window")]
     pub window: Duration,
-    /// While the window holds fewer than `min_calls` calls (low traffic, where the rate says
-    /// little), it also opens after this many failures in a row (0: never on this). With more,
-    /// the rate alone decides: a burst in a busy stream is not an outage.
+    /// It also opens after this many failures in a row (0: never on this), whatever the traffic
+    /// before: the window's rate reacts to a busy upstream dying only once the failures
+    /// outweigh the successes of the whole window, this at once.
     #[serde(default = "default_consecutive_failures")]
     pub consecutive_failures: u32,
-    /// How long it stays open (calls fail at once) before letting probes through.
+    /// How long it stays open (calls fail at once) before letting probes through, the first
+    /// time; opened again by failing probes, the n-th time in a row n times this…
     #[serde(with = "humantime_serde", default = "default_open_for")]
     pub open_for: Duration,
+    /// …up to this (or `open_for`, if longer). Short first openings end a brief outage's cost
+    /// soon after it ends; longer ones keep a dead upstream at a few probes a minute.
+    #[serde(with = "humantime_serde", default = "default_max_open_for")]
+    pub max_open_for: Duration,
     /// Calls let through while half-open; it closes when, all of them answered, their failures
     /// are under `failure_percent`, and opens again as soon as they cannot be.
     #[serde(default = "default_half_open_probes")]
@@ -128,6 +134,7 @@ impl Default for BreakerConfig {
             window: default_window(),
             consecutive_failures: default_consecutive_failures(),
             open_for: default_open_for(),
+            max_open_for: default_max_open_for(),
             half_open_probes: default_half_open_probes(),
         }
     }
@@ -172,7 +179,10 @@ fn default_consecutive_failures() -> u32 {
     10
 }
 fn default_open_for() -> Duration {
-    Duration::from_secs(1)
+    Duration::from_millis(100)
+}
+fn default_max_open_for() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_half_open_probes() -> u32 {
     3

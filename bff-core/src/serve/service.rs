@@ -15,7 +15,10 @@
 //! A new stream that would take a connection's unsent bytes over `server.h2_max_unsent_bytes`
 //! is refused (`RST_STREAM` with `REFUSED_STREAM`, which tells the client it was not processed
 //! and is safe to send again) rather than answered into a pile its client does not read; the
-//! first stream of a connection with nothing unsent is always taken.
+//! first stream of a connection with nothing unsent is always taken. A stream is admitted on
+//! its [`MAX_FRAME`] charge, before its answer's size is known: requests taken together before
+//! any answer (at most `h2_max_unsent_bytes / MAX_FRAME` of them) may each answer more than a
+//! frame, so a connection's unread bytes are bounded by that many of its largest answers.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -3,17 +3,20 @@
 //!
 //! - **Closed**: calls go through and their outcomes are counted in a sliding window (ten
 //!   buckets). It opens when at least `failure_percent` of the window's calls failed and there
-//!   were at least `min_calls`; with fewer calls than that (low traffic), after
-//!   `consecutive_failures` failures in a row. A busy upstream's short burst of failures (one
-//!   flapping for half a second in two) does not open it while its rate stays under the line.
+//!   were at least `min_calls`, or after `consecutive_failures` failures in a row. The window
+//!   judges a sick upstream; the run catches a dead one at once, however busy it was before
+//!   (a window full of healthy calls would otherwise keep a dead upstream called for seconds).
 //! - **Open**: calls fail at once as `503 UPSTREAM_CIRCUIT_OPEN` (an optional part degrades
-//!   without a call) for `open_for`.
+//!   without a call) for `open_for`; opened again by failing probes, the n-th time in a row for n
+//!   times that, up to `max_open_for`. A short first opening ends soon after a brief outage
+//!   does; a long outage costs a few probes a minute.
 //! - **Half-open**: `half_open_probes` calls are let through, the rest fail at once; it closes
 //!   when their failures are under `failure_percent`, and opens again as soon as they cannot be.
 //!
 //! It sits outside the retries: one client call is one outcome, whatever its attempts. A failure
 //! is what says the service is unwell: no connection, no answer in time, a broken exchange, a
-//! 5xx. A 4xx is the caller's business, and a call the bulkhead refused never reached it; a call
+//! 5xx, or a success whose body does not decode as the caller's type (reported by the call once
+//! it decoded, [`Outcomes::undecodable`]). A 4xx is the caller's business, and a call the bulkhead refused never reached it; a call
 //! dropped unfinished (its request gave up) counts as nothing. Each instance of a
 //! several-instance upstream has its own breaker of a kind: outlier ejection
 //! (`upstream/balance.rs`).
@@ -54,6 +57,22 @@ impl BreakerLayer {
     ) -> Option<Self> {
         let config = config.filter(|c| c.enabled)?;
         Some(Self(Arc::new(Shared::new(name, config, registry)), journal.clone()))
+    }
+
+    /// Where the calls through this breaker report what is found after it counted them.
+    pub(crate) fn outcomes(&self) -> Outcomes {
+        Outcomes(self.0.clone())
+    }
+}
+
+/// Reports on calls a breaker counted as successes but that were not (see [`BreakerLayer::outcomes`]).
+#[derive(Clone)]
+pub(crate) struct Outcomes(Arc<Shared>);
+
+impl Outcomes {
+    /// The last success this breaker counted had a body that did not decode: a failure after all.
+    pub(crate) fn undecodable(&self) {
+        self.0.undecodable();
     }
 }
 
@@ -180,6 +199,7 @@ struct Shared {
     min_calls: u32,
     consecutive_failures: u32,
     open_for: Duration,
+    max_open_for: Duration,
     probes: u32,
     /// Whether the phase is `Closed`: the one thing most calls read, without the lock.
     closed: AtomicBool,
@@ -194,6 +214,11 @@ struct State {
     phase: Phase,
     window: Window,
     in_a_row: u32,
+    /// The run of failures the last success ended: it goes on if that success turns out to be
+    /// one that did not decode.
+    run_before_success: u32,
+    /// Openings since it was last closed: the n-th lasts n times `open_for`.
+    openings: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -217,9 +242,16 @@ impl Shared {
             min_calls: config.min_calls,
             consecutive_failures: config.consecutive_failures,
             open_for: config.open_for,
+            max_open_for: config.max_open_for.max(config.open_for),
             probes: config.half_open_probes,
             closed: AtomicBool::new(true),
-            state: Mutex::new(State { phase: Phase::Closed, window: Window::new(config.window), in_a_row: 0 }),
+            state: Mutex::new(State {
+                phase: Phase::Closed,
+                window: Window::new(config.window),
+                in_a_row: 0,
+                run_before_success: 0,
+                openings: 0,
+            }),
             gauge: registry.gauge("bff_upstream_circuit_state", &[("upstream", name.to_string())]),
             opened: transitions("open"),
             half_opened: transitions("half_open"),
@@ -258,17 +290,13 @@ impl Shared {
         match guard.state.phase {
             Phase::Closed => {
                 let state = &mut *guard.state;
-                state.window.add(Instant::now(), failed);
-                state.in_a_row = if failed { state.in_a_row + 1 } else { 0 };
-                let (calls, failures) = state.window.totals(Instant::now());
-                let by_rate = calls >= self.min_calls && f64::from(failures) >= self.failure_ratio * f64::from(calls);
-                let in_a_row = calls < self.min_calls
-                    && self.consecutive_failures > 0
-                    && state.in_a_row >= self.consecutive_failures;
-                if by_rate || in_a_row {
-                    tracing::warn!(upstream = %self.name, calls, failures, in_a_row = state.in_a_row, "circuit opened");
-                    guard.open();
+                state.window.add(Instant::now(), u32::from(!failed), u32::from(failed));
+                if failed {
+                    state.in_a_row += 1;
+                } else {
+                    state.run_before_success = std::mem::take(&mut state.in_a_row);
                 }
+                self.judge(&mut guard);
             }
             // A call let through before the circuit opened, ending now: already accounted for.
             Phase::Open { .. } => {}
@@ -283,11 +311,46 @@ impl Shared {
                     tracing::info!(upstream = %self.name, passed, failed, "probes succeeded: circuit closed");
                     guard.state.window.clear();
                     guard.state.in_a_row = 0;
+                    guard.state.openings = 0;
+                    guard.state.run_before_success = 0;
                     guard.enter(Phase::Closed);
                 } else {
                     guard.state.phase = Phase::HalfOpen { probing: probing.saturating_sub(1), passed, failed };
                 }
             }
+        }
+    }
+}
+
+impl Shared {
+    /// Opens a closed circuit whose window or run of failures says so.
+    fn judge(&self, guard: &mut StateGuard<'_>) {
+        let state = &mut *guard.state;
+        let (calls, failures) = state.window.totals(Instant::now());
+        let by_rate = calls >= self.min_calls && f64::from(failures) >= self.failure_ratio * f64::from(calls);
+        let in_a_row = self.consecutive_failures > 0 && state.in_a_row >= self.consecutive_failures;
+        if by_rate || in_a_row {
+            tracing::warn!(upstream = %self.name, calls, failures, in_a_row = state.in_a_row, "circuit opened");
+            guard.open();
+        }
+    }
+
+    /// See [`Outcomes::undecodable`]: the success is taken back and counted as a failure; a
+    /// half-open circuit (most likely a probe's answer) opens again.
+    fn undecodable(&self) {
+        let mut guard = self.lock();
+        match guard.state.phase {
+            Phase::Closed => {
+                let state = &mut *guard.state;
+                state.window.take_back_success(Instant::now());
+                state.in_a_row = state.in_a_row.max(state.run_before_success) + 1;
+                self.judge(&mut guard);
+            }
+            Phase::HalfOpen { .. } => {
+                tracing::warn!(upstream = %self.name, "a probe's answer did not decode: circuit open again");
+                guard.open();
+            }
+            Phase::Open { .. } => {}
         }
     }
 }
@@ -300,7 +363,9 @@ struct StateGuard<'a> {
 
 impl StateGuard<'_> {
     fn open(&mut self) {
-        self.enter(Phase::Open { until: Instant::now() + self.shared.open_for });
+        self.state.openings = self.state.openings.saturating_add(1);
+        let length = self.shared.open_for.saturating_mul(self.state.openings).min(self.shared.max_open_for);
+        self.enter(Phase::Open { until: Instant::now() + length });
     }
 
     fn enter(&mut self, phase: Phase) {
@@ -331,7 +396,8 @@ impl StateGuard<'_> {
 struct Window {
     origin: Instant,
     bucket: Duration,
-    /// Per bucket: the bucket number it holds (time since `origin` in buckets), calls, failures.
+    /// Per bucket: the bucket number it holds (time since `origin` in buckets), successes,
+    /// failures.
     buckets: [(u64, u32, u32); BUCKETS],
 }
 
@@ -344,22 +410,40 @@ impl Window {
         (now.saturating_duration_since(self.origin).as_nanos() / self.bucket.as_nanos().max(1)) as u64
     }
 
-    fn add(&mut self, now: Instant, failed: bool) {
+    /// Counts `successes` and `failures` now.
+    fn add(&mut self, now: Instant, successes: u32, failures: u32) {
         let number = self.number(now);
         let slot = &mut self.buckets[(number % BUCKETS as u64) as usize];
         if slot.0 != number {
             *slot = (number, 0, 0);
         }
-        slot.1 += 1;
-        slot.2 += u32::from(failed);
+        slot.1 += successes;
+        slot.2 += failures;
     }
 
+    /// Counts the latest success in the window as a failure instead.
+    fn take_back_success(&mut self, now: Instant) {
+        let current = self.number(now);
+        let latest = self
+            .buckets
+            .iter_mut()
+            .filter(|(number, successes, _)| *number != u64::MAX && current - number < BUCKETS as u64 && *successes > 0)
+            .max_by_key(|(number, ..)| *number);
+        if let Some(slot) = latest {
+            slot.1 -= 1;
+        }
+        self.add(now, 0, 1);
+    }
+
+    /// Calls and failures in the window.
     fn totals(&self, now: Instant) -> (u32, u32) {
         let current = self.number(now);
-        self.buckets
+        let (successes, failures) = self
+            .buckets
             .iter()
             .filter(|(number, ..)| *number != u64::MAX && current - number < BUCKETS as u64)
-            .fold((0, 0), |(calls, failures), (_, c, f)| (calls + c, failures + f))
+            .fold((0, 0), |(successes, failures), (_, s, f)| (successes + s, failures + f));
+        (successes + failures, failures)
     }
 
     fn clear(&mut self) {
@@ -438,9 +522,12 @@ mod tests {
         assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::Status(StatusCode::INTERNAL_SERVER_ERROR));
         assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::CircuitOpen);
         assert_eq!(calls.load(Ordering::SeqCst), 11);
-        // The service recovers: after the next cool-down, two probes succeed and it closes.
+        // The service recovers: after the next cool-down (twice as long, the second opening in a
+        // row), two probes succeed and it closes.
         failing.store(false, Ordering::SeqCst);
-        tokio::time::advance(Duration::from_secs(5)).await;
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::CircuitOpen);
+        tokio::time::advance(Duration::from_secs(1)).await;
         call(&up).await.unwrap();
         call(&up).await.unwrap();
         for _ in 0..10 {
@@ -453,7 +540,7 @@ mod tests {
             r#"bff_upstream_circuit_transitions_total{upstream="users",to="half_open"} 2"#,
             r#"bff_upstream_circuit_transitions_total{upstream="users",to="closed"} 1"#,
             r#"bff_upstream_circuit_state{upstream="users"} 0"#,
-            r#"bff_upstream_requests_total{upstream="users",outcome="circuit_open"} 21"#,
+            r#"bff_upstream_requests_total{upstream="users",outcome="circuit_open"} 22"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
@@ -506,29 +593,26 @@ mod tests {
         call(&up).await
     }
 
-    /// A busy upstream's burst of failures in a row does not open it while the rate stays under
-    /// the line; half-open, one failed probe of three (under 50%) still closes it.
+    /// However busy it was, an upstream that dies is cut off after `consecutive_failures` calls
+    /// (issue 25: a window full of healthy calls used to keep it called for seconds); half-open,
+    /// one failed probe of three (under 50%) still closes it.
     #[tokio::test(start_paused = true)]
-    async fn in_a_row_counts_only_at_low_traffic_and_probes_close_on_their_rate() {
+    async fn failures_in_a_row_open_it_at_any_traffic_and_probes_close_on_their_rate() {
         let breaker = BreakerConfig { consecutive_failures: 3, half_open_probes: 3, ..config() };
         let (up, failing, calls) = switchable(breaker, &Metrics::new());
         failing.store(false, Ordering::SeqCst);
-        for _ in 0..20 {
+        for _ in 0..1_000 {
             call(&up).await.unwrap();
         }
         failing.store(true, Ordering::SeqCst);
-        for _ in 0..5 {
+        for _ in 0..3 {
             assert_eq!(
                 call(&up).await.unwrap_err().kind(),
                 &UpstreamErrorKind::Status(StatusCode::INTERNAL_SERVER_ERROR)
             );
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 25, "5 in a row among 25 calls (20%): still closed");
-        // Enough failures to cross 50%: open.
-        for _ in 0..15 {
-            let _ = call(&up).await;
-        }
         assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::CircuitOpen);
+        assert_eq!(calls.load(Ordering::SeqCst), 1_003, "three failures in a row after 1,000 successes");
         // Half-open: a failure, then two successes: 1 of 3 is under 50%, so it closes.
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(call(&up).await.is_err());
@@ -538,6 +622,149 @@ mod tests {
         for _ in 0..5 {
             call(&up).await.unwrap();
         }
+        // Failures that are not in a row leave it closed while the window's rate is under 50%.
+        for n in 0..100 {
+            failing.store(n % 3 == 0, Ordering::SeqCst);
+            let _ = call(&up).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1_111, "never refused");
+    }
+
+    /// Opened again by failing probes, it stays open n times `open_for` the n-th time, up to
+    /// `max_open_for`; closed, it starts again from `open_for`.
+    #[tokio::test(start_paused = true)]
+    async fn each_opening_in_a_row_lasts_longer_up_to_the_cap() {
+        let breaker = BreakerConfig {
+            consecutive_failures: 1,
+            half_open_probes: 1,
+            open_for: Duration::from_millis(100),
+            max_open_for: Duration::from_millis(350),
+            ..config()
+        };
+        let (up, failing, calls) = switchable(breaker, &Metrics::new());
+        /// How long the circuit refuses calls, probing every millisecond until one goes through.
+        async fn open_for(up: &Upstream, calls: &AtomicUsize) -> Duration {
+            let (start, before) = (Instant::now(), calls.load(Ordering::SeqCst));
+            loop {
+                let _ = call(up).await;
+                if calls.load(Ordering::SeqCst) > before {
+                    return start.elapsed();
+                }
+                tokio::time::advance(Duration::from_millis(1)).await;
+            }
+        }
+        assert!(call(&up).await.is_err(), "the first failure opens it");
+        let lengths: Vec<u128> = {
+            let mut lengths = Vec::new();
+            for _ in 0..5 {
+                lengths.push(open_for(&up, &calls).await.as_millis());
+            }
+            lengths
+        };
+        assert_eq!(lengths, [100, 200, 300, 350, 350], "each probe failed");
+        // A probe succeeds: closed; the next outage opens it for `open_for` again.
+        failing.store(false, Ordering::SeqCst);
+        assert_eq!(open_for(&up, &calls).await.as_millis(), 350);
+        call(&up).await.unwrap();
+        failing.store(true, Ordering::SeqCst);
+        assert!(call(&up).await.is_err());
+        assert_eq!(open_for(&up, &calls).await.as_millis(), 100);
+    }
+
+    /// The onset of an outage at the traffic of sixteen callers (issue 25): after a healthy
+    /// warm-up, the upstream starts failing every call; with the default breaker and retries,
+    /// it is cut off within 50 calls and 250 ms of the switch.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_upstream_that_dies_is_cut_off_within_50_calls_and_250ms() {
+        let failing = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (fails, counted) = (failing.clone(), calls.clone());
+        let service = tower::service_fn(move |_: Request<Body>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let failed = fails.load(Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let mut response = Response::new(Body::from("{}"));
+                if failed {
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                Ok::<_, BoxError>(response)
+            }
+        });
+        let settings = UpstreamSettings {
+            breaker: Some(BreakerConfig::default()),
+            retry: crate::config::RetryConfig::default(),
+            ..UpstreamSettings::bare()
+        };
+        let up = Upstream::from_service("users", settings, service, &Metrics::new());
+        let switch = Instant::now() + Duration::from_secs(5);
+        let end = switch + Duration::from_secs(1);
+        let callers: Vec<_> = (0..16)
+            .map(|_| {
+                let (up, calls) = (up.clone(), calls.clone());
+                tokio::spawn(async move {
+                    let mut cut_off = None;
+                    while Instant::now() < end {
+                        let result = call(&up).await;
+                        if Instant::now() < switch {
+                            result.expect("healthy");
+                        } else if cut_off.is_none()
+                            && result.is_err_and(|e| e.kind() == &UpstreamErrorKind::CircuitOpen)
+                        {
+                            cut_off = Some((Instant::now(), calls.load(Ordering::SeqCst)));
+                        }
+                        // A client's think time, so that it loops at a steady rate when refused.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    cut_off
+                })
+            })
+            .collect();
+        tokio::time::sleep_until(switch).await;
+        failing.store(true, Ordering::SeqCst);
+        let before = calls.load(Ordering::SeqCst);
+        assert!(before > 10_000, "a busy warm-up: {before} calls");
+        let mut cuts = Vec::new();
+        for caller in callers {
+            cuts.push(caller.await.unwrap().expect("every caller was refused in the end"));
+        }
+        let (when, calls_by_then) = cuts.into_iter().min().expect("sixteen callers");
+        let (took, by_then) = (when - switch, calls_by_then - before);
+        assert!(took <= Duration::from_millis(250), "cut off after {took:?}");
+        assert!(by_then <= 50, "cut off after {by_then} calls");
+        // Then the calls already in flight end, and probes go at 100 ms, 300 ms, 600 ms.
+        let in_the_second = calls.load(Ordering::SeqCst) - before;
+        assert!(in_the_second <= 60, "{in_the_second} calls in the second after the switch, {by_then} by the cut");
+    }
+
+    /// A `200` whose body does not decode as the caller's type is a failure for the breaker
+    /// (issue 25: a "malformed" upstream used to give 502s for ever with the breaker closed);
+    /// a body that decodes, or a `Reply` read as it is, is not.
+    #[tokio::test(start_paused = true)]
+    async fn a_success_that_does_not_decode_is_a_failure() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let service = tower::service_fn(move |_: Request<Body>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, BoxError>(Response::new(Body::from("<html>not json"))) }
+        });
+        let breaker = BreakerConfig { consecutive_failures: 5, ..config() };
+        let settings = UpstreamSettings { breaker: Some(breaker), ..UpstreamSettings::bare() };
+        let up = Upstream::from_service("users", settings, service, &Metrics::new());
+        let deadline = || Instant::now() + Duration::from_secs(1);
+        // Read as they are, the answers are fine: nothing is counted against the upstream.
+        for _ in 0..20 {
+            up.get::<Value>("/u").reply().send_within(HeaderValue::from_static("r"), deadline()).await.unwrap();
+        }
+        for _ in 0..5 {
+            assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::Decode);
+        }
+        assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::CircuitOpen, "five in a row");
+        assert_eq!(calls.load(Ordering::SeqCst), 25);
+        // Half-open, a probe whose answer does not decode opens it again.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::Decode);
+        assert_eq!(call(&up).await.unwrap_err().kind(), &UpstreamErrorKind::CircuitOpen);
     }
 
     #[tokio::test(start_paused = true)]
@@ -602,8 +829,8 @@ mod tests {
         let probe = call(&up).await.unwrap_err();
         assert_eq!(probe.kind(), &UpstreamErrorKind::Transport, "a probe went through: {probe:?}");
         // No probe outlives its request's deadline: a hanging one ends with it (and, a failure,
-        // opens the circuit again).
-        tokio::time::advance(Duration::from_secs(5)).await;
+        // opens the circuit again). The second opening in a row lasts twice `open_for`.
+        tokio::time::advance(Duration::from_secs(10)).await;
         hang.store(true, Ordering::SeqCst);
         let start = Instant::now();
         let probe =

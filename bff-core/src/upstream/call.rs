@@ -278,6 +278,11 @@ impl<T: Decode> Future for Sending<T> {
             }
         };
         this.sent = None;
+        if let Err(error) = &result
+            && *error.kind() == UpstreamErrorKind::Decode
+        {
+            this.upstream.inner.stack.undecodable();
+        }
         this.upstream.inner.metrics.record(result.as_ref().map(|_| ()), start.elapsed());
         Poll::Ready(result)
     }

@@ -11,6 +11,7 @@ mod attempt;
 mod balance;
 mod body;
 mod breaker;
+mod budget;
 mod bulkhead;
 mod cache;
 mod call;

@@ -6,9 +6,10 @@
 //! - **Worth it**: the attempt could not connect, ran out of its per-try time, or answered one of
 //!   the configured statuses (500, 502, 503, 504 by default).
 //! - **Bounded**: at most `attempts` in all; exponential backoff with full jitter between them; a
-//!   budget per upstream (tower's `TpsBudget`): retries at most `budget_percent` of the calls of
-//!   the last ten seconds, plus `budget_min_per_sec`; and never a wait that ends past the
-//!   request's deadline (the deadline layer outside ends the whole call in any case).
+//!   budget per upstream (`upstream/budget.rs`): retries in flight, their backoff included, at
+//!   most `budget_percent` of the calls in flight, never fewer than `budget_min_in_flight`; and
+//!   never a wait that ends past the request's deadline (the deadline layer outside ends the
+//!   whole call in any case).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,9 +18,9 @@ use http::{Method, Request, Response, StatusCode};
 use metrics::Counter;
 use tokio::time::{Instant, Sleep};
 use tower::retry::Policy;
-use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::rng::{HasherRng, Rng};
 
+use super::budget::{InFlight, Resend, RetryBudget};
 use super::journal::Resent;
 use super::stack::CallContext;
 use super::unprocessed::clone_request;
@@ -28,20 +29,26 @@ use crate::config::RetryConfig;
 use crate::idempotency::IDEMPOTENCY_KEY;
 use crate::observe::metrics::Metrics;
 
-/// How long the budget remembers calls.
-const BUDGET_WINDOW: Duration = Duration::from_secs(10);
-
-/// The retry budget of one upstream, per `config`: what its retries and hedges are paid from.
-pub(crate) fn budget(config: &RetryConfig) -> Arc<TpsBudget> {
-    Arc::new(TpsBudget::new(BUDGET_WINDOW, config.budget_min_per_sec, config.budget_percent / 100.0))
-}
-
 /// The retry policy of one upstream; cloned per call, sharing the budget.
-#[derive(Clone)]
+///
+/// tower's `Retry` asks the service's own copy of the policy about the first attempt, then
+/// clones it into the call's future for the rest; the stack is cloned per call
+/// (`upstream/stack.rs`), so the service's copy lives exactly as long as the call and holds its
+/// place among the calls in flight. A clone starts without either guard.
 pub(crate) struct Retries {
     shared: Arc<Shared>,
     /// Attempts made so far by this call.
     attempts: u32,
+    /// This call, counted in the budget's calls in flight (from its first attempt).
+    in_flight: Option<InFlight>,
+    /// The retry in flight (its backoff, then its attempt), counted in the budget.
+    resend: Option<Resend>,
+}
+
+impl Clone for Retries {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone(), attempts: self.attempts, in_flight: None, resend: None }
+    }
 }
 
 struct Shared {
@@ -49,7 +56,7 @@ struct Shared {
     statuses: Vec<StatusCode>,
     base: Duration,
     max: Duration,
-    budget: Arc<TpsBudget>,
+    budget: Arc<RetryBudget>,
     rng: Mutex<HasherRng>,
     retried: Counter,
     exhausted: Counter,
@@ -58,7 +65,7 @@ struct Shared {
 impl Retries {
     /// The policy for `config`, paid from `budget` (see [`budget`]), or `None` when it allows one
     /// attempt only.
-    pub(crate) fn new(name: &str, config: &RetryConfig, budget: Arc<TpsBudget>, registry: &Metrics) -> Option<Self> {
+    pub(crate) fn new(name: &str, config: &RetryConfig, budget: Arc<RetryBudget>, registry: &Metrics) -> Option<Self> {
         if config.attempts <= 1 {
             return None;
         }
@@ -77,7 +84,7 @@ impl Retries {
             retried: counter("retried"),
             exhausted: counter("budget_exhausted"),
         };
-        Some(Self { shared: Arc::new(shared), attempts: 0 })
+        Some(Self { shared: Arc::new(shared), attempts: 0, in_flight: None, resend: None })
     }
 
     /// Whether `result` is worth another attempt.
@@ -108,6 +115,8 @@ impl Policy<Request<Body>, Response<Body>, BoxError> for Retries {
     type Future = Sleep;
 
     fn retry(&mut self, request: &mut Request<Body>, result: &mut Result<Response<Body>, BoxError>) -> Option<Sleep> {
+        // The previous retry, if any, has ended: its place in the budget goes back.
+        self.resend = None;
         if self.attempts >= self.shared.attempts || !safe_to_repeat(request) || !self.worth_it(result) {
             return None;
         }
@@ -116,19 +125,20 @@ impl Policy<Request<Body>, Response<Body>, BoxError> for Retries {
         if deadline.is_some_and(|deadline| Instant::now() + wait >= deadline) {
             return None;
         }
-        if !self.shared.budget.withdraw() {
+        let Some(resend) = self.shared.budget.resend() else {
             self.shared.exhausted.increment(1);
             return None;
-        }
+        };
+        self.resend = Some(resend);
         self.shared.retried.increment(1);
         Resent::mark(request, "retry");
         Some(tokio::time::sleep(wait))
     }
 
     fn clone_request(&mut self, request: &Request<Body>) -> Option<Request<Body>> {
-        // Called before each attempt: the first one is the call the budget counts.
+        // Called before each attempt: the first one makes the call one in flight.
         if self.attempts == 0 {
-            self.shared.budget.deposit();
+            self.in_flight = Some(self.shared.budget.call());
         }
         self.attempts += 1;
         if self.attempts >= self.shared.attempts || !safe_to_repeat(request) {
@@ -198,20 +208,73 @@ mod tests {
         assert_eq!(attempts.load(Ordering::SeqCst), 2);
     }
 
+    /// The onset of an outage (issue 25): sixteen callers in a loop against an upstream that
+    /// fails every call after 1 ms. Over every second, the attempts stay within 1.2× the calls,
+    /// from the first second on: no banked reserve lets the first calls retry freely.
     #[tokio::test(start_paused = true)]
-    async fn under_a_dead_upstream_retries_stay_within_the_budget() {
-        let retry = RetryConfig { attempts: 3, budget_percent: 20.0, budget_min_per_sec: 1, ..RetryConfig::default() };
-        let (up, attempts) = answering(&[500], retry);
-        let calls = 1_000;
-        for _ in 0..calls {
+    async fn under_a_dead_upstream_retries_stay_within_the_budget_from_the_first_second() {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let counted = attempts.clone();
+        let dead = tower::service_fn(move |_: Request<Body>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let mut response = Response::new(Body::from("{}"));
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                Ok::<_, BoxError>(response)
+            }
+        });
+        let settings = UpstreamSettings { retry: three_attempts(), ..UpstreamSettings::bare() };
+        let up = Upstream::from_service("dead", settings, dead, &Metrics::new());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let end = Instant::now() + Duration::from_secs(3);
+        let callers: Vec<_> = (0..16)
+            .map(|_| {
+                let (up, calls) = (up.clone(), calls.clone());
+                tokio::spawn(async move {
+                    while Instant::now() < end {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        let call = up
+                            .get::<Value>("/x")
+                            .send_within(HeaderValue::from_static("r"), deadline(Duration::from_secs(2)));
+                        assert!(call.await.is_err());
+                    }
+                })
+            })
+            .collect();
+        let mut seen = (0, 0);
+        for second in 1..=3 {
+            tokio::time::sleep_until(end - Duration::from_secs(3 - second)).await;
+            let now = (calls.load(Ordering::SeqCst), attempts.load(Ordering::SeqCst));
+            let (calls, made) = (now.0 - seen.0, now.1 - seen.1);
+            assert!(made as f64 <= 1.2 * calls as f64, "second {second}: {made} attempts for {calls} calls");
+            assert!(made > calls, "second {second}: no retry at all");
+            seen = now;
+        }
+        for caller in callers {
+            caller.await.unwrap();
+        }
+    }
+
+    /// A lone caller is retried (the floor of the budget), and the retries of concurrent callers
+    /// are capped by the budget's share of the calls in flight.
+    #[tokio::test(start_paused = true)]
+    async fn the_floor_lets_a_quiet_upstream_be_retried() {
+        let (up, attempts) = answering(&[500], three_attempts());
+        for _ in 0..10 {
             let call =
                 up.get::<Value>("/x").send_within(HeaderValue::from_static("r"), deadline(Duration::from_secs(2)));
             assert!(call.await.is_err());
         }
-        let made = attempts.load(Ordering::SeqCst);
-        // 20% of the calls plus the floor (1 a second over the ten-second window).
-        assert!(made <= calls + calls / 5 + 10, "{made} attempts for {calls} calls");
-        assert!(made > calls, "no retry at all");
+        assert_eq!(attempts.load(Ordering::SeqCst), 30, "one call in flight: every retry within the floor");
+        let no_floor = RetryConfig { budget_min_in_flight: 0, ..three_attempts() };
+        let (up, attempts) = answering(&[500], no_floor);
+        for _ in 0..10 {
+            let call =
+                up.get::<Value>("/x").send_within(HeaderValue::from_static("r"), deadline(Duration::from_secs(2)));
+            assert!(call.await.is_err());
+        }
+        assert_eq!(attempts.load(Ordering::SeqCst), 10, "20% of one call in flight: no retry");
     }
 
     #[tokio::test(start_paused = true)]

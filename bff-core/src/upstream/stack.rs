@@ -17,7 +17,7 @@
 //!    - **retries** with a budget when `retry.attempts` is over 1 (`upstream/retry.rs`), and the
 //!      resend of a call an HTTP/2 upstream turned away unprocessed (`upstream/unprocessed.rs`);
 //!    - **hedging** when `hedge_after` is set (`upstream/hedge.rs`): a GET not answered by then
-//!      is sent again, paid from the retry budget;
+//!      is sent again, within the retry budget (`upstream/budget.rs`);
 //!    - the **bulkhead** when `max_in_flight` is set (`upstream/bulkhead.rs`): a call over the
 //!      cap fails at once as `UPSTREAM_OVERLOADED`;
 //!    - the **balance** over several instances (`upstream/balance.rs`): power of two choices,
@@ -46,14 +46,15 @@ use tower::retry::RetryLayer;
 use tower::{Service, ServiceBuilder};
 
 use super::balance::{Balance, track_tried};
-use super::breaker::BreakerLayer;
+use super::breaker::{BreakerLayer, Outcomes};
+use super::budget::RetryBudget;
 use super::bulkhead::Bulkhead;
 use super::cache::CacheLayer;
 use super::coalesce::CoalesceLayer;
 use super::headers::set_call_headers;
 use super::hedge::HedgeLayer;
 use super::journal::{AttemptLog, JournalLayer};
-use super::retry::{self, Retries};
+use super::retry::Retries;
 use super::timeout::{Deadline, PerTry, TimeBoundLayer};
 use super::{Body, BoxError, UpstreamSettings, unprocessed};
 use crate::config::UpstreamProtocol;
@@ -67,7 +68,12 @@ use crate::observe::trace_context::TraceContext;
 /// two allocations a call), the stack sits behind an `Arc`, and a call clones the concrete stack
 /// (reference counts only) into its one boxed future.
 #[derive(Clone)]
-pub(crate) struct Outbound(Arc<dyn Erased>);
+pub(crate) struct Outbound {
+    stack: Arc<dyn Erased>,
+    /// The breaker's reports, when the stack has one: what the call finds after the stack
+    /// answered (a body that does not decode).
+    outcomes: Option<Outcomes>,
+}
 
 trait Erased: Send + Sync {
     fn call(&self, request: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>>;
@@ -94,12 +100,20 @@ impl Outbound {
         S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
     {
-        Self(Arc::new(stack))
+        Self { stack: Arc::new(stack), outcomes: None }
     }
 
     /// Sends `request` through the stack (readiness included).
     pub(crate) fn send(&self, request: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
-        Erased::call(&*self.0, request)
+        Erased::call(&*self.stack, request)
+    }
+
+    /// The answer the stack gave last as a success did not decode: its breaker, if any, counts
+    /// a failure instead.
+    pub(crate) fn undecodable(&self) {
+        if let Some(outcomes) = &self.outcomes {
+            outcomes.undecodable();
+        }
     }
 }
 
@@ -171,24 +185,27 @@ where
         .collect();
     let balanced = Balance::new(name, &settings.outlier, attempts, registry);
     // Retries and hedges share the upstream's budget.
-    let budget = retry::budget(&settings.retry);
+    let budget = RetryBudget::new(&settings.retry);
     let retries = Retries::new(name, &settings.retry, budget.clone(), registry);
     let hedge = HedgeLayer::new(name, settings.hedge_after, budget, retries.is_none(), registry);
+    let breaker = BreakerLayer::new(name, breaker, registry, &journal);
+    let outcomes = breaker.as_ref().map(BreakerLayer::outcomes);
     let outer = Outer {
         name,
         settings,
         retries,
         hedge,
-        breaker: BreakerLayer::new(name, breaker, registry, &journal),
+        breaker,
         coalesce: CoalesceLayer::new(name, settings.coalesce, registry),
         cache: CacheLayer::new(name, settings.cache_bytes, registry, &journal),
         several,
     };
     // The bulkhead, innermost of the per-upstream slots: a call over the cap is refused at once.
-    match settings.max_in_flight {
+    let outbound = match settings.max_in_flight {
         Some(cap) => outer.around(Bulkhead::new(balanced, cap.get(), journal)),
         None => outer.around(balanced),
-    }
+    };
+    Outbound { outcomes, ..outbound }
 }
 
 /// The slots outside the bulkhead.
