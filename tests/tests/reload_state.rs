@@ -1,6 +1,7 @@
 //! A reload keeps what it does not change: a client over its rate limit is still over it after a
 //! reload that changed another key, and an open breaker stays open; a reload that changes the
-//! limit itself starts its counts again.
+//! limit itself starts its counts again. And under load, an upstream instance removed and put
+//! back by reloads costs no request.
 
 use std::sync::{Arc, Mutex};
 
@@ -97,4 +98,112 @@ async fn a_reload_that_leaves_an_upstream_as_it_was_leaves_its_breaker_open() {
     reloader.reload().await.unwrap();
     assert!(badge().await.is_null());
     assert_eq!(notifications.stats.snapshot().requests, calls, "the reload closed the breaker");
+}
+
+/// Issue 25, process faults under load: an upstream instance taken out of the config and put
+/// back, each by a reload, while sixteen clients keep calling. No request fails; the removed
+/// instance gets no call once the requests in flight on the old table have ended, and gets
+/// calls again once it is back.
+#[tokio::test]
+async fn an_instance_removed_and_added_by_reloads_under_load_fails_no_request() {
+    bff_core::install_crypto_provider();
+    let mut config = MockConfig::ephemeral();
+    config.instances.insert(Service::Users, 2);
+    let mocks = services_mock::start(&config).await.expect("mocks");
+    let [first, second] = mocks.instances(Service::Users) else { panic!("two users instances") };
+    let both = format!("[\"http://{}\", \"http://{}\"]", first.addr, second.addr);
+    let first_url = format!("\"http://{}\"", first.addr);
+    let users = Arc::new(Mutex::new(both.clone()));
+    let text = bff_demo::MOBILE_CONFIG.to_owned();
+    let mut others = mocks.config_overrides();
+    others.retain(|(key, _)| key != "upstreams.users.url");
+    let chosen = users.clone();
+    let load: Load = Box::new(move || {
+        let source = ConfigSource { name: "mobile.toml".to_owned(), text: text.clone() };
+        let mut overrides = Overrides::default();
+        for (key, value) in &others {
+            overrides.set_existing(key.clone(), value.clone(), "mocks");
+        }
+        overrides.set_existing("upstreams.users.url", chosen.lock().unwrap().clone(), "test");
+        Ok((load(&source, &overrides)?, source.name))
+    });
+    let (loaded, source) = load().unwrap();
+    let gateway = bff_core::Gateway::builder(loaded).source(source).build().await.unwrap();
+    let router = ReloadableRouter::new(bff_mobile::app(&gateway).unwrap());
+    let bff = TestServer::serve(Server::new(&gateway.config().server), router.clone()).await;
+    let reloader = Reloader::new(&gateway, bff_mobile::app, router, load);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let token = mocks.token("42", "profile orders", 600);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (http, url, token, stop) = (http.clone(), bff.url("/mobile/home"), token.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match http.get(&url).bearer_auth(&token).send().await {
+                        Ok(response) if response.status() == 200 => ok += 1,
+                        Ok(response) => failed.push(response.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    // Both instances take calls; then the second is removed.
+    let (first, second) = (first.stats.clone(), second.stats.clone());
+    let calls = |stats: &services_mock::stats::Stats| stats.snapshot().requests;
+    let rose = |stats: &services_mock::stats::Stats, from: u64| {
+        let stats = stats.clone();
+        async move {
+            for _ in 0..1_000 {
+                if calls(&stats) > from + 20 {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            false
+        }
+    };
+    assert!(rose(&second, 0).await, "the second instance never took calls");
+    *users.lock().unwrap() = first_url;
+    reloader.reload().await.unwrap();
+    // Requests begun on the old table may still reach it; after a while, none does.
+    let settled = {
+        let mut settled = false;
+        for _ in 0..200 {
+            let before = calls(&second);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if calls(&second) == before {
+                settled = true;
+                break;
+            }
+        }
+        settled
+    };
+    assert!(settled, "the removed instance kept taking calls");
+    let removed_at = calls(&second);
+    assert!(rose(&first, calls(&first)).await, "the first instance stopped taking calls");
+    assert_eq!(calls(&second), removed_at, "a call reached the removed instance");
+    // Put back, it takes calls again.
+    *users.lock().unwrap() = both;
+    reloader.reload().await.unwrap();
+    assert!(rose(&second, removed_at).await, "the instance put back took no calls");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for client in clients {
+        let (n, errors) = client.await.unwrap();
+        ok += n;
+        failed.extend(errors);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 100, "only {ok} requests");
 }
