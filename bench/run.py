@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import ssl
 import urllib.error
@@ -1437,6 +1438,148 @@ def transfers(args):
     print(f"raw results: {out}; logs: {harness.logs}")
 
 
+# === the soak (--soak SECONDS) ===
+
+# 256 connections over four kinds of request, each BFF with every shipped policy plus a per-user
+# limit and quotas counted in one Redis, spans exported at 1%: notifications flaps all along
+# (an optional part: pages degrade, they do not fail), and Redis is killed and started again at
+# the half-way mark.
+SOAK_LOADS = (  # (BFF, path, credential, connections)
+    ("bff-mobile", "/mobile/home", "bearer", 96),
+    ("bff-web", "/web/home", "bearer", 64),
+    ("bff-partner", "/v2/products/SKU-0007", "apikey", 48),
+    ("bff-web", "/api/catalog/products/SKU-0007", "none", 48),
+)
+SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+
+
+def open_fds(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def soak_window(harness, ports, pids, seconds):
+    """Each load of SOAK_LOADS for `seconds`, all at once; per load: requests, errors, p99; and
+    each BFF's RSS and open fds half-way through, under the load."""
+    procs = []
+    for name, path, credential, conns in SOAK_LOADS:
+        headers = {"bearer": ["-H", f"Authorization: Bearer {harness.token}"],
+                   "apikey": ["-H", "X-Api-Key: demo-pro-key"], "none": []}[credential]
+        cmd = ["wrk", "-t1", f"-c{conns}", "--latency", "-s", STATUSES_LUA, f"-d{seconds}s", "--timeout", "10s",
+               *headers, f"http://127.0.0.1:{ports[name]}{path}"]
+        procs.append(subprocess.Popen(harness.pinned(cmd, "load"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    time.sleep(seconds / 2)
+    sample = {"rss_mb": {n: round(rss_mb([p]), 1) for n, p in pids.items()},
+              "fds": {n: open_fds(p) for n, p in pids.items()}}
+    loads = []
+    for (name, path, _, _), proc in zip(SOAK_LOADS, procs):
+        out, _ = proc.communicate()
+        result = parse_wrk(out)
+        statuses = dict(map(int, kv.split("=")) for line in out.splitlines() if line.startswith("STATUSES")
+                        for kv in line.split()[1:])
+        socket = SOCKET_ERRORS.search(out)
+        loads.append({"path": path, "requests": result["requests"], "rps": result["rps"], "p99_ms": result["p99_ms"],
+                      "non_2xx": sum(n for status, n in statuses.items() if not 200 <= status < 300),
+                      "socket_errors": sum(int(x) for x in socket.groups()) if socket else 0})
+    return loads, sample
+
+
+def soak(args):
+    harness = Harness(args)
+    window = min(60, max(5, args.soak // 10))
+    minutes = max(2, args.soak // window)
+    rows = []
+    try:
+        harness.start_mock()
+        # Optional everywhere it is called: a flapping notifications degrades pages, never fails them.
+        http("PUT", harness.mock["notifications"] + "/_faults", {"down_ms": 500, "up_ms": 1500})
+        redis_proc, redis_url = harness.start_redis()
+        redis_cmd = list(redis_proc.args)
+        redis_cmd = redis_cmd[3:] if redis_cmd[0] == "taskset" else redis_cmd
+        env = {"BFF_REDIS__URL": redis_url, **PER_USER, **otlp(0.01)}
+        ports, pids = {}, {}
+        for name in dict.fromkeys(name for name, *_ in SOAK_LOADS):
+            target_env = {k: v for k, v in env.items() if name != "bff-partner" or not k.startswith("BFF_RATE_LIMITS__PER_USER")}
+            proc, port = harness.start_target(name, target_env)
+            ports[name], pids[name] = port, proc.pid
+        print(f"soak: {minutes} windows of {window} s, 256 connections", file=sys.stderr, flush=True)
+        for minute in range(1, minutes + 1):
+            restart = None
+            if minute == minutes // 2 + 1:
+                # Redis killed at the start of this window and started again 2 s later on its port.
+                def restart_redis():
+                    time.sleep(1)
+                    os.killpg(redis_proc.pid, signal.SIGKILL)
+                    redis_proc.wait()
+                    time.sleep(2)
+                    harness.spawn("redis-restarted", redis_cmd, role="load")
+                restart = threading.Thread(target=restart_redis)
+                restart.start()
+            loads, sample = soak_window(harness, ports, pids, window)
+            if restart:
+                restart.join()
+            row = {"window": minute, "loads": loads, "redis_restarted": restart is not None, **sample}
+            rows.append(row)
+            print(soak_table([row], header=minute == 1), flush=True)
+    finally:
+        harness.stop_all()
+    verdict = soak_verdict(rows)
+    out = write_results(args, "soak", {"machine": {"cores": os.cpu_count()}, "window_s": window, "rows": rows,
+                                       "verdict": verdict})
+    print("\n" + soak_table(rows))
+    for line in verdict["lines"]:
+        print(line)
+    print(f"\nraw results: {out}; logs: {harness.logs}")
+    if not verdict["ok"]:
+        sys.exit(1)
+
+
+def soak_table(rows, header=True):
+    names = list(dict.fromkeys(name for name, *_ in SOAK_LOADS))
+    lines = []
+    if header:
+        lines += ["| window | req/s | p99 ms (worst load) | non-2xx | socket errors | "
+                  + " | ".join(f"{n} RSS MB / fds" for n in names) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(names)]
+    for r in rows:
+        loads = r["loads"]
+        p99 = max((l["p99_ms"] or 0) for l in loads)
+        cells = " | ".join(f"{r['rss_mb'][n]} / {r['fds'][n]}" for n in names)
+        mark = " (Redis restarted)" if r["redis_restarted"] else ""
+        lines.append(f"| {r['window']}{mark} | {fmt(sum(l['rps'] for l in loads), 0)} | {fmt(p99, 1)} | "
+                     f"{sum(l['non_2xx'] for l in loads)} | {sum(l['socket_errors'] for l in loads)} | {cells} |")
+    return "\n".join(lines)
+
+
+def soak_verdict(rows):
+    """RSS and fds flat after warm-up (every window of the last half within ±5% of their mean), no
+    socket error, the last window's p99 within 1.5× the first's."""
+    lines, ok = [], True
+    half = rows[len(rows) // 2:]
+    for name in rows[0]["rss_mb"]:
+        for key, unit in (("rss_mb", "MB"), ("fds", "fds")):
+            values = [r[key][name] for r in half if r[key][name] is not None]
+            mean = sum(values) / len(values)
+            spread = max(abs(v - mean) / mean for v in values) if mean else 0
+            flat = spread <= 0.05 or (key == "fds" and max(values) - min(values) <= 2)
+            ok &= flat
+            lines.append(f"{'ok' if flat else 'FAIL'}: {name} {unit} over the last half {min(values)}–{max(values)} "
+                         f"(±{100 * spread:.1f}% of {mean:.1f})")
+    errors = sum(l["socket_errors"] for r in rows for l in r["loads"])
+    ok &= errors == 0
+    lines.append(f"{'ok' if errors == 0 else 'FAIL'}: {errors} socket errors")
+    first = max((l["p99_ms"] or 0) for l in rows[0]["loads"])
+    last = max((l["p99_ms"] or 0) for l in rows[-1]["loads"])
+    steady = last <= 1.5 * first
+    ok &= steady
+    lines.append(f"{'ok' if steady else 'FAIL'}: p99 of the last window {last:.1f} ms, of the first {first:.1f} ms "
+                 f"({last / first if first else 0:.2f}×)")
+    return {"ok": ok, "lines": lines}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few seconds per case, a subset of cases (CI)")
@@ -1473,7 +1616,17 @@ def main():
                         help="instead of the cases: HTTP/2 floods (zero windows, pings and no requests) against "
                              "the BFFs, reporting RSS before, at peak and 30 s after (bench/README.md); with "
                              "--before, each also against the earlier build")
+    parser.add_argument("--soak", type=int, metavar="SECONDS",
+                        help="instead of the cases: SECONDS of mixed load (mobile, web, partner, a passthrough "
+                             "route; 256 connections) on every policy, a flapping upstream and a Redis restart "
+                             "half-way, with RSS, fds, p99 and errors per window (bench/README.md); exits 1 "
+                             "when memory or fds grow, a socket error occurs or p99 drifts")
     args = parser.parse_args()
+    if args.soak:
+        if not args.no_build:
+            build()
+        soak(args)
+        return
     if args.transfers:
         if not args.no_build:
             build()

@@ -302,7 +302,7 @@ async fn a_cache_hit_an_open_circuit_and_the_limits_decisions_are_in_the_trace()
     let (collector, receiver) = Collector::start().await;
     let stack = mobile(&receiver)
         .set("rate_limits.per-user", "{ key = \"user\", rate = 100, per = \"1m\", burst = 20 }")
-        .set("upstreams.notifications.breaker", "{ consecutive_failures = 2 }")
+        .set("upstreams.notifications.breaker", "{ consecutive_failures = 2, open_for = \"1h\" }")
         .start()
         .await;
     let token = stack.token();

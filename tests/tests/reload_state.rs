@@ -14,12 +14,15 @@ use services_mock::{MockConfig, Service};
 
 const LIMIT: &str = "\n[rate_limits.per-ip]\nkey = \"ip\"\nrate = 2\nper = \"1h\"\nburst = 2\n";
 
-/// The text the next load reads, over the mocks' addresses.
-fn loader(text: Arc<Mutex<String>>, mocks: Vec<(String, String)>) -> Load {
+/// Keys set over the file: the mocks' addresses, as the test changes them.
+type Settings = Arc<Mutex<Vec<(String, String)>>>;
+
+/// The text the next load reads, with `settings` over it.
+fn loader(text: Arc<Mutex<String>>, settings: Settings) -> Load {
     Box::new(move || {
         let source = ConfigSource { name: "mobile.toml".to_owned(), text: text.lock().unwrap().clone() };
         let mut overrides = Overrides::default();
-        for (key, value) in &mocks {
+        for (key, value) in settings.lock().unwrap().iter() {
             overrides.set_existing(key.clone(), value.clone(), "mocks");
         }
         Ok((load(&source, &overrides)?, source.name))
@@ -31,6 +34,7 @@ fn loader(text: Arc<Mutex<String>>, mocks: Vec<(String, String)>) -> Load {
 struct Mobile {
     mocks: services_mock::MockServices,
     text: Arc<Mutex<String>>,
+    settings: Settings,
     bff: TestServer,
     reloader: Reloader,
     http: reqwest::Client,
@@ -39,10 +43,15 @@ struct Mobile {
 
 impl Mobile {
     async fn start(extra: &str) -> Self {
+        Self::over(&MockConfig::ephemeral(), extra).await
+    }
+
+    async fn over(mock_config: &MockConfig, extra: &str) -> Self {
         bff_core::install_crypto_provider();
-        let mocks = services_mock::start(&MockConfig::ephemeral()).await.expect("mocks");
+        let mocks = services_mock::start(mock_config).await.expect("mocks");
         let text = Arc::new(Mutex::new(format!("{}{extra}", bff_demo::MOBILE_CONFIG)));
-        let load = loader(text.clone(), mocks.config_overrides());
+        let settings = Arc::new(Mutex::new(mocks.config_overrides()));
+        let load = loader(text.clone(), settings.clone());
         let (config, source) = load().unwrap();
         let gateway = bff_core::Gateway::builder(config).source(source).build().await.unwrap();
         let router = ReloadableRouter::new(bff_mobile::app(&gateway).unwrap());
@@ -50,13 +59,13 @@ impl Mobile {
         let reloader = Reloader::new(&gateway, bff_mobile::app, router, load);
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let token = mocks.token("42", "profile orders", 600);
-        Self { mocks, text, bff, reloader, http, token }
+        Self { mocks, text, settings, bff, reloader, http, token }
     }
 }
 
 #[tokio::test]
 async fn a_reload_keeps_the_limit_counts_it_does_not_change() {
-    let Mobile { mocks: _mocks, text, bff, reloader, http, token } = Mobile::start(LIMIT).await;
+    let Mobile { mocks: _mocks, text, bff, reloader, http, token, .. } = Mobile::start(LIMIT).await;
     let home = || {
         let request = http.get(bff.url("/mobile/home")).bearer_auth(&token);
         async move { request.send().await.unwrap().status().as_u16() }
@@ -79,15 +88,15 @@ async fn a_reload_keeps_the_limit_counts_it_does_not_change() {
 async fn a_reload_that_leaves_an_upstream_as_it_was_leaves_its_breaker_open() {
     // Open for an hour once open, so that only a reload could close it within the test.
     let breaker = "\n[upstreams.notifications.breaker]\nopen_for = \"1h\"\n";
-    let Mobile { mocks, text, bff, reloader, http, token } = Mobile::start(breaker).await;
+    let Mobile { mocks, text, bff, reloader, http, token, .. } = Mobile::start(breaker).await;
     let badge = || {
         let request = http.get(bff.url("/mobile/home")).bearer_auth(&token);
         async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap()["badge"].clone() }
     };
     let notifications = mocks.service(Service::Notifications);
     notifications.faults.set(Faults { error_rate: 1.0, ..Faults::default() });
-    // Ten failures in a row at low traffic open it (`consecutive_failures`, by default).
-    for _ in 0..10 {
+    // Twenty failures in a row open it (`consecutive_failures`, by default).
+    for _ in 0..20 {
         assert!(badge().await.is_null());
     }
     let calls = notifications.stats.snapshot().requests;
@@ -106,34 +115,17 @@ async fn a_reload_that_leaves_an_upstream_as_it_was_leaves_its_breaker_open() {
 /// calls again once it is back.
 #[tokio::test]
 async fn an_instance_removed_and_added_by_reloads_under_load_fails_no_request() {
-    bff_core::install_crypto_provider();
-    let mut config = MockConfig::ephemeral();
-    config.instances.insert(Service::Users, 2);
-    let mocks = services_mock::start(&config).await.expect("mocks");
+    let mut two_users = MockConfig::ephemeral();
+    two_users.instances.insert(Service::Users, 2);
+    let Mobile { mocks, settings, bff, reloader, http, token, .. } = Mobile::over(&two_users, "").await;
     let [first, second] = mocks.instances(Service::Users) else { panic!("two users instances") };
+    let users = |url: String| {
+        let mut settings = settings.lock().unwrap();
+        let entry = settings.iter_mut().find(|(key, _)| key == "upstreams.users.url").expect("the users instances");
+        entry.1 = url;
+    };
     let both = format!("[\"http://{}\", \"http://{}\"]", first.addr, second.addr);
     let first_url = format!("\"http://{}\"", first.addr);
-    let users = Arc::new(Mutex::new(both.clone()));
-    let text = bff_demo::MOBILE_CONFIG.to_owned();
-    let mut others = mocks.config_overrides();
-    others.retain(|(key, _)| key != "upstreams.users.url");
-    let chosen = users.clone();
-    let load: Load = Box::new(move || {
-        let source = ConfigSource { name: "mobile.toml".to_owned(), text: text.clone() };
-        let mut overrides = Overrides::default();
-        for (key, value) in &others {
-            overrides.set_existing(key.clone(), value.clone(), "mocks");
-        }
-        overrides.set_existing("upstreams.users.url", chosen.lock().unwrap().clone(), "test");
-        Ok((load(&source, &overrides)?, source.name))
-    });
-    let (loaded, source) = load().unwrap();
-    let gateway = bff_core::Gateway::builder(loaded).source(source).build().await.unwrap();
-    let router = ReloadableRouter::new(bff_mobile::app(&gateway).unwrap());
-    let bff = TestServer::serve(Server::new(&gateway.config().server), router.clone()).await;
-    let reloader = Reloader::new(&gateway, bff_mobile::app, router, load);
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let token = mocks.token("42", "profile orders", 600);
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..16)
@@ -168,7 +160,7 @@ async fn an_instance_removed_and_added_by_reloads_under_load_fails_no_request() 
         }
     };
     assert!(rose(&second, 0).await, "the second instance never took calls");
-    *users.lock().unwrap() = first_url;
+    users(first_url);
     reloader.reload().await.unwrap();
     // Requests begun on the old table may still reach it; after a while, none does.
     let settled = {
@@ -188,7 +180,7 @@ async fn an_instance_removed_and_added_by_reloads_under_load_fails_no_request() 
     assert!(rose(&first, calls(&first)).await, "the first instance stopped taking calls");
     assert_eq!(calls(&second), removed_at, "a call reached the removed instance");
     // Put back, it takes calls again.
-    *users.lock().unwrap() = both;
+    users(both);
     reloader.reload().await.unwrap();
     assert!(rose(&second, removed_at).await, "the instance put back took no calls");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

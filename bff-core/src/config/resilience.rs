@@ -24,13 +24,14 @@ pub struct RetryConfig {
     /// The largest backoff ceiling.
     #[serde(with = "humantime_serde", default = "default_backoff_max")]
     pub backoff_max: Duration,
-    /// Retries and hedges in flight at most this percentage of the calls in flight (Envoy's
-    /// retry budget)…
+    /// Retries (and hedges) at most this percentage of the calls…
     #[serde(default = "default_budget_percent")]
     pub budget_percent: f32,
-    /// …and never fewer than this many at once, so a quiet upstream can still be retried.
-    #[serde(default = "default_budget_min_in_flight")]
-    pub budget_min_in_flight: u32,
+    /// …plus this many a second, so a quiet upstream can still be retried; no more than this many
+    /// are saved up (`upstream/budget.rs`), so the healthy calls before an outage do not pay for
+    /// its first calls' retries.
+    #[serde(default = "default_budget_min_per_sec")]
+    pub budget_min_per_sec: u32,
 }
 
 impl Default for RetryConfig {
@@ -41,7 +42,7 @@ impl Default for RetryConfig {
             backoff_base: default_backoff_base(),
             backoff_max: default_backoff_max(),
             budget_percent: default_budget_percent(),
-            budget_min_in_flight: default_budget_min_in_flight(),
+            budget_min_per_sec: default_budget_min_per_sec(),
         }
     }
 }
@@ -82,8 +83,8 @@ fn default_budget_percent() -> f32 {
     20.0
 }
 
-fn default_budget_min_in_flight() -> u32 {
-    3
+fn default_budget_min_per_sec() -> u32 {
+    10
 }
 
 /// When an upstream's circuit opens, and how it closes again (`upstream/breaker.rs`).
@@ -176,7 +177,7 @@ fn default_window() -> Duration {
     Duration::from_secs(10)
 }
 fn default_consecutive_failures() -> u32 {
-    10
+    20
 }
 fn default_open_for() -> Duration {
     Duration::from_millis(100)

@@ -1,9 +1,8 @@
 //! Hedging (optional per upstream, `hedge_after`): a GET that has not answered by then is sent
 //! a second time, to another instance when there are several, and the first good answer wins.
 //!
-//! A hedge is a retry sent early, so it takes a place in the upstream's retry budget for as long
-//! as it is in flight: when the budget is spent, the call just keeps waiting for its first
-//! attempt. It sits inside the
+//! A hedge is a retry sent early, so it is paid from the upstream's retry budget: when the
+//! budget is spent, the call just keeps waiting for its first attempt. It sits inside the
 //! retries and the deadline, so neither attempt outlives the request; the attempt that loses is
 //! dropped.
 
@@ -30,21 +29,20 @@ pub(crate) struct HedgeLayer(Arc<Shared>);
 struct Shared {
     after: Duration,
     budget: Arc<RetryBudget>,
-    /// Whether calls are counted in flight here (when no retry policy does it).
-    counts_calls: bool,
+    /// Whether calls are counted into the budget here (when no retry policy does it).
+    deposits: bool,
     hedged: Counter,
     refused: Counter,
 }
 
 impl HedgeLayer {
-    /// Hedging after `after`, within `budget` (in which this layer counts each hedged call in
-    /// flight when `counts_calls`); `None` when `after` is (the stack leaves it out with tower's
-    /// `option_layer`).
+    /// Hedging after `after`, paid from `budget` (into which this layer counts each call when
+    /// `deposits`); `None` when `after` is (the stack leaves it out with tower's `option_layer`).
     pub(crate) fn new(
         name: &str,
         after: Option<Duration>,
         budget: Arc<RetryBudget>,
-        counts_calls: bool,
+        deposits: bool,
         registry: &Metrics,
     ) -> Option<Self> {
         after.map(|after| {
@@ -53,7 +51,7 @@ impl HedgeLayer {
                 registry.counter("bff_upstream_hedges_total", &labels)
             };
             let (hedged, refused) = (counter("sent"), counter("budget_exhausted"));
-            Self(Arc::new(Shared { after, budget, counts_calls, hedged, refused }))
+            Self(Arc::new(Shared { after, budget, deposits, hedged, refused }))
         })
     }
 }
@@ -92,22 +90,25 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let shared = &self.shared;
+        if shared.deposits {
+            shared.budget.deposit();
+        }
         let copy = if request.method() == Method::GET { clone_request(&request) } else { None };
         let Some(mut copy) = copy else { return Either::Left(self.inner.call(request)) };
-        let (first, spare, shared) = (self.inner.call(request), self.inner.clone(), self.shared.clone());
+        let (first, spare, shared) = (self.inner.call(request), self.inner.clone(), shared.clone());
         Either::Right(
             async move {
-                let _in_flight = shared.counts_calls.then(|| shared.budget.call());
                 let mut first = pin!(first);
                 tokio::select! {
                     biased;
                     result = &mut first => return result,
                     () = tokio::time::sleep(shared.after) => {}
                 }
-                let Some(_resend) = shared.budget.resend() else {
+                if !shared.budget.withdraw() {
                     shared.refused.increment(1);
                     return first.await;
-                };
+                }
                 shared.hedged.increment(1);
                 Resent::mark(&mut copy, "hedge");
                 let mut second = pin!(spare.oneshot(copy));

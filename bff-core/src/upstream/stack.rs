@@ -185,7 +185,7 @@ where
         .collect();
     let balanced = Balance::new(name, &settings.outlier, attempts, registry);
     // Retries and hedges share the upstream's budget.
-    let budget = RetryBudget::new(&settings.retry);
+    let budget = Arc::new(RetryBudget::new(&settings.retry));
     let retries = Retries::new(name, &settings.retry, budget.clone(), registry);
     let hedge = HedgeLayer::new(name, settings.hedge_after, budget, retries.is_none(), registry);
     let breaker = BreakerLayer::new(name, breaker, registry, &journal);
