@@ -676,21 +676,9 @@ mod tests {
     /// it is cut off within 50 calls and 250 ms of the switch.
     #[tokio::test(start_paused = true)]
     async fn a_busy_upstream_that_dies_is_cut_off_within_50_calls_and_250ms() {
-        let failing = Arc::new(AtomicBool::new(false));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let (fails, counted) = (failing.clone(), calls.clone());
-        let service = tower::service_fn(move |_: Request<Body>| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let failed = fails.load(Ordering::SeqCst);
-            async move {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                let mut response = Response::new(Body::from("{}"));
-                if failed {
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                }
-                Ok::<_, BoxError>(response)
-            }
-        });
+        let fault = super::super::switchable::Switch::default();
+        let service = super::super::switchable::switchable(Duration::from_millis(2), fault.clone());
+        let calls = fault.calls.clone();
         let settings = UpstreamSettings {
             breaker: Some(BreakerConfig::default()),
             retry: crate::config::RetryConfig::default(),
@@ -721,7 +709,7 @@ mod tests {
             })
             .collect();
         tokio::time::sleep_until(switch).await;
-        failing.store(true, Ordering::SeqCst);
+        fault.fail(true);
         let before = calls.load(Ordering::SeqCst);
         assert!(before > 10_000, "a busy warm-up: {before} calls");
         let mut cuts = Vec::new();

@@ -26,6 +26,8 @@ mod metrics;
 mod retry;
 mod snapshot;
 mod stack;
+#[cfg(test)]
+mod switchable;
 mod timeout;
 mod tls;
 mod transport;

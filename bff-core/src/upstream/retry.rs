@@ -213,21 +213,9 @@ mod tests {
     /// saved up no more than the floor's ten retries.
     #[tokio::test(start_paused = true)]
     async fn an_outage_after_healthy_traffic_is_retried_within_the_budget_from_its_first_second() {
-        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let attempts = Arc::new(AtomicUsize::new(0));
-        let (fails, counted) = (failing.clone(), attempts.clone());
-        let service = tower::service_fn(move |_: Request<Body>| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let failed = fails.load(Ordering::SeqCst);
-            async move {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                let mut response = Response::new(Body::from("{}"));
-                if failed {
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                }
-                Ok::<_, BoxError>(response)
-            }
-        });
+        let fault = super::super::switchable::Switch::default();
+        let service = super::super::switchable::switchable(Duration::from_millis(1), fault.clone());
+        let attempts = fault.calls.clone();
         let retry = three_attempts();
         let floor = retry.budget_min_per_sec as usize;
         let settings = UpstreamSettings { retry, ..UpstreamSettings::bare() };
@@ -248,7 +236,7 @@ mod tests {
             })
             .collect();
         tokio::time::sleep_until(switch).await;
-        failing.store(true, Ordering::SeqCst);
+        fault.fail(true);
         let mut seen = (calls.load(Ordering::SeqCst), attempts.load(Ordering::SeqCst));
         for second in 1..=3 {
             tokio::time::sleep_until(switch + Duration::from_secs(second)).await;
