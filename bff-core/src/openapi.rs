@@ -65,7 +65,9 @@ fn describe(operation: &mut Operation) {
     }
     for (status, response) in responses.iter_mut() {
         let is_error = status == "default" || status.starts_with('4') || status.starts_with('5');
-        if let (true, RefOr::T(response)) = (is_error, response) {
+        if let RefOr::T(response) = response
+            && is_error
+        {
             response.content.clear();
             let problem = Content::new(Some(Ref::from_schema_name("Problem")));
             response.content.insert(PROBLEM_JSON.to_owned(), RefOr::T(problem));

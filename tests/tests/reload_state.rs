@@ -3,6 +3,8 @@
 //! limit itself starts its counts again. And under load, an upstream instance removed and put
 //! back by reloads costs no request.
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use bff_core::config::{ConfigSource, Overrides, load};
@@ -127,63 +129,64 @@ async fn an_instance_removed_and_added_by_reloads_under_load_fails_no_request() 
     let both = format!("[\"http://{}\", \"http://{}\"]", first.addr, second.addr);
     let first_url = format!("\"http://{}\"", first.addr);
 
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..16)
-        .map(|_| {
-            let (http, url, token, stop) = (http.clone(), bff.url("/mobile/home"), token.clone(), stop.clone());
+    // Each client sends one request at a time and says when each ends: the test waits on that,
+    // never on the clock.
+    const CLIENTS: usize = 16;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done: Arc<[AtomicU64; CLIENTS]> = Arc::new(std::array::from_fn(|_| AtomicU64::new(0)));
+    let (ended, mut progress) = tokio::sync::watch::channel(());
+    let ended = Arc::new(ended);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (http, url, token) = (http.clone(), bff.url("/mobile/home"), token.clone());
+            let (stop, done, ended) = (stop.clone(), done.clone(), ended.clone());
             tokio::spawn(async move {
                 let (mut ok, mut failed) = (0u32, Vec::new());
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Relaxed) {
                     match http.get(&url).bearer_auth(&token).send().await {
                         Ok(response) if response.status() == 200 => ok += 1,
                         Ok(response) => failed.push(response.status().to_string()),
                         Err(e) => failed.push(e.to_string()),
                     }
+                    done[i].fetch_add(1, Relaxed);
+                    ended.send_replace(());
                 }
                 (ok, failed)
             })
         })
         .collect();
-    // Both instances take calls; then the second is removed.
     let (first, second) = (first.stats.clone(), second.stats.clone());
     let calls = |stats: &services_mock::stats::Stats| stats.snapshot().requests;
-    let rose = |stats: &services_mock::stats::Stats, from: u64| {
-        let stats = stats.clone();
-        async move {
-            for _ in 0..1_000 {
-                if calls(&stats) > from + 20 {
-                    return true;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let ended_requests = || done.iter().map(|n| n.load(Relaxed)).collect::<Vec<_>>();
+    // Waits, as requests end, until `holds`; false after 30 s without it.
+    let mut until = async |holds: &dyn Fn() -> bool| {
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while !holds() {
+                progress.changed().await.expect("clients run until stopped");
             }
-            false
-        }
+        });
+        waited.await.is_ok()
     };
-    assert!(rose(&second, 0).await, "the second instance never took calls");
+    // Every client has ended a request begun after `marks` were taken (two more than then).
+    let all_past = |marks: &[u64]| done.iter().zip(marks).all(|(n, mark)| n.load(Relaxed) >= mark + 2);
+
+    // Both instances take calls; then the second is removed.
+    assert!(until(&|| calls(&second) > 20).await, "the second instance never took calls");
     users(first_url);
     reloader.reload().await.unwrap();
-    // Requests begun on the old table may still reach it; after a while, none does.
-    let settled = {
-        let mut settled = false;
-        for _ in 0..200 {
-            let before = calls(&second);
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            if calls(&second) == before {
-                settled = true;
-                break;
-            }
-        }
-        settled
-    };
-    assert!(settled, "the removed instance kept taking calls");
+    // Requests begun on the old table may still reach it; once every client has ended one begun
+    // on the new table, none can.
+    let marks = ended_requests();
+    assert!(until(&|| all_past(&marks)).await, "the clients stopped");
     let removed_at = calls(&second);
-    assert!(rose(&first, calls(&first)).await, "the first instance stopped taking calls");
+    let from = calls(&first);
+    assert!(until(&|| calls(&first) > from + 20).await, "the first instance stopped taking calls");
     assert_eq!(calls(&second), removed_at, "a call reached the removed instance");
     // Put back, it takes calls again.
     users(both);
     reloader.reload().await.unwrap();
-    assert!(rose(&second, removed_at).await, "the instance put back took no calls");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(until(&|| calls(&second) > removed_at + 20).await, "the instance put back took no calls");
+    stop.store(true, Relaxed);
     let (mut ok, mut failed) = (0, Vec::new());
     for client in clients {
         let (n, errors) = client.await.unwrap();

@@ -216,7 +216,7 @@ async fn a_zero_window_flood_is_held_to_the_unsent_budget() {
     let unsent = metric(&metrics, "bff_connection_unsent_bytes").expect("the unsent gauge") as usize;
     // A stream is admitted against the budget with one frame's charge (16 KiB), before its
     // answer's size is known: a hundred requests in one packet admit 16 streams, and answers
-    // larger than a frame (this document is 23 KiB) take the connection past the budget by that
+    // larger than a frame (as this document is) take the connection past the budget by that
     // much at most (`bff-core/src/serve/service.rs`).
     const FRAME: usize = 16 * 1024;
     let per_connection = (BUDGET / FRAME) * document.max(FRAME);

@@ -15,10 +15,10 @@
 //!
 //! It sits outside the retries: one client call is one outcome, whatever its attempts. A failure
 //! is what says the service is unwell: no connection, no answer in time, a broken exchange, a
-//! 5xx, or a success whose body does not decode as the caller's type (reported by the call once
-//! it decoded, [`Outcomes::undecodable`]). A 4xx is the caller's business, and a call the bulkhead refused never reached it; a call
-//! dropped unfinished (its request gave up) counts as nothing. Each instance of a
-//! several-instance upstream has its own breaker of a kind: outlier ejection
+//! 5xx, or a success whose body does not decode as the caller's type (reported by the call once it
+//! decoded, [`Outcomes::undecodable`]). A 4xx is the caller's business, and a call the bulkhead
+//! refused never reached it; a call dropped unfinished (its request gave up) counts as nothing.
+//! Each instance of a several-instance upstream has its own breaker of a kind: outlier ejection
 //! (`upstream/balance.rs`).
 
 use std::future::Future;
@@ -290,7 +290,7 @@ impl Shared {
         match guard.state.phase {
             Phase::Closed => {
                 let state = &mut *guard.state;
-                state.window.add(Instant::now(), u32::from(!failed), u32::from(failed));
+                state.window.add(Instant::now(), failed);
                 if failed {
                     state.in_a_row += 1;
                 } else {
@@ -320,9 +320,7 @@ impl Shared {
             }
         }
     }
-}
 
-impl Shared {
     /// Opens a closed circuit whose window or run of failures says so.
     fn judge(&self, guard: &mut StateGuard<'_>) {
         let state = &mut *guard.state;
@@ -396,8 +394,7 @@ impl StateGuard<'_> {
 struct Window {
     origin: Instant,
     bucket: Duration,
-    /// Per bucket: the bucket number it holds (time since `origin` in buckets), successes,
-    /// failures.
+    /// Per bucket: the bucket number it holds (time since `origin` in buckets), calls, failures.
     buckets: [(u64, u32, u32); BUCKETS],
 }
 
@@ -410,15 +407,14 @@ impl Window {
         (now.saturating_duration_since(self.origin).as_nanos() / self.bucket.as_nanos().max(1)) as u64
     }
 
-    /// Counts `successes` and `failures` now.
-    fn add(&mut self, now: Instant, successes: u32, failures: u32) {
+    fn add(&mut self, now: Instant, failed: bool) {
         let number = self.number(now);
         let slot = &mut self.buckets[(number % BUCKETS as u64) as usize];
         if slot.0 != number {
             *slot = (number, 0, 0);
         }
-        slot.1 += successes;
-        slot.2 += failures;
+        slot.1 += 1;
+        slot.2 += u32::from(failed);
     }
 
     /// Counts the latest success in the window as a failure instead.
@@ -427,23 +423,21 @@ impl Window {
         let latest = self
             .buckets
             .iter_mut()
-            .filter(|(number, successes, _)| *number != u64::MAX && current - number < BUCKETS as u64 && *successes > 0)
+            .filter(|(number, calls, failures)| {
+                *number != u64::MAX && current - number < BUCKETS as u64 && failures < calls
+            })
             .max_by_key(|(number, ..)| *number);
         if let Some(slot) = latest {
-            slot.1 -= 1;
+            slot.2 += 1;
         }
-        self.add(now, 0, 1);
     }
 
-    /// Calls and failures in the window.
     fn totals(&self, now: Instant) -> (u32, u32) {
         let current = self.number(now);
-        let (successes, failures) = self
-            .buckets
+        self.buckets
             .iter()
             .filter(|(number, ..)| *number != u64::MAX && current - number < BUCKETS as u64)
-            .fold((0, 0), |(successes, failures), (_, s, f)| (successes + s, failures + f));
-        (successes + failures, failures)
+            .fold((0, 0), |(calls, failures), (_, c, f)| (calls + c, failures + f))
     }
 
     fn clear(&mut self) {
@@ -654,13 +648,10 @@ mod tests {
             }
         }
         assert!(call(&up).await.is_err(), "the first failure opens it");
-        let lengths: Vec<u128> = {
-            let mut lengths = Vec::new();
-            for _ in 0..5 {
-                lengths.push(open_for(&up, &calls).await.as_millis());
-            }
-            lengths
-        };
+        let mut lengths = Vec::new();
+        for _ in 0..5 {
+            lengths.push(open_for(&up, &calls).await.as_millis());
+        }
         assert_eq!(lengths, [100, 200, 300, 350, 350], "each probe failed");
         // A probe succeeds: closed; the next outage opens it for `open_for` again.
         failing.store(false, Ordering::SeqCst);

@@ -4,11 +4,10 @@
 //!
 //! Over any stretch of time, retries are at most `budget_percent` of the calls plus the floor's
 //! share of the time and the bucket's size: the bound the onset of an outage needs (issue 25).
-//! A window of banked tokens (tower's `TpsBudget` over ten seconds) let the healthy calls before
-//! an outage pay for the retries of its first calls: 72 calls for the first 24 requests. Counting
-//! retries in flight against calls in flight (Envoy's way) has no bank either, but a retry holds
-//! its place through its backoff, ten times as long as a call lasts here, so it refused most of
-//! what a 10%-flaky upstream needed (94% success instead of 99.9%; bench/README.md).
+//! Why not the alternatives (measured in bench/README.md, "The onset of an outage"): a window of
+//! banked tokens lets the healthy calls before an outage pay for its first calls' retries; counting
+//! retries in flight against calls in flight holds a retry's place through its backoff, far longer
+//! than a call lasts, and so refuses most of what a flaky upstream needs.
 
 use std::sync::Mutex;
 
