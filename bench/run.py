@@ -16,6 +16,7 @@ Harness.start_target.
 """
 
 import argparse
+import atexit
 import datetime
 import glob
 import json
@@ -354,6 +355,8 @@ class Harness:
         self.args = args
         self.procs = []
         self.logs = tempfile.mkdtemp(prefix="bff-bench-")
+        # A soak's access logs run to gigabytes: the directory goes at exit unless asked for or the run failed.
+        atexit.register(self.remove_logs)
         self.mock = {}
         self.targets = {}
 
@@ -386,6 +389,12 @@ class Harness:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+    def remove_logs(self):
+        if self.args.keep_logs or FAILED.is_set():
+            print(f"logs kept: {self.logs}", file=sys.stderr)
+            return
+        shutil.rmtree(self.logs, ignore_errors=True)
 
     def stop_all(self):
         for proc in reversed(self.procs):
@@ -990,7 +999,7 @@ def fault_matrix(args):
         print(onset_table(onsets) + "\n")
     if rows:
         print(matrix_table(rows))
-    print(f"\nraw results: {out}; logs: {harness.logs}")
+    print(f"\nraw results: {out}")
 
 
 # === floods (--floods): what a hostile HTTP/2 client can make the BFF hold ===
@@ -1193,7 +1202,7 @@ def floods(args):
     ours = [r for r in rows if not r["flood"].endswith("@before")]
     print(f"\ntargets (peak ≤ +{FLOOD_MAX_GROWTH_MB} MB, back within 25% in 30 s, pinging connections closed, "
           f"a plain client served): {sum(flood_met(r)[0] for r in ours)} of {len(ours)} floods met them")
-    print(f"raw results: {out}; logs: {harness.logs}")
+    print(f"raw results: {out}")
 
 
 # === scale-out (--scale-out): replicas behind nginx, restarted in turn under load ===
@@ -1370,7 +1379,7 @@ def scale_out(args):
     ok = (d["errors"] == 0 and b["errors"] == 0 and lim["ok"] == lim["limit"] and lim["other"] == 0
           and all(s == 200 for s in report["session"]["statuses_after_restart"]))
     print(f"\ntargets (0 errors across the rollout, the limit exact, the session everywhere): {'met' if ok else 'NOT met'}")
-    print(f"raw results: {out_path}; logs: {harness.logs}")
+    print(f"raw results: {out_path}")
     if not ok:
         raise SystemExit(1)
 
@@ -1435,7 +1444,7 @@ def transfers(args):
     print("\n".join(lines))
     met = all(r["peak_rss_mb"] < 64 for r in rows if r["target"] == "bff-web")
     print(f"\ntargets: throughput ≥ 0.8× nginx's, the BFF's peak RSS < 64 MiB: RSS {'met' if met else 'NOT met'}")
-    print(f"raw results: {out}; logs: {harness.logs}")
+    print(f"raw results: {out}")
 
 
 # === the soak (--soak SECONDS) ===
@@ -1532,7 +1541,7 @@ def soak(args):
     print("\n" + soak_table(rows))
     for line in verdict["lines"]:
         print(line)
-    print(f"\nraw results: {out}; logs: {harness.logs}")
+    print(f"\nraw results: {out}")
     if not verdict["ok"]:
         sys.exit(1)
 
@@ -1593,6 +1602,8 @@ def main():
                         help="also count mallocs and system calls per request (perf uprobe; needs perf and root)")
     parser.add_argument("--callgrind", action="store_true",
                         help="count user-space instructions per request with callgrind instead of timing (our Rust targets; use few connections, e.g. the -c8 cases)")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the processes' logs (a temporary directory, otherwise removed unless the run fails)")
     parser.add_argument("--out", help="where to write the JSON results (default bench/results/<utc>.json)")
     parser.add_argument("--before", metavar="DIR",
                         help="release binaries of an earlier build: each BFF case also runs on them, just before, "
@@ -1704,7 +1715,7 @@ def main():
     print(table(results))
     print()
     print(targets_table(checked))
-    print(f"\nraw results: {out}; logs: {harness.logs}")
+    print(f"\nraw results: {out}")
     # A baseline that errors under load is a finding; one of ours that does is a failure.
     ours = ("bff-mobile", "bff-web", "bff-partner", "minimal")
     failed = [r["case"] for r in results if not r["requests"] or (r["errors"] and r["target"] in ours)]
@@ -1712,5 +1723,12 @@ def main():
         raise SystemExit(f"cases with errors or no requests: {', '.join(failed)}")
 
 
+FAILED = threading.Event()
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BaseException as e:
+        if not (isinstance(e, SystemExit) and e.code in (None, 0)):
+            FAILED.set()
+        raise
