@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use bff_core::cli::Spec;
+use bff_core::routing::get;
 use bff_core::{Access, BffError, ConfigError, Gateway, Routes};
 
 /// What can go wrong in this BFF's domain.

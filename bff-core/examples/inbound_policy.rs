@@ -17,10 +17,10 @@ use std::process::ExitCode;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use bff_core::cli::Spec;
 use bff_core::middleware::Filter;
+use bff_core::routing::get;
 use bff_core::{Access, BffError, ConfigError, Gateway, Identity, Routes};
 
 /// `X-On-Behalf-Of`, when sent, must be the caller's own id.

@@ -12,9 +12,9 @@
 use std::process::ExitCode;
 
 use axum::extract::State;
-use axum::routing::get;
 use axum::{Json, Router};
 use bff_core::cli::Spec;
+use bff_core::routing::get;
 use bff_core::upstream::{Attempt, Body, BoxError};
 use bff_core::{Access, BffError, ConfigError, Ctx, Gateway, GatewayBuilder, Identity, Routes, encode};
 use http::{HeaderValue, Request};

@@ -33,7 +33,7 @@ use crate::policy::api_key::{ApiKeys, layer::RequireApiKey};
 use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
 use crate::proxy::Proxies;
 use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies};
-use crate::route_keys::{self, Patterns};
+use crate::route_keys::Patterns;
 use crate::routes::{Route, Routes};
 use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, Server, Signal, Tls, TlsError};
 use crate::session::Sessions;
@@ -279,11 +279,11 @@ impl Gateway {
         self.proxies
             .check_handlers(handlers)
             .map_err(|(key, message)| ConfigError::key(&*self.source, key, message))?;
-        let Routes { protected, public, access, method_routers } = routes;
+        let Routes { protected, public, access, methods: declared } = routes;
         let mut methods: HashMap<String, Vec<Method>> = HashMap::new();
-        for (pattern, method_router) in &method_routers {
-            let known = methods.entry(pattern.clone()).or_default();
-            for method in route_keys::methods(method_router) {
+        for (pattern, taken) in declared {
+            let known = methods.entry(pattern).or_default();
+            for method in taken {
                 if !known.contains(&method) {
                     known.push(method);
                 }

@@ -19,8 +19,8 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
+use crate::routing::get;
 use crate::{Access, Routes};
 
 /// The policy every asset is served with: its own origin only, never framed.

@@ -7,7 +7,8 @@
 //! ([`BffError`]), and a server that bounds what each client may hold ([`Gateway::serve`]).
 //!
 //! ```no_run
-//! use axum::{Json, Router, extract::State, routing::get};
+//! use axum::{Json, Router, extract::State};
+//! use bff_core::routing::get;
 //! use bff_core::{Access, BffError, ConfigError, Ctx, Gateway, Identity, Routes, Upstream, encode};
 //! use serde::{Deserialize, Serialize};
 //!
@@ -53,6 +54,7 @@ mod redis_connection;
 pub mod request;
 mod route_keys;
 mod routes;
+pub mod routing;
 mod session;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

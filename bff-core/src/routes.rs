@@ -1,7 +1,7 @@
 //! A BFF's routes, each with the [`Access`] it requires, declared side by side.
 //!
 //! ```no_run
-//! # use axum::routing::{get, post};
+//! # use bff_core::routing::{get, post};
 //! # use bff_core::{Access, Routes};
 //! # async fn home() {} async fn create() {} async fn docs() {}
 //! let routes: Routes = Routes::new()
@@ -16,11 +16,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::http::Method;
 use axum::response::IntoResponse;
-use axum::routing::{MethodRouter, Route as AxumRoute};
+use axum::routing::Route as AxumRoute;
 use tower::{Layer, Service};
 
 use crate::middleware::{Filter, FilterLayer, Middleware, MiddlewareLayer};
+use crate::routing::Handlers;
 
 /// The access a route requires.
 ///
@@ -106,8 +108,8 @@ pub struct Routes<S = ()> {
     pub(crate) public: Router<S>,
     /// Every route's pattern and access, in declaration order.
     pub(crate) access: Vec<(String, Access)>,
-    /// Every route's pattern and handlers, kept to ask which methods it takes (CORS).
-    pub(crate) method_routers: Vec<(String, MethodRouter<S>)>,
+    /// Every route's pattern and the methods its handlers take (CORS preflights, `405`s).
+    pub(crate) methods: Vec<(String, Vec<Method>)>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
@@ -119,17 +121,19 @@ impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
 impl<S: Clone + Send + Sync + 'static> Routes<S> {
     /// No routes.
     pub fn new() -> Self {
-        Self { protected: Router::new(), public: Router::new(), access: Vec::new(), method_routers: Vec::new() }
+        Self { protected: Router::new(), public: Router::new(), access: Vec::new(), methods: Vec::new() }
     }
 
-    /// Adds `method_router` at `path`, for callers `access` lets in. A path given twice (for
-    /// other methods) must be given the same access: `Gateway::router` refuses it otherwise.
-    pub fn route(mut self, path: &str, method_router: MethodRouter<S>, access: Access) -> Self {
-        self.method_routers.push((path.to_owned(), method_router.clone()));
+    /// Adds `handlers` (built with [`routing::get`](crate::routing::get) and the others) at
+    /// `path`, for callers `access` lets in. A path given twice (for other methods) must be given
+    /// the same access: `Gateway::router` refuses it otherwise.
+    pub fn route(mut self, path: &str, handlers: Handlers<S>, access: Access) -> Self {
+        let Handlers { router, methods } = handlers;
+        self.methods.push((path.to_owned(), methods));
         if access.is_public() {
-            self.public = self.public.route(path, method_router);
+            self.public = self.public.route(path, router);
         } else {
-            self.protected = self.protected.route(path, method_router);
+            self.protected = self.protected.route(path, router);
         }
         self.access.push((path.to_owned(), access));
         self
@@ -140,7 +144,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self.protected = self.protected.merge(other.protected);
         self.public = self.public.merge(other.public);
         self.access.extend(other.access);
-        self.method_routers.extend(other.method_routers);
+        self.methods.extend(other.methods);
         self
     }
 
@@ -157,7 +161,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
             protected: self.protected.layer(layer.clone()),
             public: self.public.layer(layer),
             access: self.access,
-            method_routers: self.method_routers,
+            methods: self.methods,
         }
     }
 
@@ -175,12 +179,11 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
 
     /// Provides the routes' state (as [`Router::with_state`]).
     pub fn with_state<S2>(self, state: S) -> Routes<S2> {
-        let method_routers = self.method_routers.into_iter().map(|(p, m)| (p, m.with_state(state.clone()))).collect();
         Routes {
             protected: self.protected.with_state(state.clone()),
             public: self.public.with_state(state),
             access: self.access,
-            method_routers,
+            methods: self.methods,
         }
     }
 }

@@ -7,7 +7,7 @@ mod order;
 mod product;
 
 use axum::Router;
-use axum::routing::{get, post};
+use bff_core::routing::{get, post};
 use bff_core::{Access, ConfigError, Gateway, Routes};
 
 pub use checkout::{Line, MAX_LINES, MAX_QTY, NewOrder};

@@ -10,7 +10,7 @@ pub mod v2;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};
-use axum::routing::get;
+use bff_core::routing::get;
 use bff_core::{Access, ConfigError, Gateway, Routes};
 use bytes::Bytes;
 use tower_http::set_header::SetResponseHeaderLayer;

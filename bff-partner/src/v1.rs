@@ -3,9 +3,9 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
 use bff_core::extract::{Path, Query};
 use bff_core::openapi::ProblemResponses;
+use bff_core::routing::get;
 use bff_core::{Access, ApiClient, BffError, Ctx, Problem, Routes, encode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};

@@ -4,11 +4,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bff_core::extract::{IdempotencyKey, Json as Body, Path, Query};
 use bff_core::openapi::ProblemResponses;
+use bff_core::routing::get;
 use bff_core::{Access, ApiClient, BffError, Ctx, Problem, Reply, Routes, encode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};

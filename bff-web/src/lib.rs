@@ -7,8 +7,8 @@ mod product;
 pub mod records;
 
 use axum::Router;
-use axum::routing::{get, post};
 use bff_core::assets::Assets;
+use bff_core::routing::{get, post};
 use bff_core::{Access, ConfigError, Gateway, Routes};
 
 pub use home::{Home, LATEST};

@@ -1,7 +1,7 @@
 //! The gateway around any BFF's routes: what a new BFF gets without writing it.
 
-use axum::routing::get;
 use bff_core::config::{ConfigSource, Overrides, load};
+use bff_core::routing::get;
 use bff_core::testing::TestServer;
 use bff_core::{Access, Gateway, Routes};
 use serde_json::Value;
@@ -65,7 +65,7 @@ async fn without_an_auth_section_no_route_sees_an_identity() {
 async fn a_path_declared_twice_with_different_access_is_refused() {
     let routes = Routes::new().route("/thing", get(|| async { "read" }), Access::public()).route(
         "/thing",
-        axum::routing::post(|| async { "write" }),
+        bff_core::routing::post(|| async { "write" }),
         Access::scope("things"),
     );
     let error = gateway().await.router(routes).unwrap_err();

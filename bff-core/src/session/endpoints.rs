@@ -5,7 +5,6 @@ use axum::extract::{Query, State};
 use axum::http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -14,13 +13,14 @@ use super::store::{LoginRecord, SessionRecord, now_s};
 use super::{Sessions, cookie, layer, secret};
 use crate::policy::auth::AuthError;
 use crate::problem::Problem;
+use crate::routing::{Handlers, get, post};
 
 /// The longest `returnUrl` and `login_hint` taken.
 const MAX_RETURN_URL: usize = 2048;
 const MAX_LOGIN_HINT: usize = 256;
 
 /// The session endpoints, public routes of the BFF (each checks what it needs itself).
-pub(crate) fn routes(sessions: &Sessions) -> [(&'static str, axum::routing::MethodRouter); 4] {
+pub(crate) fn routes(sessions: &Sessions) -> [(&'static str, Handlers); 4] {
     let state = sessions.clone();
     [
         ("/bff/login", get(login).with_state(state.clone())),
