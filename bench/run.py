@@ -187,6 +187,13 @@ CASES = mobile_home_cases() + [
     Case("nginx-product", "nginx", "/api/catalog/products/SKU-0007", credential="none", quick=True),
     Case("passthrough-product", "bff-web", "/api/catalog/products/SKU-0007", credential="none",
          baselines=("nginx-product",), quick=True),
+    # The floor of this stack: hyper's server and pooled client, no policies.
+    Case("minimal-proxy-product", "minimal-proxy", "/api/catalog/products/SKU-0007", credential="none",
+         baselines=("nginx-product",)),
+    Case("minimal-proxy-current-product", "minimal-proxy", "/api/catalog/products/SKU-0007", credential="none",
+         baselines=("nginx-product",), env={"MINIMAL_PROXY_RUNTIME": "current"}),
+    Case("minimal-proxy-1-product", "minimal-proxy", "/api/catalog/products/SKU-0007", credential="none",
+         baselines=("nginx-product",), env={"MINIMAL_PROXY_RUNTIME": "1"}),
     Case("nginx-file-1k", "nginx", "/api/catalog/files/1024", credential="none"),
     Case("passthrough-file-1k", "bff-web", "/api/catalog/files/1024", credential="none", baselines=("nginx-file-1k",)),
 ]
@@ -478,6 +485,9 @@ class Harness:
         elif name == "minimal":
             cmd = [os.path.join(RELEASE, "minimal-bff"), f"127.0.0.1:{port}", m["users"], m["orders"], m["notifications"]]
             proc = self.spawn(name, self.counted(cmd))
+        elif name == "minimal-proxy":
+            cmd = [os.path.join(RELEASE, "minimal-proxy"), f"127.0.0.1:{port}", m["catalog"], "/api/catalog/", "/"]
+            proc = self.spawn(name, self.counted(cmd), env=env)
         elif name in ("node-seed", "node-tuned"):
             script = "seed.js" if name == "node-seed" else "tuned.js"
             node_env = {"USERS": m["users"], "ORDERS": m["orders"], "NOTIFS": m["notifications"], "PORT": str(port)}
@@ -635,7 +645,7 @@ def count_per_request(pids, wrk, url):
 def build():
     cmd = ["cargo", "build", "--release", "-p", "services-mock", "-p", "bff-mobile", "-p", "bff-web", "-p", "bff-partner",
            "-p", "bff-bench", "--bin", "services-mock", "--bin", "bff-mobile", "--bin", "bff-web", "--bin", "bff-partner",
-           "--bin", "minimal-bff"]
+           "--bin", "minimal-bff", "--bin", "minimal-proxy"]
     subprocess.run(cmd, cwd=ROOT, check=True)
 
 
@@ -1717,7 +1727,7 @@ def main():
     print(targets_table(checked))
     print(f"\nraw results: {out}")
     # A baseline that errors under load is a finding; one of ours that does is a failure.
-    ours = ("bff-mobile", "bff-web", "bff-partner", "minimal")
+    ours = ("bff-mobile", "bff-web", "bff-partner", "minimal", "minimal-proxy")
     failed = [r["case"] for r in results if not r["requests"] or (r["errors"] and r["target"] in ours)]
     if failed:
         raise SystemExit(f"cases with errors or no requests: {', '.join(failed)}")

@@ -3,7 +3,7 @@
 //! and `Via` set, and what belongs to this hop only (the client's `Host`, request id, deadline,
 //! `Expect`) left for the outbound stack to set.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::http::Version;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -29,9 +29,19 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Whether `name` is dropped at every hop (`Upgrade` too: a WebSocket is not forwarded as a
+/// header).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::UPGRADE
+}
+
 /// Removes the hop-by-hop headers of `headers`, those its `Connection` names first; `Upgrade`
-/// too (a WebSocket is not forwarded on these routes).
+/// too (a WebSocket is not forwarded on these routes). Most messages have none: one pass over
+/// the names finds that, without a lookup per name.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -43,6 +53,21 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     headers.remove(header::UPGRADE);
+}
+
+/// Removes each of `names` that `headers` has, looking up only those it has.
+fn remove_each(headers: &mut HeaderMap, names: &[&HeaderName]) {
+    let mut present = 0u32;
+    for name in headers.keys() {
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            present |= 1 << i;
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
+    }
 }
 
 /// What the forwarded request's headers need from the request and its connection.
@@ -73,34 +98,48 @@ pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
     remove_hop_by_hop(headers);
-    for own in [header::HOST, REQUEST_ID_HEADER, DEADLINE_MS, header::EXPECT] {
-        headers.remove(own);
-    }
-    if let Some(credential) = forwarding.credential {
-        headers.remove(credential);
-    }
+    let trusted = forwarding.peer.is_some_and(|p| forwarding.trusted.iter().any(|n| n.contains(p.ip().to_canonical())));
+    // This hop's own headers, the verified credential, and an untrusted peer's forwarding claims.
+    let credential = forwarding.credential.unwrap_or(&header::HOST);
+    let names = [
+        &header::HOST,
+        &REQUEST_ID_HEADER,
+        &DEADLINE_MS,
+        &header::EXPECT,
+        credential,
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &header::FORWARDED,
+    ];
+    remove_each(headers, if trusted { &names[..5] } else { &names });
     if forwarding.session_cookies {
         crate::session::remove_cookies(headers);
     }
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    let trusted = forwarding.peer.is_some_and(|p| forwarding.trusted.iter().any(|n| n.contains(p.ip().to_canonical())));
-    if !trusted {
-        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, header::FORWARDED] {
-            headers.remove(name);
-        }
-    }
     if let Some(peer) = forwarding.peer {
         let ip = peer.ip().to_canonical();
-        if let Ok(ip) = HeaderValue::try_from(ip.to_string()) {
+        let mut node = String::with_capacity(48);
+        match ip {
+            IpAddr::V4(v4) => push_ipv4(&mut node, v4),
+            IpAddr::V6(v6) => node.push_str(&format!("\"[{v6}]\"")),
+        }
+        let bare = node.trim_start_matches("\"[").trim_end_matches("]\"");
+        if let Ok(ip) = HeaderValue::try_from(bare) {
             append(headers, X_FORWARDED_FOR, ip);
         }
-        let mut forwarded = format!("for={}", forwarded_node(ip));
+        let mut forwarded = String::with_capacity(node.len() + 64);
+        forwarded.push_str("for=");
+        forwarded.push_str(&node);
         if let Some(host) = forwarding.host.as_ref().and_then(|h| h.to_str().ok()) {
-            forwarded.push_str(&format!(";host=\"{}\"", host.replace(['"', '\\'], "")));
+            forwarded.push_str(";host=\"");
+            forwarded.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
+            forwarded.push('"');
         }
-        forwarded.push_str(&format!(";proto={}", forwarding.proto));
+        forwarded.push_str(";proto=");
+        forwarded.push_str(forwarding.proto);
         if let Ok(forwarded) = HeaderValue::try_from(forwarded) {
             append(headers, header::FORWARDED, forwarded);
         }
@@ -137,22 +176,38 @@ fn via(version: Version) -> HeaderValue {
 /// `value` appended to the last line of `name` (`a, b`), or as its first line (as it is: the
 /// common case costs no copy).
 fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
-    let lines: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
-    if lines.is_empty() {
-        headers.insert(name, value);
-        return;
-    }
-    let joined = format!("{}, {}", lines.join(", "), value.to_str().unwrap_or_default());
-    if let Ok(value) = HeaderValue::try_from(joined) {
-        headers.insert(name, value);
+    match headers.entry(name) {
+        header::Entry::Vacant(vacant) => {
+            vacant.insert(value);
+        }
+        header::Entry::Occupied(mut lines) => {
+            let mut joined = String::new();
+            for line in lines.iter().filter_map(|v| v.to_str().ok()) {
+                joined.push_str(line);
+                joined.push_str(", ");
+            }
+            joined.push_str(value.to_str().unwrap_or_default());
+            if let Ok(value) = HeaderValue::try_from(joined) {
+                lines.insert(value);
+            }
+        }
     }
 }
 
-/// An address as a `Forwarded` node: IPv6 quoted in brackets (RFC 7239 §6).
-fn forwarded_node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+/// `ip` in dotted decimal, written digit by digit (the formatting machinery costs more than the
+/// rest of the header).
+fn push_ipv4(out: &mut String, ip: Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
     }
 }
 
@@ -245,6 +300,15 @@ mod tests {
         let mut h = HeaderMap::new();
         request_headers(&mut h, &forwarding("[2001:db8::1]:443", &[], None));
         assert!(h["forwarded"].to_str().unwrap().starts_with("for=\"[2001:db8::1]\""));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn addresses_are_written_as_rust_writes_them(octets: [u8; 4]) {
+            let mut written = String::new();
+            push_ipv4(&mut written, Ipv4Addr::from(octets));
+            proptest::prop_assert_eq!(written, Ipv4Addr::from(octets).to_string());
+        }
     }
 
     #[test]
