@@ -101,9 +101,9 @@ where
         let ids = trace.ids();
         let span = tracing::info_span!(
             "request",
-            id = %id.unwrap_or_default(),
-            method = %request.method(),
-            path = %request.uri().path(),
+            id = id.as_deref().unwrap_or_default(),
+            method = request.method().as_str(),
+            path = request.uri().path(),
             trace_id = ids.trace_id(),
             span_id = ids.span_id(),
         );

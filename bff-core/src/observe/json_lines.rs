@@ -6,12 +6,12 @@
 //! `serde_json::Value` for every event, a tree of allocations per access-log line. Here span fields
 //! are kept as the inside of a JSON object and copied in as they are.
 
+use std::cell::Cell;
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -32,7 +32,7 @@ where
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
+        timestamp(&mut writer, std::time::SystemTime::now())?;
         writer.write_str("\",\"level\":\"")?;
         writer.write_str(meta.level().as_str())?;
         writer.write_char('"')?;
@@ -137,6 +137,65 @@ impl Visit for Members<'_, '_> {
             w.write_char('"')
         });
     }
+}
+
+thread_local! {
+    /// The second last written by this thread, and its `YYYY-MM-DDTHH:MM:SS`: lines come many
+    /// to a second, and the date is worked out once for all of them.
+    static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// `now` as RFC 3339 in UTC with microseconds (`2026-12-04T21:30:05.123456Z`), as
+/// tracing-subscriber writes it.
+fn timestamp(writer: &mut impl fmt::Write, now: std::time::SystemTime) -> fmt::Result {
+    let since = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs();
+    let date = SECOND.with(|cached| match cached.get() {
+        (second, date) if second == seconds => date,
+        _ => {
+            let date = date_time(seconds);
+            cached.set((seconds, date));
+            date
+        }
+    });
+    let mut fraction = *b".000000Z";
+    let mut micros = since.subsec_micros();
+    for digit in fraction[1..7].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    // Both are ASCII digits and separators.
+    writer.write_str(std::str::from_utf8(&date).unwrap_or_default())?;
+    writer.write_str(std::str::from_utf8(&fraction).unwrap_or_default())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of `seconds` since the epoch (years past 9999 are not written).
+fn date_time(seconds: u64) -> [u8; 19] {
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    // Days to a civil date (Howard Hinnant's `civil_from_days`), from 0000-03-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = (year_of_era + era * 400 + u64::from(month <= 2)).min(9999);
+    let mut out = *b"0000-00-00T00:00:00";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for digit in out[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, second_of_day / 3600);
+    put(14, 2, second_of_day / 60 % 60);
+    put(17, 2, second_of_day % 60);
+    out
 }
 
 /// `value` as a JSON string, quotes included.
@@ -258,6 +317,31 @@ mod tests {
         );
         let timestamp = line["timestamp"].as_str().unwrap();
         assert!(timestamp.len() >= 20 && timestamp.ends_with('Z'), "{timestamp}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn timestamps_are_rfc3339_with_microseconds(seconds in 0u64..253_402_300_800, micros in 0u32..1_000_000) {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::new(seconds, micros * 1000 + 999);
+            let mut written = String::new();
+            timestamp(&mut written, at).unwrap();
+            proptest::prop_assert_eq!(written, humantime::format_rfc3339_micros(at).to_string());
+        }
+    }
+
+    #[test]
+    fn timestamps_of_one_second_share_its_date_and_not_the_next_ones() {
+        for (seconds, expected) in [
+            (0, "1970-01-01T00:00:00"),
+            (951_782_400, "2000-02-29T00:00:00"),
+            (1_796_419_805, "2026-12-04T21:30:05"),
+            (1_796_419_806, "2026-12-04T21:30:06"),
+            (253_402_300_799, "9999-12-31T23:59:59"),
+        ] {
+            let mut written = String::new();
+            timestamp(&mut written, std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)).unwrap();
+            assert_eq!(written, format!("{expected}.000000Z"));
+        }
     }
 
     #[test]
