@@ -74,7 +74,12 @@ async fn browser(driver: &Driver, chromium: &std::path::Path) -> Client {
     let capabilities = json!({
         "goog:chromeOptions": {
             "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"],
+            // No background traffic: this machine's closed network refuses it, many at a time.
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--disable-quic",
+            ],
         }
     });
     let serde_json::Value::Object(capabilities) = capabilities else { unreachable!() };
@@ -82,17 +87,34 @@ async fn browser(driver: &Driver, chromium: &std::path::Path) -> Client {
     ClientBuilder::new(connector).capabilities(capabilities).connect(&driver.url).await.expect("a browser session")
 }
 
-/// Waits until the element `css` is shown, and returns it.
+/// Waits until the element `css` is shown, and returns it. It is looked up again at each try:
+/// right after a click that navigates, the one found may be the old page's, which goes stale.
 async fn shown(client: &Client, css: &str) -> fantoccini::elements::Element {
-    let element =
-        client.wait().at_most(WAIT).for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
-    let displayed = eventually(WAIT, || {
-        let element = element.clone();
-        async move { element.is_displayed().await.unwrap_or(false) }
+    let found = std::sync::Mutex::new(None);
+    let displayed = eventually(WAIT, || async {
+        match client.find(Locator::Css(css)).await {
+            Ok(element) if element.is_displayed().await.unwrap_or(false) => {
+                *found.lock().unwrap() = Some(element);
+                true
+            }
+            _ => false,
+        }
     })
     .await;
-    assert!(displayed, "{css} is not shown");
-    element
+    if let (true, Some(element)) = (displayed, found.lock().unwrap().take()) {
+        return element;
+    }
+    // What the page shows instead.
+    let url = client.current_url().await.map(|u| u.to_string()).unwrap_or_else(|e| e.to_string());
+    let error = match client.find(Locator::Css("#error")).await {
+        Ok(error) => error.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    let body = match client.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    panic!("{css} is not shown; the page is {url}, #error reads {error:?}, the body reads {body:?}");
 }
 
 async fn text_becomes(client: &Client, css: &str, expected: &str) {
