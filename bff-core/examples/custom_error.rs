@@ -9,13 +9,13 @@
 
 use std::process::ExitCode;
 
+use axum::Json;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
 use bff_core::cli::Spec;
 use bff_core::routing::get;
-use bff_core::{Access, BffError, ConfigError, Gateway, Routes};
+use bff_core::{Access, App, BffError, ConfigError, Gateway, Routes};
 
 /// What can go wrong in this BFF's domain.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,7 @@ async fn coupon(Path(code): Path<String>) -> Result<Json<serde_json::Value>, Che
     }
 }
 
-fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
+fn app(gateway: &Gateway) -> Result<App, ConfigError> {
     gateway.router(Routes::new().route("/coupons/{code}", get(coupon), Access::public()))
 }
 

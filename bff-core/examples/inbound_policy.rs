@@ -14,14 +14,14 @@
 
 use std::process::ExitCode;
 
+use axum::Json;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
 use bff_core::cli::Spec;
 use bff_core::middleware::Filter;
 use bff_core::routing::get;
-use bff_core::{Access, BffError, ConfigError, Gateway, Identity, Routes};
+use bff_core::{Access, App, BffError, ConfigError, Gateway, Identity, Routes};
 
 /// `X-On-Behalf-Of`, when sent, must be the caller's own id.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ async fn whoami(user: Identity) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "id": user.subject() }))
 }
 
-fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
+fn app(gateway: &Gateway) -> Result<App, ConfigError> {
     let routes = Routes::new().route("/whoami", get(whoami), Access::authenticated()).filter(OwnBehalf);
     gateway.router(routes)
 }

@@ -11,11 +11,11 @@
 
 use std::process::ExitCode;
 
+use axum::Json;
 use axum::extract::State;
-use axum::{Json, Router};
 use bff_core::cli::Spec;
 use bff_core::routing::get;
-use bff_core::{Access, BffError, ConfigError, Ctx, Gateway, Identity, Routes, encode};
+use bff_core::{Access, App, BffError, ConfigError, Ctx, Gateway, Identity, Routes, encode};
 use serde::{Deserialize, Serialize};
 
 bff_core::upstreams! {
@@ -55,7 +55,7 @@ async fn me(ctx: Ctx, user: Identity, State(up): State<Upstreams>) -> Result<Jso
 }
 
 /// The BFF: its routes, each with the access it requires, wrapped by the gateway.
-fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
+fn app(gateway: &Gateway) -> Result<App, ConfigError> {
     let routes = Routes::new().route("/me", get(me), Access::scope("profile"));
     gateway.router(routes.with_state(Upstreams::from_gateway(gateway)?))
 }

@@ -11,12 +11,12 @@
 
 use std::process::ExitCode;
 
+use axum::Json;
 use axum::extract::State;
-use axum::{Json, Router};
 use bff_core::cli::Spec;
 use bff_core::routing::get;
 use bff_core::upstream::{Attempt, Body, BoxError};
-use bff_core::{Access, BffError, ConfigError, Ctx, Gateway, GatewayBuilder, Identity, Routes, encode};
+use bff_core::{Access, App, BffError, ConfigError, Ctx, Gateway, GatewayBuilder, Identity, Routes, encode};
 use http::{HeaderValue, Request};
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service, ServiceExt};
@@ -79,7 +79,7 @@ async fn orders(ctx: Ctx, user: Identity, State(up): State<Upstreams>) -> Result
     Ok(Json(ctx.fetch(up.orders.get::<serde_json::Value>(path)).await?))
 }
 
-fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
+fn app(gateway: &Gateway) -> Result<App, ConfigError> {
     let routes = Routes::new().route("/orders", get(orders), Access::scope("orders"));
     gateway.router(routes.with_state(Upstreams::from_gateway(gateway)?))
 }

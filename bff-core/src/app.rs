@@ -34,7 +34,7 @@ use crate::policy::auth::{JwtVerifier, layer::RequireJwt};
 use crate::proxy::Proxies;
 use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies};
 use crate::route_keys::Patterns;
-use crate::routes::{Route, Routes};
+use crate::routes::{App, Route, Routes};
 use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, Server, Signal, Tls, TlsError};
 use crate::session::Sessions;
 use crate::session::layer::RequireSession;
@@ -64,8 +64,8 @@ pub struct Gateway {
     attempt_layers: AttemptLayers,
 }
 
-/// A BFF crate's `app`: its routes, wrapped by the gateway.
-pub type App = fn(&Gateway) -> Result<Router, ConfigError>;
+/// A BFF crate's `app`: makes its routes, wrapped by the gateway.
+pub type MakeApp = fn(&Gateway) -> Result<App, ConfigError>;
 
 /// The liveness route every BFF serves.
 const HEALTHZ: &str = "/healthz";
@@ -273,7 +273,7 @@ impl Gateway {
     /// Fails, naming the key or the route, when a `routes."<pattern>"` section of the config is
     /// not the pattern of one of these routes, when a path is given two different accesses, or
     /// when a route needs credentials and the config has neither `auth` nor `api_keys`.
-    pub fn router(&self, routes: Routes) -> Result<Router, ConfigError> {
+    pub fn router(&self, routes: Routes) -> Result<App, ConfigError> {
         let routes = self.with_session_routes(routes)?;
         let handlers = routes.access.iter().map(|(p, _)| p.as_str()).chain([HEALTHZ]);
         self.proxies
@@ -449,7 +449,7 @@ impl Gateway {
         }
     }
 
-    fn wrap(&self, dispatch: Dispatch, methods: HashMap<String, Vec<Method>>) -> Router {
+    fn wrap(&self, dispatch: Dispatch, methods: HashMap<String, Vec<Method>>) -> App {
         let cors = self.config.cors.as_ref().map(|cors| (cors_layer(cors), methods));
         // The edge and CORS wrap the dispatch once, rather than each route.
         let shed = Shed::new(self.config.server.max_in_flight_requests, &self.metrics);
@@ -467,7 +467,7 @@ impl Gateway {
     /// The admin endpoints, for the admin listener (`admin.listen`): `GET /metrics`,
     /// `GET /readyz` and `GET /healthz`. Nothing here needs credentials, so it belongs on an
     /// address only operators reach.
-    pub fn admin_router(&self) -> Router {
+    pub fn admin_router(&self) -> App {
         let routed = Router::new()
             .route("/healthz", get(health::healthz))
             .route("/readyz", get(health::readyz).with_state(self.readiness.clone()))

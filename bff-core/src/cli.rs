@@ -1,6 +1,6 @@
 //! The shared command line of every BFF binary: flags, config loading, logging, serving.
 //!
-//! A BFF's `main` is one call, [`main`], given what the binary is ([`Spec`]) and its [`App`]. A
+//! A BFF's `main` is one call, [`main`], given what the binary is ([`Spec`]) and its [`MakeApp`]. A
 //! process that runs several BFFs at once (`bff-demo`) loads each configuration with
 //! [`config::load`](crate::config::load) and runs each as a [`Bff`].
 
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use tokio::net::TcpListener;
 
-pub use crate::app::App;
+pub use crate::app::MakeApp;
 use crate::app::{BuildError, Gateway, GatewayBuilder};
 use crate::config::{Config, ConfigError, ConfigSource, LogFormat, Overrides, load, redacted};
 use crate::observe::logging;
@@ -99,7 +99,7 @@ impl Spec {
 ///
 /// Exit codes: 0 after a clean shutdown, 2 for a configuration that cannot be used, 1 when the
 /// server cannot listen or fails.
-pub async fn main(spec: Spec, app: App) -> ExitCode {
+pub async fn main(spec: Spec, app: MakeApp) -> ExitCode {
     crate::install_crypto_provider();
     let matches = <Cli as clap::CommandFactory>::command().name(spec.name).about(spec.about).get_matches();
     let args = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
@@ -138,7 +138,7 @@ fn fail(spec: &Spec, error: &dyn fmt::Display, code: ExitCode) -> ExitCode {
 }
 
 /// What `--check-config` checks beyond loading: the gateway builds and the app finds what it needs.
-async fn check(builder: GatewayBuilder, source: &str, app: App) -> Result<(), BuildError> {
+async fn check(builder: GatewayBuilder, source: &str, app: MakeApp) -> Result<(), BuildError> {
     let gateway = builder.source(source).build().await?;
     let _router = app(&gateway)?;
     Ok(())
@@ -199,7 +199,7 @@ fn flag_overrides(args: &Args) -> Overrides {
 
 /// Builds the app, binds its listeners and serves until Ctrl-C or SIGTERM, reloading on SIGHUP
 /// and when the config file changes.
-async fn run(spec: Spec, args: Args, config: Config, source: String, app: App) -> ExitCode {
+async fn run(spec: Spec, args: Args, config: Config, source: String, app: MakeApp) -> ExitCode {
     let bff = match Bff::bind_with((spec.gateway)(Gateway::builder(config)), &source, app).await {
         Ok(bff) => bff,
         Err(e) => return fail(&spec, &e, e.exit_code()),
@@ -267,12 +267,12 @@ impl From<ConfigError> for StartError {
 impl Bff {
     /// Builds the gateway from `config` (read from `source`), the app's router on it, and binds
     /// `listen` and `admin.listen`.
-    pub async fn bind(config: Config, source: &str, app: App) -> Result<Self, StartError> {
+    pub async fn bind(config: Config, source: &str, app: MakeApp) -> Result<Self, StartError> {
         Self::bind_with(Gateway::builder(config), source, app).await
     }
 
     /// As [`Bff::bind`], with a gateway builder the caller added to (an upstream layer).
-    pub async fn bind_with(builder: GatewayBuilder, source: &str, app: App) -> Result<Self, StartError> {
+    pub async fn bind_with(builder: GatewayBuilder, source: &str, app: MakeApp) -> Result<Self, StartError> {
         let gateway = builder.source(source).build().await?;
         let router = ReloadableRouter::new(app(&gateway)?);
         let listen = |addr: SocketAddr, key: &'static str| async move {

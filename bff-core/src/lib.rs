@@ -7,9 +7,9 @@
 //! ([`BffError`]), and a server that bounds what each client may hold ([`Gateway::serve`]).
 //!
 //! ```no_run
-//! use axum::{Json, Router, extract::State};
+//! use axum::{Json, extract::State};
 //! use bff_core::routing::get;
-//! use bff_core::{Access, BffError, ConfigError, Ctx, Gateway, Identity, Routes, Upstream, encode};
+//! use bff_core::{Access, App, BffError, ConfigError, Ctx, Gateway, Identity, Routes, Upstream, encode};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Clone)]
@@ -24,7 +24,7 @@
 //!     Ok(Json(Me { name: profile.display_name }))
 //! }
 //!
-//! pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
+//! pub fn app(gateway: &Gateway) -> Result<App, ConfigError> {
 //!     let state = Upstreams { users: gateway.upstream("users")? };
 //!     gateway.router(Routes::new().route("/me", get(me), Access::scope("profile")).with_state(state))
 //! }
@@ -80,7 +80,7 @@ pub use policy::access::Access;
 pub use policy::api_key::ApiClient;
 pub use policy::auth::{AuthError, Identity};
 pub use request::Ctx;
-pub use routes::Routes;
+pub use routes::{App, Routes};
 pub use serve::{Signal, TlsError, shutdown_signal};
 pub use upstream::{Call, Reply, Streamed, Upstream, UpstreamError, UpstreamSettings, encode, encode_list};
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use metrics::Counter;
 
-use crate::app::{App, BuildError, Gateway};
+use crate::app::{BuildError, Gateway, MakeApp};
 use crate::carried;
 use crate::config::{Config, ConfigError};
 use crate::observe::export::SpanSink;
@@ -35,7 +35,7 @@ pub type Load = Box<dyn Fn() -> Result<(Config, String), ConfigError> + Send + S
 
 /// Rebuilds a BFF's router from its configuration and swaps it in.
 pub struct Reloader {
-    app: App,
+    app: MakeApp,
     load: Load,
     router: ReloadableRouter,
     metrics: Metrics,
@@ -57,7 +57,7 @@ impl std::fmt::Debug for Reloader {
 
 impl Reloader {
     /// Reloads `router`, served by `gateway`, with `app` over what `load` gives.
-    pub fn new(gateway: &Gateway, app: App, router: ReloadableRouter, load: Load) -> Self {
+    pub fn new(gateway: &Gateway, app: MakeApp, router: ReloadableRouter, load: Load) -> Self {
         let metrics = gateway.metrics().clone();
         let counter = |result: &str| metrics.counter("bff_config_reloads_total", &[("result", result.to_owned())]);
         let (ok, rejected) = (counter("ok"), counter("rejected"));

@@ -17,12 +17,57 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::Method;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::Route as AxumRoute;
+use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
 use crate::middleware::{Filter, FilterLayer, Middleware, MiddlewareLayer};
 use crate::routing::Handlers;
+
+/// What a server serves: a BFF's routes wrapped by the gateway ([`Gateway::router`]), the
+/// edge's layers once around every route. An axum [`Router`] becomes one with `into()`, served
+/// as it is, without the gateway's layers (a test's upstream, say).
+///
+/// [`Gateway::router`]: crate::Gateway::router
+#[derive(Clone)]
+pub struct App(BoxCloneSyncService<Request, Response, Infallible>);
+
+impl App {
+    pub(crate) fn new<S>(service: S) -> Self
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        Self(BoxCloneSyncService::new(service))
+    }
+}
+
+impl From<Router> for App {
+    fn from(router: Router) -> Self {
+        Self::new(router)
+    }
+}
+
+impl Service<Request> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = <BoxCloneSyncService<Request, Response, Infallible> as Service<Request>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        self.0.call(request)
+    }
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
 
 /// The access a route requires.
 ///

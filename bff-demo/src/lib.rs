@@ -18,7 +18,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use bff_core::Signal;
-use bff_core::cli::{App, Bff};
+use bff_core::cli::{Bff, MakeApp};
 use bff_core::config::{ConfigSource, Overrides, load};
 use futures::FutureExt;
 use services_mock::{MockConfig, MockServices};
@@ -54,7 +54,7 @@ struct Member {
     name: &'static str,
     config_name: &'static str,
     config: &'static str,
-    app: App,
+    app: MakeApp,
     try_path: &'static str,
     credential: Credential,
 }

@@ -6,9 +6,8 @@ mod home;
 mod order;
 mod product;
 
-use axum::Router;
 use bff_core::routing::{get, post};
-use bff_core::{Access, ConfigError, Gateway, Routes};
+use bff_core::{Access, App, ConfigError, Gateway, Routes};
 
 pub use checkout::{Line, MAX_LINES, MAX_QTY, NewOrder};
 pub use feed::{Card, Feed, MAX_SKUS};
@@ -22,7 +21,7 @@ bff_core::upstreams! {
 }
 
 /// The mobile BFF's routes, wrapped by the gateway's layers.
-pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
+pub fn app(gateway: &Gateway) -> Result<App, ConfigError> {
     let routes = Routes::new()
         .route("/mobile/home", get(home::home), Access::scope("profile"))
         .route("/mobile/orders", post(checkout::order_create), Access::scope("orders"))

@@ -8,10 +8,9 @@ mod records;
 pub mod v1;
 pub mod v2;
 
-use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};
 use bff_core::routing::get;
-use bff_core::{Access, ConfigError, Gateway, Routes};
+use bff_core::{Access, App, ConfigError, Gateway, Routes};
 use bytes::Bytes;
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
@@ -65,7 +64,7 @@ fn document(version: u8) -> Routes {
 }
 
 /// The partner BFF's routes, wrapped by the gateway's layers.
-pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
+pub fn app(gateway: &Gateway) -> Result<App, ConfigError> {
     let v1 = v1::routes()
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("deprecation"),

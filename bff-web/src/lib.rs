@@ -6,10 +6,9 @@ mod notifications;
 mod product;
 pub mod records;
 
-use axum::Router;
 use bff_core::assets::Assets;
 use bff_core::routing::{get, post};
-use bff_core::{Access, ConfigError, Gateway, Routes};
+use bff_core::{Access, App, ConfigError, Gateway, Routes};
 
 pub use home::{Home, LATEST};
 pub use notifications::Unread;
@@ -21,7 +20,7 @@ bff_core::upstreams! {
 }
 
 /// The web BFF's routes, wrapped by the gateway's layers.
-pub fn app(gateway: &Gateway) -> Result<Router, ConfigError> {
+pub fn app(gateway: &Gateway) -> Result<App, ConfigError> {
     let routes = Routes::new()
         .route("/web/home", get(home::home), Access::scope("profile"))
         .route("/web/products/{sku}", get(product::product_page), Access::authenticated())

@@ -212,7 +212,6 @@ async fn a_bad_redis_url_is_reported_at_start_up() {
 }
 
 /// A BFF's routes, wrapped by a gateway.
-type App = fn(&bff_core::Gateway) -> Result<axum::Router, bff_core::ConfigError>;
 
 #[tokio::test]
 async fn limits_on_routes_they_cannot_apply_to_are_refused_at_start_up() {
@@ -222,7 +221,7 @@ async fn limits_on_routes_they_cannot_apply_to_are_refused_at_start_up() {
         ("rate_limits.x.routes", r#"["/v2/openapi.json"]"#, "client", "is public"),
     ];
     for (key, routes, kind, expected) in cases {
-        let (config, app): (&str, App) = if kind == "client" {
+        let (config, app): (&str, bff_core::cli::MakeApp) = if kind == "client" {
             (bff_demo::PARTNER_CONFIG, bff_partner::app)
         } else {
             (bff_demo::MOBILE_CONFIG, bff_mobile::app)

@@ -2,7 +2,7 @@
 
 //! What the examples' tests share: the mock services, and a BFF served on a free port over them.
 
-use bff_core::cli::{App, Bff};
+use bff_core::cli::{Bff, MakeApp};
 use bff_core::config::{ConfigSource, Overrides, load};
 use bff_core::{Gateway, GatewayBuilder};
 use services_mock::{MockConfig, MockServices};
@@ -29,12 +29,12 @@ impl Running {
 }
 
 /// Starts the mocks, then `app` on the config `text` with its upstreams pointed at them.
-pub(crate) async fn start(text: &str, app: App) -> Running {
+pub(crate) async fn start(text: &str, app: MakeApp) -> Running {
     start_with(text, std::convert::identity, app).await
 }
 
 /// As [`start`], with what `gateway` adds to the gateway builder.
-pub(crate) async fn start_with(text: &str, gateway: fn(GatewayBuilder) -> GatewayBuilder, app: App) -> Running {
+pub(crate) async fn start_with(text: &str, gateway: fn(GatewayBuilder) -> GatewayBuilder, app: MakeApp) -> Running {
     bff_core::install_crypto_provider();
     let mocks = services_mock::start(&MockConfig::ephemeral()).await.expect("the mock services start");
     let mut overrides = Overrides::default();

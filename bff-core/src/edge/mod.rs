@@ -50,7 +50,6 @@ use std::collections::HashMap;
 
 use std::convert::Infallible;
 
-use axum::Router;
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::http::Method;
@@ -65,6 +64,7 @@ use crate::middleware::FilterLayer;
 use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
 use crate::request::RoutePolicies;
+use crate::routes::App;
 
 /// Wraps `routed` (the dispatch to the routes) in the inbound stack of the module docs.
 /// `config` gives the server's limits and the tracing settings; with `cors`, the CORS layer and
@@ -77,7 +77,7 @@ pub(crate) fn wrap<S>(
     spans: Option<SpanSink>,
     cors: Option<(CorsLayer, HashMap<String, Vec<Method>>)>,
     shed: Option<shed::Shed>,
-) -> Router
+) -> App
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -100,5 +100,5 @@ where
         .option_layer(cors_methods)
         .option_layer(cors)
         .service(routed);
-    Router::new().fallback_service(stack)
+    App::new(stack)
 }

@@ -1,37 +1,38 @@
-//! A router that can be replaced while it serves: each request takes the router that is current
-//! when it arrives and finishes on it, so a reload never cuts a request (or a download) short.
+//! An app that can be replaced while it serves: each request takes the app that is current when
+//! it arrives and finishes on it, so a reload never cuts a request (or a download) short.
 
 use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use axum::Router;
 
-/// A router behind a swappable pointer; clones share it. Made from a [`Router`] with `into()`,
-/// replaced with [`ReloadableRouter::replace`].
+use crate::routes::App;
+
+/// An [`App`] behind a swappable pointer; clones share it. Made from an `App` (or an axum
+/// `Router`) with `into()`, replaced with [`ReloadableRouter::replace`].
 #[derive(Clone)]
-pub struct ReloadableRouter(Arc<ArcSwap<Router>>);
+pub struct ReloadableRouter(Arc<ArcSwap<App>>);
 
 impl ReloadableRouter {
-    /// Serves `router` until it is replaced.
-    pub fn new(router: Router) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(router)))
+    /// Serves `app` until it is replaced.
+    pub fn new(app: impl Into<App>) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(app.into())))
     }
 
-    /// Serves `router` from the next request on; requests in flight finish on the previous one.
-    pub fn replace(&self, router: Router) {
-        self.0.store(Arc::new(router));
+    /// Serves `app` from the next request on; requests in flight finish on the previous one.
+    pub fn replace(&self, app: impl Into<App>) {
+        self.0.store(Arc::new(app.into()));
     }
 
-    /// The router a request arriving now is served by.
-    pub(crate) fn current(&self) -> Router {
-        Router::clone(&self.0.load())
+    /// The app a request arriving now is served by.
+    pub(crate) fn current(&self) -> Arc<App> {
+        self.0.load_full()
     }
 }
 
-impl From<Router> for ReloadableRouter {
-    fn from(router: Router) -> Self {
-        Self::new(router)
+impl<T: Into<App>> From<T> for ReloadableRouter {
+    fn from(app: T) -> Self {
+        Self::new(app)
     }
 }
 

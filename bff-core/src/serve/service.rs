@@ -20,7 +20,6 @@
 //! any answer (at most `h2_max_unsent_bytes / MAX_FRAME` of them) may each answer more than a
 //! frame, so a connection's unread bytes are bounded by that many of its largest answers.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -28,7 +27,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::extract::ConnectInfo;
-use axum::routing::future::RouteFuture;
 use bytes::Bytes;
 use http::{Request, Response, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -37,6 +35,7 @@ use metrics::{Counter, Gauge};
 use pin_project_lite::pin_project;
 
 use super::ReloadableRouter;
+use crate::routes::App;
 use super::connection::ConnState;
 
 /// The largest body frame handed to a connection (HTTP/2's default frame size): a bigger one is
@@ -56,9 +55,11 @@ pub(super) struct Shared {
 }
 
 /// See [the module docs](self).
-#[derive(Clone)]
 pub(crate) struct ConnService {
     router: ReloadableRouter,
+    /// The app the last request was served by, and this connection's copy of it, called for
+    /// each request while it stays current (a copy a request would cost a deep clone).
+    app: std::sync::Mutex<Option<(Arc<App>, App)>>,
     peer: ConnectInfo<SocketAddr>,
     state: Arc<ConnState>,
     shared: Arc<Shared>,
@@ -66,9 +67,32 @@ pub(crate) struct ConnService {
 
 impl ConnService {
     pub(super) fn new(router: ReloadableRouter, peer: SocketAddr, state: Arc<ConnState>, shared: Arc<Shared>) -> Self {
-        Self { router, peer: ConnectInfo(peer), state, shared }
+        Self { router, app: std::sync::Mutex::new(None), peer: ConnectInfo(peer), state, shared }
+    }
+
+    /// Hands `request` to the current app.
+    fn serve(&self, request: axum::extract::Request) -> AppFuture {
+        let current = self.router.current();
+        let mut app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+        let app = match &mut *app {
+            Some((of, app)) if Arc::ptr_eq(of, &current) => app,
+            held => &mut held.insert((current.clone(), App::clone(&current))).1,
+        };
+        // The gateway's layers are always ready; a plain router too.
+        match tower::Service::poll_ready(app, &mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(Ok(())) => tower::Service::call(app, request),
+            Poll::Pending => Box::pin(tower::ServiceExt::oneshot(App::clone(&current), request)),
+        }
     }
 }
+
+impl Clone for ConnService {
+    fn clone(&self) -> Self {
+        Self::new(self.router.clone(), self.peer.0, self.state.clone(), self.shared.clone())
+    }
+}
+
+type AppFuture = <App as tower::Service<axum::extract::Request>>::Future;
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Response = Response<ResponseBody>;
@@ -100,8 +124,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             parts.extensions.insert(Tunnels { state: self.state.clone(), stream });
         }
         let reports = (!body.is_end_stream()).then(|| self.state.clone());
-        let request = Request::from_parts(parts, RequestBody { inner: body, state: reports });
-        let inner = tower::Service::call(&mut self.router.current(), request);
+        let request = Request::from_parts(parts, axum::body::Body::new(RequestBody { inner: body, state: reports }));
+        let inner = self.serve(request);
         ResponseFuture { inner: Some(inner), in_flight: Some(in_flight), charge, shared: self.shared.clone() }
     }
 }
@@ -158,7 +182,7 @@ pin_project! {
     /// The router's answer, its body reporting to the connection; a refused stream without one.
     pub(crate) struct ResponseFuture {
         #[pin]
-        inner: Option<RouteFuture<Infallible>>,
+        inner: Option<AppFuture>,
         in_flight: Option<InFlight>,
         charge: Option<StreamCharge>,
         shared: Arc<Shared>,

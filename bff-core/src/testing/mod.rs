@@ -8,7 +8,6 @@ pub use raw_h2::{RawFrame, RawH2, frame, header_block};
 
 use std::net::SocketAddr;
 
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -28,13 +27,13 @@ pub struct TestServer {
 impl TestServer {
     /// Binds `127.0.0.1:0` first (so it is ready when this returns), then serves `router` with
     /// the default server limits.
-    pub async fn start(router: Router) -> Self {
+    pub async fn start(router: impl Into<crate::App>) -> Self {
         Self::start_with(router, &ServerConfig::default()).await
     }
 
     /// Like [`TestServer::start`], under `config`'s limits.
-    pub async fn start_with(router: Router, config: &ServerConfig) -> Self {
-        Self::serve(Server::new(config), router).await
+    pub async fn start_with(router: impl Into<crate::App>, config: &ServerConfig) -> Self {
+        Self::serve(Server::new(config), router.into()).await
     }
 
     /// Like [`TestServer::start`], served by `server` (its limits, TLS and metrics); a

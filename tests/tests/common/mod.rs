@@ -5,11 +5,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use axum::Router;
 use bff_core::config::{ConfigSource, Overrides, load};
 use bff_core::serve::Server;
 use bff_core::testing::TestServer;
-use bff_core::{ConfigError, Gateway};
+use bff_core::{App, ConfigError, Gateway};
 use services_mock::{Faults, MockConfig, MockServices, Service, StatsSnapshot};
 
 /// The mocks and one BFF in front of them.
@@ -26,13 +25,13 @@ pub struct Stack {
 /// How a test wants its stack.
 pub struct StackBuilder {
     config: &'static str,
-    app: fn(&Gateway) -> Result<Router, ConfigError>,
+    app: fn(&Gateway) -> Result<App, ConfigError>,
     overrides: Vec<(String, String)>,
     mocks: MockConfig,
 }
 
 impl StackBuilder {
-    pub fn new(config: &'static str, app: fn(&Gateway) -> Result<Router, ConfigError>) -> Self {
+    pub fn new(config: &'static str, app: fn(&Gateway) -> Result<App, ConfigError>) -> Self {
         Self { config, app, overrides: Vec::new(), mocks: MockConfig::ephemeral() }
     }
 
