@@ -35,7 +35,7 @@ use crate::proxy::Proxies;
 use crate::request::{DEGRADED, REQUEST_ID, RoutePolicies};
 use crate::route_keys::Patterns;
 use crate::routes::{App, Route, Routes};
-use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, Server, Signal, Tls, TlsError};
+use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableApp, Server, Signal, Tls, TlsError};
 use crate::session::Sessions;
 use crate::session::layer::RequireSession;
 use crate::shape::Shape;
@@ -488,7 +488,7 @@ impl Gateway {
         &self,
         public: TcpListener,
         admin: Option<TcpListener>,
-        router: impl Into<ReloadableRouter>,
+        router: impl Into<ReloadableApp>,
         shutdown: impl Future<Output = Signal> + Send + 'static,
     ) -> std::io::Result<()> {
         let readiness = self.readiness.clone();

@@ -17,7 +17,7 @@ use crate::app::{BuildError, Gateway, GatewayBuilder};
 use crate::config::{Config, ConfigError, ConfigSource, LogFormat, Overrides, load, redacted};
 use crate::observe::logging;
 use crate::reload::{Load, Reloader};
-use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableRouter, Signal, shutdown_signal};
+use crate::serve::{RELOAD_CHECK_INTERVAL, ReloadableApp, Signal, shutdown_signal};
 
 /// Flags every BFF binary takes.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -222,7 +222,7 @@ async fn run(spec: Spec, args: Args, config: Config, source: String, app: MakeAp
 #[derive(Debug)]
 pub struct Bff {
     gateway: Gateway,
-    router: ReloadableRouter,
+    router: ReloadableApp,
     public: TcpListener,
     admin: Option<TcpListener>,
 }
@@ -274,7 +274,7 @@ impl Bff {
     /// As [`Bff::bind`], with a gateway builder the caller added to (an upstream layer).
     pub async fn bind_with(builder: GatewayBuilder, source: &str, app: MakeApp) -> Result<Self, StartError> {
         let gateway = builder.source(source).build().await?;
-        let router = ReloadableRouter::new(app(&gateway)?);
+        let router = ReloadableApp::new(app(&gateway)?);
         let listen = |addr: SocketAddr, key: &'static str| async move {
             let source_name = source.to_owned();
             TcpListener::bind(addr).await.map_err(|error| StartError::Listen { addr, key, source_name, error })

@@ -1,6 +1,6 @@
 //! Reloading a BFF's routes without a restart: on SIGHUP, and when its `--config` file changes,
 //! the configuration is loaded and checked again, a new [`Gateway`] (upstreams, policies,
-//! passthrough routes) and router are built from it, and the served [`ReloadableRouter`] is
+//! passthrough routes) and router are built from it, and the served [`ReloadableApp`] is
 //! replaced. Requests in flight finish on the router they started on. A configuration that
 //! fails is refused with one log line naming the key, and the previous router keeps serving.
 //!
@@ -28,7 +28,7 @@ use crate::carried;
 use crate::config::{Config, ConfigError};
 use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
-use crate::serve::{ReloadableRouter, Triggers, stamp};
+use crate::serve::{ReloadableApp, Triggers, stamp};
 
 /// Loads the configuration again: its value and where it came from.
 pub type Load = Box<dyn Fn() -> Result<(Config, String), ConfigError> + Send + Sync>;
@@ -37,7 +37,7 @@ pub type Load = Box<dyn Fn() -> Result<(Config, String), ConfigError> + Send + S
 pub struct Reloader {
     app: MakeApp,
     load: Load,
-    router: ReloadableRouter,
+    router: ReloadableApp,
     metrics: Metrics,
     /// Where spans go: fixed at start.
     spans: Option<SpanSink>,
@@ -57,7 +57,7 @@ impl std::fmt::Debug for Reloader {
 
 impl Reloader {
     /// Reloads `router`, served by `gateway`, with `app` over what `load` gives.
-    pub fn new(gateway: &Gateway, app: MakeApp, router: ReloadableRouter, load: Load) -> Self {
+    pub fn new(gateway: &Gateway, app: MakeApp, router: ReloadableApp, load: Load) -> Self {
         let metrics = gateway.metrics().clone();
         let counter = |result: &str| metrics.counter("bff_config_reloads_total", &[("result", result.to_owned())]);
         let (ok, rejected) = (counter("ok"), counter("rejected"));

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bff_core::config::{ConfigSource, Overrides, load};
 use bff_core::reload::{Load, Reloader};
-use bff_core::serve::{ReloadableRouter, Server};
+use bff_core::serve::{ReloadableApp, Server};
 use bff_core::testing::TestServer;
 use futures::StreamExt;
 use services_mock::MockConfig;
@@ -43,7 +43,7 @@ async fn routes_reload_from_the_file_and_on_sighup_and_a_broken_file_changes_not
     let load = loader(path.clone(), mocks.config_overrides());
     let (config, source) = load().unwrap();
     let gateway = bff_core::Gateway::builder(config).source(source).build().await.unwrap();
-    let router = ReloadableRouter::new(bff_web::app(&gateway).unwrap());
+    let router = ReloadableApp::new(bff_web::app(&gateway).unwrap());
     let bff = TestServer::serve(Server::new(&gateway.config().server), router.clone()).await;
     let reloader = Reloader::new(&gateway, bff_web::app, router.clone(), load);
     let http = reqwest::Client::builder().no_proxy().build().unwrap();

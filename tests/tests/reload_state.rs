@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bff_core::config::{ConfigSource, Overrides, load};
 use bff_core::reload::{Load, Reloader};
-use bff_core::serve::{ReloadableRouter, Server};
+use bff_core::serve::{ReloadableApp, Server};
 use bff_core::testing::TestServer;
 use services_mock::faults::Faults;
 use services_mock::{MockConfig, Service};
@@ -56,7 +56,7 @@ impl Mobile {
         let load = loader(text.clone(), settings.clone());
         let (config, source) = load().unwrap();
         let gateway = bff_core::Gateway::builder(config).source(source).build().await.unwrap();
-        let router = ReloadableRouter::new(bff_mobile::app(&gateway).unwrap());
+        let router = ReloadableApp::new(bff_mobile::app(&gateway).unwrap());
         let bff = TestServer::serve(Server::new(&gateway.config().server), router.clone()).await;
         let reloader = Reloader::new(&gateway, bff_mobile::app, router, load);
         let http = reqwest::Client::builder().no_proxy().build().unwrap();

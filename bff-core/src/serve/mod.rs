@@ -48,7 +48,7 @@ use tokio::time::Instant;
 
 use self::admission::{Admission, Refusal};
 use self::connection::{Closed, Phase, Timers};
-pub use self::reloadable::ReloadableRouter;
+pub use self::reloadable::ReloadableApp;
 pub(crate) use self::service::Tunnels;
 use self::service::{ConnService, Shared};
 pub use self::tls::{RELOAD_CHECK_INTERVAL, Tls, TlsError};
@@ -96,11 +96,11 @@ impl Server {
     }
 
     /// Serves `router` until `shutdown` completes, then lets in-flight requests finish within
-    /// the grace period. A [`ReloadableRouter`] may be replaced meanwhile.
+    /// the grace period. A [`ReloadableApp`] may be replaced meanwhile.
     pub async fn serve(
         self,
         listener: TcpListener,
-        router: impl Into<ReloadableRouter>,
+        router: impl Into<ReloadableApp>,
         shutdown: impl Future + Send,
     ) -> io::Result<()> {
         let router = router.into();
@@ -166,7 +166,7 @@ struct Accepted {
 impl Accepted {
     /// Serves `stream` from `peer` on a task of its own, or closes it at once when it may not
     /// open.
-    fn spawn(&self, stream: TcpStream, peer: SocketAddr, router: ReloadableRouter, mut phase: watch::Receiver<Phase>) {
+    fn spawn(&self, stream: TcpStream, peer: SocketAddr, router: ReloadableApp, mut phase: watch::Receiver<Phase>) {
         let at = Instant::now();
         let admitted = match self.admission.admit(peer.ip()) {
             Ok(admitted) => admitted,

@@ -9,11 +9,11 @@ use arc_swap::ArcSwap;
 use crate::routes::App;
 
 /// An [`App`] behind a swappable pointer; clones share it. Made from an `App` (or an axum
-/// `Router`) with `into()`, replaced with [`ReloadableRouter::replace`].
+/// `Router`) with `into()`, replaced with [`ReloadableApp::replace`].
 #[derive(Clone)]
-pub struct ReloadableRouter(Arc<ArcSwap<App>>);
+pub struct ReloadableApp(Arc<ArcSwap<App>>);
 
-impl ReloadableRouter {
+impl ReloadableApp {
     /// Serves `app` until it is replaced.
     pub fn new(app: impl Into<App>) -> Self {
         Self(Arc::new(ArcSwap::from_pointee(app.into())))
@@ -30,14 +30,14 @@ impl ReloadableRouter {
     }
 }
 
-impl<T: Into<App>> From<T> for ReloadableRouter {
+impl<T: Into<App>> From<T> for ReloadableApp {
     fn from(app: T) -> Self {
         Self::new(app)
     }
 }
 
-impl fmt::Debug for ReloadableRouter {
+impl fmt::Debug for ReloadableApp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReloadableRouter").finish_non_exhaustive()
+        f.debug_struct("ReloadableApp").finish_non_exhaustive()
     }
 }

@@ -34,7 +34,7 @@ use hyper::body::Incoming;
 use metrics::{Counter, Gauge};
 use pin_project_lite::pin_project;
 
-use super::ReloadableRouter;
+use super::ReloadableApp;
 use crate::routes::App;
 use super::connection::ConnState;
 
@@ -56,7 +56,7 @@ pub(super) struct Shared {
 
 /// See [the module docs](self).
 pub(crate) struct ConnService {
-    router: ReloadableRouter,
+    router: ReloadableApp,
     /// The app the last request was served by, and this connection's copy of it, called for
     /// each request while it stays current (a copy a request would cost a deep clone).
     app: std::sync::Mutex<Option<(Arc<App>, App)>>,
@@ -66,7 +66,7 @@ pub(crate) struct ConnService {
 }
 
 impl ConnService {
-    pub(super) fn new(router: ReloadableRouter, peer: SocketAddr, state: Arc<ConnState>, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(router: ReloadableApp, peer: SocketAddr, state: Arc<ConnState>, shared: Arc<Shared>) -> Self {
         Self { router, app: std::sync::Mutex::new(None), peer: ConnectInfo(peer), state, shared }
     }
 

@@ -37,8 +37,8 @@ impl TestServer {
     }
 
     /// Like [`TestServer::start`], served by `server` (its limits, TLS and metrics); a
-    /// [`ReloadableRouter`](crate::serve::ReloadableRouter) may be replaced meanwhile.
-    pub async fn serve(server: Server, router: impl Into<crate::serve::ReloadableRouter>) -> Self {
+    /// [`ReloadableApp`](crate::serve::ReloadableApp) may be replaced meanwhile.
+    pub async fn serve(server: Server, router: impl Into<crate::serve::ReloadableApp>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
