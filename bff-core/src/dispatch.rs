@@ -17,7 +17,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use futures::future::Either;
-use tower::util::{BoxCloneSyncService, Oneshot};
+use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::proxy::{Proxies, Routed};
@@ -67,7 +67,7 @@ type Answer = Ready<Result<Response, Infallible>>;
 impl Service<Request> for Dispatch {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<Either<Answer, Oneshot<ProxyStack, Request>>, RouteFuture<Infallible>>;
+    type Future = Either<Either<Answer, ProxyFuture>, RouteFuture<Infallible>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The router is always ready, and each proxy stack is made ready as it is called.
@@ -75,15 +75,15 @@ impl Service<Request> for Dispatch {
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        if let Some(proxied) = &self.proxied {
+        if let Some(proxied) = &mut self.proxied {
             match proxied.proxies.route(&mut request) {
                 Routed::Route(policy) => {
                     let stack = match policy.access.is_public() {
-                        true => proxied.public.clone(),
-                        false => proxied.protected.clone(),
+                        true => &mut proxied.public,
+                        false => &mut proxied.protected,
                     };
                     attach(&request, policy);
-                    return Either::Left(Either::Right(stack.oneshot(request)));
+                    return Either::Left(Either::Right(call(stack, request)));
                 }
                 Routed::Answered(response, policy) => {
                     attach(&request, policy);
@@ -96,6 +96,18 @@ impl Service<Request> for Dispatch {
             attach(&request, found.value.clone());
         }
         Either::Right(self.router.call(request))
+    }
+}
+
+/// The future of a passthrough route's stack.
+type ProxyFuture = <ProxyStack as Service<Request>>::Future;
+
+/// Calls `stack` itself when it is ready, as the gateway's layers always are (each connection
+/// has its own copy of the dispatch); a copy of it otherwise.
+fn call(stack: &mut ProxyStack, request: Request) -> ProxyFuture {
+    match stack.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
+        Poll::Ready(Ok(())) => stack.call(request),
+        Poll::Pending => Box::pin(stack.clone().oneshot(request)),
     }
 }
 
