@@ -190,10 +190,6 @@ CASES = mobile_home_cases() + [
     # The floor of this stack: hyper's server and pooled client, no policies.
     Case("minimal-proxy-product", "minimal-proxy", "/api/catalog/products/SKU-0007", credential="none",
          baselines=("nginx-product",)),
-    Case("minimal-proxy-current-product", "minimal-proxy", "/api/catalog/products/SKU-0007", credential="none",
-         baselines=("nginx-product",), env={"MINIMAL_PROXY_RUNTIME": "current"}),
-    Case("minimal-proxy-1-product", "minimal-proxy", "/api/catalog/products/SKU-0007", credential="none",
-         baselines=("nginx-product",), env={"MINIMAL_PROXY_RUNTIME": "1"}),
     Case("nginx-file-1k", "nginx", "/api/catalog/files/1024", credential="none"),
     Case("passthrough-file-1k", "bff-web", "/api/catalog/files/1024", credential="none", baselines=("nginx-file-1k",)),
 ]

@@ -4,7 +4,9 @@
 //! passthrough route on this stack can cost, next to nginx.
 //!
 //! Usage: `minimal-proxy LISTEN UPSTREAM_URL FROM_PREFIX TO_PREFIX`, e.g.
-//! `minimal-proxy 127.0.0.1:8080 http://127.0.0.1:9000 /api/catalog/ /`.
+//! `minimal-proxy 127.0.0.1:8080 http://127.0.0.1:9000 /api/catalog/ /`. `MINIMAL_PROXY_RUNTIME`
+//! picks tokio's runtime: `current` (one thread), a number of worker threads, or by default one
+//! per core.
 
 use std::convert::Infallible;
 use std::sync::Arc;

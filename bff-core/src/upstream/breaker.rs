@@ -7,9 +7,10 @@
 //!   judges a sick upstream; the run catches a dead one at once, however busy it was before
 //!   (a window full of healthy calls would otherwise keep a dead upstream called for seconds).
 //! - **Open**: calls fail at once as `503 UPSTREAM_CIRCUIT_OPEN` (an optional part degrades
-//!   without a call) for `open_for`; opened again by failing probes, the n-th time in a row for n
-//!   times that, up to `max_open_for`. A short first opening ends soon after a brief outage
-//!   does; a long outage costs a few probes a minute.
+//!   without a call) for `open_for`; opened again by failing probes, again for `open_for` through
+//!   the first second of the outage, then each time one `open_for` longer, up to `max_open_for`.
+//!   Short openings find the end of a brief outage (a flapping upstream) soon after it comes;
+//!   a long outage costs a few probes a minute.
 //! - **Half-open**: `half_open_probes` calls are let through, the rest fail at once; it closes
 //!   when their failures are under `failure_percent`, and opens again as soon as they cannot be.
 //!
@@ -41,6 +42,9 @@ use crate::observe::metrics::Metrics;
 
 /// Buckets of the sliding window.
 const BUCKETS: usize = 10;
+
+/// How long after an outage began its openings stay at `open_for`, before they grow.
+const FAST_PROBING: Duration = Duration::from_secs(1);
 
 /// Wraps an upstream's stack in its breaker.
 #[derive(Clone)]
@@ -217,7 +221,9 @@ struct State {
     /// The run of failures the last success ended: it goes on if that success turns out to be
     /// one that did not decode.
     run_before_success: u32,
-    /// Openings since it was last closed: the n-th lasts n times `open_for`.
+    /// When the circuit first opened since it was last closed.
+    outage_began: Option<Instant>,
+    /// Openings since the first second of the outage: the n-th lasts n + 1 times `open_for`.
     openings: u32,
 }
 
@@ -250,6 +256,7 @@ impl Shared {
                 window: Window::new(config.window),
                 in_a_row: 0,
                 run_before_success: 0,
+                outage_began: None,
                 openings: 0,
             }),
             gauge: registry.gauge("bff_upstream_circuit_state", &[("upstream", name.to_string())]),
@@ -312,6 +319,7 @@ impl Shared {
                     guard.state.window.clear();
                     guard.state.in_a_row = 0;
                     guard.state.openings = 0;
+                    guard.state.outage_began = None;
                     guard.state.run_before_success = 0;
                     guard.enter(Phase::Closed);
                 } else {
@@ -361,9 +369,14 @@ struct StateGuard<'a> {
 
 impl StateGuard<'_> {
     fn open(&mut self) {
-        self.state.openings = self.state.openings.saturating_add(1);
-        let length = self.shared.open_for.saturating_mul(self.state.openings).min(self.shared.max_open_for);
-        self.enter(Phase::Open { until: Instant::now() + length });
+        let now = Instant::now();
+        let began = *self.state.outage_began.get_or_insert(now);
+        if now.duration_since(began) >= FAST_PROBING {
+            self.state.openings = self.state.openings.saturating_add(1);
+        }
+        let times = self.state.openings.saturating_add(1);
+        let length = self.shared.open_for.saturating_mul(times).min(self.shared.max_open_for);
+        self.enter(Phase::Open { until: now + length });
     }
 
     fn enter(&mut self, phase: Phase) {
@@ -624,8 +637,9 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1_111, "never refused");
     }
 
-    /// Opened again by failing probes, it stays open n times `open_for` the n-th time, up to
-    /// `max_open_for`; closed, it starts again from `open_for`.
+    /// Opened again by failing probes, it stays open `open_for` through the first second of the
+    /// outage, then one `open_for` longer each time, up to `max_open_for`; closed, it starts
+    /// again from `open_for`.
     #[tokio::test(start_paused = true)]
     async fn each_opening_in_a_row_lasts_longer_up_to_the_cap() {
         let breaker = BreakerConfig {
@@ -649,10 +663,10 @@ mod tests {
         }
         assert!(call(&up).await.is_err(), "the first failure opens it");
         let mut lengths = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..14 {
             lengths.push(open_for(&up, &calls).await.as_millis());
         }
-        assert_eq!(lengths, [100, 200, 300, 350, 350], "each probe failed");
+        assert_eq!(lengths, [[100; 10].as_slice(), &[200, 300, 350, 350]].concat(), "each probe failed");
         // A probe succeeds: closed; the next outage opens it for `open_for` again.
         failing.store(false, Ordering::SeqCst);
         assert_eq!(open_for(&up, &calls).await.as_millis(), 350);
@@ -711,9 +725,11 @@ mod tests {
         let (took, by_then) = (when - switch, calls_by_then - before);
         assert!(took <= Duration::from_millis(250), "cut off after {took:?}");
         assert!(by_then <= 50, "cut off after {by_then} calls");
-        // Then the calls already in flight end, and probes go at 100 ms, 300 ms, 600 ms.
+        // Then the sixteen calls in flight at most end, with what the budget's ten saved retries
+        // allow, and three probes go every 100 ms.
         let in_the_second = calls.load(Ordering::SeqCst) - before;
-        assert!(in_the_second <= 80, "{in_the_second} calls in the second after the switch, {by_then} by the cut");
+        let bound = by_then + 16 + 10 + 10 * 3;
+        assert!(in_the_second <= bound, "{in_the_second} calls in the second after the switch, {by_then} by the cut");
     }
 
     /// A `200` whose body does not decode as the caller's type is a failure for the breaker
