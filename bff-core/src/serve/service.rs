@@ -1,4 +1,4 @@
-//! The service one connection calls for each request: the router, with the peer's address, and
+//! The service one connection calls for each request: the app, with the peer's address, and
 //! every request and response reporting to the connection's [`ConnState`].
 //!
 //! It also bounds what an HTTP/2 connection may leave unread (HTTP/1.1 has one response at a
@@ -35,8 +35,8 @@ use metrics::{Counter, Gauge};
 use pin_project_lite::pin_project;
 
 use super::ReloadableApp;
-use crate::routes::App;
 use super::connection::ConnState;
+use crate::routes::App;
 
 /// The largest body frame handed to a connection (HTTP/2's default frame size): a bigger one is
 /// handed in pieces, so that a client that reads slowly holds it here, counted, not whole in
@@ -56,7 +56,7 @@ pub(super) struct Shared {
 
 /// See [the module docs](self).
 pub(crate) struct ConnService {
-    router: ReloadableApp,
+    apps: ReloadableApp,
     /// The app the last request was served by, and this connection's copy of it, called for
     /// each request while it stays current (a copy a request would cost a deep clone).
     app: std::sync::Mutex<Option<(Arc<App>, App)>>,
@@ -66,13 +66,13 @@ pub(crate) struct ConnService {
 }
 
 impl ConnService {
-    pub(super) fn new(router: ReloadableApp, peer: SocketAddr, state: Arc<ConnState>, shared: Arc<Shared>) -> Self {
-        Self { router, app: std::sync::Mutex::new(None), peer: ConnectInfo(peer), state, shared }
+    pub(super) fn new(apps: ReloadableApp, peer: SocketAddr, state: Arc<ConnState>, shared: Arc<Shared>) -> Self {
+        Self { apps, app: std::sync::Mutex::new(None), peer: ConnectInfo(peer), state, shared }
     }
 
     /// Hands `request` to the current app.
     fn serve(&self, request: axum::extract::Request) -> AppFuture {
-        let current = self.router.current();
+        let current = self.apps.current();
         let mut app = self.app.lock().unwrap_or_else(|e| e.into_inner());
         let app = match &mut *app {
             Some((of, app)) if Arc::ptr_eq(of, &current) => app,
@@ -88,7 +88,7 @@ impl ConnService {
 
 impl Clone for ConnService {
     fn clone(&self) -> Self {
-        Self::new(self.router.clone(), self.peer.0, self.state.clone(), self.shared.clone())
+        Self::new(self.apps.clone(), self.peer.0, self.state.clone(), self.shared.clone())
     }
 }
 
