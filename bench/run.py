@@ -394,7 +394,7 @@ class Harness:
                 proc.wait()
 
     def remove_logs(self):
-        if self.args.keep_logs or FAILED.is_set():
+        if self.args.keep_logs or FAILED:
             print(f"logs kept: {self.logs}", file=sys.stderr)
             return
         shutil.rmtree(self.logs, ignore_errors=True)
@@ -1729,12 +1729,12 @@ def main():
         raise SystemExit(f"cases with errors or no requests: {', '.join(failed)}")
 
 
-FAILED = threading.Event()
+# Set when the run ends in an error: its logs are kept.
+FAILED = False
 
 if __name__ == "__main__":
     try:
         main()
     except BaseException as e:
-        if not (isinstance(e, SystemExit) and e.code in (None, 0)):
-            FAILED.set()
+        FAILED = not (isinstance(e, SystemExit) and e.code in (None, 0))
         raise

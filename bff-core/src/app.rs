@@ -11,7 +11,6 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::Response;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder};
 use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -338,8 +337,8 @@ impl Gateway {
             let public = ServiceBuilder::new().option_layer(by_address.map(MiddlewareLayer)).service(forward.clone());
             Proxied {
                 proxies: self.proxies.clone(),
-                public: BoxCloneSyncService::new(public),
-                protected: BoxCloneSyncService::new(protection.wrap(forward)),
+                public: App::new(public),
+                protected: App::new(protection.wrap(forward)),
             }
         });
         for (pattern, taken) in self.proxies.methods() {

@@ -17,23 +17,19 @@ use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use futures::future::Either;
-use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use crate::proxy::{Proxies, Routed};
 use crate::request::RequestMeta;
-use crate::routes::Route;
+use crate::routes::{App, AppFuture, Route};
 
-/// A service a passthrough route's requests go through: its credentials, access and limits, then
-/// the forwarding.
-pub(crate) type ProxyStack = BoxCloneSyncService<Request, Response, Infallible>;
-
-/// The passthrough routes, with the stacks of their public and protected ones.
+/// The passthrough routes, with the stacks of their public and protected ones: each route's
+/// credentials, access and limits, then the forwarding.
 #[derive(Clone)]
 pub(crate) struct Proxied {
     pub(crate) proxies: Proxies,
-    pub(crate) public: ProxyStack,
-    pub(crate) protected: ProxyStack,
+    pub(crate) public: App,
+    pub(crate) protected: App,
 }
 
 /// Finds each request's route, attaches its policies, and hands it to the route's service.
@@ -67,7 +63,7 @@ type Answer = Ready<Result<Response, Infallible>>;
 impl Service<Request> for Dispatch {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<Either<Answer, ProxyFuture>, RouteFuture<Infallible>>;
+    type Future = Either<Either<Answer, AppFuture>, RouteFuture<Infallible>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The router is always ready, and each proxy stack is made ready as it is called.
@@ -83,7 +79,7 @@ impl Service<Request> for Dispatch {
                         false => &mut proxied.protected,
                     };
                     attach(&request, policy);
-                    return Either::Left(Either::Right(call(stack, request)));
+                    return Either::Left(Either::Right(stack.call_in_place(request)));
                 }
                 Routed::Answered(response, policy) => {
                     attach(&request, policy);
@@ -96,18 +92,6 @@ impl Service<Request> for Dispatch {
             attach(&request, found.value.clone());
         }
         Either::Right(self.router.call(request))
-    }
-}
-
-/// The future of a passthrough route's stack.
-type ProxyFuture = <ProxyStack as Service<Request>>::Future;
-
-/// Calls `stack` itself when it is ready, as the gateway's layers always are (each connection
-/// has its own copy of the dispatch); a copy of it otherwise.
-fn call(stack: &mut ProxyStack, request: Request) -> ProxyFuture {
-    match stack.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
-        Poll::Ready(Ok(())) => stack.call(request),
-        Poll::Pending => Box::pin(stack.clone().oneshot(request)),
     }
 }
 

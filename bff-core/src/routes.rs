@@ -41,7 +41,20 @@ impl App {
     {
         Self(BoxCloneSyncService::new(service))
     }
+
+    /// Calls this copy itself when it is ready, as the gateway's layers always are (a
+    /// connection keeps its own copy, and so does each copy's dispatch); a fresh copy otherwise.
+    /// Either way no copy is made for a request that need not have one.
+    pub(crate) fn call_in_place(&mut self, request: Request) -> AppFuture {
+        match self.0.poll_ready(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(Ok(())) => self.0.call(request),
+            std::task::Poll::Pending => Box::pin(tower::ServiceExt::oneshot(self.clone(), request)),
+        }
+    }
 }
+
+/// The future of an [`App`]'s answer.
+pub(crate) type AppFuture = <BoxCloneSyncService<Request, Response, Infallible> as Service<Request>>::Future;
 
 impl From<Router> for App {
     fn from(router: Router) -> Self {
@@ -52,7 +65,7 @@ impl From<Router> for App {
 impl Service<Request> for App {
     type Response = Response;
     type Error = Infallible;
-    type Future = <BoxCloneSyncService<Request, Response, Infallible> as Service<Request>>::Future;
+    type Future = AppFuture;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
         self.0.poll_ready(cx)

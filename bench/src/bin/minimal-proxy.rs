@@ -55,7 +55,10 @@ fn main() -> std::io::Result<()> {
     let runtime = match std::env::var("MINIMAL_PROXY_RUNTIME").as_deref() {
         Ok("current") => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
         Ok(n) => {
-            tokio::runtime::Builder::new_multi_thread().worker_threads(n.parse().unwrap_or(2)).enable_all().build()?
+            let threads = n.parse().map_err(|_| {
+                std::io::Error::other(format!("MINIMAL_PROXY_RUNTIME: `{n}` is neither `current` nor a number"))
+            })?;
+            tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
         }
         Err(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
     };

@@ -121,18 +121,20 @@ pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'
     }
     if let Some(peer) = forwarding.peer {
         let ip = peer.ip().to_canonical();
-        let mut node = String::with_capacity(48);
+        let mut address = String::with_capacity(39);
         match ip {
-            IpAddr::V4(v4) => push_ipv4(&mut node, v4),
-            IpAddr::V6(v6) => node.push_str(&format!("\"[{v6}]\"")),
+            IpAddr::V4(v4) => push_ipv4(&mut address, v4),
+            IpAddr::V6(v6) => address = v6.to_string(),
         }
-        let bare = node.trim_start_matches("\"[").trim_end_matches("]\"");
-        if let Ok(ip) = HeaderValue::try_from(bare) {
-            append(headers, X_FORWARDED_FOR, ip);
+        let mut forwarded = String::with_capacity(address.len() + 64);
+        // A `Forwarded` node: IPv6 quoted in brackets (RFC 7239 §6).
+        match ip {
+            IpAddr::V4(_) => forwarded.extend(["for=", &address]),
+            IpAddr::V6(_) => forwarded.extend(["for=\"[", &address, "]\""]),
         }
-        let mut forwarded = String::with_capacity(node.len() + 64);
-        forwarded.push_str("for=");
-        forwarded.push_str(&node);
+        if let Ok(address) = HeaderValue::try_from(address) {
+            append(headers, X_FORWARDED_FOR, address);
+        }
         if let Some(host) = forwarding.host.as_ref().and_then(|h| h.to_str().ok()) {
             forwarded.push_str(";host=\"");
             forwarded.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));

@@ -36,7 +36,7 @@ use pin_project_lite::pin_project;
 
 use super::ReloadableApp;
 use super::connection::ConnState;
-use crate::routes::App;
+use crate::routes::{App, AppFuture};
 
 /// The largest body frame handed to a connection (HTTP/2's default frame size): a bigger one is
 /// handed in pieces, so that a client that reads slowly holds it here, counted, not whole in
@@ -78,11 +78,7 @@ impl ConnService {
             Some((of, app)) if Arc::ptr_eq(of, &current) => app,
             held => &mut held.insert((current.clone(), App::clone(&current))).1,
         };
-        // The gateway's layers are always ready; a plain router too.
-        match tower::Service::poll_ready(app, &mut Context::from_waker(std::task::Waker::noop())) {
-            Poll::Ready(Ok(())) => tower::Service::call(app, request),
-            Poll::Pending => Box::pin(tower::ServiceExt::oneshot(App::clone(&current), request)),
-        }
+        app.call_in_place(request)
     }
 }
 
@@ -92,7 +88,6 @@ impl Clone for ConnService {
     }
 }
 
-type AppFuture = <App as tower::Service<axum::extract::Request>>::Future;
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Response = Response<ResponseBody>;
