@@ -253,3 +253,5 @@ mod tests {
 
 #[cfg(test)]
 mod layer_tests;
+#[cfg(test)]
+mod shared_tests;

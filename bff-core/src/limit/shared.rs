@@ -1,13 +1,25 @@
-//! Counting in Redis, shared by every replica: one script call per request checks and counts all
-//! its limits at once (`check.lua`), under `redis.timeout`. While Redis cannot answer, limited
-//! requests are counted in this process (`on_error = "local"`) or refused (`"deny"`); Redis is
-//! tried again after [`RETRY_AFTER`], and every change is logged.
+//! Counting in Redis, shared by every replica: one script call checks and counts the limits of
+//! every request waiting at that moment (`check.lua`), each request's all or nothing, under
+//! `redis.timeout`. While Redis cannot answer, limited requests are counted in this process
+//! (`on_error = "local"`) or refused (`"deny"`); Redis is tried again after [`RETRY_AFTER`], and
+//! every change is logged.
+//!
+//! **Batching.** A request's check joins a queue; one task sends everything queued as one
+//! `EVALSHA` while no other is in flight, so under load many requests share a round trip and one
+//! script run, and a lone request goes at once. The script judges the requests one after another
+//! as they were queued, exactly as separate calls would have been: nothing is traded for it.
+//! The queue holds at most [`QUEUE`] checks (a request over it is counted as Redis not answering,
+//! `bff_redis_errors_total{kind="queue_full"}`), and no request waits longer than `redis.timeout`
+//! in all, the queue included.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::{Check, Rule, Status};
 use crate::config::{OnRedisError, RedisConfig};
@@ -18,31 +30,59 @@ use crate::redis_connection::CONNECT_TIMEOUT;
 /// requests go straight to `on_error` instead of each waiting out the timeout.
 pub(crate) const RETRY_AFTER: Duration = Duration::from_millis(250);
 
+/// The most requests' checks sent in one script call.
+const BATCH: usize = 64;
+
+/// The most checks waiting to be sent.
+const QUEUE: usize = 4096;
+
 /// A Redis that limits are counted in.
 pub(crate) struct Shared {
+    queue: mpsc::Sender<Pending>,
+    redis: Arc<Redis>,
+    pub(crate) on_error: OnRedisError,
+}
+
+/// The connection and what is known of its health, shared with the task that sends the batches.
+struct Redis {
     connection: ConnectionManager,
     script: redis::Script,
     timeout: Duration,
-    pub(crate) on_error: OnRedisError,
     prefix: String,
     url: String,
+    on_error: OnRedisError,
     /// When Redis may be tried again, in milliseconds on `clock`; 0: it is up.
     down_until: AtomicU64,
-    clock: tokio::time::Instant,
+    clock: Instant,
     up: AtomicBool,
     calls: Histogram,
+    checks: Counter,
     timeouts: Counter,
     errors: Counter,
+    queue_full: Counter,
+}
+
+/// One request's checks, waiting to be sent.
+struct Pending {
+    /// Its keys in Redis with their two script arguments: rate limits first, then quotas.
+    keys: Vec<(String, u64, u64)>,
+    /// How many of `keys` are rate limits.
+    limits: usize,
+    /// The request waits at most until then.
+    deadline: Instant,
+    /// Its counts, one per key; dropped unanswered when Redis did not answer.
+    reply: oneshot::Sender<Vec<Status>>,
 }
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Shared").field("url", &self.redis.url).finish_non_exhaustive()
     }
 }
 
 impl Shared {
-    /// Connects to `config.url`, failing with a message for people when it cannot.
+    /// Connects to `config.url`, failing with a message for people when it cannot, and starts
+    /// the task that sends the checks (it ends when this is dropped).
     pub(crate) async fn connect(config: &RedisConfig, metrics: &Metrics) -> Result<Self, String> {
         let url = config.url.to_string();
         let connection = crate::redis_connection::connect(config).await?;
@@ -56,60 +96,110 @@ impl Shared {
         {
             return Err(format!("{url} cannot load the limits' script: {e}"));
         }
-        Ok(Self {
+        let errors = |kind: &str| metrics.counter("bff_redis_errors_total", &[("kind", kind.to_owned())]);
+        let redis = Arc::new(Redis {
             connection,
             script,
             timeout: config.timeout,
-            on_error: config.on_error,
             prefix: config.prefix.clone(),
             url,
+            on_error: config.on_error,
             down_until: AtomicU64::new(0),
-            clock: tokio::time::Instant::now(),
+            clock: Instant::now(),
             up: AtomicBool::new(true),
             calls: metrics.histogram("bff_redis_call_seconds", &[]),
-            timeouts: metrics.counter("bff_redis_errors_total", &[("kind", "timeout".to_owned())]),
-            errors: metrics.counter("bff_redis_errors_total", &[("kind", "error".to_owned())]),
-        })
+            checks: metrics.counter("bff_redis_checks_total", &[]),
+            timeouts: errors("timeout"),
+            errors: errors("error"),
+            queue_full: errors("queue_full"),
+        });
+        let (queue, waiting) = mpsc::channel(QUEUE);
+        tokio::spawn(send_batches(redis.clone(), waiting));
+        Ok(Self { queue, redis, on_error: config.on_error })
     }
 
-    /// Checks and counts `checks` in one call; `None` when Redis did not answer in time (or is
-    /// known to be down), which has been logged and counted.
+    /// Checks and counts `checks`; `None` when Redis did not answer in time (or is known to be
+    /// down, or too much is queued), which has been logged and counted.
     pub(crate) async fn check(&self, checks: &[Check], rules: &[Rule]) -> Option<Vec<Status>> {
-        let down_until = self.down_until.load(Ordering::Relaxed);
-        if down_until != 0 && self.millis() < down_until {
+        if self.redis.is_down() {
             return None;
         }
-        let mut invocation = self.script.prepare_invoke();
-        invocation.arg(checks.iter().filter(|c| matches!(c, Check::Rule { .. })).count());
+        let mut keys = Vec::with_capacity(checks.len());
         for check in checks {
             if let Check::Rule { index, key } = check
                 && let Some(rule) = rules.get(*index)
             {
-                invocation.key(format!("{}:rl:{}:{}", self.prefix, rule.name, key.redis_part()));
-                invocation.arg(rule.interval_micros()).arg(rule.burst.get());
+                let name = format!("{}:rl:{}:{}", self.redis.prefix, rule.name, key.redis_part());
+                keys.push((name, rule.interval_micros(), u64::from(rule.burst.get())));
             }
         }
+        let limits = keys.len();
         for check in checks {
             if let Check::Quota { client, requests, per, .. } = check {
-                invocation.key(format!("{}:quota:{client}", self.prefix));
-                invocation.arg(*requests).arg(per.as_secs());
+                keys.push((format!("{}:quota:{client}", self.redis.prefix), *requests, per.as_secs()));
             }
         }
+        let (reply, answer) = oneshot::channel();
+        let deadline = Instant::now() + self.redis.timeout;
+        match self.queue.try_send(Pending { keys, limits, deadline, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.redis.queue_full.increment(1);
+                return None;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return None,
+        }
+        // In the order of `checks`: its rate limits come before its quotas, as the keys went.
+        answer.await.ok()
+    }
+}
+
+/// Sends what is queued, one script call at a time, until every [`Shared`] is gone.
+async fn send_batches(redis: Arc<Redis>, mut waiting: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while waiting.recv_many(&mut batch, BATCH).await > 0 {
+        let now = Instant::now();
+        // A request that gave up, or whose time ran out in the queue, is not counted.
+        batch.retain(|p| !p.reply.is_closed() && p.deadline > now);
+        if !batch.is_empty() && !redis.is_down() {
+            redis.send(&mut batch).await;
+        }
+        // Whatever is left unanswered learns that Redis did not answer.
+        batch.clear();
+    }
+}
+
+impl Redis {
+    fn is_down(&self) -> bool {
+        let down_until = self.down_until.load(Ordering::Relaxed);
+        down_until != 0 && self.millis() < down_until
+    }
+
+    /// One script call for every request in `batch`, answering those it answers.
+    async fn send(&self, batch: &mut Vec<Pending>) {
+        let mut invocation = self.script.prepare_invoke();
+        let mut keys = 0;
+        for pending in batch.iter() {
+            invocation.arg(pending.limits).arg(pending.keys.len() - pending.limits);
+            for (key, first, second) in &pending.keys {
+                invocation.key(key).arg(*first).arg(*second);
+            }
+            keys += pending.keys.len();
+        }
+        // The earliest deadline in the batch bounds it: no request waits past its own.
+        let deadline = batch.iter().map(|p| p.deadline).min().unwrap_or_else(Instant::now);
         let mut connection = self.connection.clone();
-        let started = tokio::time::Instant::now();
-        let answer = tokio::time::timeout(self.timeout, invocation.invoke_async::<Vec<i64>>(&mut connection)).await;
+        let started = Instant::now();
+        let answer = tokio::time::timeout_at(deadline, invocation.invoke_async::<Vec<i64>>(&mut connection)).await;
         self.calls.record(started.elapsed());
+        self.checks.increment(batch.len() as u64);
         let values = match answer {
-            Ok(Ok(values)) if values.len() == checks.len() * 4 => values,
+            Ok(Ok(values)) if values.len() == keys * 4 => values,
             Ok(Ok(values)) => {
                 self.errors.increment(1);
-                return self.failed(&format!(
-                    "the script answered {} values for {} checks",
-                    values.len(),
-                    checks.len()
-                ));
+                return self.failed(&format!("the script answered {} values for {keys} checks", values.len()));
             }
-            // The connection's own response timeout (the same `redis.timeout`) usually fires first.
+            // The connection's own response timeout (the same `redis.timeout`) may fire first.
             Ok(Err(e)) if e.is_timeout() => {
                 self.timeouts.increment(1);
                 return self.failed(&format!("no answer within {:?}", self.timeout));
@@ -127,20 +217,20 @@ impl Shared {
             tracing::info!(url = %self.url, "redis answers again: limits are shared again");
         }
         self.down_until.store(0, Ordering::Relaxed);
-        // In the order of `checks`: its rate limits come before its quotas, as the keys went.
         let micros = |x: i64| Duration::from_micros(u64::try_from(x).unwrap_or(0));
-        let statuses = values
-            .chunks_exact(4)
-            .map(|v| Status {
-                remaining: u64::try_from(v[1]).unwrap_or(0),
-                reset: micros(v[3]),
-                retry_after: (v[0] == 0).then(|| micros(v[2])),
-            })
-            .collect();
-        Some(statuses)
+        let mut counts = values.chunks_exact(4).map(|v| Status {
+            remaining: u64::try_from(v[1]).unwrap_or(0),
+            reset: micros(v[3]),
+            retry_after: (v[0] == 0).then(|| micros(v[2])),
+        });
+        for pending in batch.drain(..) {
+            let statuses = counts.by_ref().take(pending.keys.len()).collect();
+            // A request that gave up meanwhile has no one to tell.
+            let _ = pending.reply.send(statuses);
+        }
     }
 
-    fn failed(&self, error: &str) -> Option<Vec<Status>> {
+    fn failed(&self, error: &str) {
         self.down_until.store(self.millis() + RETRY_AFTER.as_millis() as u64, Ordering::Relaxed);
         if self.up.swap(false, Ordering::Relaxed) {
             let then = match self.on_error {
@@ -149,7 +239,6 @@ impl Shared {
             };
             tracing::warn!(url = %self.url, error, "redis does not answer: {then}");
         }
-        None
     }
 
     fn millis(&self) -> u64 {

@@ -71,7 +71,14 @@ pub(crate) const HELP: &[(&str, &str)] = &[
     ("bff_quota_requests_total", "Quota decisions, by tier and outcome (allowed, exceeded)."),
     ("bff_rate_limit_keys", "Keys counted by the in-process rate limiters."),
     ("bff_redis_call_seconds", "Time of each Redis call of the shared limits."),
-    ("bff_redis_errors_total", "Redis calls of the shared limits that failed, by kind (timeout, error)."),
+    (
+        "bff_redis_errors_total",
+        "Redis calls of the shared limits that failed, by kind (timeout, error); queue_full: checks not sent, too many waiting.",
+    ),
+    (
+        "bff_redis_checks_total",
+        "Requests' limit checks sent to Redis; over bff_redis_call_seconds_count, the requests per call.",
+    ),
     ("bff_connections_open", "Client connections open now."),
     ("bff_connections_refused_total", "Client connections refused at accept, by the cap that refused them."),
     ("bff_connections_closed_total", "Client connections closed by the server, by reason."),
