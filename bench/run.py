@@ -277,6 +277,24 @@ def write_results(args, kind, results):
     return out
 
 
+REDIS_SERIES = re.compile(r"^(bff_redis_checks_total|bff_redis_call_seconds_count) (\S+)$", re.M)
+
+
+def redis_batching(admin, before=None):
+    """With no `before`: the BFF's counts of limit checks sent to Redis and of Redis calls. With
+    it: the checks per call since then (None without an admin port, or from a build that does not
+    count them)."""
+    if admin is None:
+        return None
+    counts = {name: float(value) for name, value in REDIS_SERIES.findall(http("GET", f"http://127.0.0.1:{admin}/metrics")[2].decode())}
+    if len(counts) < 2:
+        return None
+    if before is None:
+        return counts
+    calls = counts["bff_redis_call_seconds_count"] - before["bff_redis_call_seconds_count"]
+    return (counts["bff_redis_checks_total"] - before["bff_redis_checks_total"]) / calls if calls else None
+
+
 def pids_of(pid):
     """The process and its children (nginx workers)."""
     pids = [pid]
@@ -511,7 +529,12 @@ class Harness:
 
     def run_case(self, case):
         self.set_latency(case.latency_ms)
-        proc, port = self.start_target(case.target, case.env, case.instances, case.redis)
+        env, admin = case.env, None
+        if case.redis and case.target.startswith("bff-"):
+            # Its metrics say how many requests shared each Redis call.
+            admin = free_port()
+            env = {**env, "BFF_ADMIN__LISTEN": f"127.0.0.1:{admin}"}
+        proc, port = self.start_target(case.target, env, case.instances, case.redis)
         idle_rss = rss_mb(pids_of(proc.pid))
         headers = list(case.headers)
         if case.credential == "bearer":
@@ -541,9 +564,13 @@ class Harness:
         # Warm up (connections, pools, JIT for Node), then measure.
         subprocess.run(wrk + [f"-d{self.args.warmup}s", url], capture_output=True, text=True, check=True)
         pids = pids_of(proc.pid)
-        cpu_before = cpu_seconds(pids)
+        # A Redis beside the BFF does part of the work of its limits: its CPU is counted apart.
+        redis_pids = [self.redis_proc.pid] if getattr(self, "redis_proc", None) else []
+        batching = redis_batching(admin)
+        cpu_before, redis_before = cpu_seconds(pids), cpu_seconds(redis_pids)
         out = subprocess.run(wrk + [f"-d{self.args.duration}s", url], capture_output=True, text=True, check=True).stdout
-        cpu = cpu_seconds(pids) - cpu_before
+        cpu, redis_cpu = cpu_seconds(pids) - cpu_before, cpu_seconds(redis_pids) - redis_before
+        batching = redis_batching(admin, batching)
         result = parse_wrk(out)
         if self.args.counts:
             result.update(count_per_request(pids, wrk, url))
@@ -554,6 +581,8 @@ class Harness:
             latency_ms=case.latency_ms,
             connections=case.connections,
             cpu_us_per_req=(cpu / result["requests"] * 1e6) if result["requests"] else None,
+            redis_cpu_us_per_req=(redis_cpu / result["requests"] * 1e6) if result["requests"] and redis_pids else None,
+            redis_checks_per_call=batching,
             peak_rss_mb=peak_rss_mb(pids),
             idle_rss_mb=idle_rss,
             baselines=list(case.baselines),
@@ -649,6 +678,14 @@ def fmt(value, digits=1):
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
+def redis_cpu(r):
+    """The CPU a Redis beside the BFF spent per request, when there was one."""
+    if r.get("redis_cpu_us_per_req") is None:
+        return ""
+    batched = f", {fmt(r['redis_checks_per_call'])} checks a call" if r.get("redis_checks_per_call") else ""
+    return f" (+{fmt(r['redis_cpu_us_per_req'])} Redis{batched})"
+
+
 def paired(case, base, f):
     """`f` of a case's run and its baseline's run in the same round, the median over rounds.
 
@@ -688,7 +725,7 @@ def table(results):
                 ratios.append(f"{rps_ratio(r, by_name[b]):.2f}× {b}")
         lines.append(
             f"| {r['case']} | {r['target']} | {r['connections']} | {r['latency_ms']} ms | {fmt(r['rps'], 0)} | "
-            f"{fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['cpu_us_per_req'])} | {fmt(r['idle_rss_mb'])} / {fmt(r['peak_rss_mb'])} | "
+            f"{fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['cpu_us_per_req'])}{redis_cpu(r)} | {fmt(r['idle_rss_mb'])} / {fmt(r['peak_rss_mb'])} | "
             f"{r['errors']} | "
             + (f"{fmt(r.get('mallocs_per_req'))} / {fmt(r.get('syscalls_per_req'))} | " if counted else "")
             + f"{'; '.join(ratios)} |"
@@ -797,8 +834,9 @@ def targets_table(checked):
     return "\n".join(lines)
 
 
-def with_before(cases, before):
-    """Each BFF case preceded by its twin on the `before` build, which becomes one of its baselines."""
+def with_before(cases, before, every=False):
+    """Each BFF case preceded by its twin on the `before` build, which becomes one of its baselines
+    (with `every`, also the cases of features some earlier builds lack)."""
     bffs = ("bff-mobile", "bff-web", "bff-partner")
     missing = [b for b in bffs if any(c.target == b for c in cases) and not os.path.exists(os.path.join(before, b))]
     if missing:
@@ -807,8 +845,8 @@ def with_before(cases, before):
     for case in cases:
         # A TLS, several-instance or breaker case has no twin: a build from before those
         # features cannot run it.
-        newer = case.tls or case.instances > 1 or any(
-            word in key for key in case.env for word in ("BREAKER", "HEDGE", "COALESCE", "CACHE", "MAX_IN_FLIGHT_REQ", "RATE_LIMITS", "TRACING"))
+        newer = not every and (case.tls or case.instances > 1 or any(
+            word in key for key in case.env for word in ("BREAKER", "HEDGE", "COALESCE", "CACHE", "MAX_IN_FLIGHT_REQ", "RATE_LIMITS", "TRACING")))
         if case.target in bffs and not newer:
             twin = dataclasses.replace(case, name=f"{case.name}@before", target=f"{case.target}@before", baselines=())
             out.append(twin)
@@ -1614,6 +1652,9 @@ def main():
     parser.add_argument("--before", metavar="DIR",
                         help="release binaries of an earlier build: each BFF case also runs on them, just before, "
                              "as `<case>@before`, and is compared with that run (an A/B in one run)")
+    parser.add_argument("--before-every", action="store_true",
+                        help="with --before, twin the TLS, several-instance, breaker, cache, limit and tracing cases "
+                             "too (the earlier build must have those features)")
     parser.add_argument("--fault-matrix", action="store_true",
                         help="instead of the cases: each fault on users, orders and notifications under load on "
                              "/mobile/home, with resilience off and on (bench/README.md); --only \"users flap\" "
@@ -1678,7 +1719,7 @@ def main():
     prefixes = tuple(args.only.split(",")) if args.only else ("",)
     cases = [c for c in CASES if (c.quick or not args.quick) and c.name.startswith(prefixes)]
     if args.before:
-        cases = with_before(cases, args.before)
+        cases = with_before(cases, args.before, args.before_every)
     if any(c.target == "nginx" for c in cases) and not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
         raise SystemExit("nginx is not installed (apt-get install nginx-light)")
     if args.counts:
@@ -1705,7 +1746,7 @@ def main():
             case_runs = runs[case.name]
             median = dict(sorted(case_runs, key=lambda r: r["rps"])[len(case_runs) // 2])
             median["runs"] = [
-                {k: r[k] for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "errors")} for r in case_runs
+                {k: r.get(k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "redis_cpu_us_per_req", "redis_checks_per_call", "errors")} for r in case_runs
             ]
             results.append(median)
     finally:

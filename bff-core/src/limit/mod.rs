@@ -94,22 +94,32 @@ pub(crate) enum LimitKey {
 }
 
 impl LimitKey {
-    /// The key's part of a Redis key: short and printable as it is, otherwise hashed.
-    fn redis_part(&self) -> String {
+    /// Appends the key's part of a Redis key to `out`: short and printable as it is, otherwise
+    /// hashed.
+    fn write_redis_part(&self, out: &mut String) {
         match self {
-            Self::Ip(ip) => ip.to_string(),
-            Self::Global => "*".to_owned(),
+            Self::Ip(ip) => {
+                let _ = write!(out, "{ip}");
+            }
+            Self::Global => out.push('*'),
             Self::Name(name) if name.len() <= MAX_PLAIN_KEY && name.bytes().all(|b| b.is_ascii_graphic()) => {
-                format!("={name}")
+                out.push('=');
+                out.push_str(name);
             }
             Self::Name(name) => {
-                let mut hex = String::from("#");
+                out.push('#');
                 for byte in Sha256::digest(name.as_bytes()) {
-                    let _ = write!(hex, "{byte:02x}");
+                    let _ = write!(out, "{byte:02x}");
                 }
-                hex
             }
         }
+    }
+
+    #[cfg(test)]
+    fn redis_part(&self) -> String {
+        let mut part = String::new();
+        self.write_redis_part(&mut part);
+        part
     }
 }
 

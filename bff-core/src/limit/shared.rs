@@ -129,7 +129,13 @@ impl Shared {
             if let Check::Rule { index, key } = check
                 && let Some(rule) = rules.get(*index)
             {
-                let name = format!("{}:rl:{}:{}", self.redis.prefix, rule.name, key.redis_part());
+                // `<prefix>:rl:<limit>:<key>`, written once into its own string.
+                let mut name = String::with_capacity(self.redis.prefix.len() + rule.name.len() + 48);
+                name.push_str(&self.redis.prefix);
+                name.push_str(":rl:");
+                name.push_str(&rule.name);
+                name.push(':');
+                key.write_redis_part(&mut name);
                 keys.push((name, rule.interval_micros(), u64::from(rule.burst.get())));
             }
         }
