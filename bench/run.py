@@ -495,7 +495,9 @@ class Harness:
                         url = "[" + ", ".join([f'"{m[service]}"'] * instances) + "]"
                     cfg[f"BFF_UPSTREAMS__{service.upper()}__URL"] = url
             cfg.update({k: re.sub(r"\{mock:(\w+)\}", lambda g: m[g.group(1)], v) for k, v in env.items()})
-            proc = self.spawn(name, self.counted([os.path.join(binaries, name)]), env=cfg)
+            # The earlier build's log beside the new one's (`bff-mobile@before.log`), not over it.
+            log_name = f"{name}@before" if before else name
+            proc = self.spawn(log_name, self.counted([os.path.join(binaries, name)]), env=cfg)
         elif name == "minimal":
             cmd = [os.path.join(RELEASE, "minimal-bff"), f"127.0.0.1:{port}", m["users"], m["orders"], m["notifications"]]
             proc = self.spawn(name, self.counted(cmd))

@@ -31,8 +31,27 @@ pub(crate) fn set_call_headers(request: Request<Body>) -> Request<Body> {
         parts.headers.entry(REQUEST_ID_HEADER).or_insert_with(|| context.request_id.clone());
         let left = context.deadline.saturating_duration_since(Instant::now());
         let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
-        parts.headers.insert(DEADLINE_MS, HeaderValue::from(left_ms));
+        parts.headers.insert(DEADLINE_MS, millis(left_ms));
     }
     CallerHeaders::apply(context.and_then(|c| c.caller.as_ref()), &mut parts.headers);
     Request::from_parts(parts, body)
+}
+
+/// `ms` as a header value in one allocation (`HeaderValue::from(u64)` grows a buffer, then
+/// freezes it into a second).
+fn millis(ms: u64) -> HeaderValue {
+    let mut digits = itoa::Buffer::new();
+    HeaderValue::from_str(digits.format(ms)).unwrap_or_else(|_| HeaderValue::from(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::millis;
+
+    #[test]
+    fn millis_are_the_decimal_number() {
+        for ms in [0, 7, 1500, u64::MAX] {
+            assert_eq!(millis(ms), http::HeaderValue::from(ms));
+        }
+    }
 }
