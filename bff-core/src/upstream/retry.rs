@@ -178,6 +178,38 @@ mod tests {
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
     }
 
+    /// Each attempt's headers, as the upstream saw them: a retry's copy of a call with headers of
+    /// its own and of one without (whose copy starts with an empty map) carries the same.
+    #[tokio::test(start_paused = true)]
+    async fn every_attempt_carries_the_stacks_headers_and_the_calls_own() {
+        for own in [false, true] {
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let log = seen.clone();
+            let service = tower::service_fn(move |request: Request<Body>| {
+                let mut seen = log.lock().unwrap();
+                seen.push(request.headers().clone());
+                let status = if seen.len() < 3 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+                async move {
+                    let mut response = Response::new(Body::from("{}"));
+                    *response.status_mut() = status;
+                    Ok::<_, BoxError>(response)
+                }
+            });
+            let settings = UpstreamSettings { retry: three_attempts(), ..UpstreamSettings::bare() };
+            let up = Upstream::from_service("flaky", settings, service, &Metrics::new());
+            let call = up.get::<Value>("/x");
+            let call = if own { call.header("if-none-match", "\"v1\"") } else { call };
+            call.send_within(HeaderValue::from_static("r-9"), deadline(Duration::from_secs(2))).await.unwrap();
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 3);
+            for headers in seen.iter() {
+                assert_eq!(headers["x-request-id"], "r-9");
+                assert!(headers.contains_key(super::super::headers::DEADLINE_MS), "{headers:?}");
+                assert_eq!(headers.get("if-none-match").is_some(), own, "{headers:?}");
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_write_is_retried_only_with_an_idempotency_key() {
         let (up, attempts) = answering(&[503, 201], three_attempts());

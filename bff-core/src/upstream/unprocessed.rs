@@ -55,7 +55,11 @@ pub(crate) fn clone_request(request: &Request<Body>) -> Option<Request<Body>> {
     *copy.method_mut() = request.method().clone();
     *copy.uri_mut() = request.uri().clone();
     *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
+    // A call's own headers are most often none (the stack sets its own on each attempt): the
+    // copy then gets a new map, which allocates only if the copy is ever sent.
+    if !request.headers().is_empty() {
+        *copy.headers_mut() = request.headers().clone();
+    }
     *copy.extensions_mut() = request.extensions().clone();
     Some(copy)
 }
