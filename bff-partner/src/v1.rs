@@ -86,6 +86,7 @@ pub struct OrderListQuery {
     /// The user whose orders to list.
     pub user: String,
     /// Page number, from 1.
+    #[param(minimum = 1)]
     pub page: Option<usize>,
 }
 

@@ -104,10 +104,12 @@ pub struct ProductV2 {
 /// An order to place.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"user": "42", "items": [{"sku": "SKU-0001", "qty": 2}]}))]
 pub struct NewOrderV2 {
     /// The customer's user id.
     pub user: String,
     /// 1 to 50 lines; a sku named twice is one line with the quantities added.
+    #[schema(min_items = 1, max_items = 50)]
     pub items: Vec<NewLineV2>,
 }
 
@@ -116,8 +118,10 @@ pub struct NewOrderV2 {
 #[serde(deny_unknown_fields)]
 pub struct NewLineV2 {
     /// The product.
+    #[schema(min_length = 1, max_length = 32)]
     pub sku: String,
     /// How many, 1 to 99.
+    #[schema(minimum = 1, maximum = 99)]
     pub qty: u64,
 }
 
@@ -133,6 +137,7 @@ pub struct OrderListQuery {
     /// The `nextCursor` of the previous page; absent for the first page.
     pub cursor: Option<String>,
     /// Orders per page, 1 to 50 (default 3).
+    #[param(minimum = 1, maximum = 50)]
     pub limit: Option<usize>,
 }
 
@@ -235,7 +240,8 @@ fn lines(items: Vec<NewLineV2>) -> Result<Vec<NewLineV2>, BffError> {
 /// Place an order for a user. Requires an `Idempotency-Key`: a repeat with the same key and body
 /// answers the order placed the first time instead of placing another.
 #[utoipa::path(post, path = "/v2/orders", tag = "orders", request_body = NewOrderV2,
-    params(("Idempotency-Key" = String, Header, description = "The client's unique name for this order, 1 to 255 visible ASCII characters")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", example = "order-7f3a9c",
+        description = "The client's unique name for this order, 1 to 255 visible ASCII characters")),
     responses((status = 201, body = OrderV2, headers(("Location" = String, description = "The new order"))), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem), (status = 502, body = Problem), (status = 504, body = Problem)),
     security(("api_key" = [])))]
 pub(crate) async fn order_create(
@@ -331,6 +337,34 @@ pub(crate) fn routes() -> Routes<Upstreams> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bounds the document states are the ones the handlers enforce, so generated clients
+    /// (and schemathesis) send what is accepted.
+    #[test]
+    fn the_documented_bounds_are_the_enforced_ones() {
+        let doc: serde_json::Value = serde_json::from_str(&crate::openapi_json(2).unwrap()).unwrap();
+        let list = &doc["paths"]["/v2/orders"]["get"]["parameters"];
+        let limit = list.as_array().unwrap().iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(
+            (limit["schema"]["minimum"].as_u64(), limit["schema"]["maximum"].as_u64()),
+            (Some(1), Some(MAX_ORDERS as u64))
+        );
+        let create = &doc["paths"]["/v2/orders"]["post"]["parameters"][0]["schema"];
+        assert_eq!(create["maxLength"].as_u64(), Some(255));
+        let order = &doc["components"]["schemas"]["NewOrderV2"]["properties"]["items"];
+        assert_eq!((order["minItems"].as_u64(), order["maxItems"].as_u64()), (Some(1), Some(MAX_LINES as u64)));
+        let line = &doc["components"]["schemas"]["NewLineV2"]["properties"];
+        assert_eq!((line["qty"]["minimum"].as_u64(), line["qty"]["maximum"].as_u64()), (Some(1), Some(99)));
+        assert_eq!(line["sku"]["maxLength"].as_u64(), Some(32));
+        let accepted = vec![NewLineV2 { sku: "S".repeat(32), qty: 99 }; 1];
+        assert!(lines(accepted).is_ok());
+        assert!(lines(vec![NewLineV2 { sku: "S".repeat(33), qty: 1 }]).is_err());
+        assert!(lines(vec![NewLineV2 { sku: "S".into(), qty: 100 }]).is_err());
+        let most: Vec<_> = (0..MAX_LINES).map(|i| NewLineV2 { sku: format!("S{i}"), qty: 1 }).collect();
+        assert!(lines(most.clone()).is_ok());
+        let over: Vec<_> = (0..=MAX_LINES).map(|i| NewLineV2 { sku: format!("S{i}"), qty: 1 }).collect();
+        assert!(lines(over).is_err());
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
