@@ -6,7 +6,7 @@
 //! `serde_json::Value` for every event, a tree of allocations per access-log line. Here span fields
 //! are kept as the inside of a JSON object and copied in as they are.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
@@ -63,9 +63,27 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        let mut members = Members { writer: &mut writer, first: true, result: Ok(()) };
-        fields.record(&mut members);
-        members.result
+        // Written whole into this thread's scratch buffer, then copied once: the span's own
+        // string is allocated at its size rather than grown a few bytes at a time.
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => {
+                scratch.clear();
+                let mut members = Members { writer: &mut Writer::new(&mut *scratch), first: true, result: Ok(()) };
+                fields.record(&mut members);
+                let written = members.result.and_then(|()| writer.write_str(&scratch));
+                if scratch.capacity() > MAX_SCRATCH {
+                    *scratch = String::new();
+                }
+                written
+            }
+            // In use further up this thread's stack (tracing itself keeps a field's `Debug` from
+            // reaching the subscriber, so only a direct caller could): written as it comes.
+            Err(_) => {
+                let mut members = Members { writer: &mut writer, first: true, result: Ok(()) };
+                fields.record(&mut members);
+                members.result
+            }
+        })
     }
 
     fn add_fields(
@@ -139,7 +157,13 @@ impl Visit for Members<'_, '_> {
     }
 }
 
+/// The most a thread keeps of its scratch buffer between spans.
+const MAX_SCRATCH: usize = 4096;
+
 thread_local! {
+    /// Where a span's fields are written before they are copied into the span.
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+
     /// The second last written by this thread, and its `YYYY-MM-DDTHH:MM:SS`: lines come many
     /// to a second, and the date is worked out once for all of them.
     static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
@@ -293,6 +317,28 @@ mod tests {
         tracing::subscriber::with_default(subscriber, emit);
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect()
+    }
+
+    /// A field whose `Debug` logs while the span's fields are written into the scratch buffer:
+    /// tracing drops what is logged from inside the subscriber, and the span keeps its fields.
+    #[test]
+    fn a_field_that_logs_while_it_is_written_leaves_the_span_whole() {
+        struct Logs;
+        impl fmt::Debug for Logs {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let inner = tracing::info_span!("inner", x = "in");
+                let _entered = inner.enter();
+                tracing::info!("from inside");
+                f.write_str("outer value")
+            }
+        }
+        let lines = lines(|| {
+            let span = tracing::info_span!("outer", v = ?Logs, w = "after");
+            let _entered = span.enter();
+            tracing::info!("served");
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["span"], json!({"v": "outer value", "w": "after", "name": "outer"}));
     }
 
     #[test]
