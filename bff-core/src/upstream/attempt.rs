@@ -19,7 +19,7 @@ use super::{Body, BoxError};
 /// One attempt to an upstream instance, as the tower service an upstream layer wraps: send it
 /// the request (`http::Request<Body>`), get the response or the error.
 #[derive(Clone)]
-pub struct Attempt(Outbound);
+pub struct Attempt(Outbound<Request<Body>>);
 
 impl Attempt {
     pub(crate) fn new<S>(service: S) -> Self

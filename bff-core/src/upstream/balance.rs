@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
-use http::{Request, Response};
+use http::Response;
 use metrics::{Counter, Gauge};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -30,19 +30,15 @@ use tower::Service;
 use tower::util::Oneshot;
 
 use super::breaker::is_failure;
+use super::outgoing::{Outgoing, Tried};
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::config::{MAX_INSTANCES, OutlierConfig};
 use crate::observe::metrics::Metrics;
 
-/// The instances a call (and its copies: retries, hedges) was sent to, by index: a request
-/// extension, shared by the copies.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Tried(Arc<AtomicU64>);
-
-/// Gives `request` a [`Tried`] set, for a stack whose retries or hedges may send it again.
-pub(crate) fn track_tried(mut request: Request<Body>) -> Request<Body> {
-    request.extensions_mut().insert(Tried::default());
-    request
+/// Gives `call` a [`Tried`] set, for a stack whose retries or hedges may send it again.
+pub(crate) fn track_tried(mut call: Outgoing) -> Outgoing {
+    call.tried = Some(Tried::default());
+    call
 }
 
 /// One upstream's instances; see [the module docs](self).
@@ -265,9 +261,9 @@ fn nth_set_bit(mut set: u64, n: u64) -> usize {
     set.trailing_zeros() as usize
 }
 
-impl<S> Service<Request<Body>> for Balance<S>
+impl<S> Service<Outgoing> for Balance<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone,
+    S: Service<Outgoing, Response = Response<Body>, Error = BoxError> + Clone,
 {
     type Response = Response<Body>;
     type Error = BoxError;
@@ -281,11 +277,11 @@ where
         }
     }
 
-    fn call(&mut self, request: Request<Body>) -> Balanced<S> {
+    fn call(&mut self, request: Outgoing) -> Balanced<S> {
         match self {
             Self::One(service) => Balanced::One { future: service.call(request) },
             Self::Many(instances) => {
-                let tried = request.extensions().get::<Tried>();
+                let tried = request.tried.as_ref();
                 let index = instances.pick(tried.map_or(0, |t| t.0.load(Ordering::Relaxed)));
                 if let Some(tried) = tried {
                     tried.0.fetch_or(1 << index, Ordering::Relaxed);
@@ -318,16 +314,16 @@ impl<S> Drop for Slot<S> {
 pin_project! {
     /// A call through [`Balance`].
     #[project = BalancedProj]
-    pub(crate) enum Balanced<S: Service<Request<Body>>> {
+    pub(crate) enum Balanced<S: Service<Outgoing>> {
         One { #[pin] future: S::Future },
-        Many { #[pin] future: Oneshot<S, Request<Body>>, slot: Slot<S> },
+        Many { #[pin] future: Oneshot<S, Outgoing>, slot: Slot<S> },
         Empty { error: Option<UpstreamError> },
     }
 }
 
 impl<S> Future for Balanced<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+    S: Service<Outgoing, Response = Response<Body>, Error = BoxError>,
 {
     type Output = Result<Response<Body>, BoxError>;
 
@@ -351,7 +347,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
-    use http::{HeaderValue, StatusCode};
+    use http::{HeaderValue, Request, StatusCode};
     use serde_json::Value;
 
     use super::super::{Upstream, UpstreamSettings};

@@ -29,13 +29,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Response;
 use metrics::{Counter, Gauge};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::journal::{JournalLayer, Probe, Short};
+use super::journal::{JournalLayer, Short};
+use super::outgoing::Outgoing;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::config::BreakerConfig;
 use crate::observe::metrics::Metrics;
@@ -96,9 +97,9 @@ pub(crate) struct Breaker<S> {
     journal: JournalLayer,
 }
 
-impl<S> Service<Request<Body>> for Breaker<S>
+impl<S> Service<Outgoing> for Breaker<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+    S: Service<Outgoing, Response = Response<Body>, Error = BoxError>,
 {
     type Response = Response<Body>;
     type Error = BoxError;
@@ -108,20 +109,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut call: Outgoing) -> Self::Future {
         let shared = &self.shared;
         match shared.admit() {
             Some(probe) => {
-                if probe {
-                    request.extensions_mut().insert(Probe);
-                }
+                call.probe = probe;
                 Guarded::Tracked {
-                    future: self.inner.call(request),
+                    future: self.inner.call(call),
                     ticket: Ticket { shared: shared.clone(), probe, settled: false },
                 }
             }
             None => {
-                self.journal.short(&request, Short::CircuitOpen);
+                self.journal.short(&call, Short::CircuitOpen);
                 Guarded::Refused {
                     error: Some(UpstreamError::new(shared.name.clone(), UpstreamErrorKind::CircuitOpen)),
                 }
@@ -462,7 +461,7 @@ impl Window {
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize};
 
-    use http::{HeaderValue, StatusCode};
+    use http::{HeaderValue, Request, StatusCode};
     use serde_json::Value;
 
     use super::super::{Upstream, UpstreamSettings};

@@ -9,12 +9,13 @@
 use std::task::{Context, Poll};
 
 use futures::future::Either;
-use http::{Request, Response};
+use http::Response;
 use tower::Service;
 use tower::limit::ConcurrencyLimit;
 use tower::load_shed::error::Overloaded;
 
 use super::journal::{JournalLayer, Short};
+use super::outgoing::Outgoing;
 use super::{Body, BoxError};
 
 /// See [the module docs](self).
@@ -32,14 +33,14 @@ impl<S> Bulkhead<S> {
     }
 }
 
-impl<S> Service<Request<Body>> for Bulkhead<S>
+impl<S> Service<Outgoing> for Bulkhead<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+    S: Service<Outgoing, Response = Response<Body>, Error = BoxError>,
 {
     type Response = Response<Body>;
     type Error = BoxError;
     type Future = Either<
-        <ConcurrencyLimit<S> as Service<Request<Body>>>::Future,
+        <ConcurrencyLimit<S> as Service<Outgoing>>::Future,
         std::future::Ready<Result<Response<Body>, BoxError>>,
     >;
 
@@ -53,7 +54,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, request: Outgoing) -> Self::Future {
         if std::mem::take(&mut self.admitted) {
             Either::Left(self.inner.call(request))
         } else {

@@ -25,15 +25,15 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use http::header::{CACHE_CONTROL, ETAG, IF_NONE_MATCH, VARY};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use metrics::Counter;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use super::headers::PER_ATTEMPT;
-use super::journal::{JournalLayer, Revalidation, Short};
+use super::journal::{JournalLayer, Short};
+use super::outgoing::Outgoing;
 use super::snapshot::{CallKey, Shareable, Snapshot};
-use super::unprocessed::clone_request;
 use super::{Body, BoxError};
 use crate::identity::{self, CallerHeaders};
 use crate::observe::metrics::Metrics;
@@ -235,9 +235,9 @@ impl Store {
     }
 }
 
-impl<S> Service<Request<Body>> for Cached<S>
+impl<S> Service<Outgoing> for Cached<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
+    S: Service<Outgoing, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
@@ -250,10 +250,10 @@ where
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut call: Outgoing) -> Self::Future {
         let store = &self.store;
-        let Some(Shareable { key, caller, .. }) = Shareable::of(&request) else {
-            return self.inner.clone().oneshot(request).boxed();
+        let Some(Shareable { key, caller, .. }) = Shareable::of(&call) else {
+            return self.inner.clone().oneshot(call).boxed();
         };
         let shared = Key { call: key, owner: None };
         let now = Instant::now();
@@ -262,18 +262,18 @@ where
             && entry.fresh(now)
         {
             store.hit.increment(1);
-            store.journal.short(&request, Short::CacheHit);
+            store.journal.short(&call, Short::CacheHit);
             return futures::future::ready(Ok(entry.snapshot.to_response())).boxed();
         }
         let stale = found.map(|(_, entry)| entry);
         if let Some(etag) = stale.as_ref().and_then(|entry| entry.etag.clone()) {
-            request.headers_mut().insert(IF_NONE_MATCH, etag);
-            request.extensions_mut().insert(Revalidation);
+            call.request.headers_mut().insert(IF_NONE_MATCH, etag);
+            call.revalidation = true;
         }
         // With a stale entry that may be served, a copy of the call (a GET: no body) is kept to
         // journal it.
-        let witness = stale.as_ref().and_then(|_| clone_request(&request));
-        let call = self.inner.clone().oneshot(request);
+        let witness = stale.as_ref().and_then(|_| call.try_clone());
+        let call = self.inner.clone().oneshot(call);
         let store = store.clone();
         async move {
             let result = call.await;
@@ -344,6 +344,7 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use http::Request;
     use serde_json::Value;
 
     use super::super::{Upstream, UpstreamErrorKind, UpstreamSettings};

@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use super::stack::CallContext;
+use super::outgoing::{CallContext, Outgoing};
 use super::transport::MAX_BODY_BYTES;
 use super::{Body, BoxError, Upstream, UpstreamError, UpstreamErrorKind};
 use crate::idempotency::{self, IDEMPOTENCY_KEY, IdempotencyKey};
@@ -150,7 +150,7 @@ impl<T> Call<T> {
     }
 
     /// The request this call describes, with its context, or why it cannot be sent.
-    fn into_request(self, context: CallContext) -> Result<Request<Body>, UpstreamError> {
+    fn into_outgoing(self, context: CallContext) -> Result<Outgoing, UpstreamError> {
         let name = &self.upstream.inner.name;
         let invalid = |why: String| UpstreamError::new(name.clone(), UpstreamErrorKind::Request).with_cause(why);
         let uri = Uri::try_from(self.path).map_err(|e| invalid(format!("invalid path: {e}")))?;
@@ -180,8 +180,7 @@ impl<T> Call<T> {
         }
         *request.method_mut() = self.method;
         *request.uri_mut() = uri;
-        request.extensions_mut().insert(context);
-        Ok(request)
+        Ok(Outgoing::new(request, context))
     }
 }
 
@@ -237,8 +236,8 @@ impl<T: Decode> Call<T> {
     /// stays small, and nothing else is allocated for it.
     fn send_with(self, context: CallContext) -> Sending<T> {
         let upstream = self.upstream.clone();
-        let sent = match self.into_request(context) {
-            Ok(request) => upstream.inner.stack.send(request),
+        let sent = match self.into_outgoing(context) {
+            Ok(outgoing) => upstream.inner.stack.send(outgoing),
             Err(error) => Box::pin(std::future::ready(Err(error.into()))),
         };
         Sending { upstream, start: None, sent: Some(sent), _output: PhantomData }

@@ -1,9 +1,8 @@
 //! Coalescing (singleflight): identical GETs to one upstream in flight at once share one call.
 //!
 //! Identical means the same URI, the same headers set by the call, and the same verified caller
-//! (the identity headers the call will carry): two users' personal GETs are never merged, and a
-//! call without a [`CallContext`] is never merged at all. Only buffered GETs take part (a stream
-//! is read by one caller).
+//! (the identity headers the call will carry): two users' personal GETs are never merged. Only
+//! buffered GETs take part (a stream is read by one caller).
 //!
 //! The first call leads: it goes through the rest of the stack (breaker, retries, …) as usual,
 //! and its response, read whole, is copied to every follower. A follower whose deadline is
@@ -17,11 +16,12 @@ use std::task::{Context, Poll};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, WeakShared};
-use http::{Request, Response};
+use http::Response;
 use metrics::Counter;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
+use super::outgoing::Outgoing;
 use super::snapshot::{CallKey, Shareable, Snapshot};
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::identity::CallerHeaders;
@@ -92,9 +92,9 @@ impl Flights {
     }
 }
 
-impl<S> Service<Request<Body>> for Coalesce<S>
+impl<S> Service<Outgoing> for Coalesce<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
+    S: Service<Outgoing, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
@@ -107,7 +107,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, request: Outgoing) -> Self::Future {
         let flights = &self.flights;
         let Some(Shareable { key, caller, deadline }) = Shareable::of(&request) else {
             return self.inner.clone().oneshot(request).boxed();
@@ -176,6 +176,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
+    use http::Request;
     use serde_json::Value;
 
     use super::super::{Upstream, UpstreamSettings};

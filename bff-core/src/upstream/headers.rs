@@ -1,12 +1,11 @@
-//! Headers every call carries, set from its [`CallContext`] rather than by the transport: the
-//! request id, what is left of the request's deadline, and the caller's identity, which replaces
-//! any identity header the call had.
+//! Headers every call carries, set from its [`CallContext`](super::CallContext) rather than by
+//! the transport: the request id, what is left of the request's deadline, and the caller's
+//! identity, which replaces any identity header the call had.
 
-use http::{HeaderName, HeaderValue, Request};
+use http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
-use super::Body;
-use super::stack::CallContext;
+use super::outgoing::Outgoing;
 use crate::identity::CallerHeaders;
 use crate::identity::REQUEST_ID_HEADER;
 use crate::observe::trace_context::TRACEPARENT;
@@ -23,18 +22,16 @@ pub(crate) const PER_ATTEMPT: [HeaderName; 4] = [REQUEST_ID_HEADER, DEADLINE_MS,
 /// `X-Request-Deadline-Ms`, and the identity headers of its caller (always: a call cannot speak
 /// for someone else). It runs for each attempt, so a retry carries what is left then (the trace
 /// headers, with the attempt's own span, are set by the journal: `upstream/journal.rs`).
-pub(crate) fn set_call_headers(request: Request<Body>) -> Request<Body> {
-    let (mut parts, body) = request.into_parts();
-    let context = parts.extensions.get::<CallContext>();
-    if let Some(context) = context {
-        // One lookup, where `contains_key` then `insert` hash the name twice.
-        parts.headers.entry(REQUEST_ID_HEADER).or_insert_with(|| context.request_id.clone());
-        let left = context.deadline.saturating_duration_since(Instant::now());
-        let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
-        parts.headers.insert(DEADLINE_MS, millis(left_ms));
-    }
-    CallerHeaders::apply(context.and_then(|c| c.caller.as_ref()), &mut parts.headers);
-    Request::from_parts(parts, body)
+pub(crate) fn set_call_headers(mut call: Outgoing) -> Outgoing {
+    let context = &call.context;
+    let headers = call.request.headers_mut();
+    // One lookup, where `contains_key` then `insert` hash the name twice.
+    headers.entry(REQUEST_ID_HEADER).or_insert_with(|| context.request_id.clone());
+    let left = context.deadline.saturating_duration_since(Instant::now());
+    let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+    headers.insert(DEADLINE_MS, millis(left_ms));
+    CallerHeaders::apply(context.caller.as_ref(), headers);
+    call
 }
 
 /// `ms` as a header value in one allocation (`HeaderValue::from(u64)` grows a buffer, then

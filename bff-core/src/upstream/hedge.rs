@@ -12,13 +12,12 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Either};
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use metrics::Counter;
 use tower::{Layer, Service, ServiceExt};
 
 use super::budget::RetryBudget;
-use super::journal::Resent;
-use super::unprocessed::clone_request;
+use super::outgoing::Outgoing;
 use super::{Body, BoxError};
 use crate::observe::metrics::Metrics;
 
@@ -76,9 +75,9 @@ fn failed(result: &Result<Response<Body>, BoxError>) -> bool {
     result.as_ref().map_or(true, |response| response.status().is_server_error())
 }
 
-impl<S> Service<Request<Body>> for Hedge<S>
+impl<S> Service<Outgoing> for Hedge<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
+    S: Service<Outgoing, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
@@ -89,12 +88,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, request: Outgoing) -> Self::Future {
         let shared = &self.shared;
         if shared.deposits {
             shared.budget.deposit();
         }
-        let copy = if request.method() == Method::GET { clone_request(&request) } else { None };
+        let copy = if request.request.method() == Method::GET { request.try_clone() } else { None };
         let Some(mut copy) = copy else { return Either::Left(self.inner.call(request)) };
         let (first, spare, shared) = (self.inner.call(request), self.inner.clone(), shared.clone());
         Either::Right(
@@ -110,7 +109,7 @@ where
                     return first.await;
                 }
                 shared.hedged.increment(1);
-                Resent::mark(&mut copy, "hedge");
+                copy.resend("hedge");
                 let mut second = pin!(spare.oneshot(copy));
                 tokio::select! {
                     result = &mut first => if failed(&result) { second.await } else { result },
@@ -126,7 +125,7 @@ where
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use http::HeaderValue;
+    use http::{HeaderValue, Request};
     use serde_json::Value;
     use tokio::time::Instant;
 

@@ -4,7 +4,7 @@
 //! (upstream, status or why there was none — `timeout`, `connect`, `error` —, ms to the head), in
 //! `bff_upstream_attempt_duration_seconds{upstream, outcome}` (`2xx`, `3xx`, `4xx`, `5xx`, or
 //! the failure), and, when the trace is sampled and spans are exported, as a client span with
-//! why it was sent again (a retry, a hedge, an HTTP/2 resend: [`Resent`]), the breaker's state
+//! why it was sent again (a retry, a hedge, an HTTP/2 resend: [`Resent`](super::outgoing::Resent)), the breaker's state
 //! and whether it revalidates a cached answer.
 //!
 //! A call answered or refused with no attempt is recorded the same way by the layer that decided
@@ -20,13 +20,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use http::{Request, Response};
+use http::Response;
 use metrics::Histogram;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::stack::CallContext;
+use super::outgoing::Outgoing;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
@@ -38,7 +38,7 @@ use crate::observe::trace_context::{TRACEPARENT, TRACESTATE, TraceContext, nonze
 pub(crate) const MAX_ATTEMPTS: usize = 16;
 
 /// Where a request keeps its attempts: the request context (`RequestMeta`), reached by its calls
-/// through their [`CallContext`] without an allocation of its own.
+/// through their [`CallContext`](super::CallContext) without an allocation of its own.
 pub(crate) trait AttemptLog: Send + Sync + fmt::Debug {
     fn attempts(&self) -> &Attempts;
 
@@ -63,32 +63,6 @@ struct Attempt {
     outcome: Outcome,
     ms: u64,
 }
-
-/// A request extension on an attempt that is a resend of its call: how many were sent before,
-/// and why this one is (`retry`, `hedge`, `unprocessed`). Set only on resends, so a first attempt
-/// costs nothing.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Resent {
-    pub(crate) count: u8,
-    pub(crate) reason: &'static str,
-}
-
-impl Resent {
-    /// Marks `request` as the next resend of its call, for `reason`.
-    pub(crate) fn mark(request: &mut Request<Body>, reason: &'static str) {
-        let count = request.extensions().get::<Self>().map_or(0, |r| r.count).saturating_add(1);
-        request.extensions_mut().insert(Self { count, reason });
-    }
-}
-
-/// A request extension on a call the breaker lets through as a probe (half-open); a call without
-/// it through a breaker found the circuit closed.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Probe;
-
-/// A request extension on a call that revalidates a stale cached answer (`If-None-Match`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Revalidation;
 
 /// A call answered or refused without an attempt, by the layer that decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,41 +214,38 @@ impl JournalLayer {
         Self(Arc::new(Journaling { upstream: upstream.clone(), durations, instance: None, breaker }))
     }
 
-    /// Records a call of `request` that the cache answered, or the breaker or the bulkhead
-    /// refused, with no attempt: in the histogram (as taking no time), the request's attempts and
-    /// its trace.
-    pub(crate) fn short(&self, request: &Request<Body>, short: Short) {
+    /// Records `call`, which the cache answered, or the breaker or the bulkhead refused, with no
+    /// attempt: in the histogram (as taking no time), the request's attempts and its trace.
+    pub(crate) fn short(&self, call: &Outgoing, short: Short) {
         let label = OUTCOMES.iter().position(|o| *o == short.label()).unwrap_or(OUTCOMES.len() - 1);
-        let context = request.extensions().get::<CallContext>();
-        let sampled = context.and_then(|c| c.trace.as_ref()).filter(|t| t.sampled);
+        let context = &call.context;
+        let sampled = context.trace.as_ref().filter(|t| t.sampled);
         self.durations.record(label, 0.0, sampled.map(|t| (t.trace_id, t.span_id)));
-        let Some(context) = context else { return };
         let Some(log) = &context.attempts else { return };
         log.attempts().record(&self.upstream, short.outcome(), 0);
         let (Some(trace), Some((sink, exported))) = (&context.trace, log.exported()) else { return };
         let attempted = Attempted {
             upstream: &self.upstream,
             instance: None,
-            method: request.method(),
-            path: request.uri().path(),
+            method: call.request.method(),
+            path: call.request.uri().path(),
             outcome: short.outcome(),
             started: SystemTime::now(),
             parent: trace.span_id,
-            resent: request.extensions().get::<Resent>().map(|r| (r.count, r.reason)),
-            circuit: self.circuit(request, short == Short::CircuitOpen),
+            resent: call.resent.map(|r| (r.count, r.reason)),
+            circuit: self.circuit(call, short == Short::CircuitOpen),
             revalidation: false,
             bytes: None,
         };
         spans::attempt(sink, exported, nonzero_u64(), &attempted);
     }
 
-    /// The breaker's state as `request` met it.
-    fn circuit(&self, request: &Request<Body>, open: bool) -> Option<&'static str> {
+    /// The breaker's state as `call` met it.
+    fn circuit(&self, call: &Outgoing, open: bool) -> Option<&'static str> {
         if open {
             return Some("open");
         }
-        let probe = request.extensions().get::<Probe>().is_some();
-        self.breaker.then_some(if probe { "half_open" } else { "closed" })
+        self.breaker.then_some(if call.probe { "half_open" } else { "closed" })
     }
 
     /// The layer for the instance at `url`.
@@ -301,9 +272,9 @@ pub(crate) struct Journal<S> {
     layer: JournalLayer,
 }
 
-impl<S> Service<Request<Body>> for Journal<S>
+impl<S> Service<Outgoing> for Journal<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+    S: Service<Outgoing, Response = Response<Body>, Error = BoxError>,
 {
     type Response = Response<Body>;
     type Error = BoxError;
@@ -313,17 +284,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let context = request.extensions().get::<CallContext>();
-        let attempts = context.and_then(|c| c.attempts.clone());
+    fn call(&mut self, mut call: Outgoing) -> Self::Future {
+        let attempts = call.context.attempts.clone();
         // The attempt's own span in the request's trace; none outside a request (a JWKS fetch).
-        let trace = context.and_then(|c| c.trace.as_ref()).map(|trace| {
+        let trace = call.context.trace.as_ref().map(|trace| {
             let (span_id, traceparent) = trace.attempt();
             (span_id, traceparent, trace.state.clone(), trace.span_id, trace.sampled.then_some(trace.trace_id))
         });
         // An exemplar of its duration, when the trace is sampled.
         let sampled = trace.as_ref().and_then(|(span_id, .., trace_id)| Some(((*trace_id)?, *span_id)));
-        let headers = request.headers_mut();
+        let headers = call.request.headers_mut();
         let span = match trace {
             Some((span_id, traceparent, state, parent, _)) => {
                 headers.insert(TRACEPARENT, traceparent);
@@ -333,16 +303,15 @@ where
                 };
                 let exported = attempts.as_deref().and_then(AttemptLog::exported).is_some();
                 exported.then(|| {
-                    let extensions = request.extensions();
                     Box::new(Started {
                         span_id,
                         parent,
-                        method: request.method().clone(),
-                        path: Box::from(request.uri().path()),
+                        method: call.request.method().clone(),
+                        path: Box::from(call.request.uri().path()),
                         at: SystemTime::now(),
-                        resent: extensions.get::<Resent>().map(|r| (r.count, r.reason)),
-                        circuit: self.layer.circuit(&request, false),
-                        revalidation: extensions.get::<Revalidation>().is_some(),
+                        resent: call.resent.map(|r| (r.count, r.reason)),
+                        circuit: self.layer.circuit(&call, false),
+                        revalidation: call.revalidation,
                     })
                 })
             }
@@ -353,7 +322,7 @@ where
             }
         };
         let entry = Entry { attempts, layer: self.layer.clone(), span, sampled };
-        Journaled { inner: self.inner.call(request), entry: Some((entry, Instant::now())) }
+        Journaled { inner: self.inner.call(call), entry: Some((entry, Instant::now())) }
     }
 }
 

@@ -23,6 +23,7 @@ mod journal;
 pub use headers::DEADLINE_MS;
 pub(crate) use journal::{AttemptLog, Attempts};
 mod metrics;
+mod outgoing;
 mod retry;
 mod snapshot;
 mod stack;
@@ -47,7 +48,8 @@ pub(crate) use attempt::AttemptLayers;
 pub use body::Body;
 pub use call::{Call, Decode, Reply, Streamed};
 pub use error::{UpstreamError, UpstreamErrorKind};
-pub(crate) use stack::{CallContext, Outbound};
+pub(crate) use outgoing::CallContext;
+pub(crate) use stack::Outbound;
 
 use crate::config::{
     BreakerConfig, Config, Defaults, HttpUrl, OutlierConfig, RetryConfig, UpstreamConfig, UpstreamProtocol,

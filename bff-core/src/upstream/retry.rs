@@ -13,16 +13,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use metrics::Counter;
 use tokio::time::{Instant, Sleep};
 use tower::retry::Policy;
 use tower::util::rng::{HasherRng, Rng};
 
 use super::budget::RetryBudget;
-use super::journal::Resent;
-use super::stack::CallContext;
-use super::unprocessed::clone_request;
+use super::outgoing::Outgoing;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::config::RetryConfig;
 use crate::idempotency::IDEMPOTENCY_KEY;
@@ -90,22 +88,22 @@ impl Retries {
     }
 }
 
-/// Whether sending `request` again is safe: an idempotent method, or an `Idempotency-Key`.
-fn safe_to_repeat(request: &Request<Body>) -> bool {
+/// Whether sending `call` again is safe: an idempotent method, or an `Idempotency-Key`.
+fn safe_to_repeat(call: &Outgoing) -> bool {
+    let request = &call.request;
     matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
         || request.headers().contains_key(IDEMPOTENCY_KEY)
 }
 
-impl Policy<Request<Body>, Response<Body>, BoxError> for Retries {
+impl Policy<Outgoing, Response<Body>, BoxError> for Retries {
     type Future = Sleep;
 
-    fn retry(&mut self, request: &mut Request<Body>, result: &mut Result<Response<Body>, BoxError>) -> Option<Sleep> {
-        if self.attempts >= self.shared.attempts || !safe_to_repeat(request) || !self.worth_it(result) {
+    fn retry(&mut self, call: &mut Outgoing, result: &mut Result<Response<Body>, BoxError>) -> Option<Sleep> {
+        if self.attempts >= self.shared.attempts || !safe_to_repeat(call) || !self.worth_it(result) {
             return None;
         }
         let wait = self.backoff();
-        let deadline = request.extensions().get::<CallContext>().map(|c| c.deadline);
-        if deadline.is_some_and(|deadline| Instant::now() + wait >= deadline) {
+        if Instant::now() + wait >= call.context.deadline {
             return None;
         }
         if !self.shared.budget.withdraw() {
@@ -113,20 +111,20 @@ impl Policy<Request<Body>, Response<Body>, BoxError> for Retries {
             return None;
         }
         self.shared.retried.increment(1);
-        Resent::mark(request, "retry");
+        call.resend("retry");
         Some(tokio::time::sleep(wait))
     }
 
-    fn clone_request(&mut self, request: &Request<Body>) -> Option<Request<Body>> {
+    fn clone_request(&mut self, call: &Outgoing) -> Option<Outgoing> {
         // Called before each attempt: the first one is the call the budget counts.
         if self.attempts == 0 {
             self.shared.budget.deposit();
         }
         self.attempts += 1;
-        if self.attempts >= self.shared.attempts || !safe_to_repeat(request) {
+        if self.attempts >= self.shared.attempts || !safe_to_repeat(call) {
             return None;
         }
-        clone_request(request)
+        call.try_clone()
     }
 }
 
@@ -134,7 +132,7 @@ impl Policy<Request<Body>, Response<Body>, BoxError> for Retries {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use http::HeaderValue;
+    use http::{HeaderValue, Request};
     use serde_json::Value;
 
     use super::super::{Upstream, UpstreamSettings};

@@ -2,11 +2,11 @@
 //! coalesced call, the hits of a cached one), and what makes two calls the same call.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, Version};
 use tokio::time::Instant;
 
 use super::Body;
-use super::stack::CallContext;
+use super::outgoing::Outgoing;
 use crate::identity::CallerHeaders;
 
 /// What makes two GETs the same call, whoever makes it: the URI and every header the call set.
@@ -16,8 +16,8 @@ pub(crate) struct CallKey {
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// A call whose answer may serve others: a GET with a [`CallContext`] whose answer is read whole
-/// (not a stream), with its caller and deadline.
+/// A call whose answer may serve others: a GET whose answer is read whole (not a stream), with its
+/// caller and deadline.
 pub(crate) struct Shareable {
     pub(crate) key: CallKey,
     pub(crate) caller: Option<CallerHeaders>,
@@ -25,8 +25,8 @@ pub(crate) struct Shareable {
 }
 
 impl Shareable {
-    pub(crate) fn of(request: &Request<Body>) -> Option<Self> {
-        let context = request.extensions().get::<CallContext>()?;
+    pub(crate) fn of(call: &Outgoing) -> Option<Self> {
+        let (request, context) = (&call.request, &call.context);
         if request.method() != Method::GET || context.streamed || !request.body().is_buffered() {
             return None;
         }

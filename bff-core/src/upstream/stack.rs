@@ -33,15 +33,16 @@
 //! 6. **HTTP client** (`upstream/transport.rs`): hyper-util's pooled client; reads the
 //!    body whole under a limit unless the call asked for a stream.
 //!
-//! Each layer is a tower [`Layer`](tower::Layer) over `http::Request<Body>` /
-//! `http::Response<Body>` with [`BoxError`] errors, so tower's own (`retry`, `limit`,
-//! `balance`) stack in the slots as they are; [`Outbound`] erases the result.
+//! Each layer is a tower [`Layer`](tower::Layer) over [`Outgoing`] (the request with its
+//! context, `upstream/outgoing.rs`) / `http::Response<Body>` with [`BoxError`] errors, so tower's
+//! own (`retry`, `limit`) stack in the slots as they are; [`Outbound`] erases the result. Inside
+//! the per-try timeout, the attempt's own layers (`upstream/attempt.rs`) and the client get the
+//! plain `http::Request<Body>`.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use http::{HeaderValue, Request, Response};
-use tokio::time::Instant;
+use http::{Request, Response};
 use tower::retry::RetryLayer;
 use tower::{Service, ServiceBuilder};
 
@@ -53,38 +54,44 @@ use super::cache::CacheLayer;
 use super::coalesce::CoalesceLayer;
 use super::headers::set_call_headers;
 use super::hedge::HedgeLayer;
-use super::journal::{AttemptLog, JournalLayer};
+use super::journal::JournalLayer;
+use super::outgoing::Outgoing;
 use super::retry::Retries;
 use super::timeout::{Deadline, PerTry, TimeBoundLayer};
 use super::{Body, BoxError, UpstreamSettings, unprocessed};
 use crate::config::UpstreamProtocol;
-use crate::identity::CallerHeaders;
 use crate::observe::metrics::Metrics;
-use crate::observe::trace_context::TraceContext;
 
-/// An upstream's whole outbound stack, type-erased; a tower [`Service`] itself.
+/// An upstream's whole outbound stack (or, over `http::Request<Body>`, an attempt's own layers:
+/// `upstream/attempt.rs`), type-erased; a tower [`Service`] itself.
 ///
 /// Rather than tower's `BoxCloneSyncService` (a boxed clone of the stack, then a boxed future:
 /// two allocations a call), the stack sits behind an `Arc`, and a call clones the concrete stack
 /// (reference counts only) into its one boxed future.
-#[derive(Clone)]
-pub(crate) struct Outbound {
-    stack: Arc<dyn Erased>,
+pub(crate) struct Outbound<R = Outgoing> {
+    stack: Arc<dyn Erased<R>>,
     /// The breaker's reports, when the stack has one: what the call finds after the stack
     /// answered (a body that does not decode).
     outcomes: Option<Outcomes>,
 }
 
-trait Erased: Send + Sync {
-    fn call(&self, request: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>>;
+impl<R> Clone for Outbound<R> {
+    fn clone(&self) -> Self {
+        Self { stack: self.stack.clone(), outcomes: self.outcomes.clone() }
+    }
 }
 
-impl<S> Erased for S
+trait Erased<R>: Send + Sync {
+    fn call(&self, request: R) -> BoxFuture<'static, Result<Response<Body>, BoxError>>;
+}
+
+impl<S, R> Erased<R> for S
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
+    S: Service<R, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
+    R: Send + 'static,
 {
-    fn call(&self, request: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
+    fn call(&self, request: R) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
         let mut stack = self.clone();
         Box::pin(async move {
             std::future::poll_fn(|cx| Service::poll_ready(&mut stack, cx)).await?;
@@ -93,18 +100,18 @@ where
     }
 }
 
-impl Outbound {
+impl<R: Send + 'static> Outbound<R> {
     /// Erases `stack`.
     pub(crate) fn new<S>(stack: S) -> Self
     where
-        S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
+        S: Service<R, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
     {
         Self { stack: Arc::new(stack), outcomes: None }
     }
 
     /// Sends `request` through the stack (readiness included).
-    pub(crate) fn send(&self, request: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
+    pub(crate) fn send(&self, request: R) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
         Erased::call(&*self.stack, request)
     }
 
@@ -117,13 +124,13 @@ impl Outbound {
     }
 }
 
-impl std::fmt::Debug for Outbound {
+impl<R> std::fmt::Debug for Outbound<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbound").finish_non_exhaustive()
     }
 }
 
-impl Service<Request<Body>> for Outbound {
+impl<R: Send + 'static> Service<R> for Outbound<R> {
     type Response = Response<Body>;
     type Error = BoxError;
     type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
@@ -133,28 +140,9 @@ impl Service<Request<Body>> for Outbound {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, request: R) -> Self::Future {
         self.send(request)
     }
-}
-
-/// What a call carries through the stack as a request extension: set by the call, read by the
-/// layers that need it.
-#[derive(Debug, Clone)]
-pub struct CallContext {
-    /// The request id, sent as `X-Request-Id`.
-    pub request_id: HeaderValue,
-    /// The request deadline; no call outlives it.
-    pub deadline: Instant,
-    /// Whether the caller reads the body as a stream (else the client reads it whole).
-    pub streamed: bool,
-    /// The verified caller's identity headers; none for a call on no one's behalf.
-    pub caller: Option<CallerHeaders>,
-    /// The request's trace: each attempt sends it with a span id of its own. None for a call
-    /// outside any request (a JWKS fetch), which sends none.
-    pub(crate) trace: Option<TraceContext>,
-    /// Where the request lists its attempts (its access log line); none outside a request.
-    pub(crate) attempts: Option<Arc<dyn AttemptLog>>,
 }
 
 /// Builds the stack of [the module docs](self) over `clients`, the innermost services: one per
@@ -179,6 +167,7 @@ where
                 .map_request(set_call_headers)
                 .layer(journal.instance(&url))
                 .layer(TimeBoundLayer::new(name.clone(), PerTry(settings.timeout)))
+                .map_request(Outgoing::into_request)
                 .service(client);
             (url, attempt)
         })
@@ -225,7 +214,7 @@ impl Outer<'_> {
     /// The slots around `inner`, erased.
     fn around<S>(self, inner: S) -> Outbound
     where
-        S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
+        S: Service<Outgoing, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
     {
         let Self { name, settings, retries, hedge, breaker, coalesce, cache, several } = self;
@@ -235,7 +224,7 @@ impl Outer<'_> {
         // that a retry or a hedge goes to another.
         if retries.is_some() || hedge.is_some() {
             let deadline = TimeBoundLayer::new(name.clone(), Deadline);
-            let mark: fn(Request<Body>) -> Request<Body> = if several { track_tried } else { std::convert::identity };
+            let mark: fn(Outgoing) -> Outgoing = if several { track_tried } else { std::convert::identity };
             let outer = ServiceBuilder::new()
                 .option_layer(cache)
                 .option_layer(coalesce)

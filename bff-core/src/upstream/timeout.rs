@@ -7,32 +7,28 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Response;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::stack::CallContext;
+use super::outgoing::Outgoing;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 
 /// When a call must end, and the budget its timeout error reports.
 pub(crate) trait Until: Clone {
-    fn until(&self, request: &Request<Body>) -> (Instant, Duration);
+    fn until(&self, call: &Outgoing) -> (Instant, Duration);
 }
 
-/// The request's deadline, from the call's [`CallContext`]: no call outlives it, retries and
-/// waits included.
+/// The request's deadline, from the call's context: no call outlives it, retries and waits
+/// included.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline;
 
-/// How long a call without a [`CallContext`] may take here (its per-try timeout still applies).
-const NO_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
-
 impl Until for Deadline {
-    fn until(&self, request: &Request<Body>) -> (Instant, Duration) {
-        let now = Instant::now();
-        let until = request.extensions().get::<CallContext>().map_or(now + NO_DEADLINE, |c| c.deadline);
-        (until, until.saturating_duration_since(now))
+    fn until(&self, call: &Outgoing) -> (Instant, Duration) {
+        let until = call.context.deadline;
+        (until, until.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -43,13 +39,10 @@ impl Until for Deadline {
 pub(crate) struct PerTry(pub(crate) Duration);
 
 impl Until for PerTry {
-    fn until(&self, request: &Request<Body>) -> (Instant, Duration) {
+    fn until(&self, call: &Outgoing) -> (Instant, Duration) {
         let now = Instant::now();
-        let until = match request.extensions().get::<CallContext>() {
-            Some(context) if !request.body().is_buffered() => context.deadline,
-            Some(context) => context.deadline.min(now + self.0),
-            None => now + self.0,
-        };
+        let deadline = call.context.deadline;
+        let until = if call.request.body().is_buffered() { deadline.min(now + self.0) } else { deadline };
         (until, until.saturating_duration_since(now))
     }
 }
@@ -83,9 +76,9 @@ pub(crate) struct TimeBound<S, U> {
     until: U,
 }
 
-impl<S, U> Service<Request<Body>> for TimeBound<S, U>
+impl<S, U> Service<Outgoing> for TimeBound<S, U>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+    S: Service<Outgoing, Response = Response<Body>, Error = BoxError>,
     U: Until,
 {
     type Response = Response<Body>;
@@ -96,9 +89,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let (until, budget) = self.until.until(&request);
-        Bounded { inner: tokio::time::timeout_at(until, self.inner.call(request)), budget, name: self.name.clone() }
+    fn call(&mut self, call: Outgoing) -> Self::Future {
+        let (until, budget) = self.until.until(&call);
+        Bounded { inner: tokio::time::timeout_at(until, self.inner.call(call)), budget, name: self.name.clone() }
     }
 }
 

@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::stack::CallContext;
+use super::outgoing::ReadAsStream;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind, UpstreamSettings};
 use crate::body::{self, Collect, CollectError};
 use crate::config::{HttpUrl, UpstreamProtocol};
@@ -44,7 +44,7 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
 type HttpClient = Client<HttpsConnector<connect::Quiet>, Body>;
 
 /// Sends a request to one base URL and answers its response, the body read whole unless the
-/// call's [`CallContext`] asks for a stream. Any status is an answer; deciding on it is the
+/// request is marked [`ReadAsStream`]. Any status is an answer; deciding on it is the
 /// caller's business.
 #[derive(Clone)]
 pub(crate) struct HttpTransport(Arc<Transport>);
@@ -120,7 +120,7 @@ impl Transport {
         if let Some(host) = &self.host {
             request.headers_mut().insert(HOST, host.clone());
         }
-        let streamed = request.extensions().get::<CallContext>().is_some_and(|c| c.streamed);
+        let streamed = request.extensions().get::<ReadAsStream>().is_some();
         let state = State::Sending { response: self.client.request(request), streamed };
         Exchange { transport: self.clone(), state }
     }

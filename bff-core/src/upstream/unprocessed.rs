@@ -7,10 +7,10 @@
 
 use std::future::{Ready, ready};
 
-use http::{Request, Response};
+use http::Response;
 use tower::retry::{Policy, RetryLayer};
 
-use super::journal::Resent;
+use super::outgoing::Outgoing;
 use super::{Body, BoxError, UpstreamError};
 
 /// How many times such a call is sent again.
@@ -27,41 +27,22 @@ pub(crate) struct Unprocessed {
     left: usize,
 }
 
-impl Policy<Request<Body>, Response<Body>, BoxError> for Unprocessed {
+impl Policy<Outgoing, Response<Body>, BoxError> for Unprocessed {
     type Future = Ready<()>;
 
-    fn retry(
-        &mut self,
-        request: &mut Request<Body>,
-        result: &mut Result<Response<Body>, BoxError>,
-    ) -> Option<Self::Future> {
+    fn retry(&mut self, call: &mut Outgoing, result: &mut Result<Response<Body>, BoxError>) -> Option<Self::Future> {
         let unprocessed =
             matches!(result, Err(e) if e.downcast_ref::<UpstreamError>().is_some_and(UpstreamError::is_unprocessed));
         (unprocessed && self.left > 0).then(|| {
             self.left -= 1;
-            Resent::mark(request, "unprocessed");
+            call.resend("unprocessed");
             ready(())
         })
     }
 
-    fn clone_request(&mut self, request: &Request<Body>) -> Option<Request<Body>> {
-        clone_request(request)
+    fn clone_request(&mut self, call: &Outgoing) -> Option<Outgoing> {
+        call.try_clone()
     }
-}
-
-/// A copy of `request` for another attempt; `None` when its body is a stream.
-pub(crate) fn clone_request(request: &Request<Body>) -> Option<Request<Body>> {
-    let mut copy = Request::new(request.body().try_clone()?);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    // A call's own headers are most often none (the stack sets its own on each attempt): the
-    // copy then gets a new map, which allocates only if the copy is ever sent.
-    if !request.headers().is_empty() {
-        *copy.headers_mut() = request.headers().clone();
-    }
-    *copy.extensions_mut() = request.extensions().clone();
-    Some(copy)
 }
 
 #[cfg(test)]
@@ -70,7 +51,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use http::HeaderValue;
+    use http::{HeaderValue, Request};
     use tokio::time::Instant;
 
     use super::super::{Upstream, UpstreamErrorKind, UpstreamSettings};
