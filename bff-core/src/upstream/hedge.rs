@@ -88,14 +88,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Outgoing) -> Self::Future {
+    fn call(&mut self, call: Outgoing) -> Self::Future {
         let shared = &self.shared;
         if shared.deposits {
             shared.budget.deposit();
         }
-        let copy = if request.request.method() == Method::GET { request.try_clone() } else { None };
-        let Some(mut copy) = copy else { return Either::Left(self.inner.call(request)) };
-        let (first, spare, shared) = (self.inner.call(request), self.inner.clone(), shared.clone());
+        let copy = if call.request.method() == Method::GET { call.try_clone() } else { None };
+        let Some(mut copy) = copy else { return Either::Left(self.inner.call(call)) };
+        let (first, spare, shared) = (self.inner.call(call), self.inner.clone(), shared.clone());
         Either::Right(
             async move {
                 let mut first = pin!(first);

@@ -4,8 +4,9 @@
 //! (upstream, status or why there was none — `timeout`, `connect`, `error` —, ms to the head), in
 //! `bff_upstream_attempt_duration_seconds{upstream, outcome}` (`2xx`, `3xx`, `4xx`, `5xx`, or
 //! the failure), and, when the trace is sampled and spans are exported, as a client span with
-//! why it was sent again (a retry, a hedge, an HTTP/2 resend: [`Resent`](super::outgoing::Resent)), the breaker's state
-//! and whether it revalidates a cached answer.
+//! why it was sent again (a retry, a hedge, an HTTP/2 resend:
+//! [`Resent`](super::outgoing::Resent)), the breaker's state and whether it revalidates a cached
+//! answer.
 //!
 //! A call answered or refused with no attempt is recorded the same way by the layer that decided
 //! ([`JournalLayer::short`]): `cache_hit`, `cache_stale`, `circuit_open`, `shed`.
