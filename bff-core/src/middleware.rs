@@ -53,6 +53,7 @@ use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::response::Response;
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -99,11 +100,13 @@ pub trait Middleware: Clone + Send + Sync + 'static {
 }
 
 /// Calls `inner`, which is ready, with `request`: the rest of the stack, from a [`Middleware`].
-pub async fn run<S: Inner>(mut inner: S, request: Request) -> Response {
-    match inner.call(request).await {
+///
+/// The future is the inner service's own, mapped: it does not hold `inner` or `request` beside it.
+pub fn run<S: Inner>(mut inner: S, request: Request) -> impl Future<Output = Response> + Send + 'static {
+    FutureExt::map(inner.call(request), |answered| match answered {
         Ok(response) => response,
         Err(never) => match never {},
-    }
+    })
 }
 
 /// The [`Layer`] of a [`Middleware`], for an axum `Router` of one's own.
@@ -142,8 +145,9 @@ where
         // The clone takes the place of the service that was made ready, which goes with the call.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        let response = self.middleware.call(request, ready);
-        Box::pin(async move { Ok(response.await) })
+        // Mapped rather than awaited in an `async` block, which would hold the middleware's
+        // future twice (as the block's capture and as what it awaits): twice the box.
+        Box::pin(FutureExt::map(self.middleware.call(request, ready), Ok))
     }
 }
 
@@ -347,5 +351,38 @@ mod tests {
             assert_eq!(passed.headers()["x-gate"], "passed");
             assert_eq!(calls.load(Ordering::SeqCst), expected_calls);
         }
+    }
+
+    /// A middleware whose future carries 4 KiB of its own.
+    #[derive(Clone)]
+    struct Heavy;
+
+    impl Middleware for Heavy {
+        fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
+            let ballast = [1_u8; 4096];
+            async move {
+                let response = run(inner, request).await;
+                std::hint::black_box(&ballast);
+                response
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_middlewares_future_is_boxed_once_and_run_holds_only_the_inner_future() {
+        let own = std::mem::size_of_val(&Heavy.call(Request::new(Body::empty()), counted_inner().0));
+        assert!(own >= 4096);
+        let mut service = MiddlewareLayer(Heavy).layer(counted_inner().0);
+        let boxed = service.ready().await.unwrap().call(Request::new(Body::empty()));
+        let size = std::mem::size_of_val(&*boxed);
+        assert!(size < own + 64, "a middleware future of {own} bytes is boxed in {size}");
+        assert_eq!(boxed.await.unwrap().status(), StatusCode::OK);
+
+        // Neither the request nor the inner service is kept once the inner service is called.
+        let (mut inner, _) = counted_inner();
+        let inner_future = std::mem::size_of_val(&inner.call(Request::new(Body::empty())));
+        let ran = run(counted_inner().0, Request::new(Body::empty()));
+        assert!(std::mem::size_of_val(&ran) <= inner_future + 8, "run's future holds more than the inner future");
+        assert!(std::mem::size_of_val(&ran) < std::mem::size_of::<Request>());
     }
 }

@@ -190,7 +190,9 @@ impl Accepted {
         tokio::spawn(async move {
             let closed = match tls {
                 None => connection::serve(&builder, stream, service, &state, timers, at, &mut phase).await,
-                Some(acceptor) => {
+                // On the heap: a task is as big as its largest branch, and the handshake and the
+                // TLS stream would make every plain connection's task kilobytes larger.
+                Some(acceptor) => Box::pin(async {
                     match tokio::time::timeout_at(at + timers.first_request, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
                             connection::serve(&builder, stream, service, &state, timers, at, &mut phase).await
@@ -204,7 +206,8 @@ impl Accepted {
                             Some(Closed::NoRequest)
                         }
                     }
-                }
+                })
+                .await,
             };
             if let Some(reason) = closed {
                 metrics.closed(reason).increment(1);

@@ -16,6 +16,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use futures::future::Either;
 use serde_json::Value;
 use tower::{Layer, ServiceExt};
 use tower_http::compression::CompressionLayer;
@@ -65,21 +67,28 @@ impl Middleware for Shape {
     }
 }
 
-async fn shape<S: Inner>(config: ShapingConfig, compression: Compression, request: Request, next: S) -> Response {
+/// The answer of `next`, shaped, then compressed. Chained rather than written as one `async fn`,
+/// whose future would hold the request and the inner service beside the future they went into.
+fn shape<S: Inner>(
+    config: ShapingConfig,
+    compression: Compression,
+    request: Request,
+    next: S,
+) -> impl Future<Output = Response> + Send + 'static {
     let accepted = config.compression.then(|| accepted_encodings(request.headers())).flatten();
-    let response = fields_and_etag(config, request, next).await;
-    match accepted {
+    FutureExt::then(fields_and_etag(config, request, next), move |response| match accepted {
+        // Boxed: the compression layer's future is large, and most answers are not compressed.
         Some(accepted) if !smaller_than(&response, config.compression_min_bytes) => {
-            compress(&compression, accepted, response).await
+            Either::Left(Box::pin(compress(compression, accepted, response)))
         }
-        _ => response,
-    }
+        _ => Either::Right(std::future::ready(response)),
+    })
 }
 
 /// Compresses a finished response with `compression`, as the request's `Accept-Encoding`
 /// (`accepted`) asks. Applied after the rest of shaping, so a body too small to be worth it
 /// never enters the compression layer at all.
-async fn compress(compression: &Compression, accepted: HeaderMap, response: Response) -> Response {
+async fn compress(compression: Compression, accepted: HeaderMap, response: Response) -> Response {
     let mut request = Request::new(Body::empty());
     *request.headers_mut() = accepted;
     let mut response = Some(response);
@@ -191,5 +200,45 @@ async fn json_body(response: Response) -> Result<(axum::http::response::Parts, B
         Ok(bytes) => Ok((parts, bytes)),
         // The size hint promised a small body; a body that errors mid-way cannot be answered anyway.
         Err(_) => Err(Response::from_parts(parts, Body::empty())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{size_of, size_of_val};
+
+    use axum::Json;
+
+    use super::*;
+
+    /// Every request's future carries the shaping's: it holds the shaping of the answer and
+    /// little more, not the request and the inner service a second time, nor the compression
+    /// layer's future (boxed, for the answers that are compressed).
+    #[tokio::test]
+    async fn the_shaping_future_holds_the_shaping_and_little_else() {
+        let config = ShapingConfig { fields: true, etag: true, compression: true, compression_min_bytes: 0 };
+        let inner = tower::service_fn(|_: Request| async {
+            Ok::<_, Infallible>(Json(serde_json::json!({"a": 1, "b": 2})).into_response())
+        });
+        let shaping = fields_and_etag(config, Request::new(Body::empty()), inner);
+        let request = Request::builder()
+            .uri("/x?fields=a")
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .body(Body::empty())
+            .unwrap();
+        let shaped = Middleware::call(&Shape::new(config), request, inner);
+        // What the shaped answer waits with besides: the encodings asked for, the compression
+        // layer and the config.
+        let beside = size_of::<Option<HeaderMap>>() + size_of::<Compression>() + size_of::<ShapingConfig>();
+        assert!(
+            size_of_val(&shaped) <= size_of_val(&shaping) + beside + 32,
+            "shaping is {} bytes, the shaped answer's future {}",
+            size_of_val(&shaping),
+            size_of_val(&shaped)
+        );
+        let response = shaped.await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+        assert!(response.headers().contains_key(header::ETAG));
     }
 }

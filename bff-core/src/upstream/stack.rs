@@ -92,11 +92,9 @@ where
     R: Send + 'static,
 {
     fn call(&self, request: R) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
-        let mut stack = self.clone();
-        Box::pin(async move {
-            std::future::poll_fn(|cx| Service::poll_ready(&mut stack, cx)).await?;
-            Service::call(&mut stack, request).await
-        })
+        // `oneshot` holds the stack and the request until the call, then the call's future in
+        // their place (an `async` block would hold all three at once).
+        Box::pin(tower::ServiceExt::oneshot(self.clone(), request))
     }
 }
 
@@ -288,6 +286,24 @@ mod tests {
             up.get::<serde_json::Value>("/c").optional(),
         ));
         assert!(size_of_val(&three) < 1024, "a fan-out of three is {} bytes", size_of_val(&three));
+    }
+
+    /// The erased stack's boxed future holds the stack and the request until the call, then the
+    /// call's future in their place, not all three.
+    #[tokio::test]
+    async fn the_erased_stack_holds_the_stack_or_its_call_not_both() {
+        let held = [7_u8; 1024];
+        let stack = tower::service_fn(move |_: http::Request<Body>| {
+            let ballast = [held[0]; 2048];
+            async move {
+                std::hint::black_box(&ballast);
+                Ok::<_, BoxError>(http::Response::new(Body::empty()))
+            }
+        });
+        let sent = super::Outbound::new(stack).send(http::Request::new(Body::empty()));
+        let size = size_of_val(&*sent);
+        assert!(size < 1024 + 2048, "a stack of 1 KiB with calls of 2 KiB is boxed in {size} bytes");
+        sent.await.unwrap();
     }
 
     /// The bulkhead refuses the call over the cap at once while the others proceed, and lets

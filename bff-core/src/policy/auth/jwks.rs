@@ -144,8 +144,10 @@ impl JwtVerifier {
             let limit = self.inner.max_token_bytes;
             return Err(AuthError::Malformed(format!("the token is longer than {limit} bytes")));
         }
+        // The signature's check is boxed: it may fetch the key set, a future far larger than the
+        // cache hit every other request is, and which every request's future would carry inline.
         let Some(cache) = &self.inner.verified else {
-            return self.verify_signature(token, request_id).await.map(|(identity, _)| identity);
+            return Box::pin(self.verify_signature(token, request_id)).await.map(|(identity, _)| identity);
         };
         if let Some((identity, expires)) = cache.get(token) {
             if SystemTime::now() < expires {
@@ -153,7 +155,7 @@ impl JwtVerifier {
             }
             cache.invalidate(token);
         }
-        let (identity, expires) = self.verify_signature(token, request_id).await?;
+        let (identity, expires) = Box::pin(self.verify_signature(token, request_id)).await?;
         cache.insert(Arc::from(token), (identity.clone(), expires));
         Ok(identity)
     }
@@ -338,6 +340,20 @@ mod tests {
         // The fetch is counted as a call to the upstream `auth`.
         let text = metrics.render();
         assert!(text.contains(r#"bff_upstream_requests_total{upstream="auth",outcome="ok"} 1"#), "{text}");
+    }
+
+    /// Every request's future carries `verify_for`'s: the signature's check (which may fetch the
+    /// key set, a whole upstream call) is boxed, on a cache miss only, not carried inline.
+    #[tokio::test]
+    async fn a_verification_carries_no_key_fetch_inline() {
+        crate::install_crypto_provider();
+        let mock = services_mock::start(&MockConfig::ephemeral()).await.unwrap();
+        let verifier = JwtVerifier::new(&config(&format!("{}/.well-known/jwks.json", mock.url(Service::Auth))), &Metrics::new());
+        let token = mock.token("42", "profile", 60);
+        let verifying = verifier.verify_for(&token, None);
+        assert!(std::mem::size_of_val(&verifying) <= 256, "verify_for's future is {} bytes", std::mem::size_of_val(&verifying));
+        assert_eq!(verifying.await.unwrap().subject(), "42");
+        assert_eq!(verifier.verify_for(&token, None).await.unwrap().subject(), "42", "from the cache");
     }
 
     /// The cache is bounded in bytes: large tokens take their size out of it, not one slot each.
