@@ -30,6 +30,7 @@
 //! }
 //! ```
 
+mod allocator;
 pub mod app;
 pub mod assets;
 mod body;

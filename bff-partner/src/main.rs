@@ -10,12 +10,7 @@ const SPEC: Spec = Spec::new(
     "config/partner.toml",
 );
 
-/// jemalloc, with its background thread: memory freed after a burst (a flood of connections) goes
-/// back to the system within seconds, where glibc's per-thread arenas keep it (bench/README.md,
-/// "Floods").
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+bff_core::jemalloc!();
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -42,3 +42,19 @@ pub fn assert_refuses_without_config(binary: &str, dev_config: &str) {
     }
     assert!(run.stdout.is_empty(), "it logged as if it started: {}", run.stdout);
 }
+
+/// Asserts that `binary` allocates through jemalloc configured by [`jemalloc!`](crate::jemalloc):
+/// jemalloc says which options it read when `confirm_conf` is on.
+pub fn assert_allocator_configured(binary: &str) {
+    let output = Command::new(binary)
+        .arg("--help")
+        .env("_RJEM_MALLOC_CONF", "confirm_conf:true")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {binary}: {e}"));
+    let said = String::from_utf8_lossy(&output.stderr);
+    let read = "string pointed to by the global variable malloc_conf";
+    assert!(said.contains(read), "jemalloc read no options of the binary's: {said}");
+    for option in ["narenas:1", "dirty_decay_ms:1000", "muzzy_decay_ms:0", "background_thread:true"] {
+        assert!(said.contains(&format!("Set conf value: {option}")), "`{option}` is not in effect: {said}");
+    }
+}
