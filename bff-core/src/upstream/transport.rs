@@ -17,7 +17,6 @@ use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -41,7 +40,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
 
-type HttpClient = Client<HttpsConnector<connect::Quiet>, Body>;
+type HttpClient = Client<connect::Slim, Body>;
 
 /// Sends a request to one base URL and answers its response, the body read whole unless the
 /// request is marked [`ReadAsStream`]. Any status is an answer; deciding on it is the
@@ -97,7 +96,7 @@ impl HttpTransport {
             .http2_keep_alive_interval(H2_PING_INTERVAL)
             .http2_keep_alive_timeout(H2_PING_TIMEOUT)
             .http2_keep_alive_while_idle(true)
-            .build(https);
+            .build(connect::Slim(https));
         Self(Arc::new(Transport { name, scheme, authority, base_path, host, client }))
     }
 }

@@ -1,6 +1,10 @@
-//! The TCP connector under the TLS one: hyper-util's `HttpConnector`, minus the per-response
-//! `HttpInfo` extension (the peer addresses) nobody here reads, which cost two allocations on
-//! every upstream response.
+//! The upstream connectors:
+//!
+//! - [`Quiet`], the TCP connector under the TLS one: hyper-util's `HttpConnector`, minus the
+//!   per-response `HttpInfo` extension (the peer addresses) nobody here reads, which cost two
+//!   allocations on every upstream response.
+//! - [`Slim`], around the TLS one: its connections keep a TLS stream on the heap, so that a plain
+//!   connection's task does not carry one.
 
 use std::io;
 use std::pin::Pin;
@@ -8,6 +12,8 @@ use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -70,5 +76,97 @@ impl AsyncWrite for QuietTcp {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+/// Connects like hyper-rustls's [`HttpsConnector`] over [`Quiet`]; a TLS stream is boxed.
+#[derive(Clone)]
+pub(crate) struct Slim(pub(crate) HttpsConnector<Quiet>);
+
+impl tower::Service<Uri> for Slim {
+    type Response = UpstreamIo;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            Ok(match connecting.await? {
+                MaybeHttpsStream::Http(tcp) => UpstreamIo::Plain(tcp),
+                tls => UpstreamIo::Tls(Box::new(tls)),
+            })
+        })
+    }
+}
+
+/// An upstream connection's stream: plain TCP inline, TLS on the heap. hyper-rustls's
+/// `MaybeHttpsStream` holds a TLS client connection (over 1 KiB) inline, so every plain
+/// connection's task (one per pooled connection) would carry one it never uses.
+pub(crate) enum UpstreamIo {
+    Plain(TokioIo<QuietTcp>),
+    Tls(Box<MaybeHttpsStream<TokioIo<QuietTcp>>>),
+}
+
+impl Connection for UpstreamIo {
+    fn connected(&self) -> Connected {
+        match self {
+            Self::Plain(tcp) => tcp.connected(),
+            // With the protocol ALPN chose.
+            Self::Tls(tls) => tls.connected(),
+        }
+    }
+}
+
+impl Read for UpstreamIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Write for UpstreamIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(tcp) => tcp.is_write_vectored(),
+            Self::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_shutdown(cx),
+        }
     }
 }

@@ -10,6 +10,19 @@ use tower::ServiceExt;
 use super::*;
 use crate::identity::REQUEST_ID;
 
+/// A plain upstream connection's stream is the TCP stream and a tag: the TLS stream that
+/// hyper-rustls's own type holds inline (over 1 KiB) is boxed, on TLS connections only.
+#[test]
+fn a_plain_upstream_connection_carries_no_tls_stream() {
+    use std::mem::size_of;
+
+    use hyper_util::rt::TokioIo;
+
+    type Tcp = TokioIo<connect::QuietTcp>;
+    assert!(size_of::<connect::UpstreamIo>() <= size_of::<Tcp>() + 8, "{} bytes", size_of::<connect::UpstreamIo>());
+    assert!(size_of::<hyper_rustls::MaybeHttpsStream<Tcp>>() > 1024, "hyper-rustls's stream is small now: drop `Slim`");
+}
+
 #[test]
 fn paths_and_queries_join_the_base() {
     let settings = UpstreamSettings::bare();
