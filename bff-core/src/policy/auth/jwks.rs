@@ -144,8 +144,10 @@ impl JwtVerifier {
             let limit = self.inner.max_token_bytes;
             return Err(AuthError::Malformed(format!("the token is longer than {limit} bytes")));
         }
-        // The signature's check is boxed: it may fetch the key set, a future far larger than the
-        // cache hit every other request is, and which every request's future would carry inline.
+        // The signature's check is boxed: it may fetch the key set, a future far larger than a
+        // cache hit, which every request's future would otherwise carry inline. The box is paid
+        // where the signature is checked (a miss, or every request with the cache off), beside
+        // the check's own cost.
         let Some(cache) = &self.inner.verified else {
             return Box::pin(self.verify_signature(token, request_id)).await.map(|(identity, _)| identity);
         };
@@ -343,7 +345,7 @@ mod tests {
     }
 
     /// Every request's future carries `verify_for`'s: the signature's check (which may fetch the
-    /// key set, a whole upstream call) is boxed, on a cache miss only, not carried inline.
+    /// key set, a whole upstream call) is boxed where it runs, not carried inline.
     #[tokio::test]
     async fn a_verification_carries_no_key_fetch_inline() {
         crate::install_crypto_provider();
