@@ -148,12 +148,11 @@ impl GatewayBuilder {
     }
 
     /// Checks the configuration and builds the upstream clients and policies. Must be called
-    /// inside a Tokio runtime (the metrics upkeep runs on it).
+    /// inside a Tokio runtime.
     pub async fn build(self) -> Result<Gateway, BuildError> {
         let Self { config, source, metrics, spans, attempt_layers, previous } = self;
         config.validate().map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
         let metrics = metrics.unwrap_or_default();
-        metrics.spawn_upkeep();
         let kept = |name: &str| {
             let before = previous.as_ref().filter(|p| carried::same_upstream(&p.config, &config, name))?;
             before.upstreams.get(name)

@@ -49,6 +49,8 @@ async fn checks_waiting_at_once_share_one_call_and_are_judged_in_turn() {
 
     assert_eq!(value(&metrics, "bff_redis_checks_total"), Some(50.0));
     assert_eq!(value(&metrics, "bff_redis_call_seconds_count"), Some(1.0), "one call for the fifty");
+    // A histogram with buckets, as the dashboard's p99 panel reads it (it was a summary, with none).
+    assert_eq!(value(&metrics, r#"bff_redis_call_seconds_bucket{le="+Inf"}"#), Some(1.0));
 
     // A lone check later goes at once, on its own.
     let status = limits.check(&check("cid")).await.expect("counted")[0];

@@ -16,21 +16,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
+use super::histogram::{BUCKETS, Histograms};
 use super::openmetrics::{self, ExemplarIndex, Exemplars};
-
-const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-
-/// How often histogram samples are folded into their buckets when nobody scrapes.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
@@ -96,20 +92,14 @@ pub(crate) const HELP: &[(&str, &str)] = &[
 pub struct Metrics(Arc<Inner>);
 
 struct Inner {
+    /// Counters and gauges.
     recorder: PrometheusRecorder,
+    /// Histograms: buckets counted as values are recorded, so nothing waits for an upkeep.
+    histograms: Histograms,
     /// By route pattern (or `unmatched`): bounded by the routes a BFF defines.
     routes: RwLock<HashMap<Box<str>, RouteSeries>>,
     /// The duration histograms' exemplars, for the OpenMetrics exposition.
     exemplars: ExemplarIndex,
-    upkeep: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(upkeep) = self.upkeep.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
-            upkeep.abort();
-        }
-    }
 }
 
 impl fmt::Debug for Metrics {
@@ -127,22 +117,16 @@ impl Default for Metrics {
 impl Metrics {
     /// An empty registry.
     pub fn new() -> Self {
-        let builder = PrometheusBuilder::new();
-        // Setting buckets fails only for an empty bucket list.
-        let builder = match builder.set_buckets_for_metric(Matcher::Suffix("duration_seconds".to_owned()), BUCKETS) {
-            Ok(with_buckets) => with_buckets,
-            Err(_) => PrometheusBuilder::new(),
-        };
-        let recorder = builder.build_recorder();
+        let recorder = PrometheusBuilder::new().build_recorder();
         for (name, help) in HELP {
             // One description per name, whatever the kind.
             recorder.describe_counter(KeyName::from_const_str(name), None, SharedString::const_str(help));
         }
         Self(Arc::new(Inner {
             recorder,
+            histograms: Histograms::default(),
             routes: RwLock::default(),
             exemplars: ExemplarIndex::default(),
-            upkeep: std::sync::Mutex::new(None),
         }))
     }
 
@@ -150,6 +134,8 @@ impl Metrics {
     /// descriptors) and the build's included.
     pub fn render(&self) -> String {
         let mut text = self.0.recorder.handle().render();
+        let help = |name: &str| HELP.iter().find(|(n, _)| *n == name).map(|(_, help)| *help);
+        self.0.histograms.render(help, &mut text);
         super::process::render(&mut text);
         text
     }
@@ -175,28 +161,10 @@ impl Metrics {
         self.0.recorder.register_gauge(&key(name, labels), &METADATA)
     }
 
-    /// A histogram of this registry.
+    /// A histogram of this registry, with the buckets of every duration histogram (1 ms to 5 s).
     pub fn histogram(&self, name: &'static str, labels: &[(&'static str, String)]) -> Histogram {
-        self.0.recorder.register_histogram(&key(name, labels), &METADATA)
-    }
-
-    /// Folds histogram samples into buckets every few seconds, so memory stays bounded between
-    /// scrapes, for as long as this registry lives. Needs a Tokio runtime; once is enough.
-    pub(crate) fn spawn_upkeep(&self) {
-        let mut upkeep = self.0.upkeep.lock().unwrap_or_else(PoisonError::into_inner);
-        if upkeep.is_some() {
-            return;
-        }
-        let registry: Weak<Inner> = Arc::downgrade(&self.0);
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
-            loop {
-                tick.tick().await;
-                let Some(registry) = registry.upgrade() else { return };
-                registry.recorder.handle().run_upkeep();
-            }
-        });
-        *upkeep = Some(task.abort_handle());
+        described(name);
+        Histogram::from_arc(self.0.histograms.series(name, labels))
     }
 
     /// Records one served request; `trace` is its trace and span when the trace is sampled (an
@@ -244,11 +212,16 @@ impl Metrics {
 }
 
 fn key(name: &'static str, labels: &[(&'static str, String)]) -> Key {
+    described(name);
+    Key::from_parts(name, labels.iter().map(|(k, v)| Label::new(*k, v.clone())).collect::<Vec<_>>())
+}
+
+/// Debug builds panic on a metric with no HELP text.
+fn described(name: &str) {
     debug_assert!(
         HELP.iter().any(|(n, _)| *n == name),
         "the metric `{name}` has no HELP text in observe::metrics::HELP"
     );
-    Key::from_parts(name, labels.iter().map(|(k, v)| Label::new(*k, v.clone())).collect::<Vec<_>>())
 }
 
 /// The registered series of one route pattern.

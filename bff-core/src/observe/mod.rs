@@ -3,6 +3,7 @@
 
 pub(crate) mod export;
 pub mod health;
+mod histogram;
 mod json_lines;
 mod log_buffer;
 pub mod logging;

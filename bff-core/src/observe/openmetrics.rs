@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::histogram::render_labels;
+
 /// The `Content-Type` of the OpenMetrics exposition.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -82,11 +84,7 @@ impl ExemplarIndex {
         labels: &[(&'static str, String)],
         bounds: &'static [f64],
     ) -> Arc<Exemplars> {
-        let mut rendered = String::new();
-        for (i, (label, value)) in labels.iter().enumerate() {
-            let separator = if i == 0 { "" } else { "," };
-            let _ = write!(rendered, "{separator}{label}=\"{}\"", escape(value));
-        }
+        let rendered = render_labels(labels);
         let mut index = self.0.write().unwrap_or_else(PoisonError::into_inner);
         let series = index.entry(name).or_default();
         series.entry(rendered).or_insert_with(|| Arc::new(Exemplars::new(bounds))).clone()
@@ -96,11 +94,6 @@ impl ExemplarIndex {
         let index = self.0.read().unwrap_or_else(PoisonError::into_inner);
         index.get(name)?.get(labels).cloned()
     }
-}
-
-/// A label value as the text formats write it.
-fn escape(value: &str) -> String {
-    value.replace('\\', r"\\").replace('"', "\\\"").replace('\n', r"\n")
 }
 
 /// The OpenMetrics exposition of `text`, a Prometheus text exposition, with the exemplars of
