@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use sha2::{Digest, Sha256};
 
-use crate::identity::CallerHeaders;
+use crate::identity::{CallerHeaders, Tenant};
 use crate::problem::Problem;
 
 /// The `Idempotency-Key` request header (draft-ietf-httpapi-idempotency-key-header): a client's
@@ -77,7 +77,7 @@ pub(crate) fn scoped(caller: Option<&CallerHeaders>, key: &HeaderValue) -> Heade
     hash.update(b"bff-idempotency-key/1\0");
     // Header values hold no NUL, so the parts cannot run into one another.
     match caller.and_then(CallerHeaders::tenant) {
-        Some((kind, id)) => {
+        Some(Tenant { kind, id }) => {
             hash.update(kind.as_bytes());
             hash.update(b"\0");
             hash.update(id);

@@ -6,6 +6,7 @@
 //! `sub` and `scope`, an API client's account and scopes), never from what a client sent: a
 //! call's own header of the same name is replaced or removed.
 
+use std::fmt;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -25,6 +26,30 @@ pub const PARTNER_ACCOUNT: HeaderName = HeaderName::from_static("x-partner-accou
 /// Every identity header, in a fixed order.
 pub(crate) const NAMES: [HeaderName; 3] = [USER_ID, USER_SCOPES, PARTNER_ACCOUNT];
 
+/// A caller as logs and spans write it, `user:<id>` or `account:<name>`, without building a
+/// string: bytes of the header value that are not UTF-8 are written as U+FFFD.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tenant<'a> {
+    /// `user` or `account`.
+    pub(crate) kind: &'static str,
+    /// The user id or the account, as the header value holds it.
+    pub(crate) id: &'a [u8],
+}
+
+impl fmt::Display for Tenant<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind)?;
+        f.write_str(":")?;
+        for chunk in self.id.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            if !chunk.invalid().is_empty() {
+                f.write_str("\u{FFFD}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The identity headers of one caller, built once (per verified token, per API client) and shared.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CallerHeaders(Arc<[Option<HeaderValue>; 3]>);
@@ -43,12 +68,12 @@ impl CallerHeaders {
         Some(Self(Arc::new([None, scopes_value(scopes), Some(account)])))
     }
 
-    /// Whose writes these are, for scoping idempotency keys: an API client's account (the tenant),
-    /// else a user's id.
-    pub(crate) fn tenant(&self) -> Option<(&'static str, &[u8])> {
+    /// Whose request this is, for logs and spans and for scoping idempotency keys: an API
+    /// client's account (the tenant), else a user's id.
+    pub(crate) fn tenant(&self) -> Option<Tenant<'_>> {
         match &*self.0 {
-            [_, _, Some(account)] => Some(("account", account.as_bytes())),
-            [Some(user), _, None] => Some(("user", user.as_bytes())),
+            [_, _, Some(account)] => Some(Tenant { kind: "account", id: account.as_bytes() }),
+            [Some(user), _, None] => Some(Tenant { kind: "user", id: user.as_bytes() }),
             [None, _, None] => None,
         }
     }
@@ -102,5 +127,17 @@ mod tests {
         CallerHeaders::apply(Some(&partner), &mut headers);
         assert_eq!(headers.len(), 1);
         assert_eq!(headers[PARTNER_ACCOUNT], "demo");
+    }
+
+    #[test]
+    fn a_caller_is_named_by_its_account_else_its_user() {
+        let user = CallerHeaders::user("jürgen", ["orders"]).unwrap();
+        assert_eq!(user.tenant().map(|t| t.to_string()).as_deref(), Some("user:jürgen"));
+        let partner = CallerHeaders::partner("acme", ["orders"]).unwrap();
+        assert_eq!(partner.tenant().map(|t| t.to_string()).as_deref(), Some("account:acme"));
+        // Bytes that are not UTF-8 read as from_utf8_lossy reads them.
+        let odd = Tenant { kind: "user", id: b"a\xffb\xe2\x82" };
+        assert_eq!(odd.to_string(), format!("user:{}", String::from_utf8_lossy(b"a\xffb\xe2\x82")));
+        assert_eq!(odd.to_string(), "user:a\u{FFFD}b\u{FFFD}");
     }
 }

@@ -7,6 +7,7 @@ use axum::http::Method;
 use axum::response::Response;
 use tokio::time::Instant;
 
+use crate::identity::Tenant;
 use crate::middleware::Filter;
 use crate::observe::metrics::Metrics;
 use crate::observe::spans::Answered;
@@ -41,10 +42,9 @@ impl Filter for AccessLog {
         let meta = seen.meta.as_deref();
         let degraded = meta.and_then(|m| m.degraded.lock().unwrap_or_else(|e| e.into_inner()).header_value());
         let caller = meta.and_then(|m| m.caller.get()).and_then(|c| c.tenant());
-        let caller = caller.map(|(kind, id)| format!("{kind}:{}", String::from_utf8_lossy(id)));
         // What each of the route's limits left the caller, as the `RateLimit` field tells it.
         let limits = response.headers().get("ratelimit").and_then(|v| v.to_str().ok());
-        log(response, seen.start, Noted { degraded: degraded.as_deref(), caller: caller.as_deref(), limits }, meta);
+        log(response, seen.start, Noted { degraded: degraded.as_deref(), caller, limits }, meta);
         let pattern = meta.and_then(|m| m.policy.get()).map(|r| &*r.pattern);
         let sampled = meta.and_then(|m| m.trace.as_ref()).filter(|t| t.sampled);
         seen.metrics.request(
@@ -63,7 +63,7 @@ impl Filter for AccessLog {
                 route: pattern,
                 path: seen.path.as_deref().unwrap_or_default(),
                 status: response.status().as_u16(),
-                caller: caller.as_deref(),
+                caller,
                 problem: report.map(|r| (r.code, r.source == ErrorSource::Internal)),
                 degraded: degraded.as_deref(),
                 limits,
@@ -76,7 +76,7 @@ impl Filter for AccessLog {
 /// What the access line notes beyond the status and latency, each when there is one.
 struct Noted<'a> {
     degraded: Option<&'a str>,
-    caller: Option<&'a str>,
+    caller: Option<Tenant<'a>>,
     limits: Option<&'a str>,
 }
 
@@ -87,6 +87,7 @@ struct Noted<'a> {
 fn log(response: &Response, start: Instant, noted: Noted<'_>, meta: Option<&RequestMeta>) {
     let Noted { degraded, caller, limits } = noted;
     let status = response.status().as_u16();
+    let caller = caller.map(tracing::field::display);
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
     let attempts = meta.map(|m| &m.attempts).filter(|a| !a.is_empty()).map(tracing::field::display);
     match (response.extensions().get::<ErrorReport>(), degraded) {

@@ -14,6 +14,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use super::export::SpanSink;
 use super::trace_context::{TraceContext, nonzero_u64};
+use crate::identity::Tenant;
 
 /// A request's server span, begun by the edge when its trace is sampled and spans are exported,
 /// ended with its response head ([`ServerSpan::end`]).
@@ -33,7 +34,7 @@ pub(crate) struct Answered<'a> {
     pub(crate) path: &'a str,
     pub(crate) status: u16,
     /// `user:<id>` or `account:<name>`.
-    pub(crate) caller: Option<&'a str>,
+    pub(crate) caller: Option<Tenant<'a>>,
     /// The problem code of a refusal or failure, and whether it was the gateway's own fault.
     pub(crate) problem: Option<(&'a str, bool)>,
     /// The optional parts left out.
@@ -67,7 +68,7 @@ impl ServerSpan {
             attributes.push(KeyValue::new("client.address", client.to_string()));
         }
         if let Some(caller) = answered.caller {
-            attributes.push(KeyValue::new("enduser.id", caller.to_owned()));
+            attributes.push(KeyValue::new("enduser.id", caller.to_string()));
         }
         let now = SystemTime::now();
         let mut events = SpanEvents::default();

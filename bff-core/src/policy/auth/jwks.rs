@@ -39,7 +39,10 @@ struct Inner {
     min_refresh: Duration,
     keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
     /// Tokens already verified, with their `exp`; keyed by the whole token, never a hash of it.
-    verified: Option<moka::sync::Cache<Arc<str>, (Identity, SystemTime)>>,
+    /// Hashed with foldhash, seeded at random per process, which is many times cheaper than
+    /// SipHash over a whole token: only tokens whose signature verified are ever inserted, so a
+    /// client cannot fill the table with keys that collide.
+    verified: Option<moka::sync::Cache<Arc<str>, (Identity, SystemTime), foldhash::fast::RandomState>>,
     /// Serialises refreshes and remembers when the last one happened.
     refresh: tokio::sync::Mutex<Option<Instant>>,
     /// The `typ` header a token must have, if set (`at+jwt`, RFC 9068).
@@ -97,7 +100,7 @@ impl JwtVerifier {
                             u32::try_from(token.len() + identity.weight()).unwrap_or(u32::MAX)
                         })
                         .time_to_live(config.token_cache_ttl)
-                        .build()
+                        .build_with_hasher(foldhash::fast::RandomState::default())
                 }),
                 typ: config.typ.clone(),
                 max_token_bytes: config.max_token_bytes,
