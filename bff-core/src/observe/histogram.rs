@@ -6,7 +6,7 @@
 //! upkeep folds them into buckets: about a megabyte under load at one upkeep a second.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -63,9 +63,23 @@ impl Series {
             }
             .unwrap_or_default();
         }
-        let sum = f64::from_bits(self.sum.load(Ordering::Relaxed));
+        let sum = Sample(f64::from_bits(self.sum.load(Ordering::Relaxed)));
         let braced = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
         writeln!(text, "{name}_sum{braced} {sum}\n{name}_count{braced} {cumulative}").unwrap_or_default();
+    }
+}
+
+/// A sample value as the text format spells it: Rust writes an infinite sum as `inf`, which a
+/// scraper refuses, where the format says `+Inf`.
+struct Sample(f64);
+
+impl fmt::Display for Sample {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            f64::INFINITY => f.write_str("+Inf"),
+            f64::NEG_INFINITY => f.write_str("-Inf"),
+            value => write!(f, "{value}"),
+        }
     }
 }
 
@@ -128,6 +142,7 @@ mod tests {
         }
         series.record_many(0.3, 2);
         series.record(f64::NAN);
+        series.record_many(1.0, 0);
         let text = rendered(&histograms);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[..2], ["# HELP t_seconds Time of things.", "# TYPE t_seconds histogram"], "{text}");
@@ -168,6 +183,15 @@ mod tests {
         let b = text.find("upstream=\"b\"").unwrap_or_default();
         assert!(text.find("u_seconds").is_some_and(|u| u > b), "{text}");
         assert!(!text.contains("# HELP u_seconds"), "no help text given: {text}");
+    }
+
+    #[test]
+    fn an_infinite_value_counts_past_the_last_bound_and_the_sum_reads_as_the_format_spells_it() {
+        let histograms = Histograms::default();
+        histograms.series("t_seconds", &[]).record(f64::INFINITY);
+        let text = rendered(&histograms);
+        assert!(text.contains("t_seconds_bucket{le=\"5\"} 0\nt_seconds_bucket{le=\"+Inf\"} 1\n"), "{text}");
+        assert!(text.contains("t_seconds_sum +Inf\nt_seconds_count 1\n"), "{text}");
     }
 
     #[test]
