@@ -3,7 +3,7 @@
 //! A recorded value is one atomic increment of its bucket and one of the sum: nothing is kept per
 //! value, so a series' memory is fixed (one counter per bucket) whatever the request rate and
 //! however long nobody scrapes. The Prometheus exporter's own histograms keep every value until an
-//! upkeep folds them into buckets: about a megabyte under load at one upkeep a second.
+//! upkeep folds them into buckets (what that held under load: bench/README.md).
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};

@@ -10,7 +10,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
+use futures::TryFutureExt;
+use futures::future::{BoxFuture, MapOk};
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
@@ -86,20 +87,26 @@ pub(crate) struct Slim(pub(crate) HttpsConnector<Quiet>);
 impl tower::Service<Uri> for Slim {
     type Response = UpstreamIo;
     type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+    /// hyper-rustls's future (boxed already), its stream mapped: no second box.
+    type Future = MapOk<<HttpsConnector<Quiet> as tower::Service<Uri>>::Future, fn(Https) -> UpstreamIo>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.0.poll_ready(cx)
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.0.call(uri);
-        Box::pin(async move {
-            Ok(match connecting.await? {
-                MaybeHttpsStream::Http(tcp) => UpstreamIo::Plain(tcp),
-                tls => UpstreamIo::Tls(Box::new(tls)),
-            })
-        })
+        self.0.call(uri).map_ok(UpstreamIo::from as fn(Https) -> UpstreamIo)
+    }
+}
+
+type Https = MaybeHttpsStream<TokioIo<QuietTcp>>;
+
+impl From<Https> for UpstreamIo {
+    fn from(stream: Https) -> Self {
+        match stream {
+            MaybeHttpsStream::Http(tcp) => Self::Plain(tcp),
+            tls => Self::Tls(Box::new(tls)),
+        }
     }
 }
 
@@ -108,7 +115,7 @@ impl tower::Service<Uri> for Slim {
 /// connection's task (one per pooled connection) would carry one it never uses.
 pub(crate) enum UpstreamIo {
     Plain(TokioIo<QuietTcp>),
-    Tls(Box<MaybeHttpsStream<TokioIo<QuietTcp>>>),
+    Tls(Box<Https>),
 }
 
 impl Connection for UpstreamIo {
