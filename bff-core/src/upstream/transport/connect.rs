@@ -111,8 +111,8 @@ impl From<Https> for UpstreamIo {
 }
 
 /// An upstream connection's stream: plain TCP inline, TLS on the heap. hyper-rustls's
-/// `MaybeHttpsStream` holds a TLS client connection (over 1 KiB) inline, so every plain
-/// connection's task (one per pooled connection) would carry one it never uses.
+/// `MaybeHttpsStream` holds a TLS client connection inline (bench/README has its size), so
+/// every plain connection's task (one per pooled connection) would carry one it never uses.
 pub(crate) enum UpstreamIo {
     Plain(TokioIo<QuietTcp>),
     Tls(Box<Https>),

@@ -11,7 +11,8 @@ use super::*;
 use crate::identity::REQUEST_ID;
 
 /// A plain upstream connection's stream is the TCP stream and a tag: the TLS stream that
-/// hyper-rustls's own type holds inline (over 1 KiB) is boxed, on TLS connections only.
+/// hyper-rustls's own type holds inline (the assertion below bounds it) is boxed, on TLS
+/// connections only.
 #[test]
 fn a_plain_upstream_connection_carries_no_tls_stream() {
     use std::mem::size_of;
