@@ -1,11 +1,12 @@
-//! The innermost outbound step: one HTTP exchange over a pooled hyper client (HTTP/1.1, or HTTP/2
+//! The innermost outbound step: one HTTP exchange over a pooled connection (HTTP/1.1, or HTTP/2
 //! per the upstream's `protocol`).
 //!
-//! hyper-util's pooled client directly, not reqwest: a call's origin-form URI gets the scheme and
-//! authority parsed at start-up, and `Host` is built once; reqwest's general-purpose path costs
-//! more per call (`bench/README.md`).
+//! hyper's connections in a pool of ours ([`pool`]), not reqwest or hyper-util's pooled client:
+//! the scheme and authority are parsed at start-up, `Host` is built once, and a call hashes no
+//! pool key; the general-purpose clients cost more per call (`bench/README.md`).
 
 mod connect;
+mod pool;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,12 +15,10 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::header::HOST;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::outgoing::ReadAsStream;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind, UpstreamSettings};
@@ -40,8 +39,6 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
 
-type HttpClient = Client<connect::Slim, Body>;
-
 /// Sends a request to one base URL and answers its response, the body read whole unless the
 /// request is marked [`ReadAsStream`]. Any status is an answer; deciding on it is the
 /// caller's business.
@@ -50,13 +47,11 @@ pub(crate) struct HttpTransport(Arc<Transport>);
 
 struct Transport {
     name: Arc<str>,
-    scheme: Scheme,
-    authority: Authority,
     /// The base URL's path without a trailing `/`, prefixed to every call's path.
     base_path: Arc<str>,
     /// `Host`, built once (the client would format it on every request).
     host: Option<HeaderValue>,
-    client: HttpClient,
+    pool: Arc<pool::Pool>,
 }
 
 impl HttpTransport {
@@ -87,17 +82,15 @@ impl HttpTransport {
             UpstreamProtocol::Http2 => tls.enable_http2().wrap_connector(tcp),
             UpstreamProtocol::Auto => tls.enable_all_versions().wrap_connector(tcp),
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(settings.pool_max_idle)
-            .http2_only(settings.protocol == UpstreamProtocol::Http2)
-            .timer(TokioTimer::new())
-            .http2_keep_alive_interval(H2_PING_INTERVAL)
-            .http2_keep_alive_timeout(H2_PING_TIMEOUT)
-            .http2_keep_alive_while_idle(true)
-            .build(connect::Slim(https));
-        Self(Arc::new(Transport { name, scheme, authority, base_path, host, client }))
+        let options = pool::Options {
+            protocol: settings.protocol,
+            max_idle: settings.pool_max_idle,
+            idle_timeout: POOL_IDLE_TIMEOUT,
+            ping_interval: H2_PING_INTERVAL,
+            ping_timeout: H2_PING_TIMEOUT,
+        };
+        let pool = Arc::new(pool::Pool::new(connect::Slim(https), scheme, authority, &options));
+        Self(Arc::new(Transport { name, base_path, host, pool }))
     }
 }
 
@@ -120,14 +113,19 @@ impl Transport {
             request.headers_mut().insert(HOST, host.clone());
         }
         let streamed = request.extensions().get::<ReadAsStream>().is_some();
-        let state = State::Sending { response: self.client.request(request), streamed };
+        let state = State::Sending { response: self.pool.send(request), streamed };
         Exchange { transport: self.clone(), state }
     }
 
-    fn failed_request(&self, e: &hyper_util::client::legacy::Error) -> UpstreamError {
-        let kind = if e.is_connect() { UpstreamErrorKind::Connect } else { UpstreamErrorKind::Transport };
-        let error = self.fail(kind, &ErrorChain(e));
-        if refused_unprocessed(e) { error.unprocessed() } else { error }
+    fn failed_request(&self, failure: pool::Failure) -> UpstreamError {
+        match failure {
+            pool::Failure::Connect(e) => self.fail(UpstreamErrorKind::Connect, &ErrorChain(&*e)),
+            pool::Failure::Send { error, unsent, .. } => {
+                let failed = self.fail(UpstreamErrorKind::Transport, &ErrorChain(&error));
+                // A request never written, or one the server refused unprocessed, may go again.
+                if unsent.is_some() || refused_unprocessed(&error) { failed.unprocessed() } else { failed }
+            }
+        }
     }
 
     fn failed_body(&self, e: CollectError<hyper::Error>) -> UpstreamError {
@@ -137,20 +135,18 @@ impl Transport {
         }
     }
 
-    /// The full URI of a call: the base's scheme, authority and path, then the call's path and
-    /// query (its `uri` is origin-form, `/users/42?x=1`).
+    /// The origin-form URI of a call: the base's path, then the call's path and query (its `uri`
+    /// is origin-form, `/users/42?x=1`). The pool adds the scheme and authority where HTTP/2
+    /// needs them.
     fn uri(&self, call: Uri) -> Result<Uri, http::Error> {
+        if self.base_path.is_empty() && call.authority().is_none() && call.path_and_query().is_some() {
+            return Ok(call);
+        }
         let path_and_query = call.into_parts().path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let path_and_query = if self.base_path.is_empty() {
-            path_and_query
-        } else {
-            PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))?
-        };
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        if self.base_path.is_empty() {
+            return Ok(Uri::from(path_and_query));
+        }
+        Ok(Uri::from(PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))?))
     }
 }
 
@@ -178,7 +174,7 @@ pub(crate) struct Exchange {
 
 enum State {
     Sending {
-        response: ResponseFuture,
+        response: pool::Sending,
         streamed: bool,
     },
     Reading {
@@ -197,9 +193,15 @@ impl Future for Exchange {
         loop {
             match state {
                 State::Sending { response, streamed } => {
-                    let response = match ready!(Pin::new(response).poll(cx)) {
+                    let response = match ready!(response.as_mut().poll(cx)) {
                         Ok(response) => response,
-                        Err(e) => return Poll::Ready(Err(transport.failed_request(&e).into())),
+                        // A connection picked as the server closed it: another one takes the
+                        // request (a fresh connection's refusal is an answer).
+                        Err(pool::Failure::Send { unsent: Some(request), reused: true, .. }) => {
+                            *response = transport.pool.send(*request);
+                            continue;
+                        }
+                        Err(failure) => return Poll::Ready(Err(transport.failed_request(failure).into())),
                     };
                     let (parts, incoming) = response.into_parts();
                     if *streamed {
@@ -227,7 +229,7 @@ const POLLED_AFTER_END: &str = "an upstream exchange was polled after it ended";
 
 /// Whether the server turned the call away without processing it: an HTTP/2 stream it reset with
 /// `REFUSED_STREAM`, or one past the last id of its `GOAWAY` (RFC 9113 §8.7).
-fn refused_unprocessed(error: &hyper_util::client::legacy::Error) -> bool {
+fn refused_unprocessed(error: &hyper::Error) -> bool {
     let mut source = std::error::Error::source(error);
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {

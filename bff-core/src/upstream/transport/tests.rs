@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicUsize;
 use bytes::Bytes;
 use std::sync::atomic::Ordering::SeqCst;
 
+use hyper_util::rt::TokioExecutor;
 use tower::ServiceExt;
 
 use super::*;
@@ -31,10 +32,11 @@ fn paths_and_queries_join_the_base() {
         let transport = HttpTransport::new(Arc::from("x"), &base.parse().unwrap(), &settings);
         transport.0.uri(path.parse().unwrap()).unwrap().to_string()
     };
-    assert_eq!(t("http://127.0.0.1:7001", "/users/42"), "http://127.0.0.1:7001/users/42");
-    assert_eq!(t("http://h:1/", "/orders?user=42&limit=3"), "http://h:1/orders?user=42&limit=3");
-    assert_eq!(t("http://h:1/api/", "/users/%2F"), "http://h:1/api/users/%2F");
-    assert_eq!(t("https://h.example", "/x"), "https://h.example/x");
+    assert_eq!(t("http://127.0.0.1:7001", "/users/42"), "/users/42");
+    assert_eq!(t("http://h:1/", "/orders?user=42&limit=3"), "/orders?user=42&limit=3");
+    assert_eq!(t("http://h:1/api/", "/users/%2F"), "/api/users/%2F");
+    assert_eq!(t("http://h:1/api", "/?q=1"), "/api/?q=1");
+    assert_eq!(t("https://h.example", "/x"), "/x");
 }
 
 /// An upstream at `base` with the whole outbound stack.
@@ -141,6 +143,8 @@ fn empty_json() -> Result<http::Response<http_body_util::Full<Bytes>>, std::conv
 struct Seen {
     requests: std::sync::Mutex<Vec<(http::Version, Option<HeaderValue>)>>,
     connections: AtomicUsize,
+    /// Connections ended (by the client, in these tests).
+    closed: AtomicUsize,
 }
 
 /// A server speaking HTTP/1.1 and HTTP/2 without TLS (h2c by prior knowledge), recording each
@@ -157,6 +161,7 @@ async fn recording_server(together: usize) -> (HttpUrl, Arc<Seen>) {
         loop {
             let (socket, _) = listener.accept().await.unwrap();
             recorded.connections.fetch_add(1, SeqCst);
+            let closed = recorded.clone();
             let (recorded, all_in) = (recorded.clone(), all_in.clone());
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                 let entry = (request.version(), request.headers().get(REQUEST_ID).cloned());
@@ -169,7 +174,9 @@ async fn recording_server(together: usize) -> (HttpUrl, Arc<Seen>) {
             });
             tokio::spawn(async move {
                 let builder = auto::Builder::new(TokioExecutor::new());
-                builder.serve_connection(TokioIo::new(socket), service).await
+                let served = builder.serve_connection(TokioIo::new(socket), service).await;
+                closed.closed.fetch_add(1, SeqCst);
+                served
             });
         }
     });
@@ -383,4 +390,81 @@ async fn a_dead_http2_connection_is_found_by_ping_and_replaced() {
     tokio::time::sleep(H2_PING_INTERVAL + H2_PING_TIMEOUT + Duration::from_secs(1)).await;
     let answered = tokio::time::timeout(Duration::from_secs(1), call(&transport, "/x")).await;
     assert_eq!(&answered.expect("a new connection answers").unwrap()[..], b"{}");
+}
+
+#[tokio::test]
+async fn http1_calls_one_after_another_share_one_connection() {
+    crate::install_crypto_provider();
+    let (base, seen) = recording_server(1).await;
+    let transport = HttpTransport::new(Arc::from("h1"), &base, &settings(UpstreamProtocol::Http1));
+    for _ in 0..5 {
+        assert_eq!(&call(&transport, "/x").await.unwrap()[..], b"{}");
+    }
+    assert_eq!(seen.requests.lock().unwrap().len(), 5);
+    assert_eq!(seen.connections.load(SeqCst), 1);
+}
+
+/// A one-request-per-connection HTTP/1.1 server: each answer says nothing of closing, and then
+/// the server closes, as one whose keep-alive timeout is zero does.
+async fn closing_server() -> (HttpUrl, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (listener, base) = listen("http").await;
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, SeqCst);
+            let mut head = Vec::new();
+            let mut buf = [0; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert_ne!(n, 0, "the request ended early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+            socket.write_all(answer).await.unwrap();
+        }
+    });
+    (base, connections)
+}
+
+#[tokio::test]
+async fn an_http1_connection_the_server_closed_is_not_used_again() {
+    crate::install_crypto_provider();
+    let (base, connections) = closing_server().await;
+    let transport = HttpTransport::new(Arc::from("h1"), &base, &settings(UpstreamProtocol::Http1));
+    assert_eq!(&call(&transport, "/x").await.unwrap()[..], b"{}");
+    // Until the client has read the close, the connection looks idle: the pool then finds it
+    // refusing the request, and sends it on a new one. Either way the call succeeds.
+    for _ in 0..3 {
+        assert_eq!(&call(&transport, "/x").await.unwrap()[..], b"{}");
+    }
+    assert_eq!(connections.load(SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_http1_connections_past_the_pools_limit_and_then_its_idle_timeout_are_closed() {
+    crate::install_crypto_provider();
+    let (base, seen) = recording_server(3).await;
+    let settings = UpstreamSettings { pool_max_idle: 1, ..settings(UpstreamProtocol::Http1) };
+    let transport = HttpTransport::new(Arc::from("h1"), &base, &settings);
+    let calls = (0..3).map(|_| call(&transport, "/x"));
+    assert!(futures::future::join_all(calls).await.iter().all(Result::is_ok));
+    assert_eq!(seen.connections.load(SeqCst), 3);
+    let closed_within = |limit: Duration, count: usize| {
+        let seen = seen.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + limit;
+            while seen.closed.load(SeqCst) < count && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen.closed.load(SeqCst)
+        }
+    };
+    // The next sweep closes the two past the limit, and keeps one.
+    assert_eq!(closed_within(pool::SWEEP_EVERY * 3, 2).await, 2);
+    assert_eq!(closed_within(POOL_IDLE_TIMEOUT / 2, 3).await, 2, "one idle connection is kept");
+    // The kept one goes once idle for the idle timeout.
+    assert_eq!(closed_within(POOL_IDLE_TIMEOUT, 3).await, 3);
 }

@@ -1,0 +1,294 @@
+//! The connections to one upstream base URL, kept here over hyper's connection API rather than by
+//! hyper-util's pooled client: a pool serves one origin, so no key is hashed per call, and a
+//! connection needs no task of its own to come back after its exchange.
+//!
+//! - **HTTP/1.1** connections carry one exchange at a time. A call takes the first ready one:
+//!   hyper makes a connection ready again once its exchange has ended, response body included, and
+//!   the server has not asked to close it. There is no check-in: a busy connection stays in the list
+//!   and becomes ready by itself. Failing none ready, the call opens a connection of its own.
+//! - **HTTP/2**: one connection carries every call; it is replaced once closed (a `GOAWAY`, an
+//!   unanswered ping). Calls arriving while it is being opened wait for it, not open their own.
+//! - `auto`: HTTP/2 where TLS's ALPN chooses it, HTTP/1.1 otherwise.
+//!
+//! A request that a reused connection gave back unsent (the server closed it as the call picked
+//! it) is sent again on another connection; one a fresh connection gave back is a failure, as is
+//! any error after the request was written. Once a second, a sweep closes the HTTP/1.1 connections
+//! idle since the sweep before the pool's idle timeout, and those idle beyond `pool_max_idle`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures::TryFutureExt;
+use http::uri::{Authority, Parts, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::{TrySendError, http1, http2};
+use hyper_util::client::legacy::connect::Connection;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::connect::{Slim, UpstreamIo};
+use crate::config::UpstreamProtocol;
+use crate::upstream::{Body, BoxError};
+
+/// How often idle connections are swept.
+pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A request on its way: its response head, or why there is none.
+pub(super) type Sending = Pin<Box<dyn Future<Output = Result<Response<Incoming>, Failure>> + Send>>;
+
+/// Why a request has no response.
+pub(super) enum Failure {
+    /// No connection could be opened (or set up): the request was not sent.
+    Connect(BoxError),
+    /// The connection failed the exchange. `unsent` is the request when it never reached the
+    /// connection's wire; `reused` says whether the connection had carried an exchange before.
+    Send { error: hyper::Error, unsent: Option<Box<Request<Body>>>, reused: bool },
+}
+
+/// How connections are opened and kept.
+pub(super) struct Options {
+    pub(super) protocol: UpstreamProtocol,
+    pub(super) max_idle: usize,
+    pub(super) idle_timeout: Duration,
+    pub(super) ping_interval: Duration,
+    pub(super) ping_timeout: Duration,
+}
+
+pub(super) struct Pool {
+    connector: Slim,
+    /// `scheme://authority`, what the connector dials.
+    origin: Uri,
+    scheme: Scheme,
+    authority: Authority,
+    protocol: UpstreamProtocol,
+    max_idle: usize,
+    idle_timeout: Duration,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    conns: Mutex<Conns>,
+    /// Held while an HTTP/2 connection is being opened (protocol `http2`), so that concurrent
+    /// calls share it.
+    opening_http2: tokio::sync::Mutex<()>,
+    sweeping: AtomicBool,
+}
+
+#[derive(Default)]
+struct Conns {
+    /// In order of preference: a call takes the first ready one, so the front stays busy and the
+    /// back goes idle, to be swept.
+    http1: Vec<Http1>,
+    http2: Option<http2::SendRequest<Body>>,
+}
+
+struct Http1 {
+    sender: http1::SendRequest<Body>,
+    /// When a sweep first found it idle; `None` since it last carried a call.
+    idle_since: Option<Instant>,
+}
+
+impl Pool {
+    pub(super) fn new(connector: Slim, scheme: Scheme, authority: Authority, options: &Options) -> Self {
+        let origin = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .expect("a scheme, an authority and `/` make a URI");
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .keep_alive_interval(options.ping_interval)
+            .keep_alive_timeout(options.ping_timeout)
+            .keep_alive_while_idle(true);
+        Self {
+            connector,
+            origin,
+            scheme,
+            authority,
+            protocol: options.protocol,
+            max_idle: options.max_idle,
+            idle_timeout: options.idle_timeout,
+            http1: http1::Builder::new(),
+            http2,
+            conns: Mutex::default(),
+            opening_http2: tokio::sync::Mutex::new(()),
+            sweeping: AtomicBool::new(false),
+        }
+    }
+
+    /// Sends `request` (its URI origin-form, `Host` set) over an open connection, or over a new one.
+    pub(super) fn send(self: &Arc<Self>, request: Request<Body>) -> Sending {
+        match self.send_open(request) {
+            Ok(sending) => sending,
+            Err(request) => Box::pin(self.clone().open_and_send(request)),
+        }
+    }
+
+    /// Sends over an open connection, if one is ready; otherwise hands the request back.
+    #[expect(clippy::result_large_err, reason = "the request, handed back by move; a box would allocate")]
+    fn send_open(&self, mut request: Request<Body>) -> Result<Sending, Request<Body>> {
+        let mut conns = self.conns();
+        if let Some(sender) = conns.http2.as_mut().filter(|sender| !sender.is_closed()) {
+            self.absolute_form(&mut request);
+            return Ok(sent(sender.try_send_request(request), true));
+        }
+        let mut i = 0;
+        while let Some(conn) = conns.http1.get_mut(i) {
+            if conn.sender.is_ready() {
+                conn.idle_since = None;
+                origin_form(&mut request);
+                return Ok(sent(conn.sender.try_send_request(request), true));
+            }
+            if conn.sender.is_closed() {
+                conns.http1.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        Err(request)
+    }
+
+    async fn open_and_send(self: Arc<Self>, request: Request<Body>) -> Result<Response<Incoming>, Failure> {
+        if self.protocol == UpstreamProtocol::Http2 {
+            let opening = self.opening_http2.lock().await;
+            // Another call may have opened it meanwhile.
+            let request = match self.send_open(request) {
+                Ok(sending) => {
+                    drop(opening);
+                    return sending.await;
+                }
+                Err(request) => request,
+            };
+            let io = self.dial().await?;
+            let sending = self.open_http2(io, request).await?;
+            drop(opening);
+            return sending.await;
+        }
+        let io = self.dial().await?;
+        if self.protocol == UpstreamProtocol::Auto && io.connected().is_negotiated_h2() {
+            return self.open_http2(io, request).await?.await;
+        }
+        let (mut sender, connection) = self.http1.handshake(io).await.map_err(|e| Failure::Connect(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection failed");
+            }
+        });
+        let mut request = request;
+        origin_form(&mut request);
+        let sending = sender.try_send_request(request).map_err(failure(false));
+        self.conns().http1.push(Http1 { sender, idle_since: None });
+        sending.await
+    }
+
+    /// Opens a connection to the origin (TLS included), starting the sweep with the first.
+    async fn dial(self: &Arc<Self>) -> Result<UpstreamIo, Failure> {
+        self.sweep_in_background();
+        self.connector.clone().oneshot(self.origin.clone()).await.map_err(Failure::Connect)
+    }
+
+    /// Sets up HTTP/2 on `io`, makes it the pool's HTTP/2 connection, and sends `request` on it.
+    async fn open_http2(
+        &self,
+        io: UpstreamIo,
+        mut request: Request<Body>,
+    ) -> Result<impl Future<Output = Result<Response<Incoming>, Failure>> + use<>, Failure> {
+        let (mut sender, connection) = self.http2.handshake(io).await.map_err(|e| Failure::Connect(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection failed");
+            }
+        });
+        self.absolute_form(&mut request);
+        let sending = sender.try_send_request(request).map_err(failure(false));
+        self.conns().http2 = Some(sender);
+        Ok(sending)
+    }
+
+    /// HTTP/2 carries the scheme and authority in the request (`:scheme`, `:authority`).
+    fn absolute_form(&self, request: &mut Request<Body>) {
+        if request.uri().scheme().is_some() {
+            return;
+        }
+        let mut parts = Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = request.uri().path_and_query().cloned();
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+
+    fn conns(&self) -> MutexGuard<'_, Conns> {
+        // A panic while the lock was held cannot leave the lists inconsistent: take them as they are.
+        self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts the sweep, once: it lives as long as the pool.
+    fn sweep_in_background(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        tokio::spawn(sweep(pool));
+    }
+
+    /// Closes the HTTP/1.1 connections idle for the idle timeout, and the idle ones past
+    /// `max_idle` (those at the back first).
+    fn sweep(&self, now: Instant) {
+        let mut conns = self.conns();
+        conns.http1.retain(|conn| !conn.sender.is_closed());
+        let mut idle = 0;
+        let (max_idle, idle_timeout) = (self.max_idle, self.idle_timeout);
+        let mut keep = |conn: &mut Http1| {
+            if !conn.sender.is_ready() {
+                conn.idle_since = None;
+                return true;
+            }
+            let since = *conn.idle_since.get_or_insert(now);
+            idle += 1;
+            idle <= max_idle && now.duration_since(since) < idle_timeout
+        };
+        conns.http1.retain_mut(&mut keep);
+        if conns.http2.as_ref().is_some_and(http2::SendRequest::is_closed) {
+            conns.http2 = None;
+        }
+    }
+}
+
+async fn sweep(pool: Weak<Pool>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let now = every.tick().await;
+        match pool.upgrade() {
+            Some(pool) => pool.sweep(now),
+            None => return,
+        }
+    }
+}
+
+/// An HTTP/1.1 request carries only the path and query (RFC 9112 §3.2.1).
+fn origin_form(request: &mut Request<Body>) {
+    if request.uri().scheme().is_some() {
+        let path_and_query = request.uri().path_and_query().cloned();
+        *request.uri_mut() = path_and_query.map_or_else(|| Uri::from_static("/"), Uri::from);
+    }
+}
+
+/// Boxes hyper's exchange, its error made a [`Failure`].
+fn sent(
+    exchange: impl Future<Output = Result<Response<Incoming>, TrySendError<Request<Body>>>> + Send + 'static,
+    reused: bool,
+) -> Sending {
+    Box::pin(exchange.map_err(failure(reused)))
+}
+
+fn failure(reused: bool) -> impl FnOnce(TrySendError<Request<Body>>) -> Failure {
+    move |mut e| Failure::Send { unsent: e.take_message().map(Box::new), error: e.into_error(), reused }
+}
