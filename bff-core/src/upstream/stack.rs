@@ -30,7 +30,7 @@
 //!    answer or refuse with no attempt.
 //! 5. **per-try timeout** (`upstream/timeout.rs`): one attempt, its body included, takes at
 //!    most the upstream's `timeout`.
-//! 6. **HTTP client** (`upstream/transport.rs`): hyper-util's pooled client; reads the
+//! 6. **HTTP client** (`upstream/transport.rs`): hyper's connections in a pool of ours; reads the
 //!    body whole under a limit unless the call asked for a stream.
 //!
 //! Each layer is a tower [`Layer`](tower::Layer) over [`Outgoing`] (the request with its

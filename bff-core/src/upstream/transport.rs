@@ -156,7 +156,7 @@ impl tower::Service<Request<Body>> for HttpTransport {
     type Future = Exchange;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // The pooled client queues nothing of its own: it is always ready.
+        // The pool queues nothing of its own: it is always ready.
         Poll::Ready(Ok(()))
     }
 
