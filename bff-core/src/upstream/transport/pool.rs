@@ -5,7 +5,8 @@
 //! - **HTTP/1.1** connections carry one exchange at a time. A call takes the first ready one:
 //!   hyper makes a connection ready again once its exchange has ended, response body included, and
 //!   the server has not asked to close it. There is no check-in: a busy connection stays in the list
-//!   and becomes ready by itself. Failing none ready, the call opens a connection of its own.
+//!   and becomes ready by itself. A call looks past at most [`MAX_SCAN`] busy ones (long streams
+//!   may hold thousands), and failing a ready one opens a connection of its own.
 //! - **HTTP/2**: one connection carries every call; it is replaced once closed (a `GOAWAY`, an
 //!   unanswered ping). Calls arriving while it is being opened wait for it, not open their own.
 //! - `auto`: HTTP/2 where TLS's ALPN chooses it, HTTP/1.1 otherwise.
@@ -13,7 +14,8 @@
 //! A request that a reused connection gave back unsent (the server closed it as the call picked
 //! it) is sent again on another connection; one a fresh connection gave back is a failure, as is
 //! any error after the request was written. Once a second, a sweep closes the HTTP/1.1 connections
-//! idle since the sweep before the pool's idle timeout, and those idle beyond `pool_max_idle`.
+//! idle since the sweep before the pool's idle timeout, and those idle beyond `pool_max_idle`, and
+//! moves the idle ones it keeps to the front, where calls look first.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,6 +39,9 @@ use crate::upstream::{Body, BoxError};
 
 /// How often idle connections are swept.
 pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The most busy HTTP/1.1 connections a call looks past for a ready one.
+pub(super) const MAX_SCAN: usize = 64;
 
 /// A request on its way: its response head, or why there is none.
 pub(super) type Sending = Pin<Box<dyn Future<Output = Result<Response<Incoming>, Failure>> + Send>>;
@@ -145,7 +150,9 @@ impl Pool {
                 return Ok(sent(conn.sender.try_send_request(request), true));
             }
             if conn.sender.is_closed() {
-                conns.http1.remove(i);
+                conns.http1.swap_remove(i);
+            } else if i + 1 == MAX_SCAN {
+                break;
             } else {
                 i += 1;
             }
@@ -224,6 +231,13 @@ impl Pool {
         }
     }
 
+    /// The HTTP/1.1 connections ready for a call, and all of them.
+    #[cfg(test)]
+    pub(super) fn http1_ready_of_all(&self) -> (usize, usize) {
+        let conns = self.conns();
+        (conns.http1.iter().filter(|conn| conn.sender.is_ready()).count(), conns.http1.len())
+    }
+
     fn conns(&self) -> MutexGuard<'_, Conns> {
         // A panic while the lock was held cannot leave the lists inconsistent: take them as they are.
         self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -238,23 +252,25 @@ impl Pool {
         tokio::spawn(sweep(pool));
     }
 
-    /// Closes the HTTP/1.1 connections idle for the idle timeout, and the idle ones past
-    /// `max_idle` (those at the back first).
+    /// Drops the closed HTTP/1.1 connections, closes those idle for the idle timeout and the
+    /// idle ones past `max_idle` (those at the back first), and puts the idle ones kept first.
     fn sweep(&self, now: Instant) {
         let mut conns = self.conns();
-        conns.http1.retain(|conn| !conn.sender.is_closed());
-        let mut idle = 0;
-        let (max_idle, idle_timeout) = (self.max_idle, self.idle_timeout);
-        let mut keep = |conn: &mut Http1| {
-            if !conn.sender.is_ready() {
+        let all = std::mem::take(&mut conns.http1);
+        let (mut kept, mut busy) = (Vec::with_capacity(all.len()), Vec::new());
+        for mut conn in all {
+            if conn.sender.is_ready() {
+                let since = *conn.idle_since.get_or_insert(now);
+                if kept.len() < self.max_idle && now.duration_since(since) < self.idle_timeout {
+                    kept.push(conn);
+                }
+            } else if !conn.sender.is_closed() {
                 conn.idle_since = None;
-                return true;
+                busy.push(conn);
             }
-            let since = *conn.idle_since.get_or_insert(now);
-            idle += 1;
-            idle <= max_idle && now.duration_since(since) < idle_timeout
-        };
-        conns.http1.retain_mut(&mut keep);
+        }
+        kept.append(&mut busy);
+        conns.http1 = kept;
         if conns.http2.as_ref().is_some_and(http2::SendRequest::is_closed) {
             conns.http2 = None;
         }

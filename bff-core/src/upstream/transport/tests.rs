@@ -468,3 +468,73 @@ async fn idle_http1_connections_past_the_pools_limit_and_then_its_idle_timeout_a
     // The kept one goes once idle for the idle timeout.
     assert_eq!(closed_within(POOL_IDLE_TIMEOUT, 3).await, 3);
 }
+
+/// An HTTP/1.1 server that holds every `/hold` request (reporting each on `held`) until
+/// `release` turns true, and answers any other at once; and its count of connections.
+async fn holding_server(
+    release: tokio::sync::watch::Receiver<bool>,
+) -> (HttpUrl, Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use hyper_util::rt::TokioIo;
+    let (listener, base) = listen("http").await;
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (held, held_rx) = tokio::sync::mpsc::unbounded_channel();
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, SeqCst);
+            let (release, held) = (release.clone(), held.clone());
+            let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                let (mut release, held) = (release.clone(), held.clone());
+                async move {
+                    if request.uri().path() == "/hold" {
+                        let _ = held.send(());
+                        let _ = release.wait_for(|released| *released).await;
+                    }
+                    empty_json()
+                }
+            });
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service));
+        }
+    });
+    (base, connections, held_rx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_looks_past_a_bounded_number_of_busy_connections_and_the_sweep_puts_idle_ones_first() {
+    crate::install_crypto_provider();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (base, connections, mut held) = holding_server(released).await;
+    let transport = HttpTransport::new(Arc::from("h1"), &base, &settings(UpstreamProtocol::Http1));
+    let holding: Vec<_> = (0..pool::MAX_SCAN)
+        .map(|_| {
+            let transport = transport.clone();
+            tokio::spawn(async move { call(&transport, "/hold").await })
+        })
+        .collect();
+    for _ in 0..pool::MAX_SCAN {
+        held.recv().await.unwrap();
+    }
+    // Every connection busy: a call opens one, which is ready once its exchange has ended.
+    assert_eq!(&call(&transport, "/x").await.unwrap()[..], b"{}");
+    assert_eq!(connections.load(SeqCst), pool::MAX_SCAN + 1);
+    let pool = transport.0.pool.clone();
+    for _ in 0..1000 {
+        if pool.http1_ready_of_all().0 == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pool.http1_ready_of_all(), (1, pool::MAX_SCAN + 1));
+    // It is behind MAX_SCAN busy ones, past where a call looks: the next call opens another.
+    assert_eq!(&call(&transport, "/x").await.unwrap()[..], b"{}");
+    assert_eq!(connections.load(SeqCst), pool::MAX_SCAN + 2);
+    // The sweep puts the idle ones first, where the next call finds one.
+    tokio::time::sleep(pool::SWEEP_EVERY * 2).await;
+    assert_eq!(&call(&transport, "/x").await.unwrap()[..], b"{}");
+    assert_eq!(connections.load(SeqCst), pool::MAX_SCAN + 2, "an idle connection was used");
+    release.send(true).unwrap();
+    for call in holding {
+        assert_eq!(&call.await.unwrap().unwrap()[..], b"{}");
+    }
+}
