@@ -5,8 +5,9 @@
 //! - **HTTP/1.1** connections carry one exchange at a time. A call takes the first ready one:
 //!   hyper makes a connection ready again once its exchange has ended, response body included, and
 //!   the server has not asked to close it. There is no check-in: a busy connection stays in the list
-//!   and becomes ready by itself. A call looks past at most [`MAX_SCAN`] busy ones (long streams
-//!   may hold thousands), and failing a ready one opens a connection of its own.
+//!   and becomes ready by itself. Failing a ready one, the call opens a connection of its own, put
+//!   first in the list: long-lived exchanges (streams) drift to the back, behind the connections
+//!   short calls keep using, so a call looks past few busy ones.
 //! - **HTTP/2**: one connection carries every call; it is replaced once closed (a `GOAWAY`, an
 //!   unanswered ping). Calls arriving while it is being opened wait for it, not open their own.
 //! - `auto`: HTTP/2 where TLS's ALPN chooses it, HTTP/1.1 otherwise.
@@ -39,9 +40,6 @@ use crate::upstream::{Body, BoxError};
 
 /// How often idle connections are swept.
 pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// The most busy HTTP/1.1 connections a call looks past for a ready one.
-pub(super) const MAX_SCAN: usize = 64;
 
 /// A request on its way: its response head, or why there is none.
 pub(super) type Sending = Pin<Box<dyn Future<Output = Result<Response<Incoming>, Failure>> + Send>>;
@@ -150,9 +148,7 @@ impl Pool {
                 return Ok(sent(conn.sender.try_send_request(request), true));
             }
             if conn.sender.is_closed() {
-                conns.http1.swap_remove(i);
-            } else if i + 1 == MAX_SCAN {
-                break;
+                conns.http1.remove(i);
             } else {
                 i += 1;
             }
@@ -189,7 +185,7 @@ impl Pool {
         let mut request = request;
         origin_form(&mut request);
         let sending = sender.try_send_request(request).map_err(failure(false));
-        self.conns().http1.push(Http1 { sender, idle_since: None });
+        self.conns().http1.insert(0, Http1 { sender, idle_since: None });
         sending.await
     }
 
@@ -231,11 +227,10 @@ impl Pool {
         }
     }
 
-    /// The HTTP/1.1 connections ready for a call, and all of them.
+    /// Whether each HTTP/1.1 connection is ready for a call, in the order calls look.
     #[cfg(test)]
-    pub(super) fn http1_ready_of_all(&self) -> (usize, usize) {
-        let conns = self.conns();
-        (conns.http1.iter().filter(|conn| conn.sender.is_ready()).count(), conns.http1.len())
+    pub(super) fn http1_ready(&self) -> Vec<bool> {
+        self.conns().http1.iter().map(|conn| conn.sender.is_ready()).collect()
     }
 
     fn conns(&self) -> MutexGuard<'_, Conns> {

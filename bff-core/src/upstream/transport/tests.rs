@@ -469,10 +469,10 @@ async fn idle_http1_connections_past_the_pools_limit_and_then_its_idle_timeout_a
     assert_eq!(closed_within(POOL_IDLE_TIMEOUT, 3).await, 3);
 }
 
-/// An HTTP/1.1 server that holds every `/hold` request (reporting each on `held`) until
-/// `release` turns true, and answers any other at once; and its count of connections.
+/// An HTTP/1.1 server that holds every `/hold/<group>` request (reporting each on `held`) until
+/// `release` reaches its group, and answers any other at once; and its count of connections.
 async fn holding_server(
-    release: tokio::sync::watch::Receiver<bool>,
+    release: tokio::sync::watch::Receiver<u32>,
 ) -> (HttpUrl, Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedReceiver<()>) {
     use hyper_util::rt::TokioIo;
     let (listener, base) = listen("http").await;
@@ -486,10 +486,11 @@ async fn holding_server(
             let (release, held) = (release.clone(), held.clone());
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                 let (mut release, held) = (release.clone(), held.clone());
+                let group = request.uri().path().strip_prefix("/hold/").and_then(|g| g.parse::<u32>().ok());
                 async move {
-                    if request.uri().path() == "/hold" {
+                    if let Some(group) = group {
                         let _ = held.send(());
-                        let _ = release.wait_for(|released| *released).await;
+                        let _ = release.wait_for(|released| *released >= group).await;
                     }
                     empty_json()
                 }
@@ -500,41 +501,52 @@ async fn holding_server(
     (base, connections, held_rx)
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_call_looks_past_a_bounded_number_of_busy_connections_and_the_sweep_puts_idle_ones_first() {
-    crate::install_crypto_provider();
-    let (release, released) = tokio::sync::watch::channel(false);
-    let (base, connections, mut held) = holding_server(released).await;
-    let transport = HttpTransport::new(Arc::from("h1"), &base, &settings(UpstreamProtocol::Http1));
-    let holding: Vec<_> = (0..pool::MAX_SCAN)
-        .map(|_| {
-            let transport = transport.clone();
-            tokio::spawn(async move { call(&transport, "/hold").await })
-        })
-        .collect();
-    for _ in 0..pool::MAX_SCAN {
-        held.recv().await.unwrap();
-    }
-    // Every connection busy: a call opens one, which is ready once its exchange has ended.
-    assert_eq!(&call(&transport, "/x").await.unwrap()[..], b"{}");
-    assert_eq!(connections.load(SeqCst), pool::MAX_SCAN + 1);
-    let pool = transport.0.pool.clone();
+/// Yields until `done`, a thousand times at most (other tasks, not time, make it true).
+async fn until(mut done: impl FnMut() -> bool) {
     for _ in 0..1000 {
-        if pool.http1_ready_of_all().0 == 1 {
-            break;
+        if done() {
+            return;
         }
         tokio::task::yield_now().await;
     }
-    assert_eq!(pool.http1_ready_of_all(), (1, pool::MAX_SCAN + 1));
-    // It is behind MAX_SCAN busy ones, past where a call looks: the next call opens another.
+}
+
+#[tokio::test(start_paused = true)]
+async fn short_calls_find_their_connections_in_front_of_long_ones_and_the_sweep_puts_idle_ones_first() {
+    crate::install_crypto_provider();
+    let (release, released) = tokio::sync::watch::channel(0);
+    let (base, connections, mut held) = holding_server(released).await;
+    let transport = HttpTransport::new(Arc::from("h1"), &base, &settings(UpstreamProtocol::Http1));
+    let pool = transport.0.pool.clone();
+    // 100 long calls, in two groups taken in turns: every connection busy.
+    let holding: Vec<_> = (0..100)
+        .map(|i| {
+            let transport = transport.clone();
+            tokio::spawn(async move { call(&transport, &format!("/hold/{}", 1 + i % 2)).await })
+        })
+        .collect();
+    for _ in 0..100 {
+        held.recv().await.unwrap();
+    }
+    // A short call opens a connection, put first; once it is ready, the next short call takes it.
     assert_eq!(&call(&transport, "/x").await.unwrap()[..], b"{}");
-    assert_eq!(connections.load(SeqCst), pool::MAX_SCAN + 2);
-    // The sweep puts the idle ones first, where the next call finds one.
+    assert_eq!(connections.load(SeqCst), 101);
+    until(|| pool.http1_ready()[0]).await;
+    let ready = pool.http1_ready();
+    assert!(ready[0] && ready.iter().filter(|ready| **ready).count() == 1, "{ready:?}");
+    assert_eq!(&call(&transport, "/x").await.unwrap()[..], b"{}");
+    assert_eq!(connections.load(SeqCst), 101, "the short call found the ready connection");
+    // The first group ends: its connections are ready, among busy ones, until the sweep puts them
+    // first.
+    release.send(1).unwrap();
+    until(|| pool.http1_ready().iter().filter(|ready| **ready).count() == 51).await;
     tokio::time::sleep(pool::SWEEP_EVERY * 2).await;
-    assert_eq!(&call(&transport, "/x").await.unwrap()[..], b"{}");
-    assert_eq!(connections.load(SeqCst), pool::MAX_SCAN + 2, "an idle connection was used");
-    release.send(true).unwrap();
+    let ready = pool.http1_ready();
+    assert_eq!(ready.len(), 101);
+    assert!(ready[..51].iter().all(|ready| *ready) && !ready[51..].iter().any(|ready| *ready), "{ready:?}");
+    release.send(2).unwrap();
     for call in holding {
         assert_eq!(&call.await.unwrap().unwrap()[..], b"{}");
     }
+    assert_eq!(connections.load(SeqCst), 101);
 }
