@@ -3,9 +3,9 @@
 //! connection needs no task of its own to come back after its exchange.
 //!
 //! - **HTTP/1.1** connections carry one exchange at a time. A call takes the first ready one:
-//!   hyper makes a connection ready again once its exchange has ended, response body included, and
-//!   the server has not asked to close it. There is no check-in: a busy connection stays in the list
-//!   and becomes ready by itself. Failing a ready one, the call opens a connection of its own, put
+//!   hyper makes a connection ready again once its exchange has ended, response body included,
+//!   and the server has not asked to close it. There is no check-in: a busy connection stays in
+//!   the list and becomes ready by itself. Failing a ready one, the call opens a connection of its own, put
 //!   first in the list: long-lived exchanges (streams) drift to the back, behind the connections
 //!   short calls keep using, so a call looks past few busy ones.
 //! - **HTTP/2**: one connection carries every call; it is replaced once closed (a `GOAWAY`, an
@@ -124,7 +124,7 @@ impl Pool {
         }
     }
 
-    /// Sends `request` (its URI origin-form, `Host` set) over an open connection, or over a new one.
+    /// Sends `request` (its URI origin-form, `Host` set) over an open connection, or a new one.
     pub(super) fn send(self: &Arc<Self>, request: Request<Body>) -> Sending {
         match self.send_open(request) {
             Ok(sending) => sending,
@@ -234,7 +234,7 @@ impl Pool {
     }
 
     fn conns(&self) -> MutexGuard<'_, Conns> {
-        // A panic while the lock was held cannot leave the lists inconsistent: take them as they are.
+        // A panic while the lock was held cannot leave the lists inconsistent: take them as is.
         self.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
