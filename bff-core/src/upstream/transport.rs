@@ -139,9 +139,6 @@ impl Transport {
     /// is origin-form, `/users/42?x=1`). The pool adds the scheme and authority where HTTP/2
     /// needs them.
     fn uri(&self, call: Uri) -> Result<Uri, http::Error> {
-        if self.base_path.is_empty() && call.authority().is_none() && call.path_and_query().is_some() {
-            return Ok(call);
-        }
         let path_and_query = call.into_parts().path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/"));
         if self.base_path.is_empty() {
             return Ok(Uri::from(path_and_query));

@@ -64,10 +64,8 @@ pub(super) struct Options {
 
 pub(super) struct Pool {
     connector: Slim,
-    /// `scheme://authority`, what the connector dials.
+    /// `scheme://authority/`: what the connector dials, and what HTTP/2 requests name.
     origin: Uri,
-    scheme: Scheme,
-    authority: Authority,
     protocol: UpstreamProtocol,
     max_idle: usize,
     idle_timeout: Duration,
@@ -111,8 +109,6 @@ impl Pool {
         Self {
             connector,
             origin,
-            scheme,
-            authority,
             protocol: options.protocol,
             max_idle: options.max_idle,
             idle_timeout: options.idle_timeout,
@@ -177,11 +173,7 @@ impl Pool {
             return self.open_http2(io, request).await?.await;
         }
         let (mut sender, connection) = self.http1.handshake(io).await.map_err(|e| Failure::Connect(e.into()))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection failed");
-            }
-        });
+        drive(connection.with_upgrades());
         let mut request = request;
         origin_form(&mut request);
         let sending = sender.try_send_request(request).map_err(failure(false));
@@ -202,11 +194,7 @@ impl Pool {
         mut request: Request<Body>,
     ) -> Result<impl Future<Output = Result<Response<Incoming>, Failure>> + use<>, Failure> {
         let (mut sender, connection) = self.http2.handshake(io).await.map_err(|e| Failure::Connect(e.into()))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection failed");
-            }
-        });
+        drive(connection);
         self.absolute_form(&mut request);
         let sending = sender.try_send_request(request).map_err(failure(false));
         self.conns().http2 = Some(sender);
@@ -219,8 +207,8 @@ impl Pool {
             return;
         }
         let mut parts = Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
+        parts.scheme = self.origin.scheme().cloned();
+        parts.authority = self.origin.authority().cloned();
         parts.path_and_query = request.uri().path_and_query().cloned();
         if let Ok(uri) = Uri::from_parts(parts) {
             *request.uri_mut() = uri;
@@ -282,6 +270,15 @@ async fn sweep(pool: Weak<Pool>) {
             None => return,
         }
     }
+}
+
+/// Runs a connection in the background until it closes.
+fn drive(connection: impl Future<Output = hyper::Result<()>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream connection failed");
+        }
+    });
 }
 
 /// An HTTP/1.1 request carries only the path and query (RFC 9112 §3.2.1).
