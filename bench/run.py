@@ -55,7 +55,9 @@ class Case:
     path: str
     latency_ms: int = 0
     connections: int = 64
-    credential: str = "bearer"  # bearer | apikey | session (a browser's cookie and X-CSRF) | none
+    # bearer | bearer-users (each request the next of USERS users' tokens) | apikey | session (a
+    # browser's cookie and X-CSRF) | none
+    credential: str = "bearer"
     env: dict = field(default_factory=dict)  # extra environment for the target (BFF_* config)
     baselines: tuple = ()  # names of cases this one is compared against (ratio of req/s)
     quick: bool = False  # part of --quick
@@ -76,6 +78,9 @@ TLS = {"BFF_TLS__CERT": os.path.join(TLS_DIR, "localhost.pem"), "BFF_TLS__KEY": 
 # A per-user limit that never triggers at bench rates.
 PER_USER = {"BFF_RATE_LIMITS__PER_USER__KEY": "user", "BFF_RATE_LIMITS__PER_USER__RATE": "1000000",
             "BFF_RATE_LIMITS__PER_USER__PER": "1s"}
+# How many users `bearer-users` takes turns between: as many as wrk's connections, so the
+# requests in flight at once are nearly all different users'.
+USERS = 64
 FEED_20 = "/mobile/feed?skus=" + ",".join(f"SKU-{i:04}" for i in range(1, 21))
 
 
@@ -126,6 +131,12 @@ def home_variants():
         Case("mobile-home-rate-limited", "bff-mobile", "/mobile/home", env=PER_USER, baselines=base, quick=True),
         Case("mobile-home-rate-limited-redis", "bff-mobile", "/mobile/home", env=PER_USER, baselines=base, redis=True,
              quick=True),
+        # The same two with 64 users taking turns, so the requests waiting on Redis at once
+        # count on different keys: Redis's work per request is at its most.
+        Case("mobile-home-rate-limited-users", "bff-mobile", "/mobile/home", env=PER_USER, baselines=base,
+             credential="bearer-users"),
+        Case("mobile-home-rate-limited-redis-users", "bff-mobile", "/mobile/home", env=PER_USER, redis=True,
+             baselines=("mobile-home-rate-limited-users",), credential="bearer-users"),
         # Spans exported over OTLP/HTTP to the mock's sink (`POST /v1/traces`): 1% of new traces
         # sampled (a server span and three attempt spans each), then every one.
         Case("mobile-home-otlp-1pct", "bff-mobile", "/mobile/home", env=otlp(0.01), baselines=base, quick=True),
@@ -530,6 +541,18 @@ class Harness:
 
     # === one case ===
 
+    def users_script(self):
+        """A wrk script sending each request with the next of USERS users' tokens (minted once)."""
+        path = os.path.join(self.logs, "users.lua")
+        if not os.path.exists(path):
+            self.user_tokens = [token(self, str(1000 + i)) for i in range(USERS)]
+            with open(path, "w") as f:
+                f.write("local tokens = {" + ",".join(f'"Bearer {t}"' for t in self.user_tokens) + "}\n")
+                f.write("local i = 0\nfunction request()\n  i = i % #tokens + 1\n  local headers = {}\n"
+                        "  for k, v in pairs(wrk.headers) do headers[k] = v end\n"
+                        "  headers.Authorization = tokens[i]\n  return wrk.format(nil, nil, headers)\nend\n")
+        return path
+
     def run_case(self, case):
         self.set_latency(case.latency_ms)
         env, admin = case.env, None
@@ -539,9 +562,12 @@ class Harness:
             env = {**env, "BFF_ADMIN__LISTEN": f"127.0.0.1:{admin}"}
         proc, port = self.start_target(case.target, env, case.instances, case.redis)
         idle_rss = rss_mb(pids_of(proc.pid))
-        headers = list(case.headers)
+        headers, script = list(case.headers), None
         if case.credential == "bearer":
             headers.append(f"Authorization: Bearer {self.token}")
+        elif case.credential == "bearer-users":
+            script = self.users_script()
+            headers.append(f"Authorization: Bearer {self.user_tokens[0]}")
         elif case.credential == "apikey":
             headers.append("X-Api-Key: demo-pro-key")
         elif case.credential == "session":
@@ -562,6 +588,8 @@ class Harness:
         wrk = self.pinned(["wrk", "-t1"], "load") + [f"-c{connections}", "--latency"]
         for h in headers:
             wrk += ["-H", h]
+        if script:
+            wrk += ["-s", script]
         if self.args.callgrind:
             return self.count_instructions(case, proc, wrk, url)
         # Warm up (connections, pools, JIT for Node), then measure.

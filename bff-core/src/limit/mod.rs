@@ -9,6 +9,7 @@
 //! ([`shared`]), so that replicas share one count. [`layer`] checks a request's limits and
 //! answers the `RateLimit-Policy` and `RateLimit` headers, or `429`.
 
+mod batch;
 pub(crate) mod client_ip;
 pub(crate) mod layer;
 mod local;

@@ -8,6 +8,8 @@
 //! `EVALSHA` while no other is in flight, so under load many requests share a round trip and one
 //! script run, and a lone request goes at once. The script judges the requests one after another
 //! as they were queued, exactly as separate calls would have been: nothing is traded for it.
+//! Requests with the same checks go as one group ([`batch`](super::batch)), so Redis's work
+//! grows with the keys a batch counts on, not with its requests.
 //! The queue holds at most [`QUEUE`] checks (a request over it is counted as Redis not answering,
 //! `bff_redis_errors_total{kind="queue_full"}`), and no request waits longer than `redis.timeout`
 //! in all, the queue included.
@@ -21,6 +23,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::batch::{self, Key};
 use super::{Check, Rule, Status};
 use crate::config::{OnRedisError, RedisConfig};
 use crate::observe::metrics::Metrics;
@@ -65,7 +68,7 @@ struct Redis {
 /// One request's checks, waiting to be sent.
 struct Pending {
     /// Its keys in Redis with their two script arguments: rate limits first, then quotas.
-    keys: Vec<(String, u64, u64)>,
+    keys: Vec<Key>,
     /// How many of `keys` are rate limits.
     limits: usize,
     /// The request waits at most until then.
@@ -183,15 +186,15 @@ impl Redis {
 
     /// One script call for every request in `batch`, answering those it answers.
     async fn send(&self, batch: &mut Vec<Pending>) {
+        let (groups, places) = batch::group(batch.iter().map(|p| (p.keys.as_slice(), p.limits)));
         let mut invocation = self.script.prepare_invoke();
-        let mut keys = 0;
-        for pending in batch.iter() {
-            invocation.arg(pending.limits).arg(pending.keys.len() - pending.limits);
-            for (key, first, second) in &pending.keys {
+        for group in &groups {
+            invocation.arg(group.requests).arg(group.limits).arg(group.keys.len() - group.limits);
+            for (key, first, second) in group.keys {
                 invocation.key(key).arg(*first).arg(*second);
             }
-            keys += pending.keys.len();
         }
+        let expected: usize = groups.iter().map(batch::Group::answer_len).sum();
         // The earliest deadline in the batch bounds it: no request waits past its own.
         let deadline = batch.iter().map(|p| p.deadline).min().unwrap_or_else(Instant::now);
         let mut connection = self.connection.clone();
@@ -200,10 +203,11 @@ impl Redis {
         self.calls.record(started.elapsed());
         self.checks.increment(batch.len() as u64);
         let values = match answer {
-            Ok(Ok(values)) if values.len() == keys * 4 => values,
+            Ok(Ok(values)) if values.len() == expected => values,
             Ok(Ok(values)) => {
                 self.errors.increment(1);
-                return self.failed(&format!("the script answered {} values for {keys} checks", values.len()));
+                let checks = batch.len();
+                return self.failed(&format!("the script answered {} values for {checks} checks", values.len()));
             }
             // The connection's own response timeout (the same `redis.timeout`) may fire first.
             Ok(Err(e)) if e.is_timeout() => {
@@ -223,14 +227,16 @@ impl Redis {
             tracing::info!(url = %self.url, "redis answers again: limits are shared again");
         }
         self.down_until.store(0, Ordering::Relaxed);
-        let micros = |x: i64| Duration::from_micros(u64::try_from(x).unwrap_or(0));
-        let mut counts = values.chunks_exact(4).map(|v| Status {
-            remaining: u64::try_from(v[1]).unwrap_or(0),
-            reset: micros(v[3]),
-            retry_after: (v[0] == 0).then(|| micros(v[2])),
-        });
-        for pending in batch.drain(..) {
-            let statuses = counts.by_ref().take(pending.keys.len()).collect();
+        let mut answers = Vec::with_capacity(groups.len());
+        let mut rest = values.as_slice();
+        for group in &groups {
+            let (answer, after) = rest.split_at(group.answer_len());
+            answers.push(answer);
+            rest = after;
+        }
+        let statuses: Vec<Vec<Status>> =
+            places.into_iter().map(|(index, place)| batch::statuses(&groups[index], answers[index], place)).collect();
+        for (pending, statuses) in batch.drain(..).zip(statuses) {
             // A request that gave up meanwhile has no one to tell.
             let _ = pending.reply.send(statuses);
         }

@@ -1,9 +1,11 @@
 //! Counting in a real Redis: the checks of requests waiting at once go in one script call, and
 //! are judged one after another as if each had been its own.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{Check, LimitKey, Limits};
+use super::{Check, LimitKey, Limits, Status};
 use crate::config::Config;
 use crate::observe::metrics::Metrics;
 use crate::testing::RedisServer;
@@ -12,7 +14,8 @@ async fn limits(redis: &RedisServer, metrics: &Metrics) -> Limits {
     let config = format!(
         "listen = \"127.0.0.1:0\"\n[redis]\nurl = \"{}\"\ntimeout = \"2s\"\n\
          [rate_limits.per-user]\nkey = \"user\"\nrate = 10\nper = \"1h\"\n\
-         [rate_limits.tight]\nkey = \"global\"\nrate = 1\nper = \"1h\"\n",
+         [rate_limits.tight]\nkey = \"global\"\nrate = 1\nper = \"1h\"\n\
+         [rate_limits.wide]\nkey = \"global\"\nrate = 25\nper = \"1h\"\n",
         redis.url()
     );
     let config: Config = toml::from_str(&config).expect("config");
@@ -91,4 +94,181 @@ async fn in_one_call_each_request_is_still_all_or_nothing() {
     // …and the third, judged after it in the same call, finds 8 left of 10, not 7.
     assert_eq!((third[0].remaining, third[0].retry_after), (8, None));
     assert_eq!(value(&metrics, "bff_redis_call_seconds_count"), Some(1.0));
+}
+
+/// Redis's count of calls to `command` since its statistics were last reset.
+async fn calls(redis: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(redis).await.expect("INFO");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines().find_map(|l| l.strip_prefix(&prefix)?.split(',').next()?.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn many_requests_on_the_same_keys_cost_redis_one_read_and_one_write_per_key() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let metrics = Metrics::new();
+    let limits = limits(&redis, &metrics).await;
+    let index = |name: &str| limits.rules().iter().position(|r| &*r.name == name).expect("a rule");
+    let quota = Check::Quota {
+        client: Arc::from("acme"),
+        tier: Arc::from("pro"),
+        requests: 12,
+        per: Duration::from_secs(3600),
+    };
+    let checks = [
+        Check::Rule { index: index("per-user"), key: LimitKey::Name(Arc::from("ann")) },
+        Check::Rule { index: index("wide"), key: LimitKey::Global },
+        quota,
+    ];
+    let mut stats =
+        redis::Client::open(redis.url()).expect("url").get_multiplexed_async_connection().await.expect("up");
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut stats).await.expect("RESETSTAT");
+
+    let answers = futures::future::join_all((0..30).map(|_| limits.check(&checks))).await;
+    let answers: Vec<Vec<Status>> = answers.into_iter().map(|a| a.expect("counted")).collect();
+    // The per-user burst of 10 lets the first ten through, seeing 9 … 0 left of it, 24 … 15 of
+    // the wide limit and 11 … 2 of the quota; the other twenty are refused by the per-user limit
+    // alone, and take nothing from the others.
+    for (i, statuses) in answers.iter().enumerate() {
+        let left: Vec<u64> = statuses.iter().map(|s| s.remaining).collect();
+        let refused: Vec<bool> = statuses.iter().map(|s| s.retry_after.is_some()).collect();
+        if i < 10 {
+            let i = i as u64;
+            assert_eq!((left, refused), (vec![9 - i, 24 - i, 11 - i], vec![false; 3]), "request {i}");
+        } else {
+            assert_eq!((left, refused), (vec![0, 14, 1], vec![true, false, false]), "request {i}");
+        }
+    }
+    assert_eq!(value(&metrics, "bff_redis_call_seconds_count"), Some(1.0));
+    let work = [
+        calls(&mut stats, "get").await,
+        calls(&mut stats, "set").await,
+        calls(&mut stats, "hmget").await,
+        calls(&mut stats, "hset").await,
+    ];
+    assert_eq!(work, [2, 2, 1, 1], "GET, SET, HMGET, HSET for thirty requests on three keys");
+
+    // And what was written is what the next request finds.
+    let next = limits.check(&checks[1..]).await.expect("counted");
+    assert_eq!((next[0].remaining, next[1].remaining), (14, 1));
+}
+
+/// One key's count as the reference gives it: what is left, whether refused, and for a rate
+/// limit the time until it is whole (passed) or until one would pass (refused).
+type Count = (u64, bool, Option<Duration>);
+
+/// The counts of requests judged one at a time from fresh keys, at one moment: the reference a
+/// batch must match. Rate limits by rule index and key; `interval` and `burst` per rule.
+#[derive(Default)]
+struct OneByOne {
+    ahead: HashMap<String, u64>,
+    used: HashMap<String, u64>,
+}
+
+impl OneByOne {
+    fn judge(&mut self, checks: &[Check], limits: &Limits) -> Vec<Count> {
+        let mut out = Vec::new();
+        let mut allowed = true;
+        let name = |check: &Check| format!("{check:?}");
+        for check in checks {
+            match check {
+                Check::Rule { index, .. } => {
+                    let rule = &limits.rules()[*index];
+                    let (interval, burst) = (rule.interval_micros(), u64::from(rule.burst.get()));
+                    let ahead = self.ahead.get(&name(check)).copied().unwrap_or(0);
+                    if ahead + interval > burst * interval {
+                        allowed = false;
+                        let retry = Duration::from_micros(ahead + interval - burst * interval);
+                        out.push((0, true, Some(retry)));
+                    } else {
+                        let left = (burst * interval - ahead - interval) / interval;
+                        out.push((left, false, Some(Duration::from_micros(ahead + interval))));
+                    }
+                }
+                Check::Quota { requests, .. } => {
+                    let used = self.used.get(&name(check)).copied().unwrap_or(0);
+                    allowed &= used < *requests;
+                    out.push((requests.saturating_sub(used + 1), used >= *requests, None));
+                }
+            }
+        }
+        if allowed {
+            for check in checks {
+                match check {
+                    Check::Rule { index, .. } => {
+                        *self.ahead.entry(name(check)).or_default() += limits.rules()[*index].interval_micros();
+                    }
+                    Check::Quota { .. } => *self.used.entry(name(check)).or_default() += 1,
+                }
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn a_batch_counts_as_its_requests_judged_one_by_one_group_by_group() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let metrics = Metrics::new();
+    let limits = limits(&redis, &metrics).await;
+    let index = |name: &str| limits.rules().iter().position(|r| &*r.name == name).expect("a rule");
+    let user = |name: &str| Check::Rule { index: index("per-user"), key: LimitKey::Name(Arc::from(name)) };
+    let wide = Check::Rule { index: index("wide"), key: LimitKey::Global };
+    let tight = Check::Rule { index: index("tight"), key: LimitKey::Global };
+    let quota = |client: &str, requests| Check::Quota {
+        client: Arc::from(client),
+        tier: Arc::from("pro"),
+        requests,
+        per: Duration::from_secs(3600),
+    };
+    // Check lists that share keys in every way: alone, with a global limit, with a quota.
+    let kinds: Vec<Vec<Check>> = vec![
+        vec![user("ann")],
+        vec![user("ann"), wide.clone()],
+        vec![user("bob"), wide.clone(), quota("acme", 7)],
+        vec![wide.clone(), quota("acme", 7)],
+        vec![user("cid"), tight],
+        vec![user("bob")],
+        vec![quota("initech", 3)],
+    ];
+    let mut seed = 0x2545_f491_u64;
+    let mut next = move |below: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % below as u64) as usize
+    };
+    let mut reference = OneByOne::default();
+    for round in 0..6 {
+        let batch: Vec<usize> = (0..1 + next(40)).map(|_| next(kinds.len())).collect();
+        let answers = futures::future::join_all(batch.iter().map(|&k| limits.check(&kinds[k]))).await;
+        // Judged group by group: the kinds in the order their first request was queued.
+        let mut order: Vec<usize> = Vec::new();
+        for &k in &batch {
+            if !order.contains(&k) {
+                order.push(k);
+            }
+        }
+        let mut expected: HashMap<usize, Vec<Vec<Count>>> = HashMap::new();
+        for &k in &order {
+            let count = batch.iter().filter(|&&b| b == k).count();
+            let judged = (0..count).map(|_| reference.judge(&kinds[k], &limits)).collect();
+            expected.insert(k, judged);
+        }
+        let mut seen: HashMap<usize, usize> = HashMap::new();
+        for (&k, answer) in batch.iter().zip(answers) {
+            let place = seen.entry(k).or_default();
+            let want = &expected[&k][*place];
+            *place += 1;
+            let got = answer.expect("counted");
+            for ((got, want), check) in got.iter().zip(want).zip(&kinds[k]) {
+                assert_eq!((got.remaining, got.retry_after.is_some()), (want.0, want.1), "round {round}: {check:?}");
+                // From fresh keys, in the first round, the times are exact too.
+                if round == 0 && matches!(check, Check::Rule { .. }) {
+                    let time = if want.1 { got.retry_after } else { Some(got.reset) };
+                    assert_eq!(time, want.2, "round {round}: {check:?}");
+                }
+            }
+        }
+    }
 }
