@@ -6,10 +6,10 @@
 //!
 //! **Batching.** A request's check joins a queue; one task sends everything queued as one
 //! `EVALSHA` while no other is in flight, so under load many requests share a round trip and one
-//! script run, and a lone request goes at once. The script judges the requests one after another
-//! as they were queued, exactly as separate calls would have been: nothing is traded for it.
-//! Requests with the same checks go as one group ([`batch`](super::batch)), so Redis's work
-//! grows with the keys a batch counts on, not with its requests.
+//! script run, and a lone request goes at once. Requests with the same checks go as one group
+//! ([`batch`](super::batch)); the script judges the groups in turn and each group's requests one
+//! after another, as they were queued, exactly as separate calls would have been: nothing is
+//! traded for it, and Redis's work grows with the keys a call counts on, not with its requests.
 //! The queue holds at most [`QUEUE`] checks (a request over it is counted as Redis not answering,
 //! `bff_redis_errors_total{kind="queue_full"}`), and no request waits longer than `redis.timeout`
 //! in all, the queue included.
