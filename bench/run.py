@@ -545,7 +545,7 @@ class Harness:
         """A wrk script sending each request with the next of USERS users' tokens (minted once)."""
         path = os.path.join(self.logs, "users.lua")
         if not os.path.exists(path):
-            self.user_tokens = [token(self, str(1000 + i)) for i in range(USERS)]
+            self.user_tokens = [token(self, str(1000 + i), ttl_s=86400) for i in range(USERS)]
             with open(path, "w") as f:
                 f.write("local tokens = {" + ",".join(f'"Bearer {t}"' for t in self.user_tokens) + "}\n")
                 f.write("local i = 0\nfunction request()\n  i = i % #tokens + 1\n  local headers = {}\n"
@@ -1355,8 +1355,8 @@ def start_lb(harness, replicas):
     return port
 
 
-def token(harness, sub):
-    status, _, body = http("POST", harness.mock["auth"] + "/token", {"sub": sub, "scope": "profile orders", "ttl_s": 3600})
+def token(harness, sub, ttl_s=3600):
+    status, _, body = http("POST", harness.mock["auth"] + "/token", {"sub": sub, "scope": "profile orders", "ttl_s": ttl_s})
     if status != 200:
         raise SystemExit(f"services-mock: POST /token answered {status}")
     return json.loads(body)["access_token"]
