@@ -206,8 +206,9 @@ impl Redis {
             Ok(Ok(values)) if values.len() == expected => values,
             Ok(Ok(values)) => {
                 self.errors.increment(1);
-                let checks = batch.len();
-                return self.failed(&format!("the script answered {} values for {checks} checks", values.len()));
+                let (got, requests) = (values.len(), batch.len());
+                return self
+                    .failed(&format!("the script answered {got} values, not {expected}, for {requests} requests"));
             }
             // The connection's own response timeout (the same `redis.timeout`) may fire first.
             Ok(Err(e)) if e.is_timeout() => {
