@@ -56,6 +56,10 @@ pub(super) fn group<'a>(requests: impl Iterator<Item = (&'a [Key], usize)>) -> (
 pub(super) fn statuses(group: &Group<'_>, answer: &[i64], place: u64) -> Vec<Status> {
     let passed = i128::from(answer[0].max(0));
     let place = i128::from(place);
+    // Each key counts this request after those of the group that passed before it: a request
+    // past the first refused one is judged on the state the passed ones left. (A request that
+    // passed found room on every key, so only those past it can find a key full.)
+    let nth = place.min(passed + 1);
     let micros = |x: i128| Duration::from_micros(u64::try_from(x.max(0)).unwrap_or(u64::MAX));
     let whole = |x: i128| u64::try_from(x.max(0)).unwrap_or(u64::MAX);
     group
@@ -67,30 +71,22 @@ pub(super) fn statuses(group: &Group<'_>, answer: &[i64], place: u64) -> Vec<Sta
             let (first, second) = (i128::from(first), i128::from(second));
             let before = i128::from(state[0].max(0));
             if i < group.limits {
-                // GCRA: `before` is how far the theoretical arrival time was ahead of now.
+                // GCRA: `before` is how far the theoretical arrival time was ahead of now; this
+                // request would take it to `ahead`, which must stay within the burst.
                 let (interval, burst) = (first.max(1), second);
-                if place <= passed {
-                    let ahead = before + place * interval;
+                let ahead = before + nth * interval;
+                if ahead > burst * interval {
+                    let retry_after = Some(micros(ahead - burst * interval));
+                    Status { remaining: 0, reset: micros(ahead - interval), retry_after }
+                } else {
                     let remaining = (burst * interval - ahead).div_euclid(interval);
                     Status { remaining: whole(remaining), reset: micros(ahead), retry_after: None }
-                } else {
-                    // What the key alone would say of one more request, after those that passed.
-                    let ahead = before + passed * interval;
-                    let allow_in = ahead + interval - burst * interval;
-                    if allow_in > 0 {
-                        Status { remaining: 0, reset: micros(ahead), retry_after: Some(micros(allow_in)) }
-                    } else {
-                        let remaining = (-allow_in).div_euclid(interval);
-                        Status { remaining: whole(remaining), reset: micros(ahead + interval), retry_after: None }
-                    }
                 }
             } else {
                 // A quota: `before` requests used in the window, which resets in `state[1]` µs.
                 let (requests, reset) = (first, micros(i128::from(state[1])));
-                let used = before + place.min(passed + 1) - 1;
-                if place <= passed {
-                    Status { remaining: whole(requests - used - 1), reset, retry_after: None }
-                } else if used >= requests {
+                let used = before + nth - 1;
+                if used >= requests {
                     Status { remaining: 0, reset, retry_after: Some(reset) }
                 } else {
                     Status { remaining: whole(requests - used - 1), reset, retry_after: None }

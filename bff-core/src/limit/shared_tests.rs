@@ -22,6 +22,21 @@ async fn limits(redis: &RedisServer, metrics: &Metrics) -> Limits {
     Limits::new(&config, metrics).await.expect("connected").expect("some limits")
 }
 
+/// A check against the limit `rule` of [`limits`] for `key`.
+fn rule(limits: &Limits, rule: &str, key: LimitKey) -> Check {
+    let index = limits.rules().iter().position(|r| &*r.name == rule).expect("a rule");
+    Check::Rule { index, key }
+}
+
+fn user(name: &str) -> LimitKey {
+    LimitKey::Name(Arc::from(name))
+}
+
+/// A check against `client`'s hourly quota of `requests`.
+fn quota(client: &str, requests: u64) -> Check {
+    Check::Quota { client: Arc::from(client), tier: Arc::from("pro"), requests, per: Duration::from_secs(3600) }
+}
+
 fn value(metrics: &Metrics, series: &str) -> Option<f64> {
     let text = metrics.render();
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -52,7 +67,8 @@ async fn checks_waiting_at_once_share_one_call_and_are_judged_in_turn() {
 
     assert_eq!(value(&metrics, "bff_redis_checks_total"), Some(50.0));
     assert_eq!(value(&metrics, "bff_redis_call_seconds_count"), Some(1.0), "one call for the fifty");
-    // A histogram with buckets, as the dashboard's p99 panel reads it (it was a summary, with none).
+    // A histogram with buckets, as the dashboard's p99 panel reads it (it was a summary, with
+    // none).
     assert_eq!(value(&metrics, r#"bff_redis_call_seconds_bucket{le="+Inf"}"#), Some(1.0));
 
     // A lone check later goes at once, on its own.
@@ -81,9 +97,8 @@ async fn in_one_call_each_request_is_still_all_or_nothing() {
     let Some(redis) = RedisServer::start().await else { return };
     let metrics = Metrics::new();
     let limits = limits(&redis, &metrics).await;
-    let index = |name: &str| limits.rules().iter().position(|r| &*r.name == name).expect("a rule");
-    let user = Check::Rule { index: index("per-user"), key: LimitKey::Name(Arc::from("ann")) };
-    let tight = Check::Rule { index: index("tight"), key: LimitKey::Global };
+    let user = rule(&limits, "per-user", user("ann"));
+    let tight = rule(&limits, "tight", LimitKey::Global);
     let both = [user.clone(), tight];
     let alone = [user];
     let (first, second, third) = futures::join!(limits.check(&both), limits.check(&both), limits.check(&alone));
@@ -108,18 +123,7 @@ async fn many_requests_on_the_same_keys_cost_redis_one_read_and_one_write_per_ke
     let Some(redis) = RedisServer::start().await else { return };
     let metrics = Metrics::new();
     let limits = limits(&redis, &metrics).await;
-    let index = |name: &str| limits.rules().iter().position(|r| &*r.name == name).expect("a rule");
-    let quota = Check::Quota {
-        client: Arc::from("acme"),
-        tier: Arc::from("pro"),
-        requests: 12,
-        per: Duration::from_secs(3600),
-    };
-    let checks = [
-        Check::Rule { index: index("per-user"), key: LimitKey::Name(Arc::from("ann")) },
-        Check::Rule { index: index("wide"), key: LimitKey::Global },
-        quota,
-    ];
+    let checks = [rule(&limits, "per-user", user("ann")), rule(&limits, "wide", LimitKey::Global), quota("acme", 12)];
     let mut stats =
         redis::Client::open(redis.url()).expect("url").get_multiplexed_async_connection().await.expect("up");
     let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut stats).await.expect("RESETSTAT");
@@ -211,16 +215,9 @@ async fn a_batch_counts_as_its_requests_judged_one_by_one_group_by_group() {
     let Some(redis) = RedisServer::start().await else { return };
     let metrics = Metrics::new();
     let limits = limits(&redis, &metrics).await;
-    let index = |name: &str| limits.rules().iter().position(|r| &*r.name == name).expect("a rule");
-    let user = |name: &str| Check::Rule { index: index("per-user"), key: LimitKey::Name(Arc::from(name)) };
-    let wide = Check::Rule { index: index("wide"), key: LimitKey::Global };
-    let tight = Check::Rule { index: index("tight"), key: LimitKey::Global };
-    let quota = |client: &str, requests| Check::Quota {
-        client: Arc::from(client),
-        tier: Arc::from("pro"),
-        requests,
-        per: Duration::from_secs(3600),
-    };
+    let user = |name: &str| rule(&limits, "per-user", user(name));
+    let wide = rule(&limits, "wide", LimitKey::Global);
+    let tight = rule(&limits, "tight", LimitKey::Global);
     // Check lists that share keys in every way: alone, with a global limit, with a quota.
     let kinds: Vec<Vec<Check>> = vec![
         vec![user("ann")],

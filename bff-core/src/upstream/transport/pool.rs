@@ -5,9 +5,9 @@
 //! - **HTTP/1.1** connections carry one exchange at a time. A call takes the first ready one:
 //!   hyper makes a connection ready again once its exchange has ended, response body included,
 //!   and the server has not asked to close it. There is no check-in: a busy connection stays in
-//!   the list and becomes ready by itself. Failing a ready one, the call opens a connection of its own, put
-//!   first in the list: long-lived exchanges (streams) drift to the back, behind the connections
-//!   short calls keep using, so a call looks past few busy ones.
+//!   the list and becomes ready by itself. Failing a ready one, the call opens a connection of its
+//!   own, put first in the list: long-lived exchanges (streams) drift to the back, behind the
+//!   connections short calls keep using, so a call looks past few busy ones.
 //! - **HTTP/2**: one connection carries every call; it is replaced once closed (a `GOAWAY`, an
 //!   unanswered ping). Calls arriving while it is being opened wait for it, not open their own.
 //! - `auto`: HTTP/2 where TLS's ALPN chooses it, HTTP/1.1 otherwise.
