@@ -113,12 +113,12 @@ impl Members<'_, '_> {
             return;
         }
         let writer = &mut *self.writer;
-        let comma = if self.first { "" } else { "," };
+        let open = if self.first { "\"" } else { ",\"" };
         self.first = false;
         self.result = writer
-            .write_str(comma)
-            .and_then(|()| json_str(writer, field.name()))
-            .and_then(|()| writer.write_char(':'))
+            .write_str(open)
+            .and_then(|()| Escaped(&mut *writer).write_str(field.name()))
+            .and_then(|()| writer.write_str("\":"))
             .and_then(|()| value(writer));
     }
 }
@@ -236,40 +236,35 @@ impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let bytes = s.as_bytes();
         let mut clean = 0;
-        let mut i = 0;
-        while i < bytes.len() {
-            // Eight bytes at a time while none of them needs escaping: most text needs none.
-            if let Some(chunk) = bytes.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok())
-                && !needs_escape(u64::from_le_bytes(chunk))
-            {
-                i += 8;
-                continue;
+        while let Some(at) = next_escape(bytes, clean) {
+            // Every byte that needs escaping is ASCII, so `at` is a char boundary.
+            self.0.write_str(&s[clean..at])?;
+            let byte = bytes[at];
+            match byte {
+                b'"' => self.0.write_str("\\\"")?,
+                b'\\' => self.0.write_str("\\\\")?,
+                b'\n' => self.0.write_str("\\n")?,
+                b'\r' => self.0.write_str("\\r")?,
+                b'\t' => self.0.write_str("\\t")?,
+                _ => write!(self.0, "\\u{byte:04x}")?,
             }
-            let byte = bytes[i];
-            let escape = match byte {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f => "",
-                _ => {
-                    i += 1;
-                    continue;
-                }
-            };
-            // Every byte matched above is ASCII, so `i` is a char boundary.
-            self.0.write_str(&s[clean..i])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{byte:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
-            }
-            i += 1;
-            clean = i;
+            clean = at + 1;
         }
         self.0.write_str(&s[clean..])
     }
+}
+
+/// The first byte of `bytes` at or after `from` that a JSON string needs escaped: eight bytes at
+/// a time while none of them does (most text needs none), then byte by byte.
+fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(word) = bytes.get(at..at + 8).and_then(|c| <[u8; 8]>::try_from(c).ok())
+        && !needs_escape(u64::from_le_bytes(word))
+    {
+        at += 8;
+    }
+    let rest = bytes.get(at..)?;
+    rest.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\').map(|found| at + found)
 }
 
 /// Whether any of the eight bytes of `word` is a control character, `"` or `\\`.

@@ -2,6 +2,9 @@
 //! the transport: the request id, what is left of the request's deadline, and the caller's
 //! identity, which replaces any identity header the call had.
 
+use std::cell::RefCell;
+
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
@@ -34,11 +37,55 @@ pub(crate) fn set_call_headers(mut call: Outgoing) -> Outgoing {
     call
 }
 
-/// `ms` as a header value in one allocation (`HeaderValue::from(u64)` grows a buffer, then
+thread_local! {
+    /// The last deadline value this thread made. The calls of a fan-out leave together with the
+    /// same milliseconds left, so they share one value rather than each formatting its own.
+    static LAST_MILLIS: RefCell<Option<(u64, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// `ms` as a header value: the one made last on this thread when it is the same number, else a
+/// new one in one allocation that its copies share (`HeaderValue::from(u64)` grows a buffer, then
 /// freezes it into a second).
 fn millis(ms: u64) -> HeaderValue {
-    let mut digits = itoa::Buffer::new();
-    HeaderValue::from_str(digits.format(ms)).unwrap_or_else(|_| HeaderValue::from(ms))
+    LAST_MILLIS.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return Digits::value(ms);
+        };
+        match &*last {
+            Some((made, value)) if *made == ms => value.clone(),
+            _ => {
+                let value = Digits::value(ms);
+                *last = Some((ms, value.clone()));
+                value
+            }
+        }
+    })
+}
+
+/// The decimal digits of a number, held inline: the owner of a shared header value.
+struct Digits {
+    buf: [u8; 20],
+    len: usize,
+}
+
+impl Digits {
+    /// `ms` as a header value in one allocation that its copies share.
+    fn value(ms: u64) -> HeaderValue {
+        let mut formatter = itoa::Buffer::new();
+        let text = formatter.format(ms).as_bytes();
+        let mut digits = Digits { buf: [0; 20], len: text.len() };
+        // A u64 has at most 20 digits.
+        if let Some(buf) = digits.buf.get_mut(..text.len()) {
+            buf.copy_from_slice(text);
+        }
+        HeaderValue::from_maybe_shared(Bytes::from_owner(digits)).unwrap_or_else(|_| HeaderValue::from(ms))
+    }
+}
+
+impl AsRef<[u8]> for Digits {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -50,5 +97,15 @@ mod tests {
         for ms in [0, 7, 1500, u64::MAX] {
             assert_eq!(millis(ms), http::HeaderValue::from(ms));
         }
+    }
+
+    #[test]
+    fn the_same_milliseconds_share_one_value_and_another_number_makes_its_own() {
+        let (a, b) = (millis(1999), millis(1999));
+        assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr(), "one value, shared");
+        let c = millis(1998);
+        assert_eq!(c, "1998");
+        assert_ne!(c.as_bytes().as_ptr(), a.as_bytes().as_ptr());
+        assert_eq!(a, "1999", "a later number leaves an earlier value as it was");
     }
 }
