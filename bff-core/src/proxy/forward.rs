@@ -20,6 +20,7 @@ use pin_project_lite::pin_project;
 
 use super::headers::{self, Forwarding};
 use super::path::unsafe_path;
+use super::pattern::with_query;
 use super::route::ProxyRoute;
 use super::tunnel::{Opening, tunnel};
 use crate::config::IpNet;
@@ -80,14 +81,12 @@ impl Forward {
         let Some(captures) = route.pattern.captures(path) else {
             return BffError::NotFound("no route for this path".to_owned()).into_response();
         };
-        let mut target = match &route.rewrite {
-            Some(rewrite) => rewrite.render(&captures),
-            None => path.to_owned(),
+        // Built at its exact size: the call's URI then takes the string without copying it.
+        let target = match &route.rewrite {
+            Some(rewrite) => rewrite.render(&captures, parts.uri.query()),
+            None => with_query(path, parts.uri.query()),
         };
-        if let Some(query) = parts.uri.query() {
-            target.push('?');
-            target.push_str(query);
-        }
+        drop(captures);
         let ctx = match Ctx::from_request_parts(&mut parts, &()).await {
             Ok(ctx) => match route.timeout {
                 Some(timeout) => ctx.within(timeout),

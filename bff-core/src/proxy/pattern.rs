@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use smallvec::SmallVec;
+
 /// One segment of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -27,8 +29,8 @@ pub(crate) struct Pattern {
     prefix: bool,
 }
 
-/// What a matched path captured: each parameter's raw text.
-pub(crate) type Captures<'a> = Vec<(&'a str, &'a str)>;
+/// What a matched path captured: each parameter's raw text (a route has few: held inline).
+pub(crate) type Captures<'a> = SmallVec<[(&'a str, &'a str); 4]>;
 
 /// The name under which a prefix route's remainder is captured.
 const PREFIX_REST: &str = "__proxy_rest";
@@ -158,7 +160,7 @@ impl Pattern {
     /// What `path` (raw, without the query) captures, if it is taken.
     pub(crate) fn captures<'a>(&'a self, path: &'a str) -> Option<Captures<'a>> {
         let mut pieces = path.strip_prefix('/')?.split('/');
-        let mut captures = Vec::new();
+        let mut captures = Captures::new();
         let mut consumed = 1;
         for segment in &self.segments {
             match segment {
@@ -328,27 +330,56 @@ impl Rewrite {
         Ok(Self { pieces })
     }
 
-    /// The upstream path for `captures` (a prefix route's remainder appended after a `/`).
-    pub(crate) fn render(&self, captures: &Captures<'_>) -> String {
-        let mut path = String::new();
-        for piece in &self.pieces {
-            match piece {
-                Piece::Text(text) => path.push_str(text),
-                Piece::Param(name) => {
-                    path.push_str(captures.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v));
-                }
-            }
-        }
-        if let Some((_, rest)) = captures.iter().find(|(n, _)| *n == PREFIX_REST)
-            && !rest.is_empty()
-        {
-            if !path.ends_with('/') {
-                path.push('/');
-            }
-            path.push_str(rest);
-        }
-        if path.is_empty() { "/".to_owned() } else { path }
+    /// The upstream path for `captures` (a prefix route's remainder appended after a `/`), then
+    /// `?query` when the request had one.
+    pub(crate) fn render(&self, captures: &Captures<'_>, query: Option<&str>) -> String {
+        let mut len = 0;
+        self.emit(captures, query, &mut |piece| len += piece.len());
+        let mut path = String::with_capacity(len);
+        self.emit(captures, query, &mut |piece| path.push_str(piece));
+        path
     }
+
+    /// Hands the pieces of the rendered path to `out`, in order.
+    fn emit(&self, captures: &Captures<'_>, query: Option<&str>, out: &mut dyn FnMut(&str)) {
+        let (mut empty, mut slash_last) = (true, false);
+        for piece in &self.pieces {
+            let text = match piece {
+                Piece::Text(text) => text.as_str(),
+                Piece::Param(name) => captures.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v),
+            };
+            if !text.is_empty() {
+                empty = false;
+                slash_last = text.ends_with('/');
+            }
+            out(text);
+        }
+        let rest = captures.iter().find(|(n, _)| *n == PREFIX_REST).map_or("", |(_, v)| v);
+        if !rest.is_empty() {
+            if !slash_last {
+                out("/");
+            }
+            out(rest);
+        } else if empty {
+            out("/");
+        }
+        if let Some(query) = query {
+            out("?");
+            out(query);
+        }
+    }
+}
+
+/// `path`, then `?query` when the request had one: the upstream path of a route that rewrites
+/// nothing.
+pub(crate) fn with_query(path: &str, query: Option<&str>) -> String {
+    let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    target.push_str(path);
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
+    }
+    target
 }
 
 #[cfg(test)]
@@ -359,27 +390,31 @@ mod tests {
         Pattern::parse(path).unwrap()
     }
 
+    fn caps<'a>(pattern: &'a Pattern, path: &'a str) -> Option<Vec<(&'a str, &'a str)>> {
+        pattern.captures(path).map(|c| c.to_vec())
+    }
+
     #[test]
     fn patterns_capture_raw_segments() {
         let files = p("/api/files/{bytes}");
-        assert_eq!(files.captures("/api/files/1024"), Some(vec![("bytes", "1024")]));
-        assert_eq!(files.captures("/api/files/a%2Fb"), Some(vec![("bytes", "a%2Fb")]));
-        assert_eq!(files.captures("/api/files/"), None);
-        assert_eq!(files.captures("/api/files/1/2"), None);
-        assert_eq!(files.captures("/api/file/1"), None);
+        assert_eq!(caps(&files, "/api/files/1024"), Some(vec![("bytes", "1024")]));
+        assert_eq!(caps(&files, "/api/files/a%2Fb"), Some(vec![("bytes", "a%2Fb")]));
+        assert_eq!(caps(&files, "/api/files/"), None);
+        assert_eq!(caps(&files, "/api/files/1/2"), None);
+        assert_eq!(caps(&files, "/api/file/1"), None);
         let rest = p("/api/products/{*rest}");
-        assert_eq!(rest.captures("/api/products/a/b"), Some(vec![("rest", "a/b")]));
-        assert_eq!(rest.captures("/api/products/"), None);
-        assert_eq!(rest.captures("/api/products"), None);
+        assert_eq!(caps(&rest, "/api/products/a/b"), Some(vec![("rest", "a/b")]));
+        assert_eq!(caps(&rest, "/api/products/"), None);
+        assert_eq!(caps(&rest, "/api/products"), None);
         let exact = p("/api/uploads");
-        assert_eq!(exact.captures("/api/uploads"), Some(vec![]));
-        assert_eq!(exact.captures("/api/uploads/x"), None);
+        assert_eq!(caps(&exact, "/api/uploads"), Some(vec![]));
+        assert_eq!(caps(&exact, "/api/uploads/x"), None);
         let legacy = p("/legacy/*");
         assert_eq!(legacy.router_patterns(), vec!["/legacy".to_owned(), format!("/legacy/{{*{PREFIX_REST}}}")]);
-        assert_eq!(legacy.captures("/legacy"), Some(vec![(PREFIX_REST, "")]));
-        assert_eq!(legacy.captures("/legacy/a/b"), Some(vec![(PREFIX_REST, "a/b")]));
-        assert_eq!(legacy.captures("/legacyx"), None);
-        assert_eq!(p("/*").captures("/a/b"), Some(vec![(PREFIX_REST, "a/b")]));
+        assert_eq!(caps(&legacy, "/legacy"), Some(vec![(PREFIX_REST, "")]));
+        assert_eq!(caps(&legacy, "/legacy/a/b"), Some(vec![(PREFIX_REST, "a/b")]));
+        assert_eq!(caps(&legacy, "/legacyx"), None);
+        assert_eq!(caps(&p("/*"), "/a/b"), Some(vec![(PREFIX_REST, "a/b")]));
     }
 
     #[test]
@@ -405,7 +440,7 @@ mod tests {
     fn rewrites_name_parameters_the_path_has() {
         let products = p("/api/catalog/products/{*rest}");
         let rewrite = Rewrite::parse("/products/{rest}", &products).unwrap();
-        assert_eq!(rewrite.render(&products.captures("/api/catalog/products/SKU-1").unwrap()), "/products/SKU-1");
+        assert_eq!(rewrite.render(&products.captures("/api/catalog/products/SKU-1").unwrap(), None), "/products/SKU-1");
         let error = Rewrite::parse("/products/{sku}", &products).unwrap_err();
         assert!(error.contains("`{sku}` is not a parameter") && error.contains("`{rest}`"), "{error}");
         assert!(Rewrite::parse("products", &products).is_err());
@@ -413,8 +448,32 @@ mod tests {
         assert!(Rewrite::parse("/x/../{rest}", &products).is_err());
         let legacy = p("/legacy/*");
         let rewrite = Rewrite::parse("/v2", &legacy).unwrap();
-        assert_eq!(rewrite.render(&legacy.captures("/legacy/a/b").unwrap()), "/v2/a/b");
-        assert_eq!(rewrite.render(&legacy.captures("/legacy").unwrap()), "/v2");
+        assert_eq!(rewrite.render(&legacy.captures("/legacy/a/b").unwrap(), None), "/v2/a/b");
+        assert_eq!(rewrite.render(&legacy.captures("/legacy").unwrap(), None), "/v2");
+    }
+
+    /// The upstream path goes into the call's URI as it is: at its exact size, no copy is made.
+    #[test]
+    fn an_upstream_path_carries_the_query_and_is_built_at_its_exact_size() {
+        let products = p("/api/catalog/products/{*rest}");
+        let rewrite = Rewrite::parse("/products/{rest}", &products).unwrap();
+        let captures = products.captures("/api/catalog/products/SKU-1").unwrap();
+        let root = p("/*");
+        let to_root = Rewrite::parse("/", &root).unwrap();
+        let under = Rewrite::parse("/v2", &root).unwrap();
+        for (path, want) in [
+            (rewrite.render(&captures, None), "/products/SKU-1"),
+            (rewrite.render(&captures, Some("a=1&b=%2F")), "/products/SKU-1?a=1&b=%2F"),
+            (rewrite.render(&captures, Some("")), "/products/SKU-1?"),
+            (to_root.render(&root.captures("/x/y").unwrap(), Some("q")), "/x/y?q"),
+            (to_root.render(&root.captures("/").unwrap(), None), "/"),
+            (under.render(&root.captures("/").unwrap(), Some("q")), "/v2?q"),
+            (with_query("/api/orders", Some("page=2")), "/api/orders?page=2"),
+            (with_query("/api/orders", None), "/api/orders"),
+        ] {
+            assert_eq!(path, want);
+            assert_eq!(path.capacity(), path.len(), "{want}");
+        }
     }
 
     #[test]
