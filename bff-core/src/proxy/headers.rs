@@ -3,10 +3,12 @@
 //! and `Via` set, and what belongs to this hop only (the client's `Host`, request id, deadline,
 //! `Expect`) left for the outbound stack to set.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::http::Version;
-use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue};
+use bytes::Bytes;
 
 use crate::config::IpNet;
 use crate::identity::REQUEST_ID_HEADER;
@@ -120,29 +122,12 @@ pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     if let Some(peer) = forwarding.peer {
-        let ip = peer.ip().to_canonical();
-        let mut address = String::with_capacity(39);
-        match ip {
-            IpAddr::V4(v4) => push_ipv4(&mut address, v4),
-            IpAddr::V6(v6) => address = v6.to_string(),
-        }
-        let mut forwarded = String::with_capacity(address.len() + 64);
-        // A `Forwarded` node: IPv6 quoted in brackets (RFC 7239 §6).
-        match ip {
-            IpAddr::V4(_) => forwarded.extend(["for=", &address]),
-            IpAddr::V6(_) => forwarded.extend(["for=\"[", &address, "]\""]),
-        }
-        if let Ok(address) = HeaderValue::try_from(address) {
+        let host = forwarding.host.as_ref().and_then(|h| h.to_str().ok());
+        let (address, forwarded) = client_values(peer.ip().to_canonical(), host, forwarding.proto);
+        if let Ok(address) = address {
             append(headers, X_FORWARDED_FOR, address);
         }
-        if let Some(host) = forwarding.host.as_ref().and_then(|h| h.to_str().ok()) {
-            forwarded.push_str(";host=\"");
-            forwarded.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
-            forwarded.push('"');
-        }
-        forwarded.push_str(";proto=");
-        forwarded.push_str(forwarding.proto);
-        if let Ok(forwarded) = HeaderValue::try_from(forwarded) {
+        if let Ok(forwarded) = forwarded {
             append(headers, header::FORWARDED, forwarded);
         }
     }
@@ -198,6 +183,45 @@ fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
 
 /// `ip` in dotted decimal, written digit by digit (the formatting machinery costs more than the
 /// rest of the header).
+/// The client's `X-Forwarded-For` entry (its address) and its `Forwarded` node, written into one
+/// buffer that both values share.
+fn client_values(
+    ip: IpAddr,
+    host: Option<&str>,
+    proto: &str,
+) -> (Result<HeaderValue, InvalidHeaderValue>, Result<HeaderValue, InvalidHeaderValue>) {
+    let mut text = String::with_capacity(128 + host.map_or(0, str::len));
+    push_ip(&mut text, ip);
+    let address = text.len();
+    // A `Forwarded` node: IPv6 quoted in brackets (RFC 7239 §6).
+    match ip {
+        IpAddr::V4(_) => text.push_str("for="),
+        IpAddr::V6(_) => text.push_str("for=\"["),
+    }
+    push_ip(&mut text, ip);
+    if ip.is_ipv6() {
+        text.push_str("]\"");
+    }
+    if let Some(host) = host {
+        text.push_str(";host=\"");
+        text.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
+        text.push('"');
+    }
+    text.push_str(";proto=");
+    text.push_str(proto);
+    let shared = Bytes::from(text);
+    (HeaderValue::from_maybe_shared(shared.slice(..address)), HeaderValue::from_maybe_shared(shared.slice(address..)))
+}
+
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => push_ipv4(out, v4),
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 fn push_ipv4(out: &mut String, ip: Ipv4Addr) {
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
@@ -311,6 +335,20 @@ mod tests {
             push_ipv4(&mut written, Ipv4Addr::from(octets));
             proptest::prop_assert_eq!(written, Ipv4Addr::from(octets).to_string());
         }
+    }
+
+    #[test]
+    fn a_clients_address_and_forwarded_node_share_one_buffer() {
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let (address, forwarded) = client_values(v6, Some("shop.\"example\\.com"), "https");
+        let (address, forwarded) = (address.unwrap(), forwarded.unwrap());
+        assert_eq!(address, "2001:db8::1");
+        assert_eq!(forwarded, "for=\"[2001:db8::1]\";host=\"shop.example.com\";proto=https");
+        let end = address.as_bytes().as_ptr_range().end;
+        assert_eq!(end, forwarded.as_bytes().as_ptr(), "the node follows the address in one buffer");
+        let (address, forwarded) = client_values(IpAddr::from([10, 0, 0, 7]), None, "http");
+        assert_eq!(address.unwrap(), "10.0.0.7");
+        assert_eq!(forwarded.unwrap(), "for=10.0.0.7;proto=http");
     }
 
     #[test]
