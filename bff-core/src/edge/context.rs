@@ -1,5 +1,5 @@
-//! The request context a handler's `Ctx` reads: the deadline clock, the route policies, and the
-//! list of optional parts left out, reported as `X-Bff-Degraded`.
+//! The request context a handler's `Ctx` reads: the deadline clock, the route policies, the
+//! request's trace, and the list of optional parts left out, reported as `X-Bff-Degraded`.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,32 +15,42 @@ use crate::problem::ErrorReport;
 use crate::request::{DEGRADED, Degraded, REQUEST_ID_HEADER, RequestMeta, RoutePolicies};
 use crate::upstream::Attempts;
 
-/// Creates the [`RequestMeta`] of each request.
-#[derive(Debug, Clone)]
-pub(super) struct Context(pub(super) RoutePolicies);
+/// The request context of `request`: made by the span layer, which begins the request's trace
+/// (and its server span, when exported), so that neither travels through the request's
+/// extensions to get here (an extension is a boxed value in a hash map).
+pub(super) fn begin(
+    request: &Request,
+    policies: &RoutePolicies,
+    trace: TraceContext,
+    server_span: Option<ServerSpan>,
+) -> Arc<RequestMeta> {
+    let id = request.headers().get(&REQUEST_ID_HEADER).cloned();
+    Arc::new(RequestMeta {
+        id: id.unwrap_or_else(|| HeaderValue::from_static("none")),
+        policy: std::sync::OnceLock::new(),
+        caller: std::sync::OnceLock::new(),
+        start: Instant::now(),
+        trace: Some(trace),
+        server_span,
+        attempts: Attempts::default(),
+        policies: policies.clone(),
+        degraded: Mutex::new(Degraded::default()),
+    })
+}
 
-impl Filter for Context {
-    type State = Arc<RequestMeta>;
+/// Writes the request context's degradations on the answer, as `X-Bff-Degraded`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Degradations;
 
-    fn on_request(&self, request: &mut Request) -> Result<Arc<RequestMeta>, Response> {
-        let id = request.headers().get(&REQUEST_ID_HEADER).cloned();
-        let meta = Arc::new(RequestMeta {
-            id: id.unwrap_or_else(|| HeaderValue::from_static("none")),
-            policy: std::sync::OnceLock::new(),
-            caller: std::sync::OnceLock::new(),
-            start: Instant::now(),
-            // The span layer outside began it.
-            trace: request.extensions_mut().remove::<TraceContext>(),
-            server_span: request.extensions_mut().remove::<ServerSpan>(),
-            attempts: Attempts::default(),
-            policies: self.0.clone(),
-            degraded: Mutex::new(Degraded::default()),
-        });
-        request.extensions_mut().insert(meta.clone());
-        Ok(meta)
+impl Filter for Degradations {
+    type State = Option<Arc<RequestMeta>>;
+
+    fn on_request(&self, request: &mut Request) -> Result<Option<Arc<RequestMeta>>, Response> {
+        Ok(request.extensions().get::<Arc<RequestMeta>>().cloned())
     }
 
-    fn on_response(meta: Arc<RequestMeta>, response: &mut Response) {
+    fn on_response(meta: Option<Arc<RequestMeta>>, response: &mut Response) {
+        let Some(meta) = meta else { return };
         let degraded = meta.degraded.lock().unwrap_or_else(|e| e.into_inner()).header_value();
         // A degradation describes an answer's content; an error response has none.
         if let Some(degraded) = degraded

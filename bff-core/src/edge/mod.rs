@@ -4,9 +4,10 @@
 //!    when it is short and plain), echoed on the response.
 //! 2. **span** (`span.rs`): the request's trace (W3C `traceparent`, continued when valid and
 //!    trusted, else new), and one `request` span with the id, method, path, trace and span ids,
-//!    around everything inside.
-//! 3. **request context** (`context.rs`): the deadline clock, the matched route and the
-//!    degradations list a handler's [`Ctx`](crate::Ctx) reads; `X-Bff-Degraded` on the way out.
+//!    around everything inside; and the request context (`context.rs`) in that trace: the
+//!    deadline clock, the matched route and the degradations list a handler's
+//!    [`Ctx`](crate::Ctx) reads.
+//! 3. **degradations** (`context.rs`): the request context's `X-Bff-Degraded` on the way out.
 //! 4. **access log + metrics** (`access_log.rs`): one log line and the request series per
 //!    request, with the matched route, status, latency, error code and degradations (read from
 //!    the request context).
@@ -89,8 +90,8 @@ where
     let stack = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(FilterLayer(request_id::RequestIds))
-        .layer(span::SpanLayer::new(&config.tracing, &config.server.trusted_proxies, spans))
-        .layer(FilterLayer(context::Context(policies)))
+        .layer(span::SpanLayer::new(&config.tracing, &config.server.trusted_proxies, spans, policies))
+        .layer(FilterLayer(context::Degradations))
         .layer(FilterLayer(access_log::AccessLog(metrics)))
         .layer(FilterLayer(problem::ProblemDetails))
         .option_layer(shed.map(FilterLayer))

@@ -3,7 +3,8 @@
 //! request's `span_id`, so that every log line of the request names them. The trace goes with
 //! the request ([`TraceContext`], an extension) to the request context, and from there to every
 //! upstream attempt. When the trace is sampled and spans are exported, the request's server span
-//! begins here ([`ServerSpan`], an extension the request context takes).
+//! begins here ([`ServerSpan`]). Both go into the request context, made here too
+//! ([`context::begin`]), which the request carries as its one extension from the edge.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -16,33 +17,43 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
+use super::context;
 use crate::config::{AcceptParent, IpNet, TracingConfig};
 use crate::identity::REQUEST_ID_HEADER;
 use crate::limit::client_ip::client_ip;
 use crate::observe::export::SpanSink;
 use crate::observe::spans::ServerSpan;
 use crate::observe::trace_context::TraceContext;
+use crate::request::RoutePolicies;
 
 /// Runs the rest of the stack in a `request` span, in the request's trace.
 #[derive(Debug, Clone)]
 pub(super) struct SpanLayer(Arc<Trust>);
 
-/// Whose `traceparent` is continued, and how many new traces are sampled.
+/// Whose `traceparent` is continued, how many new traces are sampled, and the route policies
+/// every request context starts from.
 #[derive(Debug)]
 struct Trust {
     accept: AcceptParent,
     trusted_proxies: Vec<IpNet>,
     sample_ratio: f64,
     spans: Option<SpanSink>,
+    policies: RoutePolicies,
 }
 
 impl SpanLayer {
-    pub(super) fn new(tracing: &TracingConfig, trusted_proxies: &[IpNet], spans: Option<SpanSink>) -> Self {
+    pub(super) fn new(
+        tracing: &TracingConfig,
+        trusted_proxies: &[IpNet],
+        spans: Option<SpanSink>,
+        policies: RoutePolicies,
+    ) -> Self {
         Self(Arc::new(Trust {
             accept: tracing.accept_parent,
             trusted_proxies: trusted_proxies.to_vec(),
             sample_ratio: tracing.sample_ratio,
             spans,
+            policies,
         }))
     }
 }
@@ -107,10 +118,9 @@ where
             trace_id = ids.trace_id(),
             span_id = ids.span_id(),
         );
-        if let Some(server_span) = self.1.server_span(&trace, &request) {
-            request.extensions_mut().insert(server_span);
-        }
-        request.extensions_mut().insert(trace);
+        let server_span = self.1.server_span(&trace, &request);
+        let meta = context::begin(&request, &self.1.policies, trace, server_span);
+        request.extensions_mut().insert(meta);
         let _entered = span.enter();
         self.0.call(request).instrument(span.clone())
     }
