@@ -21,7 +21,8 @@
 //!    routing sees `/%61pi//a/../b` as `/api/b`.
 //! 8. **catch panic** (`panic.rs`): a panicking handler is a 500 problem, and the connection and
 //!    server live on.
-//! 9. CORS (tower-http), when configured, its preflights answering the methods of the route asked
+//! 9. CORS (tower-http's layer, which a request without `Origin` skips for the headers it would
+//!    get: `cors.rs`), when configured, its preflights answering the methods of the route asked
 //!    about (`cors_methods.rs`); then the dispatch (`crate::dispatch`), which finds the route and
 //!    attaches its policies to the request context, and per protected route
 //!    `Cache-Control: private, no-cache` and `Vary` by the credential, then credentials, access,
@@ -38,6 +39,7 @@
 
 pub(crate) mod access_log;
 mod context;
+mod cors;
 mod cors_methods;
 mod limits;
 mod normalize;
@@ -84,7 +86,9 @@ where
     S::Future: Send + 'static,
 {
     let (cors, cors_methods) = match cors {
-        Some((layer, methods)) => (Some(layer), Some(FilterLayer(cors_methods::CorsMethods::new(methods)))),
+        Some((layer, methods)) => {
+            (Some(cors::CorsLayer::new(layer)), Some(FilterLayer(cors_methods::CorsMethods::new(methods))))
+        }
         None => (None, None),
     };
     let stack = ServiceBuilder::new()
