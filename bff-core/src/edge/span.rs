@@ -1,10 +1,9 @@
 //! The `request` span around everything inside: the request id, the method, the path, and the
 //! request's trace (W3C Trace Context, `observe/trace_context.rs`): its `trace_id` and this
-//! request's `span_id`, so that every log line of the request names them. The trace goes with
-//! the request ([`TraceContext`], an extension) to the request context, and from there to every
-//! upstream attempt. When the trace is sampled and spans are exported, the request's server span
-//! begins here ([`ServerSpan`]). Both go into the request context, made here too
-//! ([`context::begin`]), which the request carries as its one extension from the edge.
+//! request's `span_id`, so that every log line of the request names them. The request context is
+//! made here too ([`context::begin`]): the trace ([`TraceContext`]) goes into it, and from there to
+//! every upstream attempt, with the request's server span ([`ServerSpan`]) when the trace is
+//! sampled and spans are exported. The request carries the context as an extension.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
