@@ -77,16 +77,17 @@ impl Forward {
             return BffError::bad_request("INVALID_PATH", why).into_response();
         }
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path();
-        let Some(captures) = route.pattern.captures(path) else {
-            return BffError::NotFound("no route for this path".to_owned()).into_response();
-        };
         // Built at its exact size: the call's URI then takes the string without copying it.
-        let target = match &route.rewrite {
-            Some(rewrite) => rewrite.render(&captures, parts.uri.query()),
-            None => with_query(path, parts.uri.query()),
+        let target = {
+            let path = parts.uri.path();
+            let Some(captures) = route.pattern.captures(path) else {
+                return BffError::NotFound("no route for this path".to_owned()).into_response();
+            };
+            match &route.rewrite {
+                Some(rewrite) => rewrite.render(&captures, parts.uri.query()),
+                None => with_query(path, parts.uri.query()),
+            }
         };
-        drop(captures);
         let ctx = match Ctx::from_request_parts(&mut parts, &()).await {
             Ok(ctx) => match route.timeout {
                 Some(timeout) => ctx.within(timeout),

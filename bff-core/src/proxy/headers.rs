@@ -191,14 +191,16 @@ fn client_values(
     proto: &str,
 ) -> (Result<HeaderValue, InvalidHeaderValue>, Result<HeaderValue, InvalidHeaderValue>) {
     let mut text = String::with_capacity(128 + host.map_or(0, str::len));
-    push_ip(&mut text, ip);
+    match ip {
+        IpAddr::V4(v4) => push_ipv4(&mut text, v4),
+        IpAddr::V6(v6) => {
+            let _ = write!(text, "{v6}");
+        }
+    }
     let address = text.len();
     // A `Forwarded` node: IPv6 quoted in brackets (RFC 7239 §6).
-    match ip {
-        IpAddr::V4(_) => text.push_str("for="),
-        IpAddr::V6(_) => text.push_str("for=\"["),
-    }
-    push_ip(&mut text, ip);
+    text.push_str(if ip.is_ipv6() { "for=\"[" } else { "for=" });
+    text.extend_from_within(..address);
     if ip.is_ipv6() {
         text.push_str("]\"");
     }
@@ -211,15 +213,6 @@ fn client_values(
     text.push_str(proto);
     let shared = Bytes::from(text);
     (HeaderValue::from_maybe_shared(shared.slice(..address)), HeaderValue::from_maybe_shared(shared.slice(address..)))
-}
-
-fn push_ip(out: &mut String, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => push_ipv4(out, v4),
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
 }
 
 fn push_ipv4(out: &mut String, ip: Ipv4Addr) {
