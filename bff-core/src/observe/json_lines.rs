@@ -1,10 +1,15 @@
-//! `--log-format json`: one JSON object per line, written straight into the line buffer.
+//! `--log-format json`: one JSON object per line.
 //!
 //! The shape is tracing-subscriber's flattened JSON (`timestamp`, `level`, the event's fields,
 //! `target`, and the current `span` with its fields and `name`), but made without its detours:
 //! tracing-subscriber keeps span fields as JSON text and parses them back into a
 //! `serde_json::Value` for every event, a tree of allocations per access-log line. Here span fields
 //! are kept as the inside of a JSON object and copied in as they are.
+//!
+//! A line is written whole into this thread's own string, then handed to tracing-subscriber's
+//! writer in one piece: its many small parts (a member is five) are appended to a `String` the
+//! compiler sees, rather than each passed through the writer's `dyn fmt::Write`. Numbers are
+//! written by `itoa` and `ryu`, as serde_json writes them.
 
 use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
@@ -30,31 +35,55 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let meta = event.metadata();
-        writer.write_str("{\"timestamp\":\"")?;
-        timestamp(&mut writer, std::time::SystemTime::now())?;
-        writer.write_str("\",\"level\":\"")?;
-        writer.write_str(meta.level().as_str())?;
-        writer.write_char('"')?;
-        let mut members = Members { writer: &mut writer, first: false, result: Ok(()) };
-        event.record(&mut members);
-        members.result?;
-        writer.write_str(",\"target\":")?;
-        json_str(&mut writer, meta.target())?;
-        if let Some(span) = ctx.lookup_current() {
-            writer.write_str(",\"span\":{")?;
-            if let Some(fields) = span.extensions().get::<FormattedFields<N>>()
-                && !fields.is_empty()
-            {
-                writer.write_str(fields)?;
-                writer.write_char(',')?;
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                let written = format_line(ctx, &mut line, event).and_then(|()| writer.write_str(&line));
+                if line.capacity() > MAX_SCRATCH {
+                    *line = String::new();
+                }
+                written
             }
-            writer.write_str("\"name\":")?;
-            json_str(&mut writer, span.name())?;
-            writer.write_char('}')?;
-        }
-        writer.write_str("}\n")
+            // In use further up this thread's stack (see `format_fields`): a string of its own.
+            Err(_) => {
+                let mut line = String::new();
+                format_line(ctx, &mut line, event).and_then(|()| writer.write_str(&line))
+            }
+        })
     }
+}
+
+/// `event`'s line, in `ctx`'s current span, into `out`.
+fn format_line<S, N>(ctx: &FmtContext<'_, S, N>, out: &mut String, event: &Event<'_>) -> fmt::Result
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    let meta = event.metadata();
+    out.push_str("{\"timestamp\":\"");
+    timestamp(out, std::time::SystemTime::now())?;
+    out.push_str("\",\"level\":\"");
+    out.push_str(meta.level().as_str());
+    out.push('"');
+    let mut members = Members { out, first: false, result: Ok(()) };
+    event.record(&mut members);
+    members.result?;
+    out.push_str(",\"target\":");
+    json_str(out, meta.target());
+    if let Some(span) = ctx.lookup_current() {
+        out.push_str(",\"span\":{");
+        if let Some(fields) = span.extensions().get::<FormattedFields<N>>()
+            && !fields.is_empty()
+        {
+            out.push_str(fields);
+            out.push(',');
+        }
+        out.push_str("\"name\":");
+        json_str(out, span.name());
+        out.push('}');
+    }
+    out.push_str("}\n");
+    Ok(())
 }
 
 impl<'writer> FormatFields<'writer> for JsonSpanFields {
@@ -68,7 +97,7 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => {
                 scratch.clear();
-                let mut members = Members { writer: &mut Writer::new(&mut *scratch), first: true, result: Ok(()) };
+                let mut members = Members { out: &mut scratch, first: true, result: Ok(()) };
                 fields.record(&mut members);
                 let written = members.result.and_then(|()| writer.write_str(&scratch));
                 if scratch.capacity() > MAX_SCRATCH {
@@ -79,9 +108,10 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
             // In use further up this thread's stack (tracing itself keeps a field's `Debug` from
             // reaching the subscriber, so only a direct caller could): written as it comes.
             Err(_) => {
-                let mut members = Members { writer: &mut writer, first: true, result: Ok(()) };
+                let mut own = String::new();
+                let mut members = Members { out: &mut own, first: true, result: Ok(()) };
                 fields.record(&mut members);
-                members.result
+                members.result.and_then(|()| writer.write_str(&own))
             }
         })
     }
@@ -92,77 +122,97 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
         fields: &tracing::span::Record<'_>,
     ) -> fmt::Result {
         let first = current.fields.is_empty();
-        let mut writer = current.as_writer();
-        let mut members = Members { writer: &mut writer, first, result: Ok(()) };
+        let mut members = Members { out: &mut current.fields, first, result: Ok(()) };
         fields.record(&mut members);
         members.result
     }
 }
 
 /// Writes each recorded field as a JSON member, `,"name":value`.
-struct Members<'a, 'w> {
-    writer: &'a mut Writer<'w>,
+struct Members<'a> {
+    out: &'a mut String,
     /// Whether the next member is the first (no comma before it).
     first: bool,
+    /// A field's `Debug` or `Display` may fail; nothing else can.
     result: fmt::Result,
 }
 
-impl Members<'_, '_> {
-    fn member(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+impl Members<'_> {
+    /// `,"name":`, then the value `write` appends.
+    fn member(&mut self, field: &Field, write: impl FnOnce(&mut String) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
-        let writer = &mut *self.writer;
-        let open = if self.first { "\"" } else { ",\"" };
+        let out = &mut *self.out;
+        out.push_str(if self.first { "\"" } else { ",\"" });
         self.first = false;
-        self.result = writer
-            .write_str(open)
-            .and_then(|()| Escaped(&mut *writer).write_str(field.name()))
-            .and_then(|()| writer.write_str("\":"))
-            .and_then(|()| value(writer));
+        escape_into(out, field.name());
+        out.push_str("\":");
+        self.result = write(out);
     }
 }
 
-impl Visit for Members<'_, '_> {
+impl Visit for Members<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if value.is_finite() {
-            self.member(field, |w| write!(w, "{value}"));
-        } else {
-            self.member(field, |w| write!(w, "\"{value}\""));
-        }
+        self.member(field, |out| {
+            if value.is_finite() {
+                out.push_str(ryu::Buffer::new().format_finite(value));
+            } else {
+                out.push('"');
+                write!(out, "{value}")?;
+                out.push('"');
+            }
+            Ok(())
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.member(field, |w| write!(w, "{value}"));
+        self.member(field, |out| {
+            out.push_str(itoa::Buffer::new().format(value));
+            Ok(())
+        });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.member(field, |w| write!(w, "{value}"));
+        self.member(field, |out| {
+            out.push_str(itoa::Buffer::new().format(value));
+            Ok(())
+        });
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.member(field, |w| write!(w, "{value}"));
+        self.member(field, |out| {
+            out.push_str(if value { "true" } else { "false" });
+            Ok(())
+        });
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.member(field, |w| json_str(w, value));
+        self.member(field, |out| {
+            json_str(out, value);
+            Ok(())
+        });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.member(field, |w| {
-            w.write_char('"')?;
-            write!(Escaped(w), "{value:?}")?;
-            w.write_char('"')
+        self.member(field, |out| {
+            out.push('"');
+            write!(Escaped(&mut *out), "{value:?}")?;
+            out.push('"');
+            Ok(())
         });
     }
 }
 
-/// The most a thread keeps of its scratch buffer between spans.
+/// The most a thread keeps of its scratch buffer between spans, and of its line between lines.
 const MAX_SCRATCH: usize = 4096;
 
 thread_local! {
     /// Where a span's fields are written before they are copied into the span.
     static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+
+    /// Where a line is written before it is handed to the writer.
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
 
     /// The second last written by this thread, and its `YYYY-MM-DDTHH:MM:SS`: lines come many
     /// to a second, and the date is worked out once for all of them.
@@ -223,34 +273,45 @@ fn date_time(seconds: u64) -> [u8; 19] {
 }
 
 /// `value` as a JSON string, quotes included.
-fn json_str(writer: &mut impl fmt::Write, value: &str) -> fmt::Result {
-    writer.write_char('"')?;
-    Escaped(&mut *writer).write_str(value)?;
-    writer.write_char('"')
+fn json_str(out: &mut String, value: &str) {
+    out.push('"');
+    escape_into(out, value);
+    out.push('"');
 }
 
-/// Escapes what passes through for the inside of a JSON string.
-struct Escaped<'a, W: fmt::Write>(&'a mut W);
-
-impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let bytes = s.as_bytes();
-        let mut clean = 0;
-        while let Some(at) = next_escape(bytes, clean) {
-            // Every byte that needs escaping is ASCII, so `at` is a char boundary.
-            self.0.write_str(&s[clean..at])?;
-            let byte = bytes[at];
-            match byte {
-                b'"' => self.0.write_str("\\\"")?,
-                b'\\' => self.0.write_str("\\\\")?,
-                b'\n' => self.0.write_str("\\n")?,
-                b'\r' => self.0.write_str("\\r")?,
-                b'\t' => self.0.write_str("\\t")?,
-                _ => write!(self.0, "\\u{byte:04x}")?,
+/// Appends `s` escaped for the inside of a JSON string.
+fn escape_into(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut clean = 0;
+    while let Some(at) = next_escape(bytes, clean) {
+        // Every byte that needs escaping is ASCII, so `at` is a char boundary.
+        out.push_str(&s[clean..at]);
+        match bytes[at] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            byte => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(byte >> 4)]));
+                out.push(char::from(HEX[usize::from(byte & 0xf)]));
             }
-            clean = at + 1;
         }
-        self.0.write_str(&s[clean..])
+        clean = at + 1;
+    }
+    out.push_str(&s[clean..]);
+}
+
+/// Escapes what passes through for the inside of a JSON string: for values written by their
+/// `Debug` or `Display`.
+struct Escaped<'a>(&'a mut String);
+
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_into(self.0, s);
+        Ok(())
     }
 }
 
@@ -312,6 +373,43 @@ mod tests {
         tracing::subscriber::with_default(subscriber, emit);
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect()
+    }
+
+    /// The same events through tracing-subscriber's own JSON format (serde_json's numbers and
+    /// escapes), flattened as ours are: every line reads back the same, but for its timestamp.
+    #[test]
+    fn lines_read_back_as_tracing_subscribers_own_json_lines() {
+        let emit = || {
+            let span = tracing::info_span!("request", id = "r-3", n = 7u64, path = "/q\"x\"\u{1}");
+            let _entered = span.enter();
+            let floats = [0.0, -0.0, 0.1, 3.0, 1e21, 1e-7, 123_456.789, -2.5e-300, f64::MAX, f64::MIN_POSITIVE];
+            for value in floats {
+                tracing::info!(value, big = u64::MAX, small = i64::MIN, zero = 0u64, yes = true, no = false,
+                    text = "t\u{1f}\\", shown = %"d\"\t", debugged = ?"e", "m {}", 1);
+            }
+            tracing::warn!(status = 503u16, "only a message");
+        };
+        let sink = Captured::default();
+        let theirs = tracing_subscriber::fmt()
+            .with_writer({
+                let sink = sink.clone();
+                move || sink.clone()
+            })
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .finish();
+        tracing::subscriber::with_default(theirs, emit);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let theirs: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let ours = lines(emit);
+        assert_eq!(ours.len(), 11);
+        assert_eq!(ours.len(), theirs.len());
+        for (mut ours, mut theirs) in ours.into_iter().zip(theirs) {
+            ours.as_object_mut().unwrap().remove("timestamp");
+            theirs.as_object_mut().unwrap().remove("timestamp");
+            assert_eq!(ours, theirs);
+        }
     }
 
     /// A field whose `Debug` logs while the span's fields are written into the scratch buffer:
