@@ -191,6 +191,10 @@ impl<T> Call<T> {
 /// Every call's path is checked here, so no handler can forget it: [`encode`](super::encode)
 /// leaves dots as they are, since `.` is unreserved and an id may contain one.
 fn dot_segment(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    // Most paths hold neither a dot nor an escape, and so no dot, however decoded: one scan.
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return None;
+    }
     let dots = |piece: &str| piece == "." || piece == "..";
     path.split('/').find_map(|segment| {
         if dots(segment) || segment.split('\\').any(dots) {
