@@ -81,11 +81,15 @@ impl CallerHeaders {
     /// Sets these headers on `headers`, replacing any of the same names, and removes the
     /// identity headers this caller does not have. With no caller, removes them all.
     pub(crate) fn apply(caller: Option<&Self>, headers: &mut HeaderMap) {
+        // A call's own headers are most often none: then there is nothing to remove, and each
+        // removal would hash its name for nothing.
+        let fresh = headers.is_empty();
         for (i, name) in NAMES.iter().enumerate() {
             match caller.and_then(|c| c.0[i].clone()) {
                 Some(value) => {
                     headers.insert(name.clone(), value);
                 }
+                None if fresh => {}
                 None => {
                     headers.remove(name);
                 }

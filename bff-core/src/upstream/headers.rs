@@ -28,12 +28,13 @@ pub(crate) const PER_ATTEMPT: [HeaderName; 4] = [REQUEST_ID_HEADER, DEADLINE_MS,
 pub(crate) fn set_call_headers(mut call: Outgoing) -> Outgoing {
     let context = &call.context;
     let headers = call.request.headers_mut();
+    // First, while the call's own headers may still be none (it then has nothing to remove).
+    CallerHeaders::apply(context.caller.as_ref(), headers);
     // One lookup, where `contains_key` then `insert` hash the name twice.
     headers.entry(REQUEST_ID_HEADER).or_insert_with(|| context.request_id.clone());
     let left = context.deadline.saturating_duration_since(Instant::now());
     let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
     headers.insert(DEADLINE_MS, millis(left_ms));
-    CallerHeaders::apply(context.caller.as_ref(), headers);
     call
 }
 
