@@ -38,11 +38,28 @@ impl Ca {
     }
 }
 
-/// A directory of its own under the system's temporary one.
-fn scratch(name: &str) -> PathBuf {
+/// A directory of its own under the system's temporary one, removed (keys and all) when the
+/// test ends, however it ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("bff-tls-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 fn write_pair(dir: &std::path::Path, (cert, key): &(String, String)) -> (PathBuf, PathBuf) {
@@ -78,7 +95,8 @@ fn client(ca: &Ca, addr: SocketAddr, http1_only: bool) -> reqwest::Client {
 #[tokio::test]
 async fn https_over_http1_and_http2_by_alpn() {
     let ca = Ca::new("test ca");
-    let (cert, key) = write_pair(&scratch("alpn"), &ca.leaf());
+    let dir = scratch("alpn");
+    let (cert, key) = write_pair(&dir, &ca.leaf());
     let (addr, _stop) = serve_https(Tls::from_files(&cert, &key).unwrap()).await;
     let url = format!("https://localhost:{}/hello", addr.port());
     for (http1_only, version) in [(false, reqwest::Version::HTTP_2), (true, reqwest::Version::HTTP_11)] {
@@ -108,7 +126,8 @@ fn tls11_client_hello() -> Vec<u8> {
 #[tokio::test]
 async fn a_tls_1_1_client_is_refused() {
     let ca = Ca::new("test ca");
-    let (cert, key) = write_pair(&scratch("tls11"), &ca.leaf());
+    let dir = scratch("tls11");
+    let (cert, key) = write_pair(&dir, &ca.leaf());
     let (addr, _stop) = serve_https(Tls::from_files(&cert, &key).unwrap()).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(&tls11_client_hello()).await.unwrap();
