@@ -4,6 +4,7 @@
 pub(crate) mod export;
 pub mod health;
 mod histogram;
+pub(crate) mod inline;
 mod json_lines;
 mod log_buffer;
 pub mod logging;

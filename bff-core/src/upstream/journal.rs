@@ -30,6 +30,7 @@ use tower::{Layer, Service};
 use super::outgoing::Outgoing;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::observe::export::SpanSink;
+use crate::observe::inline::Inline;
 use crate::observe::metrics::Metrics;
 use crate::observe::openmetrics::Exemplars;
 use crate::observe::spans::{self, Attempted, Outcome};
@@ -118,27 +119,39 @@ impl Attempts {
 impl fmt::Display for Attempts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let listed = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Handed on in one piece when it fits (most lists do), else piece by piece.
+        let mut whole = Inline::<256>::new();
+        match listed.write_to(&mut whole) {
+            Ok(()) => f.write_str(whole.as_str()),
+            Err(_) => listed.write_to(f),
+        }
+    }
+}
+
+impl Listed {
+    /// `users:200:3,orders:timeout:250`, then `,+N more` past the first [`MAX_ATTEMPTS`].
+    fn write_to(&self, out: &mut impl fmt::Write) -> fmt::Result {
         // Written piece by piece: `write!` with its arguments costs several times more per line.
         let mut number = itoa::Buffer::new();
-        for (i, attempt) in listed.attempts.iter().enumerate() {
+        for (i, attempt) in self.attempts.iter().enumerate() {
             if i > 0 {
-                f.write_str(",")?;
+                out.write_str(",")?;
             }
-            f.write_str(&attempt.upstream)?;
-            f.write_str(":")?;
+            out.write_str(&attempt.upstream)?;
+            out.write_str(":")?;
             match attempt.outcome {
-                Outcome::Status(status) => f.write_str(number.format(status))?,
-                Outcome::Failed(why) => f.write_str(why)?,
+                Outcome::Status(status) => out.write_str(number.format(status))?,
+                Outcome::Failed(why) => out.write_str(why)?,
                 Outcome::Cache(how) => {
-                    f.write_str("cache_")?;
-                    f.write_str(how)?;
+                    out.write_str("cache_")?;
+                    out.write_str(how)?;
                 }
             }
-            f.write_str(":")?;
-            f.write_str(number.format(attempt.ms))?;
+            out.write_str(":")?;
+            out.write_str(number.format(attempt.ms))?;
         }
-        if listed.more > 0 {
-            write!(f, ",+{} more", listed.more)?;
+        if self.more > 0 {
+            write!(out, ",+{} more", self.more)?;
         }
         Ok(())
     }
@@ -455,5 +468,14 @@ mod tests {
         let line = attempts.to_string();
         assert_eq!(line.split(',').count(), MAX_ATTEMPTS + 1, "{line}");
         assert!(line.ends_with(",+7 more"), "{line}");
+        // Past what is handed on in one piece, the list is written whole all the same.
+        let long = Attempts::default();
+        let name: Arc<str> = Arc::from("a-very-long-upstream-name-ü");
+        for ms in 0..20 {
+            long.record(&name, Outcome::Status(503), ms);
+        }
+        let expected: Vec<String> = (0..MAX_ATTEMPTS).map(|ms| format!("{name}:503:{ms}")).collect();
+        assert_eq!(long.to_string(), format!("{},+4 more", expected.join(",")));
+        assert!(long.to_string().len() > 256);
     }
 }
