@@ -120,7 +120,11 @@ where
         let server_span = self.1.server_span(&trace, &request);
         let meta = context::begin(&request, &self.1.policies, trace, server_span);
         request.extensions_mut().insert(meta);
-        let _entered = span.enter();
-        self.0.call(request).instrument(span.clone())
+        // Entered while the inner layers are called, then moved into their future (not cloned).
+        let inner = {
+            let _entered = span.enter();
+            self.0.call(request)
+        };
+        inner.instrument(span)
     }
 }

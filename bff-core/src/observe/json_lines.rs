@@ -106,7 +106,7 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
                 written
             }
             // In use further up this thread's stack (tracing itself keeps a field's `Debug` from
-            // reaching the subscriber, so only a direct caller could): written as it comes.
+            // reaching the subscriber, so only a direct caller could): a string of its own.
             Err(_) => {
                 let mut own = String::new();
                 let mut members = Members { out: &mut own, first: true, result: Ok(()) };
