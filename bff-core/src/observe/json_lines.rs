@@ -13,6 +13,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
+use std::thread::LocalKey;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -35,21 +36,7 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        LINE.with(|line| match line.try_borrow_mut() {
-            Ok(mut line) => {
-                line.clear();
-                let written = format_line(ctx, &mut line, event).and_then(|()| writer.write_str(&line));
-                if line.capacity() > MAX_SCRATCH {
-                    *line = String::new();
-                }
-                written
-            }
-            // In use further up this thread's stack (see `format_fields`): a string of its own.
-            Err(_) => {
-                let mut line = String::new();
-                format_line(ctx, &mut line, event).and_then(|()| writer.write_str(&line))
-            }
-        })
+        with_buffer(&LINE, |line| format_line(ctx, line, event).and_then(|()| writer.write_str(line)))
     }
 }
 
@@ -94,25 +81,10 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
     ) -> fmt::Result {
         // Written whole into this thread's scratch buffer, then copied once: the span's own
         // string is allocated at its size rather than grown a few bytes at a time.
-        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut scratch) => {
-                scratch.clear();
-                let mut members = Members { out: &mut scratch, first: true, result: Ok(()) };
-                fields.record(&mut members);
-                let written = members.result.and_then(|()| writer.write_str(&scratch));
-                if scratch.capacity() > MAX_SCRATCH {
-                    *scratch = String::new();
-                }
-                written
-            }
-            // In use further up this thread's stack (tracing itself keeps a field's `Debug` from
-            // reaching the subscriber, so only a direct caller could): a string of its own.
-            Err(_) => {
-                let mut own = String::new();
-                let mut members = Members { out: &mut own, first: true, result: Ok(()) };
-                fields.record(&mut members);
-                members.result.and_then(|()| writer.write_str(&own))
-            }
+        with_buffer(&SCRATCH, |scratch| {
+            let mut members = Members { out: scratch, first: true, result: Ok(()) };
+            fields.record(&mut members);
+            members.result.and_then(|()| writer.write_str(scratch))
         })
     }
 
@@ -206,6 +178,24 @@ impl Visit for Members<'_> {
 
 /// The most a thread keeps of its scratch buffer between spans, and of its line between lines.
 const MAX_SCRATCH: usize = 4096;
+
+/// Runs `write` on this thread's `buffer`, emptied, and keeps the buffer for the next time unless
+/// it grew past [`MAX_SCRATCH`]. A buffer in use further up this thread's stack (tracing keeps a
+/// field's `Debug` from reaching the subscriber, so only a direct caller could) gives way to a
+/// string of its own.
+fn with_buffer<R>(buffer: &'static LocalKey<RefCell<String>>, write: impl FnOnce(&mut String) -> R) -> R {
+    buffer.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => {
+            buffer.clear();
+            let written = write(&mut buffer);
+            if buffer.capacity() > MAX_SCRATCH {
+                *buffer = String::new();
+            }
+            written
+        }
+        Err(_) => write(&mut String::new()),
+    })
+}
 
 thread_local! {
     /// Where a span's fields are written before they are copied into the span.
