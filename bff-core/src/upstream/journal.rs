@@ -24,6 +24,7 @@ use std::time::SystemTime;
 use http::Response;
 use metrics::Histogram;
 use pin_project_lite::pin_project;
+use smallvec::SmallVec;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -55,7 +56,8 @@ pub(crate) struct Attempts(Mutex<Listed>);
 
 #[derive(Debug, Default)]
 struct Listed {
-    attempts: Vec<Attempt>,
+    /// A screen's few calls fit in place: a request's list allocates only past them.
+    attempts: SmallVec<[Attempt; 4]>,
     more: usize,
 }
 
