@@ -17,7 +17,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::carried;
 use crate::config::{Config, ConfigError, CorsConfig, LimitKeyKind};
-use crate::dispatch::{Dispatch, Proxied};
+use crate::dispatch::{Dispatch, Proxied, Stacks};
 use crate::edge;
 use crate::edge::shed::Shed;
 use crate::error::BffError;
@@ -319,18 +319,24 @@ impl Gateway {
         let names = |public: bool| every().filter(move |r| r.access.is_public() == public).map(|r| &*r.pattern);
         let protection = self.protection(names(false));
         let by_address = self.enforce(Stage::Anonymous, names(true));
-        // axum refuses a route layer on no routes.
-        let protected = match table.values().any(|access| !access.is_public()) {
-            true => {
-                let protection = protection.clone();
-                protected.route_layer(tower::layer::layer_fn(move |route| protection.wrap(route)))
-            }
-            false => protected,
+        let routed = Router::new()
+            .route(HEALTHZ, get(health::healthz))
+            .merge(public)
+            .merge(protected)
+            .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
+        // One stack of each around the whole router, picked by the dispatch from the route's
+        // access: not a layer inside each route, which axum would box and clone on every request.
+        let stacks = Stacks {
+            public: by_address
+                .clone()
+                .map(|enforce| App::new(tower::Layer::layer(&MiddlewareLayer(enforce), routed.clone()))),
+            protected: Some(App::new(protection.wrap(routed.clone()))),
         };
-        let public = match (&by_address, table.iter().any(|(p, a)| a.is_public() && p != HEALTHZ)) {
-            (Some(enforce), true) => public.route_layer(MiddlewareLayer(enforce.clone())),
-            _ => public,
-        };
+        let handled = policies.iter().map(|policy| {
+            let taken = methods.get(&*policy.pattern).map_or_else(Box::default, |m| m.clone().into_boxed_slice());
+            (policy.clone(), taken)
+        });
+        let handled: Vec<_> = handled.collect();
         let proxied = (!proxied.is_empty()).then(|| {
             let forward = self.proxies.forward();
             let public = ServiceBuilder::new().option_layer(by_address.map(MiddlewareLayer)).service(forward.clone());
@@ -344,12 +350,7 @@ impl Gateway {
             let known = methods.entry(pattern).or_default();
             known.extend(taken.into_iter().filter(|m| !known.contains(m)).collect::<Vec<_>>());
         }
-        let routed = Router::new()
-            .route(HEALTHZ, get(health::healthz))
-            .merge(public)
-            .merge(protected)
-            .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
-        Ok(self.wrap(Dispatch::new(policies.iter(), proxied, routed), methods))
+        Ok(self.wrap(Dispatch::new(handled, stacks, proxied, routed), methods))
     }
 
     /// `routes` with the session endpoints (`/bff/login`, `/bff/callback`, `/bff/user`,
@@ -472,7 +473,8 @@ impl Gateway {
             .route("/metrics", get(metrics::metrics_get).with_state(self.metrics.clone()))
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         let access = ["/healthz", "/readyz", "/metrics"].map(|p| (p.to_owned(), Access::public())).into();
-        let dispatch = Dispatch::new(self.route_table(&access).iter(), None, routed);
+        let handled = self.route_table(&access).into_iter().map(|policy| (policy, Box::default()));
+        let dispatch = Dispatch::new(handled, Stacks::default(), None, routed);
         // Never shed: operators must see the process when it is busiest.
         edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), self.spans.clone(), None, None)
     }

@@ -4,8 +4,12 @@
 //! are attached to the request context there, and every later layer reads them from it: the
 //! access log and metrics, credentials and access, rate limits, the handler's [`Ctx`](crate::Ctx).
 //!
-//! Handler routes are then served by axum's router, which matches the path again to run the
-//! handler with its extractors (`Path`): the same `matchit` table, so the same pattern.
+//! The route's access then picks the stack it goes through: the protected routes' (credentials,
+//! access, limits, shaping) or the public routes' (limits by address), one of each around the
+//! forwarding and one of each around the handlers. Handler routes are then served by axum's
+//! router, which matches the path again to run the handler with its extractors (`Path`): the same
+//! `matchit` table, so the same pattern. A method the route has no handler for goes straight to
+//! the router, which answers `405` with `Allow` whoever asks, as it does a path with no route.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -14,6 +18,7 @@ use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::extract::Request;
+use axum::http::Method;
 use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use futures::future::Either;
@@ -32,29 +37,45 @@ pub(crate) struct Proxied {
     pub(crate) protected: App,
 }
 
-/// Finds each request's route, attaches its policies, and hands it to the route's service.
+/// The stacks of the handler routes, each around the router; a route whose stack is absent goes
+/// to the router as it is (no public route is limited, say).
+#[derive(Clone, Default)]
+pub(crate) struct Stacks {
+    pub(crate) public: Option<App>,
+    pub(crate) protected: Option<App>,
+}
+
+/// A handler route: its policies, and the methods it has handlers for.
+struct Handled {
+    policy: Arc<Route>,
+    methods: Box<[Method]>,
+}
+
+/// Finds each request's route, attaches its policies, and hands it to the route's stack.
 #[derive(Clone)]
 pub(crate) struct Dispatch {
-    handlers: Arc<matchit::Router<Arc<Route>>>,
+    handlers: Arc<matchit::Router<Handled>>,
+    stacks: Stacks,
     proxied: Option<Proxied>,
     router: Router,
 }
 
 impl Dispatch {
-    /// Routes to `router`'s handlers, whose policies are `handlers` (by pattern), and to the
-    /// passthrough routes of `proxied`.
-    pub(crate) fn new<'a>(
-        handlers: impl IntoIterator<Item = &'a Arc<Route>>,
+    /// Routes to `router`'s handlers through `stacks`, their policies and methods being
+    /// `handlers` (by pattern), and to the passthrough routes of `proxied`.
+    pub(crate) fn new(
+        handlers: impl IntoIterator<Item = (Arc<Route>, Box<[Method]>)>,
+        stacks: Stacks,
         proxied: Option<Proxied>,
         router: Router,
     ) -> Self {
         let mut table = matchit::Router::new();
-        for route in handlers {
+        for (policy, methods) in handlers {
             // The router took these patterns already: a repeat is a route declared twice, for
             // other methods, with the same access (`Gateway::router` checks).
-            let _ = table.insert(&*route.pattern, route.clone());
+            let _ = table.insert(policy.pattern.to_string(), Handled { policy, methods });
         }
-        Self { handlers: Arc::new(table), proxied, router }
+        Self { handlers: Arc::new(table), stacks, proxied, router }
     }
 }
 
@@ -89,7 +110,16 @@ impl Service<Request> for Dispatch {
             }
         }
         if let Ok(found) = self.handlers.at(request.uri().path()) {
-            attach(&request, found.value.clone());
+            let Handled { policy, methods } = found.value;
+            let stack = match policy.access.is_public() {
+                true => self.stacks.public.as_mut(),
+                false => self.stacks.protected.as_mut(),
+            };
+            let handled = methods.contains(request.method());
+            attach(&request, policy.clone());
+            if let Some(stack) = stack.filter(|_| handled) {
+                return Either::Left(Either::Right(stack.call_in_place(request)));
+            }
         }
         Either::Right(self.router.call(request))
     }

@@ -298,6 +298,10 @@ async fn unknown_paths_and_health() {
     let response = stack.http.post(stack.bff.url("/healthz")).send().await.unwrap();
     assert_eq!(response.headers()["allow"], "GET,HEAD");
     problem(response, 405, "METHOD_NOT_ALLOWED").await;
+    // A method a protected route has no handler for is a 405 whoever asks, not a 401.
+    let response = stack.http.delete(stack.bff.url("/mobile/home")).send().await.unwrap();
+    assert_eq!(response.headers()["allow"], "GET,HEAD");
+    problem(response, 405, "METHOD_NOT_ALLOWED").await;
     let health = stack.http.get(stack.bff.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let ready = stack.http.get(stack.admin.url("/readyz")).send().await.unwrap();
