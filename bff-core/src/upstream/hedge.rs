@@ -2,9 +2,9 @@
 //! a second time, to another instance when there are several, and the first good answer wins.
 //!
 //! A hedge is a retry sent early, so it is paid from the upstream's retry budget: when the
-//! budget is spent, the call just keeps waiting for its first attempt. It sits inside the
-//! retries and the deadline, so neither attempt outlives the request; the attempt that loses is
-//! dropped.
+//! budget is spent, the call just keeps waiting for its first attempt. It waits only while the
+//! first attempt runs, and each attempt ends by the request's deadline (`upstream/timeout.rs`),
+//! so the call does too; the attempt that loses is dropped.
 
 use std::pin::pin;
 use std::sync::Arc;

@@ -8,7 +8,8 @@
 //! - **Bounded**: at most `attempts` in all; exponential backoff with full jitter between them; a
 //!   budget per upstream (`upstream/budget.rs`): retries at most `budget_percent` of the calls,
 //!   plus `budget_min_per_sec`, with no more than that floor saved up; and never a wait that ends
-//!   past the request's deadline (the deadline layer outside ends the whole call in any case).
+//!   past the request's deadline. Each attempt ends by the deadline too (`upstream/timeout.rs`):
+//!   this is what keeps a call with retries within its request's deadline.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

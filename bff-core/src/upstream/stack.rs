@@ -5,13 +5,9 @@
 //! 1. **cache** (`upstream/cache.rs`), when `cache_bytes` is set: GETs answered from memory
 //!    while the upstream's `Cache-Control` says they are fresh, revalidated once stale, served
 //!    stale on failure within `stale-if-error`. Then **coalescing** (`upstream/coalesce.rs`),
-//!    when `coalesce` is on: identical GETs in flight at once share one call. Both outside the
-//!    deadline (a follower keeps its own).
-//! 2. **deadline** (`upstream/timeout.rs`): no call outlives its request's deadline,
-//!    retries and waits included. Present when something sits between it and the per-try
-//!    timeout (retries, the HTTP/2 resend); otherwise the per-try timeout, which never runs past
-//!    the deadline, bounds the call alone, and each call arms one timer instead of two.
-//! 3. **resilience**, outermost first, each present when configured:
+//!    when `coalesce` is on: identical GETs in flight at once share one call (a follower stops
+//!    waiting at its own deadline).
+//! 2. **resilience**, outermost first, each present when configured:
 //!    - the **circuit breaker** (`upstream/breaker.rs`): after too many failures, calls fail at
 //!      once as `UPSTREAM_CIRCUIT_OPEN` until probes find the upstream back;
 //!    - **retries** with a budget when `retry.attempts` is over 1 (`upstream/retry.rs`), and the
@@ -22,15 +18,17 @@
 //!      cap fails at once as `UPSTREAM_OVERLOADED`;
 //!    - the **balance** over several instances (`upstream/balance.rs`): power of two choices,
 //!      a retry to an instance not yet tried, outlier ejection. From here on, per instance.
-//! 4. **call headers** (`upstream/headers.rs`): the request id and the verified caller's identity
+//! 3. **call headers** (`upstream/headers.rs`): the request id and the verified caller's identity
 //!    (`X-User-Id`, `X-User-Scopes`, `X-Partner-Account`), from the call's context; then the
 //!    **journal** (`upstream/journal.rs`): the request's trace (`traceparent` with the attempt's
 //!    own span id, `tracestate`), and the attempt recorded in the access log, the attempt
 //!    histogram and its span. The cache, the breaker and the bulkhead journal the calls they
 //!    answer or refuse with no attempt.
-//! 5. **per-try timeout** (`upstream/timeout.rs`): one attempt, its body included, takes at
-//!    most the upstream's `timeout`.
-//! 6. **HTTP client** (`upstream/transport.rs`): hyper's connections in a pool of ours; reads the
+//! 4. **per-try timeout** (`upstream/timeout.rs`): one attempt, its body included, takes at
+//!    most the upstream's `timeout`, and never runs past the request's deadline. No wait between
+//!    attempts does either, so no call outlives the deadline, retries and waits included, with
+//!    one timer armed per attempt (`upstream/timeout.rs` has why).
+//! 5. **HTTP client** (`upstream/transport.rs`): hyper's connections in a pool of ours; reads the
 //!    body whole under a limit unless the call asked for a stream.
 //!
 //! Each layer is a tower [`Layer`](tower::Layer) over [`Outgoing`] (the request with its
@@ -57,7 +55,7 @@ use super::hedge::HedgeLayer;
 use super::journal::JournalLayer;
 use super::outgoing::Outgoing;
 use super::retry::Retries;
-use super::timeout::{Deadline, PerTry, TimeBoundLayer};
+use super::timeout::{PerTry, TimeBoundLayer};
 use super::{Body, BoxError, UpstreamSettings, unprocessed};
 use crate::config::UpstreamProtocol;
 use crate::observe::metrics::Metrics;
@@ -178,8 +176,7 @@ where
     let breaker = BreakerLayer::new(name, breaker, registry, &journal);
     let outcomes = breaker.as_ref().map(BreakerLayer::outcomes);
     let outer = Outer {
-        name,
-        settings,
+        http1: settings.protocol == UpstreamProtocol::Http1,
         retries,
         hedge,
         breaker,
@@ -196,9 +193,8 @@ where
 }
 
 /// The slots outside the bulkhead.
-struct Outer<'a> {
-    name: &'a Arc<str>,
-    settings: &'a UpstreamSettings,
+struct Outer {
+    http1: bool,
     // Each `None` when off: left out of the stack by tower's `option_layer`.
     retries: Option<Retries>,
     hedge: Option<HedgeLayer>,
@@ -208,25 +204,21 @@ struct Outer<'a> {
     several: bool,
 }
 
-impl Outer<'_> {
+impl Outer {
     /// The slots around `inner`, erased.
     fn around<S>(self, inner: S) -> Outbound
     where
         S: Service<Outgoing, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
     {
-        let Self { name, settings, retries, hedge, breaker, coalesce, cache, several } = self;
-        let http1 = settings.protocol == UpstreamProtocol::Http1;
-        // Retries and hedges need the deadline layer outside them: it ends the call, waits
-        // included. With several instances, a call's copies share the set of instances tried, so
-        // that a retry or a hedge goes to another.
+        let Self { http1, retries, hedge, breaker, coalesce, cache, several } = self;
+        // With several instances, a call's copies share the set of instances tried, so that a
+        // retry or a hedge goes to another.
         if retries.is_some() || hedge.is_some() {
-            let deadline = TimeBoundLayer::new(name.clone(), Deadline);
             let mark: fn(Outgoing) -> Outgoing = if several { track_tried } else { std::convert::identity };
             let outer = ServiceBuilder::new()
                 .option_layer(cache)
                 .option_layer(coalesce)
-                .layer(deadline)
                 .option_layer(breaker)
                 .map_request(mark)
                 .option_layer(retries.map(RetryLayer::new))
@@ -238,16 +230,13 @@ impl Outer<'_> {
             };
         }
         // Over HTTP/1.1 nothing is turned away unprocessed in a way worth resending (hyper already
-        // resends a call that never left on a closed pooled connection). Left out there, the retry
-        // is not in the stack's type either, and with nothing between them the per-try timeout
-        // (capped at the deadline) does the deadline's job: one timer a call, where two doubled
-        // the timer wheel's locking (`bench/README.md`). The breaker adds no wait.
-        let outer = ServiceBuilder::new().option_layer(cache).option_layer(coalesce);
+        // resends a call that never left on a closed pooled connection): left out there, the
+        // retry is not in the stack's type either.
+        let outer = ServiceBuilder::new().option_layer(cache).option_layer(coalesce).option_layer(breaker);
         if http1 {
-            Outbound::new(outer.option_layer(breaker).service(inner))
+            Outbound::new(outer.service(inner))
         } else {
-            let deadline = TimeBoundLayer::new(name.clone(), Deadline);
-            Outbound::new(outer.layer(deadline).option_layer(breaker).layer(unprocessed::layer()).service(inner))
+            Outbound::new(outer.layer(unprocessed::layer()).service(inner))
         }
     }
 }

@@ -1,5 +1,12 @@
-//! Time bounds on calls: one service, [`TimeBound`], with two policies for when a call must end:
-//! the request's [`Deadline`] (outermost) and the upstream's [`PerTry`] timeout (per attempt).
+//! The time bound on each attempt of a call, [`TimeBound`]: the upstream's `timeout`, never past
+//! the request's deadline.
+//!
+//! Nothing else in the outbound stack bounds a call's time, and nothing needs to: every attempt
+//! ends by the deadline, and every wait between attempts does too. A retry is not made when its
+//! backoff would end past the deadline (`upstream/retry.rs`); a hedge is sent only while the
+//! first attempt runs (`upstream/hedge.rs`); the HTTP/2 resend does not wait; the breaker, the
+//! bulkhead and the balance never hold a call. So no call outlives its request's deadline, with
+//! one timer armed per attempt. A layer added between them that waits must end by the deadline.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,31 +22,15 @@ use tower::{Layer, Service};
 use super::outgoing::Outgoing;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 
-/// When a call must end, and the budget its timeout error reports.
-pub(crate) trait Until: Clone {
-    fn until(&self, call: &Outgoing) -> (Instant, Duration);
-}
-
-/// The request's deadline, from the call's context: no call outlives it, retries and waits
-/// included.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline;
-
-impl Until for Deadline {
-    fn until(&self, call: &Outgoing) -> (Instant, Duration) {
-        let until = call.context.deadline;
-        (until, until.saturating_duration_since(Instant::now()))
-    }
-}
-
 /// The upstream's `timeout`, for each attempt (its body included, unless streamed); never past
 /// the request's deadline. A call whose request body streams (a proxied upload) has one attempt,
 /// and the time it takes to send grows with the body: only the deadline bounds it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PerTry(pub(crate) Duration);
 
-impl Until for PerTry {
-    fn until(&self, call: &Outgoing) -> (Instant, Duration) {
+impl PerTry {
+    /// When `call`'s attempt must end, and the budget its timeout error reports.
+    fn until(self, call: &Outgoing) -> (Instant, Duration) {
         let now = Instant::now();
         let deadline = call.context.deadline;
         let until = if call.request.body().is_buffered() { deadline.min(now + self.0) } else { deadline };
@@ -47,39 +38,38 @@ impl Until for PerTry {
     }
 }
 
-/// Bounds the calls through it by `U`, failing them as upstream timeouts.
+/// Bounds each attempt through it by [`PerTry`], failing it as an upstream timeout.
 #[derive(Debug, Clone)]
-pub(crate) struct TimeBoundLayer<U> {
+pub(crate) struct TimeBoundLayer {
     name: Arc<str>,
-    until: U,
+    per_try: PerTry,
 }
 
-impl<U> TimeBoundLayer<U> {
-    pub(crate) fn new(name: Arc<str>, until: U) -> Self {
-        Self { name, until }
+impl TimeBoundLayer {
+    pub(crate) fn new(name: Arc<str>, per_try: PerTry) -> Self {
+        Self { name, per_try }
     }
 }
 
-impl<S, U: Clone> Layer<S> for TimeBoundLayer<U> {
-    type Service = TimeBound<S, U>;
+impl<S> Layer<S> for TimeBoundLayer {
+    type Service = TimeBound<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TimeBound { inner, name: self.name.clone(), until: self.until.clone() }
+        TimeBound { inner, name: self.name.clone(), per_try: self.per_try }
     }
 }
 
 /// The service of [`TimeBoundLayer`].
 #[derive(Debug, Clone)]
-pub(crate) struct TimeBound<S, U> {
+pub(crate) struct TimeBound<S> {
     inner: S,
     name: Arc<str>,
-    until: U,
+    per_try: PerTry,
 }
 
-impl<S, U> Service<Outgoing> for TimeBound<S, U>
+impl<S> Service<Outgoing> for TimeBound<S>
 where
     S: Service<Outgoing, Response = Response<Body>, Error = BoxError>,
-    U: Until,
 {
     type Response = Response<Body>;
     type Error = BoxError;
@@ -90,7 +80,7 @@ where
     }
 
     fn call(&mut self, call: Outgoing) -> Self::Future {
-        let (until, budget) = self.until.until(&call);
+        let (until, budget) = self.per_try.until(&call);
         Bounded { inner: tokio::time::timeout_at(until, self.inner.call(call)), budget, name: self.name.clone() }
     }
 }
