@@ -30,16 +30,10 @@ use tower::Service;
 use tower::util::Oneshot;
 
 use super::breaker::is_failure;
-use super::outgoing::{Outgoing, Tried};
+use super::outgoing::Outgoing;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::config::{MAX_INSTANCES, OutlierConfig};
 use crate::observe::metrics::Metrics;
-
-/// Gives `call` a [`Tried`] set, for a stack whose retries or hedges may send it again.
-pub(crate) fn track_tried(mut call: Outgoing) -> Outgoing {
-    call.tried = Some(Tried::default());
-    call
-}
 
 /// One upstream's instances; see [the module docs](self).
 #[derive(Clone)]

@@ -241,7 +241,7 @@ impl<T: Decode> Call<T> {
     fn send_with(self, context: CallContext) -> Sending<T> {
         let upstream = self.upstream.clone();
         let sent = match self.into_outgoing(context) {
-            Ok(outgoing) => upstream.inner.stack.send(outgoing),
+            Ok(outgoing) => upstream.inner.stack.send_call(outgoing),
             Err(error) => Box::pin(std::future::ready(Err(error.into()))),
         };
         Sending { upstream, start: None, sent: Some(sent), _output: PhantomData }

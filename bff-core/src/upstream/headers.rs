@@ -23,9 +23,9 @@ pub(crate) const PER_ATTEMPT: [HeaderName; 4] = [REQUEST_ID_HEADER, DEADLINE_MS,
 
 /// Sets `X-Request-Id` from the call's context (unless the call set its own),
 /// `X-Request-Deadline-Ms`, and the identity headers of its caller (always: a call cannot speak
-/// for someone else). It runs for each attempt, so a retry carries what is left then (the trace
-/// headers, with the attempt's own span, are set by the journal: `upstream/journal.rs`).
-pub(crate) fn set_call_headers(mut call: Outgoing) -> Outgoing {
+/// for someone else). The journal (`upstream/journal.rs`) calls it for each attempt, so a retry
+/// carries what is left then, and sets the trace headers, with the attempt's own span, after.
+pub(crate) fn set_call_headers(call: &mut Outgoing) {
     let context = &call.context;
     let headers = call.request.headers_mut();
     // First, while the call's own headers may still be none (it then has nothing to remove).
@@ -35,7 +35,6 @@ pub(crate) fn set_call_headers(mut call: Outgoing) -> Outgoing {
     let left = context.deadline.saturating_duration_since(Instant::now());
     let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
     headers.insert(DEADLINE_MS, millis(left_ms));
-    call
 }
 
 thread_local! {

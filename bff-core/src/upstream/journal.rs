@@ -28,6 +28,7 @@ use smallvec::SmallVec;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use super::headers::set_call_headers;
 use super::outgoing::Outgoing;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::observe::export::SpanSink;
@@ -301,6 +302,11 @@ where
     }
 
     fn call(&mut self, mut call: Outgoing) -> Self::Future {
+        // The headers every attempt carries first, then its trace's. A call's own headers are
+        // most often none (a proxied call's are the client's): then it has no trace header of
+        // its own to remove, and each removal would hash its name for nothing.
+        let own = !call.request.headers().is_empty();
+        set_call_headers(&mut call);
         let attempts = call.context.attempts.clone();
         // The attempt's own span in the request's trace; none outside a request (a JWKS fetch).
         let trace = call.context.trace.as_ref().map(|trace| {
@@ -314,9 +320,14 @@ where
             Some((span_id, traceparent, state, parent, _)) => {
                 headers.insert(TRACEPARENT, traceparent);
                 match state {
-                    Some(state) => headers.insert(TRACESTATE, state),
-                    None => headers.remove(TRACESTATE),
-                };
+                    Some(state) => {
+                        headers.insert(TRACESTATE, state);
+                    }
+                    None if own => {
+                        headers.remove(TRACESTATE);
+                    }
+                    None => {}
+                }
                 let exported = attempts.as_deref().and_then(AttemptLog::exported).is_some();
                 exported.then(|| {
                     Box::new(Started {
@@ -332,8 +343,10 @@ where
                 })
             }
             None => {
-                headers.remove(TRACEPARENT);
-                headers.remove(TRACESTATE);
+                if own {
+                    headers.remove(TRACEPARENT);
+                    headers.remove(TRACESTATE);
+                }
                 None
             }
         };
@@ -479,5 +492,50 @@ mod tests {
         let expected: Vec<String> = (0..MAX_ATTEMPTS).map(|ms| format!("{name}:503:{ms}")).collect();
         assert_eq!(long.to_string(), format!("{},+4 more", expected.join(",")));
         assert!(long.to_string().len() > 256);
+    }
+
+    /// Each attempt carries the trace headers of the request's trace, never those the call came
+    /// with (a proxied call's are the client's), and none outside a request.
+    #[tokio::test]
+    async fn an_attempt_carries_its_requests_trace_headers_not_the_calls_own() {
+        use http::HeaderValue;
+
+        use super::super::outgoing::CallContext;
+
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let seen = sent.clone();
+        let client = tower::service_fn(move |call: Outgoing| {
+            seen.lock().unwrap().push(call.request.headers().clone());
+            async { Ok::<_, BoxError>(Response::new(Body::empty())) }
+        });
+        let mut journal =
+            JournalLayer::new(&Arc::from("users"), &Metrics::new(), false).instance("http://127.0.0.1:9").layer(client);
+        let trace = TraceContext { trace_id: 7, span_id: 9, parent: None, sampled: false, state: None };
+        let with_state = TraceContext { state: Some(HeaderValue::from_static("ours=1")), ..trace.clone() };
+        for (trace, own) in [(None, true), (Some(trace), true), (Some(with_state), true), (None, false)] {
+            let context = CallContext {
+                request_id: HeaderValue::from_static("r-1"),
+                deadline: Instant::now() + std::time::Duration::from_secs(1),
+                streamed: false,
+                caller: None,
+                trace,
+                attempts: None,
+            };
+            let mut request = http::Request::new(Body::empty());
+            if own {
+                request.headers_mut().insert(TRACEPARENT, HeaderValue::from_static("00-theirs-01"));
+                request.headers_mut().insert(TRACESTATE, HeaderValue::from_static("theirs=1"));
+            }
+            journal.call(Outgoing::new(request, context)).await.unwrap();
+        }
+        let sent = sent.lock().unwrap();
+        let header = |i: usize, name| sent[i].get(name).map(|v: &HeaderValue| v.to_str().unwrap().to_owned());
+        assert_eq!((header(0, TRACEPARENT), header(0, TRACESTATE)), (None, None));
+        assert!(header(1, TRACEPARENT).is_some_and(|v| v.starts_with("00-00000000000000000000000000000007-")));
+        assert_eq!(header(1, TRACESTATE), None);
+        assert_eq!(header(2, TRACESTATE).as_deref(), Some("ours=1"));
+        assert_eq!((header(3, TRACEPARENT), header(3, TRACESTATE)), (None, None));
+        let request_id = http::HeaderName::from_static("x-request-id");
+        assert_eq!(header(3, request_id).as_deref(), Some("r-1"), "the call's headers are set too");
     }
 }

@@ -18,14 +18,15 @@
 //!      cap fails at once as `UPSTREAM_OVERLOADED`;
 //!    - the **balance** over several instances (`upstream/balance.rs`): power of two choices,
 //!      a retry to an instance not yet tried, outlier ejection. From here on, per instance.
-//! 3. **call headers** (`upstream/headers.rs`): the request id and the verified caller's identity
-//!    (`X-User-Id`, `X-User-Scopes`, `X-Partner-Account`), from the call's context; then the
-//!    **journal** (`upstream/journal.rs`): the request's trace (`traceparent` with the attempt's
-//!    own span id, `tracestate`), and the attempt recorded in the access log, the attempt
-//!    histogram and its span. The cache, the breaker and the bulkhead journal the calls they
+//! 3. the **journal** (`upstream/journal.rs`), one layer: the attempt's headers, first those of
+//!    every call (`upstream/headers.rs`: the request id, the deadline and the verified caller's
+//!    identity, `X-User-Id`, `X-User-Scopes`, `X-Partner-Account`, from the call's context), then
+//!    the request's trace (`traceparent` with the attempt's own span id, `tracestate`); and the
+//!    attempt recorded in the access log, the attempt histogram and its span. The cache, the breaker and the bulkhead journal the calls they
 //!    answer or refuse with no attempt.
 //! 4. **per-try timeout** (`upstream/timeout.rs`): one attempt, its body included, takes at
-//!    most the upstream's `timeout`, and never runs past the request's deadline. No wait between
+//!    most the upstream's `timeout`, and never runs past the request's deadline; it hands the
+//!    attempt's HTTP request to the client. No wait between
 //!    attempts does either, so no call outlives the deadline, retries and waits included, with
 //!    one timer armed per attempt (`upstream/timeout.rs` has why).
 //! 5. **HTTP client** (`upstream/transport.rs`): hyper's connections in a pool of ours; reads the
@@ -44,16 +45,15 @@ use http::{Request, Response};
 use tower::retry::RetryLayer;
 use tower::{Service, ServiceBuilder};
 
-use super::balance::{Balance, track_tried};
+use super::balance::Balance;
 use super::breaker::{BreakerLayer, Outcomes};
 use super::budget::RetryBudget;
 use super::bulkhead::Bulkhead;
 use super::cache::CacheLayer;
 use super::coalesce::CoalesceLayer;
-use super::headers::set_call_headers;
 use super::hedge::HedgeLayer;
 use super::journal::JournalLayer;
-use super::outgoing::Outgoing;
+use super::outgoing::{Outgoing, Tried};
 use super::retry::Retries;
 use super::timeout::{PerTry, TimeBoundLayer};
 use super::{Body, BoxError, UpstreamSettings, unprocessed};
@@ -71,11 +71,14 @@ pub(crate) struct Outbound<R = Outgoing> {
     /// The breaker's reports, when the stack has one: what the call finds after the stack
     /// answered (a body that does not decode).
     outcomes: Option<Outcomes>,
+    /// Whether a call's copies (retries, hedges) go to another instance than those tried: each
+    /// call then gets a [`Tried`] set, which its copies share.
+    tracks_tried: bool,
 }
 
 impl<R> Clone for Outbound<R> {
     fn clone(&self) -> Self {
-        Self { stack: self.stack.clone(), outcomes: self.outcomes.clone() }
+        Self { stack: self.stack.clone(), outcomes: self.outcomes.clone(), tracks_tried: self.tracks_tried }
     }
 }
 
@@ -103,7 +106,7 @@ impl<R: Send + 'static> Outbound<R> {
         S: Service<R, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
     {
-        Self { stack: Arc::new(stack), outcomes: None }
+        Self { stack: Arc::new(stack), outcomes: None, tracks_tried: false }
     }
 
     /// Sends `request` through the stack (readiness included).
@@ -117,6 +120,17 @@ impl<R: Send + 'static> Outbound<R> {
         if let Some(outcomes) = &self.outcomes {
             outcomes.undecodable();
         }
+    }
+}
+
+impl Outbound {
+    /// Sends `call` through the stack, with the [`Tried`] set its copies share when the stack
+    /// has several instances to send them to.
+    pub(crate) fn send_call(&self, mut call: Outgoing) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
+        if self.tracks_tried {
+            call.tried = Some(Tried::default());
+        }
+        self.send(call)
     }
 }
 
@@ -160,10 +174,8 @@ where
         .into_iter()
         .map(|(url, client)| {
             let attempt = ServiceBuilder::new()
-                .map_request(set_call_headers)
                 .layer(journal.instance(&url))
                 .layer(TimeBoundLayer::new(name.clone(), PerTry(settings.timeout)))
-                .map_request(Outgoing::into_request)
                 .service(client);
             (url, attempt)
         })
@@ -212,22 +224,20 @@ impl Outer {
         S::Future: Send + 'static,
     {
         let Self { http1, retries, hedge, breaker, coalesce, cache, several } = self;
-        // With several instances, a call's copies share the set of instances tried, so that a
-        // retry or a hedge goes to another.
         if retries.is_some() || hedge.is_some() {
-            let mark: fn(Outgoing) -> Outgoing = if several { track_tried } else { std::convert::identity };
             let outer = ServiceBuilder::new()
                 .option_layer(cache)
                 .option_layer(coalesce)
                 .option_layer(breaker)
-                .map_request(mark)
                 .option_layer(retries.map(RetryLayer::new))
                 .option_layer(hedge);
-            return if http1 {
-                Outbound::new(outer.service(inner))
-            } else {
-                Outbound::new(outer.layer(unprocessed::layer()).service(inner))
+            let outbound = match http1 {
+                true => Outbound::new(outer.service(inner)),
+                false => Outbound::new(outer.layer(unprocessed::layer()).service(inner)),
             };
+            // With several instances, a call's copies share the set of instances tried, so that
+            // a retry or a hedge goes to another.
+            return Outbound { tracks_tried: several, ..outbound };
         }
         // Over HTTP/1.1 nothing is turned away unprocessed in a way worth resending (hyper already
         // resends a call that never left on a closed pooled connection): left out there, the

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Response;
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -38,7 +38,8 @@ impl PerTry {
     }
 }
 
-/// Bounds each attempt through it by [`PerTry`], failing it as an upstream timeout.
+/// Bounds each attempt through it by [`PerTry`], failing it as an upstream timeout, and hands
+/// the attempt's HTTP request to the client inside it ([`Outgoing::into_request`]).
 #[derive(Debug, Clone)]
 pub(crate) struct TimeBoundLayer {
     name: Arc<str>,
@@ -69,7 +70,7 @@ pub(crate) struct TimeBound<S> {
 
 impl<S> Service<Outgoing> for TimeBound<S>
 where
-    S: Service<Outgoing, Response = Response<Body>, Error = BoxError>,
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
 {
     type Response = Response<Body>;
     type Error = BoxError;
@@ -81,7 +82,8 @@ where
 
     fn call(&mut self, call: Outgoing) -> Self::Future {
         let (until, budget) = self.per_try.until(&call);
-        Bounded { inner: tokio::time::timeout_at(until, self.inner.call(call)), budget, name: self.name.clone() }
+        let inner = self.inner.call(call.into_request());
+        Bounded { inner: tokio::time::timeout_at(until, inner), budget, name: self.name.clone() }
     }
 }
 
