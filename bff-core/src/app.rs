@@ -332,11 +332,14 @@ impl Gateway {
                 .map(|enforce| App::new(tower::Layer::layer(&MiddlewareLayer(enforce), routed.clone()))),
             protected: Some(App::new(protection.wrap(routed.clone()))),
         };
-        let handled = policies.iter().map(|policy| {
-            let taken = methods.get(&*policy.pattern).map_or_else(Box::default, |m| m.clone().into_boxed_slice());
-            (policy.clone(), taken)
-        });
-        let handled: Vec<_> = handled.collect();
+        // Taken before the passthrough routes' methods join them (for CORS and `405`s).
+        let handled: Vec<_> = policies
+            .iter()
+            .map(|policy| {
+                let taken = methods.get(&*policy.pattern).map_or_else(Box::default, |m| m.clone().into_boxed_slice());
+                (policy.clone(), taken)
+            })
+            .collect();
         let proxied = (!proxied.is_empty()).then(|| {
             let forward = self.proxies.forward();
             let public = ServiceBuilder::new().option_layer(by_address.map(MiddlewareLayer)).service(forward.clone());

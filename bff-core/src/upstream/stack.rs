@@ -22,13 +22,13 @@
 //!    every call (`upstream/headers.rs`: the request id, the deadline and the verified caller's
 //!    identity, `X-User-Id`, `X-User-Scopes`, `X-Partner-Account`, from the call's context), then
 //!    the request's trace (`traceparent` with the attempt's own span id, `tracestate`); and the
-//!    attempt recorded in the access log, the attempt histogram and its span. The cache, the breaker and the bulkhead journal the calls they
-//!    answer or refuse with no attempt.
+//!    attempt recorded in the access log, the attempt histogram and its span. The cache, the
+//!    breaker and the bulkhead journal the calls they answer or refuse with no attempt.
 //! 4. **per-try timeout** (`upstream/timeout.rs`): one attempt, its body included, takes at
-//!    most the upstream's `timeout`, and never runs past the request's deadline; it hands the
-//!    attempt's HTTP request to the client. No wait between
-//!    attempts does either, so no call outlives the deadline, retries and waits included, with
-//!    one timer armed per attempt (`upstream/timeout.rs` has why).
+//!    most the upstream's `timeout` and never runs past the request's deadline; it hands the
+//!    attempt's HTTP request to the client. No wait between attempts runs past the deadline
+//!    either, so no call outlives it, retries and waits included, with one timer armed per
+//!    attempt (`upstream/timeout.rs` has why).
 //! 5. **HTTP client** (`upstream/transport.rs`): hyper's connections in a pool of ours; reads the
 //!    body whole under a limit unless the call asked for a stream.
 //!
@@ -224,13 +224,13 @@ impl Outer {
         S::Future: Send + 'static,
     {
         let Self { http1, retries, hedge, breaker, coalesce, cache, several } = self;
+        let outer = ServiceBuilder::new().option_layer(cache).option_layer(coalesce).option_layer(breaker);
+        // Retries and hedging are in the stack's type only when on: an empty slot would cost
+        // every call (`bench/README.md`). So is the HTTP/2 resend, left out over HTTP/1.1, where
+        // nothing is turned away unprocessed in a way worth resending (hyper already resends a
+        // call that never left on a closed pooled connection).
         if retries.is_some() || hedge.is_some() {
-            let outer = ServiceBuilder::new()
-                .option_layer(cache)
-                .option_layer(coalesce)
-                .option_layer(breaker)
-                .option_layer(retries.map(RetryLayer::new))
-                .option_layer(hedge);
+            let outer = outer.option_layer(retries.map(RetryLayer::new)).option_layer(hedge);
             let outbound = match http1 {
                 true => Outbound::new(outer.service(inner)),
                 false => Outbound::new(outer.layer(unprocessed::layer()).service(inner)),
@@ -239,14 +239,9 @@ impl Outer {
             // a retry or a hedge goes to another.
             return Outbound { tracks_tried: several, ..outbound };
         }
-        // Over HTTP/1.1 nothing is turned away unprocessed in a way worth resending (hyper already
-        // resends a call that never left on a closed pooled connection): left out there, the
-        // retry is not in the stack's type either.
-        let outer = ServiceBuilder::new().option_layer(cache).option_layer(coalesce).option_layer(breaker);
-        if http1 {
-            Outbound::new(outer.service(inner))
-        } else {
-            Outbound::new(outer.layer(unprocessed::layer()).service(inner))
+        match http1 {
+            true => Outbound::new(outer.service(inner)),
+            false => Outbound::new(outer.layer(unprocessed::layer()).service(inner)),
         }
     }
 }
