@@ -60,6 +60,10 @@ impl AttemptLog for RequestMeta {
     fn exported(&self) -> Option<(&SpanSink, &TraceContext)> {
         Some((&self.server_span.as_ref()?.sink, self.trace.as_ref()?))
     }
+
+    fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
+    }
 }
 
 /// The longest label [`Ctx::degrade`] keeps.
@@ -250,9 +254,7 @@ impl Ctx {
         let mut context = CallContext::from(self);
         let Some((sink, trace)) = self.meta.exported() else { return (context, None) };
         let part = PartSpan::begin(sink, trace, label(), required);
-        if let Some(trace) = &mut context.trace {
-            trace.span_id = part.span_id;
-        }
+        context.parent_span = Some(part.span_id);
         (context, Some(part))
     }
 }
@@ -265,7 +267,7 @@ impl From<&Ctx> for CallContext {
             deadline: ctx.deadline(),
             streamed: false,
             caller: ctx.caller().cloned(),
-            trace: ctx.meta.trace.clone(),
+            parent_span: None,
             attempts: Some(ctx.meta.clone()),
         }
     }

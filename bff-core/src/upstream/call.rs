@@ -230,7 +230,7 @@ impl<T: Decode> Call<T> {
             deadline,
             streamed: T::STREAMED,
             caller: None,
-            trace: None,
+            parent_span: None,
             attempts: None,
         })
     }

@@ -49,6 +49,9 @@ pub(crate) trait AttemptLog: Send + Sync + fmt::Debug {
     /// Where the attempts' spans go, and the request's trace: only when it is sampled and spans
     /// are exported.
     fn exported(&self) -> Option<(&SpanSink, &TraceContext)>;
+
+    /// The request's trace, which its calls propagate, exported or not.
+    fn trace(&self) -> Option<&TraceContext>;
 }
 
 /// One request's attempts.
@@ -236,11 +239,12 @@ impl JournalLayer {
     pub(crate) fn short(&self, call: &Outgoing, short: Short) {
         let label = OUTCOMES.iter().position(|o| *o == short.label()).unwrap_or(OUTCOMES.len() - 1);
         let context = &call.context;
-        let sampled = context.trace.as_ref().filter(|t| t.sampled);
-        self.durations.record(label, 0.0, sampled.map(|t| (t.trace_id, t.span_id)));
+        let trace = context.trace();
+        let sampled = trace.filter(|(trace, _)| trace.sampled);
+        self.durations.record(label, 0.0, sampled.map(|(trace, parent)| (trace.trace_id, parent)));
         let Some(log) = &context.attempts else { return };
         log.attempts().record(&self.upstream, short.outcome(), 0);
-        let (Some(trace), Some((sink, exported))) = (&context.trace, log.exported()) else { return };
+        let (Some((_, parent)), Some((sink, exported))) = (trace, log.exported()) else { return };
         let attempted = Attempted {
             upstream: &self.upstream,
             instance: None,
@@ -248,7 +252,7 @@ impl JournalLayer {
             path: call.request.uri().path(),
             outcome: short.outcome(),
             started: SystemTime::now(),
-            parent: trace.span_id,
+            parent,
             resent: call.resent.map(|r| (r.count, r.reason)),
             circuit: self.circuit(call, short == Short::CircuitOpen),
             revalidation: false,
@@ -309,9 +313,9 @@ where
         set_call_headers(&mut call);
         let attempts = call.context.attempts.clone();
         // The attempt's own span in the request's trace; none outside a request (a JWKS fetch).
-        let trace = call.context.trace.as_ref().map(|trace| {
+        let trace = call.context.trace().map(|(trace, parent)| {
             let (span_id, traceparent) = trace.attempt();
-            (span_id, traceparent, trace.state.clone(), trace.span_id, trace.sampled.then_some(trace.trace_id))
+            (span_id, traceparent, trace.state.clone(), parent, trace.sampled.then_some(trace.trace_id))
         });
         // An exemplar of its duration, when the trace is sampled.
         let sampled = trace.as_ref().and_then(|(span_id, .., trace_id)| Some(((*trace_id)?, *span_id)));
@@ -502,6 +506,24 @@ mod tests {
 
         use super::super::outgoing::CallContext;
 
+        /// A request's attempts and trace, its spans not exported.
+        #[derive(Debug)]
+        struct Traced(Attempts, TraceContext);
+
+        impl AttemptLog for Traced {
+            fn attempts(&self) -> &Attempts {
+                &self.0
+            }
+
+            fn exported(&self) -> Option<(&SpanSink, &TraceContext)> {
+                None
+            }
+
+            fn trace(&self) -> Option<&TraceContext> {
+                Some(&self.1)
+            }
+        }
+
         let sent = Arc::new(Mutex::new(Vec::new()));
         let seen = sent.clone();
         let client = tower::service_fn(move |call: Outgoing| {
@@ -513,13 +535,14 @@ mod tests {
         let trace = TraceContext { trace_id: 7, span_id: 9, parent: None, sampled: false, state: None };
         let with_state = TraceContext { state: Some(HeaderValue::from_static("ours=1")), ..trace.clone() };
         for (trace, own) in [(None, true), (Some(trace), true), (Some(with_state), true), (None, false)] {
+            let attempts = trace.map(|trace| Arc::new(Traced(Attempts::default(), trace)) as Arc<dyn AttemptLog>);
             let context = CallContext {
                 request_id: HeaderValue::from_static("r-1"),
                 deadline: Instant::now() + std::time::Duration::from_secs(1),
                 streamed: false,
                 caller: None,
-                trace,
-                attempts: None,
+                parent_span: None,
+                attempts,
             };
             let mut request = http::Request::new(Body::empty());
             if own {

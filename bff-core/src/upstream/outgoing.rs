@@ -27,11 +27,22 @@ pub struct CallContext {
     pub streamed: bool,
     /// The verified caller's identity headers; none for a call on no one's behalf.
     pub caller: Option<CallerHeaders>,
-    /// The request's trace: each attempt sends it with a span id of its own. None for a call
-    /// outside any request (a JWKS fetch), which sends none.
-    pub(crate) trace: Option<TraceContext>,
-    /// Where the request lists its attempts (its access log line); none outside a request.
+    /// The span the call's attempts are children of in the request's trace, when not the
+    /// request's own: a fan-out part's.
+    pub(crate) parent_span: Option<u64>,
+    /// Where the request lists its attempts (its access log line) and keeps its trace; none
+    /// outside a request.
     pub(crate) attempts: Option<Arc<dyn AttemptLog>>,
+}
+
+impl CallContext {
+    /// The request's trace, which each attempt sends with a span id of its own, and the span the
+    /// attempts are children of. None for a call outside any request (a JWKS fetch), which
+    /// sends none. Read from the request, not copied into each call.
+    pub(crate) fn trace(&self) -> Option<(&TraceContext, u64)> {
+        let trace = self.attempts.as_deref()?.trace()?;
+        Some((trace, self.parent_span.unwrap_or(trace.span_id)))
+    }
 }
 
 /// A call on its way through the stack, down to the attempt's own layers and the HTTP client,
@@ -126,7 +137,7 @@ mod tests {
             deadline: Instant::now() + Duration::from_secs(1),
             streamed: false,
             caller: None,
-            trace: None,
+            parent_span: None,
             attempts: None,
         };
         let mut request = Request::new(body);
