@@ -326,12 +326,7 @@ impl Gateway {
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         // One stack of each around the whole router, picked by the dispatch from the route's
         // access: not a layer inside each route, which axum would box and clone on every request.
-        let stacks = Stacks {
-            public: by_address
-                .clone()
-                .map(|enforce| App::new(tower::Layer::layer(&MiddlewareLayer(enforce), routed.clone()))),
-            protected: Some(App::new(protection.wrap(routed.clone()))),
-        };
+        let stacks = protection.stacks(by_address.clone(), routed.clone());
         // Taken before the passthrough routes' methods join them (for CORS and `405`s).
         let handled: Vec<_> = policies
             .iter()
@@ -340,20 +335,15 @@ impl Gateway {
                 (policy.clone(), taken)
             })
             .collect();
-        let proxied = (!proxied.is_empty()).then(|| {
-            let forward = self.proxies.forward();
-            let public = ServiceBuilder::new().option_layer(by_address.map(MiddlewareLayer)).service(forward.clone());
-            Proxied {
-                proxies: self.proxies.clone(),
-                public: App::new(public),
-                protected: App::new(protection.wrap(forward)),
-            }
+        let proxied = (!proxied.is_empty()).then(|| Proxied {
+            proxies: self.proxies.clone(),
+            stacks: protection.stacks(by_address, self.proxies.forward()),
         });
         for (pattern, taken) in self.proxies.methods() {
             let known = methods.entry(pattern).or_default();
             known.extend(taken.into_iter().filter(|m| !known.contains(m)).collect::<Vec<_>>());
         }
-        Ok(self.wrap(Dispatch::new(handled, stacks, proxied, routed), methods))
+        Ok(self.wrap(Dispatch::new(handled, Some(stacks), proxied, routed), methods))
     }
 
     /// `routes` with the session endpoints (`/bff/login`, `/bff/callback`, `/bff/user`,
@@ -477,7 +467,7 @@ impl Gateway {
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         let access = ["/healthz", "/readyz", "/metrics"].map(|p| (p.to_owned(), Access::public())).into();
         let handled = self.route_table(&access).into_iter().map(|policy| (policy, Box::default()));
-        let dispatch = Dispatch::new(handled, Stacks::default(), None, routed);
+        let dispatch = Dispatch::new(handled, None, None, routed);
         // Never shed: operators must see the process when it is busiest.
         edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), self.spans.clone(), None, None)
     }
@@ -549,6 +539,17 @@ struct Protection {
 }
 
 impl Protection {
+    /// The stacks around `inner`: the protected routes' (this protection) and the public
+    /// routes' (their limits by address, `by_address`, when any).
+    fn stacks<S>(&self, by_address: Option<Enforce>, inner: S) -> Stacks
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        let public = ServiceBuilder::new().option_layer(by_address.map(MiddlewareLayer)).service(inner.clone());
+        Stacks::new(App::new(public), App::new(self.wrap(inner)))
+    }
+
     fn wrap<S>(
         &self,
         inner: S,

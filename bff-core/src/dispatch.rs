@@ -26,23 +26,36 @@ use tower::Service;
 
 use crate::proxy::{Proxies, Routed};
 use crate::request::RequestMeta;
-use crate::routes::{App, AppFuture, Route};
+use crate::routes::{Access, App, AppFuture, Route};
 
-/// The passthrough routes, with the stacks of their public and protected ones: each route's
-/// credentials, access and limits, then the forwarding.
+/// The stacks of one kind of route (the handlers, the passthrough routes), each around the
+/// routes' service: the public routes' (their limits by address) and the protected routes'
+/// (credentials, access, limits, shaping).
+#[derive(Clone)]
+pub(crate) struct Stacks {
+    public: App,
+    protected: App,
+}
+
+impl Stacks {
+    pub(crate) fn new(public: App, protected: App) -> Self {
+        Self { public, protected }
+    }
+
+    /// The stack a route with `access` goes through.
+    fn of(&mut self, access: &Access) -> &mut App {
+        match access.is_public() {
+            true => &mut self.public,
+            false => &mut self.protected,
+        }
+    }
+}
+
+/// The passthrough routes, with their stacks around the forwarding.
 #[derive(Clone)]
 pub(crate) struct Proxied {
     pub(crate) proxies: Proxies,
-    pub(crate) public: App,
-    pub(crate) protected: App,
-}
-
-/// The stacks of the handler routes, each around the router; a route whose stack is absent goes
-/// to the router as it is (no public route is limited, say).
-#[derive(Clone, Default)]
-pub(crate) struct Stacks {
-    pub(crate) public: Option<App>,
-    pub(crate) protected: Option<App>,
+    pub(crate) stacks: Stacks,
 }
 
 /// A handler route: its policies, and the methods it has handlers for.
@@ -55,7 +68,9 @@ struct Handled {
 #[derive(Clone)]
 pub(crate) struct Dispatch {
     handlers: Arc<matchit::Router<Handled>>,
-    stacks: Stacks,
+    /// The handler routes' stacks around the router; none when no route needs one (the admin
+    /// endpoints).
+    stacks: Option<Stacks>,
     proxied: Option<Proxied>,
     router: Router,
 }
@@ -65,7 +80,7 @@ impl Dispatch {
     /// `handlers` (by pattern), and to the passthrough routes of `proxied`.
     pub(crate) fn new(
         handlers: impl IntoIterator<Item = (Arc<Route>, Box<[Method]>)>,
-        stacks: Stacks,
+        stacks: Option<Stacks>,
         proxied: Option<Proxied>,
         router: Router,
     ) -> Self {
@@ -95,10 +110,7 @@ impl Service<Request> for Dispatch {
         if let Some(proxied) = &mut self.proxied {
             match proxied.proxies.route(&mut request) {
                 Routed::Route(policy) => {
-                    let stack = match policy.access.is_public() {
-                        true => &mut proxied.public,
-                        false => &mut proxied.protected,
-                    };
+                    let stack = proxied.stacks.of(&policy.access);
                     attach(&request, policy);
                     return Either::Left(Either::Right(stack.call_in_place(request)));
                 }
@@ -111,14 +123,9 @@ impl Service<Request> for Dispatch {
         }
         if let Ok(found) = self.handlers.at(request.uri().path()) {
             let Handled { policy, methods } = found.value;
-            let stack = match policy.access.is_public() {
-                true => self.stacks.public.as_mut(),
-                false => self.stacks.protected.as_mut(),
-            };
-            let handled = methods.contains(request.method());
             attach(&request, policy.clone());
-            if let Some(stack) = stack.filter(|_| handled) {
-                return Either::Left(Either::Right(stack.call_in_place(request)));
+            if let Some(stacks) = self.stacks.as_mut().filter(|_| methods.contains(request.method())) {
+                return Either::Left(Either::Right(stacks.of(&policy.access).call_in_place(request)));
             }
         }
         Either::Right(self.router.call(request))
