@@ -469,7 +469,7 @@ mod tests {
         assert_eq!((method, uri.as_str()), (&Method::POST, "/orders"));
         assert_eq!(headers["idempotency-key"], idempotency::scoped(None, &HeaderValue::from_static("k-1")));
         assert_eq!(headers["content-type"], "application/json");
-        assert_eq!(headers["x-request-id"], "req-7", "set by the call-headers layer");
+        assert_eq!(headers["x-request-id"], "req-7", "set by the journal from the call context");
         assert_eq!(serde_json::from_slice::<Value>(body).unwrap()["items"][0]["qty"], 1);
     }
 
