@@ -5,6 +5,8 @@
 //!   (perhaps adjusted) or answers it at once, and may see the response on the way out, with a
 //!   state it kept from the way in. It costs no allocation: its future is a concrete type and the
 //!   inner service is called in place. This is the shape of Envoy's and Pingora's HTTP filters.
+//!   A pair of filters is a filter, and so is an `Option` of one: `(a, (b, c))` is `a` around `b`
+//!   around `c` in one layer, which is how the gateway's edge runs its filters.
 //! - A [`Middleware`] is an async step around the rest of the stack, for a policy that must wait
 //!   on something of its own (a JWKS refresh, a Redis round trip): the request in, the response
 //!   out. It gets the inner service itself and costs one boxed future a request (where axum's
@@ -167,6 +169,47 @@ pub trait Filter: Clone + Send + Sync + 'static {
     /// Runs on the way out, on the answer of the rest of the stack. Does nothing by default.
     fn on_response(state: Self::State, response: &mut Response) {
         let _ = (state, response);
+    }
+}
+
+/// Two filters as one, `self.0` around `self.1`: they answer as two [`FilterLayer`]s one around
+/// the other would (the outer sees the inner's refusal on its way out), with one future and one
+/// move of the request where two layers make two.
+impl<A: Filter, B: Filter> Filter for (A, B) {
+    type State = (A::State, B::State);
+
+    fn on_request(&self, request: &mut Request) -> Result<Self::State, Response> {
+        let outer = self.0.on_request(request)?;
+        match self.1.on_request(request) {
+            Ok(inner) => Ok((outer, inner)),
+            Err(mut refusal) => {
+                A::on_response(outer, &mut refusal);
+                Err(refusal)
+            }
+        }
+    }
+
+    fn on_response((outer, inner): Self::State, response: &mut Response) {
+        B::on_response(inner, response);
+        A::on_response(outer, response);
+    }
+}
+
+/// The filter when there is one (a policy switched on by config); else nothing to do.
+impl<F: Filter> Filter for Option<F> {
+    type State = Option<F::State>;
+
+    fn on_request(&self, request: &mut Request) -> Result<Self::State, Response> {
+        match self {
+            Some(filter) => filter.on_request(request).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn on_response(state: Self::State, response: &mut Response) {
+        if let Some(state) = state {
+            F::on_response(state, response);
+        }
     }
 }
 
@@ -333,6 +376,62 @@ mod tests {
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
         assert!(!refused.headers().contains_key("x-out"), "on_response ran on the filter's own answer");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Marks the way in on the request's `x-trail` and the way out on the response's; refuses
+    /// a request whose `x-refuse` names it.
+    #[derive(Clone)]
+    struct Mark(&'static str);
+
+    impl Filter for Mark {
+        type State = ();
+
+        fn on_request(&self, request: &mut Request) -> Result<(), Response> {
+            request.headers_mut().append("x-trail", HeaderValue::from_static(self.0));
+            if request.headers().get("x-refuse").is_some_and(|named| named == self.0) {
+                return Err(StatusCode::FORBIDDEN.into_response());
+            }
+            Ok(())
+        }
+
+        fn on_response((): (), response: &mut Response) {
+            response.headers_mut().append("x-trail", HeaderValue::from_static("out"));
+        }
+    }
+
+    #[tokio::test]
+    async fn filters_in_a_tuple_answer_as_the_same_filters_layered() {
+        // The handler answers with the trail the request reached it with.
+        let handler = tower::service_fn(|request: Request| async move {
+            let trail: Vec<&str> =
+                request.headers().get_all("x-trail").iter().map(|v| v.to_str().unwrap_or("?")).collect();
+            Ok::<_, Infallible>(trail.join(",").into_response())
+        });
+        let layered = tower::ServiceBuilder::new()
+            .layer(FilterLayer(Mark("a")))
+            .option_layer(None::<FilterLayer<Mark>>)
+            .layer(FilterLayer(Some(Mark("b"))))
+            .layer(FilterLayer(Mark("c")))
+            .service(handler);
+        let tupled = FilterLayer((Mark("a"), (None::<Mark>, (Some(Mark("b")), Mark("c"))))).layer(handler);
+        async fn answer(
+            service: impl Service<Request, Response = Response, Error = Infallible>,
+            refuse: &str,
+        ) -> String {
+            let request = Request::builder().header("x-refuse", refuse).body(Body::empty()).unwrap();
+            let response = service.oneshot(request).await.unwrap();
+            let out: Vec<_> =
+                response.headers().get_all("x-trail").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 64).await.unwrap();
+            format!("{status} in:{} out:{}", String::from_utf8_lossy(&body), out.join(","))
+        }
+        for refuse in ["none", "a", "b", "c"] {
+            assert_eq!(answer(tupled.clone(), refuse).await, answer(layered.clone(), refuse).await, "{refuse}");
+        }
+        assert_eq!(answer(tupled.clone(), "none").await, "200 OK in:a,b,c out:out,out,out");
+        // Refused by `b`: `c` never ran, and `a` saw the refusal on its way out.
+        assert_eq!(answer(tupled, "b").await, "403 Forbidden in: out:out");
     }
 
     #[tokio::test]
