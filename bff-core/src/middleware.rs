@@ -174,7 +174,7 @@ pub trait Filter: Clone + Send + Sync + 'static {
 
 /// Two filters as one, `self.0` around `self.1`: they answer as two [`FilterLayer`]s one around
 /// the other would (the outer sees the inner's refusal on its way out), with one future and one
-/// move of the request where two layers make two.
+/// move of the request, where two layers make two of each.
 impl<A: Filter, B: Filter> Filter for (A, B) {
     type State = (A::State, B::State);
 
@@ -378,24 +378,24 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
-    /// Marks the way in on the request's `x-trail` and the way out on the response's; refuses
-    /// a request whose `x-refuse` names it.
+    /// Marks its name on the request's `x-trail` on the way in and on the response's on the way
+    /// out; refuses a request whose `x-refuse` names it.
     #[derive(Clone)]
     struct Mark(&'static str);
 
     impl Filter for Mark {
-        type State = ();
+        type State = &'static str;
 
-        fn on_request(&self, request: &mut Request) -> Result<(), Response> {
+        fn on_request(&self, request: &mut Request) -> Result<&'static str, Response> {
             request.headers_mut().append("x-trail", HeaderValue::from_static(self.0));
             if request.headers().get("x-refuse").is_some_and(|named| named == self.0) {
                 return Err(StatusCode::FORBIDDEN.into_response());
             }
-            Ok(())
+            Ok(self.0)
         }
 
-        fn on_response((): (), response: &mut Response) {
-            response.headers_mut().append("x-trail", HeaderValue::from_static("out"));
+        fn on_response(name: &'static str, response: &mut Response) {
+            response.headers_mut().append("x-trail", HeaderValue::from_static(name));
         }
     }
 
@@ -429,9 +429,9 @@ mod tests {
         for refuse in ["none", "a", "b", "c"] {
             assert_eq!(answer(tupled.clone(), refuse).await, answer(layered.clone(), refuse).await, "{refuse}");
         }
-        assert_eq!(answer(tupled.clone(), "none").await, "200 OK in:a,b,c out:out,out,out");
+        assert_eq!(answer(tupled.clone(), "none").await, "200 OK in:a,b,c out:c,b,a");
         // Refused by `b`: `c` never ran, and `a` saw the refusal on its way out.
-        assert_eq!(answer(tupled, "b").await, "403 Forbidden in: out:out");
+        assert_eq!(answer(tupled, "b").await, "403 Forbidden in: out:a");
     }
 
     #[tokio::test]
