@@ -13,7 +13,6 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::carried;
 use crate::config::{Config, ConfigError, CorsConfig, LimitKeyKind};
@@ -23,7 +22,7 @@ use crate::edge::shed::Shed;
 use crate::error::BffError;
 use crate::limit::Limits;
 use crate::limit::layer::{Enforce, Stage};
-use crate::middleware::{FilterLayer, MiddlewareLayer};
+use crate::middleware::{Filter, FilterLayer, MiddlewareLayer};
 use crate::observe::export::SpanSink;
 use crate::observe::health::{self, Readiness};
 use crate::observe::metrics::{self, Metrics};
@@ -71,6 +70,26 @@ const HEALTHZ: &str = "/healthz";
 
 /// The `Cache-Control` of a protected route's answers, unless its handler set one.
 const PRIVATE: HeaderValue = HeaderValue::from_static("private, no-cache");
+
+/// Marks a protected route's answers as one caller's: `Cache-Control: private, no-cache` unless
+/// the handler set its own, and `Vary` by the credential (its header names, in `.0`).
+#[derive(Clone)]
+struct PrivateAnswers(HeaderValue);
+
+impl Filter for PrivateAnswers {
+    type State = HeaderValue;
+
+    fn on_request(&self, _request: &mut Request) -> Result<HeaderValue, Response> {
+        Ok(self.0.clone())
+    }
+
+    fn on_response(vary: HeaderValue, response: &mut Response) {
+        let headers = response.headers_mut();
+        headers.append(header::VARY, vary);
+        // One lookup, where `contains_key` then `insert` hash the name twice.
+        headers.entry(header::CACHE_CONTROL).or_insert(PRIVATE);
+    }
+}
 
 /// Why a gateway could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -564,8 +583,7 @@ impl Protection {
         S::Future: Send + 'static,
     {
         ServiceBuilder::new()
-            .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, PRIVATE))
-            .layer(SetResponseHeaderLayer::appending(header::VARY, self.credential.clone()))
+            .layer(FilterLayer(PrivateAnswers(self.credential.clone())))
             .option_layer(self.by_address.clone().map(MiddlewareLayer))
             .option_layer(
                 self.verifier.clone().filter(|_| self.sessions.is_none()).map(|v| MiddlewareLayer(RequireJwt(v))),
@@ -642,4 +660,32 @@ macro_rules! upstreams {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::response::IntoResponse;
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn private_answers_keep_a_handlers_cache_control_and_add_to_its_vary() {
+        let layer = FilterLayer(PrivateAnswers(HeaderValue::from_static("authorization")));
+        let plain = tower::service_fn(|_: Request| async { Ok::<_, Infallible>("plain".into_response()) });
+        let response = layer.layer(plain).oneshot(Request::new(Body::empty())).await.unwrap();
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "private, no-cache");
+        assert_eq!(response.headers()[header::VARY], "authorization");
+
+        let own = tower::service_fn(|_: Request| async {
+            let headers = [(header::CACHE_CONTROL, "no-store"), (header::VARY, "accept-encoding")];
+            Ok::<_, Infallible>((headers, "own").into_response())
+        });
+        let response = layer.layer(own).oneshot(Request::new(Body::empty())).await.unwrap();
+        let cache_control: Vec<_> = response.headers().get_all(header::CACHE_CONTROL).iter().collect();
+        assert_eq!(cache_control, ["no-store"], "the handler's own Cache-Control is kept, alone");
+        let vary: Vec<_> = response.headers().get_all(header::VARY).iter().collect();
+        assert_eq!(vary, ["accept-encoding", "authorization"]);
+    }
 }

@@ -28,7 +28,7 @@
 //!    `Cache-Control: private, no-cache` and `Vary` by the credential, then credentials, access,
 //!    limits and shaping.
 //!
-//! Around them all, `X-Content-Type-Options: nosniff` on every answer (tower-http).
+//! Around them all, `X-Content-Type-Options: nosniff` on every answer, in the request id's layer.
 //!
 //! Each is a [`Filter`](crate::middleware::Filter), the same trait a BFF crate writes its own
 //! policies with (a concrete future, no box, the inner service called in place), except the span
@@ -61,14 +61,30 @@ use axum::http::header::X_CONTENT_TYPE_OPTIONS;
 use axum::response::Response;
 use tower::{Service, ServiceBuilder};
 use tower_http::cors::CorsLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::config::Config;
-use crate::middleware::FilterLayer;
+use crate::middleware::{Filter, FilterLayer};
 use crate::observe::export::SpanSink;
 use crate::observe::metrics::Metrics;
 use crate::request::RoutePolicies;
 use crate::routes::App;
+
+/// `X-Content-Type-Options: nosniff` on every answer: a browser takes a body for the type it is
+/// said to be, never for one it guesses.
+#[derive(Debug, Clone, Copy)]
+struct NoSniff;
+
+impl Filter for NoSniff {
+    type State = ();
+
+    fn on_request(&self, _request: &mut Request) -> Result<(), Response> {
+        Ok(())
+    }
+
+    fn on_response((): (), response: &mut Response) {
+        response.headers_mut().insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    }
+}
 
 /// Wraps `routed` (the dispatch to the routes) in the inbound stack of the module docs.
 /// `config` gives the server's limits and the tracing settings; with `cors`, the CORS layer and
@@ -100,8 +116,7 @@ where
         (access_log::AccessLog(metrics), (problem::ProblemDetails, (shed, (limits, normalize::Normalize)))),
     );
     let stack = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::overriding(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .layer(FilterLayer(request_id::RequestIds))
+        .layer(FilterLayer((NoSniff, request_id::RequestIds)))
         .layer(span::SpanLayer::new(&config.tracing, &config.server.trusted_proxies, spans, policies))
         .layer(FilterLayer(filters))
         .layer(panic::CatchPanicLayer)
