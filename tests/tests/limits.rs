@@ -211,6 +211,51 @@ async fn a_bad_redis_url_is_reported_at_start_up() {
     assert!(message.contains("redis.url") && message.contains("cannot connect"), "{message}");
 }
 
+#[tokio::test]
+async fn two_replicas_leasing_a_users_limit_admit_it_exactly_between_them() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let replica = || {
+        mobile()
+            .set("redis.url", &redis.url())
+            .set("redis.lease", "1s")
+            .set("rate_limits.per-user.key", "user")
+            .set("rate_limits.per-user.rate", "40")
+            .set("rate_limits.per-user.per", "1h")
+            .set("rate_limits.per-user.routes", r#"["/mobile/home"]"#)
+            .start()
+    };
+    let (one, two) = (replica().await, replica().await);
+    let (mut passed, mut refused) = (0, 0);
+    for _ in 0..30 {
+        for stack in [&one, &two] {
+            match as_user(stack, "42").await.status().as_u16() {
+                200 => passed += 1,
+                429 => refused += 1,
+                other => panic!("status {other}"),
+            }
+        }
+    }
+    // A replica spends what it leased before it is refused, so the burst of 40 passes, no more;
+    // a unit is missing only where a lease ended unspent (a stalled machine), and counted lost.
+    let units = |result: &str, metrics: &str| {
+        let series = format!("bff_redis_lease_units_total{{result=\"{result}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(series.as_str())?.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    let metrics = [one.admin_text("/metrics").await, two.admin_text("/metrics").await];
+    let total = |result: &str| metrics.iter().map(|m| units(result, m)).sum::<f64>();
+    assert_eq!(passed + total("lost") as usize, 40, "passed {passed}, refused {refused}");
+    assert_eq!(passed + refused, 60);
+    assert!(total("granted") > 0.0, "no unit was leased");
+
+    // A lease is at most a second long: a longer one is refused at load, naming the key.
+    let source = bff_core::config::ConfigSource { name: "mobile.toml".into(), text: bff_demo::MOBILE_CONFIG.into() };
+    let mut overrides = bff_core::config::Overrides::default();
+    overrides.set("redis.url", redis.url(), "test").set("redis.lease", "2s", "test");
+    let error = bff_core::config::load(&source, &overrides).unwrap_err();
+    assert_eq!(error.key.as_deref(), Some("redis.lease"));
+    assert!(error.message.contains("at most 1s"), "{error}");
+}
+
 /// A BFF's routes, wrapped by a gateway.
 
 #[tokio::test]

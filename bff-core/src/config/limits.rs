@@ -156,7 +156,17 @@ pub struct RedisConfig {
     /// The prefix of every key written (`<prefix>:rl:<limit>:<key>`, `<prefix>:quota:<client>`).
     #[serde(default = "default_redis_prefix")]
     pub prefix: String,
+    /// How long a replica may hold a lease of a busy key's rate limits: a share of its budget
+    /// that Redis counts once and the replica spends alone, for that long at most. `0s` (the
+    /// default): every request is counted in Redis, exactly. A lease lets the requests admitted
+    /// in any stretch of time exceed exact counting's by at most `lease ÷ interval`, and units
+    /// left when it ends are lost. Quotas are never leased.
+    #[serde(with = "humantime_serde", default)]
+    pub lease: Duration,
 }
+
+/// The longest `redis.lease`.
+const MAX_LEASE: Duration = Duration::from_secs(1);
 
 fn default_redis_timeout() -> Duration {
     Duration::from_millis(50)
@@ -176,6 +186,12 @@ impl RedisConfig {
         }
         if self.prefix.is_empty() || !self.prefix.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(("redis.prefix".into(), "must be printable ASCII without spaces".into()));
+        }
+        if self.lease > MAX_LEASE {
+            return Err((
+                "redis.lease".into(),
+                "must be at most 1s: a leased request may be admitted that long after Redis counted it".into(),
+            ));
         }
         Ok(())
     }

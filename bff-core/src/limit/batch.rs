@@ -29,26 +29,36 @@ impl Group<'_> {
     }
 }
 
-/// Groups `requests` (each its keys and how many of them are rate limits), in the order given;
-/// answers the groups, and per request its group and its place in it (from 1).
-pub(super) fn group<'a>(requests: impl Iterator<Item = (&'a [Key], usize)>) -> (Vec<Group<'a>>, Vec<(usize, u64)>) {
+/// Groups `requests` (each its keys, how many of them are rate limits, and how many units it
+/// asks for: 1, or more for a lease), in the order given; answers the groups, and per request
+/// its group and the place of its first unit in it (from 1). A request's units take the places
+/// after it, as that many requests queued one after another would.
+pub(super) fn group<'a>(
+    requests: impl Iterator<Item = (&'a [Key], usize, u64)>,
+) -> (Vec<Group<'a>>, Vec<(usize, u64)>) {
     let mut groups: Vec<Group<'a>> = Vec::new();
     let places = requests
-        .map(|(keys, limits)| {
+        .map(|(keys, limits, units)| {
             // A batch holds at most a few dozen requests: a scan beats hashing their keys.
-            match groups.iter().position(|g| g.limits == limits && g.keys == keys) {
-                Some(index) => {
-                    groups[index].requests += 1;
-                    (index, groups[index].requests)
-                }
+            let index = match groups.iter().position(|g| g.limits == limits && g.keys == keys) {
+                Some(index) => index,
                 None => {
-                    groups.push(Group { keys, limits, requests: 1 });
-                    (groups.len() - 1, 1)
+                    groups.push(Group { keys, limits, requests: 0 });
+                    groups.len() - 1
                 }
-            }
+            };
+            let place = groups[index].requests + 1;
+            groups[index].requests += units;
+            (index, place)
         })
         .collect();
     (groups, places)
+}
+
+/// How many of the `units` taking places from `place` on passed, given the group's answer.
+pub(super) fn granted(answer: &[i64], place: u64, units: u64) -> u64 {
+    let passed = u64::try_from(answer[0]).unwrap_or(0);
+    passed.saturating_sub(place - 1).min(units)
 }
 
 /// The counts of the `place`-th request (from 1) of `group`, given what the script answered for
@@ -109,11 +119,26 @@ mod tests {
         let (ann, bob) = (vec![key("ann", 10, 5)], vec![key("bob", 10, 5)]);
         let both = vec![key("ann", 10, 5), key("quota", 100, 60)];
         let requests = [(&ann, 1), (&bob, 1), (&ann, 1), (&both, 1), (&both, 2), (&ann, 1)];
-        let (groups, places) = group(requests.iter().map(|(k, l)| (k.as_slice(), *l)));
+        let (groups, places) = group(requests.iter().map(|(k, l)| (k.as_slice(), *l, 1)));
         let sizes: Vec<(usize, u64)> = groups.iter().map(|g| (g.keys.len(), g.requests)).collect();
         // The same keys counted as rate limits or as a quota are different checks.
         assert_eq!(sizes, [(1, 3), (1, 1), (2, 1), (2, 1)]);
         assert_eq!(places, [(0, 1), (1, 1), (0, 2), (2, 1), (3, 1), (0, 3)]);
+    }
+
+    #[test]
+    fn a_lease_takes_as_many_places_as_units_and_is_granted_what_passed_of_them() {
+        let ann = vec![key("ann", 10, 5)];
+        // A request, a lease of 4, then another request: places 1, 2 to 5, and 6.
+        let requests = [(&ann, 1, 1), (&ann, 1, 4), (&ann, 1, 1)];
+        let (groups, places) = group(requests.iter().map(|(k, l, u)| (k.as_slice(), *l, *u)));
+        assert_eq!(groups[0].requests, 6);
+        assert_eq!(places, [(0, 1), (0, 2), (0, 6)]);
+        // Three of the six passed: the first request, and two of the lease's four.
+        let answer = [3, 0, 0];
+        assert_eq!([granted(&answer, 1, 1), granted(&answer, 2, 4), granted(&answer, 6, 1)], [1, 2, 0]);
+        assert_eq!(granted(&[9, 0, 0], 2, 4), 4, "never more than asked");
+        assert_eq!(granted(&[-1, 0, 0], 1, 4), 0);
     }
 
     /// The old script's answer for one request after another, all at one `now`: the reference

@@ -12,6 +12,7 @@
 mod batch;
 pub(crate) mod client_ip;
 pub(crate) mod layer;
+mod lease;
 mod local;
 mod shared;
 
@@ -235,6 +236,9 @@ impl Limits {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 inner.local.forget_idle();
+                if let Some(shared) = &inner.shared {
+                    shared.forget_leases();
+                }
                 inner.keys.set(inner.local.keys() as f64);
             }
         });

@@ -13,6 +13,10 @@
 //! The queue holds at most [`QUEUE`] checks (a request over it is counted as Redis not answering,
 //! `bff_redis_errors_total{kind="queue_full"}`), and no request waits longer than `redis.timeout`
 //! in all, the queue included.
+//!
+//! **Leases** (`redis.lease`, off unless set): a busy key's requests spend a share of its budget
+//! that one script run counted, trading exactness within the lease's length for fewer runs
+//! ([`lease`](super::lease)).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::batch::{self, Key};
+use super::lease::{Leases, Take};
 use super::{Check, Rule, Status};
 use crate::config::{OnRedisError, RedisConfig};
 use crate::observe::metrics::Metrics;
@@ -43,6 +48,7 @@ const QUEUE: usize = 4096;
 pub(crate) struct Shared {
     queue: mpsc::Sender<Pending>,
     redis: Arc<Redis>,
+    leases: Option<Leases>,
     pub(crate) on_error: OnRedisError,
 }
 
@@ -71,10 +77,21 @@ struct Pending {
     keys: Vec<Key>,
     /// How many of `keys` are rate limits.
     limits: usize,
+    /// How many requests' worth it asks for: 1, or more for a lease.
+    units: u64,
     /// The request waits at most until then.
     deadline: Instant,
-    /// Its counts, one per key; dropped unanswered when Redis did not answer.
-    reply: oneshot::Sender<Vec<Status>>,
+    /// Its counts; dropped unanswered when Redis did not answer.
+    reply: oneshot::Sender<Reply>,
+}
+
+/// What Redis answered a request.
+struct Reply {
+    /// Its counts, one per key.
+    statuses: Vec<Status>,
+    /// For a request that asked for more than one unit: its group's answer, the place of its
+    /// first unit, and how many of its units were granted.
+    lease: Option<(Vec<i64>, u64, u64)>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -118,13 +135,24 @@ impl Shared {
         });
         let (queue, waiting) = mpsc::channel(QUEUE);
         tokio::spawn(send_batches(redis.clone(), waiting));
-        Ok(Self { queue, redis, on_error: config.on_error })
+        let leases = (!config.lease.is_zero()).then(|| {
+            let units = |result: &str| metrics.counter("bff_redis_lease_units_total", &[("result", result.to_owned())]);
+            Leases::new(config.lease, units("granted"), units("lost"))
+        });
+        Ok(Self { queue, redis, leases, on_error: config.on_error })
+    }
+
+    /// Forgets the leases that have ended.
+    pub(crate) fn forget_leases(&self) {
+        if let Some(leases) = &self.leases {
+            leases.forget(Instant::now());
+        }
     }
 
     /// Checks and counts `checks`; `None` when Redis did not answer in time (or is known to be
     /// down, or too much is queued), which has been logged and counted.
     pub(crate) async fn check(&self, checks: &[Check], rules: &[Rule]) -> Option<Vec<Status>> {
-        if self.redis.is_down() {
+        if self.leases.is_none() && self.redis.is_down() {
             return None;
         }
         let mut keys = Vec::with_capacity(checks.len());
@@ -148,9 +176,33 @@ impl Shared {
                 keys.push((format!("{}:quota:{client}", self.redis.prefix), *requests, per.as_secs()));
             }
         }
+        let now = Instant::now();
+        let (units, asker) = match self.leases.as_ref().map(|l| l.take(&keys, limits, now, self.redis.timeout)) {
+            // Counted in Redis when the lease was granted, so spent even while Redis is down.
+            Some(Take::Spent(statuses)) => return Some(statuses),
+            Some(Take::Ask { units, asker }) => (units, asker.then(|| keys.clone())),
+            None => (1, None),
+        };
+        let (statuses, lease) = match self.ask(keys, limits, units, now + self.redis.timeout).await {
+            Some(Reply { statuses, lease }) => (Some(statuses), lease),
+            None => (None, None),
+        };
+        if let (Some(leases), Some(keys)) = (&self.leases, asker) {
+            leases.answered(&keys, lease);
+        }
+        // In the order of `checks`: its rate limits come before its quotas, as the keys went.
+        statuses
+    }
+
+    /// Queues a request's keys for the next script call, asking for `units`, and waits for the
+    /// answer; `None` when Redis is known to be down, too much is queued, or no answer came by
+    /// `deadline`.
+    async fn ask(&self, keys: Vec<Key>, limits: usize, units: u64, deadline: Instant) -> Option<Reply> {
+        if self.redis.is_down() {
+            return None;
+        }
         let (reply, answer) = oneshot::channel();
-        let deadline = Instant::now() + self.redis.timeout;
-        match self.queue.try_send(Pending { keys, limits, deadline, reply }) {
+        match self.queue.try_send(Pending { keys, limits, units, deadline, reply }) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.redis.queue_full.increment(1);
@@ -158,7 +210,6 @@ impl Shared {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return None,
         }
-        // In the order of `checks`: its rate limits come before its quotas, as the keys went.
         answer.await.ok()
     }
 }
@@ -186,7 +237,7 @@ impl Redis {
 
     /// One script call for every request in `batch`, answering those it answers.
     async fn send(&self, batch: &mut Vec<Pending>) {
-        let (groups, places) = batch::group(batch.iter().map(|p| (p.keys.as_slice(), p.limits)));
+        let (groups, places) = batch::group(batch.iter().map(|p| (p.keys.as_slice(), p.limits, p.units)));
         let mut invocation = self.script.prepare_invoke();
         for group in &groups {
             invocation.arg(group.requests).arg(group.limits).arg(group.keys.len() - group.limits);
@@ -235,11 +286,19 @@ impl Redis {
             answers.push(answer);
             rest = after;
         }
-        let statuses: Vec<Vec<Status>> =
-            places.into_iter().map(|(index, place)| batch::statuses(&groups[index], answers[index], place)).collect();
-        for (pending, statuses) in batch.drain(..).zip(statuses) {
+        let replies: Vec<Reply> = places
+            .into_iter()
+            .zip(batch.iter())
+            .map(|((index, place), pending)| {
+                let answer = answers[index];
+                let lease =
+                    (pending.units > 1).then(|| (answer.to_vec(), place, batch::granted(answer, place, pending.units)));
+                Reply { statuses: batch::statuses(&groups[index], answer, place), lease }
+            })
+            .collect();
+        for (pending, reply) in batch.drain(..).zip(replies) {
             // A request that gave up meanwhile has no one to tell.
-            let _ = pending.reply.send(statuses);
+            let _ = pending.reply.send(reply);
         }
     }
 

@@ -75,6 +75,10 @@ pub(crate) const HELP: &[(&str, &str)] = &[
         "bff_redis_checks_total",
         "Requests' limit checks sent to Redis; over bff_redis_call_seconds_count, the requests per call.",
     ),
+    (
+        "bff_redis_lease_units_total",
+        "Units of rate limits leased from Redis (redis.lease), by result: granted to a lease, lost when it ended unspent.",
+    ),
     ("bff_connections_open", "Client connections open now."),
     ("bff_connections_refused_total", "Client connections refused at accept, by the cap that refused them."),
     ("bff_connections_closed_total", "Client connections closed by the server, by reason."),
