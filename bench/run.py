@@ -78,6 +78,7 @@ TLS = {"BFF_TLS__CERT": os.path.join(TLS_DIR, "localhost.pem"), "BFF_TLS__KEY": 
 # A per-user limit that never triggers at bench rates.
 PER_USER = {"BFF_RATE_LIMITS__PER_USER__KEY": "user", "BFF_RATE_LIMITS__PER_USER__RATE": "1000000",
             "BFF_RATE_LIMITS__PER_USER__PER": "1s"}
+LEASE = {"BFF_REDIS__LEASE": "100ms"}
 # How many users `bearer-users` takes turns between: as many as wrk's connections, so the
 # requests in flight at once are nearly all different users'.
 USERS = 64
@@ -137,6 +138,12 @@ def home_variants():
              credential="bearer-users"),
         Case("mobile-home-rate-limited-redis-users", "bff-mobile", "/mobile/home", env=PER_USER, redis=True,
              baselines=("mobile-home-rate-limited-users",), credential="bearer-users"),
+        # The same two in Redis with leases of 100 ms (`redis.lease`): a busy key's requests
+        # spend a share of its budget counted in one script call.
+        Case("mobile-home-rate-limited-redis-lease", "bff-mobile", "/mobile/home", env={**PER_USER, **LEASE},
+             redis=True, baselines=("mobile-home-rate-limited",)),
+        Case("mobile-home-rate-limited-redis-users-lease", "bff-mobile", "/mobile/home", env={**PER_USER, **LEASE},
+             redis=True, baselines=("mobile-home-rate-limited-users",), credential="bearer-users"),
         # Spans exported over OTLP/HTTP to the mock's sink (`POST /v1/traces`): 1% of new traces
         # sampled (a server span and three attempt spans each), then every one.
         Case("mobile-home-otlp-1pct", "bff-mobile", "/mobile/home", env=otlp(0.01), baselines=base, quick=True),

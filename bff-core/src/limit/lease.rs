@@ -29,7 +29,7 @@ use super::Status;
 use super::batch::{self, Group, Key};
 
 /// The most keys with a lease (or a recent ask) held at once; past it, new keys go to Redis
-/// request by request until the housekeeping forgets ended leases.
+/// request by request until the housekeeping (every 10 s) forgets ended leases.
 const MAX_KEYS: usize = 4096;
 
 /// The most units one lease asks for, whatever the burst.
@@ -99,10 +99,8 @@ impl Leases {
             return Take::Ask { units, asker: true };
         }
         if table.len() >= MAX_KEYS {
-            self.forget_ended(&mut table, now);
-            if table.len() >= MAX_KEYS {
-                return Take::Ask { units: 1, asker: false };
-            }
+            // Not scanned here, where many new keys would make each request pay for a scan.
+            return Take::Ask { units: 1, asker: false };
         }
         let lease = Lease {
             left: 0,
@@ -132,12 +130,7 @@ impl Leases {
 
     /// Forgets the leases that have ended, counting their units left as lost.
     pub(super) fn forget(&self, now: Instant) {
-        let mut table = self.table();
-        self.forget_ended(&mut table, now);
-    }
-
-    fn forget_ended(&self, table: &mut HashMap<Vec<Key>, Lease>, now: Instant) {
-        table.retain(|_, lease| {
+        self.table().retain(|_, lease| {
             let keep = now < lease.ends || lease.asking_until.is_some_and(|until| now < until);
             if !keep {
                 self.lost.increment(lease.left);
@@ -272,5 +265,26 @@ mod tests {
             leases.answered(&keys, None);
             assert_eq!(leases.take(&keys, 1, Instant::now(), WAIT), Take::Ask { units: most, asker: true }, "{burst}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_table_is_bounded_and_new_keys_past_it_are_counted_one_by_one() {
+        let metrics = Metrics::new();
+        let leases = leases(&metrics);
+        let key = |n: usize| vec![(format!("bff:rl:per-ip:10.0.{}.{}", n / 256, n % 256), 1_000, 1_000)];
+        for n in 0..MAX_KEYS {
+            leases.answered(&key(n), None);
+            assert!(matches!(leases.take(&key(n), 1, Instant::now(), WAIT), Take::Ask { asker: true, .. }));
+            leases.answered(&key(n), None);
+        }
+        assert_eq!(leases.held(), MAX_KEYS);
+        let late = key(MAX_KEYS);
+        assert_eq!(leases.take(&late, 1, Instant::now(), WAIT), Take::Ask { units: 1, asker: false });
+        assert_eq!(leases.held(), MAX_KEYS);
+        // Once the housekeeping forgets the ended ones, a new key is held again.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        leases.forget(Instant::now());
+        assert_eq!(leases.held(), 0);
+        assert_eq!(leases.take(&late, 1, Instant::now(), WAIT), Take::Ask { units: 1, asker: true });
     }
 }
