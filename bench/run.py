@@ -79,6 +79,7 @@ TLS = {"BFF_TLS__CERT": os.path.join(TLS_DIR, "localhost.pem"), "BFF_TLS__KEY": 
 PER_USER = {"BFF_RATE_LIMITS__PER_USER__KEY": "user", "BFF_RATE_LIMITS__PER_USER__RATE": "1000000",
             "BFF_RATE_LIMITS__PER_USER__PER": "1s"}
 LEASE = {"BFF_REDIS__LEASE": "100ms"}
+CAPPED = {"BFF_DEFAULTS__POOL_MAX_CONNECTIONS_PER_HOST": "32"}
 # How many users `bearer-users` takes turns between: as many as wrk's connections, so the
 # requests in flight at once are nearly all different users'.
 USERS = 64
@@ -170,6 +171,10 @@ def mobile_home_cases():
             ]
             if tag == "0ms-c64":
                 cases += home_variants()
+            if latency == 0:
+                # At most 32 connections to each upstream instance: calls over it wait for one.
+                cases.append(Case(f"mobile-home-capped-{tag}", "bff-mobile", "/mobile/home", latency, conns,
+                                  env=CAPPED, baselines=base + (f"mobile-home-{tag}",)))
     # Latency added by the BFF at low load: compare p50 with one direct call at the same latency.
     cases += [
         Case("direct-users-20ms-c8", "direct", "/users/42", 20, 8, "none"),

@@ -510,6 +510,11 @@ pub struct Defaults {
     /// Idle connections kept per upstream host (HTTP/1.1; HTTP/2 multiplexes over one).
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle_per_host: usize,
+    /// The most HTTP/1.1 connections open to each upstream instance at once; a call that finds
+    /// none ready with the cap reached waits for one, first come first served, within its
+    /// timeout. 0 (the default): no cap.
+    #[serde(default)]
+    pub pool_max_connections_per_host: usize,
     /// The HTTP version of upstream calls.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
@@ -541,6 +546,7 @@ impl Default for Defaults {
             deadline: default_deadline(),
             concurrency: default_concurrency(),
             pool_max_idle_per_host: default_pool_max_idle(),
+            pool_max_connections_per_host: 0,
             protocol: UpstreamProtocol::default(),
             retry: RetryConfig::default(),
             max_in_flight: default_max_in_flight(),

@@ -73,6 +73,9 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Idle HTTP/1.1 connections kept.
     pub pool_max_idle: usize,
+    /// The most HTTP/1.1 connections open at once (to each instance); over it a call waits for
+    /// one within its timeout. `None`: no cap.
+    pub pool_max_connections: Option<NonZeroUsize>,
     /// The HTTP version of calls.
     pub protocol: UpstreamProtocol,
     /// The TLS client settings for `https://`; `None` trusts the platform's roots and presents
@@ -101,6 +104,7 @@ impl UpstreamSettings {
             timeout: upstream.timeout.unwrap_or(defaults.timeout),
             connect_timeout: upstream.connect_timeout.unwrap_or(defaults.connect_timeout),
             pool_max_idle: defaults.pool_max_idle_per_host,
+            pool_max_connections: NonZeroUsize::new(defaults.pool_max_connections_per_host),
             protocol: upstream.protocol.unwrap_or(defaults.protocol),
             tls: None,
             max_in_flight: NonZeroUsize::new(upstream.max_in_flight.unwrap_or(defaults.max_in_flight)),
@@ -132,6 +136,7 @@ impl Default for UpstreamSettings {
             timeout: d.timeout,
             connect_timeout: d.connect_timeout,
             pool_max_idle: d.pool_max_idle_per_host,
+            pool_max_connections: NonZeroUsize::new(d.pool_max_connections_per_host),
             protocol: d.protocol,
             tls: None,
             max_in_flight: NonZeroUsize::new(d.max_in_flight),

@@ -85,6 +85,7 @@ impl HttpTransport {
         let options = pool::Options {
             protocol: settings.protocol,
             max_idle: settings.pool_max_idle,
+            max_open: settings.pool_max_connections,
             idle_timeout: POOL_IDLE_TIMEOUT,
             ping_interval: H2_PING_INTERVAL,
             ping_timeout: H2_PING_TIMEOUT,

@@ -17,11 +17,20 @@
 //! any error after the request was written. Once a second, a sweep closes the HTTP/1.1 connections
 //! idle since the sweep before the pool's idle timeout, and those idle beyond `pool_max_idle`, and
 //! moves the idle ones it keeps to the front, where calls look first.
+//!
+//! **A cap on HTTP/1.1 connections** (`defaults.pool_max_connections_per_host`, off by default):
+//! a call that finds no ready connection with the cap reached waits, first come first served,
+//! for one to be ready or for room to open one (a connection closed, a dial failed), within its
+//! per-try timeout. Every open connection counts, a long stream's too. Only the first waiter polls
+//! the connections, so none of its wake-ups is lost to another's; once served it wakes the next.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::TryFutureExt;
@@ -57,6 +66,8 @@ pub(super) enum Failure {
 pub(super) struct Options {
     pub(super) protocol: UpstreamProtocol,
     pub(super) max_idle: usize,
+    /// The most HTTP/1.1 connections open at once; `None`: no cap.
+    pub(super) max_open: Option<NonZeroUsize>,
     pub(super) idle_timeout: Duration,
     pub(super) ping_interval: Duration,
     pub(super) ping_timeout: Duration,
@@ -68,6 +79,7 @@ pub(super) struct Pool {
     origin: Uri,
     protocol: UpstreamProtocol,
     max_idle: usize,
+    max_open: Option<NonZeroUsize>,
     idle_timeout: Duration,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
@@ -84,6 +96,10 @@ struct Conns {
     /// back goes idle, to be swept.
     http1: Vec<Http1>,
     http2: Option<http2::SendRequest<Body>>,
+    /// With a cap: HTTP/1.1 connections being opened, and the calls waiting, first come first.
+    opening: usize,
+    waiting: VecDeque<(u64, Waker)>,
+    next_waiter: u64,
 }
 
 struct Http1 {
@@ -111,6 +127,7 @@ impl Pool {
             origin,
             protocol: options.protocol,
             max_idle: options.max_idle,
+            max_open: options.max_open,
             idle_timeout: options.idle_timeout,
             http1: http1::Builder::new(),
             http2,
@@ -135,6 +152,10 @@ impl Pool {
         if let Some(sender) = conns.http2.as_mut().filter(|sender| !sender.is_closed()) {
             self.absolute_form(&mut request);
             return Ok(sent(sender.try_send_request(request), true));
+        }
+        if !conns.waiting.is_empty() {
+            // Calls waiting for a connection come first.
+            return Err(request);
         }
         let mut i = 0;
         while let Some(conn) = conns.http1.get_mut(i) {
@@ -168,9 +189,18 @@ impl Pool {
             drop(opening);
             return sending.await;
         }
+        let (request, opening) = match self.max_open {
+            Some(max) => match (Wait { pool: &self, max: max.get(), place: None, request: Some(request) }).await {
+                Waited::Sent(sending) => return sending.await,
+                Waited::Open(request) => (request, Some(Opening(&self))),
+            },
+            None => (request, None),
+        };
         let io = self.dial().await?;
         if self.protocol == UpstreamProtocol::Auto && io.connected().is_negotiated_h2() {
-            return self.open_http2(io, request).await?.await;
+            let sending = self.open_http2(io, request).await?;
+            drop(opening);
+            return sending.await;
         }
         let (mut sender, connection) = self.http1.handshake(io).await.map_err(|e| Failure::Connect(e.into()))?;
         drive(connection.with_upgrades());
@@ -178,6 +208,8 @@ impl Pool {
         origin_form(&mut request);
         let sending = sender.try_send_request(request).map_err(failure(false));
         self.conns().http1.insert(0, Http1 { sender, idle_since: None });
+        // Listed now: counted there, no longer as being opened.
+        drop(opening);
         sending.await
     }
 
@@ -257,6 +289,110 @@ impl Pool {
         if conns.http2.as_ref().is_some_and(http2::SendRequest::is_closed) {
             conns.http2 = None;
         }
+    }
+}
+
+/// A call waiting for an HTTP/1.1 connection under the cap: in line, then, first in line, for a
+/// ready connection (sent on it) or for room to open one.
+struct Wait<'a> {
+    pool: &'a Pool,
+    max: usize,
+    /// Its ticket in the line, once in it.
+    place: Option<u64>,
+    request: Option<Request<Body>>,
+}
+
+#[expect(clippy::large_enum_variant, reason = "the request, handed back by move; a box would allocate")]
+enum Waited {
+    Sent(Sending),
+    /// Room to open a connection, counted in `opening` until the [`Opening`] is dropped.
+    Open(Request<Body>),
+}
+
+impl Future for Wait<'_> {
+    type Output = Waited;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Waited> {
+        let this = self.get_mut();
+        let mut conns = this.pool.conns();
+        let place = *this.place.get_or_insert_with(|| {
+            let place = conns.next_waiter;
+            conns.next_waiter += 1;
+            conns.waiting.push_back((place, cx.waker().clone()));
+            place
+        });
+        if conns.waiting.front().is_none_or(|(first, _)| *first != place) {
+            if let Some((_, waker)) = conns.waiting.iter_mut().find(|(p, _)| *p == place) {
+                waker.clone_from(cx.waker());
+            }
+            return Poll::Pending;
+        }
+        // First in line: the only waiter that polls the connections, so each wakes it alone.
+        let mut i = 0;
+        while let Some(conn) = conns.http1.get_mut(i) {
+            match conn.sender.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    conn.idle_since = None;
+                    let Some(mut request) = this.request.take() else { break };
+                    origin_form(&mut request);
+                    let sending = sent(conn.sender.try_send_request(request), true);
+                    served(&mut conns, &mut this.place);
+                    return Poll::Ready(Waited::Sent(sending));
+                }
+                Poll::Ready(Err(_)) => {
+                    conns.http1.remove(i);
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        if conns.http1.len() + conns.opening < this.max
+            && let Some(request) = this.request.take()
+        {
+            conns.opening += 1;
+            served(&mut conns, &mut this.place);
+            return Poll::Ready(Waited::Open(request));
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        // Gave up in line (its timeout, its caller gone): out of it, and the next one told if it
+        // was first.
+        if self.place.is_some() {
+            let mut conns = self.pool.conns();
+            let first = conns.waiting.front().map(|(p, _)| *p);
+            conns.waiting.retain(|(p, _)| Some(*p) != self.place);
+            if first == self.place {
+                wake_first(&conns);
+            }
+        }
+    }
+}
+
+/// Takes the first waiter out of line, and wakes the next, who now polls.
+fn served(conns: &mut Conns, place: &mut Option<u64>) {
+    conns.waiting.pop_front();
+    *place = None;
+    wake_first(conns);
+}
+
+fn wake_first(conns: &Conns) {
+    if let Some((_, waker)) = conns.waiting.front() {
+        waker.wake_by_ref();
+    }
+}
+
+/// A connection being opened under the cap: counted until dropped (open and listed, or failed),
+/// and then the first waiter looks again.
+struct Opening<'a>(&'a Pool);
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        let mut conns = self.0.conns();
+        conns.opening -= 1;
+        wake_first(&conns);
     }
 }
 

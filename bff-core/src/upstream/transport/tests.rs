@@ -550,3 +550,79 @@ async fn short_calls_find_their_connections_in_front_of_long_ones_and_the_sweep_
     }
     assert_eq!(connections.load(SeqCst), 101);
 }
+
+fn capped(max: usize) -> UpstreamSettings {
+    UpstreamSettings { pool_max_connections: NonZeroUsize::new(max), ..settings(UpstreamProtocol::Http1) }
+}
+
+use std::num::NonZeroUsize;
+
+#[tokio::test(start_paused = true)]
+async fn over_the_connection_cap_calls_wait_for_a_connection_instead_of_opening_one() {
+    crate::install_crypto_provider();
+    let (release, released) = tokio::sync::watch::channel(0);
+    let (base, connections, mut held) = holding_server(released).await;
+    let transport = HttpTransport::new(Arc::from("h1"), &base, &capped(2));
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let transport = transport.clone();
+            tokio::spawn(async move { call(&transport, "/hold/1").await })
+        })
+        .collect();
+    // Two reach the server on two connections; the other four wait in the BFF.
+    for _ in 0..2 {
+        held.recv().await.unwrap();
+    }
+    until(|| false).await;
+    assert!(held.try_recv().is_err(), "a third call reached the server");
+    assert_eq!(connections.load(SeqCst), 2);
+    // Released, each connection carries the waiting calls in turn.
+    release.send(1).unwrap();
+    for call in calls {
+        assert_eq!(&call.await.unwrap().unwrap()[..], b"{}");
+    }
+    assert_eq!(connections.load(SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_gives_up_waiting_leaves_the_line_and_the_next_one_is_served() {
+    crate::install_crypto_provider();
+    let (release, released) = tokio::sync::watch::channel(0);
+    let (base, connections, mut held) = holding_server(released).await;
+    let transport = HttpTransport::new(Arc::from("h1"), &base, &capped(1));
+    let holding = tokio::spawn({
+        let transport = transport.clone();
+        async move { call(&transport, "/hold/1").await }
+    });
+    held.recv().await.unwrap();
+    // First in line, it gives up (its per-try timeout, here a plain timeout); the second in line
+    // must then be told it is first, or it would wait for ever.
+    let first = tokio::spawn({
+        let transport = transport.clone();
+        async move { tokio::time::timeout(Duration::from_secs(1), call(&transport, "/x")).await }
+    });
+    until(|| false).await;
+    let second = tokio::spawn({
+        let transport = transport.clone();
+        async move { tokio::time::timeout(Duration::from_secs(30), call(&transport, "/x")).await }
+    });
+    assert!(first.await.unwrap().is_err(), "the first waiter should have timed out");
+    release.send(1).unwrap();
+    assert_eq!(&holding.await.unwrap().unwrap()[..], b"{}");
+    let second = second.await.unwrap().expect("the second waiter was served");
+    assert_eq!(&second.unwrap()[..], b"{}");
+    assert_eq!(connections.load(SeqCst), 1);
+}
+
+#[tokio::test]
+async fn under_the_cap_a_connection_the_server_closed_makes_room_for_a_new_one() {
+    crate::install_crypto_provider();
+    let (base, connections) = closing_server().await;
+    let transport = HttpTransport::new(Arc::from("h1"), &base, &capped(1));
+    // Each connection carries one call and closes: every waiting call gets a new one in turn.
+    let calls = (0..4).map(|_| call(&transport, "/x"));
+    for body in futures::future::join_all(calls).await {
+        assert_eq!(&body.unwrap()[..], b"{}");
+    }
+    assert_eq!(connections.load(SeqCst), 4);
+}
