@@ -1,5 +1,6 @@
 //! The transport against real sockets: URIs, bodies, limits, and HTTP/1.1 vs HTTP/2 behaviour.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::AtomicUsize;
 
 use bytes::Bytes;
@@ -554,8 +555,6 @@ async fn short_calls_find_their_connections_in_front_of_long_ones_and_the_sweep_
 fn capped(max: usize) -> UpstreamSettings {
     UpstreamSettings { pool_max_connections: NonZeroUsize::new(max), ..settings(UpstreamProtocol::Http1) }
 }
-
-use std::num::NonZeroUsize;
 
 #[tokio::test(start_paused = true)]
 async fn over_the_connection_cap_calls_wait_for_a_connection_instead_of_opening_one() {
