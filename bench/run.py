@@ -415,7 +415,7 @@ class Harness:
         """With --callgrind, a Rust target runs under callgrind, which counts its instructions."""
         if not self.args.callgrind:
             return cmd
-        return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.logs}/cg.%p"] + cmd
+        return ["valgrind", "--tool=callgrind", *os.environ.get("BENCH_CALLGRIND_ARGS", "").split(), f"--callgrind-out-file={self.logs}/cg.%p"] + cmd
 
     def spawn(self, name, cmd, env=None, cwd=None, role="target"):
         cmd = self.pinned(cmd, role)

@@ -22,6 +22,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
+use foldhash::fast::RandomState;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
@@ -101,7 +102,8 @@ struct Inner {
     /// Histograms: buckets counted as values are recorded, so nothing waits for an upkeep.
     histograms: Histograms,
     /// By route pattern (or `unmatched`): bounded by the routes a BFF defines.
-    routes: RwLock<HashMap<Box<str>, RouteSeries>>,
+    /// Hashed with foldhash, as each request looks its route up (keys are ours, not a client's).
+    routes: RwLock<HashMap<Box<str>, RouteSeries, RandomState>>,
     /// The duration histograms' exemplars, for the OpenMetrics exposition.
     exemplars: ExemplarIndex,
 }
@@ -203,7 +205,7 @@ impl Metrics {
             RouteSeries {
                 duration: self.histogram("bff_http_request_duration_seconds", &labels),
                 exemplars: self.exemplars("bff_http_request_duration_seconds", &labels),
-                requests: HashMap::new(),
+                requests: HashMap::default(),
             }
         });
         let requests = series.requests.entry((method, status)).or_insert_with(|| {
@@ -232,7 +234,7 @@ fn described(name: &str) {
 struct RouteSeries {
     duration: Histogram,
     exemplars: Arc<Exemplars>,
-    requests: HashMap<(&'static str, u16), Counter>,
+    requests: HashMap<(&'static str, u16), Counter, RandomState>,
 }
 
 impl RouteSeries {

@@ -29,7 +29,8 @@ pub struct Identity(Arc<VerifiedClaims>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct VerifiedClaims {
     subject: String,
-    scopes: HashSet<String>,
+    /// Hashed with foldhash: looked up on every request with a scope check.
+    scopes: HashSet<String, foldhash::fast::RandomState>,
     /// The other claims kept ([`JwtVerifier::keep_claims`]), as text.
     claims: Vec<(Box<str>, Arc<str>)>,
     /// What upstream calls carry for this caller, built once per token.
@@ -41,7 +42,7 @@ impl Identity {
     /// cannot be a header value is sent to no upstream (the verifier refuses such tokens).
     pub fn new(subject: impl Into<String>, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
         let subject = subject.into();
-        let scopes: HashSet<String> = scopes.into_iter().map(Into::into).collect();
+        let scopes: HashSet<String, _> = scopes.into_iter().map(Into::into).collect();
         let headers = CallerHeaders::user(&subject, scopes.iter().map(String::as_str));
         Self(Arc::new(VerifiedClaims { subject, scopes, claims: Vec::new(), headers }))
     }
