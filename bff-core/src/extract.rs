@@ -62,7 +62,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 CollectError::TooLarge(_) => too_large(),
                 CollectError::Read(_) => BffError::bad_request("INVALID_BODY", "the body could not be read"),
             })?;
-        serde_json::from_slice(&bytes).map(Json).map_err(|e| {
+        crate::json::from_bytes(&bytes).map(Json).map_err(|e| {
             let mut detail = format!("the body is not valid here: {e}");
             if detail.len() > MAX_DETAIL {
                 let cut = (0..=MAX_DETAIL).rev().find(|i| detail.is_char_boundary(*i)).unwrap_or(0);
@@ -143,6 +143,10 @@ mod tests {
         assert_eq!(code(extract(Some("text/plain"), "{}").await), (415, "UNSUPPORTED_MEDIA_TYPE"));
         assert_eq!(code(extract(Some("application/json"), "{").await), (400, "INVALID_BODY"));
         assert_eq!(code(extract(Some("application/json"), r#"{"items":"x"}"#).await), (400, "INVALID_BODY"));
+        // Bytes that are not UTF-8 are not JSON text, and the detail says so.
+        let e = extract(Some("application/json"), &b"{\"items\":[1],\"x\":\"\xff\"}"[..]).await.unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (400, "INVALID_BODY"));
+        assert!(e.to_string().contains("invalid utf-8 sequence"), "{e}");
         let huge = format!(r#"{{"items":[{}1]}}"#, "1,".repeat(MAX_JSON_BODY));
         assert_eq!(code(extract(Some("application/json"), huge).await), (413, "BODY_TOO_LARGE"));
         // A client quoting a long string gets a bounded echo.

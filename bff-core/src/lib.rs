@@ -44,6 +44,7 @@ pub mod extract;
 pub mod fanout;
 pub mod idempotency;
 pub mod identity;
+mod json;
 mod limit;
 pub mod middleware;
 pub mod observe;

@@ -332,12 +332,12 @@ impl Redis {
 
     async fn get_touch<T: for<'de> Deserialize<'de>>(&self, key: &str, ttl: Duration) -> Result<Option<T>, StoreError> {
         let json: Option<Vec<u8>> = self.run(redis::cmd("GETEX").arg(key).arg("PX").arg(millis(ttl))).await?;
-        Ok(json.and_then(|json| serde_json::from_slice(&json).ok()))
+        Ok(json.and_then(|json| crate::json::from_bytes(&json).ok()))
     }
 
     async fn take<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, StoreError> {
         let json: Option<Vec<u8>> = self.run(redis::cmd("GETDEL").arg(key)).await?;
-        Ok(json.and_then(|json| serde_json::from_slice(&json).ok()))
+        Ok(json.and_then(|json| crate::json::from_bytes(&json).ok()))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

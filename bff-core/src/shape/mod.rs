@@ -154,7 +154,7 @@ async fn fields_and_etag<S: Inner>(config: ShapingConfig, request: Request, next
         Err(untouched) => return untouched,
     };
     if let Some(fields) = &fields {
-        let Ok(value) = serde_json::from_slice::<Value>(&body) else {
+        let Ok(value) = crate::json::from_bytes::<Value>(&body) else {
             return Response::from_parts(parts, Body::from(body));
         };
         match fields::project(value, fields) {
