@@ -556,12 +556,20 @@ fn capped(max: usize) -> UpstreamSettings {
     UpstreamSettings { pool_max_connections: NonZeroUsize::new(max), ..settings(UpstreamProtocol::Http1) }
 }
 
-#[tokio::test(start_paused = true)]
-async fn over_the_connection_cap_calls_wait_for_a_connection_instead_of_opening_one() {
+/// A transport capped at `max` connections to a [`holding_server`]: the sender that releases
+/// its held calls, its count of connections, and the calls it holds, as they arrive.
+async fn capped_holding(
+    max: usize,
+) -> (HttpTransport, tokio::sync::watch::Sender<u32>, Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedReceiver<()>) {
     crate::install_crypto_provider();
     let (release, released) = tokio::sync::watch::channel(0);
-    let (base, connections, mut held) = holding_server(released).await;
-    let transport = HttpTransport::new(Arc::from("h1"), &base, &capped(2));
+    let (base, connections, held) = holding_server(released).await;
+    (HttpTransport::new(Arc::from("h1"), &base, &capped(max)), release, connections, held)
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_the_connection_cap_calls_wait_for_a_connection_instead_of_opening_one() {
+    let (transport, release, connections, mut held) = capped_holding(2).await;
     let calls: Vec<_> = (0..6)
         .map(|_| {
             let transport = transport.clone();
@@ -585,10 +593,7 @@ async fn over_the_connection_cap_calls_wait_for_a_connection_instead_of_opening_
 
 #[tokio::test(start_paused = true)]
 async fn a_call_that_gives_up_waiting_leaves_the_line_and_the_next_one_is_served() {
-    crate::install_crypto_provider();
-    let (release, released) = tokio::sync::watch::channel(0);
-    let (base, connections, mut held) = holding_server(released).await;
-    let transport = HttpTransport::new(Arc::from("h1"), &base, &capped(1));
+    let (transport, release, connections, mut held) = capped_holding(1).await;
     let holding = tokio::spawn({
         let transport = transport.clone();
         async move { call(&transport, "/hold/1").await }
