@@ -109,6 +109,11 @@ fn every_line_of_a_request_names_its_trace_and_span() {
         line["fields"][name].as_str().or(line[name].as_str()).unwrap_or_default().to_owned()
     };
     assert_eq!(fields(&served[0], "caller"), "user:42", "{}", served[0]);
+    // The latency in whole microseconds: `3.896`, never the float's tail (`3.8956450000000001`).
+    let latency = served[0].get("latency_ms").or(served[0]["fields"].get("latency_ms")).map(ToString::to_string);
+    let latency = latency.unwrap_or_default();
+    let decimals = latency.split_once('.').map_or(0, |(_, decimals)| decimals.len());
+    assert!(latency.parse::<f64>().is_ok_and(|ms| ms > 0.0) && decimals <= 3, "{}", served[0]);
     let attempts = fields(&served[0], "attempts");
     let mut upstreams: Vec<&str> = attempts.split(',').map(|a| a.split(':').next().unwrap_or_default()).collect();
     upstreams.sort_unstable();

@@ -22,17 +22,17 @@ pub const DEADLINE_MS: HeaderName = HeaderName::from_static("x-request-deadline-
 pub(crate) const PER_ATTEMPT: [HeaderName; 4] = [REQUEST_ID_HEADER, DEADLINE_MS, http::header::HOST, TRACEPARENT];
 
 /// Sets `X-Request-Id` from the call's context (unless the call set its own),
-/// `X-Request-Deadline-Ms`, and the identity headers of its caller (always: a call cannot speak
-/// for someone else). The journal (`upstream/journal.rs`) calls it for each attempt, so a retry
+/// `X-Request-Deadline-Ms` (what is left at `now`), and the identity headers of its caller
+/// (always: a call cannot speak for someone else). The journal (`upstream/journal.rs`) calls it for each attempt, so a retry
 /// carries what is left then, and sets the trace headers, with the attempt's own span, after.
-pub(crate) fn set_call_headers(call: &mut Outgoing) {
+pub(crate) fn set_call_headers(call: &mut Outgoing, now: Instant) {
     let context = &call.context;
     let headers = call.request.headers_mut();
     // First, while the call's own headers may still be none (it then has nothing to remove).
     CallerHeaders::apply(context.caller.as_ref(), headers);
     // One lookup, where `contains_key` then `insert` hash the name twice.
     headers.entry(REQUEST_ID_HEADER).or_insert_with(|| context.request_id.clone());
-    let left = context.deadline.saturating_duration_since(Instant::now());
+    let left = context.deadline.saturating_duration_since(now);
     let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
     headers.insert(DEADLINE_MS, millis(left_ms));
 }

@@ -116,21 +116,32 @@ impl Attempts {
         }
     }
 
-    /// Whether no attempt was made.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).attempts.is_empty()
+    /// The list as the access line gives it (see [`fmt::Display`]), written in `inline` when it
+    /// fits there (most lists do), else in `spilled`; `None` when no attempt was made. Handed to
+    /// the line as text, it is escaped once, with no formatter between.
+    pub(crate) fn text<'a, const N: usize>(
+        &self,
+        inline: &'a mut Inline<N>,
+        spilled: &'a mut String,
+    ) -> Option<&'a str> {
+        let listed = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if listed.attempts.is_empty() {
+            return None;
+        }
+        match listed.write_to(inline) {
+            Ok(()) => Some(inline.as_str()),
+            Err(_) => {
+                // Written whole here; the pieces that fit inline are left there, unused.
+                let _ = listed.write_to(spilled);
+                Some(spilled.as_str())
+            }
+        }
     }
 }
 
 impl fmt::Display for Attempts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let listed = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        // Handed on in one piece when it fits (most lists do), else piece by piece.
-        let mut whole = Inline::<256>::new();
-        match listed.write_to(&mut whole) {
-            Ok(()) => f.write_str(whole.as_str()),
-            Err(_) => listed.write_to(f),
-        }
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).write_to(f)
     }
 }
 
@@ -310,7 +321,9 @@ where
         // most often none (a proxied call's are the client's): then it has no trace header of
         // its own to remove, and each removal would hash its name for nothing.
         let own = !call.request.headers().is_empty();
-        set_call_headers(&mut call);
+        // The attempt's start: what its deadline header counts from, and its duration.
+        let now = Instant::now();
+        set_call_headers(&mut call, now);
         let attempts = call.context.attempts.clone();
         // The attempt's own span in the request's trace; none outside a request (a JWKS fetch).
         let trace = call.context.trace().map(|(trace, parent)| {
@@ -355,7 +368,7 @@ where
             }
         };
         let entry = Entry { attempts, layer: self.layer.clone(), span, sampled };
-        Journaled { inner: self.inner.call(call), entry: Some((entry, Instant::now())) }
+        Journaled { inner: self.inner.call(call), entry: Some((entry, now)) }
     }
 }
 
@@ -471,12 +484,15 @@ mod tests {
     #[test]
     fn attempts_are_listed_in_order_and_bounded() {
         let attempts = Attempts::default();
-        assert!(attempts.is_empty());
+        let text =
+            |attempts: &Attempts| attempts.text(&mut Inline::<256>::new(), &mut String::new()).map(str::to_owned);
+        assert_eq!(text(&attempts), None, "no attempt, no field");
         let (users, orders): (Arc<str>, Arc<str>) = (Arc::from("users"), Arc::from("orders"));
         attempts.record(&users, Outcome::Status(200), 3);
         attempts.record(&orders, Outcome::Failed("timeout"), 250);
         attempts.record(&orders, Outcome::Status(200), 4);
         assert_eq!(attempts.to_string(), "users:200:3,orders:timeout:250,orders:200:4");
+        assert_eq!(text(&attempts).as_deref(), Some("users:200:3,orders:timeout:250,orders:200:4"));
         let shorts = Attempts::default();
         shorts.record(&users, Short::CacheHit.outcome(), 0);
         shorts.record(&orders, Short::CircuitOpen.outcome(), 0);
@@ -496,6 +512,7 @@ mod tests {
         let expected: Vec<String> = (0..MAX_ATTEMPTS).map(|ms| format!("{name}:503:{ms}")).collect();
         assert_eq!(long.to_string(), format!("{},+4 more", expected.join(",")));
         assert!(long.to_string().len() > 256);
+        assert_eq!(text(&long), Some(long.to_string()), "spilled whole, not cut where it stopped fitting");
     }
 
     /// Each attempt carries the trace headers of the request's trace, never those the call came

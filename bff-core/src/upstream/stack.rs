@@ -34,7 +34,9 @@
 //!
 //! Each layer is a tower [`Layer`](tower::Layer) over [`Outgoing`] (the request with its
 //! context, `upstream/outgoing.rs`) / `http::Response<Body>` with [`BoxError`] errors, so tower's
-//! own (`retry`, `limit`) stack in the slots as they are; [`Outbound`] erases the result. Inside
+//! own (`retry`, `limit`) stack in the slots as they are; [`Outbound`] erases the result (the
+//! cache and coalescing, when either is on, around the rest erased on its own). The breaker,
+//! retries, hedging and bulkhead are in the stack's type only when on. Inside
 //! the per-try timeout, the attempt's own layers (`upstream/attempt.rs`) and the client get the
 //! plain `http::Request<Body>`.
 
@@ -188,13 +190,15 @@ where
     let breaker = BreakerLayer::new(name, breaker, registry, &journal);
     let outcomes = breaker.as_ref().map(BreakerLayer::outcomes);
     let outer = Outer {
-        http1: settings.protocol == UpstreamProtocol::Http1,
-        retries,
-        hedge,
-        breaker,
-        coalesce: CoalesceLayer::new(name, settings.coalesce, registry),
         cache: CacheLayer::new(name, settings.cache_bytes, registry, &journal),
-        several,
+        coalesce: CoalesceLayer::new(name, settings.coalesce, registry),
+        resilience: Resilience {
+            http1: settings.protocol == UpstreamProtocol::Http1,
+            retries,
+            hedge,
+            breaker,
+            several,
+        },
     };
     // The bulkhead, innermost of the per-upstream slots: a call over the cap is refused at once.
     let outbound = match settings.max_in_flight {
@@ -204,16 +208,11 @@ where
     Outbound { outcomes, ..outbound }
 }
 
-/// The slots outside the bulkhead.
+/// The slots outside the bulkhead, each `None` when off.
 struct Outer {
-    http1: bool,
-    // Each `None` when off: left out of the stack by tower's `option_layer`.
-    retries: Option<Retries>,
-    hedge: Option<HedgeLayer>,
-    breaker: Option<BreakerLayer>,
-    coalesce: Option<CoalesceLayer>,
     cache: Option<CacheLayer>,
-    several: bool,
+    coalesce: Option<CoalesceLayer>,
+    resilience: Resilience,
 }
 
 impl Outer {
@@ -223,26 +222,68 @@ impl Outer {
         S: Service<Outgoing, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
     {
-        let Self { http1, retries, hedge, breaker, coalesce, cache, several } = self;
-        let outer = ServiceBuilder::new().option_layer(cache).option_layer(coalesce).option_layer(breaker);
-        // Retries and hedging are in the stack's type only when on: an empty slot would cost
-        // every call (`bench/README.md`). So is the HTTP/2 resend, left out over HTTP/1.1, where
-        // nothing is turned away unprocessed in a way worth resending (hyper already resends a
-        // call that never left on a closed pooled connection).
-        if retries.is_some() || hedge.is_some() {
-            let outer = outer.option_layer(retries.map(RetryLayer::new)).option_layer(hedge);
-            let outbound = match http1 {
-                true => Outbound::new(outer.service(inner)),
-                false => Outbound::new(outer.layer(unprocessed::layer()).service(inner)),
-            };
-            // With several instances, a call's copies share the set of instances tried, so that
-            // a retry or a hedge goes to another.
-            return Outbound { tracks_tried: several, ..outbound };
+        let Self { cache, coalesce, resilience } = self;
+        let resilient = resilience.around(inner);
+        if cache.is_none() && coalesce.is_none() {
+            return resilient;
         }
-        match http1 {
-            true => Outbound::new(outer.service(inner)),
-            false => Outbound::new(outer.layer(unprocessed::layer()).service(inner)),
+        // The cache and coalescing around the rest erased on its own: off (as on most
+        // upstreams), they are not in the stack's type at all, so no call moves its future
+        // through their empty slots.
+        let shared = ServiceBuilder::new().option_layer(cache).option_layer(coalesce).service(resilient.clone());
+        Outbound { stack: Arc::new(shared), ..resilient }
+    }
+}
+
+/// The slots from the breaker to the bulkhead.
+struct Resilience {
+    http1: bool,
+    breaker: Option<BreakerLayer>,
+    retries: Option<Retries>,
+    hedge: Option<HedgeLayer>,
+    several: bool,
+}
+
+/// `outer` around `inner`, erased, with the HTTP/2 resend innermost unless `http1` (over
+/// HTTP/1.1 nothing is turned away unprocessed in a way worth resending: hyper already resends
+/// a call that never left on a closed pooled connection).
+macro_rules! erased {
+    ($http1:expr, $outer:expr, $inner:expr) => {
+        match $http1 {
+            true => Outbound::new($outer.service($inner)),
+            false => Outbound::new($outer.layer(unprocessed::layer()).service($inner)),
         }
+    };
+}
+
+impl Resilience {
+    /// The slots around `inner`, erased.
+    ///
+    /// Each slot is in the stack's type only when it is on, one arm per combination, rather
+    /// than in a slot that is either the layer or nothing (`option_layer`): such a slot costs
+    /// every call a move of the whole future inside it, on or off (`bench/README.md`).
+    fn around<S>(self, inner: S) -> Outbound
+    where
+        S: Service<Outgoing, Response = Response<Body>, Error = BoxError> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        let Self { http1, breaker, retries, hedge, several } = self;
+        // With several instances, a call's copies (retries, hedges) share the set of instances
+        // tried, so that a copy goes to another.
+        let tracks_tried = several && (retries.is_some() || hedge.is_some());
+        let retries = retries.map(RetryLayer::new);
+        let builder = ServiceBuilder::new();
+        let outbound = match (breaker, retries, hedge) {
+            (Some(b), Some(r), Some(h)) => erased!(http1, builder.layer(b).layer(r).layer(h), inner),
+            (Some(b), Some(r), None) => erased!(http1, builder.layer(b).layer(r), inner),
+            (Some(b), None, Some(h)) => erased!(http1, builder.layer(b).layer(h), inner),
+            (Some(b), None, None) => erased!(http1, builder.layer(b), inner),
+            (None, Some(r), Some(h)) => erased!(http1, builder.layer(r).layer(h), inner),
+            (None, Some(r), None) => erased!(http1, builder.layer(r), inner),
+            (None, None, Some(h)) => erased!(http1, builder.layer(h), inner),
+            (None, None, None) => erased!(http1, builder, inner),
+        };
+        Outbound { tracks_tried, ..outbound }
     }
 }
 
