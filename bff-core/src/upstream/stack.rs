@@ -95,9 +95,17 @@ where
     R: Send + 'static,
 {
     fn call(&self, request: R) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
-        // `oneshot` holds the stack and the request until the call, then the call's future in
-        // their place (an `async` block would hold all three at once).
-        Box::pin(tower::ServiceExt::oneshot(self.clone(), request))
+        let mut stack = self.clone();
+        // The stack is ready at once (no slot waits: the bulkhead refuses a call over its cap
+        // when it is made), so the call is made here and its future boxed as it is. A stack that
+        // is not ready goes into `oneshot`, which holds it and the request until it is, then the
+        // call's future in their place (an `async` block would hold all three at once).
+        // `Service::` by name: `stack.call` would be this method, on `&stack`.
+        match Service::poll_ready(&mut stack, &mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(Ok(())) => Box::pin(Service::call(&mut stack, request)),
+            std::task::Poll::Ready(Err(error)) => Box::pin(std::future::ready(Err(error))),
+            std::task::Poll::Pending => Box::pin(tower::ServiceExt::oneshot(stack, request)),
+        }
     }
 }
 
@@ -323,8 +331,8 @@ mod tests {
         assert!(size_of_val(&three) < 1024, "a fan-out of three is {} bytes", size_of_val(&three));
     }
 
-    /// The erased stack's boxed future holds the stack and the request until the call, then the
-    /// call's future in their place, not all three.
+    /// The erased stack's boxed future holds the call's future (the stack was ready at once),
+    /// or the stack and the request until the call: never all three.
     #[tokio::test]
     async fn the_erased_stack_holds_the_stack_or_its_call_not_both() {
         let held = [7_u8; 1024];
@@ -339,6 +347,56 @@ mod tests {
         let size = size_of_val(&*sent);
         assert!(size < 1024 + 2048, "a stack of 1 KiB with calls of 2 KiB is boxed in {size} bytes");
         sent.await.unwrap();
+    }
+
+    /// A stack ready at once is called when the call is sent; one that is not yet ready is
+    /// called once it is, when its future runs; one that fails to get ready fails the call.
+    #[tokio::test]
+    async fn a_stack_not_ready_at_once_is_called_when_it_is() {
+        #[derive(Clone)]
+        struct Warming {
+            /// Readiness asked, then calls made.
+            polls: Arc<AtomicUsize>,
+            calls: Arc<AtomicUsize>,
+            /// How many times it answers `Pending` first; `usize::MAX`: it fails instead.
+            cold_for: usize,
+        }
+        impl tower::Service<http::Request<Body>> for Warming {
+            type Response = http::Response<Body>;
+            type Error = BoxError;
+            type Future = std::future::Ready<Result<http::Response<Body>, BoxError>>;
+
+            fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+                let polls = self.polls.fetch_add(1, Ordering::SeqCst);
+                if self.cold_for == usize::MAX {
+                    return std::task::Poll::Ready(Err("never warms".into()));
+                }
+                if polls < self.cold_for {
+                    cx.waker().wake_by_ref();
+                    return std::task::Poll::Pending;
+                }
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(Ok(http::Response::new(Body::empty())))
+            }
+        }
+        let stack = |cold_for| Warming { polls: Arc::default(), calls: Arc::default(), cold_for };
+        let ready = stack(0);
+        let sent = super::Outbound::new(ready.clone()).send(http::Request::new(Body::empty()));
+        assert_eq!(ready.calls.load(Ordering::SeqCst), 1, "called when sent");
+        sent.await.unwrap();
+        let warming = stack(2);
+        let sent = super::Outbound::new(warming.clone()).send(http::Request::new(Body::empty()));
+        assert_eq!(warming.calls.load(Ordering::SeqCst), 0, "not called before it is ready");
+        sent.await.unwrap();
+        assert_eq!((warming.polls.load(Ordering::SeqCst), warming.calls.load(Ordering::SeqCst)), (3, 1));
+        let failing = stack(usize::MAX);
+        let error = super::Outbound::new(failing.clone()).send(http::Request::new(Body::empty())).await.unwrap_err();
+        assert_eq!(error.to_string(), "never warms");
+        assert_eq!(failing.calls.load(Ordering::SeqCst), 0);
     }
 
     /// The bulkhead refuses the call over the cap at once while the others proceed, and lets
