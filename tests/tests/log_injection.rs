@@ -109,7 +109,7 @@ fn every_line_of_a_request_names_its_trace_and_span() {
         line["fields"][name].as_str().or(line[name].as_str()).unwrap_or_default().to_owned()
     };
     assert_eq!(fields(&served[0], "caller"), "user:42", "{}", served[0]);
-    // The latency in whole microseconds: `3.896`, never the float's tail (`3.8956450000000001`).
+    // The latency in whole microseconds: `5.466`, never the float's tail (`5.466216999999999`).
     let latency = served[0].get("latency_ms").or(served[0]["fields"].get("latency_ms")).map(ToString::to_string);
     let latency = latency.unwrap_or_default();
     let decimals = latency.split_once('.').map_or(0, |(_, decimals)| decimals.len());

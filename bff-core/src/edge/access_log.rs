@@ -92,7 +92,7 @@ fn log(response: &Response, elapsed: Duration, noted: Noted<'_>, meta: Option<&R
     let Noted { degraded, caller, limits } = noted;
     let status = response.status().as_u16();
     let caller = caller.map(tracing::field::display);
-    // In whole microseconds: `3.896`, where the float of the nanoseconds prints `3.895645`.
+    // Whole microseconds: `5.466`, where the float of the nanoseconds printed `5.466216999999999`.
     let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1000.0;
     let (mut inline, mut spilled) = (Inline::<256>::new(), String::new());
     let attempts = meta.and_then(|m| m.attempts.text(&mut inline, &mut spilled));

@@ -53,7 +53,7 @@ pub(crate) struct BreakerLayer(Arc<Shared>, JournalLayer);
 
 impl BreakerLayer {
     /// The breaker of upstream `name`; `None` when `config` is `None` or turned off (the stack
-    /// leaves it out with tower's `option_layer`). Calls it refuses are journaled.
+    /// then leaves it out of its type). Calls it refuses are journaled.
     pub(crate) fn new(
         name: &Arc<str>,
         config: Option<&BreakerConfig>,

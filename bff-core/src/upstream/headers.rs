@@ -23,8 +23,9 @@ pub(crate) const PER_ATTEMPT: [HeaderName; 4] = [REQUEST_ID_HEADER, DEADLINE_MS,
 
 /// Sets `X-Request-Id` from the call's context (unless the call set its own),
 /// `X-Request-Deadline-Ms` (what is left at `now`), and the identity headers of its caller
-/// (always: a call cannot speak for someone else). The journal (`upstream/journal.rs`) calls it for each attempt, so a retry
-/// carries what is left then, and sets the trace headers, with the attempt's own span, after.
+/// (always: a call cannot speak for someone else). The journal (`upstream/journal.rs`) calls it
+/// for each attempt, so a retry carries what is left then, and sets the trace headers, with the
+/// attempt's own span, after.
 pub(crate) fn set_call_headers(call: &mut Outgoing, now: Instant) {
     let context = &call.context;
     let headers = call.request.headers_mut();

@@ -36,7 +36,7 @@ struct Shared {
 
 impl HedgeLayer {
     /// Hedging after `after`, paid from `budget` (into which this layer counts each call when
-    /// `deposits`); `None` when `after` is (the stack leaves it out with tower's `option_layer`).
+    /// `deposits`); `None` when `after` is (the stack then leaves it out of its type).
     pub(crate) fn new(
         name: &str,
         after: Option<Duration>,
