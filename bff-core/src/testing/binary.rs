@@ -54,7 +54,8 @@ pub fn assert_allocator_configured(binary: &str) {
     let said = String::from_utf8_lossy(&output.stderr);
     let read = "string pointed to by the global variable malloc_conf";
     assert!(said.contains(read), "jemalloc read no options of the binary's: {said}");
-    for option in ["narenas:1", "dirty_decay_ms:1000", "muzzy_decay_ms:0", "background_thread:true"] {
+    let options = ["narenas:1", "dirty_decay_ms:1000", "muzzy_decay_ms:0", "tcache_gc_incr_bytes:262144"];
+    for option in options.into_iter().chain(["background_thread:true"]) {
         assert!(said.contains(&format!("Set conf value: {option}")), "`{option}` is not in effect: {said}");
     }
 }
