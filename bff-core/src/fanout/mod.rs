@@ -118,7 +118,8 @@ fn start<T: Decode>(
 ) -> (impl Future<Output = Result<T, UpstreamError>> + Send + 'static + use<T>, Option<Box<PartSpan>>) {
     let label = || label.unwrap_or(call.upstream().name()).to_owned();
     let (context, part) = ctx.part(label, required);
-    (call.send(context), part)
+    // Made now: the part awaits it at once.
+    (call.send_now(context), part)
 }
 
 impl<T: Decode> Optional<T> {

@@ -159,7 +159,7 @@ impl Forward {
         };
         let upstream = route.target.pick();
         let call = upstream.request::<Streamed>(parts.method.clone(), target).forwarded(forwarded, body);
-        match call.send(&ctx).await {
+        match call.send_now(&ctx).await {
             Ok(answer) => {
                 let (parts_out, body_out) = answer.into_inner().into_parts();
                 let body_out = match small_body(&parts_out.headers) {

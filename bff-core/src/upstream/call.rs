@@ -210,11 +210,24 @@ fn dot_segment(path: &str) -> Option<std::borrow::Cow<'_, str>> {
 
 impl<T: Decode> Call<T> {
     /// Sends the call under a request's deadline, request id and caller identity (`&ctx`, a
-    /// handler's [`Ctx`](crate::Ctx)), and decodes the answer.
+    /// handler's [`Ctx`](crate::Ctx)), and decodes the answer. Like any future, it does nothing
+    /// until it is awaited: a `send` dropped unawaited sent nothing.
     pub fn send(self, ctx: impl Into<CallContext>) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
         let mut context = ctx.into();
         context.streamed = T::STREAMED;
-        self.send_with(context)
+        self.send_with(context, true)
+    }
+
+    /// [`Call::send`], the call made now rather than when its future is first polled: for a
+    /// caller that awaits it at once (a fan-out's part, a passthrough route), where it saves
+    /// moving the call's future once.
+    pub(crate) fn send_now(
+        self,
+        ctx: impl Into<CallContext>,
+    ) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
+        let mut context = ctx.into();
+        context.streamed = T::STREAMED;
+        self.send_with(context, false)
     }
 
     /// Sends the call with `request_id`, ending it at `deadline` whatever happens inside, on
@@ -225,23 +238,25 @@ impl<T: Decode> Call<T> {
         request_id: HeaderValue,
         deadline: Instant,
     ) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
-        self.send_with(CallContext {
+        let context = CallContext {
             request_id,
             deadline,
             streamed: T::STREAMED,
             caller: None,
             parent_span: None,
             attempts: None,
-        })
+        };
+        self.send_with(context, true)
     }
 
-    /// The request is built and handed to the stack here, before the future first runs: the
-    /// future holds only the stack's (one boxed) future, so a fan-out or handler holding calls
-    /// stays small, and nothing else is allocated for it.
-    fn send_with(self, context: CallContext) -> Sending<T> {
+    /// The request is built and handed to the stack here, before the future first runs, and
+    /// the stack makes the call then or on the future's first poll (`on_first_poll`): the future
+    /// holds only the stack's (one boxed) future, so a fan-out or handler holding calls stays
+    /// small, and nothing else is allocated for it.
+    fn send_with(self, context: CallContext, on_first_poll: bool) -> Sending<T> {
         let upstream = self.upstream.clone();
         let sent = match self.into_outgoing(context) {
-            Ok(outgoing) => upstream.inner.stack.send_call(outgoing),
+            Ok(outgoing) => upstream.inner.stack.send_call(outgoing, on_first_poll),
             Err(error) => Box::pin(std::future::ready(Err(error.into()))),
         };
         Sending { upstream, start: None, sent: Some(sent), _output: PhantomData }
@@ -294,7 +309,7 @@ impl<T: Decode> Future for Sending<T> {
 impl<T> Drop for Sending<T> {
     fn drop(&mut self) {
         // Polled but not finished: the request may be on the wire. Never polled: nothing was
-        // sent, and nothing should be.
+        // sent, and nothing should be (a call sent now is polled at once by its caller).
         if self.start.is_some()
             && let Some(sent) = self.sent.take()
         {
@@ -446,6 +461,30 @@ mod tests {
 
     async fn send<T: Decode>(call: Call<T>) -> Result<T, UpstreamError> {
         call.send_within(HeaderValue::from_static("req-7"), Instant::now() + Duration::from_secs(5)).await
+    }
+
+    /// A call is made when its future is first polled, as futures do: a `send` dropped unawaited
+    /// sent nothing. One sent now (a fan-out's part, a passthrough) is made at once.
+    #[tokio::test]
+    async fn a_call_is_made_when_awaited_unless_sent_now() {
+        let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = made.clone();
+        let service = tower::service_fn(move |_: Request<Body>| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Ok::<_, super::super::BoxError>(Response::new(Body::from("{}"))))
+        });
+        let up = Upstream::from_service("orders", UpstreamSettings::bare(), service, &Metrics::new());
+        let made = || made.load(std::sync::atomic::Ordering::SeqCst);
+        let ctx = crate::Ctx::detached(Duration::from_secs(5), 4);
+        let unawaited = up.get::<Value>("/o").send(&ctx);
+        assert_eq!(made(), 0, "made before it was awaited");
+        drop(unawaited);
+        assert_eq!(made(), 0, "a dropped `send` sent nothing");
+        let now = up.get::<Value>("/o").send_now(&ctx);
+        assert_eq!(made(), 1, "`send_now` makes it at once");
+        now.await.unwrap();
+        up.get::<Value>("/o").send(&ctx).await.unwrap();
+        assert_eq!(made(), 2);
     }
 
     #[tokio::test]

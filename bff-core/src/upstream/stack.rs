@@ -85,7 +85,11 @@ impl<R> Clone for Outbound<R> {
 }
 
 trait Erased<R>: Send + Sync {
+    /// Makes the call now.
     fn call(&self, request: R) -> BoxFuture<'static, Result<Response<Body>, BoxError>>;
+
+    /// Makes the call when its future is first polled.
+    fn call_on_poll(&self, request: R) -> BoxFuture<'static, Result<Response<Body>, BoxError>>;
 }
 
 impl<S, R> Erased<R> for S
@@ -107,6 +111,10 @@ where
             std::task::Poll::Pending => Box::pin(tower::ServiceExt::oneshot(stack, request)),
         }
     }
+
+    fn call_on_poll(&self, request: R) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
+        Box::pin(tower::ServiceExt::oneshot(self.clone(), request))
+    }
 }
 
 impl<R: Send + 'static> Outbound<R> {
@@ -119,7 +127,8 @@ impl<R: Send + 'static> Outbound<R> {
         Self { stack: Arc::new(stack), outcomes: None, tracks_tried: false }
     }
 
-    /// Sends `request` through the stack (readiness included).
+    /// Sends `request` through the stack now (readiness included): for a call being made, as
+    /// by a layer around the stack.
     pub(crate) fn send(&self, request: R) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
         Erased::call(&*self.stack, request)
     }
@@ -135,12 +144,20 @@ impl<R: Send + 'static> Outbound<R> {
 
 impl Outbound {
     /// Sends `call` through the stack, with the [`Tried`] set its copies share when the stack
-    /// has several instances to send them to.
-    pub(crate) fn send_call(&self, mut call: Outgoing) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
+    /// has several instances to send them to: now, or when its future is first polled
+    /// (`on_first_poll`), as futures usually do. Now saves moving the call's future once.
+    pub(crate) fn send_call(
+        &self,
+        mut call: Outgoing,
+        on_first_poll: bool,
+    ) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
         if self.tracks_tried {
             call.tried = Some(Tried::default());
         }
-        self.send(call)
+        match on_first_poll {
+            true => Erased::call_on_poll(&*self.stack, call),
+            false => Erased::call(&*self.stack, call),
+        }
     }
 }
 
@@ -397,6 +414,52 @@ mod tests {
         let error = super::Outbound::new(failing.clone()).send(http::Request::new(Body::empty())).await.unwrap_err();
         assert_eq!(error.to_string(), "never warms");
         assert_eq!(failing.calls.load(Ordering::SeqCst), 0);
+    }
+
+    /// Every combination of breaker, retries and hedging builds its own stack: each slot that
+    /// is on acts (a retry answers a `503`, a hedge a hanging attempt), and none that is off.
+    #[tokio::test(start_paused = true)]
+    async fn each_combination_of_slots_has_what_is_on_and_nothing_else() {
+        use crate::config::{BreakerConfig, RetryConfig};
+        for combination in 0..8_u8 {
+            let (breaker, retries, hedge) = (combination & 1 != 0, combination & 2 != 0, combination & 4 != 0);
+            let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::<String>::new()));
+            // `/flaky` answers `503` the first time, `/slow` never answers the first time; both
+            // answer `{}` after.
+            let answer = move |request: http::Request<Body>| {
+                let first = seen.lock().unwrap().insert(request.uri().path().to_owned());
+                async move {
+                    match (request.uri().path(), first) {
+                        ("/flaky", true) => {
+                            let mut response = http::Response::new(Body::empty());
+                            *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                            Ok::<_, BoxError>(response)
+                        }
+                        ("/slow", true) => std::future::pending().await,
+                        _ => Ok(http::Response::new(Body::from("{}"))),
+                    }
+                }
+            };
+            let settings = UpstreamSettings {
+                breaker: breaker.then(BreakerConfig::default),
+                retry: RetryConfig { attempts: if retries { 2 } else { 1 }, ..RetryConfig::default() },
+                hedge_after: hedge.then_some(Duration::from_millis(50)),
+                ..UpstreamSettings::bare()
+            };
+            let metrics = Metrics::new();
+            let up = Upstream::from_service("x", settings, tower::service_fn(answer), &metrics);
+            let send = |path: &'static str| {
+                let deadline = Instant::now() + Duration::from_secs(1);
+                up.get::<serde_json::Value>(path).send_within(HeaderValue::from_static("r"), deadline)
+            };
+            let on = format!("breaker {breaker}, retries {retries}, hedge {hedge}");
+            let flaky = send("/flaky").await;
+            assert_eq!(flaky.is_ok(), retries, "{on}: {flaky:?}");
+            let slow = send("/slow").await;
+            assert_eq!(slow.is_ok(), hedge, "{on}: {slow:?}");
+            let text = metrics.render();
+            assert_eq!(text.contains(r#"bff_upstream_circuit_state{upstream="x"}"#), breaker, "{on}: {text}");
+        }
     }
 
     /// The bulkhead refuses the call over the cap at once while the others proceed, and lets
