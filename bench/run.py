@@ -1338,9 +1338,15 @@ class Replica:
         self.proc, _ = self.harness.start_target(self.name, env, port=self.port)
         deadline = time.time() + 30
         while time.time() < deadline:
-            status, _, _ = http("GET", f"http://127.0.0.1:{self.admin}/readyz")
+            # The admin listener may open a moment after the main one: refused is not ready yet.
+            try:
+                status, _, _ = http("GET", f"http://127.0.0.1:{self.admin}/readyz")
+            except urllib.error.URLError:
+                status = None
             if status == 200:
                 return
+            if self.proc.poll() is not None:
+                raise SystemExit(f"replica {self.index} of {self.name} exited with {self.proc.returncode}; see its log")
             time.sleep(0.05)
         raise SystemExit(f"replica {self.index} of {self.name} not ready within 30 s")
 
