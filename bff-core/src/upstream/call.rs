@@ -213,9 +213,7 @@ impl<T: Decode> Call<T> {
     /// handler's [`Ctx`](crate::Ctx)), and decodes the answer. Like any future, it does nothing
     /// until it is awaited: a `send` dropped unawaited sent nothing.
     pub fn send(self, ctx: impl Into<CallContext>) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
-        let mut context = ctx.into();
-        context.streamed = T::STREAMED;
-        self.send_with(context, true)
+        self.send_with(ctx.into(), true)
     }
 
     /// [`Call::send`], the call made now rather than when its future is first polled: for a
@@ -225,9 +223,7 @@ impl<T: Decode> Call<T> {
         self,
         ctx: impl Into<CallContext>,
     ) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
-        let mut context = ctx.into();
-        context.streamed = T::STREAMED;
-        self.send_with(context, false)
+        self.send_with(ctx.into(), false)
     }
 
     /// Sends the call with `request_id`, ending it at `deadline` whatever happens inside, on
@@ -238,14 +234,9 @@ impl<T: Decode> Call<T> {
         request_id: HeaderValue,
         deadline: Instant,
     ) -> impl Future<Output = Result<T, UpstreamError>> + Send + 'static {
-        let context = CallContext {
-            request_id,
-            deadline,
-            streamed: T::STREAMED,
-            caller: None,
-            parent_span: None,
-            attempts: None,
-        };
+        // `streamed` is set from `T` by `send_with`, as for every call.
+        let context =
+            CallContext { request_id, deadline, streamed: false, caller: None, parent_span: None, attempts: None };
         self.send_with(context, true)
     }
 
@@ -253,7 +244,8 @@ impl<T: Decode> Call<T> {
     /// the stack makes the call then or on the future's first poll (`on_first_poll`): the future
     /// holds only the stack's (one boxed) future, so a fan-out or handler holding calls stays
     /// small, and nothing else is allocated for it.
-    fn send_with(self, context: CallContext, on_first_poll: bool) -> Sending<T> {
+    fn send_with(self, mut context: CallContext, on_first_poll: bool) -> Sending<T> {
+        context.streamed = T::STREAMED;
         let upstream = self.upstream.clone();
         let sent = match self.into_outgoing(context) {
             Ok(outgoing) => upstream.inner.stack.send_call(outgoing, on_first_poll),

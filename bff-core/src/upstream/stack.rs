@@ -173,7 +173,7 @@ impl<R: Send + 'static> Service<R> for Outbound<R> {
     type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
 
     fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
-        // Readiness is awaited inside each call's future, on its own clone of the stack.
+        // Each call asks for readiness itself, on its own clone of the stack.
         std::task::Poll::Ready(Ok(()))
     }
 
