@@ -588,3 +588,61 @@ async fn a_route_for_a_host_comes_before_any_host_routes_with_its_own_access_lim
     let metrics = stack.admin_text("/metrics").await;
     assert!(metrics.contains(&format!(r#"route="{ROUTE}""#)), "counted under its path: {metrics}");
 }
+
+#[tokio::test]
+async fn a_request_has_one_host_and_an_absolute_target_names_it() {
+    // The shipped routes, and `ROUTE` for `canary.example.com` only, for signed-in callers: which
+    // of the two answers says which host routing read.
+    let config = format!(
+        "{}\n[[proxy]]\npath = \"{ROUTE}\"\nhost = \"canary.example.com\"\nupstream = \"inventory\"\n\
+         rewrite = \"/stock/{{sku}}\"\naccess = \"authenticated\"\n",
+        bff_demo::WEB_CONFIG
+    );
+    let stack = StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app).start().await;
+    let get = |target: &str, version: &str, hosts: &[&str]| {
+        let hosts: String = hosts.iter().map(|h| format!("Host: {h}\r\n")).collect();
+        format!("GET {target} HTTP/{version}\r\n{hosts}Connection: close\r\n\r\n")
+    };
+    let path = "/api/catalog/products/SKU-0001";
+    let catalog = stack.stats(Service::Catalog).requests;
+    for (request, why) in [
+        (get(path, "1.1", &["www.example.com", "canary.example.com"]), "more than one `Host`"),
+        (get(path, "1.1", &["www.example.com", "www.example.com"]), "more than one `Host`"),
+        (get(path, "1.1", &[]), "must have a `Host`"),
+        (get(path, "1.1", &["user@canary.example.com"]), "not a host"),
+        (get(path, "1.1", &["www.example.com:80x"]), "not a host"),
+        (get(&format!("http://user@www.example.com{path}"), "1.1", &["www.example.com"]), "user information"),
+    ] {
+        let (status, body) = raw_http(stack.bff.addr, &request).await;
+        assert!(status == 400 && body.contains("INVALID_HOST") && body.contains(why), "{request:?}: {status} {body}");
+    }
+    assert_eq!(stack.stats(Service::Catalog).requests, catalog, "none of them forwarded");
+    // An HTTP/1.0 request may name no host: any host's route takes it.
+    let (status, body) = raw_http(stack.bff.addr, &get(path, "1.0", &[])).await;
+    assert!(status == 200 && body.contains("SKU-0001"), "{status} {body}");
+    // In the absolute form the target names the host, whatever `Host` says: the canary's route
+    // (its access check), then the other way round the any-host route.
+    let canary = get(&format!("http://canary.example.com{path}"), "1.1", &["www.example.com"]);
+    let (status, body) = raw_http(stack.bff.addr, &canary).await;
+    assert!(status == 401 && body.contains("AUTH_REQUIRED"), "{status} {body}");
+    let www = get(&format!("http://www.example.com{path}"), "1.1", &["canary.example.com"]);
+    let (status, body) = raw_http(stack.bff.addr, &www).await;
+    assert!(status == 200 && body.contains("SKU-0001"), "{status} {body}");
+    assert_eq!(stack.stats(Service::Catalog).requests, catalog + 2);
+
+    // Over HTTP/2, a `Host` naming another host than `:authority` is refused; the same host,
+    // in capitals, is not.
+    let stream = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut send, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    tokio::spawn(connection);
+    for (host, status) in [("canary.example.com", 400), ("WWW.example.com", 200)] {
+        let request = http::Request::get(format!("http://www.example.com{path}"))
+            .header("host", host)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = send.send_request(request).await.unwrap();
+        assert_eq!(response.status(), status, "Host {host} with :authority www.example.com");
+    }
+}

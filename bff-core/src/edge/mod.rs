@@ -18,7 +18,10 @@
 //! 7. **limits** (`limits.rs`): a URI over `server.max_uri_bytes` is a 414, before anything
 //!    parses it; then the path is normalised (`normalize.rs`): unreserved characters decoded,
 //!    repeated slashes merged, dot segments resolved (one climbing above the root is a 400), so
-//!    routing sees `/%61pi//a/../b` as `/api/b`.
+//!    routing sees `/%61pi//a/../b` as `/api/b`; and the request has one host (`host.rs`): two
+//!    `Host` headers, none over HTTP/1.1, a malformed one, or one that contradicts HTTP/2's
+//!    `:authority` is a 400, and HTTP/1.1's absolute form (`GET http://a.example/x`) makes its
+//!    authority the `Host`.
 //! 8. **catch panic** (`panic.rs`): a panicking handler is a 500 problem, and the connection and
 //!    server live on.
 //! 9. CORS (tower-http's layer, which a request without `Origin` skips for the headers it would
@@ -33,8 +36,8 @@
 //! Each is a [`Filter`](crate::middleware::Filter), the same trait a BFF crate writes its own
 //! policies with (a concrete future, no box, the inner service called in place), except the span
 //! and the panic catcher: they must be inside every poll of what they wrap, so they are plain
-//! tower services. The six filters of 3 to 7 are one layer, a tuple of filters: one move of the
-//! request and one future, where a layer for each made six. tower-http has request-id, trace and
+//! tower services. The filters of 3 to 7 are one layer, a tuple of filters: one move of the
+//! request and one future, where a layer for each made one of each. tower-http has request-id, trace and
 //! catch-panic layers; they were used here first, and cost allocations and copies on every
 //! request that these do not: `bench/README.md` has the counts.
 
@@ -42,6 +45,7 @@ pub(crate) mod access_log;
 mod context;
 mod cors;
 mod cors_methods;
+mod host;
 mod limits;
 mod normalize;
 mod panic;
@@ -109,11 +113,14 @@ where
         None => (None, None),
     };
     // The filters between the span and the panic catcher, outermost first, in one layer: one move
-    // of the request and one future, where a layer for each makes six.
+    // of the request and one future, where a layer for each makes one of each.
     let limits = limits::Limits { max_uri_bytes: config.server.max_uri_bytes };
     let filters = (
         context::Degradations,
-        (access_log::AccessLog(metrics), (problem::ProblemDetails, (shed, (limits, normalize::Normalize)))),
+        (
+            access_log::AccessLog(metrics),
+            (problem::ProblemDetails, (shed, (limits, (host::OneHost, normalize::Normalize)))),
+        ),
     );
     let stack = ServiceBuilder::new()
         .layer(FilterLayer((NoSniff, request_id::RequestIds)))
