@@ -12,6 +12,7 @@ use crate::identity::Tenant;
 use crate::middleware::Filter;
 use crate::observe::inline::Inline;
 use crate::observe::metrics::Metrics;
+use crate::observe::openmetrics::Sampled;
 use crate::observe::spans::Answered;
 use crate::problem::{ErrorReport, ErrorSource};
 use crate::request::RequestMeta;
@@ -51,12 +52,13 @@ impl Filter for AccessLog {
         log(response, elapsed, Noted { degraded: degraded.as_deref(), caller, limits }, meta);
         let pattern = meta.and_then(|m| m.policy.get()).map(|r| &*r.pattern);
         let sampled = meta.and_then(|m| m.trace.as_ref()).filter(|t| t.sampled);
+        let at = (seen.start + elapsed).into_std();
         seen.metrics.request(
             pattern.unwrap_or("unmatched"),
             &seen.method,
             response.status().as_u16(),
             elapsed,
-            sampled.map(|t| (t.trace_id, t.span_id)),
+            sampled.map(|t| Sampled { trace_id: t.trace_id, span_id: t.span_id, at }),
         );
         if let Some(meta) = meta
             && let (Some(span), Some(trace)) = (&meta.server_span, &meta.trace)

@@ -27,7 +27,7 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, R
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
 use super::histogram::{BUCKETS, Histograms};
-use super::openmetrics::{self, ExemplarIndex, Exemplars};
+use super::openmetrics::{self, ExemplarIndex, Exemplars, Sampled};
 
 const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
@@ -179,14 +179,7 @@ impl Metrics {
     /// The series of each (route, method, status) are registered on first use and kept, so a
     /// request touches two atomics under a read lock instead of building labels and hashing them
     /// into the registry.
-    pub(crate) fn request(
-        &self,
-        route: &str,
-        method: &Method,
-        status: u16,
-        elapsed: Duration,
-        trace: Option<(u128, u64)>,
-    ) {
+    pub(crate) fn request(&self, route: &str, method: &Method, status: u16, elapsed: Duration, trace: Option<Sampled>) {
         let method = method_label(method);
         let elapsed = elapsed.as_secs_f64();
         {
@@ -238,10 +231,10 @@ struct RouteSeries {
 }
 
 impl RouteSeries {
-    fn record(&self, seconds: f64, trace: Option<(u128, u64)>) {
+    fn record(&self, seconds: f64, trace: Option<Sampled>) {
         self.duration.record(seconds);
-        if let Some((trace_id, span_id)) = trace {
-            self.exemplars.record(seconds, trace_id, span_id);
+        if let Some(sample) = trace {
+            self.exemplars.record(seconds, sample);
         }
     }
 }

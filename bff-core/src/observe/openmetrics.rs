@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::histogram::render_labels;
 
@@ -36,11 +36,28 @@ pub(crate) struct Exemplars {
 
 #[derive(Debug, Clone, Copy)]
 struct Exemplar {
-    trace_id: u128,
-    span_id: u64,
+    sample: Sampled,
     value: f64,
-    /// Unix seconds.
-    at: f64,
+}
+
+/// An observation of a sampled trace: the trace and span it was made in, and when it ended
+/// (a reading the caller already has: the clock is read for the exposition instead, which is
+/// rare, not for each observation).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sampled {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) at: Instant,
+}
+
+/// `at` in Unix seconds, by the wall clock now.
+fn unix_seconds(at: Instant) -> f64 {
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let now = Instant::now();
+    match now.checked_duration_since(at) {
+        Some(ago) => wall - ago.as_secs_f64(),
+        None => wall + at.duration_since(now).as_secs_f64(),
+    }
 }
 
 impl Exemplars {
@@ -48,14 +65,13 @@ impl Exemplars {
         Self { bounds, slots: Mutex::new(vec![None; bounds.len() + 1]) }
     }
 
-    /// Keeps `seconds`, observed in span `span_id` of trace `trace_id`, for its bucket.
-    pub(crate) fn record(&self, seconds: f64, trace_id: u128, span_id: u64) {
+    /// Keeps `seconds`, observed as `sample` says, for its bucket.
+    pub(crate) fn record(&self, seconds: f64, sample: Sampled) {
         let bucket = self.bounds.iter().position(|bound| seconds <= *bound).unwrap_or(self.bounds.len());
-        let at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         if let Ok(mut slots) = self.slots.try_lock()
             && let Some(slot) = slots.get_mut(bucket)
         {
-            *slot = Some(Exemplar { trace_id, span_id, value: seconds, at });
+            *slot = Some(Exemplar { sample, value: seconds });
         }
     }
 
@@ -126,7 +142,10 @@ pub(crate) fn convert(text: &str, index: &ExemplarIndex) -> String {
             let _ = write!(
                 out,
                 " # {{trace_id=\"{:032x}\",span_id=\"{:016x}\"}} {} {:.3}",
-                exemplar.trace_id, exemplar.span_id, exemplar.value, exemplar.at
+                exemplar.sample.trace_id,
+                exemplar.sample.span_id,
+                exemplar.value,
+                unix_seconds(exemplar.sample.at)
             );
         }
         out.push('\n');
@@ -157,6 +176,8 @@ fn bucket_exemplar(line: &str, index: &ExemplarIndex) -> Option<Exemplar> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const BOUNDS: &[f64] = &[0.001, 0.0025, 0.005, 0.01];
@@ -176,8 +197,15 @@ mod tests {
     fn exemplars_sit_on_their_bucket_and_families_read_as_openmetrics() {
         let index = ExemplarIndex::default();
         let series = index.series("t_duration_seconds", &[("route", "/a\"b".to_owned())], BOUNDS);
-        series.record(0.004, 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736, 0x00f0_67aa_0ba9_02b7);
-        series.record(3.0, 7, 8);
+        // The first observed a minute ago: its timestamp is a minute before the exposition's.
+        let ago = |seconds| Instant::now().checked_sub(Duration::from_secs(seconds)).unwrap();
+        let first = Sampled {
+            trace_id: 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+            span_id: 0x00f0_67aa_0ba9_02b7,
+            at: ago(60),
+        };
+        series.record(0.004, first);
+        series.record(3.0, Sampled { trace_id: 7, span_id: 8, at: ago(0) });
         let text = "# HELP t_total Things.\n# TYPE t_total counter\nt_total{k=\"v\"} 3\n\n\
                     # TYPE t_duration_seconds histogram\n\
                     t_duration_seconds_bucket{route=\"/a\\\"b\",le=\"0.0025\"} 0\n\
@@ -195,6 +223,9 @@ mod tests {
             with.starts_with("{trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"00f067aa0ba902b7\"} 0.004 "),
             "{with}"
         );
+        let at: f64 = with.rsplit(' ').next().and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("{with}"));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!((now - 60.0 - at).abs() < 5.0, "a minute ago in Unix seconds: {at} against {now}");
         assert!(lines[6].contains("# {trace_id=\"00000000000000000000000000000007\",span_id=\"0000000000000008\"} 3 "));
         assert!(!lines[7].contains(" # "), "another series keeps none: {open}");
         assert_eq!(lines.last(), Some(&"# EOF"));

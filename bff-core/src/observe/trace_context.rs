@@ -54,9 +54,9 @@ impl TraceContext {
         let span_id = nonzero_u64();
         // `00-<trace>-<span>-<flags>`, written in place: `format!` costs several times more.
         let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        hex(self.trace_id, &mut text[3..35]);
-        hex(u128::from(span_id), &mut text[36..52]);
-        hex(u128::from(self.sampled), &mut text[53..55]);
+        text[3..35].copy_from_slice(&hex_u128(self.trace_id));
+        text[36..52].copy_from_slice(&hex_u64(span_id));
+        text[54] = if self.sampled { b'1' } else { b'0' };
         // Hex digits and dashes only.
         let value = HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static(""));
         (span_id, value)
@@ -65,8 +65,8 @@ impl TraceContext {
     /// The trace id and the request's span id as W3C writes them: lower-case hex, zero-padded.
     pub(crate) fn ids(&self) -> HexIds {
         let mut digits = [0; 48];
-        hex(self.trace_id, &mut digits[..32]);
-        hex(u128::from(self.span_id), &mut digits[32..]);
+        digits[..32].copy_from_slice(&hex_u128(self.trace_id));
+        digits[32..].copy_from_slice(&hex_u64(self.span_id));
         HexIds(digits)
     }
 }
@@ -86,16 +86,28 @@ impl HexIds {
     }
 }
 
-/// Writes the low `out.len() / 2` bytes of `value` into `out` as lower-case hex, zero-padded, a
-/// byte at a time (`out.len()` is even: ids and flags are whole bytes).
-fn hex(value: u128, out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let bytes = value.to_be_bytes();
-    let low = &bytes[bytes.len().saturating_sub(out.len() / 2)..];
-    for (pair, byte) in out.chunks_exact_mut(2).zip(low) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
-    }
+/// `value` as 32 lower-case hex digits, zero-padded (a trace id).
+fn hex_u128(value: u128) -> [u8; 32] {
+    let mut digits = [0; 32];
+    digits[..16].copy_from_slice(&hex_u64((value >> 64) as u64));
+    digits[16..].copy_from_slice(&hex_u64(value as u64));
+    digits
+}
+
+/// `value` as 16 lower-case hex digits, zero-padded (a span id), all lanes at once rather than a
+/// table lookup per digit: each nibble is spread into a byte of its own, high nibble first, then
+/// turned into its digit.
+fn hex_u64(value: u64) -> [u8; 16] {
+    const LANES: u128 = u128::MAX / 0xff; // 0x0101…01: one in each byte
+    let mut v = u128::from(value);
+    v = (v | (v << 32)) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
+    v = (v | (v << 16)) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
+    v = (v | (v << 8)) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    v = (v | (v << 4)) & (LANES * 0x0f);
+    // A nibble of 10 or more carries into its byte's bit 4 when 6 is added: a letter, whose
+    // digit is 39 past where `0` + the nibble would be.
+    let letters = ((v + LANES * 0x06) >> 4) & LANES;
+    (v + LANES * b'0' as u128 + letters * 39).to_be_bytes()
 }
 
 fn nonzero_u128() -> u128 {
@@ -231,7 +243,11 @@ mod tests {
 
     #[test]
     fn ids_are_written_as_zero_padded_lower_case_hex() {
-        for (trace_id, span_id, sampled) in [(1, 2, false), (u128::MAX, u64::MAX, true), (0x4bf9 << 100, 0xab, true)] {
+        let fixed = [(1, 2, false), (u128::MAX, u64::MAX, true), (0x4bf9 << 100, 0xab, true)];
+        // Every digit, then random ids.
+        let digits = [(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, 0x0123_4567_89ab_cdef, false)];
+        let random = (0..1000).map(|_| (fastrand::u128(..), fastrand::u64(..), fastrand::bool()));
+        for (trace_id, span_id, sampled) in fixed.into_iter().chain(digits).chain(random) {
             let context = TraceContext { trace_id, span_id, parent: None, sampled, state: None };
             assert_eq!(context.ids().trace_id(), format!("{trace_id:032x}"));
             assert_eq!(context.ids().span_id(), format!("{span_id:016x}"));

@@ -296,13 +296,15 @@ impl Shared {
         match guard.state.phase {
             Phase::Closed => {
                 let state = &mut *guard.state;
-                state.window.add(Instant::now(), failed);
+                // One reading for the window and the judgement.
+                let now = Instant::now();
+                state.window.add(now, failed);
                 if failed {
                     state.in_a_row += 1;
                 } else {
                     state.run_before_success = std::mem::take(&mut state.in_a_row);
                 }
-                self.judge(&mut guard);
+                self.judge(&mut guard, now);
             }
             // A call let through before the circuit opened, ending now: already accounted for.
             Phase::Open { .. } => {}
@@ -328,10 +330,10 @@ impl Shared {
         }
     }
 
-    /// Opens a closed circuit whose window or run of failures says so.
-    fn judge(&self, guard: &mut StateGuard<'_>) {
+    /// Opens a closed circuit whose window or run of failures says so at `now`.
+    fn judge(&self, guard: &mut StateGuard<'_>, now: Instant) {
         let state = &mut *guard.state;
-        let (calls, failures) = state.window.totals(Instant::now());
+        let (calls, failures) = state.window.totals(now);
         let by_rate = calls >= self.min_calls && f64::from(failures) >= self.failure_ratio * f64::from(calls);
         let in_a_row = self.consecutive_failures > 0 && state.in_a_row >= self.consecutive_failures;
         if by_rate || in_a_row {
@@ -347,9 +349,10 @@ impl Shared {
         match guard.state.phase {
             Phase::Closed => {
                 let state = &mut *guard.state;
-                state.window.take_back_success(Instant::now());
+                let now = Instant::now();
+                state.window.take_back_success(now);
                 state.in_a_row = state.in_a_row.max(state.run_before_success) + 1;
-                self.judge(&mut guard);
+                self.judge(&mut guard, now);
             }
             Phase::HalfOpen { .. } => {
                 tracing::warn!(upstream = %self.name, "a probe's answer did not decode: circuit open again");

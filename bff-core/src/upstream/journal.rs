@@ -34,7 +34,7 @@ use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 use crate::observe::export::SpanSink;
 use crate::observe::inline::Inline;
 use crate::observe::metrics::Metrics;
-use crate::observe::openmetrics::Exemplars;
+use crate::observe::openmetrics::{Exemplars, Sampled};
 use crate::observe::spans::{self, Attempted, Outcome};
 use crate::observe::trace_context::{TRACEPARENT, TRACESTATE, TraceContext, nonzero_u64};
 
@@ -201,12 +201,13 @@ impl std::ops::Deref for JournalLayer {
 struct Durations([(Histogram, Arc<Exemplars>); OUTCOMES.len()]);
 
 impl Durations {
-    /// Records an attempt of `outcome` (an index of [`OUTCOMES`]) in span `trace` when sampled.
-    fn record(&self, outcome: usize, seconds: f64, trace: Option<(u128, u64)>) {
+    /// Records an attempt of `outcome` (an index of [`OUTCOMES`]), ended `at`, in span
+    /// `trace` (its trace id and span id) when sampled.
+    fn record(&self, outcome: usize, seconds: f64, trace: Option<(u128, u64)>, at: impl FnOnce() -> Instant) {
         let Some((histogram, exemplars)) = self.0.get(outcome) else { return };
         histogram.record(seconds);
         if let Some((trace_id, span_id)) = trace {
-            exemplars.record(seconds, trace_id, span_id);
+            exemplars.record(seconds, Sampled { trace_id, span_id, at: at().into_std() });
         }
     }
 }
@@ -252,7 +253,7 @@ impl JournalLayer {
         let context = &call.context;
         let trace = context.trace();
         let sampled = trace.filter(|(trace, _)| trace.sampled);
-        self.durations.record(label, 0.0, sampled.map(|(trace, parent)| (trace.trace_id, parent)));
+        self.durations.record(label, 0.0, sampled.map(|(trace, parent)| (trace.trace_id, parent)), Instant::now);
         let Some(log) = &context.attempts else { return };
         log.attempts().record(&self.upstream, short.outcome(), 0);
         let (Some((_, parent)), Some((sink, exported))) = (trace, log.exported()) else { return };
@@ -321,8 +322,10 @@ where
         // most often none (a proxied call's are the client's): then it has no trace header of
         // its own to remove, and each removal would hash its name for nothing.
         let own = !call.request.headers().is_empty();
-        // The attempt's start: what its deadline header counts from, and its duration.
+        // The attempt's start: what its deadline header and its time bound count from, and its
+        // duration.
         let now = Instant::now();
+        call.started = Some(now);
         set_call_headers(&mut call, now);
         let attempts = call.context.attempts.clone();
         // The attempt's own span in the request's trace; none outside a request (a JWKS fetch).
@@ -445,7 +448,7 @@ where
                 }
             };
             let elapsed = start.elapsed();
-            entry.layer.durations.record(label, elapsed.as_secs_f64(), entry.sampled);
+            entry.layer.durations.record(label, elapsed.as_secs_f64(), entry.sampled, || start + elapsed);
             if let Some(attempts) = &entry.attempts {
                 let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
                 attempts.attempts().record(&entry.layer.upstream, outcome, ms);

@@ -61,6 +61,9 @@ pub(crate) struct Outgoing {
     /// The instances the call and its copies went to; only where a retry or a hedge should go to
     /// another instance.
     pub(crate) tried: Option<Tried>,
+    /// When this attempt started, set by the journal: what the attempt's time bound counts from
+    /// (`upstream/timeout.rs`), so that the two read the clock once. A copy starts unset.
+    pub(crate) started: Option<Instant>,
 }
 
 /// Why a call is sent again, and how many were sent before it.
@@ -82,7 +85,7 @@ pub(crate) struct ReadAsStream;
 
 impl Outgoing {
     pub(crate) fn new(request: Request<Body>, context: CallContext) -> Self {
-        Self { request, context, resent: None, probe: false, revalidation: false, tried: None }
+        Self { request, context, resent: None, probe: false, revalidation: false, tried: None, started: None }
     }
 
     /// Marks this as the next resend of its call, for `reason`.
@@ -111,6 +114,7 @@ impl Outgoing {
             probe: self.probe,
             revalidation: self.revalidation,
             tried: self.tried.clone(),
+            started: None,
         })
     }
 

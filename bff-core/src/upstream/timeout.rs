@@ -31,7 +31,7 @@ pub(crate) struct PerTry(pub(crate) Duration);
 impl PerTry {
     /// When `call`'s attempt must end, and the budget its timeout error reports.
     fn until(self, call: &Outgoing) -> (Instant, Duration) {
-        let now = Instant::now();
+        let now = call.started.unwrap_or_else(Instant::now);
         let deadline = call.context.deadline;
         let until = if call.request.body().is_buffered() { deadline.min(now + self.0) } else { deadline };
         (until, until.saturating_duration_since(now))
