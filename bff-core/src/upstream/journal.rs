@@ -201,13 +201,13 @@ impl std::ops::Deref for JournalLayer {
 struct Durations([(Histogram, Arc<Exemplars>); OUTCOMES.len()]);
 
 impl Durations {
-    /// Records an attempt of `outcome` (an index of [`OUTCOMES`]), ended `at`, in span
-    /// `trace` (its trace id and span id) when sampled.
-    fn record(&self, outcome: usize, seconds: f64, trace: Option<(u128, u64)>, at: impl FnOnce() -> Instant) {
+    /// Records an attempt of `outcome` (an index of [`OUTCOMES`]), and its exemplar when its
+    /// trace is sampled.
+    fn record(&self, outcome: usize, seconds: f64, sampled: Option<Sampled>) {
         let Some((histogram, exemplars)) = self.0.get(outcome) else { return };
         histogram.record(seconds);
-        if let Some((trace_id, span_id)) = trace {
-            exemplars.record(seconds, Sampled { trace_id, span_id, at: at().into_std() });
+        if let Some(sample) = sampled {
+            exemplars.record(seconds, sample);
         }
     }
 }
@@ -253,7 +253,12 @@ impl JournalLayer {
         let context = &call.context;
         let trace = context.trace();
         let sampled = trace.filter(|(trace, _)| trace.sampled);
-        self.durations.record(label, 0.0, sampled.map(|(trace, parent)| (trace.trace_id, parent)), Instant::now);
+        let sample = sampled.map(|(trace, parent)| Sampled {
+            trace_id: trace.trace_id,
+            span_id: parent,
+            at: std::time::Instant::now(),
+        });
+        self.durations.record(label, 0.0, sample);
         let Some(log) = &context.attempts else { return };
         log.attempts().record(&self.upstream, short.outcome(), 0);
         let (Some((_, parent)), Some((sink, exported))) = (trace, log.exported()) else { return };
@@ -448,7 +453,9 @@ where
                 }
             };
             let elapsed = start.elapsed();
-            entry.layer.durations.record(label, elapsed.as_secs_f64(), entry.sampled, || start + elapsed);
+            let at = (start + elapsed).into_std();
+            let sample = entry.sampled.map(|(trace_id, span_id)| Sampled { trace_id, span_id, at });
+            entry.layer.durations.record(label, elapsed.as_secs_f64(), sample);
             if let Some(attempts) = &entry.attempts {
                 let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
                 attempts.attempts().record(&entry.layer.upstream, outcome, ms);

@@ -154,10 +154,7 @@ impl Outbound {
         if self.tracks_tried {
             call.tried = Some(Tried::default());
         }
-        match on_first_poll {
-            true => Erased::call_on_poll(&*self.stack, call),
-            false => Erased::call(&*self.stack, call),
-        }
+        if on_first_poll { Erased::call_on_poll(&*self.stack, call) } else { Erased::call(&*self.stack, call) }
     }
 }
 
