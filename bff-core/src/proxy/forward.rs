@@ -107,6 +107,7 @@ impl Forward {
             peer: parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0),
             trusted: &self.shared.trusted,
             proto: self.shared.proto,
+            // The host as `crate::request::host` reads it, kept as a value (a `Host` is not copied).
             host: parts
                 .headers
                 .get(axum::http::header::HOST)

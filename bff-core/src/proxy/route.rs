@@ -131,12 +131,9 @@ impl std::fmt::Display for Host {
     }
 }
 
-/// The host of a request, from `Host` or (HTTP/2) the URI's authority: lowercase, no port.
+/// The name of a request's host ([`crate::request::host`]): lowercase, no port.
 pub(crate) fn request_host(request: &axum::extract::Request) -> Option<String> {
-    let raw = match request.headers().get(axum::http::header::HOST) {
-        Some(value) => value.to_str().ok()?,
-        None => request.uri().authority()?.as_str(),
-    };
+    let raw = crate::request::host(request.headers(), request.uri())?;
     let name = match raw.strip_prefix('[') {
         Some(v6) => v6.split(']').next()?,
         None => raw.rsplit_once(':').map_or(raw, |(name, _)| name),

@@ -125,6 +125,16 @@ impl RequestMeta {
     }
 }
 
+/// The request's host, as the edge settled it (`edge/host.rs`): its `Host`, or, when it has none
+/// (an HTTP/2 client may send only `:authority`), its target's authority. As it came: any case,
+/// any port. None for a request that names no host, or a `Host` that is not text.
+pub(crate) fn host<'a>(headers: &'a axum::http::HeaderMap, uri: &'a axum::http::Uri) -> Option<&'a str> {
+    match headers.get(axum::http::header::HOST) {
+        Some(value) => value.to_str().ok(),
+        None => uri.authority().map(axum::http::uri::Authority::as_str),
+    }
+}
+
 /// The policies of the route a request was matched to, if it was.
 pub(crate) fn route_of(extensions: &axum::http::Extensions) -> Option<&Route> {
     extensions.get::<Arc<RequestMeta>>()?.policy.get().map(Arc::as_ref)
@@ -270,5 +280,23 @@ impl From<&Ctx> for CallContext {
             parent_span: None,
             attempts: Some(ctx.meta.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, Uri};
+
+    /// `Host` names the host; with none, the target's authority does; with neither, nothing.
+    #[test]
+    fn the_host_is_hosts_else_the_authoritys() {
+        let mut headers = HeaderMap::new();
+        let absolute = Uri::from_static("https://B.example:8443/x");
+        assert_eq!(super::host(&headers, &absolute), Some("B.example:8443"));
+        assert_eq!(super::host(&headers, &Uri::from_static("/x")), None);
+        headers.insert("host", HeaderValue::from_static("a.example"));
+        assert_eq!(super::host(&headers, &absolute), Some("a.example"));
+        headers.insert("host", HeaderValue::from_bytes(b"\xff").unwrap());
+        assert_eq!(super::host(&headers, &absolute), None, "a host that is not text is none");
     }
 }

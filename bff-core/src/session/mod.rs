@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::header::{HOST, ORIGIN};
+use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use metrics::Counter;
 
@@ -328,12 +328,9 @@ impl std::fmt::Debug for SessionToken {
     }
 }
 
-/// The request's authority: HTTP/2's `:authority`, else `Host`; only a valid one.
+/// The request's host ([`crate::request::host`]), only a valid authority.
 fn authority<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
-    let text = match uri.authority() {
-        Some(authority) => authority.as_str(),
-        None => headers.get(HOST)?.to_str().ok()?,
-    };
+    let text = crate::request::host(headers, uri)?;
     let valid = text.parse::<axum::http::uri::Authority>().is_ok_and(|a| a.as_str() == text && !text.contains('@'));
     valid.then_some(text)
 }
