@@ -546,6 +546,29 @@ async fn trailers_reach_an_http2_client() {
     assert_eq!(collected.to_bytes().len(), 100_000);
 }
 
+/// An HTTP/2 client that sends each cookie as a field of its own (as browsers do, RFC 9113
+/// §8.2.3) reaches an HTTP/1.1 upstream with them on one `Cookie` line, in their order.
+#[tokio::test]
+async fn an_http2_clients_cookie_fields_reach_the_upstream_as_one_line() {
+    let stack = web().await;
+    let stream = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut send, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/api/catalog/products/SKU-0001", stack.bff.addr))
+        .header("cookie", "theme=dark")
+        .header("cookie", "lang=en; consent=1")
+        .header("cookie", "ab=b")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = send.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = stack.stats(Service::Catalog);
+    assert_eq!(seen.last_version, "HTTP/1.1");
+    assert_eq!(seen.last_headers.get("cookie").map(String::as_str), Some("theme=dark; lang=en; consent=1; ab=b"));
+}
+
 /// A route for one host, of another path shape than the shipped one it takes requests from.
 const ROUTE: &str = "/api/{section}/{kind}/{sku}";
 

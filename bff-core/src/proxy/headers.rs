@@ -57,6 +57,28 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// Joins several `Cookie` lines into one, `; ` between them. An HTTP/2 client may send each
+/// cookie as a field of its own, and they must be joined before the request goes on in another
+/// protocol (RFC 9113 §8.2.3): an HTTP/1.1 origin reads one `Cookie` line (RFC 6265 §5.4), and
+/// many read only the first.
+fn join_cookies(headers: &mut HeaderMap) {
+    let header::Entry::Occupied(mut lines) = headers.entry(header::COOKIE) else { return };
+    if lines.iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::with_capacity(lines.iter().map(|v| v.len() + 2).sum());
+    for line in lines.iter() {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(line.as_bytes());
+    }
+    // Each line was a valid value, and `; ` is valid between them.
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        lines.insert(value);
+    }
+}
+
 /// Removes each of `names` that `headers` has, looking up only those it has.
 fn remove_each(headers: &mut HeaderMap, names: &[&HeaderName]) {
     let mut present = 0u32;
@@ -118,6 +140,7 @@ pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'
     if forwarding.session_cookies {
         crate::session::remove_cookies(headers);
     }
+    join_cookies(headers);
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -252,6 +275,19 @@ mod tests {
             credential,
             session_cookies: true,
         }
+    }
+
+    /// An HTTP/2 client's cookie fields reach the upstream as one line, in their order, with the
+    /// session's own taken out; one line is left as it came.
+    #[test]
+    fn cookie_fields_are_joined_into_one_line() {
+        let mut h = headers(&[("cookie", "a=1"), ("cookie", "__Host-bff-session=s"), ("cookie", "b=2; c=3")]);
+        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], None));
+        let lines: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(lines, ["a=1; b=2; c=3"]);
+        let mut h = headers(&[("cookie", "a=1; b=2")]);
+        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], None));
+        assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2"]);
     }
 
     #[test]
