@@ -9,7 +9,7 @@
 //! retries in flight against calls in flight holds a retry's place through its backoff, far longer
 //! than a call lasts, and so refuses most of what a flaky upstream needs.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
@@ -42,29 +42,36 @@ impl RetryBudget {
 
     /// Counts a call (its first attempt).
     pub(crate) fn deposit(&self) {
-        self.with_bucket(|tokens| *tokens += self.per_call);
+        let mut bucket = self.lock();
+        // A full bucket stays full, whatever the time since it was last filled: the clock is
+        // read only while it is not (most calls find it full in steady traffic).
+        if bucket.0 >= self.capacity {
+            return;
+        }
+        self.fill(&mut bucket);
+        bucket.0 = (bucket.0 + self.per_call).min(self.capacity);
     }
 
     /// Takes a retry's token; `false` when the budget is spent.
     pub(crate) fn withdraw(&self) -> bool {
-        self.with_bucket(|tokens| {
-            let enough = *tokens >= 1.0;
-            if enough {
-                *tokens -= 1.0;
-            }
-            enough
-        })
+        let mut bucket = self.lock();
+        self.fill(&mut bucket);
+        let enough = bucket.0 >= 1.0;
+        if enough {
+            bucket.0 -= 1.0;
+        }
+        enough
     }
 
-    fn with_bucket<T>(&self, f: impl FnOnce(&mut f64) -> T) -> T {
-        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> MutexGuard<'_, (f64, Instant)> {
+        self.bucket.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds to `bucket` what the time since it was last filled pays for, up to its size.
+    fn fill(&self, bucket: &mut (f64, Instant)) {
         let now = Instant::now();
-        let (tokens, filled) = &mut *bucket;
-        *tokens += now.saturating_duration_since(*filled).as_secs_f64() * self.per_sec;
-        *filled = now;
-        let out = f(tokens);
-        *tokens = tokens.min(self.capacity);
-        out
+        let earned = now.saturating_duration_since(bucket.1).as_secs_f64() * self.per_sec;
+        *bucket = ((bucket.0 + earned).min(self.capacity), now);
     }
 }
 
@@ -103,6 +110,24 @@ mod tests {
             budget.deposit();
         }
         assert!((0..3).all(|_| budget.withdraw()), "a thousand healthy calls bank no more than the size");
+        assert!(!budget.withdraw());
+    }
+
+    /// Time spent full earns nothing: after an idle minute the bucket holds its size, and no
+    /// more retries than that are taken from it; calls found full do not change it.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_bucket_earns_nothing_more() {
+        let budget = budget(20.0, 3);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!((0..3).all(|_| budget.withdraw()));
+        assert!(!budget.withdraw(), "an idle minute saved up no more than the size");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        budget.deposit();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!((0..3).all(|_| budget.withdraw()));
+        assert!(!budget.withdraw(), "a call that found it full changed nothing");
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(budget.withdraw(), "half a second pays one and a half");
         assert!(!budget.withdraw());
     }
 
