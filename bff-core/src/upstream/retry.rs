@@ -11,13 +11,17 @@
 //!   past the request's deadline. Each attempt ends by the deadline too (`upstream/timeout.rs`):
 //!   this is what keeps a call with retries within its request's deadline.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Method, Response, StatusCode};
 use metrics::Counter;
+use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
-use tower::retry::Policy;
+use tower::Service;
 use tower::util::rng::{HasherRng, Rng};
 
 use super::budget::RetryBudget;
@@ -27,13 +31,14 @@ use crate::config::RetryConfig;
 use crate::idempotency::IDEMPOTENCY_KEY;
 use crate::observe::metrics::Metrics;
 
-/// The retry policy of one upstream; cloned per call, sharing the budget.
+/// The retry layer of one upstream: [`Retry`] around the rest of its stack, sharing the budget.
+///
+/// Rather than tower's `Retry`, which copies its whole service into every call's future and
+/// keeps a policy per call: here a call's future holds the copy of the call and of the stack
+/// below only when another attempt can follow, and a wait between attempts is boxed, made only
+/// when a retry is.
 #[derive(Clone)]
-pub(crate) struct Retries {
-    shared: Arc<Shared>,
-    /// Attempts made so far by this call.
-    attempts: u32,
-}
+pub(crate) struct Retries(Arc<Shared>);
 
 struct Shared {
     attempts: u32,
@@ -68,24 +73,58 @@ impl Retries {
             retried: counter("retried"),
             exhausted: counter("budget_exhausted"),
         };
-        Some(Self { shared: Arc::new(shared), attempts: 0 })
+        Some(Self(Arc::new(shared)))
     }
+}
 
+impl<S> tower::Layer<S> for Retries {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry { shared: self.0.clone(), inner }
+    }
+}
+
+impl Shared {
     /// Whether `result` is worth another attempt.
     fn worth_it(&self, result: &Result<Response<Body>, BoxError>) -> bool {
         match result {
-            Ok(response) => self.shared.statuses.contains(&response.status()),
+            Ok(response) => self.statuses.contains(&response.status()),
             Err(e) => e
                 .downcast_ref::<UpstreamError>()
                 .is_some_and(|e| matches!(e.kind(), UpstreamErrorKind::Connect | UpstreamErrorKind::Timeout(_))),
         }
     }
 
-    /// The wait before the next attempt: full jitter, uniform in `0..=min(max, base·2ⁿ)`.
-    fn backoff(&self) -> Duration {
-        let ceiling = self.shared.base.saturating_mul(1 << self.attempts.min(16)).min(self.shared.max);
-        let fraction = self.shared.rng.lock().unwrap_or_else(|e| e.into_inner()).next_f64();
+    /// The wait after the `made`th attempt: full jitter, uniform in `0..=min(max, base·2ⁿ)`.
+    fn backoff(&self, made: u32) -> Duration {
+        let ceiling = self.base.saturating_mul(1 << made.min(16)).min(self.max);
+        let fraction = self.rng.lock().unwrap_or_else(|e| e.into_inner()).next_f64();
         ceiling.mul_f64(fraction)
+    }
+
+    /// The wait before sending `next` (a copy of the call) again after the `made`th attempt
+    /// ended in `result`; `None` when it is not sent again: the result is not worth it, the wait
+    /// would end past the deadline, or the budget has nothing left (then counted).
+    fn wait(&self, made: u32, next: &Outgoing, result: &Result<Response<Body>, BoxError>) -> Option<Duration> {
+        if !self.worth_it(result) {
+            return None;
+        }
+        let wait = self.backoff(made);
+        if Instant::now() + wait >= next.context.deadline {
+            return None;
+        }
+        if !self.budget.withdraw() {
+            self.exhausted.increment(1);
+            return None;
+        }
+        self.retried.increment(1);
+        Some(wait)
+    }
+
+    /// A copy of `call` for the attempt after the `made`th, if one may follow.
+    fn copy(&self, made: u32, call: &Outgoing) -> Option<Outgoing> {
+        (made < self.attempts && safe_to_repeat(call)).then(|| call.try_clone()).flatten()
     }
 }
 
@@ -96,36 +135,104 @@ fn safe_to_repeat(call: &Outgoing) -> bool {
         || request.headers().contains_key(IDEMPOTENCY_KEY)
 }
 
-impl Policy<Outgoing, Response<Body>, BoxError> for Retries {
-    type Future = Sleep;
+/// Sends a call through `inner`, and again, as [the module docs](self) say.
+#[derive(Clone)]
+pub(crate) struct Retry<S> {
+    shared: Arc<Shared>,
+    inner: S,
+}
 
-    fn retry(&mut self, call: &mut Outgoing, result: &mut Result<Response<Body>, BoxError>) -> Option<Sleep> {
-        if self.attempts >= self.shared.attempts || !safe_to_repeat(call) || !self.worth_it(result) {
-            return None;
-        }
-        let wait = self.backoff();
-        if Instant::now() + wait >= call.context.deadline {
-            return None;
-        }
-        if !self.shared.budget.withdraw() {
-            self.shared.exhausted.increment(1);
-            return None;
-        }
-        self.shared.retried.increment(1);
-        call.resend("retry");
-        Some(tokio::time::sleep(wait))
+impl<S> Service<Outgoing> for Retry<S>
+where
+    S: Service<Outgoing, Response = Response<Body>, Error = BoxError> + Clone,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = RetryFuture<S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
     }
 
-    fn clone_request(&mut self, call: &Outgoing) -> Option<Outgoing> {
-        // Called before each attempt: the first one is the call the budget counts.
-        if self.attempts == 0 {
-            self.shared.budget.deposit();
+    fn call(&mut self, call: Outgoing) -> RetryFuture<S> {
+        // The first attempt is the call the budget counts.
+        self.shared.budget.deposit();
+        let next = self.shared.copy(1, &call);
+        let future = self.inner.call(call);
+        let again = next.map(|next| Again { shared: self.shared.clone(), service: self.inner.clone(), made: 1, next });
+        RetryFuture { state: State::Called { future }, again }
+    }
+}
+
+/// What a call that may be sent again keeps while an attempt runs.
+struct Again<S> {
+    shared: Arc<Shared>,
+    /// The stack below, to send the next attempt through.
+    service: S,
+    /// Attempts made so far.
+    made: u32,
+    /// The copy of the call the next attempt sends.
+    next: Outgoing,
+}
+
+pin_project! {
+    /// A call's future through [`Retry`].
+    pub(crate) struct RetryFuture<S: Service<Outgoing>> {
+        #[pin]
+        state: State<S::Future>,
+        // `None` once no other attempt can follow (or none could from the start).
+        again: Option<Again<S>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        /// An attempt in flight.
+        Called { #[pin] future: F },
+        /// The wait before the next attempt, then that attempt's wait for the stack's readiness.
+        Waiting { sleep: Pin<Box<Sleep>> },
+    }
+}
+
+impl<S> Future for RetryFuture<S>
+where
+    S: Service<Outgoing, Response = Response<Body>, Error = BoxError>,
+{
+    type Output = Result<Response<Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let result = ready!(future.poll(cx));
+                    let Some(again) = this.again.as_mut() else { return Poll::Ready(result) };
+                    let Some(wait) = again.shared.wait(again.made, &again.next, &result) else {
+                        return Poll::Ready(result);
+                    };
+                    again.next.resend("retry");
+                    this.state.set(State::Waiting { sleep: Box::pin(tokio::time::sleep(wait)) });
+                }
+                StateProj::Waiting { sleep } => {
+                    // (A sleep that has ended is ready each time it is polled again.)
+                    ready!(sleep.as_mut().poll(cx));
+                    // `again` is set in this state: it is left only by this attempt being sent.
+                    let Some(Again { shared, mut service, made, next }) = this.again.take() else {
+                        return Poll::Ready(Err("a retry's call was lost".into()));
+                    };
+                    if service.poll_ready(cx)?.is_pending() {
+                        *this.again = Some(Again { shared, service, made, next });
+                        return Poll::Pending;
+                    }
+                    let made = made + 1;
+                    let following = shared.copy(made, &next);
+                    let future = service.call(next);
+                    *this.again = following.map(|next| Again { shared, service, made, next });
+                    this.state.set(State::Called { future });
+                }
+            }
         }
-        self.attempts += 1;
-        if self.attempts >= self.shared.attempts || !safe_to_repeat(call) {
-            return None;
-        }
-        call.try_clone()
     }
 }
 

@@ -34,7 +34,8 @@
 //!
 //! Each layer is a tower [`Layer`](tower::Layer) over [`Outgoing`] (the request with its
 //! context, `upstream/outgoing.rs`) / `http::Response<Body>` with [`BoxError`] errors, so tower's
-//! own (`retry`, `limit`) stack in the slots as they are; [`Outbound`] erases the result (the
+//! own (`limit`, and `retry` for the HTTP/2 resend) stack in the slots as they are (retries with
+//! a budget are ours: `upstream/retry.rs` has why); [`Outbound`] erases the result (the
 //! cache and coalescing, when either is on, around the rest erased on its own). The breaker,
 //! retries, hedging and bulkhead are in the stack's type only when on. Inside
 //! the per-try timeout, the attempt's own layers (`upstream/attempt.rs`) and the client get the
@@ -44,7 +45,6 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use http::{Request, Response};
-use tower::retry::RetryLayer;
 use tower::{Service, ServiceBuilder};
 
 use super::balance::Balance;
@@ -293,7 +293,6 @@ impl Resilience {
         // With several instances, a call's copies (retries, hedges) share the set of instances
         // tried, so that a copy goes to another.
         let tracks_tried = several && (retries.is_some() || hedge.is_some());
-        let retries = retries.map(RetryLayer::new);
         let builder = ServiceBuilder::new();
         let outbound = match (breaker, retries, hedge) {
             (Some(b), Some(r), Some(h)) => erased!(http1, builder.layer(b).layer(r).layer(h), inner),
