@@ -27,6 +27,15 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Headers with which many web frameworks let a client name another method than the request's
+/// (a `GET` that an upstream runs as a `DELETE`). The route's `methods` and its access check
+/// judged the request's own method, so no upstream gets another.
+const METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -123,7 +132,8 @@ pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'
         .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
     remove_hop_by_hop(headers);
     let trusted = forwarding.peer.is_some_and(|p| forwarding.trusted.iter().any(|n| n.contains(p.ip().to_canonical())));
-    // This hop's own headers, the verified credential, and an untrusted peer's forwarding claims.
+    // This hop's own headers, the verified credential, a method other than the one the route
+    // and its checks saw, and an untrusted peer's forwarding claims.
     let credential = forwarding.credential.unwrap_or(&header::HOST);
     let names = [
         &header::HOST,
@@ -131,12 +141,15 @@ pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'
         &DEADLINE_MS,
         &header::EXPECT,
         credential,
+        &METHOD_OVERRIDES[0],
+        &METHOD_OVERRIDES[1],
+        &METHOD_OVERRIDES[2],
         &X_FORWARDED_FOR,
         &X_FORWARDED_PROTO,
         &X_FORWARDED_HOST,
         &header::FORWARDED,
     ];
-    remove_each(headers, if trusted { &names[..5] } else { &names });
+    remove_each(headers, if trusted { &names[..8] } else { &names });
     if forwarding.session_cookies {
         crate::session::remove_cookies(headers);
     }
@@ -305,6 +318,9 @@ mod tests {
             ("x-request-deadline-ms", "999999"),
             ("expect", "100-continue"),
             ("authorization", "Bearer t"),
+            ("x-http-method-override", "DELETE"),
+            ("x-http-method", "DELETE"),
+            ("x-method-override", "DELETE"),
             ("accept", "application/json"),
         ]);
         let auth = header::AUTHORIZATION;
@@ -321,6 +337,9 @@ mod tests {
             "x-request-deadline-ms",
             "expect",
             "authorization",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
         ] {
             assert!(!h.contains_key(gone), "{gone} was forwarded");
         }
@@ -346,7 +365,9 @@ mod tests {
 
         let trusted = ["10.0.0.0/8".parse().unwrap()];
         let mut h = headers(&sent);
+        h.insert("x-http-method-override", HeaderValue::from_static("DELETE"));
         request_headers(&mut h, &forwarding("10.1.2.3:5000", &trusted, None));
+        assert!(!h.contains_key("x-http-method-override"), "not even from a trusted proxy");
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "evil.example");
