@@ -547,6 +547,19 @@ async fn trailers_reach_an_http2_client() {
     assert_eq!(collected.to_bytes().len(), 100_000);
 }
 
+/// An upstream behind a passthrough route may set the browser's cookies, but not the BFF's own
+/// session cookies: it cannot put a session of its choosing in the browser.
+#[tokio::test]
+async fn an_upstream_sets_its_cookies_but_not_the_sessions() {
+    let stack = web().await;
+    let cookies = "theme=dark,__Host-bff-session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA,__Host-bff-login=x";
+    let response =
+        stack.http.get(stack.bff.url(&format!("/api/catalog/files/10?cookies={cookies}"))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let set: Vec<&str> = response.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(set, ["theme=dark; Path=/"]);
+}
+
 /// An HTTP/2 client that sends each cookie as a field of its own (as browsers do, RFC 9113
 /// §8.2.3) reaches an HTTP/1.1 upstream with them on one `Cookie` line, in their order.
 #[tokio::test]

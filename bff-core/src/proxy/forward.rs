@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     /// header): not forwarded from them.
     pub(crate) credential: Option<HeaderName>,
     /// Whether the BFF has browser sessions: their cookies are taken out of every forwarded
-    /// request, public routes' included.
+    /// request, public routes' included, and an upstream's answer cannot set them.
     pub(crate) session_cookies: bool,
     /// `server.idle_timeout`: how long a WebSocket tunnel may go without a byte either way.
     pub(crate) idle_timeout: std::time::Duration,
@@ -188,6 +188,9 @@ impl Forward {
                     _ => None,
                 };
                 headers::response_headers(response.headers_mut(), parts.version);
+                if self.shared.session_cookies {
+                    crate::session::remove_set_cookies(response.headers_mut());
+                }
                 if let Some(opening) = switched {
                     // A switched answer has no body: its bytes go through the tunnel.
                     let (mut head, _) = response.into_parts();

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use axum::http::header::COOKIE;
+use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
 
 /// Names the server-side session.
@@ -51,6 +51,26 @@ pub(crate) fn remove_ours(headers: &mut HeaderMap) {
     headers.remove(COOKIE);
     for value in kept {
         headers.append(COOKIE, value);
+    }
+}
+
+/// Removes the `Set-Cookie` lines of `headers` (an upstream's answer on a passthrough route)
+/// that would set one of this module's cookies. Only the BFF sets them: an upstream that could
+/// would put a session of its choosing in the browser (session fixation).
+pub(crate) fn remove_ours_set(headers: &mut HeaderMap) {
+    let ours = |line: &HeaderValue| {
+        let line = line.as_bytes();
+        // The name is what comes before the first `=`, spaces around it ignored (RFC 6265 §5.2).
+        let name = line.iter().position(|&b| b == b'=').map_or(&[][..], |at| line[..at].trim_ascii());
+        name == SESSION.as_bytes() || name == LOGIN.as_bytes()
+    };
+    if !headers.get_all(SET_COOKIE).iter().any(ours) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().filter(|line| !ours(line)).cloned().collect();
+    headers.remove(SET_COOKIE);
+    for line in kept {
+        headers.append(SET_COOKIE, line);
     }
 }
 
@@ -97,6 +117,25 @@ mod tests {
         assert_eq!(read(&split, LOGIN), Some(ID));
         let forged = headers(&[&format!("{SESSION}={}", "x".repeat(4096)), &format!("{SESSION}=../../{ID}")]);
         assert_eq!(read(&forged, SESSION), None);
+    }
+
+    /// An upstream's answer may set any cookie but ours, however it spaces the name.
+    #[test]
+    fn an_upstream_cannot_set_our_cookies() {
+        let mut answer = HeaderMap::new();
+        let lines =
+            ["theme=dark; Path=/", &format!("{SESSION}={ID}; Path=/; Secure"), &format!(" {LOGIN} =x"), "lang=en"];
+        for line in lines {
+            answer.append(SET_COOKIE, HeaderValue::from_str(line).unwrap());
+        }
+        remove_ours_set(&mut answer);
+        let kept: Vec<_> = answer.get_all(SET_COOKIE).iter().collect();
+        assert_eq!(kept, ["theme=dark; Path=/", "lang=en"]);
+        // Another cookie whose value names ours is not ours.
+        let mut answer = HeaderMap::new();
+        answer.append(SET_COOKIE, HeaderValue::from_str(&format!("x={SESSION}=1")).unwrap());
+        remove_ours_set(&mut answer);
+        assert_eq!(answer.get_all(SET_COOKIE).iter().count(), 1);
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub(crate) struct FileQuery {
     /// `TE: trailers`), instead of a `Content-Length`.
     #[serde(default)]
     trailers: bool,
+    /// `name=value` pairs, `,` between them: each is answered as a `Set-Cookie` line (for tests
+    /// of what a gateway lets an upstream set).
+    cookies: Option<String>,
 }
 
 pub(crate) async fn file_get(Path(raw): Path<String>, query: Result<Query<FileQuery>, QueryRejection>) -> Response {
@@ -85,7 +88,14 @@ pub(crate) async fn file_get(Path(raw): Path<String>, query: Result<Query<FileQu
         let declared = [(header::TRAILER, HeaderValue::from_static("x-file-bytes"))];
         return (octets, declared, Body::new(StreamBody::new(frames))).into_response();
     }
-    (octets, [(header::CONTENT_LENGTH, HeaderValue::from(size))], Body::from_stream(chunks)).into_response()
+    let mut response =
+        (octets, [(header::CONTENT_LENGTH, HeaderValue::from(size))], Body::from_stream(chunks)).into_response();
+    for cookie in query.cookies.iter().flat_map(|c| c.split(',')) {
+        if let Ok(line) = HeaderValue::from_str(&format!("{cookie}; Path=/")) {
+            response.headers_mut().append(header::SET_COOKIE, line);
+        }
+    }
+    response
 }
 
 pub(crate) async fn upload_put(body: Body) -> Response {
