@@ -49,6 +49,18 @@ impl RssPeak {
     }
 }
 
+/// An HTTP/2 connection (prior knowledge, as h2c) to `addr`, driven in its own task.
+async fn http2(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (send, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    tokio::spawn(connection);
+    send
+}
+
 const MIB: u64 = 1024 * 1024;
 /// What a 256 MiB transfer may add to the test process (mocks, BFF and client together).
 const BOUND: u64 = 64 * MIB;
@@ -417,14 +429,7 @@ async fn a_websocket_opens_over_http2_with_an_extended_connect_and_closes_on_shu
 
     let mut stack =
         StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app).set("server.shutdown_grace", "1s").start().await;
-    let stream = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
-    let (mut send, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut send = http2(stack.bff.addr).await;
     // An answer first: the server's SETTINGS (which allow the extended CONNECT) are in by then.
     let plain = http::Request::get(format!("http://{}/api/catalog/products/SKU-0001", stack.bff.addr))
         .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -530,11 +535,7 @@ async fn prefixes_redirects_expect_continue_and_limits_on_passthrough_routes() {
 async fn trailers_reach_an_http2_client() {
     use http_body_util::BodyExt;
     let stack = web().await;
-    let stream = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut send, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
-    tokio::spawn(connection);
+    let mut send = http2(stack.bff.addr).await;
     let request = http::Request::get(format!("http://{}/api/catalog/files/100000?trailers=true", stack.bff.addr))
         .header("te", "trailers")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -565,11 +566,7 @@ async fn an_upstream_sets_its_cookies_but_not_the_sessions() {
 #[tokio::test]
 async fn an_http2_clients_cookie_fields_reach_the_upstream_as_one_line() {
     let stack = web().await;
-    let stream = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut send, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
-    tokio::spawn(connection);
+    let mut send = http2(stack.bff.addr).await;
     let request = http::Request::get(format!("http://{}/api/catalog/products/SKU-0001", stack.bff.addr))
         .header("cookie", "theme=dark")
         .header("cookie", "lang=en; consent=1")
@@ -669,11 +666,7 @@ async fn a_request_has_one_host_and_an_absolute_target_names_it() {
 
     // Over HTTP/2, a `Host` naming another host than `:authority` is refused; the same host,
     // in capitals, is not.
-    let stream = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut send, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
-    tokio::spawn(connection);
+    let mut send = http2(stack.bff.addr).await;
     for (host, status) in [("canary.example.com", 400), ("WWW.example.com", 200)] {
         let request = http::Request::get(format!("http://www.example.com{path}"))
             .header("host", host)
