@@ -548,6 +548,24 @@ async fn trailers_reach_an_http2_client() {
     assert_eq!(collected.to_bytes().len(), 100_000);
 }
 
+/// A request that has passed through BFFs more times than any chain of them needs is a loop (a
+/// route pointing back at a BFF): refused with `508`, never forwarded again.
+#[tokio::test]
+async fn a_request_looping_through_bffs_is_refused() {
+    let stack = web().await;
+    let request = |hops: usize| {
+        let via = vec!["1.1 bff"; hops].join(", ");
+        format!("GET /api/catalog/products/SKU-0001 HTTP/1.1\r\nHost: bff\r\nVia: {via}\r\nConnection: close\r\n\r\n")
+    };
+    let (status, body) = raw_http(stack.bff.addr, &request(8)).await;
+    assert_eq!(status, 200, "a chain of eight BFFs is not a loop: {body}");
+    assert_eq!(stack.stats(Service::Catalog).last_headers["via"], format!("{}, 1.1 bff", ["1.1 bff"; 8].join(", ")));
+    let calls = stack.stats(Service::Catalog).requests;
+    let (status, body) = raw_http(stack.bff.addr, &request(9)).await;
+    assert!(status == 508 && body.contains(r#""code":"LOOP_DETECTED""#), "{status} {body}");
+    assert_eq!(stack.stats(Service::Catalog).requests, calls, "not forwarded");
+}
+
 /// An upstream behind a passthrough route may set the browser's cookies, but not the BFF's own
 /// session cookies: it cannot put a session of its choosing in the browser.
 #[tokio::test]

@@ -25,6 +25,7 @@ use super::route::ProxyRoute;
 use super::tunnel::{Opening, tunnel};
 use crate::config::IpNet;
 use crate::error::BffError;
+use crate::problem::Problem;
 use crate::request::{Ctx, RequestMeta};
 use crate::serve::Tunnels;
 use crate::session::SessionToken;
@@ -75,6 +76,12 @@ impl Forward {
         };
         if let Some(why) = unsafe_path(request.uri().path()) {
             return BffError::bad_request("INVALID_PATH", why).into_response();
+        }
+        if headers::bff_hops(request.headers()) > headers::MAX_BFF_HOPS {
+            // The operator learns which route (the log); the client, only what happened.
+            tracing::warn!(route = %route.describe(), "a request looped back through BFFs; its upstream may be a BFF");
+            let detail = format!("this request has passed through a BFF more than {} times", headers::MAX_BFF_HOPS);
+            return Problem::new(StatusCode::LOOP_DETECTED, "LOOP_DETECTED", detail).into_response();
         }
         let (mut parts, body) = request.into_parts();
         // Built at its exact size: the call's URI then takes the string without copying it.

@@ -184,6 +184,22 @@ pub(crate) fn response_headers(headers: &mut HeaderMap, version: Version) {
     append(headers, header::VIA, via(version));
 }
 
+/// How many BFFs a forwarded request may already have passed: one more means a passthrough
+/// route points back at a BFF (its own listener, say), and each pass would forward it again.
+pub(crate) const MAX_BFF_HOPS: usize = 8;
+
+/// How many `Via` entries of `headers` a BFF wrote (`1.1 bff`, `2 bff`), counting up to
+/// [`MAX_BFF_HOPS`] + 1 at most.
+pub(crate) fn bff_hops(headers: &HeaderMap) -> usize {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+        .filter(|entry| entry.split(u8::is_ascii_whitespace).filter(|word| !word.is_empty()).nth(1) == Some(b"bff"))
+        .take(MAX_BFF_HOPS + 1)
+        .count()
+}
+
 /// A `Via` entry for a message received in `version`, under the gateway's pseudonym (RFC 9110
 /// §7.6.3: no host name or version given away); static, not made per message.
 fn via(version: Version) -> HeaderValue {
@@ -288,6 +304,17 @@ mod tests {
             credential,
             session_cookies: true,
         }
+    }
+
+    /// Only the entries a BFF wrote count, across lines, whatever else is there.
+    #[test]
+    fn a_bffs_via_entries_are_counted() {
+        let h = headers(&[("via", "1.1 bff, 1.0 fred, 2 bff (comment)"), ("via", "1.1 nginx"), ("via", " 1.1  bff ")]);
+        assert_eq!(bff_hops(&h), 3);
+        assert_eq!(bff_hops(&HeaderMap::new()), 0);
+        assert_eq!(bff_hops(&headers(&[("via", "1.1 bffx, bff, 1.1 bff.example")])), 0);
+        let many = vec!["1.1 bff"; 50].join(", ");
+        assert_eq!(bff_hops(&headers(&[("via", &many)])), MAX_BFF_HOPS + 1, "counted no further than needed");
     }
 
     /// An HTTP/2 client's cookie fields reach the upstream as one line, in their order, with the
