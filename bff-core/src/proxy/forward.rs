@@ -77,12 +77,6 @@ impl Forward {
         if let Some(why) = unsafe_path(request.uri().path()) {
             return BffError::bad_request("INVALID_PATH", why).into_response();
         }
-        if headers::bff_hops(request.headers()) > headers::MAX_BFF_HOPS {
-            // The operator learns which route (the log); the client, only what happened.
-            tracing::warn!(route = %route.describe(), "a request looped back through BFFs; its upstream may be a BFF");
-            let detail = format!("this request has passed through a BFF more than {} times", headers::MAX_BFF_HOPS);
-            return Problem::new(StatusCode::LOOP_DETECTED, "LOOP_DETECTED", detail).into_response();
-        }
         let (mut parts, body) = request.into_parts();
         // Built at its exact size: the call's URI then takes the string without copying it.
         let target = {
@@ -148,7 +142,12 @@ impl Forward {
             _ => None,
         };
         let mut forwarded = std::mem::take(&mut parts.headers);
-        headers::request_headers(&mut forwarded, &forwarding);
+        if headers::request_headers(&mut forwarded, &forwarding).is_err() {
+            // The operator learns which route (the log); the client, only what happened.
+            tracing::warn!(route = %route.describe(), "a request looped back through BFFs; its upstream may be a BFF");
+            let detail = "this request has passed through BFFs more times than a chain of them needs: a loop";
+            return Problem::new(StatusCode::LOOP_DETECTED, "LOOP_DETECTED", detail).into_response();
+        }
         if let Some(token) = session_token.as_ref().and_then(SessionToken::authorization) {
             forwarded.insert(axum::http::header::AUTHORIZATION, token);
         }

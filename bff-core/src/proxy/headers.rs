@@ -122,8 +122,13 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) session_cookies: bool,
 }
 
-/// The headers of the request sent upstream, made from the client's `headers`.
-pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
+/// The request has already passed through BFFs more than [`MAX_BFF_HOPS`] times: a loop.
+#[derive(Debug)]
+pub(crate) struct Looped;
+
+/// The headers of the request sent upstream, made from the client's `headers`; [`Looped`] when
+/// its `Via` shows a loop (read while this hop's entry is added: no extra lookup).
+pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) -> Result<(), Looped> {
     // TE: trailers is the one TE a proxy may pass on (gRPC needs it).
     let trailers = headers
         .get_all(header::TE)
@@ -175,7 +180,18 @@ pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'
     {
         headers.insert(X_FORWARDED_HOST, host.clone());
     }
-    append(headers, header::VIA, via(forwarding.version));
+    match headers.entry(header::VIA) {
+        header::Entry::Vacant(vacant) => {
+            vacant.insert(via(forwarding.version));
+        }
+        header::Entry::Occupied(lines) => {
+            if bff_hops(lines.iter()) > MAX_BFF_HOPS {
+                return Err(Looped);
+            }
+            join_onto(lines, &via(forwarding.version));
+        }
+    }
+    Ok(())
 }
 
 /// The headers of the answer sent to the client, made from the upstream's.
@@ -186,14 +202,12 @@ pub(crate) fn response_headers(headers: &mut HeaderMap, version: Version) {
 
 /// How many BFFs a forwarded request may already have passed: one more means a passthrough
 /// route points back at a BFF (its own listener, say), and each pass would forward it again.
-pub(crate) const MAX_BFF_HOPS: usize = 8;
+const MAX_BFF_HOPS: usize = 8;
 
-/// How many `Via` entries of `headers` a BFF wrote (`1.1 bff`, `2 bff`), counting up to
+/// How many entries of `Via` `lines` a BFF wrote (`1.1 bff`, `2 bff`), counting up to
 /// [`MAX_BFF_HOPS`] + 1 at most.
-pub(crate) fn bff_hops(headers: &HeaderMap) -> usize {
-    headers
-        .get_all(header::VIA)
-        .iter()
+fn bff_hops<'a>(lines: impl Iterator<Item = &'a HeaderValue>) -> usize {
+    lines
         .flat_map(|line| line.as_bytes().split(|&b| b == b','))
         .filter(|entry| entry.split(u8::is_ascii_whitespace).filter(|word| !word.is_empty()).nth(1) == Some(b"bff"))
         .take(MAX_BFF_HOPS + 1)
@@ -219,17 +233,20 @@ fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
         header::Entry::Vacant(vacant) => {
             vacant.insert(value);
         }
-        header::Entry::Occupied(mut lines) => {
-            let mut joined = String::new();
-            for line in lines.iter().filter_map(|v| v.to_str().ok()) {
-                joined.push_str(line);
-                joined.push_str(", ");
-            }
-            joined.push_str(value.to_str().unwrap_or_default());
-            if let Ok(value) = HeaderValue::try_from(joined) {
-                lines.insert(value);
-            }
-        }
+        header::Entry::Occupied(lines) => join_onto(lines, &value),
+    }
+}
+
+/// `value` appended to the last of `lines` (`a, b`).
+fn join_onto(mut lines: header::OccupiedEntry<'_, HeaderValue>, value: &HeaderValue) {
+    let mut joined = String::new();
+    for line in lines.iter().filter_map(|v| v.to_str().ok()) {
+        joined.push_str(line);
+        joined.push_str(", ");
+    }
+    joined.push_str(value.to_str().unwrap_or_default());
+    if let Ok(value) = HeaderValue::try_from(joined) {
+        lines.insert(value);
     }
 }
 
@@ -310,11 +327,14 @@ mod tests {
     #[test]
     fn a_bffs_via_entries_are_counted() {
         let h = headers(&[("via", "1.1 bff, 1.0 fred, 2 bff (comment)"), ("via", "1.1 nginx"), ("via", " 1.1  bff ")]);
-        assert_eq!(bff_hops(&h), 3);
-        assert_eq!(bff_hops(&HeaderMap::new()), 0);
-        assert_eq!(bff_hops(&headers(&[("via", "1.1 bffx, bff, 1.1 bff.example")])), 0);
+        assert_eq!(bff_hops(h.get_all("via").iter()), 3);
+        assert_eq!(bff_hops(std::iter::empty()), 0);
+        assert_eq!(bff_hops(headers(&[("via", "1.1 bffx, bff, 1.1 bff.example")]).get_all("via").iter()), 0);
         let many = vec!["1.1 bff"; 50].join(", ");
-        assert_eq!(bff_hops(&headers(&[("via", &many)])), MAX_BFF_HOPS + 1, "counted no further than needed");
+        let many = headers(&[("via", &many)]);
+        assert_eq!(bff_hops(many.get_all("via").iter()), MAX_BFF_HOPS + 1, "counted no further than needed");
+        let mut looped = many.clone();
+        assert!(request_headers(&mut looped, &forwarding("203.0.113.9:5000", &[], None)).is_err());
     }
 
     /// An HTTP/2 client's cookie fields reach the upstream as one line, in their order, with the
@@ -322,11 +342,11 @@ mod tests {
     #[test]
     fn cookie_fields_are_joined_into_one_line() {
         let mut h = headers(&[("cookie", "a=1"), ("cookie", "__Host-bff-session=s"), ("cookie", "b=2; c=3")]);
-        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], None));
+        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], None)).unwrap();
         let lines: Vec<_> = h.get_all("cookie").iter().collect();
         assert_eq!(lines, ["a=1; b=2; c=3"]);
         let mut h = headers(&[("cookie", "a=1; b=2")]);
-        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], None));
+        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], None)).unwrap();
         assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2"]);
     }
 
@@ -351,7 +371,7 @@ mod tests {
             ("accept", "application/json"),
         ]);
         let auth = header::AUTHORIZATION;
-        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], Some(&auth)));
+        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], Some(&auth))).unwrap();
         for gone in [
             "connection",
             "keep-alive",
@@ -384,7 +404,7 @@ mod tests {
             ("forwarded", "for=6.6.6.6"),
         ];
         let mut h = headers(&sent);
-        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], None));
+        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], None)).unwrap();
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "shop.example");
@@ -393,7 +413,7 @@ mod tests {
         let trusted = ["10.0.0.0/8".parse().unwrap()];
         let mut h = headers(&sent);
         h.insert("x-http-method-override", HeaderValue::from_static("DELETE"));
-        request_headers(&mut h, &forwarding("10.1.2.3:5000", &trusted, None));
+        request_headers(&mut h, &forwarding("10.1.2.3:5000", &trusted, None)).unwrap();
         assert!(!h.contains_key("x-http-method-override"), "not even from a trusted proxy");
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
@@ -401,7 +421,7 @@ mod tests {
         assert_eq!(h["forwarded"], "for=6.6.6.6, for=10.1.2.3;host=\"shop.example\";proto=http");
 
         let mut h = HeaderMap::new();
-        request_headers(&mut h, &forwarding("[2001:db8::1]:443", &[], None));
+        request_headers(&mut h, &forwarding("[2001:db8::1]:443", &[], None)).unwrap();
         assert!(h["forwarded"].to_str().unwrap().starts_with("for=\"[2001:db8::1]\""));
     }
 
