@@ -66,24 +66,40 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// Joins several `Cookie` lines into one, `; ` between them. An HTTP/2 client may send each
-/// cookie as a field of its own, and they must be joined before the request goes on in another
-/// protocol (RFC 9113 §8.2.3): an HTTP/1.1 origin reads one `Cookie` line (RFC 6265 §5.4), and
-/// many read only the first.
-fn join_cookies(headers: &mut HeaderMap) {
+/// The client's `Cookie` lines as the upstream gets them: one line, `; ` between cookies, and
+/// without the browser session's own when `drop_session` (they are the browser's credential with
+/// this BFF, never an upstream's). An HTTP/2 client may send each cookie as a field of its own,
+/// and they must be joined before the request goes on in another protocol (RFC 9113 §8.2.3): an
+/// HTTP/1.1 origin reads one `Cookie` line (RFC 6265 §5.4), and many read only the first. One
+/// line with none of the session's is left as it came.
+fn forward_cookies(headers: &mut HeaderMap, drop_session: bool) {
     let header::Entry::Occupied(mut lines) = headers.entry(header::COOKIE) else { return };
-    if lines.iter().nth(1).is_none() {
+    let has_ours =
+        |line: &HeaderValue| line.to_str().is_ok_and(|text| text.split(';').any(crate::session::is_session_cookie));
+    if lines.iter().nth(1).is_none() && !(drop_session && lines.iter().any(has_ours)) {
         return;
     }
     let mut joined = Vec::with_capacity(lines.iter().map(|v| v.len() + 2).sum());
-    for line in lines.iter() {
+    let mut push = |piece: &[u8]| {
         if !joined.is_empty() {
             joined.extend_from_slice(b"; ");
         }
-        joined.extend_from_slice(line.as_bytes());
+        joined.extend_from_slice(piece);
+    };
+    for line in lines.iter() {
+        match line.to_str() {
+            Ok(text) if drop_session => text
+                .split(';')
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty() && !crate::session::is_session_cookie(pair))
+                .for_each(|pair| push(pair.as_bytes())),
+            _ => push(line.as_bytes()),
+        }
     }
-    // Each line was a valid value, and `; ` is valid between them.
-    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+    if joined.is_empty() {
+        lines.remove();
+    } else if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        // Each piece was part of a valid value, and `; ` is valid between them.
         lines.insert(value);
     }
 }
@@ -155,10 +171,7 @@ pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'
         &header::FORWARDED,
     ];
     remove_each(headers, if trusted { &names[..8] } else { &names });
-    if forwarding.session_cookies {
-        crate::session::remove_cookies(headers);
-    }
-    join_cookies(headers);
+    forward_cookies(headers, forwarding.session_cookies);
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -335,6 +348,26 @@ mod tests {
         assert_eq!(bff_hops(many.get_all("via").iter()), MAX_BFF_HOPS + 1, "counted no further than needed");
         let mut looped = many.clone();
         assert!(request_headers(&mut looped, &forwarding("203.0.113.9:5000", &[], None)).is_err());
+    }
+
+    /// The session's cookies are taken out of what goes upstream, every other cookie kept; with
+    /// none of them, one line is left as it came.
+    #[test]
+    fn our_cookies_are_taken_out_of_a_forwarded_request_and_the_others_kept() {
+        const ID: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123-_Z";
+        let mut forwarded = headers(&[
+            ("cookie", &format!("theme=dark; __Host-bff-session={ID}; lang=en")),
+            ("cookie", &format!("__Host-bff-login={ID}")),
+        ]);
+        forward_cookies(&mut forwarded, true);
+        let left: Vec<&str> = forwarded.get_all(header::COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(left, ["theme=dark; lang=en"]);
+        let mut none = headers(&[("cookie", "a=b")]);
+        forward_cookies(&mut none, true);
+        assert_eq!(none[header::COOKIE], "a=b");
+        let mut only_ours = headers(&[("cookie", &format!("__Host-bff-session={ID}"))]);
+        forward_cookies(&mut only_ours, true);
+        assert!(!only_ours.contains_key(header::COOKIE), "no empty line");
     }
 
     /// An HTTP/2 client's cookie fields reach the upstream as one line, in their order, with the

@@ -32,26 +32,10 @@ pub(crate) fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-/// Removes this module's cookies from `headers`' `Cookie` lines (a request forwarded upstream),
-/// keeping every other cookie as it came.
-pub(crate) fn remove_ours(headers: &mut HeaderMap) {
-    let ours = |pair: &str| pair.trim().split_once('=').is_some_and(|(name, _)| name == SESSION || name == LOGIN);
-    if !headers.get_all(COOKIE).iter().any(|v| v.to_str().is_ok_and(|v| v.split(';').any(ours))) {
-        return;
-    }
-    let kept: Vec<HeaderValue> = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|value| {
-            let Ok(text) = value.to_str() else { return Some(value.clone()) };
-            let rest: Vec<&str> = text.split(';').filter(|pair| !ours(pair)).map(str::trim).collect();
-            (!rest.is_empty()).then(|| HeaderValue::try_from(rest.join("; ")).ok()).flatten()
-        })
-        .collect();
-    headers.remove(COOKIE);
-    for value in kept {
-        headers.append(COOKIE, value);
-    }
+/// Whether `pair` (a `name=value` of a `Cookie` line) is one of this module's cookies: never
+/// forwarded upstream (`proxy/headers.rs` takes them out).
+pub(crate) fn is_ours(pair: &str) -> bool {
+    pair.trim().split_once('=').is_some_and(|(name, _)| name == SESSION || name == LOGIN)
 }
 
 /// Removes the `Set-Cookie` lines of `headers` (an upstream's answer on a passthrough route)
@@ -136,17 +120,6 @@ mod tests {
         answer.append(SET_COOKIE, HeaderValue::from_str(&format!("x={SESSION}=1")).unwrap());
         remove_ours_set(&mut answer);
         assert_eq!(answer.get_all(SET_COOKIE).iter().count(), 1);
-    }
-
-    #[test]
-    fn our_cookies_are_taken_out_of_a_forwarded_request_and_the_others_kept() {
-        let mut forwarded = headers(&[&format!("theme=dark; {SESSION}={ID}; lang=en"), &format!("{LOGIN}={ID}")]);
-        remove_ours(&mut forwarded);
-        let left: Vec<&str> = forwarded.get_all(COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
-        assert_eq!(left, ["theme=dark; lang=en"]);
-        let mut none = headers(&["a=b"]);
-        remove_ours(&mut none);
-        assert_eq!(none[COOKIE], "a=b");
     }
 
     #[test]
