@@ -464,7 +464,8 @@ impl Gateway {
         let cors = self.config.cors.as_ref().map(|cors| (cors_layer(cors), methods));
         // The edge and CORS wrap the dispatch once, rather than each route.
         let shed = Shed::new(self.config.server.max_in_flight_requests, &self.metrics);
-        edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), self.spans.clone(), cors, shed)
+        let front = edge::Front { cors, shed };
+        edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), self.spans.clone(), Some(front))
     }
 
     fn route_policies(&self) -> RoutePolicies {
@@ -488,7 +489,7 @@ impl Gateway {
         let handled = self.route_table(&access).into_iter().map(|policy| (policy, Box::default()));
         let dispatch = Dispatch::new(handled, None, None, routed);
         // Never shed: operators must see the process when it is busiest.
-        edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), self.spans.clone(), None, None)
+        edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), self.spans.clone(), None)
     }
 
     /// Serves `router` on `public` and the [admin router](Gateway::admin_router) on `admin`,

@@ -694,3 +694,57 @@ async fn a_request_has_one_host_and_an_absolute_target_names_it() {
         assert_eq!(response.status(), status, "Host {host} with :authority www.example.com");
     }
 }
+
+/// With `server.allowed_hosts`, a request for another host, or for none, is a `421` problem that
+/// reaches no upstream, on every kind of route (the login's redirect URI is built from the host),
+/// however the host is named; the hosts listed are answered in any case and with any port, and
+/// the admin listener answers any host.
+#[tokio::test]
+async fn only_the_allowed_hosts_are_answered() {
+    let stack = StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app)
+        .set("server.allowed_hosts", r#"["bff.example.com", "*.apps.example", "127.0.0.1"]"#)
+        .start()
+        .await;
+    let get = |target: &str, version: &str, host: Option<&str>| {
+        let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+        format!("GET {target} HTTP/{version}\r\n{host}Connection: close\r\n\r\n")
+    };
+    let path = "/api/catalog/products/SKU-0001";
+    let catalog = stack.stats(Service::Catalog).requests;
+    let absolute = format!("http://evil.example{path}");
+    for (target, version, host) in [
+        (path, "1.1", Some("evil.example")),
+        (path, "1.1", Some("bff.example.com.evil.example")),
+        (path, "1.1", Some("apps.example")),
+        (path, "1.1", Some("a.b.apps.example")),
+        (path, "1.1", Some("127.0.0.2:8080")),
+        (path, "1.1", Some("")),
+        (path, "1.0", None),
+        (absolute.as_str(), "1.1", Some("bff.example.com")),
+        ("/bff/login", "1.1", Some("evil.example")),
+        ("/web/home", "1.1", Some("evil.example")),
+        ("/healthz", "1.1", Some("evil.example")),
+    ] {
+        let (status, body) = raw_http(stack.bff.addr, &get(target, version, host)).await;
+        assert!(status == 421 && body.contains("HOST_NOT_ALLOWED"), "{target} {host:?}: {status} {body}");
+        assert!(body.contains("server.allowed_hosts"), "the answer names the key: {body}");
+    }
+    assert_eq!(stack.stats(Service::Catalog).requests, catalog, "none of them forwarded");
+
+    for host in ["bff.example.com", "BFF.Example.COM:8443", "a.apps.example", "127.0.0.1:1234"] {
+        let (status, body) = raw_http(stack.bff.addr, &get(path, "1.1", Some(host))).await;
+        assert!(status == 200 && body.contains("SKU-0001"), "{host}: {status} {body}");
+    }
+    let (status, _) = raw_http(stack.admin.addr, &get("/metrics", "1.1", Some("evil.example"))).await;
+    assert_eq!(status, 200, "the admin listener answers any host");
+
+    // Over HTTP/2 the host is `:authority`'s.
+    let mut send = http2(stack.bff.addr).await;
+    for (authority, status) in [("evil.example", 421), ("x.apps.example", 200)] {
+        let request = http::Request::get(format!("http://{authority}{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = send.send_request(request).await.unwrap();
+        assert_eq!(response.status(), status, ":authority {authority}");
+    }
+}

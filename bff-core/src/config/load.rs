@@ -101,7 +101,10 @@ impl Overrides {
     /// (`upstreams.users` set whole), or something inside it (an unknown `memcached` section
     /// set through `BFF_MEMCACHED__URL`).
     fn origin_of(&self, key: &str) -> Option<&str> {
-        let within = |inner: &str, outer: &str| inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('.'));
+        // A key within another: a table's (`a.b` in `a`) or a list's item (`a[0]` in `a`).
+        let within = |inner: &str, outer: &str| {
+            inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        };
         self.entries
             .iter()
             .rev()
@@ -337,6 +340,15 @@ url = "http://127.0.0.1:7001"
         let err = load(&source(BASE), &env).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("upstreams.users.timeout"));
         assert_eq!(err.source, "environment variable BFF_UPSTREAMS__USERS__TIMEOUT");
+    }
+
+    #[test]
+    fn a_bad_list_item_names_the_variable_that_set_the_list() {
+        let hosts = ("BFF_SERVER__ALLOWED_HOSTS".to_owned(), r#"["a.example", "b.example:443"]"#.to_owned());
+        let err = load(&source(BASE), &Overrides::from_env([hosts])).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("server.allowed_hosts[1]"));
+        assert_eq!(err.source, "environment variable BFF_SERVER__ALLOWED_HOSTS");
+        assert!(err.to_string().contains("`b.example:443` is not a host name"), "{err}");
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub use print::redacted;
 pub use proxy::{HeaderEdits, ProxyRouteConfig, ProxyUpstream};
 pub use resilience::{BreakerConfig, OutlierConfig, RetryConfig};
 pub use session::{OidcConfig, Secret, SessionConfig, SessionStoreKind};
-pub(crate) use values::MAX_INSTANCES;
-pub use values::{Header, HttpUrl, IpNet, JwtAlgorithm, KeyHash, Origin, UpstreamUrls};
+pub use values::{Header, HostPattern, HttpUrl, IpNet, JwtAlgorithm, KeyHash, Origin, UpstreamUrls};
+pub(crate) use values::{MAX_INSTANCES, takes_suffix};
 
 /// The whole configuration of one BFF process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,6 +181,13 @@ pub struct ServerConfig {
     /// connection's address is the client's.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
+    /// The hosts the client listener serves (`bff.example.com`, `*.example.com`, `127.0.0.1`):
+    /// a request naming any other host, or none, is a `421 HOST_NOT_ALLOWED`, before it is
+    /// routed. It closes DNS rebinding (a page on another name, resolved to this BFF, reading
+    /// its answers) and any answer built from the `Host` (the login's `redirect_uri`). Empty
+    /// (the default): any host. The admin listener is not checked.
+    #[serde(default)]
+    pub allowed_hosts: Vec<HostPattern>,
     /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, so load
     /// balancers stop sending traffic before the listener closes (Ctrl-C skips it).
     #[serde(with = "humantime_serde", default = "default_drain_delay")]
@@ -206,6 +213,7 @@ impl Default for ServerConfig {
             h2_max_send_buf_bytes: default_h2_max_send_buf_bytes(),
             max_in_flight_requests: default_max_in_flight_requests(),
             trusted_proxies: Vec::new(),
+            allowed_hosts: Vec::new(),
             drain_delay: default_drain_delay(),
             shutdown_grace: default_shutdown_grace(),
         }

@@ -245,6 +245,83 @@ impl fmt::Display for Origin {
 
 via_str!(Origin);
 
+/// A host a request may name: a host name (`api.example.com`), an IP address (`127.0.0.1`,
+/// `::1` or `[::1]`), or `*.` and a name for any one label before it (`*.example.com` takes
+/// `a.example.com`, not `example.com` nor `a.b.example.com`). Letters in any case; no port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// This name or address exactly (lowercase; an IPv6 address without brackets).
+    Exact(String),
+    /// Any one label, then this suffix (`.example.com`).
+    Wildcard(String),
+}
+
+impl HostPattern {
+    /// Whether `host` (a request's host name, without its port or an IPv6 address's brackets,
+    /// letters in any case) is one this pattern takes.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            Self::Exact(name) => host.eq_ignore_ascii_case(name),
+            Self::Wildcard(suffix) => takes_suffix(suffix, host),
+        }
+    }
+
+    /// Whether some host is taken by both patterns.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Exact(name), pattern) | (pattern, Self::Exact(name)) => pattern.matches(name),
+            (Self::Wildcard(a), Self::Wildcard(b)) => a == b,
+        }
+    }
+}
+
+/// Whether the wildcard of `suffix` (`.example.com`, lowercase) takes `host` (letters in any
+/// case): one label, then the suffix.
+pub(crate) fn takes_suffix(suffix: &str, host: &str) -> bool {
+    host.len() > suffix.len() && {
+        // Bytes, not `str`: the split need not fall on a character's boundary.
+        let (label, rest) = host.as_bytes().split_at(host.len() - suffix.len());
+        rest.eq_ignore_ascii_case(suffix.as_bytes()) && !label.contains(&b'.')
+    }
+}
+
+impl FromStr for HostPattern {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let host = text.to_ascii_lowercase();
+        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&host);
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            return Ok(Self::Exact(ip.to_string()));
+        }
+        let (wildcard, name) = match host.strip_prefix("*.") {
+            Some(name) => (true, name),
+            None => (false, host.as_str()),
+        };
+        let label_ok =
+            |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if name.is_empty() || !name.split('.').all(label_ok) {
+            return Err(format!(
+                "`{text}` is not a host name or an IP address (letters, digits, `-` and dots, no port; \
+                 `*.` first for any one label)"
+            ));
+        }
+        Ok(if wildcard { Self::Wildcard(format!(".{name}")) } else { Self::Exact(name.to_owned()) })
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(name) if name.contains(':') => write!(f, "[{name}]"),
+            Self::Exact(name) => f.write_str(name),
+            Self::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+via_str!(HostPattern);
+
 /// A request header's name (lower-cased as HTTP/2 and HTTP/1.1 compare them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header(pub HeaderName);
@@ -337,6 +414,37 @@ mod tests {
         for bad in ["10.0.0.0/33", "10.0.0/8", "x", "::/129", "1.2.3.4/"] {
             assert!(bad.parse::<IpNet>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn host_patterns_take_their_hosts_in_any_case_and_bad_ones_are_named() {
+        let parse = |text: &str| text.parse::<HostPattern>();
+        assert_eq!(parse("API.Example.com").unwrap(), HostPattern::Exact("api.example.com".into()));
+        assert_eq!(parse("*.example.com").unwrap(), HostPattern::Wildcard(".example.com".into()));
+        assert_eq!(parse("[::1]").unwrap(), HostPattern::Exact("::1".into()));
+        assert_eq!(parse("0:0::1").unwrap().to_string(), "[::1]", "an address as it is written back");
+        assert_eq!(parse("127.0.0.1").unwrap(), HostPattern::Exact("127.0.0.1".into()));
+        for bad in ["", "*.", "a..b", "a b", "a.example.com:443", "*.*.example.com", "a/b", "[::1]:80", "é.example"] {
+            let error = parse(bad).unwrap_err();
+            assert!(error.contains(&format!("`{bad}`")), "{bad}: {error}");
+        }
+
+        let exact = parse("api.example.com").unwrap();
+        assert!(exact.matches("api.example.com") && exact.matches("API.example.COM"));
+        assert!(!exact.matches("api.example.com.evil") && !exact.matches("x.api.example.com"));
+        let any = parse("*.example.com").unwrap();
+        assert!(any.matches("api.example.com") && any.matches("A.EXAMPLE.com"));
+        assert!(!any.matches("example.com") && !any.matches(".example.com"), "one label first");
+        assert!(!any.matches("a.b.example.com") && !any.matches("aexample.com"), "exactly one label");
+        assert!(!any.matches("a.example.com.evil"));
+        assert!(!any.matches("ééééééééééééééé"), "any text, never a panic");
+        assert!(parse("::1").unwrap().matches("::1"));
+
+        let wide = parse("*.example.com").unwrap();
+        assert!(wide.overlaps(&exact) && exact.overlaps(&wide) && wide.overlaps(&wide));
+        assert!(!wide.overlaps(&parse("*.example.org").unwrap()));
+        assert!(!wide.overlaps(&parse("example.com").unwrap()));
+        assert!(!exact.overlaps(&parse("web.example.com").unwrap()));
     }
 
     #[test]

@@ -17,6 +17,11 @@
 //!
 //! After this layer, a request's `Host` (or, when it has none, its authority) is its host. An
 //! empty `Host` is valid: a client sends one for a target without an authority.
+//!
+//! Then, with `server.allowed_hosts` set, a request whose host is not among them, or that names
+//! none, is a `421 HOST_NOT_ALLOWED` (RFC 9110 §15.5.20: this server does not answer for that
+//! host). A page served under another name that resolves to the BFF (DNS rebinding) gets no
+//! answer to read, and nothing later builds a URL from a host it was not configured with.
 
 use axum::extract::Request;
 use axum::http::header::HOST;
@@ -24,20 +29,55 @@ use axum::http::uri::Authority;
 use axum::http::{HeaderValue, Version};
 use axum::response::{IntoResponse, Response};
 
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+
+use crate::config::HostPattern;
 use crate::error::BffError;
 use crate::middleware::Filter;
 
-/// Refuses a request whose host is missing, doubled, malformed or contradicted; makes an
-/// absolute-form target's authority its `Host`.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct OneHost;
+/// Refuses a request whose host is missing, doubled, malformed or contradicted, or (with a list)
+/// not allowed; makes an absolute-form target's authority its `Host`.
+#[derive(Debug, Clone)]
+pub(super) struct OneHost {
+    /// The hosts served; empty: any.
+    allowed: Arc<[HostPattern]>,
+}
+
+impl OneHost {
+    pub(super) fn new(allowed: &[HostPattern]) -> Self {
+        Self { allowed: allowed.into() }
+    }
+}
 
 impl Filter for OneHost {
     type State = ();
 
     fn on_request(&self, request: &mut Request) -> Result<(), Response> {
-        settle(request).map_err(|why| BffError::bad_request("INVALID_HOST", why).into_response())
+        settle(request).map_err(|why| BffError::bad_request("INVALID_HOST", why).into_response())?;
+        if self.allowed.is_empty() {
+            return Ok(());
+        }
+        let name = crate::request::host_name(request.headers(), request.uri()).filter(|name| !name.is_empty());
+        match name {
+            Some(name) if self.allowed.iter().any(|allowed| allowed.matches(name)) => Ok(()),
+            _ => Err(not_allowed(name)),
+        }
     }
+}
+
+/// The answer to a request for a host this BFF does not serve (`name`; `None`: no host).
+fn not_allowed(name: Option<&str>) -> Response {
+    let detail = match name {
+        // Bounded: the name is the client's.
+        Some(name) => format!(
+            "this server does not answer for the host `{}`; `server.allowed_hosts` lists those it does",
+            crate::problem::bounded(name, 128)
+        ),
+        None => "the request names no host; `server.allowed_hosts` lists those this server answers for".to_owned(),
+    };
+    BffError::rejected(StatusCode::MISDIRECTED_REQUEST, "HOST_NOT_ALLOWED", detail).into_response()
 }
 
 /// Checks `request`'s host as the module docs say; in HTTP/1's absolute form, sets `Host` to the
@@ -125,7 +165,8 @@ mod tests {
     use axum::http::header::HOST;
     use axum::http::{Request, Version};
 
-    use super::{is_host_and_port, settle};
+    use super::{OneHost, is_host_and_port, settle};
+    use crate::middleware::Filter;
 
     fn request(version: Version, target: &str, hosts: &[&str]) -> Request<Body> {
         let mut builder = Request::get(target).version(version);
@@ -213,5 +254,43 @@ mod tests {
         assert!(ok("https://a.example/x", &["b.example"]).unwrap_err().contains("another host"));
         assert!(ok("https://a.example/x", &["a.example:8443"]).unwrap_err().contains("another host"));
         assert_eq!(ok("/x", &["a.example"]), Ok(Some("a.example".to_owned())), "no authority: Host is the host");
+    }
+
+    /// With a list, only its hosts pass, however the request names them; without one, any.
+    #[test]
+    fn with_a_list_only_its_hosts_pass() {
+        let allowed = ["bff.example.com", "*.apps.example", "[::1]"].map(|h| h.parse().unwrap());
+        let filter = OneHost::new(&allowed);
+        let status = |request: Request<Body>| {
+            let mut request = request;
+            filter.on_request(&mut request).map_or_else(|answer| answer.status().as_u16(), |()| 200)
+        };
+        for passes in [
+            request(Version::HTTP_11, "/x", &["bff.example.com"]),
+            request(Version::HTTP_11, "/x", &["BFF.EXAMPLE.COM:8080"]),
+            request(Version::HTTP_11, "/x", &["a.apps.example"]),
+            request(Version::HTTP_11, "/x", &["[::1]:8080"]),
+            request(Version::HTTP_11, "http://bff.example.com/x", &["evil.example"]),
+            request(Version::HTTP_2, "https://a.apps.example/x", &[]),
+        ] {
+            let described = format!("{passes:?}");
+            assert_eq!(status(passes), 200, "{described}");
+        }
+        for refused in [
+            request(Version::HTTP_11, "/x", &["evil.example"]),
+            request(Version::HTTP_11, "/x", &["apps.example"]),
+            request(Version::HTTP_11, "/x", &["[::2]"]),
+            request(Version::HTTP_11, "/x", &[""]),
+            request(Version::HTTP_10, "/x", &[]),
+            request(Version::HTTP_11, "http://evil.example/x", &["bff.example.com"]),
+            request(Version::HTTP_2, "https://evil.example/x", &[]),
+        ] {
+            let described = format!("{refused:?}");
+            assert_eq!(status(refused), 421, "{described}");
+        }
+        // A malformed host is a 400 first, list or none.
+        assert_eq!(status(request(Version::HTTP_11, "/x", &["a b"])), 400);
+        let mut any = request(Version::HTTP_11, "/x", &["evil.example"]);
+        assert!(OneHost::new(&[]).on_request(&mut any).is_ok(), "no list: any host");
     }
 }

@@ -21,7 +21,8 @@
 //!    routing sees `/%61pi//a/../b` as `/api/b`; and the request has one host (`host.rs`): two
 //!    `Host` headers, none over HTTP/1.1, a malformed one, or one that contradicts HTTP/2's
 //!    `:authority` is a 400, and HTTP/1.1's absolute form (`GET http://a.example/x`) makes its
-//!    authority the `Host`.
+//!    authority the `Host`; with `server.allowed_hosts`, a host not among them is a 421 (on the
+//!    client listener, not the admin one).
 //! 8. **catch panic** (`panic.rs`): a panicking handler is a 500 problem, and the connection and
 //!    server live on.
 //! 9. CORS (tower-http's layer, which a request without `Origin` skips for the headers it would
@@ -90,22 +91,31 @@ impl Filter for NoSniff {
     }
 }
 
+/// What only the client listener has, not the admin one.
+pub(crate) struct Front {
+    /// The CORS layer and every route pattern's methods, when configured.
+    pub(crate) cors: Option<(CorsLayer, HashMap<String, Vec<Method>>)>,
+    /// Load shedding, when configured.
+    pub(crate) shed: Option<shed::Shed>,
+}
+
 /// Wraps `routed` (the dispatch to the routes) in the inbound stack of the module docs.
-/// `config` gives the server's limits and the tracing settings; with `cors`, the CORS layer and
-/// every route pattern's methods.
+/// `config` gives the server's limits and the tracing settings; `front`, the client listener's
+/// own layers (and `server.allowed_hosts` is checked only there).
 pub(crate) fn wrap<S>(
     routed: S,
     config: &Config,
     policies: RoutePolicies,
     metrics: Metrics,
     spans: Option<SpanSink>,
-    cors: Option<(CorsLayer, HashMap<String, Vec<Method>>)>,
-    shed: Option<shed::Shed>,
+    front: Option<Front>,
 ) -> App
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
+    let hosts = host::OneHost::new(if front.is_some() { &config.server.allowed_hosts } else { &[] });
+    let (cors, shed) = front.map_or((None, None), |front| (front.cors, front.shed));
     let (cors, cors_methods) = match cors {
         Some((layer, methods)) => {
             (Some(cors::CorsLayer::new(layer)), Some(FilterLayer(cors_methods::CorsMethods::new(methods))))
@@ -117,10 +127,7 @@ where
     let limits = limits::Limits { max_uri_bytes: config.server.max_uri_bytes };
     let filters = (
         context::Degradations,
-        (
-            access_log::AccessLog(metrics),
-            (problem::ProblemDetails, (shed, (limits, (host::OneHost, normalize::Normalize)))),
-        ),
+        (access_log::AccessLog(metrics), (problem::ProblemDetails, (shed, (limits, (hosts, normalize::Normalize))))),
     );
     let stack = ServiceBuilder::new()
         .layer(FilterLayer((NoSniff, request_id::RequestIds)))

@@ -37,9 +37,9 @@ use axum::response::{IntoResponse, Response};
 pub(crate) use self::forward::Forward;
 use self::forward::Shared;
 use self::pattern::{Pattern, Rewrite};
-use self::route::{Edits, Host, ProxyRoute, Target, request_host};
+use self::route::{Edits, ProxyRoute, Target, request_host};
 use self::table::{Found, Table};
-use crate::config::{Config, HeaderEdits, ProxyRouteConfig, ProxyUpstream};
+use crate::config::{Config, HeaderEdits, HostPattern, ProxyRouteConfig, ProxyUpstream};
 use crate::error::BffError;
 use crate::identity;
 use crate::policy::access::Access;
@@ -238,7 +238,15 @@ fn compile(
             methods.push(method);
         }
     }
-    let host = entry.host.as_deref().map(Host::parse).transpose().map_err(|m| (key("host"), m))?;
+    let host = entry.host.as_deref().map(str::parse::<HostPattern>).transpose().map_err(|m| (key("host"), m))?;
+    let allowed = &config.server.allowed_hosts;
+    if let Some(host) = &host
+        && !allowed.is_empty()
+        && !allowed.iter().any(|a| a.overlaps(host))
+    {
+        let why = format!("`{host}` is not among `server.allowed_hosts`: no request could reach this route");
+        return Err((key("host"), why));
+    }
     let access = parse_access(&entry.access).map_err(|m| (key("access"), m))?;
     if entry.timeout.is_some_and(|t| t.is_zero()) {
         return Err((key("timeout"), "must be greater than zero".to_owned()));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::pattern::{Pattern, Rewrite};
+use crate::config::HostPattern;
 use crate::routes::Route;
 use crate::upstream::Upstream;
 
@@ -17,7 +18,7 @@ pub(crate) struct ProxyRoute {
     pub(crate) pattern: Pattern,
     /// Empty: any.
     pub(crate) methods: Vec<Method>,
-    pub(crate) host: Option<Host>,
+    pub(crate) host: Option<HostPattern>,
     /// Headers the request must carry with these values.
     pub(crate) match_headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) target: Target,
@@ -88,57 +89,9 @@ impl Target {
     }
 }
 
-/// The `Host` a route takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Host {
-    /// This name exactly (lowercase).
-    Exact(String),
-    /// Any one label, then this suffix (`.example.com`).
-    Wildcard(String),
-}
-
-impl Host {
-    /// Parses a `host` key: a name, or `*.` and a name.
-    pub(crate) fn parse(host: &str) -> Result<Self, String> {
-        let host = host.to_ascii_lowercase();
-        let (wildcard, name) = match host.strip_prefix("*.") {
-            Some(name) => (true, name),
-            None => (false, host.as_str()),
-        };
-        let label_ok =
-            |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if name.is_empty() || !name.split('.').all(label_ok) {
-            return Err(format!(
-                "`{host}` is not a host name (letters, digits, `-` and dots; `*.` first for any one label)"
-            ));
-        }
-        Ok(if wildcard { Self::Wildcard(format!(".{name}")) } else { Self::Exact(name.to_owned()) })
-    }
-
-    /// Whether the wildcard of `suffix` (`.example.com`) takes `host` (lowercase, without its
-    /// port): one label, then the suffix.
-    pub(crate) fn takes_suffix(suffix: &str, host: &str) -> bool {
-        host.strip_suffix(suffix).is_some_and(|label| !label.is_empty() && !label.contains('.'))
-    }
-}
-
-impl std::fmt::Display for Host {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Exact(name) => f.write_str(name),
-            Self::Wildcard(suffix) => write!(f, "*{suffix}"),
-        }
-    }
-}
-
-/// The name of a request's host ([`crate::request::host`]): lowercase, no port.
+/// The name of a request's host ([`crate::request::host_name`]), lowercase.
 pub(crate) fn request_host(request: &axum::extract::Request) -> Option<String> {
-    let raw = crate::request::host(request.headers(), request.uri())?;
-    let name = match raw.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => raw.rsplit_once(':').map_or(raw, |(name, _)| name),
-    };
-    Some(name.to_ascii_lowercase())
+    crate::request::host_name(request.headers(), request.uri()).map(str::to_ascii_lowercase)
 }
 
 impl ProxyRoute {
@@ -228,7 +181,7 @@ pub(crate) fn test_route(index: usize, path: &str, host: Option<&str>, methods: 
         index,
         pattern: Pattern::parse(path).unwrap(),
         methods: methods.to_vec(),
-        host: host.map(|h| Host::parse(h).unwrap()),
+        host: host.map(|h| h.parse().unwrap()),
         match_headers: Vec::new(),
         target: Target::one(upstream),
         rewrite: None,
@@ -308,15 +261,7 @@ mod tests {
     }
 
     #[test]
-    fn hosts_parse_and_bad_ones_are_named() {
-        assert_eq!(Host::parse("API.Example.com").unwrap(), Host::Exact("api.example.com".into()));
-        assert_eq!(Host::parse("*.example.com").unwrap(), Host::Wildcard(".example.com".into()));
-        for bad in ["", "*.", "a..b", "a b", "*.*.example.com", "a.example.com:8080"] {
-            assert!(Host::parse(bad).is_err(), "{bad}");
-        }
-        assert!(Host::takes_suffix(".example.com", "api.example.com"));
-        assert!(!Host::takes_suffix(".example.com", "a.b.example.com"), "one label");
-        assert!(!Host::takes_suffix(".example.com", "example.com"));
+    fn a_requests_host_is_its_name_in_lowercase() {
         let request =
             |host: &str| axum::http::Request::builder().header("host", host).body(axum::body::Body::empty()).unwrap();
         assert_eq!(request_host(&request("API.example.com:8443")).as_deref(), Some("api.example.com"));

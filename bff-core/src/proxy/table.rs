@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, Method};
 
-use super::route::{Choice, Host, ProxyRoute, choose};
+use super::route::{Choice, ProxyRoute, choose};
+use crate::config::{HostPattern, takes_suffix};
 
 /// The routes of one host spec: routers of path shapes, each with its routes.
 #[derive(Debug, Default)]
@@ -58,8 +59,8 @@ impl Table {
     pub(crate) fn insert(&mut self, route: Arc<ProxyRoute>) -> Result<(), (&'static str, String)> {
         let paths = match &route.host {
             None => &mut self.any,
-            Some(Host::Exact(name)) => self.exact.entry(name.clone()).or_default(),
-            Some(Host::Wildcard(suffix)) => match self.wildcard.iter().position(|(s, _)| s == suffix) {
+            Some(HostPattern::Exact(name)) => self.exact.entry(name.clone()).or_default(),
+            Some(HostPattern::Wildcard(suffix)) => match self.wildcard.iter().position(|(s, _)| s == suffix) {
                 Some(at) => &mut self.wildcard[at].1,
                 None => {
                     self.wildcard.push((suffix.clone(), Paths::default()));
@@ -83,7 +84,7 @@ impl Table {
         let wildcards = self
             .wildcard
             .iter()
-            .filter(move |(suffix, _)| host.is_some_and(|h| Host::takes_suffix(suffix, h)))
+            .filter(move |(suffix, _)| host.is_some_and(|h| takes_suffix(suffix, h)))
             .map(|(_, paths)| paths);
         let mut allowed: Vec<Method> = Vec::new();
         let mut named: Option<&Arc<ProxyRoute>> = None;

@@ -96,6 +96,37 @@ fn each_bad_key_is_named() {
     assert!(message.contains("`public`, `authenticated` or `scope:<name>`"), "{message}");
 }
 
+/// A route whose `host` no `server.allowed_hosts` entry takes could never be reached: refused,
+/// naming both keys. One that some allowed host reaches is kept.
+#[test]
+fn a_route_for_a_host_the_bff_does_not_serve_is_refused() {
+    let routes = |allowed: &str, host: &str| {
+        format!(
+            "[server]\nallowed_hosts = {allowed}\n[[proxy]]\npath = \"/x\"\nupstream = \"catalog\"\n\
+             access = \"public\"\nhost = \"{host}\""
+        )
+    };
+    for (allowed, host) in [
+        (r#"["api.example.com"]"#, "web.example.com"),
+        (r#"["api.example.com"]"#, "*.example.org"),
+        (r#"["*.example.com"]"#, "example.com"),
+        (r#"["*.example.com"]"#, "*.example.org"),
+    ] {
+        let (key, message) = refused(&routes(allowed, host));
+        assert_eq!(key, "proxy[0].host", "{allowed} {host}: {message}");
+        assert!(message.contains(host) && message.contains("server.allowed_hosts"), "{message}");
+    }
+    for (allowed, host) in [
+        (r#"["API.example.com"]"#, "api.example.com"),
+        (r#"["api.example.com"]"#, "*.example.com"),
+        (r#"["*.example.com"]"#, "api.example.com"),
+        (r#"["*.example.com"]"#, "*.example.com"),
+        ("[]", "anything.example"),
+    ] {
+        assert!(proxies(&routes(allowed, host)).is_ok(), "{allowed} {host}");
+    }
+}
+
 /// One `[[proxy]]` entry to the catalog.
 fn entry(path: &str, access: &str, extra: &str) -> String {
     format!("[[proxy]]\npath = \"{path}\"\nupstream = \"catalog\"\naccess = \"{access}\"\n{extra}\n")

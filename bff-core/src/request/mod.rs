@@ -135,6 +135,16 @@ pub(crate) fn host<'a>(headers: &'a axum::http::HeaderMap, uri: &'a axum::http::
     }
 }
 
+/// The name of a request's [`host`]: without its port, and an IPv6 address without its
+/// brackets (`[::1]:8080` is `::1`); letters as the request wrote them.
+pub(crate) fn host_name<'a>(headers: &'a axum::http::HeaderMap, uri: &'a axum::http::Uri) -> Option<&'a str> {
+    let raw = host(headers, uri)?;
+    match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next(),
+        None => Some(raw.rsplit_once(':').map_or(raw, |(name, _)| name)),
+    }
+}
+
 /// The policies of the route a request was matched to, if it was.
 pub(crate) fn route_of(extensions: &axum::http::Extensions) -> Option<&Route> {
     extensions.get::<Arc<RequestMeta>>()?.policy.get().map(Arc::as_ref)

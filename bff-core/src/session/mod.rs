@@ -86,6 +86,12 @@ impl Sessions {
     pub(crate) async fn from_config(config: &Config, metrics: &Metrics) -> Result<Option<Self>, (String, String)> {
         let (Some(session), Some(oidc)) = (&config.session, &config.oidc) else { return Ok(None) };
         let provider = Provider::new(oidc, metrics).map_err(|e| ("oidc".to_owned(), e))?;
+        if oidc.redirect_uri.is_none() && config.server.allowed_hosts.is_empty() {
+            tracing::warn!(
+                "`oidc.redirect_uri` is not set, so a login's redirect URI is built from the request's \
+                 host, and `server.allowed_hosts` is empty, so any host is answered: set one of them"
+            );
+        }
         let store = match session.store {
             SessionStoreKind::Memory => {
                 Store::Memory(store::Memory::new(session.memory_bytes, session.idle_timeout, session.login_timeout))
