@@ -121,6 +121,11 @@ def home_variants():
         # per request.
         Case("mobile-home-no-shed", "bff-mobile", "/mobile/home", env={"BFF_SERVER__MAX_IN_FLIGHT_REQUESTS": "0"},
              baselines=base),
+        # The client listener answering only the hosts listed (wrk's `127.0.0.1` is the last of
+        # four): what `server.allowed_hosts` costs per request.
+        Case("mobile-home-allowed-hosts", "bff-mobile", "/mobile/home",
+             env={"BFF_SERVER__ALLOWED_HOSTS": '["m.example.com", "*.example.com", "localhost", "127.0.0.1"]'},
+             baselines=base),
         # Hedging users after 50 ms (never reached at 0 ms latency): what a hedged call costs when
         # no hedge is sent (a request copy, a timer, a boxed future).
         Case("mobile-home-hedged", "bff-mobile", "/mobile/home", env={"BFF_UPSTREAMS__USERS__HEDGE_AFTER": "50ms"},

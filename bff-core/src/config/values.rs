@@ -260,9 +260,14 @@ impl HostPattern {
     /// Whether `host` (a request's host name, without its port or an IPv6 address's brackets,
     /// letters in any case) is one this pattern takes.
     pub fn matches(&self, host: &str) -> bool {
+        self.matches_bytes(host.as_bytes())
+    }
+
+    /// [`HostPattern::matches`], on a name as it came in a header.
+    pub(crate) fn matches_bytes(&self, host: &[u8]) -> bool {
         match self {
-            Self::Exact(name) => host.eq_ignore_ascii_case(name),
-            Self::Wildcard(suffix) => takes_suffix(suffix, host),
+            Self::Exact(name) => host.eq_ignore_ascii_case(name.as_bytes()),
+            Self::Wildcard(suffix) => takes_suffix_bytes(suffix.as_bytes(), host),
         }
     }
 
@@ -278,10 +283,14 @@ impl HostPattern {
 /// Whether the wildcard of `suffix` (`.example.com`, lowercase) takes `host` (letters in any
 /// case): one label, then the suffix.
 pub(crate) fn takes_suffix(suffix: &str, host: &str) -> bool {
+    takes_suffix_bytes(suffix.as_bytes(), host.as_bytes())
+}
+
+fn takes_suffix_bytes(suffix: &[u8], host: &[u8]) -> bool {
+    // Bytes, not `str`: the split need not fall on a character's boundary.
     host.len() > suffix.len() && {
-        // Bytes, not `str`: the split need not fall on a character's boundary.
-        let (label, rest) = host.as_bytes().split_at(host.len() - suffix.len());
-        rest.eq_ignore_ascii_case(suffix.as_bytes()) && !label.contains(&b'.')
+        let (label, rest) = host.split_at(host.len() - suffix.len());
+        rest.eq_ignore_ascii_case(suffix) && !label.contains(&b'.')
     }
 }
 

@@ -55,15 +55,25 @@ impl Filter for OneHost {
     type State = ();
 
     fn on_request(&self, request: &mut Request) -> Result<(), Response> {
-        settle(request).map_err(|why| BffError::bad_request("INVALID_HOST", why).into_response())?;
-        if self.allowed.is_empty() {
-            return Ok(());
-        }
-        let name = crate::request::host_name(request.headers(), request.uri()).filter(|name| !name.is_empty());
-        match name {
-            Some(name) if self.allowed.iter().any(|allowed| allowed.matches(name)) => Ok(()),
-            _ => Err(not_allowed(name)),
-        }
+        settle(request, &self.allowed).map_err(|refused| match refused {
+            Refused::Invalid(why) => BffError::bad_request("INVALID_HOST", why).into_response(),
+            Refused::NotAllowed(name) => not_allowed(name.as_deref()),
+        })
+    }
+}
+
+/// Why a request's host is refused.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    /// Missing, doubled, malformed or contradicted: a 400.
+    Invalid(&'static str),
+    /// Not among the hosts served (`None`: the request names none): a 421.
+    NotAllowed(Option<String>),
+}
+
+impl From<&'static str> for Refused {
+    fn from(why: &'static str) -> Self {
+        Self::Invalid(why)
     }
 }
 
@@ -80,25 +90,29 @@ fn not_allowed(name: Option<&str>) -> Response {
     BffError::rejected(StatusCode::MISDIRECTED_REQUEST, "HOST_NOT_ALLOWED", detail).into_response()
 }
 
-/// Checks `request`'s host as the module docs say; in HTTP/1's absolute form, sets `Host` to the
-/// target's authority.
-fn settle(request: &mut Request) -> Result<(), &'static str> {
+/// Checks `request`'s host as the module docs say, and that `allowed` (empty: any) takes it; in
+/// HTTP/1's absolute form, sets `Host` to the target's authority. The host is read where it is
+/// checked, with no lookup of its own.
+fn settle(request: &mut Request, allowed: &[HostPattern]) -> Result<(), Refused> {
     let mut hosts = request.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return Err("the request has more than one `Host` header; it must have one");
+        return Err("the request has more than one `Host` header; it must have one".into());
     }
     if host.is_some_and(|h| !is_host_and_port(h.as_bytes())) {
-        return Err("the `Host` header is not a host and an optional port");
+        return Err("the `Host` header is not a host and an optional port".into());
     }
     let http1 = request.version() <= Version::HTTP_11;
     if host.is_none() && request.version() == Version::HTTP_11 {
-        return Err("an HTTP/1.1 request must have a `Host` header");
+        return Err("an HTTP/1.1 request must have a `Host` header".into());
     }
-    let Some(authority) = request.uri().authority() else { return Ok(()) };
+    let Some(authority) = request.uri().authority() else {
+        return served(allowed, host.map(HeaderValue::as_bytes));
+    };
     if authority.as_str().contains('@') {
-        return Err("the request target's authority has user information");
+        return Err("the request target's authority has user information".into());
     }
+    served(allowed, Some(authority.as_str().as_bytes()))?;
     if http1 {
         // The absolute form (or CONNECT's authority form): the target's authority is the host.
         if host.is_none_or(|h| h.as_bytes() != authority.as_str().as_bytes()) {
@@ -110,9 +124,29 @@ fn settle(request: &mut Request) -> Result<(), &'static str> {
     }
     match host {
         Some(host) if !same_host(host, authority, request.uri().scheme_str()) => {
-            Err("the `Host` header names another host than the request's `:authority`")
+            Err("the `Host` header names another host than the request's `:authority`".into())
         }
         _ => Ok(()),
+    }
+}
+
+/// Whether `allowed` (empty: any) takes `host` (`host[:port]`, checked; `None`: no host).
+fn served(allowed: &[HostPattern], host: Option<&[u8]>) -> Result<(), Refused> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let name = host.map(name_of).filter(|name| !name.is_empty());
+    match name {
+        Some(name) if allowed.iter().any(|pattern| pattern.matches_bytes(name)) => Ok(()),
+        _ => Err(Refused::NotAllowed(name.map(|name| String::from_utf8_lossy(name).into_owned()))),
+    }
+}
+
+/// The name in `host[:port]`: the port taken off, and an IPv6 address's brackets.
+fn name_of(host: &[u8]) -> &[u8] {
+    match host.strip_prefix(b"[") {
+        Some(v6) => v6.split(|&b| b == b']').next().unwrap_or_default(),
+        None => host.iter().rposition(|&b| b == b':').map_or(host, |colon| &host[..colon]),
     }
 }
 
@@ -165,7 +199,7 @@ mod tests {
     use axum::http::header::HOST;
     use axum::http::{Request, Version};
 
-    use super::{OneHost, is_host_and_port, settle};
+    use super::{OneHost, Refused, is_host_and_port, settle};
     use crate::middleware::Filter;
 
     fn request(version: Version, target: &str, hosts: &[&str]) -> Request<Body> {
@@ -177,7 +211,10 @@ mod tests {
     }
 
     fn host_after(mut request: Request<Body>) -> Result<Option<String>, &'static str> {
-        settle(&mut request)?;
+        settle(&mut request, &[]).map_err(|refused| match refused {
+            Refused::Invalid(why) => why,
+            Refused::NotAllowed(_) => unreachable!("no list, no host refused for it"),
+        })?;
         let mut hosts = request.headers().get_all(HOST).iter();
         let host = hosts.next().map(|h| h.to_str().unwrap().to_owned());
         assert!(hosts.next().is_none(), "one Host at most after the layer");
