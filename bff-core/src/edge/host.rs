@@ -23,15 +23,13 @@
 //! host). A page served under another name that resolves to the BFF (DNS rebinding) gets no
 //! answer to read, and nothing later builds a URL from a host it was not configured with.
 
+use std::sync::Arc;
+
 use axum::extract::Request;
 use axum::http::header::HOST;
 use axum::http::uri::Authority;
-use axum::http::{HeaderValue, Version};
+use axum::http::{HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
-
-use std::sync::Arc;
-
-use axum::http::StatusCode;
 
 use crate::config::HostPattern;
 use crate::error::BffError;
@@ -135,18 +133,10 @@ fn served(allowed: &[HostPattern], host: Option<&[u8]>) -> Result<(), Refused> {
     if allowed.is_empty() {
         return Ok(());
     }
-    let name = host.map(name_of).filter(|name| !name.is_empty());
+    let name = host.map(crate::request::name_of).filter(|name| !name.is_empty());
     match name {
         Some(name) if allowed.iter().any(|pattern| pattern.matches_bytes(name)) => Ok(()),
         _ => Err(Refused::NotAllowed(name.map(|name| String::from_utf8_lossy(name).into_owned()))),
-    }
-}
-
-/// The name in `host[:port]`: the port taken off, and an IPv6 address's brackets.
-fn name_of(host: &[u8]) -> &[u8] {
-    match host.strip_prefix(b"[") {
-        Some(v6) => v6.split(|&b| b == b']').next().unwrap_or_default(),
-        None => host.iter().rposition(|&b| b == b':').map_or(host, |colon| &host[..colon]),
     }
 }
 

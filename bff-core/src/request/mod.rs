@@ -138,10 +138,15 @@ pub(crate) fn host<'a>(headers: &'a axum::http::HeaderMap, uri: &'a axum::http::
 /// The name of a request's [`host`]: without its port, and an IPv6 address without its
 /// brackets (`[::1]:8080` is `::1`); letters as the request wrote them.
 pub(crate) fn host_name<'a>(headers: &'a axum::http::HeaderMap, uri: &'a axum::http::Uri) -> Option<&'a str> {
-    let raw = host(headers, uri)?;
-    match raw.strip_prefix('[') {
-        Some(v6) => v6.split(']').next(),
-        None => Some(raw.rsplit_once(':').map_or(raw, |(name, _)| name)),
+    // Cut at ASCII bytes, so still UTF-8.
+    std::str::from_utf8(name_of(host(headers, uri)?.as_bytes())).ok()
+}
+
+/// The name in `host[:port]`: the port taken off, and an IPv6 address's brackets.
+pub(crate) fn name_of(host: &[u8]) -> &[u8] {
+    match host.strip_prefix(b"[") {
+        Some(v6) => v6.split(|&b| b == b']').next().unwrap_or_default(),
+        None => host.iter().rposition(|&b| b == b':').map_or(host, |colon| &host[..colon]),
     }
 }
 
@@ -308,5 +313,19 @@ mod tests {
         assert_eq!(super::host(&headers, &absolute), Some("a.example"));
         headers.insert("host", HeaderValue::from_bytes(b"\xff").unwrap());
         assert_eq!(super::host(&headers, &absolute), None, "a host that is not text is none");
+    }
+
+    #[test]
+    fn a_hosts_name_has_no_port_nor_brackets() {
+        for (host, name) in [
+            ("a.example", "a.example"),
+            ("A.example:8443", "A.example"),
+            ("[::1]:8080", "::1"),
+            ("[::1]", "::1"),
+            ("127.0.0.1:80", "127.0.0.1"),
+            ("", ""),
+        ] {
+            assert_eq!(super::name_of(host.as_bytes()), name.as_bytes(), "{host}");
+        }
     }
 }
