@@ -677,6 +677,9 @@ async fn a_request_has_one_host_and_an_absolute_target_names_it() {
     let canary = get(&format!("http://canary.example.com{path}"), "1.1", &["www.example.com"]);
     let (status, body) = raw_http(stack.bff.addr, &canary).await;
     assert!(status == 401 && body.contains("AUTH_REQUIRED"), "{status} {body}");
+    // A fully qualified name (a trailing dot) is the same host, as DNS reads it.
+    let (status, body) = raw_http(stack.bff.addr, &get(path, "1.1", &["canary.example.com."])).await;
+    assert!(status == 401 && body.contains("AUTH_REQUIRED"), "{status} {body}");
     let www = get(&format!("http://www.example.com{path}"), "1.1", &["canary.example.com"]);
     let (status, body) = raw_http(stack.bff.addr, &www).await;
     assert!(status == 200 && body.contains("SKU-0001"), "{status} {body}");
@@ -731,7 +734,7 @@ async fn only_the_allowed_hosts_are_answered() {
     }
     assert_eq!(stack.stats(Service::Catalog).requests, catalog, "none of them forwarded");
 
-    for host in ["bff.example.com", "BFF.Example.COM:8443", "a.apps.example", "127.0.0.1:1234"] {
+    for host in ["bff.example.com", "BFF.Example.COM:8443", "bff.example.com.", "a.apps.example", "127.0.0.1:1234"] {
         let (status, body) = raw_http(stack.bff.addr, &get(path, "1.1", Some(host))).await;
         assert!(status == 200 && body.contains("SKU-0001"), "{host}: {status} {body}");
     }

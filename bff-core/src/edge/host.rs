@@ -297,6 +297,7 @@ mod tests {
             request(Version::HTTP_11, "/x", &["BFF.EXAMPLE.COM:8080"]),
             request(Version::HTTP_11, "/x", &["a.apps.example"]),
             request(Version::HTTP_11, "/x", &["[::1]:8080"]),
+            request(Version::HTTP_11, "/x", &["bff.example.com.:443"]),
             request(Version::HTTP_11, "http://bff.example.com/x", &["evil.example"]),
             request(Version::HTTP_2, "https://a.apps.example/x", &[]),
         ] {
@@ -307,6 +308,8 @@ mod tests {
             request(Version::HTTP_11, "/x", &["evil.example"]),
             request(Version::HTTP_11, "/x", &["apps.example"]),
             request(Version::HTTP_11, "/x", &["[::2]"]),
+            request(Version::HTTP_11, "/x", &["bff.example.com.."]),
+            request(Version::HTTP_11, "/x", &["."]),
             request(Version::HTTP_11, "/x", &[""]),
             request(Version::HTTP_10, "/x", &[]),
             request(Version::HTTP_11, "http://evil.example/x", &["bff.example.com"]),

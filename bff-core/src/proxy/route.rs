@@ -266,5 +266,6 @@ mod tests {
             |host: &str| axum::http::Request::builder().header("host", host).body(axum::body::Body::empty()).unwrap();
         assert_eq!(request_host(&request("API.example.com:8443")).as_deref(), Some("api.example.com"));
         assert_eq!(request_host(&request("[::1]:80")).as_deref(), Some("::1"));
+        assert_eq!(request_host(&request("API.example.com.")).as_deref(), Some("api.example.com"), "as DNS reads it");
     }
 }

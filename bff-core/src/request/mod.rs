@@ -142,11 +142,15 @@ pub(crate) fn host_name<'a>(headers: &'a axum::http::HeaderMap, uri: &'a axum::h
     std::str::from_utf8(name_of(host(headers, uri)?.as_bytes())).ok()
 }
 
-/// The name in `host[:port]`: the port taken off, and an IPv6 address's brackets.
+/// The name in `host[:port]`: the port taken off, an IPv6 address's brackets, and the trailing
+/// dot of a fully qualified name (`a.example.` is `a.example`, as DNS reads it).
 pub(crate) fn name_of(host: &[u8]) -> &[u8] {
     match host.strip_prefix(b"[") {
         Some(v6) => v6.split(|&b| b == b']').next().unwrap_or_default(),
-        None => host.iter().rposition(|&b| b == b':').map_or(host, |colon| &host[..colon]),
+        None => {
+            let name = host.iter().rposition(|&b| b == b':').map_or(host, |colon| &host[..colon]);
+            name.strip_suffix(b".").unwrap_or(name)
+        }
     }
 }
 
@@ -323,6 +327,10 @@ mod tests {
             ("[::1]:8080", "::1"),
             ("[::1]", "::1"),
             ("127.0.0.1:80", "127.0.0.1"),
+            ("a.example.:443", "a.example"),
+            ("a.example.", "a.example"),
+            ("a.example..", "a.example."),
+            (".", ""),
             ("", ""),
         ] {
             assert_eq!(super::name_of(host.as_bytes()), name.as_bytes(), "{host}");
