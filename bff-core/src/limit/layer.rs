@@ -266,20 +266,9 @@ fn unavailable() -> Response {
     response
 }
 
-/// Appends `n` in decimal.
+/// Appends `n` in decimal: two digits at a time (`itoa`), and one copy of them.
 fn push_number(out: &mut String, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// Seconds, rounded up: a client waiting this long is never early.
