@@ -1,5 +1,5 @@
 //! Log lines: request-derived text never starts a log line, in either format; every line of a
-//! request names its trace.
+//! request names its trace; a login URL any host could shape is warned of at start.
 //!
 //! A test binary of its own: `tracing` caches whether each log site is enabled, and a site first
 //! reached by a concurrent test, before this test's scoped subscriber exists, could stay cached
@@ -174,4 +174,30 @@ fn no_credential_reaches_a_log_line() {
             assert!(!text.contains(secret), "{format:?}: `{secret}` was logged:\n{text}");
         }
     }
+}
+
+/// A BFF with browser sessions that would build the login's redirect URI from any host a request
+/// names (no `oidc.redirect_uri`, no `server.allowed_hosts`) says so once, at start, naming both
+/// keys; with either set, it does not.
+#[test]
+fn a_login_url_built_from_any_host_is_warned_of_at_start() {
+    let warned = |stack: StackBuilder| {
+        let lines = Lines::default();
+        let filter = tracing_subscriber::EnvFilter::new("warn");
+        let subscriber =
+            bff_core::observe::logging::subscriber(bff_core::config::LogFormat::Json, filter, lines.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(async {
+                stack.start().await;
+            });
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines().filter(|line| line.contains("oidc.redirect_uri") && line.contains("server.allowed_hosts")).count()
+    };
+    let web = || StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app);
+    assert_eq!(warned(web()), 1, "neither key set: one warning");
+    assert_eq!(warned(web().set("server.allowed_hosts", r#"["127.0.0.1"]"#)), 0, "the hosts are listed");
+    let fixed = web().set("oidc.redirect_uri", r#""http://127.0.0.1:9/bff/callback""#);
+    assert_eq!(warned(fixed), 0, "the redirect URI is set");
 }
