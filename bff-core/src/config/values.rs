@@ -267,7 +267,7 @@ impl HostPattern {
     pub(crate) fn matches_bytes(&self, host: &[u8]) -> bool {
         match self {
             Self::Exact(name) => host.eq_ignore_ascii_case(name.as_bytes()),
-            Self::Wildcard(suffix) => takes_suffix_bytes(suffix.as_bytes(), host),
+            Self::Wildcard(suffix) => takes_suffix(suffix.as_bytes(), host),
         }
     }
 
@@ -281,13 +281,9 @@ impl HostPattern {
 }
 
 /// Whether the wildcard of `suffix` (`.example.com`, lowercase) takes `host` (letters in any
-/// case): one label, then the suffix.
-pub(crate) fn takes_suffix(suffix: &str, host: &str) -> bool {
-    takes_suffix_bytes(suffix.as_bytes(), host.as_bytes())
-}
-
-fn takes_suffix_bytes(suffix: &[u8], host: &[u8]) -> bool {
-    // Bytes, not `str`: the split need not fall on a character's boundary.
+/// case): one label, then the suffix. Bytes, not `str`: the split need not fall on a
+/// character's boundary.
+pub(crate) fn takes_suffix(suffix: &[u8], host: &[u8]) -> bool {
     host.len() > suffix.len() && {
         let (label, rest) = host.split_at(host.len() - suffix.len());
         rest.eq_ignore_ascii_case(suffix) && !label.contains(&b'.')

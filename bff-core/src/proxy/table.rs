@@ -84,7 +84,7 @@ impl Table {
         let wildcards = self
             .wildcard
             .iter()
-            .filter(move |(suffix, _)| host.is_some_and(|h| takes_suffix(suffix, h)))
+            .filter(move |(suffix, _)| host.is_some_and(|h| takes_suffix(suffix.as_bytes(), h.as_bytes())))
             .map(|(_, paths)| paths);
         let mut allowed: Vec<Method> = Vec::new();
         let mut named: Option<&Arc<ProxyRoute>> = None;
