@@ -37,6 +37,7 @@ mod body;
 mod carried;
 pub mod cli;
 pub mod config;
+mod detached;
 mod dispatch;
 mod edge;
 pub mod error;

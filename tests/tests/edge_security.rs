@@ -3,15 +3,17 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Stack, StackBuilder, problem};
+use bff_core::testing::{RawH2, frame};
+use common::{Stack, StackBuilder, eventually, latency, problem};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
-use services_mock::Service;
 use services_mock::services::auth::{AUDIENCE, ISSUER, Keys};
+use services_mock::{Faults, Service};
+use tokio::net::TcpStream;
 
 fn mobile() -> StackBuilder {
     StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app)
@@ -290,6 +292,30 @@ async fn home_status(stack: &Stack, token: &str) -> (u16, String) {
     let status = response.status().as_u16();
     let body = response.text().await.unwrap();
     (status, body)
+}
+
+/// The first token after a start makes the BFF fetch the issuer's keys. A client that resets its
+/// stream meanwhile (HTTP/2's rapid reset) or closes its connection must not cancel the fetch:
+/// were it cancelled, every token would be refused (`503 AUTH_UNAVAILABLE`) until
+/// `auth.jwks_min_refresh` had passed, and one client doing it again and again, with a forged
+/// token, would keep a freshly started BFF from signing anyone in.
+#[tokio::test]
+async fn a_client_that_goes_away_does_not_take_the_key_fetch_with_it() {
+    let stack = mobile().set("auth.jwks_min_refresh", "1h").start().await;
+    stack.set_faults(Service::Auth, latency(500)).await;
+    let token = stack.token();
+    let forged_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT","kid":"forged"}"#);
+    let forged = format!("Bearer {forged_header}.{}", token.split_once('.').unwrap().1);
+    let mut h2 = RawH2::handshake(TcpStream::connect(stack.bff.addr).await.unwrap(), &[]).await.unwrap();
+    h2.get(1, "/mobile/home", &[("authorization", &forged)]).await.unwrap();
+    let fetching = eventually(Duration::from_secs(10), || async { stack.stats(Service::Auth).in_flight > 0 }).await;
+    assert!(fetching, "the forged token's unknown kid makes the BFF fetch the keys");
+    h2.send(frame::RST_STREAM, 0, 1, &8u32.to_be_bytes()).await.unwrap();
+    drop(h2);
+    stack.set_faults(Service::Auth, Faults::default()).await;
+    let (status, body) = home_status(&stack, &token).await;
+    assert_eq!(status, 200, "verified with the keys the abandoned fetch brought: {body}");
+    assert_eq!(stack.stats(Service::Auth).requests, 1, "one fetch");
 }
 
 #[tokio::test]

@@ -6,13 +6,16 @@ mod common;
 
 use bff_core::config::{ConfigSource, Overrides, load};
 use bff_core::serve::Server;
-use bff_core::testing::{RedisServer, TestServer};
-use common::{Stack, StackBuilder, problem};
+use std::time::Duration;
+
+use bff_core::testing::{RawH2, RedisServer, TestServer, frame};
+use common::{Stack, StackBuilder, eventually, problem};
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::Value;
 use services_mock::Service;
 use services_mock::services::oidc::DEMO_CLIENT_ID;
+use tokio::net::TcpStream;
 
 const SESSION: &str = "__Host-bff-session";
 const LOGIN: &str = "__Host-bff-login";
@@ -229,6 +232,32 @@ async fn the_access_token_is_refreshed_before_it_expires_and_a_refused_refresh_e
     let ended = call(&http, stack.bff.url("/web/home"), &session).send().await.unwrap();
     problem(ended, 401, "SESSION_ENDED").await;
     problem(call(&http, stack.bff.url("/bff/user"), &session).send().await.unwrap(), 401, "SESSION_ENDED").await;
+}
+
+/// A request that goes away while its session's tokens are refreshed (a tab closed, a fetch
+/// aborted, an HTTP/2 stream reset) does not lose the refresh token the provider rotated: the
+/// next refresh would present the old one, a reuse, and the provider would end the session.
+#[tokio::test]
+async fn a_refresh_outlives_the_request_that_started_it() {
+    let stack = web().start().await;
+    let idp = stack.mocks.idp();
+    idp.set_access_ttl(DEMO_CLIENT_ID, 30);
+    let session = sign_in(&browser(), &base(&stack), 42).await;
+    // The provider rotates the refresh token at once and answers a while later, with tokens
+    // that then need no refresh for an hour.
+    idp.set_access_ttl(DEMO_CLIENT_ID, 3600);
+    idp.delay_token_answers(Duration::from_millis(500));
+    let mut h2 = RawH2::handshake(TcpStream::connect(stack.bff.addr).await.unwrap(), &[]).await.unwrap();
+    let cookie = format!("{SESSION}={session}");
+    h2.get(1, "/bff/user", &[("cookie", &cookie), ("x-csrf", "1")]).await.unwrap();
+    let refreshing = eventually(Duration::from_secs(10), || async { stack.stats(Service::Auth).in_flight > 0 }).await;
+    assert!(refreshing, "the session's refresh reached the provider");
+    h2.send(frame::RST_STREAM, 0, 1, &8u32.to_be_bytes()).await.unwrap();
+    drop(h2);
+    idp.delay_token_answers(Duration::ZERO);
+    let user = call(&browser(), stack.bff.url("/bff/user"), &session).send().await.unwrap();
+    assert_eq!(user.status(), 200, "{:?}", user.text().await);
+    assert_eq!(idp.live_refresh_tokens(), 1, "the rotated token kept, the family intact");
 }
 
 #[tokio::test]

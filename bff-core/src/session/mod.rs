@@ -176,7 +176,18 @@ impl Sessions {
     /// Refreshes the session's tokens, once however many of its requests ask at the same time;
     /// a refresh the provider refuses ends the session. While the provider cannot be reached
     /// the session goes on with the tokens it has, and the next request tries again.
+    ///
+    /// The refresh runs to its end even when the request that asked goes away: the provider may
+    /// have rotated the refresh token already, and were the new one dropped, the next refresh
+    /// would present the old one, a reuse, for which the provider ends the session.
     async fn refresh(&self, key: &str) -> Result<Arc<Session>, AuthError> {
+        let (sessions, key) = (self.clone(), key.to_owned());
+        crate::detached::finish(async move { sessions.refresh_once(&key).await })
+            .await
+            .unwrap_or(Err(AuthError::SessionsUnavailable))
+    }
+
+    async fn refresh_once(&self, key: &str) -> Result<Arc<Session>, AuthError> {
         let lock = {
             let mut refreshing = self.0.refreshing.lock().unwrap_or_else(|e| e.into_inner());
             refreshing.entry(key.to_owned()).or_default().clone()

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +47,8 @@ const LOGIN_PAGE_USERS: [u64; 4] = [42, 7, 99, 1234];
 pub struct Idp {
     keys: Arc<Keys>,
     state: Mutex<IdpState>,
+    /// How long `/token` waits, its work done, before it answers.
+    token_answer_delay_ms: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -89,7 +92,7 @@ struct RefreshToken {
 impl Idp {
     /// A provider with the demo client registered for the web BFF's local-development origins.
     pub fn new(keys: Arc<Keys>) -> Self {
-        let idp = Self { keys, state: Mutex::default() };
+        let idp = Self { keys, state: Mutex::default(), token_answer_delay_ms: AtomicU64::new(0) };
         idp.state().clients.insert(
             DEMO_CLIENT_ID.to_owned(),
             Client {
@@ -129,6 +132,12 @@ impl Idp {
         if let Some(client) = self.state().clients.get_mut(client_id) {
             client.access_ttl_s = ttl_s;
         }
+    }
+
+    /// Makes `/token` answer `delay` after it has done its work (codes taken, refresh tokens
+    /// rotated): a slow way back to the client, or a test of a client that goes away meanwhile.
+    pub fn delay_token_answers(&self, delay: Duration) {
+        self.token_answer_delay_ms.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Revokes every refresh token issued to `user` (the user signed out elsewhere, or an
@@ -397,8 +406,18 @@ fn form_decode(text: &str) -> String {
     url::form_urlencoded::parse(format!("x={text}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }
 
-/// `POST /token` with a form: the authorization code and refresh token grants.
+/// `POST /token` with a form: the authorization code and refresh token grants, answered after
+/// [`Idp::delay_token_answers`].
 pub(crate) async fn token(idp: &Idp, headers: &HeaderMap, form: TokenForm) -> Response {
+    let answer = grant(idp, headers, form);
+    let delay = idp.token_answer_delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    answer
+}
+
+fn grant(idp: &Idp, headers: &HeaderMap, form: TokenForm) -> Response {
     let Some((client_id, client)) = idp.authenticate(headers, &form) else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
     };

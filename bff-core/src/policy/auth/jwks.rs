@@ -43,8 +43,8 @@ struct Inner {
     /// SipHash over a whole token: only tokens whose signature verified are ever inserted, so a
     /// client cannot fill the table with keys that collide.
     verified: Option<moka::sync::Cache<Arc<str>, (Identity, SystemTime), foldhash::fast::RandomState>>,
-    /// Serialises refreshes and remembers when the last one happened.
-    refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Serialises refreshes and remembers when the last one happened; a refresh's task holds it.
+    refresh: Arc<tokio::sync::Mutex<Option<Instant>>>,
     /// The `typ` header a token must have, if set (`at+jwt`, RFC 9068).
     typ: Option<String>,
     /// The longest token looked at.
@@ -104,7 +104,7 @@ impl JwtVerifier {
                 }),
                 typ: config.typ.clone(),
                 max_token_bytes: config.max_token_bytes,
-                refresh: tokio::sync::Mutex::new(None),
+                refresh: Arc::new(tokio::sync::Mutex::new(None)),
                 keep_claims: Vec::new(),
             }),
         }
@@ -237,46 +237,55 @@ impl JwtVerifier {
         if let Some(key) = self.cached(kid) {
             return Ok(key);
         }
-        let mut last = self.inner.refresh.lock().await;
+        let mut last = Arc::clone(&self.inner.refresh).lock_owned().await;
         // Another request may have refreshed while this one waited for the lock.
         if let Some(key) = self.cached(kid) {
             return Ok(key);
         }
         // An unknown kid must not let clients make us hammer the issuer.
         if last.is_some_and(|at| at.elapsed() < self.inner.min_refresh) {
-            return Err(if self.has_keys() { AuthError::UnknownKey } else { AuthError::KeysUnavailable });
+            return Err(self.missing());
         }
         *last = Some(Instant::now());
-        let fetched = self.fetch(request_id).await;
-        drop(last);
+        // The fetch is a task of its own, which holds the lock until the keys are stored: were it
+        // part of this request, a client that went away (a closed connection, a reset stream)
+        // would cancel it, and every token would wait `jwks_min_refresh` for keys never fetched.
+        let verifier = self.clone();
+        let request_id = request_id.cloned();
+        crate::detached::finish(async move {
+            let fetched = verifier.fetch(request_id).await;
+            verifier.store(fetched);
+            drop(last);
+        })
+        .await;
+        self.cached(kid).ok_or_else(|| self.missing())
+    }
+
+    /// Keeps what a fetch found: a set with usable keys replaces the keys known.
+    fn store(&self, fetched: Result<HashMap<String, (DecodingKey, Algorithm)>, String>) {
         match fetched {
             Ok(keys) if keys.is_empty() => {
                 // An issuer answering an empty or unusable set is broken, not rotating: keep
                 // verifying with the keys we have.
                 tracing::warn!(url = %self.inner.jwks_url, "the JWKS has no usable key; keeping the previous keys");
-                self.cached(kid).ok_or(if self.has_keys() { AuthError::UnknownKey } else { AuthError::KeysUnavailable })
             }
-            Ok(keys) => {
-                *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
-                self.cached(kid).ok_or(AuthError::UnknownKey)
-            }
-            Err(e) => {
-                tracing::warn!(url = %self.inner.jwks_url, error = %e, "cannot fetch the JWKS");
-                Err(if self.has_keys() { AuthError::UnknownKey } else { AuthError::KeysUnavailable })
-            }
+            Ok(keys) => *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = keys,
+            Err(e) => tracing::warn!(url = %self.inner.jwks_url, error = %e, "cannot fetch the JWKS"),
         }
+    }
+
+    /// Why a token's key is not known: the issuer's keys are, but not this one; or none are.
+    fn missing(&self) -> AuthError {
+        if self.has_keys() { AuthError::UnknownKey } else { AuthError::KeysUnavailable }
     }
 
     fn has_keys(&self) -> bool {
         !self.inner.keys.read().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
-    async fn fetch(
-        &self,
-        request_id: Option<&HeaderValue>,
-    ) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
+    async fn fetch(&self, request_id: Option<HeaderValue>) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
         // The request that found the unknown key, when there is one, so the issuer's logs match ours.
-        let request_id = request_id.cloned().unwrap_or_else(|| HeaderValue::from_static("jwks-refresh"));
+        let request_id = request_id.unwrap_or_else(|| HeaderValue::from_static("jwks-refresh"));
         let call = self.inner.issuer_host.get::<JwkSet>(self.inner.jwks_path.clone());
         let set =
             call.send_within(request_id, Instant::now() + JWKS_FETCH_TIMEOUT).await.map_err(|e| match e.cause() {
@@ -412,6 +421,31 @@ mod tests {
             JwtVerifier::new(&config(&format!("http://127.0.0.1:{closed}/.well-known/jwks.json")), &Metrics::new());
         let error = verifier.verify(&mock.token("42", "profile", 60)).await.unwrap_err();
         assert!(matches!(error, AuthError::KeysUnavailable), "{error:?}");
+    }
+
+    /// A request whose client goes away while its token's keys are fetched (a closed connection,
+    /// an HTTP/2 stream reset) does not take the fetch with it: the next token is verified with
+    /// the keys that fetch brought, not refused for `jwks_min_refresh`.
+    #[tokio::test]
+    async fn a_fetch_outlives_the_request_that_started_it() {
+        crate::install_crypto_provider();
+        let mock = services_mock::start(&MockConfig::ephemeral()).await.unwrap();
+        let auth = mock.service(Service::Auth);
+        auth.faults.set(services_mock::Faults { latency_ms: 500, ..Default::default() });
+        let verifier = JwtVerifier::new(&config(&format!("{}/.well-known/jwks.json", mock.url(Service::Auth))), &Metrics::new());
+        let token = mock.token("42", "profile", 60);
+        let reached_the_issuer = async {
+            while auth.stats.snapshot().in_flight == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::select! {
+            _ = verifier.verify(&token) => panic!("verified before the issuer answered"),
+            () = reached_the_issuer => {}
+        }
+        let identity = verifier.verify(&token).await.expect("verified with the keys the first request's fetch brought");
+        assert_eq!(identity.subject(), "42");
+        assert_eq!(auth.stats.snapshot().requests, 1, "one fetch");
     }
 
     /// A verifier with the mock's keys and an issuer nobody listens on: no test depends on a fetch.
