@@ -227,6 +227,88 @@ async fn a_body_over_the_routes_limit_is_a_413_declared_or_streamed() {
     common::problem(response, 413, "BODY_TOO_LARGE").await;
 }
 
+/// A client's upload that is malformed, breaks off or streams past the limit is the client's
+/// failure, never the upstream's: were it counted against the upstream, twenty such uploads would
+/// open its circuit and take every route to it down for everyone.
+#[tokio::test]
+async fn a_broken_upload_is_the_clients_failure_not_the_upstreams() {
+    let stack = web_with_small_uploads().await;
+    let put = |body: &str, framing: &str| {
+        format!(
+            "PUT /api/small-uploads HTTP/1.1\r\nHost: bff\r\nAuthorization: Bearer {}\r\n{framing}\r\n\
+             Connection: close\r\n\r\n{body}",
+            stack.token()
+        )
+    };
+    let chunked = "Transfer-Encoding: chunked";
+    for _ in 0..25 {
+        // A chunk whose size line ends without its CR, and one whose size overflows.
+        for body in ["5\nhello\n0\n\n", "fffffffffffffffffff1\r\nhello\r\n0\r\n\r\n"] {
+            let (status, answer) = raw_http(stack.bff.addr, &put(body, chunked)).await;
+            assert_eq!(status, 400, "{answer}");
+            assert!(answer.contains(r#""code":"INVALID_BODY""#), "{answer}");
+        }
+        // Streamed past the route's limit.
+        let over = format!("400\r\n{}\r\n400\r\n{}\r\n0\r\n\r\n", "a".repeat(1024), "b".repeat(1024));
+        let (status, answer) = raw_http(stack.bff.addr, &put(&over, chunked)).await;
+        assert_eq!(status, 413, "{answer}");
+    }
+    // A client that goes away with its body unfinished.
+    for _ in 0..25 {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
+        tcp.write_all(put("only part of it", "Content-Length: 900").as_bytes()).await.unwrap();
+        let seen = stack.stats(Service::Catalog).requests;
+        let reached = common::eventually(Duration::from_secs(10), || async {
+            stack.stats(Service::Catalog).in_flight > 0 || stack.stats(Service::Catalog).requests > seen
+        })
+        .await;
+        assert!(reached, "the upload began upstream");
+        drop(tcp);
+        let gone =
+            common::eventually(Duration::from_secs(10), || async { stack.stats(Service::Catalog).in_flight == 0 });
+        assert!(gone.await, "the abandoned upload ended upstream");
+    }
+    let products = stack.get("/api/catalog/products/SKU-0001").await;
+    assert_eq!(products.status(), 200, "the catalog's circuit stays closed");
+    let metrics = stack.admin_text("/metrics").await;
+    let counted = |outcome: &str| {
+        let series = format!("bff_upstream_requests_total{{upstream=\"catalog\",outcome=\"{outcome}\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("{series} in {metrics}"));
+        line[series.len()..].parse::<u64>().unwrap()
+    };
+    assert!(counted("request_body") >= 75, "{metrics}");
+    assert_eq!(counted("transport"), 0, "{metrics}");
+    assert!(metrics.contains(r#"bff_upstream_circuit_transitions_total{upstream="catalog",to="open"} 0"#), "{metrics}");
+}
+
+/// What a client may not send upstream as a header may not arrive as a request trailer either:
+/// some servers merge trailer fields into the headers.
+#[tokio::test]
+async fn a_clients_trailers_carry_no_identity_upstream() {
+    let stack = web().await;
+    let trailers = [
+        ("X-User-Id", "1"),
+        ("X-User-Scopes", "admin"),
+        ("X-Forwarded-For", "10.0.0.1"),
+        ("Cookie", "a=b"),
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("Content-Digest", "sha-256=:x:"),
+    ];
+    let declared = trailers.map(|(name, _)| name).join(", ");
+    let sent: String = trailers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    let request = format!(
+        "PUT /api/uploads HTTP/1.1\r\nHost: bff\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\n\
+         Trailer: {declared}\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n{sent}\r\n",
+        stack.token()
+    );
+    let (status, body) = raw_http(stack.bff.addr, &request).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["bytes"], 5);
+    assert_eq!(answer["trailers"], serde_json::json!({"content-digest": "sha-256=:x:"}), "what reached the upstream");
+}
+
 #[tokio::test]
 async fn events_arrive_one_by_one_for_the_verified_user_only() {
     let stack = web().await;

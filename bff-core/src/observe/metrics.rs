@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `bff_http_requests_total` | `route` (the pattern, `unmatched` otherwise), `method`, `status` |
 //! | `bff_http_request_duration_seconds` (histogram) | `route` |
-//! | `bff_upstream_requests_total` | `upstream`, `outcome` (`ok`, `timeout`, `connect`, `status`, `transport`, `decode`, `request`, `overloaded`, `circuit_open`, `dot_segment`) |
+//! | `bff_upstream_requests_total` | `upstream`, `outcome` (`ok`, `timeout`, `connect`, `status`, `transport`, `decode`, `request`, `request_body`, `overloaded`, `circuit_open`, `dot_segment`) |
 //! | `bff_upstream_request_duration_seconds` (histogram) | `upstream` |
 //! | `bff_degraded_total` | `upstream`: optional parts left out of an answer |
 //!
@@ -43,7 +43,7 @@ pub(crate) const HELP: &[(&str, &str)] = &[
     ("bff_http_request_duration_seconds", "Time from a request's arrival to its response head, by route pattern."),
     (
         "bff_upstream_requests_total",
-        "Upstream calls by upstream and outcome (ok, timeout, connect, status, transport, decode, request, overloaded, circuit_open, dot_segment).",
+        "Upstream calls by upstream and outcome (ok, timeout, connect, status, transport, decode, request, request_body, overloaded, circuit_open, dot_segment).",
     ),
     ("bff_upstream_request_duration_seconds", "Time of each upstream call, retries included, by upstream."),
     (

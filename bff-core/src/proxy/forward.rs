@@ -162,7 +162,13 @@ impl Forward {
         let tripped = (!body.is_end_stream() && upgrade.is_none()).then(|| Arc::new(AtomicBool::new(false)));
         let body = match &tripped {
             None => Body::empty(),
-            Some(tripped) => Body::stream(Limited { inner: body, left: limit, limit, tripped: tripped.clone() }),
+            Some(tripped) => Body::stream(ClientBody {
+                inner: body,
+                left: limit,
+                limit,
+                tripped: tripped.clone(),
+                credential: self.shared.credential.clone(),
+            }),
         };
         let upstream = route.target.pick();
         let call = upstream.request::<Streamed>(parts.method.clone(), target).forwarded(forwarded, body);
@@ -293,25 +299,26 @@ pub(crate) fn method_not_allowed(allowed: &[axum::http::Method]) -> Response {
 struct OverLimit(u64);
 
 pin_project! {
-    /// A client's request body, failing (and saying so in `tripped`) once more than the limit
-    /// has arrived.
-    struct Limited {
+    /// A client's request body as it goes upstream: failing (and saying so in `tripped`) once
+    /// more than the limit has arrived, its trailer fields cleaned as the headers were.
+    struct ClientBody {
         #[pin]
         inner: axum::body::Body,
         left: u64,
         limit: u64,
         tripped: Arc<AtomicBool>,
+        credential: Option<HeaderName>,
     }
 }
 
-impl http_body::Body for Limited {
+impl http_body::Body for ClientBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(mut frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > *this.left {
@@ -319,6 +326,8 @@ impl http_body::Body for Limited {
                         return Poll::Ready(Some(Err(OverLimit(*this.limit).into())));
                     }
                     *this.left -= len;
+                } else if let Some(trailers) = frame.trailers_mut() {
+                    headers::request_trailers(trailers, this.credential.as_ref());
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -207,6 +207,32 @@ pub(crate) fn request_headers(headers: &mut HeaderMap, forwarding: &Forwarding<'
     Ok(())
 }
 
+/// The trailer fields of a forwarded request, cleaned as its headers are: what a client may not
+/// send upstream as a header may not arrive as a trailer either (RFC 9110 §6.5.1 lets a recipient
+/// merge a trailer field into the headers where the field's definition allows it, and some
+/// servers do). Dropped: hop-by-hop fields, this hop's own, the identity headers, the forwarding
+/// claims and `Via`, the method overrides, cookies and the route's `credential`.
+pub(crate) fn request_trailers(trailers: &mut HeaderMap, credential: Option<&HeaderName>) {
+    remove_hop_by_hop(trailers);
+    let names = [
+        &header::HOST,
+        &REQUEST_ID_HEADER,
+        &DEADLINE_MS,
+        &header::EXPECT,
+        &header::AUTHORIZATION,
+        &header::COOKIE,
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &header::FORWARDED,
+        &header::VIA,
+    ];
+    let (overrides, identity) = (METHOD_OVERRIDES, crate::identity::NAMES);
+    for name in names.into_iter().chain(&overrides).chain(&identity).chain(credential) {
+        trailers.remove(name);
+    }
+}
+
 /// The headers of the answer sent to the client, made from the upstream's.
 pub(crate) fn response_headers(headers: &mut HeaderMap, version: Version) {
     remove_hop_by_hop(headers);
@@ -479,6 +505,28 @@ mod tests {
         let (address, forwarded) = client_values(IpAddr::from([10, 0, 0, 7]), None, "http");
         assert_eq!(address.unwrap(), "10.0.0.7");
         assert_eq!(forwarded.unwrap(), "for=10.0.0.7;proto=http");
+    }
+
+    #[test]
+    fn a_requests_trailers_lose_what_its_headers_may_not_carry() {
+        let mut t = headers(&[
+            ("x-user-id", "1"),
+            ("x-user-scopes", "admin"),
+            ("x-partner-account", "other"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("via", "1.1 bff"),
+            ("cookie", "__Host-bff-session=s"),
+            ("x-api-key", "someone's"),
+            ("x-http-method-override", "DELETE"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("content-digest", "sha-256=:x:"),
+            ("x-checksum", "1"),
+        ]);
+        request_trailers(&mut t, Some(&HeaderName::from_static("x-api-key")));
+        let kept: Vec<&str> = t.keys().map(HeaderName::as_str).collect();
+        assert_eq!(kept, ["content-digest", "x-checksum"]);
     }
 
     #[test]

@@ -24,7 +24,15 @@ enum Kind {
     Full(Option<Bytes>),
     Incoming(hyper::body::Incoming),
     Stream(UnsyncBoxBody<Bytes, BoxError>),
+    /// A stream sent as a request's body: its failures are [`RequestBodyFailed`].
+    Sent(UnsyncBoxBody<Bytes, BoxError>),
 }
+
+/// A request body's own failure while it was sent (its source, a client's stream, broke off or
+/// was malformed): how the transport tells it from the upstream's failures.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body failed")]
+pub(crate) struct RequestBodyFailed(#[source] BoxError);
 
 impl Body {
     /// No body.
@@ -41,12 +49,22 @@ impl Body {
         Self(Kind::Stream(body.map_err(Into::into).boxed_unsync()))
     }
 
+    /// This body as a request's, sent upstream: a stream's failure comes out as
+    /// [`RequestBodyFailed`]. A buffered body cannot fail and is left as it is.
+    pub(crate) fn into_sent(self) -> Self {
+        match self.0 {
+            Kind::Incoming(body) => Self(Kind::Sent(body.map_err(Into::into).boxed_unsync())),
+            Kind::Stream(body) => Self(Kind::Sent(body)),
+            other => Self(other),
+        }
+    }
+
     /// A copy for another attempt, when the body is buffered (a stream cannot be sent twice).
     pub(crate) fn try_clone(&self) -> Option<Self> {
         match &self.0 {
             Kind::Empty => Some(Self(Kind::Empty)),
             Kind::Full(bytes) => Some(Self(Kind::Full(bytes.clone()))),
-            Kind::Incoming(_) | Kind::Stream(_) => None,
+            Kind::Incoming(_) | Kind::Stream(_) | Kind::Sent(_) => None,
         }
     }
 
@@ -60,7 +78,7 @@ impl Body {
         match self.0 {
             Kind::Empty => Some(Bytes::new()),
             Kind::Full(bytes) => Some(bytes.unwrap_or_default()),
-            Kind::Incoming(_) | Kind::Stream(_) => None,
+            Kind::Incoming(_) | Kind::Stream(_) | Kind::Sent(_) => None,
         }
     }
 }
@@ -99,6 +117,7 @@ impl http_body::Body for Body {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Kind::Stream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Sent(body) => Pin::new(body).poll_frame(cx).map_err(|e| RequestBodyFailed(e).into()),
         }
     }
 
@@ -107,7 +126,7 @@ impl http_body::Body for Body {
             Kind::Empty => true,
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Incoming(body) => body.is_end_stream(),
-            Kind::Stream(body) => body.is_end_stream(),
+            Kind::Stream(body) | Kind::Sent(body) => body.is_end_stream(),
         }
     }
 
@@ -116,7 +135,7 @@ impl http_body::Body for Body {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Incoming(body) => body.size_hint(),
-            Kind::Stream(body) => body.size_hint(),
+            Kind::Stream(body) | Kind::Sent(body) => body.size_hint(),
         }
     }
 }

@@ -22,6 +22,10 @@ pub enum UpstreamErrorKind {
     Decode,
     /// The call could not be built (a path, header or body the BFF made is invalid): our bug.
     Request,
+    /// The request's body, a client's streamed on, failed while it was sent: it broke off, was
+    /// malformed (a bad chunk), or its client went away. The client's doing, not the upstream's:
+    /// a `400 INVALID_BODY`, and no failure for the breaker or the instances' ejection.
+    RequestBody,
     /// The upstream's bulkhead was full (`max_in_flight` calls already in flight): the call was
     /// refused at once, not queued.
     Overloaded,
@@ -116,11 +120,12 @@ impl UpstreamError {
     }
 
     /// 504 for a timeout, 503 for a full bulkhead or an open circuit, 500 for a call we could
-    /// not build, 400 for a client's value that cannot be a path segment, 502 for everything else.
+    /// not build, 400 for a client's value that cannot be a path segment or a client's body that
+    /// failed, 502 for everything else.
     pub fn status(&self) -> StatusCode {
         match self.kind {
             UpstreamErrorKind::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            UpstreamErrorKind::DotSegment(_) => StatusCode::BAD_REQUEST,
+            UpstreamErrorKind::DotSegment(_) | UpstreamErrorKind::RequestBody => StatusCode::BAD_REQUEST,
             UpstreamErrorKind::Overloaded | UpstreamErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamErrorKind::Request => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
@@ -136,6 +141,7 @@ impl UpstreamError {
             UpstreamErrorKind::Transport => "UPSTREAM_FAILED",
             UpstreamErrorKind::Decode => "UPSTREAM_BAD_RESPONSE",
             UpstreamErrorKind::Request => "INTERNAL_ERROR",
+            UpstreamErrorKind::RequestBody => "INVALID_BODY",
             UpstreamErrorKind::Overloaded => "UPSTREAM_OVERLOADED",
             UpstreamErrorKind::CircuitOpen => "UPSTREAM_CIRCUIT_OPEN",
             UpstreamErrorKind::DotSegment(_) => "INVALID_ID",
@@ -159,6 +165,9 @@ impl fmt::Display for UpstreamError {
             }
             UpstreamErrorKind::Decode => write!(f, "upstream `{service}` sent a response that could not be decoded"),
             UpstreamErrorKind::Request => write!(f, "the call to upstream `{service}` could not be built"),
+            UpstreamErrorKind::RequestBody => {
+                write!(f, "the request body broke off or was malformed; nothing was taken from upstream `{service}`")
+            }
             UpstreamErrorKind::Overloaded => write!(f, "upstream `{service}` has too many calls in flight"),
             UpstreamErrorKind::CircuitOpen => {
                 write!(f, "upstream `{service}` is failing: calls to it are paused for a moment")

@@ -20,6 +20,7 @@ use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::body::RequestBodyFailed;
 use super::outgoing::ReadAsStream;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind, UpstreamSettings};
 use crate::body::{self, Collect, CollectError};
@@ -113,6 +114,7 @@ impl Transport {
         if let Some(host) = &self.host {
             request.headers_mut().insert(HOST, host.clone());
         }
+        let request = request.map(Body::into_sent);
         let streamed = request.extensions().get::<ReadAsStream>().is_some();
         let state = State::Sending { response: self.pool.send(request), streamed };
         Exchange { transport: self.clone(), state }
@@ -121,6 +123,9 @@ impl Transport {
     fn failed_request(&self, failure: pool::Failure) -> UpstreamError {
         match failure {
             pool::Failure::Connect(e) => self.fail(UpstreamErrorKind::Connect, &ErrorChain(&*e)),
+            pool::Failure::Send { error, .. } if caused_by::<RequestBodyFailed>(&error) => {
+                self.fail(UpstreamErrorKind::RequestBody, &ErrorChain(&error))
+            }
             pool::Failure::Send { error, unsent, .. } => {
                 let failed = self.fail(UpstreamErrorKind::Transport, &ErrorChain(&error));
                 // A request never written, or one the server refused unprocessed, may go again.
@@ -262,6 +267,18 @@ fn tls_config() -> &'static rustls::ClientConfig {
 
 /// An error with its sources, `a: b: c`, for logs (hyper's own `Display` says only "client error").
 struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+/// Whether `error`, or an error it came from, is an `E`.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<E>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -1,6 +1,7 @@
 //! Streaming endpoints, for passthrough routes: on catalog `GET /files/{bytes}` (exactly that
 //! many bytes in 64 KiB chunks, `?chunk_delay_ms=N` between them) and `PUT /uploads` (reads a
-//! body of any size, answers `{"bytes": N, "sha256": "…"}`); on notifications `GET /events`
+//! body of any size, answers `{"bytes": N, "sha256": "…", "trailers": {"name": "value"}}`, the
+//! trailer fields it received with their names lower-case); on notifications `GET /events`
 //! (server-sent events for the user in `X-User-Id`: `?count=N&interval_ms=M`, one `data:` line
 //! each) and `GET /ws` (a WebSocket echoing every message).
 //!
@@ -98,20 +99,28 @@ pub(crate) async fn file_get(Path(raw): Path<String>, query: Result<Query<FileQu
     response
 }
 
-pub(crate) async fn upload_put(body: Body) -> Response {
-    let mut stream = body.into_data_stream();
-    let (mut bytes, mut hash) = (0_u64, Sha256::new());
-    while let Some(chunk) = stream.next().await {
-        match chunk {
+pub(crate) async fn upload_put(mut body: Body) -> Response {
+    use http_body_util::BodyExt as _;
+    let (mut bytes, mut hash, mut trailers) = (0_u64, Sha256::new(), serde_json::Map::new());
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => return super::error(StatusCode::BAD_REQUEST, format!("the body broke off: {e}")),
+        };
+        match frame.into_data() {
             Ok(chunk) => {
                 bytes += chunk.len() as u64;
                 hash.update(&chunk);
             }
-            Err(e) => return super::error(StatusCode::BAD_REQUEST, format!("the body broke off: {e}")),
+            Err(frame) => {
+                for (name, value) in frame.into_trailers().into_iter().flatten().filter_map(|(n, v)| Some((n?, v))) {
+                    trailers.insert(name.to_string(), String::from_utf8_lossy(value.as_bytes()).into());
+                }
+            }
         }
     }
     let sha256: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    axum::Json(json!({ "bytes": bytes, "sha256": sha256 })).into_response()
+    axum::Json(json!({ "bytes": bytes, "sha256": sha256, "trailers": trailers })).into_response()
 }
 
 #[derive(Deserialize)]
