@@ -68,6 +68,21 @@ class Case:
     redis: bool = False  # a private redis-server for the target, named in BFF_REDIS__URL
 
 
+def edited_config(short, old, new):
+    """A copy of the shipped `config/<short>.toml` with `old` replaced by `new` (it must be there),
+    for a case whose setting sits where no variable reaches (an entry of `[[proxy]]`)."""
+    with open(os.path.join(ROOT, "config", f"{short}.toml")) as f:
+        text = f.read()
+    if old not in text:
+        raise SystemExit(f"config/{short}.toml no longer has {old!r}: update the bench case")
+    directory = tempfile.mkdtemp(prefix="bff-bench-config-")
+    atexit.register(shutil.rmtree, directory, True)
+    path = os.path.join(directory, f"{short}.toml")
+    with open(path, "w") as f:
+        f.write(text.replace(old, new, 1))
+    return path
+
+
 NO_SHAPING = {"BFF_SHAPING__FIELDS": "false", "BFF_SHAPING__ETAG": "false", "BFF_SHAPING__COMPRESSION": "false"}
 # Upstream calls over HTTP/2 without TLS (the mock speaks h2c); the baselines stay on HTTP/1.1.
 H2C = {"BFF_DEFAULTS__PROTOCOL": "http2"}
@@ -216,6 +231,12 @@ CASES = mobile_home_cases() + [
     Case("nginx-product", "nginx", "/api/catalog/products/SKU-0007", credential="none", quick=True),
     Case("passthrough-product", "bff-web", "/api/catalog/products/SKU-0007", credential="none",
          baselines=("nginx-product",), quick=True),
+    # The product route with a `max_in_flight` of its own (never reached at 64 connections): what
+    # a route's cap costs per request.
+    Case("passthrough-product-capped", "bff-web", "/api/catalog/products/SKU-0007", credential="none",
+         baselines=("passthrough-product",),
+         env={"BFF_CONFIG": edited_config("web", 'rewrite = "/products/{rest}"\naccess = "public"\n',
+                                          'rewrite = "/products/{rest}"\naccess = "public"\nmax_in_flight = 4096\n')}),
     # The floor of this stack: hyper's server and pooled client, no policies.
     Case("minimal-proxy-product", "minimal-proxy", "/api/catalog/products/SKU-0007", credential="none",
          baselines=("nginx-product",)),

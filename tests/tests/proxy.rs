@@ -282,6 +282,50 @@ async fn a_broken_upload_is_the_clients_failure_not_the_upstreams() {
     assert!(metrics.contains(r#"bff_upstream_circuit_transitions_total{upstream="catalog",to="open"} 0"#), "{metrics}");
 }
 
+/// An upload holds its place in the upstream's `max_in_flight` while its client sends the body,
+/// at the client's pace: a route's own `max_in_flight` keeps stalled uploads from taking the
+/// places that the upstream's other routes need.
+#[tokio::test]
+async fn a_routes_max_in_flight_keeps_its_stalled_uploads_from_the_upstreams_other_routes() {
+    let config = format!(
+        "{}\n[[proxy]]\npath = \"/api/few-uploads\"\nmethods = [\"PUT\"]\nupstream = \"catalog\"\n\
+         rewrite = \"/uploads\"\naccess = \"scope:profile\"\nmax_in_flight = 2\n",
+        bff_demo::WEB_CONFIG
+    );
+    let stack = StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app)
+        .set("upstreams.catalog.max_in_flight", "3")
+        .start()
+        .await;
+    let stalled_upload = || async {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
+        let head = format!(
+            "PUT /api/few-uploads HTTP/1.1\r\nHost: bff\r\nAuthorization: Bearer {}\r\nContent-Length: 1000\r\n\r\nslow",
+            stack.token()
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp
+    };
+    let stalled = [stalled_upload().await, stalled_upload().await];
+    let both = common::eventually(Duration::from_secs(10), || async { stack.stats(Service::Catalog).in_flight == 2 });
+    assert!(both.await, "two uploads wait on their clients");
+    // A third stalled upload is refused at once, and takes no place upstream.
+    let mut third = stalled_upload().await;
+    let mut answer = vec![0_u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut third, &mut answer));
+    let n = read.await.expect("answered at once, not left waiting on its body").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("ROUTE_OVERLOADED") && answer.contains("retry-after: 1"), "{answer}");
+    // The upstream has a place left for its other routes.
+    assert_eq!(stack.get("/api/catalog/products/SKU-0003").await.status(), 200);
+    let put = || stack.http.put(stack.bff.url("/api/few-uploads")).bearer_auth(stack.token()).body("x").send();
+    drop((stalled, third));
+    let gone = common::eventually(Duration::from_secs(10), || async { stack.stats(Service::Catalog).in_flight == 0 });
+    assert!(gone.await, "the abandoned uploads ended upstream");
+    assert_eq!(put().await.unwrap().status(), 200, "their places are free again");
+}
+
 /// What a client may not send upstream as a header may not arrive as a request trailer either:
 /// some servers merge trailer fields into the headers.
 #[tokio::test]

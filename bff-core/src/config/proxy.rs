@@ -64,6 +64,12 @@ pub struct ProxyRouteConfig {
     /// `server.max_body_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// The most requests of this route in flight at once, each until its response head; over
+    /// it, `503 ROUTE_OVERLOADED` at once. Absent: only the upstream's `max_in_flight`. An upload
+    /// holds its place while its client sends the body, at the client's pace: without a cap of
+    /// its own, slow uploads could take every place of an upstream that other routes need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
     /// Headers added to (`set`) or taken from (`remove`) the request sent upstream.
     #[serde(default)]
     pub request_headers: HeaderEdits,

@@ -77,6 +77,12 @@ impl Forward {
         if let Some(why) = unsafe_path(request.uri().path()) {
             return BffError::bad_request("INVALID_PATH", why).into_response();
         }
+        // Held until the response head is here (an upload's body sent).
+        let _place = match route.in_flight.as_ref().map(|places| places.clone().try_acquire_owned()) {
+            Some(Err(_)) => return overloaded(),
+            Some(Ok(place)) => Some(place),
+            None => None,
+        };
         let (mut parts, body) = request.into_parts();
         // Built at its exact size: the call's URI then takes the string without copying it.
         let target = {
@@ -281,6 +287,14 @@ const NO_UPGRADE: &str = "a WebSocket is opened with an HTTP/1.1 upgrade (GET wi
 
 fn too_large(limit: u64) -> Response {
     BffError::body_too_large(limit).into_response()
+}
+
+/// A 503 for a request over its route's `max_in_flight`.
+fn overloaded() -> Response {
+    let detail = "this route has as many requests in flight as it takes; try again shortly";
+    let mut response = BffError::Unavailable { code: "ROUTE_OVERLOADED", detail: detail.to_owned() }.into_response();
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// A 405 naming the methods `allowed`.

@@ -251,6 +251,14 @@ fn compile(
     if entry.timeout.is_some_and(|t| t.is_zero()) {
         return Err((key("timeout"), "must be greater than zero".to_owned()));
     }
+    let in_flight = match entry.max_in_flight {
+        Some(0) => return Err((key("max_in_flight"), "must be at least 1".to_owned())),
+        Some(n) if n > tokio::sync::Semaphore::MAX_PERMITS => {
+            return Err((key("max_in_flight"), format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS)));
+        }
+        Some(n) => Some(Arc::new(tokio::sync::Semaphore::new(n))),
+        None => None,
+    };
     if entry.forward_token {
         let why = match (&config.session, &config.auth) {
             _ if access.is_public() => Some("a public route has no caller whose token to forward"),
@@ -280,6 +288,7 @@ fn compile(
         policy,
         timeout: entry.timeout,
         max_body_bytes: entry.max_body_bytes,
+        in_flight,
         websocket: entry.websocket,
         forward_token: entry.forward_token,
         request_headers: edits(&entry.request_headers, &key("request_headers"))?,

@@ -28,6 +28,8 @@ pub(crate) struct ProxyRoute {
     /// The longest wait for the response head; `None`: the route's deadline.
     pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) max_body_bytes: Option<u64>,
+    /// The places of `max_in_flight`, when the route has one.
+    pub(crate) in_flight: Option<Arc<tokio::sync::Semaphore>>,
     /// Whether WebSocket upgrades are tunnelled.
     pub(crate) websocket: bool,
     /// Whether the caller's access token goes upstream.
@@ -188,6 +190,7 @@ pub(crate) fn test_route(index: usize, path: &str, host: Option<&str>, methods: 
         policy: Arc::new(policy),
         timeout: None,
         max_body_bytes: None,
+        in_flight: None,
         websocket: false,
         forward_token: false,
         request_headers: Edits::default(),

@@ -66,6 +66,8 @@ fn each_bad_key_is_named() {
         ("methods = [\"get\"]", "proxy[0].methods", "`get` is not one of GET, HEAD"),
         ("host = \"bad host\"", "proxy[0].host", "is not a host name"),
         ("timeout = \"0s\"", "proxy[0].timeout", "greater than zero"),
+        ("max_in_flight = 0", "proxy[0].max_in_flight", "at least 1"),
+        ("max_in_flight = 4611686018427387904", "proxy[0].max_in_flight", "at most"),
         (
             "request_headers = { set = { \"x-user-id\" = \"1\" } }",
             "proxy[0].request_headers.set.x-user-id",
