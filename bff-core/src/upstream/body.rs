@@ -49,14 +49,17 @@ impl Body {
         Self(Kind::Stream(body.map_err(Into::into).boxed_unsync()))
     }
 
-    /// This body as a request's, sent upstream: a stream's failure comes out as
-    /// [`RequestBodyFailed`]. A buffered body cannot fail and is left as it is.
-    pub(crate) fn into_sent(self) -> Self {
-        match self.0 {
-            Kind::Incoming(body) => Self(Kind::Sent(body.map_err(Into::into).boxed_unsync())),
-            Kind::Stream(body) => Self(Kind::Sent(body)),
-            other => Self(other),
+    /// Marks this body as a request's, sent upstream: a stream's failure comes out as
+    /// [`RequestBodyFailed`]. A buffered body cannot fail and is left as it is, not moved.
+    pub(crate) fn mark_sent(&mut self) {
+        if !matches!(self.0, Kind::Incoming(_) | Kind::Stream(_)) {
+            return;
         }
+        self.0 = match std::mem::take(&mut self.0) {
+            Kind::Incoming(body) => Kind::Sent(body.map_err(Into::into).boxed_unsync()),
+            Kind::Stream(body) => Kind::Sent(body),
+            other => other,
+        };
     }
 
     /// A copy for another attempt, when the body is buffered (a stream cannot be sent twice).

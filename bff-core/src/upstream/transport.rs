@@ -114,7 +114,7 @@ impl Transport {
         if let Some(host) = &self.host {
             request.headers_mut().insert(HOST, host.clone());
         }
-        let request = request.map(Body::into_sent);
+        request.body_mut().mark_sent();
         let streamed = request.extensions().get::<ReadAsStream>().is_some();
         let state = State::Sending { response: self.pool.send(request), streamed };
         Exchange { transport: self.clone(), state }
