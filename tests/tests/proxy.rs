@@ -205,12 +205,17 @@ async fn a_256_mib_upload_streams_up_and_a_body_over_the_limit_is_a_413() {
 
 /// bff-web with one more route, whose body limit is small.
 async fn web_with_small_uploads() -> Stack {
+    web_with_small_uploads_over("http1").await
+}
+
+/// [`web_with_small_uploads`], calling its upstreams over `protocol` (`http1`, `http2`).
+async fn web_with_small_uploads_over(protocol: &str) -> Stack {
     let config = format!(
         "{}\n[[proxy]]\npath = \"/api/small-uploads\"\nmethods = [\"PUT\"]\nupstream = \"catalog\"\n\
          rewrite = \"/uploads\"\naccess = \"scope:profile\"\nmax_body_bytes = 1000\n",
         bff_demo::WEB_CONFIG
     );
-    StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app).start().await
+    StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app).set("defaults.protocol", protocol).start().await
 }
 
 #[tokio::test]
@@ -232,7 +237,13 @@ async fn a_body_over_the_routes_limit_is_a_413_declared_or_streamed() {
 /// open its circuit and take every route to it down for everyone.
 #[tokio::test]
 async fn a_broken_upload_is_the_clients_failure_not_the_upstreams() {
-    let stack = web_with_small_uploads().await;
+    for protocol in ["http1", "http2"] {
+        broken_uploads_over(protocol).await;
+    }
+}
+
+async fn broken_uploads_over(protocol: &str) {
+    let stack = web_with_small_uploads_over(protocol).await;
     let put = |body: &str, framing: &str| {
         format!(
             "PUT /api/small-uploads HTTP/1.1\r\nHost: bff\r\nAuthorization: Bearer {}\r\n{framing}\r\n\

@@ -1,6 +1,8 @@
 //! The body of an upstream request or response: empty, one buffer, or a stream.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -24,15 +26,9 @@ enum Kind {
     Full(Option<Bytes>),
     Incoming(hyper::body::Incoming),
     Stream(UnsyncBoxBody<Bytes, BoxError>),
-    /// A stream sent as a request's body: its failures are [`RequestBodyFailed`].
-    Sent(UnsyncBoxBody<Bytes, BoxError>),
+    /// A stream sent as a request's body, and whether it has failed.
+    Sent(UnsyncBoxBody<Bytes, BoxError>, Arc<AtomicBool>),
 }
-
-/// A request body's own failure while it was sent (its source, a client's stream, broke off or
-/// was malformed): how the transport tells it from the upstream's failures.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body failed")]
-pub(crate) struct RequestBodyFailed(#[source] BoxError);
 
 impl Body {
     /// No body.
@@ -49,17 +45,21 @@ impl Body {
         Self(Kind::Stream(body.map_err(Into::into).boxed_unsync()))
     }
 
-    /// Marks this body as a request's, sent upstream: a stream's failure comes out as
-    /// [`RequestBodyFailed`]. A buffered body cannot fail and is left as it is, not moved.
-    pub(crate) fn mark_sent(&mut self) {
+    /// Watches this body as a request's, sent upstream: for a stream, a flag set when it fails
+    /// (its source, a client's body, broke off or was malformed), which tells that failure from
+    /// the upstream's however the connection reports it. A buffered body cannot fail: `None`,
+    /// and it is left as it is, not moved.
+    pub(crate) fn watch_failure(&mut self) -> Option<Arc<AtomicBool>> {
         if !matches!(self.0, Kind::Incoming(_) | Kind::Stream(_)) {
-            return;
+            return None;
         }
+        let failed = Arc::new(AtomicBool::new(false));
         self.0 = match std::mem::take(&mut self.0) {
-            Kind::Incoming(body) => Kind::Sent(body.map_err(Into::into).boxed_unsync()),
-            Kind::Stream(body) => Kind::Sent(body),
+            Kind::Incoming(body) => Kind::Sent(body.map_err(Into::into).boxed_unsync(), failed.clone()),
+            Kind::Stream(body) => Kind::Sent(body, failed.clone()),
             other => other,
         };
+        Some(failed)
     }
 
     /// A copy for another attempt, when the body is buffered (a stream cannot be sent twice).
@@ -67,7 +67,7 @@ impl Body {
         match &self.0 {
             Kind::Empty => Some(Self(Kind::Empty)),
             Kind::Full(bytes) => Some(Self(Kind::Full(bytes.clone()))),
-            Kind::Incoming(_) | Kind::Stream(_) | Kind::Sent(_) => None,
+            Kind::Incoming(_) | Kind::Stream(_) | Kind::Sent(..) => None,
         }
     }
 
@@ -81,7 +81,7 @@ impl Body {
         match self.0 {
             Kind::Empty => Some(Bytes::new()),
             Kind::Full(bytes) => Some(bytes.unwrap_or_default()),
-            Kind::Incoming(_) | Kind::Stream(_) | Kind::Sent(_) => None,
+            Kind::Incoming(_) | Kind::Stream(_) | Kind::Sent(..) => None,
         }
     }
 }
@@ -120,7 +120,13 @@ impl http_body::Body for Body {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Kind::Stream(body) => Pin::new(body).poll_frame(cx),
-            Kind::Sent(body) => Pin::new(body).poll_frame(cx).map_err(|e| RequestBodyFailed(e).into()),
+            Kind::Sent(body, failed) => {
+                let frame = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &frame {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                frame
+            }
         }
     }
 
@@ -129,7 +135,7 @@ impl http_body::Body for Body {
             Kind::Empty => true,
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Incoming(body) => body.is_end_stream(),
-            Kind::Stream(body) | Kind::Sent(body) => body.is_end_stream(),
+            Kind::Stream(body) | Kind::Sent(body, _) => body.is_end_stream(),
         }
     }
 
@@ -138,7 +144,7 @@ impl http_body::Body for Body {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Incoming(body) => body.size_hint(),
-            Kind::Stream(body) | Kind::Sent(body) => body.size_hint(),
+            Kind::Stream(body) | Kind::Sent(body, _) => body.size_hint(),
         }
     }
 }

@@ -10,6 +10,7 @@ mod pool;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -20,7 +21,6 @@ use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::body::RequestBodyFailed;
 use super::outgoing::ReadAsStream;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind, UpstreamSettings};
 use crate::body::{self, Collect, CollectError};
@@ -114,16 +114,18 @@ impl Transport {
         if let Some(host) = &self.host {
             request.headers_mut().insert(HOST, host.clone());
         }
-        request.body_mut().mark_sent();
+        let body_failed = request.body_mut().watch_failure();
         let streamed = request.extensions().get::<ReadAsStream>().is_some();
-        let state = State::Sending { response: self.pool.send(request), streamed };
+        let state = State::Sending { response: self.pool.send(request), streamed, body_failed };
         Exchange { transport: self.clone(), state }
     }
 
-    fn failed_request(&self, failure: pool::Failure) -> UpstreamError {
+    /// What a failed exchange was; `body_failed` when the request's streamed body failed first
+    /// (then its source, a client, is to blame, whatever the connection reports).
+    fn failed_request(&self, failure: pool::Failure, body_failed: bool) -> UpstreamError {
         match failure {
             pool::Failure::Connect(e) => self.fail(UpstreamErrorKind::Connect, &ErrorChain(&*e)),
-            pool::Failure::Send { error, .. } if caused_by::<RequestBodyFailed>(&error) => {
+            pool::Failure::Send { error, .. } if body_failed => {
                 self.fail(UpstreamErrorKind::RequestBody, &ErrorChain(&error))
             }
             pool::Failure::Send { error, unsent, .. } => {
@@ -179,6 +181,9 @@ enum State {
     Sending {
         response: pool::Sending,
         streamed: bool,
+        /// Set when the request's streamed body failed: the exchange's failure is then the
+        /// body's source's (a client's), not the upstream's.
+        body_failed: Option<Arc<AtomicBool>>,
     },
     Reading {
         parts: Option<http::response::Parts>,
@@ -195,7 +200,7 @@ impl Future for Exchange {
         let Self { transport, state } = self.get_mut();
         loop {
             match state {
-                State::Sending { response, streamed } => {
+                State::Sending { response, streamed, body_failed } => {
                     let response = match ready!(response.as_mut().poll(cx)) {
                         Ok(response) => response,
                         // A connection picked as the server closed it: another one takes the
@@ -204,7 +209,10 @@ impl Future for Exchange {
                             *response = transport.pool.send(*request);
                             continue;
                         }
-                        Err(failure) => return Poll::Ready(Err(transport.failed_request(failure).into())),
+                        Err(failure) => {
+                            let body_failed = body_failed.as_ref().is_some_and(|f| f.load(Ordering::Relaxed));
+                            return Poll::Ready(Err(transport.failed_request(failure, body_failed).into()));
+                        }
                     };
                     let (parts, incoming) = response.into_parts();
                     if *streamed {
@@ -267,18 +275,6 @@ fn tls_config() -> &'static rustls::ClientConfig {
 
 /// An error with its sources, `a: b: c`, for logs (hyper's own `Display` says only "client error").
 struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-/// Whether `error`, or an error it came from, is an `E`.
-fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if e.is::<E>() {
-            return true;
-        }
-        next = e.source();
-    }
-    false
-}
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
