@@ -337,6 +337,53 @@ async fn a_routes_max_in_flight_keeps_its_stalled_uploads_from_the_upstreams_oth
     assert_eq!(put().await.unwrap().status(), 200, "their places are free again");
 }
 
+/// Framings a request smuggler tries: each is refused, or read one way only (RFC 9112 §6.3), and
+/// what goes upstream is framed by the gateway, never by the client's `Content-Length`.
+#[tokio::test]
+async fn smuggling_framings_are_refused_or_read_one_way() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = web().await;
+    let exchange = |request: String| async move {
+        let mut tcp = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+        read.expect("the connection is closed after the answer").unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let head = |framing: &str| {
+        format!("PUT /api/uploads HTTP/1.1\r\nHost: bff\r\nAuthorization: Bearer {}\r\n{framing}\r\n", stack.token())
+    };
+    // Both lengths: the chunks are the body, and the connection ends after the answer, so a
+    // request hidden after a shorter `Content-Length` is never read as one.
+    let hidden = "GET /api/catalog/products/SKU-0002 HTTP/1.1\r\nHost: bff\r\n\r\n";
+    for framing in
+        ["Content-Length: 5\r\nTransfer-Encoding: chunked", "Transfer-Encoding: chunked\r\nContent-Length: 5"]
+    {
+        let answer = exchange(format!("{}\r\nb\r\nhello world\r\n0\r\n\r\n{hidden}", head(framing))).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{framing}: {answer}");
+        assert!(answer.contains(r#""bytes":11"#), "{framing}: {answer}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{framing}: one answer only: {answer}");
+        let seen = stack.stats(Service::Catalog);
+        assert_eq!(seen.last_path.as_deref(), Some("/uploads"), "the hidden request never went upstream");
+        assert_eq!(seen.last_headers.get("content-length"), None, "{framing}: framed by the gateway");
+    }
+    let before = stack.stats(Service::Catalog).requests;
+    for framing in [
+        "Transfer-Encoding: chunked, identity",
+        "Transfer-Encoding: xchunked",
+        "Transfer-Encoding : chunked",
+        "Content-Length: 5\r\nContent-Length: 6",
+        "Content-Length: 5, 5",
+        "Content-Length: +5",
+        "X-Folded: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 5",
+    ] {
+        let answer = exchange(format!("{}Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n", head(framing))).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{framing}: {answer}");
+    }
+    assert_eq!(stack.stats(Service::Catalog).requests, before, "no refused framing reached the upstream");
+}
+
 /// What a client may not send upstream as a header may not arrive as a request trailer either:
 /// some servers merge trailer fields into the headers.
 #[tokio::test]
