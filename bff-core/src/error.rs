@@ -135,9 +135,7 @@ impl BffError {
     pub fn source_kind(&self) -> ErrorSource {
         match self {
             Self::Upstream(e) if e.kind() == &crate::upstream::UpstreamErrorKind::Request => ErrorSource::Internal,
-            Self::Upstream(e) if e.is_dot_segment() || e.kind() == &crate::upstream::UpstreamErrorKind::RequestBody => {
-                ErrorSource::Downstream
-            }
+            Self::Upstream(e) if e.is_dot_segment() || e.is_request_body() => ErrorSource::Downstream,
             Self::Upstream(_) | Self::Unavailable { .. } => ErrorSource::Upstream,
             Self::Auth(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE => ErrorSource::Upstream,
             Self::Auth(_)

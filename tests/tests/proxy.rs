@@ -203,7 +203,7 @@ async fn a_256_mib_upload_streams_up_and_a_body_over_the_limit_is_a_413() {
     assert_eq!(stack.stats(Service::Catalog).requests, calls);
 }
 
-/// bff-web with one more route, whose body limit is small.
+/// bff-web with one more route, whose body limit and timeout are small.
 async fn web_with_small_uploads() -> Stack {
     web_with_small_uploads_over("http1").await
 }
@@ -212,7 +212,7 @@ async fn web_with_small_uploads() -> Stack {
 async fn web_with_small_uploads_over(protocol: &str) -> Stack {
     let config = format!(
         "{}\n[[proxy]]\npath = \"/api/small-uploads\"\nmethods = [\"PUT\"]\nupstream = \"catalog\"\n\
-         rewrite = \"/uploads\"\naccess = \"scope:profile\"\nmax_body_bytes = 1000\n",
+         rewrite = \"/uploads\"\naccess = \"scope:profile\"\nmax_body_bytes = 1000\ntimeout = \"1s\"\n",
         bff_demo::WEB_CONFIG
     );
     StackBuilder::new(Box::leak(config.into_boxed_str()), bff_web::app).set("defaults.protocol", protocol).start().await
@@ -280,6 +280,13 @@ async fn broken_uploads_over(protocol: &str) {
             common::eventually(Duration::from_secs(10), || async { stack.stats(Service::Catalog).in_flight == 0 });
         assert!(gone.await, "the abandoned upload ended upstream");
     }
+    // Clients that stop sending: their uploads run out of time as theirs, not the upstream's.
+    let stalled_request = put("only part of it", "Content-Length: 900");
+    let stalled = (0..25).map(|_| raw_http(stack.bff.addr, &stalled_request));
+    for (status, answer) in futures::future::join_all(stalled).await {
+        assert_eq!(status, 408, "{answer}");
+        assert!(answer.contains(r#""code":"BODY_TIMEOUT""#), "{answer}");
+    }
     let products = stack.get("/api/catalog/products/SKU-0001").await;
     assert_eq!(products.status(), 200, "the catalog's circuit stays closed");
     let metrics = stack.admin_text("/metrics").await;
@@ -288,8 +295,8 @@ async fn broken_uploads_over(protocol: &str) {
         let line = metrics.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("{series} in {metrics}"));
         line[series.len()..].parse::<u64>().unwrap()
     };
-    assert!(counted("request_body") >= 75, "{metrics}");
-    assert_eq!(counted("transport"), 0, "{metrics}");
+    assert!(counted("request_body") >= 100, "{metrics}");
+    assert_eq!(counted("transport") + counted("timeout"), 0, "{metrics}");
     assert!(metrics.contains(r#"bff_upstream_circuit_transitions_total{upstream="catalog",to="open"} 0"#), "{metrics}");
 }
 

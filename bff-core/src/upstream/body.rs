@@ -26,8 +26,29 @@ enum Kind {
     Full(Option<Bytes>),
     Incoming(hyper::body::Incoming),
     Stream(UnsyncBoxBody<Bytes, BoxError>),
-    /// A stream sent as a request's body, and whether it has failed.
-    Sent(UnsyncBoxBody<Bytes, BoxError>, Arc<AtomicBool>),
+    /// A stream sent as a request's body, watched.
+    Sent(UnsyncBoxBody<Bytes, BoxError>, Arc<SentBody>),
+}
+
+/// What became of a request's streamed body while it was sent: read to its end, or failed (its
+/// source, a client's body, broke off or was malformed). It tells a client's failure from the
+/// upstream's however the connection reports it.
+#[derive(Debug, Default)]
+pub(crate) struct SentBody {
+    finished: AtomicBool,
+    failed: AtomicBool,
+}
+
+impl SentBody {
+    /// Whether the body failed.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the body was read to its end.
+    pub(crate) fn finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
+    }
 }
 
 impl Body {
@@ -45,21 +66,19 @@ impl Body {
         Self(Kind::Stream(body.map_err(Into::into).boxed_unsync()))
     }
 
-    /// Watches this body as a request's, sent upstream: for a stream, a flag set when it fails
-    /// (its source, a client's body, broke off or was malformed), which tells that failure from
-    /// the upstream's however the connection reports it. A buffered body cannot fail: `None`,
-    /// and it is left as it is, not moved.
-    pub(crate) fn watch_failure(&mut self) -> Option<Arc<AtomicBool>> {
+    /// Watches this body as a request's, sent upstream ([`SentBody`]). A buffered body cannot
+    /// fail nor keep the upstream waiting: `None`, and it is left as it is, not moved.
+    pub(crate) fn watch(&mut self) -> Option<Arc<SentBody>> {
         if !matches!(self.0, Kind::Incoming(_) | Kind::Stream(_)) {
             return None;
         }
-        let failed = Arc::new(AtomicBool::new(false));
+        let watch = Arc::new(SentBody::default());
         self.0 = match std::mem::take(&mut self.0) {
-            Kind::Incoming(body) => Kind::Sent(body.map_err(Into::into).boxed_unsync(), failed.clone()),
-            Kind::Stream(body) => Kind::Sent(body, failed.clone()),
+            Kind::Incoming(body) => Kind::Sent(body.map_err(Into::into).boxed_unsync(), watch.clone()),
+            Kind::Stream(body) => Kind::Sent(body, watch.clone()),
             other => other,
         };
-        Some(failed)
+        Some(watch)
     }
 
     /// A copy for another attempt, when the body is buffered (a stream cannot be sent twice).
@@ -120,10 +139,14 @@ impl http_body::Body for Body {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Kind::Stream(body) => Pin::new(body).poll_frame(cx),
-            Kind::Sent(body, failed) => {
-                let frame = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(Some(Err(_))) = &frame {
-                    failed.store(true, Ordering::Relaxed);
+            Kind::Sent(body, watch) => {
+                let frame = Pin::new(&mut *body).poll_frame(cx);
+                match &frame {
+                    Poll::Ready(Some(Err(_))) => watch.failed.store(true, Ordering::Relaxed),
+                    // The connection may stop asking once the body says it has ended.
+                    Poll::Ready(None) => watch.finished.store(true, Ordering::Relaxed),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => watch.finished.store(true, Ordering::Relaxed),
+                    _ => {}
                 }
                 frame
             }

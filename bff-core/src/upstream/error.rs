@@ -26,6 +26,10 @@ pub enum UpstreamErrorKind {
     /// malformed (a bad chunk), or its client went away. The client's doing, not the upstream's:
     /// a `400 INVALID_BODY`, and no failure for the breaker or the instances' ejection.
     RequestBody,
+    /// The request's body, a client's streamed on, was not all sent within the time the call had
+    /// (the value): its client sent it too slowly, or stopped. The client's doing, as for
+    /// [`RequestBody`](Self::RequestBody): a `408 BODY_TIMEOUT`, no failure for the breaker.
+    RequestBodyTimeout(Duration),
     /// The upstream's bulkhead was full (`max_in_flight` calls already in flight): the call was
     /// refused at once, not queued.
     Overloaded,
@@ -114,6 +118,11 @@ impl UpstreamError {
         matches!(self.kind, UpstreamErrorKind::DotSegment(_))
     }
 
+    /// Whether the request's own body (a client's, streamed on) failed or did not arrive in time.
+    pub(crate) fn is_request_body(&self) -> bool {
+        matches!(self.kind, UpstreamErrorKind::RequestBody | UpstreamErrorKind::RequestBodyTimeout(_))
+    }
+
     /// Whether the call ran out of time.
     pub fn is_timeout(&self) -> bool {
         matches!(self.kind, UpstreamErrorKind::Timeout(_))
@@ -121,11 +130,12 @@ impl UpstreamError {
 
     /// 504 for a timeout, 503 for a full bulkhead or an open circuit, 500 for a call we could
     /// not build, 400 for a client's value that cannot be a path segment or a client's body that
-    /// failed, 502 for everything else.
+    /// failed, 408 for a client's body that did not arrive in time, 502 for everything else.
     pub fn status(&self) -> StatusCode {
         match self.kind {
             UpstreamErrorKind::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             UpstreamErrorKind::DotSegment(_) | UpstreamErrorKind::RequestBody => StatusCode::BAD_REQUEST,
+            UpstreamErrorKind::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             UpstreamErrorKind::Overloaded | UpstreamErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamErrorKind::Request => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
@@ -142,6 +152,7 @@ impl UpstreamError {
             UpstreamErrorKind::Decode => "UPSTREAM_BAD_RESPONSE",
             UpstreamErrorKind::Request => "INTERNAL_ERROR",
             UpstreamErrorKind::RequestBody => "INVALID_BODY",
+            UpstreamErrorKind::RequestBodyTimeout(_) => "BODY_TIMEOUT",
             UpstreamErrorKind::Overloaded => "UPSTREAM_OVERLOADED",
             UpstreamErrorKind::CircuitOpen => "UPSTREAM_CIRCUIT_OPEN",
             UpstreamErrorKind::DotSegment(_) => "INVALID_ID",
@@ -167,6 +178,12 @@ impl fmt::Display for UpstreamError {
             UpstreamErrorKind::Request => write!(f, "the call to upstream `{service}` could not be built"),
             UpstreamErrorKind::RequestBody => {
                 write!(f, "the request body broke off or was malformed; nothing was taken from upstream `{service}`")
+            }
+            UpstreamErrorKind::RequestBodyTimeout(after) => {
+                write!(
+                    f,
+                    "the request body did not arrive within {after:?}; nothing was taken from upstream `{service}`"
+                )
             }
             UpstreamErrorKind::Overloaded => write!(f, "upstream `{service}` has too many calls in flight"),
             UpstreamErrorKind::CircuitOpen => {

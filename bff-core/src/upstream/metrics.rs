@@ -57,7 +57,7 @@ impl UpstreamMetrics {
             Err(UpstreamErrorKind::Transport) => &self.transport,
             Err(UpstreamErrorKind::Decode) => &self.decode,
             Err(UpstreamErrorKind::Request) => &self.request,
-            Err(UpstreamErrorKind::RequestBody) => &self.request_body,
+            Err(UpstreamErrorKind::RequestBody | UpstreamErrorKind::RequestBodyTimeout(_)) => &self.request_body,
             Err(UpstreamErrorKind::Overloaded) => &self.overloaded,
             Err(UpstreamErrorKind::CircuitOpen) => &self.circuit_open,
             Err(UpstreamErrorKind::DotSegment(_)) => &self.dot_segment,

@@ -19,6 +19,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use super::body::SentBody;
 use super::outgoing::Outgoing;
 use super::{Body, BoxError, UpstreamError, UpstreamErrorKind};
 
@@ -82,18 +83,24 @@ where
 
     fn call(&mut self, call: Outgoing) -> Self::Future {
         let (until, budget) = self.per_try.until(&call);
-        let inner = self.inner.call(call.into_request());
-        Bounded { inner: tokio::time::timeout_at(until, inner), budget, name: self.name.clone() }
+        let mut request = call.into_request();
+        let body = request.body_mut().watch();
+        let inner = self.inner.call(request);
+        Bounded { inner: tokio::time::timeout_at(until, inner), budget, name: self.name.clone(), body }
     }
 }
 
 pin_project! {
-    /// `inner`, failing as an upstream timeout of `budget` when its time is up.
+    /// `inner`, failing as an upstream timeout of `budget` when its time is up. With a streamed
+    /// request body (`body`), a failure while the body broke off, or a time up before it was all
+    /// sent, is the body's source's (a client's), not the upstream's: `RequestBody`, which no
+    /// breaker counts.
     pub(crate) struct Bounded<F> {
         #[pin]
         inner: tokio::time::Timeout<F>,
         budget: Duration,
         name: Arc<str>,
+        body: Option<Arc<SentBody>>,
     }
 }
 
@@ -105,9 +112,18 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let body = this.body.as_deref();
         match this.inner.poll(cx) {
             Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Err(error))) if body.is_some_and(SentBody::failed) => {
+                let kind = UpstreamErrorKind::RequestBody;
+                Poll::Ready(Err(UpstreamError::new(this.name.clone(), kind).with_cause(error).into()))
+            }
             Poll::Ready(Ok(result)) => Poll::Ready(result),
+            Poll::Ready(Err(_)) if body.is_some_and(|b| !b.finished()) => {
+                let kind = UpstreamErrorKind::RequestBodyTimeout(*this.budget);
+                Poll::Ready(Err(UpstreamError::new(this.name.clone(), kind).into()))
+            }
             Poll::Ready(Err(_)) => {
                 Poll::Ready(Err(UpstreamError::new(this.name.clone(), UpstreamErrorKind::Timeout(*this.budget)).into()))
             }

@@ -10,7 +10,6 @@ mod pool;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -114,20 +113,14 @@ impl Transport {
         if let Some(host) = &self.host {
             request.headers_mut().insert(HOST, host.clone());
         }
-        let body_failed = request.body_mut().watch_failure();
         let streamed = request.extensions().get::<ReadAsStream>().is_some();
-        let state = State::Sending { response: self.pool.send(request), streamed, body_failed };
+        let state = State::Sending { response: self.pool.send(request), streamed };
         Exchange { transport: self.clone(), state }
     }
 
-    /// What a failed exchange was; `body_failed` when the request's streamed body failed first
-    /// (then its source, a client, is to blame, whatever the connection reports).
-    fn failed_request(&self, failure: pool::Failure, body_failed: bool) -> UpstreamError {
+    fn failed_request(&self, failure: pool::Failure) -> UpstreamError {
         match failure {
             pool::Failure::Connect(e) => self.fail(UpstreamErrorKind::Connect, &ErrorChain(&*e)),
-            pool::Failure::Send { error, .. } if body_failed => {
-                self.fail(UpstreamErrorKind::RequestBody, &ErrorChain(&error))
-            }
             pool::Failure::Send { error, unsent, .. } => {
                 let failed = self.fail(UpstreamErrorKind::Transport, &ErrorChain(&error));
                 // A request never written, or one the server refused unprocessed, may go again.
@@ -181,9 +174,6 @@ enum State {
     Sending {
         response: pool::Sending,
         streamed: bool,
-        /// Set when the request's streamed body failed: the exchange's failure is then the
-        /// body's source's (a client's), not the upstream's.
-        body_failed: Option<Arc<AtomicBool>>,
     },
     Reading {
         parts: Option<http::response::Parts>,
@@ -200,7 +190,7 @@ impl Future for Exchange {
         let Self { transport, state } = self.get_mut();
         loop {
             match state {
-                State::Sending { response, streamed, body_failed } => {
+                State::Sending { response, streamed } => {
                     let response = match ready!(response.as_mut().poll(cx)) {
                         Ok(response) => response,
                         // A connection picked as the server closed it: another one takes the
@@ -209,10 +199,7 @@ impl Future for Exchange {
                             *response = transport.pool.send(*request);
                             continue;
                         }
-                        Err(failure) => {
-                            let body_failed = body_failed.as_ref().is_some_and(|f| f.load(Ordering::Relaxed));
-                            return Poll::Ready(Err(transport.failed_request(failure, body_failed).into()));
-                        }
+                        Err(failure) => return Poll::Ready(Err(transport.failed_request(failure).into())),
                     };
                     let (parts, incoming) = response.into_parts();
                     if *streamed {
