@@ -81,11 +81,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, call: Outgoing) -> Self::Future {
+    fn call(&mut self, mut call: Outgoing) -> Self::Future {
         let (until, budget) = self.per_try.until(&call);
-        let mut request = call.into_request();
-        let body = request.body_mut().watch();
-        let inner = self.inner.call(request);
+        let body = call.request.body_mut().watch();
+        let inner = self.inner.call(call.into_request());
         Bounded { inner: tokio::time::timeout_at(until, inner), budget, name: self.name.clone(), body }
     }
 }
