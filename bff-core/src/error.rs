@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::policy::auth::AuthError;
@@ -47,7 +47,7 @@ pub enum BffError {
     #[error("method not allowed")]
     MethodNotAllowed,
     /// The gateway cannot take the request now (it is at its limit of requests in flight, or
-    /// cannot count a rate limit): a 503, which the client may retry later.
+    /// cannot count a rate limit): a 503 with `Retry-After: 1`, which the client may retry soon.
     #[error("{detail}")]
     Unavailable {
         /// A stable SCREAMING_SNAKE code (`OVERLOADED`, `RATE_LIMIT_UNAVAILABLE`).
@@ -169,6 +169,11 @@ impl IntoResponse for BffError {
         }
         let problem = self.problem();
         let report = ErrorReport { code: problem.code, message: self.to_string(), source: self.source_kind() };
-        problem.into_response_with(report)
+        let retry_soon = matches!(self, Self::Unavailable { .. });
+        let mut response = problem.into_response_with(report);
+        if retry_soon {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }

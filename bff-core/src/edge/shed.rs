@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use metrics::Counter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -14,9 +13,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::BffError;
 use crate::middleware::Filter;
 use crate::observe::metrics::Metrics;
-
-/// What a shed request is told to wait before trying again, in seconds.
-const RETRY_AFTER_SECS: &str = "1";
 
 /// The path never shed: a load balancer's liveness check must see the process alive.
 const HEALTH: &str = "/healthz";
@@ -54,8 +50,6 @@ impl Filter for Shed {
         }
         self.shed.increment(1);
         let detail = format!("the gateway is at its limit of {} requests in flight", self.cap);
-        let mut response = BffError::Unavailable { code: "OVERLOADED", detail }.into_response();
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
-        Err(response)
+        Err(BffError::Unavailable { code: "OVERLOADED", detail }.into_response())
     }
 }

@@ -261,9 +261,7 @@ impl Table {
 /// `503 RATE_LIMIT_UNAVAILABLE`: limits cannot be counted and `redis.on_error` is `deny`.
 fn unavailable() -> Response {
     let detail = "rate limits cannot be checked right now".to_owned();
-    let mut response = BffError::Unavailable { code: "RATE_LIMIT_UNAVAILABLE", detail }.into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    BffError::Unavailable { code: "RATE_LIMIT_UNAVAILABLE", detail }.into_response()
 }
 
 /// Appends `n` in decimal: two digits at a time (`itoa`), and one copy of them.

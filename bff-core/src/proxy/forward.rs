@@ -78,7 +78,7 @@ impl Forward {
             return BffError::bad_request("INVALID_PATH", why).into_response();
         }
         // Held until the response head is here (an upload's body sent).
-        let _place = match route.in_flight.as_ref().map(|places| places.clone().try_acquire_owned()) {
+        let _place = match route.in_flight.as_ref().map(tokio::sync::Semaphore::try_acquire) {
             Some(Err(_)) => return overloaded(),
             Some(Ok(place)) => Some(place),
             None => None,
@@ -291,10 +291,8 @@ fn too_large(limit: u64) -> Response {
 
 /// A 503 for a request over its route's `max_in_flight`.
 fn overloaded() -> Response {
-    let detail = "this route has as many requests in flight as it takes; try again shortly";
-    let mut response = BffError::Unavailable { code: "ROUTE_OVERLOADED", detail: detail.to_owned() }.into_response();
-    response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    let detail = "this route has as many requests in flight as it takes; try again shortly".to_owned();
+    BffError::Unavailable { code: "ROUTE_OVERLOADED", detail }.into_response()
 }
 
 /// A 405 naming the methods `allowed`.

@@ -256,7 +256,7 @@ fn compile(
         Some(n) if n > tokio::sync::Semaphore::MAX_PERMITS => {
             return Err((key("max_in_flight"), format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS)));
         }
-        Some(n) => Some(Arc::new(tokio::sync::Semaphore::new(n))),
+        Some(n) => Some(tokio::sync::Semaphore::new(n)),
         None => None,
     };
     if entry.forward_token {

@@ -29,7 +29,7 @@ pub(crate) struct ProxyRoute {
     pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) max_body_bytes: Option<u64>,
     /// The places of `max_in_flight`, when the route has one.
-    pub(crate) in_flight: Option<Arc<tokio::sync::Semaphore>>,
+    pub(crate) in_flight: Option<tokio::sync::Semaphore>,
     /// Whether WebSocket upgrades are tunnelled.
     pub(crate) websocket: bool,
     /// Whether the caller's access token goes upstream.

@@ -429,23 +429,36 @@ mod tests {
     #[tokio::test]
     async fn a_fetch_outlives_the_request_that_started_it() {
         crate::install_crypto_provider();
-        let mock = services_mock::start(&MockConfig::ephemeral()).await.unwrap();
-        let auth = mock.service(Service::Auth);
-        auth.faults.set(services_mock::Faults { latency_ms: 500, ..Default::default() });
-        let verifier = JwtVerifier::new(&config(&format!("{}/.well-known/jwks.json", mock.url(Service::Auth))), &Metrics::new());
-        let token = mock.token("42", "profile", 60);
-        let reached_the_issuer = async {
-            while auth.stats.snapshot().in_flight == 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        };
+        // An issuer that says when a fetch reaches it, and answers only when told to.
+        let (reached, mut reached_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let answer = Arc::new(tokio::sync::Notify::new());
+        let keys = services_mock::Keys::demo().unwrap();
+        let jwks = serde_json::to_value(keys.jwks()).unwrap();
+        let issuer = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get({
+                let answer = answer.clone();
+                move || async move {
+                    let _ = reached.send(());
+                    answer.notified().await;
+                    axum::Json(jwks)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, issuer).await });
+        let verifier = JwtVerifier::new(&config(&url), &Metrics::new());
+        let token = keys.sign(Algorithm::RS256, &serde_json::json!({"sub": "42", "exp": u64::from(u32::MAX)})).unwrap();
         tokio::select! {
             _ = verifier.verify(&token) => panic!("verified before the issuer answered"),
-            () = reached_the_issuer => {}
+            _ = reached_rx.recv() => {}
         }
+        // The first request is gone; its fetch is still waiting on the issuer.
+        answer.notify_one();
         let identity = verifier.verify(&token).await.expect("verified with the keys the first request's fetch brought");
         assert_eq!(identity.subject(), "42");
-        assert_eq!(auth.stats.snapshot().requests, 1, "one fetch");
+        assert!(reached_rx.try_recv().is_err(), "one fetch");
     }
 
     /// A verifier with the mock's keys and an issuer nobody listens on: no test depends on a fetch.
