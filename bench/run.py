@@ -251,6 +251,23 @@ def free_port():
         return s.getsockname()[1]
 
 
+def mock_ports(log_path, proc, timeout=60):
+    """The port of each mock service, from the lines services-mock prints once all of them listen."""
+    line = re.compile(r"^(\S+)\s+http://127\.0\.0\.1:(\d+)$")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ports = {}
+        with open(log_path, errors="replace") as f:
+            for m in filter(None, (line.match(l.strip()) for l in f)):
+                ports.setdefault(m.group(1), int(m.group(2)))
+        if all(s in ports for s in MOCK_SERVICES):
+            return {s: ports[s] for s in MOCK_SERVICES}
+        if proc.poll() is not None:
+            raise SystemExit(f"services-mock exited with {proc.returncode} before it was ready; see {log_path}")
+        time.sleep(0.05)
+    raise SystemExit(f"services-mock did not print its ports within {timeout}s; see {log_path}")
+
+
 def wait_port(port, proc, what, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -474,9 +491,11 @@ class Harness:
     # === the mock ===
 
     def start_mock(self):
-        ports = {s: free_port() for s in MOCK_SERVICES}
-        cmd = [os.path.join(RELEASE, "services-mock")] + [f"--port={s}={p}" for s, p in ports.items()]
+        # Port 0 for each service: the mock binds them itself and prints where, so no port picked
+        # here can be taken by another process before the mock binds it.
+        cmd = [os.path.join(RELEASE, "services-mock")] + [f"--port={s}=0" for s in MOCK_SERVICES]
         proc = self.spawn("services-mock", cmd, env={"RUST_LOG": "warn"}, role="load")
+        ports = mock_ports(os.path.join(self.logs, "services-mock.log"), proc)
         for port in ports.values():
             wait_port(port, proc, "services-mock")
         self.mock = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}

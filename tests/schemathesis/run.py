@@ -14,8 +14,8 @@ on any failure. `.ci/run` runs it in its venv; by hand:
 
 import argparse
 import os
+import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,18 +33,53 @@ CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemathesis.
 DEMO_KEY = "demo-pro-key"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def log_tail(path, lines=20):
+    """The last lines of a process's log, for the message that says it failed."""
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as e:
+        return f"(cannot read {path}: {e})"
 
 
-def wait_ready(url, proc, what, timeout=60):
+def logged_port(log_path, proc, what, pattern, timeout=60):
+    """The port in the first line of `proc`'s log that `pattern` matches (its group 1)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(log_path, errors="replace") as f:
+            for m in filter(None, (pattern.search(l) for l in f)):
+                return int(m.group(1))
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode} before it was ready; its log:\n" + log_tail(log_path))
+        time.sleep(0.05)
+    raise SystemExit(f"{what} did not say where it listens within {timeout} s; its log:\n" + log_tail(log_path))
+
+
+def mock_ports(log_path, proc, timeout=60):
+    """The port of each service, from the lines services-mock prints once all of them listen."""
+    line = re.compile(r"^(\S+)\s+http://127\.0\.0\.1:(\d+)$")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ports = {}
+        with open(log_path, errors="replace") as f:
+            for m in filter(None, (line.match(l.strip()) for l in f)):
+                ports.setdefault(m.group(1), int(m.group(2)))
+        if all(s in ports for s in SERVICES):
+            return {s: ports[s] for s in SERVICES}
+        if proc.poll() is not None:
+            raise SystemExit(f"services-mock exited with {proc.returncode} before it was ready; its log:\n"
+                             + log_tail(log_path))
+        time.sleep(0.05)
+    raise SystemExit(f"services-mock did not print its ports within {timeout} s; its log:\n" + log_tail(log_path))
+
+
+def wait_ready(url, proc, what, log_path, timeout=60):
     """Polls `url` until it answers 200, failing at once if `proc` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode} before it was ready; see its log above")
+            raise SystemExit(f"{what} exited with {proc.returncode} before it was ready; its log:\n"
+                             + log_tail(log_path))
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -71,24 +106,30 @@ def main():
     procs = []
     logs = tempfile.mkdtemp(prefix="schemathesis-")
     try:
-        ports = {s: free_port() for s in SERVICES}
-        mock_log = open(os.path.join(logs, "services-mock.log"), "w")
-        mock = subprocess.Popen([os.path.join(RELEASE, "services-mock")] + [f"--port={s}={p}" for s, p in ports.items()],
+        # Port 0 for each service: the mock binds them itself and prints where, so no port picked
+        # here can be taken by another process before the mock binds it.
+        mock_log_path = os.path.join(logs, "services-mock.log")
+        mock_log = open(mock_log_path, "w")
+        mock = subprocess.Popen([os.path.join(RELEASE, "services-mock")] + [f"--port={s}=0" for s in SERVICES],
                                 stdout=mock_log, stderr=subprocess.STDOUT, env=dict(os.environ, RUST_LOG="warn"))
         procs.append(mock)
+        ports = mock_ports(mock_log_path, mock)
         for service, port in ports.items():
-            wait_ready(f"http://127.0.0.1:{port}/_stats", mock, "services-mock")
-        listen = free_port()
-        env = dict(os.environ, BFF_CONFIG=os.path.join(ROOT, "config", "partner.toml"), BFF_LISTEN=f"127.0.0.1:{listen}",
-                   BFF_ADMIN__LISTEN="127.0.0.1:0", BFF_LOG__FILTER="warn", BFF_QUOTAS__PRO__REQUESTS="1000000000")
+            wait_ready(f"http://127.0.0.1:{port}/_stats", mock, "services-mock", mock_log_path)
+        # Port 0 here too: the BFF's "listening" line says where it bound.
+        env = dict(os.environ, BFF_CONFIG=os.path.join(ROOT, "config", "partner.toml"), BFF_LISTEN="127.0.0.1:0",
+                   BFF_ADMIN__LISTEN="127.0.0.1:0", BFF_LOG__FILTER="warn,bff_core::cli=info",
+                   BFF_QUOTAS__PRO__REQUESTS="1000000000")
         for service in PARTNER_UPSTREAMS:
             env[f"BFF_UPSTREAMS__{service.upper()}__URL"] = f"http://127.0.0.1:{ports[service]}"
         partner_log = open(os.path.join(logs, "bff-partner.log"), "w")
         partner = subprocess.Popen([os.path.join(RELEASE, "bff-partner")], stdout=partner_log, stderr=subprocess.STDOUT,
                                    env=env, cwd=ROOT)
         procs.append(partner)
+        listen = logged_port(partner_log.name, partner, "bff-partner",
+                             re.compile(r"listening .*\baddr=\"?127\.0\.0\.1:(\d+)"))
         base = f"http://127.0.0.1:{listen}"
-        wait_ready(base + "/healthz", partner, "bff-partner")
+        wait_ready(base + "/healthz", partner, "bff-partner", partner_log.name)
         failed = []
         for version in ("v1", "v2"):
             print(f"== schemathesis: {base}/{version}/openapi.json", flush=True)
