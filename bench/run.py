@@ -94,6 +94,8 @@ TLS = {"BFF_TLS__CERT": os.path.join(TLS_DIR, "localhost.pem"), "BFF_TLS__KEY": 
 PER_USER = {"BFF_RATE_LIMITS__PER_USER__KEY": "user", "BFF_RATE_LIMITS__PER_USER__RATE": "1000000",
             "BFF_RATE_LIMITS__PER_USER__PER": "1s"}
 LEASE = {"BFF_REDIS__LEASE": "100ms"}
+IN_FLIGHT_PER_USER = {"BFF_CONCURRENCY_LIMITS__PER_USER__KEY": "user",
+                      "BFF_CONCURRENCY_LIMITS__PER_USER__MAX_IN_FLIGHT": "100000"}
 CAPPED = {"BFF_DEFAULTS__POOL_MAX_CONNECTIONS_PER_HOST": "32"}
 # How many users `bearer-users` takes turns between: as many as wrk's connections, so the
 # requests in flight at once are nearly all different users'.
@@ -165,6 +167,13 @@ def home_variants():
              redis=True, baselines=("mobile-home-rate-limited",)),
         Case("mobile-home-rate-limited-redis-users-lease", "bff-mobile", "/mobile/home", env={**PER_USER, **LEASE},
              redis=True, baselines=("mobile-home-rate-limited-users",), credential="bearer-users"),
+        # A per-user concurrency limit too high to trigger: what taking and giving back a place
+        # costs (a map under a lock, and the response body wrapped to hold it), with one user's
+        # 64 requests on one key and with 64 users' on 64 keys.
+        Case("mobile-home-concurrency-limited", "bff-mobile", "/mobile/home", env=IN_FLIGHT_PER_USER, baselines=base,
+             quick=True),
+        Case("mobile-home-concurrency-limited-users", "bff-mobile", "/mobile/home", env=IN_FLIGHT_PER_USER,
+             baselines=base, credential="bearer-users"),
         # Spans exported over OTLP/HTTP to the mock's sink (`POST /v1/traces`): 1% of new traces
         # sampled (a server span and three attempt spans each), then every one.
         Case("mobile-home-otlp-1pct", "bff-mobile", "/mobile/home", env=otlp(0.01), baselines=base, quick=True),

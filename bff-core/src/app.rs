@@ -178,10 +178,9 @@ impl GatewayBuilder {
         };
         let upstreams = Upstreams::with_layers(&config, &metrics, &attempt_layers, kept)
             .map_err(|(key, message)| ConfigError::key(source.clone(), key, message))?;
-        let claims: Vec<String> = config
-            .rate_limits
-            .values()
-            .filter_map(|limit| match &limit.key {
+        let claims: Vec<String> = (config.rate_limits.values().map(|limit| &limit.key))
+            .chain(config.concurrency_limits.values().map(|limit| &limit.key))
+            .filter_map(|key| match key {
                 LimitKeyKind::Claim(claim) => Some(claim.clone()),
                 _ => None,
             })
@@ -211,7 +210,8 @@ impl GatewayBuilder {
         };
         let sessions_in_redis =
             config.session.as_ref().is_some_and(|s| s.store == crate::config::SessionStoreKind::Redis);
-        if limits.is_none() && config.redis.is_some() && !sessions_in_redis {
+        let counted_in_redis = !(config.rate_limits.is_empty() && config.quotas.is_empty());
+        if !counted_in_redis && config.redis.is_some() && !sessions_in_redis {
             tracing::warn!(
                 "`redis.url` is set, but there are no `rate_limits`, `quotas` or sessions to share: Redis is not used"
             );
@@ -397,17 +397,20 @@ impl Gateway {
     /// Every route a rate limit lists is one of this BFF's `routes`, and one its key can be
     /// known on.
     fn check_limit_routes(&self, routes: &[&Arc<Route>]) -> Result<(), ConfigError> {
-        for (name, limit) in &self.config.rate_limits {
-            for pattern in limit.routes.iter().flatten() {
+        let config = &self.config;
+        let rates = config.rate_limits.iter().map(|(n, l)| ("rate_limits", n, &l.key, &l.routes));
+        let in_flight = config.concurrency_limits.iter().map(|(n, l)| ("concurrency_limits", n, &l.key, &l.routes));
+        for (table, name, key, patterns) in rates.chain(in_flight) {
+            for pattern in patterns.iter().flatten() {
                 let route = routes.iter().find(|r| &*r.pattern == pattern.as_str());
                 let message = match route {
                     None => format!("this BFF has no route `{pattern}`"),
-                    Some(route) if !limit.key.is_anonymous() && route.access.is_public() => {
-                        format!("the route `{pattern}` is public: there is no caller to key `{}` by", limit.key)
+                    Some(route) if !key.is_anonymous() && route.access.is_public() => {
+                        format!("the route `{pattern}` is public: there is no caller to key `{key}` by")
                     }
                     Some(_) => continue,
                 };
-                return Err(ConfigError::key(&*self.source, format!("rate_limits.{name}.routes"), message));
+                return Err(ConfigError::key(&*self.source, format!("{table}.{name}.routes"), message));
             }
         }
         Ok(())

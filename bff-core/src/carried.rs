@@ -11,17 +11,20 @@ use crate::config::Config;
 /// Whether the verifier of `before` serves `now`: the same `[auth]`, and the same claims kept
 /// for limits.
 pub(crate) fn same_auth(before: &Config, now: &Config) -> bool {
-    same(&(&before.auth, &before.rate_limits), &(&now.auth, &now.rate_limits))
+    same(
+        &(&before.auth, &before.rate_limits, &before.concurrency_limits),
+        &(&now.auth, &now.rate_limits, &now.concurrency_limits),
+    )
 }
 
-/// Whether the limits of `before` serve `now`: the same limits, quotas, API clients (a quota
-/// counts per client), Redis and trusted proxies (the client address).
+/// Whether the limits of `before` serve `now`: the same limits (rate and concurrency), quotas, API
+/// clients (a quota counts per client), Redis and trusted proxies (the client address).
 pub(crate) fn same_limits(before: &Config, now: &Config) -> bool {
-    let clients = |c: &Config| c.api_keys.iter().flat_map(|k| k.clients.keys()).cloned().collect::<Vec<String>>();
-    same(
-        &(&before.rate_limits, &before.quotas, clients(before), &before.redis, &before.server.trusted_proxies),
-        &(&now.rate_limits, &now.quotas, clients(now), &now.redis, &now.server.trusted_proxies),
-    )
+    fn counted(c: &Config) -> impl Serialize + '_ {
+        let clients: Vec<&String> = c.api_keys.iter().flat_map(|k| k.clients.keys()).collect();
+        (&c.rate_limits, &c.concurrency_limits, &c.quotas, clients, &c.redis, &c.server.trusted_proxies)
+    }
+    same(&counted(before), &counted(now))
 }
 
 /// Whether the sessions of `before` serve `now` (their store, and the sessions in it): the same

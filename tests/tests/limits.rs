@@ -289,6 +289,41 @@ async fn limits_on_routes_they_cannot_apply_to_are_refused_at_start_up() {
     let error = bff_core::config::load(&source, &overrides).unwrap_err();
     assert_eq!(error.key.as_deref(), Some("rate_limits.x.key"));
     assert!(error.message.contains("api_keys"), "{error}");
+
+    // A concurrency limit: the same checks, naming its own keys.
+    let mut overrides = bff_core::config::Overrides::default();
+    overrides.set("concurrency_limits.x.key", "user", "test").set("concurrency_limits.x.max_in_flight", "2", "test");
+    overrides.set("concurrency_limits.x.routes", r#"["/mobile/nowhere"]"#, "test");
+    let config = bff_core::config::load(&source, &overrides).expect("loads");
+    let gateway = bff_core::Gateway::builder(config).build().await.expect("builds");
+    let error = bff_mobile::app(&gateway).unwrap_err();
+    assert_eq!(error.key.as_deref(), Some("concurrency_limits.x.routes"));
+    assert!(error.message.contains("no route `/mobile/nowhere`"), "{error}");
+    // The keys set (beside a valid `concurrency_limits.x`), the key named, what the message says.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let refused: [Case; 3] = [
+        (&[("concurrency_limits.x.key", "client")], "concurrency_limits.x.key", "api_keys"),
+        (&[("concurrency_limits.x.max_in_flight", "0")], "concurrency_limits.x.max_in_flight", "nonzero"),
+        (
+            &[("rate_limits.x.key", "ip"), ("rate_limits.x.rate", "1"), ("rate_limits.x.per", "1s")],
+            "concurrency_limits.x",
+            "`rate_limits.x` has this name too",
+        ),
+    ];
+    for (set, named, expected) in refused {
+        let mut overrides = bff_core::config::Overrides::default();
+        overrides.set("concurrency_limits.x.key", "user", "test").set(
+            "concurrency_limits.x.max_in_flight",
+            "2",
+            "test",
+        );
+        for &(key, value) in set {
+            overrides.set(key, value, "test");
+        }
+        let error = bff_core::config::load(&source, &overrides).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some(named), "{set:?}: {error}");
+        assert!(error.message.contains(expected), "{set:?}: {error}");
+    }
 }
 
 #[tokio::test]

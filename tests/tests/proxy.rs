@@ -344,6 +344,51 @@ async fn a_routes_max_in_flight_keeps_its_stalled_uploads_from_the_upstreams_oth
     assert_eq!(put().await.unwrap().status(), 200, "their places are free again");
 }
 
+/// One user's stalled uploads cannot take a route's places from its other users: the shipped
+/// `concurrency_limits.uploads-per-user` lets each user have four in flight at once.
+#[tokio::test]
+async fn one_users_stalled_uploads_leave_the_route_to_its_other_users() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = web().await;
+    let alice = stack.mocks.token("alice", "profile", 3600);
+    let stalled_upload = |token: String| async move {
+        let mut tcp = tokio::net::TcpStream::connect(stack.bff.addr).await.unwrap();
+        let head = format!(
+            "PUT /api/uploads HTTP/1.1\r\nHost: bff\r\nAuthorization: Bearer {token}\r\nContent-Length: 1000\r\n\r\nslow"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp
+    };
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(stalled_upload(alice.clone()).await);
+    }
+    let all = common::eventually(Duration::from_secs(10), || async { stack.stats(Service::Catalog).in_flight == 4 });
+    assert!(all.await, "four uploads wait on their client");
+    // A fifth is refused at once, without waiting on its body.
+    let mut fifth = stalled_upload(alice.clone()).await;
+    let mut answer = vec![0_u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), fifth.read(&mut answer));
+    let n = read.await.expect("answered at once").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("CONCURRENCY_LIMITED") && answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("uploads-per-user"), "the problem names the limit: {answer}");
+    // Another user's upload goes through meanwhile.
+    let put = |token: String| stack.http.put(stack.bff.url("/api/uploads")).bearer_auth(token).body("x").send();
+    assert_eq!(put(stack.mocks.token("bob", "profile", 3600)).await.unwrap().status(), 200);
+    // Uploads that end, finished or abandoned, give their places back.
+    drop((stalled, fifth));
+    let gone = common::eventually(Duration::from_secs(10), || async { stack.stats(Service::Catalog).in_flight == 0 });
+    assert!(gone.await, "the abandoned uploads ended upstream");
+    for _ in 0..5 {
+        assert_eq!(put(alice.clone()).await.unwrap().status(), 200);
+    }
+    let metrics = stack.admin_text("/metrics").await;
+    let limited = r#"bff_rate_limit_requests_total{route="/api/uploads",limit="uploads-per-user",outcome="limited"} 1"#;
+    assert!(metrics.contains(limited), "{metrics}");
+}
+
 /// Framings a request smuggler tries: each is refused, or read one way only (RFC 9112 §6.3), and
 /// what goes upstream is framed by the gateway, never by the client's `Content-Length`.
 #[tokio::test]
@@ -610,6 +655,72 @@ async fn a_websocket_is_tunnelled_for_the_verified_user_and_closed_on_shutdown()
     let ended =
         tokio::time::timeout(Duration::from_secs(20), async { while let Some(Ok(_)) = socket.next().await {} }).await;
     assert!(ended.is_ok(), "the tunnel outlived the shutdown");
+}
+
+/// A live connection holds its place under the shipped `concurrency_limits.live-per-user` (eight
+/// per user) for as long as it is open: a WebSocket until its tunnel closes, an event stream
+/// until it ends, not just until their answers' heads.
+#[tokio::test]
+async fn a_users_live_connections_hold_their_places_until_they_close() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let stack = web().await;
+    let alice = stack.mocks.token("alice", "profile", 3600);
+    let url = format!("ws://{}/api/notifications/ws", stack.bff.addr);
+    let open = |token: &str| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let addr = stack.bff.addr;
+        async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_tungstenite::client_async(request, stream).await
+        }
+    };
+    let events = |token: &str| {
+        let url = stack.bff.url("/api/notifications/events?count=100&interval_ms=10000");
+        stack.http.get(url).bearer_auth(token).send()
+    };
+    let mut sockets = Vec::new();
+    for _ in 0..4 {
+        let (mut socket, _) = open(&alice).await.expect("the upgrade");
+        socket.next().await.unwrap().expect("the service's hello: the tunnel is open");
+        sockets.push(socket);
+    }
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let mut stream = events(&alice).await.unwrap();
+        assert_eq!(stream.status(), 200);
+        stream.chunk().await.unwrap().expect("the first event: the stream is open");
+        streams.push(stream);
+    }
+    // Eight open: a ninth of either kind is refused.
+    match open(&alice).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+        other => panic!("a ninth live connection opened: {other:?}"),
+    }
+    common::problem(events(&alice).await.unwrap(), 429, "CONCURRENCY_LIMITED").await;
+    // Another user has places of its own.
+    let (mut other, _) = open(&stack.mocks.token("bob", "profile", 3600)).await.expect("bob's socket");
+    other.next().await.unwrap().unwrap();
+
+    // A socket closed, and a stream dropped, give their places back.
+    let mut socket = sockets.pop().unwrap();
+    socket.close(None).await.unwrap();
+    while let Some(Ok(_)) = socket.next().await {}
+    drop(streams.pop());
+    // Both places come back as soon as the gateway sees the ends (polled, as `eventually` does).
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut reopened = Vec::new();
+    while reopened.len() < 2 {
+        let stream = events(&alice).await.unwrap();
+        if stream.status() == 200 {
+            reopened.push(stream);
+            continue;
+        }
+        assert!(tokio::time::Instant::now() < give_up, "{} of two places came back", reopened.len());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    common::problem(events(&alice).await.unwrap(), 429, "CONCURRENCY_LIMITED").await;
 }
 
 #[tokio::test]

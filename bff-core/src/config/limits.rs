@@ -51,6 +51,33 @@ impl RateLimitConfig {
     }
 }
 
+/// One concurrency limit (`[concurrency_limits.<name>]`): at most `max_in_flight` requests of one
+/// key in flight at once on `routes` (all of them when absent), from the request's arrival to the
+/// last byte of its response. Counted in each process: with Redis too, every replica allows
+/// `max_in_flight` of its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ConcurrencyLimitConfig {
+    /// What the count is kept per: `ip`, `user`, `client`, `account`, `claim:<name>` or `global`.
+    pub key: LimitKeyKind,
+    /// The most requests of one key in flight at once; one more is `429 CONCURRENCY_LIMITED`.
+    pub max_in_flight: NonZeroU32,
+    /// The route patterns the limit covers, counted together; absent: every route its key
+    /// applies to (`ip` and `global`: all; the others: the authenticated ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<String>>,
+}
+
+impl ConcurrencyLimitConfig {
+    pub(crate) fn validate(&self, key: &str) -> Result<(), (String, String)> {
+        if self.routes.as_ref().is_some_and(Vec::is_empty) {
+            return Err((format!("{key}.routes"), "lists no route: list some, or leave it out for all".into()));
+        }
+        Ok(())
+    }
+}
+
 /// What a rate limit counts per.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]

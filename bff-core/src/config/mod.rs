@@ -22,7 +22,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use limits::QUOTA_POLICY;
-pub use limits::{LimitKeyKind, OnRedisError, QuotaConfig, RateLimitConfig, RedisConfig, RedisUrl};
+pub use limits::{
+    ConcurrencyLimitConfig, LimitKeyKind, OnRedisError, QuotaConfig, RateLimitConfig, RedisConfig, RedisUrl,
+};
 pub use load::{ConfigError, ConfigSource, Overrides, load};
 pub use print::redacted;
 pub use proxy::{HeaderEdits, ProxyRouteConfig, ProxyUpstream};
@@ -77,6 +79,10 @@ pub struct Config {
     /// Rate limits by name (`[rate_limits.per-user]`); see [`RateLimitConfig`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    /// Concurrency limits by name (`[concurrency_limits.uploads-per-user]`): requests of one
+    /// key in flight at once; see [`ConcurrencyLimitConfig`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub concurrency_limits: BTreeMap<String, ConcurrencyLimitConfig>,
     /// Quotas per API-client tier (`[quotas.free]`): every client of `api_keys` needs its tier's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub quotas: BTreeMap<String, QuotaConfig>,
@@ -870,13 +876,17 @@ impl Config {
             let key = format!("rate_limits.{name}");
             limits::check_limit_name(name).map_err(|message| (key.clone(), message))?;
             limit.validate(&key)?;
-            let needs = match &limit.key {
-                LimitKeyKind::User if self.auth.is_none() && self.session.is_none() => "`auth` (JWT) or `session`",
-                LimitKeyKind::Claim(_) if self.auth.is_none() => "`auth` (JWT)",
-                LimitKeyKind::Client | LimitKeyKind::Account if self.api_keys.is_none() => "`api_keys`",
-                _ => continue,
-            };
-            return Err((format!("{key}.key"), format!("`{}` needs {needs}, which this BFF does not have", limit.key)));
+            self.check_limit_key(&key, &limit.key)?;
+        }
+        for (name, limit) in &self.concurrency_limits {
+            let key = format!("concurrency_limits.{name}");
+            limits::check_limit_name(name).map_err(|message| (key.clone(), message))?;
+            if self.rate_limits.contains_key(name) {
+                let message = format!("`rate_limits.{name}` has this name too: limits are told apart by name");
+                return Err((key, message));
+            }
+            limit.validate(&key)?;
+            self.check_limit_key(&key, &limit.key)?;
         }
         for (tier, quota) in &self.quotas {
             quota.validate(&format!("quotas.{tier}"))?;
@@ -899,6 +909,17 @@ impl Config {
             redis.validate()?;
         }
         Ok(())
+    }
+
+    /// The limit at `key` counts by something this BFF knows.
+    fn check_limit_key(&self, key: &str, kind: &LimitKeyKind) -> Result<(), (String, String)> {
+        let needs = match kind {
+            LimitKeyKind::User if self.auth.is_none() && self.session.is_none() => "`auth` (JWT) or `session`",
+            LimitKeyKind::Claim(_) if self.auth.is_none() => "`auth` (JWT)",
+            LimitKeyKind::Client | LimitKeyKind::Account if self.api_keys.is_none() => "`api_keys`",
+            _ => return Ok(()),
+        };
+        Err((format!("{key}.key"), format!("`{kind}` needs {needs}, which this BFF does not have")))
     }
 
     fn validate_export(&self) -> Result<(), (String, String)> {

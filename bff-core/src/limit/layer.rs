@@ -6,6 +6,11 @@
 //! `"per-user";r=19;t=1`: a limit's burst and the seconds it takes to come back whole; what is
 //! left and the seconds until it is whole). A refused request is a `429` problem with
 //! `Retry-After`: `RATE_LIMITED`, or `QUOTA_EXCEEDED` with the time the quota resets.
+//!
+//! Concurrency limits are checked first, in the process: a request over one is `429
+//! CONCURRENCY_LIMITED` with `Retry-After: 1` and spends nothing of its rate limits. One under
+//! them holds its places until its response body has ended, or, when it becomes a WebSocket
+//! tunnel, until the tunnel closes.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,9 +21,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
 
 use super::client_ip::{client_ip, limit_address};
-use super::{Check, LimitKey, Limits, Outcomes, Status};
+use super::{Check, Held, HeldBody, LimitKey, Limits, Outcomes, Status};
 use crate::config::LimitKeyKind;
 use crate::error::BffError;
 use crate::middleware::{Inner, Middleware, run};
@@ -54,6 +60,8 @@ struct Table {
 #[derive(Debug)]
 struct RouteLimits {
     rules: Vec<(usize, Outcomes)>,
+    /// Its concurrency limits, by index.
+    in_flight: Vec<(usize, Outcomes)>,
     quota: bool,
 }
 
@@ -66,27 +74,27 @@ impl Enforce {
         metrics: &Metrics,
     ) -> Option<Self> {
         let mut routes = HashMap::new();
+        let staged = |key: &LimitKeyKind| key.is_anonymous() == (stage == Stage::Anonymous);
         for pattern in patterns {
-            let rules: Vec<(usize, Outcomes)> = limits
-                .rules()
-                .iter()
-                .enumerate()
-                .filter(|(_, rule)| rule.key.is_anonymous() == (stage == Stage::Anonymous) && rule.covers(pattern))
-                .map(|(index, rule)| {
-                    let outcome = |outcome: &str| {
-                        let labels = [
-                            ("route", pattern.to_owned()),
-                            ("limit", rule.name.to_string()),
-                            ("outcome", outcome.to_owned()),
-                        ];
-                        metrics.counter("bff_rate_limit_requests_total", &labels)
-                    };
-                    (index, Outcomes { allowed: outcome("allowed"), limited: outcome("limited") })
-                })
+            let outcomes = |name: &str| {
+                let outcome = |outcome: &str| {
+                    let labels =
+                        [("route", pattern.to_owned()), ("limit", name.to_owned()), ("outcome", outcome.to_owned())];
+                    metrics.counter("bff_rate_limit_requests_total", &labels)
+                };
+                Outcomes { allowed: outcome("allowed"), limited: outcome("limited") }
+            };
+            let rules: Vec<(usize, Outcomes)> = (limits.rules().iter().enumerate())
+                .filter(|(_, rule)| staged(&rule.key) && rule.covers(pattern))
+                .map(|(index, rule)| (index, outcomes(&rule.name)))
+                .collect();
+            let in_flight: Vec<(usize, Outcomes)> = (limits.concurrency().iter().enumerate())
+                .filter(|(_, rule)| staged(&rule.key) && rule.covers(pattern))
+                .map(|(index, rule)| (index, outcomes(&rule.name)))
                 .collect();
             let quota = stage == Stage::Caller && limits.has_quotas();
-            if !rules.is_empty() || quota {
-                routes.insert(pattern.to_owned(), RouteLimits { rules, quota });
+            if !rules.is_empty() || !in_flight.is_empty() || quota {
+                routes.insert(pattern.to_owned(), RouteLimits { rules, in_flight, quota });
             }
         }
         if routes.is_empty() {
@@ -107,62 +115,126 @@ impl Enforce {
 }
 
 impl Middleware for Enforce {
-    fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
+    fn call<S: Inner>(&self, mut request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
         let table = self.0.clone();
         async move {
             let route = route_of(request.extensions()).and_then(|r| table.routes.get(&*r.pattern));
             let Some(route) = route else { return run(inner, request).await };
+            let mut held = match table.hold(route, &request) {
+                Ok(held) => held,
+                Err(full) => return table.too_many(full),
+            };
+            // A request that may become a tunnel (a WebSocket) holds its places for the tunnel's
+            // life: its route's handler takes them from its extensions.
+            if request.extensions().get::<OnUpgrade>().is_some()
+                && let Some(places) = held.take()
+            {
+                request.extensions_mut().insert(Arc::new(places));
+            }
             let checks = table.checks(route, &request);
-            if checks.is_empty() {
-                return run(inner, request).await;
-            }
-            let statuses = match table.limits.check(&checks).await {
-                Ok(statuses) => statuses,
-                Err(_) => return unavailable(),
+            let response = if checks.is_empty() {
+                run(inner, request).await
+            } else {
+                let statuses = match table.limits.check(&checks).await {
+                    Ok(statuses) => statuses,
+                    Err(_) => return unavailable(),
+                };
+                let refused = statuses.iter().position(|s| s.retry_after.is_some());
+                table.count(route, &checks, refused);
+                let headers = table.headers(&checks, &statuses);
+                let mut response = match refused {
+                    Some(index) => table.refusal(&checks[index], &statuses[index]),
+                    None => run(inner, request).await,
+                };
+                if let Some((policy, state)) = headers {
+                    response.headers_mut().append(RATELIMIT_POLICY, policy);
+                    response.headers_mut().append(RATELIMIT, state);
+                }
+                response
             };
-            let refused = statuses.iter().position(|s| s.retry_after.is_some());
-            table.count(route, &checks, refused);
-            let headers = table.headers(&checks, &statuses);
-            let mut response = match refused {
-                Some(index) => table.refusal(&checks[index], &statuses[index]),
-                None => run(inner, request).await,
-            };
-            if let Some((policy, state)) = headers {
-                response.headers_mut().append(RATELIMIT_POLICY, policy);
-                response.headers_mut().append(RATELIMIT, state);
+            match held {
+                Some(held) => response.map(|body| axum::body::Body::new(HeldBody { inner: body, held: Some(held) })),
+                None => response,
             }
-            response
         }
     }
 }
 
 impl Table {
+    /// The key `request` is counted by under a limit keyed by `kind`; `None` when it has no value
+    /// for it (no token, or a token without the claim).
+    fn key(&self, kind: &LimitKeyKind, request: &Request) -> Option<LimitKey> {
+        let extensions = request.extensions();
+        match kind {
+            LimitKeyKind::Ip => {
+                // Every request served has its peer; one without (a test calling the router
+                // directly) is counted as the unspecified address.
+                let peer =
+                    extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+                let ip = client_ip(peer, request.headers(), self.limits.trusted_proxies());
+                Some(LimitKey::Ip(limit_address(ip)))
+            }
+            LimitKeyKind::Global => Some(LimitKey::Global),
+            LimitKeyKind::User => extensions.get::<Identity>().map(|i| LimitKey::Name(Arc::from(i.subject()))),
+            LimitKeyKind::Claim(claim) => {
+                extensions.get::<Identity>().and_then(|i| i.claim(claim)).map(|v| LimitKey::Name(v.clone()))
+            }
+            LimitKeyKind::Client => extensions.get::<ApiClient>().map(|c| LimitKey::Name(c.name.clone())),
+            LimitKeyKind::Account => extensions.get::<ApiClient>().map(|c| LimitKey::Name(c.account.clone())),
+        }
+    }
+
+    /// Places under `route`'s concurrency limits for `request` (none when it has none, or no key
+    /// for them), or the index of the first that is full.
+    fn hold(&self, route: &RouteLimits, request: &Request) -> Result<Option<Held>, usize> {
+        if route.in_flight.is_empty() {
+            return Ok(None);
+        }
+        let concurrency = self.limits.concurrency();
+        let wanted: Vec<(usize, LimitKey)> = (route.in_flight.iter())
+            .filter_map(|(index, _)| Some((*index, self.key(&concurrency.get(*index)?.key, request)?)))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        let outcomes = |index: usize| route.in_flight.iter().find(|(i, _)| *i == index).map(|(_, o)| o);
+        match self.limits.hold(&wanted) {
+            Ok(held) => {
+                wanted.iter().filter_map(|(index, _)| outcomes(*index)).for_each(|o| o.allowed.increment(1));
+                Ok(Some(held))
+            }
+            Err(full) => {
+                let index = wanted.get(full).map_or(0, |(index, _)| *index);
+                if let Some(outcomes) = outcomes(index) {
+                    outcomes.limited.increment(1);
+                }
+                Err(index)
+            }
+        }
+    }
+
+    /// `429 CONCURRENCY_LIMITED` for a request over the concurrency limit `index`.
+    fn too_many(&self, index: usize) -> Response {
+        let Some(rule) = self.limits.concurrency().get(index) else { return unavailable() };
+        let detail = format!(
+            "the limit `{}` allows {} requests in flight at once, and that many of yours are; \
+             retry when one has finished",
+            rule.name, rule.max
+        );
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        let mut response = BffError::Rejected { status, code: "CONCURRENCY_LIMITED", detail }.into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+        response
+    }
+
     /// What `request` is counted against on `route` (keys it has no value for are skipped):
     /// rate limits first, then the quota.
     fn checks(&self, route: &RouteLimits, request: &Request) -> Vec<Check> {
-        let extensions = request.extensions();
-        let identity = extensions.get::<Identity>();
-        let client = extensions.get::<ApiClient>();
+        let client = request.extensions().get::<ApiClient>();
         let mut checks = Vec::with_capacity(route.rules.len() + 1);
         for (index, _) in &route.rules {
             let Some(rule) = self.limits.rules().get(*index) else { continue };
-            let key = match &rule.key {
-                LimitKeyKind::Ip => {
-                    // Every request served has its peer; one without (a test calling the router
-                    // directly) is counted as the unspecified address.
-                    let peer = extensions
-                        .get::<ConnectInfo<SocketAddr>>()
-                        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-                    let ip = client_ip(peer, request.headers(), self.limits.trusted_proxies());
-                    Some(LimitKey::Ip(limit_address(ip)))
-                }
-                LimitKeyKind::Global => Some(LimitKey::Global),
-                LimitKeyKind::User => identity.map(|i| LimitKey::Name(Arc::from(i.subject()))),
-                LimitKeyKind::Claim(claim) => identity.and_then(|i| i.claim(claim)).map(|v| LimitKey::Name(v.clone())),
-                LimitKeyKind::Client => client.map(|c| LimitKey::Name(c.name.clone())),
-                LimitKeyKind::Account => client.map(|c| LimitKey::Name(c.account.clone())),
-            };
-            if let Some(key) = key {
+            if let Some(key) = self.key(&rule.key, request) {
                 checks.push(Check::Rule { index: *index, key });
             }
         }

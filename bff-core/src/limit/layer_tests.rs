@@ -217,3 +217,111 @@ async fn a_claim_key_counts_every_user_of_a_tenant_together() {
         assert!(response.headers().get("ratelimit").is_none());
     }
 }
+
+async fn code_of(response: Response) -> String {
+    let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    problem["code"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_user_has_at_most_max_in_flight_requests_until_their_bodies_end() {
+    let (router, metrics) = router(
+        r#"
+        [concurrency_limits.per-user]
+        key = "user"
+        max_in_flight = 2
+        "#,
+    )
+    .await;
+    // A response whose body has not been sent holds its place.
+    let first = get_as(&router, "x-user", "alice").await;
+    let second = get_as(&router, "x-user", "alice").await;
+    assert_eq!((first.status(), second.status()), (StatusCode::OK, StatusCode::OK));
+    let refused = get_as(&router, "x-user", "alice").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(field(&refused, "retry-after"), "1");
+    assert_eq!(field(&refused, "ratelimit"), "", "a concurrency limit has no window to tell");
+    assert_eq!(code_of(refused).await, "CONCURRENCY_LIMITED");
+    // Another user counts apart.
+    assert_eq!(get_as(&router, "x-user", "bob").await.status(), StatusCode::OK);
+
+    // A body sent to its end gives its place back (the response itself is still held here).
+    let mut first = first;
+    let body = std::mem::replace(first.body_mut(), Body::empty());
+    assert_eq!(axum::body::to_bytes(body, 64).await.unwrap(), "ok");
+    let third = get_as(&router, "x-user", "alice").await;
+    assert_eq!(third.status(), StatusCode::OK);
+    // A client that goes away (its response dropped) gives it back too.
+    drop((second, third));
+    assert_eq!(get_as(&router, "x-user", "alice").await.status(), StatusCode::OK);
+
+    let text = metrics.render();
+    let count = |outcome: &str| {
+        let prefix = format!("bff_rate_limit_requests_total{{route=\"/r\",limit=\"per-user\",outcome=\"{outcome}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).map(str::to_owned)
+    };
+    assert_eq!(count("allowed").as_deref(), Some("5"), "{text}");
+    assert_eq!(count("limited").as_deref(), Some("1"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_over_a_concurrency_limit_spends_nothing_of_its_rate_limits() {
+    let (router, _) = router(
+        r#"
+        [concurrency_limits.one-at-a-time]
+        key = "user"
+        max_in_flight = 1
+
+        [rate_limits.per-user]
+        key = "user"
+        rate = 2
+        per = "1h"
+        "#,
+    )
+    .await;
+    let first = get_as(&router, "x-user", "alice").await;
+    for _ in 0..5 {
+        let refused = get_as(&router, "x-user", "alice").await;
+        assert_eq!(code_of(refused).await, "CONCURRENCY_LIMITED");
+    }
+    drop(first);
+    let second = get_as(&router, "x-user", "alice").await;
+    assert_eq!(second.status(), StatusCode::OK, "the five refused spent none of the two");
+    assert_eq!(field(&second, "ratelimit"), r#""per-user";r=0;t=3600"#);
+    drop(second);
+    // Refused by the rate limit: its place under the concurrency limit is given back at once.
+    assert_eq!(code_of(get_as(&router, "x-user", "alice").await).await, "RATE_LIMITED");
+    assert_eq!(code_of(get_as(&router, "x-user", "alice").await).await, "RATE_LIMITED");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_global_concurrency_limit_counts_everyone_and_an_address_limit_each_address() {
+    let (router, _) = router(
+        r#"
+        [concurrency_limits.everyone]
+        key = "global"
+        max_in_flight = 3
+
+        [concurrency_limits.per-ip]
+        key = "ip"
+        max_in_flight = 2
+        "#,
+    )
+    .await;
+    let from = |ip: &str| {
+        let mut request = Request::builder().uri("/r").body(Body::empty()).unwrap();
+        let peer: std::net::SocketAddr = format!("{ip}:4000").parse().unwrap();
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        router.clone().oneshot(request)
+    };
+    let a1 = from("192.0.2.1").await.unwrap();
+    let a2 = from("192.0.2.1").await.unwrap();
+    assert_eq!(code_of(from("192.0.2.1").await.unwrap()).await, "CONCURRENCY_LIMITED");
+    let b1 = from("192.0.2.2").await.unwrap();
+    assert_eq!([a1.status(), a2.status(), b1.status()], [StatusCode::OK; 3]);
+    // Three in flight: everyone's limit is full, even for an address with none.
+    assert_eq!(code_of(from("192.0.2.3").await.unwrap()).await, "CONCURRENCY_LIMITED");
+    drop(a1);
+    assert_eq!(from("192.0.2.3").await.unwrap().status(), StatusCode::OK);
+}

@@ -4,6 +4,8 @@
 //!   user, API client, partner account, a JWT claim, or everyone together) on the routes they
 //!   list. Several may apply to one request.
 //! - **Quotas** (`[quotas.<tier>]`): requests per fixed window for each API client, by its tier.
+//! - **Concurrency limits** (`[concurrency_limits.<name>]`): requests of one key in flight at
+//!   once, in this process ([`in_flight`]).
 //!
 //! Counting is in this process ([`local`], governor), or in Redis when `redis.url` is set
 //! ([`shared`]), so that replicas share one count. [`layer`] checks a request's limits and
@@ -11,6 +13,7 @@
 
 mod batch;
 pub(crate) mod client_ip;
+mod in_flight;
 pub(crate) mod layer;
 mod lease;
 mod local;
@@ -26,6 +29,8 @@ use std::time::Duration;
 use metrics::{Counter, Gauge};
 use sha2::{Digest, Sha256};
 
+use self::in_flight::{ConcurrencyRule, InFlight};
+pub(crate) use self::in_flight::{Held, HeldBody};
 use self::local::Local;
 use self::shared::Shared;
 use crate::config::{Config, IpNet, LimitKeyKind, OnRedisError, QuotaConfig};
@@ -43,6 +48,8 @@ pub(crate) struct Limits(Arc<Inner>);
 
 struct Inner {
     rules: Vec<Rule>,
+    concurrency: Vec<ConcurrencyRule>,
+    in_flight: InFlight,
     quotas: HashMap<String, QuotaConfig>,
     local: Local,
     shared: Option<Shared>,
@@ -52,7 +59,8 @@ struct Inner {
 
 impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.0.rules.iter().map(|r| &*r.name).collect();
+        let rates = self.0.rules.iter().map(|r| &*r.name);
+        let names: Vec<&str> = rates.chain(self.0.concurrency.iter().map(|r| &*r.name)).collect();
         f.debug_struct("Limits").field("rules", &names).field("shared", &self.0.shared).finish_non_exhaustive()
     }
 }
@@ -145,9 +153,11 @@ impl Status {
 pub(crate) struct Unavailable;
 
 impl Limits {
-    /// The limits and quotas of `config`, connected to its Redis; `None` when it has none.
+    /// The limits and quotas of `config`, connected to its Redis when it has rate limits or
+    /// quotas to share; `None` when it has none.
     pub(crate) async fn new(config: &Config, metrics: &Metrics) -> Result<Option<Self>, String> {
-        if config.rate_limits.is_empty() && config.quotas.is_empty() {
+        let counted = !(config.rate_limits.is_empty() && config.quotas.is_empty());
+        if !counted && config.concurrency_limits.is_empty() {
             return Ok(None);
         }
         let rules: Vec<Rule> = config
@@ -169,11 +179,21 @@ impl Limits {
         };
         let local = Local::new(rules.iter().map(|r| (r.interval, r.burst)), &clients);
         let shared = match &config.redis {
-            Some(redis) => Some(Shared::connect(redis, metrics).await?),
-            None => None,
+            Some(redis) if counted => Some(Shared::connect(redis, metrics).await?),
+            _ => None,
         };
+        let concurrency = (config.concurrency_limits.iter())
+            .map(|(name, limit)| ConcurrencyRule {
+                name: Arc::from(name.as_str()),
+                key: limit.key.clone(),
+                max: limit.max_in_flight,
+                routes: limit.routes.clone(),
+            })
+            .collect();
         let inner = Inner {
             rules,
+            concurrency,
+            in_flight: InFlight::default(),
             quotas: config.quotas.clone().into_iter().collect(),
             local,
             shared,
@@ -201,6 +221,20 @@ impl Limits {
 
     pub(crate) fn rules(&self) -> &[Rule] {
         &self.0.rules
+    }
+
+    pub(crate) fn concurrency(&self) -> &[ConcurrencyRule] {
+        &self.0.concurrency
+    }
+
+    /// Takes a place under each concurrency limit of `wanted` (index, key), all or none: `Err`
+    /// with the position in `wanted` of the first that is full.
+    pub(crate) fn hold(&self, wanted: &[(usize, LimitKey)]) -> Result<Held, usize> {
+        let wanted = wanted
+            .iter()
+            .filter_map(|(index, key)| Some((*index, key.clone(), self.0.concurrency.get(*index)?.max)))
+            .collect();
+        self.0.in_flight.hold(wanted)
     }
 
     pub(crate) fn quota(&self, tier: &str) -> Option<&QuotaConfig> {
@@ -239,7 +273,7 @@ impl Limits {
                 if let Some(shared) = &inner.shared {
                     shared.forget_leases();
                 }
-                inner.keys.set(inner.local.keys() as f64);
+                inner.keys.set((inner.local.keys() + inner.in_flight.keys()) as f64);
             }
         });
     }

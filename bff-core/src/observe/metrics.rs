@@ -66,7 +66,7 @@ pub(crate) const HELP: &[(&str, &str)] = &[
     ("bff_requests_shed_total", "Requests refused with 503 over server.max_in_flight_requests."),
     ("bff_rate_limit_requests_total", "Rate limit decisions, by route pattern, limit and outcome (allowed, limited)."),
     ("bff_quota_requests_total", "Quota decisions, by tier and outcome (allowed, exceeded)."),
-    ("bff_rate_limit_keys", "Keys counted by the in-process rate limiters."),
+    ("bff_rate_limit_keys", "Keys counted by the in-process limiters: rate limits and requests in flight."),
     ("bff_redis_call_seconds", "Time of each Redis call of the shared limits."),
     (
         "bff_redis_errors_total",

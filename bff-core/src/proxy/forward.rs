@@ -25,6 +25,7 @@ use super::route::ProxyRoute;
 use super::tunnel::{Opening, tunnel};
 use crate::config::IpNet;
 use crate::error::BffError;
+use crate::limit::Held;
 use crate::problem::Problem;
 use crate::request::{Ctx, RequestMeta};
 use crate::serve::Tunnels;
@@ -197,7 +198,13 @@ impl Forward {
                     Some((opening, client, tunnels)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                         match response.extensions_mut().remove::<OnUpgrade>() {
                             Some(upstream) => {
-                                tunnels.run(Box::pin(tunnel(client, upstream, self.shared.idle_timeout)));
+                                // Its places under concurrency limits are the tunnel's, for its life.
+                                let places = parts.extensions.remove::<Arc<Held>>();
+                                let idle = self.shared.idle_timeout;
+                                tunnels.run(Box::pin(async move {
+                                    let _places = places;
+                                    tunnel(client, upstream, idle).await;
+                                }));
                                 Some(opening)
                             }
                             None => return BffError::bad_request("UPGRADE_UNSUPPORTED", NO_UPGRADE).into_response(),
