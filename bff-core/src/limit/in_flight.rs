@@ -7,6 +7,7 @@
 //! so the map never holds more entries than requests in flight.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,21 +42,23 @@ pub(crate) struct InFlight(Arc<Mutex<HashMap<(usize, LimitKey), u32>>>);
 
 impl InFlight {
     /// Takes a place under each of `wanted` (a limit's index, the key, the limit's maximum), all
-    /// or none: `Err` with the position in `wanted` of the first limit that is full.
+    /// or none: `Err` with the index of the first limit that is full. One lookup per limit, and
+    /// `wanted` becomes the places held.
     pub(crate) fn hold(&self, wanted: Vec<(usize, LimitKey, NonZeroU32)>) -> Result<Held, usize> {
         let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(full) = wanted
-            .iter()
-            .position(|(index, key, max)| counts.get(&(*index, key.clone())).is_some_and(|n| *n >= max.get()))
-        {
-            return Err(full);
+        for (position, (index, key, max)) in wanted.iter().enumerate() {
+            // A full limit's entry is there already (its count is at least one).
+            let count = counts.entry((*index, key.clone())).or_default();
+            if *count >= max.get() {
+                for (index, key, _) in &wanted[..position] {
+                    give_back(&mut counts, *index, key.clone());
+                }
+                return Err(*index);
+            }
+            *count += 1;
         }
-        let mut keys = Vec::with_capacity(wanted.len());
-        for (index, key, _) in wanted {
-            *counts.entry((index, key.clone())).or_default() += 1;
-            keys.push((index, key));
-        }
-        Ok(Held { in_flight: self.clone(), keys })
+        drop(counts);
+        Ok(Held { in_flight: self.clone(), places: wanted })
     }
 
     /// The keys with a request in flight now.
@@ -71,23 +74,37 @@ impl InFlight {
     }
 }
 
+/// One place under the limit `index` for `key` given back; the key's entry goes with its last.
+fn give_back(counts: &mut HashMap<(usize, LimitKey), u32>, index: usize, key: LimitKey) {
+    if let Entry::Occupied(mut entry) = counts.entry((index, key)) {
+        match *entry.get() {
+            0 | 1 => {
+                entry.remove();
+            }
+            n => *entry.get_mut() = n - 1,
+        }
+    }
+}
+
 /// One request's places: given back when dropped.
 #[derive(Debug)]
 pub(crate) struct Held {
     in_flight: InFlight,
-    keys: Vec<(usize, LimitKey)>,
+    places: Vec<(usize, LimitKey, NonZeroU32)>,
+}
+
+impl Held {
+    /// The indices of the limits it holds places under.
+    pub(crate) fn limits(&self) -> impl Iterator<Item = usize> + '_ {
+        self.places.iter().map(|(index, ..)| *index)
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         let mut counts = self.in_flight.0.lock().unwrap_or_else(PoisonError::into_inner);
-        for key in self.keys.drain(..) {
-            if let Some(n) = counts.get_mut(&key) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    counts.remove(&key);
-                }
-            }
+        for (index, key, _) in self.places.drain(..) {
+            give_back(&mut counts, index, key);
         }
     }
 }
@@ -160,7 +177,7 @@ mod tests {
         let one = NonZeroU32::MIN;
         let _held = in_flight.hold(vec![(1, user("a"), one)]).unwrap();
         let refused = in_flight.hold(vec![(0, user("a"), two()), (1, user("a"), one)]);
-        assert_eq!(refused.unwrap_err(), 1, "the position of the full one");
+        assert_eq!(refused.unwrap_err(), 1, "the index of the full one");
         assert_eq!(in_flight.count(0, &user("a")), 0, "all or none");
     }
 

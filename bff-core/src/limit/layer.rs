@@ -191,20 +191,22 @@ impl Table {
             return Ok(None);
         }
         let concurrency = self.limits.concurrency();
-        let wanted: Vec<(usize, LimitKey)> = (route.in_flight.iter())
-            .filter_map(|(index, _)| Some((*index, self.key(&concurrency.get(*index)?.key, request)?)))
+        let wanted: Vec<_> = (route.in_flight.iter())
+            .filter_map(|(index, _)| {
+                let rule = concurrency.get(*index)?;
+                Some((*index, self.key(&rule.key, request)?, rule.max))
+            })
             .collect();
         if wanted.is_empty() {
             return Ok(None);
         }
         let outcomes = |index: usize| route.in_flight.iter().find(|(i, _)| *i == index).map(|(_, o)| o);
-        match self.limits.hold(&wanted) {
+        match self.limits.hold(wanted) {
             Ok(held) => {
-                wanted.iter().filter_map(|(index, _)| outcomes(*index)).for_each(|o| o.allowed.increment(1));
+                held.limits().filter_map(outcomes).for_each(|o| o.allowed.increment(1));
                 Ok(Some(held))
             }
-            Err(full) => {
-                let index = wanted.get(full).map_or(0, |(index, _)| *index);
+            Err(index) => {
                 if let Some(outcomes) = outcomes(index) {
                     outcomes.limited.increment(1);
                 }

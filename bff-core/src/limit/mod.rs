@@ -227,13 +227,9 @@ impl Limits {
         &self.0.concurrency
     }
 
-    /// Takes a place under each concurrency limit of `wanted` (index, key), all or none: `Err`
-    /// with the position in `wanted` of the first that is full.
-    pub(crate) fn hold(&self, wanted: &[(usize, LimitKey)]) -> Result<Held, usize> {
-        let wanted = wanted
-            .iter()
-            .filter_map(|(index, key)| Some((*index, key.clone(), self.0.concurrency.get(*index)?.max)))
-            .collect();
+    /// Takes a place under each concurrency limit of `wanted` (its index, the key, its
+    /// `max_in_flight`), all or none: `Err` with the index of the first that is full.
+    pub(crate) fn hold(&self, wanted: Vec<(usize, LimitKey, NonZeroU32)>) -> Result<Held, usize> {
         self.0.in_flight.hold(wanted)
     }
 
