@@ -277,11 +277,25 @@ def mock_ports(log_path, proc, timeout=60):
     raise SystemExit(f"services-mock did not print its ports within {timeout}s; see {log_path}")
 
 
+class EarlyExit(SystemExit):
+    """A process that exited before it listened."""
+
+
+def port_taken(log_path):
+    """Whether a process's log says its port was taken (by another process, between `free_port`
+    picking it and the process binding it)."""
+    try:
+        with open(log_path, errors="replace") as f:
+            return re.search(r"(?i)address already in use|EADDRINUSE", f.read()) is not None
+    except OSError:
+        return False
+
+
 def wait_port(port, proc, what, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode} before listening; see its log")
+            raise EarlyExit(f"{what} exited with {proc.returncode} before listening; see its log")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -523,9 +537,23 @@ class Harness:
 
     # === targets: each returns (process, port) ===
 
+    def on_a_free_port(self, start, name):
+        """`start(port)` on a free port, again on another (at most twice) when the one it was
+        given was taken before it could bind it, as its log `name(port)` says."""
+        for attempt in range(3):
+            port = free_port()
+            try:
+                return start(port)
+            except EarlyExit:
+                if attempt == 2 or not port_taken(os.path.join(self.logs, f"{name(port)}.log")):
+                    raise
+                print(f"… {name(port)}: its port was taken before it bound it; again on another", file=sys.stderr)
+
     def start_redis(self):
         """A private redis-server on a free port, for the cases that count limits in Redis."""
-        port = free_port()
+        return self.on_a_free_port(self.start_redis_on, lambda port: f"redis-{port}")
+
+    def start_redis_on(self, port):
         server = shutil.which("redis-server")
         if not server:
             raise SystemExit("redis-server is not installed: apt-get install redis-server")
@@ -535,7 +563,12 @@ class Harness:
         return proc, f"redis://127.0.0.1:{port}"
 
     def start_target(self, name, env, instances=1, redis=False, port=None):
-        port = port or free_port()
+        if port:
+            return self.start_target_on(name, env, instances, redis, port)
+        start = lambda port: self.start_target_on(name, env, instances, redis, port)
+        return self.on_a_free_port(start, lambda _: name)
+
+    def start_target_on(self, name, env, instances, redis, port):
         m = self.mock
         if redis:
             self.redis_proc, url = self.start_redis()
