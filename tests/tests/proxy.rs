@@ -723,6 +723,46 @@ async fn a_users_live_connections_hold_their_places_until_they_close() {
     common::problem(events(&alice).await.unwrap(), 429, "CONCURRENCY_LIMITED").await;
 }
 
+/// A WebSocket under two concurrency limits, one by address (checked before the credentials) and
+/// one by user (after), holds its places under both for the tunnel's life.
+#[tokio::test]
+async fn a_websocket_holds_its_places_under_every_limit_that_covers_it() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let stack = StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app)
+        .set("concurrency_limits.per-address.key", "ip")
+        .set("concurrency_limits.per-address.max_in_flight", "2")
+        .set("concurrency_limits.per-address.routes", r#"["/api/notifications/ws"]"#)
+        .set("concurrency_limits.live-per-user.max_in_flight", "3")
+        .start()
+        .await;
+    let url = format!("ws://{}/api/notifications/ws", stack.bff.addr);
+    let open = |user: &str| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        let token = stack.mocks.token(user, "profile", 3600);
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let addr = stack.bff.addr;
+        async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio_tungstenite::client_async(request, stream).await
+        }
+    };
+    let refused = |opened: Result<_, tokio_tungstenite::tungstenite::Error>| match opened {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status() == 429,
+        _ => false,
+    };
+    let (mut first, _) = open("alice").await.expect("alice's first");
+    let (mut second, _) = open("bob").await.expect("bob's first");
+    first.next().await.unwrap().unwrap();
+    second.next().await.unwrap().unwrap();
+    // Two open from this address: a third is refused, whoever asks.
+    assert!(refused(open("carol").await.map(|_| ())), "the address's limit let a third through");
+    drop(second);
+    // Bob's gone: a place by address is back, and alice's user limit (3) has room.
+    let reopened = common::eventually(Duration::from_secs(10), || async { open("alice").await.is_ok() });
+    assert!(reopened.await, "bob's place came back");
+}
+
 #[tokio::test]
 async fn a_websocket_opens_over_http2_with_an_extended_connect_and_closes_on_shutdown() {
     use futures::SinkExt;

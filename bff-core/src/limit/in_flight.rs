@@ -109,6 +109,18 @@ impl Drop for Held {
     }
 }
 
+/// The places of a request that may become a tunnel (a WebSocket), one entry per layer of limits
+/// that took some: a request extension, which the handler that opens the tunnel keeps for its
+/// life (and which is dropped with the request otherwise).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TunnelPlaces(Vec<Arc<Held>>);
+
+impl TunnelPlaces {
+    pub(crate) fn add(&mut self, held: Held) {
+        self.0.push(Arc::new(held));
+    }
+}
+
 pin_project! {
     /// A response body that holds its request's places until it has ended or is dropped.
     pub(crate) struct HeldBody<B> {

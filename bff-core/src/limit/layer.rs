@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 
 use super::client_ip::{client_ip, limit_address};
-use super::{Check, Held, HeldBody, LimitKey, Limits, Outcomes, Status};
+use super::{Check, Held, HeldBody, LimitKey, Limits, Outcomes, Status, TunnelPlaces};
 use crate::config::LimitKeyKind;
 use crate::error::BffError;
 use crate::middleware::{Inner, Middleware, run};
@@ -129,7 +129,7 @@ impl Middleware for Enforce {
             if request.extensions().get::<OnUpgrade>().is_some()
                 && let Some(places) = held.take()
             {
-                request.extensions_mut().insert(Arc::new(places));
+                request.extensions_mut().get_or_insert_default::<TunnelPlaces>().add(places);
             }
             let checks = table.checks(route, &request);
             let response = if checks.is_empty() {

@@ -30,7 +30,7 @@ use metrics::{Counter, Gauge};
 use sha2::{Digest, Sha256};
 
 use self::in_flight::{ConcurrencyRule, InFlight};
-pub(crate) use self::in_flight::{Held, HeldBody};
+pub(crate) use self::in_flight::{Held, HeldBody, TunnelPlaces};
 use self::local::Local;
 use self::shared::Shared;
 use crate::config::{Config, IpNet, LimitKeyKind, OnRedisError, QuotaConfig};

@@ -25,7 +25,7 @@ use super::route::ProxyRoute;
 use super::tunnel::{Opening, tunnel};
 use crate::config::IpNet;
 use crate::error::BffError;
-use crate::limit::Held;
+use crate::limit::TunnelPlaces;
 use crate::problem::Problem;
 use crate::request::{Ctx, RequestMeta};
 use crate::serve::Tunnels;
@@ -199,7 +199,7 @@ impl Forward {
                         match response.extensions_mut().remove::<OnUpgrade>() {
                             Some(upstream) => {
                                 // Its places under concurrency limits are the tunnel's, for its life.
-                                let places = parts.extensions.remove::<Arc<Held>>();
+                                let places = parts.extensions.remove::<TunnelPlaces>();
                                 let idle = self.shared.idle_timeout;
                                 tunnels.run(Box::pin(async move {
                                     let _places = places;
