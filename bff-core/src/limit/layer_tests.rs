@@ -68,6 +68,12 @@ async fn get_as(router: &Router, header: &str, who: &str) -> Response {
     router.clone().oneshot(request).await.unwrap()
 }
 
+/// The count of `bff_rate_limit_requests_total` on `/r` for `limit` and `outcome`, as rendered.
+fn counted(text: &str, limit: &str, outcome: &str) -> Option<String> {
+    let prefix = format!("bff_rate_limit_requests_total{{route=\"/r\",limit=\"{limit}\",outcome=\"{outcome}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map(str::to_owned)
+}
+
 fn field(response: &Response, name: &str) -> String {
     let values: Vec<&str> = response.headers().get_all(name).iter().map(|v| v.to_str().unwrap()).collect();
     values.join(", ")
@@ -110,10 +116,7 @@ async fn a_user_over_the_limit_is_told_when_to_come_back() {
     assert_eq!(get_as(&router, "x-user", "alice").await.status(), StatusCode::OK);
 
     let text = metrics.render();
-    let count = |outcome: &str| {
-        let prefix = format!("bff_rate_limit_requests_total{{route=\"/r\",limit=\"per-user\",outcome=\"{outcome}\"}} ");
-        text.lines().find_map(|l| l.strip_prefix(&prefix)).map(str::to_owned)
-    };
+    let count = |outcome: &str| counted(&text, "per-user", outcome);
     assert_eq!(count("allowed").as_deref(), Some("4"), "{text}");
     assert_eq!(count("limited").as_deref(), Some("2"), "{text}");
 }
@@ -257,10 +260,7 @@ async fn a_user_has_at_most_max_in_flight_requests_until_their_bodies_end() {
     assert_eq!(get_as(&router, "x-user", "alice").await.status(), StatusCode::OK);
 
     let text = metrics.render();
-    let count = |outcome: &str| {
-        let prefix = format!("bff_rate_limit_requests_total{{route=\"/r\",limit=\"per-user\",outcome=\"{outcome}\"}} ");
-        text.lines().find_map(|l| l.strip_prefix(&prefix)).map(str::to_owned)
-    };
+    let count = |outcome: &str| counted(&text, "per-user", outcome);
     assert_eq!(count("allowed").as_deref(), Some("5"), "{text}");
     assert_eq!(count("limited").as_deref(), Some("1"), "{text}");
 }
