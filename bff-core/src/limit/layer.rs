@@ -218,9 +218,12 @@ impl Table {
     /// `429 CONCURRENCY_LIMITED` for a request over the concurrency limit `index`.
     fn too_many(&self, index: usize) -> Response {
         let Some(rule) = self.limits.concurrency().get(index) else { return unavailable() };
+        let whose = match rule.key {
+            LimitKeyKind::Global => "from everyone together, and that many are".to_owned(),
+            ref key => format!("per `{key}`, and that many of yours are"),
+        };
         let detail = format!(
-            "the limit `{}` allows {} requests in flight at once, and that many of yours are; \
-             retry when one has finished",
+            "the limit `{}` allows {} requests in flight at once {whose}; retry when one has finished",
             rule.name, rule.max
         );
         let status = StatusCode::TOO_MANY_REQUESTS;

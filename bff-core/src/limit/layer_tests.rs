@@ -221,10 +221,13 @@ async fn a_claim_key_counts_every_user_of_a_tenant_together() {
     }
 }
 
-async fn code_of(response: Response) -> String {
+async fn problem_of(response: Response) -> serde_json::Value {
     let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
-    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    problem["code"].as_str().unwrap_or_default().to_owned()
+    serde_json::from_slice(&body).unwrap()
+}
+
+async fn code_of(response: Response) -> String {
+    problem_of(response).await["code"].as_str().unwrap_or_default().to_owned()
 }
 
 #[tokio::test(start_paused = true)]
@@ -245,7 +248,10 @@ async fn a_user_has_at_most_max_in_flight_requests_until_their_bodies_end() {
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(field(&refused, "retry-after"), "1");
     assert_eq!(field(&refused, "ratelimit"), "", "a concurrency limit has no window to tell");
-    assert_eq!(code_of(refused).await, "CONCURRENCY_LIMITED");
+    let problem = problem_of(refused).await;
+    assert_eq!(problem["code"], "CONCURRENCY_LIMITED");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("`per-user` allows 2 requests in flight at once per `user`"), "{detail}");
     // Another user counts apart.
     assert_eq!(get_as(&router, "x-user", "bob").await.status(), StatusCode::OK);
 
@@ -321,7 +327,10 @@ async fn a_global_concurrency_limit_counts_everyone_and_an_address_limit_each_ad
     let b1 = from("192.0.2.2").await.unwrap();
     assert_eq!([a1.status(), a2.status(), b1.status()], [StatusCode::OK; 3]);
     // Three in flight: everyone's limit is full, even for an address with none.
-    assert_eq!(code_of(from("192.0.2.3").await.unwrap()).await, "CONCURRENCY_LIMITED");
+    let problem = problem_of(from("192.0.2.3").await.unwrap()).await;
+    assert_eq!(problem["code"], "CONCURRENCY_LIMITED");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("`everyone` allows 3 requests in flight at once from everyone together"), "{detail}");
     drop(a1);
     assert_eq!(from("192.0.2.3").await.unwrap().status(), StatusCode::OK);
 }
