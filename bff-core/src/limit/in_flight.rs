@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use metrics::Gauge;
 use pin_project_lite::pin_project;
 
 use super::LimitKey;
@@ -36,16 +37,29 @@ impl ConcurrencyRule {
     }
 }
 
-/// The requests in flight per concurrency limit (by index) and key. Cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct InFlight(Arc<Mutex<HashMap<(usize, LimitKey), u32>>>);
+/// The requests in flight per concurrency limit (by index) and key, and per limit in its gauge.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct InFlight(Arc<Counts>);
+
+#[derive(Debug)]
+struct Counts {
+    by_key: Mutex<HashMap<(usize, LimitKey), u32>>,
+    /// By limit: `bff_concurrency_in_flight`.
+    gauges: Vec<Gauge>,
+}
 
 impl InFlight {
+    /// Counts for the limits whose gauges are `gauges`, by index.
+    pub(crate) fn new(gauges: Vec<Gauge>) -> Self {
+        Self(Arc::new(Counts { by_key: Mutex::default(), gauges }))
+    }
+
     /// Takes a place under each of `wanted` (a limit's index, the key, the limit's maximum), all
     /// or none: `Err` with the index of the first limit that is full. One lookup per limit, and
     /// `wanted` becomes the places held.
     pub(crate) fn hold(&self, wanted: Vec<(usize, LimitKey, NonZeroU32)>) -> Result<Held, usize> {
-        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self.0.by_key.lock().unwrap_or_else(PoisonError::into_inner);
         for (position, (index, key, max)) in wanted.iter().enumerate() {
             // A full limit's entry is there already (its count is at least one).
             let count = counts.entry((*index, key.clone())).or_default();
@@ -58,18 +72,27 @@ impl InFlight {
             *count += 1;
         }
         drop(counts);
+        for (index, ..) in &wanted {
+            self.gauge(*index, 1.0);
+        }
         Ok(Held { in_flight: self.clone(), places: wanted })
+    }
+
+    fn gauge(&self, index: usize, change: f64) {
+        if let Some(gauge) = self.0.gauges.get(index) {
+            gauge.increment(change);
+        }
     }
 
     /// The keys with a request in flight now.
     pub(crate) fn keys(&self) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.0.by_key.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// The requests in flight under the limit `index` for `key`.
     #[cfg(test)]
     pub(crate) fn count(&self, index: usize, key: &LimitKey) -> u32 {
-        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let counts = self.0.by_key.lock().unwrap_or_else(PoisonError::into_inner);
         counts.get(&(index, key.clone())).copied().unwrap_or(0)
     }
 }
@@ -102,9 +125,10 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut counts = self.in_flight.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self.in_flight.0.by_key.lock().unwrap_or_else(PoisonError::into_inner);
         for (index, key, _) in self.places.drain(..) {
             give_back(&mut counts, index, key);
+            self.in_flight.gauge(index, -1.0);
         }
     }
 }
@@ -170,7 +194,7 @@ mod tests {
 
     #[test]
     fn a_key_holds_up_to_its_maximum_and_gets_its_places_back() {
-        let in_flight = InFlight::default();
+        let in_flight = InFlight::new(Vec::new());
         let first = in_flight.hold(vec![(0, user("a"), two())]).unwrap();
         let second = in_flight.hold(vec![(0, user("a"), two())]).unwrap();
         assert_eq!(in_flight.hold(vec![(0, user("a"), two())]).unwrap_err(), 0);
@@ -185,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_full_limit_takes_no_place_under_the_others() {
-        let in_flight = InFlight::default();
+        let in_flight = InFlight::new(Vec::new());
         let one = NonZeroU32::MIN;
         let _held = in_flight.hold(vec![(1, user("a"), one)]).unwrap();
         let refused = in_flight.hold(vec![(0, user("a"), two()), (1, user("a"), one)]);
@@ -195,7 +219,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_holds_its_places_until_its_last_frame() {
-        let in_flight = InFlight::default();
+        let in_flight = InFlight::new(Vec::new());
         let held = in_flight.hold(vec![(0, user("a"), two())]).unwrap();
         let mut body = HeldBody { inner: http_body_util::Full::new(Bytes::from_static(b"hello")), held: Some(held) };
         let frame = body.frame().await.unwrap().unwrap();

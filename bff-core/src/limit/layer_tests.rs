@@ -254,6 +254,9 @@ async fn a_user_has_at_most_max_in_flight_requests_until_their_bodies_end() {
     assert!(detail.contains("`per-user` allows 2 requests in flight at once per `user`"), "{detail}");
     // Another user counts apart.
     assert_eq!(get_as(&router, "x-user", "bob").await.status(), StatusCode::OK);
+    let gauge = r#"bff_concurrency_in_flight{limit="per-user"} "#;
+    let in_flight = |metrics: &Metrics| metrics.render().lines().find_map(|l| Some(l.strip_prefix(gauge)?.to_owned()));
+    assert_eq!(in_flight(&metrics).as_deref(), Some("2"), "alice's two (bob's answer is gone)");
 
     // A body sent to its end gives its place back (the response itself is still held here).
     let mut first = first;
@@ -264,6 +267,7 @@ async fn a_user_has_at_most_max_in_flight_requests_until_their_bodies_end() {
     // A client that goes away (its response dropped) gives it back too.
     drop((second, third));
     assert_eq!(get_as(&router, "x-user", "alice").await.status(), StatusCode::OK);
+    assert_eq!(in_flight(&metrics).as_deref(), Some("0"));
 
     let text = metrics.render();
     let count = |outcome: &str| counted(&text, "per-user", outcome);

@@ -182,7 +182,7 @@ impl Limits {
             Some(redis) if counted => Some(Shared::connect(redis, metrics).await?),
             _ => None,
         };
-        let concurrency = (config.concurrency_limits.iter())
+        let concurrency: Vec<ConcurrencyRule> = (config.concurrency_limits.iter())
             .map(|(name, limit)| ConcurrencyRule {
                 name: Arc::from(name.as_str()),
                 key: limit.key.clone(),
@@ -190,10 +190,13 @@ impl Limits {
                 routes: limit.routes.clone(),
             })
             .collect();
+        let gauges = (concurrency.iter())
+            .map(|rule| metrics.gauge("bff_concurrency_in_flight", &[("limit", rule.name.to_string())]))
+            .collect();
         let inner = Inner {
             rules,
             concurrency,
-            in_flight: InFlight::default(),
+            in_flight: InFlight::new(gauges),
             quotas: config.quotas.clone().into_iter().collect(),
             local,
             shared,

@@ -64,7 +64,11 @@ pub(crate) const HELP: &[(&str, &str)] = &[
         "Upstream calls whose caller went away before the answer, by upstream and outcome.",
     ),
     ("bff_requests_shed_total", "Requests refused with 503 over server.max_in_flight_requests."),
-    ("bff_rate_limit_requests_total", "Rate limit decisions, by route pattern, limit and outcome (allowed, limited)."),
+    (
+        "bff_rate_limit_requests_total",
+        "Rate and concurrency limit decisions, by route pattern, limit and outcome (allowed, limited).",
+    ),
+    ("bff_concurrency_in_flight", "Requests holding a place under a concurrency limit now, all keys together."),
     ("bff_quota_requests_total", "Quota decisions, by tier and outcome (allowed, exceeded)."),
     ("bff_rate_limit_keys", "Keys counted by the in-process limiters: rate limits and requests in flight."),
     ("bff_redis_call_seconds", "Time of each Redis call of the shared limits."),
