@@ -81,6 +81,9 @@ mod tests {
         assert!(!same_upstream(&before, &defaults, "users"), "a default is part of every upstream");
         let limit = config("[rate_limits.per-user]\nkey = \"ip\"\nrate = 9\nper = \"1s\"\n");
         assert!(!same_limits(&before, &limit) && !same_auth(&before, &limit));
+        // A concurrency limit is a limit too, and its claim a claim the verifier keeps.
+        let in_flight = config("[concurrency_limits.uploads]\nkey = \"ip\"\nmax_in_flight = 4\n");
+        assert!(!same_limits(&before, &in_flight) && !same_auth(&before, &in_flight));
         assert!(!same_upstream(&before, &before, "reviews"), "one it does not have");
     }
 
