@@ -708,19 +708,24 @@ async fn a_users_live_connections_hold_their_places_until_they_close() {
     socket.close(None).await.unwrap();
     while let Some(Ok(_)) = socket.next().await {}
     drop(streams.pop());
-    // Both places come back as soon as the gateway sees the ends (polled, as `eventually` does).
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+    // Both places come back once the gateway sees the ends: alice's six and bob's one are left.
+    let back =
+        common::eventually(Duration::from_secs(10), || async { places_held(&stack, "live-per-user").await == Some(7) });
+    assert!(back.await, "the closed socket's and the dropped stream's places came back");
     let mut reopened = Vec::new();
-    while reopened.len() < 2 {
+    for _ in 0..2 {
         let stream = events(&alice).await.unwrap();
-        if stream.status() == 200 {
-            reopened.push(stream);
-            continue;
-        }
-        assert!(tokio::time::Instant::now() < give_up, "{} of two places came back", reopened.len());
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(stream.status(), 200, "a place that came back");
+        reopened.push(stream);
     }
     common::problem(events(&alice).await.unwrap(), 429, "CONCURRENCY_LIMITED").await;
+}
+
+/// `bff_concurrency_in_flight{limit}` on the stack's admin listener.
+async fn places_held(stack: &Stack, limit: &str) -> Option<u64> {
+    let series = format!("bff_concurrency_in_flight{{limit=\"{limit}\"}} ");
+    let metrics = stack.admin_text("/metrics").await;
+    metrics.lines().find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
 }
 
 /// A WebSocket under two concurrency limits, one by address (checked before the credentials) and
@@ -759,8 +764,11 @@ async fn a_websocket_holds_its_places_under_every_limit_that_covers_it() {
     assert!(refused(open("carol").await.map(|_| ())), "the address's limit let a third through");
     drop(second);
     // Bob's gone: a place by address is back, and alice's user limit (3) has room.
-    let reopened = common::eventually(Duration::from_secs(10), || async { open("alice").await.is_ok() });
-    assert!(reopened.await, "bob's place came back");
+    let back =
+        common::eventually(Duration::from_secs(10), || async { places_held(&stack, "per-address").await == Some(1) });
+    assert!(back.await, "bob's place came back");
+    let (mut again, _) = open("alice").await.expect("alice's second, in bob's place");
+    again.next().await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -125,8 +125,10 @@ impl Middleware for Enforce {
                 Err(full) => return table.too_many(full),
             };
             // A request that may become a tunnel (a WebSocket) holds its places for the tunnel's
-            // life: its route's handler takes them from its extensions.
-            if request.extensions().get::<OnUpgrade>().is_some()
+            // life: its route's handler takes them from its extensions. (Looked for only when
+            // there are places: a route with rate limits alone pays no lookup.)
+            if held.is_some()
+                && request.extensions().get::<OnUpgrade>().is_some()
                 && let Some(places) = held.take()
             {
                 request.extensions_mut().get_or_insert_default::<TunnelPlaces>().add(places);
