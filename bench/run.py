@@ -21,6 +21,7 @@ import datetime
 import glob
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -254,7 +255,36 @@ CASES = mobile_home_cases() + [
 ]
 
 
+def ephemeral_ports():
+    """The range the kernel gives outgoing connections and port-0 binds their ports from."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(n) for n in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+HANDED_OUT = set()
+
+
 def free_port():
+    """A port that nothing listens on, for a process that cannot report one it picked itself
+    (nginx, Node, Redis, a replica that must come back on the same port). It is picked below the
+    ephemeral range when there is room: no outgoing connection and no port-0 bind (the tests')
+    can take it between this check and the process's bind, nor while a replica restarts."""
+    low, _ = ephemeral_ports()
+    candidates = list(range(max(1024, low - 16384), low)) if low > 2048 else []
+    for port in (random.sample(candidates, min(64, len(candidates))) if candidates else []):
+        if port in HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        HANDED_OUT.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -283,7 +313,8 @@ class EarlyExit(SystemExit):
 
 def port_taken(log_path):
     """Whether a process's log says its port was taken (by another process, between `free_port`
-    picking it and the process binding it)."""
+    picking it and the process binding it: a port of the ephemeral range, when there was no room
+    below it)."""
     try:
         with open(log_path, errors="replace") as f:
             return re.search(r"(?i)address already in use|EADDRINUSE", f.read()) is not None

@@ -22,7 +22,7 @@ fn find_binary(names: &[&str]) -> Option<PathBuf> {
     std::env::split_paths(&path).flat_map(|dir| names.iter().map(move |name| dir.join(name))).find(|p| p.is_file())
 }
 
-/// chromedriver on a free port, stopped when dropped.
+/// chromedriver on the port it picked, stopped when dropped.
 struct Driver {
     child: tokio::process::Child,
     url: String,
@@ -45,14 +45,19 @@ async fn driver() -> Option<(Driver, PathBuf)> {
         return None;
     };
     bff_core::install_crypto_provider();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = tokio::process::Command::new(driver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
+    // Port 0, and the port it says it took: a port picked beforehand may be taken meanwhile.
+    let mut child = tokio::process::Command::new(driver)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("chromedriver starts");
+    let stdout = child.stdout.take().expect("chromedriver's stdout");
+    let port = tokio::time::timeout(WAIT, announced_port(stdout))
+        .await
+        .unwrap_or_else(|_| panic!("chromedriver said no port within {WAIT:?}"))
+        .unwrap_or_else(|said| panic!("chromedriver exited before it listened; it said:\n{said}"));
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let status = format!("{url}/status");
@@ -68,6 +73,25 @@ async fn driver() -> Option<(Driver, PathBuf)> {
     .await;
     assert!(ready, "chromedriver did not become ready on {url}");
     Some((Driver { child, url }, chromium))
+}
+
+/// The port in chromedriver's `ChromeDriver was started successfully on port N.`, read from its
+/// output, which is then drained so that it never blocks on a full pipe; what it said when it
+/// ends without that line.
+async fn announced_port(stdout: tokio::process::ChildStdout) -> Result<u16, String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut said = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let port = line.strip_prefix("ChromeDriver was started successfully on port ");
+        if let Some(port) = port.and_then(|p| p.trim_end_matches('.').parse().ok()) {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok(port);
+        }
+        said.push_str(&line);
+        said.push('\n');
+    }
+    Err(said)
 }
 
 async fn browser(driver: &Driver, chromium: &std::path::Path) -> Client {

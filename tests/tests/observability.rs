@@ -266,7 +266,7 @@ impl Drop for Prometheus {
 
 impl Prometheus {
     /// Scraping `target` every second; `None` when it is not installed (a panic under `CI=true`).
-    fn start(target: std::net::SocketAddr) -> Option<Self> {
+    async fn start(target: std::net::SocketAddr) -> Option<Self> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let dir = std::env::temp_dir().join(format!("bff-prometheus-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -275,19 +275,23 @@ impl Prometheus {
              static_configs:\n      - targets: [\"{target}\"]\n"
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-        // A free port, as redis-server's tests take one: Prometheus does not report an ephemeral one.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Port 0, and the port its log says it took: one picked beforehand may be taken meanwhile.
         let spawned = std::process::Command::new("prometheus")
             .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.listen-address=127.0.0.1:0")
             // Exemplars are kept only with this feature, and scraped only over OpenMetrics.
             .arg("--enable-feature=exemplar-storage")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
             .spawn();
         match spawned {
-            Ok(child) => Some(Self { child, dir, url: format!("http://127.0.0.1:{port}") }),
+            Ok(child) => {
+                let mut prometheus = Self { child, dir, url: String::new() };
+                let port = prometheus.listening().await;
+                prometheus.url = format!("http://127.0.0.1:{port}");
+                Some(prometheus)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let missing = "prometheus is not installed (apt-get install prometheus)";
                 if std::env::var("CI").is_ok_and(|ci| ci == "true") {
@@ -325,6 +329,27 @@ impl Prometheus {
             .collect()
     }
 
+    /// The port of its `msg="Listening on" address=127.0.0.1:N` log line, once it is written.
+    async fn listening(&mut self) -> u16 {
+        let within = std::time::Duration::from_secs(60);
+        let mut port = None;
+        let mut exited = None;
+        let said = common::eventually(within, || {
+            port = self.log().lines().find_map(|line| {
+                let (_, address) = line.split_once("msg=\"Listening on\" address=127.0.0.1:")?;
+                address.split_whitespace().next()?.parse::<u16>().ok()
+            });
+            exited = self.child.try_wait().ok().flatten();
+            std::future::ready(port.is_some() || exited.is_some())
+        })
+        .await;
+        match (port, said) {
+            (Some(port), _) => port,
+            (None, true) => panic!("prometheus exited ({exited:?}) before it listened:\n{}", self.log()),
+            (None, false) => panic!("prometheus did not listen within {within:?}:\n{}", self.log()),
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
     }
@@ -333,7 +358,7 @@ impl Prometheus {
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_admin_listener_and_sees_a_routes_rate() {
     let stack = mobile().start().await;
-    let Some(prometheus) = Prometheus::start(stack.admin.addr) else { return };
+    let Some(prometheus) = Prometheus::start(stack.admin.addr).await else { return };
     let rate = r#"sum(rate(bff_http_requests_total{job="bff",route="/mobile/home",status="200"}[30s]))"#;
     let mut seen = None;
     // Real time: Prometheus scrapes every second; a wide margin for a loaded machine.

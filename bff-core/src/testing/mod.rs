@@ -116,9 +116,7 @@ impl RedisServer {
         password: Option<String>,
     ) -> Option<Self> {
         for _ in 0..5 {
-            let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port on 127.0.0.1");
-            let port = free.local_addr().expect("its address").port();
-            drop(free);
+            let port = steady_port();
             let mut server = Self { port, tls: tls.clone(), password: password.clone(), child: None };
             match server.spawn().await {
                 Ok(()) => return Some(server),
@@ -166,7 +164,8 @@ impl RedisServer {
         assert!(status.success(), "kill {signal} {pid}");
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port, empty. The port is below the ephemeral range
+    /// ([`steady_port`]), so no connection made meanwhile can have taken it.
     pub async fn restart(&mut self) {
         self.stop().await;
         self.spawn().await.unwrap_or_else(|e| panic!("redis-server did not start again on {}: {e}", self.port));
@@ -215,4 +214,33 @@ impl RedisServer {
         self.child = Some(child);
         Ok(())
     }
+}
+
+/// A port of 127.0.0.1 that nothing is bound to, for a process that must bind it itself (and may
+/// bind it again after a restart). It is picked below the kernel's ephemeral range when there is
+/// room, so that no outgoing connection and no port-0 bind elsewhere can take it before the
+/// process binds it, or while the process restarts; else any free port.
+pub fn steady_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if low > 2048 {
+        let below = low.saturating_sub(16384).max(1024)..low;
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        let handed_out = handed_out.get_or_insert_with(HashSet::new);
+        for _ in 0..64 {
+            let port = fastrand::u16(below.clone());
+            if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed_out.insert(port);
+                return port;
+            }
+        }
+    }
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port on 127.0.0.1");
+    free.local_addr().expect("its address").port()
 }
