@@ -93,6 +93,85 @@ async fn pings_do_not_keep_a_connection_without_requests_open() {
     assert!(pings >= 4, "{pings} pings");
 }
 
+/// `pairs` streams, each opened with a whole `GET path` and then `then(stream)`, as one write;
+/// their ids `step` apart (4 when `then` opens a stream of its own).
+fn flood(pairs: u32, step: u32, path: &str, then: impl Fn(u32) -> Vec<u8>) -> Vec<u8> {
+    let block = bff_core::testing::header_block(path, &[]);
+    let mut bytes = Vec::new();
+    for stream in (0..pairs).map(|i| step * i + 1) {
+        bytes.extend(frame::encode(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, stream, &block));
+        bytes.extend(then(stream));
+    }
+    bytes
+}
+
+/// Reads the server's frames until it closes: its `GOAWAY` error code and how many streams it
+/// reset, or `None` for the code when it sent no `GOAWAY`.
+async fn goaway_after(h2: &mut RawH2<TcpStream>) -> (Option<u32>, usize) {
+    let frames = timeout(Duration::from_secs(60), h2.until_closed())
+        .await
+        .expect("the connection still open 60 s after the flood")
+        .unwrap();
+    let goaway = frames.iter().find(|f| f.kind == frame::GOAWAY).and_then(|f| f.error_code());
+    (goaway, frames.iter().filter(|f| f.kind == frame::RST_STREAM).count())
+}
+
+/// Rapid reset (CVE-2023-44487): streams opened and cancelled at once never count against
+/// `h2_max_concurrent_streams`, so a client could make the server start work without end. The
+/// connection is closed with `ENHANCE_YOUR_CALM`, and the BFF serves the next client.
+#[tokio::test]
+async fn a_rapid_reset_flood_is_sent_away() {
+    let stack = mobile().start().await;
+    let mut h2 = RawH2::handshake(TcpStream::connect(stack.bff.addr).await.unwrap(), &[]).await.unwrap();
+    let cancel = |stream| frame::encode(frame::RST_STREAM, 0, stream, &frame::CANCEL.to_be_bytes());
+    // A write error is the server closing while the flood is still being written.
+    let _ = h2.write_raw(&flood(5_000, 2, "/healthz", cancel)).await;
+    let (goaway, _) = goaway_after(&mut h2).await;
+    assert_eq!(goaway, Some(frame::ENHANCE_YOUR_CALM));
+    assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
+/// MadeYouReset (CVE-2025-8671): the client makes the server reset each stream itself, which
+/// rapid reset's count does not see: by a `WINDOW_UPDATE` of 0 on a stream, `DATA` after its end,
+/// or a request whose body is shorter than its `content-length`. Each connection is closed after
+/// a bounded number of such streams: at the first (the first two are connection errors in h2),
+/// or with `ENHANCE_YOUR_CALM` once the server's own resets pass its count.
+#[tokio::test]
+async fn a_flood_of_streams_the_server_must_reset_is_sent_away() {
+    let stack = mobile().start().await;
+    let malformed = frame::encode(
+        frame::HEADERS,
+        frame::END_HEADERS | frame::END_STREAM,
+        0,
+        &bff_core::testing::header_block("/healthz", &[("content-length", "5")]),
+    );
+    let ways: [(&str, u32, Box<dyn Fn(u32) -> Vec<u8>>); 3] = [
+        ("a zero window update", 2, Box::new(|stream| frame::encode(frame::WINDOW_UPDATE, 0, stream, &[0; 4]))),
+        ("data after the end", 2, Box::new(|stream| frame::encode(frame::DATA, 0, stream, b"x"))),
+        // On the stream after each good one.
+        (
+            "a body short of its length",
+            4,
+            Box::new(move |stream| {
+                let mut bytes = malformed.clone();
+                bytes[5..9].copy_from_slice(&(stream + 2).to_be_bytes());
+                bytes
+            }),
+        ),
+    ];
+    for (way, step, then) in ways {
+        let mut h2 = RawH2::handshake(TcpStream::connect(stack.bff.addr).await.unwrap(), &[]).await.unwrap();
+        let _ = h2.write_raw(&flood(5_000, step, "/healthz", then)).await;
+        let (goaway, resets) = goaway_after(&mut h2).await;
+        assert!(
+            matches!(goaway, Some(frame::PROTOCOL_ERROR | frame::ENHANCE_YOUR_CALM)),
+            "{way}: GOAWAY {goaway:?} after {resets} resets of its own"
+        );
+        assert!(resets <= 1_100, "{way}: the server reset {resets} streams before it closed the connection");
+    }
+    assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
 /// An HTTP/2 connection whose answer waits for a window that never opens: a request in flight.
 async fn busy_connection(addr: std::net::SocketAddr) -> RawH2<TcpStream> {
     let mut h2 =

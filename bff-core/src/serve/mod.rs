@@ -17,8 +17,9 @@
 //!   protocol's send buffer is `server.h2_max_send_buf_bytes`, and at most
 //!   `server.h2_max_concurrent_streams` are open.
 //! - **Size**: the request head is at most `server.max_header_bytes` (431), with at most
-//!   `server.max_headers` headers (431); HTTP/2 gets the same header list limit and hyper's
-//!   limits on reset streams (rapid reset, CVE-2023-44487). The URI length (414) and body size
+//!   `server.max_headers` headers (431); HTTP/2 gets the same header list limit, and limits on
+//!   reset streams, the client's (rapid reset, CVE-2023-44487) and those it makes the server
+//!   reset (MadeYouReset, CVE-2025-8671). The URI length (414) and body size
 //!   (413) are checked per request (`edge/limits.rs`, `extract::Json`).
 //! - **Shutdown**: when `shutdown` completes, the listener closes, and in-flight requests get
 //!   `server.shutdown_grace` to finish; connections still open then are dropped.
@@ -318,6 +319,11 @@ fn builder(config: &ServerConfig) -> Builder<TokioExecutor> {
         // RFC 8441: WebSockets over HTTP/2, on passthrough routes that take them.
         .enable_connect_protocol()
         .max_concurrent_streams(config.h2_max_concurrent_streams)
+        // Streams a client opens and resets at once (rapid reset, CVE-2023-44487), and streams
+        // it makes the server reset (MadeYouReset, CVE-2025-8671): past these counts the
+        // connection is closed with ENHANCE_YOUR_CALM. h2's defaults, set here so that they stay.
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024)
         .max_send_buf_size(config.h2_max_send_buf_bytes)
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     builder

@@ -33,8 +33,28 @@ pub mod frame {
     pub const END_HEADERS: u8 = 0x4;
     /// SETTINGS_INITIAL_WINDOW_SIZE.
     pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
+    /// The `PROTOCOL_ERROR` error code.
+    pub const PROTOCOL_ERROR: u32 = 0x1;
     /// The `REFUSED_STREAM` error code.
     pub const REFUSED_STREAM: u32 = 0x7;
+    /// The `CANCEL` error code.
+    pub const CANCEL: u32 = 0x8;
+    /// The `ENHANCE_YOUR_CALM` error code.
+    pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+    /// One frame's bytes, for a test that writes many in one piece ([`RawH2::write_raw`]).
+    ///
+    /// [`RawH2::write_raw`]: super::RawH2::write_raw
+    pub fn encode(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let length = u32::try_from(payload.len()).unwrap_or(u32::MAX).min(0x00ff_ffff);
+        let mut bytes = Vec::with_capacity(9 + payload.len());
+        bytes.extend_from_slice(&length.to_be_bytes()[1..]);
+        bytes.push(kind);
+        bytes.push(flags);
+        bytes.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    }
 }
 
 /// The client connection preface.
@@ -99,14 +119,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> RawH2<IO> {
 
     /// Writes one frame.
     pub async fn send(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) -> io::Result<()> {
-        let length = u32::try_from(payload.len()).map_err(io::Error::other)?;
-        let mut head = [0u8; 9];
-        head[..3].copy_from_slice(&length.to_be_bytes()[1..]);
-        head[3] = kind;
-        head[4] = flags;
-        head[5..].copy_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
-        self.io.write_all(&head).await?;
-        self.io.write_all(payload).await
+        if payload.len() > 0x00ff_ffff {
+            return Err(io::Error::other("a frame's payload is at most 16 MiB"));
+        }
+        self.io.write_all(&frame::encode(kind, flags, stream, payload)).await
     }
 
     /// A whole `GET path` on `stream` (odd, increasing), with `headers` after the pseudo-headers.
