@@ -131,6 +131,9 @@ async fn a_rapid_reset_flood_is_sent_away() {
     assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
 }
 
+/// What follows each stream's request in a flood, given the stream's id.
+type After = Box<dyn Fn(u32) -> Vec<u8>>;
+
 /// MadeYouReset (CVE-2025-8671): the client makes the server reset each stream itself, which
 /// rapid reset's count does not see: by a `WINDOW_UPDATE` of 0 on a stream, `DATA` after its end,
 /// or a request whose body is shorter than its `content-length`. Each connection is closed after
@@ -145,7 +148,7 @@ async fn a_flood_of_streams_the_server_must_reset_is_sent_away() {
         0,
         &bff_core::testing::header_block("/healthz", &[("content-length", "5")]),
     );
-    let ways: [(&str, u32, Box<dyn Fn(u32) -> Vec<u8>>); 3] = [
+    let ways: [(&str, u32, After); 3] = [
         ("a zero window update", 2, Box::new(|stream| frame::encode(frame::WINDOW_UPDATE, 0, stream, &[0; 4]))),
         ("data after the end", 2, Box::new(|stream| frame::encode(frame::DATA, 0, stream, b"x"))),
         // On the stream after each good one.
