@@ -398,3 +398,24 @@ async fn on_sigterm_readiness_fails_first_then_in_flight_requests_finish() {
     timeout(Duration::from_secs(30), server).await.expect("stopped after the drain").unwrap().unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed");
 }
+
+/// An HPACK bomb: one 4 KB header put in the connection's header table, then named 4,000 times
+/// by its one-byte index, 8 KB on the wire for 16 MB of headers. The decoded list is held to
+/// `server.max_header_bytes` as it grows: the connection is closed, and nothing is built.
+#[tokio::test]
+async fn an_hpack_bomb_is_refused_as_it_decodes() {
+    let stack = mobile().start().await;
+    let mut h2 = RawH2::handshake(TcpStream::connect(stack.bff.addr).await.unwrap(), &[]).await.unwrap();
+    let mut block = bff_core::testing::header_block("/healthz", &[]);
+    // A literal with incremental indexing and a new name (RFC 7541 §6.2.1): `x-a`, 4,000 bytes of
+    // value (a 7-bit prefix of 127, then 3,873 in 7-bit groups), then index 62, the entry it made.
+    block.extend_from_slice(&[0x40, 3]);
+    block.extend_from_slice(b"x-a");
+    block.extend_from_slice(&[0x7f, 0xa1, 0x1e]);
+    block.extend_from_slice(&[b'a'; 4_000]);
+    block.extend(std::iter::repeat_n(0x80 | 62, 4_000));
+    let _ = h2.write_raw(&frame::encode(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 1, &block)).await;
+    let (goaway, _) = goaway_after(&mut h2).await;
+    assert_eq!(goaway, Some(frame::ENHANCE_YOUR_CALM));
+    assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
+}
