@@ -419,3 +419,25 @@ async fn an_hpack_bomb_is_refused_as_it_decodes() {
     assert_eq!(goaway, Some(frame::ENHANCE_YOUR_CALM));
     assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
 }
+
+/// A CONTINUATION flood (CVE-2024-27316's kind): a header block that never ends, sent as small
+/// frames of small headers, each under every size check on its own. The count of frames is held
+/// to what `server.max_header_bytes` needs, and the connection is closed long before 2 MB.
+#[tokio::test]
+async fn a_header_block_that_never_ends_is_cut_off() {
+    let stack = mobile().start().await;
+    let mut h2 = RawH2::handshake(TcpStream::connect(stack.bff.addr).await.unwrap(), &[]).await.unwrap();
+    let start = bff_core::testing::header_block("/healthz", &[]);
+    let mut bytes = frame::encode(frame::HEADERS, frame::END_STREAM, 1, &start);
+    // One literal header of 100 bytes a frame (the block's own encoding of `x-n`, pseudo-headers
+    // left off).
+    let piece = bff_core::testing::header_block("/", &[("x-n", &"a".repeat(100))]);
+    let piece = &piece[piece.len() - 106..];
+    for _ in 0..20_000 {
+        bytes.extend(frame::encode(frame::CONTINUATION, 0, 1, piece));
+    }
+    let _ = h2.write_raw(&bytes).await;
+    let (goaway, _) = goaway_after(&mut h2).await;
+    assert_eq!(goaway, Some(frame::ENHANCE_YOUR_CALM));
+    assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
+}
