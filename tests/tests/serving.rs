@@ -441,3 +441,37 @@ async fn a_header_block_that_never_ends_is_cut_off() {
     assert_eq!(goaway, Some(frame::ENHANCE_YOUR_CALM));
     assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
 }
+
+/// A chunked body's two unbounded corners: chunk extensions (`1;<1,000 bytes>` before every byte
+/// of data) and trailers (20,000 fields after the last chunk). Neither is kept: past 16 KiB of
+/// either, the body cannot be read, and the request is a `400 INVALID_BODY`.
+#[tokio::test]
+async fn endless_chunk_extensions_or_trailers_are_refused() {
+    let stack = mobile().start().await;
+    let token = stack.token();
+    let mut extensions = Vec::new();
+    for _ in 0..2_000 {
+        extensions.extend_from_slice(format!("1;{}\r\nx\r\n", "e".repeat(1_000)).as_bytes());
+    }
+    extensions.extend_from_slice(b"0\r\n\r\n");
+    let mut trailers = b"1\r\nx\r\n0\r\n".to_vec();
+    for i in 0..20_000 {
+        trailers.extend_from_slice(format!("x-t{i}: {}\r\n", "v".repeat(100)).as_bytes());
+    }
+    trailers.extend_from_slice(b"\r\n");
+    for (what, body) in [("extensions", extensions), ("trailers", trailers)] {
+        let mut stream = TcpStream::connect(stack.bff.addr).await.unwrap();
+        let head = format!(
+            "POST /mobile/orders HTTP/1.1\r\nhost: bff\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // The server may answer and close before it has read it all.
+        let _ = stream.write_all(&body).await;
+        let mut answer = Vec::new();
+        let _ = timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{what}: {answer}");
+        assert!(answer.contains(r#""code":"INVALID_BODY""#), "{what}: {answer}");
+    }
+}
