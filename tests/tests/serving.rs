@@ -105,9 +105,12 @@ fn flood(pairs: u32, step: u32, path: &str, then: impl Fn(u32) -> Vec<u8>) -> Ve
     bytes
 }
 
-/// Reads the server's frames until it closes: its `GOAWAY` error code and how many streams it
-/// reset, or `None` for the code when it sent no `GOAWAY`.
-async fn goaway_after(h2: &mut RawH2<TcpStream>) -> (Option<u32>, usize) {
+/// Opens an HTTP/2 connection, writes `bytes` on it, and reads the server's frames until it
+/// closes: its `GOAWAY` error code (`None` when it sent none) and how many streams it reset.
+async fn sent_away(stack: &common::Stack, bytes: &[u8]) -> (Option<u32>, usize) {
+    let mut h2 = RawH2::handshake(TcpStream::connect(stack.bff.addr).await.unwrap(), &[]).await.unwrap();
+    // A write error is the server closing while the flood is still being written.
+    let _ = h2.write_raw(bytes).await;
     let frames = timeout(Duration::from_secs(60), h2.until_closed())
         .await
         .expect("the connection still open 60 s after the flood")
@@ -116,19 +119,21 @@ async fn goaway_after(h2: &mut RawH2<TcpStream>) -> (Option<u32>, usize) {
     (goaway, frames.iter().filter(|f| f.kind == frame::RST_STREAM).count())
 }
 
+/// The BFF still answers a new client.
+async fn still_serves(stack: &common::Stack) {
+    assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
 /// Rapid reset (CVE-2023-44487): streams opened and cancelled at once never count against
 /// `h2_max_concurrent_streams`, so a client could make the server start work without end. The
 /// connection is closed with `ENHANCE_YOUR_CALM`, and the BFF serves the next client.
 #[tokio::test]
 async fn a_rapid_reset_flood_is_sent_away() {
     let stack = mobile().start().await;
-    let mut h2 = RawH2::handshake(TcpStream::connect(stack.bff.addr).await.unwrap(), &[]).await.unwrap();
     let cancel = |stream| frame::encode(frame::RST_STREAM, 0, stream, &frame::CANCEL.to_be_bytes());
-    // A write error is the server closing while the flood is still being written.
-    let _ = h2.write_raw(&flood(5_000, 2, "/healthz", cancel)).await;
-    let (goaway, _) = goaway_after(&mut h2).await;
+    let (goaway, _) = sent_away(&stack, &flood(5_000, 2, "/healthz", cancel)).await;
     assert_eq!(goaway, Some(frame::ENHANCE_YOUR_CALM));
-    assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
+    still_serves(&stack).await;
 }
 
 /// What follows each stream's request in a flood, given the stream's id.
@@ -163,16 +168,14 @@ async fn a_flood_of_streams_the_server_must_reset_is_sent_away() {
         ),
     ];
     for (way, step, then) in ways {
-        let mut h2 = RawH2::handshake(TcpStream::connect(stack.bff.addr).await.unwrap(), &[]).await.unwrap();
-        let _ = h2.write_raw(&flood(5_000, step, "/healthz", then)).await;
-        let (goaway, resets) = goaway_after(&mut h2).await;
+        let (goaway, resets) = sent_away(&stack, &flood(5_000, step, "/healthz", then)).await;
         assert!(
             matches!(goaway, Some(frame::PROTOCOL_ERROR | frame::ENHANCE_YOUR_CALM)),
             "{way}: GOAWAY {goaway:?} after {resets} resets of its own"
         );
         assert!(resets <= 1_100, "{way}: the server reset {resets} streams before it closed the connection");
     }
-    assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
+    still_serves(&stack).await;
 }
 
 /// An HTTP/2 connection whose answer waits for a window that never opens: a request in flight.
@@ -405,7 +408,6 @@ async fn on_sigterm_readiness_fails_first_then_in_flight_requests_finish() {
 #[tokio::test]
 async fn an_hpack_bomb_is_refused_as_it_decodes() {
     let stack = mobile().start().await;
-    let mut h2 = RawH2::handshake(TcpStream::connect(stack.bff.addr).await.unwrap(), &[]).await.unwrap();
     let mut block = bff_core::testing::header_block("/healthz", &[]);
     // A literal with incremental indexing and a new name (RFC 7541 §6.2.1): `x-a`, 4,000 bytes of
     // value (a 7-bit prefix of 127, then 3,873 in 7-bit groups), then index 62, the entry it made.
@@ -414,10 +416,10 @@ async fn an_hpack_bomb_is_refused_as_it_decodes() {
     block.extend_from_slice(&[0x7f, 0xa1, 0x1e]);
     block.extend_from_slice(&[b'a'; 4_000]);
     block.extend(std::iter::repeat_n(0x80 | 62, 4_000));
-    let _ = h2.write_raw(&frame::encode(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 1, &block)).await;
-    let (goaway, _) = goaway_after(&mut h2).await;
+    let bomb = frame::encode(frame::HEADERS, frame::END_HEADERS | frame::END_STREAM, 1, &block);
+    let (goaway, _) = sent_away(&stack, &bomb).await;
     assert_eq!(goaway, Some(frame::ENHANCE_YOUR_CALM));
-    assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
+    still_serves(&stack).await;
 }
 
 /// A CONTINUATION flood (CVE-2024-27316's kind): a header block that never ends, sent as small
@@ -426,7 +428,6 @@ async fn an_hpack_bomb_is_refused_as_it_decodes() {
 #[tokio::test]
 async fn a_header_block_that_never_ends_is_cut_off() {
     let stack = mobile().start().await;
-    let mut h2 = RawH2::handshake(TcpStream::connect(stack.bff.addr).await.unwrap(), &[]).await.unwrap();
     let start = bff_core::testing::header_block("/healthz", &[]);
     let mut bytes = frame::encode(frame::HEADERS, frame::END_STREAM, 1, &start);
     // One literal header of 100 bytes a frame (the block's own encoding of `x-n`, pseudo-headers
@@ -436,10 +437,9 @@ async fn a_header_block_that_never_ends_is_cut_off() {
     for _ in 0..20_000 {
         bytes.extend(frame::encode(frame::CONTINUATION, 0, 1, piece));
     }
-    let _ = h2.write_raw(&bytes).await;
-    let (goaway, _) = goaway_after(&mut h2).await;
+    let (goaway, _) = sent_away(&stack, &bytes).await;
     assert_eq!(goaway, Some(frame::ENHANCE_YOUR_CALM));
-    assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
+    still_serves(&stack).await;
 }
 
 /// A chunked body's two unbounded corners: chunk extensions (`1;<1,000 bytes>` before every byte
