@@ -1185,18 +1185,29 @@ def onset_table(rows):
     return "\n".join(lines)
 
 
+def successes_per_second(row):
+    """`200`s a second. In wrk's closed loop a fast failure is followed at once by the next
+    request, so the share of `200`s falls as failures get faster (a breaker's `503`s), while the
+    `200`s a second say what the clients got done."""
+    total = sum(row["statuses"].values())
+    return row["rps"] * row["statuses"].get(200, 0) / total if row["rps"] and total else None
+
+
 def matrix_table(rows):
-    lines = ["| upstream | fault | resilience | req/s | 200 (degraded) | errors by status | p99 ms | max ms | "
-             "upstream calls / req | new conns / req (healthy siblings) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| upstream | fault | resilience | req/s | 200 (degraded) | 200s a second (vs off) | errors by status | "
+             "p99 ms | max ms | upstream calls / req | new conns / req (healthy siblings) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    off = {(r["upstream"], r["fault"]): successes_per_second(r) for r in rows if r["resilience"] == "off"}
     for r in rows:
         ok = r["statuses"].get(200, 0)
         total = sum(r["statuses"].values()) or 1
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items()) if k != 200) or "–"
+        goodput, before = successes_per_second(r), off.get((r["upstream"], r["fault"]))
+        versus = f" ({goodput / before:.2f}×)" if r["resilience"] != "off" and goodput and before else ""
         lines.append(
             f"| {r['upstream']} | {r['fault']} | {r['resilience']} | {fmt(r['rps'], 0)} | "
-            f"{100 * ok / total:.2f}% ({r['degraded']}) | {errors} | {fmt(r['p99_ms'], 1)} | {fmt(r['max_ms'], 0)} | "
-            f"{r['calls_per_req']:.3f} | {r['new_conns_per_req']:.4f} |")
+            f"{100 * ok / total:.2f}% ({r['degraded']}) | {fmt(goodput, 0)}{versus} | {errors} | "
+            f"{fmt(r['p99_ms'], 1)} | {fmt(r['max_ms'], 0)} | {r['calls_per_req']:.3f} | {r['new_conns_per_req']:.4f} |")
     return "\n".join(lines)
 
 
