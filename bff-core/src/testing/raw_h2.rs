@@ -42,11 +42,16 @@ pub mod frame {
     /// The `ENHANCE_YOUR_CALM` error code.
     pub const ENHANCE_YOUR_CALM: u32 = 0xb;
 
+    /// The most a frame's 24-bit length can say.
+    pub const MAX_PAYLOAD: usize = 0x00ff_ffff;
+
     /// One frame's bytes, for a test that writes many in one piece ([`RawH2::write_raw`]).
+    /// Panics on a payload over [`MAX_PAYLOAD`], which no frame can carry.
     ///
     /// [`RawH2::write_raw`]: super::RawH2::write_raw
     pub fn encode(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let length = u32::try_from(payload.len()).unwrap_or(u32::MAX).min(0x00ff_ffff);
+        assert!(payload.len() <= MAX_PAYLOAD, "a frame's payload is at most {MAX_PAYLOAD} bytes");
+        let length = payload.len() as u32;
         let mut bytes = Vec::with_capacity(9 + payload.len());
         bytes.extend_from_slice(&length.to_be_bytes()[1..]);
         bytes.push(kind);
@@ -119,7 +124,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> RawH2<IO> {
 
     /// Writes one frame.
     pub async fn send(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) -> io::Result<()> {
-        if payload.len() > 0x00ff_ffff {
+        if payload.len() > frame::MAX_PAYLOAD {
             return Err(io::Error::other("a frame's payload is at most 16 MiB"));
         }
         self.io.write_all(&frame::encode(kind, flags, stream, payload)).await
