@@ -12,6 +12,12 @@
 //! Nothing else is decoded: an encoded `/` or `\` stays one, inside its segment (a passthrough
 //! route refuses it, see `proxy/path.rs`). The query is left as it came. The normalised path is
 //! the one handlers see and passthrough routes forward.
+//!
+//! A `%` that is not followed by two hex digits is a `400 INVALID_PATH` (RFC 3986 §2.1 has no
+//! other `%`). Decoding such a path once can make a new escape of what follows: `%2%65` becomes
+//! `%2e`, which routing would take for the three characters it is and an upstream decoding once
+//! more for a `.`, so that `%2%65%2%65` would climb out of a route there. With every `%` an
+//! escape, decoding makes no new one, and a normalised path normalises to itself.
 
 use axum::extract::Request;
 use axum::http::Uri;
@@ -52,9 +58,14 @@ impl Filter for Normalize {
 
 /// Why a path is refused.
 const ABOVE_ROOT: &str = "the path climbs above the root with `..`";
+const BROKEN_ESCAPE: &str = "the path has a `%` that is not followed by two hex digits (write `%25` for a `%`)";
 
-/// `path` normalised, if that changes it; an error when a `..` climbs above the root.
+/// `path` normalised, if that changes it; an error when a `..` climbs above the root or a `%` is
+/// not an escape.
 pub(super) fn normalize(path: &str) -> Result<Option<String>, &'static str> {
+    if has_broken_escape(path) {
+        return Err(BROKEN_ESCAPE);
+    }
     let decoded = decode_unreserved(path);
     let path = decoded.as_deref().unwrap_or(path);
     if !path.starts_with('/') || !(path.contains("//") || path.contains("/.")) {
@@ -145,6 +156,20 @@ fn decode_unreserved(path: &str) -> Option<String> {
     changed.then(|| String::from_utf8(out).ok()).flatten()
 }
 
+/// Whether a `%` in `path` is not followed by two hex digits.
+fn has_broken_escape(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut at = 0;
+    while let Some(found) = bytes[at..].iter().position(|&b| b == b'%') {
+        let escape = at + found;
+        if !bytes.get(escape + 1..escape + 3).is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit)) {
+            return true;
+        }
+        at = escape + 3;
+    }
+    false
+}
+
 fn hex(digit: &u8) -> Option<u8> {
     (*digit as char).to_digit(16).map(|d| d as u8)
 }
@@ -200,9 +225,70 @@ mod tests {
     }
 
     #[test]
+    fn a_percent_that_is_not_an_escape_is_refused() {
+        for path in ["/%", "/a%", "/%4", "/%zz", "/%4g/x", "/%2%65%2%65/_faults", "/a/%%32%65", "/%\u{e9}"] {
+            assert_eq!(normalize(path), Err(BROKEN_ESCAPE), "{path}");
+        }
+        for path in ["/%25", "/a/%2e%2E", "/a%2Fb", "/%4a%4A", "/100%25"] {
+            assert!(normalize(path).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
     fn climbing_above_the_root_is_refused() {
         for path in ["/..", "/../_faults", "/a/../../_faults", "/%2e%2e/_faults", "/a/./../..", "//../x"] {
             assert_eq!(normalize(path), Err(ABOVE_ROOT), "{path}");
+        }
+    }
+
+    /// Paths made of the pieces an attacker tries: dots plain and encoded in either case,
+    /// slashes and backslashes plain and encoded, double encoding, broken escapes (`%2` before
+    /// `%65`, which decodes to `%2e`), a NUL; as segments of one to four pieces, so that a
+    /// segment is often all dots.
+    fn hostile_path() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy;
+        let piece = proptest::sample::select(vec![
+            ".", "..", "%2e", "%2E", "%2", "%65", "%45", "e", "%4", "%61", "a", "%2f", "%5c", "\\", "%", "%25",
+            "%252e", "%00", "%zz", "_faults", "~", ";", "?", "/",
+        ]);
+        let segment = proptest::collection::vec(piece, 0..4).prop_map(|pieces| pieces.concat());
+        proptest::collection::vec(segment, 1..6).prop_map(|segments| format!("/{}", segments.join("/")))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::slow_proptest(4096))]
+
+        /// Whatever the path, normalising it is a path or a refusal, never a panic; a path
+        /// already normal is left as it is; and what comes out has nothing left to normalise:
+        /// no empty, `.` or `..` segment, no escaped unreserved character.
+        #[test]
+        fn a_normalised_path_is_normal(path in hostile_path()) {
+            use proptest::prop_assert;
+            let Ok(normalised) = normalize(&path) else { return Ok(()) };
+            let normal = normalised.as_deref().unwrap_or(&path);
+            prop_assert!(normal.starts_with('/'), "{normal}");
+            let inner = normal.strip_suffix('/').unwrap_or(normal);
+            prop_assert!(inner.is_empty() || inner[1..].split('/').all(|s| !matches!(s, "" | "." | "..")), "{normal}");
+            prop_assert!(decode_unreserved(normal).is_none(), "{normal}");
+            proptest::prop_assert_eq!(normalize(normal), Ok(None), "{}", normal);
+        }
+
+        /// A normalised path that the proxy's check lets through means to an upstream, decoding
+        /// it once, the same segments: none becomes `.` or `..`, none holds a `/`, `\` or NUL.
+        /// So a passthrough route's upstream is never sent a path that climbs out of its rewrite.
+        #[test]
+        fn a_path_the_proxy_passes_cannot_climb_once_decoded(path in hostile_path()) {
+            use proptest::prop_assert;
+            let Ok(normalised) = normalize(&path) else { return Ok(()) };
+            let normal = normalised.as_deref().unwrap_or(&path);
+            if crate::proxy::unsafe_path(normal).is_some() {
+                return Ok(());
+            }
+            for segment in normal.split('/').skip(1) {
+                let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+                prop_assert!(!matches!(&decoded[..], b"." | b".."), "{normal}: {segment}");
+                prop_assert!(!decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0)), "{normal}: {segment}");
+            }
         }
     }
 

@@ -36,6 +36,8 @@ use axum::response::{IntoResponse, Response};
 
 pub(crate) use self::forward::Forward;
 use self::forward::Shared;
+#[cfg(test)]
+pub(crate) use self::path::unsafe_path;
 use self::pattern::{Pattern, Rewrite};
 use self::route::{Edits, ProxyRoute, Target, request_host};
 use self::table::{Found, Table};

@@ -91,7 +91,7 @@ impl RawFrame {
     }
 }
 
-/// See [the module docs](self).
+/// An HTTP/2 client that writes frames exactly as a test says and reads the server's as they come.
 #[derive(Debug)]
 pub struct RawH2<IO> {
     io: IO,
