@@ -110,6 +110,27 @@ async fn a_browser_signs_in_and_calls_the_api_with_its_cookie_alone() {
     assert!(read.status().is_success(), "{}", read.status());
 }
 
+/// A page's script may write UTF-8 into a cookie, and the browser sends it as it is, in the
+/// same `Cookie` line as the session's. The session is read from that line all the same, and a
+/// passthrough route forwards the page's cookie but never the session's.
+#[tokio::test]
+async fn a_cookie_line_with_utf8_keeps_its_session_and_never_sends_it_upstream() {
+    let stack = web().start().await;
+    let http = browser();
+    let session = sign_in(&http, &base(&stack), 42).await;
+    let line = format!("lang=fran\u{e7}ais; {SESSION}={session}; city=K\u{f8}benhavn");
+    let cookie = reqwest::header::HeaderValue::from_bytes(line.as_bytes()).unwrap();
+    let user = http.get(stack.bff.url("/bff/user")).header(COOKIE, cookie.clone()).header("x-csrf", "1");
+    let user: Value = user.send().await.unwrap().json().await.unwrap();
+    assert_eq!(user["sub"], "42", "{user}");
+    let product = http.get(stack.bff.url("/api/catalog/products/SKU-0007")).header(COOKIE, cookie);
+    assert_eq!(product.send().await.unwrap().status(), 200);
+    let seen = stack.stats(Service::Catalog).last_headers;
+    let forwarded = seen.get("cookie").map(String::as_str).unwrap_or_default();
+    assert!(!forwarded.contains(SESSION) && !forwarded.contains(&session), "the catalog saw {forwarded:?}");
+    assert!(forwarded.starts_with("lang=fran") && forwarded.contains("city=K"), "{forwarded:?}");
+}
+
 #[tokio::test]
 async fn bearer_clients_are_unaffected_and_nothing_is_a_credential_without_one() {
     let stack = web().start().await;

@@ -53,12 +53,12 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
+    // As bytes: a line with a byte that is not ASCII still names the fields it names.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
         .collect();
     for name in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(name);
@@ -74,8 +74,7 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// line with none of the session's is left as it came.
 fn forward_cookies(headers: &mut HeaderMap, drop_session: bool) {
     let header::Entry::Occupied(mut lines) = headers.entry(header::COOKIE) else { return };
-    let has_ours =
-        |line: &HeaderValue| line.to_str().is_ok_and(|text| text.split(';').any(crate::session::is_session_cookie));
+    let has_ours = |line: &HeaderValue| pairs(line).any(crate::session::is_session_cookie);
     if lines.iter().nth(1).is_none() && !(drop_session && lines.iter().any(has_ours)) {
         return;
     }
@@ -87,13 +86,10 @@ fn forward_cookies(headers: &mut HeaderMap, drop_session: bool) {
         joined.extend_from_slice(piece);
     };
     for line in lines.iter() {
-        match line.to_str() {
-            Ok(text) if drop_session => text
-                .split(';')
-                .map(str::trim)
-                .filter(|pair| !pair.is_empty() && !crate::session::is_session_cookie(pair))
-                .for_each(|pair| push(pair.as_bytes())),
-            _ => push(line.as_bytes()),
+        if drop_session {
+            pairs(line).filter(|pair| !pair.is_empty() && !crate::session::is_session_cookie(pair)).for_each(&mut push);
+        } else {
+            push(line.as_bytes());
         }
     }
     if joined.is_empty() {
@@ -102,6 +98,12 @@ fn forward_cookies(headers: &mut HeaderMap, drop_session: bool) {
         // Each piece was part of a valid value, and `; ` is valid between them.
         lines.insert(value);
     }
+}
+
+/// The `name=value` pairs of a `Cookie` line, trimmed. As bytes: a browser sends whatever a
+/// page's script wrote into a cookie, UTF-8 included.
+fn pairs(line: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    line.as_bytes().split(|&b| b == b';').map(<[u8]>::trim_ascii)
 }
 
 /// Removes each of `names` that `headers` has, looking up only those it has.
@@ -402,6 +404,20 @@ mod tests {
         assert!(!only_ours.contains_key(header::COOKIE), "no empty line");
     }
 
+    /// A browser sends the bytes a page's script wrote into a cookie, UTF-8 included, which
+    /// are not text to `HeaderValue::to_str`: the session's cookie in such a line is taken out
+    /// all the same, and the page's cookie goes upstream byte for byte.
+    #[test]
+    fn our_cookies_are_taken_out_of_a_line_that_is_not_ascii() {
+        const ID: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123-_Z";
+        let line = format!("lang=fran\u{e7}ais; __Host-bff-session={ID}; city=K\u{f8}benhavn");
+        let mut forwarded = HeaderMap::new();
+        forwarded.insert(header::COOKIE, HeaderValue::from_bytes(line.as_bytes()).unwrap());
+        forward_cookies(&mut forwarded, true);
+        let left = forwarded.get(header::COOKIE).map(HeaderValue::as_bytes);
+        assert_eq!(left, Some("lang=fran\u{e7}ais; city=K\u{f8}benhavn".as_bytes()));
+    }
+
     /// An HTTP/2 client's cookie fields reach the upstream as one line, in their order, with the
     /// session's own taken out; one line is left as it came.
     #[test]
@@ -458,6 +474,12 @@ mod tests {
         assert_eq!(h["te"], "trailers");
         assert_eq!(h["accept"], "application/json");
         assert_eq!(h["via"], "1.1 bff");
+        // A `Connection` line with a byte that is not ASCII names its fields all the same.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_bytes(b"x-secret-hop, caf\xc3\xa9").unwrap());
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        request_headers(&mut h, &forwarding("203.0.113.9:5000", &[], None)).unwrap();
+        assert!(!h.contains_key("x-secret-hop") && !h.contains_key(header::CONNECTION), "{h:?}");
     }
 
     #[test]

@@ -20,22 +20,29 @@ pub(crate) const LOGIN: &str = "__Host-bff-login";
 pub(crate) const ID_LEN: usize = 43;
 
 /// The value of the first cookie `name` that has the shape of our ids; anything else a client
-/// sends under that name is ignored, never looked up.
+/// sends under that name is ignored, never looked up. A `Cookie` line is read as bytes: a
+/// browser sends whatever a page's script wrote into its cookies, UTF-8 included.
 pub(crate) fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, value)| *key == name && is_id(value))
-        .map(|(_, value)| value)
+        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
+        .filter_map(name_and_value)
+        .find(|(key, value)| *key == name.as_bytes() && is_id(value))
+        // An id is ASCII.
+        .and_then(|(_, value)| std::str::from_utf8(value).ok())
 }
 
-/// Whether `pair` (a `name=value` of a `Cookie` line) is one of this module's cookies: never
-/// forwarded upstream (`proxy/headers.rs` takes them out).
-pub(crate) fn is_ours(pair: &str) -> bool {
-    pair.trim().split_once('=').is_some_and(|(name, _)| name == SESSION || name == LOGIN)
+/// Whether `pair` (a `name=value` of a `Cookie` line, as bytes) is one of this module's
+/// cookies: never forwarded upstream (`proxy/headers.rs` takes them out).
+pub(crate) fn is_ours(pair: &[u8]) -> bool {
+    name_and_value(pair).is_some_and(|(name, _)| name == SESSION.as_bytes() || name == LOGIN.as_bytes())
+}
+
+/// `pair` split at its first `=`, the spaces around the name and the value left out.
+fn name_and_value(pair: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = pair.iter().position(|&b| b == b'=')?;
+    Some((pair[..at].trim_ascii(), pair[at + 1..].trim_ascii()))
 }
 
 /// Removes the `Set-Cookie` lines of `headers` (an upstream's answer on a passthrough route)
@@ -59,8 +66,8 @@ pub(crate) fn remove_ours_set(headers: &mut HeaderMap) {
 }
 
 /// Whether `value` is one of our ids: 43 base64url characters.
-fn is_id(value: &str) -> bool {
-    value.len() == ID_LEN && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+fn is_id(value: &[u8]) -> bool {
+    value.len() == ID_LEN && value.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `Set-Cookie` for `name=value`, kept for `max_age`.
@@ -101,6 +108,17 @@ mod tests {
         assert_eq!(read(&split, LOGIN), Some(ID));
         let forged = headers(&[&format!("{SESSION}={}", "x".repeat(4096)), &format!("{SESSION}=../../{ID}")]);
         assert_eq!(read(&forged, SESSION), None);
+    }
+
+    /// A line with bytes that are not ASCII (a page's script may write UTF-8 into a cookie) is
+    /// read as bytes: the session's id is found in it.
+    #[test]
+    fn our_id_is_read_from_a_line_that_is_not_ascii() {
+        let mut found = HeaderMap::new();
+        let line = format!("lang=fran\u{e7}ais; {SESSION}={ID}");
+        found.insert(COOKIE, HeaderValue::from_bytes(line.as_bytes()).unwrap());
+        assert_eq!(read(&found, SESSION), Some(ID));
+        assert!(is_ours(format!(" {SESSION}={ID}").as_bytes()) && !is_ours("lang=fran\u{e7}ais".as_bytes()));
     }
 
     /// An upstream's answer may set any cookie but ours, however it spaces the name.
