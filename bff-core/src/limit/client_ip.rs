@@ -24,11 +24,12 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) ->
         return peer;
     }
     let mut client = peer;
-    // The last line first, and each line's entries right to left.
-    let lines = headers.get_all("x-forwarded-for").iter().rev().filter_map(|v| v.to_str().ok());
-    let entries = lines.flat_map(|line| line.rsplit(',')).take(MAX_HOPS);
+    // The last line first, and each line's entries right to left. As bytes: a client's byte
+    // that is not ASCII, on the left of a line a proxy appended to, must not hide that line.
+    let lines = headers.get_all("x-forwarded-for").iter().rev().map(|v| v.as_bytes());
+    let entries = lines.flat_map(|line| line.rsplit(|&b| b == b',')).take(MAX_HOPS);
     for entry in entries {
-        let Some(ip) = parse_entry(entry.trim()) else { break };
+        let Some(ip) = std::str::from_utf8(entry.trim_ascii()).ok().and_then(parse_entry) else { break };
         client = ip;
         if !is_trusted(ip) {
             break;
@@ -91,6 +92,10 @@ mod tests {
         assert_eq!(client_ip(ip("10.0.0.1"), &ports, &trusted), ip("203.0.113.8"));
         // Garbage stops the walk at the last address read.
         assert_eq!(client_ip(ip("10.0.0.1"), &headers(&["junk, 10.0.0.3"]), &trusted), ip("10.0.0.3"));
+        // A byte that is not ASCII on the client's side of the line the proxy appended to.
+        let mut line = HeaderMap::new();
+        line.append("x-forwarded-for", HeaderValue::from_bytes(b"1.1.1.1\xff, 203.0.113.7").unwrap());
+        assert_eq!(client_ip(ip("10.0.0.1"), &line, &trusted), ip("203.0.113.7"));
         let mapped = headers(&["::ffff:203.0.113.9"]);
         assert_eq!(client_ip(ip("::ffff:10.0.0.1"), &mapped, &trusted), ip("203.0.113.9"));
     }
