@@ -10,8 +10,9 @@ use common::{Stack, StackBuilder, raw_http};
 use serde_json::{Value, json};
 use services_mock::Service;
 
-/// What a client writes for `..` or `.` in a path.
-const IN_PATHS: [&str; 7] = ["..", ".", "%2e%2e", "%2E%2E", ".%2e", "%2e.", "%2e"];
+/// What a client writes for `..` or `.` in a path (with path parameters too: servers that drop
+/// them, Tomcat's, read `..;x` as `..`).
+const IN_PATHS: [&str; 10] = ["..", ".", "%2e%2e", "%2E%2E", ".%2e", "%2e.", "%2e", "..;x", ".;", "%2e%2e%3bx"];
 /// The same in a query value.
 const IN_QUERIES: [&str; 3] = ["..", "%2e%2e", "."];
 

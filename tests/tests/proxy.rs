@@ -532,6 +532,9 @@ async fn no_spelling_of_a_path_reaches_the_mocks_admin_routes() {
         // decodes once more.
         "/api/catalog/products/%2%65%2%65/_faults",
         "/api/catalog/%2%45%2%45/_stats",
+        // Dots with path parameters, which Tomcat and Spring resolve as `..`.
+        "/api/catalog/products/..;/..;/_faults",
+        "/api/catalog/products/..%3bx/_stats",
         "/api/../_faults",
         "//_faults",
         "/_faults",
@@ -541,6 +544,10 @@ async fn no_spelling_of_a_path_reaches_the_mocks_admin_routes() {
         let request = format!("GET {path} HTTP/1.1\r\nHost: bff\r\nConnection: close\r\n\r\n");
         let (status, body) = raw_http(stack.bff.addr, &request).await;
         assert!(matches!(status, 400 | 404), "{path}: {status} {body}");
+        if path.contains("..;") || path.contains("..%3b") {
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(body.contains("INVALID_PATH") && body.contains("with parameters"), "{path}: {body}");
+        }
         if path.contains("%2%") {
             assert_eq!(status, 400, "{path}: {body}");
             assert!(body.contains("INVALID_PATH") && body.contains("not followed by two hex digits"), "{path}: {body}");

@@ -274,7 +274,8 @@ mod tests {
         }
 
         /// A normalised path that the proxy's check lets through means to an upstream, decoding
-        /// it once, the same segments: none becomes `.` or `..`, none holds a `/`, `\` or NUL.
+        /// it once, the same segments: none becomes `.` or `..` (nor `..;x`, which servers that
+        /// drop path parameters read as `..`), none holds a `/`, `\` or NUL.
         /// So a passthrough route's upstream is never sent a path that climbs out of its rewrite.
         #[test]
         fn a_path_the_proxy_passes_cannot_climb_once_decoded(path in hostile_path()) {
@@ -286,7 +287,9 @@ mod tests {
             }
             for segment in normal.split('/').skip(1) {
                 let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
-                prop_assert!(!matches!(&decoded[..], b"." | b".."), "{normal}: {segment}");
+                // Nor with path parameters, which some servers (Tomcat) drop: `..;x` is `..` there.
+                let name = decoded.split(|&b| b == b';').next().unwrap_or_default();
+                prop_assert!(!matches!(name, b"." | b".."), "{normal}: {segment}");
                 prop_assert!(!decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0)), "{normal}: {segment}");
             }
         }

@@ -185,7 +185,8 @@ impl<T> Call<T> {
 }
 
 /// The first segment of `path` that is `.` or `..` once percent-decoded (`%2e%2e`, `.%2E`), or
-/// whose decoded text holds such a piece between encoded slashes or backslashes (`..%2Fadmin`):
+/// whose decoded text holds such a piece between encoded slashes or backslashes (`..%2Fadmin`),
+/// a piece with path parameters included (`..;x`, which servers that drop them read as `..`):
 /// an upstream, or a proxy before it, resolves those to another resource than the one named.
 ///
 /// Every call's path is checked here, so no handler can forget it: [`encode`](super::encode)
@@ -195,7 +196,8 @@ fn dot_segment(path: &str) -> Option<std::borrow::Cow<'_, str>> {
     if !path.bytes().any(|b| b == b'.' || b == b'%') {
         return None;
     }
-    let dots = |piece: &str| piece == "." || piece == "..";
+    // With path parameters too: servers that drop them (Tomcat) read `..;x` as `..`.
+    let dots = |piece: &str| matches!(piece.split(';').next(), Some("." | ".."));
     path.split('/').find_map(|segment| {
         if dots(segment) || segment.split('\\').any(dots) {
             return Some(segment.into());
@@ -568,6 +570,9 @@ mod tests {
             ("/orders/..%2Fadmin", "../admin"),
             ("/orders/a%5C..%5Cb", "a\\..\\b"),
             ("/orders/x\\..", "x\\.."),
+            ("/orders/..;x/admin", "..;x"),
+            ("/orders/.;", ".;"),
+            ("/orders/%2e%2e;jsessionid=1", "..;jsessionid=1"),
         ] {
             let call = orders.get::<Value>(path);
             let error = send(call).await.unwrap_err();
@@ -581,9 +586,19 @@ mod tests {
         assert!(error.is_dot_segment());
         assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
         // Dots inside a segment, and dots in the query, are ordinary characters.
-        for path in ["/products/v1.2", "/files/...", "/orders/..x", "/orders?user=..", "/a/.hidden", "/p/%2e%2e%2e"] {
+        let ordinary = [
+            "/products/v1.2",
+            "/files/...",
+            "/orders/..x",
+            "/orders?user=..",
+            "/a/.hidden",
+            "/p/%2e%2e%2e",
+            "/o/a;..",
+            "/o/...;x",
+        ];
+        for path in ordinary {
             send(orders.get::<Value>(path)).await.unwrap();
         }
-        assert_eq!(seen.lock().unwrap().len(), 6);
+        assert_eq!(seen.lock().unwrap().len(), ordinary.len());
     }
 }
