@@ -74,6 +74,7 @@ macro_rules! inside {
 }
 inside!(policy, reload, serve, shape);
 pub mod upstream;
+mod websocket;
 
 pub use app::{BuildError, Gateway, GatewayBuilder};
 pub use config::{Config, ConfigError};

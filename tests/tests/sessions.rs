@@ -131,6 +131,57 @@ async fn a_cookie_line_with_utf8_keeps_its_session_and_never_sends_it_upstream()
     assert!(forwarded.starts_with("lang=fran") && forwarded.contains("city=K"), "{forwarded:?}");
 }
 
+/// A WebSocket opened with the session cookie: a browser cannot add `X-CSRF` to it, but always
+/// sends its page's `Origin`, and a WebSocket is not held to the same-origin policy. So the
+/// `Origin` is what is checked: this BFF's own page and an allowed one (`cors.allow_origins`)
+/// open it; another site's page, or a handshake without `Origin`, is refused before anything
+/// reaches the service. Plain requests still need `X-CSRF`.
+#[tokio::test]
+async fn a_websocket_opens_with_the_session_cookie_from_an_allowed_page_only() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{Error, Message};
+
+    let stack = web().start().await;
+    let session = sign_in(&browser(), &base(&stack), 42).await;
+    let url = format!("ws://{}/api/notifications/ws", stack.bff.addr);
+    let open = |origin: Option<String>| {
+        let mut request = url.as_str().into_client_request().unwrap();
+        request.headers_mut().insert("cookie", format!("{SESSION}={session}").parse().unwrap());
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", origin.parse().unwrap());
+        }
+        let addr = stack.bff.addr;
+        async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            tokio_tungstenite::client_async(request, stream).await
+        }
+    };
+    for origin in [format!("http://{}", stack.bff.addr), "http://localhost:3000".to_owned()] {
+        let (mut socket, response) = open(Some(origin.clone())).await.expect("opened");
+        assert_eq!(response.status(), 101, "{origin}");
+        let hello = socket.next().await.unwrap().unwrap();
+        assert_eq!(hello, Message::Text(r#"{"user":"42"}"#.into()), "{origin}: the session's user");
+    }
+    let opened = stack.stats(Service::Notifications).requests;
+    for origin in [Some("https://evil.example".to_owned()), None] {
+        match open(origin.clone()).await {
+            Err(Error::Http(response)) => {
+                assert_eq!(response.status(), 403, "{origin:?}");
+                let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+                assert!(body.contains("CSRF_REQUIRED"), "{origin:?}: {body}");
+            }
+            other => panic!("{origin:?}: opened: {other:?}"),
+        }
+    }
+    assert_eq!(stack.stats(Service::Notifications).requests, opened, "a refused opening reached the service");
+    // An ordinary request with the cookie from the BFF's own page still needs `X-CSRF`.
+    let url = stack.bff.url("/api/notifications/events?count=1");
+    let plain = browser().get(url).header(COOKIE, format!("{SESSION}={session}"));
+    let plain = plain.header("origin", format!("http://{}", stack.bff.addr)).send().await.unwrap();
+    problem(plain, 403, "CSRF_REQUIRED").await;
+}
+
 #[tokio::test]
 async fn bearer_clients_are_unaffected_and_nothing_is_a_credential_without_one() {
     let stack = web().start().await;

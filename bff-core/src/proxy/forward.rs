@@ -132,7 +132,8 @@ impl Forward {
         // A WebSocket on a route that takes them: how it was opened, the client's side of the
         // tunnel, and where the connection's task will run it.
         // Only a route that takes WebSockets, or a `CONNECT`, has the headers looked at.
-        let opening = (route.websocket || parts.method == axum::http::Method::CONNECT).then(|| Opening::of(&parts));
+        let opening = (route.websocket || parts.method == axum::http::Method::CONNECT)
+            .then(|| Opening::of(&parts.method, parts.version, &parts.headers, &parts.extensions));
         let upgrade = match opening.flatten() {
             // Only a WebSocket opening has a `CONNECT` on the wire; it is not for this route.
             Some(Opening::ExtendedConnect) if !route.websocket => {

@@ -19,41 +19,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, request};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use base64::Engine as _;
-use hyper::ext::Protocol;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// How a client asked to open a WebSocket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Opening {
-    /// An HTTP/1.1 upgrade, answered `101`.
-    Upgrade,
-    /// An HTTP/2 extended `CONNECT`, answered `200`.
-    ExtendedConnect,
-}
+pub(super) use crate::websocket::Opening;
+use crate::websocket::extended_connect;
 
 impl Opening {
-    /// How `parts` opens a WebSocket, if it does.
-    pub(super) fn of(parts: &request::Parts) -> Option<Self> {
-        if parts.method == Method::CONNECT {
-            let websocket = extended_connect(&parts.method, &parts.extensions) && parts.version == Version::HTTP_2;
-            return websocket.then_some(Self::ExtendedConnect);
-        }
-        let has = |name, token: &str| {
-            parts
-                .headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        };
-        (parts.method == Method::GET && has(CONNECTION, "upgrade") && has(UPGRADE, "websocket"))
-            .then_some(Self::Upgrade)
-    }
-
     /// The upgrade headers of the HTTP/1.1 request that opens it upstream, set on `forwarded`
     /// (the client's headers, hop-by-hop ones already removed).
     pub(super) fn upstream_headers(self, forwarded: &mut HeaderMap) {
@@ -90,12 +65,6 @@ impl Opening {
 pub(super) fn routing_method<'a>(method: &'a Method, extensions: &axum::http::Extensions) -> &'a Method {
     const GET: &Method = &Method::GET;
     if extended_connect(method, extensions) { GET } else { method }
-}
-
-/// Whether a request is a `CONNECT` for the WebSocket protocol (`:protocol websocket`).
-fn extended_connect(method: &Method, extensions: &axum::http::Extensions) -> bool {
-    *method == Method::CONNECT
-        && extensions.get::<Protocol>().is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
 }
 
 /// Copies between the two upgraded connections; see [the module docs](self).

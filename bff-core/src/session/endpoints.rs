@@ -223,7 +223,7 @@ async fn callback(
 
 /// The session's user and its expiry, for the page to show.
 async fn user(State(sessions): State<Sessions>, headers: HeaderMap, uri: Uri) -> Response {
-    let (_, record) = match sessions.session(&headers, &uri).await {
+    let (_, record) = match sessions.session(&headers, &uri, false).await {
         Ok(found) => found,
         Err(e) => return layer::refusal(e),
     };

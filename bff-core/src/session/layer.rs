@@ -14,6 +14,7 @@ use crate::middleware::{Inner, Middleware, run};
 use crate::policy::auth::layer::RequireJwt;
 use crate::policy::auth::{AuthError, Identity};
 use crate::request::RequestMeta;
+use crate::websocket::Opening;
 
 /// A bearer token (verified as [`RequireJwt`] does) or the session cookie, with its CSRF checks.
 #[derive(Clone)]
@@ -33,7 +34,8 @@ impl Middleware for RequireSession {
 
 impl Sessions {
     async fn with_cookie<S: Inner>(self, mut request: Request, inner: S) -> Response {
-        match self.authenticate(request.headers(), request.uri()).await {
+        let websocket = Opening::of(request.method(), request.version(), request.headers(), request.extensions());
+        match self.authenticate(request.headers(), request.uri(), websocket.is_some()).await {
             Ok((identity, token)) => {
                 insert(&mut request, identity);
                 request.extensions_mut().insert(token);

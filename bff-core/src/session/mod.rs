@@ -133,21 +133,38 @@ impl Sessions {
         }))))
     }
 
-    /// The identity of a cookie-authenticated request, after its CSRF checks; its access token
-    /// refreshed first when it expires within `session.refresh_before`.
+    /// The identity of a cookie-authenticated request, after its CSRF checks (a `websocket`
+    /// opening's by its `Origin`); its access token refreshed first when it expires within
+    /// `session.refresh_before`.
     pub(crate) async fn authenticate(
         &self,
         headers: &HeaderMap,
         uri: &Uri,
+        websocket: bool,
     ) -> Result<(Identity, SessionToken), AuthError> {
-        let (_, session) = self.session(headers, uri).await?;
+        let (_, session) = self.session(headers, uri, websocket).await?;
         Ok((session.identity.clone(), SessionToken(session)))
     }
 
-    /// The request's session (its store key and record), after the CSRF checks.
-    async fn session(&self, headers: &HeaderMap, uri: &Uri) -> Result<(String, Arc<Session>), AuthError> {
+    /// The request's session (its store key and record), after the CSRF checks: `X-CSRF` and
+    /// the `Origin` when there is one, or for a `websocket` opening, its `Origin`.
+    async fn session(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        websocket: bool,
+    ) -> Result<(String, Arc<Session>), AuthError> {
         let id = cookie::read(headers, cookie::SESSION).ok_or(AuthError::MissingToken)?;
-        self.check_csrf(headers, uri)?;
+        if websocket {
+            self.check_websocket_origin(headers, uri)?;
+        } else {
+            self.check_csrf(headers, uri)?;
+        }
+        self.fresh(id).await
+    }
+
+    /// The session of cookie `id` (its store key and record), refreshed when it is due.
+    async fn fresh(&self, id: &str) -> Result<(String, Arc<Session>), AuthError> {
         let key = secret::store_key(id);
         let record = self.load(&key).await?;
         if !self.needs_refresh(&record) {
@@ -296,6 +313,18 @@ impl Sessions {
     fn check_csrf(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), AuthError> {
         if headers.get(CSRF_HEADER).is_none_or(|v| v != "1") {
             return Err(AuthError::CsrfRequired("a call with the session cookie must carry `X-CSRF: 1`".to_owned()));
+        }
+        self.check_origin(headers, uri)
+    }
+
+    /// A WebSocket opened with the session cookie: a browser cannot add `X-CSRF` to it, but
+    /// always sends the page's `Origin` (and a page cannot change it), and a WebSocket is not
+    /// held to the same-origin policy: any site's page could open one and read it. So the
+    /// `Origin` must be there, and be this BFF's own or an allowed page's.
+    fn check_websocket_origin(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), AuthError> {
+        if !headers.contains_key(ORIGIN) {
+            let why = "a WebSocket opened with the session cookie must carry its page's `Origin`";
+            return Err(AuthError::CsrfRequired(why.to_owned()));
         }
         self.check_origin(headers, uri)
     }
