@@ -63,10 +63,7 @@ const BROKEN_ESCAPE: &str = "the path has a `%` that is not followed by two hex 
 /// `path` normalised, if that changes it; an error when a `..` climbs above the root or a `%` is
 /// not an escape.
 pub(super) fn normalize(path: &str) -> Result<Option<String>, &'static str> {
-    if has_broken_escape(path) {
-        return Err(BROKEN_ESCAPE);
-    }
-    let decoded = decode_unreserved(path);
+    let decoded = decode_unreserved(path)?;
     let path = decoded.as_deref().unwrap_or(path);
     if !path.starts_with('/') || !(path.contains("//") || path.contains("/.")) {
         return Ok(decoded);
@@ -115,7 +112,8 @@ pub(super) fn normalize(path: &str) -> Result<Option<String>, &'static str> {
 /// `..` segments kept: what it would have matched had they not been resolved. `None` if it has
 /// no `..`.
 fn with_dots(path: &str) -> Option<String> {
-    let decoded = decode_unreserved(path);
+    // Read after `normalize` took the path: its escapes are whole.
+    let decoded = decode_unreserved(path).ok().flatten();
     let path = decoded.as_deref().unwrap_or(path);
     if !path.split('/').any(|segment| segment == "..") {
         return None;
@@ -128,46 +126,36 @@ fn with_dots(path: &str) -> Option<String> {
     Some(kept)
 }
 
-/// `path` with its escaped unreserved characters decoded, if it has any.
-fn decode_unreserved(path: &str) -> Option<String> {
+/// `path` with its escaped unreserved characters decoded, if it has any; an error when a `%`
+/// is not followed by two hex digits. One pass over a path with a `%`, none over one without.
+fn decode_unreserved(path: &str) -> Result<Option<String>, &'static str> {
     if !path.contains('%') {
-        return None;
+        return Ok(None);
     }
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut changed = false;
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let (Some(high), Some(low)) = (bytes.get(i + 1).and_then(hex), bytes.get(i + 2).and_then(hex))
-        {
+        if bytes[i] == b'%' {
+            let (Some(high), Some(low)) = (bytes.get(i + 1).and_then(hex), bytes.get(i + 2).and_then(hex)) else {
+                return Err(BROKEN_ESCAPE);
+            };
             let byte = high * 16 + low;
             if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
                 out.push(byte);
                 changed = true;
-                i += 3;
-                continue;
+            } else {
+                out.extend_from_slice(&bytes[i..i + 3]);
             }
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
     }
     // A URI's path is ASCII, and so is every byte decoded here.
-    changed.then(|| String::from_utf8(out).ok()).flatten()
-}
-
-/// Whether a `%` in `path` is not followed by two hex digits.
-fn has_broken_escape(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    let mut at = 0;
-    while let Some(found) = bytes[at..].iter().position(|&b| b == b'%') {
-        let escape = at + found;
-        if !bytes.get(escape + 1..escape + 3).is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit)) {
-            return true;
-        }
-        at = escape + 3;
-    }
-    false
+    Ok(changed.then(|| String::from_utf8(out).ok()).flatten())
 }
 
 fn hex(digit: &u8) -> Option<u8> {
@@ -180,11 +168,15 @@ mod tests {
 
     #[test]
     fn only_unreserved_characters_are_decoded() {
-        assert_eq!(decode_unreserved("/api/catalog"), None);
-        assert_eq!(decode_unreserved("/%61pi/%63atalog/SKU%2D1%7E").as_deref(), Some("/api/catalog/SKU-1~"));
-        assert_eq!(decode_unreserved("/a/%2e%2E").as_deref(), Some("/a/.."), "dots too: they are then resolved");
-        assert_eq!(decode_unreserved("/a%2Fb/%5c/%20/%zz/%4"), None, "a slash, a backslash, a space stay encoded");
-        assert_eq!(decode_unreserved("/a%2Fb%41").as_deref(), Some("/a%2FbA"));
+        let decoded = |path| decode_unreserved(path).unwrap();
+        assert_eq!(decoded("/api/catalog"), None);
+        assert_eq!(decoded("/%61pi/%63atalog/SKU%2D1%7E").as_deref(), Some("/api/catalog/SKU-1~"));
+        assert_eq!(decoded("/a/%2e%2E").as_deref(), Some("/a/.."), "dots too: they are then resolved");
+        assert_eq!(decoded("/a%2Fb/%5c/%20"), None, "a slash, a backslash, a space stay encoded");
+        assert_eq!(decoded("/a%2Fb%41").as_deref(), Some("/a%2FbA"));
+        for broken in ["/%zz", "/%4", "/a%"] {
+            assert_eq!(decode_unreserved(broken), Err(BROKEN_ESCAPE), "{broken}: not an escape");
+        }
     }
 
     #[test]
@@ -269,7 +261,7 @@ mod tests {
             prop_assert!(normal.starts_with('/'), "{normal}");
             let inner = normal.strip_suffix('/').unwrap_or(normal);
             prop_assert!(inner.is_empty() || inner[1..].split('/').all(|s| !matches!(s, "" | "." | "..")), "{normal}");
-            prop_assert!(decode_unreserved(normal).is_none(), "{normal}");
+            proptest::prop_assert_eq!(decode_unreserved(normal), Ok(None), "{}", normal);
             proptest::prop_assert_eq!(normalize(normal), Ok(None), "{}", normal);
         }
 
