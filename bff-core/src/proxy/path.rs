@@ -19,7 +19,7 @@ pub(crate) fn unsafe_path(path: &str) -> Option<&'static str> {
         if decoded.iter().any(|b| matches!(b, b'/' | b'\\' | 0)) {
             return Some("the path has an encoded `/`, `\\` or NUL in a segment");
         }
-        if matches!(decoded.split(|&b| b == b';').next(), Some(b"." | b"..")) {
+        if crate::upstream::is_dot_name(&decoded) {
             return Some("the path has a `.` or `..` segment with parameters (`..;`), read as `..` by some servers");
         }
     }

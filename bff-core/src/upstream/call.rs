@@ -196,8 +196,7 @@ fn dot_segment(path: &str) -> Option<std::borrow::Cow<'_, str>> {
     if !path.bytes().any(|b| b == b'.' || b == b'%') {
         return None;
     }
-    // With path parameters too: servers that drop them (Tomcat) read `..;x` as `..`.
-    let dots = |piece: &str| matches!(piece.split(';').next(), Some("." | ".."));
+    let dots = |piece: &str| is_dot_name(piece.as_bytes());
     path.split('/').find_map(|segment| {
         if dots(segment) || segment.split('\\').any(dots) {
             return Some(segment.into());
@@ -208,6 +207,12 @@ fn dot_segment(path: &str) -> Option<std::borrow::Cow<'_, str>> {
         let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
         decoded.split(['/', '\\']).any(dots).then_some(decoded)
     })
+}
+
+/// Whether a path piece (one segment, decoded or not) names `.` or `..`: itself, or with path
+/// parameters, which servers that drop them (Tomcat, and so Spring) read as `..` (`..;x`).
+pub(crate) fn is_dot_name(piece: &[u8]) -> bool {
+    matches!(piece.split(|&b| b == b';').next(), Some(b"." | b".."))
 }
 
 impl<T: Decode> Call<T> {

@@ -46,6 +46,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 pub use attempt::Attempt;
 pub(crate) use attempt::AttemptLayers;
 pub use body::Body;
+pub(crate) use call::is_dot_name;
 pub use call::{Call, Decode, Reply, Streamed};
 pub use error::{UpstreamError, UpstreamErrorKind};
 pub(crate) use outgoing::CallContext;
