@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::config::IpNet;
 use crate::identity::REQUEST_ID_HEADER;
+use crate::session::{cookie_pairs, is_session_cookie};
 use crate::upstream::DEADLINE_MS;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, and the
@@ -74,7 +75,7 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// line with none of the session's is left as it came.
 fn forward_cookies(headers: &mut HeaderMap, drop_session: bool) {
     let header::Entry::Occupied(mut lines) = headers.entry(header::COOKIE) else { return };
-    let has_ours = |line: &HeaderValue| pairs(line).any(crate::session::is_session_cookie);
+    let has_ours = |line: &HeaderValue| cookie_pairs(line.as_bytes()).any(is_session_cookie);
     if lines.iter().nth(1).is_none() && !(drop_session && lines.iter().any(has_ours)) {
         return;
     }
@@ -87,7 +88,9 @@ fn forward_cookies(headers: &mut HeaderMap, drop_session: bool) {
     };
     for line in lines.iter() {
         if drop_session {
-            pairs(line).filter(|pair| !pair.is_empty() && !crate::session::is_session_cookie(pair)).for_each(&mut push);
+            cookie_pairs(line.as_bytes())
+                .filter(|pair| !pair.is_empty() && !is_session_cookie(pair))
+                .for_each(&mut push);
         } else {
             push(line.as_bytes());
         }
@@ -98,12 +101,6 @@ fn forward_cookies(headers: &mut HeaderMap, drop_session: bool) {
         // Each piece was part of a valid value, and `; ` is valid between them.
         lines.insert(value);
     }
-}
-
-/// The `name=value` pairs of a `Cookie` line, trimmed. As bytes: a browser sends whatever a
-/// page's script wrote into a cookie, UTF-8 included.
-fn pairs(line: &HeaderValue) -> impl Iterator<Item = &[u8]> {
-    line.as_bytes().split(|&b| b == b';').map(<[u8]>::trim_ascii)
 }
 
 /// Removes each of `names` that `headers` has, looking up only those it has.

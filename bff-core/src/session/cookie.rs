@@ -26,7 +26,7 @@ pub(crate) fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
+        .flat_map(|value| pairs(value.as_bytes()))
         .filter_map(name_and_value)
         .find(|(key, value)| *key == name.as_bytes() && is_id(value))
         // An id is ASCII.
@@ -37,6 +37,12 @@ pub(crate) fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// cookies: never forwarded upstream (`proxy/headers.rs` takes them out).
 pub(crate) fn is_ours(pair: &[u8]) -> bool {
     name_and_value(pair).is_some_and(|(name, _)| name == SESSION.as_bytes() || name == LOGIN.as_bytes())
+}
+
+/// The `name=value` pairs of a `Cookie` line, trimmed. As bytes: a browser sends whatever a
+/// page's script wrote into a cookie, UTF-8 included.
+pub(crate) fn pairs(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|&b| b == b';').map(<[u8]>::trim_ascii)
 }
 
 /// `pair` split at its first `=`, the spaces around the name and the value left out.

@@ -42,7 +42,7 @@ use crate::policy::auth::{AuthError, Identity};
 use provider::{Provider, ProviderError};
 use store::{Session, SessionRecord, Store, now_s};
 
-pub(crate) use cookie::{is_ours as is_session_cookie, remove_ours_set as remove_set_cookies};
+pub(crate) use cookie::{is_ours as is_session_cookie, pairs as cookie_pairs, remove_ours_set as remove_set_cookies};
 pub(crate) use endpoints::routes;
 
 /// The header a cookie-authenticated call must carry, with the value `1`.
