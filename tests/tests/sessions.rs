@@ -228,6 +228,15 @@ async fn a_return_url_off_this_site_is_refused() {
 }
 
 #[tokio::test]
+async fn a_query_the_session_endpoints_cannot_read_is_a_problem() {
+    let stack = web().start().await;
+    let http = browser();
+    for query in ["/bff/login?returnUrl=/a&returnUrl=/b", "/bff/callback?code=a&code=b&state=s"] {
+        problem(http.get(stack.bff.url(query)).send().await.unwrap(), 400, "INVALID_QUERY").await;
+    }
+}
+
+#[tokio::test]
 async fn the_answer_must_carry_this_browsers_state_and_is_taken_once() {
     let stack = web().start().await;
     let http = browser();

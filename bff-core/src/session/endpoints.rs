@@ -1,7 +1,7 @@
 //! `GET /bff/login`, `GET /bff/callback`, `GET /bff/user` and `POST /bff/logout`.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +11,7 @@ use serde_json::json;
 use super::provider::{Provider, ProviderError};
 use super::store::{LoginRecord, SessionRecord, now_s};
 use super::{Sessions, cookie, layer, secret};
+use crate::extract::Query;
 use crate::policy::auth::AuthError;
 use crate::problem::Problem;
 use crate::routing::{Handlers, get, post};
