@@ -6,7 +6,9 @@
 //! serves afterwards.
 //!
 //! The requests go over plain TCP as written (a client library would tidy them first), one
-//! connection each. `PROPTEST_CASES` sets how many per BFF.
+//! connection each; then the same kind over HTTP/2 (h2c), where a client sends what HTTP/1.1
+//! cannot carry the same way (its own `:authority`, cookies split into fields). `PROPTEST_CASES`
+//! sets how many per BFF and protocol.
 
 mod common;
 
@@ -427,6 +429,57 @@ impl Reader {
     }
 }
 
+/// The fields HTTP/2 forbids (RFC 9113 §8.2.2): a client cannot send them, so neither does this.
+const NOT_IN_HTTP2: [&str; 5] = ["connection", "te", "transfer-encoding", "upgrade", "keep-alive"];
+
+/// Sends `request` over a new HTTP/2 connection and reads the whole answer. `Ok(None)` when the
+/// request cannot be written in HTTP/2 (a target that is no URI), or the server refused its
+/// stream as malformed (`RST_STREAM`), which is HTTP/2's bare refusal.
+async fn exchange_h2(
+    addr: SocketAddr,
+    request: &Hostile,
+    credential: &(&'static str, String),
+) -> Result<Option<Answer>, String> {
+    use http_body_util::BodyExt as _;
+    let Ok(uri) = format!("http://localhost{}", request.target).parse::<http::Uri>() else { return Ok(None) };
+    let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else { return Ok(None) };
+    let mut builder = http::Request::builder().method(method).uri(uri);
+    if request.credential {
+        builder = builder.header(credential.0, &credential.1);
+    }
+    for (name, value) in &request.headers {
+        if let (false, Ok(value)) = (NOT_IN_HTTP2.contains(name), http::HeaderValue::from_bytes(value)) {
+            builder = builder.header(*name, value);
+        }
+    }
+    let body = http_body_util::Full::new(bytes::Bytes::from(request.body.clone()));
+    let request = builder.body(body).map_err(|e| e.to_string())?;
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let (mut send, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    let exchange = async {
+        let response = match send.send_request(request).await {
+            Ok(response) => response,
+            Err(e) if format!("{e:?}").contains("PROTOCOL_ERROR") => return Ok(None),
+            Err(e) => return Err(format!("no answer: {e:?}")),
+        };
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = response.into_body().collect().await.map_err(|e| format!("body: {e:?}"))?.to_bytes().to_vec();
+        Ok(Some(Answer { status, headers, body }))
+    };
+    tokio::time::timeout(PATIENCE, exchange).await.map_err(|_| "no whole answer in time".to_owned())?
+}
+
 /// What every answer must be.
 fn judge(target: &Target, request: &Hostile, answer: &Answer) -> Result<(), TestCaseError> {
     let shown = || {
@@ -475,7 +528,7 @@ fn attack(builder: StackBuilder, describe: fn(Stack) -> Target) {
     let addr: SocketAddr =
         target.stack.bff.url("").trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
     let config = Config { cases: cases(), failure_persistence: None, ..Config::default() };
-    let mut runner = TestRunner::new(config);
+    let mut runner = TestRunner::new(config.clone());
     let statuses = std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new());
     let outcome = runner.run(&hostile(&target), |request| {
         let answer = exchange(addr, &request.bytes(&target.credential), request.method == "HEAD")
@@ -485,6 +538,18 @@ fn attack(builder: StackBuilder, describe: fn(Stack) -> Target) {
     });
     if let Err(failure) = outcome {
         panic!("{failure}");
+    }
+    // Over HTTP/2, the same kind of requests.
+    let outcome = TestRunner::new(config).run(&hostile(&target), |request| {
+        let answer = runtime
+            .block_on(exchange_h2(addr, &request, &target.credential))
+            .map_err(|e| TestCaseError::fail(format!("HTTP/2 {} {}: {e}", request.method, request.target)))?;
+        let Some(answer) = answer else { return Ok(()) };
+        *statuses.lock().unwrap().entry(answer.status).or_default() += 1;
+        judge(&target, &request, &answer)
+    });
+    if let Err(failure) = outcome {
+        panic!("over HTTP/2: {failure}");
     }
     // The requests reached the handlers, not only the refusals before them.
     let statuses = statuses.into_inner().unwrap();

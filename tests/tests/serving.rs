@@ -354,6 +354,42 @@ async fn oversized_heads_are_431() {
     assert_eq!(stack.http.get(stack.bff.url("/healthz")).send().await.unwrap().status(), 200);
 }
 
+/// The answers to `HEAD` over HTTP/2: a head with the length a `GET`'s body has, then the end of
+/// the stream, for a route's answer and for a refusal before any route alike (a body there is a
+/// protocol error, and the client resets the stream).
+#[tokio::test]
+async fn a_head_over_http2_is_answered_without_a_body_whatever_answers_it() {
+    use http_body_util::BodyExt as _;
+    let stack = mobile().start().await;
+    let addr = stack.bff.url("").trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
+    let stream = TcpStream::connect::<std::net::SocketAddr>(addr).await.unwrap();
+    let (mut send, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let token = format!("Bearer {}", stack.token());
+    for (path, credential, status) in
+        [("/mobile/home", true, 200), ("/mobile/home", false, 401), ("/nowhere", false, 404), ("/healthz", false, 200)]
+    {
+        let request = |method: &str| {
+            let request = http::Request::builder().method(method).uri(stack.bff.url(path));
+            let request = if credential { request.header("authorization", &token) } else { request };
+            request.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap()
+        };
+        let get = send.send_request(request("GET")).await.unwrap();
+        assert_eq!(get.status(), status, "GET {path}");
+        let length = get.into_body().collect().await.unwrap().to_bytes().len();
+        let head = send.send_request(request("HEAD")).await.unwrap();
+        assert_eq!(head.status(), status, "HEAD {path}");
+        assert_eq!(head.headers()["content-length"], length.to_string().as_str(), "HEAD {path}");
+        let body = head.into_body().collect().await.unwrap_or_else(|e| panic!("HEAD {path}: {e:?}"));
+        assert!(body.to_bytes().is_empty(), "HEAD {path}");
+    }
+}
+
 #[tokio::test]
 async fn on_sigterm_readiness_fails_first_then_in_flight_requests_finish() {
     let stack = mobile().set("server.drain_delay", "2s").start().await;

@@ -100,12 +100,13 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             let unsent = self.state.unsent();
             if unsent > 0 && unsent + MAX_FRAME > self.shared.max_unsent {
                 self.shared.refused_streams.increment(1);
-                return ResponseFuture { inner: None, in_flight: None, charge, shared: self.shared.clone() };
+                return ResponseFuture { inner: None, in_flight: None, charge, head: false, shared: self.shared.clone() };
             }
             charge = Some(StreamCharge::new(&self.state, MAX_FRAME));
         }
         self.state.request_started();
         let in_flight = InFlight(self.state.clone());
+        let head = request.version() == Version::HTTP_2 && request.method() == http::Method::HEAD;
         // Handlers and limits read the client's address as axum's `ConnectInfo`.
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(self.peer);
@@ -121,7 +122,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let reports = (!body.is_end_stream()).then(|| self.state.clone());
         let request = Request::from_parts(parts, axum::body::Body::new(RequestBody { inner: body, state: reports }));
         let inner = self.serve(request);
-        ResponseFuture { inner: Some(inner), in_flight: Some(in_flight), charge, shared: self.shared.clone() }
+        ResponseFuture { inner: Some(inner), in_flight: Some(in_flight), charge, head, shared: self.shared.clone() }
     }
 }
 
@@ -180,6 +181,8 @@ pin_project! {
         inner: Option<AppFuture>,
         in_flight: Option<InFlight>,
         charge: Option<StreamCharge>,
+        // An HTTP/2 `HEAD`: its answer goes without a body (see `without_body`).
+        head: bool,
         shared: Arc<Shared>,
     }
 }
@@ -193,10 +196,13 @@ impl Future for ResponseFuture {
             // hyper resets the stream with the reason of the `h2::Error` it finds.
             return Poll::Ready(Err(h2::Error::from(h2::Reason::REFUSED_STREAM)));
         };
-        let response = match ready!(inner.poll(cx)) {
+        let mut response = match ready!(inner.poll(cx)) {
             Ok(response) => response,
             Err(never) => match never {},
         };
+        if *this.head {
+            without_body(&mut response);
+        }
         let Some(in_flight) = this.in_flight.take() else {
             return Poll::Ready(Err(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
         };
@@ -204,6 +210,19 @@ impl Future for ResponseFuture {
         let (charge, shared) = (this.charge.take(), this.shared.clone());
         Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, in_flight, charge, shared))))
     }
+}
+
+/// The answer to a `HEAD`: its head, with the length its body would have had (RFC 9110 §9.3.2),
+/// and no body. hyper leaves out the body of an answer to an HTTP/1.1 `HEAD` itself, but sends
+/// it over HTTP/2, where content in an answer to `HEAD` is a protocol error (RFC 9113 §8.1.1)
+/// and the client resets the stream; axum leaves it out only for a route's own answers, so every
+/// refusal before a route (a `401`, a `404`, a `429`) would be such an error.
+fn without_body(response: &mut axum::response::Response) {
+    let length = HttpBody::size_hint(response.body()).exact();
+    if let (Some(length), false) = (length, response.headers().contains_key(http::header::CONTENT_LENGTH)) {
+        response.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(length));
+    }
+    *response.body_mut() = axum::body::Body::empty();
 }
 
 pin_project! {
