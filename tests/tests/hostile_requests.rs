@@ -35,8 +35,12 @@ struct Hostile {
 }
 
 impl Hostile {
-    fn bytes(&self, credential: &(&'static str, String)) -> Vec<u8> {
-        let mut out = format!("{} {} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n", self.method, self.target);
+    /// The request in HTTP/1.1; with `close`, the last on its connection.
+    fn bytes(&self, credential: &(&'static str, String), close: bool) -> Vec<u8> {
+        let mut out = format!("{} {} HTTP/1.1\r\nhost: localhost\r\n", self.method, self.target);
+        if close {
+            out.push_str("connection: close\r\n");
+        }
         if self.credential {
             out.push_str(&format!("{}: {}\r\n", credential.0, credential.1));
         }
@@ -276,6 +280,9 @@ fn header() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
         one("x-user-id", vec![b"1", b"admin", b"\xff"]),
         one("host", vec![b"", b"evil.example", b"a@b", b"[::1", b"localhost:99999", b"LOCALHOST."]),
         one("expect", vec![b"100-continue", b"200-ok"]),
+        one("upgrade", vec![b"websocket", b"h2c", b"websocket, h2c", b"\xff"]),
+        one("sec-websocket-version", vec![b"13", b"8", b"13, 8", b"x"]),
+        one("sec-websocket-key", vec![b"dGhlIHNhbXBsZSBub25jZQ==", b"", b"short", b"\xff"]),
         one("x-api-key", vec![b"", b"demo-free-key", b"demo-pro-key\xff", b"demo-pro-key "]),
         (name, long),
     ]
@@ -335,13 +342,39 @@ impl Answer {
     }
 }
 
-/// Sends `request` on a new connection and reads one whole answer (past any `100 Continue`).
+/// The request sent right behind each hostile one on its connection: its answer must be its
+/// own, whatever the server made of the request before it.
+const PROBE: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-request-id: probe\r\nconnection: close\r\n\r\n";
+
+/// Sends `request` on a new connection with [`PROBE`] behind it, and reads the request's whole
+/// answer (past any `100 Continue`), then the probe's unless the server closes the connection.
 fn exchange(addr: SocketAddr, request: &[u8], head_only: bool) -> Result<Answer, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream.set_read_timeout(Some(PATIENCE)).map_err(|e| e.to_string())?;
     // A server that answers before reading it all (a refused head) may close on the rest.
-    let _ = stream.write_all(request);
+    let _ = stream.write_all(&[request, PROBE].concat());
     let mut reader = Reader { stream, buffer: Vec::new() };
+    let answer = read_answer(&mut reader, head_only)?;
+    if answer.status == 101 {
+        // The connection is a tunnel now: the probe went into it.
+        return Ok(answer);
+    }
+    if answer.header("connection").is_some_and(|c| c.to_ascii_lowercase().contains("close")) {
+        return Ok(answer);
+    }
+    // A server may close a connection after any answer; if it answers more, it answers the probe.
+    if reader.buffer.is_empty() && reader.fill().unwrap_or(0) == 0 {
+        return Ok(answer);
+    }
+    let probe = read_answer(&mut reader, false).map_err(|e| format!("the request behind it: {e}"))?;
+    if probe.status != 200 || probe.header("x-request-id") != Some("probe") {
+        return Err(format!("the answer to the request behind it is another's: {probe:?} (after {answer:?})"));
+    }
+    Ok(answer)
+}
+
+/// Reads one whole answer off `reader`, past any `100 Continue`.
+fn read_answer(reader: &mut Reader, head_only: bool) -> Result<Answer, String> {
     loop {
         let head = reader.until(b"\r\n\r\n")?;
         let text = String::from_utf8_lossy(&head).into_owned();
@@ -531,7 +564,7 @@ fn attack(builder: StackBuilder, describe: fn(Stack) -> Target) {
     let mut runner = TestRunner::new(config.clone());
     let statuses = std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new());
     let outcome = runner.run(&hostile(&target), |request| {
-        let answer = exchange(addr, &request.bytes(&target.credential), request.method == "HEAD")
+        let answer = exchange(addr, &request.bytes(&target.credential, false), request.method == "HEAD")
             .map_err(|e| TestCaseError::fail(format!("{} {}: {e}", request.method, request.target)))?;
         *statuses.lock().unwrap().entry(answer.status).or_default() += 1;
         judge(&target, &request, &answer)
@@ -559,7 +592,7 @@ fn attack(builder: StackBuilder, describe: fn(Stack) -> Target) {
     // Still serving, to a plain request with the credential.
     let plain =
         Hostile { method: "GET", target: target.plain.to_owned(), credential: true, headers: vec![], body: vec![] };
-    let answer = exchange(addr, &plain.bytes(&target.credential), false).unwrap();
+    let answer = exchange(addr, &plain.bytes(&target.credential, true), false).unwrap();
     assert_eq!(answer.status, 200, "{:?}", String::from_utf8_lossy(&answer.body));
     runtime.block_on(async move { drop(target) });
 }
@@ -589,6 +622,7 @@ fn the_web_bff_answers_every_hostile_request() {
             "/api/catalog/products/{}",
             "/api/uploads",
             "/api/notifications/{}",
+            "/api/notifications/ws",
             "/bff/login",
             "/bff/callback",
             "/bff/user",
@@ -597,7 +631,7 @@ fn the_web_bff_answers_every_hostile_request() {
             "/{}",
         ],
         queries: &["fields=profile", "returnUrl=/web/home", "code=x&state=y", "login_hint=someone"],
-        passthrough: &["/api/catalog/", "/api/uploads"],
+        passthrough: &["/api/catalog/", "/api/uploads", "/api/notifications/"],
     });
 }
 
