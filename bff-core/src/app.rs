@@ -345,7 +345,8 @@ impl Gateway {
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         // One stack of each around the whole router, picked by the dispatch from the route's
         // access: not a layer inside each route, which axum would box and clone on every request.
-        let stacks = protection.stacks(by_address.clone(), routed.clone());
+        let handlers = ServiceBuilder::new().layer(FilterLayer(edge::BareRefusals)).service(routed.clone());
+        let stacks = protection.stacks(by_address.clone(), handlers);
         // Taken before the passthrough routes' methods join them (for CORS and `405`s).
         let handled: Vec<_> = policies
             .iter()

@@ -47,6 +47,78 @@ async fn a_panicking_handler_is_a_500_problem_and_the_server_lives_on() {
     assert_eq!(fine.text().await.unwrap(), "fine");
 }
 
+#[derive(serde::Deserialize)]
+struct Wanted {
+    #[allow(dead_code)]
+    user: u64,
+}
+
+/// A refusal in plain text, axum's extractors' or a handler's own, reaches the client as a problem
+/// document like every other, its other headers kept; a 5xx's text stays in the log; an answer
+/// of the handler's own type is left as it is.
+#[tokio::test]
+async fn a_handlers_refusal_in_plain_text_is_a_problem() {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let routes = Routes::new()
+        .route("/query", get(|_: axum::extract::Query<Wanted>| async { "ok" }), Access::public())
+        .route("/json", bff_core::routing::post(|_: axum::Json<Wanted>| async { "ok" }), Access::public())
+        .route(
+            "/taken",
+            get(|| async { (StatusCode::CONFLICT, [("retry-after", "5")], "that name is taken") }),
+            Access::public(),
+        )
+        .route("/bare", get(|| async { StatusCode::FORBIDDEN }), Access::public())
+        .route("/down", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "db at 10.0.0.7 is down") }), Access::public())
+        .route(
+            "/own",
+            get(|| async { (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"mine": true}))).into_response() }),
+            Access::public(),
+        )
+        .route(
+            "/page",
+            get(|| async { (StatusCode::NOT_FOUND, axum::response::Html("<p>gone</p>")) }),
+            Access::public(),
+        );
+    let (server, _, http) = serve(routes).await;
+    let problem = |path: &'static str| {
+        let request = match path {
+            "/json" => http.post(server.url(path)).header("content-type", "application/json").body("{}"),
+            _ => http.get(server.url(path)),
+        };
+        async move {
+            let response = request.header("x-request-id", "r-1").send().await.unwrap();
+            let (status, headers) = (response.status().as_u16(), response.headers().clone());
+            assert_eq!(headers["content-type"], "application/problem+json", "{path}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!((body["status"].as_u64(), body["request_id"].as_str()), (Some(u64::from(status)), Some("r-1")));
+            (status, headers, body)
+        }
+    };
+    let (status, _, body) = problem("/query").await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("BAD_REQUEST")));
+    assert!(body["detail"].as_str().unwrap().contains("missing field `user`"), "{body}");
+    let (status, _, body) = problem("/json").await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("UNPROCESSABLE_CONTENT")));
+    assert!(body["detail"].as_str().unwrap().contains("user"), "{body}");
+    let (status, headers, body) = problem("/taken").await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["detail"].as_str()),
+        (409, Some("CONFLICT"), Some("that name is taken"))
+    );
+    assert_eq!(headers["retry-after"], "5");
+    let (status, _, body) = problem("/bare").await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("FORBIDDEN")));
+    let (status, _, body) = problem("/down").await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("UNAVAILABLE")));
+    assert!(!body.to_string().contains("10.0.0.7"), "internal detail leaked: {body}");
+    // The handler's own types.
+    let own = http.get(server.url("/own")).send().await.unwrap();
+    assert_eq!((own.status().as_u16(), own.text().await.unwrap()), (400, r#"{"mine":true}"#.to_owned()));
+    let page = http.get(server.url("/page")).send().await.unwrap();
+    assert_eq!((page.status().as_u16(), page.text().await.unwrap()), (404, "<p>gone</p>".to_owned()));
+}
+
 #[tokio::test]
 async fn without_an_auth_section_no_route_sees_an_identity() {
     let me = get(|user: bff_core::Identity| async move { user.subject().to_owned() });

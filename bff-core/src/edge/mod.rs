@@ -55,6 +55,8 @@ mod request_id;
 pub(crate) mod shed;
 mod span;
 
+pub(crate) use problem::BareRefusals;
+
 use std::collections::HashMap;
 
 use std::convert::Infallible;
