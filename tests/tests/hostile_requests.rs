@@ -71,6 +71,8 @@ struct Target {
     credential: (&'static str, String),
     /// A request it answers `200` with the credential.
     plain: &'static str,
+    /// Its `cors.allow_origins`.
+    origins: &'static [&'static str],
     /// Prefixes of its passthrough routes, whose answers are the upstream's own.
     passthrough: &'static [&'static str],
 }
@@ -264,7 +266,19 @@ fn header() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
             ]
         ),
         one("if-none-match", vec![b"*", b"W/\"x\"", b"\"", b"W/", b"\"a\", \"b\", *", b"\xff"]),
-        one("origin", vec![b"null", b"https://evil.example", b"http://localhost", b"\xff", b"http://localhost:99999"]),
+        one(
+            "origin",
+            vec![
+                b"null",
+                b"https://evil.example",
+                b"http://localhost",
+                b"\xff",
+                b"http://localhost:99999",
+                b"http://localhost:3000",
+                b"http://localhost:3000.evil.example",
+                b"HTTP://LOCALHOST:3000",
+            ]
+        ),
         one("x-request-id", vec![b"", b"../../etc", b"\xc3\xbc", b"a b", b"{\"json\":1}"]),
         one(
             "content-type",
@@ -280,6 +294,8 @@ fn header() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
         one("x-user-id", vec![b"1", b"admin", b"\xff"]),
         one("host", vec![b"", b"evil.example", b"a@b", b"[::1", b"localhost:99999", b"LOCALHOST."]),
         one("expect", vec![b"100-continue", b"200-ok"]),
+        one("access-control-request-method", vec![b"GET", b"PUT", b"FOO", b"get", b"\xff", b""]),
+        one("access-control-request-headers", vec![b"x-csrf, content-type", b"authorization", b"\xff", b",,,", b"*"]),
         one("upgrade", vec![b"websocket", b"h2c", b"websocket, h2c", b"\xff"]),
         one("sec-websocket-version", vec![b"13", b"8", b"13, 8", b"x"]),
         one("sec-websocket-key", vec![b"dGhlIHNhbXBsZSBub25jZQ==", b"", b"short", b"\xff"]),
@@ -531,6 +547,10 @@ fn judge(target: &Target, request: &Hostile, answer: &Answer) -> Result<(), Test
         prop_assert!(matches!(answer.status, 400 | 414 | 431), "no request id on {}", shown());
         return Ok(());
     };
+    // Only a listed page may read an answer from another origin.
+    if let Some(allowed) = answer.header("access-control-allow-origin") {
+        prop_assert!(target.origins.contains(&allowed), "an answer readable by `{allowed}`: {}", shown());
+    }
     let path = request.target.split('?').next().unwrap_or_default();
     let upstreams_own = target.passthrough.iter().any(|prefix| path.starts_with(prefix));
     let is_problem = answer.header("content-type") == Some("application/problem+json");
@@ -605,6 +625,7 @@ fn the_mobile_bff_answers_every_hostile_request() {
         plain: "/mobile/home",
         paths: &["/mobile/home", "/mobile/orders", "/mobile/orders/{}", "/mobile/products/{}", "/mobile/feed", "/{}"],
         queries: &["fields=name,badge", "fields=recentOrders.id", "cursor=", "limit=2"],
+        origins: &[],
         passthrough: &[],
     });
 }
@@ -631,6 +652,7 @@ fn the_web_bff_answers_every_hostile_request() {
             "/{}",
         ],
         queries: &["fields=profile", "returnUrl=/web/home", "code=x&state=y", "login_hint=someone"],
+        origins: &["http://localhost:3000", "http://127.0.0.1:3000"],
         passthrough: &["/api/catalog/", "/api/uploads", "/api/notifications/"],
     });
 }
@@ -653,6 +675,7 @@ fn the_partner_bff_answers_every_hostile_request() {
             "/{}",
         ],
         queries: &["user=42", "page=2", "limit=2", "cursor=eyJvZmZzZXQiOjJ9", "fields=id"],
+        origins: &[],
         passthrough: &[],
     });
 }
