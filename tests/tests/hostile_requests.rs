@@ -2,8 +2,10 @@
 //! broken escapes, bytes that are not text in every header the gateway reads, forged and broken
 //! credentials, cookies and forwarding headers, deep and broken JSON bodies. Each shipped BFF,
 //! with healthy upstreams, must give every one a whole answer in time and never a server error;
-//! every refusal of its own is a problem document naming its status and request id; and it still
-//! serves afterwards.
+//! every refusal of its own is a problem document naming its status and request id; the request
+//! behind it on the connection gets its own answer; no page of an unlisted origin may read an
+//! answer; an upstream gets an identity header only as the credential verifies it, and never the
+//! browser session's cookies; and the BFF still serves afterwards.
 //!
 //! The requests go over plain TCP as written (a client library would tidy them first), one
 //! connection each; then the same kind over HTTP/2 (h2c), where a client sends what HTTP/1.1
@@ -71,6 +73,8 @@ struct Target {
     credential: (&'static str, String),
     /// A request it answers `200` with the credential.
     plain: &'static str,
+    /// The identity headers an upstream may get, as its credential verifies.
+    identity: &'static [(&'static str, &'static str)],
     /// Its `cors.allow_origins`.
     origins: &'static [&'static str],
     /// Prefixes of its passthrough routes, whose answers are the upstream's own.
@@ -529,6 +533,33 @@ async fn exchange_h2(
     tokio::time::timeout(PATIENCE, exchange).await.map_err(|_| "no whole answer in time".to_owned())?
 }
 
+/// What the demo user's token verifies as, upstream.
+const USER: &[(&str, &str)] = &[("x-user-id", "42"), ("x-user-scopes", "orders profile")];
+
+/// The headers that say who a call is for, which only the gateway sets.
+const IDENTITY: [&str; 3] = ["x-user-id", "x-user-scopes", "x-partner-account"];
+
+/// What reached the upstreams for one request: an identity header only as the credential
+/// verifies it (never a client's own), and never the browser session's cookies.
+fn upstreams_saw(target: &Target, shown: &dyn Fn() -> String) -> Result<(), TestCaseError> {
+    for (service, running) in target.stack.mocks.iter() {
+        let seen = running.stats.snapshot();
+        if seen.requests == 0 {
+            continue;
+        }
+        for name in IDENTITY {
+            if let Some(value) = seen.last_headers.get(name) {
+                let verified = target.identity.iter().any(|(n, v)| *n == name && v == value);
+                prop_assert!(verified, "{service:?} got `{name}: {value}`: {}", shown());
+            }
+        }
+        if let Some(cookie) = seen.last_headers.get("cookie") {
+            prop_assert!(!cookie.contains("__Host-bff-"), "{service:?} got the session's cookies: {}", shown());
+        }
+    }
+    Ok(())
+}
+
 /// What every answer must be.
 fn judge(target: &Target, request: &Hostile, answer: &Answer) -> Result<(), TestCaseError> {
     let shown = || {
@@ -541,6 +572,7 @@ fn judge(target: &Target, request: &Hostile, answer: &Answer) -> Result<(), Test
         )
     };
     prop_assert!(answer.status < 500, "a server error: {}", shown());
+    upstreams_saw(target, &shown)?;
     // An answer without a request id is the HTTP server's own refusal of a request it cannot
     // parse, before any route: a bare 4xx.
     let Some(request_id) = answer.header("x-request-id") else {
@@ -584,6 +616,7 @@ fn attack(builder: StackBuilder, describe: fn(Stack) -> Target) {
     let mut runner = TestRunner::new(config.clone());
     let statuses = std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new());
     let outcome = runner.run(&hostile(&target), |request| {
+        target.stack.reset_stats();
         let answer = exchange(addr, &request.bytes(&target.credential, false), request.method == "HEAD")
             .map_err(|e| TestCaseError::fail(format!("{} {}: {e}", request.method, request.target)))?;
         *statuses.lock().unwrap().entry(answer.status).or_default() += 1;
@@ -594,6 +627,7 @@ fn attack(builder: StackBuilder, describe: fn(Stack) -> Target) {
     }
     // Over HTTP/2, the same kind of requests.
     let outcome = TestRunner::new(config).run(&hostile(&target), |request| {
+        target.stack.reset_stats();
         let answer = runtime
             .block_on(exchange_h2(addr, &request, &target.credential))
             .map_err(|e| TestCaseError::fail(format!("HTTP/2 {} {}: {e}", request.method, request.target)))?;
@@ -623,6 +657,7 @@ fn the_mobile_bff_answers_every_hostile_request() {
         credential: ("authorization", format!("Bearer {}", stack.token())),
         stack,
         plain: "/mobile/home",
+        identity: USER,
         paths: &["/mobile/home", "/mobile/orders", "/mobile/orders/{}", "/mobile/products/{}", "/mobile/feed", "/{}"],
         queries: &["fields=name,badge", "fields=recentOrders.id", "cursor=", "limit=2"],
         origins: &[],
@@ -636,6 +671,7 @@ fn the_web_bff_answers_every_hostile_request() {
         credential: ("authorization", format!("Bearer {}", stack.token())),
         stack,
         plain: "/web/home",
+        identity: USER,
         paths: &[
             "/web/home",
             "/web/products/{}",
@@ -663,6 +699,7 @@ fn the_partner_bff_answers_every_hostile_request() {
         credential: ("x-api-key", bff_demo::PARTNER_PRO_KEY.to_owned()),
         stack,
         plain: "/v2/products/SKU-1",
+        identity: &[("x-partner-account", "demo"), ("x-user-scopes", "orders")],
         paths: &[
             "/v2/orders",
             "/v1/orders",
