@@ -38,13 +38,13 @@ struct Hostile {
 
 impl Hostile {
     /// The request in HTTP/1.1; with `close`, the last on its connection.
-    fn bytes(&self, credential: &(&'static str, String), close: bool) -> Vec<u8> {
+    fn bytes(&self, credential: &[(&'static str, String)], close: bool) -> Vec<u8> {
         let mut out = format!("{} {} HTTP/1.1\r\nhost: localhost\r\n", self.method, self.target);
         if close {
             out.push_str("connection: close\r\n");
         }
-        if self.credential {
-            out.push_str(&format!("{}: {}\r\n", credential.0, credential.1));
+        for (name, value) in credential.iter().filter(|_| self.credential) {
+            out.push_str(&format!("{name}: {value}\r\n"));
         }
         if !self.body.is_empty() || matches!(self.method, "POST" | "PUT" | "PATCH") {
             out.push_str(&format!("content-length: {}\r\n", self.body.len()));
@@ -69,11 +69,11 @@ struct Target {
     paths: &'static [&'static str],
     /// Query parameters its routes take, with values they accept.
     queries: &'static [&'static str],
-    /// Its valid credential, as a header.
-    credential: (&'static str, String),
+    /// Its valid credential, as headers.
+    credential: Vec<(&'static str, String)>,
     /// A request it answers `200` with the credential.
     plain: &'static str,
-    /// The identity headers an upstream may get, as its credential verifies.
+    /// The identity headers an upstream may get, as its credential verifies (`*`: any value).
     identity: &'static [(&'static str, &'static str)],
     /// Its `cors.allow_origins`.
     origins: &'static [&'static str],
@@ -491,14 +491,14 @@ const NOT_IN_HTTP2: [&str; 5] = ["connection", "te", "transfer-encoding", "upgra
 async fn exchange_h2(
     addr: SocketAddr,
     request: &Hostile,
-    credential: &(&'static str, String),
+    credential: &[(&'static str, String)],
 ) -> Result<Option<Answer>, String> {
     use http_body_util::BodyExt as _;
     let Ok(uri) = format!("http://localhost{}", request.target).parse::<http::Uri>() else { return Ok(None) };
     let Ok(method) = http::Method::from_bytes(request.method.as_bytes()) else { return Ok(None) };
     let mut builder = http::Request::builder().method(method).uri(uri);
-    if request.credential {
-        builder = builder.header(credential.0, &credential.1);
+    for (name, value) in credential.iter().filter(|_| request.credential) {
+        builder = builder.header(*name, value);
     }
     for (name, value) in &request.headers {
         if let (false, Ok(value)) = (NOT_IN_HTTP2.contains(name), http::HeaderValue::from_bytes(value)) {
@@ -549,7 +549,7 @@ fn upstreams_saw(target: &Target, shown: &dyn Fn() -> String) -> Result<(), Test
         }
         for name in IDENTITY {
             if let Some(value) = seen.last_headers.get(name) {
-                let verified = target.identity.iter().any(|(n, v)| *n == name && v == value);
+                let verified = target.identity.iter().any(|(n, v)| *n == name && (v == value || *v == "*"));
                 prop_assert!(verified, "{service:?} got `{name}: {value}`: {}", shown());
             }
         }
@@ -563,13 +563,11 @@ fn upstreams_saw(target: &Target, shown: &dyn Fn() -> String) -> Result<(), Test
 /// What every answer must be.
 fn judge(target: &Target, request: &Hostile, answer: &Answer) -> Result<(), TestCaseError> {
     let shown = || {
-        format!(
-            "{} {} -> {} {:?}",
-            request.method,
-            request.target,
-            answer.status,
-            String::from_utf8_lossy(&answer.body)
-        )
+        let body = String::from_utf8_lossy(&answer.body);
+        let body: String = body.chars().take(300).collect();
+        let sent: Vec<String> =
+            request.headers.iter().map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v))).collect();
+        format!("{} {} {sent:?} -> {} {:?} {body:?}", request.method, request.target, answer.status, answer.headers)
     };
     prop_assert!(answer.status < 500, "a server error: {}", shown());
     upstreams_saw(target, &shown)?;
@@ -606,10 +604,10 @@ fn cases() -> u32 {
 }
 
 /// Sends generated requests at the BFF `builder` starts; `target` says how to read it.
-fn attack(builder: StackBuilder, describe: fn(Stack) -> Target) {
+fn attack(builder: StackBuilder, describe: fn(Stack, &tokio::runtime::Runtime) -> Target) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let _entered = runtime.enter();
-    let target = describe(runtime.block_on(builder.start()));
+    let target = describe(runtime.block_on(builder.start()), &runtime);
     let addr: SocketAddr =
         target.stack.bff.url("").trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
     let config = Config { cases: cases(), failure_persistence: None, ..Config::default() };
@@ -653,8 +651,8 @@ fn attack(builder: StackBuilder, describe: fn(Stack) -> Target) {
 
 #[test]
 fn the_mobile_bff_answers_every_hostile_request() {
-    attack(StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app), |stack| Target {
-        credential: ("authorization", format!("Bearer {}", stack.token())),
+    attack(StackBuilder::new(bff_demo::MOBILE_CONFIG, bff_mobile::app), |stack, _| Target {
+        credential: vec![("authorization", format!("Bearer {}", stack.token()))],
         stack,
         plain: "/mobile/home",
         identity: USER,
@@ -665,38 +663,43 @@ fn the_mobile_bff_answers_every_hostile_request() {
     });
 }
 
+/// The web BFF's routes, what they take, and the pages that may call it.
+const WEB_PATHS: &[&str] = &[
+    "/web/home",
+    "/web/products/{}",
+    "/web/notifications/read",
+    "/api/catalog/products/{}",
+    "/api/uploads",
+    "/api/notifications/{}",
+    "/api/notifications/ws",
+    "/bff/login",
+    "/bff/callback",
+    "/bff/user",
+    "/bff/logout",
+    "/app.js",
+    "/{}",
+];
+const WEB_QUERIES: &[&str] = &["fields=profile", "returnUrl=/web/home", "code=x&state=y", "login_hint=someone"];
+const WEB_ORIGINS: &[&str] = &["http://localhost:3000", "http://127.0.0.1:3000"];
+
 #[test]
 fn the_web_bff_answers_every_hostile_request() {
-    attack(StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app), |stack| Target {
-        credential: ("authorization", format!("Bearer {}", stack.token())),
+    attack(StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app), |stack, _| Target {
+        credential: vec![("authorization", format!("Bearer {}", stack.token()))],
         stack,
         plain: "/web/home",
         identity: USER,
-        paths: &[
-            "/web/home",
-            "/web/products/{}",
-            "/web/notifications/read",
-            "/api/catalog/products/{}",
-            "/api/uploads",
-            "/api/notifications/{}",
-            "/api/notifications/ws",
-            "/bff/login",
-            "/bff/callback",
-            "/bff/user",
-            "/bff/logout",
-            "/app.js",
-            "/{}",
-        ],
-        queries: &["fields=profile", "returnUrl=/web/home", "code=x&state=y", "login_hint=someone"],
-        origins: &["http://localhost:3000", "http://127.0.0.1:3000"],
+        paths: WEB_PATHS,
+        queries: WEB_QUERIES,
+        origins: WEB_ORIGINS,
         passthrough: &["/api/catalog/", "/api/uploads", "/api/notifications/"],
     });
 }
 
 #[test]
 fn the_partner_bff_answers_every_hostile_request() {
-    attack(StackBuilder::new(bff_demo::PARTNER_CONFIG, bff_partner::app), |stack| Target {
-        credential: ("x-api-key", bff_demo::PARTNER_PRO_KEY.to_owned()),
+    attack(StackBuilder::new(bff_demo::PARTNER_CONFIG, bff_partner::app), |stack, _| Target {
+        credential: vec![("x-api-key", bff_demo::PARTNER_PRO_KEY.to_owned())],
         stack,
         plain: "/v2/products/SKU-1",
         identity: &[("x-partner-account", "demo"), ("x-user-scopes", "orders")],
@@ -714,5 +717,27 @@ fn the_partner_bff_answers_every_hostile_request() {
         queries: &["user=42", "page=2", "limit=2", "cursor=eyJvZmZzZXQiOjJ9", "fields=id"],
         origins: &[],
         passthrough: &[],
+    });
+}
+
+/// The web BFF with a browser session: its cookie and `X-CSRF` as the page sends them, through
+/// the session's own checks (cookie parsing, CSRF, `Origin`) and its token on the passthrough
+/// routes.
+#[test]
+fn the_web_bff_answers_every_hostile_request_in_a_browser_session() {
+    attack(StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app), |stack, runtime| {
+        let base = stack.bff.url("").trim_end_matches('/').to_owned();
+        let session = runtime.block_on(common::browser::sign_in(&common::browser::browser(), &base, 42));
+        Target {
+            credential: vec![("cookie", format!("{}={session}", common::browser::SESSION)), ("x-csrf", "1".to_owned())],
+            stack,
+            plain: "/web/home",
+            identity: &[("x-user-id", "42"), ("x-user-scopes", "*")],
+            // Not the logout, which would end the session the rest are sent with.
+            paths: Vec::leak(WEB_PATHS.iter().copied().filter(|p| *p != "/bff/logout").collect()),
+            queries: WEB_QUERIES,
+            origins: WEB_ORIGINS,
+            passthrough: &["/api/catalog/", "/api/uploads", "/api/notifications/"],
+        }
     });
 }

@@ -165,6 +165,22 @@ async fn gzip_and_brotli_when_asked() {
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), plain);
 }
 
+/// A client that excludes every coding it could get gets the answer in none (RFC 9110 §12.5.3),
+/// with its status: not a `406` after the handler ran, whatever it excludes.
+#[tokio::test]
+async fn an_answer_no_coding_is_acceptable_for_goes_uncoded_with_its_status() {
+    let stack = mobile().set("shaping.compression_min_bytes", "0").start().await;
+    let plain: Value = stack.get("/mobile/home").await.json().await.unwrap();
+    for refused in ["gzip;q=0, identity;q=0, *;q=0", "br;q=0, gzip;q=0", "gzip;q=0", "identity;q=0", "deflate"] {
+        let response = asking_for(&stack, "/mobile/home", refused).await;
+        assert!(response.headers().get("content-encoding").is_none(), "{refused}");
+        assert_eq!(response.json::<Value>().await.unwrap(), plain, "{refused}");
+    }
+    // The weights decide: gzip over brotli when the client weighs it higher.
+    let weighed = asking_for(&stack, "/mobile/home", "br;q=0.2, gzip;q=0.9").await;
+    assert_eq!(weighed.headers()["content-encoding"], "gzip");
+}
+
 #[tokio::test]
 async fn bodies_under_the_minimum_size_are_not_compressed() {
     let stack = mobile().start().await; // the shipped config: compression_min_bytes = 1024

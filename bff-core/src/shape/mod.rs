@@ -75,7 +75,7 @@ fn shape<S: Inner>(
     request: Request,
     next: S,
 ) -> impl Future<Output = Response> + Send + 'static {
-    let accepted = config.compression.then(|| accepted_encodings(request.headers())).flatten();
+    let accepted = config.compression.then(|| chosen_encoding(request.headers())).flatten();
     FutureExt::then(fields_and_etag(config, request, next), move |response| match accepted {
         // Boxed: the compression layer's future is large, and most answers are not compressed.
         Some(accepted) if !smaller_than(&response, config.compression_min_bytes) => {
@@ -85,12 +85,12 @@ fn shape<S: Inner>(
     })
 }
 
-/// Compresses a finished response with `compression`, as the request's `Accept-Encoding`
-/// (`accepted`) asks. Applied after the rest of shaping, so a body too small to be worth it
-/// never enters the compression layer at all.
-async fn compress(compression: Compression, accepted: HeaderMap, response: Response) -> Response {
+/// Compresses a finished response with `compression` in `encoding` (see [`chosen_encoding`]).
+/// Applied after the rest of shaping, so a body too small to be worth it never enters the
+/// compression layer at all.
+async fn compress(compression: Compression, encoding: HeaderValue, response: Response) -> Response {
     let mut request = Request::new(Body::empty());
-    *request.headers_mut() = accepted;
+    request.headers_mut().insert(header::ACCEPT_ENCODING, encoding);
     let mut response = Some(response);
     // `oneshot` calls the service exactly once, so the response is always there to take.
     let answer = tower::service_fn(move |_: Request| {
@@ -110,25 +110,53 @@ fn smaller_than(response: &Response, min: u64) -> bool {
     size.is_some_and(|size| size < min)
 }
 
-/// The request's `Accept-Encoding` values when they name gzip or brotli.
-fn accepted_encodings(headers: &HeaderMap) -> Option<HeaderMap> {
-    accepts_compression(headers).then(|| {
-        let mut accepted = HeaderMap::new();
-        for value in headers.get_all(header::ACCEPT_ENCODING) {
-            accepted.append(header::ACCEPT_ENCODING, value.clone());
+/// The coding an answer is compressed in: brotli or gzip, whichever the request's
+/// `Accept-Encoding` names with the higher weight (brotli on a tie), or none when it names
+/// neither with a weight above 0 (RFC 9110 §12.5.3). The compression layer is then told that
+/// coding alone. A client that accepts neither gets the answer untouched, in no coding, whatever
+/// else it excludes (`identity;q=0`, `*;q=0`): the layer would answer such a client `406` after
+/// the handler ran, a write included, and with the handler's body; and wrapping the answer for
+/// identity would still hide its length and make it chunked.
+fn chosen_encoding(headers: &HeaderMap) -> Option<HeaderValue> {
+    let (mut br, mut gzip) = (0u16, 0u16);
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let mut parts = item.split(|&b| b == b';');
+            let coding = parts.next().unwrap_or_default().trim_ascii();
+            let weight = parts.find_map(|p| p.trim_ascii().strip_prefix(b"q=")).map_or(Some(1000), weight);
+            let slot = match coding {
+                c if c.eq_ignore_ascii_case(b"br") => &mut br,
+                c if c.eq_ignore_ascii_case(b"gzip") => &mut gzip,
+                _ => continue,
+            };
+            // An entry with a malformed weight is ignored, as an unknown coding is.
+            if let Some(weight) = weight {
+                *slot = (*slot).max(weight);
+            }
         }
-        accepted
-    })
+    }
+    match (br, gzip) {
+        (0, 0) => None,
+        (br, gzip) if br >= gzip => Some(HeaderValue::from_static("br")),
+        _ => Some(HeaderValue::from_static("gzip")),
+    }
 }
 
-/// Whether the client accepts gzip or brotli. A client that accepts neither gets the response
-/// untouched: wrapping it for identity would still hide its length and make it chunked.
-fn accepts_compression(headers: &HeaderMap) -> bool {
-    headers.get_all(header::ACCEPT_ENCODING).iter().any(|value| {
-        value
-            .to_str()
-            .is_ok_and(|v| v.split(',').any(|c| matches!(c.split(';').next().map(str::trim), Some("gzip" | "br"))))
-    })
+/// A weight (`qvalue`, RFC 9110 §12.4.2: `0`, `1`, or up to three decimals), in thousandths.
+fn weight(q: &[u8]) -> Option<u16> {
+    let (whole, fraction) = match q.iter().position(|&b| b == b'.') {
+        Some(dot) => (&q[..dot], &q[dot + 1..]),
+        None => (q, &b""[..]),
+    };
+    if fraction.len() > 3 || !fraction.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let thousandths = fraction.iter().chain(std::iter::repeat(&b'0')).take(3).fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    match whole {
+        b"0" => Some(thousandths),
+        b"1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 /// `fields=` and ETags in one pass over the handler's response: the body is buffered once,
@@ -229,7 +257,7 @@ mod tests {
         let shaped = Middleware::call(&Shape::new(config), request, inner);
         // What the shaped answer waits with besides: the encodings asked for, the compression
         // layer and the config.
-        let beside = size_of::<Option<HeaderMap>>() + size_of::<Compression>() + size_of::<ShapingConfig>();
+        let beside = size_of::<Option<HeaderValue>>() + size_of::<Compression>() + size_of::<ShapingConfig>();
         assert!(
             size_of_val(&shaped) <= size_of_val(&shaping) + beside + 32,
             "shaping is {} bytes, the shaped answer's future {}",
@@ -240,5 +268,32 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
         assert!(response.headers().contains_key(header::ETAG));
+    }
+
+    #[test]
+    fn the_coding_is_the_one_the_client_weighs_highest_of_brotli_and_gzip() {
+        let chosen = |values: &[&[u8]]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(header::ACCEPT_ENCODING, HeaderValue::from_bytes(value).unwrap());
+            }
+            chosen_encoding(&headers).map(|v| v.to_str().unwrap().to_owned())
+        };
+        let some = |coding: &str| Some(coding.to_owned());
+        assert_eq!(chosen(&[b"gzip"]), some("gzip"));
+        assert_eq!(chosen(&[b"gzip, deflate, br"]), some("br"));
+        assert_eq!(chosen(&[b"GZIP ; q=0.5", b"br;q=0.4"]), some("gzip"));
+        assert_eq!(chosen(&[b"br;q=0.001"]), some("br"));
+        assert_eq!(chosen(&[b"gzip;q=1.000, br;q=1"]), some("br"));
+        // Excluded, or never named: no coding, whatever else is excluded.
+        for none in [&b"gzip;q=0"[..], b"gzip;q=0, identity;q=0, *;q=0", b"identity;q=0", b"*", b"deflate", b"", b"\xff"] {
+            assert_eq!(chosen(&[none]), None, "{:?}", String::from_utf8_lossy(none));
+        }
+        assert_eq!(chosen(&[b"gzip;q=0", b"identity;q=0, *;q=0"]), None);
+        // A malformed weight ignores its entry.
+        for odd in [&b"gzip;q=nan"[..], b"gzip;q=2", b"gzip;q=1.5", b"gzip;q=0.1234", b"gzip;q=-1", b"gzip;q=", b"gzip;q=.5"] {
+            assert_eq!(chosen(&[odd]), None, "{:?}", String::from_utf8_lossy(odd));
+        }
+        assert_eq!(chosen(&[b"gzip;q=0.5x, br;q=0.2"]), some("br"));
     }
 }
