@@ -32,6 +32,8 @@ struct Hostile {
     target: String,
     /// Whether the BFF's valid credential is sent (besides whatever `headers` hold).
     credential: bool,
+    /// Whether a body goes with `Content-Type: application/json` (besides `headers`).
+    json: bool,
     headers: Vec<(&'static str, Vec<u8>)>,
     body: Vec<u8>,
 }
@@ -48,6 +50,9 @@ impl Hostile {
         }
         if !self.body.is_empty() || matches!(self.method, "POST" | "PUT" | "PATCH") {
             out.push_str(&format!("content-length: {}\r\n", self.body.len()));
+            if self.json {
+                out.push_str("content-type: application/json\r\n");
+            }
         }
         let mut out = out.into_bytes();
         for (name, value) in &self.headers {
@@ -303,6 +308,7 @@ fn header() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
         one("upgrade", vec![b"websocket", b"h2c", b"websocket, h2c", b"\xff"]),
         one("sec-websocket-version", vec![b"13", b"8", b"13, 8", b"x"]),
         one("sec-websocket-key", vec![b"dGhlIHNhbXBsZSBub25jZQ==", b"", b"short", b"\xff"]),
+        one("idempotency-key", vec![b"k-1", b"k-2", b"", b"\xff", b" ", b"k\t1"]),
         one("x-api-key", vec![b"", b"demo-free-key", b"demo-pro-key\xff", b"demo-pro-key "]),
         (name, long),
     ]
@@ -311,7 +317,9 @@ fn header() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
 fn body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         3 => proptest::sample::select(vec![
-            &b""[..], b"{}", b"{", b"[]", b"null", b"{\"a\":", b"\"\\ud800\"", b"1e999999", b"{\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}",
+            &b""[..], b"{\"user\":\"42\",\"items\":[{\"sku\":\"SKU-0003\",\"qty\":1}]}",
+            b"{\"items\":[{\"sku\":\"SKU-0003\",\"qty\":1},{\"sku\":\"SKU-0003\",\"qty\":2}]}", b"{\"count\":1}",
+            b"{}", b"{", b"[]", b"null", b"{\"a\":", b"\"\\ud800\"", b"1e999999", b"{\"items\":[{\"sku\":\"SKU-1\",\"qty\":1}]}",
             b"{\"items\":[{\"sku\":\"SKU-1\",\"qty\":-1}]}", b"{\"items\":[{\"sku\":\"SKU-1\",\"qty\":1e30}]}",
             b"{\"ids\":[1,2,3]}", b"\xff\xfe", b"{\"a\":1,\"a\":2}",
         ])
@@ -340,10 +348,11 @@ fn hostile(target: &Target) -> impl Strategy<Value = Hostile> {
     ];
     let headers = prop_oneof![Just(Vec::new()), proptest::collection::vec(header(), 1..5)];
     let credential = proptest::bool::weighted(0.8);
-    (method, path(target.paths), query(target.queries), credential, headers, body()).prop_map(
-        |(method, path, query, credential, headers, body)| {
+    let body = (proptest::bool::weighted(0.75), body());
+    (method, path(target.paths), query(target.queries), credential, headers, body).prop_map(
+        |(method, path, query, credential, headers, (json, body))| {
             let body = if matches!(method, "GET" | "HEAD" | "OPTIONS") { Vec::new() } else { body };
-            Hostile { method, target: format!("{path}{query}"), credential, headers, body }
+            Hostile { method, target: format!("{path}{query}"), credential, json, headers, body }
         },
     )
 }
@@ -500,6 +509,9 @@ async fn exchange_h2(
     for (name, value) in credential.iter().filter(|_| request.credential) {
         builder = builder.header(*name, value);
     }
+    if request.json && !request.body.is_empty() {
+        builder = builder.header("content-type", "application/json");
+    }
     for (name, value) in &request.headers {
         if let (false, Ok(value)) = (NOT_IN_HTTP2.contains(name), http::HeaderValue::from_bytes(value)) {
             builder = builder.header(*name, value);
@@ -642,8 +654,14 @@ fn attack(builder: StackBuilder, describe: fn(Stack, &tokio::runtime::Runtime) -
     assert!(ok * 20 >= all, "too few requests got through to be a test of the handlers: {statuses:?}");
     eprintln!("answers by status: {statuses:?}");
     // Still serving, to a plain request with the credential.
-    let plain =
-        Hostile { method: "GET", target: target.plain.to_owned(), credential: true, headers: vec![], body: vec![] };
+    let plain = Hostile {
+        method: "GET",
+        target: target.plain.to_owned(),
+        credential: true,
+        json: false,
+        headers: vec![],
+        body: vec![],
+    };
     let answer = exchange(addr, &plain.bytes(&target.credential, true), false).unwrap();
     assert_eq!(answer.status, 200, "{:?}", String::from_utf8_lossy(&answer.body));
     runtime.block_on(async move { drop(target) });
