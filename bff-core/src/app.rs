@@ -345,8 +345,8 @@ impl Gateway {
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         // One stack of each around the whole router, picked by the dispatch from the route's
         // access: not a layer inside each route, which axum would box and clone on every request.
-        let handlers = ServiceBuilder::new().layer(FilterLayer(edge::BareRefusals)).service(routed.clone());
-        let stacks = protection.stacks(by_address.clone(), handlers);
+        let routed = edge::with_problems(routed);
+        let stacks = protection.stacks(by_address.clone(), routed.clone());
         // Taken before the passthrough routes' methods join them (for CORS and `405`s).
         let handled: Vec<_> = policies
             .iter()
@@ -491,7 +491,7 @@ impl Gateway {
             .fallback(|| async { BffError::NotFound("no route for this path".to_owned()) });
         let access = ["/healthz", "/readyz", "/metrics"].map(|p| (p.to_owned(), Access::public())).into();
         let handled = self.route_table(&access).into_iter().map(|policy| (policy, Box::default()));
-        let dispatch = Dispatch::new(handled, None, None, routed);
+        let dispatch = Dispatch::new(handled, None, None, edge::with_problems(routed));
         // Never shed: operators must see the process when it is busiest.
         edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), self.spans.clone(), None)
     }

@@ -10,20 +10,21 @@
 //! router, which matches the path again to run the handler with its extractors (`Path`): the same
 //! `matchit` table, so the same pattern. A method the route has no handler for goes straight to
 //! the router, which answers `405` with `Allow` whoever asks, as it does a path with no route.
+//! The router's refusals in plain text or with no body, and its handlers', are made problem
+//! documents around it (`edge/problem.rs`), on either path.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::Router;
 use axum::extract::Request;
 use axum::http::Method;
 use axum::response::Response;
-use axum::routing::future::RouteFuture;
 use futures::future::Either;
 use tower::Service;
 
+use crate::edge::ProblemRouter;
 use crate::proxy::{Proxies, Routed};
 use crate::request::RequestMeta;
 use crate::routes::{Access, App, AppFuture, Route};
@@ -72,7 +73,7 @@ pub(crate) struct Dispatch {
     /// endpoints).
     stacks: Option<Stacks>,
     proxied: Option<Proxied>,
-    router: Router,
+    router: ProblemRouter,
 }
 
 impl Dispatch {
@@ -82,7 +83,7 @@ impl Dispatch {
         handlers: impl IntoIterator<Item = (Arc<Route>, Box<[Method]>)>,
         stacks: Option<Stacks>,
         proxied: Option<Proxied>,
-        router: Router,
+        router: ProblemRouter,
     ) -> Self {
         let mut table = matchit::Router::new();
         for (policy, methods) in handlers {
@@ -99,7 +100,7 @@ type Answer = Ready<Result<Response, Infallible>>;
 impl Service<Request> for Dispatch {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<Either<Answer, AppFuture>, RouteFuture<Infallible>>;
+    type Future = Either<Either<Answer, AppFuture>, <ProblemRouter as Service<Request>>::Future>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The router is always ready, and each proxy stack is made ready as it is called.

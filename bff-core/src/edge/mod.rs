@@ -55,7 +55,7 @@ mod request_id;
 pub(crate) mod shed;
 mod span;
 
-pub(crate) use problem::BareRefusals;
+pub(crate) use problem::{ProblemRouter, with_problems};
 
 use std::collections::HashMap;
 

@@ -1,15 +1,16 @@
-//! Problem details as the client sees them: the request id in every problem+json body, axum's
-//! bare `405` turned into one, and so is a handler's refusal in plain text.
+//! Problem details as the client sees them: the request id in every problem+json body, and a
+//! refusal of the router's or a handler's in plain text or with no body (axum's bare `405`, its
+//! extractors' refusals) made one.
 
+use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::FutureExt as _;
 use http_body_util::BodyExt as _;
 
-use crate::error::BffError;
 use crate::identity::REQUEST_ID_HEADER;
-use crate::middleware::Filter;
+use crate::middleware::{Filter, Filtered};
 use crate::problem::{ErrorReport, ErrorSource, MAX_DETAIL_BYTES, Problem};
 
 /// Errors are made without the request id (no task-local state); it is added here.
@@ -24,7 +25,6 @@ impl Filter for ProblemDetails {
     }
 
     fn on_response(id: Option<HeaderValue>, response: &mut Response) {
-        problem_for_bare_405(response);
         if let Some(id) = id {
             with_request_id(response, &id);
         }
@@ -43,25 +43,22 @@ fn with_request_id(response: &mut Response, id: &HeaderValue) {
     *response.body_mut() = axum::body::Body::from(body);
 }
 
-/// axum answers an unsupported method with an empty 405; give it the problem+json body.
-fn problem_for_bare_405(response: &mut Response) {
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED || response.extensions().get::<ErrorReport>().is_some() {
-        return;
-    }
-    let mut problem = BffError::MethodNotAllowed.into_response();
-    if let Some(allow) = response.headers().get(header::ALLOW) {
-        problem.headers_mut().insert(header::ALLOW, allow.clone());
-    }
-    *response = problem;
+/// The router of a BFF's routes (or the admin endpoints), its refusals made problems.
+pub(crate) type ProblemRouter = Filtered<BareRefusals, Router>;
+
+/// `router`, with [`BareRefusals`] around it.
+pub(crate) fn with_problems(router: Router) -> ProblemRouter {
+    tower::Layer::layer(&crate::middleware::FilterLayer(BareRefusals), router)
 }
 
-/// A handler's refusal in plain text made a problem document, as every other refusal is: what
-/// axum's own extractors answer (`axum::Json`, `axum::extract::Query`, … where a handler takes
-/// them rather than `bff_core::extract`'s), or a handler's `(StatusCode, String)`. A 4xx keeps
-/// its text as the detail; a 5xx's text goes to the log only (it may tell what a client should
-/// not read). The answer's other headers are kept (`Allow`, `Retry-After`, …). An answer in any
-/// other type (JSON of the handler's own design, a page) is the handler's choice and left alone.
-/// Around the handler routes only: a passthrough route's answers are its upstream's own.
+/// A refusal of the router's or a handler's in plain text or with no body made a problem
+/// document, as every other refusal is: axum's bare `405` (its `Allow` kept), what axum's own
+/// extractors answer (`axum::Json`, `axum::extract::Query`, … where a handler takes them rather
+/// than `bff_core::extract`'s), or a handler's `(StatusCode, String)`. A 4xx keeps its text as
+/// the detail (else its status's name); a 5xx's text goes to the log only (it may tell what a
+/// client should not read). The answer's other headers are kept (`Allow`, `Retry-After`, …). An
+/// answer in any other type (JSON of the handler's own design, a page) is the handler's choice
+/// and left alone. Around the router only: a passthrough route's answers are its upstream's own.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BareRefusals;
 
@@ -108,7 +105,8 @@ fn as_problem(refusal: Response) -> Response {
         true => (status.canonical_reason().unwrap_or("refused").to_lowercase(), ErrorSource::Downstream),
         false => ("the gateway failed to handle this request".to_owned(), ErrorSource::of(status)),
     };
-    let message = crate::problem::bounded(&format!("a handler answered {status}: {text}"), 4 * MAX_DETAIL_BYTES);
+    let said = if text.is_empty() { format!("a bare {status}") } else { format!("{status} in plain text: {text}") };
+    let message = crate::problem::bounded(&said, 4 * MAX_DETAIL_BYTES);
     let mut problem = Problem::new(status, code, detail).into_response_with(ErrorReport { code, message, source });
     parts.headers.remove(header::CONTENT_TYPE);
     parts.headers.remove(header::CONTENT_LENGTH);
