@@ -122,13 +122,12 @@ fn chosen_encoding(headers: &HeaderMap) -> Option<HeaderValue> {
     for value in headers.get_all(header::ACCEPT_ENCODING) {
         for item in value.as_bytes().split(|&b| b == b',') {
             let mut parts = item.split(|&b| b == b';');
-            let coding = parts.next().unwrap_or_default().trim_ascii();
-            let weight = parts.find_map(|p| p.trim_ascii().strip_prefix(b"q=")).map_or(Some(1000), weight);
-            let slot = match coding {
+            let slot = match parts.next().unwrap_or_default().trim_ascii() {
                 c if c.eq_ignore_ascii_case(b"br") => &mut br,
                 c if c.eq_ignore_ascii_case(b"gzip") => &mut gzip,
                 _ => continue,
             };
+            let weight = parts.find_map(|p| p.trim_ascii().strip_prefix(b"q=")).map_or(Some(1000), weight);
             // An entry with a malformed weight is ignored, as an unknown coding is.
             if let Some(weight) = weight {
                 *slot = (*slot).max(weight);
