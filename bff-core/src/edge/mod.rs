@@ -27,7 +27,7 @@
 //!    server live on.
 //! 9. CORS (tower-http's layer, which a request without `Origin` skips for the headers it would
 //!    get: `cors.rs`), when configured, its preflights answering the methods of the route asked
-//!    about (`cors_methods.rs`); then the dispatch (`crate::dispatch`), which finds the route and
+//!    about (`cors_methods.rs`); then the dispatch (`dispatch.rs`), which finds the route and
 //!    attaches its policies to the request context, and per protected route
 //!    `Cache-Control: private, no-cache` and `Vary` by the credential, then credentials, access,
 //!    limits and shaping.
