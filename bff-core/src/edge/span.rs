@@ -107,11 +107,12 @@ where
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let trace = TraceContext::of_request(request.headers(), self.1.accepts(&request), self.1.sample_ratio);
-        let id = request.headers().get(&REQUEST_ID_HEADER).map(|id| String::from_utf8_lossy(id.as_bytes()));
+        // The request id layer outside keeps only ASCII ids (`request_id.rs`).
+        let id = request.headers().get(&REQUEST_ID_HEADER).and_then(|id| std::str::from_utf8(id.as_bytes()).ok());
         let ids = trace.ids();
         let span = tracing::info_span!(
             "request",
-            id = id.as_deref().unwrap_or_default(),
+            id = id.unwrap_or_default(),
             method = request.method().as_str(),
             path = request.uri().path(),
             trace_id = ids.trace_id(),

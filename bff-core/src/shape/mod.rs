@@ -31,6 +31,12 @@ use crate::request::route_of;
 /// The largest response body the shaping layers buffer; larger ones pass through unshaped.
 pub const MAX_SHAPED_BODY: usize = 4 * 1024 * 1024;
 
+/// Room made in a shaped answer's header map for the headers added to it from here out (the
+/// ETag, `Vary` and `Cache-Control`, the request id, `X-Content-Type-Options`, a `RateLimit` pair):
+/// made while it holds the handler's two or so, where growing it later, at its seventh, rehashes
+/// and moves every header it holds by then.
+const ANSWER_HEADERS: usize = 10;
+
 /// The shaping middleware: `fields=`, ETags and compression, as `config` switches them on.
 ///
 /// One middleware rather than one per concern: each layer costs at least a boxed future per
@@ -180,6 +186,7 @@ async fn fields_and_etag<S: Inner>(config: ShapingConfig, request: Request, next
         Ok(split) => split,
         Err(untouched) => return untouched,
     };
+    parts.headers.reserve(ANSWER_HEADERS);
     if let Some(fields) = &fields {
         let Ok(value) = crate::json::from_bytes::<Value>(&body) else {
             return Response::from_parts(parts, Body::from(body));
