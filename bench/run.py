@@ -181,6 +181,10 @@ def home_variants():
         Case("mobile-home-otlp-all", "bff-mobile", "/mobile/home", env=otlp(1.0), baselines=base),
         # TLS termination: HTTPS from the load generator (HTTP/1.1, kept-alive connections).
         Case("mobile-home-tls", "bff-mobile", "/mobile/home", env=TLS, baselines=base, tls=True),
+        # The same with a host name browsers keep HSTS for: `Strict-Transport-Security` on every
+        # answer (on by default with TLS; `mobile-home-tls` asks for 127.0.0.1, which gets none).
+        Case("mobile-home-tls-hsts", "bff-mobile", "/mobile/home", env=TLS, baselines=("mobile-home-tls",), tls=True,
+             headers=("Host: bff.test",)),
     ]
 
 

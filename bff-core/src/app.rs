@@ -468,7 +468,9 @@ impl Gateway {
         let cors = self.config.cors.as_ref().map(|cors| (cors_layer(cors), methods));
         // The edge and CORS wrap the dispatch once, rather than each route.
         let shed = Shed::new(self.config.server.max_in_flight_requests, &self.metrics);
-        let front = edge::Front { cors, shed };
+        // Only with `[tls]`: a browser ignores the header over plain HTTP (RFC 6797 §8.1).
+        let hsts = self.config.tls.as_ref().and_then(|_| edge::hsts::Hsts::new(&self.config.hsts));
+        let front = edge::Front { cors, shed, hsts };
         edge::wrap(dispatch, &self.config, self.route_policies(), self.metrics.clone(), self.spans.clone(), Some(front))
     }
 

@@ -31,7 +31,12 @@ impl Ca {
 
     /// A leaf certificate and its key, PEM.
     fn leaf(&self) -> (String, String) {
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        self.leaf_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// A leaf certificate for `names` and its key, PEM.
+    fn leaf_for(&self, names: &[&str]) -> (String, String) {
+        let params = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
@@ -268,4 +273,75 @@ async fn an_upstream_with_its_own_ca_and_a_client_certificate() {
     assert!(error.to_string().contains("upstreams.secure.tls.key"), "{error}");
     let error = gateway_with(section(&format!("ca = {:?}", dir.join("nope.pem")))).await.unwrap_err();
     assert!(error.to_string().contains("upstreams.secure.tls.ca") && error.to_string().contains("nope.pem"), "{error}");
+}
+
+/// A BFF that serves TLS tells browsers to keep to HTTPS: `Strict-Transport-Security` on every
+/// answer for its name, a route's and a refusal's, over HTTP/2 and HTTP/1.1, as `[hsts]` says;
+/// never for `localhost` or an address, and none with `enabled = false`.
+#[tokio::test]
+async fn a_bff_serving_tls_tells_browsers_to_keep_to_https() {
+    bff_core::install_crypto_provider();
+    let ca = Ca::new("hsts ca");
+    let dir = scratch("hsts");
+    let (cert, key) = write_pair(&dir, &ca.leaf_for(&["bff.test", "localhost", "127.0.0.1"]));
+    let serve = |hsts: &'static str| {
+        let config = format!("listen = \"127.0.0.1:0\"\n{hsts}\n[tls]\ncert = {cert:?}\nkey = {key:?}\n");
+        async move {
+            let gateway = gateway_with(config).await.unwrap();
+            let hello = bff_core::routing::get(|| async { "hello" });
+            let routes = bff_core::Routes::new().route("/hello", hello, bff_core::Access::public());
+            let router = gateway.router(routes).unwrap();
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<bff_core::Signal>();
+            let shutdown = async move { stopped.await.unwrap_or(bff_core::Signal::Interrupt) };
+            tokio::spawn(async move { gateway.serve(listener, None, router, shutdown).await });
+            (addr, stop)
+        }
+    };
+    let hsts_of = |addr: SocketAddr, host: &'static str, path: &'static str, http1_only: bool| {
+        let ca = &ca;
+        async move {
+            let mut builder = reqwest::Client::builder()
+                .no_proxy()
+                .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
+                .resolve(host, addr);
+            if http1_only {
+                builder = builder.http1_only();
+            }
+            let url = format!("https://{host}:{}{path}", addr.port());
+            let response = builder.build().unwrap().get(url).send().await.unwrap();
+            let value = response.headers().get("strict-transport-security").map(|v| v.to_str().unwrap().to_owned());
+            (response.status().as_u16(), value)
+        }
+    };
+    let year = Some("max-age=31536000".to_owned());
+    let (addr, _stop) = serve("").await;
+    for http1_only in [false, true] {
+        assert_eq!(hsts_of(addr, "bff.test", "/hello", http1_only).await, (200, year.clone()));
+        assert_eq!(hsts_of(addr, "bff.test", "/nope", http1_only).await, (404, year.clone()));
+        assert_eq!(hsts_of(addr, "localhost", "/hello", http1_only).await, (200, None));
+    }
+    let by_address = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let response = by_address.get(format!("https://127.0.0.1:{}/hello", addr.port())).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("strict-transport-security").is_none());
+    let (addr, _stop) = serve("[hsts]\nmax_age = \"730d\"\ninclude_subdomains = true\npreload = true").await;
+    let two_years = Some("max-age=63072000; includeSubDomains; preload".to_owned());
+    assert_eq!(hsts_of(addr, "bff.test", "/hello", false).await, (200, two_years));
+    let (addr, _stop) = serve("[hsts]\nenabled = false").await;
+    assert_eq!(hsts_of(addr, "bff.test", "/hello", false).await, (200, None));
+    // Preloading asks for a year and every subdomain, or the BFF does not start.
+    let error = config_of("listen = \"127.0.0.1:0\"\n[hsts]\npreload = true\n").unwrap_err();
+    assert!(error.contains("hsts.preload") && error.contains("include_subdomains"), "{error}");
+}
+
+/// The configuration `text` loads as, or the loader's message.
+fn config_of(text: &str) -> Result<bff_core::config::Config, String> {
+    let source = bff_core::config::ConfigSource { name: "test".into(), text: text.to_owned() };
+    bff_core::config::load(&source, &bff_core::config::Overrides::default()).map_err(|e| e.to_string())
 }

@@ -55,6 +55,9 @@ pub struct Config {
     /// HTTPS on `listen`; absent means plain HTTP (h2c and HTTP/1.1).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// `Strict-Transport-Security` on the answers of a `tls` listener (on by default with it).
+    #[serde(default)]
+    pub hsts: HstsConfig,
     /// Values every upstream and route gets unless its own section says otherwise.
     #[serde(default)]
     pub defaults: Defaults,
@@ -111,6 +114,42 @@ pub struct TlsConfig {
     /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
     pub key: std::path::PathBuf,
 }
+
+/// `Strict-Transport-Security` (RFC 6797) on every answer of a listener that serves TLS
+/// (`[tls]`): a browser that has seen it goes to the host over HTTPS only, for `max_age`, whatever
+/// `http://` link or typed address would take it there. Not sent for `localhost` or an address,
+/// nor by a listener without `[tls]` (behind a proxy that terminates TLS, the proxy sends it).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HstsConfig {
+    /// Whether it is sent at all (with `[tls]`).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How long browsers keep to HTTPS (`max-age`, whole seconds); `0s` tells them to forget.
+    #[serde(with = "humantime_serde", default = "default_hsts_max_age")]
+    pub max_age: Duration,
+    /// Whether every subdomain of the host is held to HTTPS too (`includeSubDomains`).
+    #[serde(default)]
+    pub include_subdomains: bool,
+    /// Whether the host asks to be in browsers' built-in lists (`preload`): needs
+    /// `include_subdomains` and a `max_age` of a year or more, and is hard to undo.
+    #[serde(default)]
+    pub preload: bool,
+}
+
+impl Default for HstsConfig {
+    fn default() -> Self {
+        Self { enabled: true, max_age: default_hsts_max_age(), include_subdomains: false, preload: false }
+    }
+}
+
+/// A year: the least the browsers' preload lists take, and what most guides advise.
+fn default_hsts_max_age() -> Duration {
+    Duration::from_secs(HSTS_YEAR_SECS)
+}
+
+const HSTS_YEAR_SECS: u64 = 365 * 24 * 60 * 60;
 
 /// The admin listener: operators' endpoints, apart from client traffic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -804,6 +843,10 @@ impl Config {
             }
         }
         self.validate_server()?;
+        if self.hsts.preload && !(self.hsts.include_subdomains && self.hsts.max_age.as_secs() >= HSTS_YEAR_SECS) {
+            let why = "`preload` needs `include_subdomains = true` and a `max_age` of a year (`365d`) or more";
+            return Err(("hsts.preload".into(), why.into()));
+        }
         self.validate_limits()?;
         let ratio = self.tracing.sample_ratio;
         if !(0.0..=1.0).contains(&ratio) {

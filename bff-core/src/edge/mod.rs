@@ -32,7 +32,8 @@
 //!    `Cache-Control: private, no-cache` and `Vary` by the credential, then credentials, access,
 //!    limits and shaping.
 //!
-//! Around them all, `X-Content-Type-Options: nosniff` on every answer, in the request id's layer.
+//! Around them all, `X-Content-Type-Options: nosniff` on every answer, in the request id's layer;
+//! and on a client listener that serves TLS, `Strict-Transport-Security` (`hsts.rs`).
 //!
 //! Each is a [`Filter`](crate::middleware::Filter), the same trait a BFF crate writes its own
 //! policies with (a concrete future, no box, the inner service called in place), except the span
@@ -47,6 +48,7 @@ mod context;
 mod cors;
 mod cors_methods;
 mod host;
+pub(crate) mod hsts;
 mod limits;
 mod normalize;
 mod panic;
@@ -99,6 +101,8 @@ pub(crate) struct Front {
     pub(crate) cors: Option<(CorsLayer, HashMap<String, Vec<Method>>)>,
     /// Load shedding, when configured.
     pub(crate) shed: Option<shed::Shed>,
+    /// `Strict-Transport-Security`, when the listener serves TLS and `[hsts]` is on.
+    pub(crate) hsts: Option<hsts::Hsts>,
 }
 
 /// Wraps `routed` (the dispatch to the routes) in the inbound stack of the module docs.
@@ -117,7 +121,7 @@ where
     S::Future: Send + 'static,
 {
     let hosts = host::OneHost::new(if front.is_some() { &config.server.allowed_hosts } else { &[] });
-    let (cors, shed) = front.map_or((None, None), |front| (front.cors, front.shed));
+    let (cors, shed, hsts) = front.map_or((None, None, None), |front| (front.cors, front.shed, front.hsts));
     let (cors, cors_methods) = match cors {
         Some((layer, methods)) => {
             (Some(cors::CorsLayer::new(layer)), Some(FilterLayer(cors_methods::CorsMethods::new(methods))))
@@ -132,7 +136,7 @@ where
         (access_log::AccessLog(metrics), (problem::ProblemDetails, (shed, (limits, (hosts, normalize::Normalize))))),
     );
     let stack = ServiceBuilder::new()
-        .layer(FilterLayer((NoSniff, request_id::RequestIds)))
+        .layer(FilterLayer((NoSniff, (hsts, request_id::RequestIds))))
         .layer(span::SpanLayer::new(&config.tracing, &config.server.trusted_proxies, spans, policies))
         .layer(FilterLayer(filters))
         .layer(panic::CatchPanicLayer)
