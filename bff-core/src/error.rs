@@ -162,6 +162,10 @@ impl BffError {
     }
 }
 
+/// The code of a body sent in a content coding the endpoint does not read (415): its answer says
+/// which it reads, `Accept-Encoding: identity` (RFC 9110 §12.5.3).
+pub(crate) const UNSUPPORTED_CONTENT_ENCODING: &str = "UNSUPPORTED_CONTENT_ENCODING";
+
 impl IntoResponse for BffError {
     fn into_response(self) -> Response {
         if let Self::Auth(e) = self {
@@ -170,9 +174,13 @@ impl IntoResponse for BffError {
         let problem = self.problem();
         let report = ErrorReport { code: problem.code, message: self.to_string(), source: self.source_kind() };
         let retry_soon = matches!(self, Self::Unavailable { .. });
+        let identity_only = problem.code == UNSUPPORTED_CONTENT_ENCODING;
         let mut response = problem.into_response_with(report);
         if retry_soon {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if identity_only {
+            response.headers_mut().insert(axum::http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         }
         response
     }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::body::{CollectError, collect};
 use tokio::time::Instant;
 
-use crate::error::BffError;
+use crate::error::{BffError, UNSUPPORTED_CONTENT_ENCODING};
 pub use crate::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 pub use crate::request::MAX_JSON_BODY;
 use crate::request::{RequestMeta, route_of};
@@ -27,7 +27,9 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// Refuses a body that is not declared JSON (`Content-Type: application/json` or
 /// `application/*+json`) with 415 `UNSUPPORTED_MEDIA_TYPE`, one over the limit with 413
-/// `BODY_TOO_LARGE` (before reading it, when its `Content-Length` says so), one still arriving at
+/// `BODY_TOO_LARGE` (before reading it, when its `Content-Length` says so), one sent compressed
+/// (`Content-Encoding` other than `identity`) with 415 `UNSUPPORTED_CONTENT_ENCODING` and
+/// `Accept-Encoding: identity`, rather than read as if it were not, one still arriving at
 /// the deadline with 408 `BODY_TIMEOUT` (a client trickling a body cannot hold a handler), and one
 /// that is not a `T` with 400 `INVALID_BODY`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -41,6 +43,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         if !headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json) {
             let detail = "the body must be JSON (Content-Type: application/json)";
             return Err(BffError::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", detail));
+        }
+        if let Some(coding) = content_coding(headers) {
+            let detail = format!(
+                "the body is sent in the `{}` content coding, which this endpoint does not read: send it uncompressed",
+                crate::problem::bounded(coding, 32)
+            );
+            return Err(BffError::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, UNSUPPORTED_CONTENT_ENCODING, detail));
         }
         let route = route_of(request.extensions());
         let (deadline, limit) = match request.extensions().get::<Arc<RequestMeta>>() {
@@ -72,6 +81,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             BffError::bad_request("INVALID_BODY", detail)
         })
     }
+}
+
+/// The first content coding other than `identity` that `Content-Encoding` names, as sent. Read as
+/// bytes: a value that is not text names a coding all the same (and one no endpoint reads).
+fn content_coding(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity"))
+        .map(|coding| std::str::from_utf8(coding).unwrap_or("(not text)"))
 }
 
 /// `application/json` or `application/<anything>+json`, parameters allowed.
@@ -142,6 +163,28 @@ mod tests {
         assert_eq!(code(extract(None, "{}").await), (415, "UNSUPPORTED_MEDIA_TYPE"));
         assert_eq!(code(extract(Some("text/plain"), "{}").await), (415, "UNSUPPORTED_MEDIA_TYPE"));
         assert_eq!(code(extract(Some("application/json"), "{").await), (400, "INVALID_BODY"));
+        // A body in a content coding is refused, not read as if it had none; `identity` is none.
+        let coded = |codings: &[&[u8]]| {
+            let mut request =
+                Request::builder().method("POST").uri("/").header(header::CONTENT_TYPE, "application/json");
+            for coding in codings {
+                request =
+                    request.header(header::CONTENT_ENCODING, axum::http::HeaderValue::from_bytes(coding).unwrap());
+            }
+            Json::<Order>::from_request(request.body(Body::from(r#"{"items":[1]}"#)).unwrap(), &())
+        };
+        for codings in [&[&b"gzip"[..]][..], &[b"br"], &[b"identity, GZIP"], &[b"identity", b"x-\xff"], &[b" deflate "]]
+        {
+            let e = coded(codings).await.unwrap_err();
+            assert_eq!((e.status().as_u16(), e.code()), (415, "UNSUPPORTED_CONTENT_ENCODING"), "{codings:?}");
+            let answer = axum::response::IntoResponse::into_response(e);
+            assert_eq!(answer.headers()[header::ACCEPT_ENCODING], "identity");
+        }
+        for codings in [&[][..], &[&b"identity"[..]], &[b"IDENTITY", b""], &[b" , identity"]] {
+            assert_eq!(coded(codings).await.unwrap().0.items, [1], "{codings:?}");
+        }
+        let e = coded(&[b"gzip"]).await.unwrap_err();
+        assert!(e.to_string().contains("`gzip`"), "{e}");
         assert_eq!(code(extract(Some("application/json"), r#"{"items":"x"}"#).await), (400, "INVALID_BODY"));
         // Bytes that are not UTF-8 are not JSON text, and the detail says so.
         let e = extract(Some("application/json"), &b"{\"items\":[1],\"x\":\"\xff\"}"[..]).await.unwrap_err();

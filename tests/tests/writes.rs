@@ -133,6 +133,17 @@ async fn bodies_are_typed_bounded_and_authenticated() {
     let url = stack.bff.url("/mobile/orders");
     let plain = stack.http.post(&url).bearer_auth(stack.token()).header("content-type", "text/plain").body("{}");
     problem(plain.send().await.unwrap(), 415, "UNSUPPORTED_MEDIA_TYPE").await;
+    // A body said to be compressed is refused, not read as if it were not: the same JSON with
+    // `Content-Encoding: gzip` would otherwise be an order here and garbage to anything in front
+    // that decodes it. Nothing is written.
+    let before = orders_of_42(&stack).await.len();
+    let order = r#"{"items":[{"sku":"SKU-0001","qty":1}]}"#;
+    let coded = stack.http.post(&url).bearer_auth(stack.token()).header("content-type", "application/json");
+    let coded = coded.header("content-encoding", "gzip").header("idempotency-key", "coded-1").body(order);
+    let response = coded.send().await.unwrap();
+    assert_eq!(response.headers()["accept-encoding"], "identity");
+    problem(response, 415, "UNSUPPORTED_CONTENT_ENCODING").await;
+    assert_eq!(orders_of_42(&stack).await.len(), before, "nothing was written");
     let huge = format!(r#"{{"items":[{}]}}"#, r#"{"sku":"SKU-0001","qty":1},"#.repeat(4_000));
     let large = stack.http.post(&url).bearer_auth(stack.token()).header("content-type", "application/json").body(huge);
     problem(large.send().await.unwrap(), 413, "BODY_TOO_LARGE").await;
