@@ -303,6 +303,7 @@ fn header() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
         one("x-user-id", vec![b"1", b"admin", b"\xff"]),
         one("host", vec![b"", b"evil.example", b"a@b", b"[::1", b"localhost:99999", b"LOCALHOST."]),
         one("expect", vec![b"100-continue", b"200-ok"]),
+        one("content-encoding", vec![b"gzip", b"identity", b"br, identity", b"", b"\xff", b"IDENTITY"]),
         one("access-control-request-method", vec![b"GET", b"PUT", b"FOO", b"get", b"\xff", b""]),
         one("access-control-request-headers", vec![b"x-csrf, content-type", b"authorization", b"\xff", b",,,", b"*"]),
         one("upgrade", vec![b"websocket", b"h2c", b"websocket, h2c", b"\xff"]),
