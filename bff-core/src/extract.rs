@@ -25,7 +25,7 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A JSON request body decoded as `T`, read under its route's body limit and the request's
 /// deadline.
 ///
-/// Refuses a body that is not declared JSON (`Content-Type: application/json` or
+/// Refuses a body that is not declared JSON (one `Content-Type: application/json` or
 /// `application/*+json`) with 415 `UNSUPPORTED_MEDIA_TYPE`, one over the limit with 413
 /// `BODY_TOO_LARGE` (before reading it, when its `Content-Length` says so), one sent compressed
 /// (`Content-Encoding` other than `identity`) with 415 `UNSUPPORTED_CONTENT_ENCODING` and
@@ -40,7 +40,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let headers = request.headers();
-        if !headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json) {
+        let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+        let (content_type, another) = (types.next(), types.next());
+        if another.is_some() {
+            // One field (RFC 9110 §8.3): a proxy in front may read the other.
+            let detail = "the request has more than one Content-Type; it must have one";
+            return Err(BffError::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", detail));
+        }
+        if !content_type.and_then(|v| v.to_str().ok()).is_some_and(is_json) {
             let detail = "the body must be JSON (Content-Type: application/json)";
             return Err(BffError::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", detail));
         }
@@ -163,6 +170,17 @@ mod tests {
         assert_eq!(code(extract(None, "{}").await), (415, "UNSUPPORTED_MEDIA_TYPE"));
         assert_eq!(code(extract(Some("text/plain"), "{}").await), (415, "UNSUPPORTED_MEDIA_TYPE"));
         assert_eq!(code(extract(Some("application/json"), "{").await), (400, "INVALID_BODY"));
+        // Two types, whichever comes first, are refused: what is in front may read the other.
+        for types in [["application/json", "text/plain"], ["text/plain", "application/json"]] {
+            let mut request = Request::builder().method("POST").uri("/");
+            for content_type in types {
+                request = request.header(header::CONTENT_TYPE, content_type);
+            }
+            let e = Json::<Order>::from_request(request.body(Body::from(r#"{"items":[1]}"#)).unwrap(), &()).await;
+            let e = e.unwrap_err();
+            assert_eq!((e.status().as_u16(), e.code()), (415, "UNSUPPORTED_MEDIA_TYPE"), "{types:?}");
+            assert!(e.to_string().contains("more than one"), "{e}");
+        }
         // A body in a content coding is refused, not read as if it had none; `identity` is none.
         let coded = |codings: &[&[u8]]| {
             let mut request =
