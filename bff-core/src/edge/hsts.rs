@@ -58,19 +58,18 @@ impl Filter for Hsts {
 /// Whether browsers keep HSTS for `host` (a `Host` value, port and all): a name, and not
 /// `localhost` or one of its subdomains (RFC 6761 §6.3).
 fn kept_for(host: &[u8]) -> bool {
+    const LOCALHOST: &[u8] = b"localhost";
     // An IPv6 address is bracketed; a name has no `[`.
-    let Ok(host) = std::str::from_utf8(host) else { return false };
-    if host.starts_with('[') {
+    if host.first() == Some(&b'[') {
         return false;
     }
-    let name = host.rsplit_once(':').map_or(host, |(name, _port)| name);
-    let name = name.strip_suffix('.').unwrap_or(name);
-    let localhost = |n: &str| {
-        n.eq_ignore_ascii_case("localhost")
-            || n.len() > ".localhost".len()
-                && n.get(n.len() - ".localhost".len()..).is_some_and(|end| end.eq_ignore_ascii_case(".localhost"))
-    };
-    !(name.is_empty() || name.parse::<Ipv4Addr>().is_ok() || localhost(name))
+    let name = host.iter().rposition(|&b| b == b':').map_or(host, |colon| &host[..colon]);
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    let under_localhost = name.len() > LOCALHOST.len()
+        && name[name.len() - LOCALHOST.len()..].eq_ignore_ascii_case(LOCALHOST)
+        && name[name.len() - LOCALHOST.len() - 1] == b'.';
+    let address = std::str::from_utf8(name).is_ok_and(|name| name.parse::<Ipv4Addr>().is_ok());
+    !(name.is_empty() || name.eq_ignore_ascii_case(LOCALHOST) || under_localhost || address || !name.is_ascii())
 }
 
 #[cfg(test)]
