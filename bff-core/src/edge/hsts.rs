@@ -6,7 +6,7 @@
 //! (RFC 6797 §8.1.1), and one visit to a developer's `https://localhost` would hold every app on
 //! that name to HTTPS for a year.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
@@ -58,18 +58,20 @@ impl Filter for Hsts {
 /// Whether browsers keep HSTS for `host` (a `Host` value, port and all): a name, and not
 /// `localhost` or one of its subdomains (RFC 6761 §6.3).
 fn kept_for(host: &[u8]) -> bool {
-    const LOCALHOST: &[u8] = b"localhost";
-    // An IPv6 address is bracketed; a name has no `[`.
-    if host.first() == Some(&b'[') {
-        return false;
-    }
-    let name = host.iter().rposition(|&b| b == b':').map_or(host, |colon| &host[..colon]);
-    let name = name.strip_suffix(b".").unwrap_or(name);
-    let under_localhost = name.len() > LOCALHOST.len()
-        && name[name.len() - LOCALHOST.len()..].eq_ignore_ascii_case(LOCALHOST)
-        && name[name.len() - LOCALHOST.len() - 1] == b'.';
-    let address = std::str::from_utf8(name).is_ok_and(|name| name.parse::<Ipv4Addr>().is_ok());
-    !(name.is_empty() || name.eq_ignore_ascii_case(LOCALHOST) || under_localhost || address || !name.is_ascii())
+    const LOCALHOST: &[u8] = b".localhost";
+    let name = crate::request::name_of(host);
+    let under_localhost = |name: &[u8]| {
+        name.len() >= LOCALHOST.len() && {
+            let (_, end) = name.split_at(name.len() - LOCALHOST.len());
+            end.eq_ignore_ascii_case(LOCALHOST)
+        }
+    };
+    let address = std::str::from_utf8(name).is_ok_and(|name| name.parse::<IpAddr>().is_ok());
+    !(name.is_empty()
+        || !name.is_ascii()
+        || address
+        || name.eq_ignore_ascii_case(&LOCALHOST[1..])
+        || under_localhost(name))
 }
 
 #[cfg(test)]
