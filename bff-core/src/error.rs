@@ -40,6 +40,11 @@ pub enum BffError {
         /// What is wrong, for people.
         detail: String,
     },
+    /// The request body is in a content coding the endpoint does not read: a 415
+    /// `UNSUPPORTED_CONTENT_ENCODING` whose answer says which it reads, `Accept-Encoding:
+    /// identity` (RFC 9110 §12.5.3).
+    #[error("{0}")]
+    UnsupportedContentEncoding(String),
     /// The resource does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -112,6 +117,7 @@ impl BffError {
             Self::Auth(e) => e.status(),
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Rejected { status, .. } => *status,
+            Self::UnsupportedContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -125,6 +131,7 @@ impl BffError {
             Self::Upstream(e) => e.code(),
             Self::Auth(e) => e.code(),
             Self::BadRequest { code, .. } | Self::Rejected { code, .. } | Self::Unavailable { code, .. } => code,
+            Self::UnsupportedContentEncoding(_) => "UNSUPPORTED_CONTENT_ENCODING",
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::Internal(_) => "INTERNAL_ERROR",
@@ -141,6 +148,7 @@ impl BffError {
             Self::Auth(_)
             | Self::BadRequest { .. }
             | Self::Rejected { .. }
+            | Self::UnsupportedContentEncoding(_)
             | Self::NotFound(_)
             | Self::MethodNotAllowed => ErrorSource::Downstream,
             Self::Internal(_) => ErrorSource::Internal,
@@ -162,10 +170,6 @@ impl BffError {
     }
 }
 
-/// The code of a body sent in a content coding the endpoint does not read (415): its answer says
-/// which it reads, `Accept-Encoding: identity` (RFC 9110 §12.5.3).
-pub(crate) const UNSUPPORTED_CONTENT_ENCODING: &str = "UNSUPPORTED_CONTENT_ENCODING";
-
 impl IntoResponse for BffError {
     fn into_response(self) -> Response {
         if let Self::Auth(e) = self {
@@ -174,7 +178,7 @@ impl IntoResponse for BffError {
         let problem = self.problem();
         let report = ErrorReport { code: problem.code, message: self.to_string(), source: self.source_kind() };
         let retry_soon = matches!(self, Self::Unavailable { .. });
-        let identity_only = problem.code == UNSUPPORTED_CONTENT_ENCODING;
+        let identity_only = matches!(self, Self::UnsupportedContentEncoding(_));
         let mut response = problem.into_response_with(report);
         if retry_soon {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));

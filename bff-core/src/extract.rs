@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::body::{CollectError, collect};
 use tokio::time::Instant;
 
-use crate::error::{BffError, UNSUPPORTED_CONTENT_ENCODING};
+use crate::error::BffError;
 pub use crate::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 pub use crate::request::MAX_JSON_BODY;
 use crate::request::{RequestMeta, route_of};
@@ -56,7 +56,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 "the body is sent in the `{}` content coding, which this endpoint does not read: send it uncompressed",
                 crate::problem::bounded(coding, 32)
             );
-            return Err(BffError::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, UNSUPPORTED_CONTENT_ENCODING, detail));
+            return Err(BffError::UnsupportedContentEncoding(detail));
         }
         let route = route_of(request.extensions());
         let (deadline, limit) = match request.extensions().get::<Arc<RequestMeta>>() {
