@@ -111,6 +111,34 @@ async fn a_reload_that_leaves_an_upstream_as_it_was_leaves_its_breaker_open() {
     assert_eq!(notifications.stats.snapshot().requests, calls, "the reload closed the breaker");
 }
 
+/// What the listeners were opened with takes a restart; what each request reads reloads. A
+/// reload that changes both applies the second and keeps the first as started: a `[tls]` whose
+/// files do not exist is not even read, and the listener goes on in plain HTTP with the new
+/// `allowed_hosts`. A deadline that only the new, kept-back idle timeout would allow is refused.
+#[tokio::test]
+async fn a_reload_applies_what_requests_read_and_keeps_what_the_listener_was_opened_with() {
+    let Mobile { mocks: _mocks, text, bff, reloader, http, token, .. } = Mobile::start("").await;
+    let home = |host: &'static str| {
+        let request = http.get(bff.url("/mobile/home")).bearer_auth(&token).header("host", host);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(home("elsewhere.test").await, 200);
+    let started = text.lock().unwrap().clone();
+
+    let both = "\n[server]\nallowed_hosts = [\"bff.test\"]\nmax_connections = 7\n\
+        [tls]\ncert = \"/nonexistent/bff.pem\"\nkey = \"/nonexistent/bff-key.pem\"\n";
+    text.lock().unwrap().push_str(both);
+    reloader.reload().await.expect("the TLS files are not read: `tls` is kept as started");
+    assert_eq!(home("elsewhere.test").await, 421, "the new allowed_hosts");
+    assert_eq!(home("bff.test").await, 200, "still plain HTTP");
+
+    let longer = "\n[server]\nidle_timeout = \"2m\"\n[defaults]\ndeadline = \"90s\"\n";
+    *text.lock().unwrap() = format!("{started}{longer}");
+    let error = reloader.reload().await.expect_err("a deadline over the idle timeout in force").to_string();
+    assert!(error.contains("server.idle_timeout") && error.contains("kept as started"), "{error}");
+    assert_eq!(home("elsewhere.test").await, 421, "the refused reload changed nothing");
+}
+
 /// Issue 25, process faults under load: an upstream instance taken out of the config and put
 /// back, each by a reload, while sixteen clients keep calling. No request fails; the removed
 /// instance gets no call once the requests in flight on the old table have ended, and gets

@@ -489,15 +489,6 @@ impl Default for TracingConfig {
     }
 }
 
-impl TracingConfig {
-    /// Whether `other` exports the same way: a change in export takes a restart.
-    pub(crate) fn same_export(&self, other: &Self) -> bool {
-        let export = |c: &Self| (c.otlp_endpoint.clone(), c.otlp_traces_endpoint.clone());
-        (export(self), &self.service_name, &self.headers, self.queue_size)
-            == (export(other), &other.service_name, &other.headers, other.queue_size)
-    }
-}
-
 fn default_span_queue() -> usize {
     2048
 }
