@@ -376,6 +376,22 @@ url = "http://127.0.0.1:7001"
     }
 
     #[test]
+    fn an_empty_claim_to_require_is_refused() {
+        let auth = format!("{BASE}[auth]\njwks_url = \"http://127.0.0.1:1/jwks\"\n");
+        assert!(load(&source(&format!("{auth}issuer = \"i\"\naudience = [\"a\"]\n")), &Overrides::default()).is_ok());
+        for (line, key) in [
+            ("issuer = \" \"", "auth.issuer"),
+            ("audience = [\"a\", \"\"]", "auth.audience[1]"),
+            ("typ = \"\"", "auth.typ"),
+            ("max_token_bytes = 0", "auth.max_token_bytes"),
+            ("algorithms = []", "auth.algorithms"),
+        ] {
+            let err = load(&source(&format!("{auth}{line}\n")), &Overrides::default()).unwrap_err();
+            assert_eq!(err.key.as_deref(), Some(key), "{line}: {err}");
+        }
+    }
+
+    #[test]
     fn existing_only_overrides_skip_absent_sections() {
         let mut overrides = Overrides::default();
         overrides.set_existing("upstreams.users.url", "http://127.0.0.1:1", "start-up");

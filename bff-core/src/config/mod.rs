@@ -765,6 +765,28 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.algorithms.is_empty() {
+            return Err(("auth.algorithms".into(), "name at least one algorithm".into()));
+        }
+        // An empty value would be required of every token as it is, so that no real token passes.
+        if self.issuer.as_deref().is_some_and(|issuer| issuer.trim().is_empty()) {
+            return Err(("auth.issuer".into(), "empty: name the tokens' `iss`, or leave the key out".into()));
+        }
+        if let Some(at) = self.audience.iter().position(|audience| audience.trim().is_empty()) {
+            return Err((format!("auth.audience[{at}]"), "empty: name an `aud` the tokens carry".into()));
+        }
+        if self.typ.as_deref().is_some_and(|typ| typ.trim().is_empty()) {
+            return Err(("auth.typ".into(), "empty: name the tokens' `typ` (`at+jwt`), or leave the key out".into()));
+        }
+        if self.max_token_bytes == 0 {
+            return Err(("auth.max_token_bytes".into(), "must be greater than zero".into()));
+        }
+        Ok(())
+    }
+}
+
+impl AuthConfig {
     /// Verification of an OpenID Provider's ID tokens: its keys, its issuer, this client as the
     /// audience; none remembered (each is verified once, at login).
     pub(crate) fn for_id_tokens(jwks_url: HttpUrl, issuer: &str, client_id: &str) -> Self {
@@ -853,8 +875,8 @@ impl Config {
         if self.auth.is_some() && self.api_keys.is_some() {
             return Err(("api_keys".into(), "a BFF authenticates with `auth` (JWT) or `api_keys`, not both".into()));
         }
-        if self.auth.as_ref().is_some_and(|auth| auth.algorithms.is_empty()) {
-            return Err(("auth.algorithms".into(), "name at least one algorithm".into()));
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
         }
         self.validate_session()
     }
