@@ -141,4 +141,27 @@ async fn cors_preflight_for_allowed_and_other_origins() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["access-control-allow-origin"], "http://localhost:3000");
     assert!(response.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-request-id"));
+
+    // An `OPTIONS` that is no preflight is routed as any method: refused with the route's
+    // methods, or not found; from an allowed origin, it can read that answer.
+    let options = |path: &str, origin: Option<&'static str>| {
+        let request = stack.http.request(reqwest::Method::OPTIONS, stack.bff.url(path));
+        let request = match origin {
+            Some(origin) => request.header("origin", origin),
+            None => request,
+        };
+        request.send()
+    };
+    for origin in [None, Some("http://localhost:3000")] {
+        let home = options("/web/home", origin).await.unwrap();
+        assert_eq!(home.status(), 405, "from {origin:?}");
+        let allow = |response: &reqwest::Response| response.headers()["allow"].to_str().unwrap().replace(' ', "");
+        assert_eq!(allow(&home), "GET,HEAD", "from {origin:?}");
+        let products = options("/api/catalog/products/SKU-0001", origin).await.unwrap();
+        assert_eq!(products.status(), 405, "a passthrough route, from {origin:?}");
+        assert_eq!(allow(&products), "GET,HEAD", "from {origin:?}");
+        assert_eq!(options("/web/nothing-here", origin).await.unwrap().status(), 404, "from {origin:?}");
+        let cors = home.headers().get("access-control-allow-origin");
+        assert_eq!(cors.is_some(), origin.is_some(), "from {origin:?}");
+    }
 }
