@@ -93,6 +93,13 @@ async fn bad_tokens_are_refused_before_any_upstream_call() {
         problem(response, status, code).await;
         assert_eq!(upstream_calls(&stack), 0, "{name} reached an upstream");
     }
+    // Two bearer tokens, each valid: which one a reader takes is its choice, so neither is.
+    let other = stack.mocks.token("7", "profile orders", 600);
+    let two = stack.http.get(stack.bff.url("/mobile/home")).bearer_auth(&good).bearer_auth(other);
+    let response = two.send().await.unwrap();
+    assert_eq!(response.headers()["www-authenticate"], r#"Bearer error="invalid_request""#);
+    problem(response, 400, "AUTH_AMBIGUOUS").await;
+    assert_eq!(upstream_calls(&stack), 0, "two tokens reached an upstream");
     // A signed `exp` near the end of time is valid, not a panic.
     let far = stack.http.get(stack.bff.url("/mobile/home")).bearer_auth(signed(json!({"exp": u64::MAX - 1})));
     assert_eq!(far.send().await.unwrap().status(), 200);

@@ -65,6 +65,10 @@ async fn keys_are_required_and_checked() {
     problem(stack.http.get(&url).header("x-api-key", "").send().await.unwrap(), 401, "API_KEY_INVALID").await;
     // A JWT is not an API key.
     problem(stack.http.get(&url).bearer_auth(stack.token()).send().await.unwrap(), 401, "API_KEY_REQUIRED").await;
+    // Two keys, each valid: which one a reader takes is its choice, so neither is.
+    let two = stack.http.get(&url).header("x-api-key", "demo-free-key").header("x-api-key", "demo-pro-key");
+    let body = problem(two.send().await.unwrap(), 400, "AUTH_AMBIGUOUS").await;
+    assert!(body["detail"].as_str().unwrap().contains("x-api-key"), "{body}");
     assert_eq!(stack.stats(Service::Orders).requests, 0);
     for key in ["demo-free-key", "demo-pro-key"] {
         assert_eq!(stack.http.get(&url).header("x-api-key", key).send().await.unwrap().status(), 200, "{key}");

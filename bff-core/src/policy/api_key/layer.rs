@@ -22,9 +22,13 @@ impl Middleware for RequireApiKey {
 }
 
 async fn require_api_key<S: Inner>(keys: ApiKeys, mut request: Request, inner: S) -> Response {
-    let Some(key) = request.headers().get(keys.header()) else {
+    let mut values = request.headers().get_all(keys.header()).iter();
+    let Some(key) = values.next() else {
         return AuthError::MissingApiKey.into_response();
     };
+    if values.next().is_some() {
+        return AuthError::Ambiguous(keys.header().clone()).into_response();
+    }
     match keys.verify(key.as_bytes()) {
         Some(client) => {
             if let (Some(caller), Some(meta)) =

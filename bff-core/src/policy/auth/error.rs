@@ -1,6 +1,6 @@
 //! Why a caller could not be authenticated.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::problem::{ErrorReport, ErrorSource, Problem};
@@ -27,6 +27,10 @@ pub enum AuthError {
     /// A claim is missing or wrong (issuer, audience, not-before).
     #[error("the bearer token is not valid here: {0}")]
     InvalidClaims(String),
+    /// Two or more of the header that carries the credential (`authorization`, or the API key's):
+    /// one reader may take the first and another the last.
+    #[error("the request has more than one `{0}` header: send one")]
+    Ambiguous(HeaderName),
     /// No API key header.
     #[error("an API key is required")]
     MissingApiKey,
@@ -52,11 +56,12 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// 401; 403 for a missing scope; 503 when the keys are unavailable.
+    /// 401; 400 for two credentials; 403 for a missing scope; 503 when the keys are unavailable.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::KeysUnavailable | Self::SessionsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::InsufficientScope(_) | Self::CsrfRequired(_) => StatusCode::FORBIDDEN,
+            Self::Ambiguous(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::UNAUTHORIZED,
         }
     }
@@ -70,6 +75,7 @@ impl AuthError {
             Self::InvalidSignature => "AUTH_INVALID_SIGNATURE",
             Self::Expired => "AUTH_EXPIRED",
             Self::InvalidClaims(_) => "AUTH_INVALID_CLAIMS",
+            Self::Ambiguous(_) => "AUTH_AMBIGUOUS",
             Self::MissingApiKey => "API_KEY_REQUIRED",
             Self::InvalidApiKey => "API_KEY_INVALID",
             Self::KeysUnavailable => "AUTH_UNAVAILABLE",
@@ -90,6 +96,10 @@ impl AuthError {
             | Self::CsrfRequired(_)
             | Self::SessionsUnavailable => None,
             Self::MissingToken => Some(HeaderValue::from_static("Bearer")),
+            Self::Ambiguous(name) if name == header::AUTHORIZATION => {
+                Some(HeaderValue::from_static("Bearer error=\"invalid_request\""))
+            }
+            Self::Ambiguous(_) => None,
             Self::InsufficientScope(scope) => {
                 let challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");
                 Some(

@@ -12,7 +12,11 @@ use crate::middleware::{Inner, Middleware, run};
 use crate::request::RequestMeta;
 
 fn bearer(request: &Request) -> Result<&str, AuthError> {
-    let value = request.headers().get(AUTHORIZATION).ok_or(AuthError::MissingToken)?;
+    let mut values = request.headers().get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthError::MissingToken)?;
+    if values.next().is_some() {
+        return Err(AuthError::Ambiguous(AUTHORIZATION));
+    }
     // A word at a time (`to_str` looks at each byte): a token is hundreds of bytes, and a header
     // value holds no control character but a tab, so ASCII is what `to_str` would accept.
     let value = Some(value.as_bytes())
