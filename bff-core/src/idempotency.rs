@@ -31,9 +31,12 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 impl IdempotencyKey {
     fn from_parts(parts: &Parts) -> Result<Option<Self>, IdempotencyKeyRejection> {
-        let Some(value) = parts.headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+        let mut values = parts.headers.get_all(IDEMPOTENCY_KEY).iter();
+        let Some(value) = values.next() else { return Ok(None) };
         let bytes = value.as_bytes();
-        if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY || !bytes.iter().all(|b| b.is_ascii_graphic()) {
+        // One key (a structured-field item): with two, which one a reader takes is its choice.
+        let two = values.next().is_some();
+        if two || bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY || !bytes.iter().all(|b| b.is_ascii_graphic()) {
             return Err(IdempotencyKeyRejection::Invalid);
         }
         Ok(Some(Self(value.clone())))
@@ -45,7 +48,7 @@ impl IdempotencyKey {
 pub enum IdempotencyKeyRejection {
     /// The write needs one and the request has none (`IDEMPOTENCY_KEY_REQUIRED`).
     Missing,
-    /// Empty, too long, or not visible ASCII (`INVALID_IDEMPOTENCY_KEY`).
+    /// Empty, too long, not visible ASCII, or sent twice (`INVALID_IDEMPOTENCY_KEY`).
     Invalid,
 }
 
@@ -57,7 +60,8 @@ impl IntoResponse for IdempotencyKeyRejection {
                 Problem::new(StatusCode::BAD_REQUEST, "IDEMPOTENCY_KEY_REQUIRED", detail)
             }
             Self::Invalid => {
-                let detail = format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters");
+                let detail =
+                    format!("send one Idempotency-Key, of 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters");
                 Problem::new(StatusCode::BAD_REQUEST, "INVALID_IDEMPOTENCY_KEY", detail)
             }
         };

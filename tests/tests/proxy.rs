@@ -196,6 +196,14 @@ async fn a_256_mib_upload_streams_up_and_a_body_over_the_limit_is_a_413() {
     let grew = peak.saturating_sub(before);
     assert!(grew < BOUND, "RSS grew by {} MiB moving 256 MiB", grew / MIB);
 
+    // Two `Idempotency-Key`s: each goes upstream scoped to the caller, as one does, so neither
+    // is a key the client chose (the mock keeps the last).
+    let two = stack.http.put(stack.bff.url("/api/uploads")).bearer_auth(stack.token());
+    let two = two.header("idempotency-key", "first").header("idempotency-key", "chosen-by-client");
+    assert_eq!(two.body("x").send().await.unwrap().status(), 200);
+    let seen = stack.stats(Service::Catalog).last_headers["idempotency-key"].clone();
+    assert!(seen.len() == 64 && seen.bytes().all(|b| b.is_ascii_hexdigit()), "{seen}");
+
     // No token: refused before anything is sent.
     let calls = stack.stats(Service::Catalog).requests;
     let response = stack.http.put(stack.bff.url("/api/uploads")).body("x").send().await.unwrap();

@@ -124,6 +124,9 @@ async fn mobile_refuses_what_cannot_be_ordered_without_writing() {
     problem(post(&stack, "/mobile/orders", &json!({ "basket": [] }), None).await, 400, "INVALID_BODY").await;
     let bad_key = json!({ "items": [{ "sku": "SKU-0001", "qty": 1 }] });
     problem(post(&stack, "/mobile/orders", &bad_key, Some("has space")).await, 400, "INVALID_IDEMPOTENCY_KEY").await;
+    let two_keys = stack.http.post(stack.bff.url("/mobile/orders")).bearer_auth(stack.token());
+    let two_keys = two_keys.header("idempotency-key", "k-1").header("idempotency-key", "k-2").json(&bad_key);
+    problem(two_keys.send().await.unwrap(), 400, "INVALID_IDEMPOTENCY_KEY").await;
     assert_eq!(orders_of_42(&stack).await.len(), before, "nothing was written");
 }
 

@@ -17,7 +17,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http::header::CONTENT_TYPE;
+use http::header::{self, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -175,8 +175,14 @@ impl<T> Call<T> {
             // one allocation, where growing from empty takes two.
             None => *request.headers_mut() = HeaderMap::with_capacity(CALL_HEADERS),
         }
-        if let Some(key) = request.headers_mut().get_mut(IDEMPOTENCY_KEY) {
-            *key = idempotency::scoped(context.caller.as_ref(), key);
+        // Every value: a second `Idempotency-Key` left as the client sent it would let it choose
+        // the key an upstream that reads the last one sees.
+        if request.headers().contains_key(IDEMPOTENCY_KEY)
+            && let header::Entry::Occupied(mut keys) = request.headers_mut().entry(IDEMPOTENCY_KEY)
+        {
+            for key in keys.iter_mut() {
+                *key = idempotency::scoped(context.caller.as_ref(), key);
+            }
         }
         *request.method_mut() = self.method;
         *request.uri_mut() = uri;
