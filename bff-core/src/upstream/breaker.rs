@@ -297,14 +297,13 @@ impl Shared {
             Phase::Closed => {
                 let state = &mut *guard.state;
                 // One reading for the window and the judgement.
-                let now = Instant::now();
-                state.window.add(now, failed);
+                let bucket = state.window.add(Instant::now(), failed);
                 if failed {
                     state.in_a_row += 1;
                 } else {
                     state.run_before_success = std::mem::take(&mut state.in_a_row);
                 }
-                self.judge(&mut guard, now);
+                self.judge(&mut guard, bucket);
             }
             // A call let through before the circuit opened, ending now: already accounted for.
             Phase::Open { .. } => {}
@@ -330,10 +329,11 @@ impl Shared {
         }
     }
 
-    /// Opens a closed circuit whose window or run of failures says so at `now`.
-    fn judge(&self, guard: &mut StateGuard<'_>, now: Instant) {
+    /// Opens a closed circuit whose window or run of failures says so, in the window's bucket
+    /// `current`.
+    fn judge(&self, guard: &mut StateGuard<'_>, current: u64) {
         let state = &mut *guard.state;
-        let (calls, failures) = state.window.totals(now);
+        let (calls, failures) = state.window.totals(current);
         let by_rate = calls >= self.min_calls && f64::from(failures) >= self.failure_ratio * f64::from(calls);
         let in_a_row = self.consecutive_failures > 0 && state.in_a_row >= self.consecutive_failures;
         if by_rate || in_a_row {
@@ -349,10 +349,10 @@ impl Shared {
         match guard.state.phase {
             Phase::Closed => {
                 let state = &mut *guard.state;
-                let now = Instant::now();
-                state.window.take_back_success(now);
+                let current = state.window.number(Instant::now());
+                state.window.take_back_success(current);
                 state.in_a_row = state.in_a_row.max(state.run_before_success) + 1;
-                self.judge(&mut guard, now);
+                self.judge(&mut guard, current);
             }
             Phase::HalfOpen { .. } => {
                 tracing::warn!(upstream = %self.name, "a probe's answer did not decode: circuit open again");
@@ -408,21 +408,28 @@ impl StateGuard<'_> {
 /// Calls and failures over the last `BUCKETS` bucket lengths.
 struct Window {
     origin: Instant,
-    bucket: Duration,
+    /// A bucket's length in nanoseconds, at least 1: a `u64` divides in a fraction of the time a
+    /// `u128` (`Duration::as_nanos`) takes.
+    bucket_nanos: u64,
     /// Per bucket: the bucket number it holds (time since `origin` in buckets), calls, failures.
     buckets: [(u64, u32, u32); BUCKETS],
 }
 
 impl Window {
     fn new(length: Duration) -> Self {
-        Self { origin: Instant::now(), bucket: length / BUCKETS as u32, buckets: [(u64::MAX, 0, 0); BUCKETS] }
+        let bucket_nanos = u64::try_from((length / BUCKETS as u32).as_nanos()).unwrap_or(u64::MAX).max(1);
+        Self { origin: Instant::now(), bucket_nanos, buckets: [(u64::MAX, 0, 0); BUCKETS] }
     }
 
+    /// The bucket `now` falls in, counted from the window's start (`u64` nanoseconds last 584
+    /// years).
     fn number(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.origin).as_nanos() / self.bucket.as_nanos().max(1)) as u64
+        let since = u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX);
+        since / self.bucket_nanos
     }
 
-    fn add(&mut self, now: Instant, failed: bool) {
+    /// Counts a call ending at `now`; the bucket it went to.
+    fn add(&mut self, now: Instant, failed: bool) -> u64 {
         let number = self.number(now);
         let slot = &mut self.buckets[(number % BUCKETS as u64) as usize];
         if slot.0 != number {
@@ -430,11 +437,11 @@ impl Window {
         }
         slot.1 += 1;
         slot.2 += u32::from(failed);
+        number
     }
 
-    /// Counts the latest success in the window as a failure instead.
-    fn take_back_success(&mut self, now: Instant) {
-        let current = self.number(now);
+    /// Counts the latest success in the window, at bucket `current`, as a failure instead.
+    fn take_back_success(&mut self, current: u64) {
         let latest = self
             .buckets
             .iter_mut()
@@ -447,8 +454,8 @@ impl Window {
         }
     }
 
-    fn totals(&self, now: Instant) -> (u32, u32) {
-        let current = self.number(now);
+    /// Calls and failures in the window, at bucket `current`.
+    fn totals(&self, current: u64) -> (u32, u32) {
         self.buckets
             .iter()
             .filter(|(number, ..)| *number != u64::MAX && current - number < BUCKETS as u64)
