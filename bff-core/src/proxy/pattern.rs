@@ -157,10 +157,14 @@ impl Pattern {
         path.strip_prefix(root.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 
-    /// What `path` (raw, without the query) captures, if it is taken.
+    /// What `path` (raw, without the query) captures, if it is taken. A literal segment is
+    /// compared where it must stand, not searched for.
     pub(crate) fn captures<'a>(&'a self, path: &'a str) -> Option<Captures<'a>> {
-        let mut pieces = path.strip_prefix('/')?.split('/');
+        if !path.starts_with('/') {
+            return None;
+        }
         let mut captures = Captures::new();
+        // Where the next segment starts: past the end once the last one is taken.
         let mut consumed = 1;
         for segment in &self.segments {
             match segment {
@@ -172,14 +176,15 @@ impl Pattern {
                     });
                 }
                 Segment::Literal(literal) => {
-                    let piece = pieces.next()?;
-                    if piece != literal {
+                    let end = consumed + literal.len();
+                    let whole = matches!(path.as_bytes().get(end), None | Some(b'/'));
+                    if !(whole && path.get(consumed..end) == Some(literal.as_str())) {
                         return None;
                     }
-                    consumed += piece.len() + 1;
+                    consumed = end + 1;
                 }
                 Segment::Param(name) => {
-                    let piece = pieces.next().filter(|p| !p.is_empty())?;
+                    let piece = path.get(consumed..)?.split('/').next().filter(|p| !p.is_empty())?;
                     captures.push((name.as_str(), piece));
                     consumed += piece.len() + 1;
                 }
@@ -191,7 +196,7 @@ impl Pattern {
             return Some(captures);
         }
         // Every segment matched: nothing may be left but what the last one took.
-        (pieces.next().is_none() || (self.segments.is_empty() && path == "/")).then_some(captures)
+        (consumed > path.len() || (self.segments.is_empty() && path == "/")).then_some(captures)
     }
 
     /// A path both `self` and `other` take, if there is one.
@@ -415,6 +420,59 @@ mod tests {
         assert_eq!(caps(&legacy, "/legacy/a/b"), Some(vec![(PREFIX_REST, "a/b")]));
         assert_eq!(caps(&legacy, "/legacyx"), None);
         assert_eq!(caps(&p("/*"), "/a/b"), Some(vec![(PREFIX_REST, "a/b")]));
+    }
+
+    /// The matcher before [`Pattern::captures`] compared literals in place: by `split`.
+    fn captures_by_split<'a>(pattern: &'a Pattern, path: &'a str) -> Option<Captures<'a>> {
+        let mut pieces = path.strip_prefix('/')?.split('/');
+        let mut captures = Captures::new();
+        let mut consumed = 1;
+        for segment in &pattern.segments {
+            match segment {
+                Segment::CatchAll(name) => {
+                    let rest = path.get(consumed..).unwrap_or("");
+                    return (!rest.is_empty()).then(|| {
+                        captures.push((name.as_str(), rest));
+                        captures
+                    });
+                }
+                Segment::Literal(literal) => {
+                    let piece = pieces.next()?;
+                    if piece != literal {
+                        return None;
+                    }
+                    consumed += piece.len() + 1;
+                }
+                Segment::Param(name) => {
+                    let piece = pieces.next().filter(|p| !p.is_empty())?;
+                    captures.push((name.as_str(), piece));
+                    consumed += piece.len() + 1;
+                }
+            }
+        }
+        let rest = path.get(consumed.min(path.len())..).unwrap_or("");
+        if pattern.prefix {
+            captures.push((PREFIX_REST, rest));
+            return Some(captures);
+        }
+        // Every segment matched: nothing may be left but what the last one took.
+        (pieces.next().is_none() || (pattern.segments.is_empty() && path == "/")).then_some(captures)
+    }
+
+    proptest::proptest! {
+        /// Any path, against patterns of every kind: what the splitting matcher took.
+        #[test]
+        fn literals_compared_in_place_capture_what_splitting_did(
+            path in "(/|/?[ab]{0,2}|/[ab/]{0,8}|//?[ab]{1,3}/{0,2}[ab]{0,3}/?)",
+            pattern in proptest::sample::select(vec![
+                "/", "/a", "/a/b", "/ab/{id}", "/a/{id}/b", "/{id}", "/{id}/{other}", "/a/{*rest}",
+                "/{*rest}", "/a/*", "/*", "/ab/b/*", "/{id}/*",
+            ]),
+        ) {
+            let pattern = p(pattern);
+            let want = captures_by_split(&pattern, &path).map(|c| c.to_vec());
+            proptest::prop_assert_eq!(caps(&pattern, &path), want);
+        }
     }
 
     #[test]
