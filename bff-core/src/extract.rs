@@ -12,6 +12,7 @@ use crate::body::{CollectError, collect};
 use tokio::time::Instant;
 
 use crate::error::BffError;
+use crate::field;
 pub use crate::idempotency::{IDEMPOTENCY_KEY, IdempotencyKey};
 pub use crate::request::MAX_JSON_BODY;
 use crate::request::{RequestMeta, route_of};
@@ -40,13 +41,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let headers = request.headers();
-        let mut types = headers.get_all(header::CONTENT_TYPE).iter();
-        let (content_type, another) = (types.next(), types.next());
-        if another.is_some() {
+        let Ok(content_type) = field::one(headers, header::CONTENT_TYPE) else {
             // One field (RFC 9110 §8.3): a proxy in front may read the other.
             let detail = "the request has more than one Content-Type; it must have one";
             return Err(BffError::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", detail));
-        }
+        };
         if !content_type.and_then(|v| v.to_str().ok()).is_some_and(is_json) {
             let detail = "the body must be JSON (Content-Type: application/json)";
             return Err(BffError::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", detail));

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use sha2::{Digest, Sha256};
 
+use crate::field;
 use crate::identity::{CallerHeaders, Tenant};
 use crate::problem::Problem;
 
@@ -31,12 +32,11 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 impl IdempotencyKey {
     fn from_parts(parts: &Parts) -> Result<Option<Self>, IdempotencyKeyRejection> {
-        let mut values = parts.headers.get_all(IDEMPOTENCY_KEY).iter();
-        let Some(value) = values.next() else { return Ok(None) };
-        let bytes = value.as_bytes();
         // One key (a structured-field item): with two, which one a reader takes is its choice.
-        let two = values.next().is_some();
-        if two || bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY || !bytes.iter().all(|b| b.is_ascii_graphic()) {
+        let one = field::one(&parts.headers, IDEMPOTENCY_KEY).map_err(|_| IdempotencyKeyRejection::Invalid)?;
+        let Some(value) = one else { return Ok(None) };
+        let bytes = value.as_bytes();
+        if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY || !bytes.iter().all(|b| b.is_ascii_graphic()) {
             return Err(IdempotencyKeyRejection::Invalid);
         }
         Ok(Some(Self(value.clone())))

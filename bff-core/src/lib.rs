@@ -43,6 +43,7 @@ mod edge;
 pub mod error;
 pub mod extract;
 pub mod fanout;
+mod field;
 pub mod idempotency;
 pub mod identity;
 mod json;

@@ -784,9 +784,7 @@ impl AuthConfig {
         }
         Ok(())
     }
-}
 
-impl AuthConfig {
     /// Verification of an OpenID Provider's ID tokens: its keys, its issuer, this client as the
     /// audience; none remembered (each is verified once, at login).
     pub(crate) fn for_id_tokens(jwks_url: HttpUrl, issuer: &str, client_id: &str) -> Self {

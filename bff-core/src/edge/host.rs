@@ -33,6 +33,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::config::HostPattern;
 use crate::error::BffError;
+use crate::field;
 use crate::middleware::Filter;
 
 /// Refuses a request whose host is missing, doubled, malformed or contradicted, or (with a list)
@@ -92,11 +93,9 @@ fn not_allowed(name: Option<&str>) -> Response {
 /// HTTP/1's absolute form, sets `Host` to the target's authority. The host is read where it is
 /// checked, with no lookup of its own.
 fn settle(request: &mut Request, allowed: &[HostPattern]) -> Result<(), Refused> {
-    let mut hosts = request.headers().get_all(HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
+    let Ok(host) = field::one(request.headers(), HOST) else {
         return Err("the request has more than one `Host` header; it must have one".into());
-    }
+    };
     if host.is_some_and(|h| !is_host_and_port(h.as_bytes())) {
         return Err("the `Host` header is not a host and an optional port".into());
     }

@@ -12,6 +12,8 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::field;
+
 /// The header that carries the trace id, the parent span id and the sampled flag.
 pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The header that carries vendors' trace data, passed on unchanged.
@@ -40,7 +42,8 @@ impl TraceContext {
     /// `accept` (with its `tracestate`), else a new one, sampled with probability `ratio`.
     pub(crate) fn of_request(headers: &HeaderMap, accept: bool, ratio: f64) -> Self {
         let span_id = nonzero_u64();
-        if accept && let Some((trace_id, parent, flags)) = single(headers, &TRACEPARENT).and_then(parse_traceparent) {
+        let parent = field::one(headers, &TRACEPARENT).ok().flatten().map(HeaderValue::as_bytes);
+        if accept && let Some((trace_id, parent, flags)) = parent.and_then(parse_traceparent) {
             let state = tracestate(headers);
             return Self { trace_id, span_id, parent: Some(parent), sampled: flags & 1 == 1, state };
         }
@@ -126,13 +129,6 @@ pub(crate) fn nonzero_u64() -> u64 {
             return id;
         }
     }
-}
-
-/// The one value of `name`; `None` when absent or sent more than once.
-fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
-    let mut values = headers.get_all(name).iter();
-    let first = values.next()?;
-    values.next().is_none().then(|| first.as_bytes())
 }
 
 /// `version-traceid-parentid-flags`: the trace id, the parent id and the flags, if valid.

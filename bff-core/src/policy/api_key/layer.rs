@@ -7,6 +7,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiKeys;
+use crate::field;
 use crate::middleware::{Inner, Middleware, run};
 use crate::policy::auth::AuthError;
 use crate::request::RequestMeta;
@@ -22,13 +23,11 @@ impl Middleware for RequireApiKey {
 }
 
 async fn require_api_key<S: Inner>(keys: ApiKeys, mut request: Request, inner: S) -> Response {
-    let mut values = request.headers().get_all(keys.header()).iter();
-    let Some(key) = values.next() else {
-        return AuthError::MissingApiKey.into_response();
+    let key = match field::one(request.headers(), keys.header()) {
+        Ok(Some(key)) => key,
+        Ok(None) => return AuthError::MissingApiKey.into_response(),
+        Err(_) => return AuthError::Ambiguous(keys.header().clone()).into_response(),
     };
-    if values.next().is_some() {
-        return AuthError::Ambiguous(keys.header().clone()).into_response();
-    }
     match keys.verify(key.as_bytes()) {
         Some(client) => {
             if let (Some(caller), Some(meta)) =

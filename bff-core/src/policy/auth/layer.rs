@@ -8,15 +8,14 @@ use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 
 use super::{AuthError, JwtVerifier};
+use crate::field;
 use crate::middleware::{Inner, Middleware, run};
 use crate::request::RequestMeta;
 
 fn bearer(request: &Request) -> Result<&str, AuthError> {
-    let mut values = request.headers().get_all(AUTHORIZATION).iter();
-    let value = values.next().ok_or(AuthError::MissingToken)?;
-    if values.next().is_some() {
-        return Err(AuthError::Ambiguous(AUTHORIZATION));
-    }
+    let value = field::one(request.headers(), AUTHORIZATION)
+        .map_err(|_| AuthError::Ambiguous(AUTHORIZATION))?
+        .ok_or(AuthError::MissingToken)?;
     // A word at a time (`to_str` looks at each byte): a token is hundreds of bytes, and a header
     // value holds no control character but a tab, so ASCII is what `to_str` would accept.
     let value = Some(value.as_bytes())
