@@ -30,10 +30,11 @@ pub enum BffError {
         /// What is wrong, for people.
         detail: String,
     },
-    /// The client's request is refused with another 4xx status (409, 413, 415, 422, …).
+    /// The client's request is refused with another 4xx status (409, 413, 415, 422, …), or with
+    /// a 501 for a part of HTTP the gateway does not implement.
     #[error("{detail}")]
     Rejected {
-        /// A 4xx status.
+        /// A 4xx status, or 501.
         status: StatusCode,
         /// A stable SCREAMING_SNAKE code.
         code: &'static str,

@@ -441,6 +441,19 @@ async fn smuggling_framings_are_refused_or_read_one_way() {
         let answer = exchange(format!("{}Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n", head(framing))).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{framing}: {answer}");
     }
+    // `chunked` last, which hyper reads, after a coding it hands on undecoded: the upstream
+    // would be sent compressed bytes as the body, with nothing saying so. And `chunked` twice.
+    let refused = [
+        ("Transfer-Encoding: gzip, chunked", "501", "UNSUPPORTED_TRANSFER_CODING"),
+        ("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked", "501", "UNSUPPORTED_TRANSFER_CODING"),
+        ("Transfer-Encoding: chunked, chunked", "400", "INVALID_TRANSFER_ENCODING"),
+        ("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", "400", "INVALID_TRANSFER_ENCODING"),
+    ];
+    for (framing, status, code) in refused {
+        let answer = exchange(format!("{}Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n", head(framing))).await;
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{framing}: {answer}");
+        assert!(answer.contains(&format!(r#""code":"{code}""#)), "{framing}: {answer}");
+    }
     assert_eq!(stack.stats(Service::Catalog).requests, before, "no refused framing reached the upstream");
 }
 

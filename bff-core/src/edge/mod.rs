@@ -16,7 +16,7 @@
 //! 6. **load shedding** (`shed.rs`), when `server.max_in_flight_requests` is set: a request over
 //!    the cap is a `503 OVERLOADED` with `Retry-After`, at once; `/healthz` is never shed.
 //! 7. **limits** (`limits.rs`): a URI over `server.max_uri_bytes` is a 414, before anything
-//!    parses it; then the path is normalised (`normalize.rs`): unreserved characters decoded,
+//!    parses it, and a body framed by a `Transfer-Encoding` other than `chunked` alone a 501; then the path is normalised (`normalize.rs`): unreserved characters decoded,
 //!    repeated slashes merged, dot segments resolved (one climbing above the root is a 400), so
 //!    routing sees `/%61pi//a/../b` as `/api/b`; and the request has one host (`host.rs`): two
 //!    `Host` headers, none over HTTP/1.1, a malformed one, or one that contradicts HTTP/2's
