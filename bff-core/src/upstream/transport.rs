@@ -202,6 +202,10 @@ impl Future for Exchange {
                         Err(failure) => return Poll::Ready(Err(transport.failed_request(failure).into())),
                     };
                     let (parts, incoming) = response.into_parts();
+                    // A coding hyper hands on undecoded would be read, or passed on, as the body.
+                    if let Err(framing) = crate::field::transfer_codings(&parts.headers) {
+                        return Poll::Ready(Err(transport.fail(UpstreamErrorKind::Transport, &framing).into()));
+                    }
                     if *streamed {
                         return Poll::Ready(Ok(Response::from_parts(parts, Body::from(incoming))));
                     }

@@ -61,6 +61,14 @@ async fn listen(scheme: &str) -> (tokio::net::TcpListener, HttpUrl) {
 /// A one-connection HTTP/1.1 server that answers `chunks` as a chunked body, each chunk its own
 /// write, and hands back the request head it read.
 async fn chunked_server(chunks: &'static [&'static str]) -> (HttpUrl, tokio::task::JoinHandle<String>) {
+    framed_server("chunked", chunks).await
+}
+
+/// [`chunked_server`] with `Transfer-Encoding: {codings}`, chunked all the same.
+async fn framed_server(
+    codings: &'static str,
+    chunks: &'static [&'static str],
+) -> (HttpUrl, tokio::task::JoinHandle<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (listener, base) = listen("http").await;
     let served = tokio::spawn(async move {
@@ -71,7 +79,8 @@ async fn chunked_server(chunks: &'static [&'static str]) -> (HttpUrl, tokio::tas
             socket.read_exact(&mut byte).await.unwrap();
             head.push(byte[0]);
         }
-        socket.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await.unwrap();
+        let answer = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: {codings}\r\n\r\n");
+        socket.write_all(answer.as_bytes()).await.unwrap();
         for chunk in chunks {
             socket.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes()).await.unwrap();
             socket.flush().await.unwrap();
@@ -104,6 +113,27 @@ async fn a_body_in_many_frames_is_joined_and_the_request_carries_host_and_id() {
     let port = base.port().unwrap();
     assert!(head.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")), "{head}");
     assert!(head.contains("\r\nx-request-id: req-1\r\n"), "{head}");
+}
+
+/// An answer framed by a coding hyper would hand on undecoded (`gzip, chunked`: it decodes the
+/// chunks, not the gzip) fails as the upstream's, whether the body is read whole or streamed on:
+/// never the compressed bytes as if they were the body.
+#[tokio::test]
+async fn an_answer_in_a_transfer_coding_not_read_fails_the_call() {
+    crate::install_crypto_provider();
+    for streamed in [false, true] {
+        let (base, _served) = framed_server("gzip, chunked", &["\x1f\x08"]).await;
+        let transport = HttpTransport::new(Arc::from("zipped"), &base, &UpstreamSettings::bare());
+        let mut request = Request::new(Body::empty());
+        *request.uri_mut() = "/".parse().unwrap();
+        if streamed {
+            request.extensions_mut().insert(ReadAsStream);
+        }
+        let error = transport.clone().oneshot(request).await.map(drop).unwrap_err();
+        let error = UpstreamError::from_stack(&Arc::from("zipped"), error);
+        assert_eq!(error.kind(), &UpstreamErrorKind::Transport, "streamed: {streamed}");
+        assert!(error.cause().unwrap().contains("`Transfer-Encoding: gzip`"), "{error:?}");
+    }
 }
 
 #[tokio::test]
