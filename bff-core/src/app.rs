@@ -216,6 +216,13 @@ impl GatewayBuilder {
                 "`redis.url` is set, but there are no `rate_limits`, `quotas` or sessions to share: Redis is not used"
             );
         }
+        if let Some(everyone) = config.server.trusted_proxies.iter().find(|net| net.is_everything()) {
+            tracing::warn!(
+                "`server.trusted_proxies` has `{everyone}`: every peer is trusted as a proxy, so any client \
+                 names its own address (`X-Forwarded-For`, `Forwarded`) to the `ip` limits and the logs, \
+                 and none is held to `server.max_connections_per_ip`: list your proxies' networks"
+            );
+        }
         let sessions = match previous.as_ref().filter(|p| carried::same_sessions(&p.config, &config)) {
             Some(before) => before.sessions.clone(),
             None => Sessions::from_config(&config, &metrics)

@@ -1,5 +1,6 @@
 //! Log lines: request-derived text never starts a log line, in either format; every line of a
-//! request names its trace; a login URL any host could shape is warned of at start.
+//! request names its trace; a login URL any host could shape, and a trust of every peer as a
+//! proxy, are warned of at start.
 //!
 //! A test binary of its own: `tracing` caches whether each log site is enabled, and a site first
 //! reached by a concurrent test, before this test's scoped subscriber exists, could stay cached
@@ -176,25 +177,41 @@ fn no_credential_reaches_a_log_line() {
     }
 }
 
+/// The warnings at start of `stack`'s BFF: the lines that have every one of `words`.
+fn warned_at_start(stack: StackBuilder, words: &[&str]) -> usize {
+    let lines = Lines::default();
+    let filter = tracing_subscriber::EnvFilter::new("warn");
+    let subscriber = bff_core::observe::logging::subscriber(bff_core::config::LogFormat::Json, filter, lines.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            stack.start().await;
+        });
+    });
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    text.lines().filter(|line| words.iter().all(|word| line.contains(word))).count()
+}
+
+/// `server.trusted_proxies` naming every address (`0.0.0.0/0`, `::/0`) lets any client name its
+/// own address to the `ip` limits and frees it from the per-address connection cap: said once at
+/// start, naming the key and the network. A list of real proxies is not warned of.
+#[test]
+fn a_trust_of_every_peer_is_warned_of_at_start() {
+    let words = ["server.trusted_proxies", "every peer", "max_connections_per_ip"];
+    for everyone in ["0.0.0.0/0", "::/0"] {
+        let stack = mobile().set("server.trusted_proxies", &format!(r#"["10.0.0.0/8", "{everyone}"]"#));
+        assert_eq!(warned_at_start(stack, &[&words[..], &[everyone]].concat()), 1, "{everyone}");
+    }
+    let listed = mobile().set("server.trusted_proxies", r#"["10.0.0.0/8", "127.0.0.1", "fd00::/8"]"#);
+    assert_eq!(warned_at_start(listed, &words), 0);
+}
+
 /// A BFF with browser sessions that would build the login's redirect URI from any host a request
 /// names (no `oidc.redirect_uri`, no `server.allowed_hosts`) says so once, at start, naming both
 /// keys; with either set, it does not.
 #[test]
 fn a_login_url_built_from_any_host_is_warned_of_at_start() {
-    let warned = |stack: StackBuilder| {
-        let lines = Lines::default();
-        let filter = tracing_subscriber::EnvFilter::new("warn");
-        let subscriber =
-            bff_core::observe::logging::subscriber(bff_core::config::LogFormat::Json, filter, lines.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        tracing::subscriber::with_default(subscriber, || {
-            runtime.block_on(async {
-                stack.start().await;
-            });
-        });
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        text.lines().filter(|line| line.contains("oidc.redirect_uri") && line.contains("server.allowed_hosts")).count()
-    };
+    let warned = |stack: StackBuilder| warned_at_start(stack, &["oidc.redirect_uri", "server.allowed_hosts"]);
     let web = || StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app);
     assert_eq!(warned(web()), 1, "neither key set: one warning");
     assert_eq!(warned(web().set("server.allowed_hosts", r#"["127.0.0.1"]"#)), 0, "the hosts are listed");

@@ -355,6 +355,11 @@ pub struct IpNet {
 }
 
 impl IpNet {
+    /// Whether this is every address of its family (`0.0.0.0/0`, `::/0`).
+    pub(crate) fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+
     /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts as its IPv4 address).
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
