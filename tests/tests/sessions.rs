@@ -138,7 +138,10 @@ async fn bearer_clients_are_unaffected_and_nothing_is_a_credential_without_one()
     // A bearer token, no cookie, no CSRF header: as before sessions.
     assert_eq!(stack.get("/web/home").await.status(), 200);
     let http = browser();
-    problem(http.get(stack.bff.url("/web/home")).send().await.unwrap(), 401, "AUTH_REQUIRED").await;
+    let refused = problem(http.get(stack.bff.url("/web/home")).send().await.unwrap(), 401, "AUTH_REQUIRED").await;
+    // Saying both ways in: a browser app's developer is told to sign in, not only about tokens.
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(detail.contains("`/bff/login`") && detail.contains("bearer token"), "{detail}");
     // A cookie of the right shape that names no session.
     let forged = call(&http, stack.bff.url("/web/home"), &"A".repeat(43)).send().await.unwrap();
     let (_, cleared) = set_cookie(&forged, SESSION).expect("the dead cookie cleared");

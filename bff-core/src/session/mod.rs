@@ -154,7 +154,7 @@ impl Sessions {
         uri: &Uri,
         websocket: bool,
     ) -> Result<(String, Arc<Session>), AuthError> {
-        let id = cookie::read(headers, cookie::SESSION).ok_or(AuthError::MissingToken)?;
+        let id = cookie::read(headers, cookie::SESSION).ok_or(AuthError::SignInRequired)?;
         if websocket {
             self.check_websocket_origin(headers, uri)?;
         } else {

@@ -12,6 +12,9 @@ pub enum AuthError {
     /// No `Authorization: Bearer` header.
     #[error("a bearer token is required")]
     MissingToken,
+    /// Neither a session cookie nor a bearer token, in a BFF with browser sessions.
+    #[error("sign in at `/bff/login` for a session, or send a bearer token")]
+    SignInRequired,
     /// The token is not a well-formed JWT, or uses an algorithm we do not accept.
     #[error("the bearer token is malformed: {0}")]
     Malformed(String),
@@ -69,7 +72,7 @@ impl AuthError {
     /// The stable problem code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::MissingToken => "AUTH_REQUIRED",
+            Self::MissingToken | Self::SignInRequired => "AUTH_REQUIRED",
             Self::Malformed(_) => "AUTH_MALFORMED",
             Self::UnknownKey => "AUTH_UNKNOWN_KEY",
             Self::InvalidSignature => "AUTH_INVALID_SIGNATURE",
@@ -95,7 +98,7 @@ impl AuthError {
             | Self::SessionEnded
             | Self::CsrfRequired(_)
             | Self::SessionsUnavailable => None,
-            Self::MissingToken => Some(HeaderValue::from_static("Bearer")),
+            Self::MissingToken | Self::SignInRequired => Some(HeaderValue::from_static("Bearer")),
             Self::Ambiguous(name) if name == header::AUTHORIZATION => {
                 Some(HeaderValue::from_static("Bearer error=\"invalid_request\""))
             }
