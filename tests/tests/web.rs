@@ -155,7 +155,8 @@ async fn cors_preflight_for_allowed_and_other_origins() {
     for origin in [None, Some("http://localhost:3000")] {
         let home = options("/web/home", origin).await.unwrap();
         assert_eq!(home.status(), 405, "from {origin:?}");
-        let allow = |response: &reqwest::Response| response.headers()["allow"].to_str().unwrap().replace(' ', "");
+        // Written one way, whichever kind of route answers.
+        let allow = |response: &reqwest::Response| response.headers()["allow"].to_str().unwrap().to_owned();
         assert_eq!(allow(&home), "GET,HEAD", "from {origin:?}");
         let products = options("/api/catalog/products/SKU-0001", origin).await.unwrap();
         assert_eq!(products.status(), 405, "a passthrough route, from {origin:?}");

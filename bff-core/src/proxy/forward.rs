@@ -303,10 +303,10 @@ fn overloaded() -> Response {
     BffError::Unavailable { code: "ROUTE_OVERLOADED", detail }.into_response()
 }
 
-/// A 405 naming the methods `allowed`.
+/// A 405 naming the methods `allowed`, written as a handler route's (axum's) are: `GET,HEAD`.
 pub(crate) fn method_not_allowed(allowed: &[axum::http::Method]) -> Response {
     let mut response = BffError::MethodNotAllowed.into_response();
-    let allow = allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+    let allow = allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",");
     if let Ok(value) = HeaderValue::from_str(&allow) {
         response.headers_mut().insert(ALLOW, value);
     }
