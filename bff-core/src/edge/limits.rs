@@ -28,6 +28,10 @@ impl Filter for Limits {
                 BffError::Rejected { status: StatusCode::URI_TOO_LONG, code: "URI_TOO_LONG", detail }.into_response()
             );
         }
+        // A request with no body has no framing to look at (hyper says so without a lookup).
+        if http_body::Body::is_end_stream(request.body()) {
+            return Ok(());
+        }
         transfer_codings(request.headers()).map_err(IntoResponse::into_response)
     }
 }

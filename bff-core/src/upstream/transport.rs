@@ -203,7 +203,10 @@ impl Future for Exchange {
                     };
                     let (parts, incoming) = response.into_parts();
                     // A coding hyper hands on undecoded would be read, or passed on, as the body.
-                    if let Err(framing) = crate::field::transfer_codings(&parts.headers) {
+                    // A body of known length had no `Transfer-Encoding` to frame it (hyper reads
+                    // one in place of a `Content-Length`): only the others are looked at.
+                    let framed_by_length = http_body::Body::size_hint(&incoming).exact().is_some();
+                    if !framed_by_length && let Err(framing) = crate::field::transfer_codings(&parts.headers) {
                         return Poll::Ready(Err(transport.fail(UpstreamErrorKind::Transport, &framing).into()));
                     }
                     if *streamed {
