@@ -486,6 +486,7 @@ impl Gateway {
             default_deadline: self.config.defaults.deadline,
             default_max_body_bytes: self.config.server.max_body_bytes,
             concurrency: self.config.defaults.concurrency.get(),
+            decode_gzip: self.config.server.request_body_codings.contains(&crate::config::RequestCoding::Gzip),
         }
     }
 

@@ -30,7 +30,9 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// `application/*+json`) with 415 `UNSUPPORTED_MEDIA_TYPE`, one over the limit with 413
 /// `BODY_TOO_LARGE` (before reading it, when its `Content-Length` says so), one sent compressed
 /// (`Content-Encoding` other than `identity`) with 415 `UNSUPPORTED_CONTENT_ENCODING` and
-/// `Accept-Encoding: identity`, rather than read as if it were not, one still arriving at
+/// `Accept-Encoding: identity`, rather than read as if it were not (unless it is `gzip` and
+/// `server.request_body_codings` has it: then it is decoded, its decoded bytes held to the same
+/// limit, and one that does not decode is a 400 `INVALID_BODY`), one still arriving at
 /// the deadline with 408 `BODY_TIMEOUT` (a client trickling a body cannot hold a handler), and one
 /// that is not a `T` with 400 `INVALID_BODY`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -50,17 +52,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             let detail = "the body must be JSON (Content-Type: application/json)";
             return Err(BffError::rejected(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", detail));
         }
-        if let Some(coding) = content_coding(headers) {
-            let detail = format!(
-                "the body is sent in the `{}` content coding, which this endpoint does not read: send it uncompressed",
-                crate::problem::bounded(coding, 32)
-            );
-            return Err(BffError::UnsupportedContentEncoding(detail));
-        }
         let route = route_of(request.extensions());
-        let (deadline, limit) = match request.extensions().get::<Arc<RequestMeta>>() {
-            Some(meta) => (meta.deadline(route), meta.max_body_bytes(route)),
-            None => (Instant::now() + BODY_READ_TIMEOUT, MAX_JSON_BODY),
+        let (deadline, limit, decode_gzip) = match request.extensions().get::<Arc<RequestMeta>>() {
+            Some(meta) => (meta.deadline(route), meta.max_body_bytes(route), meta.policies.decode_gzip),
+            None => (Instant::now() + BODY_READ_TIMEOUT, MAX_JSON_BODY, false),
+        };
+        let gzipped = match content_codings(headers) {
+            (None, _) => false,
+            (Some(coding), None) if decode_gzip && is_gzip(coding) => true,
+            (Some(coding), _) => {
+                let read = if decode_gzip { "uncompressed, or in `gzip` once" } else { "uncompressed" };
+                let detail = format!(
+                    "the body is sent in the `{}` content coding, which this endpoint does not read: send it {read}",
+                    crate::problem::bounded(coding, 32)
+                );
+                return Err(BffError::UnsupportedContentEncoding(detail));
+            }
         };
         let too_large = || BffError::body_too_large(limit as u64);
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -77,6 +84,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 CollectError::TooLarge(_) => too_large(),
                 CollectError::Read(_) => BffError::bad_request("INVALID_BODY", "the body could not be read"),
             })?;
+        let bytes = if gzipped { gunzip(&bytes, limit).ok_or_else(too_large)?? } else { bytes };
         crate::json::from_bytes(&bytes).map(Json).map_err(|e| {
             let mut detail = format!("the body is not valid here: {e}");
             if detail.len() > MAX_DETAIL {
@@ -89,16 +97,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
-/// The first content coding other than `identity` that `Content-Encoding` names, as sent. Read as
-/// bytes: a value that is not text names a coding all the same (and one no endpoint reads).
-fn content_coding(headers: &axum::http::HeaderMap) -> Option<&str> {
-    headers
+/// The first two content codings other than `identity` that `Content-Encoding` names, as sent.
+/// Read as bytes: a value that is not text names a coding all the same (and one no endpoint
+/// reads).
+fn content_codings(headers: &axum::http::HeaderMap) -> (Option<&str>, Option<&str>) {
+    let mut codings = headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
         .flat_map(|line| line.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
-        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity"))
-        .map(|coding| std::str::from_utf8(coding).unwrap_or("(not text)"))
+        .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity"))
+        .map(|coding| std::str::from_utf8(coding).unwrap_or("(not text)"));
+    (codings.next(), codings.next())
+}
+
+/// `gzip`, or `x-gzip`, its old name (RFC 9110 §8.4.1.3).
+fn is_gzip(coding: &str) -> bool {
+    coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip")
+}
+
+/// `compressed` decoded from `gzip` (one member or several, RFC 1952 §2.2): `None` when it decodes
+/// to more than `limit` bytes, found by decoding no further than one byte past it, so a small
+/// body that would inflate without end (a decompression bomb) costs no more than a body at the
+/// limit; an error when it is not gzip, or its checksum or length does not match.
+fn gunzip(compressed: &[u8], limit: usize) -> Option<Result<axum::body::Bytes, BffError>> {
+    use std::io::Read;
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let mut decoded = Vec::new();
+    if let Err(e) = flate2::read::MultiGzDecoder::new(compressed).take(cap).read_to_end(&mut decoded) {
+        let detail = format!("the body is not valid gzip: {}", crate::problem::bounded(&e.to_string(), 80));
+        return Some(Err(BffError::bad_request("INVALID_BODY", detail)));
+    }
+    (decoded.len() <= limit).then(|| Ok(decoded.into()))
 }
 
 /// `application/json` or `application/<anything>+json`, parameters allowed.
@@ -213,6 +243,74 @@ mod tests {
         let long = format!(r#"{{"items":"{}"}}"#, "x".repeat(10_000));
         let e = extract(Some("application/json"), long).await.unwrap_err();
         assert!(e.to_string().len() <= MAX_DETAIL + 4, "{e}");
+    }
+
+    fn gzip(parts: &[&[u8]]) -> Vec<u8> {
+        use std::io::Write;
+        let mut out = Vec::new();
+        // Each part its own member, as a client that compresses as it goes may send.
+        for part in parts {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(part).unwrap();
+            out.extend(encoder.finish().unwrap());
+        }
+        out
+    }
+
+    /// A POST of `body` with these `Content-Encoding` values, in a request whose route policies
+    /// decode gzip when `decode` says so.
+    async fn coded(decode: bool, codings: &[&str], body: Vec<u8>) -> Result<Json<Order>, BffError> {
+        let mut meta = RequestMeta::detached(Duration::from_secs(10), 1);
+        meta.policies.decode_gzip = decode;
+        let mut request = Request::builder().method("POST").uri("/").header(header::CONTENT_TYPE, "application/json");
+        for coding in codings {
+            request = request.header(header::CONTENT_ENCODING, *coding);
+        }
+        let mut request = request.body(Body::from(body)).unwrap();
+        request.extensions_mut().insert(Arc::new(meta));
+        Json::<Order>::from_request(request, &()).await
+    }
+
+    /// With `gzip` among `server.request_body_codings`, a gzip body (or x-gzip, or several
+    /// members) is decoded; its decoded bytes are held to the limit, found without decoding
+    /// further than it; bytes that are not gzip, or whose checksum is wrong, are a 400; any other
+    /// coding, or gzip twice, is still a 415; and without the setting gzip is refused as before.
+    #[tokio::test]
+    async fn a_gzip_body_is_decoded_when_configured_and_held_to_the_limit() {
+        let code = |e: &BffError| (e.status().as_u16(), e.code());
+        let order = gzip(&[br#"{"items":[1,2]}"#]);
+        assert_eq!(coded(true, &["gzip"], order.clone()).await.unwrap().0.items, [1, 2]);
+        assert_eq!(coded(true, &["X-Gzip"], order.clone()).await.unwrap().0.items, [1, 2]);
+        assert_eq!(coded(true, &["identity", "gzip"], order.clone()).await.unwrap().0.items, [1, 2]);
+        let members = gzip(&[br#"{"items":[3,"#, br#"4]}"#]);
+        assert_eq!(coded(true, &["gzip"], members).await.unwrap().0.items, [3, 4]);
+        assert_eq!(
+            code(&coded(false, &["gzip"], order.clone()).await.unwrap_err()),
+            (415, "UNSUPPORTED_CONTENT_ENCODING")
+        );
+        for codings in [&["gzip, gzip"][..], &["gzip", "gzip"], &["br"], &["deflate"]] {
+            let e = coded(true, codings, order.clone()).await.unwrap_err();
+            assert_eq!(code(&e), (415, "UNSUPPORTED_CONTENT_ENCODING"), "{codings:?}");
+            assert!(e.to_string().contains("or in `gzip` once"), "{e}");
+        }
+        // At the limit once decoded (JSON may pad with spaces), then one byte over it: a small
+        // body that inflates past the limit is refused as a large one.
+        let padded = |n: usize| [br#"{"items":[]}"#.as_slice(), &vec![b' '; n - 12]].concat();
+        assert!(coded(true, &["gzip"], gzip(&[&padded(MAX_JSON_BODY)])).await.is_ok());
+        let bomb = gzip(&[&padded(MAX_JSON_BODY + 1)]);
+        assert!(bomb.len() < 1024, "{} bytes", bomb.len());
+        assert_eq!(code(&coded(true, &["gzip"], bomb).await.unwrap_err()), (413, "BODY_TOO_LARGE"));
+        let huge = gzip(&[&padded(64 * MAX_JSON_BODY)]);
+        assert_eq!(code(&coded(true, &["gzip"], huge).await.unwrap_err()), (413, "BODY_TOO_LARGE"));
+        // Not gzip at all; a checksum that does not match; cut short.
+        let mut wrong_sum = order.clone();
+        let at = wrong_sum.len() - 6;
+        wrong_sum[at] ^= 0xff;
+        let short = order[..order.len() - 4].to_vec();
+        for broken in [br#"{"items":[1]}"#.to_vec(), wrong_sum, short, Vec::new()] {
+            let e = coded(true, &["gzip"], broken).await.unwrap_err();
+            assert_eq!(code(&e), (400, "INVALID_BODY"), "{e}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

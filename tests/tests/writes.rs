@@ -155,6 +155,37 @@ async fn bodies_are_typed_bounded_and_authenticated() {
     problem(stack.get("/mobile/orders").await, 405, "METHOD_NOT_ALLOWED").await;
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// With `server.request_body_codings = ["gzip"]`, a mobile client's gzip order is decoded and
+/// placed; one that inflates past the route's limit, or is not gzip, is refused before anything
+/// is written.
+#[tokio::test]
+async fn a_gzip_order_is_placed_when_the_bff_decodes_gzip() {
+    let stack = mobile().set("server.request_body_codings", r#"["gzip"]"#).start().await;
+    let url = stack.bff.url("/mobile/orders");
+    let send = |body: Vec<u8>, key: &'static str| {
+        let request = stack.http.post(&url).bearer_auth(stack.token()).header("content-type", "application/json");
+        request.header("content-encoding", "gzip").header("idempotency-key", key).body(body).send()
+    };
+    let before = orders_of_42(&stack).await.len();
+    let response = send(gzip(br#"{"items":[{"sku":"SKU-0001","qty":2}]}"#), "gzip-1").await.unwrap();
+    assert_eq!(response.status(), 201);
+    let placed: Value = response.json().await.unwrap();
+    assert_eq!(placed["itemCount"], 2, "{placed}");
+    assert_eq!(orders_of_42(&stack).await.len(), before + 1);
+    // 64 KiB of padding and more compress to a few hundred bytes.
+    let bomb = [br#"{"items":[{"sku":"SKU-0001","qty":1}]"#.as_slice(), &vec![b' '; 4 << 20], b"}"].concat();
+    problem(send(gzip(&bomb), "gzip-2").await.unwrap(), 413, "BODY_TOO_LARGE").await;
+    problem(send(b"not gzip".to_vec(), "gzip-3").await.unwrap(), 400, "INVALID_BODY").await;
+    assert_eq!(orders_of_42(&stack).await.len(), before + 1, "nothing more was written");
+}
+
 #[tokio::test]
 async fn web_marks_notifications_read() {
     let stack = StackBuilder::new(bff_demo::WEB_CONFIG, bff_web::app).start().await;

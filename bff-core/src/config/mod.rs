@@ -240,6 +240,22 @@ pub struct ServerConfig {
     /// Once the listener is closed, how long in-flight requests get to finish.
     #[serde(with = "humantime_serde", default = "default_shutdown_grace")]
     pub shutdown_grace: Duration,
+    /// The content codings a JSON request body may be sent in besides none: with `["gzip"]`,
+    /// a `Content-Encoding: gzip` body is decoded before a handler reads it, the route's body
+    /// limit counting its decoded bytes (and its compressed ones). Empty (the default): a
+    /// compressed body is a `415 UNSUPPORTED_CONTENT_ENCODING`. A passthrough route forwards a
+    /// body as it came, coding and all, whatever this says.
+    #[serde(default)]
+    pub request_body_codings: Vec<RequestCoding>,
+}
+
+/// A content coding the gateway decodes in a JSON request body (`server.request_body_codings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum RequestCoding {
+    /// `gzip` (RFC 1952; `x-gzip` names it too).
+    Gzip,
 }
 
 impl Default for ServerConfig {
@@ -261,6 +277,7 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             drain_delay: default_drain_delay(),
             shutdown_grace: default_shutdown_grace(),
+            request_body_codings: Vec::new(),
         }
     }
 }

@@ -109,6 +109,7 @@ impl RequestMeta {
                 default_deadline: deadline,
                 default_max_body_bytes: MAX_JSON_BODY,
                 concurrency: concurrency.max(1),
+                decode_gzip: false,
             },
             degraded: Mutex::new(Degraded::default()),
         }
@@ -165,6 +166,8 @@ pub(crate) struct RoutePolicies {
     pub(crate) default_deadline: Duration,
     pub(crate) default_max_body_bytes: usize,
     pub(crate) concurrency: usize,
+    /// Whether a JSON body sent in `gzip` is decoded (`server.request_body_codings`).
+    pub(crate) decode_gzip: bool,
 }
 
 /// The context of one request: its id, its deadline, and where degradations are recorded.
