@@ -19,6 +19,7 @@ import argparse
 import atexit
 import datetime
 import glob
+import gzip
 import json
 import os
 import random
@@ -67,6 +68,7 @@ class Case:
     tls: bool = False  # HTTPS to the target (its certificate from bff-core/testdata/tls)
     instances: int = 1  # each upstream listed this many times (`urls`): balanced, own pools
     redis: bool = False  # a private redis-server for the target, named in BFF_REDIS__URL
+    body: bytes = b""  # when set, each request is a POST of it (a write), answered 201
 
 
 def edited_config(short, old, new):
@@ -88,6 +90,10 @@ NO_SHAPING = {"BFF_SHAPING__FIELDS": "false", "BFF_SHAPING__ETAG": "false", "BFF
 # Upstream calls over HTTP/2 without TLS (the mock speaks h2c); the baselines stay on HTTP/1.1.
 H2C = {"BFF_DEFAULTS__PROTOCOL": "http2"}
 GZIP = ("Accept-Encoding: gzip",)
+# A mobile order of twenty units of one sku (24 in stock; one stock call), 631 bytes of JSON, sent again and
+# again with one Idempotency-Key: the orders service answers the first order each time.
+ORDER = json.dumps({"items": [{"sku": "SKU-0023", "qty": 1}] * 20}).encode()
+ORDER_HEADERS = ("Content-Type: application/json", "Idempotency-Key: bench-order-1")
 TLS_DIR = os.path.join(ROOT, "bff-core", "testdata", "tls")
 # The BFF under HTTPS, with the test certificate for 127.0.0.1.
 TLS = {"BFF_TLS__CERT": os.path.join(TLS_DIR, "localhost.pem"), "BFF_TLS__KEY": os.path.join(TLS_DIR, "localhost.key")}
@@ -185,6 +191,12 @@ def home_variants():
         # answer (on by default with TLS; `mobile-home-tls` asks for 127.0.0.1, which gets none).
         Case("mobile-home-tls-hsts", "bff-mobile", "/mobile/home", env=TLS, baselines=("mobile-home-tls",), tls=True,
              headers=("Host: bff.test",)),
+        # A write, then the same order sent in gzip and decoded by the BFF
+        # (`server.request_body_codings`): what reading a compressed body costs.
+        Case("mobile-order", "bff-mobile", "/mobile/orders", body=ORDER, headers=ORDER_HEADERS),
+        Case("mobile-order-gzip", "bff-mobile", "/mobile/orders", body=gzip.compress(ORDER, mtime=0),
+             env={"BFF_SERVER__REQUEST_BODY_CODINGS": '["gzip"]'}, baselines=("mobile-order",),
+             headers=ORDER_HEADERS + ("Content-Encoding: gzip",)),
     ]
 
 
@@ -348,6 +360,16 @@ def http(method, url, body=None, headers=None):
     context = ssl.create_default_context(cafile=os.path.join(TLS_DIR, "ca.pem")) if url.startswith("https:") else None
     try:
         with urllib.request.urlopen(req, timeout=10, context=context) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def raw_post(url, body, headers):
+    """(status, headers, body) of a POST of `body` as it is, with `headers` ("Name: value")."""
+    req = urllib.request.Request(url, data=body, method="POST", headers=dict(h.split(": ", 1) for h in headers))
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
@@ -687,6 +709,17 @@ class Harness:
                         "  headers.Authorization = tokens[i]\n  return wrk.format(nil, nil, headers)\nend\n")
         return path
 
+    def body_script(self, case):
+        """A wrk script making each request a POST of the case's body, read from a file."""
+        body = os.path.join(self.logs, f"{case.name}.body")
+        with open(body, "wb") as f:
+            f.write(case.body)
+        path = os.path.join(self.logs, f"{case.name}.lua")
+        with open(path, "w") as f:
+            f.write(f'local file = io.open("{body}", "rb")\nwrk.method = "POST"\nwrk.body = file:read("*a")\n'
+                    "file:close()\n")
+        return path
+
     def run_case(self, case):
         self.set_latency(case.latency_ms)
         env, admin = case.env, None
@@ -707,9 +740,18 @@ class Harness:
         elif case.credential == "session":
             headers += [f"Cookie: __Host-bff-session={sign_in(port)}", "X-CSRF: 1"]
         url = f"{'https' if case.tls else 'http'}://127.0.0.1:{port}{case.path}"
-        status, answer_headers, _ = http("GET", url, headers=dict(h.split(": ", 1) for h in headers))
-        if status != 200:
-            raise SystemExit(f"{case.name}: GET {url} answered {status}")
+        if case.body:
+            if script:
+                raise SystemExit(f"{case.name}: a write case has one credential, not a script's")
+            script = self.body_script(case)
+            status, _, answer = raw_post(url, case.body, headers)
+            if status != 201:
+                raise SystemExit(f"{case.name}: POST {url} answered {status}: {answer[:300]!r}")
+            answer_headers = {}
+        else:
+            status, answer_headers, _ = http("GET", url, headers=dict(h.split(": ", 1) for h in headers))
+            if status != 200:
+                raise SystemExit(f"{case.name}: GET {url} answered {status}")
         if case.revalidate:
             if "ETag" not in answer_headers:
                 raise SystemExit(f"{case.name}: GET {url} sent no ETag to revalidate")

@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use crate::body::{CollectError, collect};
+use crate::body::{CollectError, GunzipError, collect, gunzip};
 use tokio::time::Instant;
 
 use crate::error::BffError;
@@ -84,7 +84,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 CollectError::TooLarge(_) => too_large(),
                 CollectError::Read(_) => BffError::bad_request("INVALID_BODY", "the body could not be read"),
             })?;
-        let bytes = if gzipped { gunzip(&bytes, limit).ok_or_else(too_large)?? } else { bytes };
+        let bytes = match gzipped {
+            true => gunzip(&bytes, limit).map(axum::body::Bytes::from).map_err(|e| match e {
+                GunzipError::TooLarge(_) => too_large(),
+                invalid => BffError::bad_request("INVALID_BODY", invalid.to_string()),
+            })?,
+            false => bytes,
+        };
         crate::json::from_bytes(&bytes).map(Json).map_err(|e| {
             let mut detail = format!("the body is not valid here: {e}");
             if detail.len() > MAX_DETAIL {
@@ -114,21 +120,6 @@ fn content_codings(headers: &axum::http::HeaderMap) -> (Option<&str>, Option<&st
 /// `gzip`, or `x-gzip`, its old name (RFC 9110 §8.4.1.3).
 fn is_gzip(coding: &str) -> bool {
     coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip")
-}
-
-/// `compressed` decoded from `gzip` (one member or several, RFC 1952 §2.2): `None` when it decodes
-/// to more than `limit` bytes, found by decoding no further than one byte past it, so a small
-/// body that would inflate without end (a decompression bomb) costs no more than a body at the
-/// limit; an error when it is not gzip, or its checksum or length does not match.
-fn gunzip(compressed: &[u8], limit: usize) -> Option<Result<axum::body::Bytes, BffError>> {
-    use std::io::Read;
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    let mut decoded = Vec::new();
-    if let Err(e) = flate2::read::MultiGzDecoder::new(compressed).take(cap).read_to_end(&mut decoded) {
-        let detail = format!("the body is not valid gzip: {}", crate::problem::bounded(&e.to_string(), 80));
-        return Some(Err(BffError::bad_request("INVALID_BODY", detail)));
-    }
-    (decoded.len() <= limit).then(|| Ok(decoded.into()))
 }
 
 /// `application/json` or `application/<anything>+json`, parameters allowed.

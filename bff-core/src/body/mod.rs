@@ -1,4 +1,5 @@
-//! Reading a whole body into one buffer, under a size limit.
+//! Reading a whole body into one buffer, under a size limit; and decoding a gzip one
+//! ([`gunzip`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -6,6 +7,10 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http_body::Body;
+
+mod gunzip;
+
+pub(crate) use gunzip::{GunzipError, gunzip};
 
 /// Why a body could not be read whole.
 #[derive(Debug, thiserror::Error)]
