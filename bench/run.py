@@ -193,9 +193,9 @@ def home_variants():
              headers=("Host: bff.test",)),
         # A write, then the same order sent in gzip and decoded by the BFF
         # (`server.request_body_codings`): what reading a compressed body costs.
-        Case("mobile-order", "bff-mobile", "/mobile/orders", body=ORDER, headers=ORDER_HEADERS),
-        Case("mobile-order-gzip", "bff-mobile", "/mobile/orders", body=gzip.compress(ORDER, mtime=0),
-             env={"BFF_SERVER__REQUEST_BODY_CODINGS": '["gzip"]'}, baselines=("mobile-order",),
+        Case("mobile-place-order", "bff-mobile", "/mobile/orders", body=ORDER, headers=ORDER_HEADERS),
+        Case("mobile-place-order-gzip", "bff-mobile", "/mobile/orders", body=gzip.compress(ORDER, mtime=0),
+             env={"BFF_SERVER__REQUEST_BODY_CODINGS": '["gzip"]'}, baselines=("mobile-place-order",),
              headers=ORDER_HEADERS + ("Content-Encoding: gzip",)),
     ]
 
