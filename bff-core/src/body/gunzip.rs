@@ -190,6 +190,69 @@ mod tests {
         header(&copy).unwrap()
     }
 
+    /// A deflate stream may refer back past its own start. Here that reads zeros, never what the
+    /// thread's last body left in the window: a reset that kept the window (miniz_oxide's
+    /// `MinReset`, cheaper by a 32 KiB `memset`) would let a crafted body copy the bytes of
+    /// another request's body into its own.
+    #[test]
+    fn a_body_cannot_read_the_body_decoded_before_it() {
+        assert_eq!(gunzip(&gzip(&[b'S'; 1000]), 10_000).unwrap(), [b'S'; 1000]);
+        // One fixed-Huffman block: a copy of 10 bytes from 32 KiB back (the window's whole
+        // length), at the very start, then its end.
+        let mut bits = Bits::default();
+        bits.push(1, 1); // the final block
+        bits.push(1, 2); // fixed Huffman codes
+        bits.code(0b000_1000, 7); // length 10 (code 264)
+        bits.code(29, 5); // distance 24,577 + 8,191 (code 29, then 13 extra bits)
+        bits.push(8191, 13);
+        bits.code(0, 7); // end of block (code 256)
+        let deflate = bits.bytes;
+        let mut crc = Crc::new();
+        crc.update(&[0; 10]);
+        let member =
+            [&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff][..], &deflate, &crc.sum().to_le_bytes(), &10u32.to_le_bytes()]
+                .concat();
+        assert_eq!(gunzip(&member, 10_000), Ok(vec![0; 10]));
+        // The same block after a reset that keeps the window: the last body's bytes come through.
+        use miniz_oxide::inflate::stream::{InflateState, MinReset, inflate};
+        let mut state = InflateState::new_boxed(miniz_oxide::DataFormat::Raw);
+        let mut out = vec![0; 2000];
+        // A plain member: a 10-byte header, the deflate data, an 8-byte trailer.
+        let secret = gzip(&[b'S'; 1000]);
+        let deflated = &secret[10..secret.len() - 8];
+        // Read as `gunzip` reads, through the window (with `Finish`, miniz writes straight out).
+        assert_eq!(inflate(&mut state, deflated, &mut out, miniz_oxide::MZFlush::None).bytes_written, 1000);
+        state.reset_as(MinReset);
+        let written = inflate(&mut state, &deflate, &mut out, miniz_oxide::MZFlush::None).bytes_written;
+        assert_eq!(&out[..written], &[b'S'; 10], "the block reads the window when it is kept");
+    }
+
+    /// Bits written as deflate packs them: values from their low bit, Huffman codes from their high.
+    #[derive(Default)]
+    struct Bits {
+        bytes: Vec<u8>,
+        used: u32,
+    }
+
+    impl Bits {
+        fn push(&mut self, value: u32, count: u32) {
+            for i in 0..count {
+                if self.used % 8 == 0 {
+                    self.bytes.push(0);
+                }
+                let bit = u8::from(value >> i & 1 == 1);
+                *self.bytes.last_mut().unwrap() |= bit << (self.used % 8);
+                self.used += 1;
+            }
+        }
+
+        fn code(&mut self, code: u32, length: u32) {
+            for i in (0..length).rev() {
+                self.push(code >> i & 1, 1);
+            }
+        }
+    }
+
     /// The limit holds on what the body decodes to, at exactly the limit and one past it, and a
     /// body that would decode far past it is stopped there, its buffer never much past it.
     #[test]
