@@ -237,7 +237,7 @@ mod tests {
     impl Bits {
         fn push(&mut self, value: u32, count: u32) {
             for i in 0..count {
-                if self.used % 8 == 0 {
+                if self.used.is_multiple_of(8) {
                     self.bytes.push(0);
                 }
                 let bit = u8::from(value >> i & 1 == 1);
