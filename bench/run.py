@@ -351,25 +351,17 @@ def wait_port(port, proc, what, timeout=60):
     raise SystemExit(f"{what} did not listen on {port} within {timeout}s")
 
 
-def http(method, url, body=None, headers=None):
-    """(status, headers, body); a non-2xx status is returned, not raised (urllib raises even on 304)."""
-    data = json.dumps(body).encode() if body is not None else None
+def http(method, url, body=None, headers=None, data=None):
+    """(status, headers, body); a non-2xx status is returned, not raised (urllib raises even on 304).
+    `body` is sent as JSON, `data` (bytes) as it is."""
+    if body is not None:
+        data = json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None:
+    if body is not None:
         req.add_header("content-type", "application/json")
     context = ssl.create_default_context(cafile=os.path.join(TLS_DIR, "ca.pem")) if url.startswith("https:") else None
     try:
         with urllib.request.urlopen(req, timeout=10, context=context) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
-
-
-def raw_post(url, body, headers):
-    """(status, headers, body) of a POST of `body` as it is, with `headers` ("Name: value")."""
-    req = urllib.request.Request(url, data=body, method="POST", headers=dict(h.split(": ", 1) for h in headers))
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
@@ -744,7 +736,7 @@ class Harness:
             if script:
                 raise SystemExit(f"{case.name}: a write case has one credential, not a script's")
             script = self.body_script(case)
-            status, _, answer = raw_post(url, case.body, headers)
+            status, _, answer = http("POST", url, headers=dict(h.split(": ", 1) for h in headers), data=case.body)
             if status != 201:
                 raise SystemExit(f"{case.name}: POST {url} answered {status}: {answer[:300]!r}")
             answer_headers = {}

@@ -107,12 +107,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 /// Read as bytes: a value that is not text names a coding all the same (and one no endpoint
 /// reads).
 fn content_codings(headers: &axum::http::HeaderMap) -> (Option<&str>, Option<&str>) {
-    let mut codings = headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity"))
+    let mut codings = field::members(headers, header::CONTENT_ENCODING)
+        .filter(|coding| !coding.eq_ignore_ascii_case(b"identity"))
         .map(|coding| std::str::from_utf8(coding).unwrap_or("(not text)"));
     (codings.next(), codings.next())
 }
@@ -236,16 +232,9 @@ mod tests {
         assert!(e.to_string().len() <= MAX_DETAIL + 4, "{e}");
     }
 
+    /// Each part its own gzip member, as a client that compresses as it goes may send.
     fn gzip(parts: &[&[u8]]) -> Vec<u8> {
-        use std::io::Write;
-        let mut out = Vec::new();
-        // Each part its own member, as a client that compresses as it goes may send.
-        for part in parts {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            encoder.write_all(part).unwrap();
-            out.extend(encoder.finish().unwrap());
-        }
-        out
+        parts.iter().flat_map(|part| crate::body::gzip(part)).collect()
     }
 
     /// A POST of `body` with these `Content-Encoding` values, in a request whose route policies

@@ -3,7 +3,8 @@
 //! `traceparent`. Read as all of its values, so that a second one is refused, not left for a
 //! proxy or upstream that reads the last to take.
 //!
-//! And `Transfer-Encoding`, a list that may only be `chunked`, once ([`transfer_codings`]).
+//! And the members of a field that is a list ([`members`]), such as `Transfer-Encoding`, which
+//! may only be `chunked`, once ([`transfer_codings`]).
 //!
 //! A leaf: the edge, the policies, the extractors, the trace context and the upstream transport
 //! all read through it.
@@ -22,6 +23,17 @@ pub(crate) fn one<K: AsHeaderName>(headers: &HeaderMap, name: K) -> Result<Optio
     let mut values = headers.get_all(name).iter();
     let first = values.next();
     if values.next().is_some() { Err(Repeated) } else { Ok(first) }
+}
+
+/// The members of list field `name` over all its lines (RFC 9110 §5.6.1): split at commas, spaces
+/// and tabs around them trimmed, empty ones (which mean nothing) skipped. Read as bytes.
+pub(crate) fn members<K: AsHeaderName>(headers: &HeaderMap, name: K) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|line| line.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|member| !member.is_empty())
 }
 
 /// What is wrong with a message's `Transfer-Encoding`.
@@ -58,15 +70,12 @@ pub(crate) fn transfer_codings(headers: &HeaderMap) -> Result<(), Framing> {
         return Ok(());
     }
     let mut chunked = 0;
-    for value in headers.get_all(TRANSFER_ENCODING) {
-        let text = value.to_str().map_err(|_| Framing::NotText)?;
-        // Empty list members are allowed and mean nothing (RFC 9110 §5.6.1).
-        for coding in text.split(',').map(|c| c.trim_matches([' ', '\t'])).filter(|c| !c.is_empty()) {
-            if !coding.eq_ignore_ascii_case("chunked") {
-                return Err(Framing::Unsupported(coding.chars().take(32).collect()));
-            }
-            chunked += 1;
+    for coding in members(headers, TRANSFER_ENCODING) {
+        let coding = std::str::from_utf8(coding).map_err(|_| Framing::NotText)?;
+        if !coding.eq_ignore_ascii_case("chunked") {
+            return Err(Framing::Unsupported(coding.chars().take(32).collect()));
         }
+        chunked += 1;
     }
     if chunked > 1 { Err(Framing::Repeated) } else { Ok(()) }
 }

@@ -27,6 +27,9 @@ const FNAME: u8 = 0x08;
 const FCOMMENT: u8 = 0x10;
 const RESERVED: u8 = 0xe0;
 
+/// A body that ends before its member, its data or its trailer does.
+const CUT_SHORT: GunzipError = GunzipError::Invalid("it is cut short");
+
 /// Output is made room for in steps of at most this, so a body's buffer grows with what it
 /// decodes to, not with the limit.
 const STEP: usize = 16 * 1024;
@@ -54,26 +57,28 @@ fn members(mut input: &[u8], limit: usize, inflate: &mut Decompress) -> Result<V
         let body = header(input)?;
         let start = out.len();
         inflate.reset(false);
-        let used = inflate_member(&input[body..], limit, inflate, &mut out)?;
-        let trailer = input.get(body + used..body + used + 8).ok_or(GunzipError::Invalid("it is cut short"))?;
+        let data = input.get(body..).ok_or(CUT_SHORT)?;
+        let used = inflate_member(data, limit, inflate, &mut out)?;
+        let (trailer, rest) = data.get(used..).and_then(<[u8]>::split_first_chunk::<8>).ok_or(CUT_SHORT)?;
+        let (sum, size_mod) = trailer.split_at(4);
         let mut crc = Crc::new();
-        crc.update(&out[start..]);
+        crc.update(out.get(start..).unwrap_or_default());
         // ISIZE is the length modulo 2^32.
         let size = (out.len() - start) as u64 as u32;
-        if u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]) != crc.sum() {
+        if sum != crc.sum().to_le_bytes() {
             return Err(GunzipError::Invalid("its checksum does not match"));
         }
-        if u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]) != size {
+        if size_mod != size.to_le_bytes() {
             return Err(GunzipError::Invalid("its length does not match"));
         }
-        input = &input[body + used + 8..];
+        input = rest;
     }
     Ok(out)
 }
 
 /// Where a member's compressed data starts, after its header.
 fn header(member: &[u8]) -> Result<usize, GunzipError> {
-    let fixed = member.get(..10).ok_or(GunzipError::Invalid("it is cut short"))?;
+    let fixed = member.first_chunk::<10>().ok_or(CUT_SHORT)?;
     if fixed[..3] != [0x1f, 0x8b, 8] {
         return Err(GunzipError::Invalid("it does not start as gzip does"));
     }
@@ -83,26 +88,26 @@ fn header(member: &[u8]) -> Result<usize, GunzipError> {
     }
     let mut at = 10;
     if flags & FEXTRA != 0 {
-        let length = member.get(at..at + 2).ok_or(GunzipError::Invalid("it is cut short"))?;
-        at += 2 + usize::from(u16::from_le_bytes([length[0], length[1]]));
+        let length = member.get(at..).and_then(<[u8]>::first_chunk::<2>).ok_or(CUT_SHORT)?;
+        at += 2 + usize::from(u16::from_le_bytes(*length));
     }
     for flag in [FNAME, FCOMMENT] {
         if flags & flag != 0 {
-            let rest = member.get(at..).ok_or(GunzipError::Invalid("it is cut short"))?;
-            at += 1 + rest.iter().position(|&b| b == 0).ok_or(GunzipError::Invalid("it is cut short"))?;
+            let rest = member.get(at..).ok_or(CUT_SHORT)?;
+            at += 1 + rest.iter().position(|&b| b == 0).ok_or(CUT_SHORT)?;
         }
     }
     if flags & FHCRC != 0 {
-        let stored = member.get(at..at + 2).ok_or(GunzipError::Invalid("it is cut short"))?;
+        let stored = member.get(at..).and_then(<[u8]>::first_chunk::<2>).ok_or(CUT_SHORT)?;
         let mut crc = Crc::new();
-        crc.update(&member[..at]);
-        if u16::from_le_bytes([stored[0], stored[1]]) != (crc.sum() & 0xffff) as u16 {
+        crc.update(member.get(..at).unwrap_or_default());
+        if u16::from_le_bytes(*stored) != (crc.sum() & 0xffff) as u16 {
             return Err(GunzipError::Invalid("its header checksum does not match"));
         }
         at += 2;
     }
     if at > member.len() {
-        return Err(GunzipError::Invalid("it is cut short"));
+        return Err(CUT_SHORT);
     }
     Ok(at)
 }
@@ -134,10 +139,19 @@ fn inflate_member(
                 return if out.len() > limit { Err(GunzipError::TooLarge(limit)) } else { Ok(taken(inflate)) };
             }
             // No input taken and no output made: the data ends before its end.
-            _ if (taken(inflate), out.len()) == before => return Err(GunzipError::Invalid("it is cut short")),
+            _ if (taken(inflate), out.len()) == before => return Err(CUT_SHORT),
             _ => {}
         }
     }
+}
+
+/// `data` in gzip, one member, as a client sends it: for tests.
+#[cfg(test)]
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
 }
 
 #[cfg(test)]
@@ -145,12 +159,6 @@ mod tests {
     use std::io::{Read, Write};
 
     use super::*;
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        encoder.write_all(data).unwrap();
-        encoder.finish().unwrap()
-    }
 
     /// What flate2's own decoder reads, this reads the same; what it refuses, this refuses.
     #[test]

@@ -10,6 +10,8 @@ use http_body::Body;
 
 mod gunzip;
 
+#[cfg(test)]
+pub(crate) use gunzip::gzip;
 pub(crate) use gunzip::{GunzipError, gunzip};
 
 /// Why a body could not be read whole.
