@@ -42,10 +42,16 @@ pub enum BffError {
         detail: String,
     },
     /// The request body is in a content coding the endpoint does not read: a 415
-    /// `UNSUPPORTED_CONTENT_ENCODING` whose answer says which it reads, `Accept-Encoding:
-    /// identity` (RFC 9110 §12.5.3).
-    #[error("{0}")]
-    UnsupportedContentEncoding(String),
+    /// `UNSUPPORTED_CONTENT_ENCODING` whose answer says which it reads in `Accept-Encoding`
+    /// (RFC 9110 §12.5.3).
+    #[error("{detail}")]
+    UnsupportedContentEncoding {
+        /// The codings the endpoint reads, as `Accept-Encoding` lists them: `identity`, or
+        /// `gzip, identity` where `server.request_body_codings` has `gzip`.
+        reads: &'static str,
+        /// What is wrong, for people.
+        detail: String,
+    },
     /// The resource does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -118,7 +124,7 @@ impl BffError {
             Self::Auth(e) => e.status(),
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Rejected { status, .. } => *status,
-            Self::UnsupportedContentEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedContentEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -132,7 +138,7 @@ impl BffError {
             Self::Upstream(e) => e.code(),
             Self::Auth(e) => e.code(),
             Self::BadRequest { code, .. } | Self::Rejected { code, .. } | Self::Unavailable { code, .. } => code,
-            Self::UnsupportedContentEncoding(_) => "UNSUPPORTED_CONTENT_ENCODING",
+            Self::UnsupportedContentEncoding { .. } => "UNSUPPORTED_CONTENT_ENCODING",
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::Internal(_) => "INTERNAL_ERROR",
@@ -149,7 +155,7 @@ impl BffError {
             Self::Auth(_)
             | Self::BadRequest { .. }
             | Self::Rejected { .. }
-            | Self::UnsupportedContentEncoding(_)
+            | Self::UnsupportedContentEncoding { .. }
             | Self::NotFound(_)
             | Self::MethodNotAllowed => ErrorSource::Downstream,
             Self::Internal(_) => ErrorSource::Internal,
@@ -179,13 +185,16 @@ impl IntoResponse for BffError {
         let problem = self.problem();
         let report = ErrorReport { code: problem.code, message: self.to_string(), source: self.source_kind() };
         let retry_soon = matches!(self, Self::Unavailable { .. });
-        let identity_only = matches!(self, Self::UnsupportedContentEncoding(_));
+        let reads = match self {
+            Self::UnsupportedContentEncoding { reads, .. } => Some(reads),
+            _ => None,
+        };
         let mut response = problem.into_response_with(report);
         if retry_soon {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if identity_only {
-            response.headers_mut().insert(axum::http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        if let Some(reads) = reads {
+            response.headers_mut().insert(axum::http::header::ACCEPT_ENCODING, HeaderValue::from_static(reads));
         }
         response
     }

@@ -61,12 +61,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             (None, _) => false,
             (Some(coding), None) if decode_gzip && is_gzip(coding) => true,
             (Some(coding), _) => {
-                let read = if decode_gzip { "uncompressed, or in `gzip` once" } else { "uncompressed" };
+                let (read, reads) = match decode_gzip {
+                    true => ("uncompressed, or in `gzip` once", "gzip, identity"),
+                    false => ("uncompressed", "identity"),
+                };
                 let detail = format!(
                     "the body is sent in the `{}` content coding, which this endpoint does not read: send it {read}",
                     crate::problem::bounded(coding, 32)
                 );
-                return Err(BffError::UnsupportedContentEncoding(detail));
+                return Err(BffError::UnsupportedContentEncoding { reads, detail });
             }
         };
         let too_large = || BffError::body_too_large(limit as u64);
@@ -272,6 +275,9 @@ mod tests {
             let e = coded(true, codings, order.clone()).await.unwrap_err();
             assert_eq!(code(&e), (415, "UNSUPPORTED_CONTENT_ENCODING"), "{codings:?}");
             assert!(e.to_string().contains("or in `gzip` once"), "{e}");
+            // The answer lists what the endpoint reads, gzip now among them.
+            let answer = axum::response::IntoResponse::into_response(e);
+            assert_eq!(answer.headers()[header::ACCEPT_ENCODING], "gzip, identity", "{codings:?}");
         }
         // At the limit once decoded (JSON may pad with spaces), then one byte over it: a small
         // body that inflates past the limit is refused as a large one.

@@ -183,6 +183,12 @@ async fn a_gzip_order_is_placed_when_the_bff_decodes_gzip() {
     let bomb = [br#"{"items":[{"sku":"SKU-0001","qty":1}]"#.as_slice(), &vec![b' '; 4 << 20], b"}"].concat();
     problem(send(gzip(&bomb), "gzip-2").await.unwrap(), 413, "BODY_TOO_LARGE").await;
     problem(send(b"not gzip".to_vec(), "gzip-3").await.unwrap(), 400, "INVALID_BODY").await;
+    // Another coding is still a 415, whose answer now lists gzip among what the BFF reads.
+    let brotli = stack.http.post(&url).bearer_auth(stack.token()).header("content-type", "application/json");
+    let brotli = brotli.header("content-encoding", "br").header("idempotency-key", "gzip-4").body("x");
+    let response = brotli.send().await.unwrap();
+    assert_eq!(response.headers()["accept-encoding"], "gzip, identity");
+    problem(response, 415, "UNSUPPORTED_CONTENT_ENCODING").await;
     assert_eq!(orders_of_42(&stack).await.len(), before + 1, "nothing more was written");
 }
 
