@@ -122,6 +122,16 @@ async fn products_pass_through_unshaped_with_forwarding_headers_and_no_hop_heade
     let allow = response.headers()["allow"].to_str().unwrap().replace(' ', "");
     assert_eq!(allow, "GET,HEAD");
     common::problem(response, 405, "METHOD_NOT_ALLOWED").await;
+    // A route that lists `GET` alone answers `HEAD` too, as a handler route does: the upstream's
+    // head, no body; and its 405 says so.
+    let response = stack.http.head(stack.bff.url("/api/catalog/files/1000")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], "1000");
+    assert!(response.bytes().await.unwrap().is_empty());
+    assert_eq!(stack.stats(Service::Catalog).last_path.as_deref(), Some("/files/1000"));
+    let response = stack.http.delete(stack.bff.url("/api/catalog/files/1000")).send().await.unwrap();
+    assert_eq!(response.headers()["allow"], "GET,HEAD");
+    common::problem(response, 405, "METHOD_NOT_ALLOWED").await;
     // A product the catalog does not have: its 404, as it answered.
     let response = stack.http.get(stack.bff.url("/api/catalog/products/NOPE")).send().await.unwrap();
     assert_eq!(response.status(), 404);

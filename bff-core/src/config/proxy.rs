@@ -25,7 +25,8 @@ pub struct ProxyRouteConfig {
     /// The paths taken: a pattern as for handler routes (`/files/{id}`, `/api/{*rest}`), or a
     /// prefix (`/legacy/*`: `/legacy` and everything under it).
     pub path: String,
-    /// The methods taken; empty: any. A path taken with other methods answers 405 with `Allow`.
+    /// The methods taken; empty: any. `GET` takes `HEAD` too, unless a route of the same path
+    /// lists `HEAD`. A path taken with other methods answers 405 with `Allow`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
     /// The `Host` taken (`api.example.com`, or `*.example.com` for any one label before it);

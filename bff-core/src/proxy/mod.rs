@@ -158,7 +158,7 @@ impl Proxies {
     pub(crate) fn methods(&self) -> Vec<(String, Vec<Method>)> {
         let mut methods: Vec<(String, Vec<Method>)> = Vec::new();
         for route in self.table.routes() {
-            let taken = if route.methods.is_empty() { ANY.to_vec() } else { route.methods.clone() };
+            let taken = if route.methods.is_empty() { ANY.to_vec() } else { route.taken() };
             for pattern in route.pattern.router_patterns() {
                 match methods.iter_mut().find(|(p, _)| *p == pattern) {
                     Some((_, known)) => {

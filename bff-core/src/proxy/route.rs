@@ -16,7 +16,7 @@ pub(crate) struct ProxyRoute {
     /// Its position in `[[proxy]]`, for messages (`proxy[2]`).
     pub(crate) index: usize,
     pub(crate) pattern: Pattern,
-    /// Empty: any.
+    /// As listed; empty: any. A route that lists `GET` takes `HEAD` too ([`ProxyRoute::taken`]).
     pub(crate) methods: Vec<Method>,
     pub(crate) host: Option<HostPattern>,
     /// Headers the request must carry with these values.
@@ -102,8 +102,29 @@ impl ProxyRoute {
         self.match_headers.iter().all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
     }
 
-    fn takes_method(&self, method: &Method) -> bool {
-        self.methods.is_empty() || self.methods.contains(method)
+    /// How the route takes `method`, if it does: as listed (or by listing none), or `HEAD` by
+    /// listing `GET`, as a handler route's `GET` does and as RFC 9110 §9.1 asks of every server.
+    fn takes_method(&self, method: &Method) -> Option<Taken> {
+        if self.methods.is_empty() || self.methods.contains(method) {
+            Some(Taken::Listed)
+        } else if *method == Method::HEAD && self.methods.contains(&Method::GET) {
+            Some(Taken::HeadWithGet)
+        } else {
+            None
+        }
+    }
+
+    /// The methods the route takes: those listed, `HEAD` after `GET` when only `GET` is; empty:
+    /// any.
+    pub(crate) fn taken(&self) -> Vec<Method> {
+        let mut taken = Vec::with_capacity(self.methods.len() + 1);
+        for method in &self.methods {
+            taken.push(method.clone());
+            if *method == Method::GET && !self.methods.contains(&Method::HEAD) {
+                taken.push(Method::HEAD);
+            }
+        }
+        taken
     }
 
     /// How it is named in messages: its path, host and methods, and its place in the config.
@@ -126,6 +147,14 @@ impl ProxyRoute {
     }
 }
 
+/// How a route takes a method: a route that lists it is chosen over one that takes `HEAD` because
+/// it lists `GET`, so a route of its own can answer `HEAD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Taken {
+    HeadWithGet,
+    Listed,
+}
+
 /// What a request gets among the routes of one host and path shape.
 #[derive(Debug)]
 pub(crate) enum Choice<'a> {
@@ -137,9 +166,10 @@ pub(crate) enum Choice<'a> {
 }
 
 /// Chooses among `routes` (of one host and path shape): a route whose `match_header` the request
-/// carries before one without, and among those the route that takes its method.
+/// carries before one without, and among those the route that takes its method, one that lists
+/// it before one that takes `HEAD` by listing `GET`.
 pub(crate) fn choose<'a>(routes: &'a [Arc<ProxyRoute>], headers: &HeaderMap, method: &Method) -> Choice<'a> {
-    let mut best: Option<&Arc<ProxyRoute>> = None;
+    let mut best: Option<(&Arc<ProxyRoute>, (bool, Taken))> = None;
     let mut allowed: Vec<Method> = Vec::new();
     let mut taken = false;
     for route in routes {
@@ -147,19 +177,23 @@ pub(crate) fn choose<'a>(routes: &'a [Arc<ProxyRoute>], headers: &HeaderMap, met
             continue;
         }
         taken = true;
-        if route.takes_method(method) {
-            if best.is_none_or(|b| b.match_headers.is_empty() && !route.match_headers.is_empty()) {
-                best = Some(route);
+        match route.takes_method(method) {
+            Some(how) => {
+                let rank = (!route.match_headers.is_empty(), how);
+                if best.is_none_or(|(_, best)| rank > best) {
+                    best = Some((route, rank));
+                }
             }
-        } else {
-            for m in &route.methods {
-                if !allowed.contains(m) {
-                    allowed.push(m.clone());
+            None => {
+                for m in route.taken() {
+                    if !allowed.contains(&m) {
+                        allowed.push(m);
+                    }
                 }
             }
         }
     }
-    match best {
+    match best.map(|(route, _)| route) {
         Some(route) => Choice::Route(route),
         None if taken => Choice::MethodNotAllowed(allowed),
         None => Choice::NotFound,
@@ -217,7 +251,30 @@ mod tests {
             Choice::MethodNotAllowed(allowed) => Err(allowed),
         };
         assert_eq!(chosen(Method::PUT), Ok(1));
-        assert_eq!(chosen(Method::DELETE), Err(vec![Method::GET, Method::PUT]));
+        assert_eq!(chosen(Method::HEAD), Ok(0), "`GET` takes `HEAD`");
+        assert_eq!(chosen(Method::DELETE), Err(vec![Method::GET, Method::HEAD, Method::PUT]));
+    }
+
+    /// A route that lists `GET` answers `HEAD` too, as a handler route's `GET` does, unless a
+    /// route of its own lists `HEAD`: that one is chosen, and the two are not ambiguous.
+    #[test]
+    fn get_takes_head_unless_a_route_lists_it() {
+        let chosen = |routes: &[Arc<ProxyRoute>], method: Method| match choose(routes, &HeaderMap::new(), &method) {
+            Choice::Route(route) => Ok(route.index),
+            Choice::NotFound => Err(vec![]),
+            Choice::MethodNotAllowed(allowed) => Err(allowed),
+        };
+        let get = route(0, None, &[Method::GET]);
+        assert_eq!(get.taken(), [Method::GET, Method::HEAD]);
+        assert_eq!(route(0, None, &[Method::HEAD, Method::GET]).taken(), [Method::HEAD, Method::GET]);
+        assert_eq!(route(0, None, &[Method::PUT]).taken(), [Method::PUT]);
+        assert_eq!(chosen(std::slice::from_ref(&get), Method::HEAD), Ok(0));
+        assert_eq!(chosen(&[route(0, None, &[Method::PUT])], Method::HEAD), Err(vec![Method::PUT]));
+        for routes in [[get.clone(), route(1, None, &[Method::HEAD])], [route(1, None, &[Method::HEAD]), get.clone()]] {
+            assert_eq!(chosen(&routes, Method::HEAD), Ok(1), "the route that lists it");
+            assert_eq!(chosen(&routes, Method::GET), Ok(0));
+            assert!(routes[0].ambiguous_with(&routes[1]).is_none());
+        }
     }
 
     #[test]

@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(found(&table, Some("other.test"), "/api/x", Method::GET), Ok(0));
         // A method no route of the path takes, whatever the host: 405 naming every one that would do.
         let allowed = found(&table, Some("api.example.com"), "/api/x", Method::DELETE).unwrap_err();
-        assert_eq!(allowed, vec![Method::GET, Method::PUT]);
+        assert_eq!(allowed, vec![Method::GET, Method::HEAD, Method::PUT]);
         assert_eq!(found(&table, Some("api.example.com"), "/legacy/x", Method::DELETE), Ok(6));
         assert_eq!(found(&table, None, "/other", Method::GET), Err(vec![]), "no route: a handler's, maybe");
     }
