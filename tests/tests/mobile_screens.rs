@@ -117,7 +117,7 @@ async fn sparse_fieldsets() {
 
 #[tokio::test]
 async fn etag_and_not_modified() {
-    let stack = mobile().start().await;
+    let stack = mobile().set("shaping.compression_min_bytes", "0").start().await;
     let first = stack.get("/mobile/home").await;
     let tag = first.headers()["etag"].to_str().unwrap().to_owned();
     assert!(tag.starts_with("W/\""), "{tag}");
@@ -133,6 +133,30 @@ async fn etag_and_not_modified() {
     // A different representation has a different tag.
     let projected = stack.get("/mobile/home?fields=name").await;
     assert_ne!(projected.headers()["etag"], tag.as_str());
+
+    // A HEAD gets the GET's head, over either protocol: its tag, its length (the projection's
+    // too), its coding, and a 304 for the tag it has; no length where the GET's is not known
+    // ahead (compressed), rather than a length of zero.
+    let h2c = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    for client in [&stack.http, &h2c] {
+        for (path, coding) in
+            [("/mobile/home", "identity"), ("/mobile/home?fields=name", "identity"), ("/mobile/home", "br")]
+        {
+            let send = |method| {
+                let request = client.request(method, stack.bff.url(path)).bearer_auth(stack.token());
+                request.header("accept-encoding", coding).send()
+            };
+            let (get, head) = (send(reqwest::Method::GET).await.unwrap(), send(reqwest::Method::HEAD).await.unwrap());
+            let fields = |r: &reqwest::Response| {
+                ["etag", "content-length", "content-encoding"].map(|n| r.headers().get(n).cloned())
+            };
+            assert_eq!((head.status(), fields(&head)), (get.status(), fields(&get)), "{path} {coding}");
+            assert_eq!(head.headers().get("content-length").is_some(), coding == "identity", "{path} {coding}");
+            assert!(head.bytes().await.unwrap().is_empty());
+        }
+        let head = client.head(&url).bearer_auth(stack.token()).header("if-none-match", &tag).send().await.unwrap();
+        assert_eq!(head.status(), 304);
+    }
 }
 
 async fn asking_for(stack: &common::Stack, path: &str, encoding: &str) -> reqwest::Response {

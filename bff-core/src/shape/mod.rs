@@ -61,7 +61,7 @@ impl Shape {
 }
 
 impl Middleware for Shape {
-    fn call<S: Inner>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
+    fn call<S: Inner>(&self, mut request: Request, inner: S) -> impl Future<Output = Response> + Send + 'static {
         // A passthrough route's answers go out as the upstream sent them.
         let config = match route_of(request.extensions()) {
             Some(route) if !route.shaped => {
@@ -69,8 +69,34 @@ impl Middleware for Shape {
             }
             _ => self.config,
         };
-        shape(config, self.compression.clone(), request, inner)
+        // A `HEAD` is shaped as the `GET` it stands for, its body dropped after, so that its
+        // ETag, length and coding are the `GET`'s (RFC 9110 §9.3.2): the router answers a `HEAD`
+        // with its body gone, which would leave nothing to tag, project or measure.
+        let head = request.method() == Method::HEAD && (config.fields || config.etag || config.compression);
+        if head {
+            *request.method_mut() = Method::GET;
+        }
+        FutureExt::map(shape(config, self.compression.clone(), request, inner), move |response| match head {
+            true => head_of(response),
+            false => response,
+        })
     }
+}
+
+/// The answer to a `HEAD`: `response`'s head, with the `Content-Length` its body would have been
+/// sent with, and no body. A body of a length not known before it is read (a compressed one) is
+/// left for the connection to drop unsent, as it drops every answer's to a `HEAD`: in its place,
+/// an empty body would claim a length of zero.
+fn head_of(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Some(length) = http_body::Body::size_hint(&body).exact() else {
+        return Response::from_parts(parts, body);
+    };
+    let bodiless = matches!(parts.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+    if !bodiless && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Response::from_parts(parts, Body::empty())
 }
 
 /// The answer of `next`, shaped, then compressed. Chained rather than written as one `async fn`,
@@ -274,6 +300,49 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
         assert!(response.headers().contains_key(header::ETAG));
+    }
+
+    /// A `HEAD` gets the head the `GET` would: the router answers a `HEAD` with its body gone,
+    /// so the shaping asks it for the `GET` and drops the body after. Its ETag, its `304`, its
+    /// projected length and its coding are the `GET`'s.
+    #[tokio::test]
+    async fn a_head_is_shaped_as_its_get() {
+        let body = serde_json::json!({"name": "Ada", "badge": "gold", "pad": "x".repeat(2000)});
+        let router = axum::Router::new().route("/x", axum::routing::get(move || std::future::ready(Json(body))));
+        let config = ShapingConfig { fields: true, etag: true, compression: true, compression_min_bytes: 1024 };
+        let shape = Shape::new(config);
+        let answer = |method: Method, uri: &str, headers: &[(header::HeaderName, &str)]| {
+            let mut request = Request::builder().method(method).uri(uri);
+            for (name, value) in headers {
+                request = request.header(name, *value);
+            }
+            Middleware::call(&shape, request.body(Body::empty()).unwrap(), router.clone())
+        };
+        // The fields a client sees: the length as the header says, or as the connection writes
+        // it from a body of known size.
+        let head_of = |response: &Response| {
+            let header = |name| response.headers().get(name).map(|v: &HeaderValue| v.to_str().unwrap().to_owned());
+            let known = http_body::Body::size_hint(response.body()).exact().filter(|_| response.status() == 200);
+            let length = header(header::CONTENT_LENGTH).or(known.map(|n| n.to_string()));
+            [header(header::ETAG), length, header(header::CONTENT_ENCODING)]
+        };
+        let gzip = [(header::ACCEPT_ENCODING, "gzip")];
+        for (uri, headers) in [("/x", &[][..]), ("/x?fields=name", &[]), ("/x", &gzip)] {
+            let get = answer(Method::GET, uri, headers).await;
+            let head = answer(Method::HEAD, uri, headers).await;
+            assert_eq!((head.status(), head_of(&head)), (get.status(), head_of(&get)), "{uri} {headers:?}");
+            assert!(head_of(&get)[0].is_some(), "tagged");
+            let sent = axum::body::to_bytes(head.into_body(), usize::MAX).await.unwrap();
+            assert!(sent.is_empty() || headers == gzip, "a HEAD's known-length body is dropped here");
+        }
+        let get = answer(Method::GET, "/x?fields=name", &[]).await;
+        assert_eq!(head_of(&get)[1].as_deref(), Some("14"), "the projection's length");
+        let tag = get.headers()[header::ETAG].to_str().unwrap().to_owned();
+        let head = answer(Method::HEAD, "/x?fields=name", &[(header::IF_NONE_MATCH, &tag)]).await;
+        assert_eq!(head.status(), StatusCode::NOT_MODIFIED);
+        assert!(!head.headers().contains_key(header::CONTENT_LENGTH));
+        let compressed = answer(Method::HEAD, "/x", &gzip).await;
+        assert_eq!(head_of(&compressed)[1], None, "a compressed body's length is not known ahead");
     }
 
     #[test]
