@@ -166,3 +166,25 @@ async fn cors_preflight_for_allowed_and_other_origins() {
         assert_eq!(cors.is_some(), origin.is_some(), "from {origin:?}");
     }
 }
+
+/// The web app's own files go out in gzip to a browser that takes it, as they are to one that
+/// does not, and each answer says it varies by `Accept-Encoding`.
+#[tokio::test]
+async fn the_web_apps_files_go_out_in_gzip_when_taken() {
+    let stack = web().start().await;
+    for path in ["/", "/app.js", "/app.css"] {
+        let fetch = |coding: &'static str| stack.http.get(stack.bff.url(path)).header("accept-encoding", coding).send();
+        let plain = fetch("identity").await.unwrap();
+        assert_eq!(plain.status(), 200, "{path}");
+        assert!(plain.headers().get("content-encoding").is_none(), "{path}");
+        assert!(plain.headers().get_all("vary").iter().any(|v| v == "accept-encoding"), "{path}");
+        let plain = plain.bytes().await.unwrap();
+        let gzip = fetch("gzip, deflate, br").await.unwrap();
+        assert_eq!(gzip.headers()["content-encoding"], "gzip", "{path}");
+        let sent = gzip.bytes().await.unwrap();
+        assert!(sent.len() < plain.len() / 2, "{path}: {} of {} bytes", sent.len(), plain.len());
+        let mut decoded = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&sent[..]), &mut decoded).unwrap();
+        assert_eq!(decoded, plain, "{path}");
+    }
+}

@@ -150,6 +150,16 @@ fn smaller_than(response: &Response, min: u64) -> bool {
 /// the handler ran, a write included, and with the handler's body; and wrapping the answer for
 /// identity would still hide its length and make it chunked.
 fn chosen_encoding(headers: &HeaderMap) -> Option<HeaderValue> {
+    match accepted_weights(headers) {
+        (0, 0) => None,
+        (br, gzip) if br >= gzip => Some(HeaderValue::from_static("br")),
+        _ => Some(HeaderValue::from_static("gzip")),
+    }
+}
+
+/// The weights, in thousandths, that `Accept-Encoding` gives brotli and gzip: 0 for a coding it
+/// does not name, or excludes.
+pub(crate) fn accepted_weights(headers: &HeaderMap) -> (u16, u16) {
     let (mut br, mut gzip) = (0u16, 0u16);
     for value in headers.get_all(header::ACCEPT_ENCODING) {
         for item in value.as_bytes().split(|&b| b == b',') {
@@ -166,11 +176,7 @@ fn chosen_encoding(headers: &HeaderMap) -> Option<HeaderValue> {
             }
         }
     }
-    match (br, gzip) {
-        (0, 0) => None,
-        (br, gzip) if br >= gzip => Some(HeaderValue::from_static("br")),
-        _ => Some(HeaderValue::from_static("gzip")),
-    }
+    (br, gzip)
 }
 
 /// A weight (`qvalue`, RFC 9110 §12.4.2: `0`, `1`, or up to three decimals), in thousandths.
