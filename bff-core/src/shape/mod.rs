@@ -49,14 +49,19 @@ pub(crate) struct Shape {
     compression: Compression,
 }
 
-type Compression = CompressionLayer<And<And<NotForContentType, NotForContentType>, NotForContentType>>;
+type Compression = CompressionLayer<WorthIt>;
+
+type WorthIt = And<And<NotForContentType, NotForContentType>, NotForContentType>;
+
+/// What is worth compressing: tower-http's default predicate less its own 32-byte floor
+/// (`compression_min_bytes` decides size).
+fn worth_it() -> WorthIt {
+    NotForContentType::GRPC.and(NotForContentType::IMAGES).and(NotForContentType::SSE)
+}
 
 impl Shape {
     pub(crate) fn new(config: ShapingConfig) -> Self {
-        // tower-http's default predicate less its own 32-byte floor: `compression_min_bytes`
-        // decides size.
-        let worth_it = NotForContentType::GRPC.and(NotForContentType::IMAGES).and(NotForContentType::SSE);
-        Self { config, compression: CompressionLayer::new().gzip(true).br(true).compress_when(worth_it) }
+        Self { config, compression: CompressionLayer::new().gzip(true).br(true).compress_when(worth_it()) }
     }
 }
 
@@ -108,13 +113,31 @@ fn shape<S: Inner>(
     next: S,
 ) -> impl Future<Output = Response> + Send + 'static {
     let accepted = config.compression.then(|| chosen_encoding(request.headers())).flatten();
-    FutureExt::then(fields_and_etag(config, request, next), move |response| match accepted {
-        // Boxed: the compression layer's future is large, and most answers are not compressed.
-        Some(accepted) if !smaller_than(&response, config.compression_min_bytes) => {
-            Either::Left(Box::pin(compress(compression, accepted, response)))
+    FutureExt::then(fields_and_etag(config, request, next), move |mut response| {
+        let sized = config.compression && !smaller_than(&response, config.compression_min_bytes);
+        match accepted {
+            // Boxed: the compression layer's future is large, and most answers are not compressed.
+            Some(accepted) if sized => Either::Left(Box::pin(compress(compression, accepted, response))),
+            _ => {
+                // An answer that would be compressed for a client taking gzip or brotli varies
+                // by `Accept-Encoding` as much as a compressed one: the compression layer says so
+                // of both, but a client taking neither is not sent through it.
+                if sized && accepted.is_none() && compressible(&response) {
+                    response.headers_mut().append(header::VARY, HeaderValue::from_static("accept-encoding"));
+                }
+                Either::Right(std::future::ready(response))
+            }
         }
-        _ => Either::Right(std::future::ready(response)),
     })
+}
+
+/// Whether the compression layer compresses `response` for a client that takes a coding it
+/// writes (whatever its size): not already coded, not a range, of a type worth it.
+fn compressible(response: &Response) -> bool {
+    let headers = response.headers();
+    !headers.contains_key(header::CONTENT_ENCODING)
+        && !headers.contains_key(header::CONTENT_RANGE)
+        && worth_it().should_compress(response)
 }
 
 /// Compresses a finished response with `compression` in `encoding` (see [`chosen_encoding`]).
@@ -349,6 +372,34 @@ mod tests {
         assert!(!head.headers().contains_key(header::CONTENT_LENGTH));
         let compressed = answer(Method::HEAD, "/x", &gzip).await;
         assert_eq!(head_of(&compressed)[1], None, "a compressed body's length is not known ahead");
+    }
+
+    /// An answer the layer would compress says it varies by `Accept-Encoding` once, to a client
+    /// that takes no coding too; one that would go out as it is (too small, an event stream, or
+    /// compression off) does not.
+    #[tokio::test]
+    async fn what_would_be_compressed_varies_by_accept_encoding_for_every_client() {
+        let answer = |compression: bool, content_type: &'static str, size: usize, coding: &'static str| {
+            let config = ShapingConfig { fields: false, etag: false, compression, compression_min_bytes: 100 };
+            let inner = tower::service_fn(move |_: Request| async move {
+                Ok::<_, Infallible>(([(header::CONTENT_TYPE, content_type)], "x".repeat(size)).into_response())
+            });
+            let request = Request::builder().header(header::ACCEPT_ENCODING, coding).body(Body::empty()).unwrap();
+            async move {
+                let response = Middleware::call(&Shape::new(config), request, inner).await;
+                let vary: Vec<_> = response.headers().get_all(header::VARY).iter().cloned().collect();
+                (response.headers().get(header::CONTENT_ENCODING).cloned(), vary)
+            }
+        };
+        let varies = vec![HeaderValue::from_static("accept-encoding")];
+        for coding in ["identity", "gzip;q=0", "deflate"] {
+            assert_eq!(answer(true, "application/json", 100, coding).await, (None, varies.clone()), "{coding}");
+        }
+        let gzip = Some(HeaderValue::from_static("gzip"));
+        assert_eq!(answer(true, "application/json", 100, "gzip").await, (gzip, varies.clone()));
+        assert_eq!(answer(true, "application/json", 99, "identity").await, (None, vec![]));
+        assert_eq!(answer(true, "text/event-stream", 1000, "identity").await, (None, vec![]));
+        assert_eq!(answer(false, "application/json", 1000, "identity").await, (None, vec![]));
     }
 
     #[test]
