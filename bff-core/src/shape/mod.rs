@@ -81,10 +81,7 @@ impl Middleware for Shape {
         if head {
             *request.method_mut() = Method::GET;
         }
-        FutureExt::map(shape(config, self.compression.clone(), request, inner), move |response| match head {
-            true => head_of(response),
-            false => response,
-        })
+        shape(config, self.compression.clone(), request, inner, head)
     }
 }
 
@@ -104,19 +101,22 @@ fn head_of(response: Response) -> Response {
     Response::from_parts(parts, Body::empty())
 }
 
-/// The answer of `next`, shaped, then compressed. Chained rather than written as one `async fn`,
-/// whose future would hold the request and the inner service beside the future they went into.
+/// The answer of `next`, shaped, then compressed; for a `HEAD` (`head`), without its body. Chained
+/// rather than written as one `async fn`, whose future would hold the request and the inner
+/// service beside the future they went into.
 fn shape<S: Inner>(
     config: ShapingConfig,
     compression: Compression,
     request: Request,
     next: S,
+    head: bool,
 ) -> impl Future<Output = Response> + Send + 'static {
     let accepted = config.compression.then(|| chosen_encoding(request.headers())).flatten();
     FutureExt::then(fields_and_etag(config, request, next), move |mut response| {
         let sized = config.compression && !smaller_than(&response, config.compression_min_bytes);
         match accepted {
             // Boxed: the compression layer's future is large, and most answers are not compressed.
+            // A compressed body's length is not known ahead: a `HEAD`'s is left as it is.
             Some(accepted) if sized => Either::Left(Box::pin(compress(compression, accepted, response))),
             _ => {
                 // An answer that would be compressed for a client taking gzip or brotli varies
@@ -125,7 +125,7 @@ fn shape<S: Inner>(
                 if sized && accepted.is_none() && compressible(&response) {
                     response.headers_mut().append(header::VARY, HeaderValue::from_static("accept-encoding"));
                 }
-                Either::Right(std::future::ready(response))
+                Either::Right(std::future::ready(if head { head_of(response) } else { response }))
             }
         }
     })
