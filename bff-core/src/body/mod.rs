@@ -14,6 +14,20 @@ mod gunzip;
 pub(crate) use gunzip::gzip;
 pub(crate) use gunzip::{GunzipError, gunzip};
 
+/// Sets an answer's `Content-Length` to the length its body would be sent with, for an answer to
+/// a `HEAD` whose body is dropped: when that length is known ahead, the status has content, and
+/// no length is set yet. Returns whether the length is known.
+pub(crate) fn length_for_head<B: Body>(response: &mut http::Response<B>) -> bool {
+    let Some(length) = response.body().size_hint().exact() else {
+        return false;
+    };
+    let bodiless = matches!(response.status(), http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED);
+    if !bodiless && !response.headers().contains_key(http::header::CONTENT_LENGTH) {
+        response.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(length));
+    }
+    true
+}
+
 /// Why a body could not be read whole.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CollectError<E> {

@@ -218,10 +218,7 @@ impl Future for ResponseFuture {
 /// and the client resets the stream; axum leaves it out only for a route's own answers, so every
 /// refusal before a route (a `401`, a `404`, a `429`) would be such an error.
 fn without_body(response: &mut axum::response::Response) {
-    let length = HttpBody::size_hint(response.body()).exact();
-    if let (Some(length), false) = (length, response.headers().contains_key(http::header::CONTENT_LENGTH)) {
-        response.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(length));
-    }
+    crate::body::length_for_head(response);
     *response.body_mut() = axum::body::Body::empty();
 }
 

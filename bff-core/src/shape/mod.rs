@@ -89,16 +89,11 @@ impl Middleware for Shape {
 /// sent with, and no body. A body of a length not known before it is read (a compressed one) is
 /// left for the connection to drop unsent, as it drops every answer's to a `HEAD`: in its place,
 /// an empty body would claim a length of zero.
-fn head_of(response: Response) -> Response {
-    let (mut parts, body) = response.into_parts();
-    let Some(length) = http_body::Body::size_hint(&body).exact() else {
-        return Response::from_parts(parts, body);
-    };
-    let bodiless = matches!(parts.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
-    if !bodiless && !parts.headers.contains_key(header::CONTENT_LENGTH) {
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+fn head_of(mut response: Response) -> Response {
+    if crate::body::length_for_head(&mut response) {
+        *response.body_mut() = Body::empty();
     }
-    Response::from_parts(parts, Body::empty())
+    response
 }
 
 /// The answer of `next`, shaped, then compressed; for a `HEAD` (`head`), without its body. Chained
